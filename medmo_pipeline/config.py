@@ -1,0 +1,239 @@
+"""Recipes: YAML files validated into typed, frozen config objects.
+
+A recipe declares the whole four-stage run: base model, corpus, the SFT stages, the RL stage and
+the evaluation. The embedded default and the paper recipe are two YAML files of the same shape;
+the code path is the same. Validation happens on load, before any job starts, and every error
+names the file and the dotted path of the bad field.
+
+Each section's hash (``section_hash``) is the code version of the asset it drives, so editing one
+stage's recipe marks that stage and everything downstream stale, and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "embedded"
+TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseModelRecipe(_Strict):
+    source: Literal["tiny", "hub"]
+    name_or_path: str | None = Field(None, description="hub id or local directory (source: hub)")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = Field(False, description="accept pickle weights (never needed for safetensors)")
+    tiny: dict[str, Any] = Field(default_factory=dict, description="architecture of the offline tiny model")
+    tokenizer_training_rows: int = Field(2000, gt=0, description="synthetic rows per source for the BPE")
+
+    @model_validator(mode="after")
+    def _needs_a_model(self) -> BaseModelRecipe:
+        if self.source == "hub" and not self.name_or_path:
+            raise ValueError("name_or_path is required when source is 'hub' (e.g. Qwen/Qwen3-VL-8B-Instruct)")
+        return self
+
+
+class SyntheticCorpusRecipe(_Strict):
+    train_rows: dict[str, int]
+    eval_rows: dict[str, int]
+    image_size: int = Field(128, ge=32, le=2048)
+
+
+class CorpusRecipe(_Strict):
+    kind: Literal["synthetic", "registry"]
+    synthetic: SyntheticCorpusRecipe | None = None
+    shard_rows: int = Field(2000, gt=0)
+
+    @model_validator(mode="after")
+    def _synthetic_needs_sizes(self) -> CorpusRecipe:
+        if self.kind == "synthetic" and self.synthetic is None:
+            raise ValueError("kind 'synthetic' needs a 'synthetic' section (train_rows, eval_rows)")
+        return self
+
+
+class MixtureRecipe(_Strict):
+    """Which rows a stage trains on: sources with weights, restricted to some tasks."""
+
+    sources: dict[str, float] = Field(description="source -> sampling weight (relative)")
+    tasks: list[TaskName]
+    max_samples: int | None = Field(None, gt=0)
+    task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
+
+
+class ImageRecipe(_Strict):
+    """Stage resolution, in pixels (the processor resizes within these bounds)."""
+
+    max_pixels: int | None = Field(None, gt=0, description="None keeps the dynamic resolution")
+    min_pixels: int | None = Field(None, gt=0)
+
+
+class OptimRecipe(_Strict):
+    """Trainer arguments shared by the SFT and GRPO stages (names follow transformers/TRL)."""
+
+    learning_rate: float = Field(gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides epochs")
+    per_device_train_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.1, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(10, gt=0)
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
+
+
+class SFTStageRecipe(_Strict):
+    parent: str
+    purpose: str = ""
+    mixture: MixtureRecipe
+    image: ImageRecipe = ImageRecipe()
+    max_length: int | None = None
+    optim: OptimRecipe
+
+
+class GRPORecipe(_Strict):
+    num_generations: int = Field(ge=2)
+    max_prompt_length: int | None = Field(None, gt=0)
+    max_completion_length: int = Field(gt=0)
+    epsilon: float = Field(0.2, gt=0)
+    epsilon_high: float | None = Field(None, gt=0)
+    beta: float = Field(0.0, ge=0, description="KL coefficient; > 0 keeps a reference policy")
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    temperature: float = Field(1.0, gt=0)
+    mask_truncated_completions: bool = False
+
+
+class RLStageRecipe(_Strict):
+    parent: str
+    purpose: str = ""
+    mixture: MixtureRecipe
+    image: ImageRecipe = ImageRecipe()
+    optim: OptimRecipe
+    grpo: GRPORecipe
+    rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...)")
+    completion_log_every: int = Field(20, gt=0, description="log sampled completions every N steps")
+
+
+class EvaluationRecipe(_Strict):
+    benchmarks: list[str] = ["synthetic_heldout"]
+    batch_size: int = Field(32, gt=0)
+    max_new_tokens: dict[TaskName, int] = Field(default_factory=dict)
+    max_samples_per_task: int | None = Field(None, gt=0)
+    bootstrap_resamples: int = Field(1000, ge=0)
+
+
+class TrackingRecipe(_Strict):
+    experiment: str = "medmo"
+
+
+class Recipe(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 42
+    base_model: BaseModelRecipe
+    corpus: CorpusRecipe
+    stages: dict[str, SFTStageRecipe]
+    rl: RLStageRecipe
+    evaluation: EvaluationRecipe = EvaluationRecipe()
+    tracking: TrackingRecipe = TrackingRecipe()
+
+    @model_validator(mode="after")
+    def _parents_form_a_chain(self) -> Recipe:
+        known = {"base_model"}
+        for name, stage in self.stages.items():
+            if stage.parent not in known:
+                raise ValueError(
+                    f"stages.{name}.parent: {stage.parent!r} is not an earlier stage or 'base_model' "
+                    f"(known: {sorted(known)})"
+                )
+            known.add(name)
+        if self.rl.parent not in known:
+            raise ValueError(f"rl.parent: {self.rl.parent!r} is not a stage (known: {sorted(known)})")
+        return self
+
+    def checkpoints(self) -> list[str]:
+        """Every checkpoint of the run in training order: base_model, SFT stages, then 'rl'."""
+        return ["base_model", *self.stages, "rl"]
+
+    def section(self, name: str) -> dict:
+        """The resolved section that drives one asset, as plain data (name: a stage, 'rl', ...)."""
+        if name in self.stages:
+            data = self.stages[name].model_dump(mode="json")
+        else:
+            data = getattr(self, name).model_dump(mode="json")
+        return {"recipe": self.name, "seed": self.seed, name: data}
+
+    def section_hash(self, name: str) -> str:
+        return stable_hash(self.section(name))
+
+
+def stable_hash(data: Any, length: int = 16) -> str:
+    """sha256 of canonical JSON (sorted keys): the same data always gives the same hash."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def resolve_recipe_path(name_or_path: str | os.PathLike | None = None) -> Path:
+    """A recipe name shipped in recipes/ (``embedded``, ``paper``) or a path to a YAML file.
+
+    ``None`` takes ``MEDMO_RECIPE`` from the environment, else the embedded default.
+    """
+    value = str(name_or_path or os.environ.get("MEDMO_RECIPE") or DEFAULT_RECIPE)
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        return path.resolve()
+    shipped = RECIPES_DIR / f"{value}.yaml"
+    if not shipped.is_file():
+        names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+        raise RecipeError(f"no recipe named {value!r}; shipped recipes: {names}, or pass a .yaml path")
+    return shipped
+
+
+def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
+    """Load and validate a recipe; errors name the file and the dotted field path."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())  # safe_load: a recipe can never execute code
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping at the top level")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(f"{path}: invalid recipe:\n{_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling against the recipe reference)"
+        lines.append(f"  - {field}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""What every job entry point shares: reporting back to whoever launched it.
+
+Launched by Dagster (``DAGSTER_PIPES_CONTEXT`` is set), messages go through Dagster Pipes:
+logs, progress, and the final materialization with its metadata and data version. Run by hand
+(``python -m medmo_pipeline.training.sft ...``), the same calls print to the console, so entry
+points run with no Dagster at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class JobReporter:
+    """Console reporter; the Pipes one below overrides the three outputs."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def log(self, message: str) -> None:
+        print(f"[medmo] {message}", file=sys.stderr, flush=True)
+
+    def progress(self, done: int, total: int, **metrics: float) -> None:
+        elapsed = time.time() - self.started
+        eta = elapsed / done * (total - done) if done else float("nan")
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        self.log(f"step {done}/{total} ({100 * done / max(total, 1):.0f}%) eta {eta:.0f}s {shown}".rstrip())
+
+    def report(self, metadata: dict[str, Any], data_version: str | None = None) -> None:
+        self.log("result: " + json.dumps(_plain(metadata), default=str, sort_keys=True))
+        if data_version:
+            self.log(f"data version: {data_version}")
+
+
+class PipesJobReporter(JobReporter):
+    def __init__(self, pipes: Any) -> None:
+        super().__init__()
+        self.pipes = pipes
+
+    def log(self, message: str) -> None:
+        self.pipes.log.info(message)
+
+    def report(self, metadata: dict[str, Any], data_version: str | None = None) -> None:
+        self.pipes.report_asset_materialization(metadata=_typed(metadata), data_version=data_version)
+
+
+@contextmanager
+def job_reporter() -> Iterator[JobReporter]:
+    if os.environ.get("DAGSTER_PIPES_CONTEXT"):
+        from dagster_pipes import open_dagster_pipes  # only jobs import this, and only here
+
+        with open_dagster_pipes() as pipes:
+            yield PipesJobReporter(pipes)
+    else:
+        yield JobReporter()
+
+
+class Md(str):
+    """A metadata value that Dagster should render as Markdown (tables, for instance)."""
+
+
+def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in metadata.items()}
+
+
+def _typed(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Pipes metadata with explicit types, so paths and tables render as such in the UI."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, Md):
+            out[key] = {"raw_value": str(value), "type": "md"}
+        elif isinstance(value, Path):
+            out[key] = {"raw_value": str(value), "type": "path"}
+        elif isinstance(value, bool):
+            out[key] = {"raw_value": value, "type": "bool"}
+        elif isinstance(value, int):
+            out[key] = {"raw_value": value, "type": "int"}
+        elif isinstance(value, float):
+            out[key] = {"raw_value": value, "type": "float"}
+        elif isinstance(value, (dict, list)):
+            out[key] = {"raw_value": value, "type": "json"}
+        else:
+            out[key] = {"raw_value": str(value), "type": "text"}
+    return out

@@ -1,0 +1,124 @@
+"""MLflow runs and lineage records.
+
+One MLflow run per job (one per asset materialization), tagged with the Dagster run id, the asset
+and its data/code versions. MLflow is called directly (no dagster-mlflow hook, which has been seen
+closing runs early). The store defaults to sqlite under MEDMO_HOME with artifacts beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from medmo_pipeline import home
+
+# Set by the launcher so jobs can tag their MLflow runs without importing dagster.
+DAGSTER_RUN_ID_ENV = "MEDMO_DAGSTER_RUN_ID"
+ASSET_KEY_ENV = "MEDMO_ASSET_KEY"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested recipe -> {"stage1.optim.learning_rate": "0.002", ...} (MLflow params are flat)."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix.rstrip(".")] = str(data)
+    return out
+
+
+def _experiment_id(mlflow: Any, name: str) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = (home.mlflow_dir() / "artifacts" / name).resolve()
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    except Exception:  # another job created it first
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@contextmanager
+def mlflow_run(experiment: str, run_name: str, *, params: dict, tags: dict[str, str]) -> Iterator[Any]:
+    """Start an MLflow run with the resolved recipe as params and lineage tags."""
+    import mlflow
+
+    home.mlflow_dir().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(home.mlflow_tracking_uri())
+    experiment_id = _experiment_id(mlflow, experiment)
+    all_tags = {
+        "dagster_run_id": os.environ.get(DAGSTER_RUN_ID_ENV, ""),
+        "dagster_asset": os.environ.get(ASSET_KEY_ENV, ""),
+        "git_commit": git_commit(),
+        **tags,
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags) as run:
+        flat = flatten(params)
+        for start in range(0, len(flat), 100):  # MLflow caps params per batch call
+            mlflow.log_params(dict(list(flat.items())[start : start + 100]))
+        yield run
+
+
+def git_commit() -> str:
+    """The checkout's commit (with '-dirty' when it has local changes), or '' outside git."""
+    root = home.checkout_root()
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}-dirty" if sha and dirty else sha
+
+
+def lineage_record(
+    *,
+    stage: str,
+    parent: dict | None,
+    corpus: dict | None,
+    mixture: dict | None,
+    recipe_name: str,
+    recipe_section: dict,
+    recipe_hash: str,
+    mlflow_run_id: str,
+    started: float,
+    metrics: dict,
+) -> dict:
+    """The ``lineage.json`` contract of DESIGN.md: what produced a checkpoint, exactly."""
+    return {
+        "stage": stage,
+        "parent": parent,
+        "corpus": corpus,
+        "mixture": mixture,
+        "recipe": {"name": recipe_name, "hash": recipe_hash, "resolved": recipe_section},
+        "git_commit": git_commit(),
+        "mlflow_run_id": mlflow_run_id,
+        "dagster_run_id": os.environ.get(DAGSTER_RUN_ID_ENV, ""),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "metrics": metrics,
+    }
+
+
+def read_lineage(checkpoint: Path) -> dict:
+    import json
+
+    path = Path(checkpoint) / "lineage.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint} has no lineage.json: not a checkpoint this pipeline wrote")
+    return json.loads(path.read_text())

@@ -1,0 +1,138 @@
+"""One loading path for the tiny local base model and for hub checkpoints such as Qwen/Qwen3-VL-8B-Instruct.
+
+Weights are loaded from safetensors only: pickle checkpoints can execute code when unpickled, so a
+local directory holding only pickle weights is refused unless the caller opts in explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint offers only pickle weight files."""
+
+
+def _is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _local_dir(path_or_id: str | os.PathLike) -> Path | None:
+    path = Path(path_or_id).expanduser()
+    return path if path.is_dir() else None
+
+
+def _hub_kwargs(path_or_id, revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
+    local = _local_dir(path_or_id) is not None
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision is not None and not local:
+        kwargs["revision"] = revision
+    if local or _is_offline():
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def check_weights_are_safe(directory: Path) -> None:
+    """Raise `UnsafeCheckpointError` when `directory` has pickle weight files and no safetensors."""
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    if any(p.suffix == ".safetensors" for p in files):
+        return
+    pickles = sorted(p for p in files if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeCheckpointError(
+            f"{directory} holds only pickle weights ({pickles[0].name}"
+            + (f" and {len(pickles) - 1} more" if len(pickles) > 1 else "")
+            + "), which can run arbitrary code when loaded. Convert them to safetensors, "
+            "or pass allow_pickle=True if you trust their origin."
+        )
+
+
+def load_model(
+    path_or_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: Any = None,
+    allow_pickle: bool = False,
+):
+    """Load a vision-language model (e.g. `Qwen3VLForConditionalGeneration`) from a directory or hub id."""
+    from transformers import AutoModelForImageTextToText
+
+    local = _local_dir(path_or_id)
+    if local is not None and not allow_pickle:
+        check_weights_are_safe(local)
+    kwargs = _hub_kwargs(path_or_id, revision, trust_remote_code)
+    # None lets from_pretrained fall back to pickle weights where safetensors are absent.
+    kwargs["use_safetensors"] = None if allow_pickle else True
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+
+
+def load_processor(
+    path_or_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
+):
+    """Load the processor (tokenizer + image processor + chat template) and optionally set its resolution."""
+    from transformers import AutoProcessor
+
+    from . import processor as _registers_image_only_processor  # noqa: F401  (AutoProcessor.register)
+
+    processor = AutoProcessor.from_pretrained(
+        str(path_or_id), **_hub_kwargs(path_or_id, revision, trust_remote_code)
+    )
+    if not hasattr(processor, "image_processor"):
+        raise ValueError(f"{path_or_id} has no image processor; got {type(processor).__name__}")
+    if max_pixels is not None or min_pixels is not None:
+        set_image_resolution(processor, max_pixels, min_pixels)
+    return processor
+
+
+def image_resolution(processor) -> tuple[int, int]:
+    """(min_pixels, max_pixels) the processor's image processor currently resizes into."""
+    image_processor = getattr(processor, "image_processor", processor)
+    size = image_processor.size
+    return int(size["shortest_edge"]), int(size["longest_edge"])
+
+
+def set_image_resolution(processor, max_pixels: int | None, min_pixels: int | None = None):
+    """Set the pixel budget images are resized into (Qwen2-VL `smart_resize`), in place.
+
+    In transformers 5 the Qwen2-VL/Qwen3-VL image processors keep the budget as
+    `size={"shortest_edge": min_pixels, "longest_edge": max_pixels}`; `min_pixels`/`max_pixels`
+    attributes, when set, would override it at call time, so they are cleared. Accepts a processor or
+    a bare image processor; returns it.
+    """
+    from transformers.image_utils import SizeDict
+
+    image_processor = getattr(processor, "image_processor", processor)
+    current_min, current_max = image_resolution(image_processor)
+    new_max = current_max if max_pixels is None else int(max_pixels)
+    new_min = min(current_min, new_max) if min_pixels is None else int(min_pixels)
+    factor = image_processor.patch_size * image_processor.merge_size
+    if new_max < factor * factor:
+        raise ValueError(f"max_pixels={new_max} is below one merged patch ({factor}x{factor} pixels)")
+    if new_min > new_max:
+        raise ValueError(f"min_pixels={new_min} exceeds max_pixels={new_max}")
+    image_processor.size = SizeDict(shortest_edge=new_min, longest_edge=new_max)
+    for legacy in ("min_pixels", "max_pixels"):
+        if getattr(image_processor, legacy, None) is not None:
+            setattr(image_processor, legacy, None)
+    return processor
+
+
+def save_model_and_processor(model, processor, out_dir: str | os.PathLike) -> Path:
+    """Write model (safetensors), generation config and processor into one Hugging Face directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)  # safetensors is the only format transformers 5 writes
+    processor.save_pretrained(out)
+    return out

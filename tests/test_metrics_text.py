@@ -1,0 +1,141 @@
+"""ROUGE-L and CIDEr-D against the reference implementations on generated sentences."""
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from rouge_score import rouge_scorer
+
+from medmo_pipeline.evaluation.metrics import cider, cider_per_sample, rouge_l, rouge_l_score, rouge_tokens
+
+VOCABULARY = [
+    "no",
+    "acute",
+    "cardiopulmonary",
+    "process",
+    "the",
+    "heart",
+    "size",
+    "is",
+    "normal",
+    "mild",
+    "left",
+    "right",
+    "lower",
+    "lobe",
+    "opacity",
+    "pleural",
+    "effusion",
+    "pneumothorax",
+    "lungs",
+    "are",
+    "clear",
+    "stable",
+    "small",
+    "large",
+    "atelectasis",
+]
+
+
+def sentence(rng: random.Random, min_words: int = 1, max_words: int = 18) -> str:
+    return " ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(min_words, max_words)))
+
+
+def noisy(rng: random.Random, text: str) -> str:
+    """Raw-looking text: random capitals and punctuation that tokenisation must remove."""
+    words = [w.upper() if rng.random() < 0.2 else w for w in text.split()]
+    return " ".join(w + rng.choice(["", "", ",", ".", ";", "-"]) for w in words)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = random.Random(42)
+    predictions = [sentence(rng) for _ in range(150)]
+    references = [[sentence(rng) for _ in range(rng.randint(1, 5))] for _ in range(150)]
+    # Some predictions copy a reference with edits, so scores span the range, and one is empty.
+    for i in range(0, 150, 3):
+        predictions[i] = references[i][0] + " " + rng.choice(VOCABULARY)
+    predictions[5] = ""
+    return predictions, references
+
+
+def test_cider_equals_pycocoevalcap(corpus):
+    predictions, references = corpus
+    expected_score, expected_per_sample = Cider().compute_score(
+        {i: refs for i, refs in enumerate(references)}, {i: [p] for i, p in enumerate(predictions)}
+    )
+    outcome = cider(predictions, references)
+    assert outcome.value == pytest.approx(expected_score, abs=1e-9)
+    np.testing.assert_allclose(outcome.per_sample, expected_per_sample, rtol=0, atol=1e-9)
+    assert outcome.n == 150 and outcome.empty == 1
+    assert outcome.value > 0.5  # the copied predictions make it far from zero
+
+
+def test_cider_document_frequency_is_over_the_evaluated_corpus(corpus):
+    predictions, references = corpus
+    # The same pair scores differently in a different corpus, because the IDF changes.
+    alone = cider_per_sample(predictions[:10], references[:10])
+    whole = cider_per_sample(predictions, references)
+    assert not np.allclose(alone, whole[:10])
+
+
+def test_cider_needs_references():
+    with pytest.raises(ValueError, match="reference"):
+        cider(["a b"], [[]])
+
+
+def test_rouge_l_f1_equals_rouge_score_package(corpus):
+    predictions, references = corpus
+    rng = random.Random(3)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    for prediction, refs in zip(predictions, references):
+        raw_prediction, raw_reference = noisy(rng, prediction), noisy(rng, refs[0])
+        expected = scorer.score(raw_reference, raw_prediction)["rougeL"].fmeasure
+        assert rouge_l(raw_prediction, raw_reference) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rouge_l_beta_1_2_equals_pycocoevalcap(corpus):
+    predictions, references = corpus
+    coco = Rouge()
+    nonzero = 0
+    for prediction, refs in zip(predictions, references):
+        if not prediction:
+            continue  # pycocoevalcap counts "" as one empty token; both give 0 anyway
+        expected = coco.calc_score([prediction], [refs[0]])
+        got = rouge_l(prediction, refs[0], beta=1.2)
+        assert got == pytest.approx(expected, abs=1e-12)
+        nonzero += got > 0
+    assert nonzero > 100
+
+
+def test_beta_changes_the_score_when_precision_differs_from_recall():
+    # LCS 2; precision 2/2, recall 2/6: F1 = 0.5, F(beta=1.2) weighs recall more.
+    prediction, reference = "heart normal", "the heart size is normal today"
+    assert rouge_l(prediction, reference) == pytest.approx(0.5)
+    assert rouge_l(prediction, reference, beta=1.2) < 0.5
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.text(alphabet="ab c.D,", max_size=30),
+    st.text(alphabet="ab c.D,", max_size=30),
+)
+def test_rouge_l_f1_matches_rouge_score_on_arbitrary_text(prediction, reference):
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
+    assert rouge_l(prediction, reference) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rouge_l_score_averages_over_all_samples():
+    outcome = rouge_l_score(["lungs are clear", "", "x"], ["lungs are clear", "no effusion", "y"])
+    assert (outcome.value, outcome.n, outcome.empty) == (pytest.approx(1 / 3), 3, 1)
+    assert rouge_l_score(["a"], ["a"], beta=1.2).name == "rouge_l_beta1.2"
+
+
+def test_rouge_tokens_match_the_rouge_score_tokenizer():
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    raw = "No acute cardio-pulmonary process; HEART size 12cm (stable)."
+    assert rouge_tokens(raw) == scorer._tokenizer.tokenize(raw)

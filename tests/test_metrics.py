@@ -119,6 +119,11 @@ def test_option_index(response, expected):
     assert option_index(response, ["Pneumonia", "Edema", "Normal"]) == expected
 
 
+def test_option_text_starting_with_a_prefix_word_is_not_truncated():
+    assert option_index("Optional surgery", ["Observation", "Optional surgery"]) == 1
+    assert yes_no("Answering that: no") is None
+
+
 def test_unparseable_multiple_choice_answer_scores_zero_not_one_in_k():
     # MedEvalKit mapped any unreadable answer to the most similar option (~1/k expected accuracy).
     rng = np.random.default_rng(7)

@@ -18,7 +18,7 @@ from medmo_pipeline.evaluation.metrics.result import MetricResult, summarize
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
 _ANSWER_PREFIX = re.compile(
-    r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)\s*(?:is\b)?\s*[:\-]?\s*",
+    r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)\b\s*(?:is\b)?\s*[:\-]?\s*",
     re.IGNORECASE,
 )
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")

@@ -32,12 +32,14 @@ UNIT = (0, 0, 10, 10)
         # P < G: one of two ground-truth boxes found exactly: B = 1 / 2; lambda_fn 0.2 -> 0.5 - 0.2 * 1 / 2.
         pytest.param([UNIT], [UNIT, (20, 30, 30, 40)], {"image_size": FRAME}, 0.5, id="p-less-g"),
         pytest.param(
-            [UNIT], [UNIT, (20, 30, 30, 40)], {"image_size": FRAME, "lambda_fn": 0.2}, 0.4, id="p-less-g-penalty"
+            [UNIT],
+            [UNIT, (20, 30, 30, 40)],
+            {"image_size": FRAME, "lambda_fn": 0.2},
+            0.4,
+            id="p-less-g-penalty",
         ),
         # Squared (paper main text): the partial-overlap case, (5/6)^2 = 25/36.
-        pytest.param(
-            [(5, 0, 15, 10)], [UNIT], {"image_size": FRAME, "squared": True}, 25 / 36, id="squared"
-        ),
+        pytest.param([(5, 0, 15, 10)], [UNIT], {"image_size": FRAME, "squared": True}, 25 / 36, id="squared"),
         # Penalty larger than the base clips at 0: B = 11/21 ~ 0.52, penalty 1 * (3 - 1) / 1 = 2.
         pytest.param(
             [(20, 0, 30, 10), (20, 30, 30, 40), (0, 20, 10, 30)],
@@ -55,7 +57,11 @@ UNIT = (0, 0, 10, 10)
         pytest.param([(100, 0, 130, 40)], [(0, 0, 30, 40)], {}, 6 / 91, id="l1-clipped"),
         # Two boxes given in swapped order: Hungarian pairs them correctly, both exact -> 1.
         pytest.param(
-            [(20, 30, 30, 40), UNIT], [UNIT, (20, 30, 30, 40)], {"image_size": FRAME}, 1.0, id="hungarian-swap"
+            [(20, 30, 30, 40), UNIT],
+            [UNIT, (20, 30, 30, 40)],
+            {"image_size": FRAME},
+            1.0,
+            id="hungarian-swap",
         ),
         # Edge cases: no ground truth is neutral; no prediction scores clip01(0 - penalty).
         pytest.param([UNIT], [], {}, 0.5, id="no-ground-truth"),

@@ -20,13 +20,17 @@ from medmo_pipeline.rewards.parsing import parse_boxes, parse_labeled_boxes
             [("Fractures", (156.0, 516.0, 231.0, 607.0)), ("Fractures", (240.0, 529.0, 296.0, 581.0))],
         ),
         (
-            "<think>two findings</think><answer>Effusion <box>[[1, 2, 30, 40]]</box>, "
-            "Nodule <box>[[5.5, 6, 7, 8]]</box></answer>",
+            (
+                "<think>two findings</think><answer>Effusion <box>[[1, 2, 30, 40]]</box>, "
+                "Nodule <box>[[5.5, 6, 7, 8]]</box></answer>"
+            ),
             [("Effusion", (1.0, 2.0, 30.0, 40.0)), ("Nodule", (5.5, 6.0, 7.0, 8.0))],
         ),
         (
-            '```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "cell"},\n'
-            ' {"label": "cell \\"b\\"", "bbox_2d": [50, 60, 70, 80]}]\n```',
+            (
+                '```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "cell"},\n'
+                ' {"label": "cell \\"b\\"", "bbox_2d": [50, 60, 70, 80]}]\n```'
+            ),
             [("cell", (10.0, 20.0, 30.0, 40.0)), ('cell "b"', (50.0, 60.0, 70.0, 80.0))],
         ),
         ("[[1, 2, 3, 4], [5, 6, 7, 8]]", [("", (1.0, 2.0, 3.0, 4.0)), ("", (5.0, 6.0, 7.0, 8.0))]),

@@ -1,0 +1,218 @@
+"""The reward registry: building from a recipe spec, TRL's calling convention, row coverage."""
+
+from __future__ import annotations
+
+import doctest
+import pickle
+
+import pytest
+
+import medmo_pipeline.rewards.box
+import medmo_pipeline.rewards.labels
+import medmo_pipeline.rewards.parsing
+import medmo_pipeline.rewards.registry
+from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
+from medmo_pipeline.rewards import REWARDS, box_reward, build_reward_functions, completion_text, parse_boxes
+
+ALL_REWARDS = {
+    "box": {"weight": 2.0, "squared": False, "lambda_fp": 0.1},
+    "label_accuracy": {"weight": 1.0},
+    "tag_count": {"weight": 0.5},
+    "soft_overlong": {"max_completion_len": 1024, "soft_punish_cache": 256},
+}
+
+LESION_PIXELS = {"label": "lesion", "x1": 32, "y1": 64, "x2": 96, "y2": 128}
+
+
+def trl_call(function, completions, rows, completion_ids=None):
+    """Call a reward the way TRL's GRPO trainer does: columns as lists plus trainer extras."""
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    return function(
+        prompts=[[{"role": "user", "content": "q"}]] * len(completions),
+        completions=completions,
+        completion_ids=completion_ids or [[1, 2, 3]] * len(completions),
+        trainer_state=None,
+        log_extra=lambda *args, **kwargs: None,
+        log_metric=lambda *args, **kwargs: None,
+        **columns,
+    )
+
+
+def row(task, answer="", choices=(), boxes=(), width=0, height=0):
+    return {
+        "task": task,
+        "answer": answer,
+        "choices": list(choices),
+        "boxes": list(boxes),
+        "image_width": width,
+        "image_height": height,
+        "id": f"synthetic:{task}",  # extra columns must be tolerated
+    }
+
+
+ROWS = [
+    row("grounding", boxes=[LESION_PIXELS], width=128, height=128),
+    row("vqa", answer="yes"),
+    row("text_qa", answer="B", choices=["Pneumonia", "Effusion"]),
+    row("vqa", answer=""),  # open question without a short label
+    row("caption"),
+]
+COMPLETIONS = [
+    "<think>look</think><answer>lesion <box>[[250, 500, 750, 1000]]</box></answer>",
+    "<think>look</think><answer>Yes</answer>",
+    "<think>look</think><answer>Effusion</answer>",
+    "<answer>some text</answer>",
+    "A chest radiograph.",
+]
+
+
+def test_build_returns_functions_named_after_the_registry_and_weights_in_order():
+    functions, weights = build_reward_functions(ALL_REWARDS)
+    assert [f.__name__ for f in functions] == ["box", "label_accuracy", "tag_count", "soft_overlong"]
+    assert weights == [2.0, 1.0, 0.5, 1.0]
+    reordered, reordered_weights = build_reward_functions(dict(reversed(ALL_REWARDS.items())))
+    assert [f.__name__ for f in reordered] == ["soft_overlong", "tag_count", "label_accuracy", "box"]
+    assert reordered_weights == [1.0, 0.5, 1.0, 2.0]
+
+
+def test_each_reward_covers_only_its_rows():
+    functions, _ = build_reward_functions(ALL_REWARDS)
+    by_name = {f.__name__: trl_call(f, COMPLETIONS, ROWS) for f in functions}
+    assert by_name["box"] == [1.0, None, None, None, None]
+    assert by_name["label_accuracy"] == [None, 1.0, 1.0, None, None]
+    assert by_name["tag_count"] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    assert by_name["soft_overlong"] == [0.0] * 5
+
+
+def test_wrong_answers_score_zero():
+    functions, _ = build_reward_functions({"label_accuracy": {}, "box": {}})
+    wrong = [
+        "<answer>lesion <box>[[0, 0, 100, 100]]</box></answer>",
+        "<answer>No</answer>",
+        "<answer>Pneumonia or Effusion</answer>",
+        "",
+        "",
+    ]
+    label_rewards = trl_call(functions[0], wrong, ROWS)
+    box_rewards = trl_call(functions[1], wrong, ROWS)
+    assert label_rewards[1:3] == [0.0, 0.0]
+    assert box_rewards[0] < 0.5
+
+
+def test_conversational_completions_are_read_like_plain_ones():
+    conversational = [[{"role": "assistant", "content": text}] for text in COMPLETIONS]
+    as_parts = [[{"role": "assistant", "content": [{"type": "text", "text": text}]}] for text in COMPLETIONS]
+    functions, _ = build_reward_functions(ALL_REWARDS)
+    for function in functions:
+        plain = trl_call(function, COMPLETIONS, ROWS)
+        assert trl_call(function, conversational, ROWS) == plain
+        assert trl_call(function, as_parts, ROWS) == plain
+
+
+def test_completion_text_skips_non_assistant_turns_and_non_text_parts():
+    completion = [
+        {"role": "assistant", "content": [{"type": "image"}, {"type": "text", "text": "a"}]},
+        {"role": "tool", "content": "ignored"},
+        {"role": "assistant", "content": "b"},
+    ]
+    assert completion_text(completion) == "ab"
+
+
+def test_soft_overlong_reads_completion_ids():
+    functions, _ = build_reward_functions({"soft_overlong": ALL_REWARDS["soft_overlong"]})
+    lengths = [700, 900, 1024]
+    rewards = trl_call(functions[0], [""] * 3, ROWS[:3], completion_ids=[[7] * n for n in lengths])
+    assert rewards == [0.0, -0.515625, -1.0]
+
+
+def test_tag_count_takes_custom_tags():
+    functions, _ = build_reward_functions({"tag_count": {"tags": ["<answer>", "</answer>"]}})
+    assert trl_call(functions[0], COMPLETIONS, ROWS) == [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_box_parameters_reach_the_reward():
+    extra_box = "<answer>lesion <box>[[250, 500, 750, 1000], [0, 0, 100, 100]]</box></answer>"
+    plain, _ = build_reward_functions({"box": {}})
+    penalised, _ = build_reward_functions({"box": {"lambda_fp": 0.5}})
+    assert trl_call(plain[0], [extra_box], ROWS[:1]) == [1.0]
+    assert trl_call(penalised[0], [extra_box], ROWS[:1]) == [0.5]  # 1 - 0.5 * (2 - 1) / 1
+
+
+def test_grounding_row_without_image_size_is_a_clear_error():
+    functions, _ = build_reward_functions({"box": {}})
+    with pytest.raises(ValueError, match="image size"):
+        trl_call(functions[0], COMPLETIONS[:1], [row("grounding", boxes=[LESION_PIXELS])])
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"iou": {}}, "iou"),
+        ({"box": {"lambda": 0.1}}, "lambda"),
+        ({"tag_count": {"tag": ["<a>"]}}, "tag"),
+        ({"label_accuracy": {"squared": True}}, "squared"),
+        ({"soft_overlong": {"max_completion_len": 1024}}, "soft_punish_cache"),
+    ],
+)
+def test_bad_specs_raise_naming_the_culprit(spec, named):
+    with pytest.raises(ValueError, match=named):
+        build_reward_functions(spec)
+
+
+def test_built_functions_pickle():
+    functions, _ = build_reward_functions(ALL_REWARDS)
+    restored = pickle.loads(pickle.dumps(functions))
+    assert [f.__name__ for f in restored] == [f.__name__ for f in functions]
+    assert trl_call(restored[0], COMPLETIONS, ROWS) == trl_call(functions[0], COMPLETIONS, ROWS)
+
+
+def test_every_registered_reward_has_a_docstring_example():
+    for name, definition in REWARDS.items():
+        assert ">>>" in (definition.function.__doc__ or ""), name
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        medmo_pipeline.rewards.box,
+        medmo_pipeline.rewards.labels,
+        medmo_pipeline.rewards.parsing,
+        medmo_pipeline.rewards.registry,
+    ],
+)
+def test_docstring_examples_hold(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# Ground truth in pixels of images of several sizes, written by the model as 0-1000 integers.
+# Tolerance, worst case: rounding moves each edge by at most 0.5/1000 of the image side, which for
+# boxes at least 10% of each side (all below are) is at most 0.5% of the box side. Per dimension the
+# overlap keeps >= 99% and the hull grows to <= 101% of the side, so IoU >= (0.99/1.01)^2 > 0.96 and
+# union/hull > 0.96, hence GIoU > 0.92: the GIoU term loses < (1 - 0.92)/7 < 0.0115. The L1 term
+# loses at most (5/7) * (W + H) / (2000 * sqrt(W^2 + H^2)) < 0.0006. So the reward is > 0.987;
+# observed values are about 0.9995.
+ROUND_TRIP_TOLERANCE = 0.013
+IMAGE_SIZES_AND_BOXES = [
+    ((128, 128), [(13, 17, 101, 90)]),
+    ((500, 375), [(41.3, 77.7, 211.9, 301.2), (260, 20, 480, 190)]),
+    ((1280, 960), [(129, 96, 777.7, 500.5), (800, 600, 1279, 959), (1, 1, 200, 150)]),
+    ((640, 1280), [(64, 128, 320, 1279)]),
+]
+
+
+@pytest.mark.parametrize(("size", "pixel_boxes"), IMAGE_SIZES_AND_BOXES)
+def test_scale_round_trip_pixels_to_answer_to_reward(size, pixel_boxes):
+    width, height = size
+    answer = format_box_answer("lesion", [pixels_to_relative(b, width, height) for b in pixel_boxes])
+    truth = [{"label": "lesion", "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for b in pixel_boxes]
+    rows = [row("grounding", boxes=truth, width=width, height=height)]
+    functions, _ = build_reward_functions({"box": {"lambda_fn": 1.0, "lambda_fp": 1.0}})
+
+    [reward] = trl_call(functions[0], [f"<answer>{answer}</answer>"], rows)
+    assert reward == pytest.approx(1.0, abs=ROUND_TRIP_TOLERANCE)
+
+    # The same answer scored as if its numbers were pixels is clearly off (0.11 to 0.88 for these
+    # sizes): a missing or doubled conversion would fail the check above.
+    unconverted = box_reward(parse_boxes(answer), pixel_boxes, image_size=size)
+    assert unconverted < 0.9

@@ -1,0 +1,232 @@
+"""Parquet shards of sample rows plus a manifest: the on-disk form of a corpus source.
+
+Layout of a shard directory::
+
+    part-00000.parquet, part-00001.parquet, ...   (each complete once visible)
+    manifest.json                                  (written last; its hash is the data version)
+
+Writes are atomic per file: bytes go to a hidden temporary name in the same directory, are fsynced,
+then ``os.replace``d onto the final name, so a reader never sees half a shard, and a manifest only
+exists once every shard it lists is in place. Bytes are deterministic for a given pyarrow version:
+fixed compression, no timestamps (Parquet's ``created_by`` names only the writer library version),
+and statistics only on the small string columns (image bytes would bloat the footer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .schema import SAMPLE_SCHEMA
+
+MANIFEST_NAME = "manifest.json"
+SHARD_PATTERN = "part-{index:05d}.parquet"
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 3
+STATISTICS_COLUMNS = ["id", "source", "split", "task", "modality"]
+READ_BATCH_ROWS = 256
+
+
+def write_shards(
+    rows: Iterable[dict],
+    out_dir: Path,
+    *,
+    shard_rows: int,
+    source: str,
+    source_revision: str = "",
+    schema: pa.Schema = SAMPLE_SCHEMA,
+) -> dict:
+    """Write ``rows`` as shards of ``shard_rows`` rows under ``out_dir``; return the manifest.
+
+    Streams: at most one shard of rows is held in memory. Rewriting a directory first removes its
+    manifest (so it never describes a half-rewritten directory) and, at the end, shards the new
+    manifest does not list. Rows must have exactly the schema's fields.
+    """
+    if shard_rows < 1:
+        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    expected = set(schema.names)
+    shards: list[dict] = []
+    splits: dict[str, int] = {}
+    pending: list[dict] = []
+
+    def flush() -> None:
+        name = SHARD_PATTERN.format(index=len(shards))
+        data = _parquet_bytes(pa.Table.from_pylist(pending, schema=schema))
+        _write_atomic(out_dir / name, data)
+        shards.append({"name": name, "rows": len(pending), "sha256": _sha256(data), "bytes": len(data)})
+        pending.clear()
+
+    for row in rows:
+        if set(row) != expected:
+            raise ValueError(
+                f"row {row.get('id', '?')!r}: fields {sorted(set(row) ^ expected)} do not match the schema"
+            )
+        if "split" in row:
+            splits[row["split"]] = splits.get(row["split"], 0) + 1
+        pending.append(row)
+        if len(pending) == shard_rows:
+            flush()
+    if pending:
+        flush()
+
+    listed = {shard["name"] for shard in shards}
+    for stale in out_dir.glob("part-*.parquet"):
+        if stale.name not in listed:
+            stale.unlink()
+    manifest = {
+        "source": source,
+        "source_revision": source_revision,
+        "schema": schema_string(schema),
+        "total_rows": sum(shard["rows"] for shard in shards),
+        "shards": shards,
+        "splits": dict(sorted(splits.items())),
+    }
+    _write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return manifest
+
+
+def schema_string(schema: pa.Schema) -> str:
+    """The schema as recorded in a manifest (field names and types, no metadata)."""
+    return schema.to_string(show_field_metadata=False, show_schema_metadata=False)
+
+
+def manifest_hash(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace): the data version."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def read_manifest(shard_dir: Path) -> dict:
+    """Load ``manifest.json`` of ``shard_dir``; raise ValueError on a shard name that could escape it."""
+    manifest = json.loads((Path(shard_dir) / MANIFEST_NAME).read_text())
+    for shard in manifest["shards"]:
+        _check_name(shard["name"])
+    return manifest
+
+
+def verify_shards(shard_dir: Path) -> list[str]:
+    """Problems found in ``shard_dir`` against its manifest (empty list: all good).
+
+    Checks each listed shard's presence, size, sha256 and row count, the total row count, and
+    reports files the manifest does not list.
+    """
+    shard_dir = Path(shard_dir)
+    try:
+        manifest = read_manifest(shard_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return [f"{MANIFEST_NAME}: unreadable ({error})"]
+    problems = []
+    for shard in manifest["shards"]:
+        problems += _shard_problems(shard_dir, shard)
+    listed_rows = sum(shard["rows"] for shard in manifest["shards"])
+    if listed_rows != manifest["total_rows"]:
+        problems.append(
+            f"{MANIFEST_NAME}: total_rows {manifest['total_rows']} != sum of shard rows {listed_rows}"
+        )
+    known = {MANIFEST_NAME, *(shard["name"] for shard in manifest["shards"])}
+    problems += [
+        f"{path.name}: not in the manifest" for path in sorted(shard_dir.iterdir()) if path.name not in known
+    ]
+    return problems
+
+
+def iter_rows(
+    shard_dir: Path, *, split: str | None = None, columns: Sequence[str] | None = None
+) -> Iterator[dict]:
+    """Stream rows back from ``shard_dir`` in manifest order, batch by batch.
+
+    ``split`` keeps only that split's rows; ``columns`` limits the fields read.
+    """
+    shard_dir = Path(shard_dir)
+    wanted = list(columns) if columns is not None else None
+    read = wanted if wanted is None or split is None or "split" in wanted else [*wanted, "split"]
+    for shard in read_manifest(shard_dir)["shards"]:
+        parquet = pq.ParquetFile(shard_dir / shard["name"])
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=read):
+            if split is not None:
+                batch = batch.filter(pc.equal(batch.column("split"), split))
+            if wanted is not None and read != wanted:
+                batch = batch.select(wanted)
+            yield from batch.to_pylist()
+
+
+def _shard_problems(shard_dir: Path, shard: dict) -> list[str]:
+    """What is wrong with one listed shard, if anything."""
+    path = shard_dir / shard["name"]
+    if not path.is_file():
+        return [f"{shard['name']}: missing"]
+    data = path.read_bytes()
+    problems = []
+    if len(data) != shard["bytes"]:
+        problems.append(f"{shard['name']}: {len(data)} bytes, manifest says {shard['bytes']}")
+    if _sha256(data) != shard["sha256"]:
+        problems.append(f"{shard['name']}: sha256 differs from the manifest")
+    try:
+        rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+    except (pa.ArrowException, OSError) as error:
+        problems.append(f"{shard['name']}: not readable as Parquet ({error})")
+    else:
+        if rows != shard["rows"]:
+            problems.append(f"{shard['name']}: {rows} rows, manifest says {shard['rows']}")
+    return problems
+
+
+def _check_name(name: str) -> None:
+    """Reject a manifest entry that is not a plain file name inside the shard directory."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or ".." in name:
+        raise ValueError(f"shard name {name!r} is not a plain file name")
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as one Parquet file with the fixed, deterministic writer settings."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression=COMPRESSION,
+        compression_level=COMPRESSION_LEVEL,
+        write_statistics=[c for c in STATISTICS_COLUMNS if c in table.schema.names],
+        write_page_index=False,
+    )
+    return sink.getvalue().to_pybytes()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a hidden temporary file, fsync, then rename into place."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

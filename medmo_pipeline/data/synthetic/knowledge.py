@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Fact:
+    """One question with its short answer; ``kind`` groups facts whose answers can stand in as distractors."""
+
     kind: str
     question: str
     answer: str

@@ -113,6 +113,9 @@ def test_option_letter_duplicate_option_texts_are_ambiguous():
         ("<answer>kidney</answer>", "liver", (), False),
         ("<answer>(a)</answer>", "A", (), True),  # letter gold without choices: normalised text
         ("<answer></answer>", "", (), False),  # empty gold never matches
+        ("<answer>Answered</answer>", "ed", (), False),  # "answer" prefix only as a whole word
+        ("<answer>Answer island</answer>", "island", (), True),
+        ("Final answer: the liver", "Liver", (), True),
     ],
 )
 def test_label_match(prediction, answer, choices, expected):

@@ -84,17 +84,13 @@ def pairwise_giou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     >>> pairwise_giou(np.array([[0.0, 0, 10, 10]]), np.array([[20.0, 0, 30, 10]])).round(4).tolist()
     [[-0.3333]]
     """
-    a = boxes_a[:, None, :]
-    b = boxes_b[None, :, :]
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
-    inter = inter_w * inter_h
-    union = area_a + area_b - inter
-    hull = (np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])) * (
-        np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
+    ax1, ay1, ax2, ay2 = boxes_a[:, :, None].transpose(1, 0, 2)  # each (N, 1)
+    bx1, by1, bx2, by2 = boxes_b.T[:, None, :]  # each (1, M)
+    inter = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0.0) * np.maximum(
+        np.minimum(ay2, by2) - np.maximum(ay1, by1), 0.0
     )
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    hull = (np.maximum(ax2, bx2) - np.minimum(ax1, bx1)) * (np.maximum(ay2, by2) - np.minimum(ay1, by1))
     return inter / union - (hull - union) / hull
 
 
@@ -105,7 +101,7 @@ def _matched_pair_scores(pred: np.ndarray, gt: np.ndarray, diagonal: float) -> n
     # Work in units of the image diagonal, and clamp predictions to a million diagonals so that
     # absurd coordinates (1e300) cannot overflow the areas; L1 is clipped at 1 long before that
     # and GIoU moves by less than 1e-6.
-    pred = np.clip(pred / diagonal, -FAR_LIMIT, FAR_LIMIT)
+    pred = np.minimum(np.maximum(pred / diagonal, -FAR_LIMIT), FAR_LIMIT)
     gt = gt / diagonal
     # Sorting makes ties in the assignment break the same way whatever order the boxes arrived
     # in, so the reward is exactly invariant to box order.
@@ -115,7 +111,8 @@ def _matched_pair_scores(pred: np.ndarray, gt: np.ndarray, diagonal: float) -> n
     giou = pairwise_giou(pred, gt)
     rows, cols = linear_sum_assignment(L1_WEIGHT * l1 + GIOU_WEIGHT * (1.0 - giou))
     l1, giou = l1[rows, cols], giou[rows, cols]
-    return (L1_WEIGHT * (1.0 - np.clip(l1, 0.0, 1.0)) + GIOU_WEIGHT * (giou + 1.0) / 2.0) / (
+    # L1 >= 0, so clip01(L1) is min(L1, 1).
+    return (L1_WEIGHT * (1.0 - np.minimum(l1, 1.0)) + GIOU_WEIGHT * (giou + 1.0) / 2.0) / (
         L1_WEIGHT + GIOU_WEIGHT
     )
 
@@ -152,6 +149,5 @@ def _box_array(boxes: Iterable[Sequence[float]]) -> np.ndarray:
 
 
 def _valid_mask(boxes: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(boxes).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        return finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    # Comparisons with NaN are False, so NaN rows fail the size test as well.
+    return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])

@@ -18,7 +18,7 @@ CLOSED_ANSWERS = ("yes", "no")
 _ARTICLES = frozenset({"a", "an", "the"})
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 # "Answer: B", "The final answer is (B)", "answer - yes"; anchored, so matched at one place only.
-_ANSWER_PREFIX = re.compile(r"(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
+_ANSWER_PREFIX = re.compile(r"(?:the\s+)?(?:final\s+)?answer\b(?:\s+is\b)?\s*[:\-]?\s*", re.IGNORECASE)
 _LETTER_ALONE = re.compile(r"\(?([A-Za-z])\)?[.:)]?")
 # A letter followed by text needs a marker ("B." "B)" "(b)"), else "A nodule" would read as A.
 _LETTER_WITH_TEXT = re.compile(r"(?:\(([A-Za-z])\)|([A-Z])[.:)])\s*(.+)", re.DOTALL)
@@ -113,7 +113,7 @@ def label_match(prediction: str, answer: str, choices: Sequence[str] = ()) -> bo
         if gold_letter is not None:
             return option_letter(predicted, choices) == gold_letter
     gold = normalize_answer(answer)
-    return bool(gold) and normalize_answer(predicted) == gold
+    return bool(gold) and normalize_answer(_without_answer_prefix(predicted)) == gold
 
 
 def tag_count_score(text: str, tags: Sequence[str] = DEFAULT_TAGS) -> float:

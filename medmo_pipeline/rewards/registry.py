@@ -70,7 +70,8 @@ def box(
     """Bounding-box reward (paper appendix A.1) of grounding rows; None for other tasks.
 
     Boxes are read from the ``<answer>`` (or the whole reply) on Qwen3-VL's 0-1000 scale, converted
-    to pixels of the row's image and scored against ``boxes`` with the image size as frame.
+    to pixels of the row's image and scored against ``boxes`` with the image size as frame. Box
+    labels are not compared: the paper's reward scores geometry only.
 
     >>> box(
     ...     [None, None],
@@ -95,7 +96,7 @@ def box(
             relative_to_pixels(relative, width, height)
             for relative in parse_boxes(extract_answer(completion_text(completion)))
         ]
-        truth = [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in row_boxes or ()]
+        truth = [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in (row_boxes if row_boxes is not None else ())]
         rewards.append(
             box_reward(
                 predicted,
@@ -138,7 +139,8 @@ def label_accuracy(
         if row_task not in LABELED_TASKS or not gold:
             rewards.append(None)
             continue
-        rewards.append(float(label_match(completion_text(completion), gold, options or ())))
+        options = list(options) if options is not None else []
+        rewards.append(float(label_match(completion_text(completion), gold, options)))
     return rewards
 
 

@@ -1,0 +1,135 @@
+"""The asset graph, built from one recipe: corpus -> base model -> SFT stages -> RL -> evaluation.
+
+Assets are thin (house rule 2): resolve the recipe section, build the job's arguments, run it
+through the ``launcher`` resource, return what the job reported over Pipes. Stage assets come from
+one factory over the recipe's stages; each asset's code version is its recipe section's hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from medmo_pipeline import home
+from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path
+from resources.launcher import LocalLauncher
+
+CORPUS = dg.AssetKey("corpus_shards")
+BASE = dg.AssetKey("base_model")
+
+
+def checkpoint_key(name: str) -> dg.AssetKey:
+    """Recipe checkpoint name -> asset key: base_model, stageN_checkpoint, rl_policy."""
+    if name == "base_model":
+        return BASE
+    return dg.AssetKey("rl_policy" if name == "rl" else f"{name}_checkpoint")
+
+
+def eval_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(f"{checkpoint_key(name).path[-1]}_eval_table")
+
+
+def latest_output(context: dg.AssetExecutionContext, key: dg.AssetKey) -> tuple[str, str]:
+    """Path and data version of the newest materialization of an upstream asset."""
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet; materialize it first")
+    materialization = event.asset_materialization
+    metadata = materialization.metadata
+    path_entry = metadata.get("path") or metadata.get("index_path")
+    if path_entry is None:
+        raise dg.Failure(f"{key.to_user_string()}'s latest materialization reports no path")
+    version = materialization.tags.get("dagster/data_version", "") if materialization.tags else ""
+    return str(path_entry.value), version
+
+
+def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
+    recipe_arg = ["--recipe", str(recipe_path)]
+
+    @dg.asset(
+        key=CORPUS, group_name="curation", code_version=recipe.section_hash("corpus"),
+        description="Curated corpus shards (Parquet + manifest per source); data version = manifest hashes.",
+        kinds={"parquet"},
+    )
+    def corpus_shards(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        return launcher.launch(context, "medmo_pipeline.data.build",
+                               [*recipe_arg, "--expect-hash", recipe.section_hash("corpus")])
+
+    @dg.asset(
+        key=BASE, group_name="training", code_version=recipe.section_hash("base_model"),
+        description="The base model every stage starts from (tiny offline Qwen3-VL, or a hub model).",
+        kinds={"pytorch"},
+    )
+    def base_model(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        version = recipe.section_hash("base_model")
+        output = home.models_dir() / "base" / version
+        return launcher.launch(context, "medmo_pipeline.model.build",
+                               [*recipe_arg, "--output", str(output), "--expect-hash", version])
+
+    stage_assets = [
+        training_asset(name, stage.parent, stage.purpose, "medmo_pipeline.training.sft", recipe, recipe_arg)
+        for name, stage in recipe.stages.items()
+    ]
+    rl_asset = training_asset("rl", recipe.rl.parent, recipe.rl.purpose, "medmo_pipeline.training.grpo",
+                              recipe, recipe_arg)
+    eval_assets = [evaluation_asset(name, recipe, recipe_arg) for name in recipe.checkpoints()]
+
+    from assets.ablation import stage_ablation_asset
+
+    return dg.Definitions(
+        assets=[corpus_shards, base_model, *stage_assets, rl_asset, *eval_assets,
+                stage_ablation_asset([eval_key(n) for n in recipe.checkpoints()], recipe.checkpoints())],
+        resources={"launcher": LocalLauncher(offline=recipe.base_model.source == "tiny")},
+        executor=dg.in_process_executor,  # the heavy work runs in launched jobs, not in step processes
+    )
+
+
+def training_asset(name: str, parent: str, purpose: str, module: str, recipe: Recipe, recipe_arg: list[str]):
+    """One training stage (SFT or RL): parent checkpoint + corpus in, checkpoint out."""
+    key, parent_key = checkpoint_key(name), checkpoint_key(parent)
+    version = recipe.section_hash(name)
+
+    @dg.asset(
+        key=key, deps=[parent_key, CORPUS], group_name="training", code_version=version,
+        description=f"{name}: {purpose} (parent: {parent_key.to_user_string()}).", kinds={"pytorch", "mlflow"},
+    )
+    def _stage(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        parent_path, parent_version = latest_output(context, parent_key)
+        corpus_index, corpus_version = latest_output(context, CORPUS)
+        # Same recipe + same parent + same corpus -> same directory (a re-run replaces it).
+        output = home.checkpoints_dir() / name / f"{version[:12]}-{parent_version[:12]}-{corpus_version[:12]}"
+        return launcher.launch(context, module, [
+            *recipe_arg, "--stage", name, "--parent", parent_path, "--corpus", corpus_index,
+            "--output", str(output), "--expect-hash", version,
+        ])
+
+    return _stage
+
+
+def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
+    """The evaluation table of one checkpoint on the recipe's benchmarks."""
+    checkpoint = checkpoint_key(name)
+    version = recipe.section_hash("evaluation")
+
+    @dg.asset(
+        key=eval_key(name), deps=[checkpoint, CORPUS], group_name="evaluation", code_version=version,
+        description=f"Evaluation table of {checkpoint.to_user_string()} (per-sample predictions beside it).",
+        kinds={"parquet"},
+    )
+    def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        checkpoint_path, checkpoint_version = latest_output(context, checkpoint)
+        corpus_index, _ = latest_output(context, CORPUS)
+        output = home.eval_dir() / name / f"{version[:12]}-{checkpoint_version[:12]}"
+        return launcher.launch(context, "medmo_pipeline.evaluation.run", [
+            *recipe_arg, "--name", name, "--checkpoint", checkpoint_path, "--corpus", corpus_index,
+            "--output", str(output), "--expect-hash", version,
+        ])
+
+    return _evaluation
+
+
+def default_definitions() -> dg.Definitions:
+    """Definitions for the recipe named by MEDMO_RECIPE (default: the embedded default)."""
+    path = resolve_recipe_path()
+    return build_definitions(load_recipe(path), path)

@@ -1,0 +1,54 @@
+"""Corpus job: curate and shard the recipe's corpus; report the corpus index and its version.
+
+    python -m medmo_pipeline.data.build --recipe embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from medmo_pipeline import home
+from medmo_pipeline.config import RecipeError, load_recipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=None)
+    parser.add_argument("--expect-hash", default=None)
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe)
+    code_version = recipe.section_hash("corpus")
+    if args.expect_hash and args.expect_hash != code_version:
+        raise RecipeError(f"corpus recipe hashes to {code_version}, expected {args.expect_hash}")
+    if recipe.corpus.kind != "synthetic":
+        raise RecipeError(
+            "corpus.kind: 'registry' curation of the real datasets is not available in this version; "
+            "use the embedded default's synthetic corpus"
+        )
+
+    from medmo_pipeline.data.corpus import build_synthetic_corpus
+    from medmo_pipeline.jobs import Md, job_reporter
+
+    with job_reporter() as reporter:
+        started = time.time()
+        index = build_synthetic_corpus(recipe.corpus, home.corpus_dir(), seed=recipe.seed, log=reporter.log)
+        table = "| source | rows | train | eval | shards | data version |\n|---|---|---|---|---|---|\n" + "\n".join(
+            f"| {name} | {info['rows']} | {info['splits'].get('train', '')} | {info['splits'].get('eval', '')} "
+            f"| {info['shards']} | `{info['data_version'][:12]}` |"
+            for name, info in index["sources"].items()
+        )
+        reporter.report(
+            {
+                "index_path": __import__("pathlib").Path(index["index_path"]),
+                "rows": sum(info["rows"] for info in index["sources"].values()),
+                "sources": Md(table),
+                "recipe_hash": code_version,
+                "wall_seconds": round(time.time() - started, 2),
+            },
+            data_version=index["data_version"],
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Evaluation job: generate answers with one checkpoint, score them, write the eval table.
+
+    python -m medmo_pipeline.evaluation.run --recipe embedded --name stage2 \
+        --checkpoint .medmo/checkpoints/stage2/<key> --corpus .medmo/corpus/index/<v>.json \
+        --output .medmo/eval/stage2/<key>
+
+Writes ``table.parquet`` (long format: one row per benchmark x metric with value, n and a 95%
+bootstrap interval), ``predictions.parquet`` (one row per sample with its own score) and
+``lineage.json``; all visible only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from medmo_pipeline.config import RecipeError, load_recipe
+
+TABLE_COLUMNS = ["checkpoint", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "unparseable", "empty"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=None)
+    parser.add_argument("--name", required=True, help="checkpoint name for the table (base_model, stage1, ...)")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory or hub id")
+    parser.add_argument("--corpus", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--expect-hash", default=None)
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe)
+    code_version = recipe.section_hash("evaluation")
+    if args.expect_hash and args.expect_hash != code_version:
+        raise RecipeError(f"evaluation recipe hashes to {code_version}, expected {args.expect_hash}")
+
+    from medmo_pipeline.jobs import Md, job_reporter
+
+    with job_reporter() as reporter:
+        started = time.time()
+        import mlflow
+        import pandas as pd
+
+        from medmo_pipeline import tracking
+        from medmo_pipeline.atomic import staged_dir, write_json_atomic
+        from medmo_pipeline.data import corpus
+        from medmo_pipeline.evaluation.benchmarks import load_benchmark
+        from medmo_pipeline.evaluation.generation import generate_answers
+        from medmo_pipeline.evaluation.scoring import score_rows
+        from medmo_pipeline.model.loading import load_model, load_processor
+        from medmo_pipeline.training.common import parent_reference
+
+        spec = recipe.evaluation
+        index = corpus.load_index(args.corpus)
+        model = load_model(args.checkpoint, trust_remote_code=recipe.base_model.trust_remote_code)
+        processor = load_processor(args.checkpoint, trust_remote_code=recipe.base_model.trust_remote_code)
+        tables, predictions = [], []
+        for benchmark in spec.benchmarks:
+            rows = load_benchmark(benchmark, index, max_per_task=spec.max_samples_per_task)
+            reporter.log(f"{args.name} on {benchmark}: {len(rows)} samples")
+            answers = generate_answers(
+                model, processor, rows, max_new_tokens=dict(spec.max_new_tokens), batch_size=spec.batch_size,
+                progress=lambda done, total: reporter.progress(done, total),
+            )
+            results, samples = score_rows(rows, answers)
+            tables += [
+                {"checkpoint": args.name, "benchmark": benchmark, "metric": r.name, "value": r.value, "n": r.n,
+                 "ci_low": r.ci_low, "ci_high": r.ci_high, "unparseable": r.unparseable, "empty": r.empty}
+                for r in results
+            ]
+            predictions += [{"checkpoint": args.name, "benchmark": benchmark, **s} for s in samples]
+        table = pd.DataFrame(tables, columns=TABLE_COLUMNS)
+        checkpoint_ref = parent_reference(args.checkpoint)
+        with tracking.mlflow_run(
+            recipe.tracking.experiment, f"eval-{args.name}-{code_version[:8]}",
+            params=recipe.section("evaluation"),
+            tags={"stage": f"eval:{args.name}", "code_version": code_version,
+                  "checkpoint": str(args.checkpoint), "checkpoint_data_version": str(checkpoint_ref["data_version"])},
+        ) as run:
+            mlflow.log_metrics({f"{row.benchmark}.{row.metric}": float(row.value) for row in table.itertuples()})
+            with staged_dir(args.output) as tmp:
+                table.to_parquet(tmp / "table.parquet", index=False)
+                pd.DataFrame(predictions).to_parquet(tmp / "predictions.parquet", index=False)
+                data_version = _tables_version(tmp)
+                write_json_atomic(tmp / "lineage.json", {
+                    "checkpoint": checkpoint_ref, "corpus": corpus.lineage_view(index),
+                    "recipe": {"name": recipe.name, "hash": code_version}, "mlflow_run_id": run.info.run_id,
+                    "git_commit": tracking.git_commit(), "data_version": data_version,
+                })
+            mlflow.log_artifact(str(args.output / "table.parquet"))
+        meta = {
+            "path": args.output.resolve(),
+            "checkpoint": str(args.checkpoint),
+            "checkpoint_data_version": str(checkpoint_ref["data_version"]),
+            "samples": len(predictions),
+            "mlflow_run_id": run.info.run_id,
+            "table": Md(_markdown(table)),
+            "wall_seconds": round(time.time() - started, 2),
+        }
+        meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples()})
+        reporter.report(meta, data_version=data_version)
+
+
+def _tables_version(directory: Path) -> str:
+    from medmo_pipeline.atomic import file_sha256
+    from medmo_pipeline.config import stable_hash
+
+    return stable_hash({name: file_sha256(directory / name) for name in ("table.parquet", "predictions.parquet")}, 64)
+
+
+def _markdown(table) -> str:
+    lines = ["| benchmark | metric | value | 95% CI | n | unparseable |", "|---|---|---|---|---|---|"]
+    for row in table.itertuples():
+        lines.append(f"| {row.benchmark} | {row.metric} | {row.value:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] "
+                     f"| {row.n} | {row.unparseable} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Launch specs for jobs on this machine: the command line and its environment (pure functions)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from medmo_pipeline import home
+from medmo_pipeline.tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
+
+
+
+def job_command(module: str, args: list[str], *, python: str | None = None, nproc_per_node: int = 1) -> list[str]:
+    """``python -m module args`` (under torchrun when more than one process per node)."""
+    python = python or sys.executable
+    if nproc_per_node > 1:
+        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+                "-m", module, *args]
+    return [python, "-m", module, *args]
+
+
+def job_env(base: Mapping[str, str], *, run_id: str, asset_key: str, offline: bool) -> dict[str, str]:
+    """Environment for a job: the launcher's, plus MEDMO_HOME, run identity and offline flags."""
+    env = dict(base)
+    env["MEDMO_HOME"] = str(home.medmo_home())
+    env[DAGSTER_RUN_ID_ENV] = run_id
+    env[ASSET_KEY_ENV] = asset_key
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("MLFLOW_TRACKING_URI", home.mlflow_tracking_uri())
+    if offline:  # the embedded default must never reach for a hub
+        env["HF_HUB_OFFLINE"] = "1"
+        env["HF_DATASETS_OFFLINE"] = "1"
+    return env
+
+
+def current_env() -> dict[str, str]:
+    return dict(os.environ)

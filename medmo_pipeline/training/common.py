@@ -1,0 +1,188 @@
+"""What the SFT and GRPO jobs share: rows -> trainer datasets, reporting, publishing a checkpoint."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medmo_pipeline.atomic import file_sha256, staged_dir, write_json_atomic, write_text_atomic
+from medmo_pipeline.config import OptimRecipe
+from medmo_pipeline.plots import plot_training_curves
+
+CURVE_KEYS = ["loss", "mean_token_accuracy", "entropy", "reward", "rewards/box/mean", "grad_norm"]
+
+
+def decode_images(row: dict) -> list:
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row["images"]]
+
+
+def prompt_text(row: dict) -> str:
+    return row["messages"][0]["content"]
+
+
+def target_text(row: dict) -> str:
+    return row["messages"][-1]["content"]
+
+
+def sft_dataset(rows: list[dict]):
+    """Sample rows -> TRL's conversational vision format; images decode lazily from PNG bytes.
+
+    String contents are kept: TRL puts one image placeholder per image before the first user
+    turn, which is exactly the sample contract's convention.
+    """
+    import datasets
+
+    features = datasets.Features(
+        {
+            "images": datasets.List(datasets.Image()),
+            "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "images": [[{"bytes": img["bytes"], "path": None} for img in row["images"]] for row in rows],
+            "messages": [[{"role": m["role"], "content": m["content"]} for m in row["messages"]] for row in rows],
+        },
+        features=features,
+    )
+
+
+def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dict[str, Any]:
+    """Recipe optimiser section -> keyword arguments shared by SFTConfig and GRPOConfig."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    deepspeed = None
+    if optim.deepspeed:
+        from medmo_pipeline.config import RECIPES_DIR
+
+        deepspeed = str(RECIPES_DIR / "deepspeed" / optim.deepspeed)
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=optim.learning_rate,
+        num_train_epochs=optim.num_train_epochs,
+        max_steps=optim.max_steps,
+        per_device_train_batch_size=optim.per_device_train_batch_size,
+        gradient_accumulation_steps=optim.gradient_accumulation_steps,
+        warmup_steps=optim.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=optim.weight_decay,
+        adam_beta1=optim.adam_beta1,
+        adam_beta2=optim.adam_beta2,
+        lr_scheduler_type=optim.lr_scheduler_type,
+        bf16=optim.bf16 and cuda,  # bf16 on CPU raises in the trainer; the recipe's value applies on GPUs
+        use_cpu=not cuda,
+        gradient_checkpointing=optim.gradient_checkpointing,
+        logging_steps=optim.logging_steps,
+        deepspeed=deepspeed,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",  # MLflow is logged by ReportingCallback, one run per job
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def reporting_callback(reporter, mlflow_module, history: list[dict]):
+    """A TrainerCallback that sends each log line to MLflow, the job reporter and ``history``."""
+    from transformers import TrainerCallback
+
+    class ReportingCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            if not numeric:
+                return
+            history.append({"step": state.global_step, **numeric})
+            mlflow_module.log_metrics({k.replace("/", "_"): v for k, v in numeric.items()},
+                                      step=state.global_step)
+            shown = {k: numeric[k] for k in ("loss", "reward", "mean_token_accuracy") if k in numeric}
+            reporter.progress(state.global_step, state.max_steps, **shown)
+
+    return ReportingCallback()
+
+
+def weights_version(directory: Path) -> str:
+    """Data version of a checkpoint: sha256 over its safetensors files (names and contents)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{directory} has no .safetensors weights")
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def publish_checkpoint(
+    model, processor, final_dir: Path, *, lineage: dict, recipe_section: dict, history: list[dict], title: str
+) -> tuple[str, dict]:
+    """Save model + processor (safetensors), recipe, lineage, curves; visible only when complete.
+
+    Returns (data version, lineage as written).
+    """
+    from medmo_pipeline.model.loading import save_model_and_processor
+
+    with staged_dir(Path(final_dir)) as tmp:
+        save_model_and_processor(model, processor, tmp)
+        data_version = weights_version(tmp)
+        lineage = {**lineage, "data_version": data_version}
+        write_text_atomic(tmp / "recipe.yaml", yaml.safe_dump(recipe_section, sort_keys=False))
+        write_json_atomic(tmp / "training_log.json", history)
+        plot_training_curves(history, CURVE_KEYS, tmp / "training_curves.png", title)
+        write_json_atomic(tmp / "lineage.json", lineage)
+    return data_version, lineage
+
+
+def parent_reference(parent: str) -> dict:
+    """Lineage entry for the parent: a checkpoint directory we wrote, or a hub id."""
+    path = Path(parent)
+    lineage_file = path / "lineage.json"
+    if lineage_file.is_file():
+        info = json.loads(lineage_file.read_text())
+        return {"path": str(path.resolve()), "stage": info.get("stage"), "data_version": info.get("data_version")}
+    return {"path": parent, "stage": "hub", "data_version": None}
+
+
+def elapsed(started: float) -> float:
+    return round(time.time() - started, 2)
+
+
+def training_argument_parser(description: str, *, default_stage: str | None = None):
+    """Command line shared by the training entry points (Dagster's launcher passes the same)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--recipe", default=None, help="recipe name (embedded, paper) or YAML path")
+    parser.add_argument("--stage", default=default_stage, required=default_stage is None,
+                        help="stage name in the recipe")
+    parser.add_argument("--parent", required=True, help="parent checkpoint directory or hub id")
+    parser.add_argument("--corpus", required=True, type=Path, help="corpus index JSON (corpus_shards)")
+    parser.add_argument("--output", required=True, type=Path, help="checkpoint directory to publish")
+    parser.add_argument("--expect-hash", default=None,
+                        help="refuse to run unless the recipe section hashes to this (set by Dagster)")
+    return parser
+
+
+def checked_recipe(args):
+    """Load the recipe and check the stage exists and matches what the launcher expected."""
+    from medmo_pipeline.config import RecipeError, load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.stage != "rl" and args.stage not in recipe.stages:
+        raise RecipeError(f"recipe {recipe.name!r} has no stage {args.stage!r} (stages: {list(recipe.stages)})")
+    code_version = recipe.section_hash(args.stage)
+    if args.expect_hash and args.expect_hash != code_version:
+        raise RecipeError(
+            f"recipe section {args.stage!r} hashes to {code_version}, the launcher expected "
+            f"{args.expect_hash}: the recipe file changed after the job was planned; reload and relaunch"
+        )
+    return recipe, code_version

@@ -1,0 +1,202 @@
+"""Reinforcement-learning job: GRPO with a DAPO-style loss and verifiable rewards.
+
+    python -m medmo_pipeline.training.grpo --recipe embedded \
+        --parent .medmo/checkpoints/stage3/<key> --corpus .medmo/corpus/index/<v>.json \
+        --output .medmo/checkpoints/rl/<key>
+
+Rewards are chosen by name from ``medmo_pipeline.rewards``' registry with weights from the
+recipe; TRL logs each component's mean and std per step, which go to MLflow, the asset metadata
+and a reward-trend plot beside the policy. Every ``completion_log_every`` steps a few sampled
+completions with their rewards are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from medmo_pipeline.training import common
+
+
+def rl_dataset(rows: list[dict]):
+    """Sample rows -> GRPO prompts (string content; TRL inserts the image placeholders) + reward columns."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+            "images": datasets.List(datasets.Image()),
+            "task": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "choices": datasets.List(datasets.Value("string")),
+            "boxes": datasets.List({k: datasets.Value("float64") for k in ("x1", "y1", "x2", "y2")}
+                                   | {"label": datasets.Value("string")}),
+            "image_width": datasets.Value("int32"),
+            "image_height": datasets.Value("int32"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": common.prompt_text(r)}] for r in rows],
+            "images": [[{"bytes": img["bytes"], "path": None} for img in r["images"]] for r in rows],
+            "task": [r["task"] for r in rows],
+            "answer": [r["answer"] for r in rows],
+            "choices": [list(r["choices"]) for r in rows],
+            "boxes": [list(r["boxes"]) for r in rows],
+            "image_width": [r["images"][0]["width"] if r["images"] else 0 for r in rows],
+            "image_height": [r["images"][0]["height"] if r["images"] else 0 for r in rows],
+        },
+        features=features,
+    )
+
+
+def observed(functions: list, samples: list[dict]):
+    """Wrap reward functions so the latest completions and their rewards can be logged."""
+
+    def wrap(fn):
+        def reward(prompts, completions, **columns):
+            values = fn(prompts, completions, **columns)
+            for i, (completion, value) in enumerate(zip(completions, values)):
+                text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
+                if i >= len(samples):
+                    samples.append({"task": columns.get("task", [""] * (i + 1))[i], "completion": text})
+                samples[i]["completion"] = text
+                samples[i][fn.__name__] = value
+            del samples[len(completions):]
+            return values
+
+        reward.__name__ = fn.__name__
+        return reward
+
+    return [wrap(fn) for fn in functions]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = common.training_argument_parser(__doc__.splitlines()[0], default_stage="rl").parse_args(argv)
+    recipe, code_version = common.checked_recipe(args)
+    stage = recipe.rl
+
+    from medmo_pipeline.jobs import job_reporter
+
+    with job_reporter() as reporter:
+        started = time.time()
+        import mlflow
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+
+        from medmo_pipeline import tracking
+        from medmo_pipeline.data import corpus, mixture
+        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.plots import plot_reward_trend
+        from medmo_pipeline.rewards import build_reward_functions
+
+        index = corpus.load_index(args.corpus)
+        rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
+        base = recipe.base_model
+        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
+        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
+        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+        if stage.grpo.max_prompt_length:
+            rows, dropped = drop_long_prompts(rows, processor, stage.grpo.max_prompt_length)
+            reporter.log(f"dropped {dropped} prompts longer than {stage.grpo.max_prompt_length} tokens")
+        mix = mixture.describe(rows)
+        reporter.log(f"rl: {len(rows)} prompts from {sorted(mix)}")
+
+        reward_functions, weights = build_reward_functions(stage.rewards)
+        samples: list[dict] = []
+        g = stage.grpo
+        config = GRPOConfig(
+            **common.trainer_arguments(stage.optim, output_dir=args.output.parent / f".work-{args.output.name}",
+                                       seed=recipe.seed),
+            num_generations=g.num_generations,
+            max_completion_length=g.max_completion_length,
+            epsilon=g.epsilon,
+            epsilon_high=g.epsilon_high if g.epsilon_high is not None else g.epsilon,
+            beta=g.beta,
+            loss_type=g.loss_type,
+            scale_rewards=g.scale_rewards,
+            temperature=g.temperature,
+            mask_truncated_completions=g.mask_truncated_completions,
+            reward_weights=weights,
+        )
+        history: list[dict] = []
+        section = recipe.section("rl")
+
+        class CompletionLog(TrainerCallback):
+            def on_step_end(self, args_, state, control, **kwargs):
+                if state.global_step % stage.completion_log_every == 0 and samples:
+                    shown = samples[: min(4, len(samples))]
+                    reporter.log(f"step {state.global_step} sampled completions: " + json.dumps(shown, default=str))
+                    mlflow.log_dict(shown, f"completions/step_{state.global_step:06d}.json")
+
+        with tracking.mlflow_run(
+            recipe.tracking.experiment, f"rl-{code_version[:8]}", params=section,
+            tags={"stage": "rl", "code_version": code_version, "corpus_data_version": index["data_version"],
+                  "parent": args.parent},
+        ) as run:
+            trainer = GRPOTrainer(
+                model=model,
+                reward_funcs=observed(reward_functions, samples),
+                args=config,
+                train_dataset=rl_dataset(rows),
+                processing_class=processor,
+                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog()],
+            )
+            result = trainer.train()
+            metrics = {"steps": int(result.global_step), "rows": len(rows),
+                       "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
+            metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
+            lineage = tracking.lineage_record(
+                stage="rl", parent=common.parent_reference(args.parent), corpus=corpus.lineage_view(index),
+                mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
+                recipe_name=recipe.name, recipe_section=section, recipe_hash=code_version,
+                mlflow_run_id=run.info.run_id, started=started, metrics=metrics,
+            )
+            data_version, lineage = common.publish_checkpoint(
+                trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
+                history=history, title=f"rl ({recipe.name})",
+            )
+            trend = plot_reward_trend(history, "rewards/box/mean", args.output / "box_reward_trend.png",
+                                      "box reward during RL (mean, rolling std, trend)")
+            mlflow.set_tag("data_version", data_version)
+            for name in ("lineage.json", "recipe.yaml", "training_curves.png", "box_reward_trend.png"):
+                if (args.output / name).exists():
+                    mlflow.log_artifact(str(args.output / name))
+        from medmo_pipeline.training.sft import checkpoint_metadata
+
+        meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
+        if trend:
+            meta["box_reward_trend"] = trend.resolve()
+        reporter.report(meta, data_version=data_version)
+
+
+def reward_summary(history: list[dict], names: list[str]) -> dict:
+    """First and last logged mean (and last std) of each reward component."""
+    out = {}
+    for name in names:
+        means = [h[f"rewards/{name}/mean"] for h in history if f"rewards/{name}/mean" in h]
+        stds = [h[f"rewards/{name}/std"] for h in history if f"rewards/{name}/std" in h]
+        if means:
+            out[f"reward_{name}_first"] = round(means[0], 4)
+            out[f"reward_{name}_last"] = round(means[-1], 4)
+        if stds:
+            out[f"reward_{name}_std_last"] = round(stds[-1], 4)
+    return out
+
+
+def drop_long_prompts(rows: list[dict], processor, limit: int) -> tuple[list[dict], int]:
+    """TRL 1.16 no longer truncates prompts; drop rows whose prompt (with image tokens) is too long."""
+    kept = []
+    for row in rows:
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"} for _ in row["images"]]
+              + [{"type": "text", "text": common.prompt_text(row)}]}],
+            add_generation_prompt=True, tokenize=False)
+        images = common.decode_images(row) or None
+        if len(processor(text=[text], images=images)["input_ids"][0]) <= limit:
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Supervised fine-tuning job: one entry point for all SFT stages, one recipe section each.
+
+    python -m medmo_pipeline.training.sft --recipe embedded --stage stage1 \
+        --parent .medmo/models/base/<version> --corpus .medmo/corpus/index/<version>.json \
+        --output .medmo/checkpoints/stage1/<key>
+
+Runs standalone; launched by Dagster it reports through Pipes instead of the console.
+"""
+
+from __future__ import annotations
+
+import time
+
+from medmo_pipeline.training import common
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = common.training_argument_parser(__doc__.splitlines()[0]).parse_args(argv)
+    recipe, code_version = common.checked_recipe(args)
+    stage = recipe.stages[args.stage]
+
+    from medmo_pipeline.jobs import job_reporter
+
+    with job_reporter() as reporter:
+        started = time.time()
+        import mlflow
+        from trl import SFTConfig, SFTTrainer
+
+        from medmo_pipeline import tracking
+        from medmo_pipeline.data import corpus, mixture
+        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+
+        index = corpus.load_index(args.corpus)
+        rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
+        mix = mixture.describe(rows)
+        reporter.log(f"{args.stage}: {len(rows)} rows drawn from {sorted(mix)}; loading {args.parent}")
+        base = recipe.base_model
+        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
+        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
+        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+
+        work_dir = args.output.parent / f".work-{args.output.name}"
+        config = SFTConfig(
+            **common.trainer_arguments(stage.optim, output_dir=work_dir, seed=recipe.seed),
+            max_length=stage.max_length,
+            assistant_only_loss=True,  # loss on the answers only, via the template's generation marks
+        )
+        history: list[dict] = []
+        section = recipe.section(args.stage)
+        with tracking.mlflow_run(
+            recipe.tracking.experiment,
+            f"{args.stage}-{code_version[:8]}",
+            params=section,
+            tags={"stage": args.stage, "code_version": code_version,
+                  "corpus_data_version": index["data_version"], "parent": args.parent},
+        ) as run:
+            trainer = SFTTrainer(
+                model=model,
+                args=config,
+                train_dataset=common.sft_dataset(rows),
+                processing_class=processor,
+                callbacks=[common.reporting_callback(reporter, mlflow, history)],
+            )
+            result = trainer.train()
+            losses = [h["loss"] for h in history if "loss" in h]
+            metrics = {
+                "steps": int(result.global_step),
+                "final_loss": round(losses[-1], 5) if losses else None,
+                "first_loss": round(losses[0], 5) if losses else None,
+                "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+                "rows": len(rows),
+            }
+            lineage = tracking.lineage_record(
+                stage=args.stage,
+                parent=common.parent_reference(args.parent),
+                corpus=corpus.lineage_view(index),
+                mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
+                recipe_name=recipe.name,
+                recipe_section=section,
+                recipe_hash=code_version,
+                mlflow_run_id=run.info.run_id,
+                started=started,
+                metrics=metrics,
+            )
+            data_version, lineage = common.publish_checkpoint(
+                trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
+                history=history, title=f"{args.stage} ({recipe.name})",
+            )
+            mlflow.set_tag("data_version", data_version)
+            for name in ("lineage.json", "recipe.yaml", "training_curves.png"):
+                if (args.output / name).exists():
+                    mlflow.log_artifact(str(args.output / name))
+        reporter.report(checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started)),
+                        data_version=data_version)
+
+
+def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float) -> dict:
+    """Asset metadata repeating lineage.json's key fields (shown in the Dagster UI)."""
+    from pathlib import Path
+
+    from medmo_pipeline.jobs import Md
+
+    parent = lineage.get("parent") or {}
+    corpus = lineage.get("corpus") or {}
+    meta = {
+        "path": Path(path).resolve(),
+        "stage": lineage["stage"],
+        "parent_checkpoint": str(parent.get("path", "")),
+        "parent_data_version": str(parent.get("data_version") or ""),
+        "corpus_data_version": str(corpus.get("data_version", "")),
+        "recipe_hash": lineage["recipe"]["hash"],
+        "mlflow_run_id": lineage["mlflow_run_id"],
+        "git_commit": lineage["git_commit"],
+        "wall_seconds": float(wall_seconds),
+        "lineage": Md("```json\n" + __import__("json").dumps(lineage, indent=2, default=str) + "\n```"),
+    }
+    meta.update({k: v for k, v in metrics.items() if v is not None})
+    curve = Path(path) / "training_curves.png"
+    if curve.exists():
+        meta["training_curves"] = curve.resolve()
+    return meta
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Recipes validate on load, and a malformed one fails naming the file and the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from medmo_pipeline.config import RecipeError, load_recipe
+from tests.conftest import embedded_recipe_data, write_recipe
+
+
+@pytest.mark.parametrize("name", ["embedded", "paper"])
+def test_shipped_recipes_validate(name):
+    recipe = load_recipe(name)
+    assert recipe.checkpoints() == ["base_model", "stage1", "stage2", "stage3", "rl"]
+
+
+def test_paper_recipe_carries_the_papers_settings():
+    recipe = load_recipe("paper")
+    assert recipe.base_model.name_or_path == "Qwen/Qwen3-VL-8B-Instruct"
+    s1, s2, s3 = (recipe.stages[s] for s in ("stage1", "stage2", "stage3"))
+    assert (s1.optim.learning_rate, s1.optim.per_device_train_batch_size, s1.optim.gradient_accumulation_steps) == (
+        1e-5, 10, 2)
+    assert (s2.optim.learning_rate, s2.optim.per_device_train_batch_size, s2.optim.gradient_accumulation_steps) == (
+        8e-6, 2, 8)
+    assert (s3.optim.learning_rate, s3.optim.per_device_train_batch_size) == (5e-6, 14)
+    assert s1.image.max_pixels == 768 * 768 and s2.image.max_pixels == 1280 * 1280
+    rl = recipe.rl
+    assert (rl.grpo.num_generations, rl.grpo.max_prompt_length, rl.grpo.max_completion_length) == (8, 2048, 1024)
+    assert (rl.grpo.epsilon, rl.grpo.epsilon_high, rl.grpo.loss_type) == (0.15, 0.25, "dapo")
+    assert (rl.optim.num_train_epochs, rl.optim.per_device_train_batch_size, rl.optim.gradient_accumulation_steps) == (
+        2, 2, 4)
+    assert recipe.seed == 42 and rl.optim.warmup_ratio == 0.1 and rl.optim.weight_decay == 0.1
+    assert set(rl.rewards) == {"box", "label_accuracy", "tag_count", "soft_overlong"}
+
+
+def _broken(tmp_path, mutate) -> str:
+    data = embedded_recipe_data()
+    mutate(data)
+    path = write_recipe(tmp_path / "broken.yaml", data)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    return str(info.value)
+
+
+def test_unknown_key_names_file_and_field(tmp_path):
+    message = _broken(tmp_path, lambda d: d["stages"]["stage2"]["optim"].update(learnin_rate=1e-3))
+    assert "broken.yaml" in message
+    assert "stages.stage2.optim.learnin_rate" in message and "unknown field" in message
+
+
+def test_wrong_type_names_field(tmp_path):
+    message = _broken(tmp_path, lambda d: d["stages"]["stage1"]["optim"].update(learning_rate="fast"))
+    assert "stages.stage1.optim.learning_rate" in message and "broken.yaml" in message
+
+
+def test_missing_base_model_names_field(tmp_path):
+    def mutate(d):
+        d["base_model"] = {"source": "hub"}
+
+    message = _broken(tmp_path, mutate)
+    assert "base_model" in message and "name_or_path" in message
+
+
+def test_missing_base_model_section(tmp_path):
+    message = _broken(tmp_path, lambda d: d.pop("base_model"))
+    assert "base_model" in message and "Field required" in message
+
+
+def test_parent_must_be_an_earlier_stage(tmp_path):
+    message = _broken(tmp_path, lambda d: d["stages"]["stage1"].update(parent="stage3"))
+    assert "stages.stage1.parent" in message
+
+
+def test_unknown_recipe_name_lists_shipped_ones():
+    with pytest.raises(RecipeError, match="embedded"):
+        load_recipe("no-such-recipe")
+
+
+def test_recipe_yaml_cannot_execute_code(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(path)
+
+
+def test_editing_one_stage_changes_only_that_sections_hash(tmp_path):
+    original = load_recipe("embedded")
+    data = embedded_recipe_data()
+    data["stages"]["stage2"]["optim"]["learning_rate"] = 1e-3
+    edited = load_recipe(write_recipe(tmp_path / "edited.yaml", data))
+    changed = {s for s in ["base_model", "corpus", "stage1", "stage2", "stage3", "rl", "evaluation"]
+               if original.section_hash(s) != edited.section_hash(s)}
+    assert changed == {"stage2"}

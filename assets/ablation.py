@@ -1,6 +1,5 @@
 """``stage_ablation``: gathers every checkpoint's evaluation table into one comparison."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

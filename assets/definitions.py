@@ -5,7 +5,6 @@ through the ``launcher`` resource, return what the job reported over Pipes. Stag
 one factory over the recipe's stages; each asset's code version is its recipe section's hash.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 

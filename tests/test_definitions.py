@@ -1,0 +1,76 @@
+"""Dagster layer: the graph built from a recipe, its dependencies and code versions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from assets.definitions import build_definitions
+from medmo_pipeline.config import load_recipe, resolve_recipe_path
+from tests.conftest import ROOT, embedded_recipe_data, write_recipe
+
+
+def _graph(path):
+    defs = build_definitions(load_recipe(path), resolve_recipe_path(path))
+    return defs, defs.resolve_asset_graph()
+
+
+def test_graph_has_every_stage_in_order():
+    _, graph = _graph("embedded")
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        "corpus_shards", "base_model", "stage1_checkpoint", "stage2_checkpoint", "stage3_checkpoint", "rl_policy",
+        "base_model_eval_table", "stage1_checkpoint_eval_table", "stage2_checkpoint_eval_table",
+        "stage3_checkpoint_eval_table", "rl_policy_eval_table", "stage_ablation",
+    }
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    assert parents["stage1_checkpoint"] == {"base_model", "corpus_shards"}
+    assert parents["stage2_checkpoint"] == {"stage1_checkpoint", "corpus_shards"}
+    assert parents["stage3_checkpoint"] == {"stage2_checkpoint", "corpus_shards"}
+    assert parents["rl_policy"] == {"stage3_checkpoint", "corpus_shards"}
+    assert len(parents["stage_ablation"]) == 5
+
+
+def test_code_version_is_the_recipe_section_hash():
+    recipe = load_recipe("embedded")
+    _, graph = _graph("embedded")
+    versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+    assert versions["corpus_shards"] == recipe.section_hash("corpus")
+    assert versions["base_model"] == recipe.section_hash("base_model")
+    for stage in ("stage1", "stage2", "stage3"):
+        assert versions[f"{stage}_checkpoint"] == recipe.section_hash(stage)
+    assert versions["rl_policy"] == recipe.section_hash("rl")
+
+
+def test_editing_a_stage_recipe_changes_that_assets_code_version_only(tmp_path):
+    data = embedded_recipe_data()
+    data["stages"]["stage2"]["optim"]["max_steps"] = 999
+    _, before = _graph("embedded")
+    _, after = _graph(write_recipe(tmp_path / "edited.yaml", data))
+    changed = {k.to_user_string() for k in before.get_all_asset_keys()
+               if before.get(k).code_version != after.get(k).code_version}
+    assert changed == {"stage2_checkpoint"}
+
+
+def test_definitions_load_from_the_workspace_module(monkeypatch):
+    monkeypatch.delenv("MEDMO_RECIPE", raising=False)
+    code = "import assets; print(len(list(assets.defs.resolve_asset_graph().get_all_asset_keys())))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "12"
+    assert isinstance(dg.Definitions, type)
+
+
+def test_malformed_recipe_fails_before_any_job_starts(tmp_path, medmo_home):
+    data = embedded_recipe_data()
+    data["stages"]["stage1"]["optim"]["learning_rate"] = "fast"
+    bad = write_recipe(tmp_path / "bad.yaml", data)
+    env = {**__import__("os").environ, "MEDMO_RECIPE": str(bad), "MEDMO_HOME": str(medmo_home)}
+    out = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "demo"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=120)
+    assert out.returncode != 0
+    assert "bad.yaml" in out.stderr + out.stdout
+    assert "stages.stage1.optim.learning_rate" in out.stderr + out.stdout
+    assert not (medmo_home / "corpus").exists() and not (medmo_home / "models").exists()

@@ -1,0 +1,145 @@
+"""The whole graph on a small embedded configuration, through the real CLI, a real Dagster
+instance (sqlite under MEDMO_HOME) and a real MLflow store; then lineage is checked on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+CHAIN = ["rl_policy", "stage3_checkpoint", "stage2_checkpoint", "stage1_checkpoint", "base_model"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from tests.conftest import small_recipe_data, write_recipe
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    recipe = write_recipe(tmp / "small.yaml", small_recipe_data())
+    home = tmp / "home"
+    env = {**os.environ, "MEDMO_HOME": str(home), "MEDMO_RECIPE": str(recipe)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("DAGSTER_HOME", None)
+    out = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "demo"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=900)
+    (tmp / "demo.log").write_text(out.stdout + out.stderr)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    events = {}
+    for key in instance.get_asset_keys():
+        event = instance.get_latest_materialization_event(key)
+        events[key.to_user_string()] = event
+    yield {"home": home, "stdout": out.stdout, "events": events, "instance": instance}
+    instance.dispose()
+
+
+def _path(event) -> Path:
+    meta = event.asset_materialization.metadata
+    return Path((meta.get("path") or meta.get("index_path")).value)
+
+
+def _version(event) -> str:
+    return event.asset_materialization.tags["dagster/data_version"]
+
+
+def test_every_asset_materialized_in_one_run(demo_run):
+    events = demo_run["events"]
+    assert set(events) >= {*CHAIN, "corpus_shards", "stage_ablation", *(f"{c}_eval_table" for c in CHAIN)}
+    assert len({e.run_id for e in events.values()}) == 1
+
+
+def test_lineage_chain_from_the_rl_policy_back_to_the_base_model(demo_run):
+    events = demo_run["events"]
+    current = _path(events["rl_policy"])
+    for child, parent in zip(CHAIN, CHAIN[1:]):
+        lineage = json.loads((current / "lineage.json").read_text())
+        assert Path(lineage["parent"]["path"]) == _path(events[parent]).resolve(), child
+        assert lineage["parent"]["data_version"] == _version(events[parent])
+        current = Path(lineage["parent"]["path"])
+    assert json.loads((current / "lineage.json").read_text())["stage"] == "base_model"
+
+
+def test_corpus_version_in_every_lineage_is_the_corpus_assets_version(demo_run):
+    events = demo_run["events"]
+    corpus_version = _version(events["corpus_shards"])
+    for name in CHAIN[:-1]:
+        lineage = json.loads((_path(events[name]) / "lineage.json").read_text())
+        assert lineage["corpus"]["data_version"] == corpus_version
+        meta = events[name].asset_materialization.metadata
+        assert meta["corpus_data_version"].value == corpus_version
+        assert meta["mlflow_run_id"].value == lineage["mlflow_run_id"]
+
+
+def test_checkpoint_data_version_is_its_weights_hash_and_it_loads(demo_run):
+    from medmo_pipeline.model.loading import load_model
+    from medmo_pipeline.training.common import weights_version
+
+    for name in CHAIN:
+        path = _path(demo_run["events"][name])
+        assert _version(demo_run["events"][name]) == weights_version(path)
+    assert sum(p.numel() for p in load_model(_path(demo_run["events"]["rl_policy"])).parameters()) > 0
+
+
+def test_mlflow_has_one_run_per_job_tagged_with_the_dagster_run(demo_run):
+    import mlflow
+
+    home = demo_run["home"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("medmo-embedded")
+    runs = client.search_runs([experiment.experiment_id])
+    dagster_run = demo_run["events"]["rl_policy"].run_id
+    stages = sorted(r.data.tags["stage"] for r in runs)
+    assert stages == sorted(["stage1", "stage2", "stage3", "rl"] + [f"eval:{c}" for c in
+                                                                    ["base_model", "stage1", "stage2", "stage3", "rl"]])
+    assert {r.data.tags["dagster_run_id"] for r in runs} == {dagster_run}
+    rl = next(r for r in runs if r.data.tags["stage"] == "rl")
+    assert rl.data.params["rl.grpo.loss_type"] == "dapo"
+    assert any(k.startswith("rewards_box") for k in rl.data.metrics)
+
+
+def test_stage_ablation_table_and_plot(demo_run):
+    reports = demo_run["home"] / "reports"
+    table = pd.read_csv(reports / "stage_ablation.csv", index_col="checkpoint")
+    assert list(table.index) == ["base_model", "stage1", "stage2", "stage3", "rl"]
+    for column in ("grounding_mean_iou", "grounding_acc_iou50", "closed_vqa_accuracy", "mcq_accuracy",
+                   "report_rouge_l"):
+        assert column in table.columns
+    assert (reports / "stage_ablation.png").stat().st_size > 10_000
+    assert "Stage ablation" in demo_run["stdout"] and "rl" in demo_run["stdout"]
+
+
+def test_eval_table_matches_its_per_sample_predictions(demo_run):
+    path = _path(demo_run["events"]["stage2_checkpoint_eval_table"])
+    table = pd.read_parquet(path / "table.parquet").set_index("metric")
+    predictions = pd.read_parquet(path / "predictions.parquet")
+    grounding = predictions[predictions.task == "grounding"]
+    assert table.loc["grounding_mean_iou", "value"] == pytest.approx(grounding.score.mean())
+    assert table.loc["grounding_mean_iou", "n"] == len(grounding)
+    assert table.loc["grounding_mean_iou", "ci_low"] <= table.loc["grounding_mean_iou", "value"]
+
+
+def test_rl_policy_has_its_reward_plot_and_curves(demo_run):
+    path = _path(demo_run["events"]["rl_policy"])
+    assert (path / "box_reward_trend.png").is_file()
+    assert (path / "training_curves.png").is_file()
+    log = json.loads((path / "training_log.json").read_text())
+    assert any("rewards/box/mean" in row and "rewards/label_accuracy/mean" in row for row in log)
+
+
+def test_everything_lives_under_medmo_home(demo_run):
+    home = demo_run["home"]
+    for sub in ("corpus", "models", "checkpoints", "eval", "reports", "mlflow", "dagster"):
+        assert (home / sub).is_dir(), sub
+    assert not (ROOT / "mlruns").exists()

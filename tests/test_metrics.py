@@ -46,6 +46,8 @@ def test_every_public_metric_documents_an_example():
         ("<think>looks fine</think><answer>No</answer>", "no"),
         ("There is no fracture", None),
         ("Yesterday", None),
+        ("Yes or no", None),  # a hedge between the two is unparseable
+        ("<answer>yes</answer> <answer>No</answer>", "no"),  # the last answer block counts
         ("", None),
         (None, None),
     ],
@@ -112,11 +114,22 @@ def test_token_overlap_counts_repeated_tokens_once_each():
         ("D", None),  # out of range for three options
         ("Edemas", None),  # similar is not equal
         ("I think it is B", None),
+        # ambiguous: never the first letter seen, never the nearest option
+        ("B. Normal", None),  # the letter and the text name different options
+        ("A, B", None),
+        ("(A) or (B)", None),
+        ("b. edema", None),  # a lower-case letter with text needs brackets
         ("", None),
     ],
 )
 def test_option_index(response, expected):
     assert option_index(response, ["Pneumonia", "Edema", "Normal"]) == expected
+
+
+def test_open_answers_are_read_without_the_answer_prefix_and_reasoning():
+    outcome = open_accuracy(["<think>liver?</think><answer>Final answer: the spleen</answer>"], ["spleen"])
+    assert outcome.exact_match.value == 1.0
+    assert outcome.token_precision.value == 1.0
 
 
 def test_option_text_starting_with_a_prefix_word_is_not_truncated():

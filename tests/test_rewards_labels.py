@@ -40,6 +40,8 @@ def test_normalize_answer(text, expected):
         ("<think>x</think><answer>truncated", "truncated"),
         ("  no tags  ", "no tags"),
         ("</answer> stray close", "</answer> stray close"),
+        ("<think>draft <answer>A</answer></think><answer>B</answer>", "B"),  # reasoning is dropped
+        ("<answer>B <think>hmm</think></answer>", "B"),
     ],
 )
 def test_extract_answer(text, expected):
@@ -56,6 +58,7 @@ def test_extract_answer(text, expected):
         ("The answer is yes", "yes"),
         ("Maybe", None),
         ("Not sure, yes", None),
+        ("yes/no", None),
         ("", None),
     ],
 )
@@ -75,10 +78,15 @@ def test_closed_answer(text, expected):
         ("B. Pleural effusion", "B"),
         ("pleural effusion", "B"),
         ("The answer is: Cardiomegaly.", "D"),
+        ("The correct answer is B", "B"),
+        ("Option (b)", "B"),
+        ("<think>A?</think><answer>B</answer>", "B"),
         # unparseable or ambiguous: never guess the nearest option
         ("E", None),  # out of range for four choices
         ("A or B", None),
         ("A, B", None),
+        ("(A) or (B)", None),
+        ("A) and B)", None),
         ("B. Cardiomegaly", None),  # letter and text disagree
         ("effusion", None),  # only similar to an option
         ("A nodule is seen", None),  # the article "A" is not a letter

@@ -7,6 +7,7 @@ per_sample) or a small dataclass of them with a ``results()`` list for the eval 
 from medmo_pipeline.evaluation.metrics.answers import (
     OpenAccuracy,
     TokenOverlap,
+    answer_body,
     answer_text,
     closed_accuracy,
     multiple_choice_accuracy,
@@ -43,6 +44,7 @@ __all__ = [
     "MetricUnavailable",
     "OpenAccuracy",
     "TokenOverlap",
+    "answer_body",
     "answer_text",
     "bootstrap_ci",
     "box_iou",

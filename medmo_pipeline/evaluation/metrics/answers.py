@@ -1,4 +1,7 @@
-"""Answer normalisation and the accuracy metrics of closed, open and multiple-choice questions.
+"""Accuracy metrics of closed, open and multiple-choice questions.
+
+Answers are read by :mod:`medmo_pipeline.answers` (re-exported here), the same code the RL
+label-accuracy reward uses, so training reward and evaluation agree on every reply.
 
 Deliberately free of the known MedEvalKit defects: every sample stays in the denominator exactly
 once (no double division, no skipped empty responses), precision/recall/F1 travel under their names,
@@ -7,57 +10,26 @@ and an answer that cannot be read is wrong and counted, never mapped to the most
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from medmo_pipeline.answers import answer_body, answer_text, normalize_text, option_index, yes_no
 from medmo_pipeline.evaluation.metrics.result import MetricResult, summarize
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
-_ANSWER_PREFIX = re.compile(
-    r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)\b\s*(?:is\b)?\s*[:\-]?\s*",
-    re.IGNORECASE,
-)
-_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-_PUNCTUATION = str.maketrans({ch: " " for ch in string.punctuation})
-
-
-def answer_text(response: str | None) -> str:
-    """The answer part of a model response: the ``<answer>`` block if any, minus ``<think>`` blocks.
-
-    >>> answer_text("<think>opacity on the left</think><answer> Yes </answer>")
-    'Yes'
-    """
-    text = response or ""
-    tagged = _ANSWER_TAG.search(text)
-    if tagged:
-        text = tagged.group(1)
-    return _THINK_BLOCK.sub(" ", text).strip()
-
-
-def normalize_text(text: str | None) -> str:
-    """SQuAD v1.1 answer normalisation: lower case, punctuation and articles removed, spaces collapsed.
-
-    >>> normalize_text("The  Left lung.")
-    'left lung'
-    """
-    lowered = (text or "").lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", lowered).split())
-
-
-def yes_no(response: str | None) -> str | None:
-    """'yes' or 'no' when the answer starts with that word (after an optional "Answer:"), else None.
-
-    >>> [yes_no(r) for r in ["Yes.", "yes, there is", "Answer: No", "maybe", ""]]
-    ['yes', 'yes', 'no', None, None]
-    """
-    words = normalize_text(_ANSWER_PREFIX.sub("", answer_text(response))).split()
-    if words and words[0] in ("yes", "no"):
-        return words[0]
-    return None
+__all__ = [
+    "OpenAccuracy",
+    "TokenOverlap",
+    "answer_body",
+    "answer_text",
+    "closed_accuracy",
+    "multiple_choice_accuracy",
+    "normalize_text",
+    "open_accuracy",
+    "option_index",
+    "token_overlap",
+    "yes_no",
+]
 
 
 def closed_accuracy(predictions: Sequence[str | None], references: Sequence[str]) -> MetricResult:
@@ -97,12 +69,13 @@ class TokenOverlap:
 def token_overlap(prediction: str | None, reference: str) -> TokenOverlap:
     """SQuAD v1.1 token F1 on :func:`normalize_text` tokens (bag of words with multiplicity).
 
+    The prediction is read with :func:`answer_body` (``<answer>`` content, no "Answer:" prefix).
     precision = shared / prediction tokens, recall = shared / reference tokens.
 
     >>> token_overlap("left lower lobe", "lower lobe")
     TokenOverlap(precision=0.6666666666666666, recall=1.0, f1=0.8)
     """
-    pred_tokens = normalize_text(answer_text(prediction)).split()
+    pred_tokens = normalize_text(answer_body(prediction)).split()
     ref_tokens = normalize_text(reference).split()
     if not ref_tokens:
         raise ValueError(f"reference has no tokens after normalisation: {reference!r}")
@@ -141,7 +114,7 @@ def open_accuracy(predictions: Sequence[str | None], references: Sequence[str]) 
     _check_lengths(predictions, references)
     overlaps = tuple(token_overlap(p, r) for p, r in zip(predictions, references))
     exact = [
-        float(normalize_text(answer_text(p)) == normalize_text(r)) for p, r in zip(predictions, references)
+        float(normalize_text(answer_body(p)) == normalize_text(r)) for p, r in zip(predictions, references)
     ]
     empty = _count_empty(predictions)
     return OpenAccuracy(
@@ -151,33 +124,6 @@ def open_accuracy(predictions: Sequence[str | None], references: Sequence[str]) 
         token_f1=summarize("open_token_f1", [o.f1 for o in overlaps], empty=empty),
         per_sample=overlaps,
     )
-
-
-# A bare option letter, optionally bracketed, then the end or ".", ")", ":" or "," (so the article in
-# "A lesion is seen" is not read as option A).
-_OPTION_LETTER = re.compile(r"^[(\[]?([A-Z])(?:[)\]]|[.:,](?=\s|$)|(?=\s*$))")
-
-
-def option_index(response: str | None, choices: Sequence[str]) -> int | None:
-    """The chosen option's index, or None when the response names no option unambiguously.
-
-    Accepts a letter ("B", "(B)", "B.", "B. Pneumonia", "Answer: B", "The answer is (b)") within
-    the choices' range, or text equal to exactly one option after :func:`normalize_text`.
-    Nothing else: no nearest-option fallback.
-
-    >>> [option_index(r, ["Pneumonia", "Edema", "Normal"]) for r in ["(B)", "answer: c", "edema.", "D", "lungs"]]
-    [1, 2, 1, None, None]
-    """
-    text = _ANSWER_PREFIX.sub("", answer_text(response)).strip()
-    if len(text.rstrip(".)]").lstrip("([")) == 1:
-        text = text.upper()  # a lone letter may come in lower case
-    letter = _OPTION_LETTER.match(text)
-    if letter:
-        index = ord(letter.group(1)) - ord("A")
-        return index if index < len(choices) else None
-    wanted = normalize_text(text)
-    matches = [i for i, choice in enumerate(choices) if wanted and normalize_text(choice) == wanted]
-    return matches[0] if len(matches) == 1 else None
 
 
 def multiple_choice_accuracy(

@@ -56,13 +56,13 @@ def observed(functions: list, samples: list[dict]):
     def wrap(fn):
         def reward(prompts, completions, **columns):
             values = fn(prompts, completions, **columns)
-            for i, (completion, value) in enumerate(zip(completions, values)):
-                text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
-                if i >= len(samples):
-                    samples.append({"task": columns.get("task", [""] * (i + 1))[i], "completion": text})
-                samples[i]["completion"] = text
-                samples[i][fn.__name__] = value
+            tasks = columns.get("task") or [""] * len(completions)
             del samples[len(completions):]
+            for i, (completion, task, value) in enumerate(zip(completions, tasks, values)):
+                if i == len(samples):
+                    samples.append({})
+                text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
+                samples[i].update({"task": task, "completion": text, fn.__name__: value})
             return values
 
         reward.__name__ = fn.__name__
@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+        # GRPOTrainer generates from left-padded prompts but re-encodes them for scoring with the
+        # processor's default side; they must agree or Qwen-VL's image positions shift by the padding.
+        processor.tokenizer.padding_side = "left"
         if stage.grpo.max_prompt_length:
             rows, dropped = drop_long_prompts(rows, processor, stage.grpo.max_prompt_length)
             reporter.log(f"dropped {dropped} prompts longer than {stage.grpo.max_prompt_length} tokens")
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             temperature=g.temperature,
             mask_truncated_completions=g.mask_truncated_completions,
             reward_weights=weights,
+            # No answer contains an image/video placeholder; never sample one.
+            generation_kwargs={"suppress_tokens": vision_token_ids(processor.tokenizer)},
         )
         history: list[dict] = []
         section = recipe.section("rl")
@@ -168,6 +173,13 @@ def main(argv: list[str] | None = None) -> None:
         if trend:
             meta["box_reward_trend"] = trend.resolve()
         reporter.report(meta, data_version=data_version)
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the image/video placeholder tokens a completion must never contain."""
+    names = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>")
+    vocab = tokenizer.get_vocab()
+    return sorted(vocab[name] for name in names if name in vocab)
 
 
 def reward_summary(history: list[dict], names: list[str]) -> dict:

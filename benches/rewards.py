@@ -205,15 +205,14 @@ def grpo_step_share(max_steps: int) -> None:
 
     import transformers
     from transformers import PrinterCallback, ProgressCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from medmo_pipeline.config import load_recipe
     from medmo_pipeline.data.synthetic import SYNTHETIC_SOURCES, generate_rows, iter_texts
     from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
     from medmo_pipeline.model.tiny import build_tiny_base_model
     from medmo_pipeline.rewards import build_reward_functions
-    from medmo_pipeline.training import common
-    from medmo_pipeline.training.grpo import observed, rl_dataset, vision_token_ids
+    from medmo_pipeline.training.grpo import grpo_config, left_pad_prompts, observed, rl_dataset
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -234,7 +233,7 @@ def grpo_step_share(max_steps: int) -> None:
         model = load_model(base)
         processor = load_processor(base)
         set_image_resolution(processor, stage.image.max_pixels or 16384, stage.image.min_pixels)
-        processor.tokenizer.padding_side = "left"  # as the RL job sets it, so scoring matches generation
+        left_pad_prompts(processor)  # as the RL job does
 
         rows = rl_rows(prompts_per_step * max_steps + 8)
         functions, weights = build_reward_functions(stage.rewards)
@@ -244,22 +243,8 @@ def grpo_step_share(max_steps: int) -> None:
         # Timer outside observed(): the logging wrapper is part of what the RL job pays per call.
         timed = [Timed(fn, seconds, calls) for fn in observed(functions, samples)]
 
-        arguments = common.trainer_arguments(stage.optim, output_dir=Path(tmp) / "work", seed=42)
-        arguments.update(max_steps=max_steps, logging_steps=max_steps)
-        config = GRPOConfig(
-            **arguments,
-            num_generations=g.num_generations,
-            max_completion_length=g.max_completion_length,
-            epsilon=g.epsilon,
-            epsilon_high=g.epsilon_high if g.epsilon_high is not None else g.epsilon,
-            beta=g.beta,
-            loss_type=g.loss_type,
-            scale_rewards=g.scale_rewards,
-            temperature=g.temperature,
-            mask_truncated_completions=g.mask_truncated_completions,
-            reward_weights=weights,
-            generation_kwargs={"suppress_tokens": vision_token_ids(processor.tokenizer)},
-        )
+        config = grpo_config(stage, processor, output_dir=Path(tmp) / "work", seed=42, reward_weights=weights,
+                             max_steps=max_steps, logging_steps=max_steps)
 
         # (wall clock, reward seconds so far) at each step's end; consecutive differences are steps.
         marks: list[tuple[float, dict[str, float]]] = []

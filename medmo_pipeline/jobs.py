@@ -18,6 +18,34 @@ from pathlib import Path
 from typing import Any
 
 
+def job_parser(description: str):
+    """Command line every job shares: the recipe, and the hash Dagster expects it to have."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--recipe", default=None, help="recipe name (embedded, paper) or YAML path")
+    parser.add_argument("--expect-hash", default=None,
+                        help="refuse to run unless the recipe section hashes to this (set by Dagster)")
+    return parser
+
+
+def checked_recipe(args, section: str):
+    """Load the recipe; fail if ``section`` is missing or no longer hashes to ``--expect-hash``."""
+    from medmo_pipeline.config import RecipeError, load_recipe
+
+    recipe = load_recipe(args.recipe)
+    known = ["base_model", "corpus", "evaluation", "rl", *recipe.stages]
+    if section not in known:
+        raise RecipeError(f"recipe {recipe.name!r} has no section {section!r} (sections: {known})")
+    code_version = recipe.section_hash(section)
+    if args.expect_hash and args.expect_hash != code_version:
+        raise RecipeError(
+            f"recipe section {section!r} hashes to {code_version}, the launcher expected {args.expect_hash}: "
+            "the recipe file changed after the job was planned; reload the definitions and relaunch"
+        )
+    return recipe, code_version
+
+
 class JobReporter:
     """Console reporter; the Pipes one below overrides the three outputs."""
 

@@ -5,22 +5,17 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from medmo_pipeline import home
-from medmo_pipeline.config import RecipeError, load_recipe
+from medmo_pipeline.config import RecipeError
+from medmo_pipeline.jobs import checked_recipe, job_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default=None)
-    parser.add_argument("--expect-hash", default=None)
+    parser = job_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe)
-    code_version = recipe.section_hash("corpus")
-    if args.expect_hash and args.expect_hash != code_version:
-        raise RecipeError(f"corpus recipe hashes to {code_version}, expected {args.expect_hash}")
+    recipe, code_version = checked_recipe(args, "corpus")
     if recipe.corpus.kind != "synthetic":
         raise RecipeError(
             "corpus.kind: 'registry' curation of the real datasets is not available in this version; "

@@ -11,28 +11,22 @@ bootstrap interval), ``predictions.parquet`` (one row per sample with its own sc
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from medmo_pipeline.config import RecipeError, load_recipe
+from medmo_pipeline.jobs import checked_recipe, job_parser
 
 TABLE_COLUMNS = ["checkpoint", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "unparseable", "empty"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default=None)
+    parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="checkpoint name for the table (base_model, stage1, ...)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory or hub id")
     parser.add_argument("--corpus", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--expect-hash", default=None)
     args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe)
-    code_version = recipe.section_hash("evaluation")
-    if args.expect_hash and args.expect_hash != code_version:
-        raise RecipeError(f"evaluation recipe hashes to {code_version}, expected {args.expect_hash}")
+    recipe, code_version = checked_recipe(args, "evaluation")
 
     from medmo_pipeline.jobs import Md, job_reporter
 

@@ -10,7 +10,6 @@ from medmo_pipeline import home
 from medmo_pipeline.tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 
 
-
 def job_command(module: str, args: list[str], *, python: str | None = None, nproc_per_node: int = 1) -> list[str]:
     """``python -m module args`` (under torchrun when more than one process per node)."""
     python = python or sys.executable

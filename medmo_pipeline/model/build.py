@@ -5,23 +5,18 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from medmo_pipeline.config import RecipeError, load_recipe
+from medmo_pipeline.config import RecipeError
+from medmo_pipeline.jobs import checked_recipe, job_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default=None)
+    parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--expect-hash", default=None)
     args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe)
-    code_version = recipe.section_hash("base_model")
-    if args.expect_hash and args.expect_hash != code_version:
-        raise RecipeError(f"base_model recipe hashes to {code_version}, expected {args.expect_hash}")
+    recipe, code_version = checked_recipe(args, "base_model")
 
     from medmo_pipeline.jobs import job_reporter
 
@@ -85,7 +80,7 @@ def resolve_hub(recipe, code_version: str, started: float) -> tuple[Path, dict]:
     spec = recipe.base_model
     try:
         path = Path(snapshot_download(spec.name_or_path, revision=spec.revision, local_files_only=True))
-    except Exception as exc:  # the hub client raises several types for "not cached"
+    except Exception as exc:  # noqa: BLE001 - the hub client raises several types for "not cached"
         raise RecipeError(
             f"base_model.name_or_path: {spec.name_or_path!r} (revision {spec.revision or 'main'}) is not in "
             f"the local Hugging Face cache ({type(exc).__name__}). Download it once where there is network "

@@ -158,31 +158,12 @@ def elapsed(started: float) -> float:
 
 def training_argument_parser(description: str, *, default_stage: str | None = None):
     """Command line shared by the training entry points (Dagster's launcher passes the same)."""
-    import argparse
+    from medmo_pipeline.jobs import job_parser
 
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--recipe", default=None, help="recipe name (embedded, paper) or YAML path")
+    parser = job_parser(description)
     parser.add_argument("--stage", default=default_stage, required=default_stage is None,
                         help="stage name in the recipe")
     parser.add_argument("--parent", required=True, help="parent checkpoint directory or hub id")
     parser.add_argument("--corpus", required=True, type=Path, help="corpus index JSON (corpus_shards)")
     parser.add_argument("--output", required=True, type=Path, help="checkpoint directory to publish")
-    parser.add_argument("--expect-hash", default=None,
-                        help="refuse to run unless the recipe section hashes to this (set by Dagster)")
     return parser
-
-
-def checked_recipe(args):
-    """Load the recipe and check the stage exists and matches what the launcher expected."""
-    from medmo_pipeline.config import RecipeError, load_recipe
-
-    recipe = load_recipe(args.recipe)
-    if args.stage != "rl" and args.stage not in recipe.stages:
-        raise RecipeError(f"recipe {recipe.name!r} has no stage {args.stage!r} (stages: {list(recipe.stages)})")
-    code_version = recipe.section_hash(args.stage)
-    if args.expect_hash and args.expect_hash != code_version:
-        raise RecipeError(
-            f"recipe section {args.stage!r} hashes to {code_version}, the launcher expected "
-            f"{args.expect_hash}: the recipe file changed after the job was planned; reload and relaunch"
-        )
-    return recipe, code_version

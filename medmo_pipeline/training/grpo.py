@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 
+from medmo_pipeline.jobs import checked_recipe
 from medmo_pipeline.training import common
 
 
@@ -73,7 +74,7 @@ def observed(functions: list, samples: list[dict]):
 
 def main(argv: list[str] | None = None) -> None:
     args = common.training_argument_parser(__doc__.splitlines()[0], default_stage="rl").parse_args(argv)
-    recipe, code_version = common.checked_recipe(args)
+    recipe, code_version = checked_recipe(args, args.stage)
     stage = recipe.rl
 
     from medmo_pipeline.jobs import job_reporter
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.time()
         import mlflow
         from transformers import TrainerCallback
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOTrainer
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
@@ -96,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
-        # GRPOTrainer generates from left-padded prompts but re-encodes them for scoring with the
-        # processor's default side; they must agree or Qwen-VL's image positions shift by the padding.
-        processor.tokenizer.padding_side = "left"
+        left_pad_prompts(processor)
         if stage.grpo.max_prompt_length:
             rows, dropped = drop_long_prompts(rows, processor, stage.grpo.max_prompt_length)
             reporter.log(f"dropped {dropped} prompts longer than {stage.grpo.max_prompt_length} tokens")
@@ -107,23 +106,8 @@ def main(argv: list[str] | None = None) -> None:
 
         reward_functions, weights = build_reward_functions(stage.rewards)
         samples: list[dict] = []
-        g = stage.grpo
-        config = GRPOConfig(
-            **common.trainer_arguments(stage.optim, output_dir=args.output.parent / f".work-{args.output.name}",
-                                       seed=recipe.seed),
-            num_generations=g.num_generations,
-            max_completion_length=g.max_completion_length,
-            epsilon=g.epsilon,
-            epsilon_high=g.epsilon_high if g.epsilon_high is not None else g.epsilon,
-            beta=g.beta,
-            loss_type=g.loss_type,
-            scale_rewards=g.scale_rewards,
-            temperature=g.temperature,
-            mask_truncated_completions=g.mask_truncated_completions,
-            reward_weights=weights,
-            # No answer contains an image/video placeholder; never sample one.
-            generation_kwargs={"suppress_tokens": vision_token_ids(processor.tokenizer)},
-        )
+        config = grpo_config(stage, processor, output_dir=args.output.parent / f".work-{args.output.name}",
+                             seed=recipe.seed, reward_weights=weights)
         history: list[dict] = []
         section = recipe.section("rl")
 
@@ -173,6 +157,35 @@ def main(argv: list[str] | None = None) -> None:
         if trend:
             meta["box_reward_trend"] = trend.resolve()
         reporter.report(meta, data_version=data_version)
+
+
+def left_pad_prompts(processor) -> None:
+    """GRPOTrainer generates from left-padded prompts but re-encodes them for scoring with the
+    processor's default side; they must agree or Qwen-VL's image positions shift by the padding."""
+    processor.tokenizer.padding_side = "left"
+
+
+def grpo_config(stage, processor, *, output_dir, seed: int, reward_weights: list[float], **overrides):
+    """TRL GRPOConfig from the recipe's RL section (``overrides`` replace trainer arguments)."""
+    from trl import GRPOConfig
+
+    g = stage.grpo
+    arguments = {**common.trainer_arguments(stage.optim, output_dir=output_dir, seed=seed), **overrides}
+    return GRPOConfig(
+        **arguments,
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        epsilon=g.epsilon,
+        epsilon_high=g.epsilon_high if g.epsilon_high is not None else g.epsilon,
+        beta=g.beta,
+        loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        temperature=g.temperature,
+        mask_truncated_completions=g.mask_truncated_completions,
+        reward_weights=reward_weights,
+        # No answer contains an image/video placeholder; never sample one.
+        generation_kwargs={"suppress_tokens": vision_token_ids(processor.tokenizer)},
+    )
 
 
 def vision_token_ids(tokenizer) -> list[int]:

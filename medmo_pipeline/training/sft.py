@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 
+from medmo_pipeline.jobs import checked_recipe
 from medmo_pipeline.training import common
 
 
 def main(argv: list[str] | None = None) -> None:
     args = common.training_argument_parser(__doc__.splitlines()[0]).parse_args(argv)
-    recipe, code_version = common.checked_recipe(args)
+    recipe, code_version = checked_recipe(args, args.stage)
     stage = recipe.stages[args.stage]
 
     from medmo_pipeline.jobs import job_reporter

@@ -1,0 +1,41 @@
+"""Adapters by format family: each module has an ``Options`` model and
+``iter_samples(root, options) -> Iterator[row]`` yielding sample-contract rows (see ``common``).
+
+The registry names a family per dataset; ``ADAPTERS`` maps family names to modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from . import box_json, caption, coco, conversation, deeplesion, image_folder, instruction, masks, multiple_choice, \
+    nih_bbox, report, vqa, yolo
+
+ADAPTERS: dict[str, ModuleType] = {
+    "llava_json": conversation,
+    "vqa": vqa,
+    "caption": caption,
+    "report": report,
+    "coco": coco,
+    "box_json_per_image": box_json,
+    "nih_bbox_csv": nih_bbox,
+    "deeplesion_csv": deeplesion,
+    "yolo": yolo,
+    "instance_masks": masks,
+    "multiple_choice": multiple_choice,
+    "text_instruction": instruction,
+    "image_folder": image_folder,
+}
+
+
+def adapter(family: str) -> ModuleType:
+    if family not in ADAPTERS:
+        raise ValueError(f"unknown adapter family {family!r}; known: {sorted(ADAPTERS)}")
+    return ADAPTERS[family]
+
+
+def iter_samples(family: str, root: Path, options: dict) -> Iterator[dict]:
+    """Rows of the dataset at ``root`` read by adapter ``family`` with ``options``."""
+    return adapter(family).iter_samples(Path(root), options)

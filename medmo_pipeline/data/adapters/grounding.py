@@ -1,0 +1,45 @@
+"""Grounding rows from pixel boxes: shared by every detection format (COCO, CSV lists, YOLO, masks).
+
+One row per (image, label): the question names the label, the answer is MedMO's
+``label <box>[[x1, y1, x2, y2], ...]</box>`` on Qwen3-VL's 0-1000 scale, and the ``boxes`` column
+keeps the pixel boxes of the original image. Boxes are passed through unchanged: clipping and
+quarantine of bad boxes is curation's job, so it can count them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
+
+from .common import AdapterOptions, make_row, turn
+
+QUESTION = "Locate every {label} in this image and give their bounding boxes."
+
+
+def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[str, float, float, float, float]],
+                   options: AdapterOptions, *, split: str | None = None) -> Iterator[dict]:
+    """Rows for one image; ``labelled_boxes`` are (label, x1, y1, x2, y2) in pixels, any order."""
+    by_label: dict[str, list[tuple[float, float, float, float]]] = {}
+    for label, *box in labelled_boxes:
+        by_label.setdefault(str(label), []).append(tuple(float(v) for v in box))
+    for label, boxes in sorted(by_label.items()):
+        records = [{"label": label, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for b in boxes]
+        reply = box_answer(label, boxes, image["width"], image["height"])
+        yield make_row(f"{image_id}:{label}", "grounding", options, turn(QUESTION.format(label=label), reply),
+                       images=[image], boxes=records, split=split)
+
+
+def box_answer(label: str, boxes: list[tuple[float, float, float, float]], width: int, height: int) -> str:
+    """The answer text; '' when the image size is unknown (curation quarantines that image anyway)."""
+    if width <= 0 or height <= 0:
+        return ""
+    try:
+        return format_box_answer(label, [pixels_to_relative(b, width, height) for b in boxes])
+    except ValueError:  # NaN coordinates: curation reports the box
+        return ""
+
+
+def xywh_to_xyxy(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+    """Top-left corner plus size (COCO, NIH) -> corners."""
+    return x, y, x + w, y + h

@@ -1,0 +1,43 @@
+"""Local image folders: JPEG/PNG, DICOM (rescaled and windowed to 8-bit) and 16-bit PNG (with an
+intensity offset), one row per image, labelled by the name of the folder that holds it (the
+ImageFolder convention) or captioned by a sidecar ``<stem>.txt``. Used for the sets MedTrinity
+draws from (TCGA, KIPA22, LLD-MMRI, ...) when mirrored locally."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from medmo_pipeline.data.paths import safe_join
+
+from .common import AdapterOptions, limited, load_image, make_row, text, turn
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
+
+
+class Options(AdapterOptions):
+    pattern: str = "**/*"
+    text_from: Literal["folder", "sidecar"] = "folder"
+    question: str = "What does this image show?"
+    reply_template: str = "{label}"
+    png16_offset: int | None = None  # set for 16-bit PNG (e.g. 32768 for HU + 32768)
+    default_window: tuple[float, float] | None = None
+
+
+def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+    options = Options.model_validate(options)
+    base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
+    files = sorted(p for p in base.glob(options.pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    for _, path in limited(iter(files), options):
+        relative = path.relative_to(base).as_posix()
+        entry = load_image(root, relative, options, png16_offset=options.png16_offset,
+                           window=options.default_window)
+        if options.text_from == "sidecar":
+            sidecar = path.with_suffix(".txt")
+            label = text(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else ""
+        else:
+            label = path.parent.name.replace("_", " ")
+        task = "caption" if options.text_from == "sidecar" else "vqa"
+        yield make_row(relative, task, options, turn(options.question, options.reply_template.format(label=label)),
+                       images=[entry])

@@ -1,0 +1,42 @@
+"""Text instruction data: Alpaca-style ``instruction, input, output`` (AlpaCare, Medical Meadow,
+ChatDoctor), question/answer pairs (MedQuAD), reasoning traces (medical-o1-reasoning-SFT:
+``Question, Complex_CoT, Response``; MedReason; Medical-R1-Distill) and summarisation
+(MIMIC-IV-Ext-BHC: notes -> brief hospital course, with a fixed ``instruction``).
+
+A reasoning trace is kept inside ``<think>...</think>`` before the reply; the short ``answer`` is
+the reply alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from .common import AdapterOptions, RecordFormat, iter_records, limited, make_row, text, turn
+
+
+class Options(AdapterOptions):
+    file: str
+    format: RecordFormat = "auto"
+    modality: str = "text"
+    task: Literal["instruction", "text_qa"] = "instruction"
+    id_field: str = ""
+    instruction: str = ""  # the same instruction for every record (overrides instruction_field)
+    instruction_field: str = "instruction"
+    input_field: str = "input"
+    output_field: str = "output"
+    reasoning_field: str = ""
+
+
+def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+    options = Options.model_validate(options)
+    for index, record in limited(iter_records(root, options.file, options.format), options):
+        instruction = options.instruction or text(record.get(options.instruction_field))
+        extra = text(record.get(options.input_field))
+        prompt = f"{instruction}\n\n{extra}" if instruction and extra else instruction or extra
+        output = text(record.get(options.output_field))
+        reasoning = text(record.get(options.reasoning_field)) if options.reasoning_field else ""
+        reply = f"<think>\n{reasoning}\n</think>\n{output}" if reasoning else output
+        local_id = record.get(options.id_field) if options.id_field else index
+        yield make_row(local_id, options.task, options, turn(prompt, reply), answer=output)

@@ -1,0 +1,53 @@
+"""Cell microscopy with instance masks (DeepCell/TissueNet exports, the Bacteria and Cell Tracking
+Challenge sets): ``images/<stem>.<ext>`` beside ``masks/<stem><suffix>`` whose pixel value is the
+instance id (0 = background). Each instance becomes one box (its tight pixel extent, x2/y2
+exclusive)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medmo_pipeline.data.paths import safe_join
+
+from .common import AdapterOptions, limited, load_image
+from .grounding import grounding_rows
+
+
+class Options(AdapterOptions):
+    image_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ".png"
+    label: str = "cell"
+    modality: str = "microscopy"
+
+
+def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+    options = Options.model_validate(options)
+    images = sorted(p for p in safe_join(root, options.image_dir).iterdir() if p.is_file())
+    for _, image_path in limited(iter(images), options):
+        mask_path = safe_join(root, f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}")
+        if not mask_path.is_file():
+            continue
+        entry = load_image(root, image_path.name, options)
+        boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]
+        yield from grounding_rows(image_path.stem, entry, boxes, options)
+
+
+def instance_boxes(mask_bytes: bytes) -> list[tuple[int, int, int, int]]:
+    """Tight (x1, y1, x2, y2) of each non-zero instance id, ordered by id."""
+    with Image.open(io.BytesIO(mask_bytes)) as image:
+        mask = np.asarray(image)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    boxes = []
+    for instance in np.unique(mask):
+        if instance == 0:
+            continue
+        ys, xs = np.nonzero(mask == instance)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return boxes

@@ -1,0 +1,58 @@
+"""Text multiple choice: MedQA (``question, options{A..E}, answer_idx``), MedMCQA (``question,
+opa..opd, cop`` as 0-based index), PubMedQA (``question, context, final_decision`` over the fixed
+options yes/no/maybe), Medical-Meadow-MedQA. The answer becomes the option letter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from .choices import AnswerFormat, lettered_question, resolve_answer
+from .common import AdapterOptions, RecordFormat, iter_records, limited, make_row, text, turn
+
+
+class Options(AdapterOptions):
+    file: str
+    format: RecordFormat = "auto"
+    modality: str = "text"
+    id_field: str = ""
+    question_field: str = "question"
+    context_field: str = ""
+    options_field: str = ""  # a dict {letter: text} or a list of texts
+    option_fields: list[str] = []  # one column per option
+    fixed_choices: list[str] = []  # the same options for every record (PubMedQA: yes/no/maybe)
+    answer_field: str = "answer"
+    answer_format: AnswerFormat = "letter"
+    index_base: int = 0
+
+
+def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+    options = Options.model_validate(options)
+    for index, record in limited(iter_records(root, options.file, options.format), options):
+        choices = _choices(record, options)
+        letter = resolve_answer(text(record.get(options.answer_field)), choices, options.answer_format,
+                                index_base=options.index_base)
+        question = text(record.get(options.question_field))
+        context = _context(record.get(options.context_field)) if options.context_field else ""
+        prompt = lettered_question(f"{context}\n\n{question}" if context else question, choices)
+        local_id = record.get(options.id_field) if options.id_field else index
+        yield make_row(local_id, "text_qa", options, turn(prompt, letter), choices=choices)
+
+
+def _choices(record: dict, options: Options) -> list[str]:
+    if options.fixed_choices:
+        return list(options.fixed_choices)
+    if options.option_fields:
+        return [text(record.get(field)) for field in options.option_fields]
+    value = record.get(options.options_field)
+    if isinstance(value, dict):
+        return [text(value[key]) for key in sorted(value)]
+    return [text(item) for item in value or []]
+
+
+def _context(value) -> str:
+    """PubMedQA stores contexts as {"contexts": [...]}; others as plain text."""
+    if isinstance(value, dict):
+        value = value.get("contexts", [])
+    return " ".join(text(part) for part in value) if isinstance(value, list) else text(value)

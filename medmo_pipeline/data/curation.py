@@ -1,0 +1,427 @@
+"""Curation: adapter rows -> validated, normalised, de-duplicated, decontaminated shards, plus a
+quarantine table saying why each rejected row was rejected.
+
+One streaming pass, row by row (``curate``):
+
+1. **validate + normalise** (``check_row``): text fields must be valid UTF-8 (bytes are decoded,
+   lone surrogates rejected) and are NFC-normalised and stripped; the id becomes ``source:local_id``;
+   task, split and turn order follow the sample contract; the assistant reply is non-empty, and so is
+   ``answer`` for vqa / text_qa / grounding; choices, when present, contain the answer (as option
+   text or option letter). Images: present, fully decodable, within ``ImageLimits`` (the pixel count
+   is checked from the header before decoding: decompression-bomb guard), with an extension that
+   matches the content, and a declared size equal to the decoded one; sha256, width and height are
+   recomputed. Boxes (pixels of the first image): finite, positive width and height, and inside the
+   image after the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its
+   own area is clipped to the image; otherwise the row is quarantined.
+2. **quarantine** every row failing a check, with one reason from ``REASONS`` and a detail, into
+   ``quarantine.parquet``; rows with an id already kept are quarantined as ``duplicate_id``.
+3. **decontaminate** train rows: a row using an image whose sha256 is in the eval index, or whose
+   normalised first question is in it, is dropped and counted (see ``build_eval_index``).
+4. **de-duplicate** exactly: same split, same image hashes and same normalised texts -> dropped and
+   counted.
+5. **write** the kept rows with ``shards.write_shards`` (one shard of rows in memory at a time).
+
+Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
+key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
+table is flushed every ``QUARANTINE_BATCH`` rows; the decoded-image cache holds ``IMAGE_CACHE``
+entries. A 64-bit key collides with probability ~n^2 / 2^65 (about 1e-5 at 26M rows): an
+accepted risk of dropping one row too many.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import unicodedata
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmo_pipeline.data import shards
+from medmo_pipeline.data.images import ImageError, ImageLimits, extension_format, inspect_image
+from medmo_pipeline.data.schema import SAMPLE_SCHEMA, SPLITS, TASKS
+
+QUARANTINE_NAME = "quarantine.parquet"
+QUARANTINE_BATCH = 10_000
+IMAGE_CACHE = 4096  # decoded-image results by sha256: VQA sets ask many questions of one image
+TASKS_WITH_IMAGES = ("caption", "vqa", "report", "grounding")
+TASKS_WITH_ANSWER = ("vqa", "text_qa", "grounding")
+LETTERS = "ABCDEFGHIJ"
+
+REASONS = {
+    "malformed_row": "not a mapping, or a field of the wrong type",
+    "schema": "a required field is missing, or task / split / turn order is not the contract's",
+    "invalid_utf8": "a text field is not valid UTF-8",
+    "duplicate_id": "an earlier kept row has the same id",
+    "missing_question": "the user turn is empty",
+    "missing_answer": "the assistant reply (or the gold answer of a vqa/text_qa/grounding row) is empty",
+    "choices_inconsistent": "the answer is neither one of the choices nor a letter within them",
+    "image_missing": "no image bytes (file not found), or an image task without an image",
+    "image_empty": "a zero-byte image",
+    "image_truncated": "the image data ends early",
+    "image_undecodable": "not an image format PIL can decode",
+    "image_too_large": "more pixels than ImageLimits.max_pixels (checked from the header)",
+    "image_too_small": "a side shorter than ImageLimits.min_side",
+    "image_aspect_ratio": "more elongated than ImageLimits.max_aspect_ratio",
+    "image_size_mismatch": "declared width/height differ from the decoded image",
+    "extension_mismatch": "the file name's extension promises another format than its content",
+    "box_nan": "a box coordinate is NaN or infinite",
+    "box_degenerate": "a box with zero or negative width or height",
+    "box_outside": "a box overlapping the image by no more than min_box_overlap of its area",
+    "box_without_image": "boxes on a row with no image",
+}
+
+
+@dataclass(frozen=True)
+class CurationLimits:
+    image: ImageLimits = field(default_factory=ImageLimits)
+    min_box_overlap: float = 0.5  # share of a box's area inside the image above which it is clipped
+    check_extension: bool = True
+
+
+class Rejected(ValueError):
+    """A row that fails a check: ``reason`` is a key of REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+_NON_WORD = re.compile(r"[^\w]+")
+_IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
+
+
+def clean_text(value, what: str) -> str:
+    """Valid UTF-8 text, NFC-normalised and stripped; raises Rejected('invalid_utf8')."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise Rejected("invalid_utf8", f"{what}: {error}") from None
+    elif not isinstance(value, str):
+        raise Rejected("malformed_row", f"{what} is {type(value).__name__}, not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # lone surrogates from a lossy decode upstream
+        raise Rejected("invalid_utf8", f"{what}: {error}") from None
+    return unicodedata.normalize("NFC", value).strip()
+
+
+def normalise_question(text: str) -> str:
+    """Case-, accent-form-, punctuation- and spacing-insensitive form of a question.
+
+    >>> normalise_question("  Is there a <image> LESION?? ")
+    'is there a lesion'
+    """
+    text = _IMAGE_TOKEN.sub(" ", unicodedata.normalize("NFKC", text)).casefold()
+    return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+def _key64(*parts: str) -> int:
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+# ---- eval index ---------------------------------------------------------------------------------
+
+def build_eval_index(rows: Iterable[dict], *, question_tasks: Iterable[str] = ("text_qa", "instruction")) -> set[str]:
+    """The decontamination index of evaluation rows: every image sha256, plus the normalised
+    question of text items (tasks in ``question_tasks``).
+
+    Questions of image items are left out on purpose: they are templates ("Describe the image.")
+    that every training row of the same kind shares; the image identifies the item.
+    """
+    keys, wanted = set(), set(question_tasks)
+    for row in rows:
+        keys.update(image["sha256"] for image in row.get("images") or [] if image.get("sha256"))
+        if row.get("task") in wanted and row.get("messages"):
+            question = normalise_question(row["messages"][0]["content"])
+            if question:
+                keys.add(question)
+    return keys
+
+
+# ---- row checks ---------------------------------------------------------------------------------
+
+class ImageChecker:
+    """``inspect_image`` with a small LRU cache by sha256 (the same image across many questions)."""
+
+    def __init__(self, limits: ImageLimits, size: int = IMAGE_CACHE):
+        self.limits, self.size = limits, size
+        self.cache: OrderedDict[str, tuple[int, int, str] | ImageError] = OrderedDict()
+
+    def __call__(self, data: bytes, sha256: str) -> tuple[int, int, str]:
+        result = self.cache.get(sha256)
+        if result is None:
+            try:
+                result = inspect_image(data, self.limits)
+            except ImageError as error:
+                result = error
+            self.cache[sha256] = result
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(sha256)
+        if isinstance(result, ImageError):
+            raise Rejected(result.reason, result.detail)
+        return result
+
+
+def check_row(row: dict, *, source: str, images: ImageChecker, limits: CurationLimits) -> tuple[dict, int]:
+    """The normalised row and how many of its boxes were clipped; raises Rejected."""
+    if not isinstance(row, dict):
+        raise Rejected("malformed_row", f"row is {type(row).__name__}")
+    missing = [name for name in ("id", "task", "messages") if name not in row or row[name] is None]
+    if missing:
+        raise Rejected("schema", f"missing {missing}")
+    local_id = clean_text(row["id"], "id")
+    if not local_id:
+        raise Rejected("schema", "empty id")
+    task, split = clean_text(row["task"], "task"), clean_text(row.get("split") or "train", "split")
+    if task not in TASKS or split not in SPLITS:
+        raise Rejected("schema", f"task {task!r} / split {split!r} not in {TASKS} / {SPLITS}")
+    messages = [_message(m, i) for i, m in enumerate(row["messages"])]
+    roles = [m["role"] for m in messages]
+    if len(roles) < 2 or roles[0] != "user" or roles[-1] != "assistant":
+        raise Rejected("schema", f"turns must go user ... assistant, got {roles}")
+    if not messages[0]["content"]:
+        raise Rejected("missing_question", "empty first user turn")
+    if not messages[-1]["content"]:
+        raise Rejected("missing_answer", "empty assistant reply")
+    answer = clean_text(row.get("answer"), "answer")
+    if task in TASKS_WITH_ANSWER and not answer:
+        raise Rejected("missing_answer", f"task {task} needs a gold answer")
+    choices = [clean_text(c, "choices") for c in row.get("choices") or []]
+    if choices:
+        _check_choices(answer, choices)
+    entries = [_image(entry, images, limits) for entry in row.get("images") or []]
+    if task in TASKS_WITH_IMAGES and not entries:
+        raise Rejected("image_missing", f"task {task} needs an image")
+    boxes, clipped = _boxes(row.get("boxes") or [], entries, limits)
+    prefix = f"{source}:"
+    return {
+        "id": local_id if local_id.startswith(prefix) else prefix + local_id,
+        "source": source,
+        "split": split,
+        "task": task,
+        "modality": clean_text(row.get("modality"), "modality") or "other",
+        "images": entries,
+        "messages": messages,
+        "answer": answer,
+        "choices": choices,
+        "boxes": boxes,
+        "license": clean_text(row.get("license"), "license"),
+    }, clipped
+
+
+def _message(message: dict, index: int) -> dict:
+    if not isinstance(message, dict):
+        raise Rejected("malformed_row", f"message {index} is {type(message).__name__}")
+    return {"role": clean_text(message.get("role"), f"messages[{index}].role"),
+            "content": clean_text(message.get("content"), f"messages[{index}].content")}
+
+
+def _check_choices(answer: str, choices: list[str]) -> None:
+    folded = [c.casefold() for c in choices]
+    if len(set(folded)) != len(folded):
+        raise Rejected("choices_inconsistent", f"repeated options {choices}")
+    letter_ok = len(answer) == 1 and 0 <= LETTERS.find(answer.upper()) < len(choices)
+    if not (letter_ok or answer.casefold() in folded):
+        raise Rejected("choices_inconsistent", f"answer {answer!r} not among {len(choices)} choices")
+
+
+def _image(entry: dict, check: ImageChecker, limits: CurationLimits) -> dict:
+    if not isinstance(entry, dict):
+        raise Rejected("malformed_row", f"image entry is {type(entry).__name__}")
+    path = clean_text(entry.get("path"), "image path")
+    data = entry.get("bytes")
+    if data is None:
+        raise Rejected("image_missing", f"no bytes for {path or 'an image'}")
+    data = bytes(data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    width, height, fmt = check(data, sha256)
+    promised = extension_format(path) if limits.check_extension else None
+    if promised and fmt and promised != fmt:
+        raise Rejected("extension_mismatch", f"{path} holds {fmt}")
+    declared = (entry.get("width") or 0, entry.get("height") or 0)
+    if declared != (0, 0) and declared != (width, height):
+        raise Rejected("image_size_mismatch", f"{path}: declared {declared[0]}x{declared[1]}, is {width}x{height}")
+    return {"bytes": data, "path": path, "width": width, "height": height, "sha256": sha256}
+
+
+def _boxes(boxes: list, images: list[dict], limits: CurationLimits) -> tuple[list[dict], int]:
+    """Boxes checked against the first image and clipped to it (see the module doc)."""
+    if not boxes:
+        return [], 0
+    if not images:
+        raise Rejected("box_without_image", f"{len(boxes)} boxes")
+    width, height = images[0]["width"], images[0]["height"]
+    out, clipped = [], 0
+    for box in boxes:
+        try:
+            x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise Rejected("malformed_row", f"box {box!r}: {error}") from None
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise Rejected("box_nan", f"{(x1, y1, x2, y2)}")
+        if x2 <= x1 or y2 <= y1:
+            raise Rejected("box_degenerate", f"{(x1, y1, x2, y2)}: width {x2 - x1}, height {y2 - y1}")
+        cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+        inside = max(cx2 - cx1, 0.0) * max(cy2 - cy1, 0.0)
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            if inside <= limits.min_box_overlap * (x2 - x1) * (y2 - y1):
+                raise Rejected("box_outside", f"{(x1, y1, x2, y2)} vs image {width}x{height}")
+            clipped += 1
+        out.append({"label": clean_text(box.get("label"), "box label"), "x1": cx1, "y1": cy1, "x2": cx2, "y2": cy2})
+    return out, clipped
+
+
+# ---- the pass -----------------------------------------------------------------------------------
+
+class QuarantineWriter:
+    """Rejected rows, appended in batches to a hidden file renamed into place on close."""
+
+    SCHEMA = pa.schema([("row_index", pa.int64()), ("row_id", pa.string()), ("source", pa.string()),
+                        ("reason", pa.string()), ("detail", pa.string())])
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.writer = pq.ParquetWriter(self.temporary, self.SCHEMA, compression="zstd")
+        self.pending: list[dict] = []
+
+    def add(self, index: int, row_id: str, source: str, reason: str, detail: str) -> None:
+        self.pending.append({"row_index": index, "row_id": row_id, "source": source, "reason": reason,
+                             "detail": detail[:2000]})
+        if len(self.pending) >= QUARANTINE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_pylist(self.pending, schema=self.SCHEMA))
+            self.pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        os.replace(self.temporary, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+def curate(
+    rows: Iterable[dict],
+    out_dir: Path,
+    *,
+    source: str,
+    eval_index: set[str] | frozenset[str] = frozenset(),
+    shard_rows: int = 2000,
+    limits: CurationLimits = CurationLimits(),
+    source_revision: str = "",
+    quarantine_path: Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+    progress_every: int = 100_000,
+) -> dict:
+    """Curate ``rows`` of ``source`` into shards under ``out_dir``; return the report.
+
+    The quarantine table goes to ``quarantine_path``, by default ``<out_dir>.quarantine.parquet``
+    beside the shard directory (inside it, ``shards.verify_shards`` would flag an unlisted file).
+    ``eval_index`` comes from ``build_eval_index``. ``progress`` is called with the running counts
+    every ``progress_every`` input rows.
+    """
+    out_dir = Path(out_dir)
+    quarantine_path = Path(quarantine_path) if quarantine_path else out_dir.with_name(
+        f"{out_dir.name}.{QUARANTINE_NAME}")
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"rows_in": 0, "rows_kept": 0, "boxes_clipped": 0, "duplicates_dropped": 0}
+    reasons: Counter[str] = Counter()
+    contaminated: Counter[str] = Counter()
+    quarantine = QuarantineWriter(quarantine_path)
+    checker = ImageChecker(limits.image)
+
+    def kept_rows() -> Iterator[dict]:
+        kept_ids: set[int] = set()
+        seen_content: set[int] = set()
+        for index, raw in enumerate(rows):
+            counts["rows_in"] += 1
+            if progress is not None and counts["rows_in"] % progress_every == 0:
+                progress({**counts, "quarantined": sum(reasons.values())})
+            try:
+                row, clipped = check_row(raw, source=source, images=checker, limits=limits)
+                id_key = _key64(row["id"])
+                if id_key in kept_ids:
+                    raise Rejected("duplicate_id", f"{row['id']} already kept")
+            except Rejected as rejected:
+                reasons[rejected.reason] += 1
+                quarantine.add(index, _raw_id(raw), source, rejected.reason, rejected.detail)
+                continue
+            except Exception as error:  # a row must never stop the source: quarantine it and say why
+                reasons["malformed_row"] += 1
+                quarantine.add(index, _raw_id(raw), source, "malformed_row", f"{type(error).__name__}: {error}")
+                continue
+            hashes = [image["sha256"] for image in row["images"]]
+            if row["split"] == "train" and eval_index:
+                hit = _contamination(row, hashes, eval_index)
+                if hit:
+                    contaminated[hit] += 1
+                    continue
+            content_key = _key64(row["split"], *hashes, *(m["content"].casefold() for m in row["messages"]),
+                                 row["answer"].casefold())
+            if content_key in seen_content:
+                counts["duplicates_dropped"] += 1
+                continue
+            seen_content.add(content_key)
+            kept_ids.add(id_key)
+            counts["boxes_clipped"] += clipped
+            counts["rows_kept"] += 1
+            yield row
+
+    try:
+        manifest = shards.write_shards(kept_rows(), out_dir, shard_rows=shard_rows, source=source,
+                                       source_revision=source_revision, schema=SAMPLE_SCHEMA)
+    except BaseException:
+        quarantine.abort()
+        raise
+    quarantine.close()
+    return {
+        "source": source,
+        **counts,
+        "quarantined": sum(reasons.values()),
+        "quarantined_by_reason": dict(sorted(reasons.items())),
+        "contaminated": sum(contaminated.values()),
+        "contaminated_by_kind": dict(sorted(contaminated.items())),
+        "quarantine_rate": sum(reasons.values()) / counts["rows_in"] if counts["rows_in"] else 0.0,
+        "quarantine_path": str(quarantine_path),
+        "shard_dir": str(out_dir),
+        "data_version": shards.manifest_hash(manifest),
+        "manifest": manifest,
+    }
+
+
+def _contamination(row: dict, hashes: list[str], eval_index: set[str] | frozenset[str]) -> str:
+    """'image' or 'question' when the row matches an evaluation item, else ''."""
+    if any(h in eval_index for h in hashes):
+        return "image"
+    if normalise_question(row["messages"][0]["content"]) in eval_index:
+        return "question"
+    return ""
+
+
+def _raw_id(raw) -> str:
+    """The input row's id for the quarantine table, whatever its type or encoding."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return "" if value is None else str(value).encode("utf-8", "backslashreplace").decode("utf-8")

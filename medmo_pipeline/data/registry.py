@@ -1,0 +1,200 @@
+"""The source registry (``recipes/sources.yaml``): every dataset of the MedMO corpus, validated.
+
+Each entry says what a dataset is for (roles, stages, tasks), where it comes from (hub id + pinned
+revision, or a local download with instructions), its licence and credentials, and which adapter
+family reads it with which options (checked against that adapter's ``Options``).
+
+``resolve_source`` turns an entry into its local directory, or raises ``SourceUnavailable`` naming
+the dataset and what to do; ``iter_source_rows`` reads it into sample-contract rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medmo_pipeline.config import RECIPES_DIR, TaskName
+from medmo_pipeline.data.adapters import ADAPTERS, adapter
+from medmo_pipeline.data.paths import UnsafePathError, safe_join
+
+REGISTRY_PATH = RECIPES_DIR / "sources.yaml"
+Role = Literal["caption", "report", "vqa", "text_qa", "grounding"]
+Stage = Literal["stage1", "stage2", "stage3", "rl"]
+
+
+class RegistryError(ValueError):
+    """A registry file that cannot be used; the message names the dataset and the field."""
+
+
+class SourceUnavailable(RuntimeError):
+    """A dataset that cannot be read now; the message names it and says what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Origin(_Strict):
+    kind: Literal["hub", "local"]
+    hub_id: str | None = None
+    revision: str | None = Field(None, description="pinned hub commit; null = not pinned yet")
+    local_dir: str = Field(description="directory under the data root holding the dataset")
+    instructions: str = ""
+
+    @model_validator(mode="after")
+    def _hub_needs_id(self) -> Origin:
+        if self.kind == "hub" and not self.hub_id:
+            raise ValueError("origin kind 'hub' needs hub_id")
+        if self.kind == "local" and not self.instructions:
+            raise ValueError("origin kind 'local' needs instructions (how to obtain the data)")
+        return self
+
+    def how_to_get(self) -> str:
+        if self.kind == "hub":
+            revision = self.revision or "<pin a revision>"
+            command = (f"huggingface-cli download {self.hub_id} --repo-type dataset --revision {revision} "
+                       f"--local-dir <data root>/{self.local_dir}")
+            return f"{command}{'; ' + self.instructions if self.instructions else ''}"
+        return self.instructions
+
+
+class Credentials(_Strict):
+    provider: str
+    env: list[str] = Field(min_length=1, description="environment variables that must be set")
+    instructions: str
+
+
+class AdapterSpec(_Strict):
+    family: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_family_and_options(self) -> AdapterSpec:
+        if self.family not in ADAPTERS:
+            raise ValueError(f"unknown adapter family {self.family!r}; known: {sorted(ADAPTERS)}")
+        adapter(self.family).Options.model_validate(self.options)  # errors name the option
+        return self
+
+
+class SourceEntry(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    roles: list[Role] = Field(min_length=1)
+    stages: list[Stage]
+    modality: str
+    tasks: list[TaskName] = Field(min_length=1)
+    origin: Origin
+    licence: str
+    credentials_required: bool
+    credentials: Credentials | None = None
+    adapters: list[AdapterSpec] = Field(min_length=1)
+    part_of: str | None = Field(None, description="the dataset this one is only used through")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceEntry:
+        if self.credentials_required != (self.credentials is not None):
+            raise ValueError("credentials_required and credentials must agree (say which credentials)")
+        if self.part_of is None and not self.stages:
+            raise ValueError("a dataset trained on needs at least one stage")
+        if self.part_of is not None and self.stages:
+            raise ValueError(f"a dataset used only through {self.part_of!r} has no stages of its own")
+        return self
+
+
+class SourceRegistry(_Strict):
+    version: int
+    datasets: list[SourceEntry]
+
+    @model_validator(mode="after")
+    def _unique_and_linked(self) -> SourceRegistry:
+        names = [entry.name for entry in self.datasets]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate dataset names {duplicates}")
+        dangling = sorted({e.part_of for e in self.datasets if e.part_of and e.part_of not in names})
+        if dangling:
+            raise ValueError(f"part_of names unknown datasets {dangling}")
+        return self
+
+    def get(self, name: str) -> SourceEntry:
+        for entry in self.datasets:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"no dataset {name!r} in the registry; known: {sorted(e.name for e in self.datasets)}")
+
+    def trained(self) -> list[SourceEntry]:
+        """Datasets trained on directly (the corpus partitions)."""
+        return [entry for entry in self.datasets if entry.part_of is None]
+
+    def for_stage(self, stage: str) -> list[SourceEntry]:
+        return [entry for entry in self.datasets if stage in entry.stages]
+
+
+def load_registry(path: Path = REGISTRY_PATH) -> SourceRegistry:
+    """Load and validate a registry file; errors name the file, the dataset and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise RegistryError(f"{path}: cannot read the source registry ({error})") from None
+    try:
+        return SourceRegistry.model_validate(data)
+    except ValidationError as error:
+        raise RegistryError(f"{path}: " + "; ".join(_describe(item, data) for item in error.errors())) from None
+
+
+def resolve_source(entry: SourceEntry, root: Path) -> Path:
+    """The dataset's local directory under ``root``, checked readable, with its credentials set.
+
+    Raises ``SourceUnavailable`` naming the dataset and saying what to do; never returns a path that
+    is missing or unreadable.
+    """
+    for variable in entry.credentials.env if entry.credentials else []:
+        if not os.environ.get(variable):
+            raise SourceUnavailable(
+                f"dataset {entry.name!r} needs {entry.credentials.provider} credentials: environment variable "
+                f"{variable} is not set. {entry.credentials.instructions}")
+    try:
+        path = safe_join(Path(root), entry.origin.local_dir)
+    except UnsafePathError as error:
+        raise SourceUnavailable(f"dataset {entry.name!r}: origin.local_dir is unsafe ({error})") from None
+    if not path.is_dir():
+        raise SourceUnavailable(
+            f"dataset {entry.name!r} is not at {path} (missing). Get it with: {entry.origin.how_to_get()}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise SourceUnavailable(
+            f"dataset {entry.name!r} at {path} is not readable by this user; fix its permissions "
+            f"(chmod -R u+rX {path}) or point the data root elsewhere")
+    return path
+
+
+def iter_source_rows(entry: SourceEntry, root: Path) -> Iterator[dict]:
+    """Every adapter's rows for ``entry``, stamped with the source name, licence and a
+    ``source:local_id`` id (ids of a second adapter are prefixed with its family to stay unique)."""
+    path = resolve_source(entry, root)
+    for position, spec in enumerate(entry.adapters):
+        prefix = "" if position == 0 else f"{spec.family}/"
+        for row in adapter(spec.family).iter_samples(path, spec.options):
+            row["id"] = f"{entry.name}:{prefix}{row['id']}"
+            row["source"], row["license"] = entry.name, entry.licence
+            yield row
+
+
+def _describe(item: dict, data: Any) -> str:
+    """One pydantic error as 'dataset <name>, field <dotted path>: message'."""
+    location = list(item["loc"])
+    where = ""
+    if len(location) >= 2 and location[0] == "datasets" and isinstance(location[1], int):
+        index = location[1]
+        try:
+            name = data["datasets"][index].get("name", f"#{index}")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            name = f"#{index}"
+        where, location = f"dataset {name!r}, ", location[2:]
+    field = ".".join(str(part) for part in location) or "(entry)"
+    return f"{where}field {field}: {item['msg']}"

@@ -2,7 +2,7 @@
 
 VQA-RAD (``image_name, question, answer, answer_type``), SLAKE (``img_name, question, answer,
 answer_type, q_lang``), PathVQA, VQA-Med-2019 (pipe-separated ``image|question|answer``
-text files), PMC-VQA (``Figure_path, Question, Choice A..D, Answer``), MIMIC-CXR-VQA, NIH-VQA.
+text files, image names without extension), PMC-VQA (``Figure_path, Question, Choice A..D, Answer``), MIMIC-CXR-VQA, NIH-VQA.
 A closed question whose answer is yes/no gets choices ``["yes", "no"]`` (the answer type has no
 column of its own in the sample contract); open questions get none.
 """
@@ -25,6 +25,7 @@ class Options(AdapterOptions):
     delimiter_fields: list[str] = []  # for '|'-separated text lines: the field names, in order
     id_field: str = ""
     image_field: str = "image"
+    image_suffix: str = ""  # appended to image names stored without one (VQA-Med: "synpic41148")
     question_field: str = "question"
     answer_field: str = "answer"
     answer_type_field: str = ""
@@ -40,7 +41,8 @@ def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
         if options.language_field and text(record.get(options.language_field)) != options.language:
             continue
         question, answer = text(record.get(options.question_field)), text(record.get(options.answer_field))
-        images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
+        images = [load_image(root, f"{value}{options.image_suffix}" if isinstance(value, str) else value, options)
+                  for value in as_list(record.get(options.image_field))]
         choices: list[str] = []
         if options.option_fields:
             choices = [text(record.get(field)) for field in options.option_fields]

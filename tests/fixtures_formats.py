@@ -1,0 +1,351 @@
+"""Builders of small datasets in each source's real on-disk format, for the adapter tests.
+
+``build_fixture(family, root, options)`` writes a dataset that adapter ``family`` configured with
+``options`` (the registry's, or a test's) reads, and returns how many rows it should yield. File and
+field names come from the options, so a registry entry's fixture has that dataset's layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image
+from pydicom.data import get_testdata_files
+
+from medmo_pipeline.data.adapters import adapter
+
+
+def png_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(width, height, seed))).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def png16_bytes(values: np.ndarray) -> bytes:
+    """A 16-bit grayscale PNG of uint16 ``values``."""
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_file(root: Path, relative: str, data: bytes | str) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def concrete(name: str) -> str:
+    """A file name for a glob option ('data/*.parquet' -> 'data/fixture.parquet')."""
+    return name.replace("*", "fixture")
+
+
+def write_records(root: Path, file: str, records: list[dict]) -> None:
+    path = root / concrete(file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        path.write_text(json.dumps(records))
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif suffix in (".csv", ".tsv"):
+        fields = list(dict.fromkeys(k for r in records for k in r))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fields, delimiter="\t" if suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
+                             for r in records)
+    elif suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        raise ValueError(f"no record writer for {file}")
+
+
+def image_value(root: Path, options, name: str, seed: int, *, embedded: bool):
+    """An image reference as the dataset stores it: a struct in hub Parquet, else a file path."""
+    data = png_bytes(seed=seed)
+    if embedded:
+        return {"bytes": data, "path": name}
+    write_file(root, f"{options.image_dir}/{name}" if options.image_dir else name, data)
+    return name
+
+
+def _parquet(options) -> bool:
+    return concrete(options.file).endswith(".parquet")
+
+
+# ---- record families ----------------------------------------------------------------------------
+
+def build_caption(root: Path, options) -> int:
+    records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
+                options.caption_field: f"Axial CT showing finding number {i}."} for i in range(3)]
+    if options.id_field:
+        for i, record in enumerate(records):
+            record[options.id_field] = f"c{i}"
+    write_records(root, options.file, records)
+    return 3
+
+
+def build_vqa(root: Path, options) -> int:
+    records = []
+    for i in range(4):
+        if options.image_suffix:  # names stored without their extension
+            write_file(root, f"{options.image_dir}/vqa{i}{options.image_suffix}", jpeg_bytes(seed=i))
+            image = f"vqa{i}"
+        else:
+            image = image_value(root, options, f"vqa{i}.png", i, embedded=_parquet(options))
+        record = {options.image_field: image,
+                  options.question_field: f"Is there an abnormality in region {i}?",
+                  options.answer_field: "yes" if i % 2 else "left lung"}
+        if options.answer_type_field:
+            record[options.answer_type_field] = "CLOSED" if i % 2 else "OPEN"
+        if options.option_fields:
+            for j, field in enumerate(options.option_fields):
+                record[field] = f"option {j} of {i}"
+            record[options.answer_field] = {"letter": "B", "index": "1", "text": f"option 1 of {i}"}[
+                options.answer_format]
+        if options.id_field:
+            record[options.id_field] = f"q{i}"
+        if options.language_field:
+            record[options.language_field] = options.language
+        records.append(record)
+    expected = len(records)
+    if options.language_field:  # one record in another language, filtered out
+        records.append({**records[0], options.language_field: "zh"})
+    if options.delimiter_fields:
+        lines = [f"{r[options.image_field]}|{r[options.question_field]}|{r[options.answer_field]}" for r in records]
+        write_file(root, options.file, "\n".join(lines) + "\n")
+    else:
+        write_records(root, options.file, records)
+    return expected
+
+
+def build_llava_json(root: Path, options) -> int:
+    records = []
+    for i in range(3):
+        images = [image_value(root, options, f"conv{i}_{k}.png", 10 * i + k, embedded=False) for k in range(1 + i % 2)]
+        records.append({options.id_field: f"conv{i}", options.image_field: images if len(images) > 1 else images[0],
+                        options.conversations_field: [
+                            {"from": "human", "value": "<image>\n" * len(images) + "What is shown?"},
+                            {"from": "gpt", "value": f"A lesion <box>[[10, 20, 300, 400]]</box> {i}"},
+                            {"from": "human", "value": "Which organ?"},
+                            {"from": "gpt", "value": "The liver."}]})
+    write_records(root, options.file, records)
+    return 3
+
+
+def build_multiple_choice(root: Path, options) -> int:
+    records = []
+    for i in range(3):
+        texts = ["Aspirin", "Heparin", "Warfarin", "Insulin"]
+        record = {options.question_field: f"Which drug treats case {i}?"}
+        if options.fixed_choices:
+            texts = list(options.fixed_choices)
+        elif options.option_fields:
+            record.update(dict(zip(options.option_fields, texts, strict=False)))
+            texts = texts[: len(options.option_fields)]
+        else:
+            record[options.options_field] = {"ABCD"[j]: t for j, t in enumerate(texts)}
+        gold = i % len(texts)
+        record[options.answer_field] = {"letter": "ABCD"[gold], "index": str(gold + options.index_base),
+                                        "text": texts[gold]}[options.answer_format]
+        if options.context_field:
+            record[options.context_field] = {"contexts": ["Background sentence.", f"Result {i}."]}
+        if options.id_field:
+            record[options.id_field] = 1000 + i
+        records.append(record)
+    write_records(root, options.file, records)
+    return 3
+
+
+def build_text_instruction(root: Path, options) -> int:
+    records = []
+    for i in range(3):
+        record = {options.output_field: f"Answer {i}: rest and fluids."}
+        if not options.instruction:
+            record[options.instruction_field] = f"Patient question {i}: what should I do for a cold?"
+        if options.input_field:
+            record[options.input_field] = f"Context {i}"
+        if options.reasoning_field:
+            record[options.reasoning_field] = f"Step by step reasoning {i}."
+        if options.id_field:
+            record[options.id_field] = f"n{i}"
+        records.append(record)
+    write_records(root, options.file, records)
+    return 3
+
+
+def build_report(root: Path, options) -> int:
+    if options.layout == "study_folders":
+        base = f"{options.image_dir}/p10/p10000032" if options.image_dir else "p10/p10000032"
+        for s in range(2):
+            write_file(root, f"{base}/s5000000{s}.txt",
+                       f"WET READ: none\n FINDINGS: Lungs are clear {s}.\n IMPRESSION: No acute process {s}.\n")
+            write_file(root, f"{base}/s5000000{s}/view1.dcm", Path(get_testdata_files("CT_small.dcm")[0]).read_bytes())
+            write_file(root, f"{base}/s5000000{s}/view2.jpg", jpeg_bytes(seed=s))
+        return 2
+    records = []
+    for i in range(3):
+        record = {options.findings_field: f"Heart size normal {i}.", options.impression_field: f"No acute disease {i}."}
+        key = options.join_key or options.id_field
+        if key:
+            record[key] = f"{i}"
+        if not options.images_file:
+            record[options.image_field] = image_value(root, options, f"rep{i}.png", i, embedded=False)
+        records.append(record)
+    write_records(root, options.file, records)
+    if options.images_file:
+        projections = [{options.join_key: f"{i}", options.image_field: image_value(
+            root, options, f"rep{i}_{view}.png", 10 * i + k, embedded=False), "projection": view}
+            for i in range(3) for k, view in enumerate(("Frontal", "Lateral"))]
+        write_records(root, options.images_file, projections)
+    return 3
+
+
+# ---- detection families -------------------------------------------------------------------------
+
+def build_coco(root: Path, options) -> int:
+    images = [{"id": i, "file_name": f"coco{i}.png", "width": 64, "height": 48} for i in range(2)]
+    for image in images:
+        write_file(root, f"{options.image_dir}/{image['file_name']}" if options.image_dir else image["file_name"],
+                   png_bytes(seed=image["id"]))
+    annotations = [
+        {"id": 1, "image_id": 0, "category_id": 1, "bbox": [4, 6, 20, 10], "iscrowd": 0},
+        {"id": 2, "image_id": 0, "category_id": 2, "bbox": [30, 20, 10, 10], "iscrowd": 0},
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "iscrowd": 0},
+        {"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 64, 48], "iscrowd": 1},
+    ]
+    write_file(root, options.file, json.dumps({"images": images, "annotations": annotations,
+                                               "categories": [{"id": 1, "name": "nodule"}, {"id": 2, "name": "mass"}]}))
+    return 3  # image 0: nodule + mass; image 1: nodule (the crowd box skipped)
+
+
+def build_nih_bbox_csv(root: Path, options) -> int:
+    blank = io.BytesIO()
+    Image.fromarray(np.zeros((1024, 1024), dtype=np.uint8)).save(blank, format="PNG")
+    lines = ["Image Index,Finding Label,Bbox [x,y,w,h],,,",
+             "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661",
+             "00014716_007.png,Atelectasis,686.101694915254,131.543498411097,185.491525423729,313.491525423729",
+             "00014716_007.png,Nodule,100,100,50,40"]
+    write_file(root, options.file, "\n".join(lines) + "\n")
+    for name in ("00013118_008.png", "00014716_007.png"):
+        write_file(root, f"{options.image_dir}/{name}", blank.getvalue())
+    return 3
+
+
+DL_COLUMNS = ["File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
+              "Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location",
+              "Coarse_lesion_type", "Possibly_noisy", "Slice_range", "Spacing_mm_px_", "Image_size",
+              "DICOM_windows", "Patient_gender", "Patient_age", "Train_Val_Test"]
+
+
+def build_deeplesion_csv(root: Path, options, *, image_size: int = 64, csv_size: int = 64) -> int:
+    hu = np.full((image_size, image_size), -1000, dtype=np.int32)
+    hu[16:40, 16:40] = 60  # soft-tissue lesion
+    write_file(root, f"{options.image_dir}/000001_01_01/103.png", png16_bytes(hu + 32768))
+    write_file(root, f"{options.image_dir}/000002_02_01/015.png", png16_bytes(hu + 32768))
+    rows = [
+        ["000001_01_01_103.png", 1, 1, 1, 103, "", "16.5, 16.5, 39.5, 39.5", "", "", 4, 0, "98, 108",
+         "0.8, 0.8, 5", f"{csv_size}, {csv_size}", "-175, 275", "F", 51, 1],
+        ["000001_01_01_103.png", 1, 1, 1, 103, "", "2, 3, 10, 12", "", "", 4, 0, "98, 108",
+         "0.8, 0.8, 5", f"{csv_size}, {csv_size}", "-175, 275", "F", 51, 1],
+        ["000002_02_01_015.png", 2, 2, 1, 15, "", "20, 20, 30, 30", "", "", -1, 0, "10, 20",
+         "0.7, 0.7, 2", f"{csv_size}, {csv_size}", "-1500, 500", "M", 60, 3],
+    ]
+    with open(root / options.file, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DL_COLUMNS)
+        writer.writerows(rows)
+    return 2  # one row per (slice, label): liver lesion on slice 103, plain lesion on slice 15
+
+
+def build_yolo(root: Path, options) -> int:
+    names = options.classes or ["boneanomaly", "bonelesion", "foreignbody", "fracture", "metal",
+                                "periostealreaction", "pronatorsign", "softtissue", "text"]
+    if options.classes_file:
+        write_file(root, options.classes_file, yaml.safe_dump({"names": dict(enumerate(names))}))
+    for i in range(2):
+        write_file(root, f"{options.image_dir}/0001_{i}{options.image_suffix}", png_bytes(80, 40, seed=i))
+        lines = ["3 0.5 0.5 0.25 0.5", "3 0.2 0.3 0.1 0.1", "8 0.9 0.1 0.1 0.1"]
+        write_file(root, f"{options.labels_dir}/0001_{i}.txt", "\n".join(lines) + "\n")
+    per_image = len({names[3], *(n for n in [names[8]] if n not in options.skip_classes)})
+    return 2 * per_image
+
+
+def build_instance_masks(root: Path, options) -> int:
+    for i in range(2):
+        write_file(root, f"{options.image_dir}/cells{i}.png", png_bytes(32, 32, seed=i))
+        mask = np.zeros((32, 32), dtype=np.uint16)
+        mask[2:6, 3:9] = 1
+        mask[20:30, 10:12] = 7
+        buffer = io.BytesIO()
+        Image.fromarray(mask).save(buffer, format="TIFF" if options.mask_suffix.endswith((".tif", ".tiff")) else "PNG")
+        write_file(root, f"{options.masks_dir}/cells{i}{options.mask_suffix}", buffer.getvalue())
+    return 2
+
+
+def build_box_json_per_image(root: Path, options) -> int:
+    for i in range(2):
+        folder = f"{options.image_dir}/xmlab{i}"
+        write_file(root, f"{folder}/{options.image_file}", jpeg_bytes(seed=i))
+        write_file(root, f"{folder}/{options.boxes_file}",
+                   json.dumps([{"Liver": [5, 6, 20, 10]}, {"Kidney": [30, 20, 8, 8]}, {"Kidney": [40, 5, 6, 6]}]))
+    return 4
+
+
+def build_image_folder(root: Path, options) -> int:
+    base = root / options.image_dir if options.image_dir else root
+    suffix = options.pattern.rsplit(".", 1)[-1] if "." in options.pattern.rsplit("/", 1)[-1] else "png"
+    files = []
+    for label in ("class_a", "class_b"):
+        if suffix == "dcm":
+            for name in ("CT_small.dcm", "MR_small.dcm"):
+                files.append(base / label / name)
+                write_file(base, f"{label}/{name}", Path(get_testdata_files(name)[0]).read_bytes())
+        elif options.png16_offset is not None:
+            values = np.linspace(-1000, 1000, 32 * 32).reshape(32, 32) + options.png16_offset
+            files.append(write_file(base, f"{label}/slice.png", png16_bytes(values)))
+        else:
+            files.append(write_file(base, f"{label}/img.{suffix}", png_bytes(seed=len(files)) if suffix == "png"
+                                    else jpeg_bytes(seed=len(files))))
+        if options.text_from == "sidecar":
+            for path in files[-1:]:
+                path.with_suffix(".txt").write_text(f"Microscopy of {label}.")
+    return len(files)
+
+
+BUILDERS = {
+    "caption": build_caption, "vqa": build_vqa, "llava_json": build_llava_json,
+    "multiple_choice": build_multiple_choice, "text_instruction": build_text_instruction,
+    "report": build_report, "coco": build_coco, "nih_bbox_csv": build_nih_bbox_csv,
+    "deeplesion_csv": build_deeplesion_csv, "yolo": build_yolo, "instance_masks": build_instance_masks,
+    "box_json_per_image": build_box_json_per_image, "image_folder": build_image_folder,
+}  # fmt: skip
+
+
+def build_fixture(family: str, root: Path, options: dict) -> int:
+    """Write a dataset for adapter ``family`` with ``options`` under ``root``; return expected rows."""
+    root.mkdir(parents=True, exist_ok=True)
+    return BUILDERS[family](root, adapter(family).Options.model_validate(options))
+
+
+def copy_dicom(name: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(get_testdata_files(name)[0], target)
+    return target

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from fixtures_formats import build_fixture, copy_dicom, png16_bytes, png_bytes, write_file
 from PIL import Image
 from pydicom.data import get_testdata_files
 
-from fixtures_formats import build_fixture, copy_dicom, png16_bytes, png_bytes, write_file
 from medmo_pipeline.boxes import pixels_to_relative
 from medmo_pipeline.data.adapters import ADAPTERS, iter_samples
 from medmo_pipeline.data.adapters.report import split_sections
@@ -143,6 +143,7 @@ def test_deeplesion_16bit_hu_windowed_boxes_split_and_labels(tmp_path):
 
 def test_deeplesion_boxes_scale_from_csv_image_size(tmp_path):
     from fixtures_formats import build_deeplesion_csv
+
     from medmo_pipeline.data.adapters.deeplesion import Options
 
     build_deeplesion_csv(tmp_path, Options(), image_size=64, csv_size=128)

@@ -10,9 +10,9 @@ import zlib
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures_formats import jpeg_bytes, png_bytes
 from PIL import Image
 
-from fixtures_formats import jpeg_bytes, png_bytes
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation import REASONS, build_eval_index, curate, normalise_question
 from medmo_pipeline.data.images import image_entry
@@ -44,7 +44,7 @@ def bomb_png(width=50000, height=50000) -> bytes:
 def corrupted_rows() -> tuple[list[dict], dict[str, str], list[str]]:
     """(rows, expected reason by input id, ids of the good rows)."""
     good_png = png_bytes(64, 48, seed=1)
-    entry = lambda data, path: {"bytes": data, "path": path, "width": 0, "height": 0, "sha256": ""}  # noqa: E731
+    entry = lambda data, path: {"bytes": data, "path": path, "width": 0, "height": 0, "sha256": ""}
     bad = {
         "truncated": (row("truncated", images=[entry(good_png[: len(good_png) // 2], "t.png")]), "image_truncated"),
         "zero_byte": (row("zero_byte", images=[entry(b"", "z.png")]), "image_empty"),

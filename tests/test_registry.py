@@ -10,8 +10,13 @@ import pytest
 import yaml
 
 from medmo_pipeline.data.paths import UnsafePathError, safe_join
-from medmo_pipeline.data.registry import REGISTRY_PATH, RegistryError, SourceUnavailable, load_registry, \
-    resolve_source
+from medmo_pipeline.data.registry import (
+    REGISTRY_PATH,
+    RegistryError,
+    SourceUnavailable,
+    load_registry,
+    resolve_source,
+)
 
 TRAINED = [  # MEDMO_RECIPE.md "Datasets by role", in order (SLAKE once)
     "medtrinity", "iu_xray", "mimic_cxr", "chexpert", "chexpert_plus", "medpix_clinqa", "roco", "roco_v2",

@@ -10,8 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from . import box_json, caption, coco, conversation, deeplesion, image_folder, instruction, masks, multiple_choice, \
-    nih_bbox, report, vqa, yolo
+from . import (
+    box_json,
+    caption,
+    coco,
+    conversation,
+    deeplesion,
+    image_folder,
+    instruction,
+    masks,
+    multiple_choice,
+    nih_bbox,
+    report,
+    vqa,
+    yolo,
+)
 
 ADAPTERS: dict[str, ModuleType] = {
     "llava_json": conversation,

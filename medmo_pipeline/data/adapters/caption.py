@@ -7,8 +7,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import AdapterOptions, RecordFormat, as_list, iter_records, limited, load_image, make_row, text, \
-    turn
+from .common import (
+    AdapterOptions,
+    RecordFormat,
+    as_list,
+    iter_records,
+    limited,
+    load_image,
+    make_row,
+    text,
+    turn,
+)
 
 
 class Options(AdapterOptions):

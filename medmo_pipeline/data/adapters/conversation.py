@@ -13,8 +13,17 @@ from pathlib import Path
 
 from medmo_pipeline.config import TaskName
 
-from .common import AdapterOptions, RecordFormat, as_list, iter_records, limited, load_image, make_row, \
-    strip_image_tokens, text
+from .common import (
+    AdapterOptions,
+    RecordFormat,
+    as_list,
+    iter_records,
+    limited,
+    load_image,
+    make_row,
+    strip_image_tokens,
+    text,
+)
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 

@@ -18,8 +18,17 @@ from typing import Literal
 
 from medmo_pipeline.data.paths import safe_join
 
-from .common import AdapterOptions, RecordFormat, as_list, iter_records, limited, load_image, make_row, text, \
-    turn
+from .common import (
+    AdapterOptions,
+    RecordFormat,
+    as_list,
+    iter_records,
+    limited,
+    load_image,
+    make_row,
+    text,
+    turn,
+)
 
 QUESTION = "Write the findings and impression of this radiology study."
 SECTION = re.compile(r"^\s*(FINDINGS|IMPRESSION)\s*:", re.IGNORECASE | re.MULTILINE)

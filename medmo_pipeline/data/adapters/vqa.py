@@ -12,9 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import AdapterOptions, RecordFormat, as_list, iter_records, limited, load_image, make_row, text, \
-    turn
 from .choices import AnswerFormat, lettered_question, resolve_answer
+from .common import (
+    AdapterOptions,
+    RecordFormat,
+    as_list,
+    iter_records,
+    limited,
+    load_image,
+    make_row,
+    text,
+    turn,
+)
 
 YES_NO = ("yes", "no")
 

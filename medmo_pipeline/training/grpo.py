@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
         if trend:
             meta["box_reward_trend"] = trend.resolve()
+        meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])
         reporter.report(meta, data_version=data_version)
 
 
@@ -207,6 +208,22 @@ def reward_summary(history: list[dict], names: list[str]) -> dict:
         if stds:
             out[f"reward_{name}_std_last"] = round(stds[-1], 4)
     return out
+
+
+def reward_table(history: list[dict], names: list[str], max_rows: int = 25):
+    """Markdown table of each reward component's mean and std per logged step (evenly thinned)."""
+    from medmo_pipeline.jobs import Md
+
+    rows = [h for h in history if any(f"rewards/{n}/mean" in h for n in names)]
+    if len(rows) > max_rows:
+        rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
+    header = "| step | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+
+    def cell(row, name):
+        mean, std = row.get(f"rewards/{name}/mean"), row.get(f"rewards/{name}/std")
+        return "-" if mean is None else f"{mean:.3f} ± {std or 0:.3f}"
+
+    return Md(header + "\n".join(f"| {r['step']} | " + " | ".join(cell(r, n) for n in names) + " |" for r in rows))
 
 
 def drop_long_prompts(rows: list[dict], processor, limit: int) -> tuple[list[dict], int]:

@@ -1,7 +1,13 @@
-"""synth_cells: microscopy-like images with 1-3 stained cells.
+"""synth_cells: microscopy-like fields with 0-3 stained cells.
 
 Image: light pinkish background with noise, 1-3 non-overlapping purple elliptical cells (diameter
-15-30% of the side), each with a darker off-centre nucleus. The cell box is the ellipse's box.
+15-30% of the side), each with a darker off-centre nucleus, or an empty field. The cell box is the
+ellipse's box.
+
+The closed question asks whether any cell is visible (empty fields give the "no" half). Counting
+cells ("how many", 1-3) stays an open question: measured on the embedded model, counting
+stayed at chance after 1,500 cells-only SFT steps, while presence rose well above it within 600
+steps. The presence signal is what lets the tiny model learn to look at these images at all.
 """
 
 from __future__ import annotations
@@ -13,16 +19,12 @@ from .rows import COUNT_WORDS, box_records, example, grounding_answer, pick
 
 LABEL = "cell"
 MODALITY = "microscopy"
-CYCLE = ("grounding", "count", "more_than_two", "caption", "grounding", "count", "more_than_two")
+CYCLE = ("grounding", "count", "presence", "caption", "grounding", "count", "presence")
 
 QUESTIONS = {
     "caption": ("Describe the image.", "What does this image show?", "Give a short caption."),
     "count": ("How many cells are there?", "How many cells are visible?", "Count the cells."),
-    "more_than_two": (
-        "Are there more than two cells?",
-        "Are there over two cells?",
-        "Does the image show more than two cells?",
-    ),
+    "presence": ("Are any cells visible?", "Is there a cell in this field?", "Does the image show any cells?"),
     "grounding": ("Locate the cells.", "Locate each cell.", "Give the box of each cell."),
 }
 
@@ -32,9 +34,9 @@ NUCLEUS = np.array([0.36, 0.20, 0.50], dtype=np.float32)
 
 
 def cell_count_for(kind: str, occurrence: int, rng: np.random.Generator) -> int:
-    """How many cells a row of this question kind shows (more_than_two alternates yes/no)."""
-    if kind == "more_than_two":
-        return int(rng.integers(1, 3)) if occurrence % 2 else 3
+    """How many cells a row of this question kind shows (presence alternates empty / 1-3 cells)."""
+    if kind == "presence":
+        return 0 if occurrence % 2 else int(rng.integers(1, 4))
     return int(rng.integers(1, 4))
 
 
@@ -79,8 +81,8 @@ def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> di
         return example("caption", MODALITY, question, caption(len(boxes)), **common)
     if kind == "count":
         return example("vqa", MODALITY, question, str(len(boxes)), **common)
-    if kind == "more_than_two":
-        return example("vqa", MODALITY, question, "yes" if len(boxes) > 2 else "no", **common)
+    if kind == "presence":
+        return example("vqa", MODALITY, question, "yes" if boxes else "no", **common)
     if kind == "grounding":
         return example("grounding", MODALITY, question, grounding_answer(LABEL, boxes, size), **common)
     raise ValueError(f"unknown synth_cells question kind {kind!r}")

@@ -119,6 +119,11 @@ class GRPORecipe(_Strict):
     epsilon: float = Field(0.2, gt=0)
     epsilon_high: float | None = Field(None, gt=0)
     beta: float = Field(0.0, ge=0, description="KL coefficient; > 0 keeps a reference policy")
+    # The reference policy is the parent checkpoint (the policy at the start of RL); with
+    # sync_ref_model it is pulled towards the current policy every ref_model_sync_steps (TR-DPO style).
+    sync_ref_model: bool = False
+    ref_model_sync_steps: int = Field(512, gt=0)
+    ref_model_mixup_alpha: float = Field(0.6, ge=0, le=1)
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     temperature: float = Field(1.0, gt=0)

@@ -91,3 +91,20 @@ def test_editing_one_stage_changes_only_that_sections_hash(tmp_path):
     changed = {s for s in ["base_model", "corpus", "stage1", "stage2", "stage3", "rl", "evaluation"]
                if original.section_hash(s) != edited.section_hash(s)}
     assert changed == {"stage2"}
+
+
+def test_rl_reference_policy_settings_reach_trls_config(tmp_path):
+    from medmo_pipeline.model.tiny import build_tiny_base_model
+    from medmo_pipeline.model.loading import load_processor
+    from medmo_pipeline.training.grpo import grpo_config
+
+    data = embedded_recipe_data()
+    data["rl"]["grpo"].update(beta=0.05, sync_ref_model=True, ref_model_sync_steps=7, ref_model_mixup_alpha=0.9)
+    recipe = load_recipe(write_recipe(tmp_path / "kl.yaml", data))
+    directory = build_tiny_base_model(tmp_path / "base", texts=["a b c 1 2 3"] * 10, spec={}, seed=0)
+    config = grpo_config(recipe.rl, load_processor(directory), output_dir=tmp_path / "work", seed=42,
+                         reward_weights=[1.0, 1.0, 1.0])
+    assert (config.beta, config.sync_ref_model, config.ref_model_sync_steps, config.ref_model_mixup_alpha) == (
+        0.05, True, 7, 0.9)
+    assert (config.epsilon, config.epsilon_high, config.loss_type) == (0.15, 0.25, "dapo")
+    assert config.num_generations == recipe.rl.grpo.num_generations

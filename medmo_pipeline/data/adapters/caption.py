@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .common import (
-    AdapterOptions,
-    RecordFormat,
+    ImageRecordOptions,
     as_list,
     iter_records,
     limited,
@@ -20,11 +19,7 @@ from .common import (
 )
 
 
-class Options(AdapterOptions):
-    file: str
-    format: RecordFormat = "auto"
-    id_field: str = ""
-    image_field: str = "image"
+class Options(ImageRecordOptions):
     caption_field: str = "caption"
     question: str = "Describe this medical image."
 

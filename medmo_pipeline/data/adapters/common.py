@@ -36,6 +36,20 @@ class AdapterOptions(BaseModel):
     limit: int | None = None  # read at most this many records (smoke runs)
 
 
+class RecordOptions(AdapterOptions):
+    """Adapters that read one record file (JSON, JSONL, CSV/TSV or Parquet)."""
+
+    file: str
+    format: RecordFormat = "auto"
+    id_field: str = ""  # "" numbers the records in file order
+
+
+class ImageRecordOptions(RecordOptions):
+    """Record files whose rows name their image(s) in ``image_field``."""
+
+    image_field: str = "image"
+
+
 def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "") -> Iterator[dict]:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).

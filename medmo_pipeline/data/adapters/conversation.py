@@ -14,8 +14,7 @@ from pathlib import Path
 from medmo_pipeline.config import TaskName
 
 from .common import (
-    AdapterOptions,
-    RecordFormat,
+    ImageRecordOptions,
     as_list,
     iter_records,
     limited,
@@ -28,12 +27,9 @@ from .common import (
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
-class Options(AdapterOptions):
-    file: str
-    format: RecordFormat = "auto"
+class Options(ImageRecordOptions):
     task: TaskName = "vqa"
     id_field: str = "id"
-    image_field: str = "image"
     conversations_field: str = "conversations"
 
 

@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from .common import AdapterOptions, RecordFormat, iter_records, limited, make_row, text, turn
+from .common import RecordOptions, iter_records, limited, make_row, text, turn
 
 
-class Options(AdapterOptions):
-    file: str
-    format: RecordFormat = "auto"
+class Options(RecordOptions):
     modality: str = "text"
     task: Literal["instruction", "text_qa"] = "instruction"
-    id_field: str = ""
     instruction: str = ""  # the same instruction for every record (overrides instruction_field)
     instruction_field: str = "instruction"
     input_field: str = "input"

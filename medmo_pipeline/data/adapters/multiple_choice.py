@@ -9,14 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .choices import AnswerFormat, lettered_question, resolve_answer
-from .common import AdapterOptions, RecordFormat, iter_records, limited, make_row, text, turn
+from .common import RecordOptions, iter_records, limited, make_row, text, turn
 
 
-class Options(AdapterOptions):
-    file: str
-    format: RecordFormat = "auto"
+class Options(RecordOptions):
     modality: str = "text"
-    id_field: str = ""
     question_field: str = "question"
     context_field: str = ""
     options_field: str = ""  # a dict {letter: text} or a list of texts

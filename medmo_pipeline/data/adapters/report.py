@@ -19,8 +19,7 @@ from typing import Literal
 from medmo_pipeline.data.paths import safe_join
 
 from .common import (
-    AdapterOptions,
-    RecordFormat,
+    ImageRecordOptions,
     as_list,
     iter_records,
     limited,
@@ -35,12 +34,9 @@ SECTION = re.compile(r"^\s*(FINDINGS|IMPRESSION)\s*:", re.IGNORECASE | re.MULTIL
 IMAGE_SUFFIXES = (".dcm", ".jpg", ".jpeg", ".png")
 
 
-class Options(AdapterOptions):
+class Options(ImageRecordOptions):
     layout: Literal["records", "study_folders"] = "records"
     file: str = ""
-    format: RecordFormat = "auto"
-    id_field: str = ""
-    image_field: str = "image"
     image_separator: str = ""
     findings_field: str = "findings"
     impression_field: str = "impression"

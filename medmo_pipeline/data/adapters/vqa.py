@@ -14,8 +14,7 @@ from pathlib import Path
 
 from .choices import AnswerFormat, lettered_question, resolve_answer
 from .common import (
-    AdapterOptions,
-    RecordFormat,
+    ImageRecordOptions,
     as_list,
     iter_records,
     limited,
@@ -28,12 +27,8 @@ from .common import (
 YES_NO = ("yes", "no")
 
 
-class Options(AdapterOptions):
-    file: str
-    format: RecordFormat = "auto"
+class Options(ImageRecordOptions):
     delimiter_fields: list[str] = []  # for '|'-separated text lines: the field names, in order
-    id_field: str = ""
-    image_field: str = "image"
     image_suffix: str = ""  # appended to image names stored without one (VQA-Med: "synpic41148")
     question_field: str = "question"
     answer_field: str = "answer"

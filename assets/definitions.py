@@ -29,7 +29,7 @@ def eval_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(f"{checkpoint_key(name).path[-1]}_eval_table")
 
 
-def latest_output(context: dg.AssetExecutionContext, key: dg.AssetKey) -> tuple[str, str]:
+def latest_output(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, key: dg.AssetKey) -> tuple[str, str]:
     """Path and data version of the newest materialization of an upstream asset."""
     event = context.instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
@@ -73,12 +73,14 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
     rl_asset = training_asset("rl", recipe.rl.parent, recipe.rl.purpose, "medmo_pipeline.training.grpo",
                               recipe, recipe_arg)
     eval_assets = [evaluation_asset(name, recipe, recipe_arg) for name in recipe.checkpoints()]
+    guards = [regression_check(name, recipe) for name in [*recipe.stages, "rl"] if recipe.stage(name).guard.protected]
 
     from assets.ablation import stage_ablation_asset
 
     return dg.Definitions(
         assets=[corpus_shards, base_model, *stage_assets, rl_asset, *eval_assets,
                 stage_ablation_asset([eval_key(n) for n in recipe.checkpoints()], recipe.checkpoints())],
+        asset_checks=guards,
         resources={"launcher": LocalLauncher(offline=recipe.base_model.source == "tiny")},
         executor=dg.in_process_executor,  # the heavy work runs in launched jobs, not in step processes
     )
@@ -89,8 +91,9 @@ def training_asset(name: str, parent: str, purpose: str, module: str, recipe: Re
     key, parent_key = checkpoint_key(name), checkpoint_key(parent)
     version = recipe.section_hash(name)
 
+    # The parent's evaluation comes first: its regression guard (a blocking check) can stop this stage.
     @dg.asset(
-        key=key, deps=[parent_key, CORPUS], group_name="training", code_version=version,
+        key=key, deps=[parent_key, eval_key(parent), CORPUS], group_name="training", code_version=version,
         description=f"{name}: {purpose} (parent: {parent_key.to_user_string()}).", kinds={"pytorch", "mlflow"},
     )
     def _stage(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
@@ -126,6 +129,35 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
         ])
 
     return _evaluation
+
+
+def regression_check(name: str, recipe: Recipe):
+    """Blocking check on a checkpoint's eval table: no protected metric fell below the parent's.
+
+    The next stage depends on this eval table, so a failed check stops it (catastrophic forgetting).
+    """
+    from medmo_pipeline.evaluation.regression import compare_eval_dirs
+
+    stage = recipe.stage(name)
+    child, parent = eval_key(name), eval_key(stage.parent)
+
+    @dg.asset_check(asset=child, name=f"{checkpoint_key(name).path[-1]}_no_regression", blocking=True,
+                    additional_deps=[parent],
+                    description=f"{', '.join(stage.guard.protected)} within {stage.guard.margin} of "
+                                f"{checkpoint_key(stage.parent).to_user_string()}")
+    def _guard(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        child_dir, _ = latest_output(context, child)
+        parent_dir, _ = latest_output(context, parent)
+        drops = compare_eval_dirs(Path(parent_dir), Path(child_dir), stage.guard.protected, stage.guard.margin)
+        return dg.AssetCheckResult(
+            passed=not drops,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(d.describe() for d in drops) or "no protected metric dropped",
+            metadata={"protected": stage.guard.protected, "margin": stage.guard.margin,
+                      "drops": [d.describe() for d in drops], "parent_eval": parent_dir},
+        )
+
+    return _guard
 
 
 def default_definitions() -> dg.Definitions:

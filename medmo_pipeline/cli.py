@@ -4,6 +4,7 @@
                     and print where the outputs are and the stage-ablation table
     medmo ui        serve the Dagster UI on 127.0.0.1 (``dagster dev``)
     medmo paths     print where everything lives under MEDMO_HOME
+    medmo lineage   print the chain that produced a checkpoint (directory or asset key), text or JSON
 
 The Dagster commands run as subprocesses: this library never imports dagster.
 """
@@ -11,6 +12,7 @@ The Dagster commands run as subprocesses: this library never imports dagster.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -74,6 +76,62 @@ def ui(port: int, host: str) -> int:
                            cwd=home.checkout_root())
 
 
+# Run with the venv's python in a subprocess so that this library never imports dagster.
+_LATEST_PATH_SCRIPT = """
+import json, sys
+import dagster as dg
+instance = dg.DagsterInstance.from_config(sys.argv[1])
+try:
+    event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(sys.argv[2]))
+    if event is None or event.asset_materialization is None:
+        print(json.dumps({"error": "never materialized"}))
+    else:
+        meta = event.asset_materialization.metadata
+        entry = meta.get("path") or meta.get("index_path")
+        print(json.dumps({"path": None if entry is None else str(entry.value), "run_id": event.run_id}))
+finally:
+    instance.dispose()
+"""
+
+
+def asset_path(key: str) -> Path:
+    """The directory of an asset's latest materialization, read from the Dagster instance."""
+    from medmo_pipeline.lineage import LineageError
+
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home.dagster_home())
+    if not dagster_home.is_dir():
+        raise LineageError(f"{key!r} is not a directory, and there is no Dagster instance at {dagster_home} to "
+                           f"look it up as an asset key (MEDMO_HOME={home.medmo_home()})")
+    out = subprocess.run([sys.executable, "-c", _LATEST_PATH_SCRIPT, str(dagster_home), key],
+                         check=False, capture_output=True, text=True, cwd=home.checkout_root(), timeout=300)
+    if out.returncode != 0:
+        raise LineageError(f"could not read asset {key!r} from the Dagster instance at {dagster_home}:\n"
+                           f"{out.stderr.strip()[-2000:]}")
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    if "error" in answer:
+        raise LineageError(f"asset {key!r} has never been materialized in the Dagster instance at {dagster_home}")
+    if not answer["path"]:
+        raise LineageError(f"asset {key!r}'s latest materialization (run {answer['run_id']}) reports no path")
+    return Path(answer["path"])
+
+
+def lineage(target: str, as_json: bool) -> int:
+    from medmo_pipeline import lineage as lineage_lib
+
+    try:
+        path = Path(target).expanduser()
+        if not path.exists():
+            if os.sep in target or target.startswith("."):
+                raise lineage_lib.LineageError(f"{target} does not exist")
+            path = asset_path(target)
+        document = lineage_lib.follow(path)
+    except lineage_lib.LineageError as exc:
+        print(f"medmo lineage: {exc}", file=sys.stderr)
+        return 2
+    print((lineage_lib.format_json if as_json else lineage_lib.format_text)(document), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medmo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p_ui.add_argument("--port", type=int, default=3000)
     p_ui.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     sub.add_parser("paths", help="print where outputs live")
+    p_lineage = sub.add_parser("lineage", help="print the chain that produced a checkpoint, back to the base model")
+    p_lineage.add_argument("target", help="a checkpoint (or evaluation) directory, or an asset key such as rl_policy")
+    p_lineage.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    if args.command == "lineage":
+        return lineage(args.target, args.json)
     if args.command == "demo":
         return demo(args.select)
     if args.command == "ui":

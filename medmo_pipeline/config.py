@@ -103,9 +103,17 @@ class OptimRecipe(_Strict):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
 
 
+class GuardRecipe(_Strict):
+    """Regression guard: metrics this stage must not lose against its parent (catastrophic forgetting)."""
+
+    protected: list[str] = Field(default_factory=list, description="eval metric names, e.g. grounding_mean_iou")
+    margin: float = Field(0.05, ge=0, description="allowed drop below the parent's value")
+
+
 class SFTStageRecipe(_Strict):
     parent: str
     purpose: str = ""
+    guard: GuardRecipe = GuardRecipe()
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
     max_length: int | None = None
@@ -133,6 +141,7 @@ class GRPORecipe(_Strict):
 class RLStageRecipe(_Strict):
     parent: str
     purpose: str = ""
+    guard: GuardRecipe = GuardRecipe()
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
     optim: OptimRecipe
@@ -181,6 +190,9 @@ class Recipe(_Strict):
     def checkpoints(self) -> list[str]:
         """Every checkpoint of the run in training order: base_model, SFT stages, then 'rl'."""
         return ["base_model", *self.stages, "rl"]
+
+    def stage(self, name: str) -> SFTStageRecipe | RLStageRecipe:
+        return self.rl if name == "rl" else self.stages[name]
 
     def section(self, name: str) -> dict:
         """The resolved section that drives one asset, as plain data (name: a stage, 'rl', ...)."""

@@ -36,6 +36,8 @@ def small_recipe_data() -> dict:
     synthetic["train_rows"] = {"synth_xray": 240, "synth_cells": 120, "synth_medqa": 80}
     synthetic["eval_rows"] = {"synth_xray": 30, "synth_cells": 14, "synth_medqa": 16}
     data["corpus"]["shard_rows"] = 100
+    for stage in [*data["stages"].values(), data["rl"]]:
+        stage["guard"] = {"protected": []}  # a few steps learn nothing to guard
     for stage in data["stages"].values():
         stage["optim"]["max_steps"] = 6
         stage["optim"]["per_device_train_batch_size"] = 4

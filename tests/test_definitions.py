@@ -27,10 +27,11 @@ def test_graph_has_every_stage_in_order():
     }
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
                for k in graph.get_all_asset_keys()}
-    assert parents["stage1_checkpoint"] == {"base_model", "corpus_shards"}
-    assert parents["stage2_checkpoint"] == {"stage1_checkpoint", "corpus_shards"}
-    assert parents["stage3_checkpoint"] == {"stage2_checkpoint", "corpus_shards"}
-    assert parents["rl_policy"] == {"stage3_checkpoint", "corpus_shards"}
+    # Each stage also waits for its parent's evaluation, whose regression guard can stop it.
+    assert parents["stage1_checkpoint"] == {"base_model", "base_model_eval_table", "corpus_shards"}
+    assert parents["stage2_checkpoint"] == {"stage1_checkpoint", "stage1_checkpoint_eval_table", "corpus_shards"}
+    assert parents["stage3_checkpoint"] == {"stage2_checkpoint", "stage2_checkpoint_eval_table", "corpus_shards"}
+    assert parents["rl_policy"] == {"stage3_checkpoint", "stage3_checkpoint_eval_table", "corpus_shards"}
     assert len(parents["stage_ablation"]) == 5
 
 

@@ -1,10 +1,19 @@
-"""Benchmarks an evaluation can run. The embedded default evaluates the synthetic held-out split."""
+"""Benchmarks an evaluation can run: the embedded default's synthetic held-out split, and every
+benchmark of ``recipes/benchmarks.yaml``, read through the training adapters.
+
+``load_benchmark(name, index, max_per_task, root=...)`` returns sample-contract rows with split
+"eval", in a deterministic order (the adapters' file order, loaders in registry order), capped per
+(subset, task).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.adapters import adapter
+from medmo_pipeline.evaluation.registry import Benchmark, load_registry, resolve_benchmark_dir
+from medmo_pipeline.home import medmo_home
 
 
 def synthetic_heldout(index: dict, *, max_per_task: int | None = None) -> list[dict]:
@@ -22,7 +31,39 @@ def synthetic_heldout(index: dict, *, max_per_task: int | None = None) -> list[d
 BENCHMARKS = {"synthetic_heldout": synthetic_heldout}
 
 
-def load_benchmark(name: str, index: dict, *, max_per_task: int | None = None) -> list[dict]:
-    if name not in BENCHMARKS:
-        raise ValueError(f"evaluation.benchmarks: unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
-    return BENCHMARKS[name](index, max_per_task=max_per_task)
+def benchmarks_dir() -> Path:
+    return medmo_home() / "benchmarks"
+
+
+def load_benchmark(name: str, index: dict | None, max_per_task: int | None = None, *,
+                   root: Path | None = None) -> list[dict]:
+    """Rows of benchmark ``name``. ``index`` (the corpus index) serves ``synthetic_heldout``;
+    registry benchmarks read their files under ``root`` (default ``$MEDMO_HOME/benchmarks/<name>``)."""
+    if name in BENCHMARKS:
+        return BENCHMARKS[name](index, max_per_task=max_per_task)
+    registry = load_registry()
+    if name not in registry.names():
+        known = sorted(set(BENCHMARKS) | set(registry.names()))
+        raise ValueError(f"evaluation.benchmarks: unknown benchmark {name!r}; known: {known}")
+    benchmark = registry.get(name)
+    directory = Path(root) if root is not None else benchmarks_dir() / name
+    return read_benchmark(benchmark, resolve_benchmark_dir(benchmark, directory), max_per_task)
+
+
+def read_benchmark(benchmark: Benchmark, directory: Path, max_per_task: int | None = None) -> list[dict]:
+    """Every loader's eval rows, stamped with the benchmark as source; ids ``name:[subset/]local_id``."""
+    rows, seen = [], {}
+    for loader in benchmark.loaders:
+        options = {**loader.options, "split": "eval"}
+        prefix = f"{loader.subset}/" if loader.subset else ""
+        for row in adapter(loader.family).iter_samples(directory, options):
+            if row["split"] != "eval":  # adapters that read the release's own split (DeepLesion)
+                continue
+            key = (loader.subset, row["task"])
+            seen[key] = seen.get(key, 0) + 1
+            if max_per_task is not None and seen[key] > max_per_task:
+                continue
+            row["id"] = f"{benchmark.name}:{prefix}{row['id']}"
+            row["source"], row["license"] = benchmark.name, benchmark.licence
+            rows.append(row)
+    return rows

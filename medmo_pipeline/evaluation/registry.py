@@ -1,0 +1,228 @@
+"""The benchmark registry (``recipes/benchmarks.yaml``): every benchmark the paper reports, validated.
+
+Each entry says what a benchmark measures (group, tasks, answer types, metric names), where its
+files come from (hub id + split + pinned revision, or a local download with instructions), its
+credentials, which training adapters read it (the same families and options as
+``data/registry.py``: one set of parsers), and the paper's reported numbers.
+
+``resolve_benchmark_dir`` checks a benchmark's directory and credentials, raising
+``BenchmarkUnavailable`` naming the benchmark and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medmo_pipeline.config import RECIPES_DIR, TaskName
+from medmo_pipeline.data.registry import AdapterSpec, Credentials, SourceUnavailable
+
+REGISTRY_PATH = RECIPES_DIR / "benchmarks.yaml"
+
+# Metric names ``evaluation.scoring.score_rows`` emits today.
+SCORED_METRICS = frozenset({
+    "closed_vqa_accuracy", "open_vqa_exact_match", "mcq_accuracy",
+    "caption_rouge_l", "report_rouge_l", "instruction_rouge_l",
+    "grounding_mean_iou", "grounding_acc_iou50", "grounding_first_box_mean_iou", "grounding_const_box_mean_iou",
+})
+# Defined in ``evaluation.metrics`` (token F1, CIDEr, IoU thresholds, plug-ins) but not yet emitted
+# by scoring; listed so the registry can name what each paper table needs.
+PENDING_METRICS = frozenset({
+    "open_vqa_token_f1", "report_cider", "caption_cider", "report_ratescore", "report_sembscore",
+    "caption_ratescore", "caption_sembscore", "grounding_acc_iou30", "grounding_acc_iou70",
+})
+METRICS = SCORED_METRICS | PENDING_METRICS
+
+Group = Literal["vqa", "text_qa", "report", "grounding", "synthetic"]
+AnswerType = Literal["closed", "open", "multiple_choice", "free_text", "boxes"]
+PaperColumn = Literal["accuracy", "rouge_l", "cider", "ratescore", "sembscore", "iou"]
+ANSWER_TYPES_BY_TASK: dict[str, set[str]] = {
+    "vqa": {"closed", "open", "multiple_choice"}, "text_qa": {"multiple_choice", "open"},
+    "report": {"free_text"}, "caption": {"free_text"}, "instruction": {"free_text"}, "grounding": {"boxes"},
+}
+
+
+class RegistryError(ValueError):
+    """A benchmark registry that cannot be used; the message names the benchmark and the field."""
+
+
+class BenchmarkUnavailable(SourceUnavailable):
+    """A benchmark whose files or credentials are missing; the message says what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BenchmarkOrigin(_Strict):
+    kind: Literal["hub", "local", "synthetic"]
+    hub_id: str | None = None
+    split: str | None = Field(None, description="the split (or file) of the release that is evaluated")
+    revision: str | None = Field(None, description="pinned hub commit; null = not known / not pinned yet")
+    instructions: str = ""
+
+    @model_validator(mode="after")
+    def _complete(self) -> BenchmarkOrigin:
+        if self.kind == "hub" and not (self.hub_id and self.split):
+            raise ValueError("origin kind 'hub' needs hub_id and split")
+        if self.kind == "local" and not self.instructions:
+            raise ValueError("origin kind 'local' needs instructions (how to obtain the data)")
+        return self
+
+    def how_to_get(self, directory: Path) -> str:
+        if self.kind == "hub":
+            revision = self.revision or "<pin a revision>"
+            command = (f"huggingface-cli download {self.hub_id} --repo-type dataset --revision {revision} "
+                       f"--local-dir {directory}")
+            return f"{command} (split {self.split}){'; then ' + self.instructions if self.instructions else ''}"
+        return self.instructions
+
+
+class BenchmarkLoader(AdapterSpec):
+    """One training adapter family + options; ``subset`` names it when a benchmark has several."""
+
+    subset: str = ""
+
+
+class AnswerRules(_Strict):
+    types: list[AnswerType] = Field(min_length=1)
+    closed_when: Literal["yes_no_answer"] | None = None  # scoring's rule: gold answer yes/no = closed
+    mcq_gold: Literal["option_letter"] | None = None  # adapters turn index/text answers into the letter
+    box_scale: Literal["original_pixels"] | None = None  # boxes scored on the original image
+
+    @model_validator(mode="after")
+    def _rules_for_types(self) -> AnswerRules:
+        for answer_type, rule, value in (("closed", "closed_when", self.closed_when),
+                                         ("multiple_choice", "mcq_gold", self.mcq_gold),
+                                         ("boxes", "box_scale", self.box_scale)):
+            if (answer_type in self.types) != (value is not None):
+                raise ValueError(f"{rule} is required with answer type {answer_type!r} and only then")
+        return self
+
+
+class Reported(_Strict):
+    """A paper number; null where the paper does not give it."""
+
+    medmo_8b: float | None
+    qwen3_vl_8b: float | None
+    medmo_8b_before_rl: float | None = None  # grounding, paper Table 4
+
+
+class Benchmark(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    group: Group
+    tasks: list[TaskName] = Field(min_length=1)
+    modality: str
+    origin: BenchmarkOrigin
+    licence: str
+    credentials_required: bool
+    credentials: Credentials | None = None
+    loaders: list[BenchmarkLoader]
+    answers: AnswerRules
+    metrics: list[str] = Field(min_length=1)
+    reported: dict[PaperColumn, Reported]
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Benchmark:
+        if self.credentials_required != (self.credentials is not None):
+            raise ValueError("credentials_required and credentials must agree (say which credentials)")
+        if (self.origin.kind == "synthetic") == bool(self.loaders):
+            raise ValueError("a file benchmark needs loaders; a synthetic one has none")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+        allowed = set().union(*(ANSWER_TYPES_BY_TASK[task] for task in self.tasks))
+        stray = [t for t in self.answers.types if t not in allowed]
+        if stray:
+            raise ValueError(f"answer types {stray} do not fit tasks {self.tasks}")
+        subsets = [loader.subset for loader in self.loaders]
+        if len(set(subsets)) != len(subsets):
+            raise ValueError("loaders of one benchmark need distinct subset names")
+        return self
+
+
+class BenchmarkRegistry(_Strict):
+    version: int
+    reported_averages: dict[Literal["vqa", "text_qa"], Reported]
+    benchmarks: list[Benchmark]
+
+    @model_validator(mode="after")
+    def _unique(self) -> BenchmarkRegistry:
+        names = [b.name for b in self.benchmarks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate benchmark names {duplicates}")
+        return self
+
+    def names(self) -> list[str]:
+        return [b.name for b in self.benchmarks]
+
+    def get(self, name: str) -> Benchmark:
+        for benchmark in self.benchmarks:
+            if benchmark.name == name:
+                return benchmark
+        raise KeyError(f"no benchmark {name!r} in the registry; known: {sorted(self.names())}")
+
+    def reported_rows(self) -> list[dict]:
+        """The paper's numbers as long rows (benchmark, column, model, value), nulls left out."""
+        rows = []
+        for benchmark in self.benchmarks:
+            for column, numbers in benchmark.reported.items():
+                for model, value in numbers.model_dump().items():
+                    if value is not None:
+                        rows.append({"benchmark": benchmark.name, "group": benchmark.group, "column": column,
+                                     "model": model, "value": value})
+        return rows
+
+
+def load_registry(path: Path = REGISTRY_PATH) -> BenchmarkRegistry:
+    """Load and validate the benchmark registry; errors name the file, the benchmark and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise RegistryError(f"{path}: cannot read the benchmark registry ({error})") from None
+    try:
+        return BenchmarkRegistry.model_validate(data)
+    except ValidationError as error:
+        raise RegistryError(f"{path}: " + "; ".join(_describe(item, data) for item in error.errors())) from None
+
+
+def resolve_benchmark_dir(benchmark: Benchmark, directory: Path) -> Path:
+    """``directory`` checked to exist and be readable, with the benchmark's credentials set."""
+    for variable in benchmark.credentials.env if benchmark.credentials else []:
+        if not os.environ.get(variable):
+            raise BenchmarkUnavailable(
+                f"benchmark {benchmark.name!r} needs {benchmark.credentials.provider} credentials: environment "
+                f"variable {variable} is not set. {benchmark.credentials.instructions}")
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BenchmarkUnavailable(
+            f"benchmark {benchmark.name!r} is not at {directory} (missing). "
+            f"Get it with: {benchmark.origin.how_to_get(directory)}")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise BenchmarkUnavailable(
+            f"benchmark {benchmark.name!r} at {directory} is not readable by this user; fix its permissions "
+            f"(chmod -R u+rX {directory}) or pass another root")
+    return directory
+
+
+def _describe(item: dict, data: Any) -> str:
+    """One pydantic error as 'benchmark <name>, field <dotted path>: message'."""
+    location = list(item["loc"])
+    where = ""
+    if len(location) >= 2 and location[0] == "benchmarks" and isinstance(location[1], int):
+        index = location[1]
+        try:
+            name = data["benchmarks"][index].get("name", f"#{index}")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            name = f"#{index}"
+        where, location = f"benchmark {name!r}, ", location[2:]
+    field = ".".join(str(part) for part in location) or "(entry)"
+    return f"{where}field {field}: {item['msg']}"

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from fixtures_formats import build_fixture, png_bytes, write_file
+
 from medmo_pipeline.data.adapters.choices import LETTERS
 from medmo_pipeline.data.schema import validate_row
 from medmo_pipeline.evaluation.benchmarks import load_benchmark

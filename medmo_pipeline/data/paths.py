@@ -14,6 +14,24 @@ class UnsafePathError(ValueError):
     """A relative path from a data file that would resolve outside its dataset root."""
 
 
+def _relative_parts(text: str, what: str) -> tuple[str, ...]:
+    """Components of a relative path from a data file or registry; refuses anything that climbs out."""
+    if not text or "\x00" in text:
+        raise UnsafePathError(f"{what} {text!r} is empty or contains a NUL byte")
+    parts = PureWindowsPath(text).parts if "\\" in text else PurePosixPath(text).parts
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
+        raise UnsafePathError(f"{what} {text!r} is absolute; data files must use paths relative to the root")
+    if ".." in parts:
+        raise UnsafePathError(f"{what} {text!r} climbs out of the dataset root with '..'")
+    return parts
+
+
+def _check_inside(root_resolved: Path, path: Path, text: str) -> None:
+    target = path.resolve()
+    if target != root_resolved and root_resolved not in target.parents:
+        raise UnsafePathError(f"path {text!r} resolves to {target}, outside the dataset root {root_resolved}")
+
+
 def safe_join(root: Path, relative: str | Path) -> Path:
     """``root / relative``, refusing anything that could point outside ``root``.
 
@@ -25,16 +43,26 @@ def safe_join(root: Path, relative: str | Path) -> Path:
     '/data/vqa_rad/images/synpic1.jpg'
     """
     text = str(relative)
-    if not text or "\x00" in text:
-        raise UnsafePathError(f"path {text!r} is empty or contains a NUL byte")
-    parts = PureWindowsPath(text).parts if "\\" in text else PurePosixPath(text).parts
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
-        raise UnsafePathError(f"path {text!r} is absolute; data files must use paths relative to the root")
-    if ".." in parts:
-        raise UnsafePathError(f"path {text!r} climbs out of the dataset root with '..'")
+    parts = _relative_parts(text, "path")
     root_resolved = Path(root).resolve()
     joined = root_resolved.joinpath(*parts)
-    target = joined.resolve()
-    if target != root_resolved and root_resolved not in target.parents:
-        raise UnsafePathError(f"path {text!r} resolves to {target}, outside the dataset root {root_resolved}")
+    _check_inside(root_resolved, joined, text)
     return joined
+
+
+def safe_glob(base: Path, pattern: str) -> list[Path]:
+    """``base.glob(pattern)`` in name order, for a pattern read from a registry.
+
+    The pattern must be relative without ``..`` (as for ``safe_join``), and a match whose real
+    location is outside ``base`` (a symlink pointing out of the mirror) is refused.
+
+    >>> safe_glob(Path("/data/mimic"), "../*")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    UnsafePathError: glob pattern '../*' climbs out of the dataset root with '..'
+    """
+    _relative_parts(pattern, "glob pattern")
+    root_resolved = Path(base).resolve()
+    matches = sorted(Path(base).glob(pattern))
+    for match in matches:
+        _check_inside(root_resolved, match, str(match.relative_to(base)))
+    return matches

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmo_pipeline.atomic import write_text_atomic
+from medmo_pipeline.atomic import staged_file, write_text_atomic
 
 # Column order of the table and panels of the figure; metrics not measured are left out.
 HEADLINE_METRICS = [
@@ -49,7 +49,8 @@ def build_stage_ablation(eval_dirs: dict[str, Path], out_dir: Path) -> dict:
                                      out_dir / "stage_ablation.png")
     write_text_atomic(csv_path, wide.round(4).to_csv(index_label="checkpoint"))
     write_text_atomic(long_path, long.to_csv(index=False))
-    _plot(long, order, [c for c in columns if c in HEADLINE_METRICS], png_path)
+    with staged_file(png_path) as staged:
+        _plot(long, order, [c for c in columns if c in HEADLINE_METRICS], staged)
     return {"csv": csv_path, "long_csv": long_path, "png": png_path, "table": wide}
 
 

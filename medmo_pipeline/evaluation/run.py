@@ -36,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
         import pandas as pd
 
         from medmo_pipeline import tracking
-        from medmo_pipeline.atomic import staged_dir, write_json_atomic
         from medmo_pipeline.data import corpus
         from medmo_pipeline.evaluation.benchmarks import load_benchmark
         from medmo_pipeline.evaluation.generation import generate_answers
@@ -46,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
 
         spec = recipe.evaluation
         index = corpus.load_index(args.corpus)
-        model = load_model(args.checkpoint, trust_remote_code=recipe.base_model.trust_remote_code)
-        processor = load_processor(args.checkpoint, trust_remote_code=recipe.base_model.trust_remote_code)
+        base = recipe.base_model
+        model = load_model(args.checkpoint, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
+        processor = load_processor(args.checkpoint, trust_remote_code=base.trust_remote_code)
         tables, predictions = [], []
         for benchmark in spec.benchmarks:
             rows = load_benchmark(benchmark, index, max_per_task=spec.max_samples_per_task)
@@ -72,15 +72,11 @@ def main(argv: list[str] | None = None) -> None:
                   "checkpoint": str(args.checkpoint), "checkpoint_data_version": str(checkpoint_ref["data_version"])},
         ) as run:
             mlflow.log_metrics({f"{row.benchmark}.{row.metric}": float(row.value) for row in table.itertuples()})
-            with staged_dir(args.output) as tmp:
-                table.to_parquet(tmp / "table.parquet", index=False)
-                pd.DataFrame(predictions).to_parquet(tmp / "predictions.parquet", index=False)
-                data_version = _tables_version(tmp)
-                write_json_atomic(tmp / "lineage.json", {
-                    "checkpoint": checkpoint_ref, "corpus": corpus.lineage_view(index),
-                    "recipe": {"name": recipe.name, "hash": code_version}, "mlflow_run_id": run.info.run_id,
-                    "git_commit": tracking.git_commit(), "data_version": data_version,
-                })
+            data_version = publish_eval_table(args.output, table, predictions, lineage={
+                "checkpoint": checkpoint_ref, "corpus": corpus.lineage_view(index),
+                "recipe": {"name": recipe.name, "hash": code_version}, "mlflow_run_id": run.info.run_id,
+                "git_commit": tracking.git_commit(),
+            })
             mlflow.log_artifact(str(args.output / "table.parquet"))
         meta = {
             "path": args.output.resolve(),
@@ -93,6 +89,25 @@ def main(argv: list[str] | None = None) -> None:
         }
         meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples()})
         reporter.report(meta, data_version=data_version)
+
+
+def publish_eval_table(output: Path, table, predictions: list[dict], *, lineage: dict) -> str:
+    """Write ``table.parquet``, ``predictions.parquet`` and ``lineage.json`` (with the data version)
+    into ``output``, visible only when all three are complete; returns the data version.
+
+    A failed write (disk full) raises an ``OSError`` naming ``output`` and leaves it as it was;
+    two jobs writing the same ``output`` leave one of their tables, never a mix.
+    """
+    import pandas as pd
+
+    from medmo_pipeline.atomic import staged_dir, write_json_atomic
+
+    with staged_dir(Path(output)) as tmp:
+        table.to_parquet(tmp / "table.parquet", index=False)
+        pd.DataFrame(predictions).to_parquet(tmp / "predictions.parquet", index=False)
+        data_version = _tables_version(tmp)
+        write_json_atomic(tmp / "lineage.json", {**lineage, "data_version": data_version})
+    return data_version
 
 
 def _tables_version(directory: Path) -> str:

@@ -1,7 +1,8 @@
 """One loading path for the tiny local base model and for hub checkpoints such as Qwen/Qwen3-VL-8B-Instruct.
 
-Weights are loaded from safetensors only: pickle checkpoints can execute code when unpickled, so a
-local directory holding only pickle weights is refused unless the caller opts in explicitly.
+Weights are loaded from safetensors only: pickle files can execute code when unpickled, so a local
+directory holding any pickle file is refused unless the recipe opts in (``base_model.allow_pickle``).
+Remote code is never run unless the recipe sets ``base_model.trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 class UnsafeCheckpointError(ValueError):
-    """A checkpoint offers only pickle weight files."""
+    """A checkpoint holds pickle files and the recipe does not allow them."""
 
 
 def _is_offline() -> bool:
@@ -37,17 +38,19 @@ def _hub_kwargs(path_or_id, revision: str | None, trust_remote_code: bool) -> di
 
 
 def check_weights_are_safe(directory: Path) -> None:
-    """Raise `UnsafeCheckpointError` when `directory` has pickle weight files and no safetensors."""
-    files = [p for p in directory.rglob("*") if p.is_file()]
-    if any(p.suffix == ".safetensors" for p in files):
-        return
-    pickles = sorted(p for p in files if p.suffix in PICKLE_SUFFIXES)
+    """Raise `UnsafeCheckpointError` when `directory` holds any pickle file.
+
+    Even beside safetensors weights a pickle file is refused: whatever later loads it (a trainer
+    resuming, a custom loader) runs the code it carries.
+    """
+    pickles = sorted(p for p in Path(directory).rglob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file())
     if pickles:
+        names = ", ".join(str(p.relative_to(directory)) for p in pickles[:3])
+        more = f" and {len(pickles) - 3} more" if len(pickles) > 3 else ""
         raise UnsafeCheckpointError(
-            f"{directory} holds only pickle weights ({pickles[0].name}"
-            + (f" and {len(pickles) - 1} more" if len(pickles) > 1 else "")
-            + "), which can run arbitrary code when loaded. Convert them to safetensors, "
-            "or pass allow_pickle=True if you trust their origin."
+            f"{directory} contains pickle files ({names}{more}), which can run arbitrary code when loaded. "
+            "Convert them to safetensors, or set base_model.allow_pickle: true in the recipe "
+            "(allow_pickle=True) if you trust their origin."
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,7 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
     cuda = torch.cuda.is_available()
     deepspeed = None
     if optim.deepspeed:
-        from medmo_pipeline.config import RECIPES_DIR
-
-        deepspeed = str(RECIPES_DIR / "deepspeed" / optim.deepspeed)
+        deepspeed = str(deepspeed_config(optim.deepspeed))
     return dict(
         output_dir=str(output_dir),
         learning_rate=optim.learning_rate,
@@ -88,6 +87,18 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def deepspeed_config(name: str) -> Path:
+    """A recipe's DeepSpeed file by name under ``recipes/deepspeed/``: a recipe picks a shipped config
+    and cannot point at arbitrary files (``..``, absolute paths and symlinks out are refused)."""
+    from medmo_pipeline.config import RECIPES_DIR
+    from medmo_pipeline.data.paths import safe_join
+
+    path = safe_join(RECIPES_DIR / "deepspeed", name)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config {name!r} is not in {RECIPES_DIR / 'deepspeed'}")
+    return path
 
 
 def reporting_callback(reporter, mlflow_module, history: list[dict]):
@@ -123,11 +134,15 @@ def weights_version(directory: Path) -> str:
 
 
 def publish_checkpoint(
-    model, processor, final_dir: Path, *, lineage: dict, recipe_section: dict, history: list[dict], title: str
+    model, processor, final_dir: Path, *, lineage: dict, recipe_section: dict, history: list[dict], title: str,
+    extra: Callable[[Path], object] | None = None,
 ) -> tuple[str, dict]:
     """Save model + processor (safetensors), recipe, lineage, curves; visible only when complete.
 
-    Returns (data version, lineage as written).
+    ``extra(directory)`` writes further files (plots) into the checkpoint before it is published:
+    nothing is written into a published checkpoint afterwards, where a concurrent publisher of the
+    same directory could have replaced it. A failed write (disk full) raises an ``OSError`` naming
+    ``final_dir`` and leaves it as it was. Returns (data version, lineage as written).
     """
     from medmo_pipeline.model.loading import save_model_and_processor
 
@@ -138,6 +153,8 @@ def publish_checkpoint(
         write_text_atomic(tmp / "recipe.yaml", yaml.safe_dump(recipe_section, sort_keys=False))
         write_json_atomic(tmp / "training_log.json", history)
         plot_training_curves(history, CURVE_KEYS, tmp / "training_curves.png", title)
+        if extra is not None:
+            extra(tmp)
         write_json_atomic(tmp / "lineage.json", lineage)
     return data_version, lineage
 

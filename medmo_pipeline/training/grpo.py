@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from medmo_pipeline.jobs import checked_recipe
 from medmo_pipeline.training import common
+
+TREND_PLOT = "box_reward_trend.png"
 
 
 def rl_dataset(rows: list[dict]):
@@ -141,14 +144,17 @@ def main(argv: list[str] | None = None) -> None:
                 recipe_name=recipe.name, recipe_section=section, recipe_hash=code_version,
                 mlflow_run_id=run.info.run_id, started=started, metrics=metrics,
             )
+            def reward_trend(directory: Path):
+                return plot_reward_trend(history, "rewards/box/mean", directory / TREND_PLOT,
+                                         "box reward during RL (mean, rolling std, trend)")
+
             data_version, lineage = common.publish_checkpoint(
                 trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
-                history=history, title=f"rl ({recipe.name})",
+                history=history, title=f"rl ({recipe.name})", extra=reward_trend,
             )
-            trend = plot_reward_trend(history, "rewards/box/mean", args.output / "box_reward_trend.png",
-                                      "box reward during RL (mean, rolling std, trend)")
+            trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
             mlflow.set_tag("data_version", data_version)
-            for name in ("lineage.json", "recipe.yaml", "training_curves.png", "box_reward_trend.png"):
+            for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         from medmo_pipeline.training.sft import checkpoint_metadata

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.data.paths import safe_glob, safe_join
 
 from .common import AdapterOptions, limited, load_image
 from .grounding import grounding_rows, xywh_to_xyxy
@@ -22,7 +22,7 @@ class Options(AdapterOptions):
 def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
     options = Options.model_validate(options)
     base = safe_join(root, options.image_dir)
-    folders = sorted(p.parent for p in base.glob(f"*/{options.boxes_file}"))
+    folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}")]
     for _, folder in limited(iter(folders), options):
         items = json.loads((folder / options.boxes_file).read_text(encoding="utf-8"))
         labelled = [(label, *xywh_to_xyxy(*box)) for item in items for label, box in item.items()]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.data.paths import safe_glob, safe_join
 
 from .common import AdapterOptions, limited, load_image, make_row, text, turn
 
@@ -28,7 +28,7 @@ class Options(AdapterOptions):
 def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
     options = Options.model_validate(options)
     base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
-    files = sorted(p for p in base.glob(options.pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in safe_glob(base, options.pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     for _, path in limited(iter(files), options):
         relative = path.relative_to(base).as_posix()
         entry = load_image(root, relative, options, png16_offset=options.png16_offset,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.data.paths import safe_glob, safe_join
 
 from .common import (
     ImageRecordOptions,
@@ -89,7 +89,7 @@ def _records(root: Path, options: Options) -> Iterator[tuple]:
 
 def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
     base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
-    for report in sorted(base.glob(options.reports_glob)):
+    for report in safe_glob(base, options.reports_glob):
         study = report.with_suffix("")
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")
                         if p.suffix.lower() in IMAGE_SUFFIXES) if study.is_dir() else []

@@ -93,7 +93,8 @@ def sembscore(
     torch = _require_module("torch", "install torch")
     transformers = _require_module("transformers", "pip install transformers")
 
-    state = torch.load(weights, map_location="cpu", weights_only=False)
+    # weights_only: tensors and containers only; a checkpoint that carries code is refused, not run.
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     state = state.get("model_state_dict", state)
     encoder_state = {
         k.removeprefix("module.").removeprefix("bert."): v for k, v in state.items() if ".bert." in f".{k}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 CHAIN = ["rl_policy", "stage3_checkpoint", "stage2_checkpoint", "stage1_checkpoint", "base_model"]
+# Fake credentials with distinctive values, set for the whole run: none may show up anywhere it leaves.
+FAKE_SECRETS = {name: f"{name.lower()}-{secrets.token_hex(16)}" for name in
+                ("HF_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MEDMO_PG_PASSWORD", "AWS_SECRET_ACCESS_KEY")}
+# A plain variable that nothing reads: its value anywhere means something printed the whole environment.
+ENV_CANARY = {"MEDMO_E2E_CANARY": f"canary-{secrets.token_hex(16)}"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,7 @@ def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     recipe = write_recipe(tmp / "small.yaml", small_recipe_data())
     home = tmp / "home"
-    env = {**os.environ, "MEDMO_HOME": str(home), "MEDMO_RECIPE": str(recipe)}
+    env = {**os.environ, **FAKE_SECRETS, **ENV_CANARY, "MEDMO_HOME": str(home), "MEDMO_RECIPE": str(recipe)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DAGSTER_HOME", None)
     out = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "demo"], capture_output=True, text=True,
@@ -143,3 +149,37 @@ def test_everything_lives_under_medmo_home(demo_run):
     for sub in ("corpus", "models", "checkpoints", "eval", "reports", "mlflow", "dagster"):
         assert (home / sub).is_dir(), sub
     assert not (ROOT / "mlruns").exists()
+
+
+def _leaks(text: str | bytes, where: str) -> list[str]:
+    needles = {**FAKE_SECRETS, **ENV_CANARY}
+    data = text.encode() if isinstance(text, str) else text
+    return [f"{name} in {where}" for name, value in needles.items() if value.encode() in data]
+
+
+def test_no_secret_or_environment_dump_reaches_logs_events_mlflow_or_files(demo_run, tmp_path):
+    import dagster as dg
+    import mlflow
+
+    home, instance = demo_run["home"], demo_run["instance"]
+    leaks = _leaks((home.parent / "demo.log").read_bytes(), "the demo's console output")
+    for run in instance.get_runs():  # every event of every run, asset metadata and check results included
+        leaks += _leaks(dg.serialize_value(run), f"Dagster run {run.run_id}")
+        for entry in instance.all_logs(run.run_id):
+            leaks += _leaks(dg.serialize_value(entry), f"Dagster event log of run {run.run_id}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    assert runs
+    for run in runs:
+        fields = {"params": run.data.params, "tags": run.data.tags, "metrics": list(run.data.metrics)}
+        leaks += _leaks(json.dumps(fields), f"MLflow run {run.info.run_id} params/tags")
+        artifacts = Path(mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, dst_path=str(tmp_path / run.info.run_id), tracking_uri=client.tracking_uri))
+        leaks += [leak for path in artifacts.rglob("*") if path.is_file()
+                  for leak in _leaks(path.read_bytes(), f"MLflow artifact {path.relative_to(tmp_path)}")]
+    # Everything else the run left: lineage.json, recipe.yaml, compute logs, sqlite stores, plots, shards.
+    files = [path for path in home.rglob("*") if path.is_file()]
+    assert any(path.name == "lineage.json" for path in files)
+    leaks += [leak for path in files for leak in _leaks(path.read_bytes(), str(path.relative_to(home)))]
+    assert leaks == []

@@ -9,9 +9,9 @@ from medmo_pipeline import home
 from medmo_pipeline.evaluation.ablation import build_stage_ablation
 
 
-def stage_ablation_asset(eval_keys: list[dg.AssetKey], names: list[str]):
+def stage_ablation_asset(eval_keys: list[dg.AssetKey], names: list[str], code_version: str):
     @dg.asset(
-        key="stage_ablation", deps=eval_keys, group_name="evaluation",
+        key="stage_ablation", deps=eval_keys, group_name="evaluation", code_version=code_version,
         description="Every checkpoint's held-out scores in one table and plot (reports/ under MEDMO_HOME).",
         kinds={"csv"},
     )

@@ -2,7 +2,9 @@
 
 Assets are thin (house rule 2): resolve the recipe section, build the job's arguments, run it
 through the ``launcher`` resource, return what the job reported over Pipes. Stage assets come from
-one factory over the recipe's stages; each asset's code version is its recipe section's hash.
+one factory over the recipe's stages. Each asset's code version hashes its own recipe section together
+with its upstream ones (``Recipe.chained_hash``), so a recipe edit shows that asset and everything
+downstream of it as stale; the job itself checks only its own section (``--expect-hash``).
 """
 
 
@@ -10,11 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.corpus import CORPUS, corpus_index, curation_assets, mixture_key, source_sensor
 from medmo_pipeline import home
-from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path
+from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path, stable_hash
 from resources.launcher import LocalLauncher
 
-CORPUS = dg.AssetKey("corpus_shards")
 BASE = dg.AssetKey("base_model")
 
 
@@ -47,16 +49,7 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
     recipe_arg = ["--recipe", str(recipe_path)]
 
     @dg.asset(
-        key=CORPUS, group_name="curation", code_version=recipe.section_hash("corpus"),
-        description="Curated corpus shards (Parquet + manifest per source); data version = manifest hashes.",
-        kinds={"parquet"},
-    )
-    def corpus_shards(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
-        return launcher.launch(context, "medmo_pipeline.data.build",
-                               [*recipe_arg, "--expect-hash", recipe.section_hash("corpus")])
-
-    @dg.asset(
-        key=BASE, group_name="training", code_version=recipe.section_hash("base_model"),
+        key=BASE, group_name="training", code_version=recipe.chained_hash("base_model"),
         description="The base model every stage starts from (tiny offline Qwen3-VL, or a hub model).",
         kinds={"pytorch"},
     )
@@ -78,31 +71,35 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
     from assets.ablation import stage_ablation_asset
 
     return dg.Definitions(
-        assets=[corpus_shards, base_model, *stage_assets, rl_asset, *eval_assets,
-                stage_ablation_asset([eval_key(n) for n in recipe.checkpoints()], recipe.checkpoints())],
+        assets=[*curation_assets(recipe, recipe_arg), base_model, *stage_assets, rl_asset, *eval_assets,
+                stage_ablation_asset([eval_key(n) for n in recipe.checkpoints()], recipe.checkpoints(),
+                                     code_version=stable_hash([evaluation_code_version(recipe, n)
+                                                               for n in recipe.checkpoints()]))],
         asset_checks=guards,
+        sensors=[source_sensor(recipe)],
         resources={"launcher": LocalLauncher(offline=recipe.base_model.source == "tiny")},
         executor=dg.in_process_executor,  # the heavy work runs in launched jobs, not in step processes
     )
 
 
 def training_asset(name: str, parent: str, purpose: str, module: str, recipe: Recipe, recipe_arg: list[str]):
-    """One training stage (SFT or RL): parent checkpoint + corpus in, checkpoint out."""
+    """One training stage (SFT or RL): parent checkpoint + the stage's mixture in, checkpoint out."""
     key, parent_key = checkpoint_key(name), checkpoint_key(parent)
     version = recipe.section_hash(name)
 
     # The parent's evaluation comes first: its regression guard (a blocking check) can stop this stage.
     @dg.asset(
-        key=key, deps=[parent_key, eval_key(parent), CORPUS], group_name="training", code_version=version,
+        key=key, deps=[parent_key, eval_key(parent), mixture_key(name)], group_name="training",
+        code_version=recipe.chained_hash(name),
         description=f"{name}: {purpose} (parent: {parent_key.to_user_string()}).", kinds={"pytorch", "mlflow"},
     )
     def _stage(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
         parent_path, parent_version = latest_output(context, parent_key)
-        corpus_index, corpus_version = latest_output(context, CORPUS)
-        # Same recipe + same parent + same corpus -> same directory (a re-run replaces it).
-        output = home.checkpoints_dir() / name / f"{version[:12]}-{parent_version[:12]}-{corpus_version[:12]}"
+        mixture_index, mixture_version = latest_output(context, mixture_key(name))
+        # Same recipe + same parent + same data -> same directory (a re-run replaces it).
+        output = home.checkpoints_dir() / name / f"{version[:12]}-{parent_version[:12]}-{mixture_version[:12]}"
         return launcher.launch(context, module, [
-            *recipe_arg, "--stage", name, "--parent", parent_path, "--corpus", corpus_index,
+            *recipe_arg, "--stage", name, "--parent", parent_path, "--corpus", mixture_index,
             "--output", str(output), "--expect-hash", version,
         ])
 
@@ -115,20 +112,25 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
     version = recipe.section_hash("evaluation")
 
     @dg.asset(
-        key=eval_key(name), deps=[checkpoint, CORPUS], group_name="evaluation", code_version=version,
+        key=eval_key(name), deps=[checkpoint, CORPUS], group_name="evaluation",
+        code_version=evaluation_code_version(recipe, name), automation_condition=dg.AutomationCondition.eager(),
         description=f"Evaluation table of {checkpoint.to_user_string()} (per-sample predictions beside it).",
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
         checkpoint_path, checkpoint_version = latest_output(context, checkpoint)
-        corpus_index, _ = latest_output(context, CORPUS)
+        index = corpus_index(context, recipe.corpus.source_names())
         output = home.eval_dir() / name / f"{version[:12]}-{checkpoint_version[:12]}"
         return launcher.launch(context, "medmo_pipeline.evaluation.run", [
-            *recipe_arg, "--name", name, "--checkpoint", checkpoint_path, "--corpus", corpus_index,
+            *recipe_arg, "--name", name, "--checkpoint", checkpoint_path, "--corpus", index["index_path"],
             "--output", str(output), "--expect-hash", version,
         ])
 
     return _evaluation
+
+
+def evaluation_code_version(recipe: Recipe, name: str) -> str:
+    return stable_hash({"evaluation": recipe.section_hash("evaluation"), "checkpoint": recipe.chained_hash(name)})
 
 
 def regression_check(name: str, recipe: Recipe):

@@ -42,16 +42,17 @@ def _dagster(*args: str) -> list[str]:
 
 
 def demo(select: str) -> int:
+    """Materialize ``select`` (default: the whole graph, corpus partitions first) and print the ablation."""
     env = dagster_environment()
     print(f"MEDMO_HOME={home.medmo_home()}  recipe={env.get('MEDMO_RECIPE', 'embedded')}", flush=True)
     started = time.time()
-    code = subprocess.call(
-        _dagster("asset", "materialize", "-m", "assets", "--select", select), env=env, cwd=home.checkout_root()
-    )
-    if code != 0:
-        print(f"\nmaterialization failed (exit {code}); the Dagster event log above says which asset and why.\n"
-              f"Inspect it in the UI: `medmo ui`.", file=sys.stderr)
-        return code
+    for label, command in demo_commands(select):
+        print(f"\n== {label}", flush=True)
+        code = subprocess.call(_dagster(*command), env=env, cwd=home.checkout_root())
+        if code != 0:
+            print(f"\nmaterialization failed (exit {code}, {label}); the Dagster event log above says which "
+                  f"asset and why.\nInspect it in the UI: `medmo ui`.", file=sys.stderr)
+            return code
     print(f"\nmaterialized in {time.time() - started:.0f} s. Outputs under {home.medmo_home()}:")
     for label, path in [("corpus shards", home.corpus_dir()), ("base model", home.models_dir()),
                         ("checkpoints", home.checkpoints_dir()), ("evaluation tables", home.eval_dir()),
@@ -67,6 +68,21 @@ def demo(select: str) -> int:
         print("\nStage ablation (held-out synthetic split; plot: reports/stage_ablation.png):")
         print(format_table(pd.read_csv(table, index_col="checkpoint")))
     return 0
+
+
+def demo_commands(select: str) -> list[tuple[str, list[str]]]:
+    """Dagster CLI calls for a selection. A partitioned asset needs one run per partition, so the whole
+    graph is: every ``corpus_shards`` partition (one per corpus source, observed in the same run so its
+    provenance names the source version), then everything else."""
+    base = ["asset", "materialize", "-m", "assets", "--select"]
+    if select != "*":
+        return [(f"materialize {select}", [*base, select])]
+    from medmo_pipeline.config import load_recipe
+
+    sources = load_recipe().corpus.source_names()
+    return [*((f"corpus_shards partition {source}", [*base, "corpus_sources,corpus_shards", "--partition", source])
+              for source in sources),
+            ("every other asset", [*base, "* and not key:corpus_shards and not key:corpus_sources"])]
 
 
 def ui(port: int, host: str) -> int:

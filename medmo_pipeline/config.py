@@ -56,16 +56,51 @@ class SyntheticCorpusRecipe(_Strict):
     image_size: int = Field(128, ge=32, le=2048)
 
 
+class RegistryCorpusRecipe(_Strict):
+    """Real datasets from the source registry, read from local copies under ``data_root``."""
+
+    registry: str | None = Field(None, description="registry YAML; default: the packaged recipes/sources.yaml")
+    data_root: str = Field(description="directory holding each dataset's origin.local_dir; "
+                                       "${VAR} expands from the environment")
+    sources: list[str] | None = Field(None, description="datasets to curate; default: every trained one")
+
+
 class CorpusRecipe(_Strict):
     kind: Literal["synthetic", "registry"]
     synthetic: SyntheticCorpusRecipe | None = None
+    registry: RegistryCorpusRecipe | None = Field(
+        None, description="real datasets; with kind 'synthetic' they are curated beside the synthetic sources")
     shard_rows: int = Field(2000, gt=0)
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
 
     @model_validator(mode="after")
-    def _synthetic_needs_sizes(self) -> CorpusRecipe:
+    def _kind_has_its_section(self) -> CorpusRecipe:
         if self.kind == "synthetic" and self.synthetic is None:
             raise ValueError("kind 'synthetic' needs a 'synthetic' section (train_rows, eval_rows)")
+        if self.kind == "registry" and self.registry is None:
+            raise ValueError("kind 'registry' needs a 'registry' section (data_root, sources)")
         return self
+
+    def synthetic_sources(self) -> list[str]:
+        spec = self.synthetic
+        return sorted(set(spec.train_rows) | set(spec.eval_rows)) if spec else []
+
+    def registry_sources(self) -> list[str]:
+        """Registry datasets to curate (every trained one when the recipe lists none)."""
+        if self.registry is None:
+            return []
+        if self.registry.sources is not None:
+            return list(self.registry.sources)
+        from medmo_pipeline.data.registry import load_registry
+
+        return [entry.name for entry in load_registry(*self._registry_path()).trained()]
+
+    def source_names(self) -> list[str]:
+        """Every source the corpus curates: one ``corpus_shards`` partition each."""
+        return [*self.synthetic_sources(), *self.registry_sources()]
+
+    def _registry_path(self) -> tuple:
+        return (Path(self.registry.registry),) if self.registry and self.registry.registry else ()
 
 
 class MixtureRecipe(_Strict):
@@ -174,6 +209,18 @@ class Recipe(_Strict):
     tracking: TrackingRecipe = TrackingRecipe()
 
     @model_validator(mode="after")
+    def _mixtures_name_corpus_sources(self) -> Recipe:
+        if self.corpus.registry is not None and self.corpus.registry.sources is None:
+            return self  # every registry dataset: checked against the registry when it is read
+        known = set(self.corpus.source_names())
+        for name in [*self.stages, "rl"]:
+            unknown = sorted(set(self.stage(name).mixture.sources) - known)
+            if unknown:
+                prefix = "rl" if name == "rl" else f"stages.{name}"
+                raise ValueError(f"{prefix}.mixture.sources: {unknown} are not corpus sources (known: {sorted(known)})")
+        return self
+
+    @model_validator(mode="after")
     def _parents_form_a_chain(self) -> Recipe:
         known = {"base_model"}
         for name, stage in self.stages.items():
@@ -204,6 +251,21 @@ class Recipe(_Strict):
 
     def section_hash(self, name: str) -> str:
         return stable_hash(self.section(name))
+
+    def chained_hash(self, name: str) -> str:
+        """Hash of a checkpoint's own section and of everything upstream that shapes it.
+
+        A stage's weights depend on its parent's recipe and on the corpus recipe, not only on its
+        own section, so editing stage 2 must change stage 3's and the RL policy's versions too.
+        ``section_hash`` stays the job's own check (``--expect-hash``); this one versions the asset.
+        """
+        if name in ("base_model", "corpus", "evaluation"):
+            return self.section_hash(name)
+        return stable_hash({
+            "section": self.section_hash(name),
+            "parent": self.chained_hash(self.stage(name).parent),
+            "corpus": self.section_hash("corpus"),
+        })
 
 
 def stable_hash(data: Any, length: int = 16) -> str:

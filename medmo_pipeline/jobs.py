@@ -66,6 +66,10 @@ class JobReporter:
         if data_version:
             self.log(f"data version: {data_version}")
 
+    def check(self, name: str, passed: bool, description: str, metadata: dict[str, Any] | None = None) -> None:
+        """An asset check's result, computed by the job that has the data at hand."""
+        self.log(f"check {name}: {'passed' if passed else 'FAILED'}: {description}")
+
 
 class PipesJobReporter(JobReporter):
     def __init__(self, pipes: Any) -> None:
@@ -77,6 +81,10 @@ class PipesJobReporter(JobReporter):
 
     def report(self, metadata: dict[str, Any], data_version: str | None = None) -> None:
         self.pipes.report_asset_materialization(metadata=_typed(metadata), data_version=data_version)
+
+    def check(self, name: str, passed: bool, description: str, metadata: dict[str, Any] | None = None) -> None:
+        self.pipes.report_asset_check(check_name=name, passed=passed, severity="ERROR",
+                                      metadata=_typed({"description": description, **(metadata or {})}))
 
 
 @contextmanager

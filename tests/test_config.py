@@ -108,3 +108,25 @@ def test_rl_reference_policy_settings_reach_trls_config(tmp_path):
         0.05, True, 7, 0.9)
     assert (config.epsilon, config.epsilon_high, config.loss_type) == (0.15, 0.25, "dapo")
     assert config.num_generations == recipe.rl.grpo.num_generations
+
+
+def test_paper_mixtures_name_registry_datasets():
+    from medmo_pipeline.config import load_recipe
+
+    recipe = load_recipe("paper")
+    sources = set(recipe.corpus.source_names())
+    assert len(sources) == 45
+    for name in [*recipe.stages, "rl"]:
+        assert set(recipe.stage(name).mixture.sources) <= sources, name
+
+
+def test_a_mixture_naming_a_source_the_corpus_lacks_is_a_clear_error(tmp_path):
+    import pytest
+
+    from medmo_pipeline.config import RecipeError, load_recipe
+    from tests.conftest import embedded_recipe_data, write_recipe
+
+    data = embedded_recipe_data()
+    data["stages"]["stage2"]["mixture"]["sources"]["synth_ct"] = 1
+    with pytest.raises(RecipeError, match=r"stages\.stage2\.mixture\.sources: \['synth_ct'\] are not corpus sources"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", data))

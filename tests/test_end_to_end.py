@@ -3,6 +3,7 @@ instance (sqlite under MEDMO_HOME) and a real MLflow store; then lineage is chec
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -46,9 +47,23 @@ def demo_run(tmp_path_factory):
     events = {}
     for key in instance.get_asset_keys():
         event = instance.get_latest_materialization_event(key)
-        events[key.to_user_string()] = event
-    yield {"home": home, "stdout": out.stdout, "events": events, "instance": instance}
+        if event is not None:  # corpus_sources is observed, never materialized
+            events[key.to_user_string()] = event
+    yield {"home": home, "env": env, "stdout": out.stdout, "events": events, "instance": instance,
+           "partitions": partition_events(instance, "corpus_shards")}
     instance.dispose()
+
+
+def partition_events(instance, key: str) -> dict:
+    """Partition -> newest materialization event of that partition."""
+    import dagster as dg
+
+    out = {}
+    for partition in instance.get_materialized_partitions(dg.AssetKey(key)):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1).records
+        out[partition] = records[0].event_log_entry.dagster_event.event_specific_data.materialization
+    return out
 
 
 def _path(event) -> Path:
@@ -60,10 +75,24 @@ def _version(event) -> str:
     return event.asset_materialization.tags["dagster/data_version"]
 
 
-def test_every_asset_materialized_in_one_run(demo_run):
+def test_every_partition_then_every_other_asset_materialized(demo_run):
     events = demo_run["events"]
-    assert set(events) >= {*CHAIN, "corpus_shards", "stage_ablation", *(f"{c}_eval_table" for c in CHAIN)}
-    assert len({e.run_id for e in events.values()}) == 1
+    mixtures = {f"{stage}_mixture" for stage in ("stage1", "stage2", "stage3", "rl")}
+    assert set(events) >= {*CHAIN, *mixtures, "stage_ablation", *(f"{c}_eval_table" for c in CHAIN)}
+    assert set(demo_run["partitions"]) == {"synth_xray", "synth_cells", "synth_medqa"}
+    # One run per corpus partition (a partitioned asset), then one run for the rest of the graph.
+    assert len({e.run_id for name, e in events.items() if name != "corpus_shards"}) == 1
+
+
+def test_every_corpus_partition_passed_its_checks(demo_run):
+    import dagster as dg
+
+    instance = demo_run["instance"]
+    for check in ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest"):
+        key = dg.AssetCheckKey(dg.AssetKey("corpus_shards"), check)
+        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+        assert len(records) == 3, check  # one per partition
+        assert all(r.status.value == "SUCCEEDED" for r in records), check
 
 
 def test_lineage_chain_from_the_rl_policy_back_to_the_base_model(demo_run):
@@ -77,14 +106,17 @@ def test_lineage_chain_from_the_rl_policy_back_to_the_base_model(demo_run):
     assert json.loads((current / "lineage.json").read_text())["stage"] == "base_model"
 
 
-def test_corpus_version_in_every_lineage_is_the_corpus_assets_version(demo_run):
-    events = demo_run["events"]
-    corpus_version = _version(events["corpus_shards"])
-    for name in CHAIN[:-1]:
+def test_corpus_versions_in_every_lineage_are_the_curated_partitions_versions(demo_run):
+    events, partitions = demo_run["events"], demo_run["partitions"]
+    for name, mixture in zip(CHAIN[:-1], ["rl_mixture", "stage3_mixture", "stage2_mixture", "stage1_mixture"]):
         lineage = json.loads((_path(events[name]) / "lineage.json").read_text())
-        assert lineage["corpus"]["data_version"] == corpus_version
+        assert lineage["corpus"]["data_version"] == _version(events[mixture]), name
+        assert lineage["corpus"]["sources"], name
+        for source, info in lineage["corpus"]["sources"].items():
+            assert info["data_version"] == partitions[source].tags["dagster/data_version"], (name, source)
+            assert info["revision"] == partitions[source].metadata["revision"].value
         meta = events[name].asset_materialization.metadata
-        assert meta["corpus_data_version"].value == corpus_version
+        assert meta["corpus_data_version"].value == lineage["corpus"]["data_version"]
         assert meta["mlflow_run_id"].value == lineage["mlflow_run_id"]
 
 
@@ -149,6 +181,43 @@ def test_everything_lives_under_medmo_home(demo_run):
     for sub in ("corpus", "models", "checkpoints", "eval", "reports", "mlflow", "dagster"):
         assert (home / sub).is_dir(), sub
     assert not (ROOT / "mlruns").exists()
+
+
+def test_medmo_lineage_of_the_rl_policy_matches_the_checkpoints_on_disk(demo_run):
+    out = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "lineage", "rl_policy", "--json"],
+                         check=False, capture_output=True, text=True, cwd=ROOT, env=demo_run["env"], timeout=300)
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout)
+    events, partitions = demo_run["events"], demo_run["partitions"]
+    links = document["chain"]
+    assert [link["stage"] for link in links] == ["rl", "stage3", "stage2", "stage1", "base_model"]
+    assert document["start"] == str(_path(events["rl_policy"]).resolve())
+    for link, key in zip(links, CHAIN):
+        event = events[key]
+        path = _path(event).resolve()
+        record = json.loads((path / "lineage.json").read_text())
+        assert link["path"] == str(path), key
+        assert link["data_version"] == record["data_version"] == _version(event), key
+        assert link["recipe"]["name"] == record["recipe"]["name"] == "embedded-small"
+        for field in ("mlflow_run_id", "git_commit", "dagster_run_id", "started", "ended", "parent", "corpus",
+                      "mixture", "metrics"):
+            assert link[field] == record[field], (key, field)
+        assert link["recipe"]["hash"] == record["recipe"]["hash"], key
+        assert link["recipe"]["resolved"] == record["recipe"]["resolved"], key
+        assert link["dagster_run_id"] == event.run_id, key
+        if key == "base_model":
+            assert link["parent"] is None and link["corpus"] is None
+            continue
+        assert link["parent_matches"] is True, key
+        assert link["mlflow_run_id"] == event.asset_materialization.metadata["mlflow_run_id"].value, key
+        assert link["corpus"]["sources"], key
+        for source, info in link["corpus"]["sources"].items():
+            assert info["data_version"] == partitions[source].tags["dagster/data_version"], (key, source)
+            assert info["revision"] == partitions[source].metadata["revision"].value, (key, source)
+        assert sum(n for tasks in link["mixture"]["drawn"].values() for n in tasks.values()) > 0, key
+    for child, parent in itertools.pairwise(links):
+        assert child["parent"]["path"] == parent["path"]
+        assert child["parent"]["data_version"] == parent["data_version"]
 
 
 def _leaks(text: str | bytes, where: str) -> list[str]:

@@ -1,48 +1,115 @@
-"""Corpus job: curate and shard the recipe's corpus; report the corpus index and its version.
+"""Corpus job: curate one source of the recipe's corpus into shards; report its version and checks.
 
-    python -m medmo_pipeline.data.build --recipe embedded
+    python -m medmo_pipeline.data.build --recipe embedded --source synth_xray
+    python -m medmo_pipeline.data.build --recipe embedded            # every source, then an index
+
+Dagster runs it once per ``corpus_shards`` partition (``--source``). The checks it reports are the
+partition's asset checks: schema valid, quarantine rate under the recipe's threshold, no evaluation
+contamination left, row counts equal to the manifest.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from medmo_pipeline import home
-from medmo_pipeline.config import RecipeError
 from medmo_pipeline.jobs import checked_recipe, job_parser
+
+CHECKS = ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser(__doc__.splitlines()[0])
+    parser.add_argument("--source", action="append", help="source to curate (repeatable; default: all)")
     args = parser.parse_args(argv)
     recipe, code_version = checked_recipe(args, "corpus")
-    if recipe.corpus.kind != "synthetic":
-        raise RecipeError(
-            "corpus.kind: 'registry' curation of the real datasets is not available in this version; "
-            "use the embedded default's synthetic corpus"
-        )
 
-    from medmo_pipeline.data.corpus import build_synthetic_corpus
+    from medmo_pipeline.data import corpus as corpus_index
+    from medmo_pipeline.data.sources import curate_source
     from medmo_pipeline.jobs import Md, job_reporter
 
+    names = args.source or recipe.corpus.source_names()
     with job_reporter() as reporter:
         started = time.time()
-        index = build_synthetic_corpus(recipe.corpus, home.corpus_dir(), seed=recipe.seed, log=reporter.log)
-        table = "| source | rows | train | eval | shards | data version |\n|---|---|---|---|---|---|\n" + "\n".join(
-            f"| {name} | {info['rows']} | {info['splits'].get('train', '')} | {info['splits'].get('eval', '')} "
-            f"| {info['shards']} | `{info['data_version'][:12]}` |"
-            for name, info in index["sources"].items()
-        )
-        reporter.report(
-            {
-                "index_path": __import__("pathlib").Path(index["index_path"]),
-                "rows": sum(info["rows"] for info in index["sources"].values()),
-                "sources": Md(table),
-                "recipe_hash": code_version,
-                "wall_seconds": round(time.time() - started, 2),
-            },
-            data_version=index["data_version"],
-        )
+        reports = {}
+        for name in names:
+            reporter.log(f"{name}: curating")
+            reports[name] = curate_source(recipe.corpus, name, home.corpus_dir(), seed=recipe.seed,
+                                          log=reporter.log)
+            reporter.log(f"{name}: {reports[name]['rows_kept']} rows kept in {reports[name]['shards']} shards "
+                         f"(data version {reports[name]['data_version'][:12]})")
+        if len(names) == 1:
+            report = reports[names[0]]
+            for check, (passed, description) in source_checks(report, recipe.corpus.max_quarantine_rate).items():
+                reporter.check(check, passed, description)
+            reporter.report(source_metadata(report, code_version, started), data_version=report["data_version"])
+            return
+        index = corpus_index.write_index(home.corpus_dir(), {n: corpus_index.source_entry(r) for n, r in reports.items()})
+        reporter.report({"index_path": Path(index["index_path"]), "sources": Md(corpus_index.markdown(index)),
+                         "recipe_hash": code_version, "wall_seconds": round(time.time() - started, 2)},
+                        data_version=index["data_version"])
+
+
+def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[bool, str]]:
+    """The partition's asset checks, from the curation report and the published shards."""
+    from medmo_pipeline.data import shards
+    from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+
+    shard_dir = Path(report["shard_dir"])
+    problems = shards.verify_shards(shard_dir)
+    manifest = shards.read_manifest(shard_dir)
+    schema_ok = manifest.get("schema") == shards.schema_string(SAMPLE_SCHEMA)
+    rate = report["quarantine_rate"]
+    quarantine_note = (f"{report['quarantined']} of {report['rows_in']} rows quarantined ({rate:.2%}; "
+                       f"threshold {max_quarantine_rate:.2%}): {report['quarantined_by_reason']}")
+    return {
+        "schema_valid": (schema_ok, "shards follow the sample contract's schema" if schema_ok
+                         else "the manifest's schema differs from the sample contract"),
+        "quarantine_rate_ok": (rate <= max_quarantine_rate, quarantine_note),
+        "no_eval_contamination": (_no_contamination_left(shard_dir),
+                                  f"{report['contaminated']} training rows matching evaluation items dropped"),
+        "rows_match_manifest": (not problems, "; ".join(problems) or
+                                f"{manifest['total_rows']} rows in {len(manifest['shards'])} shards, "
+                                "sha256 and counts as listed"),
+    }
+
+
+def _no_contamination_left(shard_dir: Path) -> bool:
+    """Training rows share no image hash with the evaluation split of the same shards."""
+    from medmo_pipeline.data import shards
+
+    train, held_out = set(), set()
+    for row in shards.iter_rows(shard_dir, columns=["split", "images"]):
+        hashes = {image["sha256"] for image in row["images"]}
+        (train if row["split"] == "train" else held_out).update(hashes)
+    return not (train & held_out)
+
+
+def source_metadata(report: dict, code_version: str, started: float) -> dict:
+    from medmo_pipeline.jobs import Md
+
+    reasons = report["quarantined_by_reason"]
+    return {
+        "path": Path(report["shard_dir"]),
+        "source": report["source"],
+        "revision": report["revision"],
+        "source_fingerprint": report["fingerprint"],
+        "rows": report["rows_kept"],
+        "splits": report["splits"],
+        "shards": report["shards"],
+        "rows_in": report["rows_in"],
+        "quarantined": report["quarantined"],
+        "quarantine_rate": round(report["quarantine_rate"], 6),
+        "quarantined_by_reason": Md("| reason | rows |\n|---|---|\n" + "\n".join(
+            f"| {reason} | {count} |" for reason, count in reasons.items()) if reasons else "none"),
+        "quarantine_path": Path(report["quarantine_path"]),
+        "contaminated": report["contaminated"],
+        "duplicates_dropped": report["duplicates_dropped"],
+        "boxes_clipped": report["boxes_clipped"],
+        "recipe_hash": code_version,
+        "wall_seconds": round(time.time() - started, 2),
+    }
 
 
 if __name__ == "__main__":

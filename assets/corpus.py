@@ -1,0 +1,176 @@
+"""The curation side of the graph: sources -> ``corpus_shards`` (one partition per source) -> mixtures.
+
+- ``corpus_sources``: an observable source asset; observing it records each source's cheap
+  fingerprint (``medmo_pipeline.data.sources.fingerprint``) as that partition's data version, so a
+  changed source shows its ``corpus_shards`` partition as stale.
+- ``corpus_shards``: partitioned by source; each partition runs the corpus job for one source and
+  reports four blocking checks (schema, quarantine rate, contamination, manifest counts).
+- ``<stage>_mixture``: the sources a stage reads, with their data versions and the stage's mixture
+  recipe, as a corpus index file. Cheap, so they refresh on their own when a partition changes; a
+  mixture's data version changes only when one of *its* sources changed.
+- ``corpus_source_sensor``: observes the sources and re-curates only the partitions whose source
+  changed since their last curation.
+"""
+
+
+import json
+
+import dagster as dg
+
+from medmo_pipeline import home
+from medmo_pipeline.config import Recipe, stable_hash
+from resources.launcher import LocalLauncher
+
+SOURCES = dg.AssetKey("corpus_sources")
+CORPUS = dg.AssetKey("corpus_shards")
+CHECKS = {
+    "schema_valid": "the shards follow the sample contract's schema",
+    "quarantine_rate_ok": "the share of quarantined rows is under corpus.max_quarantine_rate",
+    "no_eval_contamination": "no training row shares an image with an evaluation item",
+    "rows_match_manifest": "every shard's sha256 and row count match the manifest",
+}
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def mixture_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(f"{name}_mixture")
+
+
+def source_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(recipe.corpus.source_names())
+
+
+def current_fingerprints(recipe: Recipe, log=None) -> dict[str, str]:
+    """Source -> fingerprint, for every source whose data is reachable now."""
+    from medmo_pipeline.data.registry import SourceUnavailable
+    from medmo_pipeline.data.sources import fingerprint
+
+    out = {}
+    for source in recipe.corpus.source_names():
+        try:
+            out[source] = fingerprint(recipe.corpus, source, seed=recipe.seed)["version"]
+        except SourceUnavailable as error:
+            if log is not None:
+                log.warning(f"{source}: not observed: {error}")
+    return out
+
+
+def latest_partition(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
+    """The newest materialization of one partition, or None."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]),
+                                              limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def source_entries(context, sources: list[str]) -> dict[str, dict]:
+    """Corpus-index entries (path, data version, revision, counts) of the newest curation of ``sources``."""
+    entries = {}
+    for source in sources:
+        event = latest_partition(context.instance, CORPUS, source)
+        if event is None:
+            raise dg.Failure(f"corpus_shards partition {source!r} has not been materialized yet; "
+                             f"materialize it first (dagster asset materialize --select corpus_shards "
+                             f"--partition {source})")
+        meta = {k: v.value for k, v in event.metadata.items()}
+        entries[source] = {"path": str(meta["path"]), "data_version": event.tags[DATA_VERSION_TAG],
+                           "revision": meta["revision"], "rows": meta["rows"], "splits": meta["splits"],
+                           "shards": meta["shards"]}
+    return entries
+
+
+def corpus_index(context, sources: list[str], mixture: dict | None = None) -> dict:
+    from medmo_pipeline.data import corpus
+
+    return corpus.write_index(home.corpus_dir(), source_entries(context, sources), mixture=mixture)
+
+
+def curation_assets(recipe: Recipe, recipe_arg: list[str]) -> list:
+    partitions = source_partitions(recipe)
+    version = recipe.section_hash("corpus")
+
+    @dg.observable_source_asset(
+        key=SOURCES, partitions_def=partitions, group_name="curation",
+        description="The datasets the corpus is curated from (synthetic generators or local copies of the "
+                    "registry's datasets); an observation records each one's cheap fingerprint.",
+    )
+    def corpus_sources(context) -> dg.DataVersionsByPartition:
+        # Materialize it together with corpus_shards: the observation then precedes the curation, and
+        # the partition's provenance names the source version it was curated from.
+        versions = current_fingerprints(recipe, context.log)
+        if context.has_partition_key:
+            versions = {k: v for k, v in versions.items() if k == context.partition_key}
+        return dg.DataVersionsByPartition(versions)
+
+    @dg.asset(
+        key=CORPUS, partitions_def=partitions, deps=[SOURCES], group_name="curation",
+        code_version=recipe.chained_hash("corpus"), kinds={"parquet"},
+        check_specs=[dg.AssetCheckSpec(name, asset=CORPUS, description=text, blocking=True)
+                     for name, text in CHECKS.items()],
+        description="Curated shards of one source (Parquet + manifest); data version = manifest hash. "
+                    "Quarantined rows and their reasons sit beside the shards.",
+    )
+    def corpus_shards(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        return launcher.launch(context, "medmo_pipeline.data.build",
+                               [*recipe_arg, "--source", context.partition_key, "--expect-hash", version])
+
+    mixtures = [mixture_asset(name, recipe) for name in [*recipe.stages, "rl"]]
+    return [corpus_sources, corpus_shards, *mixtures]
+
+
+def mixture_asset(name: str, recipe: Recipe):
+    stage = recipe.stage(name)
+    declared = {"stage": name, **stage.mixture.model_dump(mode="json"), "image": stage.image.model_dump(mode="json")}
+
+    @dg.asset(
+        key=mixture_key(name), deps=[CORPUS], group_name="curation", code_version=stable_hash(declared),
+        automation_condition=dg.AutomationCondition.eager(), kinds={"json"},
+        description=f"What {name} trains on: sources {sorted(stage.mixture.sources)} with weights, tasks and "
+                    "resolution from the recipe, pinned to each source's data version.",
+    )
+    def _mixture(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from medmo_pipeline.data import corpus
+
+        index = corpus_index(context, sorted(stage.mixture.sources), mixture=declared)
+        return dg.MaterializeResult(
+            metadata={"index_path": dg.MetadataValue.path(index["index_path"]),
+                      "sources": dg.MetadataValue.md(corpus.markdown(index)),
+                      "mixture": dg.MetadataValue.json(declared)},
+            data_version=dg.DataVersion(index["data_version"]),
+        )
+
+    return _mixture
+
+
+def source_sensor(recipe: Recipe):
+    @dg.sensor(
+        name="corpus_source_sensor", asset_selection=[CORPUS], minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Observes every source's fingerprint; re-curates the corpus_shards partitions whose "
+                    "source changed since they were curated, and only those.",
+    )
+    def corpus_source_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        return changed_sources_result(context.instance, recipe, context.cursor, context.log)
+
+    return corpus_source_sensor
+
+
+def changed_sources_result(instance: dg.DagsterInstance, recipe: Recipe, cursor: str | None, log=None) -> dg.SensorResult:
+    """An observation for each source whose fingerprint is new since the last tick (the cursor), and a
+    run for each curated partition whose source differs from what it was curated from.
+
+    A partition never curated is left for a person to launch (it is missing, not changed). The run key
+    carries the fingerprint, so one change is curated once however many ticks see it.
+    """
+    seen = json.loads(cursor) if cursor else {}
+    current = current_fingerprints(recipe, log)
+    observations = [dg.AssetObservation(asset_key=SOURCES, partition=source, tags={DATA_VERSION_TAG: version})
+                    for source, version in current.items() if seen.get(source) != version]
+    requests = []
+    for source, version in current.items():
+        event = latest_partition(instance, CORPUS, source)
+        curated = event.metadata.get("source_fingerprint") if event is not None else None
+        if curated is not None and curated.value != version:
+            requests.append(dg.RunRequest(run_key=f"{source}:{version[:16]}", asset_selection=[CORPUS],
+                                          partition_key=source, tags={"medmo/reason": "source changed"}))
+    return dg.SensorResult(run_requests=requests, asset_events=observations, cursor=json.dumps(current, sort_keys=True),
+                           skip_reason=None if requests or observations else "no source changed")

@@ -1,0 +1,172 @@
+"""One corpus source at a time: its cheap fingerprint, and curating it into shards.
+
+A source is either synthetic (rows from the seeded generator) or a registry dataset read from a local
+copy under the recipe's data root. ``corpus_shards`` is partitioned by source, so each partition
+curates exactly one source; the fingerprint is what an observation of the source records, so a
+changed source shows its partition as stale without reading the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from medmo_pipeline.config import CorpusRecipe, stable_hash
+
+FINGERPRINT_HEAD_BYTES = 64 * 1024  # per file: enough to notice an edit, cheap at millions of files
+
+
+class UnknownSource(ValueError):
+    pass
+
+
+def data_root(corpus: CorpusRecipe) -> Path:
+    """The registry data root, with ${VAR} expanded from the environment."""
+    raw = os.path.expandvars(corpus.registry.data_root)
+    if "$" in raw:
+        raise UnknownSource(f"corpus.registry.data_root {corpus.registry.data_root!r}: an environment variable "
+                            "in it is not set")
+    return Path(raw).expanduser()
+
+
+def registry_entry(corpus: CorpusRecipe, source: str):
+    from medmo_pipeline.data.registry import load_registry
+
+    return load_registry(*corpus._registry_path()).get(source)
+
+
+def synthetic_revision(corpus: CorpusRecipe, source: str, seed: int) -> str:
+    spec = corpus.synthetic
+    return (f"synthetic:seed={seed}:size={spec.image_size}:"
+            f"{spec.train_rows.get(source, 0)}+{spec.eval_rows.get(source, 0)}")
+
+
+def _check_known(corpus: CorpusRecipe, source: str) -> None:
+    if source not in corpus.source_names():
+        raise UnknownSource(f"source {source!r} is not in the corpus recipe (sources: {corpus.source_names()})")
+
+
+def fingerprint(corpus: CorpusRecipe, source: str, *, seed: int) -> dict:
+    """A cheap version of a source's input, without reading it all.
+
+    Synthetic: the generator's parameters and the hash of its code. Registry, local copy: every file's
+    relative path, size and mtime plus a hash of its first bytes. Registry, hub-pinned with no local
+    copy checked: the pinned revision. Returns {"version", "revision", "files"}.
+    """
+    _check_known(corpus, source)
+    if source in corpus.synthetic_sources():
+        from medmo_pipeline.data import synthetic
+
+        code = _tree_digest(Path(synthetic.__file__).parent, pattern="*.py")
+        revision = synthetic_revision(corpus, source, seed)
+        return {"version": stable_hash({"revision": revision, "code": code}, length=64),
+                "revision": revision, "files": None}
+    from medmo_pipeline.data.registry import resolve_source
+
+    entry = registry_entry(corpus, source)
+    directory = resolve_source(entry, data_root(corpus))
+    digest, count = _files_digest(directory)
+    revision = entry.origin.revision or f"local:{digest[:12]}"
+    return {"version": stable_hash({"revision": entry.origin.revision, "files": digest}, length=64),
+            "revision": revision, "files": count}
+
+
+def _files_digest(directory: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+        stat = path.stat()
+        with path.open("rb") as handle:
+            head = hashlib.sha256(handle.read(FINGERPRINT_HEAD_BYTES)).hexdigest()
+        digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{head}\n".encode())
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _tree_digest(directory: Path, *, pattern: str) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob(pattern)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def source_rows(corpus: CorpusRecipe, source: str, *, seed: int) -> Iterator[dict]:
+    """Every raw row of one source (synthetic: train then eval split)."""
+    _check_known(corpus, source)
+    if source in corpus.synthetic_sources():
+        from medmo_pipeline.data import synthetic
+
+        spec = corpus.synthetic
+        for split, counts in (("train", spec.train_rows), ("eval", spec.eval_rows)):
+            yield from synthetic.generate_rows(source, split, counts.get(source, 0), seed=seed,
+                                               image_size=spec.image_size)
+        return
+    from medmo_pipeline.data.registry import iter_source_rows
+
+    yield from iter_source_rows(registry_entry(corpus, source), data_root(corpus))
+
+
+def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> set[str]:
+    """Image hashes and normalised questions of every evaluation item training rows must not match.
+
+    The embedded default evaluates on the synthetic eval split of every synthetic source. Benchmarks
+    of the registry join this index when their local copies are present (issue of the evaluation side).
+    """
+    from medmo_pipeline.data import synthetic
+    from medmo_pipeline.data.curation import build_eval_index
+
+    spec = corpus.synthetic
+    if spec is None:
+        return set()
+    rows = (row for source in corpus.synthetic_sources()
+            for row in synthetic.generate_rows(source, "eval", spec.eval_rows.get(source, 0), seed=seed,
+                                               image_size=spec.image_size))
+    return build_eval_index(rows)
+
+
+def curate_source(
+    corpus: CorpusRecipe, source: str, root: Path, *, seed: int, log: Callable[[str], None] = print
+) -> dict:
+    """Curate one source into ``<root>/<source>/<manifest hash>/``; returns the curation report.
+
+    Curation runs into a staging directory and is published under its manifest hash, so an
+    identical re-run reuses what is there and a reader never sees a half-written source. The
+    quarantine table sits beside the shard directory as ``<manifest hash>.quarantine.parquet``.
+    """
+    from medmo_pipeline.atomic import staged_dir
+    from medmo_pipeline.data import shards
+    from medmo_pipeline.data.curation import curate
+
+    source_root = Path(root) / source
+    source_root.mkdir(parents=True, exist_ok=True)
+    staging = source_root / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.with_name(f"{staging.name}.quarantine.parquet").unlink(missing_ok=True)
+    source_fingerprint = fingerprint(corpus, source, seed=seed)
+    report = curate(
+        source_rows(corpus, source, seed=seed), staging, source=source,
+        eval_index=evaluation_index(corpus, seed=seed), shard_rows=corpus.shard_rows,
+        source_revision=source_fingerprint["revision"],
+        progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
+                               f"{c['quarantined']} quarantined"),
+        progress_every=100_000,
+    )
+    final = source_root / report["data_version"]
+    quarantine = Path(report["quarantine_path"])
+    if final.exists() and not shards.verify_shards(final):
+        shutil.rmtree(staging)  # identical content already published
+    else:
+        with staged_dir(final) as tmp:
+            for item in staging.iterdir():
+                item.rename(tmp / item.name)
+        shutil.rmtree(staging, ignore_errors=True)
+    published_quarantine = final.with_name(f"{final.name}.quarantine.parquet")
+    if quarantine.exists():
+        quarantine.replace(published_quarantine)
+    manifest = report.pop("manifest")
+    return {**report, "shard_dir": str(final), "quarantine_path": str(published_quarantine),
+            "splits": manifest.get("splits", {}), "shards": len(manifest["shards"]),
+            "revision": manifest.get("source_revision", ""), "fingerprint": source_fingerprint["version"]}

@@ -5,11 +5,13 @@
    of the same rows already normalised. Target: ratio >= 0.5.
 2. peak RSS of ``curate`` streaming 10k vs 100k rows, each in a fresh subprocess. Target: <= 1.2.
 
-Rows are synthetic VQA rows with a distinct small PNG each (64 x 64 by default), so the image cache
-never hits and every row pays a full decode.
+Rows are synthetic VQA rows with a distinct small PNG each (64 x 64), so the image cache never hits
+and every row pays the full image check (PNG structure and CRCs; ``--decode-png`` decodes the pixels
+too, as curation did before).
 
-    python benches/curation.py            # about 1-2 minutes
-    python benches/curation.py --quick    # smaller sizes, for a smoke test
+    python benches/curation.py                 # about 1-2 minutes
+    python benches/curation.py --quick         # smaller sizes, for a smoke test
+    python benches/curation.py --decode-png    # throughput with a full PNG decode per image
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.curation import curate
+from medmo_pipeline.data.curation import CurationLimits, curate
+from medmo_pipeline.data.images import ImageLimits
 from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 
 SHARD_ROWS = 2000
@@ -68,20 +71,22 @@ def plain_write(rows: list[dict], out_dir: Path) -> None:
                        compression=shards.COMPRESSION, compression_level=shards.COMPRESSION_LEVEL)
 
 
-def throughput(n: int, repeats: int) -> None:
+def throughput(n: int, repeats: int, limits: CurationLimits) -> None:
     rows = list(synthetic_rows(n))
     best_curate, best_plain = float("inf"), float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(repeats):  # interleaved, best of: the machine is shared and noisy
             start = time.perf_counter()
-            report = curate(rows, Path(tmp) / f"curated{attempt}", source="bench", shard_rows=SHARD_ROWS)
+            report = curate(rows, Path(tmp) / f"curated{attempt}", source="bench", shard_rows=SHARD_ROWS,
+                            limits=limits)
             best_curate = min(best_curate, time.perf_counter() - start)
             assert report["rows_kept"] == n, report["quarantined_by_reason"]
             start = time.perf_counter()
             plain_write(rows, Path(tmp) / f"plain{attempt}")
             best_plain = min(best_plain, time.perf_counter() - start)
     ours, plain = n / best_curate, n / best_plain
-    print(f"throughput ({n} rows, 64x64 PNG, best of {repeats}):")
+    check = "full PNG decode" if limits.image.decode_png else "PNG structure + CRCs"
+    print(f"throughput ({n} rows, 64x64 PNG, {check}, best of {repeats}):")
     print(f"  full curation (validate+normalise+hash+write): {ours:10.0f} rows/s")
     print(f"  plain pyarrow write of normalised rows:        {plain:10.0f} rows/s")
     print(f"  ratio: {ours / plain:.2f}x  (target >= 0.5x)")
@@ -110,13 +115,16 @@ def memory(small: int, large: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--decode-png", action="store_true", help="decode every PNG fully (throughput only)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         child_peak_rss(args.rss_child)
         return
-    throughput(2_000 if args.quick else 10_000, 2 if args.quick else 3)
-    memory(*((2_000, 20_000) if args.quick else (10_000, 100_000)))
+    throughput(2_000 if args.quick else 10_000, 2 if args.quick else 3,
+               CurationLimits(image=ImageLimits(decode_png=args.decode_png)))
+    if not args.decode_png:
+        memory(*((2_000, 20_000) if args.quick else (10_000, 100_000)))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ One streaming pass, row by row (``curate``):
    lone surrogates rejected) and are NFC-normalised and stripped; the id becomes ``source:local_id``;
    task, split and turn order follow the sample contract; the assistant reply is non-empty, and so is
    ``answer`` for vqa / text_qa / grounding; choices, when present, contain the answer (as option
-   text or option letter). Images: present, fully decodable, within ``ImageLimits`` (the pixel count
-   is checked from the header before decoding: decompression-bomb guard), with an extension that
-   matches the content, and a declared size equal to the decoded one; sha256, width and height are
-   recomputed. Boxes (pixels of the first image): finite, positive width and height, and inside the
-   image after the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its
-   own area is clipped to the image; otherwise the row is quarantined.
+   text or option letter). Images: present, intact (PNG: every chunk's CRC and the chunk layout,
+   see ``images.verify_png``; other formats: a full decode), within ``ImageLimits`` (the pixel count
+   is checked from the header first: decompression-bomb guard), with an extension that matches the
+   content, and a declared size equal to the real one; sha256, width and height are recomputed.
+   Boxes (pixels of the first image): finite, positive width and height, and inside the image after
+   the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its own area
+   is clipped to the image; otherwise the row is quarantined.
 2. **quarantine** every row failing a check, with one reason from ``REASONS`` and a detail, into
    ``quarantine.parquet``; rows with an id already kept are quarantined as ``duplicate_id``.
 3. **decontaminate** train rows: a row using an image whose sha256 is in the eval index, or whose
@@ -20,10 +21,12 @@ One streaming pass, row by row (``curate``):
 4. **de-duplicate** exactly: same split, same image hashes and same normalised texts -> dropped and
    counted.
 5. **write** the kept rows with ``shards.write_shards`` (one shard of rows in memory at a time).
+   Every step is deterministic, so re-running a killed or failed curation into the same directory
+   rewrites only the shards that are missing (the writer keeps files whose bytes already match).
 
 Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
 key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
-table is flushed every ``QUARANTINE_BATCH`` rows; the decoded-image cache holds ``IMAGE_CACHE``
+table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``IMAGE_CACHE``
 entries. A 64-bit key collides with probability ~n^2 / 2^65 (about 1e-5 at 26M rows): an
 accepted risk of dropping one row too many.
 """
@@ -49,7 +52,7 @@ from medmo_pipeline.data.schema import SAMPLE_SCHEMA, SPLITS, TASKS
 
 QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_BATCH = 10_000
-IMAGE_CACHE = 4096  # decoded-image results by sha256: VQA sets ask many questions of one image
+IMAGE_CACHE = 4096  # image-check results by sha256: VQA sets ask many questions of one image
 TASKS_WITH_IMAGES = ("caption", "vqa", "report", "grounding")
 TASKS_WITH_ANSWER = ("vqa", "text_qa", "grounding")
 LETTERS = "ABCDEFGHIJ"
@@ -101,6 +104,8 @@ _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 def clean_text(value, what: str) -> str:
     """Valid UTF-8 text, NFC-normalised and stripped; raises Rejected('invalid_utf8')."""
+    if type(value) is str and value.isascii():  # the common case: ASCII is valid UTF-8 and NFC already
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray)):
@@ -181,9 +186,8 @@ def check_row(row: dict, *, source: str, images: ImageChecker, limits: CurationL
     """The normalised row and how many of its boxes were clipped; raises Rejected."""
     if not isinstance(row, dict):
         raise Rejected("malformed_row", f"row is {type(row).__name__}")
-    missing = [name for name in ("id", "task", "messages") if name not in row or row[name] is None]
-    if missing:
-        raise Rejected("schema", f"missing {missing}")
+    if row.get("id") is None or row.get("task") is None or row.get("messages") is None:
+        raise Rejected("schema", f"missing {[name for name in ('id', 'task', 'messages') if row.get(name) is None]}")
     local_id = clean_text(row["id"], "id")
     if not local_id:
         raise Rejected("schema", "empty id")
@@ -191,9 +195,8 @@ def check_row(row: dict, *, source: str, images: ImageChecker, limits: CurationL
     if task not in TASKS or split not in SPLITS:
         raise Rejected("schema", f"task {task!r} / split {split!r} not in {TASKS} / {SPLITS}")
     messages = [_message(m, i) for i, m in enumerate(row["messages"])]
-    roles = [m["role"] for m in messages]
-    if len(roles) < 2 or roles[0] != "user" or roles[-1] != "assistant":
-        raise Rejected("schema", f"turns must go user ... assistant, got {roles}")
+    if len(messages) < 2 or messages[0]["role"] != "user" or messages[-1]["role"] != "assistant":
+        raise Rejected("schema", f"turns must go user ... assistant, got {[m['role'] for m in messages]}")
     if not messages[0]["content"]:
         raise Rejected("missing_question", "empty first user turn")
     if not messages[-1]["content"]:
@@ -227,8 +230,10 @@ def check_row(row: dict, *, source: str, images: ImageChecker, limits: CurationL
 def _message(message: dict, index: int) -> dict:
     if not isinstance(message, dict):
         raise Rejected("malformed_row", f"message {index} is {type(message).__name__}")
-    return {"role": clean_text(message.get("role"), f"messages[{index}].role"),
-            "content": clean_text(message.get("content"), f"messages[{index}].content")}
+    try:
+        return {"role": clean_text(message.get("role"), "role"), "content": clean_text(message.get("content"), "content")}
+    except Rejected as rejected:  # name the turn only on failure: formatting it per row costs
+        raise Rejected(rejected.reason, f"messages[{index}].{rejected.detail}") from None
 
 
 def _check_choices(answer: str, choices: list[str]) -> None:
@@ -297,6 +302,8 @@ class QuarantineWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         self.writer = pq.ParquetWriter(self.temporary, self.SCHEMA, compression="zstd")
         self.pending: list[dict] = []
 
@@ -367,7 +374,7 @@ def curate(
                 reasons[rejected.reason] += 1
                 quarantine.add(index, _raw_id(raw), source, rejected.reason, rejected.detail)
                 continue
-            except Exception as error:  # a row must never stop the source: quarantine it and say why
+            except Exception as error:  # noqa: BLE001 - a row must never stop the source: quarantine it, say why
                 reasons["malformed_row"] += 1
                 quarantine.add(index, _raw_id(raw), source, "malformed_row", f"{type(error).__name__}: {error}")
                 continue

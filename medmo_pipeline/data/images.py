@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,12 @@ EXTENSION_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF",
     ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",
 }  # fmt: skip
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
+_PNG_HEADER_END = 33  # signature + IHDR chunk
+_U32 = struct.Struct(">I")
+_CHUNK_HEAD = struct.Struct(">I4s")
+_IHDR = struct.Struct(">IIBBBBB")
 
 
 class ImageError(ValueError):
@@ -43,37 +51,99 @@ class ImageLimits:
     max_pixels: int = 64_000_000  # e.g. 8000 x 8000; whole-slide images must be tiled beforehand
     min_side: int = 8
     max_aspect_ratio: float = 50.0
+    # PNG is verified from its structure (every chunk's CRC, see ``verify_png``) unless this asks
+    # for a full pixel decode, as every other format gets
+    decode_png: bool = False
 
 
 def inspect_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int, str]:
-    """Decode ``data`` fully and return (width, height, format), or raise ImageError.
+    """Check ``data`` and return (width, height, format), or raise ImageError.
 
     The header's size is checked against ``limits.max_pixels`` before any pixel is decoded, so a
     small file claiming 50000 x 50000 costs nothing (PIL's own bomb check is turned into an error too).
+    PNG gets ``verify_png`` (structure and CRCs, no inflating) unless ``limits.decode_png``; every
+    other format is decoded fully.
     """
     if not data:
         raise ImageError("image_empty", "zero bytes")
+    if data.startswith(PNG_SIGNATURE) and not limits.decode_png:
+        (width, height), fmt = verify_png(data, limits), "PNG"
+    else:
+        width, height, fmt = _decode(data, limits)
+    if min(width, height) < limits.min_side:
+        raise ImageError("image_too_small", f"{width}x{height}, min side {limits.min_side}")
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise ImageError("image_aspect_ratio", f"{width}x{height} exceeds {limits.max_aspect_ratio}:1")
+    return width, height, fmt
+
+
+def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int]:
+    """(width, height) of a PNG after checking its structure without inflating the pixels.
+
+    What ``Image.verify`` checks, at C speed: a valid IHDR (size, bit depth for the colour type,
+    methods), the pixel count against the limits, then every chunk in place with a matching CRC-32,
+    at least one IDAT, and an IEND (bytes after it are ignored, as PIL does). A CRC covers every
+    byte of a chunk, so truncation and bit rot are caught; not caught is a zlib stream that a broken
+    encoder wrote with valid CRCs (``ImageLimits.decode_png`` decodes for that). Raises ImageError:
+    ``image_undecodable`` when the header cannot be read (as PIL's open would) or a CRC fails,
+    ``image_truncated`` when the data ends early.
+    """
+    view, end = memoryview(data), len(data)
+    if end < _PNG_HEADER_END or data[12:16] != b"IHDR" or _U32.unpack_from(data, 8)[0] != 13:
+        raise ImageError("image_undecodable", "PNG signature without a complete IHDR chunk")
+    if zlib.crc32(view[12:29]) != _U32.unpack_from(data, 29)[0]:  # before trusting the size it states
+        raise ImageError("image_undecodable", "IHDR chunk: CRC mismatch (corrupt header)")
+    width, height, depth, colour, compression, filtering, interlace = _IHDR.unpack_from(data, 16)
+    if (not 0 < width < 2**31 or not 0 < height < 2**31 or depth not in _PNG_DEPTHS.get(colour, ())
+            or compression or filtering or interlace > 1):
+        raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
+                                              f"{colour}, methods {compression}/{filtering}/{interlace}")
+    _check_pixels(width, height, limits)
+    position, kinds = _PNG_HEADER_END, set()
+    while True:
+        if position + 12 > end:
+            raise ImageError("image_truncated", f"data ends at byte {end} without an IEND chunk")
+        length, kind = _CHUNK_HEAD.unpack_from(data, position)
+        stop = position + 12 + length
+        if stop > end:
+            raise ImageError("image_truncated", f"{kind!r} chunk at byte {position} needs {stop} bytes, has {end}")
+        if zlib.crc32(view[position + 4:stop - 4]) != _U32.unpack_from(data, stop - 4)[0]:
+            raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: CRC mismatch (corrupt data)")
+        if kind == b"IEND":
+            break
+        kinds.add(kind)
+        position = stop
+    if b"IDAT" not in kinds:
+        raise ImageError("image_undecodable", "PNG without an IDAT chunk")
+    return width, height
+
+
+def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
+    """Decode ``data`` fully with PIL (header size checked first): (width, height, format)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageError("image_too_large", str(error)) from None
-        except Exception as error:  # PIL raises many types on garbage headers
+        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
             raise ImageError("image_undecodable", f"{type(error).__name__}: {error}") from None
         width, height = image.size
-        if width * height > limits.max_pixels:
-            raise ImageError("image_too_large", f"header says {width}x{height} > {limits.max_pixels} pixels")
+        _check_pixels(width, height, limits)
         try:
             image.load()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             reason = "image_truncated" if _looks_truncated(error) else "image_undecodable"
             raise ImageError(reason, f"{type(error).__name__}: {error}") from None
-    if min(width, height) < limits.min_side:
-        raise ImageError("image_too_small", f"{width}x{height}, min side {limits.min_side}")
-    if max(width, height) > limits.max_aspect_ratio * min(width, height):
-        raise ImageError("image_aspect_ratio", f"{width}x{height} exceeds {limits.max_aspect_ratio}:1")
     return width, height, image.format or ""
+
+
+def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
+    """The decompression-bomb guard: ours, and PIL's (which ``_decode`` would hit while opening)."""
+    if width * height > limits.max_pixels:
+        raise ImageError("image_too_large", f"header says {width}x{height} > {limits.max_pixels} pixels")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageError("image_too_large", f"header says {width}x{height} > PIL's {Image.MAX_IMAGE_PIXELS} pixels")
 
 
 def header_size(data: bytes) -> tuple[int, int]:
@@ -82,13 +152,16 @@ def header_size(data: bytes) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return Image.open(io.BytesIO(data)).size
-    except Exception:
+    except Exception:  # noqa: BLE001 - any unreadable header means "unknown size" here
         return 0, 0
 
 
 def extension_format(path: str) -> str | None:
     """The format a file name's extension promises, or None when it promises nothing we check."""
-    return EXTENSION_FORMATS.get(Path(path).suffix.lower()) if path else None
+    dot = path.rfind(".") if path else -1  # string ops, not Path(): this runs once per image
+    if dot <= 0 or path[dot - 1] == "/":
+        return None
+    return EXTENSION_FORMATS.get(path[dot:].lower())  # a suffix holding "/" matches no key
 
 
 def image_entry(data: bytes, path: str = "") -> dict:
@@ -134,7 +207,7 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
     try:
         with Image.open(io.BytesIO(data)) as image:
             raw = np.asarray(image)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - PIL raises many types on bad data
         raise ImageError("image_undecodable", f"16-bit PNG {path}: {type(error).__name__}: {error}") from None
     values = raw.astype(np.int32) - offset
     center, width = window if window is not None else full_range_window(values)
@@ -155,7 +228,7 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     try:
         dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
         pixels = dataset.pixel_array
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
         raise ImageError("image_undecodable", f"DICOM {path}: {type(error).__name__}: {error}") from None
     if dataset.get("SamplesPerPixel", 1) == 3:
         return png_entry(pixels.astype(np.uint8), path)

@@ -1,0 +1,114 @@
+"""PNG checked from its structure and CRCs instead of a full decode: the corrupted inputs of the
+curation tests get the same reasons either way, every truncation and every flipped byte of a PNG is
+caught, and the PNG variants PIL writes pass with their real size."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from fixtures_formats import png_bytes
+from PIL import Image
+from test_curation import corrupted_rows
+
+from medmo_pipeline.data.curation import CurationLimits, curate
+from medmo_pipeline.data.images import ImageError, ImageLimits, inspect_image, verify_png
+
+FULL_DECODE = ImageLimits(decode_png=True)
+
+
+def reasons_by_id(rows, out, limits: CurationLimits) -> dict[str, str]:
+    report = curate(rows, out, source="fixture", shard_rows=3, limits=limits)
+    got = {}
+    for item in pq.read_table(report["quarantine_path"]).to_pylist():
+        got[item["row_id"] if item["row_id"] not in got else f"{item['row_id']}#2"] = item["reason"]
+    return got
+
+
+def test_corrupted_inputs_get_the_same_reasons_with_and_without_a_full_decode(tmp_path):
+    rows, expected, _ = corrupted_rows()
+    assert reasons_by_id(rows, tmp_path / "verified", CurationLimits()) == expected
+    assert reasons_by_id(rows, tmp_path / "decoded", CurationLimits(image=FULL_DECODE)) == expected
+
+
+def pil_png(mode: str, **save) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = {"L": (40, 30), "RGB": (40, 30, 3), "RGBA": (40, 30, 4), "I;16": (40, 30)}[mode]
+    dtype = np.uint16 if mode == "I;16" else np.uint8
+    image = Image.fromarray(rng.integers(0, 255, pixels).astype(dtype))
+    if save.pop("palette", False):
+        image = image.convert("P")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data", [
+    pil_png("L"), pil_png("RGB"), pil_png("RGBA"), pil_png("I;16"), pil_png("RGB", palette=True),
+    pil_png("RGB", interlace=1), png_bytes() + b"trailing bytes after IEND",
+], ids=["gray", "rgb", "rgba", "gray16", "palette", "interlaced", "trailing"])
+def test_valid_pngs_pass_with_their_real_size(data):
+    assert verify_png(data) == Image.open(io.BytesIO(data)).size
+    assert inspect_image(data) == (*Image.open(io.BytesIO(data)).size, "PNG") == inspect_image(data, FULL_DECODE)
+
+
+def test_every_truncation_is_caught():
+    data = png_bytes(16, 12)
+    for end in range(8, len(data)):
+        with pytest.raises(ImageError) as error:
+            verify_png(data[:end])
+        # before IHDR is whole the file is unreadable (as PIL's open says), after it is truncated
+        assert error.value.reason == ("image_undecodable" if end < 33 else "image_truncated"), end
+
+
+def test_every_flipped_byte_after_the_signature_is_caught():
+    data = png_bytes(16, 12)
+    for index in range(8, len(data)):
+        damaged = bytearray(data)
+        damaged[index] ^= 0x01
+        with pytest.raises(ImageError):
+            verify_png(bytes(damaged))
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_of(*chunks: bytes) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+IHDR = chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 8, 0, 0, 0, 0))
+IDAT = chunk(b"IDAT", zlib.compress(bytes(12 * 17)))
+IEND = chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("data", "reason", "words"), [
+    (png_of(IHDR, IEND), "image_undecodable", "without an IDAT"),
+    (png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 3, 2, 0, 0, 0)), IDAT, IEND), "image_undecodable",
+     "depth 3"),
+    (png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 12, 8, 0, 0, 0, 0)), IDAT, IEND), "image_undecodable",
+     "0x12"),
+    (png_of(IHDR, IDAT), "image_truncated", "without an IEND"),
+    (png_of(IHDR, IDAT[:-1] + bytes([IDAT[-1] ^ 1]), IEND), "image_undecodable", "CRC mismatch"),
+    (png_of(IHDR[:-1] + bytes([IHDR[-1] ^ 1]), IDAT, IEND), "image_undecodable", "IHDR chunk: CRC"),
+    (png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)), IDAT, IEND), "image_too_large",
+     "header says 9000x9000"),
+])
+def test_structural_faults_are_named(data, reason, words):
+    with pytest.raises(ImageError) as error:
+        verify_png(data)
+    assert error.value.reason == reason and words in error.value.detail
+
+
+def test_a_valid_crc_over_a_broken_zlib_stream_needs_the_full_decode():
+    """What structure and CRCs cannot see (a broken encoder): ``decode_png`` is there for it."""
+    data = png_of(IHDR, chunk(b"IDAT", b"\x78\x9c" + bytes(40)), IEND)
+    assert verify_png(data) == (16, 12)
+    with pytest.raises(ImageError) as error:
+        inspect_image(data, FULL_DECODE)
+    assert error.value.reason == "image_undecodable"

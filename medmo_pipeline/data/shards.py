@@ -10,6 +10,11 @@ then ``os.replace``d onto the final name, so a reader never sees half a shard, a
 exists once every shard it lists is in place. Bytes are deterministic for a given pyarrow version:
 fixed compression, no timestamps (Parquet's ``created_by`` names only the writer library version),
 and statistics only on the small string columns (image bytes would bloat the footer).
+
+Resuming: a run that was killed (or failed on I/O) leaves complete shards under their final names
+and at most some hidden temporaries. Re-running the same rows into the same directory removes the
+temporaries and, for each shard, keeps the file already there when its size and sha256 equal those
+of the bytes it would write, so only what is missing is written. One writer per directory.
 """
 
 from __future__ import annotations
@@ -33,6 +38,19 @@ COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 STATISTICS_COLUMNS = ["id", "source", "split", "task", "modality"]
 READ_BATCH_ROWS = 256
+TEMPORARY_GLOB = ".*.tmp-*"  # what ``_write_atomic`` leaves behind when its process is killed
+
+
+class ShardWriteError(OSError):
+    """A file of a shard directory could not be written; nothing was published under its name."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(error.errno, f"could not write {path}: {error.strerror or error} (nothing was published "
+                                      "under that name; once the fault is gone, a re-run reuses complete shards)")
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def write_shards(
@@ -47,28 +65,30 @@ def write_shards(
     """Write ``rows`` as shards of ``shard_rows`` rows under ``out_dir``; return the manifest.
 
     Streams: at most one shard of rows is held in memory. Rewriting a directory first removes its
-    manifest (so it never describes a half-rewritten directory) and, at the end, shards the new
-    manifest does not list. Rows must have exactly the schema's fields.
+    manifest (so it never describes a half-rewritten directory) and leftover temporaries, keeps
+    shards whose bytes are already right (see the module doc) and, at the end, removes shards the
+    new manifest does not list. Rows must have exactly the schema's fields. A failed write raises
+    ShardWriteError naming the file.
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    for stale in out_dir.glob(TEMPORARY_GLOB):
+        stale.unlink(missing_ok=True)
     expected = set(schema.names)
     shards: list[dict] = []
     splits: dict[str, int] = {}
     pending: list[dict] = []
 
     def flush() -> None:
-        name = SHARD_PATTERN.format(index=len(shards))
-        data = _parquet_bytes(pa.Table.from_pylist(pending, schema=schema))
-        _write_atomic(out_dir / name, data)
-        shards.append({"name": name, "rows": len(pending), "sha256": _sha256(data), "bytes": len(data)})
+        path = out_dir / SHARD_PATTERN.format(index=len(shards))
+        shards.append(_put_shard(path, pa.Table.from_pylist(pending, schema=schema)))
         pending.clear()
 
     for row in rows:
-        if set(row) != expected:
+        if row.keys() != expected:
             raise ValueError(
                 f"row {row.get('id', '?')!r}: fields {sorted(set(row) ^ expected)} do not match the schema"
             )
@@ -94,6 +114,25 @@ def write_shards(
     }
     _write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest
+
+
+def _put_shard(path: Path, table: pa.Table) -> dict:
+    """Serialise ``table`` to ``path`` (unless an earlier run left these very bytes there); its entry."""
+    data = _parquet_bytes(table)
+    entry = {"name": path.name, "rows": table.num_rows, "sha256": _sha256(data), "bytes": len(data)}
+    if not _holds(path, entry["bytes"], entry["sha256"]):
+        _write_atomic(path, data)
+    return entry
+
+
+def _holds(path: Path, size: int, digest: str) -> bool:
+    """Whether ``path`` already has exactly these bytes (a shard completed by an earlier run)."""
+    try:
+        if path.stat().st_size != size:
+            return False
+        return _sha256(path.read_bytes()) == digest
+    except FileNotFoundError:
+        return False
 
 
 def schema_string(schema: pa.Schema) -> str:
@@ -188,8 +227,9 @@ def _check_name(name: str) -> None:
         raise ValueError(f"shard name {name!r} is not a plain file name")
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    """``table`` as one Parquet file with the fixed, deterministic writer settings."""
+def _parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """``table`` as one Parquet file with the fixed, deterministic writer settings (a buffer, not a
+    ``bytes`` copy: hashing and writing read it in place)."""
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
@@ -199,21 +239,31 @@ def _parquet_bytes(table: pa.Table) -> bytes:
         write_statistics=[c for c in STATISTICS_COLUMNS if c in table.schema.names],
         write_page_index=False,
     )
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a hidden temporary file, fsync, then rename into place."""
+def _write_atomic(path: Path, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` to ``path`` via a hidden temporary file, fsync, then rename into place.
+
+    On failure the temporary is removed (a reader never sees part of ``data`` under ``path``) and an
+    OSError becomes a ShardWriteError naming ``path``.
+    """
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
+    except BaseException as error:
+        with suppress(OSError):
             temporary.unlink()
+        if isinstance(error, OSError):
+            raise ShardWriteError(path, error) from error
         raise
     _fsync_dir(path.parent)
 
@@ -228,5 +278,5 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _sha256(data: bytes) -> str:
+def _sha256(data: bytes | pa.Buffer) -> str:
     return hashlib.sha256(data).hexdigest()

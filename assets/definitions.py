@@ -72,11 +72,11 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
 
     return dg.Definitions(
         assets=[*curation_assets(recipe, recipe_arg), base_model, *stage_assets, rl_asset, *eval_assets,
-                stage_ablation_asset([eval_key(n) for n in recipe.checkpoints()], recipe.checkpoints(),
-                                     code_version=stable_hash([evaluation_code_version(recipe, n)
-                                                               for n in recipe.checkpoints()]))],
+                stage_ablation_asset(recipe, code_version=stable_hash([evaluation_code_version(recipe, n)
+                                                                       for n in recipe.checkpoints()]))],
         asset_checks=guards,
         sensors=[source_sensor(recipe)],
+        schedules=[nightly_policy_evaluation(recipe)],
         resources={"launcher": LocalLauncher(offline=recipe.base_model.source == "tiny")},
         executor=dg.in_process_executor,  # the heavy work runs in launched jobs, not in step processes
     )
@@ -106,31 +106,58 @@ def training_asset(name: str, parent: str, purpose: str, module: str, recipe: Re
     return _stage
 
 
+def benchmark_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition:
+    """One partition per benchmark: adding a benchmark to the recipe evaluates only that one."""
+    return dg.StaticPartitionsDefinition(list(recipe.evaluation.benchmarks))
+
+
 def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
-    """The evaluation table of one checkpoint on the recipe's benchmarks."""
+    """The evaluation table of one checkpoint, one partition per benchmark."""
     checkpoint = checkpoint_key(name)
     version = recipe.section_hash("evaluation")
 
     @dg.asset(
-        key=eval_key(name), deps=[checkpoint, CORPUS], group_name="evaluation",
+        key=eval_key(name), group_name="evaluation", partitions_def=benchmark_partitions(recipe),
+        deps=[checkpoint, dg.AssetDep(CORPUS, partition_mapping=dg.AllPartitionMapping())],
         code_version=evaluation_code_version(recipe, name), automation_condition=dg.AutomationCondition.eager(),
-        description=f"Evaluation table of {checkpoint.to_user_string()} (per-sample predictions beside it).",
+        description=f"Evaluation table of {checkpoint.to_user_string()} on one benchmark (per-sample predictions "
+                    "beside it).",
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        benchmark = context.partition_key
         checkpoint_path, checkpoint_version = latest_output(context, checkpoint)
         index = corpus_index(context, recipe.corpus.source_names())
-        output = home.eval_dir() / name / f"{version[:12]}-{checkpoint_version[:12]}"
+        settings = evaluation_settings_hash(recipe)
+        output = home.eval_dir() / name / benchmark / f"{settings[:12]}-{checkpoint_version[:12]}"
         return launcher.launch(context, "medmo_pipeline.evaluation.run", [
             *recipe_arg, "--name", name, "--checkpoint", checkpoint_path, "--corpus", index["index_path"],
-            "--output", str(output), "--expect-hash", version,
+            "--benchmark", benchmark, "--output", str(output), "--expect-hash", version,
         ])
 
     return _evaluation
 
 
+def latest_partition_output(context, key: dg.AssetKey, partition: str) -> str:
+    """Path of the newest materialization of one partition of an upstream asset."""
+    from assets.corpus import latest_partition
+
+    event = latest_partition(context.instance, key, partition)
+    if event is None:
+        raise dg.Failure(f"{key.to_user_string()} partition {partition!r} has not been materialized yet")
+    return str(event.metadata["path"].value)
+
+
+def evaluation_settings_hash(recipe: Recipe) -> str:
+    """The evaluation section without its benchmark list: the list is the partition set, so adding a
+    benchmark adds a partition and leaves the ones already evaluated fresh."""
+    section = recipe.section("evaluation")
+    section["evaluation"] = {k: v for k, v in section["evaluation"].items() if k != "benchmarks"}
+    return stable_hash(section)
+
+
 def evaluation_code_version(recipe: Recipe, name: str) -> str:
-    return stable_hash({"evaluation": recipe.section_hash("evaluation"), "checkpoint": recipe.chained_hash(name)})
+    return stable_hash({"evaluation": evaluation_settings_hash(recipe), "checkpoint": recipe.chained_hash(name)})
 
 
 def regression_check(name: str, recipe: Recipe):
@@ -144,22 +171,39 @@ def regression_check(name: str, recipe: Recipe):
     child, parent = eval_key(name), eval_key(stage.parent)
 
     @dg.asset_check(asset=child, name=f"{checkpoint_key(name).path[-1]}_no_regression", blocking=True,
-                    additional_deps=[parent],
+                    additional_deps=[parent], partitions_def=benchmark_partitions(recipe),
                     description=f"{', '.join(stage.guard.protected)} within {stage.guard.margin} of "
-                                f"{checkpoint_key(stage.parent).to_user_string()}")
+                                f"{checkpoint_key(stage.parent).to_user_string()}, per benchmark")
     def _guard(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        child_dir, _ = latest_output(context, child)
-        parent_dir, _ = latest_output(context, parent)
+        benchmark = context.partition_key
+        child_dir = latest_partition_output(context, child, benchmark)
+        parent_dir = latest_partition_output(context, parent, benchmark)
         drops = compare_eval_dirs(Path(parent_dir), Path(child_dir), stage.guard.protected, stage.guard.margin)
         return dg.AssetCheckResult(
             passed=not drops,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(d.describe() for d in drops) or "no protected metric dropped",
-            metadata={"protected": stage.guard.protected, "margin": stage.guard.margin,
+            description="; ".join(d.describe() for d in drops) or f"no protected metric dropped on {benchmark}",
+            metadata={"benchmark": benchmark, "protected": stage.guard.protected, "margin": stage.guard.margin,
                       "drops": [d.describe() for d in drops], "parent_eval": parent_dir},
         )
 
     return _guard
+
+
+def nightly_policy_evaluation(recipe: Recipe) -> dg.ScheduleDefinition:
+    """Re-evaluate the newest RL policy on every benchmark each night (catches benchmark or code drift)."""
+    key = eval_key("rl")
+
+    @dg.schedule(name="nightly_policy_evaluation", cron_schedule="0 2 * * *", target=[key],
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description="Every night at 02:00: rl_policy_eval_table, one run per benchmark.")
+    def _nightly(context: dg.ScheduleEvaluationContext):
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
+        for benchmark in recipe.evaluation.benchmarks:
+            yield dg.RunRequest(run_key=f"{stamp}:{benchmark}", partition_key=benchmark, asset_selection=[key],
+                                tags={"medmo/reason": "nightly re-evaluation"})
+
+    return _nightly
 
 
 def default_definitions() -> dg.Definitions:

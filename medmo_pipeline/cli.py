@@ -73,16 +73,21 @@ def demo(select: str) -> int:
 def demo_commands(select: str) -> list[tuple[str, list[str]]]:
     """Dagster CLI calls for a selection. A partitioned asset needs one run per partition, so the whole
     graph is: every ``corpus_shards`` partition (one per corpus source, observed in the same run so its
-    provenance names the source version), then everything else."""
+    provenance names the source version), then everything else with the first benchmark's evaluation
+    partitions, then the evaluations (and the ablation) of each further benchmark."""
     base = ["asset", "materialize", "-m", "assets", "--select"]
     if select != "*":
         return [(f"materialize {select}", [*base, select])]
     from medmo_pipeline.config import load_recipe
 
-    sources = load_recipe().corpus.source_names()
+    recipe = load_recipe()
+    sources, benchmarks = recipe.corpus.source_names(), recipe.evaluation.benchmarks
+    rest = "* and not key:corpus_shards and not key:corpus_sources"
+    evaluations = "key:*_eval_table or key:stage_ablation"
     return [*((f"corpus_shards partition {source}", [*base, "corpus_sources,corpus_shards", "--partition", source])
               for source in sources),
-            ("every other asset", [*base, "* and not key:corpus_shards and not key:corpus_sources"])]
+            (f"every other asset, benchmark {benchmarks[0]}", [*base, rest, "--partition", benchmarks[0]]),
+            *((f"evaluation on benchmark {b}", [*base, evaluations, "--partition", b]) for b in benchmarks[1:])]
 
 
 def ui(port: int, host: str) -> int:

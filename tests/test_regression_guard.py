@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.definitions import eval_key, regression_check
+from assets.definitions import benchmark_partitions, eval_key, regression_check
 from medmo_pipeline.config import load_recipe
 from medmo_pipeline.evaluation.regression import find_drops
 from medmo_pipeline.evaluation.run import TABLE_COLUMNS
@@ -41,10 +41,10 @@ def _run(tmp_path, child_values: dict[str, float]):
     ran = []
 
     def eval_table(name: str, values: dict[str, float]):
-        @dg.asset(key=eval_key(name))
-        def _table_asset() -> dg.MaterializeResult:
-            directory = tmp_path / name
-            directory.mkdir(exist_ok=True)
+        @dg.asset(key=eval_key(name), partitions_def=benchmark_partitions(recipe))
+        def _table_asset(context) -> dg.MaterializeResult:
+            directory = tmp_path / name / context.partition_key
+            directory.mkdir(parents=True, exist_ok=True)
             _table(values).to_parquet(directory / "table.parquet", index=False)
             return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(directory))})
 
@@ -59,7 +59,7 @@ def _run(tmp_path, child_values: dict[str, float]):
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         result = dg.materialize([parent, child, next_stage, regression_check("stage3", recipe)],
-                                instance=instance, raise_on_error=False)
+                                instance=instance, raise_on_error=False, partition_key="synthetic_heldout")
         evaluations = result.get_asset_check_evaluations()
     return ran, evaluations
 
@@ -68,6 +68,7 @@ def test_guard_stops_the_next_stage_when_a_protected_score_drops(tmp_path):
     ran, [evaluation] = _run(tmp_path, {"grounding_mean_iou": 0.12, "closed_vqa_accuracy": 1.0})
     assert not evaluation.passed
     assert "grounding_mean_iou fell from 0.300 to 0.120" in evaluation.description
+    assert evaluation.metadata["benchmark"].value == "synthetic_heldout"
     assert ran == []
 
 

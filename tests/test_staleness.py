@@ -97,7 +97,7 @@ def graph(tmp_path_factory):
             first_tick = changed_sources_result(instance, recipe, None)
             for partition in recipe.corpus.source_names():
                 run([dg.AssetKey("corpus_sources"), corpus], partition)
-            run(dg.AssetSelection.all() - dg.AssetSelection.assets(corpus, "corpus_sources"))
+            run(dg.AssetSelection.all() - dg.AssetSelection.assets(corpus, "corpus_sources"), "synthetic_heldout")
             keys = [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
                     if k != dg.AssetKey("corpus_sources")]
             recorded = {"keys": keys, "first_tick": first_tick,
@@ -129,29 +129,41 @@ def graph(tmp_path_factory):
             recorded["automation_requested"] = requested
             mixtures = [dg.AssetKey(name) for name in requested if name.endswith("_mixture")]
             if mixtures:
-                run(mixtures)
+                run(mixtures)  # unpartitioned
             recorded["after_source_change"] = _statuses(resolver(original), keys)
             yield recorded
 
 
+def _partitions(resolver, key):
+    partitions_def = resolver.asset_graph.get(key).partitions_def
+    return partitions_def.get_partition_keys() if partitions_def else None
+
+
 def _status(resolver, name: str):
-    """Stale status of an asset; of each partition (a dict) for the partitioned corpus_shards."""
+    """Stale status of an asset; of each partition (a dict) for a partitioned asset."""
     import dagster as dg
 
     key = dg.AssetKey(name)
-    if name == "corpus_shards":
-        partitions = resolver.asset_graph.get(key).partitions_def.get_partition_keys()
-        return {p: resolver.get_status(key, p).value for p in partitions}
-    return resolver.get_status(key).value
+    partitions = _partitions(resolver, key)
+    if partitions is None:
+        return resolver.get_status(key).value
+    return {p: resolver.get_status(key, p).value for p in partitions}
 
 
 def _root_causes(resolver, name: str) -> set[tuple[str, str, str]]:
+    """Root causes of staleness (of every partition, for a partitioned asset)."""
     import dagster as dg
 
-    if name == "corpus_shards":
-        return set()  # per partition; the partition statuses say it
-    return {(c.key.asset_key.to_user_string(), c.category.value, c.reason)
-            for c in resolver.get_stale_root_causes(dg.AssetKey(name))}
+    key = dg.AssetKey(name)
+    causes = set()
+    for partition in _partitions(resolver, key) or [None]:
+        causes |= {(c.key.asset_key.to_user_string(), c.category.value, c.reason)
+                   for c in resolver.get_stale_root_causes(key, partition)}
+    return causes
+
+
+def _all(status, value: str) -> bool:
+    return all(v == value for v in status.values()) if isinstance(status, dict) else status == value
 
 
 def test_the_graph_under_test_is_the_whole_graph(graph):
@@ -159,8 +171,8 @@ def test_the_graph_under_test_is_the_whole_graph(graph):
 
 
 def test_with_the_recipe_unchanged_everything_is_fresh(graph):
-    assert {name: status for name, (status, _) in graph["before"].items()} == {
-        name: _fresh(name) for name in graph["keys"]}
+    assert {name: _all(status, "FRESH") for name, (status, _) in graph["before"].items()} == {
+        name: True for name in graph["keys"]}
 
 
 def test_the_edited_stage_is_stale_with_a_code_version_cause(graph):
@@ -170,12 +182,12 @@ def test_the_edited_stage_is_stale_with_a_code_version_cause(graph):
 
 
 def test_nothing_upstream_of_the_edited_stage_is_stale(graph):
-    assert {name: graph["after"][name][0] for name in UPSTREAM} == {name: _fresh(name) for name in UPSTREAM}
+    assert {name: _all(graph["after"][name][0], "FRESH") for name in UPSTREAM} == {name: True for name in UPSTREAM}
     assert all(not graph["after"][name][1] for name in UPSTREAM)
 
 
 def test_everything_downstream_of_the_edited_stage_is_stale_with_a_code_version_cause(graph):
-    assert {name: graph["after"][name][0] for name in DOWNSTREAM} == {name: "STALE" for name in DOWNSTREAM}
+    assert {name: _all(graph["after"][name][0], "STALE") for name in DOWNSTREAM} == {name: True for name in DOWNSTREAM}
     for name in DOWNSTREAM:
         assert any(category == "CODE" for _, category, _ in graph["after"][name][1]), name
 
@@ -217,9 +229,3 @@ def test_the_checkpoint_trained_on_the_changed_source_shows_as_stale(graph):
     assert any(category == "DATA" for _, category, _ in statuses["stage1_checkpoint"][1])
     # stage 2's mixture does not read the changed source: same data version, nothing to re-train there.
     assert statuses["stage2_mixture"][0] == "FRESH"
-
-
-def _fresh(name: str):
-    return {p: "FRESH" for p in ("synth_cells", "synth_medqa", "synth_xray", LOCAL_SOURCE)} if name == "corpus_shards" \
-        else "FRESH"
-

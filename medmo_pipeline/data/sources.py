@@ -133,7 +133,8 @@ def curate_source(
     """Curate one source into ``<root>/<source>/<manifest hash>/``; returns the curation report.
 
     Curation runs into a staging directory and is published under its manifest hash, so an
-    identical re-run reuses what is there and a reader never sees a half-written source. The
+    identical re-run reuses what is there, a killed run resumes from its complete shards, and a
+    reader never sees a half-written source. The
     quarantine table sits beside the shard directory as ``<manifest hash>.quarantine.parquet``.
     """
     from medmo_pipeline.atomic import staged_dir
@@ -142,9 +143,8 @@ def curate_source(
 
     source_root = Path(root) / source
     source_root.mkdir(parents=True, exist_ok=True)
+    # Not cleared first: after a kill, the writer keeps the staged shards that match and writes the rest.
     staging = source_root / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.with_name(f"{staging.name}.quarantine.parquet").unlink(missing_ok=True)
     source_fingerprint = fingerprint(corpus, source, seed=seed)
     report = curate(
         source_rows(corpus, source, seed=seed), staging, source=source,

@@ -1,4 +1,4 @@
-"""Stage ablation: every checkpoint's evaluation in one table and one figure (paper Figs. 5-6)."""
+"""Stage ablation: every checkpoint's evaluation in one table and three figures (paper Figs. 5-6)."""
 
 from __future__ import annotations
 
@@ -22,59 +22,111 @@ HEADLINE_METRICS = [
 ]
 
 
-def gather(eval_dirs: dict[str, Path]):
-    """Long table of every checkpoint's results, in training order."""
+QA_METRICS = ["closed_vqa_accuracy", "open_vqa_exact_match", "mcq_accuracy", "accuracy"]
+REPORT_GROUNDING_METRICS = ["report_rouge_l", "caption_rouge_l", "instruction_rouge_l", "rouge_l", "cider",
+                            "grounding_mean_iou", "grounding_acc_iou50", "grounding_const_box_mean_iou", "iou"]
+REPORTED = {"medmo_8b": "MedMO-8B (reported)", "qwen3_vl_8b": "Qwen3-VL-8B (reported)"}
+
+
+def gather(eval_dirs: dict[str, Path | list[Path]]):
+    """Long table of every checkpoint's results (each checkpoint: one directory per benchmark), in
+    training order."""
     import pandas as pd
 
     frames = []
-    for name, directory in eval_dirs.items():
-        table = pd.read_parquet(Path(directory) / "table.parquet")
-        table["checkpoint"] = name
-        frames.append(table)
+    for name, directories in eval_dirs.items():
+        for directory in directories if isinstance(directories, list) else [directories]:
+            table = pd.read_parquet(Path(directory) / "table.parquet")
+            table["checkpoint"] = name
+            frames.append(table)
     return pd.concat(frames, ignore_index=True)
 
 
-def build_stage_ablation(eval_dirs: dict[str, Path], out_dir: Path) -> dict:
-    """Write ``stage_ablation.csv`` (one row per checkpoint, one column per metric), the long
-    table with confidence intervals, and ``stage_ablation.png``. Returns paths and the wide table."""
-    long = gather(eval_dirs)
+def reported_rows(benchmarks: list[str]):
+    """The paper's MedMO-8B and Qwen3-VL-8B numbers for ``benchmarks``, as long-table rows whose metric
+    is the paper's column (accuracy, rouge_l, iou, ...) on a 0-1 scale; benchmarks without reported
+    numbers (the synthetic split) add nothing."""
+    import pandas as pd
+
+    from medmo_pipeline.evaluation.registry import load_registry
+
+    registry = {b.name: b for b in load_registry().benchmarks}
+    rows = []
+    for benchmark in benchmarks:
+        if benchmark not in registry:
+            continue
+        for column, numbers in registry[benchmark].reported.items():
+            for model, label in REPORTED.items():
+                value = getattr(numbers, model)
+                if value is not None:
+                    rows.append({"checkpoint": label, "benchmark": benchmark, "metric": column,
+                                 "value": value / 100 if value > 1 else value})
+    return pd.DataFrame(rows, columns=["checkpoint", "benchmark", "metric", "value"])
+
+
+def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path) -> dict:
+    """Write ``stage_ablation.csv`` (one row per checkpoint, then the paper's reported rows; one column
+    per metric, ``benchmark/metric`` when several benchmarks are evaluated), the long table with
+    confidence intervals, and three figures: every headline metric (``stage_ablation.png``),
+    VQA/QA accuracy by stage (``stage_ablation_qa.png``) and report and grounding scores by stage
+    (``stage_ablation_reports_grounding.png``). Returns paths and the wide table."""
+    import pandas as pd
+
+    measured = gather(eval_dirs)
     order = list(eval_dirs)
-    wide = long.pivot_table(index="checkpoint", columns="metric", values="value", aggfunc="mean")
-    columns = [m for m in HEADLINE_METRICS if m in wide.columns] + sorted(
-        c for c in wide.columns if c not in HEADLINE_METRICS
-    )
-    wide = wide.reindex(index=order, columns=columns)
+    benchmarks = list(dict.fromkeys(measured["benchmark"]))
+    reported = reported_rows(benchmarks)
+    long = pd.concat([measured, reported], ignore_index=True) if len(reported) else measured
+    several = len(benchmarks) > 1
+    long["column"] = (long["benchmark"] + "/" + long["metric"]) if several else long["metric"]
+    wide = long.pivot_table(index="checkpoint", columns="column", values="value", aggfunc="mean")
+    rank = {m: i for i, m in enumerate(HEADLINE_METRICS)}
+    columns = sorted(wide.columns, key=lambda c: (c.split("/")[0] if several else "",
+                                                 rank.get(c.split("/")[-1], len(rank)), c))
+    rows = order + [label for label in REPORTED.values() if label in wide.index]
+    wide = wide.reindex(index=rows, columns=columns)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, long_path, png_path = (out_dir / "stage_ablation.csv", out_dir / "stage_ablation_long.csv",
-                                     out_dir / "stage_ablation.png")
-    write_text_atomic(csv_path, wide.round(4).to_csv(index_label="checkpoint"))
-    write_text_atomic(long_path, long.to_csv(index=False))
-    with staged_file(png_path) as staged:
-        _plot(long, order, [c for c in columns if c in HEADLINE_METRICS], staged)
-    return {"csv": csv_path, "long_csv": long_path, "png": png_path, "table": wide}
+    paths = {"csv": out_dir / "stage_ablation.csv", "long_csv": out_dir / "stage_ablation_long.csv",
+             "png": out_dir / "stage_ablation.png", "qa_png": out_dir / "stage_ablation_qa.png",
+             "reports_grounding_png": out_dir / "stage_ablation_reports_grounding.png"}
+    write_text_atomic(paths["csv"], wide.round(4).to_csv(index_label="checkpoint"))
+    write_text_atomic(paths["long_csv"], long.drop(columns="column").to_csv(index=False))
+    figures = {"png": ([c for c in columns if c.split("/")[-1] in HEADLINE_METRICS], "Stage ablation"),
+               "qa_png": ([c for c in columns if c.split("/")[-1] in QA_METRICS], "VQA and QA accuracy by stage"),
+               "reports_grounding_png": ([c for c in columns if c.split("/")[-1] in REPORT_GROUNDING_METRICS],
+                                         "Report and grounding scores by stage")}
+    for key, (panels, title) in figures.items():
+        with staged_file(paths[key]) as staged:
+            _plot(long, rows, panels, staged, title)
+    return {**paths, "table": wide}
 
 
-def _plot(long, order: list[str], metrics: list[str], path: Path) -> None:
+def _plot(long, order: list[str], columns: list[str], path: Path, title: str) -> None:
     from medmo_pipeline.plots import _pyplot
 
     plt = _pyplot()
-    cols = min(3, len(metrics))
-    rows = int(np.ceil(len(metrics) / cols))
+    cols = max(1, min(3, len(columns)))
+    rows = max(1, int(np.ceil(len(columns) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.1 * rows), squeeze=False)
     x = np.arange(len(order))
-    for ax, metric in zip(axes.flat, metrics):
-        sub = long[long.metric == metric].set_index("checkpoint").reindex(order)
+    for ax, column in zip(axes.flat, columns):
+        sub = long[long.column == column].groupby("checkpoint").first().reindex(order)
         values = sub["value"].to_numpy(dtype=float)
-        err = np.vstack([values - sub["ci_low"].to_numpy(dtype=float), sub["ci_high"].to_numpy(dtype=float) - values])
-        colors = ["#999" if name == "base_model" else "#c33" if name == "rl" else "#36a" for name in order]
-        ax.bar(x, values, yerr=np.nan_to_num(err), color=colors, capsize=3)
-        ax.set_xticks(x, order, rotation=20, fontsize=8)
+        low = sub["ci_low"].to_numpy(dtype=float) if "ci_low" in sub else values
+        high = sub["ci_high"].to_numpy(dtype=float) if "ci_high" in sub else values
+        err = np.nan_to_num(np.vstack([values - low, high - values]))
+        colors = ["#bbb" if "reported" in name else "#999" if name == "base_model" else "#c33" if name == "rl"
+                  else "#36a" for name in order]
+        ax.bar(x, np.nan_to_num(values), yerr=err, color=colors, capsize=3)
+        ax.set_xticks(x, [name.replace(" (reported)", "\n(reported)") for name in order], rotation=20, fontsize=7)
         ax.set_ylim(0, 1)
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(column, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
-    fig.suptitle("Stage ablation on the held-out split (bars: 95% bootstrap CI)")
+    if not columns:
+        axes.flat[0].text(0.5, 0.5, "no metric of this kind was evaluated", ha="center", va="center")
+    fig.suptitle(f"{title} (held-out; bars: 95% bootstrap CI; grey: the paper's reported numbers)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

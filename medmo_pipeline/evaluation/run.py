@@ -25,8 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory or hub id")
     parser.add_argument("--corpus", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--benchmark", action="append",
+                        help="benchmark to run (repeatable; default: every one the recipe lists)")
     args = parser.parse_args(argv)
     recipe, code_version = checked_recipe(args, "evaluation")
+    unknown = sorted(set(args.benchmark or []) - set(recipe.evaluation.benchmarks))
+    if unknown:
+        parser.error(f"--benchmark {unknown}: not in the recipe's evaluation.benchmarks {recipe.evaluation.benchmarks}")
 
     from medmo_pipeline.jobs import Md, job_reporter
 
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(args.checkpoint, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         processor = load_processor(args.checkpoint, trust_remote_code=base.trust_remote_code)
         tables, predictions = [], []
-        for benchmark in spec.benchmarks:
+        for benchmark in args.benchmark or spec.benchmarks:
             rows = load_benchmark(benchmark, index, max_per_task=spec.max_samples_per_task)
             reporter.log(f"{args.name} on {benchmark}: {len(rows)} samples")
             answers = generate_answers(
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         table = pd.DataFrame(tables, columns=TABLE_COLUMNS)
         checkpoint_ref = parent_reference(args.checkpoint)
         with tracking.mlflow_run(
-            recipe.tracking.experiment, f"eval-{args.name}-{code_version[:8]}",
+            recipe.tracking.experiment, f"eval-{args.name}-{'+'.join(args.benchmark or ['all'])}-{code_version[:8]}",
             params=recipe.section("evaluation"),
             tags={"stage": f"eval:{args.name}", "code_version": code_version,
                   "checkpoint": str(args.checkpoint), "checkpoint_data_version": str(checkpoint_ref["data_version"])},
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             "path": args.output.resolve(),
             "checkpoint": str(args.checkpoint),
             "checkpoint_data_version": str(checkpoint_ref["data_version"]),
+            "benchmarks": sorted(set(table["benchmark"])),
             "samples": len(predictions),
             "mlflow_run_id": run.info.run_id,
             "table": Md(_markdown(table)),

@@ -12,6 +12,7 @@ too, as curation did before).
     python benches/curation.py                 # about 1-2 minutes
     python benches/curation.py --quick         # smaller sizes, for a smoke test
     python benches/curation.py --decode-png    # throughput with a full PNG decode per image
+    python benches/curation.py --image-size 512   # throughput at a realistic image size
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def plain_write(rows: list[dict], out_dir: Path) -> None:
                        compression=shards.COMPRESSION, compression_level=shards.COMPRESSION_LEVEL)
 
 
-def throughput(n: int, repeats: int, limits: CurationLimits) -> None:
-    rows = list(synthetic_rows(n))
+def throughput(n: int, repeats: int, limits: CurationLimits, size: int = 64) -> None:
+    rows = list(synthetic_rows(n, size))
     best_curate, best_plain = float("inf"), float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(repeats):  # interleaved, best of: the machine is shared and noisy
@@ -86,7 +87,8 @@ def throughput(n: int, repeats: int, limits: CurationLimits) -> None:
             best_plain = min(best_plain, time.perf_counter() - start)
     ours, plain = n / best_curate, n / best_plain
     check = "full PNG decode" if limits.image.decode_png else "PNG structure + CRCs"
-    print(f"throughput ({n} rows, 64x64 PNG, {check}, best of {repeats}):")
+    megabytes = sum(len(r["images"][0]["bytes"]) for r in rows) / 2**20
+    print(f"throughput ({n} rows, {size}x{size} PNG, {megabytes / n * 1024:.0f} KiB each, {check}, best of {repeats}):")
     print(f"  full curation (validate+normalise+hash+write): {ours:10.0f} rows/s")
     print(f"  plain pyarrow write of normalised rows:        {plain:10.0f} rows/s")
     print(f"  ratio: {ours / plain:.2f}x  (target >= 0.5x)")
@@ -116,14 +118,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--decode-png", action="store_true", help="decode every PNG fully (throughput only)")
+    parser.add_argument("--image-size", type=int, default=64,
+                        help="side of each PNG (64 by default; 512 approximates real medical images)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         child_peak_rss(args.rss_child)
         return
-    throughput(2_000 if args.quick else 10_000, 2 if args.quick else 3,
-               CurationLimits(image=ImageLimits(decode_png=args.decode_png)))
-    if not args.decode_png:
+    rows = 2_000 if args.quick else max(1_000, 10_000 * 64 * 64 // args.image_size**2)
+    throughput(rows, 2 if args.quick else 3, CurationLimits(image=ImageLimits(decode_png=args.decode_png)),
+               args.image_size)
+    if not args.decode_png and args.image_size == 64:
         memory(*((2_000, 20_000) if args.quick else (10_000, 100_000)))
 
 

@@ -105,6 +105,7 @@ def source_metadata(report: dict, code_version: str, started: float) -> dict:
             f"| {reason} | {count} |" for reason, count in reasons.items()) if reasons else "none"),
         "quarantine_path": Path(report["quarantine_path"]),
         "contaminated": report["contaminated"],
+        "decontaminated_against": report["decontaminated_against"],
         "duplicates_dropped": report["duplicates_dropped"],
         "boxes_clipped": report["boxes_clipped"],
         "recipe_hash": code_version,

@@ -109,22 +109,38 @@ def source_rows(corpus: CorpusRecipe, source: str, *, seed: int) -> Iterator[dic
     yield from iter_source_rows(registry_entry(corpus, source), data_root(corpus))
 
 
-def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> set[str]:
-    """Image hashes and normalised questions of every evaluation item training rows must not match.
+def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list[str]]:
+    """Image hashes and normalised questions of every evaluation item training rows must not match,
+    and the names of the evaluation sets they come from.
 
-    The embedded default evaluates on the synthetic eval split of every synthetic source. Benchmarks
-    of the registry join this index when their local copies are present (issue of the evaluation side).
+    The synthetic eval split of every synthetic source, plus every benchmark of the evaluation
+    registry whose local copy is present (``$MEDMO_HOME/benchmarks/<name>``), evaluated by this recipe
+    or not: a training row that is a benchmark item is contamination whoever evaluates on it.
     """
     from medmo_pipeline.data import synthetic
     from medmo_pipeline.data.curation import build_eval_index
+    from medmo_pipeline.evaluation.benchmarks import benchmarks_dir, read_benchmark
+    from medmo_pipeline.evaluation.registry import BenchmarkUnavailable, load_registry, resolve_benchmark_dir
 
-    spec = corpus.synthetic
-    if spec is None:
-        return set()
-    rows = (row for source in corpus.synthetic_sources()
-            for row in synthetic.generate_rows(source, "eval", spec.eval_rows.get(source, 0), seed=seed,
-                                               image_size=spec.image_size))
-    return build_eval_index(rows)
+    def rows():
+        spec = corpus.synthetic
+        for source in corpus.synthetic_sources():
+            yield from synthetic.generate_rows(source, "eval", spec.eval_rows.get(source, 0), seed=seed,
+                                               image_size=spec.image_size)
+        for benchmark in present:
+            yield from read_benchmark(benchmark, resolve_benchmark_dir(benchmark, benchmarks_dir() / benchmark.name))
+
+    present = []
+    for benchmark in load_registry().benchmarks:
+        if benchmark.origin.kind == "synthetic":
+            continue
+        try:
+            resolve_benchmark_dir(benchmark, benchmarks_dir() / benchmark.name)
+        except BenchmarkUnavailable:
+            continue
+        present.append(benchmark)
+    names = [f"{s}:eval" for s in corpus.synthetic_sources()] + [b.name for b in present]
+    return build_eval_index(rows()), names
 
 
 def curate_source(
@@ -146,9 +162,11 @@ def curate_source(
     # Not cleared first: after a kill, the writer keeps the staged shards that match and writes the rest.
     staging = source_root / ".staging"
     source_fingerprint = fingerprint(corpus, source, seed=seed)
+    eval_index, eval_sets = evaluation_index(corpus, seed=seed)
+    log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
     report = curate(
         source_rows(corpus, source, seed=seed), staging, source=source,
-        eval_index=evaluation_index(corpus, seed=seed), shard_rows=corpus.shard_rows,
+        eval_index=eval_index, shard_rows=corpus.shard_rows,
         source_revision=source_fingerprint["revision"],
         progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
                                f"{c['quarantined']} quarantined"),
@@ -169,4 +187,5 @@ def curate_source(
     manifest = report.pop("manifest")
     return {**report, "shard_dir": str(final), "quarantine_path": str(published_quarantine),
             "splits": manifest.get("splits", {}), "shards": len(manifest["shards"]),
-            "revision": manifest.get("source_revision", ""), "fingerprint": source_fingerprint["version"]}
+            "revision": manifest.get("source_revision", ""), "fingerprint": source_fingerprint["version"],
+            "decontaminated_against": eval_sets}

@@ -123,3 +123,40 @@ def read_lineage(checkpoint: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{checkpoint} has no lineage.json: not a checkpoint this pipeline wrote")
     return json.loads(path.read_text())
+
+
+REGISTERED_POLICY = "medmo-policy"
+
+
+def register_checkpoint(path: Path, lineage: dict, *, name: str = REGISTERED_POLICY) -> str:
+    """Register a published checkpoint as a new version of MLflow model ``name``; returns the version.
+
+    The version's source is the checkpoint directory itself (nothing is copied); its tags carry the
+    lineage a reviewer asks for: data version, parent, corpus version per source, recipe hash, runs.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = home.mlflow_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        client.create_registered_model(name, description="MedMO policies produced by the pipeline (RL stage)")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    recipe = lineage.get("recipe") or {}
+    flat = {"stage": lineage.get("stage"), "data_version": lineage.get("data_version"),
+            "recipe_name": recipe.get("name"), "recipe_hash": recipe.get("hash"),
+            "mlflow_run_id": lineage.get("mlflow_run_id"), "git_commit": lineage.get("git_commit"),
+            "dagster_run_id": lineage.get("dagster_run_id")}
+    tags = {k: str(v) for k, v in flat.items() if v is not None}
+    parent = lineage.get("parent") or {}
+    tags["parent_path"], tags["parent_data_version"] = str(parent.get("path")), str(parent.get("data_version"))
+    corpus = lineage.get("corpus") or {}
+    tags["corpus_data_version"] = str(corpus.get("data_version"))
+    for source, info in (corpus.get("sources") or {}).items():
+        tags[f"corpus.{source}"] = f"{info.get('data_version')} ({info.get('revision')})"
+    version = client.create_model_version(name, source=Path(path).resolve().as_uri(),
+                                          run_id=lineage.get("mlflow_run_id"), tags=tags,
+                                          description=f"{lineage.get('stage')} checkpoint at {Path(path).resolve()}")
+    return str(version.version)

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "embedded"
+# Optimiser fields that decide how often a run saves and what it does with another run's leftovers,
+# never what it learns: they stay out of the section hash, so editing them neither marks a stage
+# stale nor stops an unfinished run from resuming.
+RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
 TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
 
 
@@ -136,6 +140,11 @@ class OptimRecipe(_Strict):
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, gt=0)
     deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
+    save_steps: int | None = Field(None, gt=0, description="save a resumable checkpoint every N steps "
+                                                           "(None: only the published final checkpoint)")
+    on_mismatch: Literal["fresh", "error"] = Field(
+        "fresh", description="an unfinished run of this stage with another recipe, parent or data exists: "
+                             "start fresh beside it, or stop with an error naming what differs")
 
 
 class GuardRecipe(_Strict):
@@ -250,7 +259,12 @@ class Recipe(_Strict):
         return {"recipe": self.name, "seed": self.seed, name: data}
 
     def section_hash(self, name: str) -> str:
-        return stable_hash(self.section(name))
+        """Hash of the section minus the fields that only control how a run is carried out."""
+        section = self.section(name)
+        optim = section[name].get("optim") if isinstance(section[name], dict) else None
+        if optim is not None:
+            section[name]["optim"] = {k: v for k, v in optim.items() if k not in RUN_CONTROL_FIELDS}
+        return stable_hash(section)
 
     def chained_hash(self, name: str) -> str:
         """Hash of a checkpoint's own section and of everything upstream that shapes it.

@@ -89,7 +89,9 @@ class PipesJobReporter(JobReporter):
 
 @contextmanager
 def job_reporter() -> Iterator[JobReporter]:
-    if os.environ.get("DAGSTER_PIPES_CONTEXT"):
+    """Pipes when launched by Dagster, else the console. Under torchrun only rank 0 talks to Dagster:
+    one session, one materialization, whatever the number of processes."""
+    if os.environ.get("DAGSTER_PIPES_CONTEXT") and os.environ.get("RANK", "0") == "0":
         from dagster_pipes import open_dagster_pipes  # only jobs import this, and only here
 
         with open_dagster_pipes() as pipes:

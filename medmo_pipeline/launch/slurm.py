@@ -41,6 +41,11 @@ _HOST_OWNED_NAMES = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "HOST"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BANNER = ('echo "[slurm] job ${SLURM_JOB_ID} on $(hostname): nodes ${SLURM_JOB_NODELIST},'
            ' restart ${SLURM_RESTART_COUNT:-0}"')
+# States after which a job never runs again (a requeued job goes back to PENDING instead).
+FINAL_STATES = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+    "TIMEOUT",
+})
 _SUBMITTED = re.compile(r"^\s*(?:Submitted batch job\s+)?(\d+)(?:;\S+)?\s*$", re.MULTILINE)
 
 
@@ -202,3 +207,15 @@ def parse_sbatch_job_id(stdout: str) -> str:
     if not match:
         raise ValueError(f"no job id in sbatch output: {stdout!r}")
     return match.group(1)
+
+
+def parse_job_state(squeue_stdout: str, scontrol_stdout: str = "") -> str | None:
+    """A job's state from ``squeue -h -j ID -o %T`` (while queued) or ``scontrol show job ID`` (after);
+    None when neither knows the job."""
+    queued = squeue_stdout.strip().split()
+    if queued:
+        return queued[0]
+    for word in scontrol_stdout.split():
+        if word.startswith("JobState="):
+            return word.removeprefix("JobState=")
+    return None

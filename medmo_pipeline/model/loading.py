@@ -132,10 +132,12 @@ def set_image_resolution(processor, max_pixels: int | None, min_pixels: int | No
     return processor
 
 
-def save_model_and_processor(model, processor, out_dir: str | os.PathLike) -> Path:
-    """Write model (safetensors), generation config and processor into one Hugging Face directory."""
+def save_model_and_processor(model, processor, out_dir: str | os.PathLike, *, state_dict: dict | None = None) -> Path:
+    """Write model (safetensors), generation config and processor into one Hugging Face directory.
+
+    ``state_dict`` (weights gathered from a sharded run) replaces the model's own parameters."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)  # safetensors is the only format transformers 5 writes
+    model.save_pretrained(out, state_dict=state_dict)  # safetensors is the only format transformers 5 writes
     processor.save_pretrained(out)
     return out

@@ -6,6 +6,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,17 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         seed=seed,
         data_seed=seed,
         report_to="none",  # MLflow is logged by ReportingCallback, one run per job
-        save_strategy="no",
+        **save_arguments(optim),
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def save_arguments(optim: OptimRecipe) -> dict[str, Any]:
+    """Resumable checkpoints every ``save_steps`` (``resume`` marks them complete and keeps the newest)."""
+    if optim.save_steps is None:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": optim.save_steps, "save_total_limit": None}
 
 
 def deepspeed_config(name: str) -> Path:
@@ -107,6 +115,8 @@ def reporting_callback(reporter, mlflow_module, history: list[dict]):
 
     class ReportingCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:  # one report per step, not one per rank
+                return
             numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             if not numeric:
                 return
@@ -135,19 +145,20 @@ def weights_version(directory: Path) -> str:
 
 def publish_checkpoint(
     model, processor, final_dir: Path, *, lineage: dict, recipe_section: dict, history: list[dict], title: str,
-    extra: Callable[[Path], object] | None = None,
+    extra: Callable[[Path], object] | None = None, state_dict: dict | None = None,
 ) -> tuple[str, dict]:
     """Save model + processor (safetensors), recipe, lineage, curves; visible only when complete.
 
     ``extra(directory)`` writes further files (plots) into the checkpoint before it is published:
     nothing is written into a published checkpoint afterwards, where a concurrent publisher of the
     same directory could have replaced it. A failed write (disk full) raises an ``OSError`` naming
-    ``final_dir`` and leaves it as it was. Returns (data version, lineage as written).
+    ``final_dir`` and leaves it as it was. ``state_dict`` replaces the model's own weights (gathered
+    from ZeRO-3 partitions). Returns (data version, lineage as written).
     """
     from medmo_pipeline.model.loading import save_model_and_processor
 
     with staged_dir(Path(final_dir)) as tmp:
-        save_model_and_processor(model, processor, tmp)
+        save_model_and_processor(model, processor, tmp, state_dict=state_dict)
         data_version = weights_version(tmp)
         lineage = {**lineage, "data_version": data_version}
         write_text_atomic(tmp / "recipe.yaml", yaml.safe_dump(recipe_section, sort_keys=False))
@@ -167,6 +178,45 @@ def parent_reference(parent: str) -> dict:
         info = json.loads(lineage_file.read_text())
         return {"path": str(path.resolve()), "stage": info.get("stage"), "data_version": info.get("data_version")}
     return {"path": parent, "stage": "hub", "data_version": None}
+
+
+def gathered_state_dict(trainer) -> dict | None:
+    """The full weights when DeepSpeed ZeRO-3 partitions them across ranks, else None (the model holds
+    them). A collective: every rank calls it."""
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3:
+        return None
+    return trainer.accelerator.get_state_dict(trainer.deepspeed)
+
+
+def resume_plan(args, optim: OptimRecipe, recipe_hash: str, corpus_data_version: str):
+    """Where this stage saves and what it resumes from (see ``training.resume``)."""
+    from medmo_pipeline.training import resume
+
+    key = resume.ResumeKey(stage=args.stage, recipe_hash=recipe_hash, parent_data_version=parent_version(args.parent),
+                           corpus_data_version=corpus_data_version, world_size=resume.world_size())
+    return resume.plan(args.output, key, optim.on_mismatch, main_process=resume.is_main_process())
+
+
+def parent_version(parent: str) -> str:
+    """The parent's data version: from its lineage, its weights, or its hub id."""
+    recorded = parent_reference(parent)["data_version"]
+    if recorded:
+        return recorded
+    return weights_version(Path(parent)) if Path(parent).is_dir() else f"hub:{parent}"
+
+
+@contextmanager
+def main_process_mlflow_run(experiment: str, run_name: str, *, params: dict, tags: dict[str, str]):
+    """One MLflow run per job: opened by the main process only (None on the other ranks)."""
+    from medmo_pipeline import tracking
+    from medmo_pipeline.training.resume import is_main_process
+
+    if not is_main_process():
+        yield None
+        return
+    with tracking.mlflow_run(experiment, run_name, params=params, tags=tags) as run:
+        yield run
 
 
 def elapsed(started: float) -> float:

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
         from medmo_pipeline.plots import plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
+        from medmo_pipeline.training import resume
 
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
@@ -109,19 +110,20 @@ def main(argv: list[str] | None = None) -> None:
 
         reward_functions, weights = build_reward_functions(stage.rewards)
         samples: list[dict] = []
-        config = grpo_config(stage, processor, output_dir=args.output.parent / f".work-{args.output.name}",
-                             seed=recipe.seed, reward_weights=weights)
-        history: list[dict] = []
+        start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
+        reporter.log(start.describe())
+        config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights)
+        history: list[dict] = start.history()
         section = recipe.section("rl")
 
         class CompletionLog(TrainerCallback):
             def on_step_end(self, args_, state, control, **kwargs):
-                if state.global_step % stage.completion_log_every == 0 and samples:
+                if state.is_world_process_zero and state.global_step % stage.completion_log_every == 0 and samples:
                     shown = samples[: min(4, len(samples))]
                     reporter.log(f"step {state.global_step} sampled completions: " + json.dumps(shown, default=str))
                     mlflow.log_dict(shown, f"completions/step_{state.global_step:06d}.json")
 
-        with tracking.mlflow_run(
+        with common.main_process_mlflow_run(
             recipe.tracking.experiment, f"rl-{code_version[:8]}", params=section,
             tags={"stage": "rl", "code_version": code_version, "corpus_data_version": index["data_version"],
                   "parent": args.parent},
@@ -132,10 +134,14 @@ def main(argv: list[str] | None = None) -> None:
                 args=config,
                 train_dataset=rl_dataset(rows),
                 processing_class=processor,
-                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog()],
+                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(),
+                           resume.completion_callback(start.key)],
             )
-            result = trainer.train()
-            metrics = {"steps": int(result.global_step), "rows": len(rows),
+            result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+            state_dict = common.gathered_state_dict(trainer)
+            if not resume.is_main_process():
+                return  # rank 0 publishes, logs and reports
+            metrics = {"steps": int(result.global_step), "resumed_from_step": start.step, "rows": len(rows),
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
             lineage = tracking.lineage_record(
@@ -143,20 +149,22 @@ def main(argv: list[str] | None = None) -> None:
                 mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
                 recipe_name=recipe.name, recipe_section=section, recipe_hash=code_version,
                 mlflow_run_id=run.info.run_id, started=started, metrics=metrics,
-            )
+            ) | {"resume": start.lineage()}
+
             def reward_trend(directory: Path):
                 return plot_reward_trend(history, "rewards/box/mean", directory / TREND_PLOT,
                                          "box reward during RL (mean, rolling std, trend)")
 
             data_version, lineage = common.publish_checkpoint(
                 trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
-                history=history, title=f"rl ({recipe.name})", extra=reward_trend,
+                history=history, title=f"rl ({recipe.name})", extra=reward_trend, state_dict=state_dict,
             )
             trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
             mlflow.set_tag("data_version", data_version)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
+        resume.finish(start)
         from medmo_pipeline.training.sft import checkpoint_metadata
 
         meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.training import resume
 
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
@@ -40,15 +41,16 @@ def main(argv: list[str] | None = None) -> None:
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
 
-        work_dir = args.output.parent / f".work-{args.output.name}"
+        start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
+        reporter.log(start.describe())
         config = SFTConfig(
-            **common.trainer_arguments(stage.optim, output_dir=work_dir, seed=recipe.seed),
+            **common.trainer_arguments(stage.optim, output_dir=start.work_dir, seed=recipe.seed),
             max_length=stage.max_length,
             assistant_only_loss=True,  # loss on the answers only, via the template's generation marks
         )
-        history: list[dict] = []
+        history: list[dict] = start.history()
         section = recipe.section(args.stage)
-        with tracking.mlflow_run(
+        with common.main_process_mlflow_run(
             recipe.tracking.experiment,
             f"{args.stage}-{code_version[:8]}",
             params=section,
@@ -60,12 +62,16 @@ def main(argv: list[str] | None = None) -> None:
                 args=config,
                 train_dataset=common.sft_dataset(rows),
                 processing_class=processor,
-                callbacks=[common.reporting_callback(reporter, mlflow, history)],
+                callbacks=[common.reporting_callback(reporter, mlflow, history), resume.completion_callback(start.key)],
             )
-            result = trainer.train()
+            result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+            state_dict = common.gathered_state_dict(trainer)
+            if not resume.is_main_process():
+                return  # rank 0 publishes, logs and reports
             losses = [h["loss"] for h in history if "loss" in h]
             metrics = {
                 "steps": int(result.global_step),
+                "resumed_from_step": start.step,
                 "final_loss": round(losses[-1], 5) if losses else None,
                 "first_loss": round(losses[0], 5) if losses else None,
                 "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
@@ -82,15 +88,16 @@ def main(argv: list[str] | None = None) -> None:
                 mlflow_run_id=run.info.run_id,
                 started=started,
                 metrics=metrics,
-            )
+            ) | {"resume": start.lineage()}
             data_version, lineage = common.publish_checkpoint(
                 trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
-                history=history, title=f"{args.stage} ({recipe.name})",
+                history=history, title=f"{args.stage} ({recipe.name})", state_dict=state_dict,
             )
             mlflow.set_tag("data_version", data_version)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png"):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
+        resume.finish(start)
         reporter.report(checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started)),
                         data_version=data_version)
 
@@ -113,6 +120,8 @@ def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float)
         "mlflow_run_id": lineage["mlflow_run_id"],
         "git_commit": lineage["git_commit"],
         "wall_seconds": float(wall_seconds),
+        "resumed_from": str(((lineage.get("resume") or {}).get("resumed_from") or {}).get("path", "")),
+        "resume_key": str((lineage.get("resume") or {}).get("key", "")),
         "lineage": Md("```json\n" + __import__("json").dumps(lineage, indent=2, default=str) + "\n```"),
     }
     meta.update({k: v for k, v in metrics.items() if v is not None})

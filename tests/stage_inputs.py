@@ -1,0 +1,63 @@
+"""What one SFT stage needs, materialized once into a real Dagster instance: the corpus partitions its
+mixture draws from, the mixture, and the base model (the small recipe, shrunk further).
+
+Tests then build definitions from a recipe that differs only in ``stages.stage1`` (steps, save
+interval, DeepSpeed, ...) and materialize ``stage1_checkpoint`` alone through the launcher under test:
+the inputs' recipe sections are unchanged, so the stage reads the same parent and mixture.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import small_recipe_data, write_recipe
+
+STAGE = "stage1"
+STAGE_KEY = "stage1_checkpoint"
+
+
+def inputs_recipe_data() -> dict:
+    data = small_recipe_data()
+    data["corpus"]["synthetic"]["train_rows"] = {"synth_xray": 48, "synth_cells": 32, "synth_medqa": 16}
+    data["corpus"]["synthetic"]["eval_rows"] = {"synth_xray": 8, "synth_cells": 8, "synth_medqa": 8}
+    data["corpus"]["shard_rows"] = 64
+    return data
+
+
+def stage_recipe(tmp_path: Path, name: str = "stage.yaml", **optim) -> Path:
+    """The inputs' recipe with ``stages.stage1.optim`` updated by ``optim``."""
+    data = copy.deepcopy(inputs_recipe_data())
+    data["stages"][STAGE]["optim"].update(optim)
+    return write_recipe(tmp_path / name, data)
+
+
+@dataclass
+class StageInputs:
+    home: Path
+    dagster_dir: Path
+
+
+def materialize_inputs(root: Path) -> StageInputs:
+    """Curate stage1's sources, draw its mixture and build the base model, with the local launcher."""
+    import dagster as dg
+
+    from assets.definitions import build_definitions
+    from medmo_pipeline.config import load_recipe
+
+    home, dagster_dir = root / "home", root / "dagster"
+    dagster_dir.mkdir(parents=True)
+    recipe_path = write_recipe(root / "inputs.yaml", inputs_recipe_data())
+    recipe = load_recipe(recipe_path)
+    defs = build_definitions(recipe, recipe_path)
+    with dg.instance_for_test(temp_dir=str(dagster_dir)) as instance:
+        for source in sorted(recipe.stages[STAGE].mixture.sources):
+            result = dg.materialize(list(defs.assets), selection=[dg.AssetKey("corpus_shards")],
+                                    partition_key=source, resources=defs.resources, instance=instance)
+            assert result.success
+        result = dg.materialize(list(defs.assets), selection=[dg.AssetKey(f"{STAGE}_mixture"),
+                                                              dg.AssetKey("base_model")],
+                                resources=defs.resources, instance=instance)
+        assert result.success
+    return StageInputs(home=home, dagster_dir=dagster_dir)

@@ -147,6 +147,13 @@ def test_unparseable_multiple_choice_answer_scores_zero_not_one_in_k():
     assert (outcome.n, outcome.unparseable) == (100, 100)
 
 
+def test_answer_close_to_the_gold_option_is_unparseable_not_the_nearest_option():
+    # MedEvalKit's fallback picked the most similar option, so these near misses would all score 1.
+    choices = [["Pneumonia", "Edema", "Normal", "Effusion"]] * 3
+    outcome = multiple_choice_accuracy(["Edemas", "pneumonic", "effusions present"], choices, ["B", "A", "D"])
+    assert (outcome.value, outcome.n, outcome.unparseable) == (0.0, 3, 3)
+
+
 def test_multiple_choice_mixed_answers():
     choices = [["CT", "MRI", "X-ray"]] * 4
     outcome = multiple_choice_accuracy(

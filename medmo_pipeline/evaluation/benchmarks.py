@@ -3,7 +3,8 @@ benchmark of ``recipes/benchmarks.yaml``, read through the training adapters.
 
 ``load_benchmark(name, index, max_per_task, root=...)`` returns sample-contract rows with split
 "eval", in a deterministic order (the adapters' file order, loaders in registry order), capped per
-(subset, task).
+(subset, task). Gold labels a benchmark file keeps inside its text (options in the question, boxes
+in the reply) are moved into ``choices`` / ``boxes`` by ``evaluation.gold``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.adapters import adapter
+from medmo_pipeline.evaluation.gold import gold_from_text
 from medmo_pipeline.evaluation.registry import Benchmark, load_registry, resolve_benchmark_dir
 from medmo_pipeline.home import medmo_home
 
@@ -65,5 +67,5 @@ def read_benchmark(benchmark: Benchmark, directory: Path, max_per_task: int | No
                 continue
             row["id"] = f"{benchmark.name}:{prefix}{row['id']}"
             row["source"], row["license"] = benchmark.name, benchmark.licence
-            rows.append(row)
+            rows.append(gold_from_text(row, benchmark.answers.types))
     return rows

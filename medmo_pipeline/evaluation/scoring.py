@@ -3,6 +3,10 @@
 Each task has one scoring rule here; the metric definitions themselves live in
 ``evaluation.metrics`` (each naming its reference). Grounding is scored on the original image's
 pixel scale: predicted 0-1000 boxes go through ``boxes.relative_to_pixels``, the one conversion.
+
+Questions (``vqa`` and ``text_qa`` rows) are scored by :func:`question_kind`: a VQA row whose gold
+answer is yes/no is closed; a row with choices is multiple choice (the option letter or the option
+text counts, an unreadable answer is wrong and counted as unparseable); any other VQA row is open.
 """
 
 from __future__ import annotations
@@ -46,6 +50,37 @@ def constant_box_baseline(rows: list[dict]) -> M.MetricResult:
     return M.summarize("grounding_const_box_mean_iou", ious)
 
 
+def question_kind(row: dict) -> str | None:
+    """"closed", "multiple_choice" or "open" for a question row; None for other rows (and for text
+    QA without choices, which has no scoring rule)."""
+    if row["task"] not in ("vqa", "text_qa"):
+        return None
+    if row["task"] == "vqa" and row["answer"].lower() in ("yes", "no"):
+        return "closed"
+    if row["choices"]:
+        return "multiple_choice"
+    return "open" if row["task"] == "vqa" else None
+
+
+def _closed(rows: list[dict], predictions: list[str]) -> M.MetricResult:
+    return M.closed_accuracy(predictions, [r["answer"] for r in rows])
+
+
+def _multiple_choice(rows: list[dict], predictions: list[str]) -> M.MetricResult:
+    return M.multiple_choice_accuracy(predictions, [r["choices"] for r in rows], [r["answer"] for r in rows])
+
+
+def _open(rows: list[dict], predictions: list[str]) -> M.MetricResult:
+    return M.open_accuracy(predictions, [r["answer"] for r in rows]).exact_match
+
+
+QUESTION_METRICS = {  # question kind -> (metric name, scoring rule)
+    "closed": ("closed_vqa_accuracy", _closed),
+    "open": ("open_vqa_exact_match", _open),
+    "multiple_choice": ("mcq_accuracy", _multiple_choice),
+}
+
+
 def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[M.MetricResult], list[dict]]:
     """Metric results for every task present, and one record per sample with its own score."""
     results: list[M.MetricResult] = []
@@ -68,30 +103,18 @@ def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[M.MetricR
         scores = M.grounding_scores([predicted_boxes(r, p) for r, p in zip(sel, preds)], [gt_boxes(r) for r in sel])
         results += [
             _rename(scores.matched.mean_iou, "grounding_mean_iou"),
-            _rename(scores.matched.accuracy_at[0.5], "grounding_acc_iou50"),
+            *(_rename(scores.matched.accuracy_at[t], f"grounding_acc_iou{round(100 * t)}") for t in M.IOU_THRESHOLDS),
             _rename(scores.first_box.mean_iou, "grounding_first_box_mean_iou"),
             constant_box_baseline(sel),
         ]
         record(idx, scores.matched.mean_iou.per_sample)
 
-    idx, sel, preds = pick(lambda r: r["task"] == "vqa" and r["answer"].lower() in ("yes", "no"))
-    if idx:
-        result = _rename(M.closed_accuracy(preds, [r["answer"] for r in sel]), "closed_vqa_accuracy")
-        results.append(result)
-        record(idx, result.per_sample)
-
-    idx, sel, preds = pick(lambda r: r["task"] == "vqa" and r["answer"].lower() not in ("yes", "no"))
-    if idx:
-        result = _rename(M.open_accuracy(preds, [r["answer"] for r in sel]).exact_match, "open_vqa_exact_match")
-        results.append(result)
-        record(idx, result.per_sample)
-
-    idx, sel, preds = pick(lambda r: r["task"] == "text_qa" and len(r["choices"]) > 0)
-    if idx:
-        result = _rename(M.multiple_choice_accuracy(preds, [r["choices"] for r in sel], [r["answer"] for r in sel]),
-                         "mcq_accuracy")
-        results.append(result)
-        record(idx, result.per_sample)
+    for kind, (name, metric) in QUESTION_METRICS.items():
+        idx, sel, preds = pick(lambda r, kind=kind: question_kind(r) == kind)
+        if idx:
+            result = _rename(metric(sel, preds), name)
+            results.append(result)
+            record(idx, result.per_sample)
 
     for task in ("report", "caption", "instruction"):
         idx, sel, preds = pick(lambda r, task=task: r["task"] == task)

@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e '.[dev]'
+	# DeepSpeed JIT-compiles its CPU communication op on first use (~70 s here); build it once now
+	# (cached under ~/.cache/torch_extensions) rather than inside the first ZeRO test.
+	$(PY) -c 'import deepspeed.ops as o; from deepspeed.accelerator import get_accelerator as g; \
+	  b = g().create_op_builder("ShareMemCommBuilder"); b and o.__compatible_ops__.get(b.NAME) and b.load()' \
+	  >/dev/null || echo "warning: DeepSpeed's CPU comm op did not build; the first ZeRO run will try again" >&2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -61,3 +61,16 @@ def materialize_inputs(root: Path) -> StageInputs:
                                 resources=defs.resources, instance=instance)
         assert result.success
     return StageInputs(home=home, dagster_dir=dagster_dir)
+
+
+def run_messages(instance, run_id: str) -> list[str]:
+    """What a person reads in the run's log: each entry's message, and the error an event carries
+    (a job's exception arrives as an engine event: "[pipes] external process pipes closed with exception")."""
+    messages = []
+    for entry in instance.all_logs(run_id):
+        messages.append(entry.user_message)
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        error = getattr(data, "error", None)
+        if error is not None:
+            messages.append(error.to_string())
+    return messages

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 
-from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, materialize_inputs, stage_recipe
+from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, materialize_inputs, run_messages, stage_recipe
 
 pytestmark = pytest.mark.e2e
 
@@ -54,10 +54,6 @@ def materialize_stage(defs, instance):
                           instance=instance, raise_on_error=False)
 
 
-def messages(instance, run_id: str) -> list[str]:
-    return [entry.user_message for entry in instance.all_logs(run_id)]
-
-
 def test_stage_materializes_through_slurm(slurm_cluster: SlurmCluster, inputs: StageInputs, tmp_path):  # noqa: F811
     import dagster as dg
 
@@ -66,7 +62,7 @@ def test_stage_materializes_through_slurm(slurm_cluster: SlurmCluster, inputs: S
     defs = definitions(stage_recipe(tmp_path, max_steps=4, save_steps=2, logging_steps=1))
     with dg.instance_for_test(temp_dir=str(inputs.dagster_dir)) as instance:
         result = materialize_stage(defs, instance)
-        logged = messages(instance, result.run_id)
+        logged = run_messages(instance, result.run_id)
         run_tags = instance.get_run_by_id(result.run_id).tags
     assert result.success, "\n".join(logged[-30:])
 
@@ -114,7 +110,7 @@ def test_cancelling_the_dagster_run_cancels_the_slurm_job(slurm_cluster: SlurmCl
         result = materialize_stage(defs, instance)
         watcher.join(timeout=60)
         status = instance.get_run_by_id(result.run_id).status
-        logged = messages(instance, result.run_id)
+        logged = run_messages(instance, result.run_id)
 
     job_id = seen["job_id"]
     assert not result.success and status == dg.DagsterRunStatus.CANCELED

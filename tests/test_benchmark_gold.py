@@ -12,9 +12,9 @@ from fixtures_formats import png_bytes, write_file
 
 from medmo_pipeline.boxes import pixels_to_relative
 from medmo_pipeline.evaluation import gold
-from medmo_pipeline.evaluation.benchmarks import load_benchmark
-from medmo_pipeline.evaluation.gold import first_exchange, question_choices
-from medmo_pipeline.evaluation.registry import load_registry
+from medmo_pipeline.evaluation.benchmarks import load_benchmark, read_benchmark
+from medmo_pipeline.evaluation.gold import UnreadableGold, first_exchange, question_choices, reply_boxes
+from medmo_pipeline.evaluation.registry import AnswerRules, load_registry
 from medmo_pipeline.evaluation.scoring import question_kind, score_rows
 
 MMMU_SUBSETS = [loader.options["file"] for loader in load_registry().get("mmmu_med").loaders]
@@ -134,7 +134,21 @@ def test_closed_yes_no_vqa_rows_stay_closed_and_open_rows_open():
     assert [question_kind(row) for row in rows] == ["closed", "open", "multiple_choice"]
     results, _ = score_rows(rows, ["Yes.", "left lung", "Glaucoma"])
     assert {r.name: (r.value, r.n) for r in results} == {
-        "closed_vqa_accuracy": (1.0, 1), "open_vqa_exact_match": (1.0, 1), "mcq_accuracy": (1.0, 1)}
+        "closed_vqa_accuracy": (1.0, 1), "open_vqa_exact_match": (1.0, 1), "open_vqa_token_f1": (1.0, 1),
+        "mcq_accuracy": (1.0, 1)}
+
+
+def test_open_questions_give_exact_match_and_token_f1_each_under_its_own_name():
+    rows = [_vqa_row("lower lobe", []), _vqa_row("left lung", []), _vqa_row("liver", [])]
+    results, samples = score_rows(rows, ["left lower lobe", "The left lung.", ""])
+    by_name = {r.name: r for r in results}
+    assert [r.name for r in results] == ["open_vqa_exact_match", "open_vqa_token_f1"]
+    # exact match: 0, 1, 0; token F1: 2 * (2/3 * 1) / (2/3 + 1) = 0.8, 1, 0 (SQuAD v1.1 drops "the")
+    assert by_name["open_vqa_exact_match"].value == pytest.approx(1 / 3)
+    assert by_name["open_vqa_token_f1"].value == pytest.approx(0.6)
+    assert by_name["open_vqa_token_f1"].empty == 1 and by_name["open_vqa_token_f1"].n == 3
+    assert by_name["open_vqa_token_f1"].ci_low <= 0.6 <= by_name["open_vqa_token_f1"].ci_high
+    assert [(s["score"], s["token_f1"]) for s in samples] == [(0.0, pytest.approx(0.8)), (1.0, 1.0), (0.0, 0.0)]
 
 
 # ---- boxes in the reply (MedSG) ---------------------------------------------------------------------
@@ -187,3 +201,59 @@ def test_first_exchange_keeps_a_separate_gold_label():
     row = {"answer": "B", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "B. x"},
                                        {"role": "user", "content": "why?"}, {"role": "assistant", "content": "..."}]}
     assert first_exchange(row)["answer"] == "B" and len(first_exchange(row)["messages"]) == 2
+
+
+# ---- the reply's box scale (answers.box_scale) -----------------------------------------------------
+
+def _with_box_scale(scale: str):
+    medsg = load_registry().get("medsg")
+    return medsg.model_copy(update={"answers": AnswerRules(types=["boxes"], box_scale=scale)})
+
+
+def test_registry_names_the_reply_box_scale_of_every_grounding_benchmark():
+    registry = load_registry()
+    assert {b.name: b.answers.box_scale for b in registry.benchmarks if "boxes" in b.answers.types} == {
+        "nih_chest_xray": "relative_1000", "deeplesion": "relative_1000", "bacteria": "relative_1000",
+        "medsg": "relative_1000", "synthetic_heldout": "relative_1000"}
+
+
+def test_pixel_scale_reply_boxes_are_taken_as_pixels(tmp_path):
+    # 200 x 100 image; the reply gives pixels: read as 0-1000 they would become (20, 10, 40, 20).
+    root = _medsg_dir(tmp_path, [_ask("Nodule <box>[[100, 50, 200, 100]]</box>"),
+                                 _ask('[{"bbox_2d": [10.5, 20, 60, 80], "label": "cyst"}]')])
+    rows = read_benchmark(_with_box_scale("pixels"), root)
+    assert [row["boxes"] for row in rows] == [
+        [{"label": "Nodule", "x1": 100.0, "y1": 50.0, "x2": 200.0, "y2": 100.0}],
+        [{"label": "cyst", "x1": 10.5, "y1": 20.0, "x2": 60.0, "y2": 80.0}]]
+    relative = read_benchmark(_with_box_scale("relative_1000"), root)
+    assert relative[0]["boxes"][0] | {"label": ""} == {"label": "", "x1": 20.0, "y1": 5.0, "x2": 40.0, "y2": 10.0}
+    # A model answers on the 0-1000 scale whatever the benchmark's reply scale: the same pixels score 1.
+    values = {r.name: r.value for r in score_rows(rows[:1], ["<box>[[500, 500, 1000, 1000]]</box>"])[0]}
+    assert values["grounding_mean_iou"] == 1.0
+    values = {r.name: r.value for r in score_rows(relative[:1], ["<box>[[500, 500, 1000, 1000]]</box>"])[0]}
+    assert values["grounding_mean_iou"] == 0.0
+
+
+def test_reply_boxes_refuses_an_unknown_scale():
+    with pytest.raises(ValueError, match="unknown box scale 'original_pixels'"):
+        reply_boxes("<box>[[1, 2, 3, 4]]</box>", 10, 10, scale="original_pixels")
+    with pytest.raises(ValueError, match="answers.box_scale"):
+        gold.gold_from_text(_vqa_row("x", []) | {"task": "grounding"}, ["boxes"])
+
+
+# ---- unreadable gold boxes ------------------------------------------------------------------------
+
+def test_scoring_refuses_grounding_rows_without_gold_boxes_naming_them_before_scoring():
+    good = {"id": "b:ok", "source": "b", "task": "grounding", "answer": "", "choices": [],
+            "boxes": [{"label": "x", "x1": 0, "y1": 0, "x2": 5, "y2": 5}], "images": [{"width": 10, "height": 10}],
+            "messages": [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "x <box>[[0, 0, 500, 500]]</box>"}]}
+    bad = good | {"id": "b:empty", "boxes": []}
+    unsized = good | {"id": "b:unsized", "boxes": [], "images": [{"width": 0, "height": 0}]}
+    unreadable = bad | {"id": "b:unreadable", "messages": [good["messages"][0], {"role": "assistant", "content": "none"}]}
+    with pytest.raises(UnreadableGold) as error:
+        score_rows([good, bad, unsized, unreadable], ["<box>[[0, 0, 500, 500]]</box>"] * 4)
+    assert str(error.value).startswith("3 grounding row(s) have no gold box and cannot be scored (b:empty: empty "
+                                       "boxes column (its reply's boxes were never read: load it through "
+                                       "evaluation.benchmarks); b:unsized: image size unknown")
+    assert "b:unreadable: no box readable in its reply 'none'" in str(error.value) and "b:ok" not in str(error.value)
+

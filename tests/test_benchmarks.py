@@ -16,15 +16,18 @@ from fixtures_formats import build_fixture, png_bytes, write_file
 from medmo_pipeline.data.adapters.choices import LETTERS
 from medmo_pipeline.data.schema import validate_row
 from medmo_pipeline.evaluation.benchmarks import load_benchmark
+from medmo_pipeline.evaluation.gold import UnreadableGold
+from medmo_pipeline.evaluation.metrics import summarize
 from medmo_pipeline.evaluation.registry import (
     METRICS,
+    PENDING_METRICS,
     REGISTRY_PATH,
     SCORED_METRICS,
     BenchmarkUnavailable,
     RegistryError,
     load_registry,
 )
-from medmo_pipeline.evaluation.scoring import score_rows
+from medmo_pipeline.evaluation.scoring import PLUGIN_METRICS, score_benchmark
 
 REGISTRY = load_registry()
 FILE_BENCHMARKS = [b.name for b in REGISTRY.benchmarks if b.origin.kind != "synthetic"]
@@ -134,8 +137,19 @@ def test_registry_lists_every_benchmark_of_the_paper():
 
 def test_metric_names_are_known_and_scoring_names_match():
     assert all(m in METRICS for b in REGISTRY.benchmarks for m in b.metrics)
-    assert {"closed_vqa_accuracy", "open_vqa_exact_match", "mcq_accuracy", "report_rouge_l",
-            "grounding_mean_iou", "grounding_acc_iou50"} <= SCORED_METRICS
+    assert {"closed_vqa_accuracy", "open_vqa_exact_match", "open_vqa_token_f1", "mcq_accuracy", "report_rouge_l",
+            "report_cider", "caption_cider", "grounding_mean_iou", "grounding_acc_iou50"} <= SCORED_METRICS
+    # Pending are only the model-based plug-ins, and scoring knows a plug-in for each of them.
+    assert PENDING_METRICS == set(PLUGIN_METRICS)
+    assert {plugin for _, plugin in PLUGIN_METRICS.values()} == {"ratescore", "sembscore", "llm_judge"}
+
+
+def test_every_report_benchmark_declares_the_papers_four_report_metrics():
+    for name in GROUPS["report"]:
+        task = REGISTRY.get(name).tasks[0]
+        assert REGISTRY.get(name).metrics == [f"{task}_{m}" for m in ("rouge_l", "cider", "ratescore", "sembscore")]
+    for name in ("vqa_rad", "slake", "pathvqa"):
+        assert {"open_vqa_exact_match", "open_vqa_token_f1"} <= set(REGISTRY.get(name).metrics)
 
 
 @pytest.mark.parametrize("name", list(PAPER))
@@ -178,6 +192,13 @@ def _bad_registry(tmp_path: Path, mutate) -> Path:
     (lambda b, d: b["iu_xray"]["reported"].update(bleu={"medmo_8b": 1, "qwen3_vl_8b": None}), "benchmark 'iu_xray', field reported.bleu"),
     (lambda b, d: d["benchmarks"].append(dict(b["medqa"])), "duplicate benchmark names ['medqa']"),
     (lambda b, d: b["medqa"].update(tasks=["report"]), "benchmark 'medqa', field (entry): Value error, answer types"),
+    (lambda b, d: b["medsg"]["answers"].update(box_scale="original_pixels"),
+     "benchmark 'medsg', field answers.box_scale: Input should be 'relative_1000' or 'pixels'"),
+    (lambda b, d: b["medsg"]["answers"].pop("box_scale"),
+     "benchmark 'medsg', field answers: Value error, box_scale is required with answer type 'boxes'"),
+    (lambda b, d: b["medqa"]["answers"].update(box_scale="pixels"),
+     "benchmark 'medqa', field answers: Value error, box_scale is required with answer type 'boxes' and only then"),
+    (lambda b, d: b["iu_xray"].update(metrics=["report_rouge_l", "report_bleu"]), "unknown metrics ['report_bleu']"),
 ])
 def test_registry_errors_name_the_benchmark_and_field(tmp_path, mutate, expected):
     with pytest.raises(RegistryError) as error:
@@ -206,16 +227,81 @@ def test_loader_reads_a_fixture_in_the_benchmarks_real_format(tmp_path, credenti
     assert load_benchmark(name, None, root=tmp_path / name) == rows  # deterministic
 
 
+@pytest.fixture
+def no_plugins(monkeypatch):
+    for variable in ("MEDMO_RATESCORE_NER_MODEL", "MEDMO_RATESCORE_EVAL_MODEL", "MEDMO_CHEXBERT_CHECKPOINT",
+                     "MEDMO_BERT_BASE_DIR", "OPENAI_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+# What the gold reply scores on each metric. CIDEr of a perfect reply is 10 on pycocoevalcap's scale
+# when each n-gram order has an n-gram not in every reference (the fixtures number their reports);
+# IoU is 1 up to the 0-1000 scale's rounding.
+PERFECT = {"report_cider": 10.0, "caption_cider": 10.0}
+
+
 @pytest.mark.parametrize("name", FILE_BENCHMARKS)
-def test_scoring_produces_the_registry_metrics(tmp_path, credentials, name):
+def test_scoring_produces_the_registry_metrics(tmp_path, credentials, no_plugins, name):
     build_benchmark(name, tmp_path / name)
     rows = load_benchmark(name, None, root=tmp_path / name)
-    results, _ = score_rows(rows, [row["messages"][-1]["content"] for row in rows])
-    expected = set(REGISTRY.get(name).metrics) & SCORED_METRICS
-    values = {result.name: result.value for result in results}
-    assert expected <= set(values)
-    for metric in expected:  # the gold reply scores perfectly (IoU up to the 0-1000 scale's rounding)
-        assert values[metric] >= (0.95 if metric.endswith("mean_iou") else 1.0), metric
+    declared = REGISTRY.get(name).metrics
+    scores = score_benchmark(rows, [row["messages"][-1]["content"] for row in rows], declared)
+    values = {result.name: result for result in scores.results}
+    # Every declared metric is either computed or named as not computed; only plug-ins may be missing.
+    assert set(declared) <= set(values) | set(scores.not_computed)
+    assert set(scores.not_computed) == set(declared) & PENDING_METRICS
+    for metric in set(declared) & SCORED_METRICS:
+        result = values[metric]
+        assert 0 < result.n <= len(rows) and result.ci_low <= result.value <= result.ci_high, metric
+        if metric.endswith("mean_iou"):
+            assert result.value >= 0.95, metric
+        else:
+            assert result.value == pytest.approx(PERFECT.get(metric, 1.0), abs=1e-9), metric
+    for metric, reason in scores.not_computed.items():  # what is missing is named, not dropped
+        assert reason.startswith(f"{PLUGIN_METRICS[metric][1]} plug-in unavailable: ")
+        assert any(hint in reason for hint in ("not installed", "MEDMO_", "OPENAI_API_KEY")), reason
+
+
+@pytest.mark.parametrize("name", GROUPS["report"])
+def test_configured_plugins_are_computed_for_the_declared_metrics(tmp_path, credentials, name):
+    build_benchmark(name, tmp_path / name)
+    rows = load_benchmark(name, None, root=tmp_path / name)
+    seen = {}
+
+    def fake(plugin):
+        def compute(predictions, references):
+            seen[plugin] = (list(predictions), list(references))
+            return summarize(plugin, [0.25 + 0.5 * (i % 2) for i in range(len(predictions))])
+        return compute
+
+    answers = [row["messages"][-1]["content"] for row in rows]
+    scores = score_benchmark(rows, answers, REGISTRY.get(name).metrics,
+                             plugins={"ratescore": fake("ratescore"), "sembscore": fake("sembscore")})
+    task = REGISTRY.get(name).tasks[0]
+    values = {result.name: result for result in scores.results}
+    assert scores.not_computed == {}
+    expected = summarize("x", [0.25 + 0.5 * (i % 2) for i in range(len(rows))]).value
+    assert values[f"{task}_ratescore"].value == values[f"{task}_sembscore"].value == pytest.approx(expected)
+    assert seen["ratescore"] == (answers, [row["messages"][-1]["content"] for row in rows])
+    assert [sample["ratescore"] for sample in scores.per_sample] == [0.25 + 0.5 * (i % 2) for i in range(len(rows))]
+
+
+def test_a_grounding_row_without_a_readable_gold_box_fails_the_load_naming_it(tmp_path):
+    records = [{"id": f"s{i}", "image": f"s{i}.png",
+                "conversations": [{"from": "human", "value": "<image>\nLocate the nodule."},
+                                  {"from": "gpt", "value": reply}]}
+               for i, reply in enumerate(["Nodule <box>[[250, 500, 750, 1000]]</box>", "No nodule is visible.",
+                                          "Nodule at [[0.2, 0.3]]"])]
+    for i in range(3):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / f"s{i}.png").write_bytes(png_bytes(40, 30, seed=i))
+    (tmp_path / "test.json").write_text(json.dumps(records))
+    with pytest.raises(UnreadableGold) as error:
+        load_benchmark("medsg", None, root=tmp_path)
+    message = str(error.value)
+    assert message.startswith("benchmark 'medsg': 2 grounding row(s) have no gold box and cannot be scored")
+    assert "medsg:s1: no box readable in its reply 'No nodule is visible.'" in message
+    assert "medsg:s2: no box readable" in message and "medsg:s0" not in message
 
 
 def test_cap_per_task_and_subset(tmp_path):

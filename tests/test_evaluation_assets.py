@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from assets.definitions import build_definitions
 from medmo_pipeline.config import load_recipe
@@ -86,3 +87,52 @@ def test_stage_ablation_of_one_benchmark_keeps_plain_metric_columns_and_no_repor
                  for name in ["base_model", "rl"]}
     table = build_stage_ablation(eval_dirs, tmp_path / "reports")["table"]
     assert list(table.columns) == ["mcq_accuracy"] and list(table.index) == ["base_model", "rl"]
+
+
+def _report_rows(n: int) -> list[dict]:
+    return [{"id": f"r{i}", "source": "b", "task": "report", "answer": "", "choices": [], "boxes": [], "images": [],
+             "messages": [{"role": "user", "content": "Report?"},
+                          {"role": "assistant", "content": f"Lungs are clear {i}. No effusion."}]} for i in range(n)]
+
+
+def test_declared_metrics_not_computed_stay_in_the_table_with_the_reason(tmp_path, monkeypatch):
+    import math
+
+    from medmo_pipeline.evaluation.regression import find_drops
+    from medmo_pipeline.evaluation.run import _markdown, table_rows
+    from medmo_pipeline.evaluation.scoring import score_benchmark
+
+    monkeypatch.delenv("MEDMO_CHEXBERT_CHECKPOINT", raising=False)
+    rows = _report_rows(4)
+    declared = ["report_rouge_l", "report_cider", "report_sembscore", "caption_cider"]
+    scores = score_benchmark(rows, [r["messages"][-1]["content"] for r in rows], declared)
+    table = pd.DataFrame(table_rows("stage2", "mimic_cxr", scores), columns=TABLE_COLUMNS)
+    publish_eval_table(tmp_path / "eval", table, scores.per_sample, lineage={})
+    table = pd.read_parquet(tmp_path / "eval" / "table.parquet").set_index("metric")
+    assert list(table.index) == ["report_rouge_l", "report_cider", "report_sembscore", "caption_cider"]
+    assert table.loc["report_cider", "value"] == pytest.approx(10.0)  # pycocoevalcap's scale: a copy of each report
+    assert "beta 1" in table.loc["report_rouge_l", "note"] and "pycocoevalcap" in table.loc["report_cider", "note"]
+    assert math.isnan(table.loc["report_sembscore", "value"]) and table.loc["report_sembscore", "n"] == 0
+    assert table.loc["report_sembscore", "note"].startswith("not computed: sembscore plug-in unavailable: ")
+    assert "MEDMO_CHEXBERT_CHECKPOINT" in table.loc["report_sembscore", "note"]
+    assert table.loc["caption_cider", "note"] == "not computed: no evaluated row is of the kind this metric scores"
+    assert "| mimic_cxr | report_sembscore | - | - | 0 | 0 | not computed: sembscore" in _markdown(table.reset_index())
+    predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
+    assert predictions["cider"].tolist() == pytest.approx([10.0] * 4)
+    # The regression guard: a metric the child did not compute is a drop; one the parent did not, none.
+    parent = table.reset_index().assign(value=lambda t: t["value"].fillna(0.5))
+    drops = find_drops(parent, table.reset_index(), ["report_sembscore", "report_cider"], 0.05)
+    assert [(d.metric, d.child) for d in drops] == [("report_sembscore", 0.0)]
+    assert find_drops(table.reset_index(), table.reset_index(), ["report_sembscore"], 0.05) == []
+
+
+def test_stage_ablation_plots_cider_and_skips_metrics_not_computed(tmp_path):
+    eval_dirs = {name: _eval_dir(tmp_path / "eval", name, "iu_xray",
+                                 {"report_rouge_l": 0.2 + 0.05 * i, "report_cider": 0.5 + i, "report_ratescore": float("nan")})
+                 for i, name in enumerate(["base_model", "stage2", "rl"])}
+    result = build_stage_ablation(eval_dirs, tmp_path / "reports")
+    table = result["table"]
+    assert table.loc["rl", "report_cider"] == 2.5
+    assert table.loc["MedMO-8B (reported)", "cider"] == pytest.approx(1.697)  # 169.7 in the paper's x100 print
+    assert "report_ratescore" not in table.columns  # never computed: no column of empty values
+    assert result["reports_grounding_png"].stat().st_size > 10_000

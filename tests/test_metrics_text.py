@@ -139,3 +139,47 @@ def test_rouge_tokens_match_the_rouge_score_tokenizer():
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     raw = "No acute cardio-pulmonary process; HEART size 12cm (stable)."
     assert rouge_tokens(raw) == scorer._tokenizer.tokenize(raw)
+
+
+def test_cider_interval_resamples_samples_and_recomputes_the_corpus_score(corpus):
+    predictions, references = corpus[0][:40], corpus[1][:40]
+    outcome = cider(predictions, references, n_resamples=60, seed=7)
+    # The same draws, each scored from scratch as a corpus of its own (pycocoevalcap's IDF of that corpus).
+    rng = np.random.default_rng(7)
+    counts = rng.multinomial(40, np.full(40, 1 / 40), size=60)
+    values = []
+    for drawn in counts:
+        index = np.repeat(np.arange(40), drawn)
+        values.append(Cider().compute_score({k: references[i] for k, i in enumerate(index)},
+                                            {k: [predictions[i]] for k, i in enumerate(index)})[0])
+    assert (outcome.ci_low, outcome.ci_high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-9)
+    assert outcome.ci_low < outcome.value < outcome.ci_high
+
+
+def test_cider_interval_edge_cases():
+    one = cider(["no acute disease"], [["no acute disease"]])
+    assert (one.value, one.ci_low, one.ci_high, one.n) == (0.0, 0.0, 0.0, 1)  # log(1) = 0: every IDF is 0
+    assert np.isnan(cider([], []).ci_low)
+    same = cider(["a b", "c d"], [["a b"], ["c d"]], n_resamples=100)
+    assert same.ci_low <= same.value <= same.ci_high
+
+
+def test_scoring_reports_corpus_cider_as_pycocoevalcap_on_rouge_tokens():
+    from medmo_pipeline.evaluation.scoring import score_rows
+
+    rng = random.Random(5)
+    references = [noisy(rng, sentence(rng, 4)) for _ in range(30)]
+    predictions = [noisy(rng, r) if i % 3 == 0 else noisy(rng, sentence(rng)) for i, r in enumerate(references)]
+    rows = [{"id": f"r{i}", "source": "b", "task": "report", "answer": "", "choices": [], "boxes": [], "images": [],
+             "messages": [{"role": "user", "content": "Report?"}, {"role": "assistant", "content": ref}]}
+            for i, ref in enumerate(references)]
+    results, samples = score_rows(rows, predictions)
+    by_name = {r.name: r for r in results}
+    assert list(by_name) == ["report_rouge_l", "report_cider"]
+    tokens = lambda text: " ".join(rouge_tokens(text))
+    expected, per_sample = Cider().compute_score({i: [tokens(r)] for i, r in enumerate(references)},
+                                                 {i: [tokens(p)] for i, p in enumerate(predictions)})
+    assert by_name["report_cider"].value == pytest.approx(expected, abs=1e-9) and expected > 1.0
+    np.testing.assert_allclose([s["cider"] for s in samples], per_sample, atol=1e-9)
+    assert by_name["report_cider"].ci_low <= expected <= by_name["report_cider"].ci_high
+    assert [s["score"] for s in samples] == pytest.approx(by_name["report_rouge_l"].per_sample.tolist())

@@ -15,15 +15,19 @@ HEADLINE_METRICS = [
     "grounding_const_box_mean_iou",
     "closed_vqa_accuracy",
     "open_vqa_exact_match",
+    "open_vqa_token_f1",
     "mcq_accuracy",
     "report_rouge_l",
     "caption_rouge_l",
     "instruction_rouge_l",
+    "report_cider",
+    "caption_cider",
 ]
 
 
-QA_METRICS = ["closed_vqa_accuracy", "open_vqa_exact_match", "mcq_accuracy", "accuracy"]
-REPORT_GROUNDING_METRICS = ["report_rouge_l", "caption_rouge_l", "instruction_rouge_l", "rouge_l", "cider",
+QA_METRICS = ["closed_vqa_accuracy", "open_vqa_exact_match", "open_vqa_token_f1", "mcq_accuracy", "accuracy"]
+REPORT_GROUNDING_METRICS = ["report_rouge_l", "caption_rouge_l", "instruction_rouge_l", "rouge_l",
+                            "report_cider", "caption_cider", "cider",
                             "grounding_mean_iou", "grounding_acc_iou50", "grounding_const_box_mean_iou", "iou"]
 REPORTED = {"medmo_8b": "MedMO-8B (reported)", "qwen3_vl_8b": "Qwen3-VL-8B (reported)"}
 
@@ -119,7 +123,8 @@ def _plot(long, order: list[str], columns: list[str], path: Path, title: str) ->
                   else "#36a" for name in order]
         ax.bar(x, np.nan_to_num(values), yerr=err, color=colors, capsize=3)
         ax.set_xticks(x, [name.replace(" (reported)", "\n(reported)") for name in order], rotation=20, fontsize=7)
-        ax.set_ylim(0, 1)
+        # Fractions share the 0-1 axis; CIDEr (pycocoevalcap's x10 scale) gets the room it needs.
+        ax.set_ylim(0, max(1.0, float(np.nanmax(np.append(values + err[1], 0))) * 1.05))
         ax.set_title(column, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(columns):]:

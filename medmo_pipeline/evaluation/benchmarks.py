@@ -4,7 +4,9 @@ benchmark of ``recipes/benchmarks.yaml``, read through the training adapters.
 ``load_benchmark(name, index, max_per_task, root=...)`` returns sample-contract rows with split
 "eval", in a deterministic order (the adapters' file order, loaders in registry order), capped per
 (subset, task). Gold labels a benchmark file keeps inside its text (options in the question, boxes
-in the reply) are moved into ``choices`` / ``boxes`` by ``evaluation.gold``.
+in the reply) are moved into ``choices`` / ``boxes`` by ``evaluation.gold``; a grounding row
+left without a gold box fails the load with ``gold.UnreadableGold`` naming the rows, before any
+model runs. ``declared_metrics(name)`` is the registry's metric list of a benchmark.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.adapters import adapter
-from medmo_pipeline.evaluation.gold import gold_from_text
+from medmo_pipeline.evaluation.gold import check_grounding_gold, gold_from_text
 from medmo_pipeline.evaluation.registry import Benchmark, load_registry, resolve_benchmark_dir
 from medmo_pipeline.home import medmo_home
 
@@ -42,7 +44,9 @@ def load_benchmark(name: str, index: dict | None, max_per_task: int | None = Non
     """Rows of benchmark ``name``. ``index`` (the corpus index) serves ``synthetic_heldout``;
     registry benchmarks read their files under ``root`` (default ``$MEDMO_HOME/benchmarks/<name>``)."""
     if name in BENCHMARKS:
-        return BENCHMARKS[name](index, max_per_task=max_per_task)
+        rows = BENCHMARKS[name](index, max_per_task=max_per_task)
+        check_grounding_gold(rows, name)
+        return rows
     registry = load_registry()
     if name not in registry.names():
         known = sorted(set(BENCHMARKS) | set(registry.names()))
@@ -67,5 +71,12 @@ def read_benchmark(benchmark: Benchmark, directory: Path, max_per_task: int | No
                 continue
             row["id"] = f"{benchmark.name}:{prefix}{row['id']}"
             row["source"], row["license"] = benchmark.name, benchmark.licence
-            rows.append(gold_from_text(row, benchmark.answers.types))
+            rows.append(gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale))
+    check_grounding_gold(rows, benchmark.name)
     return rows
+
+
+def declared_metrics(name: str) -> list[str]:
+    """The metrics the registry declares for benchmark ``name`` ([] for one it does not list)."""
+    registry = load_registry()
+    return list(registry.get(name).metrics) if name in registry.names() else []

@@ -6,10 +6,15 @@
   as it is (the model reads the options there). A question without a readable option list stays an
   open question.
 - **Boxes in the reply** (MedSG's LLaVA JSON: ``label <box>[[x1, y1, x2, y2]]</box>``):
-  :func:`reply_boxes` fills ``boxes`` in pixels of the original image. A grounding reply in this
-  project is on Qwen3-VL's relative 0-1000 scale (the grounding adapters write it so, and the model is
-  trained on these replies as they are), so the boxes go through ``boxes.relative_to_pixels``, the
-  same conversion scoring applies to predictions, with the same (first) image's size.
+  :func:`reply_boxes` fills ``boxes`` in pixels of the original image. The scale of the reply's
+  numbers is the benchmark's ``answers.box_scale`` in the registry: ``relative_1000`` (Qwen3-VL's
+  0-1000 scale, as the grounding adapters of this project write their replies) goes through
+  ``boxes.relative_to_pixels``, the same conversion scoring applies to predictions, with the same
+  (first) image's size; ``pixels`` (coordinates of the original image) is taken as it is.
+- **Unreadable gold**: a grounding row still without a gold box after this (a reply with no box in
+  a form ``rewards.parsing`` reads, or an image of unknown size) cannot be scored;
+  :func:`check_grounding_gold` raises :class:`UnreadableGold` naming every such row, so a benchmark
+  fails when it is loaded, before any model runs, never midway through scoring.
 
 An evaluation asks only a row's first user turn (``generation.prompt_messages``), so
 :func:`first_exchange` keeps that turn and its reply: the gold is the reply to the question asked.
@@ -86,17 +91,33 @@ def _in_letter_order(letters: list[str], texts: list[str]) -> list[str]:
     return texts
 
 
-def reply_boxes(reply: str, width: float, height: float) -> list[dict]:
-    """Boxes of a 0-1000-scale grounding reply as pixel box records of a (width x height) image.
+BOX_SCALES = ("relative_1000", "pixels")
+
+
+class UnreadableGold(ValueError):
+    """Benchmark rows whose gold label cannot be read; the message names the rows."""
+
+
+def reply_boxes(reply: str, width: float, height: float, scale: str = "relative_1000") -> list[dict]:
+    """Boxes of a grounding reply as pixel box records of a (width x height) image.
+
+    ``scale`` is the reply's box scale: ``relative_1000`` (0-1000, converted with the image size)
+    or ``pixels`` (already pixels of the original image, kept as they are).
 
     >>> reply_boxes("Lesion <box>[[250, 500, 750, 1000]]</box>", 200, 100)
+    [{'label': 'Lesion', 'x1': 50.0, 'y1': 50.0, 'x2': 150.0, 'y2': 100.0}]
+    >>> reply_boxes("Lesion <box>[[50, 50, 150, 100]]</box>", 200, 100, scale="pixels")
     [{'label': 'Lesion', 'x1': 50.0, 'y1': 50.0, 'x2': 150.0, 'y2': 100.0}]
     """
     from medmo_pipeline.rewards.parsing import parse_labeled_boxes  # the rewards package loads TRL
 
+    if scale not in BOX_SCALES:
+        raise ValueError(f"unknown box scale {scale!r}; known: {list(BOX_SCALES)}")
     records = []
-    for label, relative in parse_labeled_boxes(reply):
-        x1, y1, x2, y2 = box_scale.relative_to_pixels(relative, width, height)
+    for label, box in parse_labeled_boxes(reply):
+        if scale == "relative_1000":
+            box = box_scale.relative_to_pixels(box, width, height)
+        x1, y1, x2, y2 = (float(v) for v in box)
         records.append({"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
     return records
 
@@ -122,24 +143,65 @@ def with_choices_from_question(row: dict) -> dict:
     return row if letter is None else {**row, "choices": choices, "answer": letter}
 
 
-def with_boxes_from_reply(row: dict) -> dict:
-    """A grounding row without pixel boxes gets the boxes of its reply (see the module notes); a row
-    whose image size is unknown is returned unchanged."""
+def with_boxes_from_reply(row: dict, scale: str = "relative_1000") -> dict:
+    """A grounding row without pixel boxes gets the boxes of its reply, read on ``scale`` (see the
+    module notes); a row whose image size is unknown is returned unchanged."""
     if row["task"] != "grounding" or row["boxes"] or not row["images"]:
         return row
     width, height = row["images"][0]["width"], row["images"][0]["height"]
     if width <= 0 or height <= 0:
         return row
-    return {**row, "boxes": reply_boxes(row["messages"][-1]["content"], width, height)}
+    return {**row, "boxes": reply_boxes(row["messages"][-1]["content"], width, height, scale)}
 
 
-def gold_from_text(row: dict, answer_types: Iterable[str]) -> dict:
+def gold_from_text(row: dict, answer_types: Iterable[str], box_scale: str | None = None) -> dict:
     """``row`` scored on its first exchange, with choices and boxes moved out of the text where the
-    benchmark's answer types call for them."""
+    benchmark's answer types call for them; ``box_scale`` (the registry's ``answers.box_scale``) is
+    the scale of the reply's boxes and is required with answer type ``boxes``."""
     row = first_exchange(row)
     types = set(answer_types)
     if "multiple_choice" in types:
         row = with_choices_from_question(row)
     if "boxes" in types:
-        row = with_boxes_from_reply(row)
+        if box_scale is None:
+            raise ValueError("answer type 'boxes' needs the reply's box scale (answers.box_scale)")
+        row = with_boxes_from_reply(row, box_scale)
     return row
+
+
+def unreadable_grounding_reason(row: dict) -> str | None:
+    """Why a grounding row has no gold box to score against; None when it has one (or is no
+    grounding row)."""
+    if row["task"] != "grounding" or row["boxes"]:
+        return None
+    if not row["images"]:
+        return "no image"
+    if row["images"][0]["width"] <= 0 or row["images"][0]["height"] <= 0:
+        return "image size unknown, so its reply's boxes cannot be placed"
+    from medmo_pipeline.rewards.parsing import parse_boxes
+
+    reply = " ".join(row["messages"][-1]["content"].split())
+    if parse_boxes(reply):
+        return "empty boxes column (its reply's boxes were never read: load it through evaluation.benchmarks)"
+    return f"no box readable in its reply {reply[:80]!r}"
+
+
+def check_grounding_gold(rows: Iterable[dict], benchmark: str | None = None, *, shown: int = 5) -> None:
+    """Raise :class:`UnreadableGold` naming the grounding rows (of ``benchmark``) with no gold box.
+
+    >>> row = {"id": "b:1", "task": "grounding", "boxes": [], "images": [{"width": 8, "height": 8}],
+    ...        "messages": [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "none"}]}
+    >>> check_grounding_gold([row], "b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medmo_pipeline.evaluation.gold.UnreadableGold: benchmark 'b': 1 grounding row(s) have no gold box ...
+    """
+    bad = [(row["id"], reason) for row in rows if (reason := unreadable_grounding_reason(row)) is not None]
+    if bad:
+        listed = "; ".join(f"{row_id}: {reason}" for row_id, reason in bad[:shown])
+        more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+        where = f"benchmark {benchmark!r}: " if benchmark else ""
+        raise UnreadableGold(
+            f"{where}{len(bad)} grounding row(s) have no gold box and cannot be scored "
+            f"({listed}{more}). Fix or drop these rows in the benchmark's files, or check answers.box_scale "
+            f"and the reply format (<box>[[x1, y1, x2, y2]]</box> or bbox_2d JSON)")

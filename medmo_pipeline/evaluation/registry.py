@@ -23,18 +23,18 @@ from medmo_pipeline.data.registry import AdapterSpec, Credentials, SourceUnavail
 
 REGISTRY_PATH = RECIPES_DIR / "benchmarks.yaml"
 
-# Metric names ``evaluation.scoring.score_rows`` emits today.
+# Metric names ``evaluation.scoring.score_rows`` emits (the rows' tasks decide which).
 SCORED_METRICS = frozenset({
-    "closed_vqa_accuracy", "open_vqa_exact_match", "mcq_accuracy",
-    "caption_rouge_l", "report_rouge_l", "instruction_rouge_l",
+    "closed_vqa_accuracy", "open_vqa_exact_match", "open_vqa_token_f1", "mcq_accuracy",
+    "caption_rouge_l", "report_rouge_l", "instruction_rouge_l", "caption_cider", "report_cider",
     "grounding_mean_iou", "grounding_acc_iou30", "grounding_acc_iou50", "grounding_acc_iou70",
     "grounding_first_box_mean_iou", "grounding_const_box_mean_iou",
 })
-# Defined in ``evaluation.metrics`` (token F1, CIDEr, plug-ins) but not yet emitted
-# by scoring; listed so the registry can name what each paper table needs.
+# Model- or API-based plug-ins (``evaluation.metrics.plugins``): computed by
+# ``evaluation.scoring.score_plugins`` when the plug-in is configured; otherwise the evaluation
+# table keeps the declared metric as a row with no value and the reason in its note.
 PENDING_METRICS = frozenset({
-    "open_vqa_token_f1", "report_cider", "caption_cider", "report_ratescore", "report_sembscore",
-    "caption_ratescore", "caption_sembscore",
+    "report_ratescore", "report_sembscore", "caption_ratescore", "caption_sembscore", "open_vqa_llm_judge",
 })
 METRICS = SCORED_METRICS | PENDING_METRICS
 
@@ -93,7 +93,10 @@ class AnswerRules(_Strict):
     types: list[AnswerType] = Field(min_length=1)
     closed_when: Literal["yes_no_answer"] | None = None  # scoring's rule: gold answer yes/no = closed
     mcq_gold: Literal["option_letter"] | None = None  # adapters turn index/text answers into the letter
-    box_scale: Literal["original_pixels"] | None = None  # boxes scored on the original image
+    # Scale of the boxes in a benchmark's gold replies, read by ``evaluation.gold`` where a row has no
+    # pixel boxes of its own: relative_1000 = Qwen3-VL's 0-1000 scale, pixels = the original image's
+    # pixels. Scoring is always on the original image's pixels.
+    box_scale: Literal["relative_1000", "pixels"] | None = None
 
     @model_validator(mode="after")
     def _rules_for_types(self) -> AnswerRules:

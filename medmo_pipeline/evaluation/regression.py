@@ -8,6 +8,7 @@ next stage (the Dagster layer turns this into a blocking asset check).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def find_drops(parent_table, child_table, protected: list[str], margin: float) -
     """Protected metrics whose value fell more than ``margin`` below the parent's, per benchmark.
 
     Tables are the long evaluation tables (benchmark, metric, value, ...). A protected metric that
-    the parent measured but the child did not is a drop to zero, never silently passed.
+    the parent measured but the child did not (no row, or a "not computed" row without a value) is a
+    drop to zero, never silently passed; one the parent did not measure cannot have dropped.
 
     >>> import pandas as pd
     >>> parent = pd.DataFrame({"benchmark": ["b", "b"], "metric": ["iou", "acc"], "value": [0.4, 0.9]})
@@ -40,8 +42,8 @@ def find_drops(parent_table, child_table, protected: list[str], margin: float) -
     >>> [d.describe() for d in find_drops(parent, child, ["iou", "acc"], margin=0.05)]
     ['b/iou fell from 0.400 to 0.200 (-0.200)']
     """
-    before = {(r.benchmark, r.metric): float(r.value) for r in parent_table.itertuples()}
-    after = {(r.benchmark, r.metric): float(r.value) for r in child_table.itertuples()}
+    before = {(r.benchmark, r.metric): float(r.value) for r in parent_table.itertuples() if math.isfinite(r.value)}
+    after = {(r.benchmark, r.metric): float(r.value) for r in child_table.itertuples() if math.isfinite(r.value)}
     drops = []
     for (benchmark, metric), value in sorted(before.items()):
         if metric not in protected:

@@ -4,19 +4,28 @@
         --checkpoint .medmo/checkpoints/stage2/<key> --corpus .medmo/corpus/index/<v>.json \
         --output .medmo/eval/stage2/<key>
 
-Writes ``table.parquet`` (long format: one row per benchmark x metric with value, n and a 95%
-bootstrap interval), ``predictions.parquet`` (one row per sample with its own score) and
-``lineage.json``; all visible only when complete.
+Writes ``table.parquet`` (long format: one row per benchmark x metric with value, n, a 95%
+bootstrap interval and a note saying which variant the metric is), ``predictions.parquet`` (one
+row per sample with its own scores) and ``lineage.json``; all visible only when complete.
+
+Every benchmark is loaded before the model, so a benchmark that cannot be read (missing files,
+unreadable gold labels) fails the job before any generation. A metric the registry declares for a
+benchmark but that could not be computed (a plug-in that is not configured, no rows of its kind)
+stays in the table as a row without a value whose note starts with "not computed:" and gives the
+reason; the materialization metadata lists them under ``not_computed``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from medmo_pipeline.jobs import checked_recipe, job_parser
 
-TABLE_COLUMNS = ["checkpoint", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "unparseable", "empty"]
+TABLE_COLUMNS = ["checkpoint", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "unparseable", "empty",
+                 "note"]
+NOT_COMPUTED = "not computed: "
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,32 +51,32 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus
-        from medmo_pipeline.evaluation.benchmarks import load_benchmark
+        from medmo_pipeline.evaluation.benchmarks import declared_metrics, load_benchmark
         from medmo_pipeline.evaluation.generation import generate_answers
-        from medmo_pipeline.evaluation.scoring import score_rows
+        from medmo_pipeline.evaluation.scoring import score_benchmark
         from medmo_pipeline.model.loading import load_model, load_processor
         from medmo_pipeline.training.common import parent_reference
 
         spec = recipe.evaluation
         index = corpus.load_index(args.corpus)
+        benchmarks = {name: load_benchmark(name, index, max_per_task=spec.max_samples_per_task)
+                      for name in args.benchmark or spec.benchmarks}
         base = recipe.base_model
         model = load_model(args.checkpoint, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         processor = load_processor(args.checkpoint, trust_remote_code=base.trust_remote_code)
-        tables, predictions = [], []
-        for benchmark in args.benchmark or spec.benchmarks:
-            rows = load_benchmark(benchmark, index, max_per_task=spec.max_samples_per_task)
+        tables, predictions, not_computed = [], [], {}
+        for benchmark, rows in benchmarks.items():
             reporter.log(f"{args.name} on {benchmark}: {len(rows)} samples")
             answers = generate_answers(
                 model, processor, rows, max_new_tokens=dict(spec.max_new_tokens), batch_size=spec.batch_size,
                 progress=lambda done, total: reporter.progress(done, total),
             )
-            results, samples = score_rows(rows, answers)
-            tables += [
-                {"checkpoint": args.name, "benchmark": benchmark, "metric": r.name, "value": r.value, "n": r.n,
-                 "ci_low": r.ci_low, "ci_high": r.ci_high, "unparseable": r.unparseable, "empty": r.empty}
-                for r in results
-            ]
-            predictions += [{"checkpoint": args.name, "benchmark": benchmark, **s} for s in samples]
+            scores = score_benchmark(rows, answers, declared_metrics(benchmark))
+            tables += table_rows(args.name, benchmark, scores)
+            predictions += [{"checkpoint": args.name, "benchmark": benchmark, **s} for s in scores.per_sample]
+            not_computed.update({f"{benchmark}/{metric}": reason for metric, reason in scores.not_computed.items()})
+            for metric, reason in scores.not_computed.items():
+                reporter.log(f"{benchmark}/{metric} not computed: {reason}")
         table = pd.DataFrame(tables, columns=TABLE_COLUMNS)
         checkpoint_ref = parent_reference(args.checkpoint)
         with tracking.mlflow_run(
@@ -76,11 +85,12 @@ def main(argv: list[str] | None = None) -> None:
             tags={"stage": f"eval:{args.name}", "code_version": code_version,
                   "checkpoint": str(args.checkpoint), "checkpoint_data_version": str(checkpoint_ref["data_version"])},
         ) as run:
-            mlflow.log_metrics({f"{row.benchmark}.{row.metric}": float(row.value) for row in table.itertuples()})
+            mlflow.log_metrics({f"{row.benchmark}.{row.metric}": float(row.value) for row in table.itertuples()
+                                if math.isfinite(row.value)})
             data_version = publish_eval_table(args.output, table, predictions, lineage={
                 "checkpoint": checkpoint_ref, "corpus": corpus.lineage_view(index),
                 "recipe": {"name": recipe.name, "hash": code_version}, "mlflow_run_id": run.info.run_id,
-                "git_commit": tracking.git_commit(),
+                "git_commit": tracking.git_commit(), "not_computed": not_computed,
             })
             mlflow.log_artifact(str(args.output / "table.parquet"))
         meta = {
@@ -92,9 +102,24 @@ def main(argv: list[str] | None = None) -> None:
             "mlflow_run_id": run.info.run_id,
             "table": Md(_markdown(table)),
             "wall_seconds": round(time.time() - started, 2),
+            "not_computed": not_computed,
         }
-        meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples()})
+        meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples() if math.isfinite(row.value)})
         reporter.report(meta, data_version=data_version)
+
+
+def table_rows(checkpoint: str, benchmark: str, scores) -> list[dict]:
+    """Long-table rows of one benchmark's ``scoring.BenchmarkScores``: one per result, then one per
+    declared metric that was not computed (value, interval and n empty; the note gives the reason)."""
+    from medmo_pipeline.evaluation.scoring import METRIC_NOTES
+
+    rows = [{"checkpoint": checkpoint, "benchmark": benchmark, "metric": r.name, "value": r.value, "n": r.n,
+             "ci_low": r.ci_low, "ci_high": r.ci_high, "unparseable": r.unparseable, "empty": r.empty,
+             "note": METRIC_NOTES.get(r.name, "")} for r in scores.results]
+    rows += [{"checkpoint": checkpoint, "benchmark": benchmark, "metric": metric, "value": math.nan, "n": 0,
+              "ci_low": math.nan, "ci_high": math.nan, "unparseable": 0, "empty": 0, "note": NOT_COMPUTED + reason}
+             for metric, reason in scores.not_computed.items()]
+    return rows
 
 
 def publish_eval_table(output: Path, table, predictions: list[dict], *, lineage: dict) -> str:
@@ -124,10 +149,14 @@ def _tables_version(directory: Path) -> str:
 
 
 def _markdown(table) -> str:
-    lines = ["| benchmark | metric | value | 95% CI | n | unparseable |", "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | metric | value | 95% CI | n | unparseable | note |", "|---|---|---|---|---|---|---|"]
     for row in table.itertuples():
-        lines.append(f"| {row.benchmark} | {row.metric} | {row.value:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] "
-                     f"| {row.n} | {row.unparseable} |")
+        if math.isfinite(row.value):
+            value, interval = f"{row.value:.3f}", f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        else:
+            value, interval = "-", "-"
+        note = str(row.note or "").replace("|", "/")
+        lines.append(f"| {row.benchmark} | {row.metric} | {value} | {interval} | {row.n} | {row.unparseable} | {note} |")
     return "\n".join(lines)
 
 

@@ -112,6 +112,8 @@ def cider_per_sample(
     _check_lengths(predictions, references)
     if any(len(refs) == 0 for refs in references):
         raise ValueError("every sample needs at least one reference for CIDEr")
+    if not references:
+        return np.zeros(0)
     ref_counts = [[_ngram_counts(ref, max_n) for ref in refs] for refs in references]
     # Document frequency: in how many samples' reference sets an n-gram occurs.
     document_frequency = Counter(g for counts in ref_counts for g in set().union(*counts))
@@ -143,14 +145,19 @@ def cider(
     references: Sequence[Sequence[str]],
     max_n: int = 4,
     sigma: float = 6.0,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> MetricResult:
     """Corpus CIDEr-D (Vedantam et al. 2015) as pycocoevalcap's ``Cider().compute_score`` gives it.
 
     n-grams n=1..4 of whitespace-split, pre-tokenised text; TF-IDF weights with document frequency
     over this corpus's reference sets; cosine similarity with clipping; Gaussian length penalty
     (sigma 6); averaged over n and over references; x10. ``value`` is on pycocoevalcap's scale
-    (the paper's tables print 100 x value); ``per_sample`` holds each sample's score and the
-    interval resamples those with the IDF of the whole corpus held fixed.
+    (the paper's tables print 100 x value) and ``per_sample`` holds each sample's score. Because the
+    IDF belongs to the corpus, the interval is :func:`cider_bootstrap_ci`: samples are resampled and
+    the corpus score recomputed on each resample, IDF included.
 
     >>> preds = ["no acute disease", "small left effusion"]
     >>> refs = [["no acute disease"], ["large right effusion"]]
@@ -158,7 +165,120 @@ def cider(
     4.1667
     """
     scores = cider_per_sample(predictions, references, max_n, sigma)
-    return summarize("cider", scores, empty=sum(not (p or "").split() for p in predictions))
+    low, high = cider_bootstrap_ci(predictions, references, max_n, sigma, n_resamples=n_resamples,
+                                   confidence=confidence, seed=seed)
+    return MetricResult(
+        name="cider",
+        value=float(scores.mean()) if scores.size else float("nan"),
+        n=int(scores.size),
+        ci_low=low,
+        ci_high=high,
+        empty=sum(not (p or "").split() for p in predictions),
+        per_sample=scores,
+    )
+
+
+class _CiderDesign:
+    """A corpus's n-gram counts as sparse matrices, so CIDEr-D can be recomputed for many resamples
+    of the corpus at once: a resample is a vector of sample multiplicities ``w`` (how often each
+    sample is drawn), its document frequency is ``presence.T @ w`` (pycocoevalcap counts every
+    copy of a sample) and every TF-IDF product is a matrix product with the squared IDF."""
+
+    def __init__(self, predictions, references, max_n: int, sigma: float) -> None:
+        from scipy import sparse
+
+        hyp = [_ngram_counts(p or "", max_n) for p in predictions]
+        refs = [[_ngram_counts(r, max_n) for r in rs] for rs in references]
+        vocabularies: list[dict] = [{} for _ in range(max_n)]
+        for counts in [*hyp, *(c for rs in refs for c in rs)]:
+            for ngram in counts:
+                vocabularies[len(ngram) - 1].setdefault(ngram, len(vocabularies[len(ngram) - 1]))
+        pair_sample = [i for i, rs in enumerate(refs) for _ in rs]
+        pair_refs = [c for rs in refs for c in rs]
+        n_samples, n_pairs = len(hyp), len(pair_refs)
+
+        def matrix(rows: int, entries) -> list:
+            out = []
+            for k, vocabulary in enumerate(vocabularies):
+                data, row_ids, col_ids = [], [], []
+                for row, ngram, value in entries:
+                    if len(ngram) == k + 1:
+                        data.append(value), row_ids.append(row), col_ids.append(vocabulary[ngram])
+                out.append(sparse.csr_matrix((data, (row_ids, col_ids)), shape=(rows, len(vocabulary))))
+            return out
+
+        self.presence = matrix(n_samples, [(i, g, 1.0) for i, rs in enumerate(refs) for g in set().union(*rs)])
+        self.hyp_sq = matrix(n_samples, [(i, g, float(c) ** 2) for i, counts in enumerate(hyp) for g, c in counts.items()])
+        self.ref_sq = matrix(n_pairs, [(p, g, float(c) ** 2) for p, counts in enumerate(pair_refs) for g, c in counts.items()])
+        self.clipped = matrix(n_pairs, [
+            (p, g, float(min(hyp[pair_sample[p]].get(g, 0), c) * c))
+            for p, counts in enumerate(pair_refs) for g, c in counts.items() if g in hyp[pair_sample[p]]])
+        lengths = [sum(c for g, c in counts.items() if len(g) == 2) for counts in hyp]  # pycocoevalcap's
+        ref_lengths = [sum(c for g, c in counts.items() if len(g) == 2) for counts in pair_refs]
+        self.penalty = np.exp(-(np.array([lengths[s] for s in pair_sample], dtype=float)
+                                - np.array(ref_lengths, dtype=float)) ** 2 / (2 * sigma**2))
+        self.pair_sample = np.array(pair_sample, dtype=int)
+        # Sample score = 10 x (sum over its references) / (number of references).
+        self.per_reference = sparse.csr_matrix(
+            (np.array([10.0 / len(refs[s]) for s in pair_sample]), (self.pair_sample, np.arange(n_pairs))),
+            shape=(n_samples, n_pairs))
+        self.n_samples, self.max_n = n_samples, max_n
+        self.width = max(1, max(len(v) for v in vocabularies))
+
+    def sample_scores(self, weights: np.ndarray) -> np.ndarray:
+        """Per-sample scores (samples x resamples) under the IDF of each column of ``weights``."""
+        log_size = math.log(float(self.n_samples))
+        total = np.zeros((len(self.penalty), weights.shape[1]))
+        for k in range(self.max_n):
+            frequency = np.asarray(self.presence[k].T @ weights)
+            idf_sq = (log_size - np.log(np.maximum(1.0, frequency))) ** 2
+            numerator = np.asarray(self.clipped[k] @ idf_sq)
+            hyp_norm = np.sqrt(np.asarray(self.hyp_sq[k] @ idf_sq))[self.pair_sample]
+            ref_norm = np.sqrt(np.asarray(self.ref_sq[k] @ idf_sq))
+            denominator = hyp_norm * ref_norm
+            total += np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
+        return np.asarray(self.per_reference @ (total / self.max_n * self.penalty[:, None]))
+
+
+def cider_bootstrap_ci(
+    predictions: Sequence[str | None],
+    references: Sequence[Sequence[str]],
+    max_n: int = 4,
+    sigma: float = 6.0,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of corpus CIDEr-D, resampling samples (with replacement).
+
+    Each resample is scored as pycocoevalcap would score that resampled corpus (its document
+    frequencies, IDF and corpus size included, a sample drawn twice counting twice), so the
+    interval covers the IDF's dependence on which reports were drawn. One sample gives a
+    zero-width interval, none gives (nan, nan).
+
+    >>> low, high = cider_bootstrap_ci(["a b c", "d e f", "a b x"], [["a b c"], ["d e g"], ["a b y"]], n_resamples=200)
+    >>> 0 <= low <= high
+    True
+    """
+    _check_lengths(predictions, references)
+    n = len(predictions)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    design = _CiderDesign(predictions, references, max_n, sigma)
+    if n == 1:
+        value = float(design.sample_scores(np.ones((1, 1)))[0, 0])
+        return (value, value)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_resamples, 4_000_000 // design.width))  # bounds the dense IDF block
+    values = []
+    for start in range(0, n_resamples, chunk):
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_resamples - start)).T.astype(float)
+        values.append((weights * design.sample_scores(weights)).sum(axis=0) / n)
+    corpus_values = np.concatenate(values)
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(corpus_values, [100 * alpha, 100 * (1 - alpha)])
+    return (float(low), float(high))
 
 
 def _check_lengths(first: Sequence, second: Sequence) -> None:

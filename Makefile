@@ -24,10 +24,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/medmo demo
 
-# Debian packages some tests need (a real Slurm on loopback). Without root or sudo this warns and
-# those tests skip, saying why; CI runs as root and installs them.
+# Debian packages some tests need (a real Slurm on loopback, chromium for the UI test, PostgreSQL).
+# Without root or sudo this warns and those tests skip, saying why; CI runs as root and installs them.
 system-deps:
-	bash scripts/install-system-deps.sh || echo "warning: system packages not installed; Slurm tests will skip" >&2
+	bash scripts/install-system-deps.sh || echo "warning: system packages not installed; Slurm, browser and PostgreSQL tests will skip" >&2
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,13 +23,19 @@ from medmo_pipeline import home
 
 
 def dagster_environment() -> dict[str, str]:
-    """DAGSTER_HOME under MEDMO_HOME, holding a copy of the checkout's dagster.yaml."""
+    """DAGSTER_HOME under MEDMO_HOME, holding the checkout's dagster.yaml with the storage the environment
+    selects (sqlite there by default, PostgreSQL when MEDMO_PG_HOST is set; see ``medmo_pipeline.instance``)."""
+    from medmo_pipeline.atomic import write_text_atomic
+    from medmo_pipeline.instance import instance_yaml
+
     dagster_home = home.dagster_home()
     dagster_home.mkdir(parents=True, exist_ok=True)
     source = home.checkout_root() / "dagster.yaml"
     target = dagster_home / "dagster.yaml"
-    if source.is_file() and (not target.is_file() or target.read_text() != source.read_text()):
-        shutil.copyfile(source, target)
+    if source.is_file():
+        text = instance_yaml(source.read_text())
+        if not target.is_file() or target.read_text() != text:
+            write_text_atomic(target, text)
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(dagster_home))
     env["MEDMO_HOME"] = str(home.medmo_home())
@@ -168,10 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "lineage":
         return lineage(args.target, args.json)
-    if args.command == "demo":
-        return demo(args.select)
-    if args.command == "ui":
-        return ui(args.port, args.host)
+    from medmo_pipeline.instance import InstanceConfigError
+
+    try:
+        if args.command == "demo":
+            return demo(args.select)
+        if args.command == "ui":
+            return ui(args.port, args.host)
+    except InstanceConfigError as exc:  # an incomplete MEDMO_PG_* set: say which variable, no traceback
+        print(f"medmo {args.command}: {exc}", file=sys.stderr)
+        return 2
     for name in ("medmo_home", "dagster_home", "corpus_dir", "models_dir", "checkpoints_dir", "eval_dir",
                  "reports_dir", "mlflow_dir"):
         print(f"{name:<16} {getattr(home, name)()}")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: a real single-node Slurm (slurm-wlm) and its
-# authentication daemon (munge). Idempotent: installs only what is missing, so CI can run it
+# authentication daemon (munge), a browser for the UI test (chromium, driven by Playwright) and a
+# PostgreSQL server for the Postgres-storage test. Idempotent: installs only what is missing, so CI can run it
 # on every build. Safe on a fresh Debian bookworm machine as root; uses sudo otherwise.
 set -euo pipefail
 
-packages=(slurm-wlm munge)
+packages=(slurm-wlm munge chromium postgresql)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -28,7 +29,7 @@ else
   exit 1
 fi
 
-# The packages would start system-wide munged/slurmctld/slurmd services; the tests start their own
+# The packages would start system-wide munged/slurmctld/slurmd/postgresql services; the tests start their own
 # daemons on loopback instead, so forbid service starts while installing (Debian's policy-rc.d).
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float) -> dict:
     """Asset metadata repeating lineage.json's key fields (shown in the Dagster UI)."""
+    import base64
     from pathlib import Path
 
     from medmo_pipeline.jobs import Md
@@ -128,6 +129,9 @@ def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float)
     curve = Path(path) / "training_curves.png"
     if curve.exists():
         meta["training_curves"] = curve.resolve()
+        # The UI renders an inline (data URI) image in Markdown metadata; a path alone shows as text.
+        encoded = base64.b64encode(curve.read_bytes()).decode("ascii")
+        meta["training_curves_plot"] = Md(f"![training curves](data:image/png;base64,{encoded})")
     return meta
 
 

@@ -1,6 +1,7 @@
 """PNG checked from its structure and CRCs instead of a full decode: the corrupted inputs of the
 curation tests get the same reasons either way, every truncation and every flipped byte of a PNG is
-caught, and the PNG variants PIL writes pass with their real size."""
+caught, and the PNG variants PIL writes pass with their real size. ``check_pngs`` (a batch at once)
+accepts exactly the PNGs ``inspect_image`` accepts."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import struct
 import zlib
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures_formats import png_bytes
+from fixtures_formats import jpeg_bytes, png_bytes
 from PIL import Image
 from test_curation import corrupted_rows
 
 from medmo_pipeline.data.curation import CurationLimits, curate
-from medmo_pipeline.data.images import ImageError, ImageLimits, inspect_image, verify_png
+from medmo_pipeline.data.images import (
+    MAX_CHUNK_STEPS,
+    ImageError,
+    ImageLimits,
+    check_pngs,
+    inspect_image,
+    verify_png,
+)
 
 FULL_DECODE = ImageLimits(decode_png=True)
 
@@ -112,3 +121,58 @@ def test_a_valid_crc_over_a_broken_zlib_stream_needs_the_full_decode():
     with pytest.raises(ImageError) as error:
         inspect_image(data, FULL_DECODE)
     assert error.value.reason == "image_undecodable"
+
+
+def png_battery() -> list[bytes]:
+    """PNGs good and bad, in every way the tests above know, plus some other formats."""
+    data = png_bytes(16, 12)
+    flipped = []
+    for index in range(8, len(data)):
+        damaged = bytearray(data)
+        damaged[index] ^= 0x01
+        flipped.append(bytes(damaged))
+    ancillary = png_of(IHDR, chunk(b"tEXt", b"Comment\x00hello"), IDAT, chunk(b"IDAT", b""), IEND)
+    split_idat = png_of(IHDR, chunk(b"IDAT", IDAT[8:20]), chunk(b"IDAT", IDAT[20:-4]), IEND)
+    return [
+        data, data + b"trailing", ancillary, split_idat, *[data[:end] for end in range(len(data))], *flipped,
+        pil_png("L"), pil_png("RGB"), pil_png("RGBA"), pil_png("I;16"), pil_png("RGB", palette=True),
+        pil_png("RGB", interlace=1), png_bytes(400, 4), png_bytes(4, 4), png_bytes(8, 8), png_bytes(400, 8),
+        png_of(IHDR, IEND), png_of(IHDR, IDAT), png_of(IHDR, IDAT, chunk(b"IEND", b"x")),
+        png_of(IHDR, IDAT, b"\x00\x00\x00\x00IEND\x00\x00\x00\x00"),
+        png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)), IDAT, IEND),
+        png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 3, 2, 0, 0, 0)), IDAT, IEND),
+        png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 8, 0, 1, 0, 0)), IDAT, IEND),
+        png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 8, 0, 0, 0, 2)), IDAT, IEND),
+        png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 2**31, 12, 8, 0, 0, 0, 0)), IDAT, IEND),
+        png_of(chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 8, 0, 0, 0, 0) + b"x"), IDAT, IEND),
+        png_of(IHDR, *[chunk(b"IDAT", b"")] * 70, IDAT, IEND),  # more chunks than check_pngs walks
+        b"", b"\x89PNG", jpeg_bytes(), b"GIF89a" + bytes(40), bytes(100),
+    ]
+
+
+@pytest.mark.parametrize("limits", [ImageLimits(), ImageLimits(min_side=12, max_aspect_ratio=1.4),
+                                    ImageLimits(max_pixels=16 * 12 - 1), FULL_DECODE],
+                         ids=["default", "tight", "few-pixels", "decode"])
+def test_check_pngs_accepts_exactly_what_inspect_image_accepts(limits):
+    battery = png_battery()
+    ok, width, height = check_pngs(pa.array(battery, pa.binary()), limits)
+    for index, data in enumerate(battery):
+        try:
+            expected = inspect_image(data, limits)
+        except ImageError:
+            expected = None
+        settled = expected is not None and expected[2] == "PNG" and not limits.decode_png
+        if data.count(b"IDAT") >= MAX_CHUNK_STEPS:  # left to inspect_image: "not settled" is fine
+            assert not ok[index]
+        else:
+            assert bool(ok[index]) == settled, index
+        if ok[index]:
+            assert (width[index], height[index]) == expected[:2], index
+    assert limits.decode_png or ok.any()
+
+
+def test_check_pngs_reads_a_slice_of_a_larger_array():
+    battery = png_battery()
+    whole = pa.array(battery, pa.binary())
+    ok, width, _ = check_pngs(whole.slice(3, 40))
+    assert list(ok) == list(check_pngs(whole)[0][3:43]) and list(width) == list(check_pngs(whole)[1][3:43])

@@ -83,17 +83,24 @@ def test_manifest_hash_is_canonical_and_tracks_content(rows, tmp_path):
 
 
 def test_writer_streams_one_shard_at_a_time(rows, tmp_path):
-    seen = []
+    seen = {}
 
     def source():
         for index, row in enumerate(rows):
-            if index == SHARD_ROWS + 1:
-                # The first shard is on disk before the writer pulls rows beyond the second one's first.
-                seen.append(visible(tmp_path))
+            if index in (SHARD_ROWS + 1, 2 * SHARD_ROWS):
+                seen[index] = visible(tmp_path)
             yield row
 
+    def shards_named(names: list[str]) -> set[str]:  # a temporary counts as the shard it becomes
+        return {name.lstrip(".").split(".tmp-")[0] for name in names}
+
     write_shards(source(), tmp_path, shard_rows=SHARD_ROWS, source="synth_xray")
-    assert seen == [["part-00000.parquet"]]
+    # While the second shard's rows are pulled, the first may still be in flight (its fsync runs on a
+    # background thread): nothing but its temporary or its final file is there.
+    assert shards_named(seen[SHARD_ROWS + 1]) <= {"part-00000.parquet"}
+    # Before the third shard's rows are pulled, the first is published and only the second is in flight.
+    assert "part-00000.parquet" in seen[2 * SHARD_ROWS]
+    assert shards_named(seen[2 * SHARD_ROWS]) <= {"part-00000.parquet", "part-00001.parquet"}
 
 
 def test_verify_accepts_a_clean_directory(rows, tmp_path):

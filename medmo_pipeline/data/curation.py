@@ -1,9 +1,11 @@
 """Curation: adapter rows -> validated, normalised, de-duplicated, decontaminated shards, plus a
 quarantine table saying why each rejected row was rejected.
 
-One streaming pass, row by row (``curate``):
+One streaming pass (``curate``), batch by batch, each row decided in input order:
 
-1. **validate + normalise** (``check_row``): text fields must be valid UTF-8 (bytes are decoded,
+1. **validate + normalise** (``check_row`` states the rules row by row; ``check_batch`` applies
+   them to a batch at once and leaves to ``check_row`` every row it is not sure about, so the
+   outcome is the same, see "batch checks" below): text fields must be valid UTF-8 (bytes are decoded,
    lone surrogates rejected) and are NFC-normalised and stripped; the id becomes ``source:local_id``;
    task, split and turn order follow the sample contract; the assistant reply is non-empty, and so is
    ``answer`` for vqa / text_qa / grounding; choices, when present, contain the answer (as option
@@ -18,16 +20,17 @@ One streaming pass, row by row (``curate``):
    ``quarantine.parquet``; rows with an id already kept are quarantined as ``duplicate_id``.
 3. **decontaminate** train rows: a row using an image whose sha256 is in the eval index, or whose
    normalised first question is in it, is dropped and counted (see ``build_eval_index``).
-4. **de-duplicate** exactly: same split, same image hashes and same normalised texts -> dropped and
-   counted.
-5. **write** the kept rows with ``shards.write_shards`` (one shard of rows in memory at a time).
+4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded)
+   -> dropped and counted.
+5. **write** the kept rows with ``shards.write_tables`` (one shard of rows in memory at a time, the
+   previous one being fsynced in the background).
    Every step is deterministic, so re-running a killed or failed curation into the same directory
    rewrites only the shards that are missing (the writer keeps files whose bytes already match).
 
 Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
 key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
 table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``IMAGE_CACHE``
-entries. A 64-bit key collides with probability ~n^2 / 2^65 (about 1e-5 at 26M rows): an
+entries; a batch holds at most ``BATCH_ROWS`` input rows (and never more than a shard's). A 64-bit key collides with probability ~n^2 / 2^65 (about 1e-5 at 26M rows): an
 accepted risk of dropping one row too many.
 """
 
@@ -41,14 +44,23 @@ import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.images import ImageError, ImageLimits, extension_format, inspect_image
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA, SPLITS, TASKS
+from medmo_pipeline.data.images import (
+    ImageError,
+    ImageLimits,
+    check_pngs,
+    extension_contradicts,
+    inspect_image,
+)
+from medmo_pipeline.data.schema import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_BATCH = 10_000
@@ -108,7 +120,7 @@ def clean_text(value, what: str) -> str:
         return value.strip()
     if value is None:
         return ""
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
         try:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError as error:
@@ -132,9 +144,12 @@ def normalise_question(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
-def _key64(*parts: str) -> int:
-    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+def _key64(text: str) -> bytes:
+    """A 64-bit key of ``text``, for the sets of ids and contents already kept."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+_KEY_HASHER = hashlib.blake2b(digest_size=8)  # copied by ``_keys64``: the same digests as ``_key64``
 
 
 # ---- eval index ---------------------------------------------------------------------------------
@@ -166,6 +181,14 @@ class ImageChecker:
         self.cache: OrderedDict[str, tuple[int, int, str] | ImageError] = OrderedDict()
 
     def __call__(self, data: bytes, sha256: str) -> tuple[int, int, str]:
+        result = self.inspect(data, sha256)
+        if isinstance(result, ImageError):
+            raise Rejected(result.reason, result.detail)
+        return result
+
+    def inspect(self, data: bytes, sha256: str) -> tuple[int, int, str] | ImageError:
+        """(width, height, format), or the ImageError (returned, not raised: the batch path only
+        needs to know that the image failed; ``check_row`` reports why)."""
         result = self.cache.get(sha256)
         if result is None:
             try:
@@ -177,8 +200,6 @@ class ImageChecker:
                 self.cache.popitem(last=False)
         else:
             self.cache.move_to_end(sha256)
-        if isinstance(result, ImageError):
-            raise Rejected(result.reason, result.detail)
         return result
 
 
@@ -210,7 +231,8 @@ def check_row(row: dict, *, source: str, images: ImageChecker, limits: CurationL
     entries = [_image(entry, images, limits) for entry in row.get("images") or []]
     if task in TASKS_WITH_IMAGES and not entries:
         raise Rejected("image_missing", f"task {task} needs an image")
-    boxes, clipped = _boxes(row.get("boxes") or [], entries, limits)
+    boxes, clipped = _boxes(row.get("boxes") or [], (entries[0]["width"], entries[0]["height"]) if entries else None,
+                            limits)
     prefix = f"{source}:"
     return {
         "id": local_id if local_id.startswith(prefix) else prefix + local_id,
@@ -255,8 +277,7 @@ def _image(entry: dict, check: ImageChecker, limits: CurationLimits) -> dict:
     data = bytes(data)
     sha256 = hashlib.sha256(data).hexdigest()
     width, height, fmt = check(data, sha256)
-    promised = extension_format(path) if limits.check_extension else None
-    if promised and fmt and promised != fmt:
+    if limits.check_extension and extension_contradicts(path, fmt):
         raise Rejected("extension_mismatch", f"{path} holds {fmt}")
     declared = (entry.get("width") or 0, entry.get("height") or 0)
     if declared != (0, 0) and declared != (width, height):
@@ -264,13 +285,13 @@ def _image(entry: dict, check: ImageChecker, limits: CurationLimits) -> dict:
     return {"bytes": data, "path": path, "width": width, "height": height, "sha256": sha256}
 
 
-def _boxes(boxes: list, images: list[dict], limits: CurationLimits) -> tuple[list[dict], int]:
-    """Boxes checked against the first image and clipped to it (see the module doc)."""
+def _boxes(boxes: list, image_size: tuple[int, int] | None, limits: CurationLimits) -> tuple[list[dict], int]:
+    """Boxes checked against the first image's (width, height) and clipped to it (see the module doc)."""
     if not boxes:
         return [], 0
-    if not images:
+    if not image_size:
         raise Rejected("box_without_image", f"{len(boxes)} boxes")
-    width, height = images[0]["width"], images[0]["height"]
+    width, height = image_size
     out, clipped = [], 0
     for box in boxes:
         try:
@@ -289,6 +310,427 @@ def _boxes(boxes: list, images: list[dict], limits: CurationLimits) -> tuple[lis
             clipped += 1
         out.append({"label": clean_text(box.get("label"), "box label"), "x1": cx1, "y1": cy1, "x2": cx2, "y2": cy2})
     return out, clipped
+
+
+# ---- batch checks -------------------------------------------------------------------------------
+#
+# ``check_row`` costs more per row than writing the row does, most of it Python overhead on fields
+# that are almost always fine. ``check_batch`` checks a batch of rows together: per row in Python
+# only what needs the Python objects (plain types, boxes); per image one sha256 and, for PNGs, the
+# chunk walk of ``images.check_pngs`` (numpy over the batch's bytes, one zlib.crc32 per chunk); the
+# text fields column by column with Arrow kernels on a table converted once (the conversion the
+# shard needs anyway). Any row it is not sure about (non-ASCII text, whose NFC form Arrow does not
+# compute like ``unicodedata``; a value of an unexpected type; any failed check) goes through
+# ``check_row``, which decides and gives the reason. The rows that pass are exactly the rows
+# ``check_row`` passes, normalised identically (tests compare both paths row by row and shard bytes
+# by shard bytes).
+
+BATCH_ROWS = 2000
+# What str.strip() removes from ASCII text; Arrow trims exactly these, so the two paths agree.
+_ASCII_SPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
+# The text fields the batch path converts to Arrow; images and boxes are built by the per-row pass.
+_TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
+                          ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
+_UNIT, _RECORD = "\x1f", "\x1e"  # separators of joined texts
+_SEPARATORS = np.array([ord(_UNIT), ord(_RECORD)], dtype=np.uint8)
+
+
+@dataclass
+class CheckedBatch:
+    """The outcome of ``check_batch``: ``table`` holds the accepted rows, normalised, in input order;
+    ``outcomes[i]`` is input row i's row in ``table`` or why it was rejected; ``clipped[j]`` counts
+    the clipped boxes of table row j."""
+
+    table: pa.Table
+    outcomes: list[int | Rejected]
+    clipped: list[int]
+
+
+@dataclass
+class _Candidates:
+    """Rows that passed the per-row part of the batch checks, and what that part computed: per
+    candidate, its image count, whether its images and boxes passed, its boxes (clipped); per image
+    of all candidates, in order, the columns of the images field."""
+
+    positions: list[int] = field(default_factory=list)  # in the batch
+    image_counts: list[int] = field(default_factory=list)
+    images_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    boxes: list[list[dict]] = field(default_factory=list)
+    clipped: list[int] = field(default_factory=list)
+    image_bytes: pa.Array = field(default_factory=lambda: pa.array([], pa.binary()))
+    paths: list[str] = field(default_factory=list)
+    path_array: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    widths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    heights: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    hashes: list[str] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+def check_batch(rows: list, *, source: str, images: ImageChecker, limits: CurationLimits,
+                vectorised: bool = True) -> CheckedBatch:
+    """Check and normalise ``rows`` like ``check_row`` does each of them, batch-wise where possible.
+
+    ``vectorised=False`` sends every row through ``check_row`` (the reference the tests compare to).
+    """
+    accepted: list[tuple[int, int]] = []  # (position in the batch, row of the concatenated tables)
+    parts: list[pa.Table] = []
+    clipped: list[int] = []
+    fast = _candidates(rows, images, limits) if vectorised else _Candidates()
+    if fast.positions:
+        passed, table = _vector_checks([rows[i] for i in fast.positions], fast, source=source)
+        if table is not None and len(fast.positions) == len(rows) and passed.all():  # the usual batch
+            return CheckedBatch(table, list(range(len(rows))), fast.clipped)
+        if table is not None:
+            kept = np.flatnonzero(passed)
+            parts.append(table if len(kept) == table.num_rows else table.filter(passed))
+            accepted += [(fast.positions[j], k) for k, j in enumerate(kept)]
+            clipped += [fast.clipped[j] for j in kept]
+    outcomes: list = [None] * len(rows)
+    done = {position for position, _ in accepted}
+    slow_rows: list[dict] = []
+    for position, raw in enumerate(rows):
+        if position in done:
+            continue
+        try:
+            row, row_clipped = check_row(raw, source=source, images=images, limits=limits)
+        except Rejected as rejected:
+            outcomes[position] = rejected
+            continue
+        except Exception as error:  # noqa: BLE001 - a row must never stop the source: quarantine it, say why
+            outcomes[position] = Rejected("malformed_row", f"{type(error).__name__}: {error}")
+            continue
+        accepted.append((position, len(clipped)))
+        slow_rows.append(row)
+        clipped.append(row_clipped)
+    if slow_rows:
+        parts.append(pa.Table.from_pylist(slow_rows, schema=SAMPLE_SCHEMA))
+    table = pa.concat_tables(parts) if parts else SAMPLE_SCHEMA.empty_table()
+    accepted.sort()  # input order
+    order = [row for _, row in accepted]
+    if order != list(range(len(order))):  # slow rows were appended after the fast ones
+        table = table.take(order)
+    for rank, (position, _) in enumerate(accepted):
+        outcomes[position] = rank
+    return CheckedBatch(table, outcomes, [clipped[row] for row in order])
+
+
+def _candidates(rows: list, images: ImageChecker, limits: CurationLimits) -> _Candidates:
+    """The per-row and per-image part of the batch checks: the rows whose values are plain (see
+    ``_plain_rows``), then their images all together, then their boxes."""
+    found = _Candidates()
+    found.positions, found.image_counts, picked, raw_boxes = _plain_rows(rows)
+    data, found.paths, declared = _columns(picked, 3)
+    found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
+    if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
+        return _Candidates()
+    images_ok = _check_images(found, data, declared, images, limits)
+    found.images_ok = np.ones(len(found.positions), dtype=bool)
+    found.images_ok[np.repeat(np.arange(len(found.positions)), found.image_counts)[~images_ok]] = False
+    found.boxes, found.clipped = raw_boxes, [0] * len(raw_boxes)
+    if any(raw_boxes):
+        _check_boxes(found, limits)
+    return found
+
+
+def _plain_rows(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
+    """(positions, image counts, plain images (see ``_plain_image``), boxes) of the rows that hold
+    plain values where Arrow would convert silently (a tuple for a dict, say); check_row looks at
+    the others. This runs for every row of the corpus: ``_all_plain`` settles the usual batch, and
+    ``_plain_rows_one_by_one`` finds the rows that are not plain."""
+    usual = _all_plain(rows)
+    return usual if usual is not None else _plain_rows_one_by_one(rows)
+
+
+def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
+    """``_plain_rows``, one row at a time (no call in the loop but per image)."""
+    positions, image_counts, picked, raw_boxes = [], [], [], []
+    for position, row in enumerate(rows):
+        if type(row) is not dict:
+            continue
+        messages, entries, choices, boxes = row.get("messages"), row.get("images") or [], row.get("choices"), \
+            row.get("boxes") or []
+        if (type(messages) is not list or type(entries) is not list or type(boxes) is not list
+                or choices is not None and type(choices) is not list):
+            continue
+        for message in messages:
+            if type(message) is not dict:
+                break
+        else:
+            plain = [_plain_image(entry) for entry in entries]
+            if None not in plain:
+                positions.append(position)
+                image_counts.append(len(plain))
+                picked += plain
+                raw_boxes.append(boxes)
+    return positions, image_counts, picked, raw_boxes
+
+
+def _all_plain(rows: list) -> tuple[list[int], list[int], list[tuple], list] | None:
+    """``_plain_rows`` of a batch whose rows are all plain (and whose images all have a path),
+    from one pass per field with the type checks done over whole columns; None for any other batch."""
+    messages = [row.get("messages") for row in rows] if _types(rows) == {dict} else None
+    if messages is None:
+        return None
+    entries = [row.get("images") or [] for row in rows]
+    boxes = [row.get("boxes") or [] for row in rows]
+    if (_types(messages) != {list} or _types(entries) != {list} or _types(boxes) != {list}
+            or not _types(row.get("choices") for row in rows) <= {list, type(None)}
+            or not _types(chain.from_iterable(messages)) <= {dict}):
+        return None
+    images = list(chain.from_iterable(entries))
+    if not _types(images) <= {dict}:
+        return None
+    data, paths = [image.get("bytes") for image in images], [image.get("path") for image in images]
+    if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths)):
+        return None
+    declared = [(image.get("width") or 0, image.get("height") or 0) for image in images]
+    return list(range(len(rows))), list(map(len, entries)), list(zip(data, map(str.strip, paths), declared)), boxes
+
+
+def _types(values) -> set[type]:
+    return set(map(type, values))
+
+
+def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
+                  limits: CurationLimits) -> np.ndarray:
+    """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
+    One sha256 each, ``check_pngs`` for the PNGs, ``ImageChecker`` for the rest."""
+    found.hashes = [hashlib.sha256(image).hexdigest() for image in data]  # the one hash of these bytes
+    png, found.widths, found.heights = check_pngs(found.image_bytes, limits.image)
+    ok, formats = png.copy(), ["PNG"] * len(data)
+    for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
+        result = images.inspect(data[index], found.hashes[index])
+        if type(result) is tuple:
+            ok[index] = True
+            found.widths[index], found.heights[index], formats[index] = result
+    found.sizes = list(zip(found.widths.tolist(), found.heights.tolist()))
+    if list(declared) != found.sizes:  # not every size declared right (one comparison settles the usual case)
+        ok &= np.array([size in ((0, 0), real) for size, real in zip(declared, found.sizes)], dtype=bool)
+    if limits.check_extension:  # a PNG named .png is fine; the other names are parsed
+        named = png & pc.ends_with(found.path_array, ".png").to_numpy(zero_copy_only=False)
+        for index in np.flatnonzero(ok & ~named).tolist():
+            ok[index] = not extension_contradicts(found.paths[index], formats[index])
+    return ok
+
+
+def _check_boxes(found: _Candidates, limits: CurationLimits) -> None:
+    """``_boxes`` on the candidates with boxes and good images: their boxes clipped, or the row
+    marked for check_row."""
+    first = np.concatenate([[0], np.cumsum(found.image_counts)[:-1]]).astype(int).tolist()
+    for candidate, boxes in enumerate(found.boxes):
+        if not boxes:
+            continue
+        found.boxes[candidate] = []  # unless they pass: raw boxes may not even convert to Arrow
+        if found.images_ok[candidate]:
+            size = found.sizes[first[candidate]] if found.image_counts[candidate] else None
+            try:
+                found.boxes[candidate], found.clipped[candidate] = _boxes(boxes, size, limits)
+            except Exception:  # noqa: BLE001 - check_row decides (and says why)
+                found.images_ok[candidate] = False
+
+
+def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
+    """(bytes, stripped path, declared (width, height)) of an image entry whose values are plain
+    (bytes, an ASCII path or none); None for anything else: check_row looks at it."""
+    if type(entry) is not dict:
+        return None
+    data, path = entry.get("bytes"), entry.get("path")
+    if type(data) is not bytes:
+        return None
+    if path is None:
+        path = ""
+    elif type(path) is str and path.isascii():
+        path = path.strip()
+    else:
+        return None
+    return data, path, (entry.get("width") or 0, entry.get("height") or 0)
+
+
+def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
+    """The text checks of ``check_row`` column by column: which candidates pass, and all of them
+    normalised as a SAMPLE_SCHEMA table (None when the batch does not even convert: check_row then)."""
+    try:
+        raw = pa.Table.from_pylist(rows, schema=_TEXT_SCHEMA)
+    except Exception:  # noqa: BLE001 - a value Arrow cannot take (an int for a string, a lone surrogate...)
+        return np.zeros(len(rows), dtype=bool), None
+    column = {name: _array(raw.column(name)) for name in _TEXT_SCHEMA.names}
+    messages, choices = column["messages"], column["choices"]
+    raw_roles, raw_contents = (pc.struct_field(messages.flatten(), name) for name in ("role", "content"))
+    raw_choices = choices.flatten()
+
+    # Every text ASCII (valid UTF-8, NFC already) and present where check_row needs it; None is
+    # allowed where clean_text makes it "".
+    ok = _ascii(column["id"], null_ok=False) & _ascii(column["task"], null_ok=False)
+    for name in ("split", "modality", "answer", "license"):
+        ok &= _ascii(column[name], null_ok=True)
+    for texts, lists in ((raw_roles, messages), (raw_contents, messages), (raw_choices, choices)):
+        ok &= _ascii_lists(texts, lists)
+
+    ident, task, roles, contents, options = map(_trim, (column["id"], column["task"], raw_roles, raw_contents,
+                                                         raw_choices))
+    split = pc.if_else(_or(pc.equal(column["split"], ""), True), "train", _trim(column["split"]))
+    answer = _trim(_or(column["answer"], ""))
+    known_task, needs_answer, needs_image = _members(task, TASKS, TASKS_WITH_ANSWER, TASKS_WITH_IMAGES)
+    ok &= _filled(ident) & known_task & _members(split, SPLITS)[0]
+    ok &= _turns_ok(messages, roles, contents)
+    ok &= ~needs_answer | _filled(answer)
+    ok &= ~needs_image | (np.asarray(found.image_counts) > 0)
+    ok &= found.images_ok
+    options = _regroup(choices, options)
+    ok &= _choices_ok(answer, options, ok)
+
+    prefix = f"{source}:"
+    prefixed = pc.starts_with(ident, prefix)
+    if not pc.all(prefixed).as_py():
+        ident = pc.if_else(prefixed, ident, pc.binary_join_element_wise(prefix, ident, ""))
+    modality = _trim(_or(column["modality"], ""))
+    images = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(found.image_counts)]), pa.int32()),
+        pa.StructArray.from_arrays(
+            [found.image_bytes, found.path_array, pa.array(found.widths, pa.int32()),
+             pa.array(found.heights, pa.int32()), pa.array(found.hashes, pa.string())], fields=list(IMAGE_TYPE)))
+    table = pa.Table.from_arrays([
+        ident,
+        pa.repeat(pa.scalar(source, pa.string()), len(rows)),
+        split,
+        task,
+        pc.if_else(pc.equal(modality, ""), "other", modality),
+        images,
+        _regroup(messages, pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))),
+        answer,
+        options,
+        pa.array(found.boxes, pa.list_(BOX_TYPE)) if any(found.boxes) else _no_boxes(len(rows)),
+        _trim(_or(column["license"], "")),
+    ], schema=SAMPLE_SCHEMA)
+    return ok, table
+
+
+def _columns(rows: list[tuple], width: int) -> list[tuple]:
+    """Tuples of ``width`` values -> ``width`` columns (empty ones when there are no rows)."""
+    return list(zip(*rows)) if rows else [()] * width
+
+
+def _no_boxes(rows: int) -> pa.ListArray:
+    """``rows`` empty box lists (most rows have none: cheaper than converting their empty lists)."""
+    return pa.ListArray.from_arrays(pa.array(np.zeros(rows + 1, dtype=np.int32)), pa.array([], BOX_TYPE))
+
+
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array (without the copy ``combine_chunks`` makes of a single chunk)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _trim(strings: pa.Array) -> pa.Array:
+    return pc.utf8_trim(strings, characters=_ASCII_SPACE)
+
+
+def _or(values: pa.Array, default) -> pa.Array:
+    """``values`` with nulls replaced by ``default`` (no kernel call when there is no null: the
+    batch checks make dozens of calls per batch, each costing more than its work)."""
+    return pc.fill_null(values, default) if values.null_count else values
+
+
+def _true(mask) -> np.ndarray:
+    """A boolean Arrow array as numpy, null counting as False."""
+    return _or(mask, False).to_numpy(zero_copy_only=False)
+
+
+def _filled(strings: pa.Array) -> np.ndarray:
+    """Per string: present and not empty, read off the offsets (no kernel call: this runs per batch
+    for a few columns, and each call costs more than the work)."""
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
+    filled = np.diff(offsets) > 0
+    return filled & strings.is_valid().to_numpy(zero_copy_only=False) if strings.null_count else filled
+
+
+def _offsets(lists: pa.ListArray) -> np.ndarray:
+    """The list offsets into ``lists.flatten()``, from 0 (a sliced array's start elsewhere)."""
+    offsets = lists.offsets.to_numpy()
+    return offsets - offsets[0] if offsets[0] else offsets
+
+
+def _regroup(lists: pa.ListArray, values: pa.Array) -> pa.ListArray:
+    """``values`` (one per element of ``lists.flatten()``) grouped into lists as ``lists`` is; a null
+    list becomes an empty one."""
+    return pa.ListArray.from_arrays(pa.array(_offsets(lists), pa.int32()), values)
+
+
+def _no_high_bytes(strings: pa.Array) -> bool:
+    """Whether the character data under ``strings`` is all ASCII: one pass over the buffer, which
+    settles the common case for the whole column (it may hold bytes outside a slice: then the
+    per-row check decides)."""
+    data = strings.buffers()[2]
+    return data is None or data.size == 0 or int(np.frombuffer(data, np.uint8).max()) < 128
+
+
+def _holds_bytes(strings: pa.Array, wanted: np.ndarray) -> bool:
+    """Whether the character data under ``strings`` holds any of the byte values ``wanted``."""
+    data = strings.buffers()[2]
+    if data is None or not data.size:
+        return False
+    values = np.frombuffer(data, np.uint8)
+    return any(bool((values == byte).any()) for byte in wanted)
+
+
+def _ascii(strings: pa.Array, *, null_ok: bool) -> np.ndarray:
+    """Per row: the text is ASCII (a missing one counts as ``null_ok``)."""
+    if _no_high_bytes(strings) and (null_ok or not strings.null_count):
+        return np.ones(len(strings), dtype=bool)
+    return _or(pc.string_is_ascii(strings), null_ok).to_numpy(zero_copy_only=False)
+
+
+def _ascii_lists(texts: pa.Array, lists: pa.ListArray) -> np.ndarray:
+    """Per row of ``lists``: each of its texts (``texts`` is ``lists`` flattened) is there and ASCII."""
+    ok = np.ones(len(lists), dtype=bool)
+    if not (_no_high_bytes(texts) and not texts.null_count):
+        bad = ~_true(pc.string_is_ascii(texts))
+        ok[pc.list_parent_indices(lists).to_numpy()[bad]] = False
+    return ok
+
+
+def _members(strings: pa.Array, *sets: Iterable[str]) -> list[np.ndarray]:
+    """Per row, for each of ``sets``: the text is in it. Decided once per distinct text."""
+    encoded = pc.dictionary_encode(strings)
+    names = encoded.dictionary.to_pylist()
+    codes = _or(encoded.indices, len(names)).to_numpy()  # a null points past the names
+    return [np.array([name in wanted for name in names] + [False])[codes] for wanted in sets]
+
+
+def _turns_ok(messages: pa.ListArray, roles: pa.Array, contents: pa.Array) -> np.ndarray:
+    """At least two turns, the first a non-empty user turn, the last a non-empty assistant turn."""
+    offsets = _offsets(messages)
+    ok = np.diff(offsets) >= 2
+    if not len(roles):
+        return ok
+    first, last = np.minimum(offsets[:-1], len(roles) - 1), np.maximum(offsets[1:] - 1, 0)  # valid where ok
+    user, assistant = _true(pc.equal(roles, "user")), _true(pc.equal(roles, "assistant"))
+    said = _filled(contents)
+    return ok & user[first] & assistant[last] & said[first] & said[last]
+
+
+def _choices_ok(answer: pa.Array, options: pa.ListArray, candidates: np.ndarray) -> np.ndarray:
+    """``_check_choices`` itself, run once per distinct (answer, options) pair among the rows that
+    are still ``candidates`` (VQA sets repeat a handful of them); rows without options pass."""
+    ok = np.diff(_offsets(options)) == 0  # no options
+    asked = np.flatnonzero(~ok & candidates)
+    if not len(asked):
+        return ok
+    # answer + options joined identify the pair, unless a text holds a separator: check_row then
+    pairs = pc.binary_join_element_wise(answer, pc.binary_join(options, _UNIT), _RECORD)
+    if _holds_bytes(answer, _SEPARATORS) or _holds_bytes(options.flatten(), _SEPARATORS):
+        separators = pc.count_substring_regex(pairs, f"[{_UNIT}{_RECORD}]").to_numpy(zero_copy_only=False)
+        asked = asked[separators[asked] == options.value_lengths().to_numpy(zero_copy_only=False)[asked]]
+    codes = _or(pc.dictionary_encode(pairs).indices, 0).to_numpy()  # a null pair is never asked
+    distinct, first = np.unique(codes[asked], return_index=True)
+    passed = np.zeros(int(codes.max()) + 1 if len(codes) else 0, dtype=bool)
+    for code, row in zip(distinct, asked[first]):
+        try:
+            _check_choices(answer[int(row)].as_py(), options[int(row)].as_py())
+        except Rejected:
+            continue
+        passed[code] = True
+    ok[asked] = passed[codes[asked]]
+    return ok
 
 
 # ---- the pass -----------------------------------------------------------------------------------
@@ -352,56 +794,28 @@ def curate(
     quarantine_path = Path(quarantine_path) if quarantine_path else out_dir.with_name(
         f"{out_dir.name}.{QUARANTINE_NAME}")
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-    counts = {"rows_in": 0, "rows_kept": 0, "boxes_clipped": 0, "duplicates_dropped": 0}
-    reasons: Counter[str] = Counter()
-    contaminated: Counter[str] = Counter()
     quarantine = QuarantineWriter(quarantine_path)
     checker = ImageChecker(limits.image)
+    decide = _Decisions(source, eval_index, quarantine, progress, progress_every)
 
-    def kept_rows() -> Iterator[dict]:
-        kept_ids: set[int] = set()
-        seen_content: set[int] = set()
-        for index, raw in enumerate(rows):
-            counts["rows_in"] += 1
-            if progress is not None and counts["rows_in"] % progress_every == 0:
-                progress({**counts, "quarantined": sum(reasons.values())})
-            try:
-                row, clipped = check_row(raw, source=source, images=checker, limits=limits)
-                id_key = _key64(row["id"])
-                if id_key in kept_ids:
-                    raise Rejected("duplicate_id", f"{row['id']} already kept")
-            except Rejected as rejected:
-                reasons[rejected.reason] += 1
-                quarantine.add(index, _raw_id(raw), source, rejected.reason, rejected.detail)
-                continue
-            except Exception as error:  # noqa: BLE001 - a row must never stop the source: quarantine it, say why
-                reasons["malformed_row"] += 1
-                quarantine.add(index, _raw_id(raw), source, "malformed_row", f"{type(error).__name__}: {error}")
-                continue
-            hashes = [image["sha256"] for image in row["images"]]
-            if row["split"] == "train" and eval_index:
-                hit = _contamination(row, hashes, eval_index)
-                if hit:
-                    contaminated[hit] += 1
-                    continue
-            content_key = _key64(row["split"], *hashes, *(m["content"].casefold() for m in row["messages"]),
-                                 row["answer"].casefold())
-            if content_key in seen_content:
-                counts["duplicates_dropped"] += 1
-                continue
-            seen_content.add(content_key)
-            kept_ids.add(id_key)
-            counts["boxes_clipped"] += clipped
-            counts["rows_kept"] += 1
-            yield row
+    def kept_tables() -> Iterator[pa.Table]:
+        """The kept rows, batch by batch: checked together, then decided one by one in input order."""
+        iterator, start = iter(rows), 0
+        while batch := list(islice(iterator, min(BATCH_ROWS, shard_rows))):
+            checked = check_batch(batch, source=source, images=checker, limits=limits)
+            keep = decide(batch, start, checked)
+            start += len(batch)
+            if keep:
+                yield checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
 
     try:
-        manifest = shards.write_shards(kept_rows(), out_dir, shard_rows=shard_rows, source=source,
+        manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
                                        source_revision=source_revision, schema=SAMPLE_SCHEMA)
     except BaseException:
         quarantine.abort()
         raise
     quarantine.close()
+    counts, reasons, contaminated = decide.counts, decide.reasons, decide.contaminated
     return {
         "source": source,
         **counts,
@@ -417,11 +831,116 @@ def curate(
     }
 
 
-def _contamination(row: dict, hashes: list[str], eval_index: set[str] | frozenset[str]) -> str:
+class _Decisions:
+    """The decisions taken row by row in input order, and their counts: a rejected row (or one
+    whose id is already kept: ``duplicate_id``) is quarantined, a train row matching the eval index
+    is dropped as contaminated, an exact duplicate of a kept row is dropped; the rest is kept.
+
+    The sets of kept ids and content keys hold 64-bit keys (see the module doc)."""
+
+    def __init__(self, source: str, eval_index: set[str] | frozenset[str], quarantine: QuarantineWriter,
+                 progress: Callable[[dict], None] | None, progress_every: int):
+        self.source, self.eval_index, self.quarantine = source, eval_index, quarantine
+        self.progress, self.progress_every = progress, progress_every
+        self.counts = {"rows_in": 0, "rows_kept": 0, "boxes_clipped": 0, "duplicates_dropped": 0}
+        self.reasons: Counter[str] = Counter()
+        self.contaminated: Counter[str] = Counter()
+        self.kept_ids: set[bytes] = set()
+        self.seen_content: set[bytes] = set()
+
+    def __call__(self, batch: list, start: int, checked: CheckedBatch) -> list[int]:
+        """The rows of ``checked.table`` to keep; ``batch`` (input rows ``start``...) is what it checked."""
+        keys = _BatchKeys(checked.table, with_contamination=bool(self.eval_index))
+        if self._all_kept(len(batch), checked, keys):
+            return list(range(len(batch)))
+        counts, keep = self.counts, []
+        for offset, outcome in enumerate(checked.outcomes):
+            counts["rows_in"] += 1
+            if self.progress is not None and counts["rows_in"] % self.progress_every == 0:
+                self.progress({**counts, "quarantined": sum(self.reasons.values())})
+            if not isinstance(outcome, Rejected):
+                id_key = keys.id_keys[outcome]
+                if id_key in self.kept_ids:
+                    outcome = Rejected("duplicate_id", f"{keys.ids[outcome]} already kept")
+            if isinstance(outcome, Rejected):
+                self.reasons[outcome.reason] += 1
+                self.quarantine.add(start + offset, _raw_id(batch[offset]), self.source, outcome.reason,
+                                    outcome.detail)
+                continue
+            if self.eval_index and keys.splits[outcome] == "train":
+                hit = _contamination(keys.hashes[outcome], keys.questions[outcome], self.eval_index)
+                if hit:
+                    self.contaminated[hit] += 1
+                    continue
+            content_key = keys.content_keys[outcome]
+            if content_key in self.seen_content:
+                counts["duplicates_dropped"] += 1
+                continue
+            self.seen_content.add(content_key)
+            self.kept_ids.add(id_key)
+            counts["boxes_clipped"] += checked.clipped[outcome]
+            counts["rows_kept"] += 1
+            keep.append(outcome)
+        return keep
+
+    def _all_kept(self, size: int, checked: CheckedBatch, keys: _BatchKeys) -> bool:
+        """The common batch, decided at once (set operations instead of a loop, same outcome): every
+        row accepted, no eval index to check, no progress report due inside it, and no id or content
+        key seen before or twice."""
+        rows_in = self.counts["rows_in"]
+        if (checked.table.num_rows != size or self.eval_index
+                or self.progress is not None and rows_in // self.progress_every != (rows_in + size) // self.progress_every
+                or len(set(keys.id_keys)) != size or not self.kept_ids.isdisjoint(keys.id_keys)
+                or len(set(keys.content_keys)) != size or not self.seen_content.isdisjoint(keys.content_keys)):
+            return False
+        self.kept_ids.update(keys.id_keys)
+        self.seen_content.update(keys.content_keys)
+        self.counts["rows_in"] += size
+        self.counts["rows_kept"] += size
+        self.counts["boxes_clipped"] += sum(checked.clipped)
+        return True
+
+
+class _BatchKeys:
+    """What the decisions need from a checked batch's table, taken out of Arrow at once: ids, their
+    64-bit keys and the content keys, and (for decontamination) splits, image hashes, questions.
+
+    The content key hashes the split, the image hashes, every turn's text and the answer, joined and
+    casefolded: exact duplicates up to case, from the normalised rows whichever path checked them.
+    """
+
+    def __init__(self, table: pa.Table, *, with_contamination: bool):
+        self.ids = table.column("id").to_pylist()
+        images, messages = (_array(table.column(name)) for name in ("images", "messages"))
+        hashes = _regroup(images, pc.struct_field(images.flatten(), "sha256"))
+        contents = _regroup(messages, pc.struct_field(messages.flatten(), "content"))
+        texts = pc.binary_join_element_wise(
+            _array(table.column("split")), pc.binary_join(hashes, _UNIT), pc.binary_join(contents, _UNIT),
+            _array(table.column("answer")), _RECORD).to_pylist()
+        self.id_keys = _keys64(self.ids)
+        self.content_keys = _keys64([text.casefold() for text in texts])
+        if with_contamination:
+            self.splits = table.column("split").to_pylist()
+            self.hashes = hashes.to_pylist()
+            self.questions = pc.list_element(contents, 0).to_pylist() if len(contents) else []
+
+
+def _keys64(texts: list[str]) -> list[bytes]:
+    """``_key64`` of each text. This runs twice per row: copying a ready hasher is cheaper than
+    making one (the digests are the same)."""
+    keys, fresh = [], _KEY_HASHER
+    for text in texts:
+        hasher = fresh.copy()
+        hasher.update(text.encode("utf-8", "surrogatepass"))
+        keys.append(hasher.digest())
+    return keys
+
+
+def _contamination(hashes: list[str], question: str, eval_index: set[str] | frozenset[str]) -> str:
     """'image' or 'question' when the row matches an evaluation item, else ''."""
     if any(h in eval_index for h in hashes):
         return "image"
-    if normalise_question(row["messages"][0]["content"]) in eval_index:
+    if normalise_question(question) in eval_index:
         return "question"
     return ""
 
@@ -429,6 +948,6 @@ def _contamination(row: dict, hashes: list[str], eval_index: set[str] | frozense
 def _raw_id(raw) -> str:
     """The input row's id for the quarantine table, whatever its type or encoding."""
     value = raw.get("id") if isinstance(raw, dict) else None
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
         return bytes(value).decode("utf-8", "backslashreplace")
     return "" if value is None else str(value).encode("utf-8", "backslashreplace").decode("utf-8")

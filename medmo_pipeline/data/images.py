@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
@@ -33,6 +35,11 @@ _PNG_HEADER_END = 33  # signature + IHDR chunk
 _U32 = struct.Struct(">I")
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_IEND_CHUNK = b"\x00\x00\x00\x00IEND" + struct.pack(">I", zlib.crc32(b"IEND"))  # length 0, type, CRC
+# The extensions of each format, to settle the usual "the name says what the content is" at once.
+_SUFFIXES = {fmt: tuple(suffix for suffix, of in EXTENSION_FORMATS.items() if of == fmt)
+             for fmt in EXTENSION_FORMATS.values()}
 
 
 class ImageError(ValueError):
@@ -99,23 +106,113 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
         raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     _check_pixels(width, height, limits)
-    position, kinds = _PNG_HEADER_END, set()
+    position, has_pixels = _PNG_HEADER_END, False
+    crc32, chunk_head, u32 = zlib.crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
         if position + 12 > end:
             raise ImageError("image_truncated", f"data ends at byte {end} without an IEND chunk")
-        length, kind = _CHUNK_HEAD.unpack_from(data, position)
+        length, kind = chunk_head(data, position)
         stop = position + 12 + length
         if stop > end:
             raise ImageError("image_truncated", f"{kind!r} chunk at byte {position} needs {stop} bytes, has {end}")
-        if zlib.crc32(view[position + 4:stop - 4]) != _U32.unpack_from(data, stop - 4)[0]:
+        if kind == b"IEND" and data[position:stop] == _IEND_CHUNK:  # the usual empty IEND: its CRC is known
+            break
+        if crc32(view[position + 4:stop - 4]) != u32(data, stop - 4)[0]:
             raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: CRC mismatch (corrupt data)")
         if kind == b"IEND":
             break
-        kinds.add(kind)
+        has_pixels = has_pixels or kind == b"IDAT"
         position = stop
-    if b"IDAT" not in kinds:
+    if not has_pixels:
         raise ImageError("image_undecodable", "PNG without an IDAT chunk")
     return width, height
+
+
+# ---- many PNGs at once --------------------------------------------------------------------------
+
+_SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
+_IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
+_IEND_CRC = zlib.crc32(b"IEND")
+_DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
+for _colour, _depths in _PNG_DEPTHS.items():
+    _DEPTH_OK[_colour, list(_depths)] = True
+MAX_CHUNK_STEPS = 64  # chunks walked for the whole batch; a PNG with more is left to ``inspect_image``
+
+
+def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ok, width, height) for a batch of image bytes: ``ok[i]`` when image i is a PNG that
+    ``inspect_image`` accepts, with the same size. False means "not settled here" (another format,
+    a damaged or out-of-limits PNG, or one with very many chunks): ``inspect_image`` decides that
+    image and says why.
+
+    The same checks as ``verify_png`` and ``inspect_image``, for the whole batch at once: header
+    fields, limits and the chunk layout with numpy over the batch's one data buffer, then each
+    chunk's CRC-32 with one ``zlib.crc32`` call (the usual empty IEND has a known CRC). Per image,
+    that leaves two C calls instead of a Python walk.
+    """
+    count = len(images)
+    ok, width, height = np.zeros(count, dtype=bool), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    _, offsets, buffer = images.buffers()
+    if limits.decode_png or not count or images.null_count or buffer is None:
+        return ok, width, height
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    width_of_offsets = np.int64 if pa.types.is_large_binary(images.type) else np.int32
+    offsets = np.frombuffer(offsets, dtype=width_of_offsets)[images.offset:images.offset + count + 1].astype(np.int64)
+    start, end = offsets[:-1], offsets[1:]
+
+    # The signature and IHDR: fields, limits, and the IHDR's CRC (checked with the others below)
+    ok = end - start >= _PNG_HEADER_END
+    first = np.flatnonzero(ok)
+    head = data[start[first, None] + np.arange(_PNG_HEADER_END)]
+    w, h = _be32(head, 16), _be32(head, 20)
+    pixels = w * h
+    fine = ((head[:, :8] == _SIGNATURE_BYTES).all(axis=1) & (_be32(head, 8) == 13) & (_be32(head, 12) == _IHDR_TYPE)
+            & (w > 0) & (w < 2**31) & (h > 0) & (h < 2**31) & _DEPTH_OK[head[:, 25], head[:, 24]]
+            & (head[:, 26] == 0) & (head[:, 27] == 0) & (head[:, 28] <= 1)
+            & (pixels <= limits.max_pixels) & (np.minimum(w, h) >= limits.min_side)
+            & (np.maximum(w, h) <= limits.max_aspect_ratio * np.minimum(w, h)))
+    if Image.MAX_IMAGE_PIXELS:
+        fine &= pixels <= Image.MAX_IMAGE_PIXELS
+    ok[first] = fine
+    width[first], height[first] = w, h
+    crcs = [(first[fine], start[first[fine]] + 12, start[first[fine]] + 29, _be32(head[fine], 29))]
+
+    # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
+    position, walking, has_pixels = start + _PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
+    for _ in range(MAX_CHUNK_STEPS):
+        at = np.flatnonzero(walking)
+        if not len(at):
+            break
+        here, stop_at = position[at], end[at]
+        room = here + 12 <= stop_at
+        ok[at[~room]] = False  # ends without an IEND
+        at, here, stop_at = at[room], here[room], stop_at[room]
+        chunk = data[here[:, None] + np.arange(12)]  # length, type, and an empty chunk's CRC
+        length, kind = _be32(chunk, 0), _be32(chunk, 4)
+        stop = here + 12 + length
+        room = stop <= stop_at
+        ok[at[~room]] = False  # a chunk cut short
+        at, here, stop, length, kind, chunk = at[room], here[room], stop[room], length[room], kind[room], chunk[room]
+        known = (kind == _IEND_TYPE) & (length == 0) & (_be32(chunk, 8) == _IEND_CRC)
+        tail = stop[~known, None] - 4 + np.arange(4)
+        crcs.append((at[~known], here[~known] + 4, stop[~known] - 4, _be32(data[tail], 0)))
+        has_pixels[at] |= kind == _IDAT_TYPE
+        position[at] = stop
+        walking &= ok
+        walking[at[kind == _IEND_TYPE]] = False
+    ok &= has_pixels & ~walking  # an IDAT, and an IEND reached within the steps
+
+    # Every CRC of every chunk walked, in C
+    which, low, high, expected = (np.concatenate(parts) for parts in zip(*crcs))
+    view, crc32 = memoryview(buffer), zlib.crc32
+    bad = [crc32(view[a:b]) != c for a, b, c in zip(low.tolist(), high.tolist(), expected.tolist())]
+    ok[which[np.asarray(bad, dtype=bool)]] = False
+    return ok, width, height
+
+
+def _be32(matrix: np.ndarray, column: int) -> np.ndarray:
+    """The big-endian 32-bit numbers at ``column`` ... ``column + 3`` of each row of a byte matrix."""
+    return np.ascontiguousarray(matrix[:, column:column + 4]).view(">u4")[:, 0].astype(np.int64)
 
 
 def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
@@ -127,15 +224,21 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageError("image_too_large", str(error)) from None
         except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
-            raise ImageError("image_undecodable", f"{type(error).__name__}: {error}") from None
+            raise ImageError("image_undecodable", _without_address(f"{type(error).__name__}: {error}")) from None
         width, height = image.size
         _check_pixels(width, height, limits)
         try:
             image.load()
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             reason = "image_truncated" if _looks_truncated(error) else "image_undecodable"
-            raise ImageError(reason, f"{type(error).__name__}: {error}") from None
+            raise ImageError(reason, _without_address(f"{type(error).__name__}: {error}")) from None
     return width, height, image.format or ""
+
+
+def _without_address(message: str) -> str:
+    """``message`` without the memory addresses PIL puts in it ("<_io.BytesIO object at 0x7f...>"),
+    so that the quarantine table is the same on every run."""
+    return _ADDRESS.sub("", message)
 
 
 def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
@@ -162,6 +265,15 @@ def extension_format(path: str) -> str | None:
     if dot <= 0 or path[dot - 1] == "/":
         return None
     return EXTENSION_FORMATS.get(path[dot:].lower())  # a suffix holding "/" matches no key
+
+
+def extension_contradicts(path: str, fmt: str) -> bool:
+    """Whether ``path``'s extension promises a format other than ``fmt``, the content's (an
+    extension that promises nothing we check, or an unknown ``fmt``, contradicts nothing)."""
+    if not fmt or path.endswith(_SUFFIXES.get(fmt, ())):  # the usual case: no need to parse the name
+        return False
+    promised = extension_format(path)
+    return promised is not None and promised != fmt
 
 
 def image_entry(data: bytes, path: str = "") -> dict:

@@ -7,9 +7,12 @@ Layout of a shard directory::
 
 Writes are atomic per file: bytes go to a hidden temporary name in the same directory, are fsynced,
 then ``os.replace``d onto the final name, so a reader never sees half a shard, and a manifest only
-exists once every shard it lists is in place. Bytes are deterministic for a given pyarrow version:
-fixed compression, no timestamps (Parquet's ``created_by`` names only the writer library version),
-and statistics only on the small string columns (image bytes would bloat the footer).
+exists once every shard it lists is in place. The fsync and rename of a shard run on a background
+thread while the next shard is built (one shard in flight at a time, published in order).
+
+Bytes are deterministic for a given pyarrow version: fixed compression, no timestamps (Parquet's
+``created_by`` names only the writer library version), statistics only on the small string columns
+(image bytes would bloat the footer), and each shard written from one contiguous table.
 
 Resuming: a run that was killed (or failed on I/O) leaves complete shards under their final names
 and at most some hidden temporaries. Re-running the same rows into the same directory removes the
@@ -23,8 +26,10 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,11 +69,51 @@ def write_shards(
 ) -> dict:
     """Write ``rows`` as shards of ``shard_rows`` rows under ``out_dir``; return the manifest.
 
-    Streams: at most one shard of rows is held in memory. Rewriting a directory first removes its
-    manifest (so it never describes a half-rewritten directory) and leftover temporaries, keeps
-    shards whose bytes are already right (see the module doc) and, at the end, removes shards the
-    new manifest does not list. Rows must have exactly the schema's fields. A failed write raises
-    ShardWriteError naming the file.
+    Rows must have exactly the schema's fields. Streams like ``write_tables``, which it feeds one
+    shard of rows at a time.
+    """
+    if shard_rows < 1:
+        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+    return write_tables(_row_tables(rows, shard_rows, schema), out_dir, shard_rows=shard_rows, source=source,
+                        source_revision=source_revision, schema=schema)
+
+
+def _row_tables(rows: Iterable[dict], shard_rows: int, schema: pa.Schema) -> Iterator[pa.Table]:
+    """Row dicts -> tables of ``shard_rows`` rows, each row checked to have exactly the schema's fields."""
+    expected = set(schema.names)
+    pending: list[dict] = []
+    for row in rows:
+        if row.keys() != expected:
+            raise ValueError(
+                f"row {row.get('id', '?')!r}: fields {sorted(set(row) ^ expected)} do not match the schema"
+            )
+        pending.append(row)
+        if len(pending) == shard_rows:
+            yield pa.Table.from_pylist(pending, schema=schema)
+            pending = []
+    if pending:
+        yield pa.Table.from_pylist(pending, schema=schema)
+
+
+def write_tables(
+    tables: Iterable[pa.Table],
+    out_dir: Path,
+    *,
+    shard_rows: int,
+    source: str,
+    source_revision: str = "",
+    schema: pa.Schema = SAMPLE_SCHEMA,
+) -> dict:
+    """Write the rows of ``tables`` (of ``schema``, any number of rows each) as shards of
+    ``shard_rows`` rows under ``out_dir``; return the manifest.
+
+    Streams: rows are cut into shards as they come, and each shard is serialised as one contiguous
+    table, so the bytes depend only on the rows, not on how they were batched. While a shard's file
+    is fsynced and renamed into place on a background thread, the next shard is being built: at most
+    one shard is in flight and one pending. Rewriting a directory first removes its manifest (so it
+    never describes a half-rewritten directory) and leftover temporaries, keeps shards whose bytes
+    are already right (see the module doc) and, at the end, removes shards the new manifest does not
+    list. A failed write raises ShardWriteError naming the file; shards already published stay.
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
@@ -77,28 +122,32 @@ def write_shards(
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     for stale in out_dir.glob(TEMPORARY_GLOB):
         stale.unlink(missing_ok=True)
-    expected = set(schema.names)
     shards: list[dict] = []
     splits: dict[str, int] = {}
-    pending: list[dict] = []
 
-    def flush() -> None:
-        path = out_dir / SHARD_PATTERN.format(index=len(shards))
-        shards.append(_put_shard(path, pa.Table.from_pylist(pending, schema=schema)))
-        pending.clear()
+    with _Publisher() as publisher:
+        def put(table: pa.Table) -> None:
+            table = table.combine_chunks()  # one layout whatever the batching: deterministic bytes
+            if "split" in table.schema.names:
+                for item in pc.value_counts(table.column("split")).to_pylist():
+                    if item["values"] is not None:
+                        splits[item["values"]] = splits.get(item["values"], 0) + item["counts"]
+            shards.append(_put_shard(out_dir / SHARD_PATTERN.format(index=len(shards)), table, publisher))
 
-    for row in rows:
-        if row.keys() != expected:
-            raise ValueError(
-                f"row {row.get('id', '?')!r}: fields {sorted(set(row) ^ expected)} do not match the schema"
-            )
-        if "split" in row:
-            splits[row["split"]] = splits.get(row["split"], 0) + 1
-        pending.append(row)
-        if len(pending) == shard_rows:
-            flush()
-    if pending:
-        flush()
+        pending: list[pa.Table] = []
+        held = 0
+        for table in tables:
+            if table.schema != schema:
+                raise ValueError(f"table schema differs from the shard schema: {table.schema}")
+            pending.append(table)
+            held += table.num_rows
+            while held >= shard_rows:
+                rows = pa.concat_tables(pending)
+                put(rows.slice(0, shard_rows))
+                rest = rows.slice(shard_rows)
+                pending, held = ([rest] if rest.num_rows else []), rest.num_rows
+        if held:
+            put(pa.concat_tables(pending))
 
     listed = {shard["name"] for shard in shards}
     for stale in out_dir.glob("part-*.parquet"):
@@ -116,12 +165,46 @@ def write_shards(
     return manifest
 
 
-def _put_shard(path: Path, table: pa.Table) -> dict:
-    """Serialise ``table`` to ``path`` (unless an earlier run left these very bytes there); its entry."""
+class _Publisher:
+    """Writes files with ``_write_atomic`` on one background thread, one file at a time.
+
+    The fsync of a finished shard is mostly waiting for the disk; meanwhile the caller builds the
+    next shard. ``submit`` first waits for the file before (so at most one is in flight, and files
+    appear in order) and raises its error, if it had one; leaving the ``with`` block waits for the
+    last one, so nothing is still being written once the writer returns or raises.
+    """
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-publish")
+        self.in_flight: Future | None = None
+
+    def submit(self, path: Path, data: pa.Buffer) -> None:
+        self.wait()
+        self.in_flight = self.pool.submit(_write_atomic, path, data)
+
+    def wait(self) -> None:
+        done, self.in_flight = self.in_flight, None
+        if done is not None:
+            done.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None:
+                self.wait()  # a failed last shard raises here
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def _put_shard(path: Path, table: pa.Table, publisher: _Publisher) -> dict:
+    """Serialise ``table`` for ``path`` and hand it to ``publisher`` (unless an earlier run left
+    these very bytes there); its manifest entry."""
     data = _parquet_bytes(table)
     entry = {"name": path.name, "rows": table.num_rows, "sha256": _sha256(data), "bytes": len(data)}
     if not _holds(path, entry["bytes"], entry["sha256"]):
-        _write_atomic(path, data)
+        publisher.submit(path, data)
     return entry
 
 

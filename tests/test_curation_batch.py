@@ -1,0 +1,234 @@
+"""The batch checks (``check_batch``) decide exactly as ``check_row`` does, row by row: the same rows
+kept, normalised the same, the same reasons and details for the rest, and byte-identical shards and
+quarantine when a whole source is curated either way."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import math
+
+import pytest
+from fixtures_formats import jpeg_bytes, png_bytes
+from PIL import Image
+from test_curation import bomb_png, box, corrupted_rows, row
+
+from medmo_pipeline.data import curation, shards
+from medmo_pipeline.data.curation import CurationLimits, ImageChecker, check_batch, curate
+from medmo_pipeline.data.images import image_entry
+from medmo_pipeline.data.synthetic import generate_rows
+
+
+def synthetic() -> list[dict]:
+    return [*generate_rows("synth_xray", "train", 24, image_size=48),
+            *generate_rows("synth_cells", "eval", 12, image_size=48),
+            *generate_rows("synth_medqa", "train", 16)]
+
+
+def variants() -> list[dict]:
+    """Good rows bent every way the batch path must notice (or leave to check_row)."""
+    base = synthetic()
+    vqa = next(r for r in base if r["task"] == "vqa")
+    grounding = next(r for r in base if r["task"] == "grounding")
+    mcq = next(r for r in base if r["choices"])
+    out = []
+
+    def bent(template: dict, **changes) -> dict:
+        bent_row = copy.deepcopy(template)
+        bent_row.update(changes)
+        bent_row["id"] = f"{template['id']}-v{len(out)}"
+        out.append(bent_row)
+        return bent_row
+
+    def turns(question, reply, *more):
+        return [{"role": "user", "content": question}, *more, {"role": "assistant", "content": reply}]
+
+    # text: spacing, Unicode, bytes, missing values
+    bent(vqa, answer="  yes \t", messages=turns(" Is there a lesion?\n", "\x1cyes\x1f"))
+    bent(vqa, messages=turns("Is there a le\u0301sion?", "yes"))  # NFC composes it: check_row's job
+    bent(vqa, modality="x\u00e9ray", license="CC-BY \u00a9")
+    bent(vqa, messages=turns(b"Is there a lesion?", "yes"), answer=b"yes")
+    bent(vqa, messages=turns(memoryview(b"Is it?"), "yes"))
+    bent(vqa, messages=turns(b"Is \xff it?", "yes"))
+    bent(vqa, messages=turns("Is \udcff it?", "yes"))
+    bent(vqa, modality=None, license=None, split=None)
+    bent(vqa, split="")
+    bent(vqa, split=" eval ")
+    bent(vqa, split="  ")
+    bent(vqa, task=" vqa ")
+    bent(vqa, task="VQA")
+    bent(vqa, answer=None)
+    bent(next(r for r in base if r["task"] == "caption"), answer=None)
+    bent(vqa, modality="   ")
+    bent(vqa, id=f"synth_xray:{vqa['id']}")
+    bent(vqa, id="   ")
+    # turns
+    bent(vqa, messages=turns("Is it?", "yes", {"role": "assistant", "content": "maybe"}, {"role": None, "content": None}))
+    bent(vqa, messages=turns("Is it?", "yes", {"role": "assistant", "content": "maybe"}, {"role": "user", "content": "?"}))
+    bent(vqa, messages=[{"role": "system", "content": "Be brief."}, *turns("Is it?", "yes")])
+    bent(vqa, messages=turns("", "yes"))
+    bent(vqa, messages=turns("Is it?", "   "))
+    bent(vqa, messages=[{"role": "User", "content": "Is it?"}, {"role": "assistant", "content": "yes"}])
+    bent(vqa, messages=[{"role": "user", "content": "Is it?"}])
+    bent(vqa, messages=[])
+    bent(vqa, messages=tuple(turns("Is it?", "yes")))
+    bent(vqa, messages=[("user", "Is it?"), ("assistant", "yes")])
+    bent(vqa, messages=[{"role": "user"}, {"role": "assistant", "content": "yes"}])
+    # choices
+    bent(mcq, choices=[" A drug ", "b drug", "C DRUG"], answer="b", messages=turns("Pick", "b"))
+    bent(mcq, choices=["x", "X"], answer="x", messages=turns("Pick", "x"))
+    bent(mcq, choices=["x", "y"], answer="C", messages=turns("Pick", "C"))
+    bent(mcq, choices=["x", "y"], answer="Y", messages=turns("Pick", "Y"))
+    bent(mcq, choices=["x", "y"], answer="", messages=turns("Pick", "x"))
+    bent(mcq, choices=["x\x1fy", "z"], answer="z", messages=turns("Pick", "z"))
+    bent(mcq, choices=["x", "y"], answer="x\x1ey", messages=turns("Pick", "x"))
+    bent(mcq, choices=["stra\u00dfe", "b"], answer="STRASSE", messages=turns("Pick", "b"))
+    bent(mcq, choices=None)
+    bent(mcq, choices=("x", "y"), answer="x")
+    bent(mcq, choices=["x", None], answer="x")
+    # images
+    entry = vqa["images"][0]
+    bent(vqa, images=[{**entry, "path": entry["path"].upper()}])
+    bent(vqa, images=[{**entry, "path": "scan.jpg"}])
+    bent(vqa, images=[{**entry, "path": None}])
+    bent(vqa, images=[{**entry, "path": "sc\u00e4n.png"}])
+    bent(vqa, images=[{**entry, "width": 0, "height": None}])
+    bent(vqa, images=[{**entry, "width": float(entry["width"])}])
+    bent(vqa, images=[{**entry, "width": str(entry["width"])}])
+    bent(vqa, images=[{**entry, "width": entry["width"] + 1}])
+    bent(vqa, images=[{**entry, "bytes": bytearray(entry["bytes"])}])
+    bent(vqa, images=[{**entry, "bytes": None}])
+    bent(vqa, images=[{**entry, "bytes": entry["bytes"][:-5]}])
+    bent(vqa, images=[{**entry, "sha256": "0" * 64}])
+    bent(vqa, images=[image_entry(jpeg_bytes(), "x.jpg")])
+    bent(vqa, images=[image_entry(jpeg_bytes(), "x.png")])
+    bent(vqa, images=[image_entry(bomb_png(), "x.png")])
+    bent(vqa, images=[image_entry(png_bytes(4, 4), "x.png")])
+    bent(vqa, images=[image_entry(png_bytes(400, 4), "x.png")])
+    bent(vqa, images=[entry, image_entry(png_bytes(20, 30, seed=3), "two.png")])
+    bent(vqa, images=(entry,))
+    bent(vqa, images=[])
+    bent(vqa, images=None)
+    bent(vqa, images=[(entry["bytes"], entry["path"])])
+    # boxes
+    bent(grounding, boxes=[box(-10, -10, 20, 20)])
+    bent(grounding, boxes=[box(40, 40, 400, 400)])
+    bent(grounding, boxes=[box(math.inf, 0, 1, 1)])
+    bent(grounding, boxes=[box(5, 5, 5, 9)])
+    bent(grounding, boxes=[box("a", 0, 1, 1)])
+    bent(grounding, boxes=[{"x1": 1, "y1": 1, "x2": 3, "y2": 3}])
+    bent(grounding, boxes=[box(1, 1, 3, 3, label=b"l\xffesion")])
+    bent(grounding, boxes=[box(1, 1, 3, 3, label="  l\u00e9sion ")])
+    bent(grounding, boxes=tuple(grounding["boxes"]))
+    bent(grounding, boxes=[box(1, 1, 3, 3)], images=[])
+    bent(grounding, boxes=[("lesion", 1, 1, 3, 3)])
+    return out
+
+
+def everything() -> list:
+    corrupted, _, _ = corrupted_rows()
+    rows = [*synthetic(), *corrupted, *variants(), "not a row", None, {"id": "only an id"}]
+    rows += [copy.deepcopy(rows[0]), dict(copy.deepcopy(rows[3]), id="another id")]  # a duplicate id and content
+    return rows
+
+
+def outcome(checked: curation.CheckedBatch, index: int):
+    result = checked.outcomes[index]
+    if isinstance(result, curation.Rejected):
+        return result.reason, result.detail
+    return checked.table.slice(result, 1).to_pylist()[0], checked.clipped[result]
+
+
+@pytest.mark.parametrize("limits", [CurationLimits(), CurationLimits(check_extension=False)], ids=["default", "no-ext"])
+def test_batch_and_row_by_row_checks_agree_on_every_row(limits):
+    rows = everything()
+    fast = check_batch(rows, source="synth_xray", images=ImageChecker(limits.image), limits=limits)
+    slow = check_batch(rows, source="synth_xray", images=ImageChecker(limits.image), limits=limits, vectorised=False)
+    for index, raw in enumerate(rows):
+        assert outcome(fast, index) == outcome(slow, index), (index, raw if not isinstance(raw, dict) else raw.get("id"))
+    assert fast.table.equals(slow.table)
+    kept = sum(not isinstance(o, curation.Rejected) for o in fast.outcomes)
+    assert 0 < kept < len(rows) and fast.table.num_rows == kept
+
+
+@pytest.mark.parametrize("limits", [CurationLimits(), CurationLimits(check_extension=False)], ids=["default", "no-ext"])
+def test_each_bent_row_gets_the_outcome_of_check_row(limits, monkeypatch):
+    """One bent row per batch (beside good ones), so that a value Arrow cannot convert spoils only
+    its own batch and every other row is decided by the batch checks."""
+    good, reference = synthetic()[:3], curation.check_row
+    slow = []
+    monkeypatch.setattr(curation, "check_row", lambda raw, **kwargs: slow.append(raw) or reference(raw, **kwargs))
+    decided_in_batch = 0
+    for bent_row in variants():
+        rows = [*good, bent_row]
+        slow.clear()
+        fast = check_batch(rows, source="synth_xray", images=ImageChecker(limits.image), limits=limits)
+        decided_in_batch += not any(raw is bent_row for raw in slow)
+        one_by_one = check_batch(rows, source="synth_xray", images=ImageChecker(limits.image), limits=limits,
+                                 vectorised=False)
+        assert [outcome(fast, i) for i in range(4)] == [outcome(one_by_one, i) for i in range(4)], bent_row["id"]
+    assert decided_in_batch >= 20  # the batch checks really decided many of them
+
+
+def test_most_good_rows_take_the_batch_path(monkeypatch):
+    """Guard against a batch path that silently sends everything to check_row."""
+    calls = []
+    monkeypatch.setattr(curation, "check_row", lambda raw, **kwargs: calls.append(raw) or (_ for _ in ()).throw(
+        AssertionError("check_row called")))
+    rows = synthetic()
+    checked = check_batch(rows, source="synth_xray", images=ImageChecker(CurationLimits().image),
+                          limits=CurationLimits())
+    assert calls == [] and checked.table.num_rows == len(rows)
+
+
+def test_the_usual_batch_is_found_plain_as_row_by_row():
+    rows = synthetic()
+    assert curation._all_plain(rows) == curation._plain_rows_one_by_one(rows)
+    for bent_row in variants():  # one row that is not plain (or lacks a path): the loop decides
+        batch = [*rows[:3], bent_row]
+        usual = curation._all_plain(batch)
+        assert usual is None or usual == curation._plain_rows_one_by_one(batch), bent_row["id"]
+
+
+def test_keys_are_the_documented_64_bit_keys():
+    texts = ["a", "synth_xray:train-000001", "l\u00e9sion", ""]
+    assert curation._keys64(texts) == [curation._key64(text) for text in texts]
+
+
+def test_a_row_arrow_cannot_convert_sends_only_its_batch_to_check_row():
+    rows = synthetic()[:6]
+    rows[2] = dict(rows[2], answer=12345)  # an int where text goes: malformed, as check_row says
+    checked = check_batch(rows, source="synth_xray", images=ImageChecker(CurationLimits().image),
+                          limits=CurationLimits())
+    assert checked.outcomes[2].reason == "malformed_row" and checked.table.num_rows == 5
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 64])
+def test_curating_in_batches_gives_the_bytes_of_row_by_row_checks(tmp_path, monkeypatch, batch_rows):
+    rows = everything() * 2  # the second copy: duplicate ids and contents across batches
+    monkeypatch.setattr(curation, "BATCH_ROWS", batch_rows)
+    batched = curate(rows, tmp_path / "batched", source="synth_xray", shard_rows=50)
+    monkeypatch.setattr(curation, "check_batch", functools.partial(check_batch, vectorised=False))
+    one_by_one = curate(rows, tmp_path / "one_by_one", source="synth_xray", shard_rows=50)
+    assert batched["manifest"] == one_by_one["manifest"] and batched["data_version"] == one_by_one["data_version"]
+    assert {k: v for k, v in batched.items() if "path" not in k and k != "shard_dir"} == \
+        {k: v for k, v in one_by_one.items() if "path" not in k and k != "shard_dir"}
+    assert (tmp_path / "batched.quarantine.parquet").read_bytes() == \
+        (tmp_path / "one_by_one.quarantine.parquet").read_bytes()
+    assert shards.verify_shards(tmp_path / "batched") == []
+    assert batched["quarantined"] > 50 and batched["duplicates_dropped"] > 0 and batched["boxes_clipped"] > 0
+
+
+def test_batch_size_does_not_change_the_output(tmp_path, monkeypatch):
+    rows = everything()
+    first = curate(rows, tmp_path / "a", source="synth_xray", shard_rows=4)
+    monkeypatch.setattr(curation, "BATCH_ROWS", 3)
+    second = curate(rows, tmp_path / "b", source="synth_xray", shard_rows=4)
+    assert first["manifest"] == second["manifest"]
+    assert (tmp_path / "a.quarantine.parquet").read_bytes() == (tmp_path / "b.quarantine.parquet").read_bytes()
+
+
+def test_png_helper_images_are_what_they_claim():
+    assert Image.open(io.BytesIO(png_bytes(400, 4))).size == (400, 4)
+    assert row("x")["images"][0]["width"] == 64

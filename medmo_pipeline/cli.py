@@ -102,24 +102,6 @@ def ui(port: int, host: str) -> int:
                            cwd=home.checkout_root())
 
 
-# Run with the venv's python in a subprocess so that this library never imports dagster.
-_LATEST_PATH_SCRIPT = """
-import json, sys
-import dagster as dg
-instance = dg.DagsterInstance.from_config(sys.argv[1])
-try:
-    event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(sys.argv[2]))
-    if event is None or event.asset_materialization is None:
-        print(json.dumps({"error": "never materialized"}))
-    else:
-        meta = event.asset_materialization.metadata
-        entry = meta.get("path") or meta.get("index_path")
-        print(json.dumps({"path": None if entry is None else str(entry.value), "run_id": event.run_id}))
-finally:
-    instance.dispose()
-"""
-
-
 def asset_path(key: str) -> Path:
     """The directory of an asset's latest materialization, read from the Dagster instance."""
     from medmo_pipeline.lineage import LineageError
@@ -128,7 +110,8 @@ def asset_path(key: str) -> Path:
     if not dagster_home.is_dir():
         raise LineageError(f"{key!r} is not a directory, and there is no Dagster instance at {dagster_home} to "
                            f"look it up as an asset key (MEDMO_HOME={home.medmo_home()})")
-    out = subprocess.run([sys.executable, "-c", _LATEST_PATH_SCRIPT, str(dagster_home), key],
+    # The Dagster layer reads the instance in a subprocess, so that this library never imports dagster.
+    out = subprocess.run([sys.executable, "-m", "assets.latest_materialization", str(dagster_home), key],
                          check=False, capture_output=True, text=True, cwd=home.checkout_root(), timeout=300)
     if out.returncode != 0:
         raise LineageError(f"could not read asset {key!r} from the Dagster instance at {dagster_home}:\n"

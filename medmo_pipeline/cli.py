@@ -51,10 +51,20 @@ def demo(select: str) -> int:
     env = dagster_environment()
     print(f"MEDMO_HOME={home.medmo_home()}  recipe={env.get('MEDMO_RECIPE', 'embedded')}", flush=True)
     started = time.time()
-    for label, command in demo_commands(select):
-        print(f"\n== {label}", flush=True)
-        code = subprocess.call(_dagster(*command), env=env, cwd=home.checkout_root())
-        if code != 0:
+    groups = demo_commands(select)
+    if any(len(group) > 1 for group in groups):
+        # Runs started side by side on a fresh instance would each create its tables and collide.
+        prepared = subprocess.run(_dagster("instance", "migrate"), env=env, cwd=home.checkout_root(),
+                                  capture_output=True, text=True)
+        if prepared.returncode != 0:
+            print(prepared.stdout + prepared.stderr, file=sys.stderr)
+            print(f"\ncould not prepare the Dagster instance at {env['DAGSTER_HOME']} (exit {prepared.returncode})",
+                  file=sys.stderr)
+            return prepared.returncode
+    for group in groups:
+        failed = run_together([(label, _dagster(*args)) for label, args in group], env, home.medmo_home() / "logs")
+        if failed is not None:
+            label, code = failed
             print(f"\nmaterialization failed (exit {code}, {label}); the Dagster event log above says which "
                   f"asset and why.\nInspect it in the UI: `medmo ui`.", file=sys.stderr)
             return code
@@ -75,24 +85,60 @@ def demo(select: str) -> int:
     return 0
 
 
-def demo_commands(select: str) -> list[tuple[str, list[str]]]:
-    """Dagster CLI calls for a selection. A partitioned asset needs one run per partition, so the whole
+def run_together(group: list[tuple[str, list[str]]], env: dict[str, str], logs: Path,
+                 slots: int | None = None) -> tuple[str, int] | None:
+    """Run a group of (label, command), ``slots`` at once (default: one per core); the first failure's
+    (label, exit code), or None. A lone command streams its output; several write to one log each
+    under ``logs``, printed whole as each finishes, so their lines do not interleave. After a failure
+    no further command starts and those running are let finish."""
+    if len(group) == 1:
+        label, command = group[0]
+        print(f"\n== {label}", flush=True)
+        code = subprocess.call(command, env=env, cwd=home.checkout_root())
+        return None if code == 0 else (label, code)
+    logs.mkdir(parents=True, exist_ok=True)
+    waiting, running, failed = list(group), [], None
+    slots = max(1, slots or os.cpu_count() or 1)
+    while waiting or running:
+        while waiting and len(running) < slots and failed is None:
+            label, command = waiting.pop(0)
+            log = logs / ("demo-" + "".join(c if c.isalnum() else "_" for c in label) + ".log")
+            handle = log.open("w")
+            print(f"== {label} (started; log {log})", flush=True)
+            running.append((label, log, handle, subprocess.Popen(command, env=env, cwd=home.checkout_root(),
+                                                                 stdout=handle, stderr=subprocess.STDOUT)))
+        if failed is not None:
+            waiting.clear()
+        time.sleep(0.2)
+        for entry in [e for e in running if e[3].poll() is not None]:
+            label, log, handle, process = entry
+            running.remove(entry)
+            handle.close()
+            print(f"\n== {label}\n{log.read_text()}", flush=True)
+            if process.returncode != 0 and failed is None:
+                failed = (label, process.returncode)
+    return failed
+
+
+def demo_commands(select: str) -> list[list[tuple[str, list[str]]]]:
+    """Dagster CLI calls for a selection, in groups run one after another; the calls of one group are
+    independent and run at the same time. A partitioned asset needs one run per partition, so the whole
     graph is: every ``corpus_shards`` partition (one per corpus source, observed in the same run so its
     provenance names the source version), then everything else with the first benchmark's evaluation
     partitions, then the evaluations (and the ablation) of each further benchmark."""
     base = ["asset", "materialize", "-m", "assets", "--select"]
     if select != "*":
-        return [(f"materialize {select}", [*base, select])]
+        return [[(f"materialize {select}", [*base, select])]]
     from medmo_pipeline.config import load_recipe
 
     recipe = load_recipe()
     sources, benchmarks = recipe.corpus.source_names(), recipe.evaluation.benchmarks
     rest = "* and not key:corpus_shards and not key:corpus_sources"
     evaluations = "key:*_eval_table or key:stage_ablation"
-    return [*((f"corpus_shards partition {source}", [*base, "corpus_sources,corpus_shards", "--partition", source])
-              for source in sources),
-            (f"every other asset, benchmark {benchmarks[0]}", [*base, rest, "--partition", benchmarks[0]]),
-            *((f"evaluation on benchmark {b}", [*base, evaluations, "--partition", b]) for b in benchmarks[1:])]
+    return [[(f"corpus_shards partition {source}", [*base, "corpus_sources,corpus_shards", "--partition", source])
+             for source in sources],
+            [(f"every other asset, benchmark {benchmarks[0]}", [*base, rest, "--partition", benchmarks[0]])],
+            *([(f"evaluation on benchmark {b}", [*base, evaluations, "--partition", b])] for b in benchmarks[1:])]
 
 
 def ui(port: int, host: str) -> int:

@@ -271,3 +271,17 @@ def test_grpo_trainer_runs_on_image_column_and_conversational_prompt(tiny_dir, p
     assert trainer.state.global_step == 2
     assert seen["answer"][0].startswith("lesion <box>")
     assert seen["completion"][0]["role"] == "assistant"
+
+
+def test_patchwise_projection_leaves_the_model_output_unchanged(tiny_dir, processor):
+    from medmo_pipeline.model.patch_projection import use_patchwise_projection
+
+    text = processor.apply_chat_template(image_prompt(), tokenize=False, add_generation_prompt=True)
+    image, _ = lesion_image(random.Random(3))
+    enc = processor(images=[image], text=[text], return_tensors="pt")
+    model = load_model(tiny_dir).eval()
+    with torch.no_grad():
+        before = model(**enc).logits
+        assert use_patchwise_projection(model) == 1  # the vision tower's patch embedding
+        after = model(**enc).logits
+    torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)

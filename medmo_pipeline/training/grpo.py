@@ -39,19 +39,17 @@ def rl_dataset(rows: list[dict]):
             "image_height": datasets.Value("int32"),
         }
     )
-    return datasets.Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": common.prompt_text(r)}] for r in rows],
-            "images": [[{"bytes": img["bytes"], "path": None} for img in r["images"]] for r in rows],
-            "task": [r["task"] for r in rows],
-            "answer": [r["answer"] for r in rows],
-            "choices": [list(r["choices"]) for r in rows],
-            "boxes": [list(r["boxes"]) for r in rows],
-            "image_width": [r["images"][0]["width"] if r["images"] else 0 for r in rows],
-            "image_height": [r["images"][0]["height"] if r["images"] else 0 for r in rows],
-        },
-        features=features,
-    )
+    columns = {
+        "prompt": [[{"role": "user", "content": common.prompt_text(r)}] for r in rows],
+        "images": [common.image_cells(r) for r in rows],
+        "task": [r["task"] for r in rows],
+        "answer": [r["answer"] for r in rows],
+        "choices": [list(r["choices"]) for r in rows],
+        "boxes": [list(r["boxes"]) for r in rows],
+        "image_width": [r["images"][0]["width"] if r["images"] else 0 for r in rows],
+        "image_height": [r["images"][0]["height"] if r["images"] else 0 for r in rows],
+    }
+    return common.in_memory_dataset(columns, features, rows)
 
 
 def observed(functions: list, samples: list[dict]):
@@ -91,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.plots import plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
         from medmo_pipeline.training import resume
@@ -99,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
         base = recipe.base_model
         model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
+        use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         left_pad_prompts(processor)

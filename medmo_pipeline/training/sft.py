@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.training import resume
 
         index = corpus.load_index(args.corpus)
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         reporter.log(f"{args.stage}: {len(rows)} rows drawn from {sorted(mix)}; loading {args.parent}")
         base = recipe.base_model
         model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
+        use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
 

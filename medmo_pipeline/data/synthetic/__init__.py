@@ -30,7 +30,9 @@ _BUILDERS = {
     "synth_medqa": (medqa.CYCLE, medqa.build),
 }
 
-__all__ = ["LICENSE", "SYNTHETIC_SOURCES", "generate_rows", "iter_texts"]
+MIN_IMAGE_SIZE = 32  # pixels a side; smaller images leave no room for the lungs and cells
+
+__all__ = ["LICENSE", "MIN_IMAGE_SIZE", "SYNTHETIC_SOURCES", "generate_rows", "iter_texts"]
 
 
 def generate_rows(
@@ -44,8 +46,8 @@ def generate_rows(
         raise ValueError(f"unknown synthetic source {source!r}; expected one of {SYNTHETIC_SOURCES}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if n < 0 or image_size < 32:
-        raise ValueError(f"need n >= 0 and image_size >= 32, got n={n}, image_size={image_size}")
+    if n < 0 or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"need n >= 0 and image_size >= {MIN_IMAGE_SIZE}, got n={n}, image_size={image_size}")
     cycle, build = _BUILDERS[source]
     for index in range(n):
         kind, occurrence = slot(index, cycle)

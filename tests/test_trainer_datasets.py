@@ -7,9 +7,8 @@ from medmo_pipeline.training import common, grpo
 
 
 def _rows():
-    rows = [r for s in ("synth_xray", "synth_cells", "synth_medqa")
+    return [r for s in ("synth_xray", "synth_cells", "synth_medqa")
             for r in synthetic.generate_rows(s, "train", 6, image_size=48)]
-    return rows
 
 
 def _from_dict(dataset):
@@ -25,7 +24,7 @@ def test_sft_dataset_matches_from_dict_and_decodes_images():
     first = built[0]
     assert first["messages"] == [{"role": m["role"], "content": m["content"]} for m in rows[0]["messages"]]
     assert [img.size for img in first["images"]] == [(img["width"], img["height"]) for img in rows[0]["images"]]
-    assert built[[i for i, r in enumerate(rows) if not r["images"]][0]]["images"] == []  # text-only rows
+    assert built[next(i for i, r in enumerate(rows) if not r["images"])]["images"] == []  # text-only rows
 
 
 def test_rl_dataset_keeps_reward_columns():

@@ -27,6 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     steps, reps, dataset_rows = (10, 3, 2000) if args.quick else (30, 5, 8000)
 
+    import datasets
     import torch
     import transformers
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -82,11 +83,10 @@ def main() -> None:
             for name in models:
                 timings[name].append(step_ms(name))
 
-    rows = [r for r in image_rows * (dataset_rows // len(image_rows) + 1)][:dataset_rows]
-    import datasets
+    rows = (image_rows * (dataset_rows // len(image_rows) + 1))[:dataset_rows]
+    features = common.sft_dataset(rows[:1]).features
 
     def from_dict() -> None:
-        features = common.sft_dataset(rows[:1]).features
         datasets.Dataset.from_dict({"images": [common.image_cells(r) for r in rows],
                                     "messages": [[{"role": m["role"], "content": m["content"]} for m in r["messages"]]
                                                  for r in rows]}, features=features)

@@ -100,15 +100,13 @@ def run_together(group: list[tuple[str, list[str]]], env: dict[str, str], logs: 
     waiting, running, failed = list(group), [], None
     slots = max(1, slots or os.cpu_count() or 1)
     while waiting or running:
-        while waiting and len(running) < slots and failed is None:
+        while waiting and len(running) < slots:
             label, command = waiting.pop(0)
             log = logs / ("demo-" + "".join(c if c.isalnum() else "_" for c in label) + ".log")
             handle = log.open("w")
             print(f"== {label} (started; log {log})", flush=True)
             running.append((label, log, handle, subprocess.Popen(command, env=env, cwd=home.checkout_root(),
                                                                  stdout=handle, stderr=subprocess.STDOUT)))
-        if failed is not None:
-            waiting.clear()
         time.sleep(0.2)
         for entry in [e for e in running if e[3].poll() is not None]:
             label, log, handle, process = entry
@@ -117,6 +115,7 @@ def run_together(group: list[tuple[str, list[str]]], env: dict[str, str], logs: 
             print(f"\n== {label}\n{log.read_text()}", flush=True)
             if process.returncode != 0 and failed is None:
                 failed = (label, process.returncode)
+                waiting.clear()  # nothing further starts; those running finish
     return failed
 
 

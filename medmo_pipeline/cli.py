@@ -131,13 +131,20 @@ def demo_commands(select: str) -> list[list[tuple[str, list[str]]]]:
     from medmo_pipeline.config import load_recipe
 
     recipe = load_recipe()
-    sources, benchmarks = recipe.corpus.source_names(), recipe.evaluation.benchmarks
+    sources, benchmarks = longest_first(recipe.corpus), recipe.evaluation.benchmarks
     rest = "* and not key:corpus_shards and not key:corpus_sources"
     evaluations = "key:*_eval_table or key:stage_ablation"
     return [[(f"corpus_shards partition {source}", [*base, "corpus_sources,corpus_shards", "--partition", source])
              for source in sources],
             [(f"every other asset, benchmark {benchmarks[0]}", [*base, rest, "--partition", benchmarks[0]])],
             *([(f"evaluation on benchmark {b}", [*base, evaluations, "--partition", b])] for b in benchmarks[1:])]
+
+
+def longest_first(corpus) -> list[str]:
+    """The corpus partitions in the order that ends soonest when they run side by side: real datasets
+    (their size is not known ahead) in recipe order, then synthetic sources by rows, most first."""
+    rows = corpus.synthetic.train_rows if corpus.synthetic else {}
+    return corpus.registry_sources() + sorted(corpus.synthetic_sources(), key=lambda s: -rows.get(s, 0))
 
 
 def ui(port: int, host: str) -> int:

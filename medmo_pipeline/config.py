@@ -142,6 +142,8 @@ class OptimRecipe(_Strict):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
     save_steps: int | None = Field(None, gt=0, description="save a resumable checkpoint every N steps "
                                                            "(None: only the published final checkpoint)")
+    dataloader_num_workers: int = Field(0, ge=0, description="processes that decode and collate batches "
+                                                             "while the model steps (0: in the training process)")
     on_mismatch: Literal["fresh", "error"] = Field(
         "fresh", description="an unfinished run of this stage with another recipe, parent or data exists: "
                              "start fresh beside it, or stop with an error naming what differs")

@@ -53,3 +53,12 @@ def test_a_failure_is_reported_and_nothing_further_starts(tmp_path, capsys):
 
 def test_a_lone_command_streams_and_reports_its_exit_code(tmp_path):
     assert run_together([("one", _job(tmp_path, "one", seconds=0.0, code=5))], {}, tmp_path / "logs") == ("one", 5)
+
+
+def test_corpus_partitions_start_with_the_largest():
+    from medmo_pipeline.cli import longest_first
+    from medmo_pipeline.config import CorpusRecipe
+
+    corpus = CorpusRecipe(kind="synthetic", synthetic={"train_rows": {"a": 10, "b": 300, "c": 20}, "eval_rows": {"d": 5}})
+    assert longest_first(corpus) == ["b", "c", "a", "d"]  # "d" only has held-out rows
+    assert sorted(longest_first(corpus)) == sorted(corpus.source_names())

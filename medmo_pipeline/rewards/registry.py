@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trl.rewards import get_soft_overlong_punishment
-
 from medmo_pipeline.boxes import relative_to_pixels
 from medmo_pipeline.rewards.box import box_reward
 from medmo_pipeline.rewards.labels import DEFAULT_TAGS, extract_answer, label_match, tag_count_score
@@ -180,6 +178,8 @@ def soft_overlong(
     """
     if completion_ids is None:
         raise ValueError("soft_overlong needs completion_ids (TRL's GRPO trainer passes them)")
+    from trl.rewards import get_soft_overlong_punishment  # here: evaluation jobs import this package, not trl
+
     return get_soft_overlong_punishment(max_completion_len, soft_punish_cache)(completion_ids)
 
 

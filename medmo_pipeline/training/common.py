@@ -111,7 +111,7 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         report_to="none",  # MLflow is logged by ReportingCallback, one run per job
         **save_arguments(optim),
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=optim.dataloader_num_workers,
     )
 
 

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
+        from medmo_pipeline.training.collation import answer_masked_collator, mirror_pad_token
         from medmo_pipeline.training import resume
 
         index = corpus.load_index(args.corpus)
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+        mirror_pad_token(model, processor)
 
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                 model=model,
                 args=config,
                 train_dataset=common.sft_dataset(rows),
+                data_collator=answer_masked_collator(processor, max_length=stage.max_length),
                 processing_class=processor,
                 callbacks=[common.reporting_callback(reporter, mlflow, history), resume.completion_callback(start.key)],
             )

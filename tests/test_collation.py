@@ -1,0 +1,69 @@
+"""The SFT collator: the same batch as TRL's vision collator with ``assistant_only_loss``, on rows of
+every synthetic task (image and text-only rows, in one batch and apart), and a loss on answers only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medmo_pipeline.data import synthetic
+from medmo_pipeline.training import common
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory):
+    from medmo_pipeline.model.loading import load_processor, set_image_resolution
+    from medmo_pipeline.model.tiny import build_tiny_base_model
+
+    texts = synthetic.iter_texts(r for s in synthetic.SYNTHETIC_SOURCES for r in synthetic.generate_rows(s, "train", 40))
+    directory = build_tiny_base_model(tmp_path_factory.mktemp("tiny") / "base", texts=texts, spec={}, seed=1)
+    processor = load_processor(directory)
+    set_image_resolution(processor, 64 * 64)
+    return processor
+
+
+def _dataset():
+    rows = [r for s in ("synth_xray", "synth_cells", "synth_medqa") for r in synthetic.generate_rows(s, "train", 8)]
+    return common.sft_dataset(rows), rows
+
+
+def _trl(processor, max_length=None):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    return DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True, max_length=max_length)
+
+
+def _assert_same(ours: dict, theirs: dict):
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert ours[key].dtype == theirs[key].dtype, key
+        assert torch.equal(ours[key], theirs[key]), key
+
+
+@pytest.mark.parametrize("max_length", [None, 40])
+def test_same_batch_as_trl_on_every_task(processor, max_length):
+    from medmo_pipeline.training.collation import answer_masked_collator
+
+    dataset, rows = _dataset()
+    assert {r["task"] for r in rows} >= {"caption", "vqa", "report", "grounding", "text_qa", "instruction"}
+    ours, theirs = answer_masked_collator(processor, max_length=max_length), _trl(processor, max_length)
+    image_rows = [i for i, r in enumerate(rows) if r["images"]]
+    text_rows = [i for i, r in enumerate(rows) if not r["images"]]
+    batches = [list(range(i, i + 6)) for i in range(0, len(rows), 6)] + [image_rows[:5], text_rows[:5]]
+    for indices in batches:
+        examples = [dataset[i] for i in indices]
+        _assert_same(ours(examples), theirs([dataset[i] for i in indices]))
+
+
+def test_loss_only_on_the_answers(processor):
+    from medmo_pipeline.training.collation import answer_masked_collator
+
+    dataset, rows = _dataset()
+    batch = answer_masked_collator(processor)([dataset[0], dataset[len(rows) - 1]])
+    tokenizer = processor.tokenizer
+    for i, row in enumerate([rows[0], rows[-1]]):
+        trained = batch["input_ids"][i][batch["labels"][i] != -100]
+        text = tokenizer.decode(trained)
+        assert row["messages"][-1]["content"] in text
+        assert row["messages"][0]["content"] not in text
+        assert (batch["labels"][i][batch["attention_mask"][i] == 0] == -100).all()  # no loss on padding

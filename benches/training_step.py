@@ -1,5 +1,6 @@
 """SFT step parts on the embedded default: the patch embedding as Conv3d against one matrix product,
-and the trainer's dataset built by `Dataset.from_dict` against straight into Arrow.
+TRL's vision collator against ours (same batches), and the trainer's dataset built by
+`Dataset.from_dict` against straight into Arrow.
 
 Run: ``python benches/training_step.py`` (``--quick`` for a shorter run).
 
@@ -38,6 +39,7 @@ def main() -> None:
     from medmo_pipeline.model.patch_projection import use_patchwise_projection
     from medmo_pipeline.model.tiny import build_tiny_base_model
     from medmo_pipeline.training import common
+    from medmo_pipeline.training.collation import answer_masked_collator
 
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
@@ -83,6 +85,22 @@ def main() -> None:
             for name in models:
                 timings[name].append(step_ms(name))
 
+        collators = {"TRL": collator, "ours": answer_masked_collator(processor)}
+        examples = [[dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)] for i in range(steps)]
+
+        def collate_ms(name: str) -> float:
+            started = time.perf_counter()
+            for batch in examples:
+                collators[name](batch)
+            return (time.perf_counter() - started) / len(examples) * 1000
+
+        for name in collators:
+            collate_ms(name)  # warm-up
+        collation = {name: [] for name in collators}
+        for _ in range(reps):
+            for name in collators:
+                collation[name].append(collate_ms(name))
+
     rows = (image_rows * (dataset_rows // len(image_rows) + 1))[:dataset_rows]
     features = common.sft_dataset(rows[:1]).features
 
@@ -103,6 +121,11 @@ def main() -> None:
     for name, ms in medians.items():
         print(f"  patch embedding as {name:<15} {ms:7.1f} ms/step   (runs: {', '.join(f'{t:.1f}' for t in timings[name])})")
     print(f"  ratio (matrix product / Conv3d): {medians['matrix product'] / medians['Conv3d']:.2f}x the time")
+    print(f"collating a batch of {batch_size}, median of {reps} x {steps} batches:")
+    collated = {name: statistics.median(t) for name, t in collation.items()}
+    for name, ms in collated.items():
+        print(f"  {name + ' collator':<15} {ms:7.1f} ms/batch  (runs: {', '.join(f'{t:.1f}' for t in collation[name])})")
+    print(f"  ratio (ours / TRL's): {collated['ours'] / collated['TRL']:.2f}x the time")
     print(f"trainer dataset of {len(rows)} rows:")
     for name, s in built.items():
         print(f"  {name:<20} {s:6.2f} s")

@@ -66,3 +66,18 @@ def test_loss_only_on_the_answers(processor):
         assert row["messages"][-1]["content"] in text
         assert row["messages"][0]["content"] not in text
         assert (batch["labels"][i][batch["attention_mask"][i] == 0] == -100).all()  # no loss on padding
+
+
+def test_pad_token_mirrored_onto_the_model(tmp_path):
+    from medmo_pipeline.model.loading import load_model, load_processor
+    from medmo_pipeline.model.tiny import build_tiny_base_model
+    from medmo_pipeline.training.collation import mirror_pad_token
+
+    directory = build_tiny_base_model(tmp_path / "base", texts=["a b c 1 2 3"] * 10, spec={}, seed=0)
+    model, fresh = load_model(directory), load_processor(directory)
+    fresh.tokenizer.pad_token = None  # a hub tokenizer without one pads with end-of-text, as in SFTTrainer
+    model.config.get_text_config().pad_token_id = None
+    mirror_pad_token(model, fresh)
+    assert fresh.tokenizer.pad_token == fresh.tokenizer.eos_token
+    assert model.config.get_text_config().pad_token_id == fresh.tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == fresh.tokenizer.eos_token_id

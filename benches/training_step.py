@@ -78,12 +78,7 @@ def main() -> None:
                 optimizer.zero_grad()
             return (time.perf_counter() - started) / len(batches) * 1000
 
-        for name in models:
-            step_ms(name)  # warm-up
-        timings = {name: [] for name in models}
-        for _ in range(reps):
-            for name in models:
-                timings[name].append(step_ms(name))
+        timings = alternating(step_ms, models, reps)
 
         collators = {"TRL": collator, "ours": answer_masked_collator(processor)}
         examples = [[dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)] for i in range(steps)]
@@ -94,12 +89,7 @@ def main() -> None:
                 collators[name](batch)
             return (time.perf_counter() - started) / len(examples) * 1000
 
-        for name in collators:
-            collate_ms(name)  # warm-up
-        collation = {name: [] for name in collators}
-        for _ in range(reps):
-            for name in collators:
-                collation[name].append(collate_ms(name))
+        collation = alternating(collate_ms, collators, reps)
 
     rows = (image_rows * (dataset_rows // len(image_rows) + 1))[:dataset_rows]
     features = common.sft_dataset(rows[:1]).features
@@ -130,6 +120,18 @@ def main() -> None:
     for name, s in built.items():
         print(f"  {name:<20} {s:6.2f} s")
     print(f"  ratio (straight into Arrow / from_dict): {built['straight into Arrow'] / built['Dataset.from_dict']:.2f}x the time")
+
+
+def alternating(measure, names, reps: int) -> dict[str, list[float]]:
+    """``measure(name)`` for every name once as a warm-up, then ``reps`` rounds taking the names in turn
+    (a shared machine's drift then falls on every variant alike)."""
+    for name in names:
+        measure(name)
+    timings = {name: [] for name in names}
+    for _ in range(reps):
+        for name in names:
+            timings[name].append(measure(name))
+    return timings
 
 
 if __name__ == "__main__":

@@ -61,13 +61,16 @@ def demo(select: str) -> int:
             print(f"\ncould not prepare the Dagster instance at {env['DAGSTER_HOME']} (exit {prepared.returncode})",
                   file=sys.stderr)
             return prepared.returncode
-    for group in groups:
-        failed = run_together([(label, _dagster(*args)) for label, args in group], env, home.medmo_home() / "logs")
-        if failed is not None:
-            label, code = failed
-            print(f"\nmaterialization failed (exit {code}, {label}); the Dagster event log above says which "
-                  f"asset and why.\nInspect it in the UI: `medmo ui`.", file=sys.stderr)
-            return code
+    with warm_job_host(env) as warm:
+        env.update(warm)  # the launcher starts each job as a fork of a host that has imported torch & co.
+        for group in groups:
+            failed = run_together([(label, _dagster(*args)) for label, args in group], env,
+                                  home.medmo_home() / "logs")
+            if failed is not None:
+                label, code = failed
+                print(f"\nmaterialization failed (exit {code}, {label}); the Dagster event log above says which "
+                      f"asset and why.\nInspect it in the UI: `medmo ui`.", file=sys.stderr)
+                return code
     print(f"\nmaterialized in {time.time() - started:.0f} s. Outputs under {home.medmo_home()}:")
     for label, path in [("corpus shards", home.corpus_dir()), ("base model", home.models_dir()),
                         ("checkpoints", home.checkpoints_dir()), ("evaluation tables", home.eval_dir()),
@@ -83,6 +86,24 @@ def demo(select: str) -> int:
         print("\nStage ablation (held-out synthetic split; plot: reports/stage_ablation.png):")
         print(format_table(pd.read_csv(table, index_col="checkpoint")))
     return 0
+
+
+def warm_job_host(env: dict[str, str]):
+    """A warm job host (``medmo_pipeline.warm_host``) started with the environment the local launcher
+    gives its jobs, so that they match it and start warm; its log is ``MEDMO_HOME/logs/warm-host.log``."""
+    import contextlib
+
+    from medmo_pipeline.config import RecipeError, load_recipe
+    from medmo_pipeline.launch.local import job_env
+    from medmo_pipeline.warm_host import WarmHost
+
+    try:
+        offline = load_recipe().base_model.source == "tiny"  # as assets.definitions gives the launcher
+    except RecipeError:
+        return contextlib.nullcontext({})  # loading the definitions reports it, before any job starts
+    logs = home.medmo_home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return WarmHost(env=job_env(env, run_id="", asset_key="", offline=offline), log_path=logs / "warm-host.log")
 
 
 def run_together(group: list[tuple[str, list[str]]], env: dict[str, str], logs: Path,

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from medmo_pipeline import home
 from medmo_pipeline.launch.local import current_env, job_command, job_env
+from medmo_pipeline.warm_host import SOCKET_ENV as WARM_HOST_ENV
 
 
 class JobSize(dg.Config):
@@ -69,10 +70,11 @@ class LocalLauncher(Launcher):
         size = self.size_for(context, module)
         if size.nodes != 1:
             raise dg.Failure(f"the local launcher runs on one node; {module} asks for {size.nodes}")
-        command = job_command(module, args, nproc_per_node=size.processes_per_node())
+        env = self.job_environment(context, current_env())
+        command = job_command(module, args, nproc_per_node=size.processes_per_node(),
+                              warm_host=env.get(WARM_HOST_ENV))  # set by `medmo demo`
         context.log.info("launching: " + " ".join(command))
-        client = dg.PipesSubprocessClient(env=self.job_environment(context, current_env()),
-                                          cwd=str(home.checkout_root()))
+        client = dg.PipesSubprocessClient(env=env, cwd=str(home.checkout_root()))
         return client.run(command=command, context=context).get_materialize_result()
 
 

@@ -49,7 +49,8 @@ def demo_run(tmp_path_factory):
         event = instance.get_latest_materialization_event(key)
         if event is not None:  # corpus_sources is observed, never materialized
             events[key.to_user_string()] = event
-    yield {"home": home, "env": env, "stdout": out.stdout, "events": events, "instance": instance,
+    yield {"home": home, "env": env, "stdout": out.stdout, "log": out.stdout + out.stderr, "events": events,
+           "instance": instance,
            "partitions": partition_events(instance, "corpus_shards")}
     instance.dispose()
 
@@ -82,6 +83,16 @@ def test_every_partition_then_every_other_asset_materialized(demo_run):
     assert set(demo_run["partitions"]) == {"synth_xray", "synth_cells", "synth_medqa"}
     # One run per corpus partition (a partitioned asset), then one run for the rest of the graph.
     assert len({e.run_id for name, e in events.items() if name != "corpus_shards"}) == 1
+
+
+def test_jobs_started_as_forks_of_the_warm_host_which_stopped_after(demo_run):
+    log, host_log = demo_run["log"], (demo_run["home"] / "logs" / "warm-host.log").read_text()
+    assert "preloaded" in host_log, host_log
+    assert "-m medmo_pipeline.warm_host run --socket" in log
+    # Jobs that start before the host has imported everything run cold; RL comes long after.
+    assert "running medmo_pipeline.training.grpo cold" not in log
+    socket = Path(host_log.split("[warm host] ")[1].split(":")[0])
+    assert not socket.parent.exists()  # the demo stopped its host and removed its directory
 
 
 def test_every_corpus_partition_passed_its_checks(demo_run):

@@ -272,12 +272,25 @@ def run_in_child(request: dict, fds: list[int]) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except OSError:
-                pass
+        finish_like_python()
     return code
+
+
+def finish_like_python() -> None:
+    """What interpreter shutdown does before the fork's ``os._exit``: join the job's non-daemon
+    threads, run the atexit handlers (MLflow, logging), flush the streams."""
+    import atexit
+
+    try:
+        threading._shutdown()  # private, but the step Py_FinalizeEx takes first
+    except Exception as error:  # noqa: BLE001 - a thread that fails to join must not hide the exit code
+        print(f"[warm host] joining the job's threads failed: {error!r}", file=sys.stderr)
+    atexit._run_exitfuncs()  # handlers that raise are printed, as at shutdown
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
 
 
 # ---- the client ----------------------------------------------------------------------------------

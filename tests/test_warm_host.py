@@ -25,6 +25,10 @@ if "pidfile" in sys.argv:
     open(sys.argv[sys.argv.index("pidfile") + 1], "w").write(str(os.getpid()))
 if "sleep" in sys.argv:
     time.sleep(120)
+if "atexit" in sys.argv:
+    import atexit, threading
+    atexit.register(lambda: print("atexit ran", flush=True))
+    threading.Thread(target=lambda: (time.sleep(0.5), print("thread joined", flush=True))).start()
 if "fail" in sys.argv:
     raise RuntimeError("probe failed on purpose")
 if "torch" in sys.argv:
@@ -89,6 +93,13 @@ def test_a_job_gets_its_arguments_directory_environment_streams_and_exit_code(ho
     assert "on stderr" in err and "cold" not in err
     job_pid = int(out.split("pid ")[1].split()[0])
     assert job_pid not in (run.pid, host.process.pid)  # its own process, a fork of the host
+
+
+def test_the_job_ends_as_python_does_threads_joined_then_atexit_handlers(host, probe_dir):
+    run = client(host.socket, "atexit", cwd=probe_dir)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 0
+    assert out.index("thread joined") < out.index("atexit ran")
 
 
 def test_an_uncaught_exception_prints_its_traceback_and_exits_1(host, probe_dir):

@@ -77,7 +77,7 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
         asset_checks=guards,
         sensors=[source_sensor(recipe)],
         schedules=[nightly_policy_evaluation(recipe)],
-        resources={"launcher": LocalLauncher.from_profile(offline=recipe.base_model.source == "tiny")},
+        resources={"launcher": LocalLauncher.from_profile(offline=recipe.offline)},
         executor=dg.in_process_executor,  # the heavy work runs in launched jobs, not in step processes
     )
 

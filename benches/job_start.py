@@ -47,15 +47,12 @@ def main() -> None:
 
     from medmo_pipeline.warm_host import WarmHost
 
-    with tempfile.TemporaryDirectory() as tmp, WarmHost() as warm:
+    host = WarmHost()
+    with tempfile.TemporaryDirectory() as tmp, host:
         directory = Path(tmp)
         (directory / "start_job.py").write_text(JOB)
-        socket = Path(warm["MEDMO_WARM_HOST"])
-        deadline = time.time() + 120
-        while not socket.exists():
-            if time.time() > deadline:
-                raise SystemExit("the warm host did not start listening in 120 s")
-            time.sleep(0.1)
+        host.wait_until_listening()
+        socket = host.socket_path
         cold = [sys.executable, "-m", "start_job"]
         hot = [sys.executable, "-m", "medmo_pipeline.warm_host", "run", "--socket", str(socket), "start_job"]
         times: dict[str, list[float]] = {"cold": [], "warm": []}

@@ -98,7 +98,7 @@ def warm_job_host(env: dict[str, str]):
     from medmo_pipeline.warm_host import WarmHost
 
     try:
-        offline = load_recipe().base_model.source == "tiny"  # as assets.definitions gives the launcher
+        offline = load_recipe().offline  # as assets.definitions gives the launcher
     except RecipeError:
         return contextlib.nullcontext({})  # loading the definitions reports it, before any job starts
     logs = home.medmo_home() / "logs"

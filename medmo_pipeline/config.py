@@ -245,6 +245,11 @@ class Recipe(_Strict):
             raise ValueError(f"rl.parent: {self.rl.parent!r} is not a stage (known: {sorted(known)})")
         return self
 
+    @property
+    def offline(self) -> bool:
+        """Jobs never reach for a hub: the embedded default's tiny base model is built here."""
+        return self.base_model.source == "tiny"
+
     def checkpoints(self) -> list[str]:
         """Every checkpoint of the run in training order: base_model, SFT stages, then 'rl'."""
         return ["base_model", *self.stages, "rl"]

@@ -371,6 +371,16 @@ class WarmHost:
             log.close()
         return {SOCKET_ENV: str(self.socket_path)}  # jobs run cold until the host listens
 
+    def wait_until_listening(self, timeout: float = 120.0) -> None:
+        """Block until the host has imported everything and listens (jobs never need to: they run cold)."""
+        deadline = time.time() + timeout
+        while not self.socket_path.exists():
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the warm host at {self.socket_path} is not listening"
+                                   + (f" (exit {self.process.returncode})" if self.process.poll() is not None else
+                                      f" after {timeout:.0f} s"))
+            time.sleep(0.1)
+
     def __exit__(self, *exc) -> None:
         import shutil
         import subprocess

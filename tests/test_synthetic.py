@@ -174,7 +174,7 @@ def test_yes_no_answers_are_balanced_and_true(corpus):
 
 
 def test_counting_answers_equal_the_number_of_boxes(corpus):
-    for source, values in (("synth_xray", {"0", "1", "2"}), ("synth_cells", {"1", "2", "3"})):
+    for source, values in (("synth_xray", {"0", "1", "2"}), ("synth_cells", {"0", "1", "2", "3"})):
         counting = [r for r in rows_of(corpus, source, task="vqa") if r["answer"].isdigit()]
         assert {r["answer"] for r in counting} == values
         assert all(int(r["answer"]) == len(r["boxes"]) for r in counting)
@@ -242,9 +242,11 @@ def test_reports_are_short_and_state_count_and_sides(corpus):
 def test_captions_state_the_count(corpus):
     for row in rows_of(corpus, "synth_xray", task="caption"):
         assert COUNT_WORDS[len(row["boxes"])] in row["answer"] and row["answer"] == reply(row)
-    words = {1: "one cell.", 2: "two cells.", 3: "three cells."}
-    for row in rows_of(corpus, "synth_cells", task="caption"):
+    words = {0: "no cells.", 1: "one cell.", 2: "two cells.", 3: "three cells."}
+    cell_captions = rows_of(corpus, "synth_cells", task="caption")
+    for row in cell_captions:
         assert row["answer"].endswith(words[len(row["boxes"])])
+    assert any(not row["boxes"] for row in cell_captions)  # empty fields are described too
 
 
 @settings(max_examples=8, deadline=None)

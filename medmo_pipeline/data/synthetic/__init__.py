@@ -5,7 +5,7 @@ vocabulary, a few phrasings per question):
 
 - ``synth_xray``: chest-X-ray-like images with 0-2 lesions (caption, yes/no and counting VQA,
   grounding, short reports)
-- ``synth_cells``: microscopy-like images with 1-3 cells (caption, counting and yes/no VQA, grounding)
+- ``synth_cells``: microscopy-like images with 0-3 cells (caption, counting and yes/no VQA, grounding)
 - ``synth_medqa``: text-only multiple-choice QA over a fixed knowledge base, plus instruction rows
 
 Rows follow ``medmo_pipeline.data.schema``. Same arguments give identical rows, image bytes

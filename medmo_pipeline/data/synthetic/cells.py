@@ -1,13 +1,14 @@
 """synth_cells: microscopy-like fields with 0-3 stained cells.
 
-Image: light pinkish background with noise, 1-3 non-overlapping purple elliptical cells (diameter
-15-30% of the side), each with a darker off-centre nucleus, or an empty field. The cell box is the
-ellipse's box.
+Image: light pinkish background with noise, 1-3 non-overlapping, deeply stained purple elliptical
+cells (diameter 15-30% of the side), each with a darker off-centre nucleus, or an empty field. The
+cell box is the ellipse's box. Grounding rows always show cells; captions and counts show 0-3.
 
 The closed question asks whether any cell is visible (empty fields give the "no" half). Counting
-cells ("how many", 1-3) stays an open question: measured on the embedded model, counting
-stayed at chance after 1,500 cells-only SFT steps, while presence rose well above it within 600
-steps. The presence signal is what lets the tiny model learn to look at these images at all.
+cells ("how many") stays an open question: measured on the embedded model, counting stayed at
+chance after 1,500 cells-only SFT steps, while presence is learned. The stain's depth matters: with
+a paler stain (cytoplasm 0.78, 0.58, 0.80) stage 1 answered "yes" to every empty field (0.51); with
+this one, and empty fields in captions and counts too, it answers all of them right (1.00).
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ QUESTIONS = {
 }
 
 BACKGROUND = np.array([0.94, 0.89, 0.93], dtype=np.float32)
-CYTOPLASM = np.array([0.78, 0.58, 0.80], dtype=np.float32)
-NUCLEUS = np.array([0.36, 0.20, 0.50], dtype=np.float32)
+CYTOPLASM = np.array([0.66, 0.40, 0.72], dtype=np.float32)
+NUCLEUS = np.array([0.30, 0.12, 0.45], dtype=np.float32)
 
 
 def cell_count_for(kind: str, occurrence: int, rng: np.random.Generator) -> int:
-    """How many cells a row of this question kind shows (presence alternates empty / 1-3 cells)."""
+    """How many cells a row of this question kind shows (presence alternates empty / 1-3 cells;
+    grounding always has a cell to box)."""
     if kind == "presence":
         return 0 if occurrence % 2 else int(rng.integers(1, 4))
-    return int(rng.integers(1, 4))
+    if kind == "grounding":
+        return int(rng.integers(1, 4))
+    return int(rng.integers(0, 4))
 
 
 def draw(rng: np.random.Generator, size: int, cell_count: int) -> tuple[dict, list]:

@@ -118,7 +118,7 @@ def _plot(long, order: list[str], columns: list[str], path: Path, title: str) ->
         values = sub["value"].to_numpy(dtype=float)
         low = sub["ci_low"].to_numpy(dtype=float) if "ci_low" in sub else values
         high = sub["ci_high"].to_numpy(dtype=float) if "ci_high" in sub else values
-        # A corpus-level score (CIDEr) can sit outside its own bootstrap interval: no negative bars.
+        # A score can sit outside its own bootstrap interval (a few samples, a corpus-level score): no negative bars.
         err = np.clip(np.nan_to_num(np.vstack([values - low, high - values])), 0, None)
         colors = ["#bbb" if "reported" in name else "#999" if name == "base_model" else "#c33" if name == "rl"
                   else "#36a" for name in order]

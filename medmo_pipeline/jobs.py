@@ -8,14 +8,62 @@ points run with no Dagster at all.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+# torchrun's name for it: its agent gives every rank its own file and copies the first failing rank's
+# into the file this names in torchrun's own environment, so one file explains a job of any size.
+ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
+
+
+def entry_point(main: Callable[..., None]) -> Callable[..., None]:
+    """Decorates a job's ``main``.
+
+    An uncaught exception is written, with its traceback, to the file ``ERROR_FILE_ENV`` names (in
+    torch.distributed.elastic's format), where the launcher reads why the job failed: on any rank,
+    including those that report nothing through Pipes. After a normal return, the ranks of a
+    distributed job leave together: a rank that exits while another still works aborts the gloo
+    operations the other has in flight (seen as rank 0 dying mid-publish under ZeRO-3).
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            main(*args, **kwargs)
+        except Exception as error:
+            record_failure(error)
+            raise
+        leave_together()
+
+    return wrapper
+
+
+def record_failure(error: BaseException) -> None:
+    path = os.environ.get(ERROR_FILE_ENV)
+    if not path:
+        return
+    data = {"message": {"message": f"{type(error).__name__}: {error}", "extraInfo": {
+        "py_callstack": traceback.format_exc(), "timestamp": str(int(time.time()))}}}
+    Path(path).write_text(json.dumps(data))
+
+
+def leave_together() -> None:
+    if "torch" not in sys.modules:  # a job that never imported torch started no process group
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def job_parser(description: str):

@@ -12,11 +12,15 @@ module), so a profile can give the training stages 2 nodes x 8 GPUs and curation
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
 from medmo_pipeline import home
-from medmo_pipeline.launch.local import current_env, job_command, job_env
+from medmo_pipeline.jobs import ERROR_FILE_ENV
+from medmo_pipeline.launch.local import current_env, job_command, job_env, recorded_failure
 from medmo_pipeline.warm_host import SOCKET_ENV as WARM_HOST_ENV
 
 
@@ -74,8 +78,27 @@ class LocalLauncher(Launcher):
         command = job_command(module, args, nproc_per_node=size.processes_per_node(),
                               warm_host=env.get(WARM_HOST_ENV))  # set by `medmo demo`
         context.log.info("launching: " + " ".join(command))
-        client = dg.PipesSubprocessClient(env=env, cwd=str(home.checkout_root()))
-        return client.run(command=command, context=context).get_materialize_result()
+        with tempfile.TemporaryDirectory(prefix="medmo-job-") as scratch:
+            error_file = Path(scratch) / "error.json"
+            client = dg.PipesSubprocessClient(env={**env, ERROR_FILE_ENV: str(error_file)},
+                                              cwd=str(home.checkout_root()))
+            try:
+                return client.run(command=command, context=context).get_materialize_result()
+            except Exception as error:
+                failure = job_failure(module, error_file)
+                if failure is None:
+                    raise
+                raise failure from error
+
+
+def job_failure(module: str, error_file: Path) -> dg.Failure | None:
+    """A Failure that says why the job failed, from the exception it recorded (on whichever rank)."""
+    recorded = recorded_failure(error_file)
+    if recorded is None:
+        return None
+    message, traceback = recorded
+    return dg.Failure(description=f"{module} failed: {message}",
+                      metadata={"traceback": dg.MetadataValue.text(traceback)} if traceback else None)
 
 
 def with_metadata(result: dg.MaterializeResult, **metadata) -> dg.MaterializeResult:

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 from medmo_pipeline import home
-from medmo_pipeline.jobs import checked_recipe, job_parser
+from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
 
 CHECKS = ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest")
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--source", action="append", help="source to curate (repeatable; default: all)")

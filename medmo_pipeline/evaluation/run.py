@@ -21,13 +21,14 @@ import math
 import time
 from pathlib import Path
 
-from medmo_pipeline.jobs import checked_recipe, job_parser
+from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
 
 TABLE_COLUMNS = ["checkpoint", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "unparseable", "empty",
                  "note"]
 NOT_COMPUTED = "not computed: "
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="checkpoint name for the table (base_model, stage1, ...)")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from medmo_pipeline import home
 from medmo_pipeline.tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
@@ -39,3 +41,15 @@ def job_env(base: Mapping[str, str], *, run_id: str, asset_key: str, offline: bo
 
 def current_env() -> dict[str, str]:
     return dict(os.environ)
+
+
+def recorded_failure(error_file: Path) -> tuple[str, str] | None:
+    """(message, traceback) of the exception a failed job wrote (``jobs.entry_point``); None when it
+    wrote none: killed by a signal or a crash in native code, which only its stderr shows."""
+    try:
+        message = json.loads(Path(error_file).read_text())["message"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(message, str):  # torch.distributed.elastic's format for a signal it recorded
+        return message, ""
+    return str(message.get("message", "")), str(message.get("extraInfo", {}).get("py_callstack", ""))

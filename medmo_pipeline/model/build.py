@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from medmo_pipeline.config import RecipeError
-from medmo_pipeline.jobs import checked_recipe, job_parser
+from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, type=Path)

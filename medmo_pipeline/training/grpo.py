@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from medmo_pipeline.jobs import checked_recipe
+from medmo_pipeline.jobs import checked_recipe, entry_point
 from medmo_pipeline.training import common
 
 TREND_PLOT = "box_reward_trend.png"
@@ -73,6 +73,7 @@ def observed(functions: list, samples: list[dict]):
     return [wrap(fn) for fn in functions]
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     args = common.training_argument_parser(__doc__.splitlines()[0], default_stage="rl").parse_args(argv)
     recipe, code_version = checked_recipe(args, args.stage)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 
-from medmo_pipeline.jobs import checked_recipe
+from medmo_pipeline.jobs import checked_recipe, entry_point
 from medmo_pipeline.training import common
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     args = common.training_argument_parser(__doc__.splitlines()[0]).parse_args(argv)
     recipe, code_version = checked_recipe(args, args.stage)

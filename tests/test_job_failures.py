@@ -1,0 +1,85 @@
+"""Why a job failed reaches Dagster, whichever rank failed; and the ranks of a job leave together.
+
+Real parts: a Dagster instance, the local launcher, torchrun with 2 processes on gloo, and the jobs
+in ``tests/rank_jobs.py`` (decorated with ``jobs.entry_point`` like every job of the pipeline).
+"""
+
+import json
+
+import dagster as dg
+import pytest
+
+from medmo_pipeline.jobs import ERROR_FILE_ENV, entry_point
+from medmo_pipeline.launch.local import recorded_failure
+from resources.launcher import JobSize, Launcher, LocalLauncher
+
+JOB = "tests.rank_jobs"
+
+
+def launch_asset(mode: str, out, nproc: int):
+    """Materializes one asset whose job is ``python -m tests.rank_jobs MODE OUT`` on ``nproc`` processes."""
+
+    @dg.asset
+    def job(context: dg.AssetExecutionContext, launcher: Launcher):
+        return launcher.launch(context, JOB, [mode, str(out)])
+
+    launcher = LocalLauncher(sizes={"job": JobSize(nproc_per_node=nproc)})
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([job], resources={"launcher": launcher}, instance=instance, raise_on_error=False)
+        failures = [e for e in result.all_events if e.is_step_failure]
+        return result, [e.step_failure_data.user_failure_data for e in failures]
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_the_failure_names_the_exception_of_the_rank_that_raised(medmo_home, tmp_path, nproc):
+    result, failures = launch_asset("fail-on-last-rank", tmp_path, nproc)
+
+    assert not result.success
+    (failure,) = failures
+    assert failure is not None, "a bare Pipes error: the job's own exception did not reach Dagster"
+    assert failure.description == f"{JOB} failed: RuntimeError: rank {nproc - 1} of {nproc} cannot read its shard"
+    traceback = failure.metadata["traceback"].value
+    assert "rank_jobs.py" in traceback and traceback.rstrip().endswith("cannot read its shard")
+
+
+def test_ranks_leave_only_once_every_rank_is_done(medmo_home, tmp_path):
+    result, _ = launch_asset("leave", tmp_path, 2)
+
+    assert result.success
+    done_0 = float((tmp_path / "done-0").read_text())
+    assert float((tmp_path / "done-1").read_text()) < done_0 - 1.0  # rank 1 finished its work first...
+    assert float((tmp_path / "exit-1").read_text()) >= done_0  # ...and still waited for rank 0
+
+
+def test_entry_point_records_an_exception_and_reraises_it(tmp_path, monkeypatch):
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv(ERROR_FILE_ENV, str(error_file))
+
+    @entry_point
+    def main() -> None:
+        raise KeyError("missing column 'image'")
+
+    with pytest.raises(KeyError):
+        main()
+    message, traceback = recorded_failure(error_file)
+    assert message == "KeyError: \"missing column 'image'\""
+    assert "in main" in traceback
+
+
+def test_entry_point_records_nothing_when_the_job_succeeds(tmp_path, monkeypatch):
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv(ERROR_FILE_ENV, str(error_file))
+
+    entry_point(lambda: None)()
+    assert not error_file.exists()
+    assert recorded_failure(error_file) is None
+
+
+def test_recorded_failure_reads_torchruns_signal_record_and_ignores_garbage(tmp_path):
+    signalled = tmp_path / "signal.json"
+    signalled.write_text(json.dumps({"message": "Signal 6 (SIGABRT) received by PID 42"}))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+
+    assert recorded_failure(signalled) == ("Signal 6 (SIGABRT) received by PID 42", "")
+    assert recorded_failure(garbage) is None

@@ -37,6 +37,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from medmo_pipeline.jobs import ERROR_FILE_ENV
+
 SOCKET_ENV = "MEDMO_WARM_HOST"  # the host's socket path, set in the environment the launcher sees
 
 # Heavy third-party modules the jobs import; a missing one is skipped.
@@ -52,8 +54,12 @@ IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "
 MAX_MESSAGE = 16 << 20
 
 
+# ...except these, which match a prefix but are read only when a job fails or ends (a fresh path per job).
+READ_AT_RUN_TIME = frozenset({ERROR_FILE_ENV})
+
+
 def import_sensitive(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES)}
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES) and k not in READ_AT_RUN_TIME}
 
 
 def env_mismatch(host_env: Mapping[str, str], job_env: Mapping[str, str]) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from medmo_pipeline.jobs import ERROR_FILE_ENV
 from medmo_pipeline.launch.local import job_command
 from medmo_pipeline.warm_host import env_mismatch
 
@@ -192,6 +193,8 @@ def test_a_torch_job_in_a_fork_of_the_preloaded_host_matches_a_cold_one(probe_di
 def test_environment_mismatch_looks_only_at_import_time_variables():
     host = {"HF_HUB_OFFLINE": "1", "PATH": "/a", "OMP_NUM_THREADS": "2"}
     assert env_mismatch(host, host | {"PATH": "/b", "DAGSTER_PIPES_CONTEXT": "x", "MEDMO_ASSET_KEY": "y"}) == []
+    # The error file (TORCHELASTIC_ERROR_FILE) is new for every job and read only once it ends.
+    assert env_mismatch(host, host | {ERROR_FILE_ENV: "/tmp/medmo-job-x/error.json"}) == []
     assert env_mismatch(host, {**host, "HF_HUB_OFFLINE": "0"}) == ["HF_HUB_OFFLINE"]
     assert env_mismatch(host, {"PATH": "/a"}) == ["HF_HUB_OFFLINE", "OMP_NUM_THREADS"]
 

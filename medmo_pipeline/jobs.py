@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,12 +47,13 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
 
 
 def record_failure(error: BaseException) -> None:
-    path = os.environ.get(ERROR_FILE_ENV)
-    if not path:
+    if not os.environ.get(ERROR_FILE_ENV):
         return
-    data = {"message": {"message": f"{type(error).__name__}: {error}", "extraInfo": {
-        "py_callstack": traceback.format_exc(), "timestamp": str(int(time.time()))}}}
-    Path(path).write_text(json.dumps(data))
+    # torch's own writer (it reads ERROR_FILE_ENV), so torchrun reads back exactly what it expects;
+    # imported only on failure, so jobs that never import torch stay free of it.
+    from torch.distributed.elastic.multiprocessing.errors.error_handler import ErrorHandler
+
+    ErrorHandler().record_exception(error)
 
 
 def leave_together() -> None:

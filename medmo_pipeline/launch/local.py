@@ -50,6 +50,6 @@ def recorded_failure(error_file: Path) -> tuple[str, str] | None:
         message = json.loads(Path(error_file).read_text())["message"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if isinstance(message, str):  # torch.distributed.elastic's format for a signal it recorded
+    if isinstance(message, str):  # the plain form, which torch.distributed.elastic also reads
         return message, ""
     return str(message.get("message", "")), str(message.get("extraInfo", {}).get("py_callstack", ""))

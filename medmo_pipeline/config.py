@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medmo_pipeline.reply_format import ReplyFormat
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "embedded"
 # Optimiser fields that decide how often a run saves and what it does with another run's leftovers,
@@ -163,12 +165,16 @@ class SFTStageRecipe(_Strict):
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
     max_length: int | None = None
+    reply_format: ReplyFormat = Field("plain", description="how replies are taught (medmo_pipeline.reply_format)")
     optim: OptimRecipe
 
 
 class GRPORecipe(_Strict):
     num_generations: int = Field(ge=2)
     max_prompt_length: int | None = Field(None, gt=0)
+    overlong_prompts: Literal["truncate", "drop"] = Field(
+        "drop", description="a prompt over max_prompt_length tokens: cut its question text from the left "
+                            "(a prompt whose images alone are too long is dropped) or drop the row; counted")
     max_completion_length: int = Field(gt=0)
     epsilon: float = Field(0.2, gt=0)
     epsilon_high: float | None = Field(None, gt=0)
@@ -190,6 +196,7 @@ class RLStageRecipe(_Strict):
     guard: GuardRecipe = GuardRecipe()
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
+    reply_format: ReplyFormat = Field("plain", description="the format RL prompts ask for (medmo_pipeline.reply_format)")
     optim: OptimRecipe
     grpo: GRPORecipe
     rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...)")

@@ -11,6 +11,7 @@ import medmo_pipeline.rewards.box
 import medmo_pipeline.rewards.labels
 import medmo_pipeline.rewards.parsing
 import medmo_pipeline.rewards.registry
+from medmo_pipeline import reply_format
 from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
 from medmo_pipeline.rewards import REWARDS, box_reward, build_reward_functions, completion_text, parse_boxes
 
@@ -125,9 +126,46 @@ def test_soft_overlong_reads_completion_ids():
     assert rewards == [0.0, -0.515625, -1.0]
 
 
-def test_tag_count_takes_custom_tags():
-    functions, _ = build_reward_functions({"tag_count": {"tags": ["<answer>", "</answer>"]}})
-    assert trl_call(functions[0], COMPLETIONS, ROWS) == [1.0, 1.0, 1.0, 1.0, 0.0]
+def test_tag_count_counts_exactly_the_reply_formats_tags():
+    functions, _ = build_reward_functions({"tag_count": {}})
+    tagged = reply_format.tagged("two cells", "cell <box>[[1, 2, 3, 4]]</box>")
+    doubled = tagged + reply_format.ANSWER_OPEN
+    untaught = "<reasoning>x</reasoning><final>y</final>"
+    assert trl_call(functions[0], [tagged, doubled, untaught], ROWS[:3]) == [1.0, 0.75, 0.0]
+    with pytest.raises(ValueError, match="tags"):  # the tags are the format's, not a recipe's choice
+        build_reward_functions({"tag_count": {"tags": ["<answer>", "</answer>"]}})
+
+
+def test_grounding_row_without_a_gold_box_is_not_scored_neutral():
+    functions, _ = build_reward_functions({"box": {}})
+    empty = row("grounding", boxes=[], width=128, height=128)
+    assert trl_call(functions[0], COMPLETIONS[:1] * 2, [empty, ROWS[0]]) == [None, 1.0]
+
+
+def test_box_normalisation_by_ground_truth_extent_or_image_size():
+    extent, _ = build_reward_functions({"box": {"normalise_by": "ground_truth_extent"}})
+    true_size, _ = build_reward_functions({"box": {"normalise_by": "image_size"}})
+    shifted = ["<answer>lesion <box>[[300, 500, 800, 1000]]</box></answer>"]  # 6.4 px right of the truth
+    # The ground truth's extent (96 x 128) is a smaller frame than the image (128 x 128): a larger L1.
+    assert trl_call(extent[0], shifted, ROWS[:1])[0] == pytest.approx(
+        box_reward([(38.4, 64, 102.4, 128)], [(32, 64, 96, 128)]))
+    assert trl_call(true_size[0], shifted, ROWS[:1])[0] == pytest.approx(
+        box_reward([(38.4, 64, 102.4, 128)], [(32, 64, 96, 128)], image_size=(128, 128)))
+    assert trl_call(extent[0], shifted, ROWS[:1])[0] < trl_call(true_size[0], shifted, ROWS[:1])[0]
+    with pytest.raises(ValueError, match="normalise_by"):
+        trl_call(build_reward_functions({"box": {"normalise_by": "diagonal"}})[0][0], shifted, ROWS[:1])
+
+
+def test_label_accuracy_scores_named_box_labels_when_asked():
+    with_labels, _ = build_reward_functions({"label_accuracy": {"box_labels": True}})
+    without, _ = build_reward_functions({"label_accuracy": {}})
+    unnamed = row("grounding", boxes=[{**LESION_PIXELS, "label": ""}], width=128, height=128)
+    replies = ["<think>one</think><answer>Lesion <box>[[250, 500, 750, 1000]]</box></answer>",
+               "<answer>nodule <box>[[250, 500, 750, 1000]]</box></answer>",
+               "<answer><box>[[250, 500, 750, 1000]]</box></answer>"]
+    assert trl_call(with_labels[0], replies, [ROWS[0]] * 3) == [1.0, 0.0, 0.0]
+    assert trl_call(with_labels[0], replies[:1], [unnamed]) == [None]  # the data names no label
+    assert trl_call(without[0], replies, [ROWS[0]] * 3) == [None] * 3
 
 
 def test_box_parameters_reach_the_reward():

@@ -21,6 +21,7 @@ from medmo_pipeline.boxes import relative_to_pixels
 from medmo_pipeline.data.schema import SAMPLE_SCHEMA, validate_row
 from medmo_pipeline.data.synthetic import SYNTHETIC_SOURCES, generate_rows, iter_texts
 from medmo_pipeline.data.synthetic.knowledge import FACTS
+from medmo_pipeline.reply_format import split_reasoning
 
 SIZE = 128
 BOX_ANSWER = re.compile(r"^(\w+) <box>\[(.*)\]</box>$")
@@ -48,7 +49,12 @@ def user_text(row) -> str:
 
 
 def reply(row) -> str:
-    return row["messages"][-1]["content"]
+    """The assistant's reply without its reasoning block."""
+    return split_reasoning(row["messages"][-1]["content"])[1]
+
+
+def reasoning(row) -> str:
+    return split_reasoning(row["messages"][-1]["content"])[0]
 
 
 def parse_box_answer(text: str) -> tuple[str, list[tuple[int, ...]]]:
@@ -193,6 +199,8 @@ def test_grounding_answers_parse_back_to_the_pixel_boxes_in_reading_order(corpus
                 assert np.allclose(pixels, [box["x1"], box["y1"], box["x2"], box["y2"]], atol=1.0)
             tops = [(b["y1"], b["x1"]) for b in row["boxes"]]
             assert tops == sorted(tops)
+            count = ["one", "two", "three"][len(row["boxes"]) - 1]  # the reasoning counts the boxes
+            assert reasoning(row).startswith(f"{count} {label}"), reasoning(row)
 
 
 def test_boxes_are_inside_the_image_apart_and_sized(corpus):
@@ -279,6 +287,7 @@ def test_multiple_choice_rows_show_four_options_and_the_right_letter(corpus):
         assert len(set(row["choices"])) == 4
         assert row["answer"] == reply(row) and row["answer"] in "ABCD"
         assert row["choices"]["ABCD".index(row["answer"])] == answers[lines[0]]
+        assert reasoning(row) == f"{answers[lines[0]]} is option {row['answer']}"
     letters = Counter(r["answer"] for r in questions)
     assert set(letters) == set("ABCD") and min(letters.values()) >= len(questions) / 10
 

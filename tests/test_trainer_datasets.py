@@ -2,6 +2,7 @@
 
 import datasets
 
+from medmo_pipeline import reply_format
 from medmo_pipeline.data import synthetic
 from medmo_pipeline.training import common, grpo
 
@@ -22,7 +23,7 @@ def test_sft_dataset_matches_from_dict_and_decodes_images():
     assert len(built) == len(rows)
     assert built.to_list() == _from_dict(built).to_list()
     first = built[0]
-    assert first["messages"] == [{"role": m["role"], "content": m["content"]} for m in rows[0]["messages"]]
+    assert first["messages"] == common.formatted_messages(rows[0]["messages"], "plain")
     assert [img.size for img in first["images"]] == [(img["width"], img["height"]) for img in rows[0]["images"]]
     assert built[next(i for i, r in enumerate(rows) if not r["images"])]["images"] == []  # text-only rows
 
@@ -40,3 +41,22 @@ def test_fingerprint_follows_the_rows_drawn():
     assert common.sft_dataset(rows)._fingerprint == common.sft_dataset(list(rows))._fingerprint
     assert common.sft_dataset(rows)._fingerprint != common.sft_dataset(rows[::-1])._fingerprint
     assert common.sft_dataset(rows)._fingerprint != common.sft_dataset(rows[:-1])._fingerprint
+
+
+def test_reply_format_decides_prompt_and_target():
+    rows = _rows()
+    grounding = next(r for r in rows if r["task"] == "grounding")  # synthetic grounding rows carry reasoning
+    presence = next(r for r in rows if r["task"] == "vqa")  # these do not
+    question, reply = (m["content"] for m in grounding["messages"])
+    reasoning, answer = reply_format.split_reasoning(reply)
+    assert reasoning and answer.startswith("lesion <box>")
+    plain = common.sft_dataset([grounding, presence], "plain")
+    tagged = common.sft_dataset([grounding, presence], "think_answer")
+    assert [m["content"] for m in plain[0]["messages"]] == [question, answer]
+    assert [m["content"] for m in tagged[0]["messages"]] == [
+        f"{question}\n{reply_format.FORMAT_INSTRUCTION}", f"<think>{reasoning}</think><answer>{answer}</answer>"]
+    assert plain[1]["messages"] == tagged[1]["messages"] == common.formatted_messages(presence["messages"], "plain")
+    assert plain._fingerprint != tagged._fingerprint
+    rl = grpo.rl_dataset([grounding, presence], "think_answer")
+    assert [p[0]["content"] for p in rl["prompt"]] == [
+        f"{r['messages'][0]['content']}\n{reply_format.FORMAT_INSTRUCTION}" for r in (grounding, presence)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from medmo_pipeline.answers import answer_body, answer_text, normalize_text, option_letter, yes_no
+from medmo_pipeline.reply_format import ANSWER_CLOSE, ANSWER_OPEN, TAGS
 
 __all__ = [
     "ANSWER_CLOSE",
@@ -29,8 +30,7 @@ __all__ = [
     "tag_count_score",
 ]
 
-ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-DEFAULT_TAGS = ("<think>", "</think>", ANSWER_OPEN, ANSWER_CLOSE)
+DEFAULT_TAGS = TAGS  # the tags of the one reply format (medmo_pipeline.reply_format)
 CLOSED_ANSWERS = ("yes", "no")
 
 extract_answer = answer_text

@@ -9,12 +9,13 @@ image), ``image_width`` and ``image_height``.
 A recipe names rewards with their parameters::
 
     rewards:
-      box: {weight: 1.0, squared: false}
-      label_accuracy: {weight: 1.0}
+      box: {weight: 1.0, squared: false, normalise_by: ground_truth_extent}
+      label_accuracy: {weight: 1.0, box_labels: true}
       tag_count: {weight: 0.5}
       soft_overlong: {weight: 1.0, max_completion_len: 1024, soft_punish_cache: 256}
 
-and ``build_reward_functions`` turns that into TRL's ``reward_funcs`` and ``reward_weights``.
+and ``build_reward_functions`` turns that into TRL's ``reward_funcs`` and ``reward_weights``. The
+paper's choices and ours are in docs/paper_recipe.md.
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medmo_pipeline.boxes import relative_to_pixels
+from medmo_pipeline.reply_format import TAGS
 from medmo_pipeline.rewards.box import box_reward
-from medmo_pipeline.rewards.labels import DEFAULT_TAGS, extract_answer, label_match, tag_count_score
-from medmo_pipeline.rewards.parsing import parse_boxes
+from medmo_pipeline.rewards.labels import extract_answer, label_match, normalize_answer, tag_count_score
+from medmo_pipeline.rewards.parsing import parse_boxes, parse_labeled_boxes
 
 GROUNDING_TASKS = frozenset({"grounding"})
 LABELED_TASKS = frozenset({"vqa", "text_qa"})
+# How the box reward's L1 term is normalised: by (H, W) inferred from the ground truth's extents (the
+# paper's appendix A.1) or by the row's true image size.
+BOX_NORMALISATIONS = ("ground_truth_extent", "image_size")
 
 Completion = str | Sequence[Mapping[str, Any]]
 
@@ -52,6 +57,15 @@ def completion_text(completion: Completion) -> str:
     )
 
 
+def box_scorable(task: str, boxes: Sequence[Mapping[str, Any]] | None, width: int, height: int) -> bool:
+    """Whether the box reward can score a row: a grounding row with a gold box and a known image size.
+
+    >>> box_scorable("grounding", [{"x1": 1, "y1": 1, "x2": 5, "y2": 5}], 64, 64), box_scorable("grounding", [], 64, 64)
+    (True, False)
+    """
+    return task in GROUNDING_TASKS and bool(boxes) and width > 0 and height > 0
+
+
 def box(
     prompts: list,
     completions: list[Completion],
@@ -63,13 +77,17 @@ def box(
     squared: bool = False,
     lambda_fn: float = 0.0,
     lambda_fp: float = 0.0,
+    normalise_by: str = "image_size",
     **_: Any,
 ) -> list[float | None]:
-    """Bounding-box reward (paper appendix A.1) of grounding rows; None for other tasks.
+    """Bounding-box reward (paper appendix A.1) of grounding rows with a gold box; None for others.
 
     Boxes are read from the ``<answer>`` (or the whole reply) on Qwen3-VL's 0-1000 scale, converted
-    to pixels of the row's image and scored against ``boxes`` with the image size as frame. Box
-    labels are not compared: the paper's reward scores geometry only.
+    to pixels of the row's image and scored against ``boxes``. ``normalise_by`` names the (H, W) of
+    the L1 term: ``image_size`` (the row's image) or ``ground_truth_extent`` (inferred from the gold
+    boxes' extents, as the paper does). A row with no gold box is None, never the formula's neutral
+    0.5 (the RL job keeps such rows out and counts them); a gold box without an image size is a
+    ValueError. Box labels are scored by ``label_accuracy``.
 
     >>> box(
     ...     [None, None],
@@ -81,25 +99,27 @@ def box(
     ... )
     [1.0, None]
     """
+    if normalise_by not in BOX_NORMALISATIONS:
+        raise ValueError(f"box reward: normalise_by must be one of {list(BOX_NORMALISATIONS)}, got {normalise_by!r}")
     rewards: list[float | None] = []
     for completion, row_task, row_boxes, width, height in zip(
         completions, task, boxes, image_width, image_height, strict=True
     ):
-        if row_task not in GROUNDING_TASKS:
+        if row_task not in GROUNDING_TASKS or not row_boxes:
             rewards.append(None)
             continue
-        if not (width > 0 and height > 0):
+        if not box_scorable(row_task, row_boxes, width, height):  # the RL job keeps such rows out
             raise ValueError(f"grounding row without an image size ({width}x{height}): cannot place boxes")
         predicted = [
             relative_to_pixels(relative, width, height)
             for relative in parse_boxes(extract_answer(completion_text(completion)))
         ]
-        truth = [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in (row_boxes if row_boxes is not None else ())]
+        truth = [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in row_boxes]
         rewards.append(
             box_reward(
                 predicted,
                 truth,
-                image_size=(width, height),
+                image_size=(width, height) if normalise_by == "image_size" else None,
                 lambda_fn=lambda_fn,
                 lambda_fp=lambda_fp,
                 squared=squared,
@@ -115,46 +135,69 @@ def label_accuracy(
     task: list[str],
     answer: list[str],
     choices: list[Sequence[str]] | None = None,
+    boxes: list[Sequence[Mapping[str, Any]]] | None = None,
+    box_labels: bool = False,
     **_: Any,
 ) -> list[float | None]:
     """1.0 when the reply's answer matches the gold label, else 0.0; None for rows with no label.
 
     Covers vqa and text_qa rows with a non-empty ``answer`` (yes/no, option letter or text, or
-    normalised free text; an unparseable reply is wrong).
+    normalised free text; an unparseable reply is wrong). With ``box_labels``, also grounding rows
+    whose gold boxes are labelled: 1.0 when the labels written before the answer's boxes are, after
+    normalisation, exactly the set of gold labels (see :func:`box_labels_match`).
 
     >>> label_accuracy(
-    ...     [None, None, None],
-    ...     ["<answer>(B)</answer>", "<answer>no</answer>", "a caption"],
-    ...     task=["text_qa", "vqa", "caption"],
-    ...     answer=["Effusion", "yes", ""],
-    ...     choices=[["Pneumonia", "Effusion"], [], []],
+    ...     [None, None, None, None],
+    ...     ["<answer>(B)</answer>", "<answer>no</answer>", "a caption", "<answer>Cell <box>[[1, 1, 9, 9]]</box></answer>"],
+    ...     task=["text_qa", "vqa", "caption", "grounding"],
+    ...     answer=["Effusion", "yes", "", "cell <box>[[1, 1, 9, 9]]</box>"],
+    ...     choices=[["Pneumonia", "Effusion"], [], [], []],
+    ...     boxes=[[], [], [], [{"label": "cell", "x1": 1, "y1": 1, "x2": 9, "y2": 9}]],
+    ...     box_labels=True,
     ... )
-    [1.0, 0.0, None]
+    [1.0, 0.0, None, 1.0]
     """
     row_choices = choices if choices is not None else [()] * len(completions)
+    row_boxes = boxes if boxes is not None else [()] * len(completions)
     rewards: list[float | None] = []
-    for completion, row_task, gold, options in zip(completions, task, answer, row_choices, strict=True):
-        if row_task not in LABELED_TASKS or not gold:
+    for completion, row_task, gold, options, gold_boxes in zip(
+        completions, task, answer, row_choices, row_boxes, strict=True
+    ):
+        text = completion_text(completion)
+        if row_task in GROUNDING_TASKS:
+            labels = gold_box_labels(gold_boxes) if box_labels else set()
+            rewards.append(float(box_labels_match(text, labels)) if labels else None)
+        elif row_task in LABELED_TASKS and gold:
+            rewards.append(float(label_match(text, gold, list(options) if options is not None else [])))
+        else:
             rewards.append(None)
-            continue
-        options = list(options) if options is not None else []
-        rewards.append(float(label_match(completion_text(completion), gold, options)))
     return rewards
 
 
-def tag_count(
-    prompts: list,
-    completions: list[Completion],
-    *,
-    tags: Sequence[str] = DEFAULT_TAGS,
-    **_: Any,
-) -> list[float | None]:
-    """Share of the expected tags that appear exactly once, for every row.
+def gold_box_labels(boxes: Sequence[Mapping[str, Any]] | None) -> set[str]:
+    """Normalised non-empty labels of a row's gold boxes (empty when the data names none)."""
+    return {label for label in (normalize_answer(b.get("label") or "") for b in boxes or ()) if label}
+
+
+def box_labels_match(reply: str, gold_labels: set[str]) -> bool:
+    """Whether the labels of the boxes in the reply's answer are exactly ``gold_labels`` (normalised).
+
+    >>> box_labels_match("<answer>Nodule <box>[[1, 2, 3, 4]]</box></answer>", {"nodule"})
+    True
+    >>> box_labels_match("<answer>cell <box>[[1, 2, 3, 4]]</box></answer>", {"nodule"})
+    False
+    """
+    found = {normalize_answer(label) for label, _ in parse_labeled_boxes(extract_answer(reply))}
+    return bool(found) and found == gold_labels
+
+
+def tag_count(prompts: list, completions: list[Completion], **_: Any) -> list[float | None]:
+    """Share of the reply format's tags (``reply_format.TAGS``) that appear exactly once, for every row.
 
     >>> tag_count([None, None], ["<think>a</think><answer>b</answer>", "<answer>b"])
     [1.0, 0.25]
     """
-    return [tag_count_score(completion_text(completion), tuple(tags)) for completion in completions]
+    return [tag_count_score(completion_text(completion), TAGS) for completion in completions]
 
 
 def soft_overlong(
@@ -196,9 +239,9 @@ class RewardDefinition:
 
 
 REWARDS: dict[str, RewardDefinition] = {
-    "box": RewardDefinition(box, ("squared", "lambda_fn", "lambda_fp")),
-    "label_accuracy": RewardDefinition(label_accuracy),
-    "tag_count": RewardDefinition(tag_count, ("tags",)),
+    "box": RewardDefinition(box, ("squared", "lambda_fn", "lambda_fp", "normalise_by")),
+    "label_accuracy": RewardDefinition(label_accuracy, ("box_labels",)),
+    "tag_count": RewardDefinition(tag_count),
     "soft_overlong": RewardDefinition(soft_overlong, ("max_completion_len", "soft_punish_cache")),
 }
 WEIGHT = "weight"

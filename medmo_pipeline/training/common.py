@@ -15,8 +15,10 @@ import yaml
 from medmo_pipeline.atomic import file_sha256, staged_dir, write_json_atomic, write_text_atomic
 from medmo_pipeline.config import OptimRecipe
 from medmo_pipeline.plots import plot_training_curves
+from medmo_pipeline.reply_format import ReplyFormat, sft_turns
 
-CURVE_KEYS = ["loss", "mean_token_accuracy", "entropy", "reward", "rewards/box/mean", "grad_norm"]
+CURVE_KEYS = ["loss", "mean_token_accuracy", "entropy", "reward", "rewards/box/mean", "rewards/tag_count/mean",
+              "grad_norm"]
 
 
 def decode_images(row: dict) -> list:
@@ -33,11 +35,12 @@ def target_text(row: dict) -> str:
     return row["messages"][-1]["content"]
 
 
-def sft_dataset(rows: list[dict]):
+def sft_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
     """Sample rows -> TRL's conversational vision format; images decode lazily from PNG bytes.
 
     String contents are kept: TRL puts one image placeholder per image before the first user
-    turn, which is exactly the sample contract's convention.
+    turn, which is exactly the sample contract's convention. Each exchange is put in the stage's
+    ``reply_format`` (see ``medmo_pipeline.reply_format``).
     """
     import datasets
 
@@ -49,9 +52,19 @@ def sft_dataset(rows: list[dict]):
     )
     columns = {
         "images": [image_cells(row) for row in rows],
-        "messages": [[{"role": m["role"], "content": m["content"]} for m in row["messages"]] for row in rows],
+        "messages": [formatted_messages(row["messages"], reply_format) for row in rows],
     }
-    return in_memory_dataset(columns, features, rows)
+    return in_memory_dataset(columns, features, rows, variant=reply_format)
+
+
+def formatted_messages(messages: list[dict], reply_format: ReplyFormat) -> list[dict]:
+    """Chat turns with every (user, assistant) exchange in ``reply_format``."""
+    out = [{"role": m["role"], "content": m["content"]} for m in messages]
+    for index, message in enumerate(out):
+        if message["role"] == "assistant" and index and out[index - 1]["role"] == "user":
+            out[index - 1]["content"], message["content"] = sft_turns(
+                out[index - 1]["content"], message["content"], reply_format)
+    return out
 
 
 def image_cells(row: dict) -> list[dict]:
@@ -59,11 +72,12 @@ def image_cells(row: dict) -> list[dict]:
     return [{"bytes": img["bytes"], "path": None} for img in row["images"]]
 
 
-def in_memory_dataset(columns: dict[str, list], features, rows: list[dict]):
+def in_memory_dataset(columns: dict[str, list], features, rows: list[dict], variant: str = ""):
     """A `datasets.Dataset` over `columns`, built straight into Arrow with `features`' schema.
 
     `Dataset.from_dict` would fingerprint the table by pickling all of it (about 10 s for a stage's
-    few hundred MB of PNG bytes, in every job); the drawn rows' ids, in order, identify it as well.
+    few hundred MB of PNG bytes, in every job); the drawn rows' ids, in order, and ``variant`` (how
+    their texts were rendered) identify it as well.
     """
     import hashlib
 
@@ -72,7 +86,7 @@ def in_memory_dataset(columns: dict[str, list], features, rows: list[dict]):
     from datasets.table import InMemoryTable
 
     table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(variant.encode() + b"\0") if variant else hashlib.sha256()
     for name in features:
         digest.update(name.encode() + b"\0")
     for row in rows:

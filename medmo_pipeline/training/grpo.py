@@ -6,23 +6,31 @@
 
 Rewards are chosen by name from ``medmo_pipeline.rewards``' registry with weights from the
 recipe; TRL logs each component's mean and std per step, which go to MLflow, the asset metadata
-and a reward-trend plot beside the policy. Every ``completion_log_every`` steps a few sampled
-completions with their rewards are logged.
+and reward-trend plots (box and tag rewards) beside the policy. Every ``completion_log_every``
+steps a few sampled completions with their rewards are logged. Prompts ask for the recipe's
+``reply_format``; which rows train, and how over-long prompts are handled, is ``rl_rows``' job.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from medmo_pipeline.jobs import checked_recipe, entry_point
+from medmo_pipeline.reply_format import ReplyFormat, rl_prompt
 from medmo_pipeline.training import common
 
 TREND_PLOT = "box_reward_trend.png"
+# Reward-trend plots beside the policy: file -> (logged key, title).
+TREND_PLOTS = {
+    TREND_PLOT: ("rewards/box/mean", "box reward during RL (mean, rolling std, trend)"),
+    "tag_reward_trend.png": ("rewards/tag_count/mean", "tag-count reward during RL (mean, rolling std, trend)"),
+}
 
 
-def rl_dataset(rows: list[dict]):
+def rl_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
     """Sample rows -> GRPO prompts (string content; TRL inserts the image placeholders) + reward columns."""
     import datasets
 
@@ -40,7 +48,7 @@ def rl_dataset(rows: list[dict]):
         }
     )
     columns = {
-        "prompt": [[{"role": "user", "content": common.prompt_text(r)}] for r in rows],
+        "prompt": [[{"role": "user", "content": rl_prompt(common.prompt_text(r), reply_format)}] for r in rows],
         "images": [common.image_cells(r) for r in rows],
         "task": [r["task"] for r in rows],
         "answer": [r["answer"] for r in rows],
@@ -49,7 +57,7 @@ def rl_dataset(rows: list[dict]):
         "image_width": [r["images"][0]["width"] if r["images"] else 0 for r in rows],
         "image_height": [r["images"][0]["height"] if r["images"] else 0 for r in rows],
     }
-    return common.in_memory_dataset(columns, features, rows)
+    return common.in_memory_dataset(columns, features, rows, variant=reply_format)
 
 
 def observed(functions: list, samples: list[dict]):
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.plots import plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
-        from medmo_pipeline.training import resume
+        from medmo_pipeline.training import resume, rl_rows
 
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
@@ -103,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         left_pad_prompts(processor)
-        if stage.grpo.max_prompt_length:
-            rows, dropped = drop_long_prompts(rows, processor, stage.grpo.max_prompt_length)
-            reporter.log(f"dropped {dropped} prompts longer than {stage.grpo.max_prompt_length} tokens")
+        row_counts = Counter()
+        rows = list(rl_rows.fit_prompts(rows, processor, stage.grpo.max_prompt_length, stage.grpo.overlong_prompts,
+                                        stage.reply_format, row_counts))
+        reporter.log(f"rl rows: {rl_rows.describe(row_counts)} (prompt limit {stage.grpo.max_prompt_length}, "
+                     f"overlong prompts: {stage.grpo.overlong_prompts})")
         mix = mixture.describe(rows)
         reporter.log(f"rl: {len(rows)} prompts from {sorted(mix)}")
 
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 model=model,
                 reward_funcs=observed(reward_functions, samples),
                 args=config,
-                train_dataset=rl_dataset(rows),
+                train_dataset=rl_dataset(rows, stage.reply_format),
                 processing_class=processor,
                 callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(),
                            resume.completion_callback(start.key)],
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
             metrics = {"steps": int(result.global_step), "resumed_from_step": start.step, "rows": len(rows),
-                       "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
+                       "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+                       **{f"rows_{outcome}": n for outcome, n in sorted(row_counts.items())}}
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
             lineage = tracking.lineage_record(
                 stage="rl", parent=common.parent_reference(args.parent), corpus=corpus.lineage_view(index),
@@ -153,24 +164,24 @@ def main(argv: list[str] | None = None) -> None:
             ) | {"resume": start.lineage()}
 
             def reward_trend(directory: Path):
-                return plot_reward_trend(history, "rewards/box/mean", directory / TREND_PLOT,
-                                         "box reward during RL (mean, rolling std, trend)")
+                for name, (key, title) in TREND_PLOTS.items():
+                    plot_reward_trend(history, key, directory / name, title)  # none when the key was never logged
 
             data_version, lineage = common.publish_checkpoint(
                 trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
                 history=history, title=f"rl ({recipe.name})", extra=reward_trend, state_dict=state_dict,
             )
-            trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
+            trends = {name: args.output / name for name in TREND_PLOTS if (args.output / name).is_file()}
             mlflow.set_tag("data_version", data_version)
-            for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
+            for name in ("lineage.json", "recipe.yaml", "training_curves.png", *TREND_PLOTS):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
         from medmo_pipeline.training.sft import checkpoint_metadata
 
         meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
-        if trend:
-            meta["box_reward_trend"] = trend.resolve()
+        for name, path in trends.items():
+            meta[name.removesuffix(".png")] = path.resolve()
         meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])
         reporter.report(meta, data_version=data_version)
 
@@ -242,20 +253,6 @@ def reward_table(history: list[dict], names: list[str], max_rows: int = 25):
         return "-" if mean is None else f"{mean:.3f} ± {std or 0:.3f}"
 
     return Md(header + "\n".join(f"| {r['step']} | " + " | ".join(cell(r, n) for n in names) + " |" for r in rows))
-
-
-def drop_long_prompts(rows: list[dict], processor, limit: int) -> tuple[list[dict], int]:
-    """TRL 1.16 no longer truncates prompts; drop rows whose prompt (with image tokens) is too long."""
-    kept = []
-    for row in rows:
-        text = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"} for _ in row["images"]]
-              + [{"type": "text", "text": common.prompt_text(row)}]}],
-            add_generation_prompt=True, tokenize=False)
-        images = common.decode_images(row) or None
-        if len(processor(text=[text], images=images)["input_ids"][0]) <= limit:
-            kept.append(row)
-    return kept, len(rows) - len(kept)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             trainer = SFTTrainer(
                 model=model,
                 args=config,
-                train_dataset=common.sft_dataset(rows),
+                train_dataset=common.sft_dataset(rows, stage.reply_format),
                 data_collator=answer_masked_collator(processor, max_length=stage.max_length),
                 processing_class=processor,
                 callbacks=[common.reporting_callback(reporter, mlflow, history), resume.completion_callback(start.key)],

@@ -89,5 +89,6 @@ def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> di
     if kind == "presence":
         return example("vqa", MODALITY, question, "yes" if boxes else "no", **common)
     if kind == "grounding":
-        return example("grounding", MODALITY, question, grounding_answer(LABEL, boxes, size), **common)
+        return example("grounding", MODALITY, question, grounding_answer(LABEL, boxes, size),
+                       reasoning=caption(len(boxes)).removeprefix("Microscopy image with ").rstrip("."), **common)
     raise ValueError(f"unknown synth_cells question kind {kind!r}")

@@ -32,7 +32,7 @@ def choice_question(rng: np.random.Generator, occurrence: int) -> dict:
     letter = LETTERS[options.index(fact.answer)]
     lines = [fact.question, *(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))]
     question = "\n".join([*lines, "Answer with the option letter."])
-    return example("text_qa", MODALITY, question, letter, choices=options)
+    return example("text_qa", MODALITY, question, letter, choices=options, reasoning=f"{fact.answer} is option {letter}")
 
 
 def summarise(rng: np.random.Generator) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
+from medmo_pipeline.reply_format import THINK_CLOSE, THINK_OPEN
 
 from .drawing import Box
 
@@ -37,16 +38,20 @@ def example(
     images: Sequence[dict] = (),
     boxes: Sequence[dict] = (),
     choices: Sequence[str] = (),
+    reasoning: str = "",
 ) -> dict:
     """The source-independent fields of a row: one user question, one assistant reply.
 
-    ``answer`` (the short gold label) defaults to the reply itself.
+    ``answer`` (the short gold label) defaults to the reply itself. ``reasoning`` goes before the
+    reply in a ``<think>`` block, the form reasoning data sets have (medmo_pipeline.reply_format);
+    a stage in the ``think_answer`` format teaches it, a ``plain`` one the reply alone.
     """
+    content = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{reply}" if reasoning else reply
     return {
         "task": task,
         "modality": modality,
         "images": list(images),
-        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": reply}],
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": content}],
         "answer": reply if answer is None else answer,
         "choices": list(choices),
         "boxes": list(boxes),

@@ -161,7 +161,8 @@ def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> di
     if kind == "count":
         return example("vqa", MODALITY, question, str(count), **common)
     if kind == "grounding":
-        return example("grounding", MODALITY, question, grounding_answer(LABEL, scene.boxes, size), **common)
+        return example("grounding", MODALITY, question, grounding_answer(LABEL, scene.boxes, size),
+                       reasoning=caption(scene.zones).removeprefix("Frontal chest X-ray with ").rstrip("."), **common)
     if kind == "report":
         return example(
             "report", MODALITY, question, report(scene.zones), answer=impression(scene.zones), **common

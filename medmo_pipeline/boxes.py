@@ -46,3 +46,27 @@ def format_box_answer(label: str, boxes_relative: Iterable[Sequence[int]]) -> st
     """
     inner = ", ".join("[" + ", ".join(str(int(v)) for v in b) + "]" for b in boxes_relative)
     return f"{label} <box>[{inner}]</box>"
+
+
+REPLY_BOX_SCALES = ("relative_1000", "pixels")
+
+
+def reply_box_to_pixels(box: Sequence[float], width: float, height: float, scale: str) -> Box:
+    """A box as a data set's replies write it -> pixel box of the (width x height) original image.
+
+    ``scale`` is the data set's declared scale: ``relative_1000`` (Qwen3-VL's) or ``pixels``. A box
+    outside that scale's frame raises ValueError: the declared scale does not fit the data.
+
+    >>> reply_box_to_pixels((250, 500, 750, 1000), 200, 100, "relative_1000")
+    (50.0, 50.0, 150.0, 100.0)
+    >>> reply_box_to_pixels((10, 20, 30, 40), 200, 100, "pixels")
+    (10.0, 20.0, 30.0, 40.0)
+    """
+    if scale not in REPLY_BOX_SCALES:
+        raise ValueError(f"unknown box scale {scale!r}; known: {list(REPLY_BOX_SCALES)}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    frame_width, frame_height = (QWEN_SCALE, QWEN_SCALE) if scale == "relative_1000" else (width, height)
+    if min(x1, y1) < 0 or x2 > frame_width or y2 > frame_height:
+        raise ValueError(f"box {list(box)} lies outside the {frame_width:g} x {frame_height:g} frame of scale "
+                         f"{scale!r} (image {width:g} x {height:g}): is the declared box scale right?")
+    return relative_to_pixels(box, width, height) if scale == "relative_1000" else (x1, y1, x2, y2)

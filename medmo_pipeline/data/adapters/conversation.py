@@ -4,13 +4,20 @@
 Used by PubMed-Vision, Quilt-LLaVA-Pretrain, LLaVA-Med-style sets and MedSG. ``<image>``
 placeholders are removed from the text; the images travel, in order, in the row. Turns after the
 last assistant reply are dropped; system turns are dropped.
+
+Grounding sets that keep their boxes in the reply (MedSG: ``label <box>[[x1, y1, x2, y2]]</box>``)
+declare the numbers' scale as ``reply_box_scale``; the first reply's boxes then become the row's
+pixel boxes of its first image (``boxes.reply_box_to_pixels``), which is what the RL box reward
+scores against. A box outside the declared scale's frame is an error naming the record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
+from medmo_pipeline import boxes as box_scale
 from medmo_pipeline.config import TaskName
 
 from .common import (
@@ -31,6 +38,7 @@ class Options(ImageRecordOptions):
     task: TaskName = "vqa"
     id_field: str = "id"
     conversations_field: str = "conversations"
+    reply_box_scale: Literal["relative_1000", "pixels"] | None = None
 
 
 def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
@@ -40,7 +48,27 @@ def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
         if not messages:
             messages = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
         images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
-        yield make_row(record.get(options.id_field, index), options.task, options, messages, images=images)
+        local_id = record.get(options.id_field, index)
+        boxes = reply_boxes(messages, images, options.reply_box_scale, local_id) if options.reply_box_scale else []
+        yield make_row(local_id, options.task, options, messages, images=images, boxes=boxes)
+
+
+def reply_boxes(messages: list[dict], images: list[dict], scale: str, local_id) -> list[dict]:
+    """Pixel box records of the first reply's boxes, on the first image (none without an image)."""
+    from medmo_pipeline.rewards.parsing import parse_labeled_boxes
+
+    reply = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+    if not images:
+        return []
+    width, height = images[0]["width"], images[0]["height"]
+    records = []
+    for label, box in parse_labeled_boxes(reply):
+        try:
+            x1, y1, x2, y2 = box_scale.reply_box_to_pixels(box, width, height, scale)
+        except ValueError as error:
+            raise ValueError(f"record {local_id!r}: {error}") from None
+        records.append({"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
+    return records
 
 
 def conversation(turns: list[dict]) -> list[dict]:

@@ -1,0 +1,40 @@
+"""Grounding sets that keep boxes in the reply (MedSG) get pixel boxes from their declared scale, so the
+RL box reward has a gold box to score; a box outside that scale's frame stops the load, naming the record."""
+
+from __future__ import annotations
+
+import pytest
+from fixtures_formats import build_fixture
+
+from medmo_pipeline.data.adapters import iter_samples
+from medmo_pipeline.data.registry import load_registry
+from medmo_pipeline.training.rl_rows import has_signal
+
+OPTIONS = {"file": "train.json", "image_dir": "images", "task": "grounding"}
+
+
+def test_relative_reply_boxes_become_pixel_boxes_of_the_first_image(tmp_path):
+    build_fixture("llava_json", tmp_path, OPTIONS)
+    rows = list(iter_samples("llava_json", tmp_path, {**OPTIONS, "reply_box_scale": "relative_1000"}))
+    for row in rows:
+        width, height = row["images"][0]["width"], row["images"][0]["height"]
+        assert row["boxes"] == [{"label": "A lesion", "x1": 10 * width / 1000, "y1": 20 * height / 1000,
+                                 "x2": 300 * width / 1000, "y2": 400 * height / 1000}]
+        assert has_signal(row)
+
+
+def test_without_a_declared_scale_no_box_is_guessed_and_rl_leaves_the_row_out(tmp_path):
+    build_fixture("llava_json", tmp_path, OPTIONS)
+    rows = list(iter_samples("llava_json", tmp_path, OPTIONS))
+    assert all(row["boxes"] == [] and not has_signal(row) for row in rows)
+
+
+def test_a_box_outside_the_declared_frame_names_the_record(tmp_path):
+    build_fixture("llava_json", tmp_path, OPTIONS)  # boxes reach 400, images are smaller than that
+    with pytest.raises(ValueError, match=r"record 'conv0'.*outside the .* frame of scale 'pixels'"):
+        list(iter_samples("llava_json", tmp_path, {**OPTIONS, "reply_box_scale": "pixels"}))
+
+
+def test_medsg_declares_its_reply_box_scale():
+    [adapter] = load_registry().get("medsg").adapters
+    assert adapter.options["reply_box_scale"] == "relative_1000"

@@ -18,7 +18,7 @@ from medmo_pipeline.data.registry import (
     resolve_source,
 )
 
-TRAINED = [  # MEDMO_RECIPE.md "Datasets by role", in order (SLAKE once)
+TRAINED = [  # the paper's datasets by role (docs/paper_recipe.md), in order (SLAKE once)
     "medtrinity", "iu_xray", "mimic_cxr", "chexpert", "chexpert_plus", "medpix_clinqa", "roco", "roco_v2",
     "fairvlmed", "vqa_med_2019", "pubmed_vision", "nih_vqa", "quilt_llava_pretrain", "mimic_ext_mimic_cxr_vqa",
     "vqa_rad", "pathvqa", "pmc_vqa", "slake", "ct_rate", "medqa", "pubmedqa", "pmc_oa", "medmcqa",

@@ -159,6 +159,6 @@ def test_label_helpers_never_raise(text):
 
 
 def test_soft_overlong_check_values_from_the_recipe():
-    # MEDMO_RECIPE: L_max 1024, L_c 256 -> 700 gives 0, 900 gives (768 - 900) / 256, 1024 gives -1.
+    # docs/paper_recipe.md: L_max 1024, L_c 256 -> 700 gives 0, 900 gives (768 - 900) / 256, 1024 gives -1.
     punish = get_soft_overlong_punishment(max_completion_len=1024, soft_punish_cache=256)
     assert punish([[0] * 700, [0] * 900, [0] * 1024, [0] * 1025]) == [0.0, -0.515625, -1.0, -1.0]

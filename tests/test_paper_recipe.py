@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import pytest
-import yaml
 
 from medmo_pipeline.config import RECIPES_DIR, load_recipe
 from medmo_pipeline.reply_format import TAGS

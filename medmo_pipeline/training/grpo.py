@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
                        **{f"rows_{outcome}": n for outcome, n in sorted(row_counts.items())}}
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
+            constant = [fn.__name__ for fn in reward_functions if metrics.get(f"reward_{fn.__name__}_distinct_means") == 1]
+            if constant and metrics["steps"] > 1:
+                reporter.log(f"warning: reward component(s) {constant} logged one value at every step: no signal")
             lineage = tracking.lineage_record(
                 stage="rl", parent=common.parent_reference(args.parent), corpus=corpus.lineage_view(index),
                 mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
@@ -226,7 +229,8 @@ def vision_token_ids(tokenizer) -> list[int]:
 
 
 def reward_summary(history: list[dict], names: list[str]) -> dict:
-    """First and last logged mean (and last std) of each reward component."""
+    """First and last logged mean (and last std) of each reward component, and how many distinct
+    means it logged: a component stuck at one value across steps gives RL no signal."""
     out = {}
     for name in names:
         means = [h[f"rewards/{name}/mean"] for h in history if f"rewards/{name}/mean" in h]
@@ -234,6 +238,7 @@ def reward_summary(history: list[dict], names: list[str]) -> dict:
         if means:
             out[f"reward_{name}_first"] = round(means[0], 4)
             out[f"reward_{name}_last"] = round(means[-1], 4)
+            out[f"reward_{name}_distinct_means"] = len({round(m, 6) for m in means})
         if stds:
             out[f"reward_{name}_std_last"] = round(stds[-1], 4)
     return out

@@ -63,8 +63,9 @@ def test_loss_only_on_the_answers(processor):
     for i, row in enumerate([rows[0], rows[-1]]):
         trained = batch["input_ids"][i][batch["labels"][i] != -100]
         text = tokenizer.decode(trained)
-        assert row["messages"][-1]["content"] in text
-        assert row["messages"][0]["content"] not in text
+        question, reply = (m["content"] for m in common.formatted_messages(row["messages"], "plain"))
+        assert reply in text
+        assert question not in text
         assert (batch["labels"][i][batch["attention_mask"][i] == 0] == -100).all()  # no loss on padding
 
 

@@ -121,7 +121,7 @@ class MixtureRecipe(_Strict):
 class ImageRecipe(_Strict):
     """Stage resolution, in pixels (the processor resizes within these bounds)."""
 
-    max_pixels: int | None = Field(None, gt=0, description="None keeps the dynamic resolution")
+    max_pixels: int | None = Field(None, gt=0, description="None keeps the parent checkpoint's processor bounds")
     min_pixels: int | None = Field(None, gt=0)
 
 

@@ -11,9 +11,11 @@ Two formats, named in a recipe stage's ``reply_format``:
   carries is left out, since nothing asked for it).
 - ``think_answer``: rows whose reply carries reasoning (a leading ``<think>...</think>`` block, as
   the reasoning adapters and the synthetic corpus write it) are asked for the format by
-  :data:`FORMAT_INSTRUCTION` and taught ``<think>reasoning</think><answer>reply</answer>``; rows
-  without reasoning stay plain, since there is no reasoning to teach. Every RL prompt of a
-  ``think_answer`` stage carries the instruction.
+  :data:`FORMAT_INSTRUCTION` and taught ``<think>reasoning</think><answer>reply</answer>``; half of
+  them (a stable hash of the row id, :func:`asks_for_format`) are asked plainly and taught the
+  reply alone instead, so the model writes the format when asked for it and still answers plainly
+  when a benchmark asks plainly. Rows without reasoning stay plain, since there is no reasoning to
+  teach. Every RL prompt of a ``think_answer`` stage carries the instruction.
 
 :func:`medmo_pipeline.answers.answer_text` reads the answer back out of either form, and the
 tag-count reward counts exactly :data:`TAGS`.
@@ -21,6 +23,7 @@ tag-count reward counts exactly :data:`TAGS`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Literal
 
@@ -63,19 +66,28 @@ def asking_for_format(question: str) -> str:
     return f"{question}\n{FORMAT_INSTRUCTION}"
 
 
-def sft_turns(question: str, reply: str, reply_format: ReplyFormat) -> tuple[str, str]:
-    """(prompt, target) a stage trains on for one exchange.
+def asks_for_format(row_id: str) -> bool:
+    """Whether a ``think_answer`` stage asks this row (when it has reasoning) for the format: half of
+    the rows, chosen by a stable hash of the id so that every run and every rank agrees."""
+    return hashlib.sha256(str(row_id).encode()).digest()[0] % 2 == 0
+
+
+def sft_turns(question: str, reply: str, reply_format: ReplyFormat, ask: bool = True) -> tuple[str, str]:
+    """(prompt, target) a stage trains on for one exchange; ``ask``: ask for the format (see
+    :func:`asks_for_format`) where the reply has reasoning and the stage teaches ``think_answer``.
 
     >>> sft_turns("Locate the cells.", "<think>two cells</think>cell <box>[[1, 2, 3, 4]]</box>", "plain")
     ('Locate the cells.', 'cell <box>[[1, 2, 3, 4]]</box>')
     >>> sft_turns("Is there a lesion?", "<think>none seen</think>no", "think_answer")[1]
     '<think>none seen</think><answer>no</answer>'
+    >>> sft_turns("Is there a lesion?", "<think>none seen</think>no", "think_answer", ask=False)
+    ('Is there a lesion?', 'no')
     >>> sft_turns("Is there a lesion?", "no", "think_answer")
     ('Is there a lesion?', 'no')
     """
     _check(reply_format)
     reasoning, answer = split_reasoning(reply)
-    if reply_format == "think_answer" and reasoning:
+    if reply_format == "think_answer" and reasoning and ask:
         return asking_for_format(question), tagged(reasoning, answer)
     return question, answer
 

@@ -44,19 +44,25 @@ def test_fingerprint_follows_the_rows_drawn():
 
 
 def test_reply_format_decides_prompt_and_target():
-    rows = _rows()
-    grounding = next(r for r in rows if r["task"] == "grounding")  # synthetic grounding rows carry reasoning
-    presence = next(r for r in rows if r["task"] == "vqa")  # these do not
-    question, reply = (m["content"] for m in grounding["messages"])
+    rows = [r for s in ("synth_xray", "synth_cells") for r in synthetic.generate_rows(s, "train", 40, image_size=48)]
+    grounding = [r for r in rows if r["task"] == "grounding"]  # synthetic grounding rows carry reasoning
+    asked = next(r for r in grounding if reply_format.asks_for_format(r["id"]))
+    plain_half = next(r for r in grounding if not reply_format.asks_for_format(r["id"]))
+    presence = next(r for r in rows if r["task"] == "vqa")  # these carry none
+    question, reply = (m["content"] for m in asked["messages"])
     reasoning, answer = reply_format.split_reasoning(reply)
     assert reasoning and answer.startswith("lesion <box>")
-    plain = common.sft_dataset([grounding, presence], "plain")
-    tagged = common.sft_dataset([grounding, presence], "think_answer")
+    plain = common.sft_dataset([asked, plain_half, presence], "plain")
+    tagged = common.sft_dataset([asked, plain_half, presence], "think_answer")
     assert [m["content"] for m in plain[0]["messages"]] == [question, answer]
     assert [m["content"] for m in tagged[0]["messages"]] == [
         f"{question}\n{reply_format.FORMAT_INSTRUCTION}", f"<think>{reasoning}</think><answer>{answer}</answer>"]
-    assert plain[1]["messages"] == tagged[1]["messages"] == common.formatted_messages(presence["messages"], "plain")
+    # The other half is asked plainly and answers plainly, as a benchmark asks; rows without reasoning too.
+    assert tagged[1]["messages"] == plain[1]["messages"] == common.formatted_messages(plain_half["messages"], "plain")
+    assert tagged[2]["messages"] == plain[2]["messages"] == common.formatted_messages(presence["messages"], "plain")
     assert plain._fingerprint != tagged._fingerprint
-    rl = grpo.rl_dataset([grounding, presence], "think_answer")
+    share = sum(map(reply_format.asks_for_format, (r["id"] for r in grounding))) / len(grounding)
+    assert 0.25 < share < 0.75
+    rl = grpo.rl_dataset([asked, presence], "think_answer")
     assert [p[0]["content"] for p in rl["prompt"]] == [
-        f"{r['messages'][0]['content']}\n{reply_format.FORMAT_INSTRUCTION}" for r in (grounding, presence)]
+        f"{r['messages'][0]['content']}\n{reply_format.FORMAT_INSTRUCTION}" for r in (asked, presence)]

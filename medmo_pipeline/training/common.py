@@ -15,7 +15,7 @@ import yaml
 from medmo_pipeline.atomic import file_sha256, staged_dir, write_json_atomic, write_text_atomic
 from medmo_pipeline.config import OptimRecipe
 from medmo_pipeline.plots import plot_training_curves
-from medmo_pipeline.reply_format import ReplyFormat, sft_turns
+from medmo_pipeline.reply_format import ReplyFormat, asks_for_format, sft_turns
 
 CURVE_KEYS = ["loss", "mean_token_accuracy", "entropy", "reward", "rewards/box/mean", "rewards/tag_count/mean",
               "grad_norm"]
@@ -52,18 +52,18 @@ def sft_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
     )
     columns = {
         "images": [image_cells(row) for row in rows],
-        "messages": [formatted_messages(row["messages"], reply_format) for row in rows],
+        "messages": [formatted_messages(row["messages"], reply_format, asks_for_format(row["id"])) for row in rows],
     }
     return in_memory_dataset(columns, features, rows, variant=reply_format)
 
 
-def formatted_messages(messages: list[dict], reply_format: ReplyFormat) -> list[dict]:
-    """Chat turns with every (user, assistant) exchange in ``reply_format``."""
+def formatted_messages(messages: list[dict], reply_format: ReplyFormat, ask: bool = True) -> list[dict]:
+    """Chat turns with every (user, assistant) exchange in ``reply_format`` (``ask``: see ``sft_turns``)."""
     out = [{"role": m["role"], "content": m["content"]} for m in messages]
     for index, message in enumerate(out):
         if message["role"] == "assistant" and index and out[index - 1]["role"] == "user":
             out[index - 1]["content"], message["content"] = sft_turns(
-                out[index - 1]["content"], message["content"], reply_format)
+                out[index - 1]["content"], message["content"], reply_format, ask)
     return out
 
 

@@ -276,10 +276,16 @@ def _image(entry: dict, check: ImageChecker, limits: CurationLimits) -> dict:
     path = clean_text(entry.get("path"), "image path")
     data = entry.get("bytes")
     if data is None:
+        failure = entry.get("error")  # an adapter's conversion that failed (pixels.failed_entry)
+        if isinstance(failure, ImageError):
+            raise Rejected(failure.reason, f"{path}: {failure.detail}")
         raise Rejected("image_missing", f"no bytes for {path or 'an image'}")
     data = bytes(data)
     sha256 = hashlib.sha256(data).hexdigest()
-    width, height, fmt = check(data, sha256)
+    try:
+        width, height, fmt = check(data, sha256)
+    except Rejected as rejected:  # name the file only on failure
+        raise Rejected(rejected.reason, f"{path}: {rejected.detail}" if path else rejected.detail) from None
     if limits.check_extension and extension_contradicts(path, fmt):
         raise Rejected("extension_mismatch", f"{path} holds {fmt}")
     declared = (entry.get("width") or 0, entry.get("height") or 0)

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
+        rows, images_skipped = common.decodable_rows(rows, reporter.log)
         base = recipe.base_model
         model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         use_patchwise_projection(model)  # same values, a cheaper backward
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
             metrics = {"steps": int(result.global_step), "resumed_from_step": start.step, "rows": len(rows),
+                       "rows_skipped_undecodable": images_skipped,
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
             lineage = tracking.lineage_record(

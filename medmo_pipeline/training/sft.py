@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
+        rows, images_skipped = common.decodable_rows(rows, reporter.log)
         mix = mixture.describe(rows)
         reporter.log(f"{args.stage}: {len(rows)} rows drawn from {sorted(mix)}; loading {args.parent}")
         base = recipe.base_model
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 "first_loss": round(losses[0], 5) if losses else None,
                 "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
                 "rows": len(rows),
+                "rows_skipped_undecodable": images_skipped,
             }
             lineage = tracking.lineage_record(
                 stage=args.stage,

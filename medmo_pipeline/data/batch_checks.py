@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from medmo_pipeline.data.curation import (
     _RECORD,
     _UNIT,
+    CONTROL_CHARACTERS,
     TASKS_WITH_ANSWER,
     TASKS_WITH_IMAGES,
     CurationLimits,
@@ -50,6 +51,8 @@ _ASCII_SPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
 _TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
                           ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
 _SEPARATORS = np.array([ord(_UNIT), ord(_RECORD)], dtype=np.uint8)
+_CONTROL_BYTES = np.array([bool(CONTROL_CHARACTERS.match(chr(byte))) for byte in range(256)])  # ASCII ones
+_CONTROL_BYTES[128:] = False  # a UTF-8 byte above 127 is no character by itself (non-ASCII rows: check_row)
 
 
 @dataclass
@@ -289,6 +292,13 @@ def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tupl
     answer = _trim(_or(column["answer"], ""))
     known_task, needs_answer, needs_image = _members(task, TASKS, TASKS_WITH_ANSWER, TASKS_WITH_IMAGES)
     ok &= _filled(ident) & known_task & _members(split, SPLITS)[0]
+    plain_texts = [column[name] for name in ("id", "split", "task", "modality", "answer", "license")]
+    if any(_holds_controls(texts) for texts in (*plain_texts, raw_roles, raw_contents, raw_choices)):
+        for texts in (ident, task, split, answer, _trim(_or(column["modality"], "")), _trim(_or(column["license"], ""))):
+            ok &= ~_true(pc.match_substring_regex(texts, CONTROL_CHARACTERS.pattern))
+        for texts, lists in ((roles, messages), (contents, messages), (options, choices)):
+            flagged = _true(pc.match_substring_regex(texts, CONTROL_CHARACTERS.pattern))
+            ok[pc.list_parent_indices(lists).to_numpy()[flagged]] = False
     ok &= _turns_ok(messages, roles, contents)
     ok &= ~needs_answer | _filled(answer)
     ok &= ~needs_image | (np.asarray(found.image_counts) > 0)
@@ -361,6 +371,12 @@ def _no_high_bytes(strings: pa.Array) -> bool:
     per-row check decides)."""
     data = strings.buffers()[2]
     return data is None or data.size == 0 or int(np.frombuffer(data, np.uint8).max()) < 128
+
+
+def _holds_controls(strings: pa.Array) -> bool:
+    """Whether the character data under ``strings`` (a text column) holds an ASCII control byte: one table look-up per byte, settling the usual batch (none) at once."""
+    data = strings.buffers()[2]
+    return data is not None and data.size > 0 and bool(_CONTROL_BYTES[np.frombuffer(data, np.uint8)].any())
 
 
 def _holds_bytes(strings: pa.Array, wanted: np.ndarray) -> bool:

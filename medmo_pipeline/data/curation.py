@@ -76,6 +76,7 @@ REASONS = {
     "malformed_row": "not a mapping, or a field of the wrong type",
     "schema": "a required field is missing, or task / split / turn order is not the contract's",
     "invalid_utf8": "a text field is not valid UTF-8",
+    "control_characters": "a text field holds a control character (other than tab and line breaks)",
     "duplicate_id": "an earlier kept row has the same id",
     "missing_question": "the user turn is empty",
     "missing_answer": "the assistant reply (or the gold answer of a vqa/text_qa/grounding row) is empty",
@@ -114,13 +115,14 @@ class Rejected(ValueError):
 # ---- text ---------------------------------------------------------------------------------------
 
 _NON_WORD = re.compile(r"[^\w]+")
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 
 def clean_text(value, what: str) -> str:
     """Valid UTF-8 text, NFC-normalised and stripped; raises Rejected('invalid_utf8')."""
     if type(value) is str and value.isascii():  # the common case: ASCII is valid UTF-8 and NFC already
-        return value.strip()
+        return _without_controls(value.strip(), what)
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
@@ -134,7 +136,18 @@ def clean_text(value, what: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates from a lossy decode upstream
         raise Rejected("invalid_utf8", f"{what}: {error}") from None
-    return unicodedata.normalize("NFC", value).strip()
+    return _without_controls(unicodedata.normalize("NFC", value).strip(), what)
+
+
+def _without_controls(text: str, what: str) -> str:
+    """``text`` unless it holds a control character (tab and line breaks are text; other C0, DEL and
+    C1 codes are binary junk or a broken decode); raises Rejected('control_characters')."""
+    if text.isprintable():  # the usual case, in C; tabs and line breaks are not printable: look closer
+        return text
+    found = CONTROL_CHARACTERS.search(text)
+    if found:
+        raise Rejected("control_characters", f"{what}: {found.group()!r} at character {found.start()}")
+    return text
 
 
 def normalise_question(text: str) -> str:

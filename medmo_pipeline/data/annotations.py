@@ -58,7 +58,8 @@ class BoundedLines:
         try:
             return self.handle.readline(self.max_line + 1)
         except UnicodeDecodeError as error:
-            raise AnnotationError(f"{self.name}: line {self.number + 1} is not UTF-8 ({error})") from None
+            # text is decoded a buffer at a time: the bad byte is on this line or a few after it
+            raise AnnotationError(f"{self.name}: not UTF-8 at or after line {self.number + 1} ({error})") from None
 
 
 def json_line(line: str | bytes, name: str, number: int) -> Any:

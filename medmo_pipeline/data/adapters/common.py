@@ -65,7 +65,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     path = safe_join(root, file)
     kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
     if kind == "jsonl":
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:  # decoded line by line, so an error names its line
             lines = BoundedLines(handle, file)
             yield from (json_line(line, file, lines.number) for line in lines if line.strip())
     elif kind == "json":

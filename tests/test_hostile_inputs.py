@@ -300,3 +300,18 @@ def test_training_and_evaluation_skip_and_count_rows_whose_images_do_not_decode(
     converted = Image.open(io.BytesIO(kept[1]["images"][0]["bytes"]))
     assert converted.mode in ("L", "RGB") and (np.asarray(converted) == 255).mean() < 0.02
     assert [image.mode for image in decode_images(kept[1])] == ["RGB"]
+
+
+def test_a_file_whose_content_differs_from_its_name_is_decided_by_content_and_counted(tmp_path):
+    from medmo_pipeline.data.curation import CurationLimits, curate
+
+    def row(name: str, data: bytes) -> dict:
+        return {"id": name, "task": "vqa", "messages": [{"role": "user", "content": "Is it?"},
+                                                        {"role": "assistant", "content": "yes"}],
+                "answer": "yes", "images": [{"bytes": data, "path": name}]}
+
+    rows = [row("scan.png", plain_jpeg()), row("scan.jpg", plain_png()), row("fine.png", plain_png(seed=3))]
+    report = curate(rows, tmp_path / "out", source="names")
+    assert report["rows_kept"] == 3 and report["extension_mismatches"] == 2
+    strict = curate(rows, tmp_path / "strict", source="names", limits=CurationLimits(check_extension=True))
+    assert strict["quarantined_by_reason"] == {"extension_mismatch": 2} and strict["extension_mismatches"] == 0

@@ -41,7 +41,7 @@ from medmo_pipeline.data.curation import (
     _regroup,
     check_row,
 )
-from medmo_pipeline.data.images import check_pngs, extension_contradicts
+from medmo_pipeline.data.images import check_pngs, extension_contradicts, in_threads
 from medmo_pipeline.data.schema import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
@@ -215,7 +215,7 @@ def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, 
                   limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
     One sha256 each, ``check_pngs`` for the PNGs, ``ImageChecker`` for the rest."""
-    found.hashes = [hashlib.sha256(image).hexdigest() for image in data]  # the one hash of these bytes
+    found.hashes = in_threads(lambda image: hashlib.sha256(image).hexdigest(), list(data))  # the one hash of these bytes
     png, found.widths, found.heights = check_pngs(found.image_bytes, limits.image)
     ok, formats = png.copy(), ["PNG"] * len(data)
     for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
@@ -447,3 +447,23 @@ def _choices_ok(answer: pa.Array, options: pa.ListArray, candidates: np.ndarray)
         passed[code] = True
     ok[asked] = passed[codes[asked]]
     return ok
+
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def extension_mismatches(table: pa.Table) -> int:
+    """How many images of ``table`` have a name promising another format than their content (read
+    from the first bytes), whichever path checked them."""
+    images = _array(table.column("images")).flatten()
+    if not len(images):
+        return 0
+    paths = pc.struct_field(images, "path").to_pylist()
+    heads = pc.binary_slice(pc.struct_field(images, "bytes"), 0, 12).to_pylist()
+    count = 0
+    for path, head in zip(paths, heads):
+        fmt = next((name for magic, name in _MAGIC if head.startswith(magic)), "WEBP" if head[8:12] == b"WEBP" else "")
+        count += extension_contradicts(path, fmt)
+    return count
+

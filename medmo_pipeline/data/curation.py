@@ -101,7 +101,9 @@ REASONS = {
 class CurationLimits:
     image: ImageLimits = field(default_factory=ImageLimits)
     min_box_overlap: float = 0.5  # share of a box's area inside the image above which it is clipped
-    check_extension: bool = True
+    # The content decides an image's format: a name promising another one is counted in the report
+    # (``extension_mismatches``), not quarantined, unless this asks for that.
+    check_extension: bool = False
 
 
 class Rejected(ValueError):
@@ -413,7 +415,11 @@ def curate(
     ``eval_index`` comes from ``build_eval_index``. ``progress`` is called with the running counts
     every ``progress_every`` input rows.
     """
-    from medmo_pipeline.data.batch_checks import BATCH_ROWS, check_batch  # builds on this module's row checks
+    from medmo_pipeline.data.batch_checks import (  # builds on this module's row checks
+        BATCH_ROWS,
+        check_batch,
+        extension_mismatches,
+    )
 
     out_dir = Path(out_dir)
     quarantine_path = Path(quarantine_path) if quarantine_path else out_dir.with_name(
@@ -422,6 +428,7 @@ def curate(
     quarantine = QuarantineWriter(quarantine_path)
     checker = ImageChecker(limits.image)
     decide = _Decisions(source, eval_index, quarantine, progress, progress_every)
+    mismatches = [0]  # kept images whose name promises another format than their content
 
     def kept_tables() -> Iterator[pa.Table]:
         """The kept rows, batch by batch: checked together, then decided one by one in input order."""
@@ -431,7 +438,9 @@ def curate(
             keep = decide(batch, start, checked)
             start += len(batch)
             if keep:
-                yield checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+                kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+                mismatches[0] += extension_mismatches(kept)
+                yield kept
 
     try:
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
@@ -448,6 +457,7 @@ def curate(
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "contaminated": sum(contaminated.values()),
         "contaminated_by_kind": dict(sorted(contaminated.items())),
+        "extension_mismatches": mismatches[0],
         "quarantine_rate": sum(reasons.values()) / counts["rows_in"] if counts["rows_in"] else 0.0,
         "quarantine_path": str(quarantine_path),
         "shard_dir": str(out_dir),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import struct
 import warnings
@@ -303,12 +304,36 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     grouped: dict[int, list[tuple[int, int]]] = {}
     for image, a, b in zip(image_of, low, high):
         grouped.setdefault(image, []).append((a, b))
-    for image in np.flatnonzero(ok).tolist():
-        depth, colour, interlace = layout[image].tolist()
-        if pixel_stream_fault(view, grouped[image], int(width[image]), int(height[image]), depth, colour, interlace):
-            ok[image] = False
+    settled = np.flatnonzero(ok).tolist()
+    streams = [(view, grouped[image], int(width[image]), int(height[image]), *layout[image].tolist())
+               for image in settled]
+    faults = in_threads(lambda stream: pixel_stream_fault(*stream), streams)
+    ok[[image for image, fault in zip(settled, faults) if fault]] = False
     width[~ok], height[~ok] = 0, 0
     return ok, width, height
+
+
+def in_threads(function, items: list, *, chunk: int = 64) -> list:
+    """``[function(item) for item in items]``, spread over a few threads for a long list: meant for
+    C calls that release the GIL (zlib's inflate, hashlib over a few KiB and more), which then run
+    on several cores while Python walks the list."""
+    if len(items) < 2 * chunk:
+        return [function(item) for item in items]
+    pieces = [items[start:start + chunk] for start in range(0, len(items), chunk)]
+    return [result for part in _pool().map(lambda piece: [function(item) for item in piece], pieces)
+            for result in part]
+
+
+_POOL: list = []  # (pid, executor): threads do not survive a fork, so a forked child makes its own
+
+
+def _pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL or _POOL[0][0] != os.getpid():
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                                     thread_name_prefix="image-checks"))]
+    return _POOL[0][1]
 
 
 def _be32(matrix: np.ndarray, column: int) -> np.ndarray:

@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "embedded"
@@ -391,67 +392,16 @@ def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
     sources) is resolved here, so a job, ``medmo`` and Dagster's definitions fail at start.
     """
     path = resolve_recipe_path(name_or_path)
-    data = _read_yaml(path)
+    try:
+        data = read_yaml(path, max_nodes=MAX_RECIPE_NODES)
+    except YamlRefused as exc:
+        raise RecipeError(str(exc)) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping at the top level")
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(f"{path}: invalid recipe:\n{_describe(exc)}") from None
-
-
-def _read_yaml(path: Path) -> Any:
-    """``path``'s YAML with safe types only (a recipe can never execute code), refused when its
-    aliases expand it beyond ``MAX_RECIPE_NODES`` or refer to themselves: checked on the node graph,
-    where an alias is one shared node, before any Python object is built."""
-    try:
-        loader = yaml.SafeLoader(path.read_text())
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                return None
-            _check_expansion(node, path)
-            return loader.construct_document(node)
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
-    except RecursionError:
-        raise RecipeError(f"{path}: nested too deeply to be a recipe") from None
-
-
-def _check_expansion(root: yaml.Node, path: Path) -> None:
-    """Count the nodes ``root`` expands to (aliases counted each time they are used), depth first
-    without recursion; stop at ``MAX_RECIPE_NODES`` or at a node that contains itself."""
-    sizes: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    open_nodes: set[int] = set()
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        children = _children(node)
-        if children_done:
-            open_nodes.discard(key)
-            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
-            if sizes[key] > MAX_RECIPE_NODES:
-                raise RecipeError(f"{path}: aliases expand the recipe beyond {MAX_RECIPE_NODES} nodes "
-                                  f"(line {node.start_mark.line + 1}); write the values out instead")
-            continue
-        if key in sizes:
-            continue
-        if key in open_nodes:
-            raise RecipeError(f"{path}: an alias refers to a node containing it (line {node.start_mark.line + 1})")
-        open_nodes.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in children if id(child) not in sizes)
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
 
 
 def _describe(exc: ValidationError) -> str:

@@ -43,7 +43,7 @@ def test_an_alias_bomb_is_refused_from_the_node_graph(tmp_path, where, monkeypat
     original = yaml.SafeLoader.construct_document
     monkeypatch.setattr(yaml.SafeLoader, "construct_document",
                         lambda self, node: built.append(node) or original(self, node))
-    with pytest.raises(RecipeError, match=f"bomb.yaml: aliases expand the recipe beyond {MAX_RECIPE_NODES} nodes"):
+    with pytest.raises(RecipeError, match=f"bomb.yaml: aliases expand the file beyond {MAX_RECIPE_NODES} nodes"):
         load_recipe(path)
     assert built == []  # refused before a single Python object was built from it
 

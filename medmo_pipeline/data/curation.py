@@ -6,13 +6,16 @@ One streaming pass (``curate``), batch by batch, each row decided in input order
 1. **validate + normalise** (``check_row`` states the rules row by row; ``check_batch`` applies
    them to a batch at once and leaves to ``check_row`` every row it is not sure about, so the
    outcome is the same, see ``batch_checks``): text fields must be valid UTF-8 (bytes are decoded,
-   lone surrogates rejected) and are NFC-normalised and stripped; the id becomes ``source:local_id``;
+   lone surrogates rejected), hold no control characters but tab and line breaks, and are
+   NFC-normalised and stripped; the id becomes ``source:local_id``;
    task, split and turn order follow the sample contract; the assistant reply is non-empty, and so is
    ``answer`` for vqa / text_qa / grounding; choices, when present, contain the answer (as option
-   text or option letter). Images: present, intact (PNG: every chunk's CRC and the chunk layout,
-   see ``images.verify_png``; other formats: a full decode), within ``ImageLimits`` (the pixel count
-   is checked from the header first: decompression-bomb guard), with an extension that matches the
-   content, and a declared size equal to the real one; sha256, width and height are recomputed.
+   text or option letter). Images: present, decodable to what the model sees (PNG: every chunk's
+   CRC, bounded text chunks, the pixel stream inflated to exactly its declared size, see
+   ``images.verify_png``; other formats: a full decode), within ``ImageLimits`` (the pixel count
+   is checked from the header first: decompression-bomb guard), and a declared size equal to the
+   real one; sha256, width and height are recomputed. The content decides the format: a name
+   promising another one is counted (``extension_mismatches``) unless ``check_extension`` quarantines it.
    Boxes (pixels of the first image): finite, positive width and height, and inside the image after
    the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its own area
    is clipped to the image; otherwise the row is quarantined.

@@ -117,7 +117,8 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     lut = dataset.get("VOILUTSequence")
     if lut:
         bits = int(lut[0].LUTDescriptor[2]) or 16
-        values = apply_voi_lut(apply_rescale(pixels, dataset), dataset, prefer_lut=True).astype(np.float32)
+        indices = np.rint(apply_rescale(pixels, dataset)).astype(np.int64)  # a LUT is indexed by integers
+        values = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
         out = window_to_uint8(values, (2**bits - 1) / 2 + 0.5, 2**bits)
     else:
         values = apply_rescale(pixels, dataset).astype(np.float32)

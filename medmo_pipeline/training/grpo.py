@@ -162,13 +162,15 @@ def main(argv: list[str] | None = None) -> None:
             )
             trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
             mlflow.set_tag("data_version", data_version)
+            registered = tracking.register_if_chosen(recipe.tracking.register, "rl", args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
         from medmo_pipeline.training.sft import checkpoint_metadata
 
-        meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
+        meta = checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
+                                   common.elapsed(started))
         if trend:
             meta["box_reward_trend"] = trend.resolve()
         meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])

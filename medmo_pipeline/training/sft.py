@@ -100,11 +100,13 @@ def main(argv: list[str] | None = None) -> None:
                 history=history, title=f"{args.stage} ({recipe.name})", state_dict=state_dict,
             )
             mlflow.set_tag("data_version", data_version)
+            registered = tracking.register_if_chosen(recipe.tracking.register, args.stage, args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png"):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
-        reporter.report(checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started)),
+        reporter.report(checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
+                                            common.elapsed(started)),
                         data_version=data_version)
 
 
@@ -131,6 +133,9 @@ def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float)
         "resume_key": str((lineage.get("resume") or {}).get("key", "")),
         "lineage": Md("```json\n" + __import__("json").dumps(lineage, indent=2, default=str) + "\n```"),
     }
+    if lineage.get("registered_model"):
+        registered = lineage["registered_model"]
+        meta["registered_model"] = f"{registered['name']} version {registered['version']}"
     meta.update({k: v for k, v in metrics.items() if v is not None})
     curve = Path(path) / "training_curves.png"
     if curve.exists():

@@ -207,7 +207,7 @@ class EvaluationRecipe(_Strict):
 class TrackingRecipe(_Strict):
     experiment: str = "medmo"
     # Which checkpoints become versions of the MLflow registered model: the RL policy, or every stage.
-    register: Literal["rl", "all", "none"] = "rl"
+    register_models: Literal["rl", "all", "none"] = "rl"
 
 
 class Recipe(_Strict):

@@ -141,7 +141,7 @@ def register_checkpoint(path: Path, lineage: dict, *, name: str = REGISTERED_POL
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         client.create_registered_model(name, description="MedMO checkpoints produced by the pipeline (the RL "
-                                                          "policy; every stage with tracking.register: all)")
+                                                          "policy; every stage with tracking.register_models: all)")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -165,7 +165,7 @@ def register_checkpoint(path: Path, lineage: dict, *, name: str = REGISTERED_POL
 
 
 def register_if_chosen(choice: str, stage: str, path: Path, lineage: dict) -> dict | None:
-    """Register checkpoint ``path`` when the recipe's ``tracking.register`` covers ``stage`` ("rl": the
+    """Register checkpoint ``path`` when the recipe's ``tracking.register_models`` covers ``stage`` ("rl": the
     policy only; "all": every stage; "none"); returns ``{"name", "version"}`` or None."""
     if choice == "none" or (choice == "rl" and stage != "rl"):
         return None

@@ -166,7 +166,23 @@ def test_stage_ablation_table_and_plot(demo_run):
                    "report_rouge_l"):
         assert column in table.columns
     assert (reports / "stage_ablation.png").stat().st_size > 10_000
-    assert "Stage ablation" in demo_run["stdout"] and "rl" in demo_run["stdout"]
+    summary = demo_run["stdout"].split("Headline scores", 1)[1]
+    assert "\nrl " in summary and "grounding" not in summary.splitlines()[1]  # short names
+    assert max(len(line) for line in summary.splitlines()[1:]) <= 100  # a terminal's width; the CSV has all
+
+
+def test_the_rl_policy_is_a_version_of_the_registered_model(demo_run):
+    import mlflow
+
+    home = demo_run["home"]
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    event = demo_run["events"]["rl_policy"]
+    [version] = client.search_model_versions("name='medmo-policy'")  # the default registers the policy only
+    assert event.asset_materialization.metadata["registered_model"].value == f"medmo-policy version {version.version}"
+    assert version.source == _path(event).resolve().as_uri() and version.tags["stage"] == "rl"
+    assert version.tags["data_version"] == _version(event)
+    assert version.tags["parent_path"] == str(_path(demo_run["events"]["stage3_checkpoint"]).resolve())
 
 
 def test_eval_table_matches_its_per_sample_predictions(demo_run):

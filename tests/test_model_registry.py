@@ -44,7 +44,7 @@ def test_which_stages_are_registered(medmo_home, tmp_path):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_a_trained_stage_becomes_a_registered_model_version(tmp_path, monkeypatch):
-    """stage1 trained through Dagster with ``tracking.register: all`` (the RL policy's default path runs in
+    """stage1 trained through Dagster with ``tracking.register_models: all`` (the RL policy's default path runs in
     tests/test_end_to_end.py): a model version whose tags carry the checkpoint's lineage."""
     import json
 
@@ -62,7 +62,7 @@ def test_a_trained_stage_becomes_a_registered_model_version(tmp_path, monkeypatc
         monkeypatch.delenv(name, raising=False)
     inputs = materialize_inputs(tmp_path)
     data = inputs_recipe_data()
-    data["tracking"] = {"register": "all"}  # not part of any stage's version: the inputs stay fresh
+    data["tracking"] = {"register_models": "all"}  # not part of any stage's version: the inputs stay fresh
     data["stages"][STAGE]["optim"].update(max_steps=2, logging_steps=1)
     recipe_path = write_recipe(tmp_path / "register-all.yaml", data)
     defs = build_definitions(load_recipe(recipe_path), recipe_path)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 history=history, title=f"{args.stage} ({recipe.name})", state_dict=state_dict,
             )
             mlflow.set_tag("data_version", data_version)
-            registered = tracking.register_if_chosen(recipe.tracking.register, args.stage, args.output, lineage)
+            registered = tracking.register_if_chosen(recipe.tracking.register_models, args.stage, args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png"):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float) -> dict:
     """Asset metadata repeating lineage.json's key fields (shown in the Dagster UI)."""
-    import base64
     from pathlib import Path
 
     from medmo_pipeline.jobs import Md
+    from medmo_pipeline.plots import markdown_image
 
     parent = lineage.get("parent") or {}
     corpus = lineage.get("corpus") or {}
@@ -140,9 +140,7 @@ def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float)
     curve = Path(path) / "training_curves.png"
     if curve.exists():
         meta["training_curves"] = curve.resolve()
-        # The UI renders an inline (data URI) image in Markdown metadata; a path alone shows as text.
-        encoded = base64.b64encode(curve.read_bytes()).decode("ascii")
-        meta["training_curves_plot"] = Md(f"![training curves](data:image/png;base64,{encoded})")
+        meta["training_curves_plot"] = Md(markdown_image(curve, "training curves"))
     return meta
 
 

@@ -19,6 +19,8 @@ def short_name(column: str) -> str:
 def headline_table(wide, width: int = WIDTH) -> str:
     """Rows: checkpoints (then the paper's reported rows); columns: as many headline metrics, in the
     table's order, as fit in ``width``; a last line says how many more the CSV holds."""
+    import pandas as pd
+
     from medmo_pipeline.evaluation.ablation import HEADLINE_METRICS
 
     headline = [c for c in wide.columns if c.split("/")[-1] in HEADLINE_METRICS and wide[c].notna().any()]
@@ -36,9 +38,9 @@ def headline_table(wide, width: int = WIDTH) -> str:
         cells = []
         for c in chosen:
             value = wide.loc[row, c]
-            text = "-" if value != value else f"{value:.3f}"
+            text = "-" if pd.isna(value) else f"{value:.3f}"
             cells.append(f"{text:>{max(len(short_name(c)), 5) + 2}}")
-        lines.append(f"{str(row):<{label_width}}" + "".join(cells))
+        lines.append(f"{row!s:<{label_width}}" + "".join(cells))
     left = len(headline) + len(others) - len(chosen)
     if left:
         lines.append(f"({left} more columns in reports/stage_ablation.csv)")

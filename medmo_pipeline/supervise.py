@@ -82,8 +82,3 @@ def run_supervised(command: list[str], *, env: dict[str, str], cwd: Path) -> int
             signal.signal(sig, handler)
     return 128 + received[0] if received else process.returncode
 
-
-def default_signals() -> None:
-    """For ``preexec_fn``: SIGINT and SIGTERM at their defaults in a child, whatever the parent inherited."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -46,7 +46,8 @@ def materialized(tmp_path_factory):
     outputs = {}
     for args in (["corpus_shards", "--partition", PARTITION], ["base_model"]):
         done = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "materialize", *args, "--recipe",
-                               str(recipe)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                               str(recipe)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         outputs[args[0]] = done.stdout
     return {"home": home, "recipe": recipe, "outputs": outputs, "tmp": tmp}
@@ -76,7 +77,7 @@ def test_materialize_a_partition_and_an_unpartitioned_asset(materialized):
 def test_materialize_names_a_missing_recipe(materialized, tmp_path):
     done = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "materialize", "base_model", "--recipe",
                            str(tmp_path / "nope.yaml")], env=_env(materialized["home"], materialized["recipe"]),
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and "nope.yaml does not exist" in done.stderr
 
 
@@ -103,18 +104,22 @@ def _wait_loaded(url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 def _materializations(url: str, key: str) -> list[dict]:
-    query = ('{ assetOrError(assetKey: {path: ["%s"]}) { ... on Asset { assetMaterializations(limit: 5) '
-             '{ runId partition } } } }' % key)
+    query = (f'{{ assetOrError(assetKey: {{path: ["{key}"]}}) {{ ... on Asset {{ assetMaterializations(limit: 5) '
+             '{ runId partition } } } }')
     return _graphql(url, query)["assetOrError"]["assetMaterializations"]
 
 
 def _start(command: list[str], env: dict[str, str], log: Path, *, new_session: bool) -> subprocess.Popen:
-    from medmo_pipeline.supervise import default_signals
-
-    with open(log, "wb") as handle:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=new_session,
-                                preexec_fn=default_signals)
+    # Signals handled here are reset to their defaults in the child when it execs, whatever this process
+    # inherited (a shell without job control starts background jobs with SIGINT ignored).
+    saved = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with open(log, "wb") as handle:
+            return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=new_session)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _leftovers(home: Path) -> list[str]:

@@ -67,6 +67,8 @@ def instance_yaml(base_text: str, environ: Mapping[str, str] | None = None) -> s
 
 # Beside the written file: the sha256 of what medmo wrote, so a later edit by hand is recognised and kept.
 WRITTEN_HASH_SUFFIX = ".medmo-sha256"
+# The first line of the files medmo wrote before it kept that record: such a file is replaced.
+EARLIER_HEADER = "# Dagster instance for this checkout. `medmo` and the Makefile copy it to $MEDMO_HOME/dagster/ and"
 
 
 def _sha256(text: str) -> str:
@@ -87,7 +89,8 @@ def write_instance_file(base_text: str, target: Path, environ: Mapping[str, str]
         if current == text:
             return None
         written = record.read_text().strip() if record.is_file() else None
-        if written != _sha256(current):
+        earlier = written is None and current.startswith(EARLIER_HEADER)
+        if written != _sha256(current) and not earlier:
             if storage_kind(environ) == "postgres" and "postgres" not in (yaml.safe_load(current) or {}).get(
                     "storage", {}):
                 raise InstanceConfigError(

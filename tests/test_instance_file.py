@@ -23,6 +23,15 @@ def test_written_then_kept_once_edited(tmp_path):
     assert notice and "edited by hand" in notice and target.read_text().endswith("enabled: true\n")
 
 
+def test_a_file_an_earlier_medmo_wrote_is_replaced(tmp_path):
+    from medmo_pipeline.instance import EARLIER_HEADER, write_instance_file
+
+    target = tmp_path / "dagster.yaml"
+    target.write_text(EARLIER_HEADER + "\nrun_coordinator: {}\n")  # no record beside it
+    base = (ROOT / "dagster.yaml").read_text()
+    assert write_instance_file(base, target, {}) is None and target.read_text() == base
+
+
 def test_an_edited_file_that_ignores_postgres_is_an_error(tmp_path):
     from medmo_pipeline.instance import InstanceConfigError, write_instance_file
 

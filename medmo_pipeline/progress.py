@@ -86,8 +86,8 @@ class ProgressView:
 
     def _show(self, job: Job, text: str, *, final: bool) -> None:
         elapsed = f"{time.monotonic() - job.started:5.0f}s"
-        name = f"{self.prefix}: {job.step}" if self.prefix else job.step
-        line = f"{name:<28.28} {elapsed} {' '.join(text.split())}"[:WIDTH - 1]
+        name = (self.prefix if job.step in self.prefix else f"{self.prefix}: {job.step}") if self.prefix else job.step
+        line = f"{name[:48]:<28} {elapsed} {' '.join(text.split())}"[:WIDTH - 1]
         if self.tty:
             self.out.write("\r\x1b[K" + line + ("\n" if final else ""))
             self._open_line = not final

@@ -29,12 +29,12 @@ def test_one_line_per_job_on_a_terminal_and_everything_in_the_log():
 
 def test_without_a_terminal_only_starts_tenths_and_ends_are_printed():
     out = io.StringIO()
-    view = ProgressView(io.StringIO(), out, tty=False, prefix="corpus_shards [a]")
+    view = ProgressView(io.StringIO(), out, tty=False, prefix="corpus_shards partition synth_xray")
     _lines(view, "1 - corpus_shards - STEP_START - Started")
     _lines(view, *[f"corpus_shards - step {i}/100 ({i}%) eta 1s" for i in range(1, 101)], level="INFO")
     _lines(view, "1 - corpus_shards - STEP_FAILURE - Execution of step failed: boom", level="ERROR")
     lines = out.getvalue().splitlines()
-    assert len(lines) == 1 + 11 + 1 and all(line.startswith("corpus_shards [a]") for line in lines)
+    assert len(lines) == 1 + 11 + 1 and all(line.startswith("corpus_shards partition synth_xray ") for line in lines)
     assert "FAILED: Execution of step failed: boom" in lines[-1] and view.errors
 
 

@@ -49,7 +49,10 @@ def demo_run(tmp_path_factory):
         event = instance.get_latest_materialization_event(key)
         if event is not None:  # corpus_sources is observed, never materialized
             events[key.to_user_string()] = event
-    yield {"home": home, "env": env, "stdout": out.stdout, "log": out.stdout + out.stderr, "events": events,
+    # The terminal gets a line per job; each Dagster command's whole output is in its log under logs/.
+    command_logs = "".join(p.read_text() for p in sorted((home / "logs").glob("medmo-*.log")))
+    yield {"home": home, "env": env, "stdout": out.stdout, "log": out.stdout + out.stderr + command_logs,
+           "events": events,
            "instance": instance,
            "partitions": partition_events(instance, "corpus_shards")}
     instance.dispose()

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ROOT, write_recipe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PARTITION = "synth_medqa"
 SERVER_TIMEOUT_S = 180

@@ -264,6 +264,8 @@ class EvaluationRecipe(_Strict):
 
 class TrackingRecipe(_Strict):
     experiment: str = "medmo"
+    # Which checkpoints become versions of the MLflow registered model: the RL policy, or every stage.
+    register_models: Literal["rl", "all", "none"] = "rl"
 
 
 class Recipe(_Strict):

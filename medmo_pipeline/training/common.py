@@ -96,8 +96,8 @@ def image_cells(row: dict) -> list[dict]:
 def in_memory_dataset(columns: dict[str, list], features, rows: list[dict]):
     """A `datasets.Dataset` over `columns`, built straight into Arrow with `features`' schema.
 
-    `Dataset.from_dict` would fingerprint the table by pickling all of it (about 10 s for a stage's
-    few hundred MB of PNG bytes, in every job); the drawn rows' ids, in order, identify it as well.
+    `Dataset.from_dict` would fingerprint the table by pickling all of it (slow for a stage's few
+    hundred MB of PNG bytes, in every job); the drawn rows' ids, in order, identify it as well.
     """
     import hashlib
 

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
-        from medmo_pipeline.plots import plot_reward_trend
+        from medmo_pipeline.plots import markdown_image, plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
         from medmo_pipeline.training import resume
 
@@ -164,15 +164,20 @@ def main(argv: list[str] | None = None) -> None:
             )
             trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
             mlflow.set_tag("data_version", data_version)
+            registered = tracking.register_if_chosen(recipe.tracking.register_models, "rl", args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
         from medmo_pipeline.training.sft import checkpoint_metadata
 
-        meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
+        meta = checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
+                                   common.elapsed(started))
         if trend:
+            from medmo_pipeline.jobs import Md
+
             meta["box_reward_trend"] = trend.resolve()
+            meta["box_reward_trend_plot"] = Md(markdown_image(trend, "box reward trend"))
         meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])
         reporter.report(meta, data_version=data_version)
 

@@ -113,8 +113,9 @@ class MixtureRecipe(_Strict):
     ``sources`` as a list is the paper's single epoch: one pass over each source, so each weighs as
     much as its eligible rows. As a mapping ``source -> weight`` the shares are explicit instead:
     source ``s`` gets ``planned * w_s / sum(w)`` samples (several passes over a small source, part of
-    a large one). ``max_samples`` caps the stage (default: every eligible row once, task weights
-    applied); ``data.mixture.plan`` turns this into the stage's counts.
+    a large one). ``max_samples`` sizes one pass of the mixture (default: every eligible row once,
+    task weights applied; with a list it only caps, scaling every source down alike);
+    ``data.mixture.plan`` turns this into the stage's counts.
     """
 
     sources: list[str] | dict[str, float] = Field(

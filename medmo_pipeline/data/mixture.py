@@ -9,7 +9,8 @@
 - ``planned_samples``: one pass of the mixture, the sum of the quotas.
 
 Quotas: with ``sources`` as a list (the paper's single epoch), each source's quota is its weighted
-rows, so the stage makes one pass over each; ``max_samples`` scales them all down alike. With
+rows, so the stage makes one pass over each; a smaller ``max_samples`` scales them all down alike
+(it never adds passes). With
 explicit weights, source ``s`` gets ``round(planned * w_s / sum(w))`` where planned is
 ``max_samples`` or every weighted row once: a small source is then passed over several times, a large
 one in part. ``data.stream`` turns a plan into the ordered, resumable stream a training job reads.
@@ -80,11 +81,12 @@ def task_repeats(mixture: MixtureRecipe, task: str) -> int:
 def quotas(mixture: MixtureRecipe, weighted_rows: dict[str, int]) -> dict[str, int]:
     """Samples per source in one pass of the mixture (see the module doc)."""
     total_rows = sum(weighted_rows.values())
-    planned = mixture.max_samples or total_rows
     weights = mixture.weights()
-    if weights is None:
+    if weights is None:  # at most one pass over each source
+        planned = min(mixture.max_samples or total_rows, total_rows)
         shares = {name: rows / total_rows for name, rows in weighted_rows.items()}
     else:
+        planned = mixture.max_samples or total_rows
         total_weight = sum(weights[name] for name in weighted_rows)
         shares = {name: weights[name] / total_weight for name in weighted_rows}
     return {name: round(planned * share) for name, share in shares.items()}

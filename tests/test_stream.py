@@ -80,6 +80,10 @@ def test_explicit_weights_and_task_weights(index):
     per_row = collections.Counter(ids(first_pass))
     assert {per_row[r["id"]] for r in first_pass if r["task"] == "grounding"} == {2}
     assert {per_row[r["id"]] for r in first_pass if r["task"] == "vqa"} == {1}
+    # The copies are spread through the pass: a round over every row, then a round over grounding rows.
+    first_round = cells["rows"]["grounding"] + cells["rows"]["vqa"]
+    assert sorted(ids(first_pass[:first_round])) == sorted(set(ids(first_pass)))
+    assert {r["task"] for r in first_pass[first_round:]} == {"grounding"}
     table = mixture.markdown(plan)
     assert f"| synth_cells | {cells['rows']['grounding']} | {cells['rows']['vqa']} | {cells['weighted_rows']} | 300 |" in table
     assert "**400** samples planned (explicit weighting)" in table

@@ -14,8 +14,9 @@ What the stream is, for a given plan (hence corpus version) and seed:
 
 - **Within a source**, pass ``p`` visits the source's shards in a permutation seeded by (seed, source,
   p); inside a shard, its eligible rows are taken in windows of ``shuffle_window`` rows, each window
-  shuffled (a row of a task with ``task_weights`` ``k`` appears ``k`` times in it). Passes follow one
-  another forever, so a source whose quota exceeds its rows is passed over again in a new order.
+  shuffled. A task with ``task_weights`` ``k`` is visited in ``k`` rounds of the pass, each in its own
+  order, so its copies are spread through the pass. Passes follow one another forever, so a source
+  whose quota exceeds its rows is passed over again in a new order.
 - **Across sources**, sample ``j`` of source ``s`` sits at key ``(j + u) / quota_s``, ``u`` a hash of
   (seed, s, j) in [0, 1); the stream is every source's samples merged by key. Each pass of the mixture
   (``planned_samples`` positions) then holds each source's quota, spread evenly through it, and the
@@ -66,14 +67,19 @@ def _rng(*parts) -> np.random.Generator:
 
 
 class SourceStream:
-    """One source's samples in stream order, from any sample number on (see the module doc)."""
+    """One source's samples in stream order, from any sample number on (see the module doc).
+
+    A pass is ``max(task repeats)`` rounds; round ``m`` visits the rows whose task repeats more than
+    ``m`` times, so the copies of a repeated row are spread through the pass, one per round.
+    """
 
     def __init__(self, name: str, info: dict, *, seed: int, window: int, repeats: dict[str, int], split: str):
         self.name, self.seed, self.window, self.split = name, seed, window, split
         self.repeats = repeats
-        self.shards = [(Path(s["path"]), sum(n * repeats.get(t, 1) for t, n in s["rows"].items()))
-                       for s in info["shards"]]
-        self.per_pass = sum(weighted for _, weighted in self.shards)
+        self.paths = [Path(s["path"]) for s in info["shards"]]
+        self.rounds = [[sum(n for t, n in s["rows"].items() if repeats.get(t, 1) > m) for s in info["shards"]]
+                       for m in range(max(repeats.values(), default=1))]
+        self.per_pass = sum(map(sum, self.rounds))
         if self.per_pass == 0:
             raise ValueError(f"source {name!r} has no eligible rows")
 
@@ -81,35 +87,34 @@ class SourceStream:
         """Rows from the source's ``sample``-th on (0-based), endlessly."""
         passes, offset = divmod(sample, self.per_pass)
         while True:
-            order = _rng(self.seed, self.name, "pass", passes).permutation(len(self.shards))
-            for shard_index in order:
-                path, weighted = self.shards[shard_index]
-                if offset >= weighted:
-                    offset -= weighted
+            for round_, sizes in enumerate(self.rounds):
+                if offset >= sum(sizes):
+                    offset -= sum(sizes)
                     continue
-                yield from self._shard_rows(path, passes, int(shard_index), offset)
-                offset = 0
+                order = _rng(self.seed, self.name, "pass", passes, round_).permutation(len(self.paths))
+                for shard_index in order:
+                    if offset >= sizes[shard_index]:
+                        offset -= sizes[shard_index]
+                        continue
+                    yield from self._shard_rows(int(shard_index), (passes, round_), offset)
+                    offset = 0
             passes += 1
 
-    def _shard_rows(self, path: Path, passes: int, shard_index: int, skip: int) -> Iterator[dict]:
-        """One shard's rows in window-shuffled order, skipping the first ``skip`` samples."""
+    def _shard_rows(self, shard_index: int, turn: tuple[int, int], skip: int) -> Iterator[dict]:
+        """One shard's rows of a round in window-shuffled order, skipping the first ``skip``."""
+        path = self.paths[shard_index]
         cheap = pq.read_table(path, columns=["split", "task"])
+        tasks = [t for t, n in self.repeats.items() if n > turn[1]]
         keep = pc.and_(pc.equal(cheap.column("split"), self.split),
-                       pc.is_in(cheap.column("task"), value_set=_string_array(list(self.repeats))))
+                       pc.is_in(cheap.column("task"), value_set=_string_array(tasks)))
         eligible = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
-        tasks = cheap.column("task").to_pylist()
         reader = _ShardReader(path)
-        for start in range(0, len(eligible), self.window):
+        for start in range(skip - skip % self.window, len(eligible), self.window):
             rows = eligible[start:start + self.window]
-            expanded = np.repeat(np.arange(len(rows)), [self.repeats[tasks[i]] for i in rows])
-            if skip >= len(expanded):
-                skip -= len(expanded)
-                continue
-            order = _rng(self.seed, self.name, "window", passes, shard_index, start).permutation(expanded)
+            order = _rng(self.seed, self.name, "window", *turn, shard_index, start).permutation(len(rows))
             window_rows = reader.take(rows.tolist())
-            for position in order[skip:]:
+            for position in order[max(0, skip - start):]:
                 yield window_rows[position]
-            skip = 0
 
 
 class _ShardReader:

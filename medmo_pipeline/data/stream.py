@@ -167,8 +167,7 @@ class MixtureStream:
 
     def counts_at(self, position: int) -> list[int]:
         """Samples of each source among the stream's first ``position``."""
-        counts, heap = self._seek(position)
-        return counts
+        return self._seek(position)[0]
 
     def _seek(self, position: int) -> tuple[list[int], list]:
         # Below threshold t, source s has floor(t q_s) samples, plus one if the next one's jitter is
@@ -254,10 +253,10 @@ def trainer_dataset(stream: MixtureStream, *, features, to_example: Callable[[di
 
     def generate(part: list[int]):
         for rank in part:
-            example, index = starts.get(rank, (0, 0))
+            example, first = starts.get(rank, (0, 0))
             log = open(sample_log, "a") if sample_log else None  # noqa: SIM115 - closed below
             try:
-                for index, row in stream.rows(index, rank=rank, world=world):
+                for index, row in stream.rows(first, rank=rank, world=world):
                     item = to_example(row)
                     if item is None:
                         continue

@@ -202,7 +202,7 @@ def _stream_variants() -> dict[str, bytes]:
 def test_one_call_and_piecewise_inflate_agree(name, monkeypatch):
     """libdeflate's one-call inflate and zlib's piecewise one give every pixel stream the same verdict
     (a stream libdeflate does not take is judged by zlib's path); both keep what PIL decodes."""
-    import medmo_pipeline.data.images as images
+    from medmo_pipeline.data import images
 
     stream = _stream_variants()[name]
     data = png_of(IHDR, chunk(b"IDAT", stream[:9]), chunk(b"IDAT", stream[9:]), IEND)

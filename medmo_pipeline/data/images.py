@@ -6,8 +6,9 @@ by the adapters (``pixels.dicom_entry``, ``pixels.png16_entry``, re-exported her
 follows the sample contract: {bytes, path, width, height, sha256}.
 
 The cost of inspecting one file is bounded before any pixel is decoded: the header's size against
-``ImageLimits.max_pixels`` (``image_limits``), a PNG's pixel stream inflated in pieces up to the size
-its header declares and no further, its text and ICC chunks within PIL's own bounds.
+``ImageLimits.max_pixels`` (``image_limits``), a PNG's pixel stream inflated up to the size its
+header declares and no further (``pixel_stream_fault``), its text and ICC chunks within PIL's own
+bounds.
 """
 
 from __future__ import annotations

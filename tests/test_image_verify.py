@@ -183,11 +183,13 @@ def _stream_variants() -> dict[str, bytes]:
     """Pixel streams for the 16 x 12 greyscale IHDR, valid and not."""
     rows = bytes(12 * 17)
     whole = zlib.compress(rows)
+    small_window = zlib.compressobj(wbits=9)
     bad_filter = bytearray(rows)
     bad_filter[17 * 5] = 5
     return {
         "valid": whole,
         "without its Adler-32": whole[:-4],  # PIL stops once it has the pixels
+        "a 512-byte window": small_window.compress(rows) + small_window.flush(),
         "one row short": zlib.compress(rows[:-17]),
         "one byte long": zlib.compress(rows + b"\0"),
         "unknown filter type": zlib.compress(bytes(bad_filter)),
@@ -219,5 +221,5 @@ def test_one_call_and_piecewise_inflate_agree(name, monkeypatch):
         except ImageError as error:
             assert error.reason == "image_undecodable" and "pixel data" in error.detail
             verdicts.append(False)
-    assert verdicts[0] == verdicts[1] == (name in ("valid", "without its Adler-32"))
+    assert verdicts[0] == verdicts[1] == (name in ("valid", "without its Adler-32", "a 512-byte window"))
     assert not verdicts[0] or pil_decodes

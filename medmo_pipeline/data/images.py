@@ -180,7 +180,7 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     The stream must inflate to exactly the filtered size the header declares, and each scanline's
     filter type be 0-4 (checked for non-interlaced images), as PIL's decoder needs. A stream of up
     to ``_WHOLE_INFLATE_LIMIT`` bytes is first inflated in one call by libdeflate (into a buffer of
-    the declared size, several times faster than zlib); whatever that does not accept (including
+    the declared size, faster than zlib; see ``_whole_stream_fault``); whatever that leaves (including
     streams PIL would still read, such as one without its Adler-32) and larger streams are inflated
     by zlib ``_INFLATE_PIECE`` bytes at a time, never past the declared size, so memory stays bounded.
     """
@@ -195,16 +195,9 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
         stride = 1 + -(-width * bits // 8)
         expected = height * stride
     if expected <= _WHOLE_INFLATE_LIMIT:
-        stream = view[spans[0][0]:spans[0][1]] if len(spans) == 1 else b"".join(view[a:b] for a, b in spans)
-        try:
-            pixels = _whole_inflate(stream, expected)  # never writes past ``expected`` bytes
-        except DeflateError:
-            pass  # the piecewise inflate below decides (it accepts what PIL accepts) and says why
-        else:
-            if len(pixels) == expected:  # a valid stream, its Adler-32 checked, of exactly the declared size
-                if stride and int(np.frombuffer(pixels, np.uint8)[::stride].max()) > 4:
-                    return "a scanline with an unknown filter type"
-                return ""
+        fault = _whole_stream_fault(view, spans, expected, stride)
+        if fault is not None:
+            return fault
     inflater, produced = zlib.decompressobj(), 0
     try:
         for low, high in spans:
@@ -223,6 +216,26 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
         return f"zlib: {error}"
     if produced < expected:
         return f"inflates to {produced} of the {expected} bytes its header declares"
+    return ""
+
+
+def _whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected: int, stride: int) -> str | None:
+    """``pixel_stream_fault`` from one libdeflate call, or None where zlib's piecewise inflate must
+    decide: a stream libdeflate does not accept (zlib accepts some of them, as PIL does, and names
+    the fault of the others), or one whose header declares a window smaller than 32 KiB and than
+    the image (zlib holds only that window; libdeflate does not check distances against it)."""
+    stream = view[spans[0][0]:spans[0][1]] if len(spans) == 1 else b"".join(view[a:b] for a, b in spans)
+    window_bits = stream[0] >> 4 if len(stream) else 0
+    if window_bits != 7 and 1 << (window_bits + 8) < expected:
+        return None
+    try:
+        pixels = _whole_inflate(stream, expected)  # never writes past ``expected`` bytes
+    except DeflateError:
+        return None
+    if len(pixels) != expected:  # a valid stream, its Adler-32 checked, but short
+        return None
+    if stride and int(np.frombuffer(pixels, np.uint8)[::stride].max()) > 4:
+        return "a scanline with an unknown filter type"
     return ""
 
 

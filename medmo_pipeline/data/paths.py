@@ -26,6 +26,12 @@ def _relative_parts(text: str, what: str) -> tuple[str, ...]:
     return parts
 
 
+def check_relative(text: str) -> None:
+    """Refuse a path from a data file that is absolute or climbs with '..', before any prefix is
+    put in front of it (``images//etc/passwd`` would otherwise look relative)."""
+    _relative_parts(text, "path")
+
+
 def _check_inside(root_resolved: Path, path: Path, text: str) -> None:
     target = path.resolve()
     if target != root_resolved and root_resolved not in target.parents:

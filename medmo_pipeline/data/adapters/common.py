@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
-from medmo_pipeline.data.paths import UnsafePathError, safe_join
+from medmo_pipeline.data.paths import UnsafePathError, check_relative, safe_join
 
 IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -265,6 +265,7 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     value = value.strip()
     if options.image_extension:
         value = str(Path(value).with_suffix(options.image_extension)) if Path(value).suffix else value
+    check_relative(value)
     relative = f"{options.image_dir.rstrip('/')}/{value}" if options.image_dir else value
     path = safe_join(root, relative)
     if not path.is_file():

@@ -66,7 +66,10 @@ def _classes(root: Path, options: Options) -> list[str]:
     if not options.classes_file:
         return list(options.classes)
     names = yaml.safe_load(safe_join(root, options.classes_file).read_text(encoding="utf-8"))["names"]
-    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    if isinstance(names, dict):  # {index: name}, indices possibly sparse: a class keeps its index
+        table = {int(index): str(name) for index, name in names.items()}
+        return [table.get(index, str(index)) for index in range(max(table, default=-1) + 1)]
+    return list(names)
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -152,7 +152,7 @@ def _csv(path: Path, file: str, delimiter: str) -> Iterator[dict | RowQuarantine
                 yield RowQuarantined("malformed_record", f"CSV: {error}", file, f"row {number}")
                 continue
             number += 1
-            if not any(value.strip() for value in values):
+            if not values:  # a blank line is no record (a row of empty fields is one)
                 continue
             record = dict(zip(names, values, strict=False))
             if any(_has_surrogates(value) for value in values):
@@ -201,6 +201,8 @@ def row_problem(error: Exception, file: str, where: str) -> RowQuarantined:
         reason, detail = "bad_number", str(error)
     elif isinstance(error, KeyError):
         reason, detail = "missing_field", f"no field {error}"
+    elif type(error).__name__ == "UnidentifiedImageError":  # PIL's, an OSError: the bytes are no image
+        reason, detail = "image_undecodable", str(error)
     elif isinstance(error, OSError):
         reason, detail = "unreadable_file", f"{type(error).__name__}: {error}"
     else:

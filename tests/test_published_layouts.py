@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_formats import jpeg_bytes, png_bytes, write_file
@@ -233,3 +234,78 @@ def test_skipped_classes_are_counted(tmp_path, curate):
     write_file(root, "labels/0001_1297860395_01_WRI-L1_M014.txt", "3 0.5 0.5 0.25 0.5\r\n8 0.9 0.1 0.1 0.1\r\n")
     report = curate("grazpedwri_dx")
     assert report["rows_kept"] == 1 and report["filtered_by_reason"] == {"class": 1} and accounted(report)
+
+
+# ---- more published layouts: IU-Xray, DeepLesion, VQA-Med 2019, ROCOv2 --------------------------
+
+def test_iu_xray_kaggle_csvs_with_quoted_multiline_fields_and_a_missing_projection(tmp_path, curate):
+    root = dataset(tmp_path, "iu_xray")
+    write_file(root, "indiana_reports.csv",
+               "uid,MeSH,Problems,image,indication,comparison,findings,impression\r\n"
+               "1,normal,normal,Xray Chest PA and Lateral,Positive TB test,None.,\"The cardiac silhouette and "
+               "mediastinum size are within normal limits. There is no pulmonary edema.\",Normal chest x-XXXX.\r\n"
+               "2,Cardiomegaly/borderline,Cardiomegaly,\"Chest, 2 views, frontal and lateral\",Preop.,None.,"
+               "\"Borderline cardiomegaly.\nClear lungs.\",No acute pulmonary findings.\r\n"
+               "3,normal,normal,\"CHEST PA and LATERAL: on XXXX, XXXX. \",Shortness of breath.,,,"
+               "The lungs appear clear.\r\n")
+    write_file(root, "indiana_projections.csv", "uid,filename,projection\n"
+               "1,1_IM-0001-4001.dcm.png,Frontal\n1,1_IM-0001-3001.dcm.png,Lateral\n2,2_IM-0652-1001.dcm.png,Frontal\n")
+    for seed, name in enumerate(["1_IM-0001-4001.dcm.png", "1_IM-0001-3001.dcm.png", "2_IM-0652-1001.dcm.png"]):
+        write_file(root, f"images/images_normalized/{name}", png_bytes(seed=seed))
+    report = curate("iu_xray")
+    rows = {row["id"]: row for row in kept_rows(report)}
+    assert len(rows["iu_xray:1"]["images"]) == 2
+    assert rows["iu_xray:2"]["messages"][1]["content"] == (
+        "Findings: Borderline cardiomegaly.\nClear lungs.\nImpression: No acute pulmonary findings.")
+    assert [(q["reason"], q["record"]) for q in quarantine(report)] == [("missing_join_key", "row 3")]
+    assert accounted(report)
+
+
+def test_deeplesion_nan_box_row_is_quarantined_and_its_slice_keeps_the_others(tmp_path, curate):
+    from fixtures_formats import DL_COLUMNS, png16_bytes
+
+    root = dataset(tmp_path, "deeplesion")
+    hu = np.full((64, 64), -1000, dtype=np.int32)
+    write_file(root, "Images_png/000001_01_01/103.png", png16_bytes(hu + 32768))
+    base = ["000001_01_01_103.png", 1, 1, 1, 103, "", "", "", "", 4, 0, "98, 108", "0.8, 0.8, 5", "64, 64",
+            "-175, 275", "F", 51, 1]
+    rows = [base[:6] + ["16.5, 16.5, 39.5, 39.5"] + base[7:],
+            base[:6] + ["nan, 3, 10, 12"] + base[7:],   # a second annotator's box, broken
+            base[:6] + ["20, 20, 30, 30"] + base[7:]]
+    with open(root / "DL_info.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DL_COLUMNS)
+        writer.writerows(rows)
+    report = curate("deeplesion")
+    (row,) = kept_rows(report)
+    assert len(row["boxes"]) == 2
+    assert [(q["file"], q["record"], q["reason"]) for q in quarantine(report)] == [("DL_info.csv", "row 2", "box_nan")]
+
+
+def test_vqa_med_2019_pipe_lines_with_crlf_and_a_broken_line(tmp_path, curate, monkeypatch):
+    monkeypatch.setenv("IMAGECLEF_AGREEMENT", "accepted")
+    root = dataset(tmp_path, "vqa_med_2019")
+    write_file(root, "Training/All_QA_Pairs_train.txt",
+               b"synpic41148|which plane is the image shown in?|axial\r\n"
+               b"synpic43984|what abnormality is seen in the image?|enchondroma|extra\r\n"
+               b"\r\nsynpic9999|is this \xff a question?|yes\r\n")
+    write_file(root, "Training/Train_images/synpic41148.jpg", jpeg_bytes())
+    report = curate("vqa_med_2019")
+    assert [row["answer"] for row in kept_rows(report)] == ["axial"]
+    assert sorted((q["reason"], q["record"]) for q in quarantine(report)) == [
+        ("invalid_utf8", "line 4"), ("malformed_record", "line 2")]
+
+
+def test_rocov2_hub_parquet_with_embedded_images(tmp_path, curate):
+    root = dataset(tmp_path, "roco_v2")
+    (root / "data").mkdir(parents=True)
+    table = pa.Table.from_pylist([
+        {"image": {"bytes": jpeg_bytes(seed=1), "path": "ROCOv2_2023_train_000001.jpg"}, "image_id": "ROCOv2_2023_train_000001",
+         "caption": "Head CT demonstrating left parotiditis.", "cui": ["C0040405"]},
+        {"image": {"bytes": jpeg_bytes(seed=2), "path": "ROCOv2_2023_train_000002.jpg"}, "image_id": "ROCOv2_2023_train_000002",
+         "caption": "Axial computed tomography scan of the pelvis showing a diffuse infiltration.", "cui": ["C0040405"]}])
+    pq.write_table(table, root / "data" / "train-00000-of-00027.parquet")
+    report = curate("roco_v2")
+    assert report["rows_kept"] == 2 and accounted(report)
+    assert sorted(row["id"] for row in kept_rows(report)) == ["roco_v2:ROCOv2_2023_train_000001",
+                                                              "roco_v2:ROCOv2_2023_train_000002"]

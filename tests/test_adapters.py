@@ -76,7 +76,7 @@ def test_vqa_closed_yes_no_gets_choices_open_gets_none(tmp_path):
     build_fixture("vqa", tmp_path, options)
     rows = list(iter_samples("vqa", tmp_path, options))
     closed = [r for r in rows if r["answer"] == "yes"]
-    opened = [r for r in rows if r["answer"] == "left lung"]
+    opened = [r for r in rows if r["answer"] == "Left lung"]  # open answers keep their case
     assert closed and all(r["choices"] == ["yes", "no"] for r in closed)
     assert opened and all(r["choices"] == [] for r in opened)
 

@@ -226,3 +226,17 @@ def test_missing_image_file_is_left_to_curation(tmp_path):
     assert row["images"][0]["bytes"] is None
     report = curate([row], tmp_path / "out", source="x", shard_rows=10)
     assert report["quarantined_by_reason"] == {"image_missing": 1}
+
+
+def test_headerless_tsv_columns_and_answer_lists(tmp_path):
+    """ROCO's captions.txt has no header row (``columns`` names them); MIMIC-CXR-VQA answers are lists."""
+    write_file(tmp_path, "captions.txt", "ROCO_00002\t Computed tomography of the chest, axial.\r\n")
+    write_file(tmp_path, "images/ROCO_00002", png_bytes())
+    options = {"file": "captions.txt", "format": "tsv", "columns": ["id", "caption"], "id_field": "id",
+               "image_field": "id", "image_dir": "images"}
+    (row,) = iter_samples("caption", tmp_path, options)
+    assert row["id"] == "ROCO_00002" and row["messages"][1]["content"] == "Computed tomography of the chest, axial."
+    write_file(tmp_path, "train.json", json.dumps([{"idx": 7, "image_path": "images/ROCO_00002", "question": "Where?",
+                                                    "answer": ["left lung", "right lung"]}]))
+    (row,) = iter_samples("vqa", tmp_path, {"file": "train.json", "image_field": "image_path", "id_field": "idx"})
+    assert row["answer"] == "left lung, right lung"

@@ -130,7 +130,8 @@ def build_vqa(root: Path, options) -> int:
         records.append(record)
     expected = len(records)
     if options.language_field:  # one record in another language, filtered out
-        records.append({**records[0], options.language_field: "zh"})
+        other = "en" if options.language == "zh" else "zh"
+        records.append({**records[0], options.language_field: other, options.question_field: "哪个器官不正常？"})
     if options.delimiter_fields:
         lines = [f"{r[options.image_field]}|{r[options.question_field]}|{r[options.answer_field]}" for r in records]
         write_file(root, options.file, "\n".join(lines) + "\n")

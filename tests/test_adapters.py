@@ -26,6 +26,8 @@ from medmo_pipeline.data.schema import validate_row
 REGISTRY = load_registry()
 CASES = [pytest.param(entry, spec, id=f"{entry.name}-{spec.family}")
          for entry in REGISTRY.datasets for spec in entry.adapters]
+CASES += [pytest.param(entry, spec, id=f"{entry.name}@{version}-{spec.family}")
+          for entry in REGISTRY.datasets for version, layout in entry.other_versions.items() for spec in layout.adapters]
 
 
 def pixels(entry: dict) -> np.ndarray:

@@ -309,3 +309,30 @@ def test_rocov2_hub_parquet_with_embedded_images(tmp_path, curate):
     assert report["rows_kept"] == 2 and accounted(report)
     assert sorted(row["id"] for row in kept_rows(report)) == ["roco_v2:ROCOv2_2023_train_000001",
                                                               "roco_v2:ROCOv2_2023_train_000002"]
+
+
+def test_one_bad_byte_in_a_json_file_costs_one_record_and_header_case_is_forgiven(tmp_path, curate):
+    root = dataset(tmp_path, "vqa_rad")
+    records = [{"qid": 1, "image_name": "synpic1.jpg", "question": "Is this normal?", "answer": "no",
+                "answer_type": "CLOSED"},
+               {"qid": 2, "image_name": "synpic1.jpg", "question": "Is there BADBYTE here?", "answer": "yes",
+                "answer_type": "CLOSED"}]
+    write_file(root, "VQA_RAD Dataset Public.json", json.dumps(records).replace("BADBYTE", "\\u00e9").encode()
+               .replace(b"\\u00e9", b"\xe9"))
+    write_file(root, "VQA_RAD Image Folder/synpic1.jpg", jpeg_bytes())
+    report = curate("vqa_rad")
+    assert report["rows_kept"] == 1 and [(q["reason"], q["record"]) for q in quarantine(report)] == [
+        ("invalid_utf8", "row 2")]
+    iu = dataset(tmp_path, "iu_xray")  # a re-export spelling two headers differently
+    write_file(iu, "indiana_reports.csv", "UID,Findings ,impression\n1,Clear lungs.,Normal.\n")
+    write_file(iu, "indiana_projections.csv", "uid,FileName,projection\n1,1_IM.png,Frontal\n")
+    write_file(iu, "images/images_normalized/1_IM.png", png_bytes())
+    (row,) = kept_rows(curate("iu_xray"))
+    assert row["messages"][1]["content"] == "Findings: Clear lungs.\nImpression: Normal."
+
+
+def test_a_corrupt_parquet_file_stops_its_partition_naming_the_dataset(tmp_path, curate):
+    write_file(dataset(tmp_path, "pathvqa"), "data/train-00000-of-00002.parquet", b"PAR1 truncated")
+    with pytest.raises(SourceUnavailable, match=r"dataset 'pathvqa'.*ArrowInvalid.*huggingface-cli download"):
+        curate("pathvqa")
+    assert not (tmp_path / "corpus" / "pathvqa").exists()

@@ -127,8 +127,8 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
 
 
 def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantined]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    try:  # bytes that are not UTF-8 stay as surrogates: curation quarantines the record holding them
+        data = json.loads(path.read_bytes().decode("utf-8-sig", errors="surrogateescape"))
         records = data[json_key] if json_key else data
     except (ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
@@ -161,11 +161,25 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = ()) -> 
             number += 1
             if not values:  # a blank line is no record (a row of empty fields is one)
                 continue
-            record = dict(zip(names, values, strict=False))
+            record = CsvRecord(zip(names, values, strict=False))
             if any(_has_surrogates(value) for value in values):
                 yield RowQuarantined("invalid_utf8", "bytes that are not UTF-8", file, f"row {number}")
             else:
                 yield record
+
+
+class CsvRecord(dict):
+    """A CSV row whose ``get`` also finds a column named with other case or spacing ("Image index"
+    for "Image Index"): exports of the same release differ in header spelling."""
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        wanted = " ".join(str(key).split()).casefold()
+        for name, value in self.items():
+            if " ".join(name.split()).casefold() == wanted:
+                return value
+        return default
 
 
 def _has_surrogates(value: str) -> bool:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from medmo_pipeline.config import CorpusRecipe
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.build import source_checks, source_metadata
 from medmo_pipeline.data.registry import SourceUnavailable, load_registry
 from medmo_pipeline.data.sources import curate_source
 
@@ -223,6 +224,10 @@ def test_rows_left_out_on_purpose_are_counted_by_reason(tmp_path, curate):
     write_file(root, "imgs/xmlab1/detection.json", json.dumps([{"Liver": [5, 6, 20, 10]}]))
     report = curate("slake")
     assert report["filtered_by_reason"] == {"language": 1} and report["rows_kept"] == 2 and accounted(report)
+    passed, note = source_checks(report, max_quarantine_rate=0.05)["rows_accounted"]
+    assert passed and note.startswith("3 in = 2 kept + 0 quarantined + 1 filtered")
+    metadata = source_metadata(report, "code", 0.0)
+    assert metadata["filtered"] == 1 and "| language | 1 |" in metadata["filtered_by_reason"]
     bilingual = curate("slake", "bilingual")
     assert "肝脏" in [row["answer"] for row in kept_rows(bilingual)] and bilingual["filtered"] == 0
 

@@ -341,3 +341,17 @@ def test_a_corrupt_parquet_file_stops_its_partition_naming_the_dataset(tmp_path,
     with pytest.raises(SourceUnavailable, match=r"dataset 'pathvqa'.*ArrowInvalid.*huggingface-cli download"):
         curate("pathvqa")
     assert not (tmp_path / "corpus" / "pathvqa").exists()
+
+
+def test_cell_tracking_frames_without_gold_segmentation_are_filtered_not_quarantined(tmp_path, curate):
+    root = dataset(tmp_path, "ctc")
+    mask = np.zeros((32, 32), dtype=np.uint16)
+    mask[2:6, 3:9], mask[20:30, 10:12] = 1, 7  # instance ids, as man_segNNN.tif holds them
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="TIFF")
+    for frame in ("t000", "t001", "t002"):
+        write_file(root, f"images/{frame}.png", png_bytes(32, 32, seed=int(frame[1:])))
+    write_file(root, "masks/t001.tif", buffer.getvalue())  # gold SEG exists for some frames only
+    report = curate("ctc")
+    assert report["rows_kept"] == 1 and report["filtered_by_reason"] == {"unannotated": 2} and accounted(report)
+    assert len(kept_rows(report)[0]["boxes"]) == 2

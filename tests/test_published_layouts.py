@@ -99,7 +99,8 @@ def test_a_non_finite_box_coordinate_quarantines_its_row_naming_file_and_row(tmp
              "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661,,,",
              "00014716_007.png,Atelectasis,686.101694915254,inf,185.491525423729,313.491525423729,,,",
              "00014716_007.png,Nodule,100,100,50,40,,,",
-             "00029817_009.png,Infiltrate,nan,1e400,20,20,,,"]
+             "00029817_009.png,Infiltrate,nan,1e400,20,20,,,",
+             "00030805_000.png,No Finding,nan,nan,nan,nan,,,"]  # a negative image, as box lists write it
     write_file(root, "BBox_List_2017.csv", "\r\n".join(lines) + "\r\n")
     for name in ("00013118_008.png", "00014716_007.png", "00029817_009.png"):
         write_file(root, f"images/{name}", _blank_png())
@@ -108,7 +109,7 @@ def test_a_non_finite_box_coordinate_quarantines_its_row_naming_file_and_row(tmp
         "nih_chest_xray:00013118_008.png:Atelectasis", "nih_chest_xray:00014716_007.png:Nodule"]
     problems = sorted((q["file"], q["record"], q["reason"]) for q in quarantine(report))
     assert problems == [("BBox_List_2017.csv", "row 2", "box_nan"), ("BBox_List_2017.csv", "row 4", "box_nan")]
-    assert accounted(report)
+    assert report["filtered_by_reason"] == {"no_finding": 1} and accounted(report)
 
 
 # ---- PMC-VQA: v2 columns (default) and v1, option prefixes --------------------------------------

@@ -166,7 +166,25 @@ def gold_from_text(row: dict, answer_types: Iterable[str], box_scale: str | None
         if box_scale is None:
             raise ValueError("answer type 'boxes' needs the reply's box scale (answers.box_scale)")
         row = with_boxes_from_reply(row, box_scale)
+        row = with_model_scale_reply(row)
     return row
+
+
+def with_model_scale_reply(row: dict) -> dict:
+    """A grounding row whose reference reply is rewritten in the form and scale the model answers
+    in (``label <box>[[x1, y1, x2, y2]]</box>``, 0-1000 of the first image), from its pixel boxes:
+    a benchmark's own reply form and scale (MedSG's pixel ``<|box_start|>`` pairs) never reach a
+    prediction or a per-sample reference, and the gold reply scores as a perfect answer."""
+    if row["task"] != "grounding" or not row["boxes"] or not row["images"]:
+        return row
+    width, height = row["images"][0]["width"], row["images"][0]["height"]
+    if width <= 0 or height <= 0:
+        return row
+    label = next((box.get("label") for box in row["boxes"] if box.get("label")), "") or ""
+    relative = [box_scale.pixels_to_relative((b["x1"], b["y1"], b["x2"], b["y2"]), width, height) for b in row["boxes"]]
+    reply = box_scale.format_box_answer(label, relative).strip()
+    answer = reply if row["answer"] == row["messages"][-1]["content"] else row["answer"]
+    return {**row, "messages": [*row["messages"][:-1], {**row["messages"][-1], "content": reply}], "answer": answer}
 
 
 def unreadable_grounding_reason(row: dict) -> str | None:

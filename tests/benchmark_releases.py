@@ -142,8 +142,8 @@ def omnimedvqa(root: Path) -> Release:
 
 
 def medxpertqa_mm(root: Path) -> Release:
-    records = [{"id": f"MM-{i}", "question": f"A patient presents. What is it?\nAnswer Choices: (A) Sarcoidosis "
-                f"(B) Lymphoma (C) Tuberculosis (D) Histoplasmosis (E) Melanoma",
+    records = [{"id": f"MM-{i}", "question": "A patient presents. What is it?\nAnswer Choices: (A) Sarcoidosis "
+                "(B) Lymphoma (C) Tuberculosis (D) Histoplasmosis (E) Melanoma",
                 "options": {"A": "Sarcoidosis", "B": "Lymphoma", "C": "Tuberculosis", "D": "Histoplasmosis",
                             "E": "Melanoma"},
                 "label": "BC"[i], "images": [f"MM-{i}-a.jpeg", f"MM-{i}-b.jpeg"], "medical_task": "Diagnosis",
@@ -230,11 +230,12 @@ def mimic_cxr(root: Path) -> Release:
                                    "consolidation.\n\n IMPRESSION: No acute cardiopulmonary process.\n",
         "p10/p10000032/s53189527": "FINAL REPORT\n FINDINGS: Stable cardiomegaly.\n IMPRESSION: Stable.\n",
         "p10/p10000035/s51234567": "",  # an empty report: the protocol excludes it
+        "p10/p10000040/s52222222": "FINDINGS AND IMPRESSION: Lungs are clear without effusion or pneumothorax.\n",
     }
     for i, (study, text) in enumerate(reports.items()):
         write_file(root, f"files/{study}.txt", text)
         write_file(root, f"files/{study}/02aa804e-bde0afdd-{i}.jpg", jpeg_bytes(seed=i))
-    return Release(2, {"empty_reference": 1})
+    return Release(3, {"empty_reference": 1})
 
 
 def chexpert_plus(root: Path) -> Release:

@@ -27,10 +27,21 @@ from pathlib import Path
 
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.paths import safe_glob
-from medmo_pipeline.evaluation.checks import BenchmarkLoadError, exclusion, missing_image, raise_problems, unreadable_gold
+from medmo_pipeline.evaluation.checks import (
+    BenchmarkLoadError,
+    exclusion,
+    missing_image,
+    raise_problems,
+    unreadable_gold,
+)
 from medmo_pipeline.evaluation.gold import check_grounding_gold, gold_from_text
 from medmo_pipeline.evaluation.readers import reader
-from medmo_pipeline.evaluation.registry import Benchmark, BenchmarkLoader, load_registry, resolve_benchmark_dir
+from medmo_pipeline.evaluation.registry import (
+    Benchmark,
+    BenchmarkLoader,
+    load_registry,
+    resolve_benchmark_dir,
+)
 from medmo_pipeline.home import medmo_home
 
 

@@ -37,6 +37,8 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
                 "plot": dg.MetadataValue.path(str(result["png"])),
                 "plot_qa": dg.MetadataValue.path(str(result["qa_png"])),
                 "plot_reports_grounding": dg.MetadataValue.path(str(result["reports_grounding_png"])),
+                "paper_table": dg.MetadataValue.md(result["paper_table"].round(1).to_markdown()),
+                "plot_paper": dg.MetadataValue.path(str(result["paper_png"])),
                 **{f"{row}.{col}": float(table.loc[row, col]) for row in table.index for col in table.columns
                    if table.loc[row, col] == table.loc[row, col]},
             }

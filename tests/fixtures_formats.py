@@ -115,10 +115,10 @@ def build_vqa(root: Path, options) -> int:
                   options.answer_field: "yes" if i % 2 else "left lung"}
         if options.answer_type_field:
             record[options.answer_type_field] = "CLOSED" if i % 2 else "OPEN"
-        if options.option_fields:
+        if options.option_fields:  # PMC-VQA writes each option's letter into it: "A:Diffuse uptake"
             for j, field in enumerate(options.option_fields):
-                record[field] = f"option {j} of {i}"
-            record[options.answer_field] = {"letter": "B", "index": "1", "text": f"option 1 of {i}"}[
+                record[field] = f"{'ABCD'[j]}:option {j} of {i}, with a comma"
+            record[options.answer_field] = {"letter": "B", "auto": "B", "index": "1", "text": f"option 1 of {i}"}[
                 options.answer_format]
         if options.id_field:
             record[options.id_field] = f"q{i}"
@@ -194,12 +194,16 @@ def build_text_instruction(root: Path, options) -> int:
 def build_report(root: Path, options) -> int:
     if options.layout == "study_folders":
         base = f"{options.image_dir}/p10/p10000032" if options.image_dir else "p10/p10000032"
-        for s in range(2):
-            write_file(root, f"{base}/s5000000{s}.txt",
-                       f"WET READ: none\n FINDINGS: Lungs are clear {s}.\n IMPRESSION: No acute process {s}.\n")
+        reports = [f"WET READ: none\n FINDINGS: Lungs are clear {s}.\n IMPRESSION: No acute process {s}.\n"
+                   for s in range(2)]
+        # About 10k real reports have one combined section; PhysioNet's files are LF, copies may be CRLF.
+        reports.append("                                 FINAL REPORT\r\n EXAMINATION:  CHEST (PA AND LAT)\r\n \r\n"
+                       " FINDINGS AND IMPRESSION:  Heart size is normal.  No pneumothorax.\r\n")
+        for s, report in enumerate(reports):
+            write_file(root, f"{base}/s5000000{s}.txt", report)
             write_file(root, f"{base}/s5000000{s}/view1.dcm", Path(get_testdata_files("CT_small.dcm")[0]).read_bytes())
             write_file(root, f"{base}/s5000000{s}/view2.jpg", jpeg_bytes(seed=s))
-        return 2
+        return len(reports)
     records = []
     for i in range(3):
         record = {options.findings_field: f"Heart size normal {i}.", options.impression_field: f"No acute disease {i}."}

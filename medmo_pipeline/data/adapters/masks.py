@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.paths import safe_join
 
-from .common import AdapterOptions, limited, load_image
+from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only
 from .grounding import grounding_rows
 
 
@@ -26,16 +27,25 @@ class Options(AdapterOptions):
     modality: str = "microscopy"
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    images = sorted(p for p in safe_join(root, options.image_dir).iterdir() if p.is_file())
-    for _, image_path in limited(iter(images), options):
-        mask_path = safe_join(root, f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}")
-        if not mask_path.is_file():
-            continue
+    image_dir = safe_join(root, options.image_dir)
+    if not image_dir.is_dir():
+        raise SourceLayoutError(f"{options.image_dir} is missing under {root}")
+    images = sorted(p for p in image_dir.iterdir() if p.is_file())
+
+    def convert(where: str, image_path: Path) -> list:
+        mask_name = f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"
+        mask_path = safe_join(root, mask_name)
+        if not mask_path.is_file():  # an image without its mask: nothing to ground, said so
+            return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir, where)]
         entry = load_image(root, image_path.name, options)
         boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]
-        yield from grounding_rows(image_path.stem, entry, boxes, options)
+        return list(grounding_rows(image_path.stem, entry, boxes, options))
+
+    records = ((f"{options.image_dir}/{path.name}", path) for _, path in limited(iter(images), options))
+    yield from guarded(records, options.image_dir, convert)
 
 
 def instance_boxes(mask_bytes: bytes) -> list[tuple[int, int, int, int]]:
@@ -51,3 +61,6 @@ def instance_boxes(mask_bytes: bytes) -> list[tuple[int, int, int, int]]:
         ys, xs = np.nonzero(mask == instance)
         boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     return boxes
+
+
+iter_samples = rows_only(iter_outcomes)

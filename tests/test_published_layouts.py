@@ -1,0 +1,235 @@
+"""The defects found by reading small copies laid out exactly as the publishers ship them: each
+test writes the public layout (real file and column names, header quirks, line endings) and curates
+it the way the corpus job does (``curate_source`` through the registry)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from fixtures_formats import jpeg_bytes, png_bytes, write_file
+from PIL import Image
+
+from medmo_pipeline.config import CorpusRecipe
+from medmo_pipeline.data import shards
+from medmo_pipeline.data.registry import SourceUnavailable, load_registry
+from medmo_pipeline.data.sources import curate_source
+
+REGISTRY = load_registry()
+CREDENTIALS = ("PHYSIONET_USERNAME", "STANFORD_AIMI_AGREEMENT", "HF_TOKEN")
+
+
+@pytest.fixture
+def curate(tmp_path, monkeypatch):
+    """curate_source for one registry dataset under tmp_path/data (credentials attested)."""
+    monkeypatch.setenv("MEDMO_HOME", str(tmp_path / "home"))
+    for variable in CREDENTIALS:
+        monkeypatch.setenv(variable, "attested-for-the-test")
+
+    def run(name: str, version: str = "") -> dict:
+        corpus = CorpusRecipe(kind="registry", registry={
+            "data_root": str(tmp_path / "data"), "sources": [name], **({"versions": {name: version}} if version else {})})
+        return curate_source(corpus, name, tmp_path / "corpus", seed=0, log=lambda _: None)
+
+    return run
+
+
+def dataset(tmp_path: Path, name: str) -> Path:
+    return tmp_path / "data" / REGISTRY.get(name).origin.local_dir
+
+
+def kept_rows(report: dict) -> list[dict]:
+    return list(shards.iter_rows(Path(report["shard_dir"])))
+
+
+def quarantine(report: dict) -> list[dict]:
+    return pq.read_table(report["quarantine_path"]).to_pylist()
+
+
+def accounted(report: dict) -> bool:
+    return report["accounted"] and report["rows_in"] == report["rows_kept"] + report["quarantined"] + report["filtered"]
+
+
+# ---- MIMIC-CXR: combined and missing headings ---------------------------------------------------
+
+MIMIC_REPORTS = {
+    "s50000001": " FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n \n INDICATION:  ___ with cough\n \n"
+                 " FINDINGS:\n \n Lungs are clear.\n \n IMPRESSION:\n \n No acute process.\n",
+    "s50000002": " FINAL REPORT\n INDICATION:  Fever.\n \n FINDINGS AND IMPRESSION:  Heart size is normal.  No effusion.\n",
+    "s50000003": " FINAL REPORT\n COMPARISON:  ___.\n \n PA and lateral views of the chest.  The lungs are clear.\n",
+    "s50000004": " FINAL REPORT\n findings: mild cardiomegaly. conclusion: no pneumonia.\n",
+}
+
+
+def test_mimic_cxr_reports_with_combined_or_no_headings_are_kept(tmp_path, curate):
+    root = dataset(tmp_path, "mimic_cxr")
+    for study, report in MIMIC_REPORTS.items():
+        write_file(root, f"files/p10/p10000032/{study}.txt", report)
+        write_file(root, f"files/p10/p10000032/{study}/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg",
+                   jpeg_bytes(seed=int(study[-1])))
+    report = curate("mimic_cxr")
+    replies = {row["id"].rsplit("/", 1)[1]: row["messages"][1]["content"] for row in kept_rows(report)}
+    assert replies == {
+        "s50000001": "Findings: Lungs are clear.\nImpression: No acute process.",
+        "s50000002": "Findings and impression: Heart size is normal. No effusion.",
+        "s50000003": "Report: PA and lateral views of the chest. The lungs are clear.",
+        "s50000004": "Findings: mild cardiomegaly.\nImpression: no pneumonia.",
+    }
+    assert report["quarantined"] == 0 and accounted(report)
+
+
+# ---- boxes: one non-finite coordinate -----------------------------------------------------------
+
+def _blank_png(size: int = 1024) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((size, size), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_non_finite_box_coordinate_quarantines_its_row_naming_file_and_row(tmp_path, curate):
+    root = dataset(tmp_path, "nih_chest_xray")
+    lines = ["Image Index,Finding Label,Bbox [x,y,w,h],,,",  # the published header: four box columns, three unnamed
+             "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661,,,",
+             "00014716_007.png,Atelectasis,686.101694915254,inf,185.491525423729,313.491525423729,,,",
+             "00014716_007.png,Nodule,100,100,50,40,,,",
+             "00029817_009.png,Infiltrate,nan,1e400,20,20,,,"]
+    write_file(root, "BBox_List_2017.csv", "\r\n".join(lines) + "\r\n")
+    for name in ("00013118_008.png", "00014716_007.png", "00029817_009.png"):
+        write_file(root, f"images/{name}", _blank_png())
+    report = curate("nih_chest_xray")
+    assert sorted(row["id"] for row in kept_rows(report)) == [
+        "nih_chest_xray:00013118_008.png:Atelectasis", "nih_chest_xray:00014716_007.png:Nodule"]
+    problems = sorted((q["file"], q["record"], q["reason"]) for q in quarantine(report))
+    assert problems == [("BBox_List_2017.csv", "row 2", "box_nan"), ("BBox_List_2017.csv", "row 4", "box_nan")]
+    assert accounted(report)
+
+
+# ---- PMC-VQA: v2 columns (default) and v1, option prefixes --------------------------------------
+
+def _pmc_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)  # pandas' to_csv quoting: fields with commas or newlines in quotes
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+CHOICES = ["A:Diffuse uptake pattern", "B:Focal uptake pattern", "C:No uptake pattern",
+           "D:Cannot determine from the information given, sadly"]
+
+
+@pytest.mark.parametrize("version", ["", "v1"])
+def test_pmc_vqa_versions_read_their_columns_and_options_are_lettered_once(tmp_path, curate, version):
+    root = dataset(tmp_path, "pmc_vqa")
+    if version == "v1":
+        folder = "images"
+        _pmc_csv(root / "train.csv", ["Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C",
+                                      "Choice D", "Answer_label"],
+                 [["PMC1064097_F1.jpg", "What is the uptake pattern\nin the breast?", "Focal uptake pattern",
+                   *CHOICES, "B"]])
+    else:
+        folder = "figures"
+        _pmc_csv(root / "train_2.csv", ["index", "Figure_path", "Caption", "Question", "Choice A", "Choice B",
+                                        "Choice C", "Choice D", "Answer", "split"],
+                 [["0", "PMC1064097_F1.jpg", "Figure 1, a PET scan.", "What is the uptake pattern\nin the breast?",
+                   *(f" {choice}" for choice in CHOICES), "B", "train"]])
+    write_file(root, f"{folder}/PMC1064097_F1.jpg", jpeg_bytes())
+    report = curate("pmc_vqa", version)
+    (row,) = kept_rows(report)
+    assert row["choices"] == ["Diffuse uptake pattern", "Focal uptake pattern", "No uptake pattern",
+                              "Cannot determine from the information given, sadly"]
+    assert row["answer"] == "B"
+    assert "\nA. Diffuse uptake pattern\nB. Focal uptake pattern\n" in row["messages"][0]["content"]
+    assert "A:" not in row["messages"][0]["content"]
+
+
+def test_an_unknown_layout_version_names_the_dataset_and_the_fix(tmp_path, curate):
+    dataset(tmp_path, "pmc_vqa").mkdir(parents=True)
+    with pytest.raises(SourceUnavailable, match=r"'pmc_vqa' has no layout version 'v3'.*corpus.registry.versions"):
+        curate("pmc_vqa", "v3")
+    assert not (tmp_path / "corpus" / "pmc_vqa").exists()
+
+
+# ---- CheXpert Plus: the CSV names .jpg, the release ships .png -----------------------------------
+
+def test_chexpert_plus_csv_jpg_names_read_the_shipped_png(tmp_path, curate):
+    root = dataset(tmp_path, "chexpert_plus")
+    header = ["path_to_image", "path_to_dcm", "frontal_lateral", "report", "section_narrative",
+              "section_clinical_history", "section_history", "section_comparison", "section_technique",
+              "section_procedure_comments", "section_findings", "section_impression", "section_end_of_impression",
+              "section_summary", "section_accession_number", "age", "sex", "race", "ethnicity",
+              "interpreter_needed", "insurance_type", "recent_bmi", "deceased", "split"]
+    rows = [
+        {"path_to_image": "train/patient42142/study5/view1_frontal.jpg",
+         "report": "NARRATIVE: ...\nFINDINGS: Clear lungs.\nIMPRESSION: 1. No acute disease.",
+         "section_findings": "Clear lungs.", "section_impression": "1. No acute disease.", "split": "train"},
+        {"path_to_image": "train/patient42143/study1/view1_frontal.jpg",
+         "report": "IMPRESSION: Stable cardiomegaly, unchanged.", "section_findings": "",
+         "section_impression": "", "split": "train"},  # sections left empty: the report text is split
+    ]
+    with open(root.mkdir(parents=True) or root / "df_chexpert_plus_240401.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    for row in rows:
+        write_file(root, "PNG/" + row["path_to_image"].replace(".jpg", ".png"), png_bytes(seed=len(row["report"])))
+    report = curate("chexpert_plus")
+    replies = sorted(row["messages"][1]["content"] for row in kept_rows(report))
+    assert replies == ["Findings: Clear lungs.\nImpression: 1. No acute disease.",
+                       "Impression: Stable cardiomegaly, unchanged."]
+    assert all(image["path"].endswith(".png") for row in kept_rows(report) for image in row["images"])
+
+
+# ---- a path leaving the root; a missing file; filtered rows counted ------------------------------
+
+def test_a_path_leaving_the_root_is_quarantined_and_the_source_goes_on(tmp_path, curate):
+    root = dataset(tmp_path, "vqa_rad")
+    write_file(tmp_path / "data", "secret.jpg", jpeg_bytes())
+    records = [{"qid": 1, "image_name": "synpic54610.jpg", "question": "Are regions of the brain infarcted? ",
+                "answer": "Yes", "answer_type": "CLOSED"},
+               {"qid": 2, "image_name": "../../secret.jpg", "question": "Is this a CT?", "answer": "no",
+                "answer_type": "CLOSED"},
+               {"qid": 3, "image_name": "/etc/passwd", "question": "Where?", "answer": "left", "answer_type": "OPEN"}]
+    write_file(root, "VQA_RAD Dataset Public.json", json.dumps(records))
+    write_file(root, "VQA_RAD Image Folder/synpic54610.jpg", jpeg_bytes())
+    report = curate("vqa_rad")
+    assert [row["answer"] for row in kept_rows(report)] == ["yes"]  # "Yes" closed -> the yes/no option
+    assert [(q["reason"], q["record"]) for q in quarantine(report)] == [("unsafe_path", "row 2"),
+                                                                         ("unsafe_path", "row 3")]
+    assert accounted(report)
+
+
+def test_a_missing_layout_file_stops_the_partition_naming_the_dataset_and_leaves_nothing(tmp_path, curate):
+    write_file(dataset(tmp_path, "vqa_rad"), "README.txt", "the json was not downloaded")
+    with pytest.raises(SourceUnavailable, match=r"dataset 'vqa_rad'.*VQA_RAD Dataset Public.json is missing.*osf.io"):
+        curate("vqa_rad")
+    assert not (tmp_path / "corpus" / "vqa_rad").exists()
+
+
+def test_rows_left_out_on_purpose_are_counted_by_reason(tmp_path, curate):
+    root = dataset(tmp_path, "slake")
+    questions = [{"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "Which organ is abnormal?",
+                  "answer": "Liver", "q_lang": "en", "qid": 11, "answer_type": "OPEN"},
+                 {"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "哪个器官不正常？", "answer": "肝脏",
+                  "q_lang": "zh", "qid": 12, "answer_type": "OPEN"}]
+    write_file(root, "train.json", json.dumps(questions, ensure_ascii=False))
+    write_file(root, "imgs/xmlab1/source.jpg", jpeg_bytes())
+    write_file(root, "imgs/xmlab1/detection.json", json.dumps([{"Liver": [5, 6, 20, 10]}]))
+    report = curate("slake")
+    assert report["filtered_by_reason"] == {"language": 1} and report["rows_kept"] == 2 and accounted(report)
+    bilingual = curate("slake", "bilingual")
+    assert "肝脏" in [row["answer"] for row in kept_rows(bilingual)] and bilingual["filtered"] == 0
+
+
+def test_skipped_classes_are_counted(tmp_path, curate):
+    root = dataset(tmp_path, "grazpedwri_dx")
+    write_file(root, "meta.yaml", "names:\n  0: boneanomaly\n  3: fracture\n  8: text\n")
+    write_file(root, "images/0001_1297860395_01_WRI-L1_M014.png", png_bytes(80, 40))
+    write_file(root, "labels/0001_1297860395_01_WRI-L1_M014.txt", "3 0.5 0.5 0.25 0.5\r\n8 0.9 0.1 0.1 0.1\r\n")
+    report = curate("grazpedwri_dx")
+    assert report["rows_kept"] == 1 and report["filtered_by_reason"] == {"class": 1} and accounted(report)

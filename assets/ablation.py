@@ -8,6 +8,7 @@ import dagster as dg
 from medmo_pipeline import home
 from medmo_pipeline.config import Recipe
 from medmo_pipeline.evaluation.ablation import build_stage_ablation
+from medmo_pipeline.evaluation.benchmarks import unavailable
 
 
 def stage_ablation_asset(recipe: Recipe, code_version: str):
@@ -25,8 +26,11 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
     def stage_ablation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from assets.definitions import latest_partition_output
 
-        eval_dirs = {name: [Path(latest_partition_output(context, key, benchmark))
-                            for benchmark in recipe.evaluation.benchmarks]
+        # A benchmark never evaluated (its copy missing: its partitions failed fast) is left out and
+        # listed with how to get it; the others are compared.
+        missing = unavailable(list(recipe.evaluation.benchmarks))
+        evaluated = [b for b in recipe.evaluation.benchmarks if b not in missing]
+        eval_dirs = {name: [Path(latest_partition_output(context, key, benchmark)) for benchmark in evaluated]
                      for name, key in zip(names, keys)}
         result = build_stage_ablation(eval_dirs, home.reports_dir())
         table = result["table"]
@@ -39,6 +43,7 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
                 "plot_reports_grounding": dg.MetadataValue.path(str(result["reports_grounding_png"])),
                 "paper_table": dg.MetadataValue.md(result["paper_table"].round(1).to_markdown()),
                 "plot_paper": dg.MetadataValue.path(str(result["paper_png"])),
+                "missing_benchmarks": dg.MetadataValue.json(missing),
                 **{f"{row}.{col}": float(table.loc[row, col]) for row in table.index for col in table.columns
                    if table.loc[row, col] == table.loc[row, col]},
             }

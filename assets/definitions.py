@@ -125,7 +125,13 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        from medmo_pipeline.evaluation.benchmarks import unavailable
+
         benchmark = context.partition_key
+        missing = unavailable([benchmark])
+        if missing:  # fail this partition at once, before any checkpoint or job; the others still run
+            raise dg.Failure(description=missing[benchmark], metadata={"benchmark": benchmark,
+                                                                        "missing": missing[benchmark]})
         checkpoint_path, checkpoint_version = latest_output(context, checkpoint)
         index = corpus_index(context, recipe.corpus.source_names())
         settings = evaluation_settings_hash(recipe)

@@ -109,7 +109,7 @@ def slake(root: Path) -> Release:
     write_file(root, "test.json", json.dumps(records, ensure_ascii=False))
     for i in (1, 2):
         write_file(root, f"imgs/xmlab{i}/source.jpg", jpeg_bytes(seed=i))
-    return Release(2)
+    return Release(2, {"language": 1})
 
 
 def pmc_vqa(root: Path) -> Release:

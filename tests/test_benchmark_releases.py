@@ -147,7 +147,7 @@ def test_a_missing_image_fails_the_load_naming_the_file_and_row(tmp_path):
     (tmp_path / "figures" / "PMC8253867_Fig2_41.jpg").unlink()
     with pytest.raises(BenchmarkLoadError) as error:
         load_benchmark("pmc_vqa", None, root=tmp_path, partial=True)
-    assert ("benchmark 'pmc_vqa': 1 row(s) cannot be evaluated (test_2.csv, row pmc_vqa:1: image file "
+    assert ("benchmark 'pmc_vqa': 1 row(s) cannot be evaluated (test_2.csv, row 2 (pmc_vqa:1): image file "
             "'figures/PMC8253867_Fig2_41.jpg' is missing)") in str(error.value)
 
 
@@ -157,7 +157,7 @@ def test_an_unreadable_gold_answer_fails_the_load_naming_the_file_and_row(tmp_pa
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[1]["answer_idx"] = "F"
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, row medqa:1: no gold answer"):
+    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, row 2 \(medqa:1\): no gold answer"):
         load_benchmark("medqa", None, root=tmp_path, partial=True)
 
 

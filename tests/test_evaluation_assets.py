@@ -147,3 +147,57 @@ def test_stage_ablation_plots_cider_and_skips_metrics_not_computed(tmp_path):
     assert table.loc["MedMO-8B (reported)", "cider"] == pytest.approx(1.697)  # 169.7 in the paper's x100 print
     assert "report_ratescore" not in table.columns  # never computed: no column of empty values
     assert result["reports_grounding_png"].stat().st_size > 10_000
+
+
+def test_an_evaluation_partition_whose_benchmark_is_missing_fails_fast_naming_how_to_get_it(
+        tmp_path, medmo_home, monkeypatch):
+    monkeypatch.delenv("MEDMO_BENCHMARKS_ROOT", raising=False)
+    monkeypatch.delenv("MEDMO_DATA_ROOT", raising=False)
+    defs = _defs(tmp_path, ["synthetic_heldout", "vqa_rad"])
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        result = dg.materialize(list(defs.assets), selection=[dg.AssetKey("base_model_eval_table")],
+                                partition_key="vqa_rad", resources=defs.resources, instance=instance,
+                                raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    # Failed before the checkpoint was looked up: its message is the benchmark's, not "not materialized yet".
+    assert message.startswith("benchmark 'vqa_rad' is not at ") and "huggingface-cli download flaviagiammarino/vqa-rad" in message
+    assert failure.step_failure_data.user_failure_data.metadata["benchmark"].value == "vqa_rad"
+
+
+def test_the_evaluation_job_fails_on_a_missing_benchmark_before_any_model_loads(tmp_path, medmo_home, monkeypatch):
+    from medmo_pipeline.evaluation import run
+    from medmo_pipeline.model import loading
+
+    monkeypatch.delenv("MEDMO_BENCHMARKS_ROOT", raising=False)
+    monkeypatch.delenv("MEDMO_DATA_ROOT", raising=False)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_model", no_model)
+    data = embedded_recipe_data()
+    data["evaluation"]["benchmarks"] = ["synthetic_heldout", "medqa"]
+    recipe = write_recipe(tmp_path / "recipe.yaml", data)
+    index = tmp_path / "index.json"
+    index.write_text('{"sources": {}}')
+    with pytest.raises(BaseException) as error:  # the entry point reports the failure and exits
+        run.main(["--recipe", str(recipe), "--name", "base_model", "--checkpoint", "x", "--corpus", str(index),
+                  "--output", str(tmp_path / "out"), "--benchmark", "medqa"])
+    text = str(error.value) + repr(error.value.__context__)
+    assert "benchmark 'medqa' is not at" in text and "GBaker/MedQA-USMLE-4-options" in text
+
+
+def test_unavailable_lists_missing_benchmarks_with_how_to_get_them(tmp_path, monkeypatch):
+    from benchmark_releases import build_release
+
+    from medmo_pipeline.evaluation.benchmarks import unavailable
+
+    monkeypatch.setenv("MEDMO_BENCHMARKS_ROOT", str(tmp_path))
+    build_release("medqa", tmp_path / "medqa")
+    missing = unavailable(["synthetic_heldout", "medqa", "vqa_rad", "medsg_referring"])
+    assert set(missing) == {"vqa_rad", "medsg_referring"}
+    assert "huggingface-cli download flaviagiammarino/vqa-rad" in missing["vqa_rad"]
+    assert str(tmp_path / "medsg") in missing["medsg_referring"]

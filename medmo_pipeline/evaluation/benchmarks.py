@@ -10,7 +10,8 @@ Loading is complete or loud, before any model runs (:class:`checks.BenchmarkLoad
 the file and the rows): a loader whose file pattern matches nothing in any of its layouts, a
 missing image, a gold answer or reference that cannot be read, or fewer rows than the registry's
 ``expected_rows`` for a full copy (``partial=True`` accepts a sample copy). Rows the benchmark's
-own protocol excludes (registry ``exclude``) are filtered and counted. Gold labels a file keeps
+own protocol excludes (registry ``exclude``) and records an adapter leaves out on purpose (SLAKE's
+other languages) are filtered and counted; a record an adapter quarantines fails the load. Gold labels a file keeps
 inside its text (options in the question, boxes in the reply) are moved into ``choices`` /
 ``boxes`` by ``evaluation.gold``.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.paths import safe_glob
 from medmo_pipeline.evaluation.checks import (
     BenchmarkLoadError,
@@ -39,6 +41,7 @@ from medmo_pipeline.evaluation.readers import reader
 from medmo_pipeline.evaluation.registry import (
     Benchmark,
     BenchmarkLoader,
+    BenchmarkUnavailable,
     load_registry,
     resolve_benchmark_dir,
 )
@@ -150,7 +153,14 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
         for file in files:
             load.files.append(file or str(directory))
             file_options = {**options, "split": "eval", **({"file": file} if file else {})}
-            for row in reader(loader.family).iter_samples(directory, file_options):
+            for row in _items(loader.family, directory, file_options):
+                if type(row) is RowQuarantined:  # a record the adapter could not read: the load fails
+                    where = f"{row.record} ({row.local_id})" if row.local_id else row.record or "?"
+                    problems.append((row.file or file, where, f"{row.reason}: {row.detail}"))
+                    continue
+                if type(row) is RowFiltered:  # left out on purpose (SLAKE's other languages): counted
+                    filtered[row.reason] += row.rows
+                    continue
                 if row["split"] != "eval":  # adapters that read the release's own split (DeepLesion)
                     continue
                 load.read += 1
@@ -168,7 +178,9 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
                     row = gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale)
                     problem = unreadable_gold(row)
                 if problem is not None:
-                    problems.append((file or str(directory), row["id"], problem))
+                    origin = row.get("origin")
+                    where = f"{origin[1]} ({row['id']})" if origin else f"row {row['id']}"
+                    problems.append((file or str(directory), where, problem))
                 load.rows.append(row)
         if load.read == read_before:
             raise BenchmarkLoadError(
@@ -183,6 +195,30 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
             f"{benchmark.expected_rows} of the full release (a partial download?). Complete it: "
             f"{benchmark.origin.how_to_get(Path(directory))}")
     return load
+
+
+def _items(family: str, directory: Path, options: dict):
+    """Rows and record outcomes of a reader (``iter_outcomes`` where the adapter has one)."""
+    module = reader(family)
+    if hasattr(module, "iter_outcomes"):
+        return module.iter_outcomes(directory, options)
+    return module.iter_samples(directory, options)
+
+
+def unavailable(names: list[str]) -> dict[str, str]:
+    """Of the benchmarks ``names``, those whose copy (or credentials) is missing: name -> what to do
+    (the message of ``registry.BenchmarkUnavailable``: the benchmark, where it was looked for, how to get it)."""
+    registry = load_registry()
+    missing = {}
+    for name in names:
+        if name in BENCHMARKS or name not in registry.names():
+            continue
+        benchmark = registry.get(name)
+        try:
+            resolve_benchmark_dir(benchmark, benchmark_dir(benchmark))
+        except BenchmarkUnavailable as error:
+            missing[name] = str(error)
+    return missing
 
 
 def declared_metrics(name: str) -> list[str]:

@@ -53,10 +53,10 @@ def unreadable_gold(row: dict) -> str | None:
 
 
 def raise_problems(benchmark: str, problems: list[tuple[str, str, str]]) -> None:
-    """Raise :class:`BenchmarkLoadError` listing (file, row id, reason) problems, if any."""
+    """Raise :class:`BenchmarkLoadError` listing (file, where in it, reason) problems, if any."""
     if not problems:
         return
-    listed = "; ".join(f"{file}, row {row_id}: {reason}" for file, row_id, reason in problems[:SHOWN])
+    listed = "; ".join(f"{file}, {where}: {reason}" for file, where, reason in problems[:SHOWN])
     more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
     raise BenchmarkLoadError(
         f"benchmark {benchmark!r}: {len(problems)} row(s) cannot be evaluated ({listed}{more}). Nothing was "

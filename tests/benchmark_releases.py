@@ -8,6 +8,7 @@ columns, nesting, quirks as in the registry's ``layout_source``), for the benchm
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,9 +233,16 @@ def mimic_cxr(root: Path) -> Release:
         "p10/p10000035/s51234567": "",  # an empty report: the protocol excludes it
         "p10/p10000040/s52222222": "FINDINGS AND IMPRESSION: Lungs are clear without effusion or pneumothorax.\n",
     }
+    reports["p10/p10000099/s59999999"] = "FINDINGS: A training study, not evaluated.\n"
+    split = ["dicom_id,study_id,subject_id,split"]
     for i, (study, text) in enumerate(reports.items()):
         write_file(root, f"files/{study}.txt", text)
         write_file(root, f"files/{study}/02aa804e-bde0afdd-{i}.jpg", jpeg_bytes(seed=i))
+        subject, study_id = study.split("/")[1][1:], study.split("/")[2][1:]
+        for view in range(2 if i == 0 else 1):  # one line per image: a study may be listed twice
+            split.append(f"02aa804e-{i}-{view},{study_id},{subject},{'train' if '99999' in study else 'test'}")
+    with gzip.open(root / "mimic-cxr-2.0.0-split.csv.gz", "wt") as handle:
+        handle.write("\n".join(split) + "\n")
     return Release(3, {"empty_reference": 1})
 
 

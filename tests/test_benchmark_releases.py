@@ -201,3 +201,21 @@ def test_benchmarks_root_follows_the_data_root(tmp_path, monkeypatch):
 
 
 MEDSG_ONE = [{"task": "referring", "images": ["x.png"], "question": "Where?", "answer": [1, 1, 5, 5]}]
+
+
+def test_mimic_reads_only_the_split_s_test_studies_and_a_missing_report_fails_naming_it(tmp_path, credentials):
+    build_release("mimic_cxr", tmp_path)
+    ids = {row["id"] for row in load_benchmark("mimic_cxr", None, root=tmp_path, partial=True)}
+    assert "mimic_cxr:p10/p10000032/s50414267" in ids and not any("s59999999" in i for i in ids)
+    (tmp_path / "files/p10/p10000032/s53189527.txt").unlink()
+    with pytest.raises(BenchmarkLoadError, match=r"mimic-cxr-2\.0\.0-split\.csv\.gz, row 4 \(s53189527\): "
+                       r"unreadable_file: report files/p10/p10000032/s53189527\.txt of a test study is missing"):
+        load_benchmark("mimic_cxr", None, root=tmp_path, partial=True)
+
+
+def test_a_record_the_adapter_quarantines_fails_the_load_naming_it(tmp_path):
+    build_release("pmc_vqa", tmp_path)
+    path = tmp_path / "test_2.csv"
+    path.write_text(path.read_text().replace("PMC8253867_Fig2_41.jpg", "../../etc/passwd"))
+    with pytest.raises(BenchmarkLoadError, match=r"test_2\.csv, row 2: unsafe_path: .*climbs out"):
+        load_benchmark("pmc_vqa", None, root=tmp_path, partial=True)

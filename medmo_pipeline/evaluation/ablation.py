@@ -100,7 +100,8 @@ def paper_comparison(measured, models: dict[str, str] | None = None):
         members = [f"{name}/accuracy" for name in registry.average_members(group)]
         for row in checkpoints:
             values = [table[row].get(m) for m in members]
-            table[row][title] = float(np.mean(values)) if all(v == v and v is not None for v in values) else float("nan")
+            complete = all(v is not None and not np.isnan(v) for v in values)
+            table[row][title] = float(np.mean(values)) if complete else float("nan")
         for model, label in models.items():
             table[label][title] = getattr(registry.reported_averages[group], model)
     return pd.DataFrame.from_dict(table, orient="index").astype(float)

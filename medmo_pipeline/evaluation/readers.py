@@ -8,6 +8,8 @@ has an ``Options`` model and ``iter_samples(root, options)`` yielding sample-con
   list; options may themselves be images (``'<image 2>'``). Every non-empty ``image_k`` column is
   kept, in k order, so a question that says ``<image 2>`` has its second image. Multiple-choice
   answers are the option letter; open questions keep their text answer (a list literal: its first).
+- ``mimic_cxr_split``: MIMIC-CXR as downloaded (the whole ``files/`` tree with reports beside the
+  JPG study folders), restricted to the studies the official split file lists for ``split_name``.
 - ``medsg_json``: MedSG-Bench's task JSON (a list of ``{"task", "images": [...], "question",
   "answer": [x1, y1, x2, y2], "size"?: [w, h]}``; ``answer`` in pixels of the released image,
   ``size`` the frame of multi-view answers). The reply is written in MedSG's own form,
@@ -22,6 +24,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+
+from pydantic import Field
 
 from medmo_pipeline.data.adapters import ADAPTERS
 from medmo_pipeline.data.adapters.choices import LETTERS, lettered_question
@@ -76,7 +80,7 @@ class MedSGOptions(ImageRecordOptions):
     modality: str = "multi"
     image_field: str = "images"
     id_field: str = "id"
-    tasks: list[str] = []  # keep only these values of the record's "task" ([] = all)
+    tasks: list[str] = Field(default_factory=list)  # keep only these values of the record's "task" ([] = all)
 
 def _present_suffix(root: Path, options: MedSGOptions, path: str) -> str:
     """``path`` as written, or else its shortest-dropped tail that exists under the image folder:
@@ -118,7 +122,51 @@ def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator[dict]:
         yield make_row(local_id, "grounding", options, turn(question, reply), images=images)
 
 
+class MimicSplitOptions(RecordOptions):
+    modality: str = "xray"
+    image_dir: str = "files"
+    split_name: str = "test"
+    image_suffixes: list[str] = Field(default_factory=lambda: [".jpg"])
+
+
+def _split_table(path: Path) -> Iterator[dict]:
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        yield from csv.DictReader(handle)
+
+
+def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
+    """MIMIC-CXR as PhysioNet ships it: the studies that ``mimic-cxr-2.0.0-split.csv(.gz)`` (one row
+    per image: dicom_id, study_id, subject_id, split) puts in ``split_name``, each read by the report
+    adapter from its own path ``files/pXX/pSUBJECT/sSTUDY.txt`` (no walk of the whole tree); a listed
+    study whose report is missing yields a quarantine record naming it."""
+    from medmo_pipeline.data.adapters import report
+    from medmo_pipeline.data.outcomes import RowQuarantined
+    from medmo_pipeline.data.paths import safe_join
+
+    options = MimicSplitOptions.model_validate(options)
+    studies = {}
+    for index, record in enumerate(_split_table(safe_join(root, options.file))):
+        if text(record.get("split")) == options.split_name:
+            studies.setdefault((text(record.get("subject_id")), text(record.get("study_id"))), index)
+    base = safe_join(root, options.image_dir)
+    for _, ((subject, study), index) in limited(iter(studies.items()), options):
+        relative = f"p{subject[:2]}/p{subject}/s{study}.txt"
+        if not (base / relative).is_file():
+            yield RowQuarantined("unreadable_file", f"report {options.image_dir}/{relative} of a {options.split_name} "
+                                 f"study is missing", options.file, f"row {index + 2}", f"s{study}")
+            continue
+        yield from report.iter_outcomes(root, {
+            "layout": "study_folders", "image_dir": options.image_dir, "reports_glob": relative,
+            "image_suffixes": options.image_suffixes, "modality": options.modality, "split": options.split})
+
+
 READERS: dict[str, SimpleNamespace] = {
+    "mimic_cxr_split": SimpleNamespace(Options=MimicSplitOptions, iter_outcomes=iter_mimic_split,
+                                       iter_samples=iter_mimic_split),
     "mmmu_parquet": SimpleNamespace(Options=MMMUOptions, iter_samples=iter_mmmu),
     "medsg_json": SimpleNamespace(Options=MedSGOptions, iter_samples=iter_medsg),
 }

@@ -238,3 +238,11 @@ def test_missing_credential_names_the_benchmark(tmp_path, monkeypatch):
 def test_unknown_benchmark_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown benchmark 'vqa_radd'; known: .*'synthetic_heldout'.*'vqa_rad'"):
         load_benchmark("vqa_radd", None)
+
+
+def test_the_benchmark_docs_list_every_benchmark_as_the_registry_says():
+    from medmo_pipeline.evaluation.catalogue import DOC, document
+
+    text = DOC.read_text(encoding="utf-8")
+    assert document(text, REGISTRY) == text, "run: python -m medmo_pipeline.evaluation.catalogue"
+    assert all(f"### `{name}`" in text for name in REGISTRY.paper_benchmarks())

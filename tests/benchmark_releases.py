@@ -243,7 +243,7 @@ def mimic_cxr(root: Path) -> Release:
             split.append(f"02aa804e-{i}-{view},{study_id},{subject},{'train' if '99999' in study else 'test'}")
     with gzip.open(root / "mimic-cxr-2.0.0-split.csv.gz", "wt") as handle:
         handle.write("\n".join(split) + "\n")
-    return Release(3, {"empty_reference": 1})
+    return Release(3, {"empty_reference": 1, "split": 1})
 
 
 def chexpert_plus(root: Path) -> Release:

@@ -144,14 +144,19 @@ def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
     adapter from its own path ``files/pXX/pSUBJECT/sSTUDY.txt`` (no walk of the whole tree); a listed
     study whose report is missing yields a quarantine record naming it."""
     from medmo_pipeline.data.adapters import report
-    from medmo_pipeline.data.outcomes import RowQuarantined
+    from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
     from medmo_pipeline.data.paths import safe_join
 
     options = MimicSplitOptions.model_validate(options)
-    studies = {}
+    studies, others = {}, set()
     for index, record in enumerate(_split_table(safe_join(root, options.file))):
+        key = (text(record.get("subject_id")), text(record.get("study_id")))
         if text(record.get("split")) == options.split_name:
-            studies.setdefault((text(record.get("subject_id")), text(record.get("study_id"))), index)
+            studies.setdefault(key, index)
+        else:
+            others.add(key)
+    if others - set(studies):
+        yield RowFiltered("split", f"studies outside the {options.split_name} split", rows=len(others - set(studies)))
     base = safe_join(root, options.image_dir)
     for _, ((subject, study), index) in limited(iter(studies.items()), options):
         relative = f"p{subject[:2]}/p{subject}/s{study}.txt"

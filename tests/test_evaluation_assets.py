@@ -25,13 +25,22 @@ def _defs(tmp_path, benchmarks: list[str]):
     return build_definitions(load_recipe(path), path)
 
 
-def test_every_evaluation_table_has_one_partition_per_benchmark(tmp_path):
+@pytest.fixture
+def vqa_rad_copy(tmp_path, monkeypatch):
+    """A VQA-RAD copy under the benchmarks root, so the recipe's vqa_rad has a partition."""
+    from benchmark_releases import build_release
+
+    monkeypatch.setenv("MEDMO_BENCHMARKS_ROOT", str(tmp_path / "benchmarks"))
+    build_release("vqa_rad", tmp_path / "benchmarks" / "vqa_rad")
+
+
+def test_every_evaluation_table_has_one_partition_per_benchmark(tmp_path, vqa_rad_copy):
     graph = _defs(tmp_path, ["synthetic_heldout", "vqa_rad"]).resolve_asset_graph()
     for name in EVAL_ASSETS:
         assert graph.get(dg.AssetKey(name)).partitions_def.get_partition_keys() == ["synthetic_heldout", "vqa_rad"]
 
 
-def test_adding_a_benchmark_changes_no_evaluation_code_version(tmp_path):
+def test_adding_a_benchmark_changes_no_evaluation_code_version(tmp_path, vqa_rad_copy):
     one = _defs(tmp_path, ["synthetic_heldout"]).resolve_asset_graph()
     two = _defs(tmp_path, ["synthetic_heldout", "vqa_rad"]).resolve_asset_graph()
     for name in EVAL_ASSETS:
@@ -39,7 +48,7 @@ def test_adding_a_benchmark_changes_no_evaluation_code_version(tmp_path):
         assert one.get(key).code_version == two.get(key).code_version, name
 
 
-def test_nightly_schedule_asks_for_the_policy_on_every_benchmark(tmp_path):
+def test_nightly_schedule_asks_for_the_policy_on_every_benchmark(tmp_path, vqa_rad_copy):
     import datetime
 
     defs = _defs(tmp_path, ["synthetic_heldout", "vqa_rad"])
@@ -149,22 +158,41 @@ def test_stage_ablation_plots_cider_and_skips_metrics_not_computed(tmp_path):
     assert result["reports_grounding_png"].stat().st_size > 10_000
 
 
-def test_an_evaluation_partition_whose_benchmark_is_missing_fails_fast_naming_how_to_get_it(
+def test_benchmarks_without_a_local_copy_get_no_partition_and_are_listed_with_how_to_get_them(
         tmp_path, medmo_home, monkeypatch):
-    monkeypatch.delenv("MEDMO_BENCHMARKS_ROOT", raising=False)
-    monkeypatch.delenv("MEDMO_DATA_ROOT", raising=False)
-    defs = _defs(tmp_path, ["synthetic_heldout", "vqa_rad"])
+    from benchmark_releases import build_release
+
+    monkeypatch.setenv("MEDMO_BENCHMARKS_ROOT", str(tmp_path / "benchmarks"))
+    build_release("medqa", tmp_path / "benchmarks" / "medqa")
+    graph = _defs(tmp_path, ["synthetic_heldout", "medqa", "vqa_rad"]).resolve_asset_graph()
+    for name in EVAL_ASSETS:
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def.get_partition_keys() == ["synthetic_heldout", "medqa"]
+        missing = node.metadata["missing_benchmarks"].value
+        assert list(missing) == ["vqa_rad"] and "huggingface-cli download flaviagiammarino/vqa-rad" in missing["vqa_rad"]
+
+
+def test_an_evaluation_partition_whose_copy_went_away_fails_fast_naming_how_to_get_it(
+        tmp_path, medmo_home, monkeypatch):
+    import shutil
+
+    from benchmark_releases import build_release
+
+    monkeypatch.setenv("MEDMO_BENCHMARKS_ROOT", str(tmp_path / "benchmarks"))
+    build_release("medqa", tmp_path / "benchmarks" / "medqa")
+    defs = _defs(tmp_path, ["synthetic_heldout", "medqa"])
+    shutil.rmtree(tmp_path / "benchmarks" / "medqa")
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         result = dg.materialize(list(defs.assets), selection=[dg.AssetKey("base_model_eval_table")],
-                                partition_key="vqa_rad", resources=defs.resources, instance=instance,
+                                partition_key="medqa", resources=defs.resources, instance=instance,
                                 raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.user_failure_data.description
     # Failed before the checkpoint was looked up: its message is the benchmark's, not "not materialized yet".
-    assert message.startswith("benchmark 'vqa_rad' is not at ") and "huggingface-cli download flaviagiammarino/vqa-rad" in message
-    assert failure.step_failure_data.user_failure_data.metadata["benchmark"].value == "vqa_rad"
+    assert message.startswith("benchmark 'medqa' is not at ") and "GBaker/MedQA-USMLE-4-options" in message
+    assert failure.step_failure_data.user_failure_data.metadata["benchmark"].value == "medqa"
 
 
 def test_the_evaluation_job_fails_on_a_missing_benchmark_before_any_model_loads(tmp_path, medmo_home, monkeypatch):

@@ -221,8 +221,9 @@ def supergpqa(root: Path) -> Release:
     records = [{"uuid": f"u{i}", "question": f"Medical question {i}?", "options": ["w", "x", "y", "z"],
                 "answer": "y", "answer_letter": "C", "discipline": "Medicine", "field": "Clinical Medicine",
                 "subfield": "Cardiology", "difficulty": "easy", "is_calculation": False} for i in range(2)]
-    _jsonl(root, "medicine.jsonl", records)
-    return Release(2)
+    records.insert(1, {**records[0], "uuid": "u-law", "discipline": "Law", "field": "Law"})  # another discipline
+    _jsonl(root, "SuperGPQA-all.jsonl", records)
+    return Release(2, {"subset": 1})
 
 
 def mimic_cxr(root: Path) -> Release:

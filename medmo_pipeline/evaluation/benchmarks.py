@@ -37,7 +37,7 @@ from medmo_pipeline.evaluation.checks import (
     unreadable_gold,
 )
 from medmo_pipeline.evaluation.gold import check_grounding_gold, gold_from_text
-from medmo_pipeline.evaluation.readers import reader
+from medmo_pipeline.evaluation.readers import items
 from medmo_pipeline.evaluation.registry import (
     Benchmark,
     BenchmarkLoader,
@@ -153,7 +153,7 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
         for file in files:
             load.files.append(file or str(directory))
             file_options = {**options, "split": "eval", **({"file": file} if file else {})}
-            for row in _items(loader.family, directory, file_options):
+            for row in items(loader.family, directory, file_options, loader.where):
                 if type(row) is RowQuarantined:  # a record the adapter could not read: the load fails
                     where = f"{row.record} ({row.local_id})" if row.local_id else row.record or "?"
                     problems.append((row.file or file, where, f"{row.reason}: {row.detail}"))
@@ -195,14 +195,6 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
             f"{benchmark.expected_rows} of the full release (a partial download?). Complete it: "
             f"{benchmark.origin.how_to_get(Path(directory))}")
     return load
-
-
-def _items(family: str, directory: Path, options: dict):
-    """Rows and record outcomes of a reader (``iter_outcomes`` where the adapter has one)."""
-    module = reader(family)
-    if hasattr(module, "iter_outcomes"):
-        return module.iter_outcomes(directory, options)
-    return module.iter_samples(directory, options)
 
 
 def unavailable(names: list[str]) -> dict[str, str]:

@@ -177,6 +177,36 @@ READERS: dict[str, SimpleNamespace] = {
 }
 
 
+def items(family: str, root: Path, options: dict, where: dict[str, list[str]] | None = None) -> Iterator:
+    """Rows and record outcomes of ``family`` on ``root`` (``iter_outcomes`` where it has one).
+
+    ``where`` keeps only the records whose fields hold one of the listed values (SuperGPQA's
+    ``discipline: [Medicine]``): the others are counted as filtered ("subset"), and the reader runs on
+    a filtered copy of the record file in a scratch folder, so it serves text-only benchmarks."""
+    module = reader(family)
+    run = module.iter_outcomes if hasattr(module, "iter_outcomes") else module.iter_samples
+    if not where:
+        yield from run(root, options)
+        return
+    import json
+    import tempfile
+
+    from medmo_pipeline.data.outcomes import RowFiltered
+
+    kept, others = [], 0
+    for record in iter_records(root, options["file"], options.get("format", "auto")):
+        if isinstance(record, dict) and all(text(record.get(field)) in values for field, values in where.items()):
+            kept.append(record)
+        else:
+            others += 1
+    if others:
+        yield RowFiltered("subset", f"records outside {where}", rows=others)
+    with tempfile.TemporaryDirectory(prefix="medmo-benchmark-") as scratch:
+        copy = Path(scratch) / "records.jsonl"
+        copy.write_text("".join(json.dumps(record, default=str) + "\n" for record in kept), encoding="utf-8")
+        yield from run(Path(scratch), {**options, "file": copy.name, "format": "jsonl"})
+
+
 def reader(family: str) -> ModuleType | SimpleNamespace:
     """The training adapter or benchmark reader named ``family``."""
     if family in READERS:

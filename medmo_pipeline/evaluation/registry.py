@@ -97,6 +97,7 @@ class BenchmarkLoader(_Strict):
     family: str
     options: dict[str, Any] = Field(default_factory=dict)
     layouts: list[dict[str, Any]] = Field(default_factory=list)
+    where: dict[str, list[str]] = Field(default_factory=dict)  # keep records whose field has one of these values
 
     @model_validator(mode="after")
     def _known_family_and_options(self) -> BenchmarkLoader:
@@ -196,6 +197,8 @@ class Benchmark(_Strict):
         stray = [t for t in self.answers.types if t not in allowed]
         if stray:
             raise ValueError(f"answer types {stray} do not fit tasks {self.tasks}")
+        if any(loader.where for loader in self.loaders) and self.modality != "text":
+            raise ValueError("loaders[].where reads a filtered copy of the record file: text-only benchmarks only")
         if self.origin.kind != "synthetic" and not self.layout_source:
             raise ValueError("a file benchmark needs layout_source (where its release layout was verified)")
         subsets = [loader.subset for loader in self.loaders]

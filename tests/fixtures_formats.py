@@ -65,10 +65,13 @@ def write_records(root: Path, file: str, records: list[dict]) -> None:
     elif suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
     elif suffix in (".csv", ".tsv"):
+        # As exported by Excel/pandas on Windows: a byte-order mark, CRLF line ends, a header name
+        # with a trailing space, fields holding the delimiter or newlines quoted.
         fields = list(dict.fromkeys(k for r in records for k in r))
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fields, delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writeheader()
+        with open(path, "w", newline="", encoding="utf-8-sig") as handle:
+            delimiter = "\t" if suffix == ".tsv" else ","
+            csv.writer(handle, delimiter=delimiter).writerow([*fields[:-1], fields[-1] + " "])
+            writer = csv.DictWriter(handle, fields, delimiter=delimiter)
             writer.writerows({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
                              for r in records)
     elif suffix == ".parquet":
@@ -94,7 +97,7 @@ def _parquet(options) -> bool:
 
 def build_caption(root: Path, options) -> int:
     records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
-                options.caption_field: f"Axial CT showing finding number {i}."} for i in range(3)]
+                options.caption_field: f"Axial CT, contrast-enhanced,\nshowing finding number {i}."} for i in range(3)]
     if options.id_field:
         for i, record in enumerate(records):
             record[options.id_field] = f"c{i}"
@@ -111,8 +114,8 @@ def build_vqa(root: Path, options) -> int:
         else:
             image = image_value(root, options, f"vqa{i}.png", i, embedded=_parquet(options))
         record = {options.image_field: image,
-                  options.question_field: f"Is there an abnormality in region {i}?",
-                  options.answer_field: "yes" if i % 2 else "left lung"}
+                  options.question_field: f"Is there an abnormality in region {i}? ",
+                  options.answer_field: "Yes " if i % 2 else "Left lung"}  # mixed case, trailing space
         if options.answer_type_field:
             record[options.answer_type_field] = "CLOSED" if i % 2 else "OPEN"
         if options.option_fields:  # PMC-VQA writes each option's letter into it: "A:Diffuse uptake"
@@ -127,7 +130,8 @@ def build_vqa(root: Path, options) -> int:
         records.append(record)
     expected = len(records)
     if options.language_field:  # one record in another language, filtered out
-        records.append({**records[0], options.language_field: "zh"})
+        other = "en" if options.language == "zh" else "zh"
+        records.append({**records[0], options.language_field: other, options.question_field: "哪个器官不正常？"})
     if options.delimiter_fields:
         lines = [f"{r[options.image_field]}|{r[options.question_field]}|{r[options.answer_field]}" for r in records]
         write_file(root, options.file, "\n".join(lines) + "\n")

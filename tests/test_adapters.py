@@ -26,6 +26,8 @@ from medmo_pipeline.data.schema import validate_row
 REGISTRY = load_registry()
 CASES = [pytest.param(entry, spec, id=f"{entry.name}-{spec.family}")
          for entry in REGISTRY.datasets for spec in entry.adapters]
+CASES += [pytest.param(entry, spec, id=f"{entry.name}@{version}-{spec.family}")
+          for entry in REGISTRY.datasets for version, layout in entry.other_versions.items() for spec in layout.adapters]
 
 
 def pixels(entry: dict) -> np.ndarray:
@@ -76,7 +78,7 @@ def test_vqa_closed_yes_no_gets_choices_open_gets_none(tmp_path):
     build_fixture("vqa", tmp_path, options)
     rows = list(iter_samples("vqa", tmp_path, options))
     closed = [r for r in rows if r["answer"] == "yes"]
-    opened = [r for r in rows if r["answer"] == "left lung"]
+    opened = [r for r in rows if r["answer"] == "Left lung"]  # open answers keep their case
     assert closed and all(r["choices"] == ["yes", "no"] for r in closed)
     assert opened and all(r["choices"] == [] for r in opened)
 
@@ -226,3 +228,17 @@ def test_missing_image_file_is_left_to_curation(tmp_path):
     assert row["images"][0]["bytes"] is None
     report = curate([row], tmp_path / "out", source="x", shard_rows=10)
     assert report["quarantined_by_reason"] == {"image_missing": 1}
+
+
+def test_headerless_tsv_columns_and_answer_lists(tmp_path):
+    """ROCO's captions.txt has no header row (``columns`` names them); MIMIC-CXR-VQA answers are lists."""
+    write_file(tmp_path, "captions.txt", "ROCO_00002\t Computed tomography of the chest, axial.\r\n")
+    write_file(tmp_path, "images/ROCO_00002", png_bytes())
+    options = {"file": "captions.txt", "format": "tsv", "columns": ["id", "caption"], "id_field": "id",
+               "image_field": "id", "image_dir": "images"}
+    (row,) = iter_samples("caption", tmp_path, options)
+    assert row["id"] == "ROCO_00002" and row["messages"][1]["content"] == "Computed tomography of the chest, axial."
+    write_file(tmp_path, "train.json", json.dumps([{"idx": 7, "image_path": "images/ROCO_00002", "question": "Where?",
+                                                    "answer": ["left lung", "right lung"]}]))
+    (row,) = iter_samples("vqa", tmp_path, {"file": "train.json", "image_field": "image_path", "id_field": "idx"})
+    assert row["answer"] == "left lung, right lung"

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_formats import jpeg_bytes, png_bytes, write_file
@@ -17,6 +18,7 @@ from PIL import Image
 
 from medmo_pipeline.config import CorpusRecipe
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.build import source_checks, source_metadata
 from medmo_pipeline.data.registry import SourceUnavailable, load_registry
 from medmo_pipeline.data.sources import curate_source
 
@@ -97,7 +99,8 @@ def test_a_non_finite_box_coordinate_quarantines_its_row_naming_file_and_row(tmp
              "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661,,,",
              "00014716_007.png,Atelectasis,686.101694915254,inf,185.491525423729,313.491525423729,,,",
              "00014716_007.png,Nodule,100,100,50,40,,,",
-             "00029817_009.png,Infiltrate,nan,1e400,20,20,,,"]
+             "00029817_009.png,Infiltrate,nan,1e400,20,20,,,",
+             "00030805_000.png,No Finding,nan,nan,nan,nan,,,"]  # a negative image, as box lists write it
     write_file(root, "BBox_List_2017.csv", "\r\n".join(lines) + "\r\n")
     for name in ("00013118_008.png", "00014716_007.png", "00029817_009.png"):
         write_file(root, f"images/{name}", _blank_png())
@@ -106,7 +109,7 @@ def test_a_non_finite_box_coordinate_quarantines_its_row_naming_file_and_row(tmp
         "nih_chest_xray:00013118_008.png:Atelectasis", "nih_chest_xray:00014716_007.png:Nodule"]
     problems = sorted((q["file"], q["record"], q["reason"]) for q in quarantine(report))
     assert problems == [("BBox_List_2017.csv", "row 2", "box_nan"), ("BBox_List_2017.csv", "row 4", "box_nan")]
-    assert accounted(report)
+    assert report["filtered_by_reason"] == {"no_finding": 1} and accounted(report)
 
 
 # ---- PMC-VQA: v2 columns (default) and v1, option prefixes --------------------------------------
@@ -222,6 +225,10 @@ def test_rows_left_out_on_purpose_are_counted_by_reason(tmp_path, curate):
     write_file(root, "imgs/xmlab1/detection.json", json.dumps([{"Liver": [5, 6, 20, 10]}]))
     report = curate("slake")
     assert report["filtered_by_reason"] == {"language": 1} and report["rows_kept"] == 2 and accounted(report)
+    passed, note = source_checks(report, max_quarantine_rate=0.05)["rows_accounted"]
+    assert passed and note.startswith("3 in = 2 kept + 0 quarantined + 1 filtered")
+    metadata = source_metadata(report, "code", 0.0)
+    assert metadata["filtered"] == 1 and "| language | 1 |" in metadata["filtered_by_reason"]
     bilingual = curate("slake", "bilingual")
     assert "肝脏" in [row["answer"] for row in kept_rows(bilingual)] and bilingual["filtered"] == 0
 
@@ -233,3 +240,119 @@ def test_skipped_classes_are_counted(tmp_path, curate):
     write_file(root, "labels/0001_1297860395_01_WRI-L1_M014.txt", "3 0.5 0.5 0.25 0.5\r\n8 0.9 0.1 0.1 0.1\r\n")
     report = curate("grazpedwri_dx")
     assert report["rows_kept"] == 1 and report["filtered_by_reason"] == {"class": 1} and accounted(report)
+
+
+# ---- more published layouts: IU-Xray, DeepLesion, VQA-Med 2019, ROCOv2 --------------------------
+
+def test_iu_xray_kaggle_csvs_with_quoted_multiline_fields_and_a_missing_projection(tmp_path, curate):
+    root = dataset(tmp_path, "iu_xray")
+    write_file(root, "indiana_reports.csv",
+               "uid,MeSH,Problems,image,indication,comparison,findings,impression\r\n"
+               "1,normal,normal,Xray Chest PA and Lateral,Positive TB test,None.,\"The cardiac silhouette and "
+               "mediastinum size are within normal limits. There is no pulmonary edema.\",Normal chest x-XXXX.\r\n"
+               "2,Cardiomegaly/borderline,Cardiomegaly,\"Chest, 2 views, frontal and lateral\",Preop.,None.,"
+               "\"Borderline cardiomegaly.\nClear lungs.\",No acute pulmonary findings.\r\n"
+               "3,normal,normal,\"CHEST PA and LATERAL: on XXXX, XXXX. \",Shortness of breath.,,,"
+               "The lungs appear clear.\r\n")
+    write_file(root, "indiana_projections.csv", "uid,filename,projection\n"
+               "1,1_IM-0001-4001.dcm.png,Frontal\n1,1_IM-0001-3001.dcm.png,Lateral\n2,2_IM-0652-1001.dcm.png,Frontal\n")
+    for seed, name in enumerate(["1_IM-0001-4001.dcm.png", "1_IM-0001-3001.dcm.png", "2_IM-0652-1001.dcm.png"]):
+        write_file(root, f"images/images_normalized/{name}", png_bytes(seed=seed))
+    report = curate("iu_xray")
+    rows = {row["id"]: row for row in kept_rows(report)}
+    assert len(rows["iu_xray:1"]["images"]) == 2
+    assert rows["iu_xray:2"]["messages"][1]["content"] == (
+        "Findings: Borderline cardiomegaly.\nClear lungs.\nImpression: No acute pulmonary findings.")
+    assert [(q["reason"], q["record"]) for q in quarantine(report)] == [("missing_join_key", "row 3")]
+    assert accounted(report)
+
+
+def test_deeplesion_nan_box_row_is_quarantined_and_its_slice_keeps_the_others(tmp_path, curate):
+    from fixtures_formats import DL_COLUMNS, png16_bytes
+
+    root = dataset(tmp_path, "deeplesion")
+    hu = np.full((64, 64), -1000, dtype=np.int32)
+    write_file(root, "Images_png/000001_01_01/103.png", png16_bytes(hu + 32768))
+    base = ["000001_01_01_103.png", 1, 1, 1, 103, "", "", "", "", 4, 0, "98, 108", "0.8, 0.8, 5", "64, 64",
+            "-175, 275", "F", 51, 1]
+    rows = [base[:6] + ["16.5, 16.5, 39.5, 39.5"] + base[7:],
+            base[:6] + ["nan, 3, 10, 12"] + base[7:],   # a second annotator's box, broken
+            base[:6] + ["20, 20, 30, 30"] + base[7:]]
+    with open(root / "DL_info.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DL_COLUMNS)
+        writer.writerows(rows)
+    report = curate("deeplesion")
+    (row,) = kept_rows(report)
+    assert len(row["boxes"]) == 2
+    assert [(q["file"], q["record"], q["reason"]) for q in quarantine(report)] == [("DL_info.csv", "row 2", "box_nan")]
+
+
+def test_vqa_med_2019_pipe_lines_with_crlf_and_a_broken_line(tmp_path, curate, monkeypatch):
+    monkeypatch.setenv("IMAGECLEF_AGREEMENT", "accepted")
+    root = dataset(tmp_path, "vqa_med_2019")
+    write_file(root, "Training/All_QA_Pairs_train.txt",
+               b"synpic41148|which plane is the image shown in?|axial\r\n"
+               b"synpic43984|what abnormality is seen in the image?|enchondroma|extra\r\n"
+               b"\r\nsynpic9999|is this \xff a question?|yes\r\n")
+    write_file(root, "Training/Train_images/synpic41148.jpg", jpeg_bytes())
+    report = curate("vqa_med_2019")
+    assert [row["answer"] for row in kept_rows(report)] == ["axial"]
+    assert sorted((q["reason"], q["record"]) for q in quarantine(report)) == [
+        ("invalid_utf8", "line 4"), ("malformed_record", "line 2")]
+
+
+def test_rocov2_hub_parquet_with_embedded_images(tmp_path, curate):
+    root = dataset(tmp_path, "roco_v2")
+    (root / "data").mkdir(parents=True)
+    table = pa.Table.from_pylist([
+        {"image": {"bytes": jpeg_bytes(seed=1), "path": "ROCOv2_2023_train_000001.jpg"}, "image_id": "ROCOv2_2023_train_000001",
+         "caption": "Head CT demonstrating left parotiditis.", "cui": ["C0040405"]},
+        {"image": {"bytes": jpeg_bytes(seed=2), "path": "ROCOv2_2023_train_000002.jpg"}, "image_id": "ROCOv2_2023_train_000002",
+         "caption": "Axial computed tomography scan of the pelvis showing a diffuse infiltration.", "cui": ["C0040405"]}])
+    pq.write_table(table, root / "data" / "train-00000-of-00027.parquet")
+    report = curate("roco_v2")
+    assert report["rows_kept"] == 2 and accounted(report)
+    assert sorted(row["id"] for row in kept_rows(report)) == ["roco_v2:ROCOv2_2023_train_000001",
+                                                              "roco_v2:ROCOv2_2023_train_000002"]
+
+
+def test_one_bad_byte_in_a_json_file_costs_one_record_and_header_case_is_forgiven(tmp_path, curate):
+    root = dataset(tmp_path, "vqa_rad")
+    records = [{"qid": 1, "image_name": "synpic1.jpg", "question": "Is this normal?", "answer": "no",
+                "answer_type": "CLOSED"},
+               {"qid": 2, "image_name": "synpic1.jpg", "question": "Is there BADBYTE here?", "answer": "yes",
+                "answer_type": "CLOSED"}]
+    write_file(root, "VQA_RAD Dataset Public.json", json.dumps(records).replace("BADBYTE", "\\u00e9").encode()
+               .replace(b"\\u00e9", b"\xe9"))
+    write_file(root, "VQA_RAD Image Folder/synpic1.jpg", jpeg_bytes())
+    report = curate("vqa_rad")
+    assert report["rows_kept"] == 1 and [(q["reason"], q["record"]) for q in quarantine(report)] == [
+        ("invalid_utf8", "row 2")]
+    iu = dataset(tmp_path, "iu_xray")  # a re-export spelling two headers differently
+    write_file(iu, "indiana_reports.csv", "UID,Findings ,impression\n1,Clear lungs.,Normal.\n")
+    write_file(iu, "indiana_projections.csv", "uid,FileName,projection\n1,1_IM.png,Frontal\n")
+    write_file(iu, "images/images_normalized/1_IM.png", png_bytes())
+    (row,) = kept_rows(curate("iu_xray"))
+    assert row["messages"][1]["content"] == "Findings: Clear lungs.\nImpression: Normal."
+
+
+def test_a_corrupt_parquet_file_stops_its_partition_naming_the_dataset(tmp_path, curate):
+    write_file(dataset(tmp_path, "pathvqa"), "data/train-00000-of-00002.parquet", b"PAR1 truncated")
+    with pytest.raises(SourceUnavailable, match=r"dataset 'pathvqa'.*ArrowInvalid.*huggingface-cli download"):
+        curate("pathvqa")
+    assert not (tmp_path / "corpus" / "pathvqa").exists()
+
+
+def test_cell_tracking_frames_without_gold_segmentation_are_filtered_not_quarantined(tmp_path, curate):
+    root = dataset(tmp_path, "ctc")
+    mask = np.zeros((32, 32), dtype=np.uint16)
+    mask[2:6, 3:9], mask[20:30, 10:12] = 1, 7  # instance ids, as man_segNNN.tif holds them
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="TIFF")
+    for frame in ("t000", "t001", "t002"):
+        write_file(root, f"images/{frame}.png", png_bytes(32, 32, seed=int(frame[1:])))
+    write_file(root, "masks/t001.tif", buffer.getvalue())  # gold SEG exists for some frames only
+    report = curate("ctc")
+    assert report["rows_kept"] == 1 and report["filtered_by_reason"] == {"unannotated": 2} and accounted(report)
+    assert len(kept_rows(report)[0]["boxes"]) == 2

@@ -157,7 +157,7 @@ def test_junk_never_stops_a_box_or_file_source(tmp_path):
     good = build_fixture("yolo", root, options)
     for i, line in enumerate(["3 nan 0.5 0.1 0.1", "3 inf 1 1 1", "x y z", "99999999999999999999 0.5 0.5 0.1 0.1",
                               "3 0.5 0.5 1e400 0.1", "\x00\x07"]):
-        write_file(root, f"{options['labels_dir'] if 'labels_dir' in options else 'labels'}/junk{i}.txt", line + "\n")
+        write_file(root, f"labels/junk{i}.txt", line + "\n")
     write_file(root, "labels/bytes.txt", b"\xff\xfe\n")
     cases["yolo"] = (root, options, good)
     root = tmp_path / "box_json"

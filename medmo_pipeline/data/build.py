@@ -76,8 +76,8 @@ def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[b
                                 "sha256 and counts as listed"),
         "rows_accounted": (report["rows_in"] == report["rows_kept"] + report["quarantined"] + report["filtered"]
                            and manifest.get("total_rows") == report["rows_kept"],
-                           f"{report['rows_in']} in = {report['rows_kept']} kept + {report['quarantined']} quarantined "
-                           f"+ {report['filtered']} filtered {report['filtered_by_reason']}"),
+                           (f"{report['rows_in']} in = {report['rows_kept']} kept + {report['quarantined']} "
+                            f"quarantined + {report['filtered']} filtered {report['filtered_by_reason']}")),
     }
 
 

@@ -26,6 +26,7 @@ FILTER_REASONS = {
     "language": "not in the language the registry entry selects",
     "class": "a class the registry entry skips",
     "no_finding": "an image annotated as having no finding: nothing to ground",
+    "unannotated": "an image the release leaves without annotation (CTC annotates some frames only)",
     "duplicate": "an exact duplicate of a kept row",
     "decontamination": "matches an evaluation item",
 }

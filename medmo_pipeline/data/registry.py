@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from medmo_pipeline.config import RECIPES_DIR, TaskName
 from medmo_pipeline.data.adapters import ADAPTERS, adapter
-from medmo_pipeline.data.adapters.common import SourceLayoutError
 from medmo_pipeline.data.paths import UnsafePathError, safe_join
 
 REGISTRY_PATH = RECIPES_DIR / "sources.yaml"
@@ -226,11 +225,13 @@ def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None)
                     row["id"] = f"{entry.name}:{prefix}{row['id']}"
                     row["source"], row["license"] = entry.name, entry.licence
                 yield row
-        except (SourceLayoutError, UnsafePathError, FileNotFoundError, NotADirectoryError) as error:
+        except SourceUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - adapters quarantine row problems; what escapes is the source's
             raise SourceUnavailable(
                 f"dataset {entry.name!r} at {path} does not have the layout its registry entry reads "
                 f"({entry.layout_source}{', version ' + (version or entry.version) if entry.version else ''}): "
-                f"{error}. Fix: get it with {entry.origin.how_to_get()}"
+                f"{type(error).__name__}: {error}. Fix: get it with {entry.origin.how_to_get()}"
                 f"{'; or pick another layout with corpus.registry.versions (' + ', '.join(entry.versions()) + ')' if entry.other_versions else ''}"
             ) from None
 

@@ -11,10 +11,10 @@ from .common import (
     ImageRecordOptions,
     as_list,
     guarded,
-    iter_records,
     limited,
     load_image,
     make_row,
+    read_records,
     rows_only,
     text,
     turn,
@@ -35,7 +35,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         return [make_row(local_id, "caption", options, turn(options.question, text(record.get(options.caption_field))),
                          images=images)]
 
-    yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
 iter_samples = rows_only(iter_outcomes)

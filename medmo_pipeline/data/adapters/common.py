@@ -59,6 +59,7 @@ class RecordOptions(AdapterOptions):
     file: str
     format: RecordFormat = "auto"
     id_field: str = ""  # "" numbers the records in file order
+    columns: list[str] = []  # CSV/TSV without a header row: the column names, in order (ROCO's captions.txt)
 
 
 class ImageRecordOptions(RecordOptions):
@@ -67,7 +68,13 @@ class ImageRecordOptions(RecordOptions):
     image_field: str = "image"
 
 
-def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "") -> Iterator[dict]:
+def read_records(root: Path, options: RecordOptions) -> Iterator[dict]:
+    """The records of ``options.file`` as the options describe them (format, header-less columns)."""
+    return iter_records(root, options.file, options.format, columns=options.columns)
+
+
+def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "",
+                 columns: Sequence[str] = ()) -> Iterator[dict]:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
@@ -82,7 +89,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
         if not matches:
             raise SourceLayoutError(f"no file matches {file!r} under {base}")
         for match in matches:
-            yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key)
+            yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key, columns=columns)
         return
     path = safe_join(root, file)
     if not path.is_file():
@@ -93,7 +100,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     elif kind == "json":
         yield from _json(path, file, json_key)
     elif kind in ("csv", "tsv"):
-        yield from _csv(path, file, "\t" if kind == "tsv" else ",")
+        yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns)
     elif kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -120,8 +127,8 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
 
 
 def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantined]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    try:  # bytes that are not UTF-8 stay as surrogates: curation quarantines the record holding them
+        data = json.loads(path.read_bytes().decode("utf-8-sig", errors="surrogateescape"))
         records = data[json_key] if json_key else data
     except (ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
@@ -132,12 +139,12 @@ def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantine
             "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"record {index}")
 
 
-def _csv(path: Path, file: str, delimiter: str) -> Iterator[dict | RowQuarantined]:
+def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = ()) -> Iterator[dict | RowQuarantined]:
     """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF). Bytes that
     are not UTF-8 are kept as surrogates while parsing, so one bad row is reported, not the file."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
+        header = list(columns) or next(reader, None)
         if header is None:
             return
         names = [name.strip() for name in header]
@@ -154,11 +161,25 @@ def _csv(path: Path, file: str, delimiter: str) -> Iterator[dict | RowQuarantine
             number += 1
             if not values:  # a blank line is no record (a row of empty fields is one)
                 continue
-            record = dict(zip(names, values, strict=False))
+            record = CsvRecord(zip(names, values, strict=False))
             if any(_has_surrogates(value) for value in values):
                 yield RowQuarantined("invalid_utf8", "bytes that are not UTF-8", file, f"row {number}")
             else:
                 yield record
+
+
+class CsvRecord(dict):
+    """A CSV row whose ``get`` also finds a column named with other case or spacing ("Image index"
+    for "Image Index"): exports of the same release differ in header spelling."""
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        wanted = " ".join(str(key).split()).casefold()
+        for name, value in self.items():
+            if " ".join(name.split()).casefold() == wanted:
+                return value
+        return default
 
 
 def _has_surrogates(value: str) -> bool:

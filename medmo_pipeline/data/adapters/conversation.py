@@ -18,10 +18,10 @@ from .common import (
     ImageRecordOptions,
     as_list,
     guarded,
-    iter_records,
     limited,
     load_image,
     make_row,
+    read_records,
     rows_only,
     strip_image_tokens,
     text,
@@ -46,7 +46,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
         return [make_row(record.get(options.id_field, index), options.task, options, messages, images=images)]
 
-    yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
 def conversation(turns: list[dict]) -> list[dict]:

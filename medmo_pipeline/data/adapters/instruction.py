@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from .common import RecordOptions, guarded, iter_records, limited, make_row, rows_only, text, turn
+from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
 
 class Options(RecordOptions):
@@ -39,7 +39,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, options.task, options, turn(prompt, reply), answer=output)]
 
-    yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from medmo_pipeline.data.outcomes import RowQuarantined
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.paths import safe_join
 
 from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only
@@ -25,6 +26,9 @@ class Options(AdapterOptions):
     mask_suffix: str = ".png"
     label: str = "cell"
     modality: str = "microscopy"
+    # An image without its mask: a broken copy (quarantine), or a frame the release does not annotate
+    # (filter, reason "unannotated": the Cell Tracking Challenge's gold segmentation covers some frames)
+    unannotated: Literal["quarantine", "filter"] = "quarantine"
 
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
@@ -39,6 +43,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         mask_name = f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"
         mask_path = safe_join(root, mask_name)
         if not mask_path.is_file():  # an image without its mask: nothing to ground, said so
+            if options.unannotated == "filter":
+                return [RowFiltered("unannotated", f"{where}: no mask {mask_name}")]
             return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir, where)]
         entry = load_image(root, image_path.name, options)
         boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]

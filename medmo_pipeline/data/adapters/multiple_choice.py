@@ -12,7 +12,7 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowError
 
 from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
-from .common import RecordOptions, guarded, iter_records, limited, make_row, rows_only, text, turn
+from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
 
 class Options(RecordOptions):
@@ -40,7 +40,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, "text_qa", options, turn(prompt, letter), choices=choices)]
 
-    yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
 def _choices(record: dict, options: Options) -> list[str]:

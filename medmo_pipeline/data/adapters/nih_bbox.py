@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.outcomes import RowQuarantined
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 
 from .common import AdapterOptions, guarded, iter_records, limited, load_image, row_problem, rows_only, text
 from .grounding import grounding_rows, xywh_to_xyxy
@@ -15,6 +15,7 @@ from .grounding import grounding_rows, xywh_to_xyxy
 # The published header: "Image Index,Finding Label,Bbox [x,y,w,h],,," (the box name spans four
 # columns, the last three headed by nothing); read by position.
 COLUMNS = 6
+NO_FINDING = ("no finding", "no_finding")
 
 
 class Options(AdapterOptions):
@@ -38,6 +39,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             image, label, *xywh = (text(value) for value in values[:COLUMNS])
             if not image or not label:
                 raise KeyError("Image Index / Finding Label")
+            if label.casefold() in NO_FINDING and not any(value.strip() for value in xywh[:4] if value != "nan"):
+                yield RowFiltered("no_finding", f"{image}: {label}")  # a negative image: its box is empty or NaN
+                continue
             boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*xywh)))
         except Exception as error:  # noqa: BLE001 - this CSV row is quarantined; the others go on
             yield row_problem(error, options.file, f"row {index + 1}")

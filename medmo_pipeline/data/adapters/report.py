@@ -30,6 +30,7 @@ from .common import (
     limited,
     load_image,
     make_row,
+    read_records,
     rows_only,
     text,
     turn,
@@ -79,7 +80,7 @@ def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:
         for record in iter_records(root, options.images_file):
             if isinstance(record, dict):  # a broken row of the image table only loses its image
                 joined.setdefault(text(record.get(options.join_key)), []).append(record.get(options.image_field))
-    for index, record in enumerate(iter_records(root, options.file, options.format)):
+    for index, record in enumerate(read_records(root, options)):
         if not isinstance(record, dict):
             yield record
             continue

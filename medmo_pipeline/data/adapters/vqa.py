@@ -22,10 +22,10 @@ from .common import (
     SourceLayoutError,
     as_list,
     guarded,
-    iter_records,
     limited,
     load_image,
     make_row,
+    read_records,
     rows_only,
     text,
     turn,
@@ -53,7 +53,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     def convert(index: int, record: dict) -> list:
         if options.language_field and text(record.get(options.language_field)) != options.language:
             return [RowFiltered("language", f"{options.language_field}={text(record.get(options.language_field))!r}")]
-        question, answer = text(record.get(options.question_field)), text(record.get(options.answer_field))
+        question, answer = text(record.get(options.question_field)), answer_text(record.get(options.answer_field))
         images = [load_image(root, f"{value}{options.image_suffix}" if isinstance(value, str) else value, options)
                   for value in as_list(record.get(options.image_field))]
         choices: list[str] = []
@@ -69,9 +69,17 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     yield from guarded(limited(_records(root, options), options), options.file, convert)
 
 
+def answer_text(value) -> str:
+    """An answer field as text; a list of answers (MIMIC-CXR-VQA: ``["left lung", "right lung"]``)
+    joined in order, an empty list as ''."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(part for part in (text(item) for item in value) if part)
+    return text(value)
+
+
 def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
     if not options.delimiter_fields:
-        yield from iter_records(root, options.file, options.format)
+        yield from read_records(root, options)
         return
     path = safe_join(root, options.file)
     if not path.is_file():

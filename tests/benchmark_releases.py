@@ -253,14 +253,11 @@ def chexpert_plus(root: Path) -> Release:
               "section_technique", "section_procedure_comments", "section_findings", "section_impression",
               "section_end_of_impression", "section_summary", "section_accession_number", "age", "sex", "race",
               "ethnicity", "interpreter_needed", "insurance_type", "recent_bmi", "deceased", "split"]
-    blank = [""] * (len(header) - 4)
-    rows = [[f"valid/patient6454{i}/study1/view1_frontal.png", "", "Frontal", *blank,
-             ["Heart size normal, lungs clear.", "Small left effusion, basilar atelectasis.", ""][i],
-             ["No acute disease in the chest.", "Effusion is new since the prior film.", ""][i], "valid"]
-            for i in range(3)]
-    # section_findings and section_impression sit at their own columns; rebuild each row by name.
-    named = [dict(zip(header, [""] * len(header)), path_to_image=r[0], frontal_lateral="Frontal", split="valid",
-                  section_findings=r[-3], section_impression=r[-2]) for r in rows]
+    findings = ["Heart size normal, lungs clear.", "Small left effusion, basilar atelectasis.", ""]
+    impressions = ["No acute disease in the chest.", "Effusion is new since the prior film.", ""]
+    named = [dict.fromkeys(header, "") | {  # the CSV names .jpg files; the release ships .png
+        "path_to_image": f"valid/patient6454{i}/study1/view1_frontal.jpg", "frontal_lateral": "Frontal",
+        "split": "valid", "section_findings": findings[i], "section_impression": impressions[i]} for i in range(3)]
     _csv(root, "df_chexpert_plus_valid.csv", header, [[row[h] for h in header] for row in named])
     for i in range(3):
         write_file(root, f"PNG/valid/patient6454{i}/study1/view1_frontal.png", png_bytes(seed=i))

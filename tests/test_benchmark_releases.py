@@ -219,3 +219,19 @@ def test_a_record_the_adapter_quarantines_fails_the_load_naming_it(tmp_path):
     path.write_text(path.read_text().replace("PMC8253867_Fig2_41.jpg", "../../etc/passwd"))
     with pytest.raises(BenchmarkLoadError, match=r"test_2\.csv, row 2: unsafe_path: .*climbs out"):
         load_benchmark("pmc_vqa", None, root=tmp_path, partial=True)
+
+
+def test_mimic_without_the_split_file_reads_every_study_of_the_copy(tmp_path, credentials):
+    build_release("mimic_cxr", tmp_path)
+    (tmp_path / "mimic-cxr-2.0.0-split.csv.gz").unlink()
+    load = load_counted("mimic_cxr", None, root=tmp_path, partial=True)
+    assert len(load.rows) == 4 and load.filtered == {"empty_reference": 1}  # the training study too: no split
+    replies = {row["id"]: row["messages"][-1]["content"] for row in load.rows}
+    assert "Lungs are clear" in replies["mimic_cxr:p10/p10000040/s52222222"]  # FINDINGS AND IMPRESSION: kept
+
+
+def test_iu_xray_as_kaggle_ships_it_is_read_when_no_test_list_is_given(tmp_path):
+    build_release("iu_xray", tmp_path)
+    (tmp_path / "indiana_reports_test.csv").rename(tmp_path / "indiana_reports.csv")
+    load = load_counted("iu_xray", None, root=tmp_path, partial=True)
+    assert len(load.rows) == 2 and load.filtered == {"empty_reference": 1} and load.files == ["indiana_reports.csv"]

@@ -121,18 +121,18 @@ def read_benchmark(benchmark: Benchmark, directory: Path, max_per_task: int | No
     return read_counted(benchmark, directory, max_per_task, partial=partial).rows
 
 
-def loader_files(benchmark: Benchmark, loader: BenchmarkLoader, directory: Path) -> tuple[dict, list[str]]:
-    """The first option set of ``loader`` (main layout, then its ``layouts``) whose ``file``
-    pattern matches, and the matched files; a loader without ``file`` reads ``directory`` as a whole."""
+def loader_files(benchmark: Benchmark, loader: BenchmarkLoader, directory: Path) -> tuple[str, dict, list[str]]:
+    """The reader, options and matched files of the first layout of ``loader`` (main layout, then its
+    ``layouts``) whose ``file`` pattern matches; a layout without ``file`` reads ``directory`` as a whole."""
     tried = []
-    for options in loader.option_sets():
+    for family, options in loader.option_sets():
         pattern = options.get("file")
         if not pattern:
-            return options, [""]
+            return family, options, [""]
         matches = [path.relative_to(Path(directory).resolve()).as_posix()
                    for path in safe_glob(Path(directory).resolve(), pattern) if path.is_file()]
         if matches:
-            return options, matches
+            return family, options, matches
         tried.append(pattern)
     subset = f" (subset {loader.subset})" if loader.subset else ""
     raise BenchmarkLoadError(
@@ -147,13 +147,13 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
     load, seen, problems, filtered = BenchmarkLoad([]), Counter(), [], Counter()
     exclusions = [rule.reason for rule in benchmark.exclude]
     for loader in benchmark.loaders:
-        options, files = loader_files(benchmark, loader, directory)
+        family, options, files = loader_files(benchmark, loader, directory)
         prefix = f"{loader.subset}/" if loader.subset else ""
         read_before = load.read
         for file in files:
             load.files.append(file or str(directory))
             file_options = {**options, "split": "eval", **({"file": file} if file else {})}
-            for row in items(loader.family, directory, file_options, loader.where):
+            for row in items(family, directory, file_options, loader.where):
                 if type(row) is RowQuarantined:  # a record the adapter could not read: the load fails
                     where = f"{row.record} ({row.local_id})" if row.local_id else row.record or "?"
                     problems.append((row.file or file, where, f"{row.reason}: {row.detail}"))
@@ -184,7 +184,7 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
                 load.rows.append(row)
         if load.read == read_before:
             raise BenchmarkLoadError(
-                f"benchmark {benchmark.name!r}: loader {loader.family}{' ' + loader.subset if loader.subset else ''} "
+                f"benchmark {benchmark.name!r}: loader {family}{' ' + loader.subset if loader.subset else ''} "
                 f"read no rows from {files} under {directory} (options {options}); check the layout against "
                 f"the registry's layout_source ({benchmark.layout_source})")
     raise_problems(benchmark.name, problems)

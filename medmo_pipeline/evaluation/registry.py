@@ -88,8 +88,8 @@ class BenchmarkLoader(_Strict):
 
     ``family`` is a training adapter family (``data/adapters``) or a benchmark reader of
     ``evaluation.readers`` (release formats no training source uses). ``layouts`` are alternative
-    option sets for other published layouts of the same files (tried in order when the main
-    ``file`` pattern matches nothing). ``record_filter`` keeps only records whose field has one of
+    option sets for other published layouts of the same files, tried in order when the main
+    ``file`` pattern matches nothing (a layout may name another ``family``). ``record_filter`` keeps only records whose field has one of
     the listed values (MedSG's ``task`` column: one benchmark entry per sub-task).
     """
 
@@ -103,14 +103,20 @@ class BenchmarkLoader(_Strict):
     def _known_family_and_options(self) -> BenchmarkLoader:
         from medmo_pipeline.evaluation.readers import reader
 
-        module = reader(self.family)  # errors name the known families
-        for options in [self.options, *({**self.options, **layout} for layout in self.layouts)]:
-            module.Options.model_validate(options)  # errors name the option
+        for family, options in self.option_sets():
+            reader(family).Options.model_validate(options)  # errors name the family or the option
         return self
 
-    def option_sets(self) -> list[dict[str, Any]]:
-        """The main options, then each alternative layout's (overrides on top of the main ones)."""
-        return [dict(self.options), *({**self.options, **layout} for layout in self.layouts)]
+    def option_sets(self) -> list[tuple[str, dict[str, Any]]]:
+        """(family, options) of the main layout, then of each alternative: overrides on top of the main
+        options, or, for a layout naming its own ``family``, that reader with only its own options."""
+        sets = [(self.family, dict(self.options))]
+        for layout in self.layouts:
+            if "family" in layout:
+                sets.append((layout["family"], {k: v for k, v in layout.items() if k != "family"}))
+            else:
+                sets.append((self.family, {**self.options, **layout}))
+        return sets
 
 
 class AnswerRules(_Strict):

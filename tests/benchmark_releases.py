@@ -321,7 +321,8 @@ def medsg(root: Path, task: str) -> Release:
             for k, path in enumerate(record["images"]):
                 width, height = sizes.get(file[:-5], (336, 336))
                 write_file(root, path.removeprefix("MedSG-Bench/"), png_bytes(width, height, seed=k))
-    return Release(sum(record["task"] == task for records in MEDSG_RECORDS.values() for record in records))
+    tasks = [record["task"] for records in MEDSG_RECORDS.values() for record in records]
+    return Release(tasks.count(task), {"other_subtask": len(tasks) - tasks.count(task)})
 
 
 BUILDERS = {

@@ -166,7 +166,7 @@ def test_an_unreadable_gold_box_fails_the_load_naming_the_file_and_row(tmp_path)
     records = [{"task": "referring", "images": ["MedSG-Bench/Task8/AbdomenCT1K_liver.png"], "question": "Where?",
                 "answer": []}]
     write_file(tmp_path, "Task8.json", json.dumps(records))
-    with pytest.raises(BenchmarkLoadError, match=r"Task8\.json, row medsg_referring:referring/0: no box readable"):
+    with pytest.raises(BenchmarkLoadError, match=r"Task8\.json, row 1 \(medsg_referring:referring/0\): no box readable"):
         load_benchmark("medsg_referring", None, root=tmp_path, partial=True)
 
 
@@ -176,6 +176,15 @@ def test_a_copy_shorter_than_the_documented_release_fails_unless_partial(tmp_pat
                        r"full release"):
         load_benchmark("vqa_rad", None, root=tmp_path)
     assert len(load_benchmark("vqa_rad", None, root=tmp_path, partial=True)) == 4
+
+
+def test_medsg_json_under_another_name_and_absolute_release_paths_are_read(tmp_path):
+    write_file(tmp_path, "images/Task8/liver.png", png_bytes(336, 336))
+    records = [{"task": "referring", "images": ["/root/autodl-tmp/MedSG_Data/images/Task8/liver.png"],
+                "question": "Where is the liver?", "answer": [157, 130, 254, 246]}]
+    write_file(tmp_path, "MedSG-Bench/referring_test.json", json.dumps(records))
+    (row,) = load_benchmark("medsg_referring", None, root=tmp_path, partial=True)
+    assert row["images"][0]["path"] == "images/Task8/liver.png"
 
 
 def test_a_reader_that_reads_no_rows_fails(tmp_path):

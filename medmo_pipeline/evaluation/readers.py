@@ -89,7 +89,7 @@ def _present_suffix(root: Path, options: MedSGOptions, path: str) -> str:
     from medmo_pipeline.data.paths import safe_join
 
     base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
-    parts = path.replace("\\", "/").split("/")
+    parts = [part for part in path.replace("\\", "/").split("/") if part]  # an absolute path's tail too
     for start in range(len(parts)):
         candidate = "/".join(parts[start:])
         if candidate and (base / candidate).is_file():
@@ -103,11 +103,19 @@ def medsg_reply(box: list[float]) -> str:
     return f"<|box_start|>({x1:g},{y1:g}),({x2:g},{y2:g})<|box_end|>"
 
 
-def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator[dict]:
+def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator:
+    """Rows of MedSG-Bench task JSON; records of other sub-tasks counted as filtered; a record that
+    cannot be read (not an object, a path out of the root, a malformed answer) quarantined by row."""
+    from medmo_pipeline.data.adapters.common import guarded
+    from medmo_pipeline.data.outcomes import RowError, RowFiltered
+
     options = MedSGOptions.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+
+    def convert(index: int, record: dict) -> list:
+        if not isinstance(record, dict):
+            raise RowError("malformed_record", f"a record is {type(record).__name__}, not an object")
         if options.tasks and text(record.get("task")) not in options.tasks:
-            continue
+            return [RowFiltered("other_subtask", text(record.get("task")))]
         paths = [_present_suffix(root, options, text(p)) for p in record.get(options.image_field) or []]
         images = [load_image(root, path, options) for path in paths]
         box = [float(v) for v in record.get("answer") or []]
@@ -119,7 +127,9 @@ def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator[dict]:
         reply = medsg_reply(box) if len(box) == 4 else text(record.get("answer"))
         question = strip_image_tokens(text(record.get("question")))
         local_id = record.get(options.id_field) or f"{text(record.get('task'))}/{index}"
-        yield make_row(local_id, "grounding", options, turn(question, reply), images=images)
+        return [make_row(local_id, "grounding", options, turn(question, reply), images=images)]
+
+    yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
 
 
 class MimicSplitOptions(RecordOptions):
@@ -173,7 +183,7 @@ READERS: dict[str, SimpleNamespace] = {
     "mimic_cxr_split": SimpleNamespace(Options=MimicSplitOptions, iter_outcomes=iter_mimic_split,
                                        iter_samples=iter_mimic_split),
     "mmmu_parquet": SimpleNamespace(Options=MMMUOptions, iter_samples=iter_mmmu),
-    "medsg_json": SimpleNamespace(Options=MedSGOptions, iter_samples=iter_medsg),
+    "medsg_json": SimpleNamespace(Options=MedSGOptions, iter_outcomes=iter_medsg, iter_samples=iter_medsg),
 }
 
 

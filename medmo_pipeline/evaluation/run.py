@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 "checkpoint": checkpoint_ref, "corpus": corpus.lineage_view(index),
                 "recipe": {"name": recipe.name, "hash": code_version}, "mlflow_run_id": run.info.run_id,
                 "git_commit": tracking.git_commit(), "not_computed": not_computed,
+                "rows": {name: load.counts() for name, load in loads.items()},
             })
             mlflow.log_artifact(str(args.output / "table.parquet"))
         meta = {

@@ -1,20 +1,22 @@
 """Gold labels that benchmark files keep inside text, moved into the row's own columns at load time.
 
-- **Options in the question** (MMMU-Med's appended ``A. ...`` lines, MedXpertQA-MM's
-  ``Answer Choices: (A) ... (B) ...``): :func:`question_choices` fills ``choices`` and ``answer``
+- **Options in the question** (MedXpertQA-MM's ``Answer Choices: (A) ... (B) ...``, any appended
+  ``A. ...`` lines): :func:`question_choices` fills ``choices`` and ``answer``
   becomes the gold option letter, so the row is scored as multiple choice. The question text is left
   as it is (the model reads the options there). A question without a readable option list stays an
   open question.
-- **Boxes in the reply** (MedSG's LLaVA JSON: ``label <box>[[x1, y1, x2, y2]]</box>``):
-  :func:`reply_boxes` fills ``boxes`` in pixels of the original image. The scale of the reply's
+- **Boxes in the reply** (MedSG-Bench's ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, LLaVA-style
+  ``label <box>[[x1, y1, x2, y2]]</box>``): :func:`reply_boxes` fills ``boxes`` in pixels of the
+  original image, and :func:`with_model_scale_reply` rewrites the reference reply in the model's own
+  form and scale. The scale of the reply's
   numbers is the benchmark's ``answers.box_scale`` in the registry: ``relative_1000`` (Qwen3-VL's
   0-1000 scale, as the grounding adapters of this project write their replies) goes through
   ``boxes.relative_to_pixels``, the same conversion scoring applies to predictions, with the same
   (first) image's size; ``pixels`` (coordinates of the original image) is taken as it is.
 - **Unreadable gold**: a grounding row still without a gold box after this (a reply with no box in
   a form ``rewards.parsing`` reads, or an image of unknown size) cannot be scored;
-  :func:`check_grounding_gold` raises :class:`UnreadableGold` naming every such row, so a benchmark
-  fails when it is loaded, before any model runs, never midway through scoring.
+  the benchmark load (``evaluation.benchmarks``, ``evaluation.checks``) fails naming every such row,
+  before any model runs, and :func:`check_grounding_gold` refuses such rows at scoring time too.
 
 An evaluation asks only a row's first user turn (``generation.prompt_messages``), so
 :func:`first_exchange` keeps that turn and its reply: the gold is the reply to the question asked.

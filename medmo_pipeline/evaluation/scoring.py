@@ -7,7 +7,9 @@ pixel scale: predicted 0-1000 boxes go through ``boxes.relative_to_pixels``, the
 Questions (``vqa`` and ``text_qa`` rows) are scored by :func:`question_kind`: a VQA row whose gold
 answer is yes/no is closed; a row with choices is multiple choice (the option letter or the option
 text counts, an unreadable answer is wrong and counted as unparseable); any other VQA row is open
-(exact match and SQuAD token F1, each taken from ``open_accuracy`` by its field name).
+(exact match and SQuAD token F1, each taken from ``open_accuracy`` by its field name). Every
+question benchmark also gets ``accuracy``, one number as the paper's Table 1 counts it: the share of
+all its questions answered right (closed, multiple choice, open by exact match; see ACCURACY_NOTE).
 
 Reports and captions get ROUGE-L (F1, beta 1, the ``rouge-score`` definition) and corpus CIDEr-D
 (pycocoevalcap's definition and scale, x10; both sides tokenised by ``rouge_tokens``); instructions

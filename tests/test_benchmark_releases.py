@@ -244,3 +244,16 @@ def test_iu_xray_as_kaggle_ships_it_is_read_when_no_test_list_is_given(tmp_path)
     (tmp_path / "indiana_reports_test.csv").rename(tmp_path / "indiana_reports.csv")
     load = load_counted("iu_xray", None, root=tmp_path, partial=True)
     assert len(load.rows) == 2 and load.filtered == {"empty_reference": 1} and load.files == ["indiana_reports.csv"]
+
+
+def test_medqa_parquet_conversion_is_read_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    build_release("medqa", tmp_path / "jsonl")
+    lines = (tmp_path / "jsonl" / "phrases_no_exclude_test.jsonl").read_text().splitlines()
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in lines]),
+                   tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
+    rows = load_benchmark("medqa", None, root=tmp_path / "hub", partial=True)
+    assert [row["answer"] for row in rows] == ["D", "D"]

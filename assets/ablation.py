@@ -8,7 +8,6 @@ import dagster as dg
 from medmo_pipeline import home
 from medmo_pipeline.config import Recipe
 from medmo_pipeline.evaluation.ablation import build_stage_ablation
-from medmo_pipeline.evaluation.benchmarks import unavailable
 
 
 def stage_ablation_asset(recipe: Recipe, code_version: str):
@@ -25,6 +24,7 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
     )
     def stage_ablation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from assets.definitions import latest_partition_output
+        from medmo_pipeline.evaluation.benchmarks import unavailable
 
         # A benchmark whose copy is missing, or not evaluated for every checkpoint yet, is left out and
         # listed (with how to get it); the others are compared.
@@ -50,13 +50,18 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
                 "plot": dg.MetadataValue.path(str(result["png"])),
                 "plot_qa": dg.MetadataValue.path(str(result["qa_png"])),
                 "plot_reports_grounding": dg.MetadataValue.path(str(result["reports_grounding_png"])),
-                "paper_table": dg.MetadataValue.md(result["paper_table"].round(1).to_markdown()),
-                "plot_paper": dg.MetadataValue.path(str(result["paper_png"])),
-                "missing_benchmarks": dg.MetadataValue.json(missing),
-                "not_evaluated": dg.MetadataValue.json(not_evaluated),
                 **{f"{row}.{col}": float(table.loc[row, col]) for row in table.index for col in table.columns
                    if table.loc[row, col] == table.loc[row, col]},
+                # The paper's table beside ours, and the benchmarks left out (with how to get them).
+                **paper_metadata(result, missing, not_evaluated),
             }
         )
 
     return stage_ablation
+
+
+def paper_metadata(result: dict, missing: dict, not_evaluated: dict) -> dict:
+    return {"paper_table": dg.MetadataValue.md(result["paper_table"].round(1).to_markdown()),
+            "plot_paper": dg.MetadataValue.path(str(result["paper_png"])),
+            "missing_benchmarks": dg.MetadataValue.json(missing),
+            "not_evaluated": dg.MetadataValue.json(not_evaluated)}

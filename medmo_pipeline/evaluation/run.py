@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
             "table": Md(_markdown(table)),
             "wall_seconds": round(time.time() - started, 2),
             "not_computed": not_computed,
-            "rows": {name: load.counts() for name, load in loads.items()},  # read, evaluated, filtered by reason
         }
         meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples() if math.isfinite(row.value)})
+        meta["rows"] = {name: load.counts() for name, load in loads.items()}  # read, evaluated, filtered by reason
         reporter.report(meta, data_version=data_version)
 
 

@@ -356,3 +356,48 @@ def test_cell_tracking_frames_without_gold_segmentation_are_filtered_not_quarant
     report = curate("ctc")
     assert report["rows_kept"] == 1 and report["filtered_by_reason"] == {"unannotated": 2} and accounted(report)
     assert len(kept_rows(report)[0]["boxes"]) == 2
+
+
+# ---- text datasets, records as their cards show them ---------------------------------------------
+
+TEXT_RECORDS = {
+    "medqa": ("phrases_no_exclude_train.jsonl", [
+        {"question": "A 23-year-old pregnant woman at 22 weeks gestation presents with burning upon urination...",
+         "answer": "Nitrofurantoin", "options": {"A": "Ampicillin", "B": "Ceftriaxone", "C": "Doxycycline",
+                                                 "D": "Nitrofurantoin"},
+         "meta_info": "step2&3", "answer_idx": "D", "metamap_phrases": ["pregnant woman", "weeks"]}], "D"),
+    "medmcqa": ("data/train-00000-of-00001.parquet", [
+        {"id": "e9ad821a-c438-4965-9f77-760819dfa155", "question": "Chronic urethral obstruction due to BPH can lead to:",
+         "opa": "Hyperplasia", "opb": "Hyperophy", "opc": "Atrophy", "opd": "Dyplasia", "cop": 2,
+         "choice_type": "single", "exp": "Chronic urethral obstruction ...", "subject_name": "Anatomy",
+         "topic_name": "Urinary tract"},
+        {"id": "test-row", "question": "A test-split row has no answer", "opa": "a", "opb": "b", "opc": "c",
+         "opd": "d", "cop": -1, "choice_type": "single", "exp": None, "subject_name": "x", "topic_name": None}], "C"),
+    "pubmedqa": ("pqa_labeled/train-00000-of-00001.parquet", [
+        {"pubid": 21645374, "question": "Do mitochondria play a role in remodelling lace plant leaves?",
+         "context": {"contexts": ["Programmed cell death (PCD) is ...", "The following ..."],
+                     "labels": ["BACKGROUND", "RESULTS"], "meshes": ["Alismataceae"]},
+         "long_answer": "Results depicted mitochondrial dynamics ...", "final_decision": "yes"}], "A"),
+    "medical_o1_reasoning_sft": ("medical_o1_sft.json", [
+        {"Question": "Given the symptoms of sudden weakness in the left arm and leg...",
+         "Complex_CoT": "Okay, let's see what's going on here.", "Response": "The specific cardiac abnormality..."}],
+        "The specific cardiac abnormality..."),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_RECORDS))
+def test_text_datasets_as_their_cards_show_them(tmp_path, curate, name):
+    file, records, answer = TEXT_RECORDS[name]
+    path = dataset(tmp_path, name) / file
+    path.parent.mkdir(parents=True)
+    if file.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist(records), path)
+    elif file.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    else:
+        path.write_text(json.dumps(records))
+    report = curate(name)
+    rows = kept_rows(report)
+    assert rows[0]["answer"] == answer and accounted(report)
+    if name == "medmcqa":  # the test split's cop -1 names no option: quarantined, counted
+        assert report["quarantined_by_reason"] == {"missing_answer": 1}

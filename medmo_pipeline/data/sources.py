@@ -152,6 +152,13 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
     return build_eval_index(rows()), names
 
 
+def image_limits(corpus: CorpusRecipe):
+    """The recipe's ``corpus.image_limits`` as the ImageLimits every image path checks."""
+    from medmo_pipeline.data.image_limits import ImageLimits
+
+    return ImageLimits(**corpus.image_limits.model_dump())
+
+
 def curate_source(
     corpus: CorpusRecipe, source: str, root: Path, *, seed: int, log: Callable[[str], None] = print
 ) -> dict:
@@ -164,7 +171,8 @@ def curate_source(
     """
     from medmo_pipeline.atomic import staged_dir
     from medmo_pipeline.data import shards
-    from medmo_pipeline.data.curation import curate
+    from medmo_pipeline.data.curation import CurationLimits, curate
+    from medmo_pipeline.data.image_limits import using_limits
 
     source_fingerprint = fingerprint(corpus, source, seed=seed)  # a missing source stops here, nothing written
     source_root = Path(root) / source
@@ -173,15 +181,17 @@ def curate_source(
     staging = source_root / ".staging"
     eval_index, eval_sets = evaluation_index(corpus, seed=seed)
     log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
+    limits = image_limits(corpus)
     try:
-        report = curate(
-            source_rows(corpus, source, seed=seed), staging, source=source,
-            eval_index=eval_index, shard_rows=corpus.shard_rows,
-            source_revision=source_fingerprint["revision"],
-            progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
-                                   f"{c['quarantined']} quarantined"),
-            progress_every=100_000,
-        )
+        with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
+            report = curate(
+                source_rows(corpus, source, seed=seed), staging, source=source,
+                eval_index=eval_index, shard_rows=corpus.shard_rows,
+                source_revision=source_fingerprint["revision"], limits=CurationLimits(image=limits),
+                progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
+                                       f"{c['quarantined']} quarantined"),
+                progress_every=100_000,
+            )
     except Exception:
         # A source that cannot be read (its message names it) leaves nothing behind; a killed run
         # (a signal, not an exception) keeps its staged shards to resume from.

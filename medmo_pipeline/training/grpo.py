@@ -91,12 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
-        from medmo_pipeline.plots import plot_reward_trend
+        from medmo_pipeline.plots import markdown_image, plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
         from medmo_pipeline.training import resume
 
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
+        rows, images_skipped = common.decodable_rows(rows, reporter.log)
         base = recipe.base_model
         model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         use_patchwise_projection(model)  # same values, a cheaper backward
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
             metrics = {"steps": int(result.global_step), "resumed_from_step": start.step, "rows": len(rows),
+                       "rows_skipped_undecodable": images_skipped,
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
             lineage = tracking.lineage_record(
@@ -162,15 +164,20 @@ def main(argv: list[str] | None = None) -> None:
             )
             trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
             mlflow.set_tag("data_version", data_version)
+            registered = tracking.register_if_chosen(recipe.tracking.register_models, "rl", args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
         from medmo_pipeline.training.sft import checkpoint_metadata
 
-        meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
+        meta = checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
+                                   common.elapsed(started))
         if trend:
+            from medmo_pipeline.jobs import Md
+
             meta["box_reward_trend"] = trend.resolve()
+            meta["box_reward_trend_plot"] = Md(markdown_image(trend, "box reward trend"))
         meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])
         reporter.report(meta, data_version=data_version)
 

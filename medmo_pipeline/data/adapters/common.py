@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_line, load_json
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.data.paths import UnsafePathError, check_relative, safe_join
@@ -78,10 +79,11 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
-    Parquet is streamed batch by batch; the text formats are read whole (they are annotation files).
-    A JSONL line that does not parse, and a CSV row that is not UTF-8 or does not parse, come out as
-    ``RowQuarantined`` in their place. CSV header names are stripped (a trailing space in a header
-    is a common quirk) and a byte-order mark is dropped.
+    Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
+    bounds (a line over them stops the file, naming it and the line); a JSON file is read whole up
+    to ``annotations.MAX_WHOLE_FILE``. A JSONL line that does not parse, and a line or CSV row that
+    is not UTF-8 or does not parse, come out as ``RowQuarantined`` in their place. CSV header names
+    are stripped (a trailing space in a header is a common quirk) and a byte-order mark is dropped.
     """
     if "*" in file:
         base = Path(root).resolve()
@@ -112,25 +114,33 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
 
 def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+        lines = BoundedLines(handle, file)
+        for raw in lines:
+            if not raw.strip():
                 continue
+            where = f"line {lines.number}"
             try:
-                record = json.loads(line.decode("utf-8"))
+                record = json_line(raw.decode("utf-8"), file, lines.number)
             except UnicodeDecodeError as error:
-                yield RowQuarantined("invalid_utf8", str(error), file, f"line {number}")
-            except ValueError as error:
-                yield RowQuarantined("malformed_record", f"not JSON: {error}", file, f"line {number}")
+                yield RowQuarantined("invalid_utf8", f"{file} {where}: {error}", file, where)
+            except AnnotationError as error:
+                yield RowQuarantined("malformed_record", str(error), file, where)
             else:
                 yield record if isinstance(record, dict) else RowQuarantined(
-                    "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"line {number}")
+                    "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
 
 
 def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantined]:
-    try:  # bytes that are not UTF-8 stay as surrogates: curation quarantines the record holding them
+    try:
+        data = load_json(path, file)
+    except AnnotationError as error:
+        if not isinstance(error.__context__, UnicodeDecodeError):
+            raise
+        # within the size bound, but a stray byte: kept as a surrogate, curation quarantines its record
         data = json.loads(path.read_bytes().decode("utf-8-sig", errors="surrogateescape"))
+    try:
         records = data[json_key] if json_key else data
-    except (ValueError, KeyError, TypeError) as error:
+    except (KeyError, TypeError) as error:
         raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
     if not isinstance(records, list):
         raise SourceLayoutError(f"{file} holds a JSON {type(records).__name__}, not a list of records")
@@ -140,10 +150,11 @@ def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantine
 
 
 def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = ()) -> Iterator[dict | RowQuarantined]:
-    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF). Bytes that
-    are not UTF-8 are kept as surrogates while parsing, so one bad row is reported, not the file."""
+    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), its lines
+    within ``annotations``' bounds. Bytes that are not UTF-8 are kept as surrogates while parsing,
+    so one bad row is reported, not the file."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
+        reader = csv.reader(BoundedLines(handle, file), delimiter=delimiter)
         header = list(columns) or next(reader, None)
         if header is None:
             return
@@ -156,14 +167,15 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = ()) -> 
                 return
             except csv.Error as error:
                 number += 1
-                yield RowQuarantined("malformed_record", f"CSV: {error}", file, f"row {number}")
+                yield RowQuarantined("malformed_record", f"{file} row {number}: CSV: {error}", file, f"row {number}")
                 continue
             number += 1
             if not values:  # a blank line is no record (a row of empty fields is one)
                 continue
             record = CsvRecord(zip(names, values, strict=False))
             if any(_has_surrogates(value) for value in values):
-                yield RowQuarantined("invalid_utf8", "bytes that are not UTF-8", file, f"row {number}")
+                yield RowQuarantined("invalid_utf8", f"{file} row {number}: bytes that are not UTF-8", file,
+                                     f"row {number}")
             else:
                 yield record
 

@@ -128,7 +128,7 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
     """
     from medmo_pipeline.data import synthetic
     from medmo_pipeline.data.curation import build_eval_index
-    from medmo_pipeline.evaluation.benchmarks import benchmarks_dir, read_benchmark
+    from medmo_pipeline.evaluation.benchmarks import benchmark_dir, read_benchmark
     from medmo_pipeline.evaluation.registry import BenchmarkUnavailable, load_registry, resolve_benchmark_dir
 
     def rows():
@@ -137,14 +137,14 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
             yield from synthetic.generate_rows(source, "eval", spec.eval_rows.get(source, 0), seed=seed,
                                                image_size=spec.image_size)
         for benchmark in present:
-            yield from read_benchmark(benchmark, resolve_benchmark_dir(benchmark, benchmarks_dir() / benchmark.name))
+            yield from read_benchmark(benchmark, resolve_benchmark_dir(benchmark, benchmark_dir(benchmark)))
 
     present = []
     for benchmark in load_registry().benchmarks:
         if benchmark.origin.kind == "synthetic":
             continue
         try:
-            resolve_benchmark_dir(benchmark, benchmarks_dir() / benchmark.name)
+            resolve_benchmark_dir(benchmark, benchmark_dir(benchmark))
         except BenchmarkUnavailable:
             continue
         present.append(benchmark)

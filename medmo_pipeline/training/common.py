@@ -103,7 +103,7 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         lr_scheduler_type=optim.lr_scheduler_type,
         bf16=optim.bf16 and cuda,  # bf16 on CPU raises in the trainer; the recipe's value applies on GPUs
         use_cpu=not cuda,
-        gradient_checkpointing=optim.gradient_checkpointing,
+        activation_checkpointing=optim.gradient_checkpointing,  # transformers 5's name for it
         logging_steps=optim.logging_steps,
         deepspeed=deepspeed,
         seed=seed,
@@ -112,7 +112,31 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         **save_arguments(optim),
         disable_tqdm=True,
         dataloader_num_workers=optim.dataloader_num_workers,
+        **optim.trainer_args,  # further TRL fields, checked against the installed TRL at recipe load
     )
+
+
+def load_for_training(parent: str, base, optim: OptimRecipe, trainer_config):
+    """Load the policy for a stage whose ``SFTConfig``/``GRPOConfig`` (``trainer_config``) already exists.
+
+    With ``deepspeed=`` a ZeRO-3 config, creating the trainer config registered it (transformers keeps
+    only a weak reference, so the caller keeps ``trainer_config`` alive through training), and
+    ``from_pretrained`` then partitions each weight across the ranks as it loads: no rank ever holds
+    the whole model. The weights load in the dtype the stage trains in.
+    """
+    from medmo_pipeline.model.loading import load_model
+
+    if optim.deepspeed and getattr(trainer_config, "hf_deepspeed_config", None) is None:
+        raise RuntimeError("the trainer configuration must be built with deepspeed= before the model loads")
+    return load_model(parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle,
+                      dtype=training_dtype(optim), attn_implementation=optim.attn_implementation)
+
+
+def training_dtype(optim: OptimRecipe):
+    """bf16 where the recipe asks for it and a GPU trains; fp32 on CPU, where the trainer runs fp32."""
+    import torch
+
+    return torch.bfloat16 if optim.bf16 and torch.cuda.is_available() else torch.float32
 
 
 def save_arguments(optim: OptimRecipe) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.plots import plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> None:
         index = corpus.load_index(args.corpus)
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
         base = recipe.base_model
-        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
-        use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         left_pad_prompts(processor)
@@ -114,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
         config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights)
+        # Loaded after its trainer configuration, so that a ZeRO-3 config partitions it as it loads.
+        model = common.load_for_training(args.parent, base, stage.optim, config)
+        use_patchwise_projection(model)  # same values, a cheaper backward
         history: list[dict] = start.history()
         section = recipe.section("rl")
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.training.collation import answer_masked_collator, mirror_pad_token
         from medmo_pipeline.training import resume
@@ -39,20 +39,20 @@ def main(argv: list[str] | None = None) -> None:
         rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
         mix = mixture.describe(rows)
         reporter.log(f"{args.stage}: {len(rows)} rows drawn from {sorted(mix)}; loading {args.parent}")
-        base = recipe.base_model
-        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
-        use_patchwise_projection(model)  # same values, a cheaper backward
-        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
-        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
-        mirror_pad_token(model, processor)
-
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
+        # Built before the model loads, so that a ZeRO-3 config partitions the weights as they load.
         config = SFTConfig(
             **common.trainer_arguments(stage.optim, output_dir=start.work_dir, seed=recipe.seed),
             max_length=stage.max_length,
             assistant_only_loss=True,  # loss on the answers only, via the template's generation marks
         )
+        base = recipe.base_model
+        model = common.load_for_training(args.parent, base, stage.optim, config)
+        use_patchwise_projection(model)  # same values, a cheaper backward
+        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
+        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+        mirror_pad_token(model, processor)
         history: list[dict] = start.history()
         section = recipe.section(args.stage)
         with common.main_process_mlflow_run(

@@ -128,8 +128,25 @@ def load_for_training(parent: str, base, optim: OptimRecipe, trainer_config):
 
     if optim.deepspeed and getattr(trainer_config, "hf_deepspeed_config", None) is None:
         raise RuntimeError("the trainer configuration must be built with deepspeed= before the model loads")
+    if trainer_config is not None:
+        # Sets up the device and, under torchrun, the process group (transformers does it lazily).
+        trainer_config.device  # noqa: B018
+    if optim.deepspeed:
+        join_deepspeed_to_process_group()
     return load_model(parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle,
                       dtype=training_dtype(optim), attn_implementation=optim.attn_implementation)
+
+
+def join_deepspeed_to_process_group() -> None:
+    """ZeRO-3 partitions over DeepSpeed's communicator, which on CPU is set up only once the trainer
+    starts; before that it sees a world of one (and rejects the batch sizes filled in for two ranks).
+    Wrapping the process group torchrun started is what the trainer would do later anyway."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
 
 
 def training_dtype(optim: OptimRecipe):

@@ -128,12 +128,16 @@ def mixture_asset(name: str, recipe: Recipe):
                     "resolution from the recipe, pinned to each source's data version.",
     )
     def _mixture(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from medmo_pipeline.data import corpus
+        from medmo_pipeline.data import corpus, mixture
 
-        index = corpus_index(context, sorted(stage.mixture.sources), mixture=declared)
+        entries = source_entries(context, sorted(stage.mixture.sources))
+        plan = mixture.plan({"sources": entries}, stage.mixture)  # reads the split and task columns only
+        index = corpus.write_index(home.corpus_dir(), entries, mixture=declared, plan=plan)
         return dg.MaterializeResult(
             metadata={"index_path": dg.MetadataValue.path(index["index_path"]),
                       "sources": dg.MetadataValue.md(corpus.markdown(index)),
+                      "rows_by_source_and_task": dg.MetadataValue.md(mixture.markdown(plan)),
+                      "planned_samples": dg.MetadataValue.int(plan["planned_samples"]),
                       "mixture": dg.MetadataValue.json(declared)},
             data_version=dg.DataVersion(index["data_version"]),
         )

@@ -108,12 +108,46 @@ class CorpusRecipe(_Strict):
 
 
 class MixtureRecipe(_Strict):
-    """Which rows a stage trains on: sources with weights, restricted to some tasks."""
+    """Which rows a stage trains on: sources, restricted to some tasks, and how many samples.
 
-    sources: dict[str, float] = Field(description="source -> sampling weight (relative)")
+    ``sources`` as a list is the paper's single epoch: one pass over each source, so each weighs as
+    much as its eligible rows. As a mapping ``source -> weight`` the shares are explicit instead:
+    source ``s`` gets ``planned * w_s / sum(w)`` samples (several passes over a small source, part of
+    a large one). ``max_samples`` sizes one pass of the mixture (default: every eligible row once,
+    task weights applied; with a list it only caps, scaling every source down alike);
+    ``data.mixture.plan`` turns this into the stage's counts.
+    """
+
+    sources: list[str] | dict[str, float] = Field(
+        description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
     tasks: list[TaskName]
-    max_samples: int | None = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0, description="samples in one pass of the mixture (default: its rows)")
     task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
+    shuffle_window: int = Field(1024, gt=0, description="rows of a shard shuffled together while streaming; "
+                                                        "each source holds one window in memory")
+    declared_samples: int | None = Field(None, gt=0, description="the stage's size as its reference reports it "
+                                                                 "(shown beside the planned count, not enforced)")
+    open: dict[str, str] = Field(default_factory=dict, description="field -> why its value is a choice here "
+                                                                   "(what the reference leaves open)")
+
+    @model_validator(mode="after")
+    def _positive_weights(self) -> MixtureRecipe:
+        weights = self.sources.values() if isinstance(self.sources, dict) else []
+        if any(w <= 0 for w in [*weights, *self.task_weights.values()]):
+            raise ValueError("source and task weights must be > 0 (leave a source out instead of weighting it 0)")
+        if isinstance(self.sources, list) and len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources lists a dataset twice: {self.sources}")
+        unknown = sorted(set(self.open) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"open: {unknown} are not mixture fields")
+        return self
+
+    def source_names(self) -> list[str]:
+        return list(self.sources)
+
+    def weights(self) -> dict[str, float] | None:
+        """Explicit relative weights, or None for the single pass over each source."""
+        return dict(self.sources) if isinstance(self.sources, dict) else None
 
 
 class ImageRecipe(_Strict):

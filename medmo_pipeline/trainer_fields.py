@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# Set by ``training.common.trainer_arguments`` from recipe fields (optim.*) or owned by the pipeline.
+# Set by ``training.common.trainer_arguments`` from recipe fields (optim.*), by the stage's stream
+# (``training.streamed``), or owned by the pipeline.
 SHARED_OWNED = frozenset({
     "output_dir", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
     "gradient_accumulation_steps", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
     "lr_scheduler_type", "bf16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "logging_steps", "deepspeed", "seed",
     "data_seed", "report_to", "save_strategy", "save_steps", "save_total_limit", "disable_tqdm",
-    "dataloader_num_workers",
+    "dataloader_num_workers", "ignore_data_skip",
 })
 # Set by the SFT job (stage.max_length; the answer-only loss is part of the sample contract).
 SFT_OWNED = frozenset({"max_length", "assistant_only_loss"})
@@ -24,7 +25,7 @@ SFT_OWNED = frozenset({"max_length", "assistant_only_loss"})
 GRPO_OWNED = frozenset({
     "num_generations", "max_completion_length", "epsilon", "epsilon_high", "beta", "sync_ref_model",
     "ref_model_sync_steps", "ref_model_mixup_alpha", "loss_type", "scale_rewards", "temperature",
-    "mask_truncated_completions", "reward_weights", "generation_kwargs",
+    "mask_truncated_completions", "reward_weights", "generation_kwargs", "shuffle_dataset",
 })
 
 

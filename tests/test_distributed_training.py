@@ -153,16 +153,27 @@ def check_checkpoint_loads(checkpoint: Path, parent: Path) -> None:
     assert isinstance(answer, str)
 
 
-def test_sft_stage_under_torchrun_with_two_processes(inputs: StageInputs, tmp_path):
+def test_sft_stage_under_torchrun_with_two_processes(inputs: StageInputs, tmp_path, monkeypatch):
+    from medmo_pipeline.training.streamed import SAMPLE_LOG_ENV
+
     recipe = stage_recipe(tmp_path, max_steps=MAX_STEPS, save_steps=2, logging_steps=1)
+    monkeypatch.setenv(SAMPLE_LOG_ENV, str(tmp_path / "samples.jsonl"))
 
     result, logged, meta, parent, saved = materialize_stage(recipe, inputs)
 
     lineage = check_two_process_run(result, logged, meta, parent)
     assert lineage["recipe"]["resolved"][STAGE]["optim"]["deepspeed"] is None
-    # DDP: one optimizer file, and each of the two ranks saved its own RNG state.
+    # DDP: one optimizer file, and each of the two ranks saved its own RNG state and stream position.
     assert {"optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= set(saved)
+    assert {"stream_position-rank0.json", "stream_position-rank1.json"} <= set(saved)
     assert not [name for name in saved if name.startswith("global_step")]
+    # Each rank read its own part of the stream: positions 2i and 2i + 1, never the other's samples.
+    entries = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    parts = {part: {e["index"]: e["id"] for e in entries if e["part"] == part} for part in range(NPROC)}
+    batch = yaml.safe_load(recipe.read_text())["stages"][STAGE]["optim"]["per_device_train_batch_size"]
+    for part in parts.values():
+        assert set(range(MAX_STEPS * batch)) <= set(part)
+    assert not {parts[0][i] for i in range(MAX_STEPS * batch)} & {parts[1][i] for i in range(MAX_STEPS * batch)}
 
 
 @pytest.mark.parametrize("config", ["zero2.json", "zero3.json"])

@@ -108,8 +108,9 @@ def rehearse(work: Path, *, rows: int = 2_000_000, steps: int = 3, stages: list[
     for stage in stages or recipe.checkpoints()[1:]:
         mixture = recipe.stage(stage).mixture
         rate = data_path.measure(index, mixture, seed=recipe.seed, rank=0, world_size=nproc)
-        log(f"{stage}: data path {rate['description']}: {rate['rows']:,} rows in {rate['seconds']} s "
-            f"({rate['rows_per_s']:,.0f} rows/s, RSS +{rate['rss_growth_mb']} MB)")
+        log(f"{stage}: {rate['planned_samples']:,} samples planned in {rate['plan_seconds']} s; data path "
+            f"{rate['description']}: {rate['rows']:,} rows in {rate['seconds']} s ({rate['rows_per_s']:,.0f} rows/s, "
+            f"peak RSS +{rate['rss_growth_mb']} MB)")
         result = run_stage(stage, recipe_path=recipe_path, parent=parent, index_path=Path(index["index_path"]),
                            work=work, nproc=nproc, log=log)
         result["data_path"] = rate

@@ -39,19 +39,27 @@ def sft_dataset(rows: list[dict]):
     String contents are kept: TRL puts one image placeholder per image before the first user
     turn, which is exactly the sample contract's convention.
     """
+    features = sft_features()
+    examples = [sft_example(row) for row in rows]
+    return in_memory_dataset({name: [e[name] for e in examples] for name in features}, features, rows)
+
+
+def sft_features():
+    """Columns of an SFT example: PNG images (decoded when a batch is made) and chat turns."""
     import datasets
 
-    features = datasets.Features(
+    return datasets.Features(
         {
             "images": datasets.List(datasets.Image()),
             "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
         }
     )
-    columns = {
-        "images": [image_cells(row) for row in rows],
-        "messages": [[{"role": m["role"], "content": m["content"]} for m in row["messages"]] for row in rows],
-    }
-    return in_memory_dataset(columns, features, rows)
+
+
+def sft_example(row: dict) -> dict:
+    """A sample row as an SFT example (``sft_features``)."""
+    return {"images": image_cells(row),
+            "messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
 
 
 def image_cells(row: dict) -> list[dict]:

@@ -24,9 +24,16 @@ TREND_PLOT = "box_reward_trend.png"
 
 def rl_dataset(rows: list[dict]):
     """Sample rows -> GRPO prompts (string content; TRL inserts the image placeholders) + reward columns."""
+    features = rl_features()
+    examples = [rl_example(row) for row in rows]
+    return common.in_memory_dataset({name: [e[name] for e in examples] for name in features}, features, rows)
+
+
+def rl_features():
+    """Columns of a GRPO example: the prompt, its PNG images and what the rewards compare against."""
     import datasets
 
-    features = datasets.Features(
+    return datasets.Features(
         {
             "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
             "images": datasets.List(datasets.Image()),
@@ -39,17 +46,20 @@ def rl_dataset(rows: list[dict]):
             "image_height": datasets.Value("int32"),
         }
     )
-    columns = {
-        "prompt": [[{"role": "user", "content": common.prompt_text(r)}] for r in rows],
-        "images": [common.image_cells(r) for r in rows],
-        "task": [r["task"] for r in rows],
-        "answer": [r["answer"] for r in rows],
-        "choices": [list(r["choices"]) for r in rows],
-        "boxes": [list(r["boxes"]) for r in rows],
-        "image_width": [r["images"][0]["width"] if r["images"] else 0 for r in rows],
-        "image_height": [r["images"][0]["height"] if r["images"] else 0 for r in rows],
+
+
+def rl_example(row: dict) -> dict:
+    """A sample row as a GRPO example (``rl_features``)."""
+    return {
+        "prompt": [{"role": "user", "content": common.prompt_text(row)}],
+        "images": common.image_cells(row),
+        "task": row["task"],
+        "answer": row["answer"],
+        "choices": list(row["choices"]),
+        "boxes": list(row["boxes"]),
+        "image_width": row["images"][0]["width"] if row["images"] else 0,
+        "image_height": row["images"][0]["height"] if row["images"] else 0,
     }
-    return common.in_memory_dataset(columns, features, rows)
 
 
 def observed(functions: list, samples: list[dict]):
@@ -93,25 +103,38 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.plots import plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
-        from medmo_pipeline.training import resume
+        from medmo_pipeline.training import resume, streamed
 
         index = corpus.load_index(args.corpus)
-        rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
+        plan = streamed.stage_plan(index, stage.mixture)
         base = recipe.base_model
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         left_pad_prompts(processor)
-        if stage.grpo.max_prompt_length:
-            rows, dropped = drop_long_prompts(rows, processor, stage.grpo.max_prompt_length)
-            reporter.log(f"dropped {dropped} prompts longer than {stage.grpo.max_prompt_length} tokens")
-        mix = mixture.describe(rows)
-        reporter.log(f"rl: {len(rows)} prompts from {sorted(mix)}")
+        dropped: list[str] = []
+        limit = stage.grpo.max_prompt_length
+
+        def prompt_example(row: dict) -> dict | None:
+            if limit and not prompt_fits(row, processor, limit):
+                dropped.append(row["id"])
+                return None
+            return rl_example(row)
+
+        reporter.log(f"rl: {plan['planned_samples']} prompts planned per pass over {sorted(plan['sources'])}")
 
         reward_functions, weights = build_reward_functions(stage.rewards)
         samples: list[dict] = []
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
-        config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights)
+        optim, g = stage.optim, stage.grpo
+        # Prompt groups span ranks, so every rank reads the one stream and takes its slice of each batch.
+        prompts_per_step = (optim.per_device_train_batch_size * optim.gradient_accumulation_steps
+                            * streamed.world_size()) // g.num_generations
+        data = streamed.StageData(plan, recipe.seed, rl_features(), prompt_example, examples_per_step=prompts_per_step,
+                                  per_rank=False, resume_from=start.checkpoint, resume_step=start.step or 0)
+        config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights,
+                             shuffle_dataset=False,  # the stream is already in its seeded order
+                             **data.trainer_arguments(optim, global_examples_per_step=prompts_per_step))
         # Loaded after its trainer configuration, so that a ZeRO-3 config partitions it as it loads.
         model = common.load_for_training(args.parent, base, stage.optim, config)
         use_patchwise_projection(model)  # same values, a cheaper backward
@@ -134,21 +157,26 @@ def main(argv: list[str] | None = None) -> None:
                 model=model,
                 reward_funcs=observed(reward_functions, samples),
                 args=config,
-                train_dataset=rl_dataset(rows),
+                train_dataset=data.dataset,
                 processing_class=processor,
-                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(),
+                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(), data.callback(),
                            resume.completion_callback(start.key)],
             )
             result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
             state_dict = common.gathered_state_dict(trainer)
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
-            metrics = {"steps": int(result.global_step), "resumed_from_step": start.step, "rows": len(rows),
+            if dropped:
+                reporter.log(f"dropped {len(dropped)} prompts longer than {limit} tokens")
+            metrics = {"steps": int(result.global_step), "resumed_from_step": start.step,
+                       "planned_samples": plan["planned_samples"], "prompts_dropped_too_long": len(dropped),
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
+            drawn = data.streamed(int(result.global_step))
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
             lineage = tracking.lineage_record(
                 stage="rl", parent=common.parent_reference(args.parent), corpus=corpus.lineage_view(index),
-                mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
+                mixture={"recipe": stage.mixture.model_dump(mode="json"), "rows": mixture.describe(plan),
+                         "streamed": drawn, "drawn": streamed.drawn_by_task(plan, drawn)},
                 recipe_name=recipe.name, recipe_section=section, recipe_hash=code_version,
                 mlflow_run_id=run.info.run_id, started=started, metrics=metrics,
             ) | {"resume": start.lineage()}
@@ -245,18 +273,15 @@ def reward_table(history: list[dict], names: list[str], max_rows: int = 25):
     return Md(header + "\n".join(f"| {r['step']} | " + " | ".join(cell(r, n) for n in names) + " |" for r in rows))
 
 
-def drop_long_prompts(rows: list[dict], processor, limit: int) -> tuple[list[dict], int]:
-    """TRL 1.16 no longer truncates prompts; drop rows whose prompt (with image tokens) is too long."""
-    kept = []
-    for row in rows:
-        text = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"} for _ in row["images"]]
-              + [{"type": "text", "text": common.prompt_text(row)}]}],
-            add_generation_prompt=True, tokenize=False)
-        images = common.decode_images(row) or None
-        if len(processor(text=[text], images=images)["input_ids"][0]) <= limit:
-            kept.append(row)
-    return kept, len(rows) - len(kept)
+def prompt_fits(row: dict, processor, limit: int) -> bool:
+    """TRL 1.16 no longer truncates prompts: whether the row's prompt (with image tokens) has at most
+    ``limit`` tokens (longer ones are dropped)."""
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"} for _ in row["images"]]
+          + [{"type": "text", "text": common.prompt_text(row)}]}],
+        add_generation_prompt=True, tokenize=False)
+    images = common.decode_images(row) or None
+    return len(processor(text=[text], images=images)["input_ids"][0]) <= limit
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ class CorpusRecipe(_Strict):
         None, description="real datasets; with kind 'synthetic' they are curated beside the synthetic sources")
     shard_rows: int = Field(2000, gt=0)
     max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
+    curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
+    split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
+                                                                "curation_parts parts (data.curation_parts)")
 
     @model_validator(mode="after")
     def _kind_has_its_section(self) -> CorpusRecipe:

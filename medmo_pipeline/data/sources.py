@@ -150,12 +150,14 @@ def curate_source(
 
     Curation runs into a staging directory and is published under its manifest hash, so an
     identical re-run reuses what is there, a killed run resumes from its complete shards, and a
-    reader never sees a half-written source. The
+    reader never sees a half-written source. A source larger than ``corpus.split_above_bytes`` curates
+    in ``corpus.curation_parts`` processes side by side (``curation_parts``). The
     quarantine table sits beside the shard directory as ``<manifest hash>.quarantine.parquet``.
     """
     from medmo_pipeline.atomic import staged_dir
     from medmo_pipeline.data import shards
     from medmo_pipeline.data.curation import curate
+    from medmo_pipeline.data.curation_parts import curate_in_parts, planned_parts
 
     source_root = Path(root) / source
     source_root.mkdir(parents=True, exist_ok=True)
@@ -164,14 +166,19 @@ def curate_source(
     source_fingerprint = fingerprint(corpus, source, seed=seed)
     eval_index, eval_sets = evaluation_index(corpus, seed=seed)
     log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
-    report = curate(
-        source_rows(corpus, source, seed=seed), staging, source=source,
-        eval_index=eval_index, shard_rows=corpus.shard_rows,
-        source_revision=source_fingerprint["revision"],
-        progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
-                               f"{c['quarantined']} quarantined"),
-        progress_every=100_000,
-    )
+    parts = planned_parts(corpus, source)
+    if parts > 1:
+        report = curate_in_parts(corpus, source, staging, seed=seed, parts=parts, eval_index=eval_index,
+                                 revision=source_fingerprint["revision"], log=log)
+    else:
+        report = curate(
+            source_rows(corpus, source, seed=seed), staging, source=source,
+            eval_index=eval_index, shard_rows=corpus.shard_rows,
+            source_revision=source_fingerprint["revision"],
+            progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
+                                   f"{c['quarantined']} quarantined"),
+            progress_every=100_000,
+        )
     final = source_root / report["data_version"]
     quarantine = Path(report["quarantine_path"])
     if final.exists() and not shards.verify_shards(final):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -134,14 +135,21 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
                 if keep:
                     yield table if len(keep) == table.num_rows else table.take(keep)
 
-    try:
+    with published_on_success(quarantine):
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
                                        source_revision=revision, schema=SAMPLE_SCHEMA)
+    return _merged_report(reports, manifest, dropped, source=source, out_dir=out_dir, quarantine_path=quarantine_path)
+
+
+@contextmanager
+def published_on_success(quarantine):
+    """The quarantine table is renamed into place only when the shards were all written."""
+    try:
+        yield quarantine
     except BaseException:
         quarantine.abort()
         raise
     quarantine.close()
-    return _merged_report(reports, manifest, dropped, source=source, out_dir=out_dir, quarantine_path=quarantine_path)
 
 
 def _merged_report(reports: list[dict], manifest: dict, dropped: dict, *, source: str, out_dir: Path,

@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
     started = time.time()
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where a slow rank is
     rank = int(os.environ.get("RANK", "0"))
     record: dict = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 

@@ -70,7 +70,7 @@ def run_stage(stage: str, *, recipe_path: Path, parent: Path, index_path: Path, 
     log_path = work / "logs" / f"{stage}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started, first_step, tail = time.time(), None, []
-    with open(log_path, "w") as log_file:
+    with open(log_path, "w", buffering=1) as log_file:  # line-buffered: the log can be followed live
         process = subprocess.Popen(command, env=job_environment(work, nproc), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:

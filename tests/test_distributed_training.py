@@ -167,13 +167,18 @@ def test_sft_stage_under_torchrun_with_two_processes(inputs: StageInputs, tmp_pa
     assert {"optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= set(saved)
     assert {"stream_position-rank0.json", "stream_position-rank1.json"} <= set(saved)
     assert not [name for name in saved if name.startswith("global_step")]
-    # Each rank read its own part of the stream: positions 2i and 2i + 1, never the other's samples.
+    # Each rank read its own part of the one stream: rank r the positions 2i + r.
+    from medmo_pipeline.data import corpus, stream
+
     entries = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     parts = {part: {e["index"]: e["id"] for e in entries if e["part"] == part} for part in range(NPROC)}
-    batch = yaml.safe_load(recipe.read_text())["stages"][STAGE]["optim"]["per_device_train_batch_size"]
-    for part in parts.values():
-        assert set(range(MAX_STEPS * batch)) <= set(part)
-    assert not {parts[0][i] for i in range(MAX_STEPS * batch)} & {parts[1][i] for i in range(MAX_STEPS * batch)}
+    data = yaml.safe_load(recipe.read_text())
+    used = MAX_STEPS * data["stages"][STAGE]["optim"]["per_device_train_batch_size"]
+    plan = corpus.load_index(Path(lineage["corpus"]["index_path"]))["plan"]
+    whole = [row["id"] for _, row in zip(range(NPROC * used), (r for _, r in stream.MixtureStream(
+        plan, seed=data["seed"]).rows()))]
+    for rank, part in parts.items():
+        assert [part[i] for i in range(used)] == whole[rank::NPROC]
 
 
 @pytest.mark.parametrize("config", ["zero2.json", "zero3.json"])

@@ -80,6 +80,11 @@ def test_explicit_weights_and_task_weights(index):
     per_row = collections.Counter(ids(first_pass))
     assert {per_row[r["id"]] for r in first_pass if r["task"] == "grounding"} == {2}
     assert {per_row[r["id"]] for r in first_pass if r["task"] == "vqa"} == {1}
+    # The copies are spread through the pass: each half of it holds grounding and VQA rows in proportion.
+    half = len(first_pass) // 2
+    for part in (first_pass[:half], first_pass[half:]):
+        share = sum(r["task"] == "grounding" for r in part) / len(part)
+        assert abs(share - 2 * cells["rows"]["grounding"] / cells["weighted_rows"]) < 0.1, share
     table = mixture.markdown(plan)
     assert f"| synth_cells | {cells['rows']['grounding']} | {cells['rows']['vqa']} | {cells['weighted_rows']} | 300 |" in table
     assert "**400** samples planned (explicit weighting)" in table
@@ -102,8 +107,7 @@ def test_starting_at_a_position_continues_the_same_stream(index, start):
     resumed = list(itertools.islice(rows.rows(start), 12))
     assert [i for i, _ in resumed] == list(range(start, start + 12))
     assert ids(r for _, r in resumed) == whole[start:]
-    assert sum(rows.counts_at(start)) == start
-    assert rows.counts_at(start) == [sum(1 for r in whole[:start] if r.startswith(name)) for name in rows.names]
+    assert rows.counts_at(start) == {name: sum(1 for r in whole[:start] if r.startswith(name)) for name in ROWS}
 
 
 def test_ranks_hold_disjoint_strided_parts(index):

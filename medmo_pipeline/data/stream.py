@@ -14,10 +14,11 @@ What the stream is, for a given plan (hence corpus version) and seed:
 
 - **Within a source**, pass ``p`` visits the source's shards in a permutation seeded by (seed, source,
   p); inside a shard, its eligible rows are taken in windows of ``shuffle_window`` rows, each window
-  shuffled (a row of a task with ``task_weights`` ``k`` appears ``k`` times in it). Passes follow one
-  another forever, so a source whose quota exceeds its rows is passed over again in a new order.
-- **Across sources**, sample ``j`` of source ``s`` sits at key ``(j + u) / quota_s``, ``u`` a hash of
-  (seed, s, j) in [0, 1); the stream is every source's samples merged by key. Each pass of the mixture
+  shuffled. Passes follow one another forever, so a source whose quota exceeds its rows is passed
+  over again in a new order. A task with ``task_weights`` ``k`` is read by ``k`` lanes of its
+  source, each in its own order and merged like sources: its copies are spread through the pass.
+- **Across sources** (and lanes), sample ``j`` of source ``s`` sits at key ``(j + u) / quota_s``, ``u``
+  a hash of (seed, s, j) in [0, 1); the stream is every source's samples merged by key. Each pass of the mixture
   (``planned_samples`` positions) then holds each source's quota, spread evenly through it, and the
   number of samples of each source before any position is computed from the keys alone, exactly
   (rational arithmetic): starting at position ``k`` costs one seek per source, not ``k`` reads.
@@ -66,50 +67,62 @@ def _rng(*parts) -> np.random.Generator:
 
 
 class SourceStream:
-    """One source's samples in stream order, from any sample number on (see the module doc)."""
+    """One lane of a source: its rows of some tasks in stream order, from any sample number on.
 
-    def __init__(self, name: str, info: dict, *, seed: int, window: int, repeats: dict[str, int], split: str):
-        self.name, self.seed, self.window, self.split = name, seed, window, split
-        self.repeats = repeats
-        self.shards = [(Path(s["path"]), sum(n * repeats.get(t, 1) for t, n in s["rows"].items()))
-                       for s in info["shards"]]
-        self.per_pass = sum(weighted for _, weighted in self.shards)
+    A source whose tasks all count once is one lane. With ``task_weights``, lane ``m`` holds the rows
+    whose task repeats more than ``m`` times, each lane in its own order: the copies of a repeated row
+    are spread through the pass, and the merge interleaves the lanes like sources.
+    """
+
+    def __init__(self, name: str, info: dict, *, tasks: list[str], lane: int, seed: int, window: int,
+                 split: str):
+        self.name, self.tasks, self.lane = name, tasks, lane
+        self.seed, self.window, self.split = seed, window, split
+        self.paths = [Path(s["path"]) for s in info["shards"]]
+        self.sizes = [sum(n for task, n in s["rows"].items() if task in tasks) for s in info["shards"]]
+        self.per_pass = sum(self.sizes)
         if self.per_pass == 0:
-            raise ValueError(f"source {name!r} has no eligible rows")
+            raise ValueError(f"source {name!r} has no eligible rows of tasks {tasks}")
 
     def rows_from(self, sample: int) -> Iterator[dict]:
-        """Rows from the source's ``sample``-th on (0-based), endlessly."""
+        """Rows from the lane's ``sample``-th on (0-based), endlessly."""
         passes, offset = divmod(sample, self.per_pass)
         while True:
-            order = _rng(self.seed, self.name, "pass", passes).permutation(len(self.shards))
+            order = _rng(self.seed, self.name, self.lane, "pass", passes).permutation(len(self.paths))
             for shard_index in order:
-                path, weighted = self.shards[shard_index]
-                if offset >= weighted:
-                    offset -= weighted
+                if offset >= self.sizes[shard_index]:
+                    offset -= self.sizes[shard_index]
                     continue
-                yield from self._shard_rows(path, passes, int(shard_index), offset)
+                yield from self._shard_rows(int(shard_index), passes, offset)
                 offset = 0
             passes += 1
 
-    def _shard_rows(self, path: Path, passes: int, shard_index: int, skip: int) -> Iterator[dict]:
-        """One shard's rows in window-shuffled order, skipping the first ``skip`` samples."""
+    def _shard_rows(self, shard_index: int, passes: int, skip: int) -> Iterator[dict]:
+        """One shard's rows of the lane in window-shuffled order, skipping the first ``skip``."""
+        path = self.paths[shard_index]
         cheap = pq.read_table(path, columns=["split", "task"])
         keep = pc.and_(pc.equal(cheap.column("split"), self.split),
-                       pc.is_in(cheap.column("task"), value_set=_string_array(list(self.repeats))))
+                       pc.is_in(cheap.column("task"), value_set=_string_array(self.tasks)))
         eligible = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
-        tasks = cheap.column("task").to_pylist()
         reader = _ShardReader(path)
-        for start in range(0, len(eligible), self.window):
+        for start in range(skip - skip % self.window, len(eligible), self.window):
             rows = eligible[start:start + self.window]
-            expanded = np.repeat(np.arange(len(rows)), [self.repeats[tasks[i]] for i in rows])
-            if skip >= len(expanded):
-                skip -= len(expanded)
-                continue
-            order = _rng(self.seed, self.name, "window", passes, shard_index, start).permutation(expanded)
+            order = _rng(self.seed, self.name, self.lane, "window", passes, shard_index, start).permutation(len(rows))
             window_rows = reader.take(rows.tolist())
-            for position in order[skip:]:
+            for position in order[max(0, skip - start):]:
                 yield window_rows[position]
-            skip = 0
+
+
+def lanes(name: str, info: dict, repeats: dict[str, int]) -> list[tuple[list[str], int]]:
+    """(tasks, quota) of each lane of a source: lane ``m`` holds the tasks repeated more than ``m``
+    times, and gets its share of the source's quota by its rows (largest remainders, summing exactly)."""
+    rounds = [[t for t in info["rows"] if repeats.get(t, 1) > m] for m in range(max(repeats.values(), default=1))]
+    sizes = [sum(info["rows"][t] for t in tasks) for tasks in rounds]
+    exact = [info["quota"] * size / sum(sizes) for size in sizes]
+    quotas = [int(q) for q in exact]
+    for m in sorted(range(len(exact)), key=lambda m: quotas[m] - exact[m])[:info["quota"] - sum(quotas)]:
+        quotas[m] += 1
+    return list(zip(rounds, quotas))
 
 
 class _ShardReader:
@@ -144,36 +157,41 @@ class MixtureStream:
 
     def __init__(self, plan: dict, *, seed: int):
         self.plan, self.seed = plan, seed
+        repeats = {t: int(n) for t, n in (plan.get("task_repeats") or {}).items()}
+        self.sources: list[SourceStream] = []  # one per lane, in plan order
+        self.quotas: list[int] = []
+        for name, info in plan["sources"].items():
+            for lane, (tasks, quota) in enumerate(lanes(name, info, repeats)):
+                if quota:
+                    self.sources.append(SourceStream(name, info, tasks=tasks, lane=lane, seed=seed,
+                                                     window=plan.get("shuffle_window", 1024),
+                                                     split=plan.get("split", "train")))
+                    self.quotas.append(quota)
         self.names = list(plan["sources"])
-        self.quotas = [plan["sources"][name]["quota"] for name in self.names]
         self.planned = sum(self.quotas)
-        self.salts = [_stable_int(seed, name) & _MASK for name in self.names]
-        repeats = plan.get("task_repeats") or {}
-        window = plan.get("shuffle_window", 1024)
-        self.sources = [
-            SourceStream(name, plan["sources"][name], seed=seed, window=window, split=plan.get("split", "train"),
-                         repeats={t: int(repeats.get(t, 1)) for t in plan["sources"][name]["rows"]})
-            for name in self.names]
+        self.salts = [_stable_int(seed, lane.name, lane.lane) & _MASK for lane in self.sources]
 
     def key(self, source: int, sample: int) -> Fraction:
-        """Where sample ``sample`` of source ``source`` sits in the merged order."""
+        """Where sample ``sample`` of lane ``source`` sits in the merged order."""
         jitter = _mix64(self.salts[source] ^ _mix64(sample)) % _UNIT
         return Fraction(sample * _UNIT + jitter, self.quotas[source] * _UNIT)
 
-    def counts_at(self, position: int) -> list[int]:
+    def counts_at(self, position: int) -> dict[str, int]:
         """Samples of each source among the stream's first ``position``."""
-        counts, heap = self._seek(position)
+        counts = dict.fromkeys(self.names, 0)
+        for lane, count in zip(self.sources, self._seek(position)[0]):
+            counts[lane.name] += count
         return counts
 
     def _seek(self, position: int) -> tuple[list[int], list]:
         # Below threshold t, source s has floor(t q_s) samples, plus one if the next one's jitter is
         # small enough: at t = (position - S) / N that is at most `position` in all; the rest is merged.
-        threshold = Fraction(max(0, position - len(self.names)), self.planned)
+        threshold = Fraction(max(0, position - len(self.quotas)), self.planned)
         counts = []
         for source, quota in enumerate(self.quotas):
             whole = int(threshold * quota)
             counts.append(whole + (1 if self.key(source, whole) < threshold else 0))
-        heap = [(self.key(s, counts[s]), s) for s in range(len(self.names))]
+        heap = [(self.key(s, counts[s]), s) for s in range(len(self.quotas))]
         heapq.heapify(heap)
         for _ in range(position - sum(counts)):
             self._advance(heap, counts)
@@ -249,10 +267,10 @@ def trainer_dataset(stream: MixtureStream, *, features, to_example: Callable[[di
 
     def generate(part: list[int]):
         for rank in part:
-            example, index = starts.get(rank, (0, 0))
+            example, first = starts.get(rank, (0, 0))
             log = open(sample_log, "a") if sample_log else None  # noqa: SIM115 - closed below
             try:
-                for index, row in stream.rows(index, rank=rank, world=world):
+                for index, row in stream.rows(first, rank=rank, world=world):
                     item = to_example(row)
                     if item is None:
                         continue

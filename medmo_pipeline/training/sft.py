@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
-        from medmo_pipeline.training.collation import answer_masked_collator, mirror_pad_token
         from medmo_pipeline.training import resume, streamed
+        from medmo_pipeline.training.collation import answer_masked_collator, mirror_pad_token
 
         index = corpus.load_index(args.corpus)
         plan = streamed.stage_plan(index, stage.mixture)

@@ -104,7 +104,7 @@ class StageData:
     def streamed(self, step: int) -> dict[str, int]:
         """Samples of each source among the stream's first ``step`` steps (all parts together)."""
         position = step * self.examples_per_step * self.world
-        return dict(zip(self.stream.names, self.stream.counts_at(position)))
+        return self.stream.counts_at(position)
 
     def callback(self):
         """A TrainerCallback writing this rank's stream position into each saved checkpoint."""

@@ -100,3 +100,49 @@ def test_each_rank_holds_half_the_model_under_zero3(tmp_path):
     lineage = json.loads((Path(stage["checkpoint"]) / "lineage.json").read_text())
     assert lineage["metrics"]["steps"] == 1 and lineage["resume"]["inputs"]["world_size"] == 2
     assert json.loads((tmp_path / "rehearsal.json").read_text())["stages"][0]["stage"] == "stage1"
+
+
+def test_a_text_only_batch_runs_the_modules_of_an_image_batch_in_the_same_order(tmp_path):
+    """What ZeRO-3 needs from a rank whose micro-batch has no image (model.zero3_vision): once patched,
+    a text-only batch runs the same modules as an image batch in the same order, forward and backward
+    (ZeRO-3 gathers weights in that order on every rank); its loss is unchanged and the vision weights
+    get zero gradients."""
+    import torch
+    from PIL import Image
+
+    from medmo_pipeline.model.loading import load_model, load_processor
+    from medmo_pipeline.model.tiny import build_tiny_base_model
+    from medmo_pipeline.model.zero3_vision import run_vision_tower_on_every_rank
+
+    base = build_tiny_base_model(tmp_path / "base", texts=["which option is correct"] * 50, spec={}, seed=1)
+    model, processor = load_model(base), load_processor(base)
+    order: list[tuple[str, str]] = []
+
+    def run(messages, images=None):
+        text = processor.apply_chat_template(messages, tokenize=False)
+        batch = processor(text=[text], images=images, return_tensors="pt")
+        batch["labels"] = batch["input_ids"].clone()
+        order.clear()
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach(), list(order)
+
+    text_only = [{"role": "user", "content": "Which option?"}, {"role": "assistant", "content": "B"}]
+    with_image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]},
+                  {"role": "assistant", "content": "A grey image."}]
+    plain = run(text_only)[0]
+    assert all(p.grad is None for p in model.model.visual.parameters())  # unpatched, the tower does not run
+
+    assert run_vision_tower_on_every_rank(model)
+    # Hooks registered after the patch, as DeepSpeed registers its own when the trainer starts.
+    for name, module in model.named_modules():
+        if name and name.count(".") <= 3:
+            module.register_forward_pre_hook(lambda m, i, name=name: order.append(("forward", name)))
+            module.register_full_backward_pre_hook(lambda m, g, name=name: order.append(("backward", name)))
+    image_order = run(with_image, [Image.new("RGB", (64, 64), (80, 80, 80))])[1]
+    patched, patched_order = run(text_only)
+    assert any(name.startswith("model.visual") for _, name in image_order)
+    assert patched_order == image_order
+    assert torch.equal(patched, plain)
+    assert all(p.grad is not None and not p.grad.any() for p in model.model.visual.parameters())

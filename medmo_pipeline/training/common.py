@@ -130,7 +130,8 @@ def load_for_training(parent: str, base, optim: OptimRecipe, trainer_config):
     With ``deepspeed=`` a ZeRO-3 config, creating the trainer config registered it (transformers keeps
     only a weak reference, so the caller keeps ``trainer_config`` alive through training), and
     ``from_pretrained`` then partitions each weight across the ranks as it loads: no rank ever holds
-    the whole model. The weights load in the dtype the stage trains in.
+    the whole model. The weights load in the dtype the stage trains in. Under ZeRO-3 a text-only
+    batch still runs the vision tower (``model.zero3_vision``).
     """
     from medmo_pipeline.model.loading import load_model
 
@@ -141,8 +142,15 @@ def load_for_training(parent: str, base, optim: OptimRecipe, trainer_config):
         trainer_config.device  # noqa: B018
     if optim.deepspeed:
         join_deepspeed_to_process_group()
-    return load_model(parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle,
-                      dtype=training_dtype(optim), attn_implementation=optim.attn_implementation)
+    model = load_model(parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle,
+                       dtype=training_dtype(optim), attn_implementation=optim.attn_implementation)
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # ranks must run the same modules (model.zero3_vision)
+        from medmo_pipeline.model.zero3_vision import run_vision_tower_on_every_rank
+
+        run_vision_tower_on_every_rank(model)
+    return model
 
 
 def join_deepspeed_to_process_group() -> None:

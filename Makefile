@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e '.[dev]'
-	# DeepSpeed JIT-compiles its CPU communication op on first use (~70 s here); build it once now
+	# DeepSpeed JIT-compiles its CPU communication op on first use (slow); build it once now
 	# (cached under ~/.cache/torch_extensions) rather than inside the first ZeRO test.
 	$(PY) -c 'import deepspeed.ops as o; from deepspeed.accelerator import get_accelerator as g; \
 	  b = g().create_op_builder("ShareMemCommBuilder"); b and o.__compatible_ops__.get(b.NAME) and b.load()' \

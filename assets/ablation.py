@@ -8,6 +8,10 @@ import dagster as dg
 from medmo_pipeline import home
 from medmo_pipeline.config import Recipe
 from medmo_pipeline.evaluation.ablation import build_stage_ablation
+from medmo_pipeline.plots import markdown_image
+
+PICTURES = [("plot", "png", "stage ablation"), ("plot_qa", "qa_png", "VQA and QA accuracy by stage"),
+            ("plot_reports_grounding", "reports_grounding_png", "report and grounding scores by stage")]
 
 
 def stage_ablation_asset(recipe: Recipe, code_version: str):
@@ -37,6 +41,9 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
                 "plot": dg.MetadataValue.path(str(result["png"])),
                 "plot_qa": dg.MetadataValue.path(str(result["qa_png"])),
                 "plot_reports_grounding": dg.MetadataValue.path(str(result["reports_grounding_png"])),
+                # The pictures themselves, shown in the UI (Markdown with an inline image).
+                **{f"{name}_image": dg.MetadataValue.md(markdown_image(result[key], alt))
+                   for name, key, alt in PICTURES if Path(result[key]).is_file()},
                 **{f"{row}.{col}": float(table.loc[row, col]) for row in table.index for col in table.columns
                    if table.loc[row, col] == table.loc[row, col]},
             }

@@ -18,6 +18,9 @@ from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path, stab
 from resources.launcher import LocalLauncher
 
 BASE = dg.AssetKey("base_model")
+# Training jobs queue for this pool's slots (dagster.yaml: one by default; `dagster instance concurrency
+# set training N` where N training jobs fit the GPUs); curation and evaluation run beside them.
+TRAINING_POOL = "training"
 
 
 def checkpoint_key(name: str) -> dg.AssetKey:
@@ -87,13 +90,15 @@ def training_asset(name: str, parent: str, purpose: str, module: str, recipe: Re
     key, parent_key = checkpoint_key(name), checkpoint_key(parent)
     version = recipe.section_hash(name)
 
-    # The parent's evaluation comes first: its regression guard (a blocking check) can stop this stage.
+    # The parent's evaluation comes first: its regression guard (a blocking check) can stop this stage in
+    # the same run, and refuse_after_failed_guard stops it in a later one.
     @dg.asset(
         key=key, deps=[parent_key, eval_key(parent), mixture_key(name)], group_name="training",
-        code_version=recipe.chained_hash(name),
+        code_version=recipe.chained_hash(name), pool=TRAINING_POOL,
         description=f"{name}: {purpose} (parent: {parent_key.to_user_string()}).", kinds={"pytorch", "mlflow"},
     )
     def _stage(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        refuse_after_failed_guard(context.instance, recipe, parent, key)
         parent_path, parent_version = latest_output(context, parent_key)
         mixture_index, mixture_version = latest_output(context, mixture_key(name))
         # Same recipe + same parent + same data -> same directory (a re-run replaces it).
@@ -190,13 +195,47 @@ def regression_check(name: str, recipe: Recipe):
     return _guard
 
 
+def guard_check_key(name: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(eval_key(name), f"{checkpoint_key(name).path[-1]}_no_regression")
+
+
+def failed_guard(instance: dg.DagsterInstance, recipe: Recipe, name: str) -> list[str]:
+    """Per benchmark where the latest regression guard of checkpoint ``name`` failed: what dropped."""
+    from dagster._core.event_api import PartitionKeyFilter
+
+    if name not in [*recipe.stages, "rl"] or not recipe.stage(name).guard.protected:
+        return []
+    check = guard_check_key(name)
+    found = []
+    for benchmark in recipe.evaluation.benchmarks:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check], partition_filter=PartitionKeyFilter(key=benchmark)).get(check)
+        event = latest.event.dagster_event if latest is not None and latest.event is not None else None
+        evaluation = event.event_specific_data if event is not None else None
+        if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
+            found.append(f"benchmark {benchmark}: {evaluation.description}")
+    return found
+
+
+def refuse_after_failed_guard(instance: dg.DagsterInstance, recipe: Recipe, parent: str, key: dg.AssetKey) -> None:
+    """Stop a stage whose parent's latest regression guard failed, in whichever run it last ran."""
+    failures = failed_guard(instance, recipe, parent)
+    if failures:
+        raise dg.Failure(
+            f"{key.to_user_string()} refuses to start: the latest regression guard of "
+            f"{checkpoint_key(parent).to_user_string()} failed ({'; '.join(failures)}). Fix the recipe and "
+            f"re-materialize {checkpoint_key(parent).to_user_string()} and its evaluation, or relax "
+            f"{parent}.guard in the recipe.")
+
+
 def nightly_policy_evaluation(recipe: Recipe) -> dg.ScheduleDefinition:
     """Re-evaluate the newest RL policy on every benchmark each night (catches benchmark or code drift)."""
     key = eval_key("rl")
 
     @dg.schedule(name="nightly_policy_evaluation", cron_schedule="0 2 * * *", target=[key],
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description="Every night at 02:00: rl_policy_eval_table, one run per benchmark.")
+                 default_status=dg.DefaultScheduleStatus.STOPPED,
+                 description="Every night at 02:00: rl_policy_eval_table, one run per benchmark. Off until "
+                             "switched on (UI: Automation, or `dagster schedule start`).")
     def _nightly(context: dg.ScheduleEvaluationContext):
         stamp = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
         for benchmark in recipe.evaluation.benchmarks:

@@ -1,7 +1,9 @@
-"""Print the path of an asset's latest materialization as JSON: ``python -m assets.latest_materialization
-<DAGSTER_HOME> <asset key>``.
+"""Print an asset's latest materialization as JSON: ``python -m assets.latest_materialization
+<DAGSTER_HOME> <asset key> [<partition>]``: its path, run, partition, data version and the numbers
+and short texts among its metadata (its key outputs).
 
-``medmo lineage <asset key>`` runs this in a subprocess, so the library itself never imports dagster.
+``medmo lineage`` and ``medmo materialize`` run this in a subprocess, so the library itself never
+imports dagster.
 """
 
 from __future__ import annotations
@@ -11,20 +13,41 @@ import sys
 
 import dagster as dg
 
+SHORT_TEXT = 120  # longer texts (tables, embedded images) stay in the UI
 
-def main(dagster_home: str, key: str) -> None:
+
+def key_outputs(metadata: dict) -> dict:
+    """Numbers, and texts short enough for a terminal line, from a materialization's metadata."""
+    out = {}
+    for name, entry in metadata.items():
+        value = entry.value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            continue
+        if isinstance(value, str) and (len(value) > SHORT_TEXT or "\n" in value or name == "path"):
+            continue
+        out[name] = value
+    return out
+
+
+def main(dagster_home: str, key: str, partition: str | None = None) -> None:
     instance = dg.DagsterInstance.from_config(dagster_home)
     try:
-        event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
-        if event is None or event.asset_materialization is None:
+        asset_key = dg.AssetKey.from_user_string(key)
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None),
+            limit=1).records
+        if not records:
             print(json.dumps({"error": "never materialized"}))
             return
-        meta = event.asset_materialization.metadata
+        event = records[0].asset_materialization
+        meta = event.metadata
         entry = meta.get("path") or meta.get("index_path")
-        print(json.dumps({"path": None if entry is None else str(entry.value), "run_id": event.run_id}))
+        print(json.dumps({"path": None if entry is None else str(entry.value), "run_id": records[0].run_id,
+                          "partition": event.partition, "data_version": (event.tags or {}).get("dagster/data_version"),
+                          "outputs": key_outputs(meta)}, default=str))
     finally:
         instance.dispose()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -10,7 +10,8 @@
 2. peak RSS of ``curate`` streaming 10k vs 100k rows, each in a fresh subprocess. Target: <= 1.2.
 
 Rows are synthetic VQA rows with a distinct small PNG each (64 x 64), so every row pays the full
-image check (PNG structure and CRCs; ``--decode-png`` decodes the pixels too, as curation did before).
+image check (PNG structure, CRCs and the pixel stream inflated within its declared size; ``--decode-png``
+decodes the pixels with PIL instead).
 
     python benches/curation.py                 # about 1-2 minutes
     python benches/curation.py --quick         # smaller sizes, for a smoke test
@@ -101,7 +102,7 @@ def throughput(n: int, repeats: int, limits: CurationLimits, size: int = 64) -> 
         same_rows(Path(tmp) / "curated0", Path(tmp) / "plain0")
     ours, plain = n / min(wall["curate"]), n / min(wall["plain"])
     pairs = sorted(p / c for c, p in zip(wall["curate"], wall["plain"]))
-    check = "full PNG decode" if limits.image.decode_png else "PNG structure + CRCs"
+    check = "full PNG decode" if limits.image.decode_png else "PNG structure + CRCs + inflate"
     kib = sum(len(r["images"][0]["bytes"]) for r in rows) / n / 1024
     print(f"throughput ({n} rows, {size}x{size} PNG, {kib:.0f} KiB each, {check}, best of {repeats}):")
     print(f"  full curation (validate+normalise+hash+write): {ours:10.0f} rows/s")

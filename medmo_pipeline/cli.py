@@ -1,13 +1,14 @@
 """``medmo``: the pipeline's command line.
 
-    medmo demo      materialize the whole graph (embedded default unless MEDMO_RECIPE says otherwise)
-                    and print where the outputs are and the stage-ablation table
-    medmo ui        serve the Dagster UI on 127.0.0.1 (``dagster dev``)
-    medmo paths     print where everything lives under MEDMO_HOME
-    medmo lineage   print the chain that produced a checkpoint (directory or asset key), text or JSON
-    medmo rehearse  the paper recipe's stages under ZeRO-3 with 2 processes, on CPU at corpus scale
+    medmo demo          materialize the whole graph and print where the outputs are and the headline scores
+    medmo materialize   materialize some assets (``--partition`` for a partitioned one), one line per job
+    medmo ui            serve the Dagster UI on 127.0.0.1 (``dagster dev``); stops all of it on SIGINT/SIGTERM
+    medmo paths         print where everything lives under MEDMO_HOME
+    medmo lineage       print the chain that produced a checkpoint (directory or asset key), text or JSON
+    medmo rehearse      the paper recipe's stages under ZeRO-3 with 2 processes, on CPU at corpus scale
 
-The Dagster commands run as subprocesses: this library never imports dagster.
+Every command that reads a recipe takes ``--recipe`` (a shipped name or a YAML path; default MEDMO_RECIPE,
+else the embedded recipe). The Dagster commands run as subprocesses: this library never imports dagster.
 """
 
 from __future__ import annotations
@@ -24,21 +25,22 @@ from medmo_pipeline import home
 
 
 def dagster_environment() -> dict[str, str]:
-    """DAGSTER_HOME under MEDMO_HOME, holding the checkout's dagster.yaml with the storage the environment
-    selects (sqlite there by default, PostgreSQL when MEDMO_PG_HOST is set; see ``medmo_pipeline.instance``)."""
-    from medmo_pipeline.atomic import write_text_atomic
-    from medmo_pipeline.instance import instance_yaml
+    """The environment of the Dagster commands: DAGSTER_HOME under MEDMO_HOME, holding the checkout's
+    dagster.yaml with the storage the environment selects (see ``medmo_pipeline.instance``), or the
+    user's own DAGSTER_HOME, left as it is."""
+    from medmo_pipeline.instance import conflicting_dagster_home, write_instance_file
 
-    dagster_home = home.dagster_home()
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    source = home.checkout_root() / "dagster.yaml"
-    target = dagster_home / "dagster.yaml"
-    if source.is_file():
-        text = instance_yaml(source.read_text())
-        if not target.is_file() or target.read_text() != text:
-            write_text_atomic(target, text)
+    own = home.dagster_home()
+    conflicting_dagster_home(os.environ, own)
     env = dict(os.environ)
-    env.setdefault("DAGSTER_HOME", str(dagster_home))
+    if not env.get("DAGSTER_HOME"):
+        source = home.checkout_root() / "dagster.yaml"
+        if source.is_file():
+            notice = write_instance_file(source.read_text(), own / "dagster.yaml")
+            if notice:
+                print(f"medmo: {notice}", file=sys.stderr)
+        own.mkdir(parents=True, exist_ok=True)
+        env["DAGSTER_HOME"] = str(own)
     env["MEDMO_HOME"] = str(home.medmo_home())
     return env
 
@@ -48,7 +50,7 @@ def _dagster(*args: str) -> list[str]:
 
 
 def demo(select: str) -> int:
-    """Materialize ``select`` (default: the whole graph, corpus partitions first) and print the ablation."""
+    """Materialize ``select`` (default: the whole graph, corpus partitions first) and print the headline scores."""
     env = dagster_environment()
     print(f"MEDMO_HOME={home.medmo_home()}  recipe={env.get('MEDMO_RECIPE', 'embedded')}", flush=True)
     started = time.time()
@@ -69,7 +71,7 @@ def demo(select: str) -> int:
                                   home.medmo_home() / "logs")
             if failed is not None:
                 label, code = failed
-                print(f"\nmaterialization failed (exit {code}, {label}); the Dagster event log above says which "
+                print(f"\nmaterialization failed (exit {code}, {label}); the lines above and its log say which "
                       f"asset and why.\nInspect it in the UI: `medmo ui`.", file=sys.stderr)
                 return code
     print(f"\nmaterialized in {time.time() - started:.0f} s. Outputs under {home.medmo_home()}:")
@@ -82,10 +84,36 @@ def demo(select: str) -> int:
     if table.is_file():
         import pandas as pd
 
-        from medmo_pipeline.evaluation.ablation import format_table
+        from medmo_pipeline.summary import headline_table
 
-        print("\nStage ablation (held-out synthetic split; plot: reports/stage_ablation.png):")
-        print(format_table(pd.read_csv(table, index_col="checkpoint")))
+        print("\nHeadline scores (held-out split; every metric: reports/stage_ablation.csv, "
+              "plot: reports/stage_ablation.png):")
+        print(headline_table(pd.read_csv(table, index_col="checkpoint")))
+    return 0
+
+
+def materialize(keys: list[str], partition: str | None) -> int:
+    """Materialize ``keys`` in one Dagster run (``partition`` for partitioned assets), one line per job on
+    the terminal and everything in a log; then each asset's key outputs."""
+    env = dagster_environment()
+    command = _dagster("asset", "materialize", "-m", "assets", "--select", ",".join(keys),
+                       *(["--partition", partition] if partition else []))
+    label = ",".join(keys) + (f" [{partition}]" if partition else "")
+    failed = run_together([(label, command)], env, home.medmo_home() / "logs")
+    if failed is not None:
+        print(f"\nmedmo materialize: failed (exit {failed[1]}); `medmo ui` shows the run's event log",
+              file=sys.stderr)
+        return failed[1]
+    print()
+    for key in keys:
+        answer = latest_materialization(key, partition, env["DAGSTER_HOME"])
+        where = f" [{answer['partition']}]" if answer.get("partition") else ""
+        print(f"{key}{where}: {answer.get('path') or '(no path)'}")
+        if answer.get("data_version"):
+            print(f"  data_version        {answer['data_version'][:16]}")
+        for name, value in (answer.get("outputs") or {}).items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            print(f"  {name:<19} {shown}"[:99])
     return 0
 
 
@@ -109,33 +137,52 @@ def warm_job_host(env: dict[str, str]):
 
 def run_together(group: list[tuple[str, list[str]]], env: dict[str, str], logs: Path,
                  slots: int | None = None) -> tuple[str, int] | None:
-    """Run a group of (label, command), ``slots`` at once (default: one per core); the first failure's
-    (label, exit code), or None. A lone command streams its output; several write to one log each
-    under ``logs``, printed whole as each finishes, so their lines do not interleave. After a failure
-    no further command starts and those running are let finish."""
-    if len(group) == 1:
-        label, command = group[0]
-        print(f"\n== {label}", flush=True)
-        code = subprocess.call(command, env=env, cwd=home.checkout_root())
-        return None if code == 0 else (label, code)
+    """Run a group of (label, Dagster CLI command), ``slots`` at once (default: one per core); the first
+    failure's (label, exit code), or None. Each command's whole output goes to its own log under ``logs``;
+    the terminal gets one line per job (``medmo_pipeline.progress``), and a failed command's errors and
+    the end of its log. After a failure no further command starts and those running are let finish."""
+    import threading
+
+    from medmo_pipeline.progress import ProgressView
+
     logs.mkdir(parents=True, exist_ok=True)
     waiting, running, failed = list(group), [], None
     slots = max(1, slots or os.cpu_count() or 1)
+    lone = len(group) == 1
+    lock = threading.Lock()
+
+    def pump(process: subprocess.Popen, view: ProgressView) -> None:
+        for line in process.stdout:
+            with lock:
+                view.feed(line)
+
     while waiting or running:
         while waiting and len(running) < slots:
             label, command = waiting.pop(0)
-            log = logs / ("demo-" + "".join(c if c.isalnum() else "_" for c in label) + ".log")
+            log = logs / ("medmo-" + "".join(c if c.isalnum() else "_" for c in label)[:80] + ".log")
             handle = log.open("w")
-            print(f"== {label} (started; log {log})", flush=True)
-            running.append((label, log, handle, subprocess.Popen(command, env=env, cwd=home.checkout_root(),
-                                                                 stdout=handle, stderr=subprocess.STDOUT)))
+            print(f"== {label} (log: {log})", flush=True)
+            process = subprocess.Popen(command, env=env, cwd=home.checkout_root(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, bufsize=1)
+            view = ProgressView(handle, prefix=None if lone else label, tty=None if lone else False)
+            reader = threading.Thread(target=pump, args=(process, view), daemon=True)
+            reader.start()
+            running.append((label, log, handle, process, view, reader))
         time.sleep(0.2)
         for entry in [e for e in running if e[3].poll() is not None]:
-            label, log, handle, process = entry
+            label, log, handle, process, view, reader = entry
+            reader.join()
             running.remove(entry)
-            handle.close()
-            print(f"\n== {label}\n{log.read_text()}", flush=True)
-            if process.returncode != 0 and failed is None:
+            with lock:
+                view.close()
+                handle.close()
+                if process.returncode == 0:
+                    print(f"== {label}: done", flush=True)
+                    continue
+                tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
+                print(f"== {label}: FAILED (exit {process.returncode})\n" + "\n".join(view.errors[-5:]) +
+                      f"\n-- end of {log}:\n{tail}", flush=True)
+            if failed is None:
                 failed = (label, process.returncode)
                 waiting.clear()  # nothing further starts; those running finish
     return failed
@@ -170,29 +217,41 @@ def longest_first(corpus) -> list[str]:
 
 
 def ui(port: int, host: str) -> int:
+    """``dagster dev`` on this checkout's workspace, stopped with everything it started on SIGINT/SIGTERM."""
+    from medmo_pipeline.supervise import run_supervised
+
     env = dagster_environment()
-    print(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
-    return subprocess.call(_dagster("dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)), env=env,
-                           cwd=home.checkout_root())
+    print(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    return run_supervised(_dagster("dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)), env=env,
+                          cwd=home.checkout_root())
+
+
+def latest_materialization(key: str, partition: str | None = None, dagster_home: str | None = None) -> dict:
+    """What ``assets.latest_materialization`` says about an asset (``{"error": ...}`` if never materialized)."""
+    from medmo_pipeline.lineage import LineageError
+
+    dagster_home = dagster_home or os.environ.get("DAGSTER_HOME") or str(home.dagster_home())
+    if not Path(dagster_home).is_dir():
+        raise LineageError(f"there is no Dagster instance at {dagster_home} to look {key!r} up in "
+                           f"(MEDMO_HOME={home.medmo_home()})")
+    # The Dagster layer reads the instance in a subprocess, so that this library never imports dagster.
+    out = subprocess.run([sys.executable, "-m", "assets.latest_materialization", dagster_home, key,
+                          *([partition] if partition else [])],
+                         check=False, capture_output=True, text=True, cwd=home.checkout_root(), timeout=300)
+    if out.returncode != 0:
+        raise LineageError(f"could not read asset {key!r} from the Dagster instance at {dagster_home}:\n"
+                           f"{out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def asset_path(key: str) -> Path:
     """The directory of an asset's latest materialization, read from the Dagster instance."""
     from medmo_pipeline.lineage import LineageError
 
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home.dagster_home())
-    if not dagster_home.is_dir():
-        raise LineageError(f"{key!r} is not a directory, and there is no Dagster instance at {dagster_home} to "
-                           f"look it up as an asset key (MEDMO_HOME={home.medmo_home()})")
-    # The Dagster layer reads the instance in a subprocess, so that this library never imports dagster.
-    out = subprocess.run([sys.executable, "-m", "assets.latest_materialization", str(dagster_home), key],
-                         check=False, capture_output=True, text=True, cwd=home.checkout_root(), timeout=300)
-    if out.returncode != 0:
-        raise LineageError(f"could not read asset {key!r} from the Dagster instance at {dagster_home}:\n"
-                           f"{out.stderr.strip()[-2000:]}")
-    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    answer = latest_materialization(key)
     if "error" in answer:
-        raise LineageError(f"asset {key!r} has never been materialized in the Dagster instance at {dagster_home}")
+        raise LineageError(f"asset {key!r} has never been materialized in the Dagster instance "
+                           f"(MEDMO_HOME={home.medmo_home()})")
     if not answer["path"]:
         raise LineageError(f"asset {key!r}'s latest materialization (run {answer['run_id']}) reports no path")
     return Path(answer["path"])
@@ -223,9 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         return rehearse(argv[1:])
     parser = argparse.ArgumentParser(prog="medmo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="materialize the whole graph and print the stage ablation")
+    recipe = argparse.ArgumentParser(add_help=False)
+    recipe.add_argument("--recipe", default=None,
+                        help="recipe name (embedded, paper) or YAML path (default: MEDMO_RECIPE, else embedded)")
+    p_demo = sub.add_parser("demo", parents=[recipe], help="materialize the whole graph and print the headline scores")
     p_demo.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
-    p_ui = sub.add_parser("ui", help="serve the Dagster UI")
+    p_mat = sub.add_parser("materialize", parents=[recipe], help="materialize assets, one line of progress per job")
+    p_mat.add_argument("assets", nargs="+", metavar="ASSET", help="asset keys, e.g. stage1_checkpoint")
+    p_mat.add_argument("--partition", default=None,
+                       help="partition key of a partitioned asset (a corpus source, or a benchmark)")
+    p_ui = sub.add_parser("ui", parents=[recipe], help="serve the Dagster UI")
     p_ui.add_argument("--port", type=int, default=3000)
     p_ui.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     sub.add_parser("paths", help="print where outputs live")
@@ -236,14 +302,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "lineage":
         return lineage(args.target, args.json)
+    from medmo_pipeline.config import RecipeError, resolve_recipe_path
     from medmo_pipeline.instance import InstanceConfigError
+    from medmo_pipeline.lineage import LineageError
 
     try:
+        if getattr(args, "recipe", None):
+            # The Dagster commands (and the code location they load) read it from there.
+            os.environ["MEDMO_RECIPE"] = str(resolve_recipe_path(args.recipe))
         if args.command == "demo":
             return demo(args.select)
+        if args.command == "materialize":
+            return materialize(args.assets, args.partition)
         if args.command == "ui":
             return ui(args.port, args.host)
-    except InstanceConfigError as exc:  # an incomplete MEDMO_PG_* set: say which variable, no traceback
+    except (InstanceConfigError, RecipeError, LineageError) as exc:  # say what is wrong, no traceback
         print(f"medmo {args.command}: {exc}", file=sys.stderr)
         return 2
     for name in ("medmo_home", "dagster_home", "corpus_dir", "models_dir", "checkpoints_dir", "eval_dir",

@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "embedded"
@@ -26,6 +27,9 @@ DEFAULT_RECIPE = "embedded"
 # never what it learns: they stay out of the section hash, so editing them neither marks a stage
 # stale nor stops an unfinished run from resuming.
 RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
+# A recipe is a few hundred YAML nodes; aliases may not expand it beyond this (a "billion laughs"
+# alias bomb is refused from the node graph, before anything is built from it).
+MAX_RECIPE_NODES = 20_000
 TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
 
 
@@ -68,6 +72,27 @@ class RegistryCorpusRecipe(_Strict):
                                        "${VAR} expands from the environment")
     sources: list[str] | None = Field(None, description="datasets to curate; default: every trained one")
 
+    @model_validator(mode="after")
+    def _sources_are_in_the_registry(self) -> RegistryCorpusRecipe:
+        """Resolved when the recipe loads, so a misspelled dataset stops ``medmo`` and Dagster at start."""
+        from medmo_pipeline.data.registry import load_registry
+
+        registry = load_registry(*((Path(self.registry),) if self.registry else ()))
+        known = {entry.name for entry in registry.datasets}
+        unknown = sorted(set(self.sources or ()) - known)
+        if unknown:
+            raise ValueError(f"sources: {unknown} are not in the registry (known: {sorted(known)})")
+        return self
+
+
+class ImageLimitsRecipe(_Strict):
+    """The cost bound of one image file (``data.image_limits.ImageLimits``), read from its header
+    before any pixel is decoded."""
+
+    max_pixels: int = Field(64_000_000, gt=0, description="pixels per file, every frame counted")
+    min_side: int = Field(8, gt=0)
+    max_aspect_ratio: float = Field(50.0, gt=1)
+
 
 class CorpusRecipe(_Strict):
     kind: Literal["synthetic", "registry"]
@@ -76,6 +101,7 @@ class CorpusRecipe(_Strict):
         None, description="real datasets; with kind 'synthetic' they are curated beside the synthetic sources")
     shard_rows: int = Field(2000, gt=0)
     max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
+    image_limits: ImageLimitsRecipe = ImageLimitsRecipe()
     curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
     split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
                                                                 "curation_parts parts (data.curation_parts)")
@@ -191,6 +217,16 @@ class OptimRecipe(_Strict):
         default_factory=dict, description="further SFTConfig/GRPOConfig fields by name, checked against the "
                                           "installed TRL when the recipe loads (e.g. max_grad_norm, use_vllm)")
 
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_is_shipped(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                deepspeed_config(name)
+            except FileNotFoundError as error:  # a ValueError is what pydantic reports with the field
+                raise ValueError(str(error)) from None
+        return name
+
 
 class GuardRecipe(_Strict):
     """Regression guard: metrics this stage must not lose against its parent (catastrophic forgetting)."""
@@ -238,6 +274,15 @@ class RLStageRecipe(_Strict):
     rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...)")
     completion_log_every: int = Field(20, gt=0, description="log sampled completions every N steps")
 
+    @field_validator("rewards")
+    @classmethod
+    def _rewards_are_registered(cls, rewards: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Names and parameters resolved against the reward registry when the recipe loads."""
+        from medmo_pipeline.rewards.registry import build_reward_functions
+
+        build_reward_functions(rewards)
+        return rewards
+
 
 class EvaluationRecipe(_Strict):
     benchmarks: list[str] = ["synthetic_heldout"]
@@ -246,9 +291,24 @@ class EvaluationRecipe(_Strict):
     max_samples_per_task: int | None = Field(None, gt=0)
     bootstrap_resamples: int = Field(1000, ge=0)
 
+    @field_validator("benchmarks")
+    @classmethod
+    def _benchmarks_are_known(cls, names: list[str]) -> list[str]:
+        """Names resolved against the built-in and registry benchmarks when the recipe loads."""
+        from medmo_pipeline.evaluation.benchmarks import BENCHMARKS
+        from medmo_pipeline.evaluation.registry import load_registry
+
+        known = set(BENCHMARKS) | set(load_registry().names())
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ValueError(f"{unknown} are not benchmarks (known: {sorted(known)})")
+        return names
+
 
 class TrackingRecipe(_Strict):
     experiment: str = "medmo"
+    # Which checkpoints become versions of the MLflow registered model: the RL policy, or every stage.
+    register_models: Literal["rl", "all", "none"] = "rl"
 
 
 class Recipe(_Strict):
@@ -264,9 +324,7 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _mixtures_name_corpus_sources(self) -> Recipe:
-        if self.corpus.registry is not None and self.corpus.registry.sources is None:
-            return self  # every registry dataset: checked against the registry when it is read
-        known = set(self.corpus.source_names())
+        known = set(self.corpus.source_names())  # with no list, every trained registry dataset
         for name in [*self.stages, "rl"]:
             unknown = sorted(set(self.stage(name).mixture.sources) - known)
             if unknown:
@@ -365,13 +423,33 @@ def resolve_recipe_path(name_or_path: str | os.PathLike | None = None) -> Path:
     return shipped
 
 
+def deepspeed_config(name: str) -> Path:
+    """A recipe's DeepSpeed file by name under ``recipes/deepspeed/``: a recipe picks a shipped config
+    and cannot point at arbitrary files (``..``, absolute paths and symlinks out are refused)."""
+    from medmo_pipeline.data.paths import UnsafePathError, safe_join
+
+    directory = RECIPES_DIR / "deepspeed"
+    shipped = sorted(p.name for p in directory.glob("*.json"))
+    try:
+        path = safe_join(directory, name)
+    except UnsafePathError as error:
+        raise UnsafePathError(f"{name!r} leaves recipes/deepspeed/ ({error}); shipped: {shipped}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config {name!r} is not in recipes/deepspeed/ (shipped: {shipped})")
+    return path
+
+
 def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
-    """Load and validate a recipe; errors name the file and the dotted field path."""
+    """Load and validate a recipe; errors name the file and the dotted field path.
+
+    Every name and path the recipe refers to (DeepSpeed configs, rewards, benchmarks, registry
+    sources) is resolved here, so a job, ``medmo`` and Dagster's definitions fail at start.
+    """
     path = resolve_recipe_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())  # safe_load: a recipe can never execute code
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        data = read_yaml(path, max_nodes=MAX_RECIPE_NODES)
+    except YamlRefused as exc:
+        raise RecipeError(str(exc)) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping at the top level")
     try:

@@ -74,3 +74,12 @@ def plot_reward_trend(history: list[dict], key: str, path: Path, title: str, win
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def markdown_image(path: Path, alt: str) -> str:
+    """A PNG as Markdown with an inline (data URI) image: the Dagster UI shows Markdown metadata with
+    the picture in it, where a file path alone shows as text."""
+    import base64
+
+    encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{encoded})"

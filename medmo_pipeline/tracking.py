@@ -140,12 +140,14 @@ def register_checkpoint(path: Path, lineage: dict, *, name: str = REGISTERED_POL
     uri = home.mlflow_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        client.create_registered_model(name, description="MedMO policies produced by the pipeline (RL stage)")
+        client.create_registered_model(name, description="MedMO checkpoints produced by the pipeline (the RL "
+                                                          "policy; every stage with tracking.register_models: all)")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     recipe = lineage.get("recipe") or {}
     flat = {"stage": lineage.get("stage"), "data_version": lineage.get("data_version"),
+            "dagster_asset": os.environ.get(ASSET_KEY_ENV) or None,
             "recipe_name": recipe.get("name"), "recipe_hash": recipe.get("hash"),
             "mlflow_run_id": lineage.get("mlflow_run_id"), "git_commit": lineage.get("git_commit"),
             "dagster_run_id": lineage.get("dagster_run_id")}
@@ -160,3 +162,11 @@ def register_checkpoint(path: Path, lineage: dict, *, name: str = REGISTERED_POL
                                           run_id=lineage.get("mlflow_run_id"), tags=tags,
                                           description=f"{lineage.get('stage')} checkpoint at {Path(path).resolve()}")
     return str(version.version)
+
+
+def register_if_chosen(choice: str, stage: str, path: Path, lineage: dict) -> dict | None:
+    """Register checkpoint ``path`` when the recipe's ``tracking.register_models`` covers ``stage`` ("rl": the
+    policy only; "all": every stage; "none"); returns ``{"name", "version"}`` or None."""
+    if choice == "none" or (choice == "rl" and stage != "rl"):
+        return None
+    return {"name": REGISTERED_POLICY, "version": register_checkpoint(path, lineage)}

@@ -1,8 +1,8 @@
 """A warm job host: jobs start as forks of a process that has already imported torch, transformers,
 trl and MLflow.
 
-Importing those takes ~8-12 s of every job on a 2-core machine, more than an evaluation job's own
-work on the embedded default. ``medmo demo`` starts one host for its materialization; the local
+Importing those costs every job seconds, more than an evaluation job's own work on the embedded
+default (benches/job_start.py measures the difference). ``medmo demo`` starts one host for its materialization; the local
 launcher then runs each single-process job as
 
     python -m medmo_pipeline.warm_host run --socket S -- MODULE ARGS...

@@ -48,7 +48,6 @@ def corrupted_rows() -> tuple[list[dict], dict[str, str], list[str]]:
     bad = {
         "truncated": (row("truncated", images=[entry(good_png[: len(good_png) // 2], "t.png")]), "image_truncated"),
         "zero_byte": (row("zero_byte", images=[entry(b"", "z.png")]), "image_empty"),
-        "wrong_ext": (row("wrong_ext", images=[entry(jpeg_bytes(), "scan.png")]), "extension_mismatch"),
         "bomb": (row("bomb", images=[entry(bomb_png(), "big.png")]), "image_too_large"),
         "outside": (row("outside", task="grounding", answer="lesion <box>[[0, 0, 1, 1]]</box>",
                         boxes=[box(100, 100, 140, 140)]), "box_outside"),
@@ -72,6 +71,7 @@ def corrupted_rows() -> tuple[list[dict], dict[str, str], list[str]]:
         row("good_clipped", task="grounding", answer="lesion <box>[[0, 0, 1, 1]]</box>",
             boxes=[box(50, 10, 70, 30)]),  # 64 wide: 70% of its area inside -> clipped to x2 = 64
         row("good_text", task="instruction", images=[], question="Summarise: clear lungs.", answer="Normal."),
+        row("wrong_ext", images=[entry(jpeg_bytes(), "scan.png")]),  # the content decides: kept, counted
     ]
     duplicate_id = dict(row("good_vqa", question="Another question?", answer="no"))
     rows = [*good[:2], *(r for r, _ in bad.values()), *good[2:], duplicate_id]

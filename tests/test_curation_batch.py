@@ -14,8 +14,9 @@ from fixtures_formats import jpeg_bytes, png_bytes
 from PIL import Image
 from test_curation import bomb_png, box, corrupted_rows, row
 
-from medmo_pipeline.data import curation, shards
-from medmo_pipeline.data.curation import CurationLimits, ImageChecker, check_batch, curate
+from medmo_pipeline.data import batch_checks, curation, shards
+from medmo_pipeline.data.batch_checks import check_batch
+from medmo_pipeline.data.curation import CurationLimits, ImageChecker, curate
 from medmo_pipeline.data.images import image_entry
 from medmo_pipeline.data.synthetic import generate_rows
 
@@ -133,7 +134,7 @@ def everything() -> list:
     return rows
 
 
-def outcome(checked: curation.CheckedBatch, index: int):
+def outcome(checked: batch_checks.CheckedBatch, index: int):
     result = checked.outcomes[index]
     if isinstance(result, curation.Rejected):
         return result.reason, result.detail
@@ -158,7 +159,7 @@ def test_each_bent_row_gets_the_outcome_of_check_row(limits, monkeypatch):
     its own batch and every other row is decided by the batch checks."""
     good, reference = synthetic()[:3], curation.check_row
     slow = []
-    monkeypatch.setattr(curation, "check_row", lambda raw, **kwargs: slow.append(raw) or reference(raw, **kwargs))
+    monkeypatch.setattr(batch_checks, "check_row", lambda raw, **kwargs: slow.append(raw) or reference(raw, **kwargs))
     decided_in_batch = 0
     for bent_row in variants():
         rows = [*good, bent_row]
@@ -174,7 +175,7 @@ def test_each_bent_row_gets_the_outcome_of_check_row(limits, monkeypatch):
 def test_most_good_rows_take_the_batch_path(monkeypatch):
     """Guard against a batch path that silently sends everything to check_row."""
     calls = []
-    monkeypatch.setattr(curation, "check_row", lambda raw, **kwargs: calls.append(raw) or (_ for _ in ()).throw(
+    monkeypatch.setattr(batch_checks, "check_row", lambda raw, **kwargs: calls.append(raw) or (_ for _ in ()).throw(
         AssertionError("check_row called")))
     rows = synthetic()
     checked = check_batch(rows, source="synth_xray", images=ImageChecker(CurationLimits().image),
@@ -184,11 +185,11 @@ def test_most_good_rows_take_the_batch_path(monkeypatch):
 
 def test_the_usual_batch_is_found_plain_as_row_by_row():
     rows = synthetic()
-    assert curation._all_plain(rows) == curation._plain_rows_one_by_one(rows)
+    assert batch_checks._all_plain(rows) == batch_checks._plain_rows_one_by_one(rows)
     for bent_row in variants():  # one row that is not plain (or lacks a path): the loop decides
         batch = [*rows[:3], bent_row]
-        usual = curation._all_plain(batch)
-        assert usual is None or usual == curation._plain_rows_one_by_one(batch), bent_row["id"]
+        usual = batch_checks._all_plain(batch)
+        assert usual is None or usual == batch_checks._plain_rows_one_by_one(batch), bent_row["id"]
 
 
 def test_keys_are_the_documented_64_bit_keys():
@@ -207,9 +208,9 @@ def test_a_row_arrow_cannot_convert_sends_only_its_batch_to_check_row():
 @pytest.mark.parametrize("batch_rows", [1, 7, 64])
 def test_curating_in_batches_gives_the_bytes_of_row_by_row_checks(tmp_path, monkeypatch, batch_rows):
     rows = everything() * 2  # the second copy: duplicate ids and contents across batches
-    monkeypatch.setattr(curation, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(batch_checks, "BATCH_ROWS", batch_rows)
     batched = curate(rows, tmp_path / "batched", source="synth_xray", shard_rows=50)
-    monkeypatch.setattr(curation, "check_batch", functools.partial(check_batch, vectorised=False))
+    monkeypatch.setattr(batch_checks, "check_batch", functools.partial(check_batch, vectorised=False))
     one_by_one = curate(rows, tmp_path / "one_by_one", source="synth_xray", shard_rows=50)
     assert batched["manifest"] == one_by_one["manifest"] and batched["data_version"] == one_by_one["data_version"]
     assert {k: v for k, v in batched.items() if "path" not in k and k != "shard_dir"} == \
@@ -223,7 +224,7 @@ def test_curating_in_batches_gives_the_bytes_of_row_by_row_checks(tmp_path, monk
 def test_batch_size_does_not_change_the_output(tmp_path, monkeypatch):
     rows = everything()
     first = curate(rows, tmp_path / "a", source="synth_xray", shard_rows=4)
-    monkeypatch.setattr(curation, "BATCH_ROWS", 3)
+    monkeypatch.setattr(batch_checks, "BATCH_ROWS", 3)
     second = curate(rows, tmp_path / "b", source="synth_xray", shard_rows=4)
     assert first["manifest"] == second["manifest"]
     assert (tmp_path / "a.quarantine.parquet").read_bytes() == (tmp_path / "b.quarantine.parquet").read_bytes()

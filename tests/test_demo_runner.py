@@ -31,7 +31,7 @@ def _most_at_once(spans) -> int:
     return most
 
 
-def test_commands_run_side_by_side_up_to_the_slots_and_print_whole(tmp_path, capsys):
+def test_commands_run_side_by_side_up_to_the_slots_each_logged_whole(tmp_path, capsys):
     names = ["a", "b", "c"]
     group = [(f"partition {n}", _job(tmp_path, n)) for n in names]
     assert run_together(group, {}, tmp_path / "logs", slots=2) is None
@@ -39,16 +39,17 @@ def test_commands_run_side_by_side_up_to_the_slots_and_print_whole(tmp_path, cap
     assert set(spans) == set(names)
     assert _most_at_once(spans) == 2  # two at once, never three
     out = capsys.readouterr().out
-    for n in names:  # each command's output is printed as one block under its label
-        assert f"== partition {n}\n{n} line 0\n{n} line 1\n{n} line 2\n" in out
-        assert (tmp_path / "logs" / f"demo-partition_{n}.log").read_text().count(f"{n} line") == 3
+    for n in names:  # the terminal gets a line per command; its log, all its output
+        assert f"== partition {n}: done" in out and f"{n} line" not in out
+        assert (tmp_path / "logs" / f"medmo-partition_{n}.log").read_text() == "".join(f"{n} line {i}\n" for i in range(3))
 
 
 def test_a_failure_is_reported_and_nothing_further_starts(tmp_path, capsys):
     group = [("bad", _job(tmp_path, "bad", seconds=0.0, code=3)), ("after", _job(tmp_path, "after"))]
     assert run_together(group, {}, tmp_path / "logs", slots=1) == ("bad", 3)
     assert set(_spans(tmp_path, ["bad", "after"])) == {"bad"}
-    assert "== bad\nbad line 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "== bad: FAILED (exit 3)" in out and "bad line 2" in out  # the end of its log
 
 
 def test_a_lone_command_streams_and_reports_its_exit_code(tmp_path):

@@ -49,7 +49,10 @@ def demo_run(tmp_path_factory):
         event = instance.get_latest_materialization_event(key)
         if event is not None:  # corpus_sources is observed, never materialized
             events[key.to_user_string()] = event
-    yield {"home": home, "env": env, "stdout": out.stdout, "log": out.stdout + out.stderr, "events": events,
+    # The terminal gets a line per job; each Dagster command's whole output is in its log under logs/.
+    command_logs = "".join(p.read_text() for p in sorted((home / "logs").glob("medmo-*.log")))
+    yield {"home": home, "env": env, "stdout": out.stdout, "log": out.stdout + out.stderr + command_logs,
+           "events": events,
            "instance": instance,
            "partitions": partition_events(instance, "corpus_shards")}
     instance.dispose()
@@ -180,7 +183,23 @@ def test_stage_ablation_table_and_plot(demo_run):
                    "report_rouge_l"):
         assert column in table.columns
     assert (reports / "stage_ablation.png").stat().st_size > 10_000
-    assert "Stage ablation" in demo_run["stdout"] and "rl" in demo_run["stdout"]
+    summary = demo_run["stdout"].split("Headline scores", 1)[1]
+    assert "\nrl " in summary and "grounding" not in summary.splitlines()[1]  # short names
+    assert max(len(line) for line in summary.splitlines()[1:]) <= 100  # a terminal's width; the CSV has all
+
+
+def test_the_rl_policy_is_a_version_of_the_registered_model(demo_run):
+    import mlflow
+
+    home = demo_run["home"]
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    event = demo_run["events"]["rl_policy"]
+    [version] = client.search_model_versions("name='medmo-policy'")  # the default registers the policy only
+    assert event.asset_materialization.metadata["registered_model"].value == f"medmo-policy version {version.version}"
+    assert version.source == _path(event).resolve().as_uri() and version.tags["stage"] == "rl"
+    assert version.tags["data_version"] == _version(event)
+    assert version.tags["parent_path"] == str(_path(demo_run["events"]["stage3_checkpoint"]).resolve())
 
 
 def test_eval_table_matches_its_per_sample_predictions(demo_run):

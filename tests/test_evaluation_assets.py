@@ -44,7 +44,7 @@ def test_nightly_schedule_asks_for_the_policy_on_every_benchmark(tmp_path):
     defs = _defs(tmp_path, ["synthetic_heldout", "vqa_rad"])
     schedule = defs.resolve_schedule_def("nightly_policy_evaluation")
     assert schedule.cron_schedule == "0 2 * * *"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # off until switched on
     when = datetime.datetime(2026, 11, 23, 2, 0, tzinfo=datetime.UTC)
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when,

@@ -175,7 +175,7 @@ def test_postgres_section_names_variables_and_requires_them():
         "hostname": {"env": "MEDMO_PG_HOST"}, "username": {"env": "MEDMO_PG_USER"},
         "password": {"env": "MEDMO_PG_PASSWORD"}, "db_name": {"env": "MEDMO_PG_DB"},
         "scheme": "postgresql+psycopg2"}}}
-    assert config["run_coordinator"] == yaml.safe_load(base)["run_coordinator"]  # the rest is kept
+    assert config["concurrency"] == yaml.safe_load(base)["concurrency"]  # the rest is kept
     with_port = yaml.safe_load(instance_yaml(base, {**values, "MEDMO_PG_PORT": "6543"}))
     assert with_port["storage"]["postgres"]["postgres_db"]["port"] == {"env": "MEDMO_PG_PORT"}
     with pytest.raises(InstanceConfigError, match="MEDMO_PG_PASSWORD"):

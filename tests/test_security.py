@@ -263,7 +263,9 @@ def test_medmo_ui_serves_on_loopback_by_default(medmo_home, monkeypatch):
     from medmo_pipeline import cli
 
     commands = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda command, **kwargs: commands.append(command) or 0)
+    from medmo_pipeline import supervise
+
+    monkeypatch.setattr(supervise, "run_supervised", lambda command, **kwargs: commands.append(command) or 0)
     assert cli.main(["ui"]) == 0
     command = commands[0]
     assert command[1] == "dev" and command[command.index("-h") + 1] == "127.0.0.1"

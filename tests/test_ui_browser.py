@@ -4,7 +4,8 @@ from dagster.yaml) on 127.0.0.1, driven through Debian's chromium with Playwrigh
 The test opens the training group's lineage and finds every asset of the group, launches
 stage1_checkpoint by clicking "Materialize" (its inputs are materialized beforehand into the same
 instance, for speed), waits on the run page for "Success", and reads the checkpoint's lineage
-metadata and its training-curve image on the asset page. Screenshots of each step are kept in
+metadata and its training-curve image on the asset page, then the stage-ablation asset's page (the real
+asset, run on stand-in evaluation tables) and its plot, rendered as an image. Screenshots of each step are kept in
 ``test-artifacts/ui/`` (gitignored; replaced on every run). Every process it started is stopped, and
 it checks that none is left.
 
@@ -79,6 +80,41 @@ def materialize_inputs(recipe_path: Path, dagster_home: Path) -> None:
                                   resources=defs.resources, instance=instance).success
         assert dg.materialize(list(defs.assets), selection=[dg.AssetKey(f"{STAGE}_mixture"), dg.AssetKey("base_model")],
                               resources=defs.resources, instance=instance).success
+    finally:
+        instance.dispose()
+
+
+def materialize_ablation(recipe_path: Path, dagster_home: Path, tables: Path) -> None:
+    """The real stage_ablation asset, run on small stand-in evaluation tables (real Parquet in the
+    evaluation format, one per checkpoint and benchmark), so that its page has plots without training."""
+    import dagster as dg
+
+    from assets.definitions import benchmark_partitions, build_definitions, eval_key
+    from medmo_pipeline.config import load_recipe
+    from tests.test_regression_guard import _table
+
+    recipe = load_recipe(recipe_path)
+    ablation = next(a for a in build_definitions(recipe, recipe_path).assets
+                    if isinstance(a, dg.AssetsDefinition) and dg.AssetKey("stage_ablation") in a.keys)
+
+    def stand_in(name: str, rank: int):
+        @dg.asset(key=eval_key(name), partitions_def=benchmark_partitions(recipe))
+        def _table_asset(context):  # no annotation: this module's annotations are strings, dg is local
+            directory = tables / name / context.partition_key
+            directory.mkdir(parents=True, exist_ok=True)
+            _table({"grounding_mean_iou": 0.1 * rank, "closed_vqa_accuracy": 0.5 + 0.05 * rank}).to_parquet(
+                directory / "table.parquet", index=False)
+            return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(directory))})
+
+        return _table_asset
+
+    stand_ins = [stand_in(name, rank) for rank, name in enumerate(recipe.checkpoints())]
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        for benchmark in recipe.evaluation.benchmarks:
+            assert dg.materialize(stand_ins, partition_key=benchmark, instance=instance).success
+        assert dg.materialize([*stand_ins, ablation], selection=[dg.AssetKey("stage_ablation")],
+                              instance=instance).success
     finally:
         instance.dispose()
 
@@ -204,6 +240,7 @@ def test_materialize_a_checkpoint_from_the_ui(tmp_path, monkeypatch):
     env = cli.dagster_environment()  # writes $MEDMO_HOME/dagster/dagster.yaml, as `medmo ui` does
     dagster_home = Path(env["DAGSTER_HOME"])
     materialize_inputs(recipe_path, dagster_home)
+    materialize_ablation(recipe_path, dagster_home, tmp_path / "stand-in-eval")
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -224,6 +261,7 @@ def test_materialize_a_checkpoint_from_the_ui(tmp_path, monkeypatch):
                                          lambda _: page.get_by_role("button", name="Skip").click())
                 run_id = drive_ui(page, url, expect)
                 check_asset_page(page, url, expect, home)
+                check_ablation_page(page, url, expect, home)
             except BaseException:
                 if page is not None:
                     page.screenshot(path=str(ARTIFACTS / "failure.png"), animations="disabled")
@@ -251,7 +289,7 @@ def test_materialize_a_checkpoint_from_the_ui(tmp_path, monkeypatch):
         assert processes_with_env("MEDMO_HOME", value) == []
     shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
     assert shots == ["01-training-lineage.png", "02-materialize-launched.png", "03-run-success.png",
-                     "04-checkpoint-lineage-metadata.png", "05-training-curves.png"], shots
+                     "04-checkpoint-lineage-metadata.png", "05-training-curves.png", "06-stage-ablation.png"], shots
 
 
 def dismiss_welcome(page) -> None:
@@ -340,3 +378,17 @@ def check_asset_page(page, url: str, expect, home: Path) -> None:
     shown = base64.b64decode(image.get_attribute("src").split("base64,", 1)[1])
     assert shown == (lineage_file.parent / "training_curves.png").read_bytes()
     page.screenshot(path=str(ARTIFACTS / "05-training-curves.png"), animations="disabled")
+
+
+def check_ablation_page(page, url: str, expect, home: Path) -> None:
+    """The stage-ablation asset's page shows its plot as a picture (the PNG under reports/), not a path."""
+    page.goto(f"{url}/assets/stage_ablation")
+    plot_row = page.locator("tr").filter(has=page.get_by_text("plot_image", exact=True))
+    plot_row.scroll_into_view_if_needed()
+    plot_row.get_by_text("[Show Markdown]").click()
+    image = page.get_by_role("img", name="stage ablation")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0")
+    shown = base64.b64decode(image.get_attribute("src").split("base64,", 1)[1])
+    assert shown == (home / "reports" / "stage_ablation.png").read_bytes()
+    page.screenshot(path=str(ARTIFACTS / "06-stage-ablation.png"), animations="disabled")

@@ -110,6 +110,7 @@ def source_metadata(report: dict, code_version: str, started: float) -> dict:
         "decontaminated_against": report["decontaminated_against"],
         "duplicates_dropped": report["duplicates_dropped"],
         "boxes_clipped": report["boxes_clipped"],
+        "extension_mismatches": report.get("extension_mismatches", 0),
         "recipe_hash": code_version,
         "wall_seconds": round(time.time() - started, 2),
     }

@@ -5,14 +5,17 @@ One streaming pass (``curate``), batch by batch, each row decided in input order
 
 1. **validate + normalise** (``check_row`` states the rules row by row; ``check_batch`` applies
    them to a batch at once and leaves to ``check_row`` every row it is not sure about, so the
-   outcome is the same, see "batch checks" below): text fields must be valid UTF-8 (bytes are decoded,
-   lone surrogates rejected) and are NFC-normalised and stripped; the id becomes ``source:local_id``;
+   outcome is the same, see ``batch_checks``): text fields must be valid UTF-8 (bytes are decoded,
+   lone surrogates rejected), hold no control characters but tab and line breaks, and are
+   NFC-normalised and stripped; the id becomes ``source:local_id``;
    task, split and turn order follow the sample contract; the assistant reply is non-empty, and so is
    ``answer`` for vqa / text_qa / grounding; choices, when present, contain the answer (as option
-   text or option letter). Images: present, intact (PNG: every chunk's CRC and the chunk layout,
-   see ``images.verify_png``; other formats: a full decode), within ``ImageLimits`` (the pixel count
-   is checked from the header first: decompression-bomb guard), with an extension that matches the
-   content, and a declared size equal to the real one; sha256, width and height are recomputed.
+   text or option letter). Images: present, decodable to what the model sees (PNG: every chunk's
+   CRC, bounded text chunks, the pixel stream inflated to exactly its declared size, see
+   ``images.verify_png``; other formats: a full decode), within ``ImageLimits`` (the pixel count
+   is checked from the header first: decompression-bomb guard), and a declared size equal to the
+   real one; sha256, width and height are recomputed. The content decides the format: a name
+   promising another one is counted (``extension_mismatches``) unless ``check_extension`` quarantines it.
    Boxes (pixels of the first image): finite, positive width and height, and inside the image after
    the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its own area
    is clipped to the image; otherwise the row is quarantined.
@@ -44,8 +47,9 @@ import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -56,11 +60,13 @@ from medmo_pipeline.data import shards
 from medmo_pipeline.data.images import (
     ImageError,
     ImageLimits,
-    check_pngs,
     extension_contradicts,
     inspect_image,
 )
-from medmo_pipeline.data.schema import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
+from medmo_pipeline.data.schema import SAMPLE_SCHEMA, SPLITS, TASKS
+
+if TYPE_CHECKING:
+    from medmo_pipeline.data.batch_checks import CheckedBatch
 
 QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_BATCH = 10_000
@@ -73,6 +79,7 @@ REASONS = {
     "malformed_row": "not a mapping, or a field of the wrong type",
     "schema": "a required field is missing, or task / split / turn order is not the contract's",
     "invalid_utf8": "a text field is not valid UTF-8",
+    "control_characters": "a text field holds a control character (other than tab and line breaks)",
     "duplicate_id": "an earlier kept row has the same id",
     "missing_question": "the user turn is empty",
     "missing_answer": "the assistant reply (or the gold answer of a vqa/text_qa/grounding row) is empty",
@@ -97,7 +104,9 @@ REASONS = {
 class CurationLimits:
     image: ImageLimits = field(default_factory=ImageLimits)
     min_box_overlap: float = 0.5  # share of a box's area inside the image above which it is clipped
-    check_extension: bool = True
+    # The content decides an image's format: a name promising another one is counted in the report
+    # (``extension_mismatches``), not quarantined, unless this asks for that.
+    check_extension: bool = False
 
 
 class Rejected(ValueError):
@@ -111,13 +120,14 @@ class Rejected(ValueError):
 # ---- text ---------------------------------------------------------------------------------------
 
 _NON_WORD = re.compile(r"[^\w]+")
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 
 def clean_text(value, what: str) -> str:
     """Valid UTF-8 text, NFC-normalised and stripped; raises Rejected('invalid_utf8')."""
     if type(value) is str and value.isascii():  # the common case: ASCII is valid UTF-8 and NFC already
-        return value.strip()
+        return _without_controls(value.strip(), what)
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
@@ -131,7 +141,18 @@ def clean_text(value, what: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates from a lossy decode upstream
         raise Rejected("invalid_utf8", f"{what}: {error}") from None
-    return unicodedata.normalize("NFC", value).strip()
+    return _without_controls(unicodedata.normalize("NFC", value).strip(), what)
+
+
+def _without_controls(text: str, what: str) -> str:
+    """``text`` unless it holds a control character (tab and line breaks are text; other C0, DEL and
+    C1 codes are binary junk or a broken decode); raises Rejected('control_characters')."""
+    if text.isprintable():  # the usual case, in C; tabs and line breaks are not printable: look closer
+        return text
+    found = CONTROL_CHARACTERS.search(text)
+    if found:
+        raise Rejected("control_characters", f"{what}: {found.group()!r} at character {found.start()}")
+    return text
 
 
 def normalise_question(text: str) -> str:
@@ -273,10 +294,16 @@ def _image(entry: dict, check: ImageChecker, limits: CurationLimits) -> dict:
     path = clean_text(entry.get("path"), "image path")
     data = entry.get("bytes")
     if data is None:
+        failure = entry.get("error")  # an adapter's conversion that failed (pixels.failed_entry)
+        if isinstance(failure, ImageError):
+            raise Rejected(failure.reason, f"{path}: {failure.detail}")
         raise Rejected("image_missing", f"no bytes for {path or 'an image'}")
     data = bytes(data)
     sha256 = hashlib.sha256(data).hexdigest()
-    width, height, fmt = check(data, sha256)
+    try:
+        width, height, fmt = check(data, sha256)
+    except Rejected as rejected:  # name the file only on failure
+        raise Rejected(rejected.reason, f"{path}: {rejected.detail}" if path else rejected.detail) from None
     if limits.check_extension and extension_contradicts(path, fmt):
         raise Rejected("extension_mismatch", f"{path} holds {fmt}")
     declared = (entry.get("width") or 0, entry.get("height") or 0)
@@ -312,335 +339,14 @@ def _boxes(boxes: list, image_size: tuple[int, int] | None, limits: CurationLimi
     return out, clipped
 
 
-# ---- batch checks -------------------------------------------------------------------------------
-#
-# ``check_row`` costs more per row than writing the row does, most of it Python overhead on fields
-# that are almost always fine. ``check_batch`` checks a batch of rows together: per row in Python
-# only what needs the Python objects (plain types, boxes); per image one sha256 and, for PNGs, the
-# chunk walk of ``images.check_pngs`` (numpy over the batch's bytes, one zlib.crc32 per chunk); the
-# text fields column by column with Arrow kernels on a table converted once (the conversion the
-# shard needs anyway). Any row it is not sure about (non-ASCII text, whose NFC form Arrow does not
-# compute like ``unicodedata``; a value of an unexpected type; any failed check) goes through
-# ``check_row``, which decides and gives the reason. The rows that pass are exactly the rows
-# ``check_row`` passes, normalised identically (tests compare both paths row by row and shard bytes
-# by shard bytes).
+# ---- shared by the batch checks and the decisions ----------------------------------------------
 
-BATCH_ROWS = 2000
-# What str.strip() removes from ASCII text; Arrow trims exactly these, so the two paths agree.
-_ASCII_SPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
-# The text fields the batch path converts to Arrow; images and boxes are built by the per-row pass.
-_TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
-                          ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
 _UNIT, _RECORD = "\x1f", "\x1e"  # separators of joined texts
-_SEPARATORS = np.array([ord(_UNIT), ord(_RECORD)], dtype=np.uint8)
-
-
-@dataclass
-class CheckedBatch:
-    """The outcome of ``check_batch``: ``table`` holds the accepted rows, normalised, in input order;
-    ``outcomes[i]`` is input row i's row in ``table`` or why it was rejected; ``clipped[j]`` counts
-    the clipped boxes of table row j."""
-
-    table: pa.Table
-    outcomes: list[int | Rejected]
-    clipped: list[int]
-
-
-@dataclass
-class _Candidates:
-    """Rows that passed the per-row part of the batch checks, and what that part computed: per
-    candidate, its image count, whether its images and boxes passed, its boxes (clipped); per image
-    of all candidates, in order, the columns of the images field."""
-
-    positions: list[int] = field(default_factory=list)  # in the batch
-    image_counts: list[int] = field(default_factory=list)
-    images_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    boxes: list[list[dict]] = field(default_factory=list)
-    clipped: list[int] = field(default_factory=list)
-    image_bytes: pa.Array = field(default_factory=lambda: pa.array([], pa.binary()))
-    paths: list[str] = field(default_factory=list)
-    path_array: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
-    widths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    heights: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    hashes: list[str] = field(default_factory=list)
-    sizes: list[tuple[int, int]] = field(default_factory=list)
-
-
-def check_batch(rows: list, *, source: str, images: ImageChecker, limits: CurationLimits,
-                vectorised: bool = True) -> CheckedBatch:
-    """Check and normalise ``rows`` like ``check_row`` does each of them, batch-wise where possible.
-
-    ``vectorised=False`` sends every row through ``check_row`` (the reference the tests compare to).
-    """
-    accepted: list[tuple[int, int]] = []  # (position in the batch, row of the concatenated tables)
-    parts: list[pa.Table] = []
-    clipped: list[int] = []
-    fast = _candidates(rows, images, limits) if vectorised else _Candidates()
-    if fast.positions:
-        passed, table = _vector_checks([rows[i] for i in fast.positions], fast, source=source)
-        if table is not None and len(fast.positions) == len(rows) and passed.all():  # the usual batch
-            return CheckedBatch(table, list(range(len(rows))), fast.clipped)
-        if table is not None:
-            kept = np.flatnonzero(passed)
-            parts.append(table if len(kept) == table.num_rows else table.filter(passed))
-            accepted += [(fast.positions[j], k) for k, j in enumerate(kept)]
-            clipped += [fast.clipped[j] for j in kept]
-    outcomes: list = [None] * len(rows)
-    done = {position for position, _ in accepted}
-    slow_rows: list[dict] = []
-    for position, raw in enumerate(rows):
-        if position in done:
-            continue
-        try:
-            row, row_clipped = check_row(raw, source=source, images=images, limits=limits)
-        except Rejected as rejected:
-            outcomes[position] = rejected
-            continue
-        except Exception as error:  # noqa: BLE001 - a row must never stop the source: quarantine it, say why
-            outcomes[position] = Rejected("malformed_row", f"{type(error).__name__}: {error}")
-            continue
-        accepted.append((position, len(clipped)))
-        slow_rows.append(row)
-        clipped.append(row_clipped)
-    if slow_rows:
-        parts.append(pa.Table.from_pylist(slow_rows, schema=SAMPLE_SCHEMA))
-    table = pa.concat_tables(parts) if parts else SAMPLE_SCHEMA.empty_table()
-    accepted.sort()  # input order
-    order = [row for _, row in accepted]
-    if order != list(range(len(order))):  # slow rows were appended after the fast ones
-        table = table.take(order)
-    for rank, (position, _) in enumerate(accepted):
-        outcomes[position] = rank
-    return CheckedBatch(table, outcomes, [clipped[row] for row in order])
-
-
-def _candidates(rows: list, images: ImageChecker, limits: CurationLimits) -> _Candidates:
-    """The per-row and per-image part of the batch checks: the rows whose values are plain (see
-    ``_plain_rows``), then their images all together, then their boxes."""
-    found = _Candidates()
-    found.positions, found.image_counts, picked, raw_boxes = _plain_rows(rows)
-    data, found.paths, declared = _columns(picked, 3)
-    found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
-    if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
-        return _Candidates()
-    images_ok = _check_images(found, data, declared, images, limits)
-    found.images_ok = np.ones(len(found.positions), dtype=bool)
-    found.images_ok[np.repeat(np.arange(len(found.positions)), found.image_counts)[~images_ok]] = False
-    found.boxes, found.clipped = raw_boxes, [0] * len(raw_boxes)
-    if any(raw_boxes):
-        _check_boxes(found, limits)
-    return found
-
-
-def _plain_rows(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
-    """(positions, image counts, plain images (see ``_plain_image``), boxes) of the rows that hold
-    plain values where Arrow would convert silently (a tuple for a dict, say); check_row looks at
-    the others. This runs for every row of the corpus: ``_all_plain`` settles the usual batch, and
-    ``_plain_rows_one_by_one`` finds the rows that are not plain."""
-    usual = _all_plain(rows)
-    return usual if usual is not None else _plain_rows_one_by_one(rows)
-
-
-def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
-    """``_plain_rows``, one row at a time (no call in the loop but per image)."""
-    positions, image_counts, picked, raw_boxes = [], [], [], []
-    for position, row in enumerate(rows):
-        if type(row) is not dict:
-            continue
-        messages, entries, choices, boxes = row.get("messages"), row.get("images") or [], row.get("choices"), \
-            row.get("boxes") or []
-        if (type(messages) is not list or type(entries) is not list or type(boxes) is not list
-                or choices is not None and type(choices) is not list):
-            continue
-        for message in messages:
-            if type(message) is not dict:
-                break
-        else:
-            plain = [_plain_image(entry) for entry in entries]
-            if None not in plain:
-                positions.append(position)
-                image_counts.append(len(plain))
-                picked += plain
-                raw_boxes.append(boxes)
-    return positions, image_counts, picked, raw_boxes
-
-
-def _all_plain(rows: list) -> tuple[list[int], list[int], list[tuple], list] | None:
-    """``_plain_rows`` of a batch whose rows are all plain (and whose images all have a path),
-    from one pass per field with the type checks done over whole columns; None for any other batch."""
-    messages = [row.get("messages") for row in rows] if _types(rows) == {dict} else None
-    if messages is None:
-        return None
-    entries = [row.get("images") or [] for row in rows]
-    boxes = [row.get("boxes") or [] for row in rows]
-    if (_types(messages) != {list} or _types(entries) != {list} or _types(boxes) != {list}
-            or not _types(row.get("choices") for row in rows) <= {list, type(None)}
-            or not _types(chain.from_iterable(messages)) <= {dict}):
-        return None
-    images = list(chain.from_iterable(entries))
-    if not _types(images) <= {dict}:
-        return None
-    data, paths = [image.get("bytes") for image in images], [image.get("path") for image in images]
-    if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths)):
-        return None
-    declared = [(image.get("width") or 0, image.get("height") or 0) for image in images]
-    return list(range(len(rows))), list(map(len, entries)), list(zip(data, map(str.strip, paths), declared)), boxes
-
-
-def _types(values) -> set[type]:
-    return set(map(type, values))
-
-
-def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
-                  limits: CurationLimits) -> np.ndarray:
-    """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
-    One sha256 each, ``check_pngs`` for the PNGs, ``ImageChecker`` for the rest."""
-    found.hashes = [hashlib.sha256(image).hexdigest() for image in data]  # the one hash of these bytes
-    png, found.widths, found.heights = check_pngs(found.image_bytes, limits.image)
-    ok, formats = png.copy(), ["PNG"] * len(data)
-    for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
-        result = images.inspect(data[index], found.hashes[index])
-        if type(result) is tuple:
-            ok[index] = True
-            found.widths[index], found.heights[index], formats[index] = result
-    found.sizes = list(zip(found.widths.tolist(), found.heights.tolist()))
-    if list(declared) != found.sizes:  # not every size declared right (one comparison settles the usual case)
-        ok &= np.array([size in ((0, 0), real) for size, real in zip(declared, found.sizes)], dtype=bool)
-    if limits.check_extension:  # a PNG named .png is fine; the other names are parsed
-        named = png & pc.ends_with(found.path_array, ".png").to_numpy(zero_copy_only=False)
-        for index in np.flatnonzero(ok & ~named).tolist():
-            ok[index] = not extension_contradicts(found.paths[index], formats[index])
-    return ok
-
-
-def _check_boxes(found: _Candidates, limits: CurationLimits) -> None:
-    """``_boxes`` on the candidates with boxes and good images: their boxes clipped, or the row
-    marked for check_row."""
-    first = np.concatenate([[0], np.cumsum(found.image_counts)[:-1]]).astype(int).tolist()
-    for candidate, boxes in enumerate(found.boxes):
-        if not boxes:
-            continue
-        found.boxes[candidate] = []  # unless they pass: raw boxes may not even convert to Arrow
-        if found.images_ok[candidate]:
-            size = found.sizes[first[candidate]] if found.image_counts[candidate] else None
-            try:
-                found.boxes[candidate], found.clipped[candidate] = _boxes(boxes, size, limits)
-            except Exception:  # noqa: BLE001 - check_row decides (and says why)
-                found.images_ok[candidate] = False
-
-
-def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
-    """(bytes, stripped path, declared (width, height)) of an image entry whose values are plain
-    (bytes, an ASCII path or none); None for anything else: check_row looks at it."""
-    if type(entry) is not dict:
-        return None
-    data, path = entry.get("bytes"), entry.get("path")
-    if type(data) is not bytes:
-        return None
-    if path is None:
-        path = ""
-    elif type(path) is str and path.isascii():
-        path = path.strip()
-    else:
-        return None
-    return data, path, (entry.get("width") or 0, entry.get("height") or 0)
-
-
-def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
-    """The text checks of ``check_row`` column by column: which candidates pass, and all of them
-    normalised as a SAMPLE_SCHEMA table (None when the batch does not even convert: check_row then)."""
-    try:
-        raw = pa.Table.from_pylist(rows, schema=_TEXT_SCHEMA)
-    except Exception:  # noqa: BLE001 - a value Arrow cannot take (an int for a string, a lone surrogate...)
-        return np.zeros(len(rows), dtype=bool), None
-    column = {name: _array(raw.column(name)) for name in _TEXT_SCHEMA.names}
-    messages, choices = column["messages"], column["choices"]
-    raw_roles, raw_contents = (pc.struct_field(messages.flatten(), name) for name in ("role", "content"))
-    raw_choices = choices.flatten()
-
-    # Every text ASCII (valid UTF-8, NFC already) and present where check_row needs it; None is
-    # allowed where clean_text makes it "".
-    ok = _ascii(column["id"], null_ok=False) & _ascii(column["task"], null_ok=False)
-    for name in ("split", "modality", "answer", "license"):
-        ok &= _ascii(column[name], null_ok=True)
-    for texts, lists in ((raw_roles, messages), (raw_contents, messages), (raw_choices, choices)):
-        ok &= _ascii_lists(texts, lists)
-
-    ident, task, roles, contents, options = map(_trim, (column["id"], column["task"], raw_roles, raw_contents,
-                                                         raw_choices))
-    split = pc.if_else(_or(pc.equal(column["split"], ""), True), "train", _trim(column["split"]))
-    answer = _trim(_or(column["answer"], ""))
-    known_task, needs_answer, needs_image = _members(task, TASKS, TASKS_WITH_ANSWER, TASKS_WITH_IMAGES)
-    ok &= _filled(ident) & known_task & _members(split, SPLITS)[0]
-    ok &= _turns_ok(messages, roles, contents)
-    ok &= ~needs_answer | _filled(answer)
-    ok &= ~needs_image | (np.asarray(found.image_counts) > 0)
-    ok &= found.images_ok
-    options = _regroup(choices, options)
-    ok &= _choices_ok(answer, options, ok)
-
-    prefix = f"{source}:"
-    prefixed = pc.starts_with(ident, prefix)
-    if not pc.all(prefixed).as_py():
-        ident = pc.if_else(prefixed, ident, pc.binary_join_element_wise(prefix, ident, ""))
-    modality = _trim(_or(column["modality"], ""))
-    images = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(found.image_counts)]), pa.int32()),
-        pa.StructArray.from_arrays(
-            [found.image_bytes, found.path_array, pa.array(found.widths, pa.int32()),
-             pa.array(found.heights, pa.int32()), pa.array(found.hashes, pa.string())], fields=list(IMAGE_TYPE)))
-    table = pa.Table.from_arrays([
-        ident,
-        pa.repeat(pa.scalar(source, pa.string()), len(rows)),
-        split,
-        task,
-        pc.if_else(pc.equal(modality, ""), "other", modality),
-        images,
-        _regroup(messages, pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))),
-        answer,
-        options,
-        pa.array(found.boxes, pa.list_(BOX_TYPE)) if any(found.boxes) else _no_boxes(len(rows)),
-        _trim(_or(column["license"], "")),
-    ], schema=SAMPLE_SCHEMA)
-    return ok, table
-
-
-def _columns(rows: list[tuple], width: int) -> list[tuple]:
-    """Tuples of ``width`` values -> ``width`` columns (empty ones when there are no rows)."""
-    return list(zip(*rows)) if rows else [()] * width
-
-
-def _no_boxes(rows: int) -> pa.ListArray:
-    """``rows`` empty box lists (most rows have none: cheaper than converting their empty lists)."""
-    return pa.ListArray.from_arrays(pa.array(np.zeros(rows + 1, dtype=np.int32)), pa.array([], BOX_TYPE))
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
     """A column as one array (without the copy ``combine_chunks`` makes of a single chunk)."""
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-
-
-def _trim(strings: pa.Array) -> pa.Array:
-    return pc.utf8_trim(strings, characters=_ASCII_SPACE)
-
-
-def _or(values: pa.Array, default) -> pa.Array:
-    """``values`` with nulls replaced by ``default`` (no kernel call when there is no null: the
-    batch checks make dozens of calls per batch, each costing more than its work)."""
-    return pc.fill_null(values, default) if values.null_count else values
-
-
-def _true(mask) -> np.ndarray:
-    """A boolean Arrow array as numpy, null counting as False."""
-    return _or(mask, False).to_numpy(zero_copy_only=False)
-
-
-def _filled(strings: pa.Array) -> np.ndarray:
-    """Per string: present and not empty, read off the offsets (no kernel call: this runs per batch
-    for a few columns, and each call costs more than the work)."""
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
-    filled = np.diff(offsets) > 0
-    return filled & strings.is_valid().to_numpy(zero_copy_only=False) if strings.null_count else filled
 
 
 def _offsets(lists: pa.ListArray) -> np.ndarray:
@@ -653,84 +359,6 @@ def _regroup(lists: pa.ListArray, values: pa.Array) -> pa.ListArray:
     """``values`` (one per element of ``lists.flatten()``) grouped into lists as ``lists`` is; a null
     list becomes an empty one."""
     return pa.ListArray.from_arrays(pa.array(_offsets(lists), pa.int32()), values)
-
-
-def _no_high_bytes(strings: pa.Array) -> bool:
-    """Whether the character data under ``strings`` is all ASCII: one pass over the buffer, which
-    settles the common case for the whole column (it may hold bytes outside a slice: then the
-    per-row check decides)."""
-    data = strings.buffers()[2]
-    return data is None or data.size == 0 or int(np.frombuffer(data, np.uint8).max()) < 128
-
-
-def _holds_bytes(strings: pa.Array, wanted: np.ndarray) -> bool:
-    """Whether the character data under ``strings`` holds any of the byte values ``wanted``."""
-    data = strings.buffers()[2]
-    if data is None or not data.size:
-        return False
-    values = np.frombuffer(data, np.uint8)
-    return any(bool((values == byte).any()) for byte in wanted)
-
-
-def _ascii(strings: pa.Array, *, null_ok: bool) -> np.ndarray:
-    """Per row: the text is ASCII (a missing one counts as ``null_ok``)."""
-    if _no_high_bytes(strings) and (null_ok or not strings.null_count):
-        return np.ones(len(strings), dtype=bool)
-    return _or(pc.string_is_ascii(strings), null_ok).to_numpy(zero_copy_only=False)
-
-
-def _ascii_lists(texts: pa.Array, lists: pa.ListArray) -> np.ndarray:
-    """Per row of ``lists``: each of its texts (``texts`` is ``lists`` flattened) is there and ASCII."""
-    ok = np.ones(len(lists), dtype=bool)
-    if not (_no_high_bytes(texts) and not texts.null_count):
-        bad = ~_true(pc.string_is_ascii(texts))
-        ok[pc.list_parent_indices(lists).to_numpy()[bad]] = False
-    return ok
-
-
-def _members(strings: pa.Array, *sets: Iterable[str]) -> list[np.ndarray]:
-    """Per row, for each of ``sets``: the text is in it. Decided once per distinct text."""
-    encoded = pc.dictionary_encode(strings)
-    names = encoded.dictionary.to_pylist()
-    codes = _or(encoded.indices, len(names)).to_numpy()  # a null points past the names
-    return [np.array([name in wanted for name in names] + [False])[codes] for wanted in sets]
-
-
-def _turns_ok(messages: pa.ListArray, roles: pa.Array, contents: pa.Array) -> np.ndarray:
-    """At least two turns, the first a non-empty user turn, the last a non-empty assistant turn."""
-    offsets = _offsets(messages)
-    ok = np.diff(offsets) >= 2
-    if not len(roles):
-        return ok
-    first, last = np.minimum(offsets[:-1], len(roles) - 1), np.maximum(offsets[1:] - 1, 0)  # valid where ok
-    user, assistant = _true(pc.equal(roles, "user")), _true(pc.equal(roles, "assistant"))
-    said = _filled(contents)
-    return ok & user[first] & assistant[last] & said[first] & said[last]
-
-
-def _choices_ok(answer: pa.Array, options: pa.ListArray, candidates: np.ndarray) -> np.ndarray:
-    """``_check_choices`` itself, run once per distinct (answer, options) pair among the rows that
-    are still ``candidates`` (VQA sets repeat a handful of them); rows without options pass."""
-    ok = np.diff(_offsets(options)) == 0  # no options
-    asked = np.flatnonzero(~ok & candidates)
-    if not len(asked):
-        return ok
-    # answer + options joined identify the pair, unless a text holds a separator: check_row then
-    pairs = pc.binary_join_element_wise(answer, pc.binary_join(options, _UNIT), _RECORD)
-    if _holds_bytes(answer, _SEPARATORS) or _holds_bytes(options.flatten(), _SEPARATORS):
-        separators = pc.count_substring_regex(pairs, f"[{_UNIT}{_RECORD}]").to_numpy(zero_copy_only=False)
-        asked = asked[separators[asked] == options.value_lengths().to_numpy(zero_copy_only=False)[asked]]
-    codes = _or(pc.dictionary_encode(pairs).indices, 0).to_numpy()  # a null pair is never asked
-    distinct, first = np.unique(codes[asked], return_index=True)
-    passed = np.zeros(int(codes.max()) + 1 if len(codes) else 0, dtype=bool)
-    for code, row in zip(distinct, asked[first]):
-        try:
-            _check_choices(answer[int(row)].as_py(), options[int(row)].as_py())
-        except Rejected:
-            continue
-        passed[code] = True
-    ok[asked] = passed[codes[asked]]
-    return ok
 
 
 # ---- the pass -----------------------------------------------------------------------------------
@@ -790,6 +418,12 @@ def curate(
     ``eval_index`` comes from ``build_eval_index``. ``progress`` is called with the running counts
     every ``progress_every`` input rows.
     """
+    from medmo_pipeline.data.batch_checks import (  # builds on this module's row checks
+        BATCH_ROWS,
+        check_batch,
+        extension_mismatches,
+    )
+
     out_dir = Path(out_dir)
     quarantine_path = Path(quarantine_path) if quarantine_path else out_dir.with_name(
         f"{out_dir.name}.{QUARANTINE_NAME}")
@@ -797,6 +431,7 @@ def curate(
     quarantine = QuarantineWriter(quarantine_path)
     checker = ImageChecker(limits.image)
     decide = _Decisions(source, eval_index, quarantine, progress, progress_every)
+    mismatches = [0]  # kept images whose name promises another format than their content
 
     def kept_tables() -> Iterator[pa.Table]:
         """The kept rows, batch by batch: checked together, then decided one by one in input order."""
@@ -806,7 +441,9 @@ def curate(
             keep = decide(batch, start, checked)
             start += len(batch)
             if keep:
-                yield checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+                kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+                mismatches[0] += extension_mismatches(kept)
+                yield kept
 
     try:
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
@@ -823,6 +460,7 @@ def curate(
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "contaminated": sum(contaminated.values()),
         "contaminated_by_kind": dict(sorted(contaminated.items())),
+        "extension_mismatches": mismatches[0],
         "quarantine_rate": sum(reasons.values()) / counts["rows_in"] if counts["rows_in"] else 0.0,
         "quarantine_path": str(quarantine_path),
         "shard_dir": str(out_dir),

@@ -70,12 +70,15 @@ def source_index(local: int, part: int, parts: int, chunk: int = CHUNK_ROWS) -> 
 def _curate_part(corpus: CorpusRecipe, source: str, seed: int, part: int, parts: int, chunk: int, work: Path,
                  eval_index, revision: str) -> dict:
     """One part, in a worker process."""
-    from medmo_pipeline.data.curation import curate
-    from medmo_pipeline.data.sources import source_rows
+    from medmo_pipeline.data.curation import CurationLimits, curate
+    from medmo_pipeline.data.image_limits import using_limits
+    from medmo_pipeline.data.sources import image_limits, source_rows
 
-    report = curate(part_rows(source_rows(corpus, source, seed=seed), part, parts, chunk), work / f"part-{part}",
-                    source=source, eval_index=eval_index, shard_rows=corpus.shard_rows, source_revision=revision,
-                    quarantine_path=work / f"part-{part}.quarantine.parquet")
+    limits = image_limits(corpus)
+    with using_limits(limits):  # as a one-process curation does (the adapters' conversions too)
+        report = curate(part_rows(source_rows(corpus, source, seed=seed), part, parts, chunk), work / f"part-{part}",
+                        source=source, eval_index=eval_index, shard_rows=corpus.shard_rows, source_revision=revision,
+                        limits=CurationLimits(image=limits), quarantine_path=work / f"part-{part}.quarantine.parquet")
     report.pop("manifest")
     return report
 

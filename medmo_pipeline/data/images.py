@@ -1,28 +1,46 @@
-"""Image bytes: inspection with a decompression-bomb guard, and conversion of medical formats to
-8-bit PNG (DICOM with rescale + window, 16-bit PNG with an intensity offset such as DeepLesion's).
+"""Image bytes: inspection within a cost bound, checked to decode to what the model will see.
 
-Stored images keep their original bytes where the format is already 8-bit (JPEG, PNG); DICOM and
-16-bit PNG are windowed to 8-bit grayscale PNG because that is what the vision processor reads.
-Every entry follows the sample contract: {bytes, path, width, height, sha256}.
+Stored images keep their original bytes (JPEG, PNG, 16-bit PNG, TIFF...); ``pixels.model_image``
+turns them into what the model sees. DICOM and DeepLesion's 16-bit PNG are converted to 8-bit PNG
+by the adapters (``pixels.dicom_entry``, ``pixels.png16_entry``, re-exported here). Every entry
+follows the sample contract: {bytes, path, width, height, sha256}.
+
+The cost of inspecting one file is bounded before any pixel is decoded: the header's size against
+``ImageLimits.max_pixels`` (``image_limits``), a PNG's pixel stream inflated in pieces up to the size
+its header declares and no further, its text and ICC chunks within PIL's own bounds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import struct
 import warnings
 import zlib
-from collections.abc import MutableSequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
+from medmo_pipeline.data.dicom import is_dicom, read_dicom
+from medmo_pipeline.data.image_limits import (
+    MAX_TEXT_CHUNK,
+    MAX_TEXT_MEMORY,
+    ImageError,
+    ImageLimits,
+    check_pixels,
+)
+from medmo_pipeline.data.pixels import (  # noqa: F401 - the adapters' conversions, re-exported
+    EXIF_ORIENTATION,
+    dicom_entry,
+    full_range_window,
+    png16_entry,
+    png_entry,
+    window_to_uint8,
+)
+
 # Extensions whose content we can check against the decoded format; others (e.g. .dcm converted to
 # PNG by an adapter) are not checked.
 EXTENSION_FORMATS = {
@@ -31,7 +49,11 @@ EXTENSION_FORMATS = {
 }  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 _PNG_HEADER_END = 33  # signature + IHDR chunk
+_TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
+_INFLATE_PIECE = 1 << 22  # a PNG's pixel stream is inflated this many bytes at a time
 _U32 = struct.Struct(">I")
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
@@ -42,39 +64,23 @@ _SUFFIXES = {fmt: tuple(suffix for suffix, of in EXTENSION_FORMATS.items() if of
              for fmt in EXTENSION_FORMATS.values()}
 
 
-class ImageError(ValueError):
-    """An image that cannot be used; ``reason`` is the quarantine reason."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What counts as a sane image. ``max_pixels`` is checked from the header, before decoding."""
-
-    max_pixels: int = 64_000_000  # e.g. 8000 x 8000; whole-slide images must be tiled beforehand
-    min_side: int = 8
-    max_aspect_ratio: float = 50.0
-    # PNG is verified from its structure (every chunk's CRC, see ``verify_png``) unless this asks
-    # for a full pixel decode, as every other format gets
-    decode_png: bool = False
-
-
 def inspect_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int, str]:
-    """Check ``data`` and return (width, height, format), or raise ImageError.
+    """Check ``data`` and return (width, height, format) as the model will see it, or raise ImageError.
 
     The header's size is checked against ``limits.max_pixels`` before any pixel is decoded, so a
     small file claiming 50000 x 50000 costs nothing (PIL's own bomb check is turned into an error too).
-    PNG gets ``verify_png`` (structure and CRCs, no inflating) unless ``limits.decode_png``; every
-    other format is decoded fully.
+    PNG gets ``verify_png`` (structure, CRCs, text chunks, the pixel stream inflated within its
+    declared size) unless ``limits.decode_png``; every other format is decoded fully, its size
+    read after the EXIF orientation. DICOM bytes are refused: adapters convert DICOM to PNG.
     """
     if not data:
         raise ImageError("image_empty", "zero bytes")
     if data.startswith(PNG_SIGNATURE) and not limits.decode_png:
         (width, height), fmt = verify_png(data, limits), "PNG"
+    elif is_dicom(data):
+        read_dicom(data, limits)  # the reason it cannot be read, if it cannot
+        raise ImageError("image_undecodable", "DICOM bytes as an image: the adapter converts DICOM to PNG "
+                                              "(dicom_entry)")
     else:
         width, height, fmt = _decode(data, limits)
     if min(width, height) < limits.min_side:
@@ -85,15 +91,15 @@ def inspect_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int
 
 
 def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int]:
-    """(width, height) of a PNG after checking its structure without inflating the pixels.
+    """(width, height) of a PNG after checking that PIL decodes it, at C speed and bounded cost.
 
-    What ``Image.verify`` checks, at C speed: a valid IHDR (size, bit depth for the colour type,
-    methods), the pixel count against the limits, then every chunk in place with a matching CRC-32,
-    at least one IDAT, and an IEND (bytes after it are ignored, as PIL does). A CRC covers every
-    byte of a chunk, so truncation and bit rot are caught; not caught is a zlib stream that a broken
-    encoder wrote with valid CRCs (``ImageLimits.decode_png`` decodes for that). Raises ImageError:
-    ``image_undecodable`` when the header cannot be read (as PIL's open would) or a CRC fails,
-    ``image_truncated`` when the data ends early.
+    A valid IHDR (size, bit depth for the colour type, methods), the pixel count against the
+    limits, then every chunk in place with a matching CRC-32, at least one IDAT, and an IEND (bytes
+    after it are ignored, as PIL does); text and ICC chunks within PIL's bounds (stored and inflated:
+    ``MAX_TEXT_CHUNK`` each, ``MAX_TEXT_MEMORY`` together); the pixel stream inflated piece by piece
+    to exactly the size the header declares, with valid row filters (``pixel_stream_fault``). Raises
+    ImageError: ``image_undecodable`` when the header cannot be read (as PIL's open would), a CRC
+    fails or a stream does not inflate as declared, ``image_truncated`` when the data ends early.
     """
     view, end = memoryview(data), len(data)
     if end < _PNG_HEADER_END or data[12:16] != b"IHDR" or _U32.unpack_from(data, 8)[0] != 13:
@@ -105,8 +111,8 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             or compression or filtering or interlace > 1):
         raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
-    _check_pixels(width, height, limits)
-    position, has_pixels = _PNG_HEADER_END, False
+    check_pixels(width, height, limits)
+    position, pixel_spans, text_bytes = _PNG_HEADER_END, [], 0
     crc32, chunk_head, u32 = zlib.crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
         if position + 12 > end:
@@ -121,11 +127,85 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: CRC mismatch (corrupt data)")
         if kind == b"IEND":
             break
-        has_pixels = has_pixels or kind == b"IDAT"
+        if kind == b"IDAT":
+            pixel_spans.append((position + 8, stop - 4))
+        elif kind in _TEXT_KINDS:
+            text_bytes += _text_chunk_size(kind, view[position + 8:stop - 4], position)
+            if text_bytes > MAX_TEXT_MEMORY:
+                raise ImageError("image_undecodable", f"text chunks hold over {MAX_TEXT_MEMORY} bytes")
         position = stop
-    if not has_pixels:
+    if not pixel_spans:
         raise ImageError("image_undecodable", "PNG without an IDAT chunk")
+    fault = pixel_stream_fault(view, pixel_spans, width, height, depth, colour, interlace)
+    if fault:
+        raise ImageError("image_undecodable", f"pixel data: {fault}")
     return width, height
+
+
+def _text_chunk_size(kind: bytes, body: memoryview, position: int) -> int:
+    """The bytes a text or ICC chunk holds once read (inflated where compressed); raises ImageError
+    beyond ``MAX_TEXT_CHUNK``, having inflated no more than that."""
+    if len(body) > MAX_TEXT_CHUNK:
+        raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: {len(body)} bytes "
+                                              f"> {MAX_TEXT_CHUNK}")
+    raw = body.tobytes()
+    keyword_end = raw.find(b"\0")
+    if kind == b"tEXt" or keyword_end < 0:
+        return len(raw)
+    if kind == b"iTXt":  # keyword \0 flag method language \0 translated keyword \0 text
+        if len(raw) <= keyword_end + 1 or not raw[keyword_end + 1]:
+            return len(raw)
+        start = raw.find(b"\0", raw.find(b"\0", keyword_end + 3) + 1) + 1
+    else:  # zTXt and iCCP: keyword \0 method, then the stream
+        start = keyword_end + 2
+    inflater = zlib.decompressobj()
+    try:
+        size = len(inflater.decompress(raw[start:], MAX_TEXT_CHUNK + 1))
+    except zlib.error as error:
+        raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: {error}") from None
+    if size > MAX_TEXT_CHUNK:
+        raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position} inflates beyond "
+                                              f"{MAX_TEXT_CHUNK} bytes")
+    return len(raw) + size
+
+
+def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: int, height: int, depth: int,
+                       colour: int, interlace: int) -> str:
+    """What is wrong with a PNG's pixel stream (the IDAT payloads at ``spans`` of ``view``), or ''.
+
+    The stream must inflate to exactly the filtered size the header declares, and each scanline's
+    filter type be 0-4 (checked for non-interlaced images), as PIL's decoder needs. It is inflated
+    ``_INFLATE_PIECE`` bytes at a time and never past the declared size, so memory stays bounded.
+    """
+    bits = depth * _PNG_CHANNELS[colour]
+    if interlace:
+        expected, stride = 0, 0
+        for x0, y0, dx, dy in _ADAM7:
+            columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+            if columns > 0 and rows > 0:
+                expected += rows * (1 + -(-columns * bits // 8))
+    else:
+        stride = 1 + -(-width * bits // 8)
+        expected = height * stride
+    inflater, produced = zlib.decompressobj(), 0
+    try:
+        for low, high in spans:
+            pending = view[low:high]
+            while pending:
+                out = inflater.decompress(pending, min(_INFLATE_PIECE, expected - produced + 1))
+                if stride and out and max(out[(-produced) % stride::stride] or b"\0") > 4:
+                    return "a scanline with an unknown filter type"
+                produced += len(out)
+                if produced > expected:
+                    return f"inflates beyond the {expected} bytes its header declares"
+                pending = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+    except zlib.error as error:
+        return f"zlib: {error}"
+    if produced < expected:
+        return f"inflates to {produced} of the {expected} bytes its header declares"
+    return ""
 
 
 # ---- many PNGs at once --------------------------------------------------------------------------
@@ -133,6 +213,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
 _SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
 _IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
 _IEND_CRC = zlib.crc32(b"IEND")
+_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in _TEXT_KINDS], dtype=np.int64)
 _DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
 for _colour, _depths in _PNG_DEPTHS.items():
     _DEPTH_OK[_colour, list(_depths)] = True
@@ -147,8 +228,10 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
 
     The same checks as ``verify_png`` and ``inspect_image``, for the whole batch at once: header
     fields, limits and the chunk layout with numpy over the batch's one data buffer, then each
-    chunk's CRC-32 with one ``zlib.crc32`` call (the usual empty IEND has a known CRC). Per image,
-    that leaves two C calls instead of a Python walk.
+    chunk's CRC-32 with one ``zlib.crc32`` call (the usual empty IEND has a known CRC), then each
+    pixel stream inflated by ``pixel_stream_fault``. A PNG with text or ICC chunks is left to
+    ``inspect_image``. Only the sizes of accepted PNGs are set (0 elsewhere: the bytes at a PNG's
+    size fields mean nothing in another format).
     """
     count = len(images)
     ok, width, height = np.zeros(count, dtype=bool), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
@@ -174,11 +257,14 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     if Image.MAX_IMAGE_PIXELS:
         fine &= pixels <= Image.MAX_IMAGE_PIXELS
     ok[first] = fine
-    width[first], height[first] = w, h
+    width[first[fine]], height[first[fine]] = w[fine], h[fine]
+    layout = np.zeros((count, 3), dtype=np.int64)  # depth, colour type, interlace
+    layout[first[fine]] = head[fine][:, [24, 25, 28]]
     crcs = [(first[fine], start[first[fine]] + 12, start[first[fine]] + 29, _be32(head[fine], 29))]
 
     # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
     position, walking, has_pixels = start + _PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
+    spans = []  # (image, start, stop) of each IDAT payload
     for _ in range(MAX_CHUNK_STEPS):
         at = np.flatnonzero(walking)
         if not len(at):
@@ -196,7 +282,10 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
         known = (kind == _IEND_TYPE) & (length == 0) & (_be32(chunk, 8) == _IEND_CRC)
         tail = stop[~known, None] - 4 + np.arange(4)
         crcs.append((at[~known], here[~known] + 4, stop[~known] - 4, _be32(data[tail], 0)))
-        has_pixels[at] |= kind == _IDAT_TYPE
+        pixels_here = kind == _IDAT_TYPE
+        has_pixels[at] |= pixels_here
+        spans.append((at[pixels_here], here[pixels_here] + 8, stop[pixels_here] - 4))
+        ok[at[np.isin(kind, _TEXT_TYPES)]] = False
         position[at] = stop
         walking &= ok
         walking[at[kind == _IEND_TYPE]] = False
@@ -207,7 +296,44 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     view, crc32 = memoryview(buffer), zlib.crc32
     bad = [crc32(view[a:b]) != c for a, b, c in zip(low.tolist(), high.tolist(), expected.tolist())]
     ok[which[np.asarray(bad, dtype=bool)]] = False
+
+    # Every pixel stream, inflated within its declared size
+    image_of, low, high = (np.concatenate(parts) for parts in zip(*spans)) if spans else (np.zeros(0, int),) * 3
+    order = np.argsort(image_of, kind="stable")  # each image's spans in file order
+    image_of, low, high = image_of[order].tolist(), low[order].tolist(), high[order].tolist()
+    grouped: dict[int, list[tuple[int, int]]] = {}
+    for image, a, b in zip(image_of, low, high):
+        grouped.setdefault(image, []).append((a, b))
+    settled = np.flatnonzero(ok).tolist()
+    streams = [(view, grouped[image], int(width[image]), int(height[image]), *layout[image].tolist())
+               for image in settled]
+    faults = in_threads(lambda stream: pixel_stream_fault(*stream), streams)
+    ok[[image for image, fault in zip(settled, faults) if fault]] = False
+    width[~ok], height[~ok] = 0, 0
     return ok, width, height
+
+
+def in_threads(function, items: list, *, chunk: int = 64) -> list:
+    """``[function(item) for item in items]``, spread over a few threads for a long list: meant for
+    C calls that release the GIL (zlib's inflate, hashlib over a few KiB and more), which then run
+    on several cores while Python walks the list."""
+    if len(items) < 2 * chunk:
+        return [function(item) for item in items]
+    pieces = [items[start:start + chunk] for start in range(0, len(items), chunk)]
+    return [result for part in _pool().map(lambda piece: [function(item) for item in piece], pieces)
+            for result in part]
+
+
+_POOL: list = []  # (pid, executor): threads do not survive a fork, so a forked child makes its own
+
+
+def _pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL or _POOL[0][0] != os.getpid():
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                                     thread_name_prefix="image-checks"))]
+    return _POOL[0][1]
 
 
 def _be32(matrix: np.ndarray, column: int) -> np.ndarray:
@@ -226,13 +352,24 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
         except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
             raise ImageError("image_undecodable", _without_address(f"{type(error).__name__}: {error}")) from None
         width, height = image.size
-        _check_pixels(width, height, limits)
+        check_pixels(width, height, limits)
         try:
             image.load()
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             reason = "image_truncated" if _looks_truncated(error) else "image_undecodable"
             raise ImageError(reason, _without_address(f"{type(error).__name__}: {error}")) from None
+    width, height = _oriented(image)
     return width, height, image.format or ""
+
+
+def _oriented(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as the model sees the image: after its EXIF orientation (5-8 turn it)."""
+    width, height = image.size
+    try:
+        turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: the decoder leaves the image as stored
+        turned = False
+    return (height, width) if turned else (width, height)
 
 
 def _without_address(message: str) -> str:
@@ -241,20 +378,12 @@ def _without_address(message: str) -> str:
     return _ADDRESS.sub("", message)
 
 
-def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
-    """The decompression-bomb guard: ours, and PIL's (which ``_decode`` would hit while opening)."""
-    if width * height > limits.max_pixels:
-        raise ImageError("image_too_large", f"header says {width}x{height} > {limits.max_pixels} pixels")
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        raise ImageError("image_too_large", f"header says {width}x{height} > PIL's {Image.MAX_IMAGE_PIXELS} pixels")
-
-
 def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header only; (0, 0) when the header is unreadable (curation decides)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Image.open(io.BytesIO(data)).size
+            return _oriented(Image.open(io.BytesIO(data)))
     except Exception:  # noqa: BLE001 - any unreadable header means "unknown size" here
         return 0, 0
 
@@ -284,87 +413,6 @@ def image_entry(data: bytes, path: str = "") -> dict:
     width, height = header_size(data)
     return {"bytes": data, "path": path, "width": width, "height": height,
             "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-
-
-def png_entry(pixels: np.ndarray, path: str = "") -> dict:
-    """uint8 pixels (H x W grayscale or H x W x 3) -> an image entry with PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    data = buffer.getvalue()
-    return {"bytes": data, "path": path, "width": int(pixels.shape[1]), "height": int(pixels.shape[0]),
-            "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-
-
-def window_to_uint8(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """Linear VOI window (DICOM PS3.3 C.11.2.1.2) of real values (e.g. HU) -> uint8 0..255."""
-    width = max(float(width), 1.0)
-    scaled = ((values.astype(np.float64) - (center - 0.5)) / (width - 1.0) + 0.5) if width > 1 else (
-        (values > center).astype(np.float64))
-    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def full_range_window(values: np.ndarray) -> tuple[float, float]:
-    """(center, width) covering the data's whole range: the fallback when no window is known."""
-    low, high = float(np.min(values)), float(np.max(values))
-    return (low + high) / 2.0, max(high - low, 1.0)
-
-
-def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float] | None = None,
-                path: str = "") -> dict:
-    """A 16-bit grayscale PNG storing ``value + offset`` (DeepLesion: HU + 32768) -> 8-bit PNG entry.
-
-    ``window`` is (center, width) in the offset-corrected unit (HU for DeepLesion); None uses the
-    image's full range.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            raw = np.asarray(image)
-    except Exception as error:  # noqa: BLE001 - PIL raises many types on bad data
-        raise ImageError("image_undecodable", f"16-bit PNG {path}: {type(error).__name__}: {error}") from None
-    values = raw.astype(np.int32) - offset
-    center, width = window if window is not None else full_range_window(values)
-    return png_entry(window_to_uint8(values, center, width), path)
-
-
-def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | None = None,
-                path: str = "") -> dict:
-    """A DICOM file -> 8-bit PNG entry: modality rescale (slope/intercept), then a window.
-
-    The window is the file's first WindowCenter/WindowWidth, else ``default_window``, else the full
-    range. MONOCHROME1 is inverted so that bright means dense; a multi-frame file gives its middle
-    frame; RGB files are kept as they are.
-    """
-    import pydicom
-    from pydicom.pixels import apply_rescale
-
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
-        pixels = dataset.pixel_array
-    except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
-        raise ImageError("image_undecodable", f"DICOM {path}: {type(error).__name__}: {error}") from None
-    if dataset.get("SamplesPerPixel", 1) == 3:
-        return png_entry(pixels.astype(np.uint8), path)
-    if pixels.ndim == 3:  # frames x rows x columns
-        pixels = pixels[pixels.shape[0] // 2]
-    values = apply_rescale(pixels, dataset).astype(np.float64)
-    center, width = _dicom_window(dataset) or default_window or full_range_window(values)
-    out = window_to_uint8(values, center, width)
-    if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
-        out = 255 - out
-    return png_entry(out, path)
-
-
-def _dicom_window(dataset) -> tuple[float, float] | None:
-    """The file's first (WindowCenter, WindowWidth), if it has one."""
-    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
-    if center is None or width is None:
-        return None
-    return _first_value(center), _first_value(width)
-
-
-def _first_value(value) -> float:
-    """A DICOM value that may be multi-valued (several windows) -> its first number."""
-    return float(value[0]) if isinstance(value, MutableSequence) else float(value)
 
 
 def _looks_truncated(error: Exception) -> bool:

@@ -143,6 +143,13 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
     return build_eval_index(rows()), names
 
 
+def image_limits(corpus: CorpusRecipe):
+    """The recipe's ``corpus.image_limits`` as the ImageLimits every image path checks."""
+    from medmo_pipeline.data.image_limits import ImageLimits
+
+    return ImageLimits(**corpus.image_limits.model_dump())
+
+
 def curate_source(
     corpus: CorpusRecipe, source: str, root: Path, *, seed: int, log: Callable[[str], None] = print
 ) -> dict:
@@ -156,8 +163,9 @@ def curate_source(
     """
     from medmo_pipeline.atomic import staged_dir
     from medmo_pipeline.data import shards
-    from medmo_pipeline.data.curation import curate
+    from medmo_pipeline.data.curation import CurationLimits, curate
     from medmo_pipeline.data.curation_parts import curate_in_parts, planned_parts
+    from medmo_pipeline.data.image_limits import using_limits
 
     source_root = Path(root) / source
     source_root.mkdir(parents=True, exist_ok=True)
@@ -167,18 +175,20 @@ def curate_source(
     eval_index, eval_sets = evaluation_index(corpus, seed=seed)
     log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
     parts = planned_parts(corpus, source)
-    if parts > 1:
+    limits = image_limits(corpus)
+    if parts > 1:  # each part puts the limits in force in its own process
         report = curate_in_parts(corpus, source, staging, seed=seed, parts=parts, eval_index=eval_index,
                                  revision=source_fingerprint["revision"], log=log)
     else:
-        report = curate(
-            source_rows(corpus, source, seed=seed), staging, source=source,
-            eval_index=eval_index, shard_rows=corpus.shard_rows,
-            source_revision=source_fingerprint["revision"],
-            progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
-                                   f"{c['quarantined']} quarantined"),
-            progress_every=100_000,
-        )
+        with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
+            report = curate(
+                source_rows(corpus, source, seed=seed), staging, source=source,
+                eval_index=eval_index, shard_rows=corpus.shard_rows,
+                source_revision=source_fingerprint["revision"], limits=CurationLimits(image=limits),
+                progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
+                                       f"{c['quarantined']} quarantined"),
+                progress_every=100_000,
+            )
     final = source_root / report["data_version"]
     quarantine = Path(report["quarantine_path"])
     if final.exists() and not shards.verify_shards(final):

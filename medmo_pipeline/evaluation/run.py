@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.evaluation.generation import generate_answers
         from medmo_pipeline.evaluation.scoring import score_benchmark
         from medmo_pipeline.model.loading import load_model, load_processor
-        from medmo_pipeline.training.common import parent_reference
+        from medmo_pipeline.training.common import decodable_rows, parent_reference
 
         spec = recipe.evaluation
         index = corpus.load_index(args.corpus)
@@ -66,8 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(args.checkpoint, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         processor = load_processor(args.checkpoint, trust_remote_code=base.trust_remote_code)
         tables, predictions, not_computed = [], [], {}
+        skipped: dict[str, int] = {}
         for benchmark, rows in benchmarks.items():
-            reporter.log(f"{args.name} on {benchmark}: {len(rows)} samples")
+            rows, skipped[benchmark] = decodable_rows(rows, reporter.log)
+            reporter.log(f"{args.name} on {benchmark}: {len(rows)} samples ({skipped[benchmark]} skipped: "
+                         "undecodable images)")
             answers = generate_answers(
                 model, processor, rows, max_new_tokens=dict(spec.max_new_tokens), batch_size=spec.batch_size,
                 progress=lambda done, total: reporter.progress(done, total),
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             "table": Md(_markdown(table)),
             "wall_seconds": round(time.time() - started, 2),
             "not_computed": not_computed,
+            "samples_skipped_undecodable": sum(skipped.values()),
         }
         meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples() if math.isfinite(row.value)})
         reporter.report(meta, data_version=data_version)

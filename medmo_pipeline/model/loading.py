@@ -54,6 +54,53 @@ def check_weights_are_safe(directory: Path) -> None:
         )
 
 
+class CorruptCheckpointError(ValueError):
+    """A safetensors file whose header cannot be read; the message names the file."""
+
+
+SAFETENSORS_MAX_HEADER = 100 << 20  # what the safetensors library itself accepts
+
+
+def check_safetensors_headers(directory: Path) -> None:
+    """Read every ``*.safetensors`` header under ``directory`` before the library does, so a corrupt
+    file is named (the library's own error names no file). Checks the header length against the
+    file, that the header is a JSON object, and that every tensor's byte range lies in the file."""
+    for path in sorted(Path(directory).rglob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            raise CorruptCheckpointError(f"{path}: corrupt safetensors header: {problem}")
+
+
+def _safetensors_problem(path: Path) -> str:
+    import json
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than the 8-byte header length"
+        (length,) = struct.unpack("<Q", head)
+        if length > min(SAFETENSORS_MAX_HEADER, size - 8):
+            return f"declares a {length}-byte header in a {size}-byte file"
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        return f"not a JSON header ({type(error).__name__}: {str(error)[:200]})"
+    if not isinstance(header, dict):
+        return f"a JSON {type(header).__name__}, not an object"
+    data_size = size - 8 - length
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(v, int) for v in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data_size):
+            return f"tensor {name!r}: data_offsets {offsets!r} outside the {data_size} data bytes"
+    return ""
+
+
 def load_model(
     path_or_id: str | os.PathLike,
     *,
@@ -72,6 +119,8 @@ def load_model(
     local = _local_dir(path_or_id)
     if local is not None and not allow_pickle:
         check_weights_are_safe(local)
+    if local is not None:
+        check_safetensors_headers(local)
     kwargs = _hub_kwargs(path_or_id, revision, trust_remote_code)
     # None lets from_pretrained fall back to pickle weights where safetensors are absent.
     kwargs["use_safetensors"] = None if allow_pickle else True

@@ -20,9 +20,53 @@ CURVE_KEYS = ["loss", "mean_token_accuracy", "entropy", "reward", "rewards/box/m
 
 
 def decode_images(row: dict) -> list:
-    from PIL import Image
+    """A row's images as the model sees them (``pixels.model_image``); raises ImageError."""
+    from medmo_pipeline.data.pixels import model_image
 
-    return [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row["images"]]
+    return [model_image(img["bytes"], path=img.get("path") or "") for img in row["images"]]
+
+
+def decodable_rows(rows: list[dict], log: Callable[[str], None] | None = None) -> tuple[list[dict], int]:
+    """The rows whose images all decode with the model's decoder, and how many were skipped.
+
+    One bad image never ends a job: its row is left out, counted, and named in ``log``. Images that
+    the trainer's own decoding would not see as the model should (16-bit, palette, CMYK, alpha, an
+    EXIF rotation) are re-encoded as 8-bit PNG of what ``decode_images`` gives; the rest keep
+    their bytes.
+    """
+    ready = skip_undecodable(lambda row: row, log)
+    kept = [row for row in map(ready, rows) if row is not None]
+    return kept, len(ready.skipped)
+
+
+def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[str], None] | None = None):
+    """``to_example`` for rows one at a time (a stream) with ``decodable_rows``' rule: a row whose images
+    do not decode gives None, its id is appended to the returned function's ``skipped`` and named in
+    ``log``; the others reach ``to_example`` with model-ready images."""
+    from medmo_pipeline.data.image_limits import ImageError
+    from medmo_pipeline.data.pixels import model_image, needs_conversion
+
+    def example(row: dict) -> dict | None:
+        try:
+            images = [_model_ready(image, model_image, needs_conversion) for image in row["images"]]
+        except ImageError as error:
+            example.skipped.append(row.get("id"))
+            if log is not None:
+                log(f"skipped row {row.get('id')}: {error}")
+            return None
+        return to_example(row if all(a is b for a, b in zip(images, row["images"])) else {**row, "images": images})
+
+    example.skipped = []
+    return example
+
+
+def _model_ready(image: dict, model_image, needs_conversion) -> dict:
+    decoded = model_image(image["bytes"], path=image.get("path") or "")
+    if not needs_conversion(image["bytes"]):
+        return image
+    buffer = io.BytesIO()
+    decoded.save(buffer, format="PNG", compress_level=1)
+    return {**image, "bytes": buffer.getvalue()}
 
 
 def prompt_text(row: dict) -> str:
@@ -70,8 +114,8 @@ def image_cells(row: dict) -> list[dict]:
 def in_memory_dataset(columns: dict[str, list], features, rows: list[dict]):
     """A `datasets.Dataset` over `columns`, built straight into Arrow with `features`' schema.
 
-    `Dataset.from_dict` would fingerprint the table by pickling all of it (about 10 s for a stage's
-    few hundred MB of PNG bytes, in every job); the drawn rows' ids, in order, identify it as well.
+    `Dataset.from_dict` would fingerprint the table by pickling all of it (slow for a stage's few
+    hundred MB of PNG bytes, in every job); the drawn rows' ids, in order, identify it as well.
     """
     import hashlib
 
@@ -180,15 +224,10 @@ def save_arguments(optim: OptimRecipe) -> dict[str, Any]:
 
 
 def deepspeed_config(name: str) -> Path:
-    """A recipe's DeepSpeed file by name under ``recipes/deepspeed/``: a recipe picks a shipped config
-    and cannot point at arbitrary files (``..``, absolute paths and symlinks out are refused)."""
-    from medmo_pipeline.config import RECIPES_DIR
-    from medmo_pipeline.data.paths import safe_join
+    """A recipe's DeepSpeed file by name under ``recipes/deepspeed/`` (see ``config.deepspeed_config``)."""
+    from medmo_pipeline.config import deepspeed_config as shipped
 
-    path = safe_join(RECIPES_DIR / "deepspeed", name)
-    if not path.is_file():
-        raise FileNotFoundError(f"DeepSpeed config {name!r} is not in {RECIPES_DIR / 'deepspeed'}")
-    return path
+    return shipped(name)
 
 
 def reporting_callback(reporter, mlflow_module, history: list[dict]):

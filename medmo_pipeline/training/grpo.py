@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline.data import corpus, mixture
         from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
-        from medmo_pipeline.plots import plot_reward_trend
+        from medmo_pipeline.plots import markdown_image, plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
         from medmo_pipeline.training import resume, streamed
 
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         # Prompt groups span ranks, so every rank reads the one stream and takes its slice of each batch.
         prompts_per_step = (optim.per_device_train_batch_size * optim.gradient_accumulation_steps
                             * streamed.world_size()) // g.num_generations
-        data = streamed.StageData(plan, recipe.seed, rl_features(), prompt_example, examples_per_step=prompts_per_step,
+        decodable = common.skip_undecodable(prompt_example, reporter.log)
+        data = streamed.StageData(plan, recipe.seed, rl_features(), decodable, examples_per_step=prompts_per_step,
                                   per_rank=False, resume_from=start.checkpoint, resume_step=start.step or 0)
         config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights,
                              shuffle_dataset=False,  # the stream is already in its seeded order
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                 reporter.log(f"dropped {len(dropped)} prompts longer than {limit} tokens")
             metrics = {"steps": int(result.global_step), "resumed_from_step": start.step,
                        "planned_samples": plan["planned_samples"], "prompts_dropped_too_long": len(dropped),
+                       "rows_skipped_undecodable": len(decodable.skipped),
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2)}
             drawn = data.streamed(int(result.global_step))
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
@@ -191,15 +193,20 @@ def main(argv: list[str] | None = None) -> None:
             )
             trend = args.output / TREND_PLOT if (args.output / TREND_PLOT).is_file() else None
             mlflow.set_tag("data_version", data_version)
+            registered = tracking.register_if_chosen(recipe.tracking.register_models, "rl", args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png", TREND_PLOT):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
         from medmo_pipeline.training.sft import checkpoint_metadata
 
-        meta = checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started))
+        meta = checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
+                                   common.elapsed(started))
         if trend:
+            from medmo_pipeline.jobs import Md
+
             meta["box_reward_trend"] = trend.resolve()
+            meta["box_reward_trend_plot"] = Md(markdown_image(trend, "box reward trend"))
         meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])
         reporter.report(meta, data_version=data_version)
 

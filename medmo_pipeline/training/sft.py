@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
         optim = stage.optim
-        data = streamed.StageData(plan, recipe.seed, common.sft_features(), common.sft_example,
+        example = common.skip_undecodable(common.sft_example, reporter.log)
+        data = streamed.StageData(plan, recipe.seed, common.sft_features(), example,
                                   examples_per_step=optim.per_device_train_batch_size * optim.gradient_accumulation_steps,
                                   resume_from=start.checkpoint, resume_step=start.step or 0)
         global_examples = data.examples_per_step * streamed.world_size()
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
                 "planned_samples": plan["planned_samples"],
                 "samples_streamed": int(result.global_step) * global_examples,
+                "rows_skipped_undecodable": len(example.skipped),
             }
             drawn = data.streamed(int(result.global_step))
             lineage = tracking.lineage_record(
@@ -110,20 +112,22 @@ def main(argv: list[str] | None = None) -> None:
                 history=history, title=f"{args.stage} ({recipe.name})", state_dict=state_dict,
             )
             mlflow.set_tag("data_version", data_version)
+            registered = tracking.register_if_chosen(recipe.tracking.register_models, args.stage, args.output, lineage)
             for name in ("lineage.json", "recipe.yaml", "training_curves.png"):
                 if (args.output / name).exists():
                     mlflow.log_artifact(str(args.output / name))
         resume.finish(start)
-        reporter.report(checkpoint_metadata(args.output, lineage, metrics, common.elapsed(started)),
+        reporter.report(checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
+                                            common.elapsed(started)),
                         data_version=data_version)
 
 
 def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float) -> dict:
     """Asset metadata repeating lineage.json's key fields (shown in the Dagster UI)."""
-    import base64
     from pathlib import Path
 
     from medmo_pipeline.jobs import Md
+    from medmo_pipeline.plots import markdown_image
 
     parent = lineage.get("parent") or {}
     corpus = lineage.get("corpus") or {}
@@ -141,13 +145,14 @@ def checkpoint_metadata(path, lineage: dict, metrics: dict, wall_seconds: float)
         "resume_key": str((lineage.get("resume") or {}).get("key", "")),
         "lineage": Md("```json\n" + __import__("json").dumps(lineage, indent=2, default=str) + "\n```"),
     }
+    if lineage.get("registered_model"):
+        registered = lineage["registered_model"]
+        meta["registered_model"] = f"{registered['name']} version {registered['version']}"
     meta.update({k: v for k, v in metrics.items() if v is not None})
     curve = Path(path) / "training_curves.png"
     if curve.exists():
         meta["training_curves"] = curve.resolve()
-        # The UI renders an inline (data URI) image in Markdown metadata; a path alone shows as text.
-        encoded = base64.b64encode(curve.read_bytes()).decode("ascii")
-        meta["training_curves_plot"] = Md(f"![training curves](data:image/png;base64,{encoded})")
+        meta["training_curves_plot"] = Md(markdown_image(curve, "training curves"))
     return meta
 
 

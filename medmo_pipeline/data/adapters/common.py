@@ -8,8 +8,6 @@ path read from a data file goes through ``safe_join``. A missing image file give
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from medmo_pipeline.data.annotations import BoundedLines, csv_records, json_line, load_json
 from medmo_pipeline.data.images import dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.paths import safe_join
 
@@ -54,7 +53,9 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
-    Parquet is streamed batch by batch; the text formats are read whole (they are annotation files).
+    Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
+    bounds; a JSON file is read whole up to ``annotations.MAX_WHOLE_FILE``. Errors name the file
+    (and line).
     """
     if "*" in file:
         base = Path(root).resolve()
@@ -64,14 +65,15 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     path = safe_join(root, file)
     kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
     if kind == "jsonl":
-        with open(path, encoding="utf-8") as handle:
-            yield from (json.loads(line) for line in handle if line.strip())
+        with open(path, "rb") as handle:  # decoded line by line, so an error names its line
+            lines = BoundedLines(handle, file)
+            yield from (json_line(line, file, lines.number) for line in lines if line.strip())
     elif kind == "json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path, file)
         yield from (data[json_key] if json_key else data)
     elif kind in ("csv", "tsv"):
         with open(path, encoding="utf-8", newline="") as handle:
-            yield from csv.DictReader(handle, delimiter="\t" if kind == "tsv" else ",")
+            yield from csv_records(BoundedLines(handle, file), "\t" if kind == "tsv" else ",")
     elif kind == "parquet":
         import pyarrow.parquet as pq
 

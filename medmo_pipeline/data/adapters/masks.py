@@ -6,16 +6,19 @@ exclusive)."""
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels, limits_in_force
 from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.data.pixels import failed_entry
 
-from .common import AdapterOptions, limited, load_image
-from .grounding import grounding_rows
+from .common import AdapterOptions, limited, load_image, make_row, turn
+from .grounding import QUESTION, grounding_rows
 
 
 class Options(AdapterOptions):
@@ -34,20 +37,53 @@ def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
         if not mask_path.is_file():
             continue
         entry = load_image(root, image_path.name, options)
-        boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]
+        try:
+            boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]
+        except ImageError as error:  # one row, quarantined with the mask's reason; the source goes on
+            failed = failed_entry(ImageError(error.reason, f"{options.masks_dir}/{mask_path.name}: {error.detail}"),
+                                  entry["path"])
+            yield make_row(f"{image_path.stem}:{options.label}", "grounding", options,
+                           turn(QUESTION.format(label=options.label), "unreadable mask"), images=[failed])
+            continue
         yield from grounding_rows(image_path.stem, entry, boxes, options)
 
 
-def instance_boxes(mask_bytes: bytes) -> list[tuple[int, int, int, int]]:
-    """Tight (x1, y1, x2, y2) of each non-zero instance id, ordered by id."""
-    with Image.open(io.BytesIO(mask_bytes)) as image:
-        mask = np.asarray(image)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    boxes = []
-    for instance in np.unique(mask):
-        if instance == 0:
-            continue
-        ys, xs = np.nonzero(mask == instance)
-        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
-    return boxes
+def instance_boxes(mask_bytes: bytes, limits: ImageLimits | None = None) -> list[tuple[int, int, int, int]]:
+    """Tight (x1, y1, x2, y2) of each non-zero instance id, ordered by id.
+
+    The mask's declared size is checked against the pixel budget before decoding (ImageError), and
+    the extents come from one pass over the pixels whatever the number of instances: per row and
+    per column, the ids present (``np.unique`` over the labelled pixels, grouped), so the cost is
+    linear in pixels, not instances x pixels.
+    """
+    mask = _mask_pixels(mask_bytes, limits or limits_in_force())
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return []
+    ids = mask[ys, xs].astype(np.int64)
+    present, inverse = np.unique(ids, return_inverse=True)
+    count = len(present)
+    x1, y1 = np.full(count, np.iinfo(np.int64).max), np.full(count, np.iinfo(np.int64).max)
+    x2, y2 = np.full(count, -1), np.full(count, -1)
+    np.minimum.at(x1, inverse, xs)
+    np.minimum.at(y1, inverse, ys)
+    np.maximum.at(x2, inverse, xs)
+    np.maximum.at(y2, inverse, ys)
+    return [(int(a), int(b), int(c) + 1, int(d) + 1) for a, b, c, d in zip(x1, y1, x2, y2)]
+
+
+def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
+    """The instance-id plane of a mask, its size checked from the header before decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(mask_bytes))
+        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
+            raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
+    with image:
+        check_pixels(*image.size, limits, what="mask header")
+        try:
+            mask = np.asarray(image)
+        except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
+            raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
+    return mask[..., 0] if mask.ndim == 3 else mask

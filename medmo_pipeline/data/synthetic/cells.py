@@ -5,11 +5,9 @@ cells (diameter 15-30% of the side), each with a darker off-centre nucleus, or a
 cell box is the ellipse's box. Grounding rows always show cells; captions and counts show 0-3.
 
 The closed question asks whether any cell is visible (empty fields give the "no" half); counting
-cells ("how many") is an open question. Measured on the embedded model: with a paler stain
-(cytoplasm 0.78, 0.58, 0.80) stage 1 answered "yes" to every empty field (0.51); with this one,
-and empty fields in captions and counts too, 1,200 stage-1 steps answer presence right every time
-(1.00) and count 0.72 of the fields exactly. 800 steps are on the edge: presence 1.00 on one CPU,
-0.51 on another, which counted 0.23 (chance about 0.25).
+cells ("how many") is an open question. The stain is deep on purpose: with a paler one the tiny
+model never learned to tell empty fields apart, and empty fields appear in captions and counts too
+(docs/measurements.md has the figures).
 """
 
 from __future__ import annotations

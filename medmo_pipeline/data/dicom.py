@@ -1,0 +1,86 @@
+"""DICOM files read within the pixel budget: the size is read from the header (rows x columns x
+frames) and refused over ``ImageLimits.max_pixels`` before the pixel data is decoded; a deflated
+file (the whole data set zlib-compressed) is inflated within ``ImageLimits.max_inflated_bytes``
+first, since pydicom would inflate it whole before reading even the header; a multi-frame file
+decodes its middle frame only.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+_META_START = 132  # 128-byte preamble + "DICM"
+_LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file (preamble and "DICM" magic)."""
+    return data[128:132] == b"DICM"
+
+
+def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
+    """(dataset, pixels) of a DICOM file: the dataset (rescale, window, photometric tags) and the
+    pixels of its middle frame, as stored (before any rescale). Raises ImageError naming ``path``."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    name = f"DICOM {path}".rstrip()
+    try:
+        if is_dicom(data):
+            syntax, meta_end = _file_meta(data)
+            if syntax == DEFLATED:
+                _check_inflated_size(data, meta_end, limits, name)
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not is_dicom(data))
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except ImageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged headers
+        raise ImageError("image_undecodable", f"{name}: {type(error).__name__}: {error}") from None
+    if not rows or not columns:
+        raise ImageError("image_undecodable", f"{name}: no Rows/Columns (no image in this file)")
+    check_pixels(columns, rows, limits, frames, what=name)
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
+        pixels = pixel_array(dataset, index=frames // 2 if frames > 1 else None)
+    except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
+        raise ImageError("image_undecodable", f"{name}: {type(error).__name__}: {error}") from None
+    return dataset, np.asarray(pixels)
+
+
+def _file_meta(data: bytes) -> tuple[str, int]:
+    """(transfer syntax UID, offset where the data set starts) from the file meta group (0002,xxxx),
+    always explicit VR little endian."""
+    position, syntax = _META_START, ""
+    while position + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, position)
+        if group != 2:
+            break
+        vr = data[position + 4:position + 6]
+        if vr in _LONG_VRS:
+            length, header = struct.unpack_from("<I", data, position + 8)[0], 12
+        else:
+            length, header = struct.unpack_from("<H", data, position + 6)[0], 8
+        if element == 0x0010:
+            syntax = data[position + header:position + header + length].rstrip(b"\0 ").decode("ascii", "replace")
+        position += header + length
+    return syntax, position
+
+
+def _check_inflated_size(data: bytes, start: int, limits: ImageLimits, name: str) -> None:
+    """Refuse a deflated data set that inflates beyond the budget, inflating at most that much."""
+    cap = limits.max_inflated_bytes
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = len(inflater.decompress(data[start:], cap + 1))
+    except zlib.error as error:
+        raise ImageError("image_undecodable", f"{name}: deflated data set: {error}") from None
+    if inflated > cap:
+        raise ImageError("image_too_large", f"{name}: deflated data set inflates beyond {cap} bytes")

@@ -1,0 +1,78 @@
+"""The cost bound of one image file: its limits, the error that refuses it, and the limits in force.
+
+Every image path (curation's checks, the adapters' DICOM / 16-bit conversions, mask reading, the
+training decoder) reads the size a file declares in its header and compares it with
+``ImageLimits.max_pixels`` before any pixel is decoded, so a small file declaring a huge image costs
+nothing. The recipe sets the limits once (``corpus.image_limits``); ``using_limits`` puts them in
+force while a source is curated, so that adapters need no extra argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from PIL import Image
+
+# What PIL itself accepts in one PNG text or ICC chunk (stored or inflated) and in all of them: a
+# file over these fails PIL's decode, so curation refuses it with the same bounds.
+MAX_TEXT_CHUNK = 1 << 20
+MAX_TEXT_MEMORY = 64 << 20
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``reason`` is the quarantine reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What counts as a sane image. ``max_pixels`` is the pixel budget of one file (every frame of a
+    multi-frame file counted), checked from the header before decoding."""
+
+    max_pixels: int = 64_000_000  # e.g. 8000 x 8000; whole-slide images must be tiled beforehand
+    min_side: int = 8
+    max_aspect_ratio: float = 50.0
+    # PNG is verified from its structure (every chunk's CRC, the pixel stream inflated within its
+    # declared size, see ``verify_png``) unless this asks for a full PIL decode, as other formats get
+    decode_png: bool = False
+
+    @property
+    def max_inflated_bytes(self) -> int:
+        """What a compressed container (deflated DICOM) may inflate to: the budget at 16 bits per
+        pixel, plus room for the header."""
+        return self.max_pixels * 2 + (1 << 20)
+
+
+_IN_FORCE: ContextVar[ImageLimits] = ContextVar("image_limits", default=ImageLimits())
+
+
+def limits_in_force() -> ImageLimits:
+    """The limits of the source being curated (the defaults outside ``using_limits``)."""
+    return _IN_FORCE.get()
+
+
+@contextmanager
+def using_limits(limits: ImageLimits) -> Iterator[ImageLimits]:
+    """Put ``limits`` in force for the adapters' conversions while the block runs."""
+    token = _IN_FORCE.set(limits)
+    try:
+        yield limits
+    finally:
+        _IN_FORCE.reset(token)
+
+
+def check_pixels(width: int, height: int, limits: ImageLimits, frames: int = 1, what: str = "header") -> None:
+    """The decompression-bomb guard: ours, and PIL's (which a decode would hit while opening)."""
+    pixels = width * height * max(frames, 1)
+    shape = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+    if pixels > limits.max_pixels:
+        raise ImageError("image_too_large", f"{what} says {shape} > {limits.max_pixels} pixels")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageError("image_too_large", f"{what} says {shape} > PIL's {Image.MAX_IMAGE_PIXELS} pixels")

@@ -1,0 +1,205 @@
+"""Pixels as the model sees them: medical formats windowed to 8 bits, and the one decoder that
+training and evaluation use.
+
+- DICOM (``dicom_entry``): modality rescale, then the file's VOI LUT or window when it has one,
+  else the adapter's default window, else a percentile window; MONOCHROME1 inverted.
+- 16-bit PNG with an intensity offset, as DeepLesion stores HU (``png16_entry``).
+- Anything else kept as stored reaches the model through ``model_image``: EXIF orientation applied,
+  16-bit and 12-bit greyscale (PNG, TIFF) windowed by percentiles (never clipped at 255), palette,
+  CMYK and alpha images made RGB (alpha over black).
+
+A conversion that fails returns a ``failed_entry``: curation quarantines the row with the reason,
+and the adapter goes on with the next row. Every decode is bounded by the limits in force
+(``image_limits.using_limits``), checked from the header first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import MutableSequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from medmo_pipeline.data.dicom import read_dicom
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels, limits_in_force
+
+PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
+PERCENTILES = (0.5, 99.5)  # the window of an image without one: robust to a few hot or dead pixels
+_PERCENTILE_SAMPLES = 1 << 20  # pixels sampled for the percentiles (evenly strided)
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+EXIF_ORIENTATION = 0x0112
+
+
+def png_entry(pixels: np.ndarray, path: str = "") -> dict:
+    """uint8 pixels (H x W grayscale or H x W x 3) -> an image entry with PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    data = buffer.getvalue()
+    return {"bytes": data, "path": path, "width": int(pixels.shape[1]), "height": int(pixels.shape[0]),
+            "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+
+
+def failed_entry(error: ImageError, path: str = "") -> dict:
+    """An image entry for a file that could not be converted: no bytes, and the error, which
+    curation turns into the row's quarantine reason."""
+    return {"bytes": None, "path": path, "width": 0, "height": 0, "sha256": "", "error": error}
+
+
+def window_to_uint8(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Linear VOI window (DICOM PS3.3 C.11.2.1.2) of real values (e.g. HU) -> uint8 0..255."""
+    width = max(float(width), 1.0)
+    if width <= 1:
+        return np.where(values > center, 255, 0).astype(np.uint8)
+    scaled = (values.astype(np.float32) - np.float32(center - 0.5)) * np.float32(255.0 / (width - 1.0))
+    scaled += np.float32(127.5)
+    return np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
+
+
+def full_range_window(values: np.ndarray) -> tuple[float, float]:
+    """(center, width) covering the data's whole range."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return (low + high) / 2.0, max(high - low, 1.0)
+
+
+def percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """(center, width) from the ``PERCENTILES`` of the values: the window of an image that names
+    none (a few extreme pixels would otherwise squeeze the rest into a few grey levels)."""
+    flat = values.reshape(-1)
+    sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLES)]
+    low, high = (float(v) for v in np.percentile(sample, PERCENTILES))
+    if high <= low:
+        return full_range_window(sample)
+    return (low + high) / 2.0, high - low
+
+
+def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float] | None = None,
+                path: str = "", limits: ImageLimits | None = None) -> dict:
+    """A 16-bit grayscale PNG storing ``value + offset`` (DeepLesion: HU + 32768) -> 8-bit PNG entry.
+
+    ``window`` is (center, width) in the offset-corrected unit (HU for DeepLesion); None uses a
+    percentile window. The header's size is checked first; a failure gives a ``failed_entry``.
+    """
+    try:
+        image = _open(data, limits or limits_in_force(), path)
+        with image:
+            raw = np.asarray(image)
+    except ImageError as error:
+        return failed_entry(error, path)
+    except Exception as error:  # noqa: BLE001 - PIL raises many types on bad data
+        return failed_entry(ImageError("image_undecodable", f"16-bit PNG {path}: {type(error).__name__}: {error}"), path)
+    values = raw.astype(np.float32) - np.float32(offset)
+    center, width = window if window is not None else percentile_window(values)
+    return png_entry(window_to_uint8(values, center, width), path)
+
+
+def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | None = None,
+                path: str = "", limits: ImageLimits | None = None) -> dict:
+    """A DICOM file -> 8-bit PNG entry: modality rescale (slope/intercept), then the file's VOI
+    LUT, else its first WindowCenter/WindowWidth, else ``default_window``, else a percentile
+    window. MONOCHROME1 is inverted so that bright means dense; a multi-frame file gives its middle
+    frame; RGB files are kept as they are. A failure gives a ``failed_entry``."""
+    from pydicom.pixels import apply_rescale, apply_voi_lut
+
+    limits = limits or limits_in_force()
+    try:
+        data = source if isinstance(source, bytes) else _read_bounded(Path(source), limits, path)
+        dataset, pixels = read_dicom(data, limits, path)
+    except ImageError as error:
+        return failed_entry(error, path)
+    if dataset.get("SamplesPerPixel", 1) == 3:
+        return png_entry(pixels.astype(np.uint8), path)
+    if pixels.ndim == 3:  # a frame that still holds samples
+        pixels = pixels[..., 0]
+    lut = dataset.get("VOILUTSequence")
+    if lut:
+        bits = int(lut[0].LUTDescriptor[2]) or 16
+        indices = np.rint(apply_rescale(pixels, dataset)).astype(np.int64)  # a LUT is indexed by integers
+        values = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
+        out = window_to_uint8(values, (2**bits - 1) / 2 + 0.5, 2**bits)
+    else:
+        values = apply_rescale(pixels, dataset).astype(np.float32)
+        center, width = _dicom_window(dataset) or default_window or percentile_window(values)
+        out = window_to_uint8(values, center, width)
+    if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        out = 255 - out
+    return png_entry(out, path)
+
+
+def _read_bounded(path: Path, limits: ImageLimits, name: str) -> bytes:
+    """A file's bytes, unless its size alone says it holds more than the budget (16 bits a pixel)."""
+    size = path.stat().st_size
+    if size > limits.max_inflated_bytes * 4:  # room for multi-sample and 32-bit data
+        raise ImageError("image_too_large", f"DICOM {name}: {size} bytes is beyond the pixel budget")
+    return path.read_bytes()
+
+
+def _dicom_window(dataset) -> tuple[float, float] | None:
+    """The file's first (WindowCenter, WindowWidth), if it has one."""
+    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    return _first_value(center), _first_value(width)
+
+
+def _first_value(value) -> float:
+    """A DICOM value that may be multi-valued (several windows) -> its first number."""
+    return float(value[0]) if isinstance(value, MutableSequence) else float(value)
+
+
+# ---- the training / evaluation decoder ----------------------------------------------------------
+
+def model_image(data: bytes, limits: ImageLimits | None = None, path: str = "") -> Image.Image:
+    """Image bytes -> the RGB image the model sees; raises ImageError (never anything else)."""
+    image = _open(data, limits or ImageLimits(), path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF oddities: the pixels are what matter
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except ImageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
+        raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
+
+
+def needs_conversion(data: bytes) -> bool:
+    """Whether the stored bytes are not what the model sees as they are: anything but an 8-bit
+    greyscale or RGB PNG or JPEG without an EXIF rotation (read from the header only)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB")
+            return not plain or image.getexif().get(EXIF_ORIENTATION, 1) != 1
+    except Exception:  # noqa: BLE001 - undecodable: model_image says why
+        return True
+
+
+def _open(data: bytes, limits: ImageLimits, path: str) -> Image.Image:
+    """A lazily opened image whose declared size is within the limits (nothing decoded yet)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageError("image_too_large", f"{path} {error}".strip()) from None
+        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
+            raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
+    check_pixels(*image.size, limits, what=f"{path} header".strip())  # the first frame: what is decoded
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: high bit depths windowed by percentiles, alpha composited over black."""
+    if image.mode in _HIGH_DEPTH_MODES:
+        values = np.asarray(image)
+        return Image.fromarray(window_to_uint8(values, *percentile_window(values))).convert("RGB")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if image.mode in ("LA", "RGBA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,0 +1,72 @@
+"""YAML read with safe types only and a bound on what aliases may expand to.
+
+``yaml.safe_load`` builds whatever the aliases describe: nine levels of nine aliases (a "billion
+laughs") is a few hundred bytes of YAML and billions of objects. ``read_yaml`` counts the nodes the
+document expands to on the composed node graph, where an alias is one shared node, and refuses it
+beyond a limit (or when an alias refers to a node containing it) before any object is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class YamlRefused(ValueError):
+    """A YAML file that is not read; the message names the file."""
+
+
+def read_yaml(path: Path, *, max_nodes: int) -> Any:
+    """``path``'s YAML with safe types only (a file can never execute code), refused when its
+    aliases expand it beyond ``max_nodes`` or refer to themselves: checked on the node graph,
+    where an alias is one shared node, before any Python object is built."""
+    try:
+        loader = yaml.SafeLoader(path.read_text())
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node, path, max_nodes)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise YamlRefused(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlRefused(f"{path}: nested too deeply to read") from None
+
+
+def _check_expansion(root: yaml.Node, path: Path, max_nodes: int) -> None:
+    """Count the nodes ``root`` expands to (aliases counted each time they are used), depth first
+    without recursion; stop at ``max_nodes`` or at a node that contains itself."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > max_nodes:
+                raise YamlRefused(f"{path}: aliases expand the file beyond {max_nodes} nodes "
+                                  f"(line {node.start_mark.line + 1}); write the values out instead")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise YamlRefused(f"{path}: an alias refers to a node containing it (line {node.start_mark.line + 1})")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []

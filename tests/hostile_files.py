@@ -1,0 +1,178 @@
+"""Hostile files, made at test time in a few milliseconds each (nothing big is committed).
+
+Large declared contents are deflate streams of zeros built from one compressed piece repeated
+(each piece ends with a full flush, so it refers to nothing before it): a 162 MB pixel stream or a
+1 GiB text chunk costs about a megabyte and no compression time.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+PIECE = 1 << 20
+_ZEROS = bytes(PIECE)
+
+
+def _raw_deflate(data: bytes, *, final: bool) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_FULL_FLUSH)
+
+
+_ZERO_PIECE = _raw_deflate(_ZEROS, final=False)
+
+
+def deflated_zeros(prefix: bytes, count: int, *, zlib_wrapper: bool = True) -> bytes:
+    """A deflate stream of ``prefix`` then ``count`` zero bytes (zlib-wrapped with its Adler-32, or raw)."""
+    body = (_raw_deflate(prefix, final=False) + _ZERO_PIECE * (count // PIECE)
+            + _raw_deflate(bytes(count % PIECE), final=True))
+    if not zlib_wrapper:
+        return body
+    low, high = zlib.adler32(prefix) & 0xFFFF, zlib.adler32(prefix) >> 16
+    high = (high + count * low) % 65521  # zeros add nothing to the low sum, ``low`` per byte to the high
+    return b"\x78\xda" + body + struct.pack(">I", high << 16 | low)
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png(width: int, height: int, idat: bytes, *, depth: int = 8, colour: int = 0, extra: bytes = b"") -> bytes:
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + extra + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def huge_png16(side: int = 9000) -> bytes:
+    """A valid 16-bit greyscale PNG of side x side black pixels (162 MB decoded at 9000)."""
+    return png(side, side, deflated_zeros(b"", side * (1 + 2 * side)), depth=16)
+
+
+def random_idat_png(seed: int = 0) -> bytes:
+    """A PNG whose IDAT is random bytes under a valid CRC."""
+    return png(64, 64, np.random.default_rng(seed).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+
+
+def overflowing_idat_png() -> bytes:
+    """A 64 x 64 PNG whose pixel stream inflates to 1 GiB."""
+    return png(64, 64, deflated_zeros(b"", 1 << 30))
+
+
+def ztxt_png(inflated: int = 1 << 30) -> bytes:
+    """A valid small PNG with a zTXt chunk inflating to ``inflated`` bytes."""
+    good = plain_png(seed=9)
+    text = chunk(b"zTXt", b"Comment\x00\x00" + deflated_zeros(b"", inflated))
+    return good[:33] + text + good[33:]
+
+
+def plain_png(width: int = 48, height: int = 40, seed: int = 0, mode: str = "L") -> bytes:
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if mode == "L" else (height, width, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def plain_jpeg(width: int = 48, height: int = 40, seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(plain_png(width, height, seed, "RGB"))).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def oversized_jpeg() -> bytes:
+    """A JPEG whose frame header declares 65000 x 65000 pixels."""
+    data = bytearray(plain_jpeg())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 65000, 65000)
+    return bytes(data)
+
+
+def twelve_bit_png(seed: int = 0) -> bytes:
+    """A 16-bit PNG holding 12-bit values (0-4095): a naive 8-bit conversion saturates it."""
+    rng = np.random.default_rng(seed)
+    values = np.clip(rng.normal(1800, 400, (40, 48)), 0, 4095).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def huge_tiff() -> bytes:
+    """A little-endian TIFF whose IFD declares 60000 x 60000 8-bit pixels (one strip of 10 bytes)."""
+    entries = [(256, 4, 1, 60000), (257, 4, 1, 60000), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 4, 1, 60000), (279, 4, 1, 10)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        for tag, kind, count, value in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(10)
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+        return struct.pack("<HH", group, element) + vr + b"\x00\x00" + struct.pack("<I", len(value)) + value
+    return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
+
+
+def _uid(text: str) -> bytes:
+    raw = text.encode()
+    return raw + b"\x00" * (len(raw) % 2)
+
+
+def _image_elements(rows: int, columns: int, frames: int = 1) -> bytes:
+    elements = [
+        _element(0x0008, 0x0016, b"UI", _uid("1.2.840.10008.5.1.4.1.1.7")),
+        _element(0x0008, 0x0018, b"UI", _uid("1.2.3.4")),
+        _element(0x0028, 0x0002, b"US", struct.pack("<H", 1)),
+        _element(0x0028, 0x0004, b"CS", b"MONOCHROME2 "),
+    ]
+    if frames > 1:
+        elements.append(_element(0x0028, 0x0008, b"IS", str(frames).encode().ljust(4)))
+    elements += [
+        _element(0x0028, 0x0010, b"US", struct.pack("<H", rows)),
+        _element(0x0028, 0x0011, b"US", struct.pack("<H", columns)),
+        _element(0x0028, 0x0100, b"US", struct.pack("<H", 16)),
+        _element(0x0028, 0x0101, b"US", struct.pack("<H", 16)),
+        _element(0x0028, 0x0102, b"US", struct.pack("<H", 15)),
+        _element(0x0028, 0x0103, b"US", struct.pack("<H", 0)),
+    ]
+    return b"".join(elements)
+
+
+def _dicom_file(syntax: str, dataset: bytes) -> bytes:
+    meta = (_element(0x0002, 0x0001, b"OB", b"\x00\x01")
+            + _element(0x0002, 0x0002, b"UI", _uid("1.2.840.10008.5.1.4.1.1.7"))
+            + _element(0x0002, 0x0003, b"UI", _uid("1.2.3.4"))
+            + _element(0x0002, 0x0010, b"UI", _uid(syntax)))
+    return bytes(128) + b"DICM" + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(meta))) + meta + dataset
+
+
+def deflated_dicom_bomb(side: int = 9000) -> bytes:
+    """A deflated DICOM of side x side 16-bit pixels: about 160 KB, 162 MB once inflated."""
+    pixel_bytes = side * side * 2
+    header = _image_elements(side, side) + struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00" + struct.pack(
+        "<I", pixel_bytes)
+    return _dicom_file("1.2.840.10008.1.2.1.99", deflated_zeros(header, pixel_bytes, zlib_wrapper=False))
+
+
+def many_frames_dicom(frames: int = 1000, side: int = 512) -> bytes:
+    """An explicit-VR DICOM declaring ``frames`` frames of side x side pixels, holding a few bytes."""
+    dataset = _image_elements(side, side, frames) + _element(0x7FE0, 0x0010, b"OW", bytes(16))
+    return _dicom_file("1.2.840.10008.1.2.1", dataset)
+
+
+def instance_mask(side: int = 1024, instances: int = 65535, seed: int = 0) -> bytes:
+    """A 16-bit mask whose pixels hold ``instances`` distinct ids (every id present)."""
+    rng = np.random.default_rng(seed)
+    ids = np.resize(np.arange(1, instances + 1, dtype=np.uint16), side * side)
+    rng.shuffle(ids)
+    buffer = io.BytesIO()
+    Image.fromarray(ids.reshape(side, side)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def corrupt_safetensors() -> bytes:
+    """A safetensors file whose header length points past the end of the file."""
+    header = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
+    return struct.pack("<Q", len(header) + 10_000) + header + bytes(8)

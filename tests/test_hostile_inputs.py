@@ -1,0 +1,317 @@
+"""Hostile inputs: small files declaring huge or broken content, in real dataset layouts.
+
+Each dataset is curated by a build job in a child process whose address space and CPU time are
+capped with ``resource.setrlimit`` (``hostile_job.py``: 1 GiB beyond what the process maps after
+its imports, 60 CPU seconds for all the jobs together): every dataset keeps its good rows, each
+hostile row is quarantined with its reason and its file named, and every kept image decodes with
+the training decoder. Annotation files that cannot be read within bounds stop with an error
+naming the file and line, also under the same limits. All files are made at test time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hostile_files import (
+    corrupt_safetensors,
+    deflated_dicom_bomb,
+    huge_png16,
+    huge_tiff,
+    instance_mask,
+    many_frames_dicom,
+    oversized_jpeg,
+    overflowing_idat_png,
+    plain_jpeg,
+    plain_png,
+    random_idat_png,
+    twelve_bit_png,
+    ztxt_png,
+)
+from PIL import Image
+from pydicom.data import get_testdata_files
+
+from medmo_pipeline.data import shards
+from medmo_pipeline.data.annotations import AnnotationError, BoundedLines
+from medmo_pipeline.data.pixels import model_image
+
+JOB = Path(__file__).with_name("hostile_job.py")
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    return _save(Image.open(io.BytesIO(plain_png(48, 40, 3, "RGB"))), "JPEG", exif=exif.tobytes())
+
+
+GOOD_IMAGES = {
+    "good0.png": lambda: plain_png(seed=0),
+    "good1.png": lambda: plain_png(seed=1, mode="RGB"),
+    "good2.jpg": lambda: plain_jpeg(seed=2),
+    "twelve_bit.png": twelve_bit_png,
+    "palette.png": lambda: _save(Image.open(io.BytesIO(plain_png(seed=4, mode="RGB"))).convert("P"), "PNG"),
+    "cmyk.jpg": lambda: _save(Image.open(io.BytesIO(plain_png(seed=5, mode="RGB"))).convert("CMYK"), "JPEG"),
+    "grey_alpha.png": lambda: _save(Image.open(io.BytesIO(plain_png(seed=6))).convert("LA"), "PNG"),
+    "rotated.jpg": _rotated_jpeg,
+}
+HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
+    "big16.png": (huge_png16, "image_too_large"),
+    "random_idat.png": (random_idat_png, "image_undecodable"),
+    "inflates_to_1gib.png": (overflowing_idat_png, "image_undecodable"),
+    "ztxt_1gib.png": (ztxt_png, "image_undecodable"),
+    "ztxt_256mib.png": (lambda: ztxt_png(256 << 20), "image_undecodable"),
+    "truncated.jpg": (lambda: plain_jpeg(seed=7)[:-400], "image_truncated"),
+    "tiny.jpg": (lambda: plain_jpeg(4, 4), "image_too_small"),
+    "oversized.jpg": (oversized_jpeg, "image_too_large"),
+    "huge.tif": (huge_tiff, "image_too_large"),
+}
+HOSTILE_DICOM = {
+    "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
+    "frames.dcm": (many_frames_dicom, "image_too_large"),
+    "garbage.dcm": (lambda: bytes(128) + b"DICM" + bytes(64), "image_undecodable"),
+}
+
+
+def _write(root: Path, files: dict) -> None:
+    for relative, make in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(make())
+
+
+def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
+    """(jobs, per job: {row id: expected reason} and the number of good rows)."""
+    jobs, expected = [], {}
+
+    def job(name: str, family: str, root: Path, options: dict, hostile: dict, good: int) -> None:
+        jobs.append({"name": name, "family": family, "root": str(root), "options": options,
+                     "out": str(tmp / "out" / name)})
+        expected[name] = {"reasons": hostile, "good": good}
+
+    images = tmp / "images"
+    _write(images / "lesion", {**GOOD_IMAGES, **{name: make for name, (make, _) in HOSTILE_IMAGES.items()}})
+    job("images", "image_folder", images, {}, {f"lesion/{name}": reason for name, (_, reason) in HOSTILE_IMAGES.items()},
+        len(GOOD_IMAGES))
+
+    dicom = tmp / "dicom"
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        (dicom / "ct").mkdir(parents=True, exist_ok=True)
+        shutil.copy(get_testdata_files(name)[0], dicom / "ct" / name)
+    _write(dicom / "ct", {name: make for name, (make, _) in HOSTILE_DICOM.items()})
+    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 2)
+
+    png16 = tmp / "png16"
+    _write(png16 / "lesion", {"hu.png": twelve_bit_png, "big.png": huge_png16})
+    job("png16", "image_folder", png16, {"png16_offset": 0}, {"lesion/big.png": "image_too_large"}, 1)
+
+    masks = tmp / "masks"
+    small = np.zeros((64, 64), np.uint8)
+    small[3:9, 5:20], small[30:40, 30:33] = 1, 2
+    _write(masks, {"images/a.png": lambda: plain_png(64, 64), "masks/a.png": lambda: _save(Image.fromarray(small), "PNG"),
+                   "images/b.png": lambda: plain_png(1024, 1024, 1), "masks/b.png": instance_mask,
+                   "images/c.png": lambda: plain_png(64, 64, 2), "masks/c.png": huge_png16})
+    job("masks", "instance_masks", masks, {}, {"c:cell": "image_too_large"}, 2)
+    return jobs, expected
+
+
+def _annotation_jobs(tmp: Path) -> list[dict]:
+    root = tmp / "annotations"
+    root.mkdir()
+    with open(root / "big_field.csv", "w") as handle:  # a 100 MB quoted field on line 3
+        handle.write('image,question,answer\na.png,"is it?",yes\nb.png,"' + "x" * (100 << 20) + '",no\n')
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "bad_utf8.jsonl").write_bytes(b'{"a": "ok"}\n{"a": "\xff"}\n')
+    with open(root / "whitespace.json", "wb") as handle:  # declares 1 GiB; sparse, so it costs no disk
+        handle.truncate(1 << 30)
+    return [{"name": f"records:{name}", "records": name, "root": str(root)}
+            for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json")]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    jobs, expected = _datasets(tmp)
+    jobs += _annotation_jobs(tmp)
+    done = subprocess.run([sys.executable, str(JOB), json.dumps(jobs)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout), expected
+
+
+def test_each_dataset_keeps_its_good_rows_and_quarantines_each_hostile_row_with_its_reason(suite):
+    results, expected = suite
+    for name, want in expected.items():
+        result = results[name]
+        assert "error" not in result, (name, result.get("trace"))
+        quarantine = pq.read_table(result["quarantine_path"]).to_pylist()
+        got = {row["row_id"]: row["reason"] for row in quarantine}
+        assert got == want["reasons"], name
+        assert result["rows_kept"] == want["good"], name
+        for row in quarantine:  # the detail names the file
+            assert row["row_id"].split(":")[0].rsplit("/", 1)[-1].split(".")[0] in row["detail"], row
+
+
+def test_each_build_job_stays_within_one_gib_resident(suite):
+    results, _ = suite
+    for name, result in results.items():
+        assert result["peak_rss_kib"] < 1 << 20, name
+
+
+def test_annotation_files_beyond_their_bounds_fail_naming_file_and_line(suite):
+    results, _ = suite
+    assert "big_field.csv: line 3" in results["records:big_field.csv"]["error"]
+    assert "deep.json: nested too deeply" in results["records:deep.json"]["error"]
+    assert "bad_utf8.jsonl: line 2" in results["records:bad_utf8.jsonl"]["error"]
+    assert "whitespace.json: 1073741824 bytes" in results["records:whitespace.json"]["error"]
+    assert all(result["error"].startswith("AnnotationError") for name, result in results.items()
+               if name.startswith("records:"))
+
+
+def test_every_kept_image_decodes_with_the_training_decoder(suite):
+    results, expected = suite
+    decoded = 0
+    for name in expected:
+        for row in shards.iter_rows(Path(results[name]["shard_dir"]), columns=["images", "boxes"]):
+            for image in row["images"]:
+                rgb = model_image(image["bytes"])
+                assert rgb.mode == "RGB" and rgb.size == (image["width"], image["height"]), image["path"]
+                decoded += 1
+    assert decoded == sum(want["good"] for want in expected.values())
+
+
+def test_twelve_bit_images_are_windowed_not_saturated():
+    pixels = np.asarray(model_image(twelve_bit_png()))
+    naive = np.asarray(Image.open(io.BytesIO(twelve_bit_png())).convert("RGB"))
+    assert (naive == 255).mean() > 0.9  # what PIL's own conversion does to it
+    assert (pixels == 255).mean() < 0.02 and (pixels == 0).mean() < 0.02 and pixels.std() > 30
+
+
+def test_the_decoder_applies_exif_rotation_and_flattens_palette_cmyk_and_alpha():
+    assert model_image(_rotated_jpeg()).size == (40, 48)
+    for name in ("palette.png", "cmyk.jpg", "grey_alpha.png"):
+        image = model_image(GOOD_IMAGES[name]())
+        assert image.mode == "RGB" and image.size == (48, 40), name
+
+
+def test_a_mask_with_65535_instances_gives_every_box_in_one_pass():
+    from medmo_pipeline.data.adapters.masks import instance_boxes
+
+    boxes = instance_boxes(instance_mask(256, 65535))
+    assert len(boxes) == 65535 and all(0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256 for x1, y1, x2, y2 in boxes)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[2:5, 3:9], mask[10:12, 0:2] = 1, 7
+    assert instance_boxes(_save(Image.fromarray(mask), "PNG")) == [(3, 2, 9, 5), (0, 10, 2, 12)]
+
+
+_SPACES = b" " * (1 << 20)
+
+
+class _Spaces(io.RawIOBase):
+    """An endless-looking stream of ``size`` spaces, then one JSON line (never held in memory)."""
+
+    def __init__(self, size: int):
+        self.left, self.tail = size, b'\n{"a": 1}\n'
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.left:
+            count = min(self.left, len(buffer))
+            buffer[:count] = _SPACES[:count]
+            self.left -= count
+            return count
+        count = min(len(self.tail), len(buffer))
+        buffer[:count], self.tail = self.tail[:count], self.tail[count:]
+        return count
+
+
+def test_a_gigabyte_of_whitespace_is_skipped_in_bounded_pieces():
+    lines = BoundedLines(io.BufferedReader(_Spaces(1 << 30), 1 << 20), "spaces.jsonl", max_line=1 << 20)
+    assert [line for line in lines if line.strip()] == [b'{"a": 1}\n']
+    with pytest.raises(AnnotationError, match="junk.jsonl: line 1 is longer"):
+        list(BoundedLines(io.BytesIO(b"x" * 100), "junk.jsonl", max_line=10))
+
+
+def test_a_corrupt_safetensors_header_names_the_file(tmp_path):
+    from medmo_pipeline.model.loading import CorruptCheckpointError, check_safetensors_headers, load_model
+
+    (tmp_path / "model.safetensors").write_bytes(corrupt_safetensors())
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CorruptCheckpointError, match="model.safetensors: corrupt safetensors header"):
+        check_safetensors_headers(tmp_path)
+    with pytest.raises(CorruptCheckpointError, match="model.safetensors"):
+        load_model(tmp_path)
+
+
+def test_every_kept_image_of_the_fixtures_decodes_with_the_training_decoder(tmp_path):
+    """Every registry dataset's fixture and the synthetic sources, curated, then decoded."""
+    from fixtures_formats import build_fixture
+    from test_adapters import CASES
+
+    from medmo_pipeline.data.adapters import iter_samples
+    from medmo_pipeline.data.curation import curate
+    from medmo_pipeline.data.synthetic import generate_rows
+
+    sources = {f"{case.values[0].name}-{case.values[1].family}": case.values[1] for case in CASES}
+    decoded = 0
+    for index, (name, spec) in enumerate(sources.items()):
+        root = tmp_path / f"src{index}"
+        build_fixture(spec.family, root, spec.options)
+        report = curate(iter_samples(spec.family, root, spec.options), tmp_path / f"out{index}", source=name)
+        for row in shards.iter_rows(Path(report["shard_dir"]), columns=["images"]):
+            for image in row["images"]:
+                assert model_image(image["bytes"]).size == (image["width"], image["height"]), (name, image["path"])
+                decoded += 1
+    synthetic = [*generate_rows("synth_xray", "train", 20, image_size=48), *generate_rows("synth_cells", "eval", 10)]
+    report = curate(synthetic, tmp_path / "synthetic", source="synthetic")
+    for row in shards.iter_rows(Path(report["shard_dir"]), columns=["images"]):
+        for image in row["images"]:
+            assert model_image(image["bytes"]).mode == "RGB"
+            decoded += 1
+    assert decoded > len(sources)
+
+
+def test_training_and_evaluation_skip_and_count_rows_whose_images_do_not_decode():
+    from medmo_pipeline.training.common import decodable_rows, decode_images
+
+    def row(name: str, data: bytes) -> dict:
+        return {"id": name, "images": [{"bytes": data, "path": f"{name}.png", "width": 48, "height": 40}]}
+
+    rows = [row("good", plain_png()), row("broken", random_idat_png()), row("twelve", twelve_bit_png()),
+            row("big", huge_png16())]
+    logged = []
+    kept, skipped = decodable_rows(rows, logged.append)
+    assert [r["id"] for r in kept] == ["good", "twelve"] and skipped == 2
+    assert any("broken" in line and "broken.png" in line for line in logged)
+    assert kept[0] is rows[0]  # 8-bit images keep their bytes
+    converted = Image.open(io.BytesIO(kept[1]["images"][0]["bytes"]))
+    assert converted.mode in ("L", "RGB") and (np.asarray(converted) == 255).mean() < 0.02
+    assert [image.mode for image in decode_images(kept[1])] == ["RGB"]
+
+
+def test_a_file_whose_content_differs_from_its_name_is_decided_by_content_and_counted(tmp_path):
+    from medmo_pipeline.data.curation import CurationLimits, curate
+
+    def row(name: str, data: bytes) -> dict:
+        return {"id": name, "task": "vqa", "messages": [{"role": "user", "content": "Is it?"},
+                                                        {"role": "assistant", "content": "yes"}],
+                "answer": "yes", "images": [{"bytes": data, "path": name}]}
+
+    rows = [row("scan.png", plain_jpeg()), row("scan.jpg", plain_png()), row("fine.png", plain_png(seed=3))]
+    report = curate(rows, tmp_path / "out", source="names")
+    assert report["rows_kept"] == 3 and report["extension_mismatches"] == 2
+    strict = curate(rows, tmp_path / "strict", source="names", limits=CurationLimits(check_extension=True))
+    assert strict["quarantined_by_reason"] == {"extension_mismatch": 2} and strict["extension_mismatches"] == 0

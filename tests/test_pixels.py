@@ -1,0 +1,65 @@
+"""DICOM and high-bit-depth pixels as the modality means them: the file's VOI LUT or window first,
+else a percentile window; never a saturated image."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_files
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from medmo_pipeline.data.pixels import dicom_entry, model_image, percentile_window, window_to_uint8
+
+
+def _dicom_bytes(dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _pixels(entry: dict) -> np.ndarray:
+    return np.asarray(model_image(entry["bytes"]))[..., 0]
+
+
+def test_the_files_window_is_used_and_without_one_a_percentile_window_never_saturates():
+    dataset = pydicom.dcmread(get_testdata_files("CT_small.dcm")[0])
+    dataset.WindowCenter, dataset.WindowWidth = 40, 400
+    windowed = _pixels(dicom_entry(_dicom_bytes(dataset), path="ct.dcm"))
+    values = dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
+    assert np.array_equal(windowed, window_to_uint8(values, 40, 400))
+    del dataset.WindowCenter, dataset.WindowWidth
+    plain = _pixels(dicom_entry(_dicom_bytes(dataset), path="ct.dcm"))
+    assert (plain == 255).mean() < 0.02 and (plain == 0).mean() < 0.02 and plain.std() > 20
+
+
+def test_a_voi_lut_takes_precedence_over_the_window():
+    dataset = pydicom.dcmread(get_testdata_files("CT_small.dcm")[0])
+    dataset.WindowCenter, dataset.WindowWidth = 40, 400
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 16])  # LUTDescriptor: 4096 entries from input 0, 16-bit output
+    item.add_new(0x00283006, "US", [min(65535, value * 32) for value in range(4096)])  # LUTData: a steep ramp
+    dataset.VOILUTSequence = Sequence([item])
+    out = _pixels(dicom_entry(_dicom_bytes(dataset), path="ct.dcm"))
+    rescaled = dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
+    expected = np.minimum(np.clip(rescaled, 0, 4095) * 32, 65535) * 255 / 65535
+    assert np.abs(out - expected).max() <= 1
+    assert not np.array_equal(out, window_to_uint8(rescaled, 40, 400))
+
+
+def test_monochrome1_is_inverted():
+    dataset = pydicom.dcmread(get_testdata_files("CT_small.dcm")[0])
+    dataset.WindowCenter, dataset.WindowWidth = 40, 400
+    normal = _pixels(dicom_entry(_dicom_bytes(dataset)))
+    dataset.PhotometricInterpretation = "MONOCHROME1"
+    assert np.array_equal(_pixels(dicom_entry(_dicom_bytes(dataset))), 255 - normal)
+
+
+def test_the_percentile_window_ignores_a_few_extreme_pixels():
+    values = np.full((100, 100), 1000.0)
+    values[:50] = 1100.0
+    values[0, 0] = 65535.0  # one hot pixel
+    center, width = percentile_window(values)
+    assert 1000 <= center <= 1100 and width <= 100

@@ -1,0 +1,115 @@
+"""Recipes refused at load, cheaply, naming the field: alias bombs (by the expansion limit on the
+node graph, never by building the expansion), and every name or path a recipe refers to that
+does not resolve (DeepSpeed configs outside recipes/deepspeed/, rewards, benchmarks, sources)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from medmo_pipeline import config
+from medmo_pipeline.config import MAX_RECIPE_NODES, RecipeError, load_recipe
+from tests.conftest import embedded_recipe_data, write_recipe
+
+
+def _refused(tmp_path, mutate) -> str:
+    data = embedded_recipe_data()
+    mutate(data)
+    path = write_recipe(tmp_path / "recipe.yaml", data)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    return str(info.value)
+
+
+def _billion_laughs(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("where", ["base_model.tiny", "rl.rewards.box"])
+def test_an_alias_bomb_is_refused_from_the_node_graph(tmp_path, where, monkeypatch):
+    text = (config.RECIPES_DIR / "embedded.yaml").read_text()
+    bomb = _billion_laughs()
+    if where == "base_model.tiny":
+        text = text.replace("base_model:\n  source: tiny\n  tiny:\n",
+                            "base_model:\n  source: tiny\n  tiny:\n" + "".join(f"    {line}\n" for line in bomb.splitlines()))
+    else:
+        text = text.replace("    box: {weight: 1.0, squared: false, lambda_fn: 0.0, lambda_fp: 0.0}",
+                            "    box:\n" + "".join(f"      {line}\n" for line in bomb.splitlines()))
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    built = []
+    original = yaml.SafeLoader.construct_document
+    monkeypatch.setattr(yaml.SafeLoader, "construct_document",
+                        lambda self, node: built.append(node) or original(self, node))
+    with pytest.raises(RecipeError, match=f"bomb.yaml: aliases expand the file beyond {MAX_RECIPE_NODES} nodes"):
+        load_recipe(path)
+    assert built == []  # refused before a single Python object was built from it
+
+
+def test_aliases_within_the_limit_still_load(tmp_path):
+    text = (config.RECIPES_DIR / "embedded.yaml").read_text()
+    text = text.replace("      learning_rate: 2.0e-3\n      max_steps: 1200",
+                        "      learning_rate: &rate 2.0e-3\n      max_steps: 1200", 1)
+    text = text.replace("      learning_rate: 2.0e-3\n      max_steps: 4000", "      learning_rate: *rate\n      max_steps: 4000")
+    path = tmp_path / "aliases.yaml"
+    path.write_text(text)
+    assert load_recipe(path).stages["stage2"].optim.learning_rate == 2.0e-3
+
+
+def test_a_self_referencing_alias_and_deep_nesting_are_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: &x [*x]\n")
+    with pytest.raises(RecipeError, match="loop.yaml"):
+        load_recipe(path)
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(RecipeError, match="deep.yaml"):
+        load_recipe(path)
+
+
+def test_a_misspelled_reward_names_the_field(tmp_path):
+    message = _refused(tmp_path, lambda d: d["rl"]["rewards"].update({"bxo": {"weight": 1.0}}))
+    assert "rl.rewards" in message and "unknown reward 'bxo'" in message
+
+
+def test_an_unknown_reward_parameter_names_the_field(tmp_path):
+    message = _refused(tmp_path, lambda d: d["rl"]["rewards"]["box"].update({"sqared": True}))
+    assert "rl.rewards" in message and "sqared" in message
+
+
+@pytest.mark.parametrize("value", ["../paper.yaml", "/etc/passwd", "zero9.json", "../../config.py"])
+def test_a_deepspeed_path_outside_recipes_deepspeed_names_the_field(tmp_path, value):
+    message = _refused(tmp_path, lambda d: d["stages"]["stage2"]["optim"].update({"deepspeed": value}))
+    assert "stages.stage2.optim.deepspeed" in message and "recipes/deepspeed/" in message
+
+
+def test_a_shipped_deepspeed_config_loads(tmp_path):
+    data = embedded_recipe_data()
+    data["stages"]["stage2"]["optim"]["deepspeed"] = "zero2.json"
+    assert load_recipe(write_recipe(tmp_path / "ok.yaml", data)).stages["stage2"].optim.deepspeed == "zero2.json"
+
+
+def test_an_unknown_benchmark_names_the_field(tmp_path):
+    message = _refused(tmp_path, lambda d: d["evaluation"].update({"benchmarks": ["synthetic_heldout", "vqa_rda"]}))
+    assert "evaluation.benchmarks" in message and "vqa_rda" in message
+
+
+def test_an_unknown_registry_source_names_the_field(tmp_path):
+    def mutate(data):
+        data["corpus"]["registry"] = {"data_root": str(tmp_path), "sources": ["vqa_rad", "slaek"]}
+
+    message = _refused(tmp_path, mutate)
+    assert "corpus.registry" in message and "slaek" in message
+
+
+def test_image_limits_are_one_corpus_setting(tmp_path):
+    data = embedded_recipe_data()
+    data["corpus"]["image_limits"] = {"max_pixels": 1_000_000}
+    recipe = load_recipe(write_recipe(tmp_path / "limits.yaml", data))
+    from medmo_pipeline.data.sources import image_limits
+
+    assert image_limits(recipe.corpus).max_pixels == 1_000_000
+    message = _refused(tmp_path, lambda d: d["corpus"].update({"image_limits": {"max_pixels": 0}}))
+    assert "corpus.image_limits.max_pixels" in message

@@ -4,7 +4,8 @@
   fingerprint (``medmo_pipeline.data.sources.fingerprint``) as that partition's data version, so a
   changed source shows its ``corpus_shards`` partition as stale.
 - ``corpus_shards``: partitioned by source; each partition runs the corpus job for one source and
-  reports four blocking checks (schema, quarantine rate, contamination, manifest counts).
+  reports five blocking checks (schema, quarantine rate, contamination, manifest counts, every
+  input row accounted for).
 - ``<stage>_mixture``: the sources a stage reads, with their data versions and the stage's mixture
   recipe, as a corpus index file. Cheap, so they refresh on their own when a partition changes; a
   mixture's data version changes only when one of *its* sources changed.
@@ -28,6 +29,7 @@ CHECKS = {
     "quarantine_rate_ok": "the share of quarantined rows is under corpus.max_quarantine_rate",
     "no_eval_contamination": "no training row shares an image with an evaluation item",
     "rows_match_manifest": "every shard's sha256 and row count match the manifest",
+    "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata)",
 }
 DATA_VERSION_TAG = "dagster/data_version"
 

@@ -71,6 +71,8 @@ class RegistryCorpusRecipe(_Strict):
     data_root: str = Field(description="directory holding each dataset's origin.local_dir; "
                                        "${VAR} expands from the environment")
     sources: list[str] | None = Field(None, description="datasets to curate; default: every trained one")
+    versions: dict[str, str] = Field(default_factory=dict, description="dataset -> published layout version "
+                                     "to read (e.g. pmc_vqa: v1); default: the registry entry's current release")
 
     @model_validator(mode="after")
     def _sources_are_in_the_registry(self) -> RegistryCorpusRecipe:

@@ -12,14 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.config import TaskName
+from medmo_pipeline.data.outcomes import RowError
 
 from .common import (
     ImageRecordOptions,
     as_list,
-    iter_records,
+    guarded,
     limited,
     load_image,
     make_row,
+    read_records,
+    rows_only,
     strip_image_tokens,
     text,
 )
@@ -33,23 +36,33 @@ class Options(ImageRecordOptions):
     conversations_field: str = "conversations"
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+    def convert(index: int, record: dict) -> list[dict]:
         messages = conversation(record.get(options.conversations_field) or [])
         if not messages:
             messages = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
         images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
-        yield make_row(record.get(options.id_field, index), options.task, options, messages, images=images)
+        return [make_row(record.get(options.id_field, index), options.task, options, messages, images=images)]
+
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
 def conversation(turns: list[dict]) -> list[dict]:
     """LLaVA turns -> chat messages ending on the last assistant turn."""
+    if not isinstance(turns, list):
+        raise RowError("malformed_record", f"conversations is {type(turns).__name__}, not a list")
     messages = []
     for item in turns:
+        if not isinstance(item, dict):
+            raise RowError("malformed_record", f"a turn is {type(item).__name__}, not an object")
         role = ROLES.get(str(item.get("from", item.get("role", ""))).lower())
         if role is not None:
             messages.append({"role": role, "content": strip_image_tokens(text(item.get("value", item.get("content")))) })
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()
     return messages
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -104,6 +104,9 @@ class CorpusRecipe(_Strict):
     shard_rows: int = Field(2000, gt=0)
     max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
     image_limits: ImageLimitsRecipe = ImageLimitsRecipe()
+    curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
+    split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
+                                                                "curation_parts parts (data.curation_parts)")
 
     @model_validator(mode="after")
     def _kind_has_its_section(self) -> CorpusRecipe:
@@ -209,6 +212,12 @@ class OptimRecipe(_Strict):
     on_mismatch: Literal["fresh", "error"] = Field(
         "fresh", description="an unfinished run of this stage with another recipe, parent or data exists: "
                              "start fresh beside it, or stop with an error naming what differs")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="attention kernel the model loads with; auto: flash_attention_2 where the "
+                            "flash-attn package and a GPU are present, else sdpa")
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="further SFTConfig/GRPOConfig fields by name, checked against the "
+                                          "installed TRL when the recipe loads (e.g. max_grad_norm, use_vllm)")
 
     @field_validator("deepspeed")
     @classmethod
@@ -323,6 +332,15 @@ class Recipe(_Strict):
             if unknown:
                 prefix = "rl" if name == "rl" else f"stages.{name}"
                 raise ValueError(f"{prefix}.mixture.sources: {unknown} are not corpus sources (known: {sorted(known)})")
+        return self
+
+    @model_validator(mode="after")
+    def _trainer_args_are_trl_fields(self) -> Recipe:
+        from medmo_pipeline.trainer_fields import check_trainer_args
+
+        for name in [*self.stages, "rl"]:
+            check_trainer_args(self.stage(name).optim.trainer_args, rl=name == "rl",
+                               where="rl.optim.trainer_args" if name == "rl" else f"stages.{name}.optim.trainer_args")
         return self
 
     @model_validator(mode="after")

@@ -110,6 +110,7 @@ def source_metadata(report: dict, code_version: str, started: float) -> dict:
         "splits": report["splits"],
         "shards": report["shards"],
         "rows_in": report["rows_in"],
+        "curation_parts": report.get("parts", 1),  # processes that curated it side by side
         "quarantined": report["quarantined"],
         "quarantine_rate": round(report["quarantine_rate"], 6),
         "quarantined_by_reason": _table(reasons),

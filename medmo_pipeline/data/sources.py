@@ -166,12 +166,14 @@ def curate_source(
 
     Curation runs into a staging directory and is published under its manifest hash, so an
     identical re-run reuses what is there, a killed run resumes from its complete shards, and a
-    reader never sees a half-written source. The
+    reader never sees a half-written source. A source larger than ``corpus.split_above_bytes`` curates
+    in ``corpus.curation_parts`` processes side by side (``curation_parts``). The
     quarantine table sits beside the shard directory as ``<manifest hash>.quarantine.parquet``.
     """
     from medmo_pipeline.atomic import staged_dir
     from medmo_pipeline.data import shards
     from medmo_pipeline.data.curation import CurationLimits, curate
+    from medmo_pipeline.data.curation_parts import curate_in_parts, planned_parts
     from medmo_pipeline.data.image_limits import using_limits
 
     source_fingerprint = fingerprint(corpus, source, seed=seed)  # a missing source stops here, nothing written
@@ -181,21 +183,27 @@ def curate_source(
     staging = source_root / ".staging"
     eval_index, eval_sets = evaluation_index(corpus, seed=seed)
     log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
+    parts = planned_parts(corpus, source)
     limits = image_limits(corpus)
     try:
-        with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
-            report = curate(
-                source_rows(corpus, source, seed=seed), staging, source=source,
-                eval_index=eval_index, shard_rows=corpus.shard_rows,
-                source_revision=source_fingerprint["revision"], limits=CurationLimits(image=limits),
-                progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
-                                       f"{c['quarantined']} quarantined"),
-                progress_every=100_000,
-            )
+        if parts > 1:  # each part puts the limits in force in its own process
+            report = curate_in_parts(corpus, source, staging, seed=seed, parts=parts, eval_index=eval_index,
+                                     revision=source_fingerprint["revision"], log=log)
+        else:
+            with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
+                report = curate(
+                    source_rows(corpus, source, seed=seed), staging, source=source,
+                    eval_index=eval_index, shard_rows=corpus.shard_rows,
+                    source_revision=source_fingerprint["revision"], limits=CurationLimits(image=limits),
+                    progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
+                                           f"{c['quarantined']} quarantined"),
+                    progress_every=100_000,
+                )
     except Exception:
         # A source that cannot be read (its message names it) leaves nothing behind; a killed run
         # (a signal, not an exception) keeps its staged shards to resume from.
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging.with_name(f"{staging.name}.parts"), ignore_errors=True)
         for stale in source_root.glob(".staging.quarantine.parquet*"):
             stale.unlink(missing_ok=True)
         for stale in source_root.glob("..staging.quarantine.parquet.tmp-*"):

@@ -155,7 +155,7 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         lr_scheduler_type=optim.lr_scheduler_type,
         bf16=optim.bf16 and cuda,  # bf16 on CPU raises in the trainer; the recipe's value applies on GPUs
         use_cpu=not cuda,
-        gradient_checkpointing=optim.gradient_checkpointing,
+        activation_checkpointing=optim.gradient_checkpointing,  # transformers 5's name for it
         logging_steps=optim.logging_steps,
         deepspeed=deepspeed,
         seed=seed,
@@ -164,7 +164,56 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         **save_arguments(optim),
         disable_tqdm=True,
         dataloader_num_workers=optim.dataloader_num_workers,
+        **optim.trainer_args,  # further TRL fields, checked against the installed TRL at recipe load
     )
+
+
+def load_for_training(parent: str, base, optim: OptimRecipe, trainer_config):
+    """Load the policy for a stage whose ``SFTConfig``/``GRPOConfig`` (``trainer_config``) already exists.
+
+    With ``deepspeed=`` a ZeRO-3 config, creating the trainer config registered it (transformers keeps
+    only a weak reference, so the caller keeps ``trainer_config`` alive through training), and
+    ``from_pretrained`` then partitions each weight across the ranks as it loads: no rank ever holds
+    the whole model. The weights load in the dtype the stage trains in. Under ZeRO-3 a text-only
+    batch still runs the vision tower (``model.zero3_vision``).
+    """
+    from medmo_pipeline.model.loading import load_model
+
+    if optim.deepspeed and getattr(trainer_config, "hf_deepspeed_config", None) is None:
+        raise RuntimeError("the trainer configuration must be built with deepspeed= before the model loads")
+    if trainer_config is not None:
+        # Sets up the device and, under torchrun, the process group (transformers does it lazily).
+        trainer_config.device  # noqa: B018
+    if optim.deepspeed:
+        join_deepspeed_to_process_group()
+    model = load_model(parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle,
+                       dtype=training_dtype(optim), attn_implementation=optim.attn_implementation)
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # ranks must run the same modules (model.zero3_vision)
+        from medmo_pipeline.model.zero3_vision import run_vision_tower_on_every_rank
+
+        run_vision_tower_on_every_rank(model)
+    return model
+
+
+def join_deepspeed_to_process_group() -> None:
+    """ZeRO-3 partitions over DeepSpeed's communicator, which on CPU is set up only once the trainer
+    starts; before that it sees a world of one (and rejects the batch sizes filled in for two ranks).
+    Wrapping the process group torchrun started is what the trainer would do later anyway."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
+def training_dtype(optim: OptimRecipe):
+    """bf16 where the recipe asks for it and a GPU trains; fp32 on CPU, where the trainer runs fp32."""
+    import torch
+
+    return torch.bfloat16 if optim.bf16 and torch.cuda.is_available() else torch.float32
 
 
 def save_arguments(optim: OptimRecipe) -> dict[str, Any]:

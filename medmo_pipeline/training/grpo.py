@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.plots import markdown_image, plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
@@ -108,8 +108,6 @@ def main(argv: list[str] | None = None) -> None:
         index = corpus.load_index(args.corpus)
         plan = streamed.stage_plan(index, stage.mixture)
         base = recipe.base_model
-        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
-        use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         left_pad_prompts(processor)
@@ -138,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights,
                              shuffle_dataset=False,  # the stream is already in its seeded order
                              **data.trainer_arguments(optim, global_examples_per_step=prompts_per_step))
+        # Loaded after its trainer configuration, so that a ZeRO-3 config partitions it as it loads.
+        model = common.load_for_training(args.parent, base, stage.optim, config)
+        use_patchwise_projection(model)  # same values, a cheaper backward
         history: list[dict] = start.history()
         section = recipe.section("rl")
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.training import resume, streamed
         from medmo_pipeline.training.collation import answer_masked_collator, mirror_pad_token
@@ -39,13 +39,6 @@ def main(argv: list[str] | None = None) -> None:
         plan = streamed.stage_plan(index, stage.mixture)
         reporter.log(f"{args.stage}: {plan['planned_samples']} samples planned per pass over "
                      f"{sorted(plan['sources'])}; loading {args.parent}")
-        base = recipe.base_model
-        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
-        use_patchwise_projection(model)  # same values, a cheaper backward
-        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
-        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
-        mirror_pad_token(model, processor)
-
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
         optim = stage.optim
@@ -54,12 +47,19 @@ def main(argv: list[str] | None = None) -> None:
                                   examples_per_step=optim.per_device_train_batch_size * optim.gradient_accumulation_steps,
                                   resume_from=start.checkpoint, resume_step=start.step or 0)
         global_examples = data.examples_per_step * streamed.world_size()
+        # Built before the model loads, so that a ZeRO-3 config partitions the weights as they load.
         config = SFTConfig(
             **common.trainer_arguments(optim, output_dir=start.work_dir, seed=recipe.seed)
             | data.trainer_arguments(optim, global_examples_per_step=global_examples),
             max_length=stage.max_length,
             assistant_only_loss=True,  # loss on the answers only, via the template's generation marks
         )
+        base = recipe.base_model
+        model = common.load_for_training(args.parent, base, stage.optim, config)
+        use_patchwise_projection(model)  # same values, a cheaper backward
+        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
+        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+        mirror_pad_token(model, processor)
         history: list[dict] = start.history()
         section = recipe.section(args.stage)
         with common.main_process_mlflow_run(

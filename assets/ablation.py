@@ -28,10 +28,23 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
     )
     def stage_ablation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from assets.definitions import latest_partition_output
+        from medmo_pipeline.evaluation.benchmarks import unavailable
 
-        eval_dirs = {name: [Path(latest_partition_output(context, key, benchmark))
-                            for benchmark in recipe.evaluation.benchmarks]
-                     for name, key in zip(names, keys)}
+        # A benchmark whose copy is missing, or not evaluated for every checkpoint yet, is left out and
+        # listed (with how to get it); the others are compared.
+        missing = unavailable(list(recipe.evaluation.benchmarks))
+        eval_dirs, not_evaluated = {name: [] for name in names}, {}
+        for benchmark in [b for b in recipe.evaluation.benchmarks if b not in missing]:
+            try:
+                found = {name: Path(latest_partition_output(context, key, benchmark)) for name, key in zip(names, keys)}
+            except dg.Failure as failure:
+                not_evaluated[benchmark] = failure.description
+                continue
+            for name, directory in found.items():
+                eval_dirs[name].append(directory)
+        if not any(eval_dirs.values()):
+            raise dg.Failure("no benchmark has been evaluated for every checkpoint yet",
+                             metadata={"missing_benchmarks": missing, "not_evaluated": not_evaluated})
         result = build_stage_ablation(eval_dirs, home.reports_dir())
         table = result["table"]
         return dg.MaterializeResult(
@@ -46,7 +59,16 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
                    for name, key, alt in PICTURES if Path(result[key]).is_file()},
                 **{f"{row}.{col}": float(table.loc[row, col]) for row in table.index for col in table.columns
                    if table.loc[row, col] == table.loc[row, col]},
+                # The paper's table beside ours, and the benchmarks left out (with how to get them).
+                **paper_metadata(result, missing, not_evaluated),
             }
         )
 
     return stage_ablation
+
+
+def paper_metadata(result: dict, missing: dict, not_evaluated: dict) -> dict:
+    return {"paper_table": dg.MetadataValue.md(result["paper_table"].round(1).to_markdown()),
+            "plot_paper": dg.MetadataValue.path(str(result["paper_png"])),
+            "missing_benchmarks": dg.MetadataValue.json(missing),
+            "not_evaluated": dg.MetadataValue.json(not_evaluated)}

@@ -4,7 +4,8 @@
   fingerprint (``medmo_pipeline.data.sources.fingerprint``) as that partition's data version, so a
   changed source shows its ``corpus_shards`` partition as stale.
 - ``corpus_shards``: partitioned by source; each partition runs the corpus job for one source and
-  reports four blocking checks (schema, quarantine rate, contamination, manifest counts).
+  reports five blocking checks (schema, quarantine rate, contamination, manifest counts, every
+  input row accounted for).
 - ``<stage>_mixture``: the sources a stage reads, with their data versions and the stage's mixture
   recipe, as a corpus index file. Cheap, so they refresh on their own when a partition changes; a
   mixture's data version changes only when one of *its* sources changed.
@@ -28,6 +29,7 @@ CHECKS = {
     "quarantine_rate_ok": "the share of quarantined rows is under corpus.max_quarantine_rate",
     "no_eval_contamination": "no training row shares an image with an evaluation item",
     "rows_match_manifest": "every shard's sha256 and row count match the manifest",
+    "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata)",
 }
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -128,12 +130,16 @@ def mixture_asset(name: str, recipe: Recipe):
                     "resolution from the recipe, pinned to each source's data version.",
     )
     def _mixture(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from medmo_pipeline.data import corpus
+        from medmo_pipeline.data import corpus, mixture
 
-        index = corpus_index(context, sorted(stage.mixture.sources), mixture=declared)
+        entries = source_entries(context, sorted(stage.mixture.sources))
+        plan = mixture.plan({"sources": entries}, stage.mixture)  # reads the split and task columns only
+        index = corpus.write_index(home.corpus_dir(), entries, mixture=declared, plan=plan)
         return dg.MaterializeResult(
             metadata={"index_path": dg.MetadataValue.path(index["index_path"]),
                       "sources": dg.MetadataValue.md(corpus.markdown(index)),
+                      "rows_by_source_and_task": dg.MetadataValue.md(mixture.markdown(plan)),
+                      "planned_samples": dg.MetadataValue.int(plan["planned_samples"]),
                       "mixture": dg.MetadataValue.json(declared)},
             data_version=dg.DataVersion(index["data_version"]),
         )

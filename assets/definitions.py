@@ -112,8 +112,22 @@ def training_asset(name: str, parent: str, purpose: str, module: str, recipe: Re
 
 
 def benchmark_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition:
-    """One partition per benchmark: adding a benchmark to the recipe evaluates only that one."""
-    return dg.StaticPartitionsDefinition(list(recipe.evaluation.benchmarks))
+    """One partition per benchmark whose copy is here: adding a benchmark (to the recipe, or its files
+    to the benchmarks root, then reloading the code location) evaluates only that one."""
+    return dg.StaticPartitionsDefinition(evaluated_benchmarks(recipe))
+
+
+def evaluated_benchmarks(recipe: Recipe) -> list[str]:
+    """The recipe's benchmarks whose copy is present (missing ones: ``missing_benchmarks``)."""
+    missing = missing_benchmarks(recipe)
+    return [name for name in recipe.evaluation.benchmarks if name not in missing]
+
+
+def missing_benchmarks(recipe: Recipe) -> dict[str, str]:
+    """The recipe's benchmarks whose copy or credentials are missing, with how to get them."""
+    from medmo_pipeline.evaluation.benchmarks import unavailable
+
+    return unavailable(list(recipe.evaluation.benchmarks))
 
 
 def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
@@ -126,11 +140,19 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
         deps=[checkpoint, dg.AssetDep(CORPUS, partition_mapping=dg.AllPartitionMapping())],
         code_version=evaluation_code_version(recipe, name), automation_condition=dg.AutomationCondition.eager(),
         description=f"Evaluation table of {checkpoint.to_user_string()} on one benchmark (per-sample predictions "
-                    "beside it).",
+                    "beside it); benchmarks of the recipe whose copy is missing have no partition and are listed "
+                    "in missing_benchmarks with how to get them.",
+        metadata={"missing_benchmarks": dg.MetadataValue.json(missing_benchmarks(recipe))},
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+        from medmo_pipeline.evaluation.benchmarks import unavailable
+
         benchmark = context.partition_key
+        missing = unavailable([benchmark])
+        if missing:  # the copy went away since the definitions loaded: fail this partition alone, at once
+            raise dg.Failure(description=missing[benchmark], metadata={"benchmark": benchmark,
+                                                                        "missing": missing[benchmark]})
         checkpoint_path, checkpoint_version = latest_output(context, checkpoint)
         index = corpus_index(context, recipe.corpus.source_names())
         settings = evaluation_settings_hash(recipe)
@@ -238,7 +260,7 @@ def nightly_policy_evaluation(recipe: Recipe) -> dg.ScheduleDefinition:
                              "switched on (UI: Automation, or `dagster schedule start`).")
     def _nightly(context: dg.ScheduleEvaluationContext):
         stamp = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
-        for benchmark in recipe.evaluation.benchmarks:
+        for benchmark in evaluated_benchmarks(recipe):
             yield dg.RunRequest(run_key=f"{stamp}:{benchmark}", partition_key=benchmark, asset_selection=[key],
                                 tags={"medmo/reason": "nightly re-evaluation"})
 

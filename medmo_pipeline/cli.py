@@ -5,6 +5,7 @@
     medmo ui            serve the Dagster UI on 127.0.0.1 (``dagster dev``); stops all of it on SIGINT/SIGTERM
     medmo paths         print where everything lives under MEDMO_HOME
     medmo lineage       print the chain that produced a checkpoint (directory or asset key), text or JSON
+    medmo rehearse      the paper recipe's stages under ZeRO-3 with 2 processes, on CPU at corpus scale
 
 Every command that reads a recipe takes ``--recipe`` (a shipped name or a YAML path; default MEDMO_RECIPE,
 else the embedded recipe). The Dagster commands run as subprocesses: this library never imports dagster.
@@ -274,6 +275,11 @@ def lineage(target: str, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rehearse"]:  # its own options (``medmo rehearse --help``)
+        from medmo_pipeline.rehearsal.run import main as rehearse
+
+        return rehearse(argv[1:])
     parser = argparse.ArgumentParser(prog="medmo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     recipe = argparse.ArgumentParser(add_help=False)
@@ -289,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     p_ui.add_argument("--port", type=int, default=3000)
     p_ui.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     sub.add_parser("paths", help="print where outputs live")
+    sub.add_parser("rehearse", help="the paper recipe's structure on CPU at corpus scale (ZeRO-3, 2 processes)")
     p_lineage = sub.add_parser("lineage", help="print the chain that produced a checkpoint, back to the base model")
     p_lineage.add_argument("target", help="a checkpoint (or evaluation) directory, or an asset key such as rl_policy")
     p_lineage.add_argument("--json", action="store_true", help="machine-readable output")

@@ -73,6 +73,8 @@ class RegistryCorpusRecipe(_Strict):
     data_root: str = Field(description="directory holding each dataset's origin.local_dir; "
                                        "${VAR} expands from the environment")
     sources: list[str] | None = Field(None, description="datasets to curate; default: every trained one")
+    versions: dict[str, str] = Field(default_factory=dict, description="dataset -> published layout version "
+                                     "to read (e.g. pmc_vqa: v1); default: the registry entry's current release")
 
     @model_validator(mode="after")
     def _sources_are_in_the_registry(self) -> RegistryCorpusRecipe:
@@ -104,6 +106,9 @@ class CorpusRecipe(_Strict):
     shard_rows: int = Field(2000, gt=0)
     max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
     image_limits: ImageLimitsRecipe = ImageLimitsRecipe()
+    curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
+    split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
+                                                                "curation_parts parts (data.curation_parts)")
 
     @model_validator(mode="after")
     def _kind_has_its_section(self) -> CorpusRecipe:
@@ -136,12 +141,46 @@ class CorpusRecipe(_Strict):
 
 
 class MixtureRecipe(_Strict):
-    """Which rows a stage trains on: sources with weights, restricted to some tasks."""
+    """Which rows a stage trains on: sources, restricted to some tasks, and how many samples.
 
-    sources: dict[str, float] = Field(description="source -> sampling weight (relative)")
+    ``sources`` as a list is the paper's single epoch: one pass over each source, so each weighs as
+    much as its eligible rows. As a mapping ``source -> weight`` the shares are explicit instead:
+    source ``s`` gets ``planned * w_s / sum(w)`` samples (several passes over a small source, part of
+    a large one). ``max_samples`` sizes one pass of the mixture (default: every eligible row once,
+    task weights applied; with a list it only caps, scaling every source down alike);
+    ``data.mixture.plan`` turns this into the stage's counts.
+    """
+
+    sources: list[str] | dict[str, float] = Field(
+        description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
     tasks: list[TaskName]
-    max_samples: int | None = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0, description="samples in one pass of the mixture (default: its rows)")
     task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
+    shuffle_window: int = Field(1024, gt=0, description="rows of a shard shuffled together while streaming; "
+                                                        "each source holds one window in memory")
+    declared_samples: int | None = Field(None, gt=0, description="the stage's size as its reference reports it "
+                                                                 "(shown beside the planned count, not enforced)")
+    open: dict[str, str] = Field(default_factory=dict, description="field -> why its value is a choice here "
+                                                                   "(what the reference leaves open)")
+
+    @model_validator(mode="after")
+    def _positive_weights(self) -> MixtureRecipe:
+        weights = self.sources.values() if isinstance(self.sources, dict) else []
+        if any(w <= 0 for w in [*weights, *self.task_weights.values()]):
+            raise ValueError("source and task weights must be > 0 (leave a source out instead of weighting it 0)")
+        if isinstance(self.sources, list) and len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources lists a dataset twice: {self.sources}")
+        unknown = sorted(set(self.open) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"open: {unknown} are not mixture fields")
+        return self
+
+    def source_names(self) -> list[str]:
+        return list(self.sources)
+
+    def weights(self) -> dict[str, float] | None:
+        """Explicit relative weights, or None for the single pass over each source."""
+        return dict(self.sources) if isinstance(self.sources, dict) else None
 
 
 class ImageRecipe(_Strict):
@@ -175,6 +214,12 @@ class OptimRecipe(_Strict):
     on_mismatch: Literal["fresh", "error"] = Field(
         "fresh", description="an unfinished run of this stage with another recipe, parent or data exists: "
                              "start fresh beside it, or stop with an error naming what differs")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="attention kernel the model loads with; auto: flash_attention_2 where the "
+                            "flash-attn package and a GPU are present, else sdpa")
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="further SFTConfig/GRPOConfig fields by name, checked against the "
+                                          "installed TRL when the recipe loads (e.g. max_grad_norm, use_vllm)")
 
     @field_validator("deepspeed")
     @classmethod
@@ -294,6 +339,15 @@ class Recipe(_Strict):
             if unknown:
                 prefix = "rl" if name == "rl" else f"stages.{name}"
                 raise ValueError(f"{prefix}.mixture.sources: {unknown} are not corpus sources (known: {sorted(known)})")
+        return self
+
+    @model_validator(mode="after")
+    def _trainer_args_are_trl_fields(self) -> Recipe:
+        from medmo_pipeline.trainer_fields import check_trainer_args
+
+        for name in [*self.stages, "rl"]:
+            check_trainer_args(self.stage(name).optim.trainer_args, rl=name == "rl",
+                               where="rl.optim.trainer_args" if name == "rl" else f"stages.{name}.optim.trainer_args")
         return self
 
     @model_validator(mode="after")

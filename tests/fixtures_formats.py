@@ -65,10 +65,13 @@ def write_records(root: Path, file: str, records: list[dict]) -> None:
     elif suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
     elif suffix in (".csv", ".tsv"):
+        # As exported by Excel/pandas on Windows: a byte-order mark, CRLF line ends, a header name
+        # with a trailing space, fields holding the delimiter or newlines quoted.
         fields = list(dict.fromkeys(k for r in records for k in r))
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fields, delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writeheader()
+        with open(path, "w", newline="", encoding="utf-8-sig") as handle:
+            delimiter = "\t" if suffix == ".tsv" else ","
+            csv.writer(handle, delimiter=delimiter).writerow([*fields[:-1], fields[-1] + " "])
+            writer = csv.DictWriter(handle, fields, delimiter=delimiter)
             writer.writerows({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
                              for r in records)
     elif suffix == ".parquet":
@@ -94,7 +97,7 @@ def _parquet(options) -> bool:
 
 def build_caption(root: Path, options) -> int:
     records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
-                options.caption_field: f"Axial CT showing finding number {i}."} for i in range(3)]
+                options.caption_field: f"Axial CT, contrast-enhanced,\nshowing finding number {i}."} for i in range(3)]
     if options.id_field:
         for i, record in enumerate(records):
             record[options.id_field] = f"c{i}"
@@ -111,14 +114,14 @@ def build_vqa(root: Path, options) -> int:
         else:
             image = image_value(root, options, f"vqa{i}.png", i, embedded=_parquet(options))
         record = {options.image_field: image,
-                  options.question_field: f"Is there an abnormality in region {i}?",
-                  options.answer_field: "yes" if i % 2 else "left lung"}
+                  options.question_field: f"Is there an abnormality in region {i}? ",
+                  options.answer_field: "Yes " if i % 2 else "Left lung"}  # mixed case, trailing space
         if options.answer_type_field:
             record[options.answer_type_field] = "CLOSED" if i % 2 else "OPEN"
-        if options.option_fields:
+        if options.option_fields:  # PMC-VQA writes each option's letter into it: "A:Diffuse uptake"
             for j, field in enumerate(options.option_fields):
-                record[field] = f"option {j} of {i}"
-            record[options.answer_field] = {"letter": "B", "index": "1", "text": f"option 1 of {i}"}[
+                record[field] = f"{'ABCD'[j]}:option {j} of {i}, with a comma"
+            record[options.answer_field] = {"letter": "B", "auto": "B", "index": "1", "text": f"option 1 of {i}"}[
                 options.answer_format]
         if options.id_field:
             record[options.id_field] = f"q{i}"
@@ -127,7 +130,8 @@ def build_vqa(root: Path, options) -> int:
         records.append(record)
     expected = len(records)
     if options.language_field:  # one record in another language, filtered out
-        records.append({**records[0], options.language_field: "zh"})
+        other = "en" if options.language == "zh" else "zh"
+        records.append({**records[0], options.language_field: other, options.question_field: "哪个器官不正常？"})
     if options.delimiter_fields:
         lines = [f"{r[options.image_field]}|{r[options.question_field]}|{r[options.answer_field]}" for r in records]
         write_file(root, options.file, "\n".join(lines) + "\n")
@@ -194,12 +198,16 @@ def build_text_instruction(root: Path, options) -> int:
 def build_report(root: Path, options) -> int:
     if options.layout == "study_folders":
         base = f"{options.image_dir}/p10/p10000032" if options.image_dir else "p10/p10000032"
-        for s in range(2):
-            write_file(root, f"{base}/s5000000{s}.txt",
-                       f"WET READ: none\n FINDINGS: Lungs are clear {s}.\n IMPRESSION: No acute process {s}.\n")
+        reports = [f"WET READ: none\n FINDINGS: Lungs are clear {s}.\n IMPRESSION: No acute process {s}.\n"
+                   for s in range(2)]
+        # About 10k real reports have one combined section; PhysioNet's files are LF, copies may be CRLF.
+        reports.append("                                 FINAL REPORT\r\n EXAMINATION:  CHEST (PA AND LAT)\r\n \r\n"
+                       " FINDINGS AND IMPRESSION:  Heart size is normal.  No pneumothorax.\r\n")
+        for s, report in enumerate(reports):
+            write_file(root, f"{base}/s5000000{s}.txt", report)
             write_file(root, f"{base}/s5000000{s}/view1.dcm", Path(get_testdata_files("CT_small.dcm")[0]).read_bytes())
             write_file(root, f"{base}/s5000000{s}/view2.jpg", jpeg_bytes(seed=s))
-        return 2
+        return len(reports)
     records = []
     for i in range(3):
         record = {options.findings_field: f"Heart size normal {i}.", options.impression_field: f"No acute disease {i}."}

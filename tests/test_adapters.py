@@ -15,17 +15,19 @@ from PIL import Image
 from pydicom.data import get_testdata_files
 
 from medmo_pipeline.boxes import pixels_to_relative
-from medmo_pipeline.data.adapters import ADAPTERS, iter_samples
+from medmo_pipeline.data.adapters import ADAPTERS, iter_outcomes, iter_samples
 from medmo_pipeline.data.adapters.report import split_sections
 from medmo_pipeline.data.curation import curate
 from medmo_pipeline.data.images import dicom_entry, inspect_image, window_to_uint8
-from medmo_pipeline.data.paths import UnsafePathError
+from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.registry import iter_source_rows, load_registry
 from medmo_pipeline.data.schema import validate_row
 
 REGISTRY = load_registry()
 CASES = [pytest.param(entry, spec, id=f"{entry.name}-{spec.family}")
          for entry in REGISTRY.datasets for spec in entry.adapters]
+CASES += [pytest.param(entry, spec, id=f"{entry.name}@{version}-{spec.family}")
+          for entry in REGISTRY.datasets for version, layout in entry.other_versions.items() for spec in layout.adapters]
 
 
 def pixels(entry: dict) -> np.ndarray:
@@ -53,7 +55,7 @@ def test_iter_source_rows_stamps_source_licence_and_ids(tmp_path, monkeypatch):
     entry = REGISTRY.get("slake")
     for spec in entry.adapters:
         build_fixture(spec.family, tmp_path / "slake", spec.options)
-    rows = list(iter_source_rows(entry, tmp_path))
+    rows = [row for row in iter_source_rows(entry, tmp_path) if type(row) is dict]
     assert {row["source"] for row in rows} == {"slake"} and {row["license"] for row in rows} == {entry.licence}
     ids = [row["id"] for row in rows]
     assert len(set(ids)) == len(ids) and all(i.startswith("slake:") for i in ids)
@@ -76,7 +78,7 @@ def test_vqa_closed_yes_no_gets_choices_open_gets_none(tmp_path):
     build_fixture("vqa", tmp_path, options)
     rows = list(iter_samples("vqa", tmp_path, options))
     closed = [r for r in rows if r["answer"] == "yes"]
-    opened = [r for r in rows if r["answer"] == "left lung"]
+    opened = [r for r in rows if r["answer"] == "Left lung"]  # open answers keep their case
     assert closed and all(r["choices"] == ["yes", "no"] for r in closed)
     assert opened and all(r["choices"] == [] for r in opened)
 
@@ -106,13 +108,15 @@ def test_report_sections_from_free_text():
     assert split_sections(text) == ("Clear lungs. No effusion.", "No acute process.")
 
 
-def test_mimic_study_folders_window_dicom_and_keep_jpeg(tmp_path):
-    options = REGISTRY.get("mimic_cxr").adapters[0].options
+@pytest.mark.parametrize(("version", "suffix"), [("jpg-2.1.0", ".jpg"), ("dicom-2.1.0", ".dcm")])
+def test_mimic_study_folders_read_the_images_of_their_version(tmp_path, version, suffix):
+    options = REGISTRY.get("mimic_cxr").adapters_for(version)[0].options
     build_fixture("report", tmp_path, options)
     rows = list(iter_samples("report", tmp_path, options))
     assert rows[0]["id"] == "p10/p10000032/s50000000"
     assert rows[0]["messages"][1]["content"] == "Findings: Lungs are clear 0.\nImpression: No acute process 0."
-    assert [Path(i["path"]).suffix for i in rows[0]["images"]] == [".dcm", ".jpg"]
+    assert [Path(i["path"]).suffix for i in rows[0]["images"]] == [suffix]
+    assert pixels(rows[0]["images"][0]).dtype == np.uint8  # DICOM windowed to 8 bits
 
 
 def test_nih_bbox_xywh_becomes_xyxy_and_relative_answer(tmp_path):
@@ -205,13 +209,17 @@ def test_image_folder_reads_real_dicom_and_16bit_png(tmp_path):
 
 
 def test_paths_from_data_files_cannot_escape_the_root(tmp_path):
+    """A path leaving the root quarantines its record (naming file and row); the next record is read."""
     (tmp_path / "outside.png").write_bytes(png_bytes())
     root = tmp_path / "ds"
-    root.mkdir()
+    write_file(root, "ok.png", png_bytes())
     for bad in ("../outside.png", str(tmp_path / "outside.png")):
-        (root / "vqa.json").write_text(json.dumps([{"image": bad, "question": "q?", "answer": "a"}]))
-        with pytest.raises(UnsafePathError):
-            list(iter_samples("vqa", root, {"file": "vqa.json"}))
+        (root / "vqa.json").write_text(json.dumps([{"image": bad, "question": "q?", "answer": "a"},
+                                                   {"image": "ok.png", "question": "q?", "answer": "a"}]))
+        problem, row = list(iter_outcomes("vqa", root, {"file": "vqa.json"}))
+        assert isinstance(problem, RowQuarantined) and problem.reason == "unsafe_path"
+        assert (problem.file, problem.record) == ("vqa.json", "row 1") and bad in problem.detail
+        assert row["images"][0]["path"] == "ok.png"
 
 
 def test_missing_image_file_is_left_to_curation(tmp_path):
@@ -220,3 +228,17 @@ def test_missing_image_file_is_left_to_curation(tmp_path):
     assert row["images"][0]["bytes"] is None
     report = curate([row], tmp_path / "out", source="x", shard_rows=10)
     assert report["quarantined_by_reason"] == {"image_missing": 1}
+
+
+def test_headerless_tsv_columns_and_answer_lists(tmp_path):
+    """ROCO's captions.txt has no header row (``columns`` names them); MIMIC-CXR-VQA answers are lists."""
+    write_file(tmp_path, "captions.txt", "ROCO_00002\t Computed tomography of the chest, axial.\r\n")
+    write_file(tmp_path, "images/ROCO_00002", png_bytes())
+    options = {"file": "captions.txt", "format": "tsv", "columns": ["id", "caption"], "id_field": "id",
+               "image_field": "id", "image_dir": "images"}
+    (row,) = iter_samples("caption", tmp_path, options)
+    assert row["id"] == "ROCO_00002" and row["messages"][1]["content"] == "Computed tomography of the chest, axial."
+    write_file(tmp_path, "train.json", json.dumps([{"idx": 7, "image_path": "images/ROCO_00002", "question": "Where?",
+                                                    "answer": ["left lung", "right lung"]}]))
+    (row,) = iter_samples("vqa", tmp_path, {"file": "train.json", "image_field": "image_path", "id_field": "idx"})
+    assert row["answer"] == "left lung, right lung"

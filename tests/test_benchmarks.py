@@ -4,19 +4,14 @@ the paper's reported numbers."""
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
-from fixtures_formats import build_fixture, png_bytes, write_file
+from benchmark_releases import build_release
 
-from medmo_pipeline.data.adapters.choices import LETTERS
-from medmo_pipeline.data.schema import validate_row
 from medmo_pipeline.evaluation.benchmarks import load_benchmark
-from medmo_pipeline.evaluation.gold import UnreadableGold
 from medmo_pipeline.evaluation.metrics import summarize
 from medmo_pipeline.evaluation.registry import (
     METRICS,
@@ -32,98 +27,46 @@ from medmo_pipeline.evaluation.scoring import PLUGIN_METRICS, score_benchmark
 REGISTRY = load_registry()
 FILE_BENCHMARKS = [b.name for b in REGISTRY.benchmarks if b.origin.kind != "synthetic"]
 
-PAPER = {  # MEDMO_RECIPE.md, "Evaluation" (grounding: Table 4, after RL / before RL)
-    "mmmu_med": {"accuracy": 64.6}, "vqa_rad": {"accuracy": 64.7}, "slake": {"accuracy": 81.6},
-    "pathvqa": {"accuracy": 56.3}, "pmc_vqa": {"accuracy": 59.4}, "omnimedvqa": {"accuracy": 84.8},
-    "medxpertqa_mm": {"accuracy": 26.2},
-    "mmlu_med": {"accuracy": 81.0}, "pubmedqa": {"accuracy": 77.6}, "medmcqa": {"accuracy": 65.0},
-    "medqa": {"accuracy": 90.4}, "medbullets": {"accuracy": 60.2}, "medxpertqa_text": {"accuracy": 19.9},
-    "supergpqa": {"accuracy": 36.0},
-    "mimic_cxr": {"rouge_l": 31.7, "cider": 140.0, "ratescore": 57.1, "sembscore": 50.0},
-    "chexpert_plus": {"rouge_l": 23.6, "cider": 87.5, "ratescore": 47.3, "sembscore": 42.2},
-    "iu_xray": {"rouge_l": 31.1, "cider": 169.7, "ratescore": 45.3, "sembscore": 41.3},
-    "medtrinity": {"rouge_l": 37.0, "cider": 270.4, "ratescore": 53.0, "sembscore": 39.2},
-    "nih_chest_xray": {"iou": 13.3}, "deeplesion": {"iou": 38.9}, "bacteria": {"iou": 55.0}, "medsg": {"iou": None},
-}
-BEFORE_RL = {"nih_chest_xray": 8.8, "deeplesion": 38.5, "bacteria": 54.6}
-AVERAGES = {"vqa": (62.5, 48.8), "text_qa": (61.4, 54.5)}
 GROUPS = {
     "vqa": ["mmmu_med", "vqa_rad", "slake", "pathvqa", "pmc_vqa", "omnimedvqa", "medxpertqa_mm"],
     "text_qa": ["mmlu_med", "pubmedqa", "medmcqa", "medqa", "medbullets", "medxpertqa_text", "supergpqa"],
     "report": ["mimic_cxr", "chexpert_plus", "iu_xray", "medtrinity"],
-    "grounding": ["nih_chest_xray", "deeplesion", "bacteria", "medsg"],
+    "grounding": ["nih_chest_xray", "deeplesion", "bacteria", "medsg_multi_view", "medsg_object_tracking",
+                  "medsg_referring"],
 }
+PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.tsv"  # the paper's Tables 1-2, verbatim
+TABLE_COLUMNS = {  # the paper's column headers -> (benchmark, column)
+    1: [("mmmu_med", "accuracy"), ("vqa_rad", "accuracy"), ("slake", "accuracy"), ("pathvqa", "accuracy"),
+        ("pmc_vqa", "accuracy"), ("omnimedvqa", "accuracy"), ("medxpertqa_mm", "accuracy"), ("AVG", "vqa"),
+        ("mmlu_med", "accuracy"), ("pubmedqa", "accuracy"), ("medmcqa", "accuracy"), ("medqa", "accuracy"),
+        ("medbullets", "accuracy"), ("medxpertqa_text", "accuracy"), ("supergpqa", "accuracy"), ("AVG", "text_qa")],
+    2: [(b, c) for b in ("mimic_cxr", "chexpert_plus", "iu_xray", "medtrinity")
+        for c in ("rouge_l", "cider", "ratescore", "sembscore")],
+}
+MODEL_ROWS = {"MedMO-8B": "medmo_8b", "MedMO-4B": "medmo_4b", "Qwen3VL-8B": "qwen3_vl_8b",
+              "Fleming-VL-8B": "fleming_vl_8b", "Lingshu-7B": "lingshu_7b"}
 
 
-# ---- fixtures in real formats the shared builders do not write ---------------------------------
-
-def _mmlu(root: Path, options: dict) -> int:
-    """cais/mmlu parquet: question, subject, choices (list), answer (0-based int)."""
-    path = root / options["file"].replace("*", "00000-of-00001")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist([
-        {"question": f"Which nerve {i}?", "subject": "anatomy", "choices": ["Vagus", "Facial", "Optic", "Ulnar"],
-         "answer": i % 4} for i in range(3)]), path)
-    return 3
-
-
-def _mmmu(root: Path, options: dict) -> int:
-    """MMMU validation rows exported as the registry's instructions say."""
-    write_file(root, f"images/{options['file'].split('/')[0]}_1.png", png_bytes(seed=1))
-    record = {"id": "validation_Pharmacy_1", "question": "Which drug is shown?\nA. Aspirin\nB. Heparin",
-              "answer": "B", "image_1": f"{options['file'].split('/')[0]}_1.png"}
-    write_file(root, options["file"], json.dumps(record) + "\n")
-    return 1
-
-
-def _medxpertqa_mm(root: Path, options: dict) -> int:
-    """MedXpertQA MM/test.jsonl: options dict, label letter, images list (files from images.zip)."""
-    lines = []
-    for i in range(2):
-        write_file(root, f"images/MM-{i}-a.jpeg", png_bytes(seed=i))
-        lines.append(json.dumps({
-            "id": f"MM-{i}", "question": f"Case {i}. What is the diagnosis?\nAnswer Choices: (A) x (B) y (C) z (D) w (E) v",
-            "options": {"A": "x", "B": "y", "C": "z", "D": "w", "E": "v"}, "label": "CE"[i],
-            "images": [f"MM-{i}-a.jpeg"], "medical_task": "Diagnosis", "body_system": "Lymphatic",
-            "question_type": "Reasoning"}))
-    write_file(root, options["file"], "\n".join(lines) + "\n")
-    return 2
-
-
-def _omnimedvqa(root: Path, options: dict) -> int:
-    """OmniMedVQA QA_information/Open-access/<dataset>.json with Images/ paths relative to the root."""
-    records = []
-    for i in range(3):
-        write_file(root, f"Images/ACRIMA/img{i}.png", png_bytes(seed=i))
-        records.append({"dataset": "ACRIMA", "question_id": f"ACRIMA_{i:04d}", "question_type": "Disease Diagnosis",
-                        "question": "What is the finding in this fundus image?", "gt_answer": "Glaucoma",
-                        "image_path": f"Images/ACRIMA/img{i}.png", "option_A": "Normal", "option_B": "Glaucoma",
-                        "option_C": "Cataract", "option_D": "Myopia", "modality_type": "Fundus Photography"})
-    write_file(root, options["file"].replace("*", "ACRIMA"), json.dumps(records))
-    return 3
-
-
-CUSTOM = {"mmlu_med": _mmlu, "mmmu_med": _mmmu, "medxpertqa_mm": _medxpertqa_mm, "omnimedvqa": _omnimedvqa}
-EVAL_ONLY = {"deeplesion": 1}  # the builder writes one test-subset slice (Train_Val_Test 3) of two
-
-
-def build_benchmark(name: str, root: Path) -> int:
-    """A fixture directory for benchmark ``name``; returns how many rows it should yield."""
-    root.mkdir(parents=True, exist_ok=True)
-    total = 0
-    for loader in REGISTRY.get(name).loaders:
-        if name in CUSTOM:
-            total += CUSTOM[name](root, dict(loader.options))
-        else:
-            total += build_fixture(loader.family, root, dict(loader.options))
-    return EVAL_ONLY.get(name, total)
-
-
-@pytest.fixture
-def credentials(monkeypatch):
-    for benchmark in REGISTRY.benchmarks:
-        for variable in benchmark.credentials.env if benchmark.credentials else []:
-            monkeypatch.setenv(variable, "test")
+def paper_numbers() -> dict[tuple[str, str, str], float]:
+    """(benchmark or AVG, column, model) -> the number in the paper's tables (and its grounding text)."""
+    numbers, table = {}, 0
+    for line in PAPER_TABLES.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# MedMO paper, Table "):
+            table = int(line.split("Table ")[1][0])
+        elif line.startswith("# Table 3"):
+            text = line.split("from the text: ")[1]
+            for group in text.split("; "):
+                benchmark = {"Bacteria": "bacteria", "NIH": "nih_chest_xray"}[group.split()[0]]
+                for model, value in re.findall(r"(MedMO-8B|Qwen3VL-8B|Fleming-VL-8B) ([\d.]+)", group):
+                    # The text's MedMO-8B grounding figures are the ones before the RL stage (Table 4).
+                    key = "medmo_8b_before_rl" if model == "MedMO-8B" else MODEL_ROWS[model]
+                    numbers[(benchmark, "iou", key)] = float(value)
+        elif line.split("\t")[0] in MODEL_ROWS:
+            cells = line.split("\t")
+            for (benchmark, column), cell in zip(TABLE_COLUMNS[table], cells[1:], strict=True):
+                if cell != "—":
+                    numbers[(benchmark, column, MODEL_ROWS[cells[0]])] = float(cell)
+    return numbers
 
 
 # ---- the registry -------------------------------------------------------------------------------
@@ -132,7 +75,7 @@ def test_registry_lists_every_benchmark_of_the_paper():
     for group, names in GROUPS.items():
         assert [b.name for b in REGISTRY.benchmarks if b.group == group] == names
     assert REGISTRY.get("synthetic_heldout").origin.kind == "synthetic"
-    assert len(REGISTRY.benchmarks) == 23
+    assert len(REGISTRY.benchmarks) == 25
 
 
 def test_metric_names_are_known_and_scoring_names_match():
@@ -152,20 +95,37 @@ def test_every_report_benchmark_declares_the_papers_four_report_metrics():
         assert {"open_vqa_exact_match", "open_vqa_token_f1"} <= set(REGISTRY.get(name).metrics)
 
 
-@pytest.mark.parametrize("name", list(PAPER))
-def test_reported_numbers_equal_the_recipe(name):
-    reported = REGISTRY.get(name).reported
-    assert {column: numbers.medmo_8b for column, numbers in reported.items()} == PAPER[name]
-    assert all(numbers.qwen3_vl_8b is None for numbers in reported.values())  # the paper gives only averages
-    assert reported.get("iou") is None or reported["iou"].medmo_8b_before_rl == BEFORE_RL.get(name)
+def test_every_reported_number_is_the_papers():
+    paper = paper_numbers()
+    assert len(paper) == 5 * 16 + 5 * 16 + 5  # Tables 1-2 for five models; the grounding text's five
+    checked = 0
+    for benchmark in REGISTRY.benchmarks:
+        for column, numbers in benchmark.reported.items():
+            for model, value in numbers.model_dump().items():
+                if value is None:
+                    continue
+                key = (benchmark.name, column, model)
+                if benchmark.group == "grounding" and key not in paper:
+                    assert model in ("medmo_8b", "medmo_8b_before_rl"), key  # Table 4 did not survive extraction
+                    continue
+                assert paper[key] == value, key
+                checked += 1
+    for group, numbers in REGISTRY.reported_averages.items():
+        for model, value in numbers.model_dump().items():
+            if value is not None:
+                assert paper[("AVG", group, model)] == value, (group, model)
+                checked += 1
+    # Every number of the paper's tables for these five models is in the registry.
+    assert checked == 5 * 16 + 5 * 16 + 5
 
 
-def test_reported_averages_and_long_rows():
-    averages = {group: (n.medmo_8b, n.qwen3_vl_8b) for group, n in REGISTRY.reported_averages.items()}
-    assert averages == AVERAGES
-    rows = REGISTRY.reported_rows()
-    assert {"benchmark": "vqa_rad", "group": "vqa", "column": "accuracy", "model": "medmo_8b", "value": 64.7} in rows
-    assert len(rows) == 7 + 7 + 16 + 3 + 3
+def test_paper_averages_are_plain_means_of_the_listed_benchmarks():
+    for group in ("vqa", "text_qa"):
+        members = REGISTRY.average_members(group)
+        assert members == GROUPS[group]
+        for model in MODEL_ROWS.values():
+            values = [getattr(REGISTRY.get(name).reported["accuracy"], model) for name in members]
+            assert sum(values) / len(values) == pytest.approx(getattr(REGISTRY.reported_averages[group], model), abs=0.1)  # the paper rounds each number
 
 
 def _bad_registry(tmp_path: Path, mutate) -> Path:
@@ -181,21 +141,25 @@ def _bad_registry(tmp_path: Path, mutate) -> Path:
     (lambda b, d: b["slake"]["loaders"][0]["options"].update(question_feld="q"),
      "benchmark 'slake', field loaders.0.question_feld: Extra inputs are not permitted"),
     (lambda b, d: b["medqa"]["loaders"][0].update(family="nope"), "benchmark 'medqa', field loaders.0: Value error, unknown adapter family 'nope'"),
-    (lambda b, d: b["pathvqa"].update(metrics=["accuracy"]), "benchmark 'pathvqa', field (entry): Value error, unknown metrics ['accuracy']"),
+    (lambda b, d: b["pathvqa"].update(metrics=["acc"]), "benchmark 'pathvqa', field (entry): Value error, unknown metrics ['acc']"),
+    (lambda b, d: b["vqa_rad"]["loaders"][0].update(where={"answer_type": ["CLOSED"]}),
+     "benchmark 'vqa_rad', field (entry): Value error, loaders[].where reads a filtered copy"),
+    (lambda b, d: b["omnimedvqa"]["loaders"][0]["layouts"][0].update(question_feld="q"),
+     "benchmark 'omnimedvqa', field loaders.0.question_feld: Extra inputs are not permitted"),
+    (lambda b, d: b["pathvqa"].pop("layout_source"), "benchmark 'pathvqa', field (entry): Value error, a file benchmark needs layout_source"),
     (lambda b, d: b["mimic_cxr"].pop("credentials"), "benchmark 'mimic_cxr', field (entry): Value error, credentials_required"),
     (lambda b, d: b["medmcqa"]["origin"].pop("split"), "benchmark 'medmcqa', field origin: Value error, origin kind 'hub' needs hub_id and split"),
     (lambda b, d: b["medbullets"]["origin"].pop("instructions"), "benchmark 'medbullets', field origin"),
     (lambda b, d: b["vqa_rad"]["answers"].pop("closed_when"), "benchmark 'vqa_rad', field answers: Value error, closed_when"),
     (lambda b, d: b["deeplesion"]["answers"].update(types=["open"]), "benchmark 'deeplesion', field answers"),
     (lambda b, d: b["pmc_vqa"]["reported"]["accuracy"].update(medmo=1.0), "benchmark 'pmc_vqa', field reported.accuracy.medmo"),
-    (lambda b, d: b["pmc_vqa"]["reported"]["accuracy"].pop("qwen3_vl_8b"), "field reported.accuracy.qwen3_vl_8b: Field required"),
     (lambda b, d: b["iu_xray"]["reported"].update(bleu={"medmo_8b": 1, "qwen3_vl_8b": None}), "benchmark 'iu_xray', field reported.bleu"),
     (lambda b, d: d["benchmarks"].append(dict(b["medqa"])), "duplicate benchmark names ['medqa']"),
     (lambda b, d: b["medqa"].update(tasks=["report"]), "benchmark 'medqa', field (entry): Value error, answer types"),
-    (lambda b, d: b["medsg"]["answers"].update(box_scale="original_pixels"),
-     "benchmark 'medsg', field answers.box_scale: Input should be 'relative_1000' or 'pixels'"),
-    (lambda b, d: b["medsg"]["answers"].pop("box_scale"),
-     "benchmark 'medsg', field answers: Value error, box_scale is required with answer type 'boxes'"),
+    (lambda b, d: b["medsg_referring"]["answers"].update(box_scale="original_pixels"),
+     "benchmark 'medsg_referring', field answers.box_scale: Input should be 'relative_1000' or 'pixels'"),
+    (lambda b, d: b["medsg_referring"]["answers"].pop("box_scale"),
+     "benchmark 'medsg_referring', field answers: Value error, box_scale is required with answer type 'boxes'"),
     (lambda b, d: b["medqa"]["answers"].update(box_scale="pixels"),
      "benchmark 'medqa', field answers: Value error, box_scale is required with answer type 'boxes' and only then"),
     (lambda b, d: b["iu_xray"].update(metrics=["report_rouge_l", "report_bleu"]), "unknown metrics ['report_bleu']"),
@@ -206,25 +170,13 @@ def test_registry_errors_name_the_benchmark_and_field(tmp_path, mutate, expected
     assert expected in str(error.value)
 
 
-# ---- loading ------------------------------------------------------------------------------------
+# ---- loading (the gold round trip of every benchmark: test_benchmark_releases.py) -------------
 
-@pytest.mark.parametrize("name", FILE_BENCHMARKS)
-def test_loader_reads_a_fixture_in_the_benchmarks_real_format(tmp_path, credentials, name):
-    benchmark = REGISTRY.get(name)
-    expected = build_benchmark(name, tmp_path / name)
-    rows = load_benchmark(name, None, root=tmp_path / name)
-    assert len(rows) == expected > 0
-    for row in rows:
-        validate_row(row)
-        assert row["split"] == "eval" and row["source"] == name and row["license"] == benchmark.licence
-        assert row["task"] in benchmark.tasks and row["messages"][-1]["content"]
-        assert row["id"].startswith(f"{name}:")
-        if benchmark.answers.types == ["multiple_choice"]:
-            assert row["answer"] in LETTERS and (not row["choices"] or LETTERS.index(row["answer"]) < len(row["choices"]))
-        if row["task"] != "text_qa" and benchmark.origin.kind != "synthetic":
-            assert row["images"] and all(image["bytes"] for image in row["images"])
-    assert len({row["id"] for row in rows}) == len(rows)
-    assert load_benchmark(name, None, root=tmp_path / name) == rows  # deterministic
+@pytest.fixture
+def credentials(monkeypatch):
+    for benchmark in REGISTRY.benchmarks:
+        for variable in benchmark.credentials.env if benchmark.credentials else []:
+            monkeypatch.setenv(variable, "test")
 
 
 @pytest.fixture
@@ -234,38 +186,10 @@ def no_plugins(monkeypatch):
         monkeypatch.delenv(variable, raising=False)
 
 
-# What the gold reply scores on each metric. CIDEr of a perfect reply is 10 on pycocoevalcap's scale
-# when each n-gram order has an n-gram not in every reference (the fixtures number their reports);
-# IoU is 1 up to the 0-1000 scale's rounding.
-PERFECT = {"report_cider": 10.0, "caption_cider": 10.0}
-
-
-@pytest.mark.parametrize("name", FILE_BENCHMARKS)
-def test_scoring_produces_the_registry_metrics(tmp_path, credentials, no_plugins, name):
-    build_benchmark(name, tmp_path / name)
-    rows = load_benchmark(name, None, root=tmp_path / name)
-    declared = REGISTRY.get(name).metrics
-    scores = score_benchmark(rows, [row["messages"][-1]["content"] for row in rows], declared)
-    values = {result.name: result for result in scores.results}
-    # Every declared metric is either computed or named as not computed; only plug-ins may be missing.
-    assert set(declared) <= set(values) | set(scores.not_computed)
-    assert set(scores.not_computed) == set(declared) & PENDING_METRICS
-    for metric in set(declared) & SCORED_METRICS:
-        result = values[metric]
-        assert 0 < result.n <= len(rows) and result.ci_low <= result.value <= result.ci_high, metric
-        if metric.endswith("mean_iou"):
-            assert result.value >= 0.95, metric
-        else:
-            assert result.value == pytest.approx(PERFECT.get(metric, 1.0), abs=1e-9), metric
-    for metric, reason in scores.not_computed.items():  # what is missing is named, not dropped
-        assert reason.startswith(f"{PLUGIN_METRICS[metric][1]} plug-in unavailable: ")
-        assert any(hint in reason for hint in ("not installed", "MEDMO_", "OPENAI_API_KEY")), reason
-
-
 @pytest.mark.parametrize("name", GROUPS["report"])
 def test_configured_plugins_are_computed_for_the_declared_metrics(tmp_path, credentials, name):
-    build_benchmark(name, tmp_path / name)
-    rows = load_benchmark(name, None, root=tmp_path / name)
+    build_release(name, tmp_path / name)
+    rows = load_benchmark(name, None, root=tmp_path / name, partial=True)
     seen = {}
 
     def fake(plugin):
@@ -286,34 +210,18 @@ def test_configured_plugins_are_computed_for_the_declared_metrics(tmp_path, cred
     assert [sample["ratescore"] for sample in scores.per_sample] == [0.25 + 0.5 * (i % 2) for i in range(len(rows))]
 
 
-def test_a_grounding_row_without_a_readable_gold_box_fails_the_load_naming_it(tmp_path):
-    records = [{"id": f"s{i}", "image": f"s{i}.png",
-                "conversations": [{"from": "human", "value": "<image>\nLocate the nodule."},
-                                  {"from": "gpt", "value": reply}]}
-               for i, reply in enumerate(["Nodule <box>[[250, 500, 750, 1000]]</box>", "No nodule is visible.",
-                                          "Nodule at [[0.2, 0.3]]"])]
-    for i in range(3):
-        (tmp_path / "images").mkdir(exist_ok=True)
-        (tmp_path / "images" / f"s{i}.png").write_bytes(png_bytes(40, 30, seed=i))
-    (tmp_path / "test.json").write_text(json.dumps(records))
-    with pytest.raises(UnreadableGold) as error:
-        load_benchmark("medsg", None, root=tmp_path)
-    message = str(error.value)
-    assert message.startswith("benchmark 'medsg': 2 grounding row(s) have no gold box and cannot be scored")
-    assert "medsg:s1: no box readable in its reply 'No nodule is visible.'" in message
-    assert "medsg:s2: no box readable" in message and "medsg:s0" not in message
-
-
 def test_cap_per_task_and_subset(tmp_path):
-    build_benchmark("mmlu_med", tmp_path)
-    rows = load_benchmark("mmlu_med", None, max_per_task=2, root=tmp_path)
-    assert len(rows) == 6 * 2
-    assert rows[0]["id"] == "mmlu_med:anatomy/0" and rows[-1]["id"] == "mmlu_med:professional_medicine/1"
+    build_release("mmlu_med", tmp_path)
+    rows = load_benchmark("mmlu_med", None, max_per_task=1, root=tmp_path, partial=True)
+    assert len(rows) == 6 * 1
+    assert rows[0]["id"] == "mmlu_med:anatomy/0" and rows[-1]["id"] == "mmlu_med:professional_medicine/0"
 
 
-def test_default_root_is_under_medmo_home(medmo_home):
-    build_benchmark("medqa", medmo_home / "benchmarks" / "medqa")
-    assert len(load_benchmark("medqa", None)) == 3
+def test_default_root_is_under_medmo_home(medmo_home, monkeypatch):
+    monkeypatch.delenv("MEDMO_BENCHMARKS_ROOT", raising=False)
+    monkeypatch.delenv("MEDMO_DATA_ROOT", raising=False)
+    build_release("medqa", medmo_home / "benchmarks" / "medqa")
+    assert len(load_benchmark("medqa", None, partial=True)) == 2
 
 
 def test_missing_benchmark_names_it_and_says_how_to_get_it(tmp_path):
@@ -334,3 +242,11 @@ def test_missing_credential_names_the_benchmark(tmp_path, monkeypatch):
 def test_unknown_benchmark_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown benchmark 'vqa_radd'; known: .*'synthetic_heldout'.*'vqa_rad'"):
         load_benchmark("vqa_radd", None)
+
+
+def test_the_benchmark_docs_list_every_benchmark_as_the_registry_says():
+    from medmo_pipeline.evaluation.catalogue import DOC, document
+
+    text = DOC.read_text(encoding="utf-8")
+    assert document(text, REGISTRY) == text, "run: python -m medmo_pipeline.evaluation.catalogue"
+    assert all(f"### `{name}`" in text for name in REGISTRY.paper_benchmarks())

@@ -130,3 +130,50 @@ def test_a_mixture_naming_a_source_the_corpus_lacks_is_a_clear_error(tmp_path):
     data["stages"]["stage2"]["mixture"]["sources"]["synth_ct"] = 1
     with pytest.raises(RecipeError, match=r"stages\.stage2\.mixture\.sources: \['synth_ct'\] are not corpus sources"):
         load_recipe(write_recipe(tmp_path / "bad.yaml", data))
+
+
+# The paper's appendix, stage by stage (registry names): what recipes/paper.yaml must train on.
+PAPER_STAGE_SOURCES = {
+    "stage1": {"medtrinity"},
+    "stage2": {"vqa_med_2019", "pubmed_vision", "nih_vqa", "quilt_llava_pretrain", "mimic_ext_mimic_cxr_vqa",
+               "vqa_rad", "pathvqa", "pmc_vqa", "slake", "ct_rate",
+               "iu_xray", "mimic_cxr", "chexpert", "chexpert_plus", "medpix_clinqa", "roco", "roco_v2", "fairvlmed",
+               "nih_chest_xray", "deeplesion", "grazpedwri_dx", "deepcell", "bacteria", "ctc", "medsg"},
+    "stage3": {"medqa", "pubmedqa", "pmc_oa", "medmcqa", "pmc_instructqa", "medquad", "medical_meadow_medqa",
+               "chatdoctor_healthcaremagic_100k", "alpacare_medinstruct_52k", "chatdoctor_icliniq", "medreason",
+               "mimic_iv_ext_bhc", "medical_r1_distill_data", "medical_o1_reasoning_sft", "meadow_pubmed_causal",
+               "meadow_medical_flashcards", "meadow_medqa", "meadow_wikidoc", "medical_meadow_cord19"},
+    "rl": {"nih_chest_xray", "deeplesion", "bacteria", "ctc", "slake", "grazpedwri_dx", "medsg"},
+}
+PAPER_STAGE_SIZES = {"stage1": 18_500_000, "stage2": 3_000_000, "stage3": 4_300_000, "rl": 300_000}
+
+
+def test_paper_stages_train_on_the_papers_lists_with_its_sizes():
+    from medmo_pipeline.config import load_recipe
+    from medmo_pipeline.data.registry import load_registry
+
+    recipe = load_recipe("paper")
+    registry = {entry.name: entry for entry in load_registry().datasets}
+    for name, expected in PAPER_STAGE_SOURCES.items():
+        mix = recipe.stage(name).mixture
+        assert set(mix.sources) == expected, name
+        assert mix.weights() is None, f"{name}: the paper gives no per-source weights (one pass over each)"
+        assert mix.declared_samples == mix.max_samples == PAPER_STAGE_SIZES[name], name
+        assert "sources" in mix.open or "tasks" in mix.open, name  # the choice the paper leaves open is marked
+        for source in expected:  # the stage keeps at least one task each source has
+            assert set(registry[source].tasks) & set(mix.tasks), (name, source)
+    assert set(recipe.stage("stage1").mixture.tasks) == {"caption", "vqa"}  # MedTrinity's captions and VQA
+    trained = set().union(*(PAPER_STAGE_SOURCES[s] for s in ("stage1", "stage2", "stage3")))
+    assert trained == set(recipe.corpus.source_names())  # every trained dataset of the registry, in some stage
+
+
+def test_open_notes_name_mixture_fields(tmp_path):
+    import pytest
+
+    from medmo_pipeline.config import RecipeError, load_recipe
+    from tests.conftest import embedded_recipe_data, write_recipe
+
+    data = embedded_recipe_data()
+    data["stages"]["stage1"]["mixture"]["open"] = {"weights": "no such field"}
+    with pytest.raises(RecipeError, match=r"open: \['weights'\] are not mixture fields"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", data))

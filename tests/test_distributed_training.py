@@ -153,16 +153,32 @@ def check_checkpoint_loads(checkpoint: Path, parent: Path) -> None:
     assert isinstance(answer, str)
 
 
-def test_sft_stage_under_torchrun_with_two_processes(inputs: StageInputs, tmp_path):
+def test_sft_stage_under_torchrun_with_two_processes(inputs: StageInputs, tmp_path, monkeypatch):
+    from medmo_pipeline.training.streamed import SAMPLE_LOG_ENV
+
     recipe = stage_recipe(tmp_path, max_steps=MAX_STEPS, save_steps=2, logging_steps=1)
+    monkeypatch.setenv(SAMPLE_LOG_ENV, str(tmp_path / "samples.jsonl"))
 
     result, logged, meta, parent, saved = materialize_stage(recipe, inputs)
 
     lineage = check_two_process_run(result, logged, meta, parent)
     assert lineage["recipe"]["resolved"][STAGE]["optim"]["deepspeed"] is None
-    # DDP: one optimizer file, and each of the two ranks saved its own RNG state.
+    # DDP: one optimizer file, and each of the two ranks saved its own RNG state and stream position.
     assert {"optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= set(saved)
+    assert {"stream_position-rank0.json", "stream_position-rank1.json"} <= set(saved)
     assert not [name for name in saved if name.startswith("global_step")]
+    # Each rank read its own part of the one stream: rank r the positions 2i + r.
+    from medmo_pipeline.data import corpus, stream
+
+    entries = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    parts = {part: {e["index"]: e["id"] for e in entries if e["part"] == part} for part in range(NPROC)}
+    data = yaml.safe_load(recipe.read_text())
+    used = MAX_STEPS * data["stages"][STAGE]["optim"]["per_device_train_batch_size"]
+    plan = corpus.load_index(Path(lineage["corpus"]["index_path"]))["plan"]
+    whole = [row["id"] for _, row in zip(range(NPROC * used), (r for _, r in stream.MixtureStream(
+        plan, seed=data["seed"]).rows()))]
+    for rank, part in parts.items():
+        assert [part[i] for i in range(used)] == whole[rank::NPROC]
 
 
 @pytest.mark.parametrize("config", ["zero2.json", "zero3.json"])

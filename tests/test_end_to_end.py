@@ -102,11 +102,25 @@ def test_every_corpus_partition_passed_its_checks(demo_run):
     import dagster as dg
 
     instance = demo_run["instance"]
-    for check in ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest"):
+    for check in ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest", "rows_accounted"):
         key = dg.AssetCheckKey(dg.AssetKey("corpus_shards"), check)
         records = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
         assert len(records) == 3, check  # one per partition
         assert all(r.status.value == "SUCCEEDED" for r in records), check
+
+
+def test_mixture_assets_show_rows_per_source_and_task_and_the_planned_samples(demo_run):
+    from medmo_pipeline.data.corpus import load_index
+
+    for stage in ("stage1", "stage2", "stage3", "rl"):
+        meta = demo_run["events"][f"{stage}_mixture"].asset_materialization.metadata
+        plan = load_index(Path(meta["index_path"].value))["plan"]
+        assert meta["planned_samples"].value == plan["planned_samples"] > 0, stage
+        table = meta["rows_by_source_and_task"].value
+        for source, info in plan["sources"].items():
+            assert f"| {source} | " in table and f"| {info['weighted_rows']} | {info['quota']} |" in table, stage
+    rl = load_index(Path(demo_run["events"]["rl_mixture"].asset_materialization.metadata["index_path"].value))
+    assert rl["plan"]["planned_samples"] == 40  # the small recipe's rl.mixture.max_samples
 
 
 def test_lineage_chain_from_the_rl_policy_back_to_the_base_model(demo_run):

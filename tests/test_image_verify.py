@@ -177,3 +177,49 @@ def test_check_pngs_reads_a_slice_of_a_larger_array():
     whole = pa.array(battery, pa.binary())
     ok, width, _ = check_pngs(whole.slice(3, 40))
     assert list(ok) == list(check_pngs(whole)[0][3:43]) and list(width) == list(check_pngs(whole)[1][3:43])
+
+
+def _stream_variants() -> dict[str, bytes]:
+    """Pixel streams for the 16 x 12 greyscale IHDR, valid and not."""
+    rows = bytes(12 * 17)
+    whole = zlib.compress(rows)
+    small_window = zlib.compressobj(wbits=9)
+    bad_filter = bytearray(rows)
+    bad_filter[17 * 5] = 5
+    return {
+        "valid": whole,
+        "without its Adler-32": whole[:-4],  # PIL stops once it has the pixels
+        "a 512-byte window": small_window.compress(rows) + small_window.flush(),
+        "one row short": zlib.compress(rows[:-17]),
+        "one byte long": zlib.compress(rows + b"\0"),
+        "unknown filter type": zlib.compress(bytes(bad_filter)),
+        "random bytes": b"\x78\x9c" + bytes(np.random.default_rng(1).integers(0, 256, 60, dtype=np.uint8)),
+        "zeros": b"\x78\x9c" + bytes(40),
+        "corrupt Adler-32": whole[:-1] + bytes([whole[-1] ^ 1]),
+        "zlib bomb": zlib.compress(bytes(1 << 22)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_stream_variants()))
+def test_one_call_and_piecewise_inflate_agree(name, monkeypatch):
+    """libdeflate's one-call inflate and zlib's piecewise one give every pixel stream the same verdict
+    (a stream libdeflate does not take is judged by zlib's path); both keep what PIL decodes."""
+    from medmo_pipeline.data import images
+
+    stream = _stream_variants()[name]
+    data = png_of(IHDR, chunk(b"IDAT", stream[:9]), chunk(b"IDAT", stream[9:]), IEND)
+    try:
+        Image.open(io.BytesIO(data)).load()
+        pil_decodes = True
+    except Exception:  # noqa: BLE001 - any failure of PIL's decode counts
+        pil_decodes = False
+    verdicts = []
+    for limit in (images._WHOLE_INFLATE_LIMIT, 0):  # 0: every stream inflated piecewise
+        monkeypatch.setattr(images, "_WHOLE_INFLATE_LIMIT", limit)
+        try:
+            verdicts.append(verify_png(data) == (16, 12))
+        except ImageError as error:
+            assert error.reason == "image_undecodable" and "pixel data" in error.detail
+            verdicts.append(False)
+    assert verdicts[0] == verdicts[1] == (name in ("valid", "without its Adler-32", "a 512-byte window"))
+    assert not verdicts[0] or pil_decodes

@@ -1,9 +1,8 @@
 """Grounding sets that keep boxes in the reply (MedSG) get pixel boxes from their declared scale, so the
-RL box reward has a gold box to score; a box outside that scale's frame stops the load, naming the record."""
+RL box reward has a gold box to score; a record with a box outside that scale's frame is quarantined."""
 
 from __future__ import annotations
 
-import pytest
 from fixtures_formats import build_fixture
 
 from medmo_pipeline.data.adapters import iter_samples
@@ -29,10 +28,13 @@ def test_without_a_declared_scale_no_box_is_guessed_and_rl_leaves_the_row_out(tm
     assert all(row["boxes"] == [] and not has_signal(row) for row in rows)
 
 
-def test_a_box_outside_the_declared_frame_names_the_record(tmp_path):
+def test_a_box_outside_the_declared_frame_is_quarantined_with_the_reason(tmp_path):
+    from medmo_pipeline.data.adapters import conversation
+
     build_fixture("llava_json", tmp_path, OPTIONS)  # boxes reach 400, images are smaller than that
-    with pytest.raises(ValueError, match=r"record 'conv0'.*outside the .* frame of scale 'pixels'"):
-        list(iter_samples("llava_json", tmp_path, {**OPTIONS, "reply_box_scale": "pixels"}))
+    outcomes = list(conversation.iter_outcomes(tmp_path, {**OPTIONS, "reply_box_scale": "pixels"}))
+    assert outcomes and all(getattr(o, "reason", None) == "bad_number" for o in outcomes)
+    assert all("outside the" in o.detail and "scale 'pixels'" in o.detail for o in outcomes)
 
 
 def test_medsg_declares_its_reply_box_scale():

@@ -160,6 +160,13 @@ def training_job_pid() -> int:
     raise RuntimeError("no training job among this process's children")
 
 
+def stage_recipe_batch() -> int:
+    from tests.stage_inputs import inputs_recipe_data
+
+    optim = inputs_recipe_data()["stages"][STAGE]["optim"]
+    return optim["per_device_train_batch_size"] * optim.get("gradient_accumulation_steps", 1)
+
+
 def metadata(result) -> dict:
     (materialization,) = result.asset_materializations_for_node(STAGE_KEY)
     return {key: value.value for key, value in materialization.metadata.items()}
@@ -170,18 +177,39 @@ def last_logged_step(messages: list[str]) -> int:
     return max(steps)
 
 
+def streamed_samples(log: Path) -> dict[int, str]:
+    """Stream index -> sample id of every example a run handed its trainer (``MEDMO_SAMPLE_LOG``); the
+    trainer's first look at the data repeats one entry."""
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {entry["part"] for entry in entries} == {0}
+    return {entry["index"]: entry["id"] for entry in entries}
+
+
 @pytest.mark.e2e
-def test_sigkill_after_first_checkpoint_then_rematerialize_resumes(inputs: StageInputs, tmp_path):
+def test_sigkill_after_first_checkpoint_then_rematerialize_resumes(inputs: StageInputs, tmp_path, monkeypatch):
     from medmo_pipeline.model.loading import load_model
+    from medmo_pipeline.training.streamed import SAMPLE_LOG_ENV
 
     recipe = stage_recipe(tmp_path, max_steps=MAX_STEPS, save_steps=SAVE_STEPS, logging_steps=1)
+    batch = stage_recipe_batch()
 
+    monkeypatch.setenv(SAMPLE_LOG_ENV, str(tmp_path / "killed.jsonl"))
     killed, killed_log, saved_step = materialize_stage(recipe, inputs, kill_after_first_save=True)
     assert not killed.success
     assert saved_step >= SAVE_STEPS and saved_step % SAVE_STEPS == 0
     reached = last_logged_step(killed_log)
 
+    monkeypatch.setenv(SAMPLE_LOG_ENV, str(tmp_path / "resumed.jsonl"))
     resumed, resumed_log, _ = materialize_stage(recipe, inputs)
+    # The resumed job streams on from the checkpoint's position: nothing before it again, nothing skipped.
+    before, after = streamed_samples(tmp_path / "killed.jsonl"), streamed_samples(tmp_path / "resumed.jsonl")
+    saved_at = saved_step * batch
+    assert min(after) == saved_at
+    assert set(range(saved_at)) <= set(before)
+    assert set(range(MAX_STEPS * batch)) <= set(before) | set(after)
+    assert all(before[i] == after[i] for i in set(before) & set(after))  # the same stream both times
+    trained_twice = [i for i in after if i in before and i < reached * batch]
+    assert len(trained_twice) == (reached - saved_step) * batch <= SAVE_STEPS * batch
     assert resumed.success, "\n".join(resumed_log[-20:])
     meta = metadata(resumed)
     # It resumed from the checkpoint the killed job saved, lost at most one save interval, and finished.

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from medmo_pipeline.config import RECIPES_DIR, BaseModelRecipe, RecipeError, load_recipe
-from medmo_pipeline.data.adapters import iter_samples
+from medmo_pipeline.data.adapters import iter_outcomes, iter_samples
+from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.paths import UnsafePathError, safe_glob
 from tests.conftest import ROOT
 
@@ -65,11 +66,12 @@ def test_registry_glob_patterns_cannot_leave_the_dataset_root(mirror, family, op
 
 
 def test_a_symlink_out_of_the_dataset_root_is_refused(mirror):
+    """The linked file is never read: its record is quarantined as unsafe_path, the rest is read."""
     (mirror / "imgs" / "ok" / "b.png").symlink_to(mirror.parent / "outside" / "secret.png")
-    with pytest.raises(UnsafePathError, match="outside the dataset root"):
-        list(iter_samples("image_folder", mirror, {"image_dir": "imgs"}))
-    (mirror / "imgs" / "ok" / "b.png").unlink()
-    assert len(list(iter_samples("image_folder", mirror, {"image_dir": "imgs"}))) == 1
+    outcomes = list(iter_outcomes("image_folder", mirror, {"image_dir": "imgs"}))
+    assert [o.reason for o in outcomes if isinstance(o, RowQuarantined)] == ["unsafe_path"]
+    assert "outside the dataset root" in outcomes[1].detail
+    assert [row["images"][0]["path"] for row in outcomes if type(row) is dict] == ["imgs/ok/a.png"]
 
 
 def test_safe_glob_keeps_matches_inside_the_root(tmp_path):

@@ -5,7 +5,8 @@
 
 Dagster runs it once per ``corpus_shards`` partition (``--source``). The checks it reports are the
 partition's asset checks: schema valid, quarantine rate under the recipe's threshold, no evaluation
-contamination left, row counts equal to the manifest.
+contamination left, row counts equal to the manifest, every input row accounted for (kept,
+quarantined or filtered, by reason).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from medmo_pipeline import home
 from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
 
-CHECKS = ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest")
+CHECKS = ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest", "rows_accounted")
 
 
 @entry_point
@@ -73,6 +74,10 @@ def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[b
         "rows_match_manifest": (not problems, "; ".join(problems) or
                                 f"{manifest['total_rows']} rows in {len(manifest['shards'])} shards, "
                                 "sha256 and counts as listed"),
+        "rows_accounted": (report["rows_in"] == report["rows_kept"] + report["quarantined"] + report["filtered"]
+                           and manifest.get("total_rows") == report["rows_kept"],
+                           (f"{report['rows_in']} in = {report['rows_kept']} kept + {report['quarantined']} "
+                            f"quarantined + {report['filtered']} filtered {report['filtered_by_reason']}")),
     }
 
 
@@ -87,9 +92,14 @@ def _no_contamination_left(shard_dir: Path) -> bool:
     return not (train & held_out)
 
 
-def source_metadata(report: dict, code_version: str, started: float) -> dict:
+def _table(counts: dict):
     from medmo_pipeline.jobs import Md
 
+    return Md("| reason | rows |\n|---|---|\n" + "\n".join(
+        f"| {reason} | {count} |" for reason, count in counts.items()) if counts else "none")
+
+
+def source_metadata(report: dict, code_version: str, started: float) -> dict:
     reasons = report["quarantined_by_reason"]
     return {
         "path": Path(report["shard_dir"]),
@@ -100,10 +110,12 @@ def source_metadata(report: dict, code_version: str, started: float) -> dict:
         "splits": report["splits"],
         "shards": report["shards"],
         "rows_in": report["rows_in"],
+        "curation_parts": report.get("parts", 1),  # processes that curated it side by side
         "quarantined": report["quarantined"],
         "quarantine_rate": round(report["quarantine_rate"], 6),
-        "quarantined_by_reason": Md("| reason | rows |\n|---|---|\n" + "\n".join(
-            f"| {reason} | {count} |" for reason, count in reasons.items()) if reasons else "none"),
+        "quarantined_by_reason": _table(reasons),
+        "filtered": report["filtered"],
+        "filtered_by_reason": _table(report["filtered_by_reason"]),
         "quarantine_path": Path(report["quarantine_path"]),
         "contaminated": report["contaminated"],
         "decontaminated_against": report["decontaminated_against"],

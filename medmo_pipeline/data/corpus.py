@@ -28,17 +28,20 @@ def source_entry(report: dict) -> dict:
     }
 
 
-def write_index(root: Path, sources: dict, *, mixture: dict | None = None) -> dict:
-    """Write the index of ``sources`` (name -> ``source_entry``); a stage's index also names its mixture.
+def write_index(root: Path, sources: dict, *, mixture: dict | None = None, plan: dict | None = None) -> dict:
+    """Write the index of ``sources`` (name -> ``source_entry``); a stage's index also names its mixture
+    and may carry its plan (``data.mixture.plan``: counts the training job then need not read again).
 
     The index's data version hashes the sources' data versions (and the mixture recipe, if any), so
-    the same inputs always give the same file.
+    the same inputs always give the same file; the plan follows from those inputs.
     """
     versions = {name: info["data_version"] for name, info in sorted(sources.items())}
     data_version = stable_hash(versions if mixture is None else {"sources": versions, "mixture": mixture}, length=64)
     index = {"data_version": data_version, "sources": dict(sorted(sources.items()))}
     if mixture is not None:
         index["mixture"] = mixture
+    if plan is not None:
+        index["plan"] = plan
     path = root / "index" / f"{data_version}.json"
     write_json_atomic(path, index)
     index["index_path"] = str(path)

@@ -20,7 +20,11 @@ One streaming pass (``curate``), batch by batch, each row decided in input order
    the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its own area
    is clipped to the image; otherwise the row is quarantined.
 2. **quarantine** every row failing a check, with one reason from ``REASONS`` and a detail, into
-   ``quarantine.parquet``; rows with an id already kept are quarantined as ``duplicate_id``.
+   ``quarantine.parquet``; rows with an id already kept are quarantined as ``duplicate_id``. A
+   record the adapter could not turn into a row arrives as a ``RowQuarantined`` (reason, file,
+   record) and is quarantined the same way; one it left out on purpose arrives as a ``RowFiltered``
+   and is counted by reason. Every input ends kept, quarantined or filtered (``accounted`` in the
+   report: rows_in == rows_kept + quarantined + filtered).
 3. **decontaminate** train rows: a row using an image whose sha256 is in the eval index, or whose
    normalised first question is in it, is dropped and counted (see ``build_eval_index``).
 4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded)
@@ -63,6 +67,7 @@ from medmo_pipeline.data.images import (
     extension_contradicts,
     inspect_image,
 )
+from medmo_pipeline.data.outcomes import ROW_REASONS, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.data.schema import SAMPLE_SCHEMA, SPLITS, TASKS
 
 if TYPE_CHECKING:
@@ -97,6 +102,7 @@ REASONS = {
     "box_degenerate": "a box with zero or negative width or height",
     "box_outside": "a box overlapping the image by no more than min_box_overlap of its area",
     "box_without_image": "boxes on a row with no image",
+    **{reason: text for reason, text in ROW_REASONS.items() if reason not in ("box_nan", "invalid_utf8")},
 }
 
 
@@ -367,7 +373,8 @@ class QuarantineWriter:
     """Rejected rows, appended in batches to a hidden file renamed into place on close."""
 
     SCHEMA = pa.schema([("row_index", pa.int64()), ("row_id", pa.string()), ("source", pa.string()),
-                        ("reason", pa.string()), ("detail", pa.string())])
+                        ("reason", pa.string()), ("detail", pa.string()), ("file", pa.string()),
+                        ("record", pa.string())])
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -377,9 +384,10 @@ class QuarantineWriter:
         self.writer = pq.ParquetWriter(self.temporary, self.SCHEMA, compression="zstd")
         self.pending: list[dict] = []
 
-    def add(self, index: int, row_id: str, source: str, reason: str, detail: str) -> None:
+    def add(self, index: int, row_id: str, source: str, reason: str, detail: str, *, file: str = "",
+            record: str = "") -> None:
         self.pending.append({"row_index": index, "row_id": row_id, "source": source, "reason": reason,
-                             "detail": detail[:2000]})
+                             "detail": detail[:2000], "file": file, "record": record})
         if len(self.pending) >= QUARANTINE_BATCH:
             self.flush()
 
@@ -436,10 +444,13 @@ def curate(
     def kept_tables() -> Iterator[pa.Table]:
         """The kept rows, batch by batch: checked together, then decided one by one in input order."""
         iterator, start = iter(rows), 0
-        while batch := list(islice(iterator, min(BATCH_ROWS, shard_rows))):
+        while items := list(islice(iterator, min(BATCH_ROWS, shard_rows))):
+            batch, positions = decide.outcomes(items, start)
+            start += len(items)
+            if not batch:
+                continue
             checked = check_batch(batch, source=source, images=checker, limits=limits)
-            keep = decide(batch, start, checked)
-            start += len(batch)
+            keep = decide(batch, positions, checked)
             if keep:
                 kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
                 mismatches[0] += extension_mismatches(kept)
@@ -453,11 +464,17 @@ def curate(
         raise
     quarantine.close()
     counts, reasons, contaminated = decide.counts, decide.reasons, decide.contaminated
+    filtered = decide.filtered + Counter({"duplicate": counts["duplicates_dropped"],
+                                          "decontamination": sum(contaminated.values())})
+    filtered = {reason: count for reason, count in sorted(filtered.items()) if count}
     return {
         "source": source,
         **counts,
         "quarantined": sum(reasons.values()),
         "quarantined_by_reason": dict(sorted(reasons.items())),
+        "filtered": sum(filtered.values()),
+        "filtered_by_reason": filtered,
+        "accounted": counts["rows_in"] == counts["rows_kept"] + sum(reasons.values()) + sum(filtered.values()),
         "contaminated": sum(contaminated.values()),
         "contaminated_by_kind": dict(sorted(contaminated.items())),
         "extension_mismatches": mismatches[0],
@@ -482,12 +499,35 @@ class _Decisions:
         self.progress, self.progress_every = progress, progress_every
         self.counts = {"rows_in": 0, "rows_kept": 0, "boxes_clipped": 0, "duplicates_dropped": 0}
         self.reasons: Counter[str] = Counter()
+        self.filtered: Counter[str] = Counter()
         self.contaminated: Counter[str] = Counter()
         self.kept_ids: set[bytes] = set()
         self.seen_content: set[bytes] = set()
 
-    def __call__(self, batch: list, start: int, checked: CheckedBatch) -> list[int]:
-        """The rows of ``checked.table`` to keep; ``batch`` (input rows ``start``...) is what it checked."""
+    def outcomes(self, items: list, start: int) -> tuple[list, list[int] | int]:
+        """The rows among ``items`` (inputs ``start``...) and their input positions; the adapters'
+        outcomes among them are quarantined or counted as filtered here, in input order with the
+        rows' own decisions (same counts whichever order: each is decided on its own)."""
+        if not any(map(is_outcome, items)):
+            return items, start
+        rows, positions = [], []
+        for offset, item in enumerate(items):
+            if type(item) is RowQuarantined:
+                self.counts["rows_in"] += 1
+                self.reasons[item.reason] += 1
+                self.quarantine.add(start + offset, item.local_id, self.source, item.reason, item.detail,
+                                    file=item.file, record=item.record)
+            elif type(item) is RowFiltered:
+                self.counts["rows_in"] += item.rows
+                self.filtered[item.reason] += item.rows
+            else:
+                rows.append(item)
+                positions.append(start + offset)
+        return rows, positions
+
+    def __call__(self, batch: list, positions: list[int] | int, checked: CheckedBatch) -> list[int]:
+        """The rows of ``checked.table`` to keep; ``batch`` is what it checked, ``positions`` their
+        input positions (or the first one, when they follow each other)."""
         keys = _BatchKeys(checked.table, with_contamination=bool(self.eval_index))
         if self._all_kept(len(batch), checked, keys):
             return list(range(len(batch)))
@@ -502,8 +542,10 @@ class _Decisions:
                     outcome = Rejected("duplicate_id", f"{keys.ids[outcome]} already kept")
             if isinstance(outcome, Rejected):
                 self.reasons[outcome.reason] += 1
-                self.quarantine.add(start + offset, _raw_id(batch[offset]), self.source, outcome.reason,
-                                    outcome.detail)
+                file, record = _origin(batch[offset])
+                self.quarantine.add(positions + offset if type(positions) is int else positions[offset],
+                                    _raw_id(batch[offset]), self.source, outcome.reason, outcome.detail,
+                                    file=file, record=record)
                 continue
             if self.eval_index and keys.splits[outcome] == "train":
                 hit = _contamination(keys.hashes[outcome], keys.questions[outcome], self.eval_index)
@@ -581,6 +623,14 @@ def _contamination(hashes: list[str], question: str, eval_index: set[str] | froz
     if normalise_question(question) in eval_index:
         return "question"
     return ""
+
+
+def _origin(raw) -> tuple[str, str]:
+    """(file, record) an adapter row came from, when it says (``adapters.common.guarded``)."""
+    origin = raw.get("origin") if isinstance(raw, dict) else None
+    if isinstance(origin, tuple) and len(origin) == 2:
+        return str(origin[0]), str(origin[1])
+    return "", ""
 
 
 def _raw_id(raw) -> str:

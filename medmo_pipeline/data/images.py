@@ -6,8 +6,9 @@ by the adapters (``pixels.dicom_entry``, ``pixels.png16_entry``, re-exported her
 follows the sample contract: {bytes, path, width, height, sha256}.
 
 The cost of inspecting one file is bounded before any pixel is decoded: the header's size against
-``ImageLimits.max_pixels`` (``image_limits``), a PNG's pixel stream inflated in pieces up to the size
-its header declares and no further, its text and ICC chunks within PIL's own bounds.
+``ImageLimits.max_pixels`` (``image_limits``), a PNG's pixel stream inflated up to the size its
+header declares and no further (``pixel_stream_fault``), its text and ICC chunks within PIL's own
+bounds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
+from deflate import DeflateError
+from deflate import zlib_decompress as _whole_inflate
 from PIL import Image
 
 from medmo_pipeline.data.dicom import is_dicom, read_dicom
@@ -54,6 +57,7 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 _PNG_HEADER_END = 33  # signature + IHDR chunk
 _TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
 _INFLATE_PIECE = 1 << 22  # a PNG's pixel stream is inflated this many bytes at a time
+_WHOLE_INFLATE_LIMIT = 1 << 24  # larger pixel streams are inflated in pieces, never held whole
 _U32 = struct.Struct(">I")
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
@@ -174,8 +178,11 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     """What is wrong with a PNG's pixel stream (the IDAT payloads at ``spans`` of ``view``), or ''.
 
     The stream must inflate to exactly the filtered size the header declares, and each scanline's
-    filter type be 0-4 (checked for non-interlaced images), as PIL's decoder needs. It is inflated
-    ``_INFLATE_PIECE`` bytes at a time and never past the declared size, so memory stays bounded.
+    filter type be 0-4 (checked for non-interlaced images), as PIL's decoder needs. A stream of up
+    to ``_WHOLE_INFLATE_LIMIT`` bytes is first inflated in one call by libdeflate (into a buffer of
+    the declared size, faster than zlib; see ``_whole_stream_fault``); whatever that leaves (including
+    streams PIL would still read, such as one without its Adler-32) and larger streams are inflated
+    by zlib ``_INFLATE_PIECE`` bytes at a time, never past the declared size, so memory stays bounded.
     """
     bits = depth * _PNG_CHANNELS[colour]
     if interlace:
@@ -187,6 +194,10 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     else:
         stride = 1 + -(-width * bits // 8)
         expected = height * stride
+    if expected <= _WHOLE_INFLATE_LIMIT:
+        fault = _whole_stream_fault(view, spans, expected, stride)
+        if fault is not None:
+            return fault
     inflater, produced = zlib.decompressobj(), 0
     try:
         for low, high in spans:
@@ -205,6 +216,26 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
         return f"zlib: {error}"
     if produced < expected:
         return f"inflates to {produced} of the {expected} bytes its header declares"
+    return ""
+
+
+def _whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected: int, stride: int) -> str | None:
+    """``pixel_stream_fault`` from one libdeflate call, or None where zlib's piecewise inflate must
+    decide: a stream libdeflate does not accept (zlib accepts some of them, as PIL does, and names
+    the fault of the others), or one whose header declares a window smaller than 32 KiB and than
+    the image (zlib holds only that window; libdeflate does not check distances against it)."""
+    stream = view[spans[0][0]:spans[0][1]] if len(spans) == 1 else b"".join(view[a:b] for a, b in spans)
+    window_bits = stream[0] >> 4 if len(stream) else 0
+    if window_bits != 7 and 1 << (window_bits + 8) < expected:
+        return None
+    try:
+        pixels = _whole_inflate(stream, expected)  # never writes past ``expected`` bytes
+    except DeflateError:
+        return None
+    if len(pixels) != expected:  # a valid stream, its Adler-32 checked, but short
+        return None
+    if stride and int(np.frombuffer(pixels, np.uint8)[::stride].max()) > 4:
+        return "a scanline with an unknown filter type"
     return ""
 
 

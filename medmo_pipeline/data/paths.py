@@ -26,6 +26,12 @@ def _relative_parts(text: str, what: str) -> tuple[str, ...]:
     return parts
 
 
+def check_relative(text: str) -> None:
+    """Refuse a path from a data file that is absolute or climbs with '..', before any prefix is
+    put in front of it (``images//etc/passwd`` would otherwise look relative)."""
+    _relative_parts(text, "path")
+
+
 def _check_inside(root_resolved: Path, path: Path, text: str) -> None:
     target = path.resolve()
     if target != root_resolved and root_resolved not in target.parents:
@@ -50,11 +56,13 @@ def safe_join(root: Path, relative: str | Path) -> Path:
     return joined
 
 
-def safe_glob(base: Path, pattern: str) -> list[Path]:
+def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True) -> list[Path]:
     """``base.glob(pattern)`` in name order, for a pattern read from a registry.
 
     The pattern must be relative without ``..`` (as for ``safe_join``), and a match whose real
-    location is outside ``base`` (a symlink pointing out of the mirror) is refused.
+    location is outside ``base`` (a symlink pointing out of the mirror) is refused; with
+    ``refuse_outside=False`` such matches are returned and the caller must ``safe_join`` each one
+    before reading it (adapters do, so one symlink out quarantines one record, not the source).
 
     >>> safe_glob(Path("/data/mimic"), "../*")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
@@ -63,6 +71,6 @@ def safe_glob(base: Path, pattern: str) -> list[Path]:
     _relative_parts(pattern, "glob pattern")
     root_resolved = Path(base).resolve()
     matches = sorted(Path(base).glob(pattern))
-    for match in matches:
+    for match in matches if refuse_outside else ():
         _check_inside(root_resolved, match, str(match.relative_to(base)))
     return matches

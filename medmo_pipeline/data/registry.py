@@ -4,8 +4,15 @@ Each entry says what a dataset is for (roles, stages, tasks), where it comes fro
 revision, or a local download with instructions), its licence and credentials, and which adapter
 family reads it with which options (checked against that adapter's ``Options``).
 
+Each entry also says where its file layout was verified (``layout_source``: the dataset card or
+official repository, and the release). Where a dataset was published in several layouts
+(PMC-VQA v1/v2, MIMIC-CXR DICOM/JPG, SLAKE's languages), ``adapters`` reads the current public
+release, named by ``version``, and ``other_versions`` the others; the corpus recipe picks one with
+``corpus.registry.versions``.
+
 ``resolve_source`` turns an entry into its local directory, or raises ``SourceUnavailable`` naming
-the dataset and what to do; ``iter_source_rows`` reads it into sample-contract rows.
+the dataset and what to do; ``iter_source_rows`` reads it into sample-contract rows and the
+outcomes of the records that give none.
 """
 
 from __future__ import annotations
@@ -81,6 +88,14 @@ class AdapterSpec(_Strict):
         return self
 
 
+class LayoutVersion(_Strict):
+    """Another published layout of a dataset, read by its own adapters."""
+
+    layout_source: str = Field(min_length=1)
+    adapters: list[AdapterSpec] = Field(min_length=1)
+    instructions: str = ""
+
+
 class SourceEntry(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
@@ -93,6 +108,10 @@ class SourceEntry(_Strict):
     credentials_required: bool
     credentials: Credentials | None = None
     adapters: list[AdapterSpec] = Field(min_length=1)
+    layout_source: str = Field(min_length=1, description="where the layout was verified: card URL or "
+                                                         "repository/path, and the release")
+    version: str = Field("", description="the published layout ``adapters`` reads (the current release)")
+    other_versions: dict[str, LayoutVersion] = Field(default_factory=dict)
     part_of: str | None = Field(None, description="the dataset this one is only used through")
 
     @model_validator(mode="after")
@@ -103,7 +122,22 @@ class SourceEntry(_Strict):
             raise ValueError("a dataset trained on needs at least one stage")
         if self.part_of is not None and self.stages:
             raise ValueError(f"a dataset used only through {self.part_of!r} has no stages of its own")
+        if self.other_versions and not self.version:
+            raise ValueError("a dataset with other_versions names its default layout in version")
         return self
+
+    def versions(self) -> list[str]:
+        return [self.version, *self.other_versions] if self.version else []
+
+    def adapters_for(self, version: str | None = None) -> list[AdapterSpec]:
+        """The adapters reading layout ``version`` (None or '': the default, current release)."""
+        if not version or version == self.version:
+            return list(self.adapters)
+        if version not in self.other_versions:
+            raise SourceUnavailable(
+                f"dataset {self.name!r} has no layout version {version!r}; known: {self.versions() or ['(one)']}. "
+                f"Fix corpus.registry.versions.{self.name} in the recipe, or remove it to read {self.version or 'the default'}")
+        return list(self.other_versions[version].adapters)
 
 
 class SourceRegistry(_Strict):
@@ -173,16 +207,33 @@ def resolve_source(entry: SourceEntry, root: Path) -> Path:
     return path
 
 
-def iter_source_rows(entry: SourceEntry, root: Path) -> Iterator[dict]:
-    """Every adapter's rows for ``entry``, stamped with the source name, licence and a
-    ``source:local_id`` id (ids of a second adapter are prefixed with its family to stay unique)."""
+def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None) -> Iterator:
+    """Every adapter's rows for ``entry`` (layout ``version``, default the current release), stamped
+    with the source name, licence and a ``source:local_id`` id (ids of a second adapter are prefixed
+    with its family to stay unique), and the outcome of each record that gives no row.
+
+    A problem of the whole source (a file of the layout missing, a path option leaving the root)
+    raises ``SourceUnavailable`` naming the dataset and how to fix it.
+    """
+    specs = entry.adapters_for(version)
     path = resolve_source(entry, root)
-    for position, spec in enumerate(entry.adapters):
+    for position, spec in enumerate(specs):
         prefix = "" if position == 0 else f"{spec.family}/"
-        for row in adapter(spec.family).iter_samples(path, spec.options):
-            row["id"] = f"{entry.name}:{prefix}{row['id']}"
-            row["source"], row["license"] = entry.name, entry.licence
-            yield row
+        try:
+            for row in adapter(spec.family).iter_outcomes(path, spec.options):
+                if type(row) is dict:
+                    row["id"] = f"{entry.name}:{prefix}{row['id']}"
+                    row["source"], row["license"] = entry.name, entry.licence
+                yield row
+        except SourceUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - adapters quarantine row problems; what escapes is the source's
+            raise SourceUnavailable(
+                f"dataset {entry.name!r} at {path} does not have the layout its registry entry reads "
+                f"({entry.layout_source}{', version ' + (version or entry.version) if entry.version else ''}): "
+                f"{type(error).__name__}: {error}. Fix: get it with {entry.origin.how_to_get()}"
+                f"{'; or pick another layout with corpus.registry.versions (' + ', '.join(entry.versions()) + ')' if entry.other_versions else ''}"
+            ) from None
 
 
 def _describe(item: dict, data: Any) -> str:

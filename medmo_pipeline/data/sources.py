@@ -38,6 +38,11 @@ def registry_entry(corpus: CorpusRecipe, source: str):
     return load_registry(*corpus._registry_path()).get(source)
 
 
+def layout_version(corpus: CorpusRecipe, source: str) -> str:
+    """The published layout version the recipe reads ``source`` in ('' = the registry default)."""
+    return corpus.registry.versions.get(source, "") if corpus.registry else ""
+
+
 def synthetic_revision(corpus: CorpusRecipe, source: str, seed: int) -> str:
     spec = corpus.synthetic
     return (f"synthetic:seed={seed}:size={spec.image_size}:"
@@ -67,11 +72,15 @@ def fingerprint(corpus: CorpusRecipe, source: str, *, seed: int) -> dict:
     from medmo_pipeline.data.registry import resolve_source
 
     entry = registry_entry(corpus, source)
+    version = layout_version(corpus, source)
+    entry.adapters_for(version)  # an unknown version is an error before anything is read
     directory = resolve_source(entry, data_root(corpus))
     digest, count = _files_digest(directory)
     revision = entry.origin.revision or f"local:{digest[:12]}"
-    return {"version": stable_hash({"revision": entry.origin.revision, "files": digest}, length=64),
-            "revision": revision, "files": count}
+    identity = {"revision": entry.origin.revision, "files": digest}
+    if version and version != entry.version:  # the default keeps the versions fingerprinted before
+        identity["layout_version"] = version
+    return {"version": stable_hash(identity, length=64), "revision": revision, "files": count}
 
 
 def _files_digest(directory: Path) -> tuple[str, int]:
@@ -106,7 +115,7 @@ def source_rows(corpus: CorpusRecipe, source: str, *, seed: int) -> Iterator[dic
         return
     from medmo_pipeline.data.registry import iter_source_rows
 
-    yield from iter_source_rows(registry_entry(corpus, source), data_root(corpus))
+    yield from iter_source_rows(registry_entry(corpus, source), data_root(corpus), layout_version(corpus, source))
 
 
 def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list[str]]:
@@ -119,7 +128,7 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
     """
     from medmo_pipeline.data import synthetic
     from medmo_pipeline.data.curation import build_eval_index
-    from medmo_pipeline.evaluation.benchmarks import benchmarks_dir, read_benchmark
+    from medmo_pipeline.evaluation.benchmarks import benchmark_dir, read_benchmark
     from medmo_pipeline.evaluation.registry import BenchmarkUnavailable, load_registry, resolve_benchmark_dir
 
     def rows():
@@ -128,14 +137,14 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
             yield from synthetic.generate_rows(source, "eval", spec.eval_rows.get(source, 0), seed=seed,
                                                image_size=spec.image_size)
         for benchmark in present:
-            yield from read_benchmark(benchmark, resolve_benchmark_dir(benchmark, benchmarks_dir() / benchmark.name))
+            yield from read_benchmark(benchmark, resolve_benchmark_dir(benchmark, benchmark_dir(benchmark)))
 
     present = []
     for benchmark in load_registry().benchmarks:
         if benchmark.origin.kind == "synthetic":
             continue
         try:
-            resolve_benchmark_dir(benchmark, benchmarks_dir() / benchmark.name)
+            resolve_benchmark_dir(benchmark, benchmark_dir(benchmark))
         except BenchmarkUnavailable:
             continue
         present.append(benchmark)
@@ -157,31 +166,51 @@ def curate_source(
 
     Curation runs into a staging directory and is published under its manifest hash, so an
     identical re-run reuses what is there, a killed run resumes from its complete shards, and a
-    reader never sees a half-written source. The
+    reader never sees a half-written source. A source larger than ``corpus.split_above_bytes`` curates
+    in ``corpus.curation_parts`` processes side by side (``curation_parts``). The
     quarantine table sits beside the shard directory as ``<manifest hash>.quarantine.parquet``.
     """
     from medmo_pipeline.atomic import staged_dir
     from medmo_pipeline.data import shards
     from medmo_pipeline.data.curation import CurationLimits, curate
+    from medmo_pipeline.data.curation_parts import curate_in_parts, planned_parts
     from medmo_pipeline.data.image_limits import using_limits
 
+    source_fingerprint = fingerprint(corpus, source, seed=seed)  # a missing source stops here, nothing written
     source_root = Path(root) / source
     source_root.mkdir(parents=True, exist_ok=True)
     # Not cleared first: after a kill, the writer keeps the staged shards that match and writes the rest.
     staging = source_root / ".staging"
-    source_fingerprint = fingerprint(corpus, source, seed=seed)
     eval_index, eval_sets = evaluation_index(corpus, seed=seed)
     log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
+    parts = planned_parts(corpus, source)
     limits = image_limits(corpus)
-    with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
-        report = curate(
-            source_rows(corpus, source, seed=seed), staging, source=source,
-            eval_index=eval_index, shard_rows=corpus.shard_rows,
-            source_revision=source_fingerprint["revision"], limits=CurationLimits(image=limits),
-            progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
-                                   f"{c['quarantined']} quarantined"),
-            progress_every=100_000,
-        )
+    try:
+        if parts > 1:  # each part puts the limits in force in its own process
+            report = curate_in_parts(corpus, source, staging, seed=seed, parts=parts, eval_index=eval_index,
+                                     revision=source_fingerprint["revision"], log=log)
+        else:
+            with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
+                report = curate(
+                    source_rows(corpus, source, seed=seed), staging, source=source,
+                    eval_index=eval_index, shard_rows=corpus.shard_rows,
+                    source_revision=source_fingerprint["revision"], limits=CurationLimits(image=limits),
+                    progress=lambda c: log(f"{source}: {c['rows_in']} rows read, {c['rows_kept']} kept, "
+                                           f"{c['quarantined']} quarantined"),
+                    progress_every=100_000,
+                )
+    except Exception:
+        # A source that cannot be read (its message names it) leaves nothing behind; a killed run
+        # (a signal, not an exception) keeps its staged shards to resume from.
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging.with_name(f"{staging.name}.parts"), ignore_errors=True)
+        for stale in source_root.glob(".staging.quarantine.parquet*"):
+            stale.unlink(missing_ok=True)
+        for stale in source_root.glob("..staging.quarantine.parquet.tmp-*"):
+            stale.unlink(missing_ok=True)
+        if not any(source_root.iterdir()):
+            source_root.rmdir()
+        raise
     final = source_root / report["data_version"]
     quarantine = Path(report["quarantine_path"])
     if final.exists() and not shards.verify_shards(final):

@@ -29,7 +29,11 @@ QA_METRICS = ["closed_vqa_accuracy", "open_vqa_exact_match", "open_vqa_token_f1"
 REPORT_GROUNDING_METRICS = ["report_rouge_l", "caption_rouge_l", "instruction_rouge_l", "rouge_l",
                             "report_cider", "caption_cider", "cider",
                             "grounding_mean_iou", "grounding_acc_iou50", "grounding_const_box_mean_iou", "iou"]
-REPORTED = {"medmo_8b": "MedMO-8B (reported)", "qwen3_vl_8b": "Qwen3-VL-8B (reported)"}
+REPORTED = {"medmo_8b": "MedMO-8B (reported)", "qwen3_vl_8b": "Qwen3VL-8B (reported)"}
+# The paper's columns and the measured metric each compares with (paper scale: x 100).
+PAPER_METRICS = {"accuracy": "accuracy", "rouge_l": ("report_rouge_l", "caption_rouge_l"),
+                 "cider": ("report_cider", "caption_cider"), "ratescore": ("report_ratescore", "caption_ratescore"),
+                 "sembscore": ("report_sembscore", "caption_sembscore"), "iou": "grounding_mean_iou"}
 
 
 def gather(eval_dirs: dict[str, Path | list[Path]]):
@@ -68,6 +72,41 @@ def reported_rows(benchmarks: list[str]):
     return pd.DataFrame(rows, columns=["checkpoint", "benchmark", "metric", "value"])
 
 
+def paper_comparison(measured, models: dict[str, str] | None = None):
+    """The paper's table beside ours: one row per checkpoint, then one per reported model; one column
+    per paper benchmark and column (``benchmark/column``, the paper's scale: % and CIDEr x 100), then
+    the Table 1 "Avg." columns (plain means over their listed benchmarks, left empty for a checkpoint
+    that did not evaluate all of them). Every benchmark the paper reports has its columns, evaluated
+    here or not."""
+    import pandas as pd
+
+    from medmo_pipeline.evaluation.registry import REPORTED_MODELS, load_registry
+
+    registry = load_registry()
+    models = models or {m: f"{label} (reported)" for m, label in REPORTED_MODELS.items() if m != "medmo_8b_before_rl"}
+    checkpoints = list(dict.fromkeys(measured["checkpoint"])) if len(measured) else []
+    table = {}
+    for benchmark in registry.benchmarks:
+        for column, numbers in benchmark.reported.items():
+            key = f"{benchmark.name}/{column}"
+            names = PAPER_METRICS[column] if isinstance(PAPER_METRICS[column], tuple) else (PAPER_METRICS[column],)
+            for checkpoint in checkpoints:
+                hit = measured[(measured.checkpoint == checkpoint) & (measured.benchmark == benchmark.name)
+                               & measured.metric.isin(names)]["value"].dropna()
+                table.setdefault(checkpoint, {})[key] = 100 * float(hit.iloc[0]) if len(hit) else float("nan")
+            for model, label in models.items():
+                table.setdefault(label, {})[key] = getattr(numbers, model)
+    for group, title in (("vqa", "VQA Avg."), ("text_qa", "Text QA Avg.")):
+        members = [f"{name}/accuracy" for name in registry.average_members(group)]
+        for row in checkpoints:
+            values = [table[row].get(m) for m in members]
+            complete = all(v is not None and not np.isnan(v) for v in values)
+            table[row][title] = float(np.mean(values)) if complete else float("nan")
+        for model, label in models.items():
+            table[label][title] = getattr(registry.reported_averages[group], model)
+    return pd.DataFrame.from_dict(table, orient="index").astype(float)
+
+
 def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path) -> dict:
     """Write ``stage_ablation.csv`` (one row per checkpoint, then the paper's reported rows; one column
     per metric, ``benchmark/metric`` when several benchmarks are evaluated), the long table with
@@ -92,7 +131,12 @@ def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "stage_ablation.csv", "long_csv": out_dir / "stage_ablation_long.csv",
              "png": out_dir / "stage_ablation.png", "qa_png": out_dir / "stage_ablation_qa.png",
-             "reports_grounding_png": out_dir / "stage_ablation_reports_grounding.png"}
+             "reports_grounding_png": out_dir / "stage_ablation_reports_grounding.png",
+             "paper_csv": out_dir / "stage_ablation_paper.csv", "paper_png": out_dir / "stage_ablation_paper.png"}
+    paper = paper_comparison(measured)
+    write_text_atomic(paths["paper_csv"], paper.round(2).to_csv(index_label="model"))
+    with staged_file(paths["paper_png"]) as staged:
+        _plot_paper(paper, staged)
     write_text_atomic(paths["csv"], wide.round(4).to_csv(index_label="checkpoint"))
     write_text_atomic(paths["long_csv"], long.drop(columns="column").to_csv(index=False))
     figures = {"png": ([c for c in columns if c.split("/")[-1] in HEADLINE_METRICS], "Stage ablation"),
@@ -102,7 +146,32 @@ def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path)
     for key, (panels, title) in figures.items():
         with staged_file(paths[key]) as staged:
             _plot(long, rows, panels, staged, title)
-    return {**paths, "table": wide}
+    return {**paths, "table": wide, "paper_table": paper}
+
+
+def _plot_paper(paper, path: Path) -> None:
+    """One panel per paper benchmark column: our checkpoints (blue) beside the reported models (grey)."""
+    from medmo_pipeline.plots import _pyplot
+
+    plt = _pyplot()
+    columns = list(paper.columns)
+    cols = 6
+    rows = int(np.ceil(len(columns) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    x = np.arange(len(paper.index))
+    colors = ["#bbb" if "reported" in name else "#36a" for name in paper.index]
+    for ax, column in zip(axes.flat, columns):
+        ax.bar(x, np.nan_to_num(paper[column].to_numpy(dtype=float)), color=colors)
+        ax.set_xticks(x, [name.replace(" (reported)", "*") for name in paper.index], rotation=60, fontsize=6)
+        ax.set_title(column, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    fig.suptitle("Ours (blue) beside the paper's reported models (grey, *) on every benchmark the paper reports "
+                 "(%, CIDEr x 100; a missing bar: not evaluated or not reported)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _plot(long, order: list[str], columns: list[str], path: Path, title: str) -> None:

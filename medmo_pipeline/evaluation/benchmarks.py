@@ -1,22 +1,50 @@
 """Benchmarks an evaluation can run: the embedded default's synthetic held-out split, and every
-benchmark of ``recipes/benchmarks.yaml``, read through the training adapters.
+benchmark of ``recipes/benchmarks.yaml``, read through the training adapters or the benchmark
+readers of ``evaluation.readers``.
 
 ``load_benchmark(name, index, max_per_task, root=...)`` returns sample-contract rows with split
-"eval", in a deterministic order (the adapters' file order, loaders in registry order), capped per
-(subset, task). Gold labels a benchmark file keeps inside its text (options in the question, boxes
-in the reply) are moved into ``choices`` / ``boxes`` by ``evaluation.gold``; a grounding row
-left without a gold box fails the load with ``gold.UnreadableGold`` naming the rows, before any
-model runs. ``declared_metrics(name)`` is the registry's metric list of a benchmark.
+"eval", in a deterministic order (file order, loaders in registry order), capped per (subset,
+task); ``load_counted`` returns them with the counts of rows loaded and filtered.
+
+Loading is complete or loud, before any model runs (:class:`checks.BenchmarkLoadError`, naming
+the file and the rows): a loader whose file pattern matches nothing in any of its layouts, a
+missing image, a gold answer or reference that cannot be read, or fewer rows than the registry's
+``expected_rows`` for a full copy (``partial=True`` accepts a sample copy). Rows the benchmark's
+own protocol excludes (registry ``exclude``) and records an adapter leaves out on purpose (SLAKE's
+other languages) are filtered and counted; a record an adapter quarantines fails the load. Gold labels a file keeps
+inside its text (options in the question, boxes in the reply) are moved into ``choices`` /
+``boxes`` by ``evaluation.gold``.
+
+Where benchmarks live: ``benchmarks_dir()`` is ``$MEDMO_BENCHMARKS_ROOT``, else
+``$MEDMO_DATA_ROOT/benchmarks``, else ``$MEDMO_HOME/benchmarks``; each benchmark in ``<name>/``.
 """
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.adapters import adapter
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
+from medmo_pipeline.data.paths import safe_glob
+from medmo_pipeline.evaluation.checks import (
+    BenchmarkLoadError,
+    exclusion,
+    missing_image,
+    raise_problems,
+    unreadable_gold,
+)
 from medmo_pipeline.evaluation.gold import check_grounding_gold, gold_from_text
-from medmo_pipeline.evaluation.registry import Benchmark, load_registry, resolve_benchmark_dir
+from medmo_pipeline.evaluation.readers import items
+from medmo_pipeline.evaluation.registry import (
+    Benchmark,
+    BenchmarkLoader,
+    BenchmarkUnavailable,
+    load_registry,
+    resolve_benchmark_dir,
+)
 from medmo_pipeline.home import medmo_home
 
 
@@ -35,45 +63,154 @@ def synthetic_heldout(index: dict, *, max_per_task: int | None = None) -> list[d
 BENCHMARKS = {"synthetic_heldout": synthetic_heldout}
 
 
+@dataclass
+class BenchmarkLoad:
+    """A loaded benchmark: its rows, how many rows its files held (before the per-task cap), and
+    the rows filtered by reason."""
+
+    rows: list[dict]
+    read: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict:
+        return {"rows_read": self.read, "rows_evaluated": len(self.rows), "rows_filtered": dict(self.filtered),
+                "files": list(self.files)}
+
+
 def benchmarks_dir() -> Path:
+    """Where benchmark copies live (see the module notes)."""
+    if os.environ.get("MEDMO_BENCHMARKS_ROOT"):
+        return Path(os.environ["MEDMO_BENCHMARKS_ROOT"])
+    if os.environ.get("MEDMO_DATA_ROOT"):
+        return Path(os.environ["MEDMO_DATA_ROOT"]) / "benchmarks"
     return medmo_home() / "benchmarks"
 
 
-def load_benchmark(name: str, index: dict | None, max_per_task: int | None = None, *,
-                   root: Path | None = None) -> list[dict]:
-    """Rows of benchmark ``name``. ``index`` (the corpus index) serves ``synthetic_heldout``;
-    registry benchmarks read their files under ``root`` (default ``$MEDMO_HOME/benchmarks/<name>``)."""
+def benchmark_dir(benchmark: Benchmark) -> Path:
+    """The default directory of ``benchmark``'s copy."""
+    return benchmarks_dir() / (benchmark.directory or benchmark.name)
+
+
+def load_counted(name: str, index: dict | None, max_per_task: int | None = None, *,
+                 root: Path | None = None, partial: bool = False) -> BenchmarkLoad:
+    """Benchmark ``name`` with its counts. ``index`` (the corpus index) serves ``synthetic_heldout``;
+    registry benchmarks read their files under ``root`` (default :func:`benchmark_dir`)."""
     if name in BENCHMARKS:
         rows = BENCHMARKS[name](index, max_per_task=max_per_task)
         check_grounding_gold(rows, name)
-        return rows
+        return BenchmarkLoad(rows, read=len(rows))
     registry = load_registry()
     if name not in registry.names():
         known = sorted(set(BENCHMARKS) | set(registry.names()))
         raise ValueError(f"evaluation.benchmarks: unknown benchmark {name!r}; known: {known}")
     benchmark = registry.get(name)
-    directory = Path(root) if root is not None else benchmarks_dir() / name
-    return read_benchmark(benchmark, resolve_benchmark_dir(benchmark, directory), max_per_task)
+    directory = Path(root) if root is not None else benchmark_dir(benchmark)
+    return read_counted(benchmark, resolve_benchmark_dir(benchmark, directory), max_per_task, partial=partial)
 
 
-def read_benchmark(benchmark: Benchmark, directory: Path, max_per_task: int | None = None) -> list[dict]:
-    """Every loader's eval rows, stamped with the benchmark as source; ids ``name:[subset/]local_id``."""
-    rows, seen = [], {}
+def load_benchmark(name: str, index: dict | None, max_per_task: int | None = None, *,
+                   root: Path | None = None, partial: bool = False) -> list[dict]:
+    """The rows of :func:`load_counted`."""
+    return load_counted(name, index, max_per_task, root=root, partial=partial).rows
+
+
+def read_benchmark(benchmark: Benchmark, directory: Path, max_per_task: int | None = None, *,
+                   partial: bool = True) -> list[dict]:
+    """The rows of :func:`read_counted` (a sample copy accepted unless ``partial=False``)."""
+    return read_counted(benchmark, directory, max_per_task, partial=partial).rows
+
+
+def loader_files(benchmark: Benchmark, loader: BenchmarkLoader, directory: Path) -> tuple[str, dict, list[str]]:
+    """The reader, options and matched files of the first layout of ``loader`` (main layout, then its
+    ``layouts``) whose ``file`` pattern matches; a layout without ``file`` reads ``directory`` as a whole."""
+    tried = []
+    for family, options in loader.option_sets():
+        pattern = options.get("file")
+        if not pattern:
+            return family, options, [""]
+        matches = [path.relative_to(Path(directory).resolve()).as_posix()
+                   for path in safe_glob(Path(directory).resolve(), pattern) if path.is_file()]
+        if matches:
+            return family, options, matches
+        tried.append(pattern)
+    subset = f" (subset {loader.subset})" if loader.subset else ""
+    raise BenchmarkLoadError(
+        f"benchmark {benchmark.name!r}{subset}: no file under {directory} matches {' or '.join(map(repr, tried))}. "
+        f"Get it with: {benchmark.origin.how_to_get(Path(directory))}")
+
+
+def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None = None, *,
+                 partial: bool = False) -> BenchmarkLoad:
+    """Every loader's eval rows, stamped with the benchmark as source; ids ``name:[subset/]local_id``.
+    Raises :class:`checks.BenchmarkLoadError` naming file and rows for anything that cannot be evaluated."""
+    load, seen, problems, filtered = BenchmarkLoad([]), Counter(), [], Counter()
+    exclusions = [rule.reason for rule in benchmark.exclude]
     for loader in benchmark.loaders:
-        options = {**loader.options, "split": "eval"}
+        family, options, files = loader_files(benchmark, loader, directory)
         prefix = f"{loader.subset}/" if loader.subset else ""
-        for row in adapter(loader.family).iter_samples(directory, options):
-            if row["split"] != "eval":  # adapters that read the release's own split (DeepLesion)
-                continue
-            key = (loader.subset, row["task"])
-            seen[key] = seen.get(key, 0) + 1
-            if max_per_task is not None and seen[key] > max_per_task:
-                continue
-            row["id"] = f"{benchmark.name}:{prefix}{row['id']}"
-            row["source"], row["license"] = benchmark.name, benchmark.licence
-            rows.append(gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale))
-    check_grounding_gold(rows, benchmark.name)
-    return rows
+        read_before = load.read
+        for file in files:
+            load.files.append(file or str(directory))
+            file_options = {**options, "split": "eval", **({"file": file} if file else {})}
+            for row in items(family, directory, file_options, loader.where):
+                if type(row) is RowQuarantined:  # a record the adapter could not read: the load fails
+                    where = f"{row.record} ({row.local_id})" if row.local_id else row.record or "?"
+                    problems.append((row.file or file, where, f"{row.reason}: {row.detail}"))
+                    continue
+                if type(row) is RowFiltered:  # left out on purpose (SLAKE's other languages): counted
+                    filtered[row.reason] += row.rows
+                    continue
+                if row["split"] != "eval":  # adapters that read the release's own split (DeepLesion)
+                    continue
+                load.read += 1
+                row["id"] = f"{benchmark.name}:{prefix}{row['id']}"
+                row["source"], row["license"] = benchmark.name, benchmark.licence
+                reason = exclusion(row, exclusions)
+                if reason is not None:
+                    filtered[reason] += 1
+                    continue
+                seen[(loader.subset, row["task"])] += 1
+                if max_per_task is not None and seen[(loader.subset, row["task"])] > max_per_task:
+                    continue
+                problem = missing_image(row)
+                if problem is None:
+                    row = gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale)
+                    problem = unreadable_gold(row)
+                if problem is not None:
+                    origin = row.get("origin")
+                    where = f"{origin[1]} ({row['id']})" if origin else f"row {row['id']}"
+                    problems.append((file or str(directory), where, problem))
+                load.rows.append(row)
+        if load.read == read_before:
+            raise BenchmarkLoadError(
+                f"benchmark {benchmark.name!r}: loader {family}{' ' + loader.subset if loader.subset else ''} "
+                f"read no rows from {files} under {directory} (options {options}); check the layout against "
+                f"the registry's layout_source ({benchmark.layout_source})")
+    raise_problems(benchmark.name, problems)
+    load.filtered = dict(filtered)
+    if not partial and benchmark.expected_rows and load.read < benchmark.expected_rows:
+        raise BenchmarkLoadError(
+            f"benchmark {benchmark.name!r}: {directory} holds {load.read} rows in {load.files}, fewer than the "
+            f"{benchmark.expected_rows} of the full release (a partial download?). Complete it: "
+            f"{benchmark.origin.how_to_get(Path(directory))}")
+    return load
+
+
+def unavailable(names: list[str]) -> dict[str, str]:
+    """Of the benchmarks ``names``, those whose copy (or credentials) is missing: name -> what to do
+    (the message of ``registry.BenchmarkUnavailable``: the benchmark, where it was looked for, how to get it)."""
+    registry = load_registry()
+    missing = {}
+    for name in names:
+        if name in BENCHMARKS or name not in registry.names():
+            continue
+        benchmark = registry.get(name)
+        try:
+            resolve_benchmark_dir(benchmark, benchmark_dir(benchmark))
+        except BenchmarkUnavailable as error:
+            missing[name] = str(error)
+    return missing
 
 
 def declared_metrics(name: str) -> list[str]:

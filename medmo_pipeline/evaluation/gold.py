@@ -1,20 +1,22 @@
 """Gold labels that benchmark files keep inside text, moved into the row's own columns at load time.
 
-- **Options in the question** (MMMU-Med's appended ``A. ...`` lines, MedXpertQA-MM's
-  ``Answer Choices: (A) ... (B) ...``): :func:`question_choices` fills ``choices`` and ``answer``
+- **Options in the question** (MedXpertQA-MM's ``Answer Choices: (A) ... (B) ...``, any appended
+  ``A. ...`` lines): :func:`question_choices` fills ``choices`` and ``answer``
   becomes the gold option letter, so the row is scored as multiple choice. The question text is left
   as it is (the model reads the options there). A question without a readable option list stays an
   open question.
-- **Boxes in the reply** (MedSG's LLaVA JSON: ``label <box>[[x1, y1, x2, y2]]</box>``):
-  :func:`reply_boxes` fills ``boxes`` in pixels of the original image. The scale of the reply's
+- **Boxes in the reply** (MedSG-Bench's ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, LLaVA-style
+  ``label <box>[[x1, y1, x2, y2]]</box>``): :func:`reply_boxes` fills ``boxes`` in pixels of the
+  original image, and :func:`with_model_scale_reply` rewrites the reference reply in the model's own
+  form and scale. The scale of the reply's
   numbers is the benchmark's ``answers.box_scale`` in the registry: ``relative_1000`` (Qwen3-VL's
   0-1000 scale, as the grounding adapters of this project write their replies) goes through
   ``boxes.relative_to_pixels``, the same conversion scoring applies to predictions, with the same
   (first) image's size; ``pixels`` (coordinates of the original image) is taken as it is.
 - **Unreadable gold**: a grounding row still without a gold box after this (a reply with no box in
   a form ``rewards.parsing`` reads, or an image of unknown size) cannot be scored;
-  :func:`check_grounding_gold` raises :class:`UnreadableGold` naming every such row, so a benchmark
-  fails when it is loaded, before any model runs, never midway through scoring.
+  the benchmark load (``evaluation.benchmarks``, ``evaluation.checks``) fails naming every such row,
+  before any model runs, and :func:`check_grounding_gold` refuses such rows at scoring time too.
 
 An evaluation asks only a row's first user turn (``generation.prompt_messages``), so
 :func:`first_exchange` keeps that turn and its reply: the gold is the reply to the question asked.
@@ -166,7 +168,25 @@ def gold_from_text(row: dict, answer_types: Iterable[str], box_scale: str | None
         if box_scale is None:
             raise ValueError("answer type 'boxes' needs the reply's box scale (answers.box_scale)")
         row = with_boxes_from_reply(row, box_scale)
+        row = with_model_scale_reply(row)
     return row
+
+
+def with_model_scale_reply(row: dict) -> dict:
+    """A grounding row whose reference reply is rewritten in the form and scale the model answers
+    in (``label <box>[[x1, y1, x2, y2]]</box>``, 0-1000 of the first image), from its pixel boxes:
+    a benchmark's own reply form and scale (MedSG's pixel ``<|box_start|>`` pairs) never reach a
+    prediction or a per-sample reference, and the gold reply scores as a perfect answer."""
+    if row["task"] != "grounding" or not row["boxes"] or not row["images"]:
+        return row
+    width, height = row["images"][0]["width"], row["images"][0]["height"]
+    if width <= 0 or height <= 0:
+        return row
+    label = next((box.get("label") for box in row["boxes"] if box.get("label")), "") or ""
+    relative = [box_scale.pixels_to_relative((b["x1"], b["y1"], b["x2"], b["y2"]), width, height) for b in row["boxes"]]
+    reply = box_scale.format_box_answer(label, relative).strip()
+    answer = reply if row["answer"] == row["messages"][-1]["content"] else row["answer"]
+    return {**row, "messages": [*row["messages"][:-1], {**row["messages"][-1], "content": reply}], "answer": answer}
 
 
 def unreadable_grounding_reason(row: dict) -> str | None:

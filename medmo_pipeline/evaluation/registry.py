@@ -19,13 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medmo_pipeline.config import RECIPES_DIR, TaskName
-from medmo_pipeline.data.registry import AdapterSpec, Credentials, SourceUnavailable
+from medmo_pipeline.data.registry import Credentials, SourceUnavailable
 
 REGISTRY_PATH = RECIPES_DIR / "benchmarks.yaml"
 
 # Metric names ``evaluation.scoring.score_rows`` emits (the rows' tasks decide which).
 SCORED_METRICS = frozenset({
-    "closed_vqa_accuracy", "open_vqa_exact_match", "open_vqa_token_f1", "mcq_accuracy",
+    "accuracy", "closed_vqa_accuracy", "open_vqa_exact_match", "open_vqa_token_f1", "mcq_accuracy",
     "caption_rouge_l", "report_rouge_l", "instruction_rouge_l", "caption_cider", "report_cider",
     "grounding_mean_iou", "grounding_acc_iou30", "grounding_acc_iou50", "grounding_acc_iou70",
     "grounding_first_box_mean_iou", "grounding_const_box_mean_iou",
@@ -83,10 +83,40 @@ class BenchmarkOrigin(_Strict):
         return self.instructions
 
 
-class BenchmarkLoader(AdapterSpec):
-    """One training adapter family + options; ``subset`` names it when a benchmark has several."""
+class BenchmarkLoader(_Strict):
+    """One reader + options; ``subset`` names it when a benchmark has several.
+
+    ``family`` is a training adapter family (``data/adapters``) or a benchmark reader of
+    ``evaluation.readers`` (release formats no training source uses). ``layouts`` are alternative
+    option sets for other published layouts of the same files, tried in order when the main
+    ``file`` pattern matches nothing (a layout may name another ``family``). ``record_filter`` keeps only records whose field has one of
+    the listed values (MedSG's ``task`` column: one benchmark entry per sub-task).
+    """
 
     subset: str = ""
+    family: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    layouts: list[dict[str, Any]] = Field(default_factory=list)
+    where: dict[str, list[str]] = Field(default_factory=dict)  # keep records whose field has one of these values
+
+    @model_validator(mode="after")
+    def _known_family_and_options(self) -> BenchmarkLoader:
+        from medmo_pipeline.evaluation.readers import reader
+
+        for family, options in self.option_sets():
+            reader(family).Options.model_validate(options)  # errors name the family or the option
+        return self
+
+    def option_sets(self) -> list[tuple[str, dict[str, Any]]]:
+        """(family, options) of the main layout, then of each alternative: overrides on top of the main
+        options, or, for a layout naming its own ``family``, that reader with only its own options."""
+        sets = [(self.family, dict(self.options))]
+        for layout in self.layouts:
+            if "family" in layout:
+                sets.append((layout["family"], {k: v for k, v in layout.items() if k != "family"}))
+            else:
+                sets.append((self.family, {**self.options, **layout}))
+        return sets
 
 
 class AnswerRules(_Strict):
@@ -109,11 +139,32 @@ class AnswerRules(_Strict):
 
 
 class Reported(_Strict):
-    """A paper number; null where the paper does not give it."""
+    """The paper's numbers for one column, one per model; null where the paper does not give it.
 
-    medmo_8b: float | None
-    qwen3_vl_8b: float | None
-    medmo_8b_before_rl: float | None = None  # grounding, paper Table 4
+    Tables 1-2 of the paper (accuracy %, ROUGE-L, CIDEr, RaTEScore, SembScore) and, for grounding,
+    the IoU % its text gives; ``tests/data/paper_tables.tsv`` keeps a copy of those tables and a
+    test checks every number here against it.
+    """
+
+    medmo_8b: float | None = None
+    medmo_4b: float | None = None
+    qwen3_vl_8b: float | None = None
+    fleming_vl_8b: float | None = None
+    lingshu_7b: float | None = None
+    medmo_8b_before_rl: float | None = None  # grounding, before the RL stage
+
+
+# Display names of the reported models, in the order tables show them.
+REPORTED_MODELS = {"medmo_8b": "MedMO-8B", "medmo_4b": "MedMO-4B", "qwen3_vl_8b": "Qwen3VL-8B",
+                   "fleming_vl_8b": "Fleming-VL-8B", "lingshu_7b": "Lingshu-7B",
+                   "medmo_8b_before_rl": "MedMO-8B before RL"}
+
+
+class Exclusion(_Strict):
+    """Rows the benchmark's own evaluation protocol leaves out, filtered and counted by reason."""
+
+    reason: Literal["empty_reference"]
+    note: str = ""
 
 
 class Benchmark(_Strict):
@@ -130,6 +181,13 @@ class Benchmark(_Strict):
     answers: AnswerRules
     metrics: list[str] = Field(min_length=1)
     reported: dict[PaperColumn, Reported]
+    directory: str = Field("", description="folder under the benchmarks root; default the name (MedSG's "
+                           "sub-tasks share one copy)")
+    layout_source: str = Field("", description="where the release layout the loaders read was verified")
+    expected_rows: int | None = Field(None, gt=0, description="rows of the full release, as documented; "
+                                      "a complete copy loading fewer fails")
+    exclude: list[Exclusion] = Field(default_factory=list)
+    paper_average: Literal["vqa", "text_qa"] | None = None  # the Table 1 "Avg." column it counts in
     notes: str = ""
 
     @model_validator(mode="after")
@@ -145,6 +203,10 @@ class Benchmark(_Strict):
         stray = [t for t in self.answers.types if t not in allowed]
         if stray:
             raise ValueError(f"answer types {stray} do not fit tasks {self.tasks}")
+        if any(loader.where for loader in self.loaders) and self.modality != "text":
+            raise ValueError("loaders[].where reads a filtered copy of the record file: text-only benchmarks only")
+        if self.origin.kind != "synthetic" and not self.layout_source:
+            raise ValueError("a file benchmark needs layout_source (where its release layout was verified)")
         subsets = [loader.subset for loader in self.loaders]
         if len(set(subsets)) != len(subsets):
             raise ValueError("loaders of one benchmark need distinct subset names")
@@ -153,7 +215,7 @@ class Benchmark(_Strict):
 
 class BenchmarkRegistry(_Strict):
     version: int
-    reported_averages: dict[Literal["vqa", "text_qa"], Reported]
+    reported_averages: dict[Literal["vqa", "text_qa"], Reported]  # Table 1's "Avg." columns
     benchmarks: list[Benchmark]
 
     @model_validator(mode="after")
@@ -166,6 +228,14 @@ class BenchmarkRegistry(_Strict):
 
     def names(self) -> list[str]:
         return [b.name for b in self.benchmarks]
+
+    def paper_benchmarks(self) -> list[str]:
+        """Every benchmark of the paper (all file benchmarks), in registry order."""
+        return [b.name for b in self.benchmarks if b.origin.kind != "synthetic"]
+
+    def average_members(self, group: str) -> list[str]:
+        """The benchmarks a Table 1 "Avg." column is the plain mean of."""
+        return [b.name for b in self.benchmarks if b.paper_average == group]
 
     def get(self, name: str) -> Benchmark:
         for benchmark in self.benchmarks:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus
-        from medmo_pipeline.evaluation.benchmarks import declared_metrics, load_benchmark
+        from medmo_pipeline.evaluation.benchmarks import declared_metrics, load_counted
         from medmo_pipeline.evaluation.generation import generate_answers
         from medmo_pipeline.evaluation.scoring import score_benchmark
         from medmo_pipeline.model.loading import load_model, load_processor
@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> None:
 
         spec = recipe.evaluation
         index = corpus.load_index(args.corpus)
-        benchmarks = {name: load_benchmark(name, index, max_per_task=spec.max_samples_per_task)
-                      for name in args.benchmark or spec.benchmarks}
+        # Every benchmark is loaded (and checked) before the model: a missing copy fails here, naming
+        # the benchmark and how to get it.
+        loads = {name: load_counted(name, index, max_per_task=spec.max_samples_per_task)
+                 for name in args.benchmark or spec.benchmarks}
+        benchmarks = {name: load.rows for name, load in loads.items()}
         base = recipe.base_model
         model = load_model(args.checkpoint, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
         processor = load_processor(args.checkpoint, trust_remote_code=base.trust_remote_code)
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                 "checkpoint": checkpoint_ref, "corpus": corpus.lineage_view(index),
                 "recipe": {"name": recipe.name, "hash": code_version}, "mlflow_run_id": run.info.run_id,
                 "git_commit": tracking.git_commit(), "not_computed": not_computed,
+                "rows": {name: load.counts() for name, load in loads.items()},
             })
             mlflow.log_artifact(str(args.output / "table.parquet"))
         meta = {
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             "samples_skipped_undecodable": sum(skipped.values()),
         }
         meta.update({row.metric: round(float(row.value), 4) for row in table.itertuples() if math.isfinite(row.value)})
+        meta["rows"] = {name: load.counts() for name, load in loads.items()}  # read, evaluated, filtered by reason
         reporter.report(meta, data_version=data_version)
 
 

@@ -7,7 +7,9 @@ pixel scale: predicted 0-1000 boxes go through ``boxes.relative_to_pixels``, the
 Questions (``vqa`` and ``text_qa`` rows) are scored by :func:`question_kind`: a VQA row whose gold
 answer is yes/no is closed; a row with choices is multiple choice (the option letter or the option
 text counts, an unreadable answer is wrong and counted as unparseable); any other VQA row is open
-(exact match and SQuAD token F1, each taken from ``open_accuracy`` by its field name).
+(exact match and SQuAD token F1, each taken from ``open_accuracy`` by its field name). Every
+question benchmark also gets ``accuracy``, one number as the paper's Table 1 counts it: the share of
+all its questions answered right (closed, multiple choice, open by exact match; see ACCURACY_NOTE).
 
 Reports and captions get ROUGE-L (F1, beta 1, the ``rouge-score`` definition) and corpus CIDEr-D
 (pycocoevalcap's definition and scale, x10; both sides tokenised by ``rouge_tokens``); instructions
@@ -34,8 +36,11 @@ from medmo_pipeline.rewards.parsing import parse_boxes
 CIDER_TASKS = ("report", "caption")
 ROUGE_TASKS = ("report", "caption", "instruction")
 
-# What each metric of the table is, where a name alone leaves the variant open (MEDMO_RECIPE.md).
+ACCURACY_NOTE = ("the paper's per-benchmark accuracy (Table 1): share of all questions answered right, closed "
+                 "yes/no by yes/no match, multiple choice by option, open by exact match after normalisation")
+# What each metric of the table is, where a name alone leaves the variant open (docs/benchmarks.md).
 METRIC_NOTES = {
+    "accuracy": ACCURACY_NOTE,
     **{f"{task}_rouge_l": "ROUGE-L F1 (beta 1, rouge-score tokenizer without stemming; pycocoevalcap uses beta 1.2)"
        for task in ROUGE_TASKS},
     **{f"{task}_cider": ("CIDEr-D as pycocoevalcap computes it (n 1-4, IDF over this benchmark's references, "
@@ -181,12 +186,18 @@ def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[M.MetricR
         ]
         record(idx, scores.matched.mean_iou.per_sample)
 
+    question_unparseable = 0
     for kind, rule in QUESTION_METRICS.items():
         idx, sel, preds = pick(lambda r, kind=kind: question_kind(r) == kind)
         if idx:
             for position, (name, result) in enumerate(rule(sel, preds)):
                 results.append(_rename(result, name))
                 record(idx, result.per_sample, "score" if position == 0 else PER_SAMPLE_KEYS[name])
+                question_unparseable += result.unparseable if position == 0 else 0
+    idx = [i for i, r in enumerate(rows) if question_kind(r) is not None]
+    if idx:  # the paper's one accuracy per question benchmark (see ACCURACY_NOTE)
+        results.append(M.summarize("accuracy", [per_sample[i]["score"] for i in idx], unparseable=question_unparseable,
+                                   empty=sum(1 for i in idx if not predictions[i].strip())))
 
     for task in ROUGE_TASKS:
         idx, sel, preds = pick(lambda r, task=task: r["task"] == task)

@@ -108,8 +108,12 @@ def load_model(
     trust_remote_code: bool = False,
     dtype: Any = None,
     allow_pickle: bool = False,
+    attn_implementation: str | None = None,
 ):
-    """Load a vision-language model (e.g. `Qwen3VLForConditionalGeneration`) from a directory or hub id."""
+    """Load a vision-language model (e.g. `Qwen3VLForConditionalGeneration`) from a directory or hub id.
+
+    ``attn_implementation`` ``"auto"`` picks `attention_implementation`'s choice; None keeps
+    transformers' default."""
     from transformers import AutoModelForImageTextToText
 
     local = _local_dir(path_or_id)
@@ -122,7 +126,26 @@ def load_model(
     kwargs["use_safetensors"] = None if allow_pickle else True
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attention_implementation(attn_implementation)
     return AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+
+
+def attention_implementation(requested: str) -> str:
+    """The attention kernel to load with: ``auto`` is flash_attention_2 where the flash-attn package
+    and a GPU are present, else PyTorch's sdpa. Asking for flash_attention_2 without them is an error
+    here, before any weight is read."""
+    import importlib.util
+
+    import torch
+
+    flash_available = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+    if requested == "auto":
+        return "flash_attention_2" if flash_available else "sdpa"
+    if requested == "flash_attention_2" and not flash_available:
+        raise ValueError("attn_implementation: flash_attention_2 needs the flash-attn package and a CUDA GPU; "
+                         "use sdpa (or auto) on this machine")
+    return requested
 
 
 def load_processor(

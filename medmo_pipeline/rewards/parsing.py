@@ -5,6 +5,10 @@
 - Qwen's grounding JSON: ``[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}]``, bare or in a
   ```` ```json ```` fence
 - bare lists: ``[[x1, y1, x2, y2], ...]`` or ``[x1, y1, x2, y2]``
+- Qwen2-VL's special tokens, as MedSG-Bench writes its replies:
+  ``<|object_ref_start|>Liver<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>`` (its
+  prompt closes the box with a second ``<|box_start|>``, which is read the same); each such box is
+  rewritten to the MedMO form before parsing, so one reader serves all forms
 
 Every form reduces to the same unit: an innermost bracket list of exactly four numbers. When the
 text has complete ``<box>...</box>`` groups, only lists inside them count, so numbers quoted in
@@ -32,6 +36,10 @@ _JSON_LABEL = re.compile(r'"label"\s*:\s*("(?:[^"\\]|\\.)*")')
 _TAG = re.compile(r"<[^<>]*>")
 _LABEL_STRIP = " \t\r\n,;:.-*`'\"()"
 _CLAUSE_SEPARATORS = re.compile(r"[\n:;]")
+# (x1,y1),(x2,y2) between <|box_start|> and <|box_end|> (or a second <|box_start|>); the point
+# groups hold no parenthesis, so no two repetitions can overlap.
+_QWEN2_BOX = re.compile(r"<\|box_start\|>\s*\(([^()<>]*)\)\s*,\s*\(([^()<>]*)\)\s*<\|box_(?:end|start)\|>")
+_QWEN2_REF = re.compile(r"<\|object_ref_(?:start|end)\|>")
 MAX_LABEL_CHARS = 200
 
 
@@ -58,10 +66,23 @@ def parse_labeled_boxes(text: str) -> list[tuple[str, Box]]:
     """
     if not isinstance(text, str):
         return []
+    if "<|box_start|>" in text:
+        text = _qwen2_boxes_as_medmo(text)
     groups = _box_groups(text)
     if groups:
         return [(label, box) for label, start, end in groups for box in _boxes_in(text, start, end)]
     return _boxes_with_json_labels(text)
+
+
+def _qwen2_boxes_as_medmo(text: str) -> str:
+    """``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` -> `` <box>[[x1, y1, x2, y2]]</box>``; the
+    object-reference tokens around a label become line breaks, so the label reads as its own clause.
+
+    >>> _qwen2_boxes_as_medmo("<|object_ref_start|>Liver<|object_ref_end|><|box_start|>(1,2),(30,40)<|box_end|>")
+    '\\nLiver\\n <box>[[1,2, 30,40]]</box>'
+    """
+    text = _QWEN2_BOX.sub(lambda m: f" {BOX_OPEN}[[{m.group(1).strip()}, {m.group(2).strip()}]]{BOX_CLOSE}", text)
+    return _QWEN2_REF.sub("\n", text)
 
 
 def _box_groups(text: str) -> list[tuple[str, int, int]]:

@@ -36,20 +36,30 @@ def decodable_rows(rows: list[dict], log: Callable[[str], None] | None = None) -
     EXIF rotation) are re-encoded as 8-bit PNG of what ``decode_images`` gives; the rest keep
     their bytes.
     """
+    ready = skip_undecodable(lambda row: row, log)
+    kept = [row for row in map(ready, rows) if row is not None]
+    return kept, len(ready.skipped)
+
+
+def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[str], None] | None = None):
+    """``to_example`` for rows one at a time (a stream) with ``decodable_rows``' rule: a row whose images
+    do not decode gives None, its id is appended to the returned function's ``skipped`` and named in
+    ``log``; the others reach ``to_example`` with model-ready images."""
     from medmo_pipeline.data.image_limits import ImageError
     from medmo_pipeline.data.pixels import model_image, needs_conversion
 
-    kept, skipped = [], 0
-    for row in rows:
+    def example(row: dict) -> dict | None:
         try:
             images = [_model_ready(image, model_image, needs_conversion) for image in row["images"]]
         except ImageError as error:
-            skipped += 1
+            example.skipped.append(row.get("id"))
             if log is not None:
                 log(f"skipped row {row.get('id')}: {error}")
-            continue
-        kept.append(row if all(a is b for a, b in zip(images, row["images"])) else {**row, "images": images})
-    return kept, skipped
+            return None
+        return to_example(row if all(a is b for a, b in zip(images, row["images"])) else {**row, "images": images})
+
+    example.skipped = []
+    return example
 
 
 def _model_ready(image: dict, model_image, needs_conversion) -> dict:
@@ -76,19 +86,28 @@ def sft_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
     turn, which is exactly the sample contract's convention. Each exchange is put in the stage's
     ``reply_format`` (see ``medmo_pipeline.reply_format``).
     """
+    features = sft_features()
+    examples = [sft_example(row, reply_format) for row in rows]
+    return in_memory_dataset({name: [e[name] for e in examples] for name in features}, features, rows,
+                             variant=reply_format)
+
+
+def sft_features():
+    """Columns of an SFT example: PNG images (decoded when a batch is made) and chat turns."""
     import datasets
 
-    features = datasets.Features(
+    return datasets.Features(
         {
             "images": datasets.List(datasets.Image()),
             "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
         }
     )
-    columns = {
-        "images": [image_cells(row) for row in rows],
-        "messages": [formatted_messages(row["messages"], reply_format, asks_for_format(row["id"])) for row in rows],
-    }
-    return in_memory_dataset(columns, features, rows, variant=reply_format)
+
+
+def sft_example(row: dict, reply_format: ReplyFormat = "plain") -> dict:
+    """A sample row as an SFT example (``sft_features``), its exchanges in ``reply_format``."""
+    return {"images": image_cells(row),
+            "messages": formatted_messages(row["messages"], reply_format, asks_for_format(row["id"]))}
 
 
 def formatted_messages(messages: list[dict], reply_format: ReplyFormat, ask: bool = True) -> list[dict]:
@@ -151,7 +170,7 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         lr_scheduler_type=optim.lr_scheduler_type,
         bf16=optim.bf16 and cuda,  # bf16 on CPU raises in the trainer; the recipe's value applies on GPUs
         use_cpu=not cuda,
-        gradient_checkpointing=optim.gradient_checkpointing,
+        activation_checkpointing=optim.gradient_checkpointing,  # transformers 5's name for it
         logging_steps=optim.logging_steps,
         deepspeed=deepspeed,
         seed=seed,
@@ -160,7 +179,56 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         **save_arguments(optim),
         disable_tqdm=True,
         dataloader_num_workers=optim.dataloader_num_workers,
+        **optim.trainer_args,  # further TRL fields, checked against the installed TRL at recipe load
     )
+
+
+def load_for_training(parent: str, base, optim: OptimRecipe, trainer_config):
+    """Load the policy for a stage whose ``SFTConfig``/``GRPOConfig`` (``trainer_config``) already exists.
+
+    With ``deepspeed=`` a ZeRO-3 config, creating the trainer config registered it (transformers keeps
+    only a weak reference, so the caller keeps ``trainer_config`` alive through training), and
+    ``from_pretrained`` then partitions each weight across the ranks as it loads: no rank ever holds
+    the whole model. The weights load in the dtype the stage trains in. Under ZeRO-3 a text-only
+    batch still runs the vision tower (``model.zero3_vision``).
+    """
+    from medmo_pipeline.model.loading import load_model
+
+    if optim.deepspeed and getattr(trainer_config, "hf_deepspeed_config", None) is None:
+        raise RuntimeError("the trainer configuration must be built with deepspeed= before the model loads")
+    if trainer_config is not None:
+        # Sets up the device and, under torchrun, the process group (transformers does it lazily).
+        trainer_config.device  # noqa: B018
+    if optim.deepspeed:
+        join_deepspeed_to_process_group()
+    model = load_model(parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle,
+                       dtype=training_dtype(optim), attn_implementation=optim.attn_implementation)
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # ranks must run the same modules (model.zero3_vision)
+        from medmo_pipeline.model.zero3_vision import run_vision_tower_on_every_rank
+
+        run_vision_tower_on_every_rank(model)
+    return model
+
+
+def join_deepspeed_to_process_group() -> None:
+    """ZeRO-3 partitions over DeepSpeed's communicator, which on CPU is set up only once the trainer
+    starts; before that it sees a world of one (and rejects the batch sizes filled in for two ranks).
+    Wrapping the process group torchrun started is what the trainer would do later anyway."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
+def training_dtype(optim: OptimRecipe):
+    """bf16 where the recipe asks for it and a GPU trains; fp32 on CPU, where the trainer runs fp32."""
+    import torch
+
+    return torch.bfloat16 if optim.bf16 and torch.cuda.is_available() else torch.float32
 
 
 def save_arguments(optim: OptimRecipe) -> dict[str, Any]:

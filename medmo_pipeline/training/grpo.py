@@ -32,9 +32,17 @@ TREND_PLOTS = {
 
 def rl_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
     """Sample rows -> GRPO prompts (string content; TRL inserts the image placeholders) + reward columns."""
+    features = rl_features()
+    examples = [rl_example(row, reply_format) for row in rows]
+    return common.in_memory_dataset({name: [e[name] for e in examples] for name in features}, features, rows,
+                                    variant=reply_format)
+
+
+def rl_features():
+    """Columns of a GRPO example: the prompt, its PNG images and what the rewards compare against."""
     import datasets
 
-    features = datasets.Features(
+    return datasets.Features(
         {
             "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
             "images": datasets.List(datasets.Image()),
@@ -47,17 +55,20 @@ def rl_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
             "image_height": datasets.Value("int32"),
         }
     )
-    columns = {
-        "prompt": [[{"role": "user", "content": rl_prompt(common.prompt_text(r), reply_format)}] for r in rows],
-        "images": [common.image_cells(r) for r in rows],
-        "task": [r["task"] for r in rows],
-        "answer": [r["answer"] for r in rows],
-        "choices": [list(r["choices"]) for r in rows],
-        "boxes": [list(r["boxes"]) for r in rows],
-        "image_width": [r["images"][0]["width"] if r["images"] else 0 for r in rows],
-        "image_height": [r["images"][0]["height"] if r["images"] else 0 for r in rows],
+
+
+def rl_example(row: dict, reply_format: ReplyFormat = "plain") -> dict:
+    """A sample row as a GRPO example (``rl_features``), its prompt asking for ``reply_format``."""
+    return {
+        "prompt": [{"role": "user", "content": rl_prompt(common.prompt_text(row), reply_format)}],
+        "images": common.image_cells(row),
+        "task": row["task"],
+        "answer": row["answer"],
+        "choices": list(row["choices"]),
+        "boxes": list(row["boxes"]),
+        "image_width": row["images"][0]["width"] if row["images"] else 0,
+        "image_height": row["images"][0]["height"] if row["images"] else 0,
     }
-    return common.in_memory_dataset(columns, features, rows, variant=reply_format)
 
 
 def observed(functions: list, samples: list[dict]):
@@ -97,34 +108,45 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.plots import markdown_image, plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
-        from medmo_pipeline.training import resume, rl_rows
+        from medmo_pipeline.training import resume, rl_rows, streamed
 
         index = corpus.load_index(args.corpus)
-        rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
-        rows, images_skipped = common.decodable_rows(rows, reporter.log)
+        plan = streamed.stage_plan(index, stage.mixture)
         base = recipe.base_model
-        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
-        use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         left_pad_prompts(processor)
         row_counts = Counter()
-        rows = list(rl_rows.fit_prompts(rows, processor, stage.grpo.max_prompt_length, stage.grpo.overlong_prompts,
-                                        stage.reply_format, row_counts))
-        reporter.log(f"rl rows: {rl_rows.describe(row_counts)} (prompt limit {stage.grpo.max_prompt_length}, "
-                     f"overlong prompts: {stage.grpo.overlong_prompts})")
-        mix = mixture.describe(rows)
-        reporter.log(f"rl: {len(rows)} prompts from {sorted(mix)}")
+
+        def prompt_example(row: dict) -> dict | None:
+            kept, outcome = rl_rows.fit_prompt(row, processor, stage.grpo.max_prompt_length,
+                                               stage.grpo.overlong_prompts, stage.reply_format)
+            row_counts[outcome] += 1
+            return None if kept is None else rl_example(kept, stage.reply_format)
+
+        reporter.log(f"rl: {plan['planned_samples']} prompts planned per pass over {sorted(plan['sources'])}")
 
         reward_functions, weights = build_reward_functions(stage.rewards)
         samples: list[dict] = []
         start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
         reporter.log(start.describe())
-        config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights)
+        optim, g = stage.optim, stage.grpo
+        # Prompt groups span ranks, so every rank reads the one stream and takes its slice of each batch.
+        prompts_per_step = (optim.per_device_train_batch_size * optim.gradient_accumulation_steps
+                            * streamed.world_size()) // g.num_generations
+        decodable = common.skip_undecodable(prompt_example, reporter.log)
+        data = streamed.StageData(plan, recipe.seed, rl_features(), decodable, examples_per_step=prompts_per_step,
+                                  per_rank=False, resume_from=start.checkpoint, resume_step=start.step or 0)
+        config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights,
+                             shuffle_dataset=False,  # the stream is already in its seeded order
+                             **data.trainer_arguments(optim, global_examples_per_step=prompts_per_step))
+        # Loaded after its trainer configuration, so that a ZeRO-3 config partitions it as it loads.
+        model = common.load_for_training(args.parent, base, stage.optim, config)
+        use_patchwise_projection(model)  # same values, a cheaper backward
         history: list[dict] = start.history()
         section = recipe.section("rl")
 
@@ -144,26 +166,31 @@ def main(argv: list[str] | None = None) -> None:
                 model=model,
                 reward_funcs=observed(reward_functions, samples),
                 args=config,
-                train_dataset=rl_dataset(rows, stage.reply_format),
+                train_dataset=data.dataset,
                 processing_class=processor,
-                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(),
+                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(), data.callback(),
                            resume.completion_callback(start.key)],
             )
             result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
             state_dict = common.gathered_state_dict(trainer)
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
-            metrics = {"steps": int(result.global_step), "resumed_from_step": start.step, "rows": len(rows),
-                       "rows_skipped_undecodable": images_skipped,
+            reporter.log(f"rl rows: {rl_rows.describe(row_counts)} (prompt limit {stage.grpo.max_prompt_length}, "
+                         f"overlong prompts: {stage.grpo.overlong_prompts})")
+            metrics = {"steps": int(result.global_step), "resumed_from_step": start.step,
+                       "planned_samples": plan["planned_samples"],
+                       "rows_skipped_undecodable": len(decodable.skipped),
                        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
                        **{f"rows_{outcome}": n for outcome, n in sorted(row_counts.items())}}
+            drawn = data.streamed(int(result.global_step))
             metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
             constant = [fn.__name__ for fn in reward_functions if metrics.get(f"reward_{fn.__name__}_distinct_means") == 1]
             if constant and metrics["steps"] > 1:
                 reporter.log(f"warning: reward component(s) {constant} logged one value at every step: no signal")
             lineage = tracking.lineage_record(
                 stage="rl", parent=common.parent_reference(args.parent), corpus=corpus.lineage_view(index),
-                mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
+                mixture={"recipe": stage.mixture.model_dump(mode="json"), "rows": mixture.describe(plan),
+                         "streamed": drawn, "drawn": streamed.drawn_by_task(plan, drawn)},
                 recipe_name=recipe.name, recipe_section=section, recipe_hash=code_version,
                 mlflow_run_id=run.info.run_id, started=started, metrics=metrics,
             ) | {"resume": start.lineage()}

@@ -9,6 +9,7 @@ Runs standalone; launched by Dagster it reports through Pipes instead of the con
 
 from __future__ import annotations
 
+import functools
 import time
 
 from medmo_pipeline.jobs import checked_recipe, entry_point
@@ -30,30 +31,37 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
+        from medmo_pipeline.model.loading import load_processor, set_image_resolution
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
+        from medmo_pipeline.training import resume, streamed
         from medmo_pipeline.training.collation import answer_masked_collator, mirror_pad_token
-        from medmo_pipeline.training import resume
 
         index = corpus.load_index(args.corpus)
-        rows = mixture.draw_mixture(index, stage.mixture, seed=recipe.seed)
-        rows, images_skipped = common.decodable_rows(rows, reporter.log)
-        mix = mixture.describe(rows)
-        reporter.log(f"{args.stage}: {len(rows)} rows drawn from {sorted(mix)}; loading {args.parent}")
+        plan = streamed.stage_plan(index, stage.mixture)
+        reporter.log(f"{args.stage}: {plan['planned_samples']} samples planned per pass over "
+                     f"{sorted(plan['sources'])}; loading {args.parent}")
+        start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
+        reporter.log(start.describe())
+        optim = stage.optim
+        example = common.skip_undecodable(functools.partial(common.sft_example, reply_format=stage.reply_format),
+                                          reporter.log)
+        data = streamed.StageData(plan, recipe.seed, common.sft_features(), example,
+                                  examples_per_step=optim.per_device_train_batch_size * optim.gradient_accumulation_steps,
+                                  resume_from=start.checkpoint, resume_step=start.step or 0)
+        global_examples = data.examples_per_step * streamed.world_size()
+        # Built before the model loads, so that a ZeRO-3 config partitions the weights as they load.
+        config = SFTConfig(
+            **common.trainer_arguments(optim, output_dir=start.work_dir, seed=recipe.seed)
+            | data.trainer_arguments(optim, global_examples_per_step=global_examples),
+            max_length=stage.max_length,
+            assistant_only_loss=True,  # loss on the answers only, via the template's generation marks
+        )
         base = recipe.base_model
-        model = load_model(args.parent, trust_remote_code=base.trust_remote_code, allow_pickle=base.allow_pickle)
+        model = common.load_for_training(args.parent, base, stage.optim, config)
         use_patchwise_projection(model)  # same values, a cheaper backward
         processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         mirror_pad_token(model, processor)
-
-        start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
-        reporter.log(start.describe())
-        config = SFTConfig(
-            **common.trainer_arguments(stage.optim, output_dir=start.work_dir, seed=recipe.seed),
-            max_length=stage.max_length,
-            assistant_only_loss=True,  # loss on the answers only, via the template's generation marks
-        )
         history: list[dict] = start.history()
         section = recipe.section(args.stage)
         with common.main_process_mlflow_run(
@@ -66,10 +74,11 @@ def main(argv: list[str] | None = None) -> None:
             trainer = SFTTrainer(
                 model=model,
                 args=config,
-                train_dataset=common.sft_dataset(rows, stage.reply_format),
+                train_dataset=data.dataset,
                 data_collator=answer_masked_collator(processor, max_length=stage.max_length),
                 processing_class=processor,
-                callbacks=[common.reporting_callback(reporter, mlflow, history), resume.completion_callback(start.key)],
+                callbacks=[common.reporting_callback(reporter, mlflow, history), data.callback(),
+                           resume.completion_callback(start.key)],
             )
             result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
             state_dict = common.gathered_state_dict(trainer)
@@ -82,14 +91,17 @@ def main(argv: list[str] | None = None) -> None:
                 "final_loss": round(losses[-1], 5) if losses else None,
                 "first_loss": round(losses[0], 5) if losses else None,
                 "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
-                "rows": len(rows),
-                "rows_skipped_undecodable": images_skipped,
+                "planned_samples": plan["planned_samples"],
+                "samples_streamed": int(result.global_step) * global_examples,
+                "rows_skipped_undecodable": len(example.skipped),
             }
+            drawn = data.streamed(int(result.global_step))
             lineage = tracking.lineage_record(
                 stage=args.stage,
                 parent=common.parent_reference(args.parent),
                 corpus=corpus.lineage_view(index),
-                mixture={"recipe": stage.mixture.model_dump(mode="json"), "drawn": mix},
+                mixture={"recipe": stage.mixture.model_dump(mode="json"), "rows": mixture.describe(plan),
+                         "streamed": drawn, "drawn": streamed.drawn_by_task(plan, drawn)},
                 recipe_name=recipe.name,
                 recipe_section=section,
                 recipe_hash=code_version,

@@ -1,5 +1,7 @@
-"""Adapters by format family: each module has an ``Options`` model and
-``iter_samples(root, options) -> Iterator[row]`` yielding sample-contract rows (see ``common``).
+"""Adapters by format family: each module has an ``Options`` model,
+``iter_outcomes(root, options)`` yielding sample-contract rows plus a ``RowQuarantined`` /
+``RowFiltered`` (``data.outcomes``) for each record that gives no row, and ``iter_samples``
+yielding the rows alone (see ``common``).
 
 The registry names a family per dataset; ``ADAPTERS`` maps family names to modules.
 """
@@ -52,3 +54,8 @@ def adapter(family: str) -> ModuleType:
 def iter_samples(family: str, root: Path, options: dict) -> Iterator[dict]:
     """Rows of the dataset at ``root`` read by adapter ``family`` with ``options``."""
     return adapter(family).iter_samples(Path(root), options)
+
+
+def iter_outcomes(family: str, root: Path, options: dict) -> Iterator:
+    """Rows and record outcomes (quarantined / filtered) of the dataset at ``root``."""
+    return adapter(family).iter_outcomes(Path(root), options)

@@ -7,9 +7,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.data.paths import safe_glob, safe_join
 
-from .common import AdapterOptions, limited, load_image
+from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only
 from .grounding import grounding_rows, xywh_to_xyxy
 
 
@@ -19,12 +20,31 @@ class Options(AdapterOptions):
     image_file: str = "source.jpg"
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     base = safe_join(root, options.image_dir)
-    folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}")]
-    for _, folder in limited(iter(folders), options):
-        items = json.loads((folder / options.boxes_file).read_text(encoding="utf-8"))
-        labelled = [(label, *xywh_to_xyxy(*box)) for item in items for label, box in item.items()]
+    if not base.is_dir():
+        raise SourceLayoutError(f"{options.image_dir} is missing under {root}")
+    folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}", refuse_outside=False)]
+
+    def convert(_, folder: Path) -> list[dict]:
+        items = json.loads(safe_join(base, f"{folder.name}/{options.boxes_file}").read_bytes().decode("utf-8"))
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise RowError("malformed_record", f"{folder.name}/{options.boxes_file} is not a list of objects")
+        labelled = [(label, *xywh_to_xyxy(*_four(box))) for item in items for label, box in item.items()]
         entry = load_image(root, f"{folder.name}/{options.image_file}", options)
-        yield from grounding_rows(folder.name, entry, labelled, options)
+        return list(grounding_rows(folder.name, entry, labelled, options))
+
+    records = ((f"{options.image_dir}/{folder.name}/{options.boxes_file}", folder) for _, folder in
+               limited(iter(folders), options))
+    yield from guarded(records, options.boxes_file, convert)
+
+
+def _four(box) -> list:
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise RowError("malformed_record", f"box {box!r} is not [x, y, w, h]")
+    return list(box)
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -10,10 +10,12 @@ from pathlib import Path
 from .common import (
     ImageRecordOptions,
     as_list,
-    iter_records,
+    guarded,
     limited,
     load_image,
     make_row,
+    read_records,
+    rows_only,
     text,
     turn,
 )
@@ -24,10 +26,16 @@ class Options(ImageRecordOptions):
     question: str = "Describe this medical image."
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+    def convert(index: int, record: dict) -> list[dict]:
         images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
         local_id = record.get(options.id_field) if options.id_field else index
-        yield make_row(local_id, "caption", options, turn(options.question, text(record.get(options.caption_field))),
-                       images=images)
+        return [make_row(local_id, "caption", options, turn(options.question, text(record.get(options.caption_field))),
+                         images=images)]
+
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -5,16 +5,33 @@ letters), and the question lists the options as ``A. ...``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
 LETTERS = "ABCDEFGHIJ"
-AnswerFormat = Literal["text", "letter", "index"]
+AnswerFormat = Literal["text", "letter", "index", "auto"]
+_PREFIX = re.compile(r"^\s*\(?([A-J])\s*[:.)]\s*")
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
     lines = [question, *(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))]
     return "\n".join([*lines, "Answer with the option letter."])
+
+
+def unprefixed(choices: Sequence[str]) -> list[str]:
+    """Options without the letter their publisher wrote into them ("A:Diffuse uptake" in PMC-VQA):
+    ``lettered_question`` adds its own. Only an option's own letter is removed.
+
+    >>> unprefixed(["A:CT", " B: MRI", "C.X-ray", "D) PET", "Vitamin D: low"])
+    ['CT', 'MRI', 'X-ray', 'PET', 'Vitamin D: low']
+    """
+    out = []
+    for position, choice in enumerate(choices):
+        match = _PREFIX.match(choice)
+        own = match is not None and match.group(1) == LETTERS[position] and match.end() < len(choice)
+        out.append(choice[match.end():].strip() if own else choice.strip())
+    return out
 
 
 def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, index_base: int = 0) -> str:
@@ -26,6 +43,12 @@ def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, i
     'C'
     """
     answer = answer.strip()
+    if answer_format == "auto":  # a letter ("B", "B:", "B: text") if it names an option, else the option text
+        match = _PREFIX.match(answer)
+        letter = match.group(1) if match else answer.upper() if len(answer) == 1 else ""
+        if letter and LETTERS.find(letter) in range(len(choices)):
+            return letter
+        answer_format = "text"
     if answer_format == "letter":
         letter = answer[:1].upper()
         return letter if letter and LETTERS.find(letter) in range(len(choices)) else ""

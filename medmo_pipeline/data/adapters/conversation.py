@@ -8,7 +8,7 @@ last assistant reply are dropped; system turns are dropped.
 Grounding sets that keep their boxes in the reply (MedSG: ``label <box>[[x1, y1, x2, y2]]</box>``)
 declare the numbers' scale as ``reply_box_scale``; the first reply's boxes then become the row's
 pixel boxes of its first image (``boxes.reply_box_to_pixels``), which is what the RL box reward
-scores against. A box outside the declared scale's frame is an error naming the record.
+scores against. A record with a box outside the declared scale's frame is quarantined (bad_number).
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from typing import Literal
 
 from medmo_pipeline import boxes as box_scale
 from medmo_pipeline.config import TaskName
+from medmo_pipeline.data.outcomes import RowError
 
 from .common import (
     ImageRecordOptions,
     as_list,
-    iter_records,
+    guarded,
     limited,
     load_image,
     make_row,
+    read_records,
+    rows_only,
     strip_image_tokens,
     text,
 )
@@ -41,19 +44,22 @@ class Options(ImageRecordOptions):
     reply_box_scale: Literal["relative_1000", "pixels"] | None = None
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+    def convert(index: int, record: dict) -> list[dict]:
         messages = conversation(record.get(options.conversations_field) or [])
         if not messages:
             messages = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
         images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
         local_id = record.get(options.id_field, index)
-        boxes = reply_boxes(messages, images, options.reply_box_scale, local_id) if options.reply_box_scale else []
-        yield make_row(local_id, options.task, options, messages, images=images, boxes=boxes)
+        boxes = reply_boxes(messages, images, options.reply_box_scale) if options.reply_box_scale else []
+        return [make_row(local_id, options.task, options, messages, images=images, boxes=boxes)]
+
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
-def reply_boxes(messages: list[dict], images: list[dict], scale: str, local_id) -> list[dict]:
+def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[dict]:
     """Pixel box records of the first reply's boxes, on the first image (none without an image)."""
     from medmo_pipeline.rewards.parsing import parse_labeled_boxes
 
@@ -66,18 +72,25 @@ def reply_boxes(messages: list[dict], images: list[dict], scale: str, local_id) 
         try:
             x1, y1, x2, y2 = box_scale.reply_box_to_pixels(box, width, height, scale)
         except ValueError as error:
-            raise ValueError(f"record {local_id!r}: {error}") from None
+            raise RowError("bad_number", str(error)) from None
         records.append({"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
     return records
 
 
 def conversation(turns: list[dict]) -> list[dict]:
     """LLaVA turns -> chat messages ending on the last assistant turn."""
+    if not isinstance(turns, list):
+        raise RowError("malformed_record", f"conversations is {type(turns).__name__}, not a list")
     messages = []
     for item in turns:
+        if not isinstance(item, dict):
+            raise RowError("malformed_record", f"a turn is {type(item).__name__}, not an object")
         role = ROLES.get(str(item.get("from", item.get("role", ""))).lower())
         if role is not None:
             messages.append({"role": role, "content": strip_image_tokens(text(item.get("value", item.get("content")))) })
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()
     return messages
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -13,7 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import AdapterOptions, iter_records, limited, load_image, text
+from medmo_pipeline.data.outcomes import RowQuarantined
+
+from .common import (
+    AdapterOptions,
+    coordinates,
+    guarded,
+    iter_records,
+    limited,
+    load_image,
+    row_problem,
+    rows_only,
+    text,
+)
 from .grounding import grounding_rows
 
 LESION_TYPES = {1: "bone lesion", 2: "abdomen lesion", 3: "mediastinum lesion", 4: "liver lesion",
@@ -30,23 +42,37 @@ class Options(AdapterOptions):
     typed_labels: bool = True  # "liver lesion" from Coarse_lesion_type, else plain "lesion"
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    slices: dict[str, list[dict]] = {}
-    for record in iter_records(root, options.file, "csv"):
-        slices.setdefault(text(record["File_name"]), []).append(record)
-    for _, (file_name, records) in limited(iter(slices.items()), options):
-        first = records[0]
+    slices: dict[str, list[tuple]] = {}
+    for index, record in enumerate(iter_records(root, options.file, "csv")):
+        if isinstance(record, RowQuarantined):
+            yield record
+            continue
+        try:  # each CSV row is checked on its own: a broken one is quarantined, its slice goes on
+            file_name = text(record["File_name"])
+            if not file_name.lower().endswith(".png") or "_" not in file_name:
+                raise ValueError(f"File_name {file_name!r} is not PPPPPP_SS_EE_NNN.png")
+            box = coordinates(numbers(record["Bounding_boxes"]), "Bounding_boxes")
+            if len(box) != 4:
+                raise ValueError(f"Bounding_boxes has {len(box)} numbers, expected 4")
+            slices.setdefault(file_name, []).append((record, box))
+        except Exception as error:  # noqa: BLE001 - quarantined with its file and row
+            yield row_problem(error, options.file, f"row {index + 1}")
+
+    def convert(file_name: str, records: list[tuple]) -> list[dict]:
+        first = records[0][0]
         entry = load_image(root, slice_path(file_name), options, png16_offset=HU_OFFSET,
                            window=_window(first, options))
         sx, sy = _scale(first, entry)
-        labelled = []
-        for record in records:
-            x1, y1, x2, y2 = numbers(record["Bounding_boxes"])
-            labelled.append((_label(record, options), x1 * sx, y1 * sy, x2 * sx, y2 * sy))
+        labelled = [(_label(record, options), x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+                    for record, (x1, y1, x2, y2) in records]
         subset = int(float(text(first.get("Train_Val_Test")) or 1))
         split = "eval" if subset in options.eval_subsets else "train"
-        yield from grounding_rows(file_name.removesuffix(".png"), entry, labelled, options, split=split)
+        return list(grounding_rows(file_name.removesuffix(".png"), entry, labelled, options, split=split))
+
+    yield from guarded((pair for _, pair in limited(iter(slices.items()), options)), options.file, convert)
 
 
 def slice_path(file_name: str) -> str:
@@ -62,7 +88,7 @@ def numbers(value: str) -> list[float]:
 
 def _window(record: dict, options: Options) -> tuple[float, float]:
     try:
-        low, high = numbers(record.get("DICOM_windows", ""))[:2]
+        low, high = coordinates(numbers(record.get("DICOM_windows", ""))[:2], "DICOM_windows")
     except ValueError:
         return options.default_window
     return ((low + high) / 2, high - low) if high > low else options.default_window
@@ -71,7 +97,7 @@ def _window(record: dict, options: Options) -> tuple[float, float]:
 def _scale(record: dict, entry: dict) -> tuple[float, float]:
     """Factors from the CSV's Image_size (rows, cols) to the decoded PNG, 1 when unknown."""
     try:
-        rows, cols = numbers(record.get("Image_size", ""))[:2]
+        rows, cols = coordinates(numbers(record.get("Image_size", ""))[:2], "Image_size")
     except ValueError:
         return 1.0, 1.0
     if not entry["width"] or not rows or not cols:
@@ -84,5 +110,8 @@ def _label(record: dict, options: Options) -> str:
         return "lesion"
     try:
         return LESION_TYPES.get(int(float(record.get("Coarse_lesion_type", -1))), "lesion")
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
         return "lesion"
+
+
+iter_samples = rows_only(iter_outcomes)

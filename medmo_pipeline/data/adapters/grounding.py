@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 
 from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
 
-from .common import AdapterOptions, make_row, turn
+from .common import AdapterOptions, coordinates, make_row, turn
 
 QUESTION = "Locate every {label} in this image and give their bounding boxes."
 
@@ -22,7 +22,7 @@ def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[st
     """Rows for one image; ``labelled_boxes`` are (label, x1, y1, x2, y2) in pixels, any order."""
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
     for label, *box in labelled_boxes:
-        by_label.setdefault(str(label), []).append(tuple(float(v) for v in box))
+        by_label.setdefault(str(label), []).append(coordinates(box))
     for label, boxes in sorted(by_label.items()):
         records = [{"label": label, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for b in boxes]
         reply = box_answer(label, boxes, image["width"], image["height"])
@@ -40,6 +40,8 @@ def box_answer(label: str, boxes: list[tuple[float, float, float, float]], width
         return ""
 
 
-def xywh_to_xyxy(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
-    """Top-left corner plus size (COCO, NIH) -> corners."""
+def xywh_to_xyxy(x, y, w, h) -> tuple[float, float, float, float]:
+    """Top-left corner plus size (COCO, NIH, SLAKE) -> corners; raises RowError on a value that is
+    not a finite number (so the record is quarantined naming itself)."""
+    x, y, w, h = coordinates((x, y, w, h))
     return x, y, x + w, y + h

@@ -11,7 +11,17 @@ from typing import Literal
 
 from medmo_pipeline.data.paths import safe_glob, safe_join
 
-from .common import AdapterOptions, limited, load_image, make_row, text, turn
+from .common import (
+    AdapterOptions,
+    SourceLayoutError,
+    guarded,
+    limited,
+    load_image,
+    make_row,
+    rows_only,
+    text,
+    turn,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 
@@ -25,19 +35,30 @@ class Options(AdapterOptions):
     default_window: tuple[float, float] | None = None
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
-    files = [p for p in safe_glob(base, options.pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    for _, path in limited(iter(files), options):
-        relative = path.relative_to(base).as_posix()
+    if not base.is_dir():
+        raise SourceLayoutError(f"{options.image_dir or '.'} is missing under {root}")
+    files = [p for p in safe_glob(base, options.pattern, refuse_outside=False)
+             if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())]
+
+    def convert(relative: str, path: Path) -> list[dict]:
+        path = safe_join(base, relative)  # a symlink out of the root is quarantined here
         entry = load_image(root, relative, options, png16_offset=options.png16_offset,
                            window=options.default_window)
         if options.text_from == "sidecar":
             sidecar = path.with_suffix(".txt")
-            label = text(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else ""
+            label = text(sidecar.read_bytes().decode("utf-8")) if sidecar.is_file() else ""
         else:
             label = path.parent.name.replace("_", " ")
         task = "caption" if options.text_from == "sidecar" else "vqa"
-        yield make_row(relative, task, options, turn(options.question, options.reply_template.format(label=label)),
-                       images=[entry])
+        return [make_row(relative, task, options, turn(options.question, options.reply_template.format(label=label)),
+                         images=[entry])]
+
+    records = ((path.relative_to(base).as_posix(), path) for _, path in limited(iter(files), options))
+    yield from guarded(records, options.image_dir or ".", convert)
+
+
+iter_samples = rows_only(iter_outcomes)

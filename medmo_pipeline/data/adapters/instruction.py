@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from .common import RecordOptions, iter_records, limited, make_row, text, turn
+from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
 
 class Options(RecordOptions):
@@ -26,9 +26,10 @@ class Options(RecordOptions):
     reasoning_field: str = ""
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+    def convert(index: int, record: dict) -> list[dict]:
         instruction = options.instruction or text(record.get(options.instruction_field))
         extra = text(record.get(options.input_field))
         prompt = f"{instruction}\n\n{extra}" if instruction and extra else instruction or extra
@@ -36,4 +37,9 @@ def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
         reasoning = text(record.get(options.reasoning_field)) if options.reasoning_field else ""
         reply = f"<think>\n{reasoning}\n</think>\n{output}" if reasoning else output
         local_id = record.get(options.id_field) if options.id_field else index
-        yield make_row(local_id, options.task, options, turn(prompt, reply), answer=output)
+        return [make_row(local_id, options.task, options, turn(prompt, reply), answer=output)]
+
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
+
+
+iter_samples = rows_only(iter_outcomes)

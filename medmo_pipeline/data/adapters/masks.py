@@ -9,15 +9,17 @@ import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels, limits_in_force
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.paths import safe_join
 from medmo_pipeline.data.pixels import failed_entry
 
-from .common import AdapterOptions, limited, load_image, make_row, turn
+from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, make_row, rows_only, turn
 from .grounding import QUESTION, grounding_rows
 
 
@@ -27,26 +29,38 @@ class Options(AdapterOptions):
     mask_suffix: str = ".png"
     label: str = "cell"
     modality: str = "microscopy"
+    # An image without its mask: a broken copy (quarantine), or a frame the release does not annotate
+    # (filter, reason "unannotated": the Cell Tracking Challenge's gold segmentation covers some frames)
+    unannotated: Literal["quarantine", "filter"] = "quarantine"
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    images = sorted(p for p in safe_join(root, options.image_dir).iterdir() if p.is_file())
-    for _, image_path in limited(iter(images), options):
-        mask_path = safe_join(root, f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}")
-        if not mask_path.is_file():
-            continue
+    image_dir = safe_join(root, options.image_dir)
+    if not image_dir.is_dir():
+        raise SourceLayoutError(f"{options.image_dir} is missing under {root}")
+    images = sorted(p for p in image_dir.iterdir() if p.is_file())
+
+    def convert(where: str, image_path: Path) -> list:
+        mask_name = f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"
+        mask_path = safe_join(root, mask_name)
+        if not mask_path.is_file():  # an image without its mask: nothing to ground, said so
+            if options.unannotated == "filter":
+                return [RowFiltered("unannotated", f"{where}: no mask {mask_name}")]
+            return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir, where)]
         entry = load_image(root, image_path.name, options)
         try:
             boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]
         except ImageError as error:  # one row, quarantined with the mask's reason; the source goes on
             failed = failed_entry(ImageError(error.reason, f"{options.masks_dir}/{mask_path.name}: {error.detail}"),
                                   entry["path"])
-            yield make_row(f"{image_path.stem}:{options.label}", "grounding", options,
-                           turn(QUESTION.format(label=options.label), "unreadable mask"), images=[failed])
-            continue
-        yield from grounding_rows(image_path.stem, entry, boxes, options)
+            return [make_row(f"{image_path.stem}:{options.label}", "grounding", options,
+                             turn(QUESTION.format(label=options.label), "unreadable mask"), images=[failed])]
+        return list(grounding_rows(image_path.stem, entry, boxes, options))
 
+    records = ((f"{options.image_dir}/{path.name}", path) for _, path in limited(iter(images), options))
+    yield from guarded(records, options.image_dir, convert)
 
 def instance_boxes(mask_bytes: bytes, limits: ImageLimits | None = None) -> list[tuple[int, int, int, int]]:
     """Tight (x1, y1, x2, y2) of each non-zero instance id, ordered by id.
@@ -87,3 +101,6 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
     return mask[..., 0] if mask.ndim == 3 else mask
+
+
+iter_samples = rows_only(iter_outcomes)

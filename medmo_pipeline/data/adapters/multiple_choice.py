@@ -5,11 +5,14 @@ options yes/no/maybe), Medical-Meadow-MedQA. The answer becomes the option lette
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from .choices import AnswerFormat, lettered_question, resolve_answer
-from .common import RecordOptions, iter_records, limited, make_row, text, turn
+from medmo_pipeline.data.outcomes import RowError
+
+from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
+from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
 
 class Options(RecordOptions):
@@ -24,9 +27,10 @@ class Options(RecordOptions):
     index_base: int = 0
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+    def convert(index: int, record: dict) -> list[dict]:
         choices = _choices(record, options)
         letter = resolve_answer(text(record.get(options.answer_field)), choices, options.answer_format,
                                 index_base=options.index_base)
@@ -34,18 +38,24 @@ def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
         context = _context(record.get(options.context_field)) if options.context_field else ""
         prompt = lettered_question(f"{context}\n\n{question}" if context else question, choices)
         local_id = record.get(options.id_field) if options.id_field else index
-        yield make_row(local_id, "text_qa", options, turn(prompt, letter), choices=choices)
+        return [make_row(local_id, "text_qa", options, turn(prompt, letter), choices=choices)]
+
+    yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
 def _choices(record: dict, options: Options) -> list[str]:
     if options.fixed_choices:
         return list(options.fixed_choices)
     if options.option_fields:
-        return [text(record.get(field)) for field in options.option_fields]
+        return unprefixed([text(record.get(field)) for field in options.option_fields])
     value = record.get(options.options_field)
+    if isinstance(value, str) and value.strip().startswith(("{", "[")):  # a JSON column of a CSV export
+        value = json.loads(value)
     if isinstance(value, dict):
-        return [text(value[key]) for key in sorted(value)]
-    return [text(item) for item in value or []]
+        return unprefixed([text(value[key]) for key in sorted(value)])
+    if not isinstance(value, (list, tuple)) and value is not None:
+        raise RowError("malformed_record", f"{options.options_field} is {type(value).__name__}")
+    return unprefixed([text(item) for item in value or []])
 
 
 def _context(value) -> str:
@@ -53,3 +63,6 @@ def _context(value) -> str:
     if isinstance(value, dict):
         value = value.get("contexts", [])
     return " ".join(text(part) for part in value) if isinstance(value, list) else text(value)
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -4,14 +4,18 @@ pixels of the 1024 x 1024 PNGs under ``images/``."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 
-from .common import AdapterOptions, limited, load_image
+from .common import AdapterOptions, guarded, iter_records, limited, load_image, row_problem, rows_only, text
 from .grounding import grounding_rows, xywh_to_xyxy
+
+# The published header: "Image Index,Finding Label,Bbox [x,y,w,h],,," (the box name spans four
+# columns, the last three headed by nothing); read by position.
+COLUMNS = 6
+NO_FINDING = ("no finding", "no_finding")
 
 
 class Options(AdapterOptions):
@@ -20,15 +24,32 @@ class Options(AdapterOptions):
     modality: str = "xray"
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     boxes: dict[str, list] = {}
-    with open(safe_join(root, options.file), encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)  # header
-        for row in reader:
-            if len(row) >= 6 and row[0].strip():
-                image, label, *xywh = (cell.strip() for cell in row[:6])
-                boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*(float(v) for v in xywh))))
-    for _, (image, labelled) in limited(iter(boxes.items()), options):
-        yield from grounding_rows(image, load_image(root, image, options), labelled, options)
+    for index, record in enumerate(iter_records(root, options.file, "csv")):
+        if isinstance(record, RowQuarantined):
+            yield record
+            continue
+        try:
+            values = list(record.values())
+            if len(values) < COLUMNS or any(value is None for value in values[:COLUMNS]):
+                raise ValueError(f"{len(values)} columns, expected {COLUMNS}")
+            image, label, *xywh = (text(value) for value in values[:COLUMNS])
+            if not image or not label:
+                raise KeyError("Image Index / Finding Label")
+            if label.casefold() in NO_FINDING and not any(value.strip() for value in xywh[:4] if value != "nan"):
+                yield RowFiltered("no_finding", f"{image}: {label}")  # a negative image: its box is empty or NaN
+                continue
+            boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*xywh)))
+        except Exception as error:  # noqa: BLE001 - this CSV row is quarantined; the others go on
+            yield row_problem(error, options.file, f"row {index + 1}")
+
+    def convert(image: str, labelled: list) -> list[dict]:
+        return list(grounding_rows(image, load_image(root, image, options), labelled, options))
+
+    yield from guarded((pair for _, pair in limited(iter(boxes.items()), options)), options.file, convert)
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -3,34 +3,41 @@
 Two layouts:
 - ``records``: one record per study with findings/impression fields (CheXpert Plus:
   ``section_findings, section_impression, path_to_image``), or a whole ``text_field`` split at its
-  FINDINGS:/IMPRESSION: headings; images either in the record or joined from a second table by key
+  headings by ``report_sections.report_sections``; images either in the record or joined from a second table by key
   (IU-Xray: ``indiana_reports.csv`` + ``indiana_projections.csv`` on ``uid``).
 - ``study_folders``: MIMIC-CXR's ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` beside a folder
   ``sXXXXXXXX/`` of that study's images (DICOM or JPG).
+
+The reply labels its text by the section(s) it came from (``ReportSections.reply``): "Findings: /
+Impression:", "Findings and impression:" for a combined section, "Report:" for unheaded text.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from medmo_pipeline.data.outcomes import RowError, RowQuarantined
 from medmo_pipeline.data.paths import safe_glob, safe_join
 
 from .common import (
     ImageRecordOptions,
+    SourceLayoutError,
     as_list,
+    guarded,
     iter_records,
     limited,
     load_image,
     make_row,
+    read_records,
+    rows_only,
     text,
     turn,
 )
+from .report_sections import ReportSections, report_sections, split_sections  # noqa: F401 - re-exported
 
 QUESTION = "Write the findings and impression of this radiology study."
-SECTION = re.compile(r"^\s*(FINDINGS|IMPRESSION)\s*:", re.IGNORECASE | re.MULTILINE)
 IMAGE_SUFFIXES = (".dcm", ".jpg", ".jpeg", ".png")
 
 
@@ -40,58 +47,81 @@ class Options(ImageRecordOptions):
     image_separator: str = ""
     findings_field: str = "findings"
     impression_field: str = "impression"
-    text_field: str = ""
+    text_field: str = ""  # a whole report split at its headings (when the two fields are empty or absent)
     images_file: str = ""  # a second table of (key, image) rows
     join_key: str = ""
     reports_glob: str = "**/s*.txt"
+    image_suffixes: list[str] = list(IMAGE_SUFFIXES)  # study_folders: which image files of a study to read
     default_window: tuple[float, float] | None = None
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    studies = _study_folders(root, options) if options.layout == "study_folders" else _records(root, options)
-    for index, (local_id, findings, impression, image_values) in limited(studies, options):
+
+    def convert(index, study: tuple) -> list[dict]:
+        local_id, sections, image_values = study
+        if isinstance(sections, Path):  # read here, after safe_join: a report linked out is quarantined
+            sections = _file_sections(safe_join(root, sections.relative_to(Path(root).resolve())))
         images = [load_image(root, value, options, window=options.default_window) for value in image_values]
-        reply = report_text(findings, impression)
-        yield make_row(local_id if local_id not in (None, "") else index, "report", options,
-                       turn(QUESTION, reply), images=images)
+        return [make_row(local_id if local_id not in (None, "") else index, "report", options,
+                         turn(QUESTION, sections.reply()), images=images)]
+
+    if options.layout == "study_folders":
+        yield from guarded(limited(_study_folders(root, options), options), options.reports_glob, convert)
+    else:
+        yield from guarded(limited(_records(root, options), options), options.file, convert)
 
 
-def report_text(findings: str, impression: str) -> str:
-    parts = [f"Findings: {findings}" if findings else "", f"Impression: {impression}" if impression else ""]
-    return "\n".join(part for part in parts if part)
-
-
-def split_sections(report: str) -> tuple[str, str]:
-    """(findings, impression) from free text with FINDINGS:/IMPRESSION: headings."""
-    sections, matches = {}, list(SECTION.finditer(report))
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
-        end = following.start() if following else len(report)
-        sections[match.group(1).lower()] = " ".join(report[match.end():end].split())
-    return sections.get("findings", ""), sections.get("impression", "")
-
-
-def _records(root: Path, options: Options) -> Iterator[tuple]:
+def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:
+    """(local id, sections, image values) per record; the images of a joined table by key."""
     joined: dict[str, list] = {}
     if options.images_file:
         for record in iter_records(root, options.images_file):
-            joined.setdefault(text(record.get(options.join_key)), []).append(record.get(options.image_field))
-    for record in iter_records(root, options.file, options.format):
-        if options.text_field:
-            findings, impression = split_sections(text(record.get(options.text_field)))
-        else:
-            findings, impression = text(record.get(options.findings_field)), text(record.get(options.impression_field))
+            if isinstance(record, dict):  # a broken row of the image table only loses its image
+                joined.setdefault(text(record.get(options.join_key)), []).append(record.get(options.image_field))
+    for index, record in enumerate(read_records(root, options)):
+        if not isinstance(record, dict):
+            yield record
+            continue
         key = text(record.get(options.join_key or options.id_field))
-        images = joined.get(key, []) if options.images_file else as_list(
-            record.get(options.image_field), options.image_separator)
-        yield (record.get(options.id_field) if options.id_field else key), findings, impression, images
+        if options.images_file and key not in joined:
+            yield RowQuarantined("missing_join_key", f"{options.join_key} {key!r} has no row in {options.images_file}",
+                                 options.file, f"row {index + 1}", key)
+            continue
+        images = joined[key] if options.images_file else as_list(record.get(options.image_field),
+                                                                 options.image_separator)
+        yield (record.get(options.id_field) if options.id_field else key), _field_sections(record, options), images
 
 
 def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
-    base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
-    for report in safe_glob(base, options.reports_glob):
+    """MIMIC-CXR: each report ``sXXXXXXXX.txt`` with the images of the folder ``sXXXXXXXX/`` beside it
+    (DICOM in mimic-cxr, JPG in mimic-cxr-jpg, whose reports are the same files)."""
+    base = safe_join(root, options.image_dir) if options.image_dir else Path(root).resolve()
+    if not base.is_dir():
+        raise SourceLayoutError(f"{options.image_dir or '.'} is missing under {root}")
+    for report in safe_glob(base, options.reports_glob, refuse_outside=False):
         study = report.with_suffix("")
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")
-                        if p.suffix.lower() in IMAGE_SUFFIXES) if study.is_dir() else []
-        findings, impression = split_sections(report.read_text(encoding="utf-8", errors="replace"))
-        yield report.relative_to(base).with_suffix("").as_posix(), findings, impression, images
+                        if p.suffix.lower() in options.image_suffixes) if study.is_dir() else []
+        yield report.relative_to(base).with_suffix("").as_posix(), report, images
+
+
+def _file_sections(report: Path) -> ReportSections:
+    try:
+        return report_sections(report.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise RowError("invalid_utf8", f"{report.name}: {error}") from None
+
+
+def _field_sections(record: dict, options: Options) -> ReportSections:
+    """Sections from the findings/impression fields; the whole-report ``text_field`` split at its
+    headings when those are empty (CheXpert Plus leaves section_findings empty in many rows)."""
+    findings, impression = text(record.get(options.findings_field)), text(record.get(options.impression_field))
+    if not (findings or impression) and options.text_field:
+        return report_sections(text(record.get(options.text_field)))
+    used = "+".join(name for name, value in (("findings", findings), ("impression", impression)) if value)
+    return ReportSections(findings, impression, used)
+
+
+iter_samples = rows_only(iter_outcomes)

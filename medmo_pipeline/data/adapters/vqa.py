@@ -2,7 +2,8 @@
 
 VQA-RAD (``image_name, question, answer, answer_type``), SLAKE (``img_name, question, answer,
 answer_type, q_lang``), PathVQA, VQA-Med-2019 (pipe-separated ``image|question|answer``
-text files, image names without extension), PMC-VQA (``Figure_path, Question, Choice A..D, Answer``), MIMIC-CXR-VQA, NIH-VQA.
+text files, image names without extension), PMC-VQA (``Figure_path, Question, Choice A..D`` with ``Answer_label`` in v1 and a letter ``Answer``
+in v2; the options carry their own "A:" prefix, removed), MIMIC-CXR-VQA, NIH-VQA.
 A closed question whose answer is yes/no gets choices ``["yes", "no"]`` (the answer type has no
 column of its own in the sample contract); open questions get none.
 """
@@ -12,14 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .choices import AnswerFormat, lettered_question, resolve_answer
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
+from medmo_pipeline.data.paths import safe_join
+
+from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
 from .common import (
     ImageRecordOptions,
+    SourceLayoutError,
     as_list,
-    iter_records,
+    guarded,
     limited,
     load_image,
     make_row,
+    read_records,
+    rows_only,
     text,
     turn,
 )
@@ -36,35 +43,62 @@ class Options(ImageRecordOptions):
     option_fields: list[str] = []  # e.g. ["Choice A", "Choice B", ...] (PMC-VQA)
     answer_format: AnswerFormat = "text"
     language_field: str = ""
-    language: str = ""  # keep only records whose language_field equals this (SLAKE: "en")
+    language: str = ""  # keep only records whose language_field equals this (SLAKE: "en"); others are filtered
 
 
-def iter_samples(root: Path, options: Options | dict) -> Iterator[dict]:
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    for index, record in limited(_records(root, options), options):
+
+    def convert(index: int, record: dict) -> list:
         if options.language_field and text(record.get(options.language_field)) != options.language:
-            continue
-        question, answer = text(record.get(options.question_field)), text(record.get(options.answer_field))
+            return [RowFiltered("language", f"{options.language_field}={text(record.get(options.language_field))!r}")]
+        question, answer = text(record.get(options.question_field)), answer_text(record.get(options.answer_field))
         images = [load_image(root, f"{value}{options.image_suffix}" if isinstance(value, str) else value, options)
                   for value in as_list(record.get(options.image_field))]
         choices: list[str] = []
         if options.option_fields:
-            choices = [text(record.get(field)) for field in options.option_fields]
+            choices = unprefixed([text(record.get(field)) for field in options.option_fields])
             answer = resolve_answer(answer, choices, options.answer_format)
             question = lettered_question(question, choices)
         elif text(record.get(options.answer_type_field)).lower() == "closed" and answer.lower() in YES_NO:
             choices, answer = list(YES_NO), answer.lower()
         local_id = record.get(options.id_field) if options.id_field else index
-        yield make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)
+        return [make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)]
+
+    yield from guarded(limited(_records(root, options), options), options.file, convert)
 
 
-def _records(root: Path, options: Options) -> Iterator[dict]:
+def answer_text(value) -> str:
+    """An answer field as text; a list of answers (MIMIC-CXR-VQA: ``["left lung", "right lung"]``)
+    joined in order, an empty list as ''."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(part for part in (text(item) for item in value) if part)
+    return text(value)
+
+
+def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
     if not options.delimiter_fields:
-        yield from iter_records(root, options.file, options.format)
+        yield from read_records(root, options)
         return
-    from medmo_pipeline.data.paths import safe_join
+    path = safe_join(root, options.file)
+    if not path.is_file():
+        raise SourceLayoutError(f"{options.file} is missing under {root}")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                yield RowQuarantined("invalid_utf8", str(error), options.file, f"line {number}")
+                continue
+            if not line.strip():
+                continue
+            values = line.split("|")
+            if len(values) != len(options.delimiter_fields):
+                yield RowQuarantined("malformed_record", f"{len(values)} '|'-separated fields, expected "
+                                     f"{len(options.delimiter_fields)}", options.file, f"line {number}")
+                continue
+            yield dict(zip(options.delimiter_fields, values, strict=True))
 
-    with open(safe_join(root, options.file), encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield dict(zip(options.delimiter_fields, line.rstrip("\n").split("|"), strict=False))
+
+iter_samples = rows_only(iter_outcomes)

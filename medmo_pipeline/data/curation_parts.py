@@ -1,0 +1,184 @@
+"""One large source curated in parts side by side, published as one source version.
+
+A source whose input is larger than ``corpus.split_above_bytes`` is split into ``corpus.curation_parts``
+parts by row range: its row stream is cut into chunks of ``CHUNK_ROWS`` rows and chunk ``c`` goes to
+part ``c % parts``. Each part runs the ordinary streaming curation (``curation.curate``: checks,
+quarantine, decontamination, de-duplication within the part) in its own process. A merge pass then
+writes one shard directory: part 0's kept rows, then part 1's, and so on, dropping a row whose id an
+earlier part kept (quarantined as ``duplicate_id``) or whose content an earlier part kept (counted
+as a duplicate); the parts' quarantine tables become one, with row indices of the whole source.
+
+Every step is deterministic, so the published version depends only on the input and the recipe
+(the part count is in the corpus section). It equals a one-process curation's row set except for a
+corner of de-duplication: a row that duplicates another row of its own part which is itself a
+cross-part duplicate is dropped, where the one-process pass would have kept one of them.
+
+Each part reads the whole row stream and skips the chunks of other parts: the checks (image
+verification, normalisation) are what the parts share out, reading rows is the cheap part.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from medmo_pipeline.config import CorpusRecipe
+from medmo_pipeline.data import shards
+from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+
+CHUNK_ROWS = 10_000
+
+
+def input_bytes(corpus: CorpusRecipe, source: str) -> int:
+    """A source's input size: the files of its local copy (registry), or its rows' raw pixels (synthetic)."""
+    if source in corpus.synthetic_sources():
+        spec = corpus.synthetic
+        rows = spec.train_rows.get(source, 0) + spec.eval_rows.get(source, 0)
+        return rows * spec.image_size * spec.image_size * 3
+    from medmo_pipeline.data.registry import resolve_source
+    from medmo_pipeline.data.sources import data_root, registry_entry
+
+    directory = resolve_source(registry_entry(corpus, source), data_root(corpus))
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def planned_parts(corpus: CorpusRecipe, source: str) -> int:
+    """How many parts ``source`` curates in (1: one process, as before)."""
+    if corpus.curation_parts < 2:
+        return 1
+    return corpus.curation_parts if input_bytes(corpus, source) > corpus.split_above_bytes else 1
+
+
+def part_rows(rows: Iterable, part: int, parts: int, chunk: int = CHUNK_ROWS) -> Iterator:
+    """The rows of chunks ``part``, ``part + parts``, ``part + 2 parts``, ... of ``rows``."""
+    for index, row in enumerate(rows):
+        if (index // chunk) % parts == part:
+            yield row
+
+
+def source_index(local: int, part: int, parts: int, chunk: int = CHUNK_ROWS) -> int:
+    """The index in the whole source of a part's ``local``-th input row."""
+    return ((local // chunk) * parts + part) * chunk + local % chunk
+
+
+def _curate_part(corpus: CorpusRecipe, source: str, seed: int, part: int, parts: int, chunk: int, work: Path,
+                 eval_index, revision: str) -> dict:
+    """One part, in a worker process."""
+    from medmo_pipeline.data.curation import CurationLimits, curate
+    from medmo_pipeline.data.image_limits import using_limits
+    from medmo_pipeline.data.sources import image_limits, source_rows
+
+    limits = image_limits(corpus)
+    with using_limits(limits):  # as a one-process curation does (the adapters' conversions too)
+        report = curate(part_rows(source_rows(corpus, source, seed=seed), part, parts, chunk), work / f"part-{part}",
+                        source=source, eval_index=eval_index, shard_rows=corpus.shard_rows, source_revision=revision,
+                        limits=CurationLimits(image=limits), quarantine_path=work / f"part-{part}.quarantine.parquet")
+    report.pop("manifest")
+    return report
+
+
+def curate_in_parts(corpus: CorpusRecipe, source: str, out_dir: Path, *, seed: int, parts: int, eval_index,
+                    revision: str, log: Callable[[str], None] = print, chunk: int | None = None) -> dict:
+    """Curate ``source`` in ``parts`` processes and merge into ``out_dir``; the report ``curate`` gives."""
+    chunk = chunk or CHUNK_ROWS
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(f"{out_dir.name}.parts")
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"{source}: curating in {parts} parts side by side")
+    # spawn: a worker must not inherit a parent's threads (Arrow's, the shard publisher's) mid-operation
+    with ProcessPoolExecutor(max_workers=parts, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_curate_part, corpus, source, seed, part, parts, chunk, work, eval_index, revision)
+                   for part in range(parts)]
+        reports = [future.result() for future in futures]
+    report = merge_parts(reports, out_dir, source=source, shard_rows=corpus.shard_rows, revision=revision,
+                         parts=parts, chunk=chunk)
+    shutil.rmtree(work)
+    log(f"{source}: {parts} parts merged, {report['rows_kept']} rows kept")
+    return report
+
+
+def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: int, revision: str, parts: int,
+                chunk: int = CHUNK_ROWS) -> dict:
+    """Write the parts' kept rows, in part order, as one shard directory; one quarantine table beside it."""
+    from medmo_pipeline.data.curation import QUARANTINE_NAME, QuarantineWriter, _BatchKeys
+
+    out_dir = Path(out_dir)
+    quarantine_path = out_dir.with_name(f"{out_dir.name}.{QUARANTINE_NAME}")
+    quarantine = QuarantineWriter(quarantine_path)
+    kept_ids: set[bytes] = set()
+    seen_content: set[bytes] = set()
+    dropped = {"duplicate_id": 0, "duplicates_dropped": 0}
+
+    def kept_tables():
+        for part, report in enumerate(reports):
+            for record in pq.read_table(report["quarantine_path"]).to_pylist():
+                quarantine.add(source_index(record["row_index"], part, parts, chunk), record["row_id"],
+                               record["source"], record["reason"], record["detail"])
+            shard_dir = Path(report["shard_dir"])
+            for shard in shards.read_manifest(shard_dir)["shards"]:
+                table = pq.read_table(shard_dir / shard["name"], schema=SAMPLE_SCHEMA)
+                keys, keep = _BatchKeys(table, with_contamination=False), []
+                for row, (id_key, content_key) in enumerate(zip(keys.id_keys, keys.content_keys)):
+                    if id_key in kept_ids:
+                        dropped["duplicate_id"] += 1
+                        quarantine.add(-1, keys.ids[row], source, "duplicate_id",  # -1: its input index is not kept
+                                       f"{keys.ids[row]} already kept by an earlier part")
+                    elif content_key in seen_content:
+                        dropped["duplicates_dropped"] += 1
+                    else:
+                        kept_ids.add(id_key)
+                        seen_content.add(content_key)
+                        keep.append(row)
+                if keep:
+                    yield table if len(keep) == table.num_rows else table.take(keep)
+
+    with published_on_success(quarantine):
+        manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
+                                       source_revision=revision, schema=SAMPLE_SCHEMA)
+    return _merged_report(reports, manifest, dropped, source=source, out_dir=out_dir, quarantine_path=quarantine_path)
+
+
+@contextmanager
+def published_on_success(quarantine):
+    """The quarantine table is renamed into place only when the shards were all written."""
+    try:
+        yield quarantine
+    except BaseException:
+        quarantine.abort()
+        raise
+    quarantine.close()
+
+
+def _merged_report(reports: list[dict], manifest: dict, dropped: dict, *, source: str, out_dir: Path,
+                   quarantine_path: Path) -> dict:
+    def total(key: str) -> int:
+        return sum(r[key] for r in reports)
+
+    def summed(key: str) -> dict:
+        out: dict[str, int] = {}
+        for report in reports:
+            for name, count in report[key].items():
+                out[name] = out.get(name, 0) + count
+        return out
+
+    reasons = summed("quarantined_by_reason")
+    if dropped["duplicate_id"]:
+        reasons["duplicate_id"] = reasons.get("duplicate_id", 0) + dropped["duplicate_id"]
+    rows_in = total("rows_in")
+    contaminated = summed("contaminated_by_kind")
+    return {
+        "source": source, "rows_in": rows_in, "rows_kept": manifest["total_rows"],
+        "boxes_clipped": total("boxes_clipped"),  # counted in the parts, before the merge's drops
+        "duplicates_dropped": total("duplicates_dropped") + dropped["duplicates_dropped"],
+        "quarantined": sum(reasons.values()), "quarantined_by_reason": dict(sorted(reasons.items())),
+        "contaminated": sum(contaminated.values()), "contaminated_by_kind": dict(sorted(contaminated.items())),
+        "quarantine_rate": sum(reasons.values()) / rows_in if rows_in else 0.0,
+        "quarantine_path": str(quarantine_path), "shard_dir": str(out_dir),
+        "data_version": shards.manifest_hash(manifest), "manifest": manifest, "parts": len(reports),
+    }

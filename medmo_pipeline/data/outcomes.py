@@ -1,0 +1,60 @@
+"""What an adapter yields besides sample rows: a record it could not turn into a row
+(``RowQuarantined``) or one it left out on purpose (``RowFiltered``), each saying why and where.
+
+Curation counts both by reason, so every input record ends as kept, quarantined or filtered.
+Adapters never stop a source over one record: ``RowError`` raised while converting a record
+becomes a ``RowQuarantined`` naming the file and the record (``adapters.common.guarded``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Why an adapter quarantines a record (curation's own reasons are in curation.REASONS).
+ROW_REASONS = {
+    "unsafe_path": "a path from the data file is absolute, climbs out with '..' or links out of the root",
+    "bad_number": "a number that does not parse, is not finite, or is past any plausible value",
+    "box_nan": "a box coordinate is NaN or infinite",
+    "invalid_utf8": "a text field is not valid UTF-8",
+    "missing_join_key": "the record's key has no match in the table it is joined with",
+    "missing_field": "a field the layout requires is absent or empty",
+    "malformed_record": "a record that does not parse, or has a value of the wrong type",
+    "unreadable_file": "a file the record names cannot be read",
+}
+# Why an adapter or curation leaves a row out on purpose.
+FILTER_REASONS = {
+    "language": "not in the language the registry entry selects",
+    "class": "a class the registry entry skips",
+    "no_finding": "an image annotated as having no finding: nothing to ground",
+    "unannotated": "an image the release leaves without annotation (CTC annotates some frames only)",
+    "duplicate": "an exact duplicate of a kept row",
+    "decontamination": "matches an evaluation item",
+}
+
+
+class RowError(ValueError):
+    """A record that cannot become a row; ``reason`` is a key of ROW_REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class RowQuarantined:
+    reason: str
+    detail: str
+    file: str = ""
+    record: str = ""  # the record's position in the file (0-based data row, line, or key)
+    local_id: str = ""
+
+
+@dataclass(frozen=True)
+class RowFiltered:
+    reason: str
+    detail: str = ""
+    rows: int = 1  # how many sample rows the record would have given
+
+
+def is_outcome(value) -> bool:
+    return type(value) is RowQuarantined or type(value) is RowFiltered

@@ -1,0 +1,60 @@
+"""Which SFTConfig/GRPOConfig fields a recipe's ``optim.trainer_args`` may set.
+
+Any field of the installed TRL's config class is accepted, except those the pipeline already sets
+from its own recipe fields or owns outright (where it saves, seeds, reports): setting one of those
+twice would leave a reader guessing which value won. TRL is imported only when a recipe sets
+``trainer_args``, so recipes without them load as fast as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Set by ``training.common.trainer_arguments`` from recipe fields (optim.*), by the stage's stream
+# (``training.streamed``), or owned by the pipeline.
+SHARED_OWNED = frozenset({
+    "output_dir", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
+    "lr_scheduler_type", "bf16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "logging_steps", "deepspeed", "seed",
+    "data_seed", "report_to", "save_strategy", "save_steps", "save_total_limit", "disable_tqdm",
+    "dataloader_num_workers", "ignore_data_skip",
+})
+# Set by the SFT job (stage.max_length; the answer-only loss is part of the sample contract).
+SFT_OWNED = frozenset({"max_length", "assistant_only_loss"})
+# Set by the GRPO job from the recipe's rl.grpo section and reward list.
+GRPO_OWNED = frozenset({
+    "num_generations", "max_completion_length", "epsilon", "epsilon_high", "beta", "sync_ref_model",
+    "ref_model_sync_steps", "ref_model_mixup_alpha", "loss_type", "scale_rewards", "temperature",
+    "mask_truncated_completions", "reward_weights", "generation_kwargs", "shuffle_dataset",
+})
+
+
+def trainer_config_class(rl: bool):
+    from trl import GRPOConfig, SFTConfig
+
+    return GRPOConfig if rl else SFTConfig
+
+
+def owned_fields(rl: bool) -> frozenset[str]:
+    return SHARED_OWNED | (GRPO_OWNED if rl else SFT_OWNED)
+
+
+def check_trainer_args(trainer_args: dict[str, Any], *, rl: bool, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` and each name that is not a field of the installed
+    TRL's config class, or that the recipe sets through its own fields."""
+    if not trainer_args:
+        return
+    import dataclasses
+
+    config_class = trainer_config_class(rl)
+    known = {f.name for f in dataclasses.fields(config_class) if f.init}
+    unknown = sorted(set(trainer_args) - known)
+    if unknown:
+        import trl
+
+        raise ValueError(f"{where}: {unknown} are not fields of {config_class.__name__} in the installed "
+                         f"TRL {trl.__version__}")
+    owned = sorted(set(trainer_args) & owned_fields(rl))
+    if owned:
+        raise ValueError(f"{where}: {owned} are set by the recipe's own fields (optim, grpo, max_length) or "
+                         "by the pipeline; set them there, not in trainer_args")

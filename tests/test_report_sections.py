@@ -1,0 +1,57 @@
+"""Report section splitting on the heading variants of real radiology reports (MIMIC-CXR free
+text as PhysioNet ships it: a ``FINAL REPORT`` line, headings indented by one space, ``___`` for
+de-identified spans), and the reply saying which section(s) it used."""
+
+from __future__ import annotations
+
+import pytest
+
+from medmo_pipeline.data.adapters.report_sections import report_sections, split_sections
+
+MIMIC_COMBINED = ("                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n \n"
+                  " INDICATION:  ___F with cough  // pneumonia?\n \n COMPARISON:  ___\n \n"
+                  " FINDINGS AND IMPRESSION:  Heart size is normal.  No focal consolidation,\n"
+                  " effusion, or pneumothorax.\n")
+MIMIC_UNHEADED = ("                                 FINAL REPORT\n CHEST RADIOGRAPH PERFORMED ON ___\n \n"
+                  " COMPARISON:  Prior exam from ___.\n \n CLINICAL HISTORY:  Fever, question pneumonia.\n \n"
+                  " PA and lateral views of the chest provided.  The lungs are clear.  No effusion.\n")
+
+
+@pytest.mark.parametrize(("report", "findings", "impression", "used"), [
+    ("EXAMINATION: CHEST\nFINDINGS: Clear lungs.\n  No effusion.\nIMPRESSION:\n No acute process.",
+     "Clear lungs. No effusion.", "No acute process.", "findings+impression"),
+    (MIMIC_COMBINED, "Heart size is normal. No focal consolidation, effusion, or pneumothorax.", "",
+     "findings_and_impression"),
+    ("FINDINGS:\r\nLungs clear.\r\nCONCLUSION: Normal chest.\r\n", "Lungs clear.", "Normal chest.",
+     "findings+conclusion"),
+    ("findings: lungs clear. impression: no acute disease.", "lungs clear.", "no acute disease.",
+     "findings+impression"),
+    ("The heart is normal.  IMPRESSION: No acute process.", "The heart is normal.", "No acute process.",
+     "unheaded+impression"),
+    ("FINDINGS\nLungs clear.\nIMPRESSION\nNormal.", "Lungs clear.", "Normal.", "findings+impression"),
+    ("INDICATION: cough\n\nIMPRESSION: Normal.", "", "Normal.", "impression"),
+    ("", "", "", ""),
+    ("INDICATION: cough only", "", "", ""),
+])
+def test_heading_variants(report, findings, impression, used):
+    sections = report_sections(report)
+    assert (sections.findings, sections.impression, sections.used) == (findings, impression, used)
+    assert split_sections(report) == (findings, impression)
+
+
+def test_a_report_without_content_headings_keeps_its_body_and_says_so():
+    sections = report_sections(MIMIC_UNHEADED)
+    assert sections.used == "unheaded"
+    assert sections.findings == ("CHEST RADIOGRAPH PERFORMED ON ___ PA and lateral views of the chest provided. "
+                                 "The lungs are clear. No effusion.")
+    assert sections.reply().startswith("Report: CHEST RADIOGRAPH")
+
+
+def test_reply_labels_the_sections_used():
+    assert report_sections(MIMIC_COMBINED).reply().startswith("Findings and impression: Heart size")
+    assert report_sections("FINDINGS: a.\nCONCLUSION: b.").reply() == "Findings: a.\nImpression: b."
+    assert report_sections("impression: b.").reply() == "Impression: b."
+
+
+def test_a_word_inside_a_sentence_is_not_a_heading():
+    assert split_sections("FINDINGS: the overall impression: stable.") == ("the overall impression: stable.", "")

@@ -187,7 +187,16 @@ def _calls(tree: ast.AST, function: str) -> list[ast.Call]:
             and getattr(node.func, "id", getattr(node.func, "attr", None)) == function]
 
 
-@pytest.mark.parametrize("module", ["training/sft.py", "training/grpo.py", "evaluation/run.py"])
+@pytest.mark.parametrize("module", ["training/sft.py", "training/grpo.py"])
+def test_training_jobs_load_only_through_the_recipe_checked_loader(module):
+    # The training jobs load through training.common.load_for_training (ZeRO-3 needs the trainer
+    # config first); the flags are checked there, in the test below.
+    tree = ast.parse((LIBRARY / module).read_text())
+    assert _calls(tree, "load_for_training"), f"{module} no longer loads through load_for_training"
+    assert not _calls(tree, "load_model"), f"{module} calls load_model directly"
+
+
+@pytest.mark.parametrize("module", ["training/common.py", "evaluation/run.py"])
 def test_jobs_take_pickle_and_remote_code_flags_from_the_recipe(module):
     tree = ast.parse((LIBRARY / module).read_text())
     calls = _calls(tree, "load_model")

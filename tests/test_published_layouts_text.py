@@ -134,15 +134,17 @@ def test_medreason_puts_the_options_after_the_question_and_the_trace_in_think(tm
     assert row["answer"] == "Niacin deficiency causes pellagra. The answer is B. Niacin." and accounted(report)
 
 
+def _r1_record(question: str, reasoning: str, response: str) -> dict:
+    return {"question": question, "reasoning (reasoning_content)": reasoning, "response (content)": response}
+
+
 def test_medical_r1_distill_reads_its_parenthesised_column_names(tmp_path, curate):
-    root = dataset(tmp_path, "medical_r1_distill_data")
-    _write(root, "medical_r1_distill_sft.json", [
-        {"question": "A 45-year-old man presents with crushing chest pain radiating to the left arm...",
-         "reasoning (reasoning_content)": "Okay, so the patient has classic anginal pain...",
-         "response (content)": "**Acute inferior myocardial infarction**; obtain an ECG immediately."},
-        {"question": "What is the first-line drug for absence seizures?",
-         "reasoning (reasoning_content)": "Absence seizures respond to ethosuximide...",
-         "response (content)": ""}])  # an empty reply: quarantined, the trace alone is not an answer
+    _write(dataset(tmp_path, "medical_r1_distill_data"), "medical_r1_distill_sft.json", [
+        _r1_record("A 45-year-old man presents with crushing chest pain radiating to the left arm...",
+                   "Okay, so the patient has classic anginal pain...",
+                   "**Acute inferior myocardial infarction**; obtain an ECG immediately."),
+        # an empty reply: quarantined, the trace alone is not an answer
+        _r1_record("What is the first-line drug for absence seizures?", "Absence seizures respond to ethosuximide...", "")])
     report = curate("medical_r1_distill_data")
     (row,) = kept_rows(report)
     assert _turns(row)[1] == ("<think>\nOkay, so the patient has classic anginal pain...\n</think>\n"

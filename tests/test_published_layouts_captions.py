@@ -1,0 +1,76 @@
+"""Image-text sets read from copies laid out as their hub repositories ship them (PMC-OA,
+PubMedVision, Quilt-LLaVA-Pretrain): the record file the registry names beside its siblings, image
+paths as the records write them, and the quirks of each release (a record naming an image the
+zips do not hold, ``<image>`` after the prompt text)."""
+
+from __future__ import annotations
+
+import json
+
+from fixtures_formats import jpeg_bytes, write_file
+from test_published_layouts import accounted, curate, dataset, kept_rows, quarantine  # noqa: F401 (curate: fixture)
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def test_pmc_oa_reads_the_subfigure_captions_not_the_beta_compound_ones(tmp_path, curate):
+    root = dataset(tmp_path, "pmc_oa")
+    write_file(root, "pmc_oa.jsonl", _jsonl([
+        {"image": "PMC212319_Fig3_4.jpg",
+         "caption": "A. Real time image of the translocation of ARF1-GFP to the plasma membrane."},
+        {"image": "PMC212319_Fig3_5.jpg", "caption": "B. The same cell 30 s later."}]))
+    write_file(root, "pmc_oa_beta.jsonl", _jsonl([
+        {"image": "PMC212319_Fig3_4.jpg", "caption": "A. Real time image ... B. The same cell 30 s later."}]))
+    write_file(root, "images/PMC212319_Fig3_4.jpg", jpeg_bytes(seed=1))
+    write_file(root, "images/PMC212319_Fig3_5.jpg", jpeg_bytes(seed=2))
+    report = curate("pmc_oa")
+    replies = sorted(row["messages"][-1]["content"] for row in kept_rows(report))
+    assert replies == ["A. Real time image of the translocation of ARF1-GFP to the plasma membrane.",
+                       "B. The same cell 30 s later."]
+    assert all(len(row["images"]) == 1 for row in kept_rows(report))
+    assert report["rows_in"] == 2 and accounted(report)
+
+
+def test_pubmed_vision_image_lists_and_an_image_missing_from_the_zips(tmp_path, curate):
+    root = dataset(tmp_path, "pubmed_vision")
+    records = [
+        {"id": "PubMedVision_InstructionTuning_VQA_0", "image": ["images/pmc_7199568_fig2_0.jpg"],
+         "conversations": [{"from": "human", "value": "<image>\nWhat imaging technique was used?"},
+                           {"from": "gpt", "value": "The image is an axial contrast-enhanced CT of the abdomen."}],
+         "modality": "Computed Tomography", "body_part": "Abdomen"},
+        {"id": "PubMedVision_InstructionTuning_VQA_1",
+         "image": ["images/pmc_8043711_fig1_0.jpg", "images/pmc_8043711_fig1_1.jpg"],
+         "conversations": [{"from": "human", "value": "<image>\n<image>\nCompare the two panels."},
+                           {"from": "gpt", "value": "The left panel is before treatment, the right after."}],
+         "modality": "Magnetic Resonance Imaging", "body_part": "Brain"},
+        {"id": "PubMedVision_InstructionTuning_VQA_2", "image": ["images/pmc_9_0.jpg"],  # not in any images_*.zip
+         "conversations": [{"from": "human", "value": "<image>\nDescribe the figure."},
+                           {"from": "gpt", "value": "A histology section."}],
+         "modality": "Microscopy Images", "body_part": "Cell"}]
+    write_file(root, "PubMedVision_InstructionTuning_VQA.json", json.dumps(records, indent=2))
+    write_file(root, "PubMedVision_Alignment_VQA.json", json.dumps(records[:1]))  # the sibling config: not read
+    for name in ("pmc_7199568_fig2_0.jpg", "pmc_8043711_fig1_0.jpg", "pmc_8043711_fig1_1.jpg"):
+        write_file(root, f"images/{name}", jpeg_bytes(seed=len(name)))  # unzip -j: one flat images/ folder
+    report = curate("pubmed_vision")
+    rows = {row["id"].rsplit(":", 1)[1]: row for row in kept_rows(report)}
+    assert sorted(rows) == ["PubMedVision_InstructionTuning_VQA_0", "PubMedVision_InstructionTuning_VQA_1"]
+    assert rows["PubMedVision_InstructionTuning_VQA_0"]["messages"][0]["content"] == "What imaging technique was used?"
+    assert len(rows["PubMedVision_InstructionTuning_VQA_1"]["images"]) == 2
+    assert [q["reason"] for q in quarantine(report)] == ["image_missing"] and accounted(report)
+
+
+def test_quilt_llava_pretrain_reads_images_from_quilt_1m(tmp_path, curate):
+    root = dataset(tmp_path, "quilt_llava_pretrain")
+    write_file(root, "quilt_pretrain.json", json.dumps([
+        {"id": "2Hq0IYbRkOo_image_0", "image": "2Hq0IYbRkOo_image_0.jpg",
+         "conversations": [{"from": "human", "value": "Render a clear and concise summary of the photo.\n<image>"},
+                           {"from": "gpt", "value": "Lymphocytes infiltrating the dermis around a hair follicle."}]}]))
+    write_file(root, "quilt_1m/2Hq0IYbRkOo_image_0.jpg", jpeg_bytes())
+    report = curate("quilt_llava_pretrain")
+    (row,) = kept_rows(report)
+    assert row["task"] == "caption" and len(row["images"]) == 1
+    assert [turn["content"] for turn in row["messages"]] == [
+        "Render a clear and concise summary of the photo.", "Lymphocytes infiltrating the dermis around a hair follicle."]
+    assert report["quarantined"] == 0 and accounted(report)

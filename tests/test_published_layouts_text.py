@@ -80,7 +80,7 @@ def test_healthcaremagic_parquet_joins_the_fixed_instruction_and_the_patient_tex
 
 def test_icliniq_trains_on_the_doctors_answer_not_the_model_answers(tmp_path, curate):
     root = dataset(tmp_path, "chatdoctor_icliniq")
-    _write(root, "data/train-00000-of-00001-a5b6c0f1d0a2e9a4.parquet", [
+    _write(root, "data/train-00000-of-00001-7f15f39e4c3a7ee9.parquet", [
         {"input": "Hello doctor, I have a small lump on my neck for two weeks. Should I be worried?",
          "answer_icliniq": "Hi. A lymph node that persists beyond three weeks needs an ultrasound.",
          "answer_chatgpt": "I'm not a doctor, but a lump in the neck can have many causes.",

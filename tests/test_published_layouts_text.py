@@ -195,3 +195,25 @@ def test_meadow_medqa_is_the_medical_meadow_medqa_release_listed_again(tmp_path,
     _write(dataset(tmp_path, "meadow_medqa"), file, [record])
     (row,) = kept_rows(curate("meadow_medqa"))
     assert row["answer"] == "D: Nitrofurantoin" and row["task"] == "text_qa"
+
+
+# ---- MIMIC-IV-Ext-BHC (PhysioNet labelled-notes-hospital-course: mimic-iv-bhc.csv) ----------------
+
+def test_mimic_iv_bhc_csv_with_a_note_longer_than_the_csv_module_default(tmp_path, curate):
+    root = dataset(tmp_path, "mimic_iv_ext_bhc")
+    root.mkdir(parents=True)
+    long_note = "<SEX> F <SERVICE> MEDICINE <ALLERGIES> No Known Allergies <CHIEF COMPLAINT> dyspnea " + (
+        "<HISTORY OF PRESENT ILLNESS> worsening shortness of breath, orthopnea. " * 2000)  # > 131072 characters
+    with open(root / "mimic-iv-bhc.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["note_id", "input", "target", "input_tokens", "target_tokens"])
+        writer.writerow(["10000032-DS-21", long_note, "Ms. ___ was admitted with a CHF exacerbation, diuresed with IV "
+                         "furosemide.", "31842", "15"])
+        writer.writerow(["10000084-DS-17", "<SEX> M <SERVICE> NEUROLOGY ...", "", "120", "0"])
+    report = curate("mimic_iv_ext_bhc")
+    (row,) = kept_rows(report)
+    prompt, reply = _turns(row)
+    assert prompt == "Summarise the brief hospital course from these clinical notes.\n\n" + long_note.strip()
+    assert reply == "Ms. ___ was admitted with a CHF exacerbation, diuresed with IV furosemide."
+    assert row["id"].endswith("10000032-DS-21")
+    assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)

@@ -1,5 +1,5 @@
 """Image-text sets read from copies laid out as their hub repositories ship them (PMC-OA,
-PubMedVision, Quilt-LLaVA-Pretrain): the record file the registry names beside its siblings, image
+PubMedVision, Quilt-LLaVA-Pretrain, CT-RATE): the record file the registry names beside its siblings, image
 paths as the records write them, and the quirks of each release (a record naming an image the
 zips do not hold, ``<image>`` after the prompt text)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from fixtures_formats import jpeg_bytes, write_file
+from fixtures_formats import jpeg_bytes, png_bytes, write_file
 from test_published_layouts import accounted, curate, dataset, kept_rows, quarantine  # noqa: F401 (curate: fixture)
 
 
@@ -74,3 +74,19 @@ def test_quilt_llava_pretrain_reads_images_from_quilt_1m(tmp_path, curate):
     assert [turn["content"] for turn in row["messages"]] == [
         "Render a clear and concise summary of the photo.", "Lymphocytes infiltrating the dermis around a hair follicle."]
     assert report["quarantined"] == 0 and accounted(report)
+
+
+def test_ct_rate_reports_find_their_slice_under_the_volume_name_without_nii_gz(tmp_path, curate):
+    root = dataset(tmp_path, "ct_rate")
+    write_file(root, "dataset/radiology_text_reports/train_reports.csv",
+               "VolumeName,ClinicalInformation_EN,Technique_EN,Findings_EN,Impressions_EN\n"
+               'train_1_a_1.nii.gz,Not given.,"Non-contrast images were taken in the axial plane.",'
+               '"Trachea, both main bronchi are open. No pleural effusion.","No acute findings."\n'
+               'train_2_a_1.nii.gz,Cough.,"Axial plane.","Nodule in the right upper lobe.",\n')
+    write_file(root, "slices/train_1_a_1.png", png_bytes())  # train_2_a_1 was not sliced: image_missing
+    report = curate("ct_rate")
+    (row,) = kept_rows(report)
+    assert row["id"].endswith("train_1_a_1.nii.gz") and len(row["images"]) == 1
+    assert row["messages"][-1]["content"] == ("Findings: Trachea, both main bronchi are open. No pleural effusion.\n"
+                                              "Impression: No acute findings.")
+    assert [q["reason"] for q in quarantine(report)] == ["image_missing"] and accounted(report)

@@ -78,11 +78,11 @@ def test_quilt_llava_pretrain_reads_images_from_quilt_1m(tmp_path, curate):
 
 def test_ct_rate_reports_find_their_slice_under_the_volume_name_without_nii_gz(tmp_path, curate):
     root = dataset(tmp_path, "ct_rate")
-    write_file(root, "dataset/radiology_text_reports/train_reports.csv",
-               "VolumeName,ClinicalInformation_EN,Technique_EN,Findings_EN,Impressions_EN\n"
-               'train_1_a_1.nii.gz,Not given.,"Non-contrast images were taken in the axial plane.",'
-               '"Trachea, both main bronchi are open. No pleural effusion.","No acute findings."\n'
-               'train_2_a_1.nii.gz,Cough.,"Axial plane.","Nodule in the right upper lobe.",\n')
+    lines = ["VolumeName,ClinicalInformation_EN,Technique_EN,Findings_EN,Impressions_EN",
+             'train_1_a_1.nii.gz,Not given.,"Non-contrast images were taken in the axial plane.",'
+             '"Trachea, both main bronchi are open. No pleural effusion.","No acute findings."',
+             'train_2_a_1.nii.gz,Cough.,"Axial plane.","Nodule in the right upper lobe.",']
+    write_file(root, "dataset/radiology_text_reports/train_reports.csv", "\n".join(lines) + "\n")
     write_file(root, "slices/train_1_a_1.png", png_bytes())  # train_2_a_1 was not sliced: image_missing
     report = curate("ct_rate")
     (row,) = kept_rows(report)

@@ -1,14 +1,22 @@
 """Image-text sets read from copies laid out as their hub repositories ship them (PMC-OA,
-PubMedVision, Quilt-LLaVA-Pretrain, CT-RATE): the record file the registry names beside its siblings, image
+PubMedVision, Quilt-LLaVA-Pretrain, CT-RATE, FairVLMed): the record file the registry names beside its siblings, image
 paths as the records write them, and the quirks of each release (a record naming an image the
 zips do not hold, ``<image>`` after the prompt text)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 from fixtures_formats import jpeg_bytes, png_bytes, write_file
 from test_published_layouts import accounted, curate, dataset, kept_rows, quarantine  # noqa: F401 (curate: fixture)
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)  # pandas-style quoting: fields with commas in quotes, CRLF line ends
+    return buffer.getvalue()
 
 
 def _jsonl(records: list[dict]) -> str:
@@ -90,3 +98,24 @@ def test_ct_rate_reports_find_their_slice_under_the_volume_name_without_nii_gz(t
     assert row["messages"][-1]["content"] == ("Findings: Trachea, both main bronchi are open. No pleural effusion.\n"
                                               "Impression: No acute findings.")
     assert [q["reason"] for q in quarantine(report)] == ["image_missing"] and accounted(report)
+
+
+def test_fairvlmed_summary_rows_name_their_npz_and_read_its_png_export(tmp_path, curate, monkeypatch):
+    monkeypatch.setenv("FAIRVLMED_AGREEMENT", "accepted")
+    root = dataset(tmp_path, "fairvlmed")
+    rows = [["filename", "age", "gender", "race", "ethnicity", "language", "maritalstatus", "glaucoma", "note",
+             "gpt4_summary", "use"],
+            ["data_00001.npz", "56.67", "female", "white", "non-hispanic", "english", "single", "yes",
+             "56 y/o F, IOP 24 OD, cup-to-disc 0.8, superior arcuate defect, started latanoprost.",
+             "The patient has glaucoma with elevated eye pressure and a visual field defect, treated with drops.",
+             "training"],
+            ["data_00002.npz", "61.2", "male", "asian", "non-hispanic", "english", "married", "no",
+             "routine exam, healthy optic nerves", "", "validation"]]
+    write_file(root, "data_summary.csv", _csv_text(rows))
+    write_file(root, "images/data_00001.png", png_bytes())
+    write_file(root, "images/data_00002.png", png_bytes(seed=1))
+    report = curate("fairvlmed")
+    (row,) = kept_rows(report)
+    assert row["id"].endswith("data_00001.npz") and len(row["images"]) == 1
+    assert row["messages"][-1]["content"].startswith("The patient has glaucoma")
+    assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)

@@ -1,16 +1,25 @@
-"""Image-text sets read from copies laid out as their hub repositories ship them (PMC-OA,
-PubMedVision, Quilt-LLaVA-Pretrain, CT-RATE, FairVLMed): the record file the registry names beside its siblings, image
-paths as the records write them, and the quirks of each release (a record naming an image the
-zips do not hold, ``<image>`` after the prompt text)."""
+"""Image-text sets read from copies laid out as their releases ship them (PMC-OA, PubMedVision,
+Quilt-LLaVA-Pretrain, CT-RATE, FairVLMed, MedTrinity-25M): the record file the registry names
+beside its siblings, image paths as the records write them, and the quirks of each release (a
+record naming an image the zips do not hold, ``<image>`` after the prompt text)."""
 
+# ruff: noqa: F811 (the curate fixture is imported from test_published_layouts and requested by name)
 from __future__ import annotations
 
 import csv
 import io
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fixtures_formats import jpeg_bytes, png_bytes, write_file
-from test_published_layouts import accounted, curate, dataset, kept_rows, quarantine  # noqa: F401 (curate: fixture)
+from test_published_layouts import (
+    accounted,
+    curate,  # noqa: F401 (a fixture: tests name it as a parameter)
+    dataset,
+    kept_rows,
+    quarantine,
+)
 
 
 def _csv_text(rows: list[list[str]]) -> str:
@@ -87,8 +96,8 @@ def test_quilt_llava_pretrain_reads_images_from_quilt_1m(tmp_path, curate):
 def test_ct_rate_reports_find_their_slice_under_the_volume_name_without_nii_gz(tmp_path, curate):
     root = dataset(tmp_path, "ct_rate")
     lines = ["VolumeName,ClinicalInformation_EN,Technique_EN,Findings_EN,Impressions_EN",
-             'train_1_a_1.nii.gz,Not given.,"Non-contrast images were taken in the axial plane.",'
-             '"Trachea, both main bronchi are open. No pleural effusion.","No acute findings."',
+             ('train_1_a_1.nii.gz,Not given.,"Non-contrast images were taken in the axial plane.",'
+             '"Trachea, both main bronchi are open. No pleural effusion.","No acute findings."'),
              'train_2_a_1.nii.gz,Cough.,"Axial plane.","Nodule in the right upper lobe.",']
     write_file(root, "dataset/radiology_text_reports/train_reports.csv", "\n".join(lines) + "\n")
     write_file(root, "slices/train_1_a_1.png", png_bytes())  # train_2_a_1 was not sliced: image_missing
@@ -119,3 +128,19 @@ def test_fairvlmed_summary_rows_name_their_npz_and_read_its_png_export(tmp_path,
     assert row["id"].endswith("data_00001.npz") and len(row["images"]) == 1
     assert row["messages"][-1]["content"].startswith("The patient has glaucoma")
     assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)
+
+
+def test_medtrinity_parquet_rows_embed_their_image_and_a_multigranular_caption(tmp_path, curate):
+    caption = ("The image is a non-contrasted computed tomography (CT) scan of the brain. A hyperdense region is "
+               "located in the left parietal lobe, consistent with an acute intracerebral haemorrhage.")
+    table = pa.Table.from_pylist([
+        {"image": {"bytes": jpeg_bytes(seed=3), "path": "8031efe0-1b5c-11ef-8929-000066532cad.jpg"},
+         "id": "8031efe0-1b5c-11ef-8929-000066532cad", "caption": caption},
+        {"image": {"bytes": b"", "path": "missing.jpg"}, "id": "80320a35-1b5c-11ef-8929-000066532cad",
+         "caption": "An image whose bytes were not shipped."}])  # the viewer's 'image' column without bytes
+    (dataset(tmp_path, "medtrinity") / "data").mkdir(parents=True)
+    pq.write_table(table, dataset(tmp_path, "medtrinity") / "data" / "train-00000-of-00001.parquet")
+    report = curate("medtrinity")
+    (row,) = kept_rows(report)
+    assert row["id"].endswith("8031efe0-1b5c-11ef-8929-000066532cad") and row["messages"][-1]["content"] == caption
+    assert [q["reason"] for q in quarantine(report)] == ["image_empty"] and accounted(report)

@@ -2,6 +2,7 @@
 file names (the registry names the one file of the release, so a sibling file of the snapshot is
 never read by accident), the real column names, and records as the dataset cards show them."""
 
+# ruff: noqa: F811 (the curate fixture is imported from test_published_layouts and requested by name)
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_published_layouts import accounted, curate, dataset, kept_rows  # noqa: F401 (curate: fixture)
+from test_published_layouts import (
+    accounted,
+    curate,  # noqa: F401 (a fixture: tests name it as a parameter)
+    dataset,
+    kept_rows,
+)
 
 
 def _write(root: Path, file: str, records: list[dict]) -> None:
@@ -38,8 +44,8 @@ def test_medquad_csv_with_quoted_multiline_answers_and_an_empty_answer(tmp_path,
         writer = csv.writer(handle)  # pandas' to_csv: answers with commas / newlines in quotes
         writer.writerow(["qtype", "Question", "Answer"])
         writer.writerow(["susceptibility", "Who is at risk for Lymphocytic Choriomeningitis (LCM)? ?",
-                         "LCMV infections can occur after exposure to fresh urine, droppings, saliva,\n"
-                         "or nesting materials from infected rodents."])
+                         ("LCMV infections can occur after exposure to fresh urine, droppings, saliva,\n"
+                         "or nesting materials from infected rodents.")])
         writer.writerow(["symptoms", "What are the symptoms of Parasites - Cysticercosis ?", ""])
         writer.writerow(["treatment", "What are the treatments for Glaucoma ?",
                          "Glaucoma is treated with medicines, laser trabeculoplasty, conventional surgery."])
@@ -47,8 +53,8 @@ def test_medquad_csv_with_quoted_multiline_answers_and_an_empty_answer(tmp_path,
     rows = kept_rows(report)
     assert [_turns(row) for row in rows] == [
         ("Who is at risk for Lymphocytic Choriomeningitis (LCM)? ?",
-         "LCMV infections can occur after exposure to fresh urine, droppings, saliva,\n"
-         "or nesting materials from infected rodents."),
+         ("LCMV infections can occur after exposure to fresh urine, droppings, saliva,\n"
+         "or nesting materials from infected rodents.")),
         ("What are the treatments for Glaucoma ?",
          "Glaucoma is treated with medicines, laser trabeculoplasty, conventional surgery.")]
     assert all(row["task"] == "text_qa" for row in rows)
@@ -73,8 +79,8 @@ def test_healthcaremagic_parquet_joins_the_fixed_instruction_and_the_patient_tex
     (row,) = kept_rows(report)
     assert _turns(row) == (
         CHATDOCTOR_INSTRUCTION + "\n\nI woke up this morning feeling the whole room is spinning when i was sitting down.",
-        "Hi, Thank you for posting your query. The most likely cause for your symptoms is benign paroxysmal "
-        "positional vertigo (BPPV).")
+        ("Hi, Thank you for posting your query. The most likely cause for your symptoms is benign paroxysmal "
+        "positional vertigo (BPPV)."))
     assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)
 
 
@@ -107,8 +113,8 @@ def test_alpacare_reads_the_52k_training_file_and_not_the_test_set_beside_it(tmp
          "difficulty": "3", "gpt-4-answer": "She could be suffering from malaria."}])
     report = curate("alpacare_medinstruct_52k")
     assert [_turns(row) for row in kept_rows(report)] == [
-        ("Rewrite this instruction on how to use an inhaler to be more patient-friendly.\n\n"
-         "Exhale deeply, engage mouthpiece of inhaler, depress canister while inhaling.",
+        (("Rewrite this instruction on how to use an inhaler to be more patient-friendly.\n\n"
+         "Exhale deeply, engage mouthpiece of inhaler, depress canister while inhaling."),
          "1. Breathe out completely.\n2. Seal your lips around the mouthpiece."),
         ("List three common side effects of metformin.", "Nausea, diarrhoea and abdominal discomfort.")]
     assert report["rows_in"] == 2 and accounted(report)
@@ -207,8 +213,8 @@ def test_mimic_iv_bhc_csv_with_a_note_longer_than_the_csv_module_default(tmp_pat
     with open(root / "mimic-iv-bhc.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["note_id", "input", "target", "input_tokens", "target_tokens"])
-        writer.writerow(["10000032-DS-21", long_note, "Ms. ___ was admitted with a CHF exacerbation, diuresed with IV "
-                         "furosemide.", "31842", "15"])
+        writer.writerow(["10000032-DS-21", long_note, ("Ms. ___ was admitted with a CHF exacerbation, diuresed with IV "
+                         "furosemide."), "31842", "15"])
         writer.writerow(["10000084-DS-17", "<SEX> M <SERVICE> NEUROLOGY ...", "", "120", "0"])
     report = curate("mimic_iv_ext_bhc")
     (row,) = kept_rows(report)

@@ -1,5 +1,5 @@
 """Image-text sets read from copies laid out as their releases ship them (PMC-OA, PubMedVision,
-Quilt-LLaVA-Pretrain, CT-RATE, FairVLMed, MedTrinity-25M): the record file the registry names
+Quilt-LLaVA-Pretrain, CT-RATE, FairVLMed, MedTrinity-25M, MIMIC-Ext-MIMIC-CXR-VQA): the record file the registry names
 beside its siblings, image paths as the records write them, and the quirks of each release (a
 record naming an image the zips do not hold, ``<image>`` after the prompt text)."""
 
@@ -144,3 +144,25 @@ def test_medtrinity_parquet_rows_embed_their_image_and_a_multigranular_caption(t
     (row,) = kept_rows(report)
     assert row["id"].endswith("8031efe0-1b5c-11ef-8929-000066532cad") and row["messages"][-1]["content"] == caption
     assert [q["reason"] for q in quarantine(report)] == ["image_empty"] and accounted(report)
+
+
+def test_mimic_cxr_vqa_answer_lists_and_image_paths_under_files(tmp_path, curate):
+    root = dataset(tmp_path, "mimic_ext_mimic_cxr_vqa")
+    image_path = "p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg"
+
+    def record(idx: int, question: str, answer: list[str], semantic_type: str) -> dict:
+        return {"subject_id": "10000032", "study_id": "50414267", "image_path": image_path, "answer": answer,
+                "split": "train", "idx": idx, "image_id": "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014",
+                "question": question, "content_type": "anatomy", "semantic_type": semantic_type,
+                "template": "...", "template_program": "program_1", "template_arguments": {
+                    "object": {"0": "left lung"}, "attribute": {}, "category": {}, "viewpos": {}, "gender": {}}}
+
+    write_file(root, "dataset/train.json", json.dumps([  # generate_answer.py: yes/no as ["yes"], None as []
+        record(13280, "Are there signs of pleural effusion in the left lung?", ["yes"], "verify"),
+        record(13281, "Which anatomical locations show atelectasis?", ["left lower lung zone", "left lung"], "query"),
+        record(13282, "List all abnormalities in the right apical zone.", [], "query")], indent=4))
+    write_file(root, f"files/{image_path}", jpeg_bytes())
+    report = curate("mimic_ext_mimic_cxr_vqa")
+    answers = {row["id"].rsplit(":", 1)[1]: row["messages"][-1]["content"] for row in kept_rows(report)}
+    assert answers == {"13280": "yes", "13281": "left lower lung zone, left lung"}
+    assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)

@@ -166,3 +166,19 @@ def test_mimic_cxr_vqa_answer_lists_and_image_paths_under_files(tmp_path, curate
     answers = {row["id"].rsplit(":", 1)[1]: row["messages"][-1]["content"] for row in kept_rows(report)}
     assert answers == {"13280": "yes", "13281": "left lower lung zone, left lung"}
     assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)
+
+
+def test_medpix_clinqa_shards_embed_the_image_in_image_id_and_root_csvs_are_not_read(tmp_path, curate):
+    root = dataset(tmp_path, "medpix_clinqa")
+    table = pa.Table.from_pylist([
+        {"image_id": {"bytes": png_bytes(seed=4), "path": "MPX1009_synpic46283.png"},
+         "question": "What was the patient's presenting complaint?",
+         "answer": "A 40-year-old woman with worsening headaches over two months."}])
+    (root / "data").mkdir(parents=True)
+    pq.write_table(table, root / "data" / "train-00000-of-00007-7c3594e1ed5838ea.parquet")
+    write_file(root, "alignment.csv", "image_id,caption\nMPX1009_synpic46283,Axial T2 MRI\n")  # beside data/ (contents illustrative)
+    write_file(root, "from_captions.csv", "image_id,question,answer\nMPX1009_synpic46283,q,a\n")
+    report = curate("medpix_clinqa")
+    (row,) = kept_rows(report)
+    assert len(row["images"]) == 1 and row["messages"][-1]["content"].startswith("A 40-year-old woman")
+    assert report["rows_in"] == 1 and accounted(report)

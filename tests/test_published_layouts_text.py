@@ -47,8 +47,9 @@ def test_medquad_csv_with_quoted_multiline_answers_and_an_empty_answer(tmp_path,
                          ("LCMV infections can occur after exposure to fresh urine, droppings, saliva,\n"
                          "or nesting materials from infected rodents.")])
         writer.writerow(["symptoms", "What are the symptoms of Parasites - Cysticercosis ?", ""])
-        writer.writerow(["treatment", "What are the treatments for Glaucoma ?",
-                         "Glaucoma is treated with medicines, laser trabeculoplasty, conventional surgery."])
+        for _ in range(2):  # the same pair twice: kept once, the repeat filtered as a duplicate
+            writer.writerow(["treatment", "What are the treatments for Glaucoma ?",
+                             "Glaucoma is treated with medicines, laser trabeculoplasty, conventional surgery."])
     report = curate("medquad")
     rows = kept_rows(report)
     assert [_turns(row) for row in rows] == [
@@ -58,7 +59,8 @@ def test_medquad_csv_with_quoted_multiline_answers_and_an_empty_answer(tmp_path,
         ("What are the treatments for Glaucoma ?",
          "Glaucoma is treated with medicines, laser trabeculoplasty, conventional surgery.")]
     assert all(row["task"] == "text_qa" for row in rows)
-    assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)
+    assert report["quarantined_by_reason"] == {"missing_answer": 1} and report["filtered_by_reason"] == {"duplicate": 1}
+    assert accounted(report)
 
 
 # ---- ChatDoctor (lavita/ChatDoctor-HealthCareMagic-100k, lavita/ChatDoctor-iCliniq) -------------

@@ -98,7 +98,7 @@ def _parquet(options) -> bool:
 def build_caption(root: Path, options) -> int:
     records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
                 options.caption_field: f"Axial CT, contrast-enhanced,\nshowing finding number {i}."} for i in range(3)]
-    if options.id_field:
+    if options.id_field and options.id_field != options.image_field:  # FairVLMed: the file name is the id
         for i, record in enumerate(records):
             record[options.id_field] = f"c{i}"
     write_records(root, options.file, records)

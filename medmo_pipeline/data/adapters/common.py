@@ -32,6 +32,7 @@ from medmo_pipeline.data.paths import UnsafePathError, check_relative, safe_join
 
 IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+COMPOUND_SUFFIXES = (".nii.gz",)
 RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 MAX_COORDINATE = 1e6  # pixels: past this a coordinate is a broken value, not an image position
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default
@@ -299,7 +300,7 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
                        f"image path {value!r} is not a file name")
     value = value.strip()
     if options.image_extension:
-        value = str(Path(value).with_suffix(options.image_extension)) if Path(value).suffix else value
+        value = replace_extension(value, options.image_extension)
     check_relative(value)
     relative = f"{options.image_dir.rstrip('/')}/{value}" if options.image_dir else value
     path = safe_join(root, relative)
@@ -310,6 +311,15 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     if png16_offset is not None:
         return png16_entry(path.read_bytes(), offset=png16_offset, window=window, path=relative)
     return image_entry(path.read_bytes(), relative)
+
+
+def replace_extension(value: str, extension: str) -> str:
+    """``value`` with its extension replaced; ``.nii.gz`` counts as one extension (CT-RATE names its
+    volumes ``train_1_a_1.nii.gz`` and the exported slice is ``train_1_a_1.png``)."""
+    for compound in COMPOUND_SUFFIXES:
+        if value.lower().endswith(compound):
+            return value[: -len(compound)] + extension
+    return str(Path(value).with_suffix(extension)) if Path(value).suffix else value
 
 
 def as_list(value: Any, separator: str = "") -> list:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -197,12 +196,18 @@ def child(index_path: Path, processor_dir: Path) -> None:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # This process's own high-water mark: ru_maxrss would also carry the peak of the process that
+    # started it (Linux keeps it across fork and exec), and that parent wrote the corpus.
+    return _status_mib("VmHWM:")
 
 
 def current_rss_mib() -> float:
+    return _status_mib("VmRSS:")
+
+
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 

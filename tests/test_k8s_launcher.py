@@ -267,7 +267,7 @@ def test_training_stage_runs_in_a_pod_with_the_spec_it_asked_for(inputs: StageIn
     # What came back over the pod log: rank 0's Pipes messages through torchrun.
     assert any(m.startswith(f"Kubernetes pod in {NAMESPACE}: medmo_pipeline.training.sft (2 process(es), 2 GPU(s))")
                for m in logged)
-    assert any(STAGE in m and "rows drawn from" in m for m in logged)
+    assert any(STAGE in m and "samples planned per pass over" in m for m in logged)
     (materialization,) = result.asset_materializations_for_node(STAGE_KEY)
     meta = {key: value.value for key, value in materialization.metadata.items()}
     assert meta["k8s_namespace"] == NAMESPACE and meta["k8s_image"] == IMAGE and meta["steps"] == 3

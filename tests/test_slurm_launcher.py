@@ -76,7 +76,7 @@ def test_stage_materializes_through_slurm(slurm_cluster: SlurmCluster, inputs: S
     assert "JobName=medmo-stage1_checkpoint" in shown and "Partition=debug" in shown
     assert Path(meta["slurm_log"]).is_file()
     # Logs arrived both ways: the job's own Pipes messages, and its Slurm log streamed into the run.
-    assert any(STAGE in m and "rows drawn from" in m for m in logged)
+    assert any(STAGE in m and "samples planned per pass over" in m for m in logged)
     assert any(m.startswith(f"[slurm {job_id}]") and f"job {job_id} on " in m for m in logged)
     # Metadata reported by the job through Pipes, and the checkpoint with its lineage.
     checkpoint = Path(meta["path"])

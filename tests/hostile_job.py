@@ -6,7 +6,13 @@ Address space is capped at what the process already maps plus ``MEMORY_BUDGET`` 
 ``CPU_SECONDS`` (``resource.setrlimit``), so a job that would go beyond fails here with MemoryError
 or SIGXCPU instead of being timed by the test. Each job is a curation of a dataset read by an
 adapter (``{"family", "root", "options", "out"}``) or a read of one annotation file
-(``{"records": file, "root"}``); the result of each, and the peak resident size, go to stdout as JSON.
+(``{"records": file, "root"}``); the result of each, and the peak resident size of this process
+while it ran, go to stdout as JSON.
+
+The peak is the kernel's high-water mark of this process's own memory (``VmHWM``), reset before
+each job. ``getrusage``'s ``ru_maxrss`` would not do: Linux carries it across ``execve`` from the
+process that started this one, so it reports the test runner's own peak (over a GiB late in a
+full test run) whatever the jobs cost.
 """
 
 from __future__ import annotations
@@ -23,11 +29,17 @@ MEMORY_BUDGET = 1 << 30
 CPU_SECONDS = 60
 
 
-def _mapped_bytes() -> int:
+def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Start ``VmHWM`` again from the current resident size (Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def run(job: dict) -> dict:
@@ -54,14 +66,14 @@ def main() -> None:
     import medmo_pipeline.data.curation  # noqa: F401
     import medmo_pipeline.data.pixels  # noqa: F401
 
-    limit = _mapped_bytes() + MEMORY_BUDGET
+    limit = _status_kib("VmSize") * 1024 + MEMORY_BUDGET
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
     results = {}
     for job in jobs:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        results[job["name"]] = run(job) | {"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                                           "peak_before_kib": before}
+        _reset_peak()
+        before = _status_kib("VmRSS")
+        results[job["name"]] = run(job) | {"peak_rss_kib": _status_kib("VmHWM"), "rss_before_kib": before}
     print(json.dumps(results))
 
 

@@ -169,6 +169,20 @@ def test_each_build_job_stays_within_one_gib_resident(suite):
         assert result["peak_rss_kib"] < 1 << 20, name
 
 
+def test_the_peak_measured_is_the_jobs_own_not_that_of_the_process_that_started_it(tmp_path):
+    """A launcher that touched 768 MiB then execs the job (as a large test run's fork does):
+    the job's peak must not carry the launcher's, which ``ru_maxrss`` would."""
+    (tmp_path / "one.jsonl").write_text('{"a": 1}\n')
+    jobs = json.dumps([{"name": "small", "records": "one.jsonl", "root": str(tmp_path)}])
+    launcher = ("import os, sys\nheld = bytearray(768 << 20)\nheld[::4096] = b'\\1' * len(held[::4096])\n"
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    done = subprocess.run([sys.executable, "-c", launcher, str(JOB), jobs], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)["small"]
+    assert result["records"] == 1 and 0 < result["peak_rss_kib"] < 640 << 10
+
+
 def test_annotation_files_beyond_their_bounds_fail_naming_file_and_line(suite):
     results, _ = suite
     assert "big_field.csv: line 3" in results["records:big_field.csv"]["error"]

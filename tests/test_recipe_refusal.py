@@ -4,6 +4,8 @@ does not resolve (DeepSpeed configs outside recipes/deepspeed/, rewards, benchma
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -27,16 +29,21 @@ def _billion_laughs(levels: int = 9) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("where", ["base_model.tiny", "rl.rewards.box"])
+# Where each bomb goes in the embedded recipe: the line that opens the field, matched whatever the
+# field holds today, and the indent of the field's contents
+_BOMB_SITES = {
+    "base_model.tiny": (r"^  tiny:.*$", "  tiny:", "    "),
+    "rl.rewards.box": (r"^    box: \{.*\}.*$", "    box:", "      "),
+}
+
+
+@pytest.mark.parametrize("where", sorted(_BOMB_SITES))
 def test_an_alias_bomb_is_refused_from_the_node_graph(tmp_path, where, monkeypatch):
-    text = (config.RECIPES_DIR / "embedded.yaml").read_text()
-    bomb = _billion_laughs()
-    if where == "base_model.tiny":
-        text = text.replace("base_model:\n  source: tiny\n  tiny:\n",
-                            "base_model:\n  source: tiny\n  tiny:\n" + "".join(f"    {line}\n" for line in bomb.splitlines()))
-    else:
-        text = text.replace("    box: {weight: 1.0, squared: false, lambda_fn: 0.0, lambda_fp: 0.0}",
-                            "    box:\n" + "".join(f"      {line}\n" for line in bomb.splitlines()))
+    pattern, opening, indent = _BOMB_SITES[where]
+    bomb = "".join(f"{indent}{line}\n" for line in _billion_laughs().splitlines())
+    text, placed = re.subn(pattern, lambda _: opening + "\n" + bomb.rstrip("\n"),
+                           (config.RECIPES_DIR / "embedded.yaml").read_text(), count=1, flags=re.MULTILINE)
+    assert placed == 1, f"no {where} line in the embedded recipe to put the bomb in"
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
     built = []
@@ -53,6 +60,7 @@ def test_aliases_within_the_limit_still_load(tmp_path):
     text = text.replace("      learning_rate: 2.0e-3\n      max_steps: 1200",
                         "      learning_rate: &rate 2.0e-3\n      max_steps: 1200", 1)
     text = text.replace("      learning_rate: 2.0e-3\n      max_steps: 4000", "      learning_rate: *rate\n      max_steps: 4000")
+    assert "&rate" in text and "*rate" in text  # the recipe still has both lines to alias
     path = tmp_path / "aliases.yaml"
     path.write_text(text)
     assert load_recipe(path).stages["stage2"].optim.learning_rate == 2.0e-3

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.definitions import benchmark_partitions, build_definitions, eval_key, regression_check
+from assets.definitions import build_definitions, regression_check
 from medmo_pipeline.config import load_recipe
 from tests.conftest import embedded_recipe_data, write_recipe
-from tests.test_regression_guard import _table
+from tests.test_regression_guard import fake_eval_table
 
 BENCHMARK = "synthetic_heldout"
 
@@ -21,14 +21,7 @@ def _later_rl_run(tmp_path, child_values: dict[str, float]) -> str:
     recipe = load_recipe(path)
 
     def eval_table(name: str, values: dict[str, float]):
-        @dg.asset(key=eval_key(name), partitions_def=benchmark_partitions(recipe))
-        def _table_asset(context) -> dg.MaterializeResult:
-            directory = tmp_path / name / context.partition_key
-            directory.mkdir(parents=True, exist_ok=True)
-            _table(values).to_parquet(directory / "table.parquet", index=False)
-            return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(directory))})
-
-        return _table_asset
+        return fake_eval_table(tmp_path, recipe, name, values)
 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:

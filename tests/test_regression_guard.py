@@ -25,6 +25,18 @@ def _table(values: dict[str, float]) -> pd.DataFrame:
                         columns=TABLE_COLUMNS)
 
 
+def fake_eval_table(tmp_path, recipe, name: str, values: dict[str, float]):
+    """An eval-table asset that writes a table of `values` under tmp_path (no model runs)."""
+    @dg.asset(key=eval_key(name), partitions_def=benchmark_partitions(recipe))
+    def _table_asset(context) -> dg.MaterializeResult:
+        directory = tmp_path / name / context.partition_key
+        directory.mkdir(parents=True, exist_ok=True)
+        _table(values).to_parquet(directory / "table.parquet", index=False)
+        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(directory))})
+
+    return _table_asset
+
+
 def test_find_drops_respects_margin_protection_and_missing_metrics():
     parent = _table({"grounding_mean_iou": 0.40, "closed_vqa_accuracy": 0.95, "report_rouge_l": 0.9})
     child = _table({"grounding_mean_iou": 0.37, "closed_vqa_accuracy": 0.80})
@@ -41,14 +53,7 @@ def _run(tmp_path, child_values: dict[str, float]):
     ran = []
 
     def eval_table(name: str, values: dict[str, float]):
-        @dg.asset(key=eval_key(name), partitions_def=benchmark_partitions(recipe))
-        def _table_asset(context) -> dg.MaterializeResult:
-            directory = tmp_path / name / context.partition_key
-            directory.mkdir(parents=True, exist_ok=True)
-            _table(values).to_parquet(directory / "table.parquet", index=False)
-            return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(directory))})
-
-        return _table_asset
+        return fake_eval_table(tmp_path, recipe, name, values)
 
     @dg.asset(key="rl_policy", deps=[eval_key("stage3")])
     def next_stage() -> None:

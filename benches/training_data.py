@@ -167,7 +167,7 @@ def child(index_path: Path, processor_dir: Path) -> None:
 
     from medmo_pipeline.data import corpus
     from medmo_pipeline.model.loading import load_processor
-    from medmo_pipeline.training import common, streamed
+    from medmo_pipeline.training import examples, streamed
     from medmo_pipeline.training.collation import answer_masked_collator
 
     processor = load_processor(processor_dir)
@@ -176,7 +176,7 @@ def child(index_path: Path, processor_dir: Path) -> None:
     started = time.perf_counter()
     index = corpus.load_index(index_path)
     plan = streamed.stage_plan(index, bench_mixture())
-    data = streamed.StageData(plan, 42, common.sft_features(), common.sft_example, examples_per_step=BATCH)
+    data = streamed.StageData(plan, 42, examples.sft_features(), examples.sft_example, examples_per_step=BATCH)
     batches = iter(DataLoader(data.dataset, batch_size=BATCH, collate_fn=collator))
     first = next(batches)
     first_step = time.perf_counter() - started

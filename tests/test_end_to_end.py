@@ -149,8 +149,8 @@ def test_corpus_versions_in_every_lineage_are_the_curated_partitions_versions(de
 
 
 def test_checkpoint_data_version_is_its_weights_hash_and_it_loads(demo_run):
+    from medmo_pipeline.model.checkpoint import weights_version
     from medmo_pipeline.model.loading import load_model
-    from medmo_pipeline.training.common import weights_version
 
     for name in CHAIN:
         path = _path(demo_run["events"][name])

@@ -124,7 +124,7 @@ def test_trainer_dataset_decodes_images_splits_by_rank_and_resumes(index, tmp_pa
 
     from PIL import Image
 
-    from medmo_pipeline.training import common
+    from medmo_pipeline.training.examples import sft_example, sft_features
 
     plan = mixture.plan(index, MixtureRecipe(sources=list(ROWS), tasks=TASKS))
     rows = stream.MixtureStream(plan, seed=5)
@@ -132,10 +132,10 @@ def test_trainer_dataset_decodes_images_splits_by_rank_and_resumes(index, tmp_pa
     kept = [(i, row) for i, row in enumerate(take(rows.rows(rank=1, world=2), 10)) if row["source"] != "synth_medqa"]
 
     def example(row):  # drops text-only rows, as a prompt filter would
-        return common.sft_example(row) if row["images"] else None
+        return sft_example(row) if row["images"] else None
 
     positions, log = stream.PositionLog(), tmp_path / "samples.jsonl"
-    dataset = stream.trainer_dataset(rows, features=common.sft_features(), to_example=example, world=2,
+    dataset = stream.trainer_dataset(rows, features=sft_features(), to_example=example, world=2,
                                      positions=positions, sample_log=log)
     assert dataset.n_shards == 2
     part = list(itertools.islice(iter(dataset.shard(num_shards=2, index=1)), len(kept)))
@@ -146,7 +146,7 @@ def test_trainer_dataset_decodes_images_splits_by_rank_and_resumes(index, tmp_pa
     assert [entry["id"] for entry in logged] == [i for i in whole[1::2] if not i.startswith("synth_medqa")]
     # Where part 1 stands after its first 3 examples: the stream index after the third kept row.
     assert positions.next_index(1, 3, (0, 0)) == kept[2][0] + 1
-    resumed = stream.trainer_dataset(rows, features=common.sft_features(), to_example=example, world=2,
+    resumed = stream.trainer_dataset(rows, features=sft_features(), to_example=example, world=2,
                                      starts={1: (3, kept[2][0] + 1)})
     again = list(itertools.islice(iter(resumed.shard(num_shards=2, index=1)), len(kept) - 3))
     assert [item["messages"] for item in again] == [item["messages"] for item in part[3:]]

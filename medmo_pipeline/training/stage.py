@@ -72,6 +72,7 @@ class StageJob:
     artifacts: tuple[str, ...] = ()  # further files the job writes into its checkpoint, logged to MLflow
 
     def stage_name(self, args) -> str:
+        """The stage's name in lineage, MLflow and the registry (``--stage`` unless the job fixes it)."""
         return args.stage
 
     def recipe_stage(self, recipe, stage: str):

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import io
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation import CurationLimits, curate
 from medmo_pipeline.data.images import ImageLimits, check_pngs
 from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+from medmo_pipeline.process_memory import peak_rss_kib
 
 SHARD_ROWS = 2000
 
@@ -133,17 +133,7 @@ def child_peak_rss(n: int) -> None:
     """Run in a subprocess: stream ``n`` rows through curate, print peak RSS in KiB."""
     with tempfile.TemporaryDirectory() as tmp:
         report = curate(synthetic_rows(n), Path(tmp) / "out", source="bench", shard_rows=SHARD_ROWS)
-    print(json.dumps({"rows": report["rows_kept"], "peak_rss_kib": own_peak_rss_kib()}))
-
-
-def own_peak_rss_kib() -> int:
-    """This process's peak RSS. Linux's ru_maxrss would report the parent's instead when that was
-    larger: the child inherits it across fork and exec. VmHWM belongs to this process's memory."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rows": report["rows_kept"], "peak_rss_kib": peak_rss_kib()}))
 
 
 def memory(small: int, large: int) -> None:

@@ -58,24 +58,15 @@ class ShardWriteError(OSError):
         return self.strerror
 
 
-def write_shards(
-    rows: Iterable[dict],
-    out_dir: Path,
-    *,
-    shard_rows: int,
-    source: str,
-    source_revision: str = "",
-    schema: pa.Schema = SAMPLE_SCHEMA,
-) -> dict:
+def write_shards(rows: Iterable[dict], out_dir: Path, *, shard_rows: int, schema: pa.Schema = SAMPLE_SCHEMA,
+                 **manifest_fields: str) -> dict:
     """Write ``rows`` as shards of ``shard_rows`` rows under ``out_dir``; return the manifest.
 
-    Rows must have exactly the schema's fields. Streams like ``write_tables``, which it feeds one
-    shard of rows at a time.
+    Rows must have exactly the schema's fields. ``write_tables`` writes them, fed one shard of rows
+    at a time; ``manifest_fields`` are its ``source`` and ``source_revision``.
     """
-    if shard_rows < 1:
-        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
-    return write_tables(_row_tables(rows, shard_rows, schema), out_dir, shard_rows=shard_rows, source=source,
-                        source_revision=source_revision, schema=schema)
+    return write_tables(_row_tables(rows, shard_rows, schema), out_dir, shard_rows=shard_rows, schema=schema,
+                        **manifest_fields)
 
 
 def _row_tables(rows: Iterable[dict], shard_rows: int, schema: pa.Schema) -> Iterator[pa.Table]:

@@ -9,6 +9,7 @@ import functools
 import io
 import math
 
+import pyarrow as pa
 import pytest
 from fixtures_formats import jpeg_bytes, png_bytes
 from PIL import Image
@@ -19,6 +20,7 @@ from medmo_pipeline.data.curation import CurationLimits, ImageChecker, curate, k
 from medmo_pipeline.data.curation import batch as batch_checks
 from medmo_pipeline.data.curation.batch import check_batch
 from medmo_pipeline.data.images import image_entry
+from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 from medmo_pipeline.data.synthetic import generate_rows
 
 
@@ -234,3 +236,16 @@ def test_batch_size_does_not_change_the_output(tmp_path, monkeypatch):
 def test_png_helper_images_are_what_they_claim():
     assert Image.open(io.BytesIO(png_bytes(400, 4))).size == (400, 4)
     assert row("x")["images"][0]["width"] == 64
+
+
+def test_extension_mismatches_counts_what_each_name_promises_against_the_content():
+    """The usual PNG named .png is settled over the whole column; every other pair by its name."""
+    png, jpeg = png_bytes(), jpeg_bytes()
+    named = [(png, "a.png"), (png, "b.PNG"), (png, "c.jpg"), (png, ""), (png, "d.dcm"), (jpeg, "e.png"),
+             (jpeg, "f.jpeg"), (jpeg, "g"), (png, "h.png"), (b"GIF89a" + bytes(8), "i.tif")]
+    template = synthetic()[0]
+    table = pa.Table.from_pylist([{**template, "images": [
+        {"bytes": data, "path": path, "width": 1, "height": 1, "sha256": ""} for data, path in named]}],
+        schema=SAMPLE_SCHEMA)
+    assert batch_checks.extension_mismatches(table) == 3  # c.jpg (PNG), e.png (JPEG), i.tif (GIF)
+    assert batch_checks.extension_mismatches(table.slice(0, 0)) == 0

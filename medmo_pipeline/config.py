@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
-
 from medmo_pipeline.reply_format import ReplyFormat
+from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
+from medmo_pipeline.schema.rows import TaskName
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "embedded"
@@ -32,7 +32,6 @@ RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
 # A recipe is a few hundred YAML nodes; aliases may not expand it beyond this (a "billion laughs"
 # alias bomb is refused from the node graph, before anything is built from it).
 MAX_RECIPE_NODES = 20_000
-TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
 
 
 class RecipeError(ValueError):

@@ -11,11 +11,11 @@ import pytest
 from benchmark_releases import BUILDERS, build_release
 from fixtures_formats import png_bytes, write_file
 
-from medmo_pipeline.data.schema import validate_row
 from medmo_pipeline.evaluation.benchmarks import load_benchmark, load_counted
 from medmo_pipeline.evaluation.checks import BenchmarkLoadError
 from medmo_pipeline.evaluation.registry import PENDING_METRICS, load_registry
 from medmo_pipeline.evaluation.scoring import question_kind, score_benchmark
+from medmo_pipeline.schema.rows import validate_row
 
 REGISTRY = load_registry()
 FILE_BENCHMARKS = REGISTRY.paper_benchmarks()

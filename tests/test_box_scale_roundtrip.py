@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
+from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 from medmo_pipeline.rewards import build_reward_functions
 
 SIZES_AND_BOXES = [

@@ -9,10 +9,10 @@ import pytest
 
 import medmo_pipeline.rewards.box
 import medmo_pipeline.rewards.labels
-import medmo_pipeline.rewards.parsing
+import medmo_pipeline.schema.box_text
 import medmo_pipeline.rewards.registry
 from medmo_pipeline import reply_format
-from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
+from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 from medmo_pipeline.rewards import REWARDS, box_reward, build_reward_functions, completion_text, parse_boxes
 
 ALL_REWARDS = {
@@ -214,7 +214,7 @@ def test_every_registered_reward_has_a_docstring_example():
     [
         medmo_pipeline.rewards.box,
         medmo_pipeline.rewards.labels,
-        medmo_pipeline.rewards.parsing,
+        medmo_pipeline.schema.box_text,
         medmo_pipeline.rewards.registry,
     ],
 )

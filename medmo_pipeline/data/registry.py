@@ -25,9 +25,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medmo_pipeline.config import RECIPES_DIR, TaskName
+from medmo_pipeline.config import RECIPES_DIR
 from medmo_pipeline.data.adapters import ADAPTERS, adapter
 from medmo_pipeline.data.paths import UnsafePathError, safe_join
+from medmo_pipeline.schema.rows import TaskName
 
 REGISTRY_PATH = RECIPES_DIR / "sources.yaml"
 Role = Literal["caption", "report", "vqa", "text_qa", "grounding"]

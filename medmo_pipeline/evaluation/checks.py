@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from medmo_pipeline.data.adapters.choices import LETTERS
 from medmo_pipeline.evaluation.gold import QUESTION_TASKS, unreadable_grounding_reason
+from medmo_pipeline.schema.rows import reference_text
 
 FREE_TEXT_TASKS = ("report", "caption", "instruction")
 SHOWN = 5
@@ -32,7 +33,7 @@ def missing_image(row: dict) -> str | None:
 def exclusion(row: dict, reasons: Iterable[str]) -> str | None:
     """The first of ``reasons`` (the registry's ``exclude``) that applies to ``row``; None if none."""
     for reason in reasons:
-        if reason == "empty_reference" and row["task"] in FREE_TEXT_TASKS and not row["messages"][-1]["content"].strip():
+        if reason == "empty_reference" and row["task"] in FREE_TEXT_TASKS and not reference_text(row).strip():
             return reason
     return None
 
@@ -48,7 +49,7 @@ def unreadable_gold(row: dict) -> str | None:
             return f"gold answer {answer!r} names none of its {len(row['choices'])} options"
         return None
     if row["task"] in FREE_TEXT_TASKS:
-        return None if row["messages"][-1]["content"].strip() else "empty reference text"
+        return None if reference_text(row).strip() else "empty reference text"
     return unreadable_grounding_reason(row)
 
 

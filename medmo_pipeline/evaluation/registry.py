@@ -18,8 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medmo_pipeline.config import RECIPES_DIR, TaskName
+from medmo_pipeline.config import RECIPES_DIR
 from medmo_pipeline.data.registry import Credentials, SourceUnavailable
+from medmo_pipeline.schema.rows import TaskName
 
 REGISTRY_PATH = RECIPES_DIR / "benchmarks.yaml"
 

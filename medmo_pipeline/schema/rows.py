@@ -3,7 +3,7 @@
 Rows are plain dicts with these keys (HF ``datasets`` reads the shards directly):
 
 - ``id``: stable ``source:local_id``
-- ``source``, ``split`` (train | eval), ``task`` (one of TASKS), ``modality``
+- ``source``, ``split`` (train | eval), ``task`` (one of TASKS: ``TaskName``), ``modality``
 - ``images``: list of {bytes, path, width, height, sha256}; images belong, in order, to the
   first user turn
 - ``messages``: chat turns {role, content}, user then assistant; content is plain text
@@ -15,9 +15,13 @@ Rows are plain dicts with these keys (HF ``datasets`` reads the shards directly)
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import pyarrow as pa
 
-TASKS = ("caption", "vqa", "report", "grounding", "text_qa", "instruction")
+# The one list of tasks: recipes, registries and adapters type their ``task`` fields with TaskName.
+TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
+TASKS: tuple[str, ...] = get_args(TaskName)
 SPLITS = ("train", "eval")
 
 IMAGE_TYPE = pa.struct(
@@ -72,3 +76,21 @@ def validate_row(row: dict) -> None:
     for box in row["boxes"]:
         if not (box["x2"] > box["x1"] and box["y2"] > box["y1"]):
             raise ValueError(f"row {row['id']!r}: degenerate box {box}")
+
+
+def prompt_text(row: dict) -> str:
+    """The question: the first (user) turn's text.
+
+    >>> prompt_text({"messages": [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "Here"}]})
+    'Where?'
+    """
+    return row["messages"][0]["content"]
+
+
+def reference_text(row: dict) -> str:
+    """The gold reply: the last (assistant) turn's text.
+
+    >>> reference_text({"messages": [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "Here"}]})
+    'Here'
+    """
+    return row["messages"][-1]["content"]

@@ -14,7 +14,8 @@ import dagster as dg
 
 from assets.corpus import CORPUS, corpus_index, curation_assets, mixture_key, source_sensor
 from medmo_pipeline import home
-from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path, stable_hash
+from medmo_pipeline.config import Recipe, resolve_recipe_path, stable_hash
+from medmo_pipeline.recipe_checks import load_recipe
 from resources.launcher import LocalLauncher
 
 BASE = dg.AssetKey("base_model")

@@ -11,18 +11,25 @@ credentials, which training adapters read it (the same families and options as
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from medmo_pipeline.config import RECIPES_DIR
-from medmo_pipeline.data.registry import Credentials, SourceUnavailable
+from medmo_pipeline.data.registry import SourceUnavailable
 from medmo_pipeline.schema.rows import TaskName
+from medmo_pipeline.yaml_registry import (
+    SHIPPED_DIR,
+    Credentials,
+    check_credentials,
+    check_readable_dir,
+    duplicate_names,
+    hub_download_command,
+    load_strict,
+)
+from medmo_pipeline.yaml_registry import Strict as _Strict
 
-REGISTRY_PATH = RECIPES_DIR / "benchmarks.yaml"
+REGISTRY_PATH = SHIPPED_DIR / "benchmarks.yaml"
 
 # Metric names ``evaluation.scoring.score_rows`` emits (the rows' tasks decide which).
 SCORED_METRICS = frozenset({
@@ -56,10 +63,6 @@ class BenchmarkUnavailable(SourceUnavailable):
     """A benchmark whose files or credentials are missing; the message says what to do."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class BenchmarkOrigin(_Strict):
     kind: Literal["hub", "local", "synthetic"]
     hub_id: str | None = None
@@ -77,9 +80,7 @@ class BenchmarkOrigin(_Strict):
 
     def how_to_get(self, directory: Path) -> str:
         if self.kind == "hub":
-            revision = self.revision or "<pin a revision>"
-            command = (f"huggingface-cli download {self.hub_id} --repo-type dataset --revision {revision} "
-                       f"--local-dir {directory}")
+            command = hub_download_command(self.hub_id, self.revision, directory)
             return f"{command} (split {self.split}){'; then ' + self.instructions if self.instructions else ''}"
         return self.instructions
 
@@ -221,8 +222,7 @@ class BenchmarkRegistry(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> BenchmarkRegistry:
-        names = [b.name for b in self.benchmarks]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = duplicate_names([b.name for b in self.benchmarks])
         if duplicates:
             raise ValueError(f"duplicate benchmark names {duplicates}")
         return self
@@ -258,46 +258,14 @@ class BenchmarkRegistry(_Strict):
 
 def load_registry(path: Path = REGISTRY_PATH) -> BenchmarkRegistry:
     """Load and validate the benchmark registry; errors name the file, the benchmark and the field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise RegistryError(f"{path}: cannot read the benchmark registry ({error})") from None
-    try:
-        return BenchmarkRegistry.model_validate(data)
-    except ValidationError as error:
-        raise RegistryError(f"{path}: " + "; ".join(_describe(item, data) for item in error.errors())) from None
+    return load_strict(path, BenchmarkRegistry, RegistryError, what="the benchmark registry", entries="benchmarks",
+                       entry="benchmark")
 
 
 def resolve_benchmark_dir(benchmark: Benchmark, directory: Path) -> Path:
     """``directory`` checked to exist and be readable, with the benchmark's credentials set."""
-    for variable in benchmark.credentials.env if benchmark.credentials else []:
-        if not os.environ.get(variable):
-            raise BenchmarkUnavailable(
-                f"benchmark {benchmark.name!r} needs {benchmark.credentials.provider} credentials: environment "
-                f"variable {variable} is not set. {benchmark.credentials.instructions}")
+    check_credentials(f"benchmark {benchmark.name!r}", benchmark.credentials, BenchmarkUnavailable)
     directory = Path(directory)
-    if not directory.is_dir():
-        raise BenchmarkUnavailable(
-            f"benchmark {benchmark.name!r} is not at {directory} (missing). "
-            f"Get it with: {benchmark.origin.how_to_get(directory)}")
-    if not os.access(directory, os.R_OK | os.X_OK):
-        raise BenchmarkUnavailable(
-            f"benchmark {benchmark.name!r} at {directory} is not readable by this user; fix its permissions "
-            f"(chmod -R u+rX {directory}) or pass another root")
-    return directory
+    return check_readable_dir(f"benchmark {benchmark.name!r}", directory, benchmark.origin.how_to_get(directory),
+                              BenchmarkUnavailable, elsewhere="pass another root")
 
-
-def _describe(item: dict, data: Any) -> str:
-    """One pydantic error as 'benchmark <name>, field <dotted path>: message'."""
-    location = list(item["loc"])
-    where = ""
-    if len(location) >= 2 and location[0] == "benchmarks" and isinstance(location[1], int):
-        index = location[1]
-        try:
-            name = data["benchmarks"][index].get("name", f"#{index}")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            name = f"#{index}"
-        where, location = f"benchmark {name!r}, ", location[2:]
-    field = ".".join(str(part) for part in location) or "(entry)"
-    return f"{where}field {field}: {item['msg']}"

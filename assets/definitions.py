@@ -60,7 +60,7 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
     def base_model(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
         version = recipe.section_hash("base_model")
         output = home.models_dir() / "base" / version
-        return launcher.launch(context, "medmo_pipeline.model.build",
+        return launcher.launch(context, "medmo_pipeline.training.base_model",
                                [*recipe_arg, "--output", str(output), "--expect-hash", version])
 
     stage_assets = [
@@ -126,7 +126,7 @@ def evaluated_benchmarks(recipe: Recipe) -> list[str]:
 
 def missing_benchmarks(recipe: Recipe) -> dict[str, str]:
     """The recipe's benchmarks whose copy or credentials are missing, with how to get them."""
-    from medmo_pipeline.evaluation.benchmarks import unavailable
+    from medmo_pipeline.data.benchmarks.loading import unavailable
 
     return unavailable(list(recipe.evaluation.benchmarks))
 
@@ -147,7 +147,7 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
-        from medmo_pipeline.evaluation.benchmarks import unavailable
+        from medmo_pipeline.data.benchmarks.loading import unavailable
 
         benchmark = context.partition_key
         missing = unavailable([benchmark])

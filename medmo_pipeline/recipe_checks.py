@@ -14,9 +14,9 @@ from pathlib import Path
 
 from medmo_pipeline.config import Recipe, RecipeError, field_problem, resolve_recipe_path
 from medmo_pipeline.config import load_recipe as load_recipe_shape
+from medmo_pipeline.data.benchmarks.loading import BENCHMARKS
+from medmo_pipeline.data.benchmarks.registry import load_registry as load_benchmark_registry
 from medmo_pipeline.data.registry import load_registry as load_source_registry
-from medmo_pipeline.evaluation.benchmarks import BENCHMARKS
-from medmo_pipeline.evaluation.registry import load_registry as load_benchmark_registry
 from medmo_pipeline.rewards.registry import build_reward_functions
 
 

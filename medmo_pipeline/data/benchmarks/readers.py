@@ -14,7 +14,7 @@ has an ``Options`` model and ``iter_samples(root, options)`` yielding sample-con
   "answer": [x1, y1, x2, y2], "size"?: [w, h]}``; ``answer`` in pixels of the released image,
   ``size`` the frame of multi-view answers). The reply is written in MedSG's own form,
   ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, on the first image's pixels (``answers.box_scale:
-  pixels``), so the one box conversion in ``evaluation.gold`` reads it; ``tasks`` keeps the listed
+  pixels``), so the one box conversion in ``data.benchmarks.gold`` reads it; ``tasks`` keeps the listed
   sub-tasks (one registry entry per sub-task).
 """
 

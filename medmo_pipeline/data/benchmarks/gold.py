@@ -14,8 +14,8 @@
   ``boxes.relative_to_pixels``, the same conversion scoring applies to predictions, with the same
   (first) image's size; ``pixels`` (coordinates of the original image) is taken as it is.
 - **Unreadable gold**: a grounding row still without a gold box after this (a reply with no box in
-  a form ``rewards.parsing`` reads, or an image of unknown size) cannot be scored;
-  the benchmark load (``evaluation.benchmarks``, ``evaluation.checks``) fails naming every such row,
+  a form ``schema.box_text`` reads, or an image of unknown size) cannot be scored;
+  the benchmark load (``data.benchmarks.loading``, ``data.benchmarks.checks``) fails naming every such row,
   before any model runs, and :func:`check_grounding_gold` refuses such rows at scoring time too.
 
 An evaluation asks only a row's first user turn (``generation.prompt_messages``), so
@@ -202,7 +202,7 @@ def unreadable_grounding_reason(row: dict) -> str | None:
 
     reply = " ".join(reference_text(row).split())
     if parse_boxes(reply):
-        return "empty boxes column (its reply's boxes were never read: load it through evaluation.benchmarks)"
+        return "empty boxes column (its reply's boxes were never read: load it through data.benchmarks.loading)"
     return f"no box readable in its reply {reply[:80]!r}"
 
 
@@ -214,7 +214,7 @@ def check_grounding_gold(rows: Iterable[dict], benchmark: str | None = None, *, 
     >>> check_grounding_gold([row], "b")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    medmo_pipeline.evaluation.gold.UnreadableGold: benchmark 'b': 1 grounding row(s) have no gold box ...
+    medmo_pipeline.data.benchmarks.gold.UnreadableGold: benchmark 'b': 1 grounding row(s) have no gold box ...
     """
     bad = [(row["id"], reason) for row in rows if (reason := unreadable_grounding_reason(row)) is not None]
     if bad:

@@ -89,7 +89,7 @@ class BenchmarkLoader(_Strict):
     """One reader + options; ``subset`` names it when a benchmark has several.
 
     ``family`` is a training adapter family (``data/adapters``) or a benchmark reader of
-    ``evaluation.readers`` (release formats no training source uses). ``layouts`` are alternative
+    ``data.benchmarks.readers`` (release formats no training source uses). ``layouts`` are alternative
     option sets for other published layouts of the same files, tried in order when the main
     ``file`` pattern matches nothing (a layout may name another ``family``). ``record_filter`` keeps only records whose field has one of
     the listed values (MedSG's ``task`` column: one benchmark entry per sub-task).
@@ -103,7 +103,7 @@ class BenchmarkLoader(_Strict):
 
     @model_validator(mode="after")
     def _known_family_and_options(self) -> BenchmarkLoader:
-        from medmo_pipeline.evaluation.readers import reader
+        from medmo_pipeline.data.benchmarks.readers import reader
 
         for family, options in self.option_sets():
             reader(family).Options.model_validate(options)  # errors name the family or the option
@@ -125,7 +125,7 @@ class AnswerRules(_Strict):
     types: list[AnswerType] = Field(min_length=1)
     closed_when: Literal["yes_no_answer"] | None = None  # scoring's rule: gold answer yes/no = closed
     mcq_gold: Literal["option_letter"] | None = None  # adapters turn index/text answers into the letter
-    # Scale of the boxes in a benchmark's gold replies, read by ``evaluation.gold`` where a row has no
+    # Scale of the boxes in a benchmark's gold replies, read by ``data.benchmarks.gold`` where a row has no
     # pixel boxes of its own: relative_1000 = Qwen3-VL's 0-1000 scale, pixels = the original image's
     # pixels. Scoring is always on the original image's pixels.
     box_scale: Literal["relative_1000", "pixels"] | None = None

@@ -1,6 +1,6 @@
 """What makes a loaded benchmark row unusable, and which rows a benchmark's protocol leaves out.
 
-A benchmark is loaded completely or not at all (``evaluation.benchmarks``): every row is checked
+A benchmark is loaded completely or not at all (``data.benchmarks.loading``): every row is checked
 here before any model runs. :func:`row_problem` says why a row cannot be evaluated (a missing
 image, a gold answer or reference that cannot be read); :func:`exclusion` says which rows the
 benchmark's own evaluation protocol excludes (studies with neither findings nor impression), which
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from medmo_pipeline.data.adapters.choices import LETTERS
-from medmo_pipeline.evaluation.gold import QUESTION_TASKS, unreadable_grounding_reason
+from medmo_pipeline.data.benchmarks.gold import QUESTION_TASKS, unreadable_grounding_reason
 from medmo_pipeline.schema.rows import reference_text
 
 FREE_TEXT_TASKS = ("report", "caption", "instruction")

@@ -244,15 +244,20 @@ class GuardRecipe(_Strict):
     margin: float = Field(0.05, ge=0, description="allowed drop below the parent's value")
 
 
-class SFTStageRecipe(_Strict):
+class _StageRecipe(_Strict):
+    """What every training stage declares: its parent checkpoint, data, resolution and optimiser."""
+
     parent: str
     purpose: str = ""
     guard: GuardRecipe = GuardRecipe()
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
+    optim: OptimRecipe
+
+
+class SFTStageRecipe(_StageRecipe):
     max_length: int | None = None
     reply_format: ReplyFormat = Field("plain", description="how replies are taught (medmo_pipeline.reply_format)")
-    optim: OptimRecipe
 
 
 class GRPORecipe(_Strict):
@@ -276,14 +281,8 @@ class GRPORecipe(_Strict):
     mask_truncated_completions: bool = False
 
 
-class RLStageRecipe(_Strict):
-    parent: str
-    purpose: str = ""
-    guard: GuardRecipe = GuardRecipe()
-    mixture: MixtureRecipe
-    image: ImageRecipe = ImageRecipe()
+class RLStageRecipe(_StageRecipe):
     reply_format: ReplyFormat = Field("plain", description="the format RL prompts ask for (medmo_pipeline.reply_format)")
-    optim: OptimRecipe
     grpo: GRPORecipe
     rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...); "
                                                "resolved against the reward registry by recipe_checks")

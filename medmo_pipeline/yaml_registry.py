@@ -72,8 +72,19 @@ def describe_error(item: dict, data: Any, entries: str, entry: str) -> str:
     return f"{where}field {field}: {item['msg']}"
 
 
-def duplicate_names(names: list[str]) -> list[str]:
-    return sorted({name for name in names if names.count(name) > 1})
+def check_unique(names: list[str], what: str) -> None:
+    """Raise ValueError listing the names given to more than one entry ("duplicate dataset names [...]")."""
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate {what} names {duplicates}")
+
+
+def entry_named(entries: list, name: str, what: str):
+    """The entry called ``name``; a KeyError listing the known names otherwise."""
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no {what} {name!r} in the registry; known: {sorted(e.name for e in entries)}")
 
 
 def check_credentials(what: str, credentials: Credentials | None, unavailable: type[Exception]) -> None:

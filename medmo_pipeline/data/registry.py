@@ -31,7 +31,8 @@ from medmo_pipeline.yaml_registry import (
     Credentials,
     check_credentials,
     check_readable_dir,
-    duplicate_names,
+    check_unique,
+    entry_named,
     hub_download_command,
     load_strict,
 )
@@ -143,19 +144,14 @@ class SourceRegistry(_Strict):
     @model_validator(mode="after")
     def _unique_and_linked(self) -> SourceRegistry:
         names = [entry.name for entry in self.datasets]
-        duplicates = duplicate_names(names)
-        if duplicates:
-            raise ValueError(f"duplicate dataset names {duplicates}")
+        check_unique(names, "dataset")
         dangling = sorted({e.part_of for e in self.datasets if e.part_of and e.part_of not in names})
         if dangling:
             raise ValueError(f"part_of names unknown datasets {dangling}")
         return self
 
     def get(self, name: str) -> SourceEntry:
-        for entry in self.datasets:
-            if entry.name == name:
-                return entry
-        raise KeyError(f"no dataset {name!r} in the registry; known: {sorted(e.name for e in self.datasets)}")
+        return entry_named(self.datasets, name, "dataset")
 
     def trained(self) -> list[SourceEntry]:
         """Datasets trained on directly (the corpus partitions)."""

@@ -23,7 +23,8 @@ from medmo_pipeline.yaml_registry import (
     Credentials,
     check_credentials,
     check_readable_dir,
-    duplicate_names,
+    check_unique,
+    entry_named,
     hub_download_command,
     load_strict,
 )
@@ -222,9 +223,7 @@ class BenchmarkRegistry(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> BenchmarkRegistry:
-        duplicates = duplicate_names([b.name for b in self.benchmarks])
-        if duplicates:
-            raise ValueError(f"duplicate benchmark names {duplicates}")
+        check_unique(self.names(), "benchmark")
         return self
 
     def names(self) -> list[str]:
@@ -239,10 +238,7 @@ class BenchmarkRegistry(_Strict):
         return [b.name for b in self.benchmarks if b.paper_average == group]
 
     def get(self, name: str) -> Benchmark:
-        for benchmark in self.benchmarks:
-            if benchmark.name == name:
-                return benchmark
-        raise KeyError(f"no benchmark {name!r} in the registry; known: {sorted(self.names())}")
+        return entry_named(self.benchmarks, name, "benchmark")
 
     def reported_rows(self) -> list[dict]:
         """The paper's numbers as long rows (benchmark, column, model, value), nulls left out."""

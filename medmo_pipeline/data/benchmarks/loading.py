@@ -44,8 +44,8 @@ from medmo_pipeline.data.benchmarks.registry import (
     resolve_benchmark_dir,
 )
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-from medmo_pipeline.data.paths import safe_glob
 from medmo_pipeline.home import medmo_home
+from medmo_pipeline.safe_paths import safe_glob
 
 
 def synthetic_heldout(index: dict, *, max_per_task: int | None = None) -> list[dict]:

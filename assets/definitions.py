@@ -1,6 +1,6 @@
 """The asset graph, built from one recipe: corpus -> base model -> SFT stages -> RL -> evaluation.
 
-Assets are thin (docs/architecture.md, rule 2): resolve the recipe section, build the job's arguments, run it
+Assets are thin (docs/architecture.md, rule 2): resolve the recipe section, build the job arguments, run it
 through the ``launcher`` resource, return what the job reported over Pipes. Stage assets come from
 one factory over the recipe's stages. Each asset's code version hashes its own recipe section together
 with its upstream ones (``Recipe.chained_hash``), so a recipe edit shows that asset and everything

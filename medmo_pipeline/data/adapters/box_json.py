@@ -10,7 +10,7 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.data.paths import safe_glob, safe_join
 
-from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only
+from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only, validated
 from .grounding import grounding_rows, xywh_to_xyxy
 
 
@@ -20,9 +20,8 @@ class Options(AdapterOptions):
     image_file: str = "source.jpg"
 
 
-def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
-    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
-    options = Options.model_validate(options)
+@validated(Options)
+def iter_outcomes(root: Path, options: Options) -> Iterator:
     base = safe_join(root, options.image_dir)
     if not base.is_dir():
         raise SourceLayoutError(f"{options.image_dir} is missing under {root}")

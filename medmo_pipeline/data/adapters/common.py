@@ -15,6 +15,7 @@ the registry reports naming the dataset.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import re
@@ -35,6 +36,7 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 COMPOUND_SUFFIXES = (".nii.gz",)
 RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 MAX_COORDINATE = 1e6  # pixels: past this a coordinate is a broken value, not an image position
+OUTCOMES_DOC = "Rows, and the outcome (quarantined / filtered) of each record that gives none."
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default
 
 
@@ -52,6 +54,9 @@ class AdapterOptions(BaseModel):
     modality: str = "other"
     image_dir: str = ""  # prefix for image paths read from the data file, relative to the root
     image_extension: str = ""  # replaces the extension of image paths read from the data file
+    # a leading folder a release writes before its image paths, relative to where it was downloaded
+    # (MedSG-188K: "MedSG-Bench/MedSG-Train/Task1/x.png" inside the MedSG-Bench snapshot); removed
+    image_strip_prefix: str = ""
     limit: int | None = None  # read at most this many records (smoke runs)
 
 
@@ -62,21 +67,43 @@ class RecordOptions(AdapterOptions):
     format: RecordFormat = "auto"
     id_field: str = ""  # "" numbers the records in file order
     columns: list[str] = []  # CSV/TSV without a header row: the column names, in order (ROCO's captions.txt)
+    quoted_fields: bool = True  # False: '"' is a plain character (ROCO's captions.txt quotes inside captions)
 
 
 class ImageRecordOptions(RecordOptions):
     """Record files whose rows name their image(s) in ``image_field``."""
 
     image_field: str = "image"
+    image_suffix: str = ""  # appended to image names stored without one (VQA-Med "synpic41148", ROCO ids)
 
 
 def read_records(root: Path, options: RecordOptions) -> Iterator[dict]:
     """The records of ``options.file`` as the options describe them (format, header-less columns)."""
-    return iter_records(root, options.file, options.format, columns=options.columns)
+    return iter_records(root, options.file, options.format, columns=options.columns,
+                        quoted=options.quoted_fields)
+
+
+def each_record(records: Iterator, options: AdapterOptions, file: str,
+                convert: Callable[[int, Any], Iterable]) -> Iterator:
+    """``convert`` applied to each record (within ``options.limit``), one bad record quarantined
+    (``guarded``): the loop every record-file adapter runs."""
+    return guarded(limited(records, options), file, convert)
+
+
+def each_file_record(root: Path, options: RecordOptions, convert: Callable[[int, Any], Iterable]) -> Iterator:
+    """``each_record`` over the records of ``options.file``."""
+    return each_record(read_records(root, options), options, options.file, convert)
+
+
+def record_images(root: Path, record: dict, options: ImageRecordOptions) -> list[dict]:
+    """The image entries a record names in ``options.image_field`` (one name or a list), in order."""
+    suffix = options.image_suffix
+    return [load_image(root, f"{value}{suffix}" if suffix and isinstance(value, str) else value, options)
+            for value in as_list(record.get(options.image_field))]
 
 
 def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "",
-                 columns: Sequence[str] = ()) -> Iterator[dict]:
+                 columns: Sequence[str] = (), quoted: bool = True) -> Iterator[dict]:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
@@ -92,7 +119,8 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
         if not matches:
             raise SourceLayoutError(f"no file matches {file!r} under {base}")
         for match in matches:
-            yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key, columns=columns)
+            yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key,
+                                    columns=columns, quoted=quoted)
         return
     path = safe_join(root, file)
     if not path.is_file():
@@ -103,7 +131,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     elif kind == "json":
         yield from _json(path, file, json_key)
     elif kind in ("csv", "tsv"):
-        yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns)
+        yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns, quoted)
     elif kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -150,12 +178,14 @@ def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantine
             "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"record {index}")
 
 
-def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = ()) -> Iterator[dict | RowQuarantined]:
+def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
+         quoted: bool = True) -> Iterator[dict | RowQuarantined]:
     """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), its lines
     within ``annotations``' bounds. Bytes that are not UTF-8 are kept as surrogates while parsing,
     so one bad row is reported, not the file."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(BoundedLines(handle, file), delimiter=delimiter)
+        reader = csv.reader(BoundedLines(handle, file), delimiter=delimiter,
+                            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = list(columns) or next(reader, None)
         if header is None:
             return
@@ -299,6 +329,8 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
         raise RowError("missing_field" if value in (None, "") else "malformed_record",
                        f"image path {value!r} is not a file name")
     value = value.strip()
+    if options.image_strip_prefix and value.startswith(options.image_strip_prefix):
+        value = value[len(options.image_strip_prefix):]
     if options.image_extension:
         value = replace_extension(value, options.image_extension)
     check_relative(value)
@@ -367,6 +399,22 @@ def make_row(local_id: Any, task: str, options: AdapterOptions, messages: Sequen
 def turn(question: str, reply: str) -> list[dict]:
     """One user question and its assistant reply."""
     return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+
+
+def validated(model: type[AdapterOptions]) -> Callable:
+    """Decorator for an adapter's ``iter_outcomes(root, options)``: ``options`` (a dict or a model)
+    is validated into ``model`` when iteration starts, as the function's first step would; the
+    function without a docstring of its own gets the one every adapter's ``iter_outcomes`` has."""
+
+    def decorate(outcomes: Callable[[Path, Any], Iterable]) -> Callable[[Path, Any], Iterator]:
+        @functools.wraps(outcomes)
+        def iter_outcomes(root: Path, options) -> Iterator:
+            yield from outcomes(root, model.model_validate(options))
+
+        iter_outcomes.__doc__ = outcomes.__doc__ or OUTCOMES_DOC
+        return iter_outcomes
+
+    return decorate
 
 
 def rows_only(iter_outcomes: Callable[[Path, Any], Iterable]) -> Callable[[Path, Any], Iterator[dict]]:

@@ -25,9 +25,8 @@ from .common import (
     ImageRecordOptions,
     SourceLayoutError,
     as_list,
-    guarded,
+    each_record,
     iter_records,
-    limited,
     load_image,
     make_row,
     read_records,
@@ -68,9 +67,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                          turn(QUESTION, sections.reply()), images=images)]
 
     if options.layout == "study_folders":
-        yield from guarded(limited(_study_folders(root, options), options), options.reports_glob, convert)
+        yield from each_record(_study_folders(root, options), options, options.reports_glob, convert)
     else:
-        yield from guarded(limited(_records(root, options), options), options.file, convert)
+        yield from each_record(_records(root, options), options, options.file, convert)
 
 
 def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:

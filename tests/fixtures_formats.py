@@ -96,6 +96,13 @@ def _parquet(options) -> bool:
 # ---- record families ----------------------------------------------------------------------------
 
 def build_caption(root: Path, options) -> int:
+    if options.columns:  # a header-less text table whose first column names the image (ROCO's captions.txt)
+        lines = []
+        for i in range(3):
+            write_file(root, f"{options.image_dir}/ROCO_{i:05d}{options.image_suffix}", jpeg_bytes(seed=i))
+            lines.append(f"ROCO_{i:05d}\t Axial CT, \"contrast-enhanced\", showing finding number {i}.\n")
+        write_file(root, options.file, "".join(lines))
+        return 3
     records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
                 options.caption_field: f"Axial CT, contrast-enhanced,\nshowing finding number {i}."} for i in range(3)]
     if options.id_field and options.id_field != options.image_field:  # FairVLMed: the file name is the id

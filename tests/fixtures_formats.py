@@ -345,12 +345,26 @@ def build_image_folder(root: Path, options) -> int:
     return len(files)
 
 
+def build_label_csv(root: Path, options) -> int:
+    """A label table as CheXpert's train.csv: image paths, then one column per label (1.0 / 0.0 / -1.0 / blank)."""
+    header = [options.image_field, "Sex", "Age", *options.label_fields]
+    lines = [",".join(header)]
+    for i in range(3):
+        image = f"{Path(options.file).parent.as_posix()}/train/patient{i:05d}/study1/view1_frontal.jpg"
+        write_file(root, image, jpeg_bytes(seed=i))
+        labels = ["1.0" if j == i else ("-1.0" if j == i + 1 else "") for j in range(len(options.label_fields))]
+        lines.append(",".join([image, "Female", "60", *labels]))
+    write_file(root, options.file, "\r\n".join(lines) + "\r\n")
+    return 3
+
+
 BUILDERS = {
     "caption": build_caption, "vqa": build_vqa, "llava_json": build_llava_json,
     "multiple_choice": build_multiple_choice, "text_instruction": build_text_instruction,
     "report": build_report, "coco": build_coco, "nih_bbox_csv": build_nih_bbox_csv,
     "deeplesion_csv": build_deeplesion_csv, "yolo": build_yolo, "instance_masks": build_instance_masks,
     "box_json_per_image": build_box_json_per_image, "image_folder": build_image_folder,
+    "label_csv": build_label_csv,
 }  # fmt: skip
 
 

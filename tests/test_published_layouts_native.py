@@ -9,6 +9,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from fixtures_formats import jpeg_bytes, png_bytes, write_file
 from test_published_layouts import (
     accounted,
@@ -46,3 +47,42 @@ def test_roco_reads_the_repository_captions_and_the_fetched_images(tmp_path, cur
         'Transabdominal ultrasound.Notes: the delicate "cobweb" is seen.')  # quotes are text, leading space gone
     assert rows["ROCO_00020"]["images"][0]["path"] == f"{split}/images/ROCO_00020.jpg"
     assert [q["reason"] for q in quarantine(report)] == ["image_missing"] and accounted(report)
+
+
+# ---- CheXpert: train.csv labels over the study folders ------------------------------------------
+
+CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+                   "Pleural Effusion,Pleural Other,Fracture,Support Devices")
+CHEXPERT_ROWS = [
+    "{v}/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0",
+    "{v}/train/patient00002/study2/view1_frontal.jpg,Female,87,Frontal,AP,,,-1.0,1.0,,-1.0,-1.0,,-1.0,,-1.0,,1.0,",
+    "{v}/train/patient00002/study2/view2_lateral.jpg,Female,87,Lateral,,,,-1.0,,,,,,,,,,,",  # only uncertain
+    "{v}/train/patient00003/study1/view1_frontal.jpg,Male,41,Frontal,AP,,,,,,2.0,,,,,,,,",  # not a label value
+]
+
+
+@pytest.mark.parametrize("version", ["v1.0", "small"])
+def test_chexpert_train_csv_labels_become_finding_lists(tmp_path, curate, version):
+    folder = "CheXpert-v1.0" if version == "v1.0" else "CheXpert-v1.0-small"
+    root = dataset(tmp_path, "chexpert")
+    write_file(root, f"{folder}/train.csv", "\n".join([CHEXPERT_HEADER, *(r.format(v=folder) for r in CHEXPERT_ROWS)]))
+    write_file(root, f"{folder}/valid.csv", CHEXPERT_HEADER + "\n")  # the validation labels: not read
+    for number, row in enumerate(CHEXPERT_ROWS):
+        write_file(root, row.format(v=folder).split(",")[0], jpeg_bytes(seed=number))
+    report = curate("chexpert", version)
+    rows = {row["id"].rsplit(":", 1)[1]: row for row in kept_rows(report)}
+    assert {key.split("/", 1)[1]: row["messages"][-1]["content"] for key, row in rows.items()} == {
+        "train/patient00001/study1/view1_frontal.jpg": "No Finding, Support Devices",
+        "train/patient00002/study2/view1_frontal.jpg": "Lung Opacity, Fracture"}  # uncertain (-1.0) left out
+    assert report["filtered_by_reason"] == {"no_positive_label": 1}
+    assert [q["reason"] for q in quarantine(report)] == ["bad_number"] and accounted(report)
+    assert all(len(row["images"]) == 1 and row["images"][0]["width"] > 0 for row in rows.values())
+
+
+def test_chexpert_uncertain_labels_can_count_as_positive(tmp_path):
+    from medmo_pipeline.data.adapters import iter_samples
+
+    write_file(tmp_path, "CheXpert-v1.0/train.csv", "\n".join([CHEXPERT_HEADER, CHEXPERT_ROWS[2].format(v="CheXpert-v1.0")]))
+    rows = list(iter_samples("label_csv", tmp_path, {"file": "CheXpert-v1.0/train.csv", "uncertain": "positive"}))
+    assert [row["answer"] for row in rows] == ["Cardiomegaly"]

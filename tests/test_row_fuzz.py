@@ -24,7 +24,8 @@ JUNK = [float("nan"), float("inf"), -float("inf"), 10**30, -(10**30), "", None, 
         "/etc/passwd", "C:\\Windows\\win.ini", "link_out.png", [1, [2]], {"nested": {"x": 1}}, True, 3.5, "\udc80"]
 # One registry dataset per record family, chosen to cover every record format.
 RECORD_DATASETS = {"caption": "medtrinity", "vqa": "vqa_rad", "llava_json": "pubmed_vision", "multiple_choice": "medqa",
-                   "text_instruction": "mimic_iv_ext_bhc", "report": "iu_xray"}
+                   "text_instruction": "mimic_iv_ext_bhc", "report": "iu_xray",
+                   "label_csv": "chexpert"}
 RECORD_FAMILIES = tuple(RECORD_DATASETS)
 REGISTRY = load_registry()
 

@@ -20,6 +20,7 @@ from . import (
     deeplesion,
     image_folder,
     instruction,
+    labels,
     masks,
     multiple_choice,
     nih_bbox,
@@ -42,6 +43,7 @@ ADAPTERS: dict[str, ModuleType] = {
     "multiple_choice": multiple_choice,
     "text_instruction": instruction,
     "image_folder": image_folder,
+    "label_csv": labels,
 }
 
 

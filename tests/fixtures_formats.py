@@ -358,13 +358,25 @@ def build_label_csv(root: Path, options) -> int:
     return 3
 
 
+def build_instance_masks_npz(root: Path, options) -> int:
+    """Arrays as TissueNet ships them: X [n, H, W, 2] floats, y [n, H, W, 2] instance ids."""
+    images = np.random.default_rng(1).random((3, 16, 20, 2)).astype(np.float32)
+    labels = np.zeros((3, 16, 20, 2), dtype=np.int32)
+    for i in range(3):
+        labels[i, 1 + i:5 + i, 2:7, options.label_channel] = i + 1
+    buffer = io.BytesIO()
+    np.savez(buffer, **{options.image_key: images, options.label_key: labels})
+    write_file(root, options.file, buffer.getvalue())
+    return 3
+
+
 BUILDERS = {
     "caption": build_caption, "vqa": build_vqa, "llava_json": build_llava_json,
     "multiple_choice": build_multiple_choice, "text_instruction": build_text_instruction,
     "report": build_report, "coco": build_coco, "nih_bbox_csv": build_nih_bbox_csv,
     "deeplesion_csv": build_deeplesion_csv, "yolo": build_yolo, "instance_masks": build_instance_masks,
     "box_json_per_image": build_box_json_per_image, "image_folder": build_image_folder,
-    "label_csv": build_label_csv,
+    "label_csv": build_label_csv, "instance_masks_npz": build_instance_masks_npz,
 }  # fmt: skip
 
 

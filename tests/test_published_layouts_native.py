@@ -86,3 +86,49 @@ def test_chexpert_uncertain_labels_can_count_as_positive(tmp_path):
     write_file(tmp_path, "CheXpert-v1.0/train.csv", "\n".join([CHEXPERT_HEADER, CHEXPERT_ROWS[2].format(v="CheXpert-v1.0")]))
     rows = list(iter_samples("label_csv", tmp_path, {"file": "CheXpert-v1.0/train.csv", "uncertain": "positive"}))
     assert [row["answer"] for row in rows] == ["Cardiomegaly"]
+
+
+# ---- DeepCell TissueNet: the .npz as downloaded ---------------------------------------------------
+
+def _tissuenet_npz(compressed: bool) -> bytes:
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 24, 32, 2)).astype(np.float32)  # (nucleus, cell) channels
+    images[2, 0, 0, 0] = np.nan
+    labels = np.zeros((3, 24, 32, 2), dtype=np.int32)  # (cell, nucleus) channels: swapped against X
+    labels[0, 2:6, 3:9, 1], labels[0, 10:20, 12:14, 1] = 1, 4  # two nuclei in sample 0
+    labels[0, 0:23, 0:30, 0] = 9  # one whole cell: a box the nucleus entry must not read
+    labels[2, 1:3, 1:3, 1] = 2
+    meta = np.array([["filename", "tissue"], ["a.tif", "breast"]], dtype=object)  # pickled: never read
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, X=images, y=labels, meta=meta)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_tissuenet_npz_is_read_sample_by_sample(tmp_path, curate, monkeypatch, compressed):
+    monkeypatch.setenv("DEEPCELL_ACCESS_TOKEN", "attested-for-the-test")
+    root = dataset(tmp_path, "deepcell")
+    write_file(root, "tissuenet_v1.1_train.npz", _tissuenet_npz(compressed))
+    write_file(root, "tissuenet_v1.1_val.npz", b"not read")
+    report = curate("deepcell")
+    rows = kept_rows(report)
+    assert [row["id"].rsplit(":", 2)[1] for row in rows] == ["0"]  # sample 1 has no nucleus, sample 2 a NaN
+    boxes = sorted((b["x1"], b["y1"], b["x2"], b["y2"]) for b in rows[0]["boxes"])
+    assert boxes == [(3, 2, 9, 6), (12, 10, 14, 20)]
+    assert (rows[0]["images"][0]["width"], rows[0]["images"][0]["height"]) == (32, 24)
+    assert report["filtered_by_reason"] == {"no_finding": 1}
+    assert [q["reason"] for q in quarantine(report)] == ["bad_number"] and accounted(report)
+
+
+def test_a_truncated_or_pickled_npz_stops_the_source_naming_the_file(tmp_path):
+    from medmo_pipeline.data.adapters import iter_outcomes
+    from medmo_pipeline.data.adapters.common import SourceLayoutError
+
+    write_file(tmp_path, "a.npz", _tissuenet_npz(False)[:4000])
+    with pytest.raises(SourceLayoutError, match="a.npz"):
+        list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "a.npz"}))
+    buffer = io.BytesIO()
+    np.savez(buffer, X=np.array([[[{"x": 1}]]], dtype=object), y=np.zeros((1, 1, 1)))
+    write_file(tmp_path, "b.npz", buffer.getvalue())
+    with pytest.raises(SourceLayoutError, match="b.npz: X.npy is object"):
+        list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "b.npz"}))

@@ -24,6 +24,7 @@ from . import (
     masks,
     multiple_choice,
     nih_bbox,
+    npz_masks,
     report,
     vqa,
     yolo,
@@ -44,6 +45,7 @@ ADAPTERS: dict[str, ModuleType] = {
     "text_instruction": instruction,
     "image_folder": image_folder,
     "label_csv": labels,
+    "instance_masks_npz": npz_masks,
 }
 
 

@@ -70,7 +70,11 @@ def instance_boxes(mask_bytes: bytes, limits: ImageLimits | None = None) -> list
     per column, the ids present (``np.unique`` over the labelled pixels, grouped), so the cost is
     linear in pixels, not instances x pixels.
     """
-    mask = _mask_pixels(mask_bytes, limits or limits_in_force())
+    return boxes_of_ids(_mask_pixels(mask_bytes, limits or limits_in_force()))
+
+
+def boxes_of_ids(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Tight (x1, y1, x2, y2) of each non-zero instance id of a 2-D id plane, ordered by id."""
     ys, xs = np.nonzero(mask)
     if not len(ys):
         return []

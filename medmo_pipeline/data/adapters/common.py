@@ -102,6 +102,15 @@ def record_images(root: Path, record: dict, options: ImageRecordOptions) -> list
             for value in as_list(record.get(options.image_field))]
 
 
+def layout_path(root: Path, relative: str, *, folder: bool = False) -> Path:
+    """``relative`` under ``root`` (through ``safe_join``; '' is the root), a file (or with ``folder``
+    a folder) the layout requires: SourceLayoutError naming it when it is not there."""
+    path = safe_join(root, relative) if relative else Path(root).resolve()
+    if not (path.is_dir() if folder else path.is_file()):
+        raise SourceLayoutError(f"{relative or '.'} is missing under {root}")
+    return path
+
+
 def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "",
                  columns: Sequence[str] = (), quoted: bool = True) -> Iterator[dict]:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
@@ -122,9 +131,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
             yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key,
                                     columns=columns, quoted=quoted)
         return
-    path = safe_join(root, file)
-    if not path.is_file():
-        raise SourceLayoutError(f"{file} is missing under {root}")
+    path = layout_path(root, file)
     kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
     if kind == "jsonl":
         yield from _jsonl(path, file)

@@ -19,7 +19,7 @@ from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.paths import safe_join
 from medmo_pipeline.data.pixels import failed_entry
 
-from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, make_row, rows_only, turn
+from .common import AdapterOptions, guarded, layout_path, limited, load_image, make_row, rows_only, turn
 from .grounding import QUESTION, grounding_rows
 
 
@@ -37,9 +37,7 @@ class Options(AdapterOptions):
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    image_dir = safe_join(root, options.image_dir)
-    if not image_dir.is_dir():
-        raise SourceLayoutError(f"{options.image_dir} is missing under {root}")
+    image_dir = layout_path(root, options.image_dir, folder=True)
     images = sorted(p for p in image_dir.iterdir() if p.is_file())
 
     def convert(where: str, image_path: Path) -> list:

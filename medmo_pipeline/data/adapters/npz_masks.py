@@ -19,10 +19,9 @@ import numpy as np
 
 from medmo_pipeline.data.image_limits import ImageError, check_pixels, limits_in_force
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
-from medmo_pipeline.data.paths import safe_join
 from medmo_pipeline.data.pixels import percentile_window, png_entry, window_to_uint8
 
-from .common import AdapterOptions, SourceLayoutError, guarded, limited, rows_only, validated
+from .common import AdapterOptions, SourceLayoutError, guarded, layout_path, limited, rows_only, validated
 from .grounding import grounding_rows
 from .masks import boxes_of_ids
 
@@ -39,9 +38,7 @@ class Options(AdapterOptions):
 
 @validated(Options)
 def iter_outcomes(root: Path, options: Options) -> Iterator:
-    path = safe_join(root, options.file)
-    if not path.is_file():
-        raise SourceLayoutError(f"{options.file} is missing under {root}")
+    path = layout_path(root, options.file)
 
     def convert(index: int, sample: tuple[np.ndarray, np.ndarray]) -> list[dict]:
         image, ids = sample

@@ -23,10 +23,10 @@ from medmo_pipeline.data.paths import safe_glob, safe_join
 
 from .common import (
     ImageRecordOptions,
-    SourceLayoutError,
     as_list,
     each_record,
     iter_records,
+    layout_path,
     load_image,
     make_row,
     read_records,
@@ -96,9 +96,7 @@ def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:
 def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
     """MIMIC-CXR: each report ``sXXXXXXXX.txt`` with the images of the folder ``sXXXXXXXX/`` beside it
     (DICOM in mimic-cxr, JPG in mimic-cxr-jpg, whose reports are the same files)."""
-    base = safe_join(root, options.image_dir) if options.image_dir else Path(root).resolve()
-    if not base.is_dir():
-        raise SourceLayoutError(f"{options.image_dir or '.'} is missing under {root}")
+    base = layout_path(root, options.image_dir, folder=True)
     for report in safe_glob(base, options.reports_glob, refuse_outside=False):
         study = report.with_suffix("")
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")

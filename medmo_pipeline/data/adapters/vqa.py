@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-from medmo_pipeline.data.paths import safe_join
 
 from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
 from .common import (
     ImageRecordOptions,
-    SourceLayoutError,
     each_record,
+    layout_path,
     make_row,
     read_records,
     record_images,
@@ -77,9 +76,7 @@ def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
     if not options.delimiter_fields:
         yield from read_records(root, options)
         return
-    path = safe_join(root, options.file)
-    if not path.is_file():
-        raise SourceLayoutError(f"{options.file} is missing under {root}")
+    path = layout_path(root, options.file)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:

@@ -150,11 +150,14 @@ def build_vqa(root: Path, options) -> int:
 def build_llava_json(root: Path, options) -> int:
     records = []
     for i in range(3):
-        images = [image_value(root, options, f"conv{i}_{k}.png", 10 * i + k, embedded=False) for k in range(1 + i % 2)]
+        images = [options.image_strip_prefix + image_value(root, options, f"conv{i}_{k}.png", 10 * i + k, embedded=False)
+                  for k in range(1 + i % 2)]  # the release's leading folder, where it writes one (MedSG)
+        box = "<|box_start|>(1,2),(10,12)<|box_end|>" if options.reply_box_scale == "pixels" else \
+            "<box>[[10, 20, 300, 400]]</box>"
         records.append({options.id_field: f"conv{i}", options.image_field: images if len(images) > 1 else images[0],
                         options.conversations_field: [
                             {"from": "human", "value": "<image>\n" * len(images) + "What is shown?"},
-                            {"from": "gpt", "value": f"A lesion <box>[[10, 20, 300, 400]]</box> {i}"},
+                            {"from": "gpt", "value": f"A lesion {box} {i}"},
                             {"from": "human", "value": "Which organ?"},
                             {"from": "gpt", "value": "The liver."}]})
     write_records(root, options.file, records)

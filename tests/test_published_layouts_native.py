@@ -132,3 +132,44 @@ def test_a_truncated_or_pickled_npz_stops_the_source_naming_the_file(tmp_path):
     write_file(tmp_path, "b.npz", buffer.getvalue())
     with pytest.raises(SourceLayoutError, match="b.npz: X.npy is object"):
         list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "b.npz"}))
+
+
+# ---- MedSG-188K: the MedSG-Train task files of the MedSG-Bench hub repository --------------------
+
+def _medsg_record(task: str, names: list[str], replies: list[tuple[str, str]]) -> dict:
+    turns = []
+    for number, (question, reply) in enumerate(replies):
+        prefix = "<image>\n" * len(names) if number == 0 else ""
+        turns += [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": reply}]
+    return {"id": f"{task}/{names[0]}", "task": task,
+            "images": [f"MedSG-Bench/MedSG-Train/Task8/{name}" for name in names], "conversations": turns}
+
+
+def test_medsg_train_task_files_with_their_release_paths_and_pixel_boxes(tmp_path, curate):
+    root = dataset(tmp_path, "medsg")
+    ask = "Identify the bounding box of the region described by the following expression: " \
+          "<|object_ref_start|>{}<|object_ref_end|>."
+    records = [
+        _medsg_record("referring", ["ACDC_MRI_LeftVentricle_1.png", "4C2021_CT_PharynxCancer_2.png"], [
+            (ask.format("LeftVentricle"), "It's in the first image. <|box_start|>(10,14),(41,49)<|box_end|>"),
+            (ask.format("PharynxCancer"), "It's in the second image. <|box_start|>(4,8),(21,22)<|box_end|>")]),
+        _medsg_record("referring", ["AbdomenCT1K_CT_Liver_3.png"], [
+            (ask.format("Liver"), "It's in the first image. <|box_start|>(5,6),(30,20)<|box_end|>")]),
+        _medsg_record("referring", ["AbdomenCT1K_CT_Spleen_4.png"], [  # a box past the 64 x 48 image
+            (ask.format("Spleen"), "It's in the first image. <|box_start|>(5,6),(300,20)<|box_end|>")]),
+        _medsg_record("referring", ["not_in_the_zip.png"], [(ask.format("Liver"), "<|box_start|>(1,1),(2,2)<|box_end|>")]),
+    ]
+    write_file(root, "MedSG-Train/Task8.json", json.dumps(records, indent=2))
+    write_file(root, "MedSG-Bench/Task8.json", json.dumps([{"task": "referring", "images": []}]))  # the benchmark
+    for number, name in enumerate(("ACDC_MRI_LeftVentricle_1.png", "4C2021_CT_PharynxCancer_2.png",
+                                   "AbdomenCT1K_CT_Liver_3.png", "AbdomenCT1K_CT_Spleen_4.png")):
+        write_file(root, f"MedSG-Train/Task8/{name}", png_bytes(64, 48, seed=number))
+    report = curate("medsg")
+    rows = {row["id"].split(":", 1)[1]: row for row in kept_rows(report)}
+    two = rows["referring/ACDC_MRI_LeftVentricle_1.png"]
+    assert len(two["images"]) == 2 and two["boxes"] == []  # which image a box is on is said in the reply only
+    assert [m["role"] for m in two["messages"]] == ["user", "assistant"] * 2
+    assert "<image>" not in two["messages"][0]["content"]
+    one = rows["referring/AbdomenCT1K_CT_Liver_3.png"]
+    assert [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in one["boxes"]] == [(5, 6, 30, 20)]  # pixels, as written
+    assert sorted(q["reason"] for q in quarantine(report)) == ["bad_number", "image_missing"] and accounted(report)

@@ -349,13 +349,21 @@ def build_image_folder(root: Path, options) -> int:
 
 
 def build_label_csv(root: Path, options) -> int:
-    """A label table as CheXpert's train.csv: image paths, then one column per label (1.0 / 0.0 / -1.0 / blank)."""
-    header = [options.image_field, "Sex", "Age", *options.label_fields]
-    lines = [",".join(header)]
+    """A label table: CheXpert's train.csv (image paths, one column per label holding 1.0 / 0.0 /
+    -1.0 / blank) or ChestX-ray14's Data_Entry csv (one cell listing the labels, '|'-separated)."""
+    columns = [options.labels_field] if options.labels_field else list(options.label_fields)
+    lines = [",".join([options.image_field, "Sex", "Age", *columns])]
     for i in range(3):
-        image = f"{Path(options.file).parent.as_posix()}/train/patient{i:05d}/study1/view1_frontal.jpg"
-        write_file(root, image, jpeg_bytes(seed=i))
-        labels = ["1.0" if j == i else ("-1.0" if j == i + 1 else "") for j in range(len(options.label_fields))]
+        if options.image_dir:
+            image = f"0000000{i}_000.png"
+            write_file(root, f"{options.image_dir}/{image}", png_bytes(seed=i))
+        else:
+            image = f"{Path(options.file).parent.as_posix()}/train/patient{i:05d}/study1/view1_frontal.jpg"
+            write_file(root, image, jpeg_bytes(seed=i))
+        if options.labels_field:
+            labels = ["Cardiomegaly|Effusion" if i else "No Finding"]
+        else:
+            labels = ["1.0" if j == i else ("-1.0" if j == i + 1 else "") for j in range(len(columns))]
         lines.append(",".join([image, "Female", "60", *labels]))
     write_file(root, options.file, "\r\n".join(lines) + "\r\n")
     return 3

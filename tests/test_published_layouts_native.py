@@ -173,3 +173,28 @@ def test_medsg_train_task_files_with_their_release_paths_and_pixel_boxes(tmp_pat
     one = rows["referring/AbdomenCT1K_CT_Liver_3.png"]
     assert [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in one["boxes"]] == [(5, 6, 30, 20)]  # pixels, as written
     assert sorted(q["reason"] for q in quarantine(report)) == ["bad_number", "image_missing"] and accounted(report)
+
+
+# ---- NIH-VQA: no release of its own; our question over ChestX-ray14's Data_Entry csv --------------
+
+NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+NIH_ROWS = ["00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143",
+            "00000001_001.png,Cardiomegaly|Emphysema,1,1,58,M,PA,2894,2729,0.143,0.143",
+            "00000002_000.png,No Finding,0,2,81,M,PA,2500,2048,0.171,0.171",
+            "00000003_000.png,,0,3,74,F,PA,2500,2048,0.168,0.168"]  # an empty label cell
+
+
+@pytest.mark.parametrize(("version", "file", "tail"), [("", "Data_Entry_2017_v2020.csv", ""),
+                                                        ("2017", "Data_Entry_2017.csv", ",")])
+def test_nih_vqa_asks_for_the_finding_labels_of_chestxray14(tmp_path, curate, version, file, tail):
+    root = dataset(tmp_path, "nih_vqa")
+    write_file(root, file, "\n".join(line + tail for line in [NIH_HEADER, *NIH_ROWS]) + "\n")
+    write_file(root, "BBox_List_2017.csv", "Image Index,Finding Label,Bbox [x,y,w,h],,,\n")  # not read here
+    for number, row in enumerate(NIH_ROWS):
+        write_file(root, f"images/{row.split(',')[0]}", png_bytes(32, 32, seed=number))
+    report = curate("nih_vqa", version)
+    answers = {row["id"].rsplit(":", 1)[1]: row["answer"] for row in kept_rows(report)}
+    assert answers == {"00000001_000.png": "Cardiomegaly", "00000001_001.png": "Cardiomegaly, Emphysema",
+                       "00000002_000.png": "No Finding"}
+    assert report["filtered_by_reason"] == {"no_positive_label": 1} and accounted(report)

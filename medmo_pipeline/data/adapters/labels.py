@@ -3,6 +3,10 @@
 negative, ``-1.0`` uncertain or blank for not mentioned; ``Path`` is relative to the folder that
 holds the unzipped ``CheXpert-v1.0/``).
 
+ChestX-ray14's ``Data_Entry_2017.csv`` keeps its labels in one cell instead (``Finding Labels``:
+``Cardiomegaly|Effusion`` or ``No Finding``): ``labels_field`` and ``labels_separator`` read that
+form.
+
 Each image becomes a VQA row whose answer lists its positive findings in column order. Uncertain
 labels are left out, or counted as positive with ``uncertain: positive`` (the U-Ignore and U-Ones
 policies of the CheXpert paper). A row with no positive label has nothing to answer: it is filtered
@@ -19,6 +23,7 @@ from medmo_pipeline.data.outcomes import RowError, RowFiltered
 
 from .common import (
     ImageRecordOptions,
+    as_list,
     each_file_record,
     make_row,
     number,
@@ -40,6 +45,8 @@ class Options(ImageRecordOptions):
     image_field: str = "Path"
     id_field: str = "Path"
     label_fields: list[str] = CHEXPERT_LABELS
+    labels_field: str = ""  # one cell listing the positive labels (ChestX-ray14: "Finding Labels")
+    labels_separator: str = "|"
     uncertain: Literal["omit", "positive"] = "omit"
     question: str = "Which findings does this chest X-ray show?"
     modality: str = "xray"
@@ -51,7 +58,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     wanted = {POSITIVE, UNCERTAIN} if options.uncertain == "positive" else {POSITIVE}
 
     def convert(index: int, record: dict) -> list:
-        findings = [field for field in options.label_fields if label_value(record.get(field), field) in wanted]
+        if options.labels_field:
+            findings = as_list(text(record.get(options.labels_field)), options.labels_separator)
+        else:
+            findings = [field for field in options.label_fields if label_value(record.get(field), field) in wanted]
         if not findings:
             return [RowFiltered("no_positive_label", f"{text(record.get(options.image_field))}: no positive label")]
         local_id = record.get(options.id_field) if options.id_field else index

@@ -198,3 +198,35 @@ def test_nih_vqa_asks_for_the_finding_labels_of_chestxray14(tmp_path, curate, ve
     assert answers == {"00000001_000.png": "Cardiomegaly", "00000001_001.png": "Cardiomegaly, Emphysema",
                        "00000002_000.png": "No Finding"}
     assert report["filtered_by_reason"] == {"no_positive_label": 1} and accounted(report)
+
+
+# ---- no release found: our own formats, as their registry entries document them -------------------
+
+def test_pmc_instructqa_reads_the_documented_alpaca_list(tmp_path, curate):
+    root = dataset(tmp_path, "pmc_instructqa")
+    write_file(root, "pmc_instructqa.json", json.dumps([
+        {"instruction": "Answer the question about the article.", "input": "Which receptor does the drug block?",
+         "output": "The beta-1 adrenergic receptor."},
+        {"instruction": "Summarise the abstract.", "input": "", "output": "A cohort study of 200 patients..."},
+        {"instruction": "Broken record", "input": "no output field"}]))
+    report = curate("pmc_instructqa")
+    assert sorted(row["answer"] for row in kept_rows(report)) == [
+        "A cohort study of 200 patients...", "The beta-1 adrenergic receptor."]
+    assert report["quarantined"] == 1 and accounted(report)
+
+
+def test_bacteria_reads_the_documented_image_and_mask_pairs(tmp_path, curate):
+    from PIL import Image
+
+    root = dataset(tmp_path, "bacteria")
+    mask = np.zeros((24, 24), dtype=np.uint8)
+    mask[1:4, 2:8], mask[10:20, 10:12] = 1, 2
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    write_file(root, "images/b001.png", png_bytes(24, 24, seed=1))
+    write_file(root, "masks/b001.png", buffer.getvalue())
+    write_file(root, "images/b002.png", png_bytes(24, 24, seed=2))  # its mask is missing
+    report = curate("bacteria")
+    [row] = kept_rows(report)
+    assert sorted((b["x1"], b["y1"], b["x2"], b["y2"]) for b in row["boxes"]) == [(2, 1, 8, 4), (10, 10, 12, 20)]
+    assert [q["reason"] for q in quarantine(report)] == ["missing_join_key"] and accounted(report)

@@ -68,6 +68,13 @@ class RecordOptions(AdapterOptions):
     id_field: str = ""  # "" numbers the records in file order
     columns: list[str] = []  # CSV/TSV without a header row: the column names, in order (ROCO's captions.txt)
     quoted_fields: bool = True  # False: '"' is a plain character (ROCO's captions.txt quotes inside captions)
+    # read only the records whose field holds one of the values (CheXpert Plus: {split: [valid]});
+    # the others are filtered, reason "subset"
+    keep_where: dict[str, list[str]] = {}
+    # read only the records whose id_field value is a key (JSON object) or a line of this file
+    # (PubMedQA's data/test_ground_truth.json); the others are filtered, reason "subset"
+    keep_ids_file: str = ""
+    records_keyed_by: str = ""  # a JSON object of records by id (PubMedQA's ori_pqal.json): the id goes here
 
 
 class ImageRecordOptions(RecordOptions):
@@ -77,10 +84,26 @@ class ImageRecordOptions(RecordOptions):
     image_suffix: str = ""  # appended to image names stored without one (VQA-Med "synpic41148", ROCO ids)
 
 
-def read_records(root: Path, options: RecordOptions) -> Iterator[dict]:
-    """The records of ``options.file`` as the options describe them (format, header-less columns)."""
-    return iter_records(root, options.file, options.format, columns=options.columns,
-                        quoted=options.quoted_fields)
+def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuarantined | RowFiltered]:
+    """The records of ``options.file`` as the options describe them (format, header-less columns,
+    ``keep_where``)."""
+    records = iter_records(root, options.file, options.format, columns=options.columns,
+                           quoted=options.quoted_fields, keyed_by=options.records_keyed_by)
+    keep = {options.id_field: _listed_ids(root, options.keep_ids_file)} if options.keep_ids_file else {}
+    for record in records:
+        outside = [field for field, values in {**options.keep_where, **keep}.items()
+                   if isinstance(record, dict) and text(record.get(field)) not in values]
+        yield RowFiltered("subset", f"{outside[0]}={text(record.get(outside[0]))!r}") if outside else record
+
+
+def _listed_ids(root: Path, file: str) -> set[str]:
+    """The ids a list file names: the keys of a JSON object, the items of a JSON list, or its lines."""
+    data = layout_path(root, file).read_bytes().decode("utf-8-sig")
+    try:
+        listed = json.loads(data)
+    except json.JSONDecodeError:
+        listed = data.splitlines()
+    return {text(item) for item in listed} - {""}
 
 
 def each_record(records: Iterator, options: AdapterOptions, file: str,
@@ -112,7 +135,7 @@ def layout_path(root: Path, relative: str, *, folder: bool = False) -> Path:
 
 
 def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "",
-                 columns: Sequence[str] = (), quoted: bool = True) -> Iterator[dict]:
+                 columns: Sequence[str] = (), quoted: bool = True, keyed_by: str = "") -> Iterator[dict]:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
@@ -129,14 +152,14 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
             raise SourceLayoutError(f"no file matches {file!r} under {base}")
         for match in matches:
             yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key,
-                                    columns=columns, quoted=quoted)
+                                    columns=columns, quoted=quoted, keyed_by=keyed_by)
         return
     path = layout_path(root, file)
     kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
     if kind == "jsonl":
         yield from _jsonl(path, file)
     elif kind == "json":
-        yield from _json(path, file, json_key)
+        yield from _json(path, file, json_key, keyed_by)
     elif kind in ("csv", "tsv"):
         yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns, quoted)
     elif kind == "parquet":
@@ -166,7 +189,7 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
                     "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
 
 
-def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantined]:
+def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[dict | RowQuarantined]:
     try:
         data = load_json(path, file)
     except AnnotationError as error:
@@ -178,6 +201,8 @@ def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantine
         records = data[json_key] if json_key else data
     except (KeyError, TypeError) as error:
         raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
+    if keyed_by and isinstance(records, dict):  # {id: record}: the id becomes the record's keyed_by field
+        records = [{**value, keyed_by: key} if isinstance(value, dict) else value for key, value in records.items()]
     if not isinstance(records, list):
         raise SourceLayoutError(f"{file} holds a JSON {type(records).__name__}, not a list of records")
     for index, record in enumerate(records):

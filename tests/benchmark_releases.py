@@ -334,9 +334,9 @@ BUILDERS = {
     "medmcqa": medmcqa, "medqa": medqa, "medbullets": medbullets, "medxpertqa_text": medxpertqa_text,
     "supergpqa": supergpqa, "mimic_cxr": mimic_cxr, "chexpert_plus": chexpert_plus, "iu_xray": iu_xray,
     "medtrinity": medtrinity,
-    "nih_chest_xray": lambda root: _registry_layout("nih_chest_xray", root),
+    "nih_chest_xray": lambda root: Release(_registry_layout("nih_chest_xray", root).rows, {"subset": 1}),
     "deeplesion": lambda root: Release(_registry_layout("deeplesion", root).rows - 1),  # one slice is Train_Val_Test 3
-    "bacteria": lambda root: _registry_layout("bacteria", root),
+    "bacteria": lambda root: Release(_registry_layout("bacteria", root).rows, {"subset": 1}),  # a training image
     "medsg_multi_view": lambda root: medsg(root, "multi_view"),
     "medsg_object_tracking": lambda root: medsg(root, "object_tracking"),
     "medsg_referring": lambda root: medsg(root, "referring"),

@@ -261,6 +261,9 @@ def build_nih_bbox_csv(root: Path, options) -> int:
              "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661",
              "00014716_007.png,Atelectasis,686.101694915254,131.543498411097,185.491525423729,313.491525423729",
              "00014716_007.png,Nodule,100,100,50,40"]
+    if options.keep_ids_file:  # the release's test_list.txt: a box of a training image is left out
+        write_file(root, options.keep_ids_file, "00013118_008.png\n00014716_007.png\n")
+        lines.append("00000032_037.png,Mass,300,300,60,60")
     write_file(root, options.file, "\n".join(lines) + "\n")
     for name in ("00013118_008.png", "00014716_007.png"):
         write_file(root, f"{options.image_dir}/{name}", blank.getvalue())
@@ -307,14 +310,20 @@ def build_yolo(root: Path, options) -> int:
 
 
 def build_instance_masks(root: Path, options) -> int:
-    for i in range(2):
-        write_file(root, f"{options.image_dir}/cells{i}.png", png_bytes(32, 32, seed=i))
+    """Two images of the part the options read and, with a held-out split, one of the other part."""
+    from medmo_pipeline.data.adapters.common import other_part
+
+    names = [f"cells{i}" for i in range(200)]
+    mine = [name for name in names if not other_part(name, options)][:2]
+    others = [name for name in names if other_part(name, options)][:1]
+    for i, stem in enumerate(mine + others):
+        write_file(root, f"{options.image_dir}/{stem}.png", png_bytes(32, 32, seed=i))
         mask = np.zeros((32, 32), dtype=np.uint16)
         mask[2:6, 3:9] = 1
         mask[20:30, 10:12] = 7
         buffer = io.BytesIO()
         Image.fromarray(mask).save(buffer, format="TIFF" if options.mask_suffix.endswith((".tif", ".tiff")) else "PNG")
-        write_file(root, f"{options.masks_dir}/cells{i}{options.mask_suffix}", buffer.getvalue())
+        write_file(root, f"{options.masks_dir}/{stem}{options.mask_suffix}", buffer.getvalue())
     return 2
 
 

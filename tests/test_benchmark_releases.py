@@ -138,7 +138,8 @@ def test_a_pattern_matching_nothing_fails_naming_the_pattern_and_how_to_get_it(t
     (tmp_path / "pqa_labeled").mkdir()
     (tmp_path / "pqa_labeled" / "README.md").write_text("not the data")
     with pytest.raises(BenchmarkLoadError, match=r"benchmark 'pubmedqa': no file under .* matches "
-                       r"'pqa_labeled/train-\*\.parquet'\. Get it with: huggingface-cli download qiaojin/PubMedQA"):
+                       r"'data/ori_pqal\.json' or 'pqa_labeled/train-\*\.parquet'\. Get it with: git clone "
+                       r"https://github\.com/pubmedqa/pubmedqa"):
         load_benchmark("pubmedqa", None, root=tmp_path)
 
 

@@ -230,3 +230,38 @@ def test_bacteria_reads_the_documented_image_and_mask_pairs(tmp_path, curate):
     [row] = kept_rows(report)
     assert sorted((b["x1"], b["y1"], b["x2"], b["y2"]) for b in row["boxes"]) == [(2, 1, 8, 4), (10, 10, 12, 20)]
     assert [q["reason"] for q in quarantine(report)] == ["missing_join_key"] and accounted(report)
+
+
+PINNED_HELDOUT = ["b010", "b026", "b047"]  # computed once: a change of the hash would move every split
+
+
+def test_the_held_out_split_is_a_stable_hash_and_the_two_parts_partition_the_records():
+    from medmo_pipeline.data.adapters.common import AdapterOptions, other_part
+
+    heldout = AdapterOptions(holdout_one_in=10, holdout_part="heldout")
+    rest = AdapterOptions(holdout_one_in=10, holdout_part="rest")
+    keys = [f"b{i:03d}" for i in range(400)]
+    in_heldout = [key for key in keys if not other_part(key, heldout)]
+    assert [key for key in keys if other_part(key, rest)] == in_heldout  # each record in exactly one part
+    assert 20 <= len(in_heldout) <= 60  # about 1 in 10
+    assert in_heldout[:3] == PINNED_HELDOUT  # the same share on every run and machine
+    assert not other_part("b000", AdapterOptions())  # no split: every record is read
+
+
+def test_medtrinity_training_leaves_out_the_share_its_benchmark_evaluates(tmp_path, curate):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medmo_pipeline.data.adapters.common import AdapterOptions, other_part
+
+    ids = [f"8031efe0-{i}" for i in range(30000)]
+    heldout = [i for i in ids if not other_part(i, AdapterOptions(holdout_one_in=10000, holdout_part="heldout"))]
+    chosen = heldout[:1] + ids[:2]
+    root = dataset(tmp_path, "medtrinity")
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": png_bytes(seed=n), "path": f"{n}.jpg"}, "id": key,
+                                           "caption": f"A CT scan {n}."} for n, key in enumerate(chosen)]),
+                   root / "data" / "train-00000-of-00001.parquet")
+    report = curate("medtrinity")
+    assert sorted(row["id"].rsplit(":", 1)[1] for row in kept_rows(report)) == sorted(ids[:2])
+    assert report["filtered_by_reason"] == {"subset": 1} and accounted(report)

@@ -19,7 +19,17 @@ from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.paths import safe_join
 from medmo_pipeline.data.pixels import failed_entry
 
-from .common import AdapterOptions, guarded, layout_path, limited, load_image, make_row, rows_only, turn
+from .common import (
+    AdapterOptions,
+    guarded,
+    layout_path,
+    limited,
+    load_image,
+    make_row,
+    other_part,
+    rows_only,
+    turn,
+)
 from .grounding import QUESTION, grounding_rows
 
 
@@ -39,6 +49,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     image_dir = layout_path(root, options.image_dir, folder=True)
     images = sorted(p for p in image_dir.iterdir() if p.is_file())
+    others = [p for p in images if other_part(p.stem, options)]
+    if others:  # the other part of a held-out split: counted, not read
+        yield RowFiltered("subset", f"{len(others)} images outside the {options.holdout_part} part", rows=len(others))
+        images = [p for p in images if p not in set(others)]
 
     def convert(where: str, image_path: Path) -> list:
         mask_name = f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"

@@ -13,9 +13,9 @@ from .common import (
     RecordFormat,
     RecordOptions,
     guarded,
-    iter_records,
     limited,
     load_image,
+    read_records,
     rows_only,
     text,
     validated,
@@ -51,7 +51,7 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
         boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*xywh)))
         return []
 
-    yield from guarded(enumerate(iter_records(root, options.file, options.format)), options.file, collect)
+    yield from guarded(enumerate(read_records(root, options)), options.file, collect)
 
     def convert(image: str, labelled: list) -> list[dict]:
         return list(grounding_rows(image, load_image(root, image, options), labelled, options))

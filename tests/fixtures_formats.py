@@ -226,7 +226,7 @@ def build_report(root: Path, options) -> int:
             record[key] = f"{i}"
         if not options.images_file:
             record[options.image_field] = image_value(root, options, f"rep{i}.png", i, embedded=False)
-        records.append(record)
+        records.append({**record, **{field: values[0] for field, values in options.keep_where.items()}})
     write_records(root, options.file, records)
     if options.images_file:
         projections = [{options.join_key: f"{i}", options.image_field: image_value(

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
-from medmo_pipeline.data.paths import UnsafePathError, check_relative, safe_join
+from medmo_pipeline.safe_paths import UnsafePathError, check_relative, safe_join
 
 from .records import RecordFormat, SourceLayoutError, iter_records, layout_path  # noqa: F401 - re-exported
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_line, load_json
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.safe_paths import safe_join
 
 RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default

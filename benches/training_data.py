@@ -133,7 +133,7 @@ def synthetic_tables(source: str, rows: int, images: list[bytes], salt: int):
 
     import pyarrow as pa
 
-    from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+    from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
     digests = [hashlib.sha256(png).hexdigest() for png in images]
     for start in range(0, rows, SHARD_ROWS):
@@ -167,6 +167,7 @@ def child(index_path: Path, processor_dir: Path) -> None:
 
     from medmo_pipeline.data import corpus
     from medmo_pipeline.model.loading import load_processor
+    from medmo_pipeline.process_memory import current_rss_kib, peak_rss_mib
     from medmo_pipeline.training import examples, streamed
     from medmo_pipeline.training.collation import answer_masked_collator
 
@@ -190,26 +191,9 @@ def child(index_path: Path, processor_dir: Path) -> None:
         pass
     raw_rate = RAW_ROWS / (time.perf_counter() - raw)
     print(json.dumps({"first_step_seconds": first_step, "peak_rss_mib": peak_rss_mib(),
-                      "import_rss_mib": import_rss, "rss_after_mib": current_rss_mib(),
+                      "import_rss_mib": import_rss, "rss_after_mib": current_rss_kib() / 1024,
                       "rows_per_second": rate, "raw_rows_per_second": raw_rate,
                       "planned_samples": plan["planned_samples"]}))
-
-
-def peak_rss_mib() -> float:
-    # This process's own high-water mark: ru_maxrss would also carry the peak of the process that
-    # started it (Linux keeps it across fork and exec), and that parent wrote the corpus.
-    return _status_mib("VmHWM:")
-
-
-def current_rss_mib() -> float:
-    return _status_mib("VmRSS:")
-
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
+
+from medmo_pipeline.process_memory import peak_rss_mib
 
 JOBS = {"sft": "medmo_pipeline.training.sft", "grpo": "medmo_pipeline.training.grpo"}
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trainer_setup.load_for_training = measured_load
     importlib.import_module(JOBS[args.job]).main(job_args)
-    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    record["peak_rss_mb"] = round(peak_rss_mib(), 1)
     record["wall_s"] = round(time.time() - started, 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"rank-{rank}.json").write_text(json.dumps(record, indent=2))

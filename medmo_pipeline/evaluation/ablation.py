@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from medmo_pipeline.atomic import staged_file, write_text_atomic
-from medmo_pipeline.evaluation.effects import StagePlan, chain_plans, effects_text, plans_from_recipe, stage_effects
+from medmo_pipeline.evaluation.effects import (
+    StagePlan,
+    chain_plans,
+    effects_text,
+    plans_from_recipe,
+    stage_effects,
+)
 
 # Column order of the table and panels of the figure; metrics not measured are left out.
 HEADLINE_METRICS = [

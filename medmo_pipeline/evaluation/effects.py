@@ -14,6 +14,7 @@ what, in terms of the metrics the evaluation computes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def plans_from_recipe(recipe) -> list[StagePlan]:
 
 def chain_plans(order: list[str]) -> list[StagePlan]:
     """Without a recipe: each checkpoint's parent is the one before it, with the default targets."""
-    return [StagePlan(name, parent, targets=STAGE_TARGETS.get(name, [])) for parent, name in zip(order, order[1:])]
+    return [StagePlan(name, parent, targets=STAGE_TARGETS.get(name, [])) for parent, name in pairwise(order)]
 
 
 def _answer(reference: str) -> str:
@@ -127,7 +128,7 @@ def stage_effects(eval_dirs: dict[str, Path | list[Path]], plans: list[StagePlan
             rows.append({"stage": plan.name, "parent": plan.parent, "role": role, "metric": metric,
                          "parent_value": float(parent.mean()) if len(common) else float("nan"),
                          "value": float(child.mean()) if len(common) else float("nan"),
-                         "delta": delta, "ci_low": low, "ci_high": high, "n": int(len(common)), "verdict": verdict})
+                         "delta": delta, "ci_low": low, "ci_high": high, "n": len(common), "verdict": verdict})
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 

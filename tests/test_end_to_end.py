@@ -208,7 +208,7 @@ def test_each_stage_lifts_what_it_is_for_and_keeps_its_guards(demo_run):
     assert len(guards) >= 6 and (guards.verdict == "kept").all(), guards[guards.verdict != "kept"]
     summary = demo_run["stdout"]
     assert "What each stage was for and what it changed" in summary and "Where the seconds went" in summary
-    assert "stage3 (from stage2) for: instruction following" in summary
+    assert "stage3 (from stage2) for: instructions and multiple choice" in summary
     assert (demo_run["home"] / "reports" / "stage_effects.png").stat().st_size > 10_000
 
 

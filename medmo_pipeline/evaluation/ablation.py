@@ -148,9 +148,6 @@ def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path,
              "effects_csv": out_dir / "stage_effects.csv", "effects_png": out_dir / "stage_effects.png"}
     plans = plans if plans is not None else default_plans(order)
     effects = stage_effects(eval_dirs, plans)
-    write_text_atomic(paths["effects_csv"], effects.to_csv(index=False))
-    with staged_file(paths["effects_png"]) as staged:
-        plot_effects(effects, {p.name: p.purpose for p in plans}, staged)
     footer = effects_text(effects, {p.name: p.purpose for p in plans}, width=160)
     paper = paper_comparison(measured)
     write_text_atomic(paths["paper_csv"], paper.round(2).to_csv(index_label="model"))
@@ -165,6 +162,9 @@ def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path,
     for key, (panels, title) in figures.items():
         with staged_file(paths[key]) as staged:
             _plot(long, rows, panels, staged, title, footer if key == "png" else "")
+    write_text_atomic(paths["effects_csv"], effects.to_csv(index=False))
+    with staged_file(paths["effects_png"]) as staged:
+        plot_effects(effects, {p.name: p.purpose for p in plans}, staged)
     return {**paths, "table": wide, "paper_table": paper, "effects": effects}
 
 

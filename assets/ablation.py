@@ -28,7 +28,7 @@ def stage_ablation_asset(recipe: Recipe, code_version: str):
     )
     def stage_ablation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from assets.definitions import latest_partition_output
-        from medmo_pipeline.evaluation.benchmarks import unavailable
+        from medmo_pipeline.data.benchmarks.loading import unavailable
 
         # A benchmark whose copy is missing, or not evaluated for every checkpoint yet, is left out and
         # listed (with how to get it); the others are compared.

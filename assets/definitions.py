@@ -1,6 +1,6 @@
 """The asset graph, built from one recipe: corpus -> base model -> SFT stages -> RL -> evaluation.
 
-Assets are thin (house rule 2): resolve the recipe section, build the job's arguments, run it
+Assets are thin (docs/architecture.md, rule 2): resolve the recipe section, build the job arguments, run it
 through the ``launcher`` resource, return what the job reported over Pipes. Stage assets come from
 one factory over the recipe's stages. Each asset's code version hashes its own recipe section together
 with its upstream ones (``Recipe.chained_hash``), so a recipe edit shows that asset and everything
@@ -14,7 +14,8 @@ import dagster as dg
 
 from assets.corpus import CORPUS, corpus_index, curation_assets, mixture_key, source_sensor
 from medmo_pipeline import home
-from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path, stable_hash
+from medmo_pipeline.config import Recipe, resolve_recipe_path, stable_hash
+from medmo_pipeline.recipe_checks import load_recipe
 from resources.launcher import LocalLauncher
 
 BASE = dg.AssetKey("base_model")
@@ -59,7 +60,7 @@ def build_definitions(recipe: Recipe, recipe_path: Path) -> dg.Definitions:
     def base_model(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
         version = recipe.section_hash("base_model")
         output = home.models_dir() / "base" / version
-        return launcher.launch(context, "medmo_pipeline.model.build",
+        return launcher.launch(context, "medmo_pipeline.training.base_model",
                                [*recipe_arg, "--output", str(output), "--expect-hash", version])
 
     stage_assets = [
@@ -125,7 +126,7 @@ def evaluated_benchmarks(recipe: Recipe) -> list[str]:
 
 def missing_benchmarks(recipe: Recipe) -> dict[str, str]:
     """The recipe's benchmarks whose copy or credentials are missing, with how to get them."""
-    from medmo_pipeline.evaluation.benchmarks import unavailable
+    from medmo_pipeline.data.benchmarks.loading import unavailable
 
     return unavailable(list(recipe.evaluation.benchmarks))
 
@@ -146,7 +147,7 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]):
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
-        from medmo_pipeline.evaluation.benchmarks import unavailable
+        from medmo_pipeline.data.benchmarks.loading import unavailable
 
         benchmark = context.partition_key
         missing = unavailable([benchmark])

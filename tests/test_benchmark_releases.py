@@ -11,11 +11,11 @@ import pytest
 from benchmark_releases import BUILDERS, build_release
 from fixtures_formats import png_bytes, write_file
 
-from medmo_pipeline.data.schema import validate_row
-from medmo_pipeline.evaluation.benchmarks import load_benchmark, load_counted
-from medmo_pipeline.evaluation.checks import BenchmarkLoadError
-from medmo_pipeline.evaluation.registry import PENDING_METRICS, load_registry
+from medmo_pipeline.data.benchmarks.checks import BenchmarkLoadError
+from medmo_pipeline.data.benchmarks.loading import load_benchmark, load_counted
+from medmo_pipeline.data.benchmarks.registry import PENDING_METRICS, load_registry
 from medmo_pipeline.evaluation.scoring import question_kind, score_benchmark
+from medmo_pipeline.schema.rows import validate_row
 
 REGISTRY = load_registry()
 FILE_BENCHMARKS = REGISTRY.paper_benchmarks()
@@ -138,7 +138,8 @@ def test_a_pattern_matching_nothing_fails_naming_the_pattern_and_how_to_get_it(t
     (tmp_path / "pqa_labeled").mkdir()
     (tmp_path / "pqa_labeled" / "README.md").write_text("not the data")
     with pytest.raises(BenchmarkLoadError, match=r"benchmark 'pubmedqa': no file under .* matches "
-                       r"'pqa_labeled/train-\*\.parquet'\. Get it with: huggingface-cli download qiaojin/PubMedQA"):
+                       r"'data/ori_pqal\.json' or 'pqa_labeled/train-\*\.parquet'\. Get it with: git clone "
+                       r"https://github\.com/pubmedqa/pubmedqa"):
         load_benchmark("pubmedqa", None, root=tmp_path)
 
 
@@ -194,7 +195,7 @@ def test_a_reader_that_reads_no_rows_fails(tmp_path):
 
 
 def test_benchmarks_root_follows_the_data_root(tmp_path, monkeypatch):
-    from medmo_pipeline.evaluation.benchmarks import benchmarks_dir
+    from medmo_pipeline.data.benchmarks.loading import benchmarks_dir
 
     monkeypatch.delenv("MEDMO_BENCHMARKS_ROOT", raising=False)
     monkeypatch.setenv("MEDMO_DATA_ROOT", str(tmp_path))
@@ -257,3 +258,26 @@ def test_medqa_parquet_conversion_is_read_too(tmp_path):
                    tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
     rows = load_benchmark("medqa", None, root=tmp_path / "hub", partial=True)
     assert [row["answer"] for row in rows] == ["D", "D"]
+
+
+def test_pubmedqa_scores_the_500_test_questions_of_the_repository_or_the_hub_copy(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    build_release("pubmedqa", tmp_path / "repo")
+    repo = load_counted("pubmedqa", None, root=tmp_path / "repo", partial=True)
+    assert sorted(row["id"] for row in repo.rows) == ["pubmedqa:21645374", "pubmedqa:21645375", "pubmedqa:21645376"]
+    assert repo.filtered == {"subset": 1}
+    hub = tmp_path / "hub"
+    (hub / "pqa_labeled").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"pubid": 21645374 + i, "question": f"Q{i}?", "context": {"contexts": ["c"], "labels": ["L"], "meshes": []},
+         "long_answer": "a", "final_decision": decision} for i, decision in enumerate(["yes", "no", "maybe"])]),
+        hub / "pqa_labeled" / "train-00000-of-00001.parquet")
+    test_list = tmp_path / "repo" / "data" / "test_ground_truth.json"
+    shutil.copy(test_list, hub / "test_ground_truth.json")
+    hub_load = load_counted("pubmedqa", None, root=tmp_path / "hub", partial=True)
+    assert [row["answer"] for row in hub_load.rows] == ["A", "B", "C"] and hub_load.filtered == {}
+    test_list.unlink()
+    with pytest.raises(Exception, match="test_ground_truth.json"):  # the repository copy without its test list
+        load_counted("pubmedqa", None, root=tmp_path / "repo", partial=True)

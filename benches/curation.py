@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation import CurationLimits, curate
 from medmo_pipeline.data.images import ImageLimits, check_pngs, check_threads
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 from medmo_pipeline.process_memory import peak_rss_kib
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
 SHARD_ROWS = 2000
 

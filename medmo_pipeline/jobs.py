@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 # torchrun's name for it: its agent gives every rank its own file and copies the first failing rank's
 # into the file this names in torchrun's own environment, so one file explains a job of any size.
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"

@@ -95,8 +95,8 @@ def test_editing_one_stage_changes_only_that_sections_hash(tmp_path):
 
 
 def test_rl_reference_policy_settings_reach_trls_config(tmp_path):
-    from medmo_pipeline.model.tiny import build_tiny_base_model
     from medmo_pipeline.model.loading import load_processor
+    from medmo_pipeline.model.tiny import build_tiny_base_model
     from medmo_pipeline.training.grpo import grpo_config
 
     data = embedded_recipe_data()

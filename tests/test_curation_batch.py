@@ -20,8 +20,8 @@ from medmo_pipeline.data.curation import CurationLimits, ImageChecker, curate, k
 from medmo_pipeline.data.curation import batch as batch_checks
 from medmo_pipeline.data.curation.batch import check_batch
 from medmo_pipeline.data.images import image_entry
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 from medmo_pipeline.data.synthetic import generate_rows
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
 
 def synthetic() -> list[dict]:

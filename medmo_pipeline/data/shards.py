@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import SAMPLE_SCHEMA
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "part-{index:05d}.parquet"

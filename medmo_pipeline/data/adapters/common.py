@@ -29,7 +29,7 @@ from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.safe_paths import UnsafePathError, check_relative, safe_join
 
-from .records import RecordFormat, SourceLayoutError, iter_records, layout_path  # noqa: F401 - re-exported
+from .records import RecordFormat, SourceLayoutError, iter_records, layout_path
 
 IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 DICOM_SUFFIXES = (".dcm", ".dicom")

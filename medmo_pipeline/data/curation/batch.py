@@ -50,7 +50,7 @@ from medmo_pipeline.data.curation.rules import (
     clipped_boxes,
 )
 from medmo_pipeline.data.images import PNG_SIGNATURE, check_pngs, extension_contradicts, in_threads
-from medmo_pipeline.data.schema import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
+from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
 # The text fields the batch path converts to Arrow; images and boxes are built by the per-row pass.

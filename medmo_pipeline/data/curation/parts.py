@@ -34,7 +34,7 @@ from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineW
 from medmo_pipeline.data.curation.rules import CurationLimits
 from medmo_pipeline.data.curation.stream import curate
 from medmo_pipeline.data.image_limits import ImageLimits, using_limits
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
 CHUNK_ROWS = 10_000
 

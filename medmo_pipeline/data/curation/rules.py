@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from medmo_pipeline.data.images import ImageError, ImageLimits, extension_contradicts, inspect_image
 from medmo_pipeline.data.outcomes import ROW_REASONS
-from medmo_pipeline.data.schema import SPLITS, TASKS
+from medmo_pipeline.schema.rows import SPLITS, TASKS
 
 IMAGE_CACHE = 4096  # image-check results by sha256: VQA sets ask many questions of one image
 TASKS_WITH_IMAGES = ("caption", "vqa", "report", "grounding")

@@ -42,7 +42,7 @@ from medmo_pipeline.data.curation.keys import BatchKeys, contamination
 from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success
 from medmo_pipeline.data.curation.rules import CurationLimits, ImageChecker, Rejected
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined, is_outcome
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
 DEFAULT_LIMITS = CurationLimits()  # frozen: one shared default
 

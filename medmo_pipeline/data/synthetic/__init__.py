@@ -8,7 +8,7 @@ vocabulary, a few phrasings per question):
 - ``synth_cells``: microscopy-like images with 0-3 cells (caption, counting and yes/no VQA, grounding)
 - ``synth_medqa``: text-only multiple-choice QA over a fixed knowledge base, plus instruction rows
 
-Rows follow ``medmo_pipeline.data.schema``. Same arguments give identical rows, image bytes
+Rows follow ``medmo_pipeline.schema.rows``. Same arguments give identical rows, image bytes
 included; train and eval draw from different random streams, so they share no image.
 """
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ..schema import SPLITS
+from medmo_pipeline.schema.rows import SPLITS
+
 from . import cells, medqa, xray
 from .rows import LICENSE
 from .schedule import slot

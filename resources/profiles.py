@@ -4,7 +4,7 @@
 the path of a profile YAML file::
 
     launcher: slurm            # local | slurm | k8s
-    settings:                  # the launcher's fields (resources/launcher.py, slurm.py, k8s.py)
+    settings:                  # the launcher's fields (resources/launcher.py, local.py, slurm.py, k8s.py)
       partition: gpu
       size: {cpus_per_task: 8, time: "04:00:00"}
       sizes:
@@ -24,10 +24,17 @@ from typing import Any
 
 import yaml
 
+from medmo_pipeline.launch.warm_host import SOCKET_ENV as WARM_HOST_ENV
+from resources.k8s import K8sLauncher
+from resources.launcher import Launcher
+from resources.local import LocalLauncher
+from resources.slurm import SlurmLauncher
+
 PROFILE_ENV = "MEDMO_PROFILE"
 PROFILES_DIR_ENV = "MEDMO_PROFILES_DIR"
 DEPLOYMENT_ENVS = ("DAGSTER_CLOUD_DEPLOYMENT_NAME", "DAGSTER_DEPLOYMENT")
-KINDS = ("local", "slurm", "k8s")
+LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "slurm": SlurmLauncher, "k8s": K8sLauncher}
+KINDS = tuple(LAUNCHERS)
 EXAMPLES_DIR = Path(__file__).parent / "profiles"
 
 
@@ -67,19 +74,11 @@ def load_profile(value: str) -> dict[str, Any]:
     return {"launcher": data["launcher"], "settings": dict(data.get("settings") or {})}
 
 
-def launcher_from_profile(*, offline: bool = True, env: Mapping[str, str] | None = None):
+def launcher_from_profile(*, offline: bool = True, env: Mapping[str, str] | None = None) -> Launcher:
     """Build the profile's launcher; ``offline`` (from the recipe) applies unless the profile sets it."""
     profile = selected_profile(env)
+    env = os.environ if env is None else env
     settings = {"offline": offline, **profile["settings"]}
-    kind = profile["launcher"]
-    if kind == "slurm":
-        from resources.slurm import SlurmLauncher
-
-        return SlurmLauncher(**settings)
-    if kind == "k8s":
-        from resources.k8s import K8sLauncher
-
-        return K8sLauncher(**settings)
-    from resources.launcher import LocalLauncher
-
-    return LocalLauncher(**settings)
+    if profile["launcher"] == "local" and env.get(WARM_HOST_ENV):
+        settings.setdefault("warm_host", env[WARM_HOST_ENV])  # `medmo demo`'s warm job host
+    return LAUNCHERS[profile["launcher"]](**settings)

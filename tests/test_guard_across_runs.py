@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.definitions import build_definitions, regression_check
+from assets.automation import regression_check
+from assets.definitions import build_definitions
 from medmo_pipeline.config import load_recipe
 from tests.conftest import embedded_recipe_data, write_recipe
 from tests.test_regression_guard import fake_eval_table

@@ -1,8 +1,8 @@
 """What runs without a person: the training pool, the regression guards, the nightly evaluation
 schedule and the corpus source sensor.
 
-- Training jobs queue for slots of the ``training`` pool (one slot per GPU the launcher's profile
-  declares, see ``resources.pools``); curation and evaluation run beside them.
+- Training jobs queue for slots of the ``training`` pool (as many slots as training jobs fit the GPUs
+  the profile declares, see ``resources.pools``); curation and evaluation run beside them.
 - A regression guard is a blocking check on a checkpoint's evaluation table: no protected metric fell
   below the parent's. The next stage depends on that table, so a failed guard stops it in the same run,
   and ``refuse_after_failed_guard`` stops it in any later run (catastrophic forgetting).
@@ -20,8 +20,6 @@ from assets.evaluation import benchmark_partitions, evaluated_benchmarks
 from assets.keys import CORPUS, SOURCES, checkpoint_key, eval_key, guard_check_key
 from assets.upstream import DATA_VERSION_TAG, latest_materialization, latest_output
 from medmo_pipeline.config import Recipe
-
-TRAINING_POOL = "training"
 
 
 def guard_checks(recipe: Recipe) -> list[dg.AssetChecksDefinition]:

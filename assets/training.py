@@ -8,12 +8,13 @@ so the same inputs land in the same place (a re-run replaces it).
 
 import dagster as dg
 
-from assets.automation import TRAINING_POOL, refuse_after_failed_guard
+from assets.automation import refuse_after_failed_guard
 from assets.keys import BASE, checkpoint_key, eval_key, mixture_key
 from assets.upstream import latest_output
 from medmo_pipeline import home
 from medmo_pipeline.config import Recipe
 from resources.launcher import Launcher
+from resources.pools import TRAINING_POOL
 
 SFT_JOB = "medmo_pipeline.training.sft"
 RL_JOB = "medmo_pipeline.training.grpo"

@@ -3,6 +3,7 @@ several processes per node)."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import dagster as dg
 
 from medmo_pipeline import home
 from medmo_pipeline.jobs import ERROR_FILE_ENV
+from medmo_pipeline.launch.gpus import GpuLease, visible_devices
 from medmo_pipeline.launch.local import current_env, job_command, recorded_failure
 from resources.launcher import Launcher
 
@@ -27,8 +29,11 @@ class LocalLauncher(Launcher):
             raise dg.Failure(f"the local launcher runs on one node; {module} asks for {size.nodes}")
         env = self.job_environment(context, current_env())
         command = job_command(module, args, nproc_per_node=size.processes_per_node(), warm_host=self.warm_host)
-        context.log.info("launching: " + " ".join(command))
-        with tempfile.TemporaryDirectory(prefix="medmo-job-") as scratch:
+        with gpu_lease(size.gpus_per_node, env) as devices, tempfile.TemporaryDirectory(prefix="medmo-job-") as scratch:
+            if devices is not None:  # its own GPUs: the training pool may run several jobs side by side
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+            context.log.info("launching: " + " ".join(command) + (f" on GPUs {env['CUDA_VISIBLE_DEVICES']}"
+                                                                    if devices is not None else ""))
             error_file = Path(scratch) / "error.json"
             client = dg.PipesSubprocessClient(env={**env, ERROR_FILE_ENV: str(error_file)},
                                               cwd=str(home.checkout_root()))
@@ -39,6 +44,16 @@ class LocalLauncher(Launcher):
                 if failure is None:
                     raise
                 raise failure from error
+
+
+def gpu_lease(count: int, env: dict[str, str]):
+    """A lease on ``count`` of the GPUs the job would see (None when it asks for none: it sees them all)."""
+    if count <= 0:
+        return contextlib.nullcontext(None)
+    try:
+        return GpuLease(visible_devices(env), count, home.medmo_home() / "gpu-leases")
+    except ValueError as error:  # more GPUs than the machine has
+        raise dg.Failure(str(error)) from None
 
 
 def job_failure(module: str, error_file: Path) -> dg.Failure | None:

@@ -16,6 +16,7 @@ number of training jobs that fit its GPUs.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -67,5 +68,10 @@ class MedmoInstance(dg.DagsterInstance):
 
     def training_slots(self) -> int:
         if getattr(self, "_training_slots", None) is None:
-            self._training_slots = training_slots()
+            try:
+                self._training_slots = training_slots()
+            except ValueError as error:  # a broken profile (ProfileError, a launcher's validation error)
+                # The code location reports it when it loads; the instance itself still opens.
+                warnings.warn(f"training pool: one slot, the profile could not be read: {error}", stacklevel=2)
+                self._training_slots = 1
         return self._training_slots

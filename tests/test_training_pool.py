@@ -70,6 +70,13 @@ def test_a_limit_written_in_the_instance_file_wins(tmp_path, medmo_home, monkeyp
         assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).slot_count == 5
 
 
+def test_a_broken_profile_leaves_one_slot_and_says_why(tmp_path, medmo_home, monkeypatch):
+    monkeypatch.setenv("MEDMO_PROFILE", "k8s")  # the Kubernetes launcher needs an image
+    with instance_at(tmp_path / "instance", (ROOT / "dagster.yaml").read_text()) as instance:
+        with pytest.warns(UserWarning, match="(?s)profile could not be read: .*image"):
+            assert instance.global_op_concurrency_default_limit == 1
+
+
 def test_local_jobs_lease_distinct_gpus_and_wait_for_a_free_one(tmp_path):
     assert visible_devices({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
     assert visible_devices({}, driver_dir=tmp_path / "no-driver") == []
@@ -82,7 +89,7 @@ def test_local_jobs_lease_distinct_gpus_and_wait_for_a_free_one(tmp_path):
     assert waiter.is_alive() and not got  # both GPUs are leased: it waits
     second.release()
     waiter.join(5)
-    assert len(got) == 1 and got[0] not in first.held
+    assert len(got) == 1 and got[0][0] not in first.held
     with pytest.raises(ValueError, match="asks for 3 GPU"):
         GpuLease(["0", "1"], 3, tmp_path)
 

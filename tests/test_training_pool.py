@@ -72,9 +72,9 @@ def test_a_limit_written_in_the_instance_file_wins(tmp_path, medmo_home, monkeyp
 
 def test_a_broken_profile_leaves_one_slot_and_says_why(tmp_path, medmo_home, monkeypatch):
     monkeypatch.setenv("MEDMO_PROFILE", "k8s")  # the Kubernetes launcher needs an image
-    with instance_at(tmp_path / "instance", (ROOT / "dagster.yaml").read_text()) as instance:
-        with pytest.warns(UserWarning, match="(?s)profile could not be read: .*image"):
-            assert instance.global_op_concurrency_default_limit == 1
+    with (instance_at(tmp_path / "instance", (ROOT / "dagster.yaml").read_text()) as instance,
+          pytest.warns(UserWarning, match="(?s)profile could not be read: .*image")):
+        assert instance.global_op_concurrency_default_limit == 1
 
 
 def test_local_jobs_lease_distinct_gpus_and_wait_for_a_free_one(tmp_path):

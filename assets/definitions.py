@@ -10,7 +10,7 @@ This module only assembles the parts; each lives in its own module:
 - ``assets.automation``: the training pool, the regression guards, the schedule and the sensor;
 - ``resources.profiles``: the ``launcher`` resource the active profile selects.
 
-Assets are thin: resolve the recipe section, build the job's arguments, run it through the
+Assets are thin (docs/architecture.md, rule 2): resolve the recipe section, build the job's arguments, run it through the
 ``launcher`` resource, return what the job reported over Pipes. Each asset's code version hashes its
 own recipe section together with its upstream ones (``Recipe.chained_hash``), so a recipe edit shows
 that asset and everything downstream of it as stale; the job itself checks only its own section
@@ -25,7 +25,8 @@ from assets.automation import guard_checks, nightly_policy_evaluation, source_se
 from assets.corpus import curation_assets
 from assets.evaluation import evaluation_assets
 from assets.training import training_assets
-from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path
+from medmo_pipeline.config import Recipe, resolve_recipe_path
+from medmo_pipeline.recipe_checks import load_recipe
 from resources.profiles import launcher_from_profile
 
 

@@ -35,7 +35,7 @@ def evaluated_benchmarks(recipe: Recipe) -> list[str]:
 
 def missing_benchmarks(recipe: Recipe) -> dict[str, str]:
     """The recipe's benchmarks whose copy or credentials are missing, with how to get them."""
-    from medmo_pipeline.evaluation.benchmarks import unavailable
+    from medmo_pipeline.data.benchmarks.loading import unavailable
 
     return unavailable(list(recipe.evaluation.benchmarks))
 
@@ -62,7 +62,7 @@ def evaluation_asset(name: str, recipe: Recipe, recipe_arg: list[str]) -> dg.Ass
         kinds={"parquet"},
     )
     def _evaluation(context: dg.AssetExecutionContext, launcher: Launcher) -> dg.MaterializeResult:
-        from medmo_pipeline.evaluation.benchmarks import unavailable
+        from medmo_pipeline.data.benchmarks.loading import unavailable
 
         benchmark = context.partition_key
         missing = unavailable([benchmark])
@@ -111,7 +111,7 @@ def stage_ablation_asset(recipe: Recipe) -> dg.AssetsDefinition:
         kinds={"csv"},
     )
     def stage_ablation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from medmo_pipeline.evaluation.benchmarks import unavailable
+        from medmo_pipeline.data.benchmarks.loading import unavailable
 
         # A benchmark whose copy is missing, or not evaluated for every checkpoint yet, is left out and
         # listed (with how to get it); the others are compared.

@@ -37,7 +37,7 @@ def base_model_asset(recipe: Recipe, recipe_arg: list[str]) -> dg.AssetsDefiniti
     def base_model(context: dg.AssetExecutionContext, launcher: Launcher) -> dg.MaterializeResult:
         version = recipe.section_hash("base_model")
         output = home.models_dir() / "base" / version
-        return launcher.launch(context, "medmo_pipeline.model.build",
+        return launcher.launch(context, "medmo_pipeline.training.base_model",
                                [*recipe_arg, "--output", str(output), "--expect-hash", version])
 
     return base_model

@@ -133,7 +133,7 @@ def synthetic_tables(source: str, rows: int, images: list[bytes], salt: int):
 
     import pyarrow as pa
 
-    from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+    from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
     digests = [hashlib.sha256(png).hexdigest() for png in images]
     for start in range(0, rows, SHARD_ROWS):

@@ -5,6 +5,12 @@ the evaluation. The embedded default and the paper recipe are two YAML files of 
 the code path is the same. Validation happens on load, before any job starts, and every error
 names the file and the dotted path of the bad field.
 
+This module sits below the data, model and rewards layers (docs/architecture.md), so it checks
+the recipe's shape and what it can see from here: types, ranges, the stage chain, shipped DeepSpeed
+files, TRL field names, and mixture sources against the corpus. The names a recipe takes from the
+registries above it (sources, rewards, benchmarks) are checked by
+:func:`medmo_pipeline.recipe_checks.load_recipe`, which Dagster's definitions (and so ``medmo``) use.
+
 Each section's hash (``section_hash``) is the code version of the asset it drives, so editing one
 stage's recipe marks that stage and everything downstream stale, and nothing upstream.
 """
@@ -17,13 +23,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medmo_pipeline.reply_format import ReplyFormat
+from medmo_pipeline.safe_paths import UnsafePathError, safe_join
+from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
+from medmo_pipeline.schema.rows import TaskName
+from medmo_pipeline.trainer_fields import check_trainer_args
+from medmo_pipeline.yaml_registry import REGISTRY_MAX_NODES, SHIPPED_DIR, Strict
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+RECIPES_DIR = SHIPPED_DIR
 DEFAULT_RECIPE = "embedded"
 # Optimiser fields that decide how often a run saves and what it does with another run's leftovers,
 # never what it learns: they stay out of the section hash, so editing them neither marks a stage
@@ -32,16 +41,13 @@ RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
 # A recipe is a few hundred YAML nodes; aliases may not expand it beyond this (a "billion laughs"
 # alias bomb is refused from the node graph, before anything is built from it).
 MAX_RECIPE_NODES = 20_000
-TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 class BaseModelRecipe(_Strict):
@@ -76,17 +82,8 @@ class RegistryCorpusRecipe(_Strict):
     versions: dict[str, str] = Field(default_factory=dict, description="dataset -> published layout version "
                                      "to read (e.g. pmc_vqa: v1); default: the registry entry's current release")
 
-    @model_validator(mode="after")
-    def _sources_are_in_the_registry(self) -> RegistryCorpusRecipe:
-        """Resolved when the recipe loads, so a misspelled dataset stops ``medmo`` and Dagster at start."""
-        from medmo_pipeline.data.registry import load_registry
-
-        registry = load_registry(*((Path(self.registry),) if self.registry else ()))
-        known = {entry.name for entry in registry.datasets}
-        unknown = sorted(set(self.sources or ()) - known)
-        if unknown:
-            raise ValueError(f"sources: {unknown} are not in the registry (known: {sorted(known)})")
-        return self
+    def registry_path(self) -> Path:
+        return Path(self.registry) if self.registry else RECIPES_DIR / "sources.yaml"
 
 
 class ImageLimitsRecipe(_Strict):
@@ -128,9 +125,7 @@ class CorpusRecipe(_Strict):
             return []
         if self.registry.sources is not None:
             return list(self.registry.sources)
-        from medmo_pipeline.data.registry import load_registry
-
-        return [entry.name for entry in load_registry(*self._registry_path()).trained()]
+        return trained_registry_names(self.registry.registry_path())
 
     def source_names(self) -> list[str]:
         """Every source the corpus curates: one ``corpus_shards`` partition each."""
@@ -138,6 +133,16 @@ class CorpusRecipe(_Strict):
 
     def _registry_path(self) -> tuple:
         return (Path(self.registry.registry),) if self.registry and self.registry.registry else ()
+
+
+def trained_registry_names(path: Path) -> list[str]:
+    """The datasets of a source registry trained on directly (no ``part_of``), read by name only: the
+    entries themselves are validated by ``data.registry.load_registry`` (``recipe_checks`` runs it)."""
+    try:
+        data = read_yaml(path, max_nodes=REGISTRY_MAX_NODES)
+        return [entry["name"] for entry in data["datasets"] if entry.get("part_of") is None]
+    except (OSError, YamlRefused, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"registry {path}: cannot read its dataset names ({type(error).__name__}: {error})") from None
 
 
 class MixtureRecipe(_Strict):
@@ -239,15 +244,20 @@ class GuardRecipe(_Strict):
     margin: float = Field(0.05, ge=0, description="allowed drop below the parent's value")
 
 
-class SFTStageRecipe(_Strict):
+class _StageRecipe(_Strict):
+    """What every training stage declares: its parent checkpoint, data, resolution and optimiser."""
+
     parent: str
     purpose: str = ""
     guard: GuardRecipe = GuardRecipe()
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
+    optim: OptimRecipe
+
+
+class SFTStageRecipe(_StageRecipe):
     max_length: int | None = None
     reply_format: ReplyFormat = Field("plain", description="how replies are taught (medmo_pipeline.reply_format)")
-    optim: OptimRecipe
 
 
 class GRPORecipe(_Strict):
@@ -271,47 +281,21 @@ class GRPORecipe(_Strict):
     mask_truncated_completions: bool = False
 
 
-class RLStageRecipe(_Strict):
-    parent: str
-    purpose: str = ""
-    guard: GuardRecipe = GuardRecipe()
-    mixture: MixtureRecipe
-    image: ImageRecipe = ImageRecipe()
+class RLStageRecipe(_StageRecipe):
     reply_format: ReplyFormat = Field("plain", description="the format RL prompts ask for (medmo_pipeline.reply_format)")
-    optim: OptimRecipe
     grpo: GRPORecipe
-    rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...)")
+    rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...); "
+                                               "resolved against the reward registry by recipe_checks")
     completion_log_every: int = Field(20, gt=0, description="log sampled completions every N steps")
-
-    @field_validator("rewards")
-    @classmethod
-    def _rewards_are_registered(cls, rewards: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Names and parameters resolved against the reward registry when the recipe loads."""
-        from medmo_pipeline.rewards.registry import build_reward_functions
-
-        build_reward_functions(rewards)
-        return rewards
 
 
 class EvaluationRecipe(_Strict):
-    benchmarks: list[str] = ["synthetic_heldout"]
+    benchmarks: list[str] = Field(["synthetic_heldout"], description="built-in or registry benchmarks "
+                                  "(resolved by recipe_checks)")
     batch_size: int = Field(32, gt=0)
     max_new_tokens: dict[TaskName, int] = Field(default_factory=dict)
     max_samples_per_task: int | None = Field(None, gt=0)
     bootstrap_resamples: int = Field(1000, ge=0)
-
-    @field_validator("benchmarks")
-    @classmethod
-    def _benchmarks_are_known(cls, names: list[str]) -> list[str]:
-        """Names resolved against the built-in and registry benchmarks when the recipe loads."""
-        from medmo_pipeline.evaluation.benchmarks import BENCHMARKS
-        from medmo_pipeline.evaluation.registry import load_registry
-
-        known = set(BENCHMARKS) | set(load_registry().names())
-        unknown = sorted(set(names) - known)
-        if unknown:
-            raise ValueError(f"{unknown} are not benchmarks (known: {sorted(known)})")
-        return names
 
 
 class TrackingRecipe(_Strict):
@@ -343,8 +327,6 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _trainer_args_are_trl_fields(self) -> Recipe:
-        from medmo_pipeline.trainer_fields import check_trainer_args
-
         for name in [*self.stages, "rl"]:
             check_trainer_args(self.stage(name).optim.trainer_args, rl=name == "rl",
                                where="rl.optim.trainer_args" if name == "rl" else f"stages.{name}.optim.trainer_args")
@@ -435,8 +417,6 @@ def resolve_recipe_path(name_or_path: str | os.PathLike | None = None) -> Path:
 def deepspeed_config(name: str) -> Path:
     """A recipe's DeepSpeed file by name under ``recipes/deepspeed/``: a recipe picks a shipped config
     and cannot point at arbitrary files (``..``, absolute paths and symlinks out are refused)."""
-    from medmo_pipeline.data.paths import UnsafePathError, safe_join
-
     directory = RECIPES_DIR / "deepspeed"
     shipped = sorted(p.name for p in directory.glob("*.json"))
     try:
@@ -449,10 +429,10 @@ def deepspeed_config(name: str) -> Path:
 
 
 def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
-    """Load and validate a recipe; errors name the file and the dotted field path.
+    """Load and validate a recipe's shape; errors name the file and the dotted field path.
 
-    Every name and path the recipe refers to (DeepSpeed configs, rewards, benchmarks, registry
-    sources) is resolved here, so a job, ``medmo`` and Dagster's definitions fail at start.
+    DeepSpeed configs, TRL field names and the stage chain are resolved here, so a job fails at
+    start; ``recipe_checks.load_recipe`` adds the registry names (sources, rewards, benchmarks).
     """
     path = resolve_recipe_path(name_or_path)
     try:
@@ -470,9 +450,13 @@ def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against the recipe reference)"
-        lines.append(f"  - {field}: {message}")
+        lines.append(field_problem(err["loc"], message))
     return "\n".join(lines)
+
+
+def field_problem(location: tuple | list, message: str) -> str:
+    """One line of a RecipeError: the dotted field path and what is wrong with it."""
+    return f"  - {'.'.join(str(p) for p in location) or '(top level)'}: {message}"

@@ -1,7 +1,7 @@
 """Follow a checkpoint's ``lineage.json`` back to the base model, for ``medmo lineage``.
 
-Each checkpoint directory names its parent (path + data version) in ``lineage.json`` (DESIGN.md,
-section 3). Walking those references gives the whole chain: which corpus (per source, with its
+Each checkpoint directory names its parent (path + data version) in ``lineage.json`` (docs/architecture.md,
+"Contracts"). Walking those references gives the whole chain: which corpus (per source, with its
 revision), which mixture, which recipe and hash, which MLflow / Dagster runs and which commit
 produced every link. Everything here reads files only, so the chain can be answered months later
 without the Dagster instance or the MLflow store.

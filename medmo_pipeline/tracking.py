@@ -100,7 +100,7 @@ def lineage_record(
     started: float,
     metrics: dict,
 ) -> dict:
-    """The ``lineage.json`` contract of DESIGN.md: what produced a checkpoint, exactly."""
+    """The ``lineage.json`` contract of docs/architecture.md: what produced a checkpoint, exactly."""
     return {
         "stage": stage,
         "parent": parent,

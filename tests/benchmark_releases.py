@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fixtures_formats import build_fixture, jpeg_bytes, png_bytes, write_file
 
-from medmo_pipeline.evaluation.registry import load_registry
+from medmo_pipeline.data.benchmarks.registry import load_registry
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
@@ -291,7 +291,7 @@ def medtrinity(root: Path) -> Release:
 
 def _registry_layout(name: str, root: Path) -> Release:
     loader = load_registry().get(name).loaders[0]
-    from medmo_pipeline.evaluation.readers import reader
+    from medmo_pipeline.data.benchmarks.readers import reader
 
     return Release(build_fixture(loader.family, root, reader(loader.family).Options.model_validate(loader.options)))
 

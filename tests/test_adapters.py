@@ -14,14 +14,14 @@ from fixtures_formats import build_fixture, copy_dicom, png16_bytes, png_bytes, 
 from PIL import Image
 from pydicom.data import get_testdata_files
 
-from medmo_pipeline.boxes import pixels_to_relative
 from medmo_pipeline.data.adapters import ADAPTERS, iter_outcomes, iter_samples
 from medmo_pipeline.data.adapters.report import split_sections
 from medmo_pipeline.data.curation import curate
 from medmo_pipeline.data.images import dicom_entry, inspect_image, window_to_uint8
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.registry import iter_source_rows, load_registry
-from medmo_pipeline.data.schema import validate_row
+from medmo_pipeline.schema.boxes import pixels_to_relative
+from medmo_pipeline.schema.rows import validate_row
 
 REGISTRY = load_registry()
 CASES = [pytest.param(entry, spec, id=f"{entry.name}-{spec.family}")

@@ -1,4 +1,5 @@
-"""House rule 1: the library never imports dagster (only dagster_pipes, inside job entry points)."""
+"""Rule 1 of docs/architecture.md: the library never imports dagster (only dagster_pipes, inside job
+entry points)."""
 
 from __future__ import annotations
 

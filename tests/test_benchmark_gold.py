@@ -9,10 +9,10 @@ import json
 import pytest
 from fixtures_formats import png_bytes, write_file
 
-from medmo_pipeline.evaluation import gold
-from medmo_pipeline.evaluation.benchmarks import load_benchmark
-from medmo_pipeline.evaluation.gold import UnreadableGold, first_exchange, question_choices, reply_boxes
-from medmo_pipeline.evaluation.registry import load_registry
+from medmo_pipeline.data.benchmarks import gold
+from medmo_pipeline.data.benchmarks.gold import UnreadableGold, first_exchange, question_choices, reply_boxes
+from medmo_pipeline.data.benchmarks.loading import load_benchmark
+from medmo_pipeline.data.benchmarks.registry import load_registry
 from medmo_pipeline.evaluation.scoring import question_kind, score_rows
 
 MMMU_SUBSETS = [loader.options["file"] for loader in load_registry().get("mmmu_med").loaders]
@@ -147,6 +147,6 @@ def test_scoring_refuses_grounding_rows_without_gold_boxes_naming_them_before_sc
         score_rows([good, bad, unsized, unreadable], ["<box>[[0, 0, 500, 500]]</box>"] * 4)
     assert str(error.value).startswith("3 grounding row(s) have no gold box and cannot be scored (b:empty: empty "
                                        "boxes column (its reply's boxes were never read: load it through "
-                                       "evaluation.benchmarks); b:unsized: image size unknown")
+                                       "data.benchmarks.loading); b:unsized: image size unknown")
     assert "b:unreadable: no box readable in its reply 'none'" in str(error.value) and "b:ok" not in str(error.value)
 

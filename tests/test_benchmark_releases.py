@@ -11,11 +11,11 @@ import pytest
 from benchmark_releases import BUILDERS, build_release
 from fixtures_formats import png_bytes, write_file
 
-from medmo_pipeline.data.schema import validate_row
-from medmo_pipeline.evaluation.benchmarks import load_benchmark, load_counted
-from medmo_pipeline.evaluation.checks import BenchmarkLoadError
-from medmo_pipeline.evaluation.registry import PENDING_METRICS, load_registry
+from medmo_pipeline.data.benchmarks.checks import BenchmarkLoadError
+from medmo_pipeline.data.benchmarks.loading import load_benchmark, load_counted
+from medmo_pipeline.data.benchmarks.registry import PENDING_METRICS, load_registry
 from medmo_pipeline.evaluation.scoring import question_kind, score_benchmark
+from medmo_pipeline.schema.rows import validate_row
 
 REGISTRY = load_registry()
 FILE_BENCHMARKS = REGISTRY.paper_benchmarks()
@@ -194,7 +194,7 @@ def test_a_reader_that_reads_no_rows_fails(tmp_path):
 
 
 def test_benchmarks_root_follows_the_data_root(tmp_path, monkeypatch):
-    from medmo_pipeline.evaluation.benchmarks import benchmarks_dir
+    from medmo_pipeline.data.benchmarks.loading import benchmarks_dir
 
     monkeypatch.delenv("MEDMO_BENCHMARKS_ROOT", raising=False)
     monkeypatch.setenv("MEDMO_DATA_ROOT", str(tmp_path))

@@ -11,9 +11,8 @@ import pytest
 import yaml
 from benchmark_releases import build_release
 
-from medmo_pipeline.evaluation.benchmarks import load_benchmark
-from medmo_pipeline.evaluation.metrics import summarize
-from medmo_pipeline.evaluation.registry import (
+from medmo_pipeline.data.benchmarks.loading import load_benchmark
+from medmo_pipeline.data.benchmarks.registry import (
     METRICS,
     PENDING_METRICS,
     REGISTRY_PATH,
@@ -22,6 +21,7 @@ from medmo_pipeline.evaluation.registry import (
     RegistryError,
     load_registry,
 )
+from medmo_pipeline.evaluation.metrics import summarize
 from medmo_pipeline.evaluation.scoring import PLUGIN_METRICS, score_benchmark
 
 REGISTRY = load_registry()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
 from medmo_pipeline.rewards import build_reward_functions
+from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 
 SIZES_AND_BOXES = [
     ((500, 375), (120.0, 80.0, 310.0, 240.0)),

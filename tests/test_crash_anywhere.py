@@ -69,7 +69,7 @@ def pipeline(tmp_path_factory):
     r = ["--recipe", str(recipe)]
     index = _result(_run(["medmo_pipeline.data.build", *r], env))["index_path"]
     base = tmp / "base"
-    _run(["medmo_pipeline.model.build", *r, "--output", str(base)], env)
+    _run(["medmo_pipeline.training.base_model", *r, "--output", str(base)], env)
     stage1 = tmp / "stage1"
     _run(["medmo_pipeline.training.sft", *r, "--stage", "stage1", "--parent", str(base), "--corpus", index,
           "--output", str(stage1)], env)

@@ -221,7 +221,7 @@ def test_the_evaluation_job_fails_on_a_missing_benchmark_before_any_model_loads(
 def test_unavailable_lists_missing_benchmarks_with_how_to_get_them(tmp_path, monkeypatch):
     from benchmark_releases import build_release
 
-    from medmo_pipeline.evaluation.benchmarks import unavailable
+    from medmo_pipeline.data.benchmarks.loading import unavailable
 
     monkeypatch.setenv("MEDMO_BENCHMARKS_ROOT", str(tmp_path))
     build_release("medqa", tmp_path / "medqa")

@@ -312,7 +312,7 @@ def test_a_multi_node_size_fails_with_a_clear_message_and_creates_no_pod(kubelet
     result, logged = materialize_base_model(tmp_path, profile, monkeypatch)
 
     assert not result.success
-    assert "medmo_pipeline.model.build asks for 2 nodes: the Pipes pod client runs one pod" in logged
+    assert "medmo_pipeline.training.base_model asks for 2 nodes: the Pipes pod client runs one pod" in logged
     assert "medmo_pipeline.launch.k8s" in logged  # where the multi-node route is
     assert kubelet.pods == {}
 
@@ -337,7 +337,7 @@ def test_a_failing_container_fails_the_run_and_its_pod_is_deleted(kubelet, tmp_p
 
     pod = kubelet.only_pod()
     assert not result.success and pod.deleted and pod.process.returncode == 3
-    assert pod.body["spec"]["containers"][0]["command"] == [str(script), "-m", "medmo_pipeline.model.build"]
+    assert pod.body["spec"]["containers"][0]["command"] == [str(script), "-m", "medmo_pipeline.training.base_model"]
     assert "no module here" in logged and "failed" in logged
 
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medmo_pipeline.boxes import pixels_to_relative, relative_to_pixels
 from medmo_pipeline.evaluation.metrics import box_iou, first_box_iou, grounding_scores, matched_iou
+from medmo_pipeline.schema.boxes import pixels_to_relative, relative_to_pixels
 
 A = [0, 0, 10, 10]
 B = [50, 50, 70, 60]

@@ -102,7 +102,7 @@ def test_reward_list_and_the_papers_reward_settings(paper):
 
 
 def test_paper_benchmarks_are_in_the_registry():
-    from medmo_pipeline.evaluation.registry import load_registry
+    from medmo_pipeline.data.benchmarks.registry import load_registry
 
     registry = load_registry()
     for names in BENCHMARKS.values():

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from medmo_pipeline import config
-from medmo_pipeline.config import MAX_RECIPE_NODES, RecipeError, load_recipe
+from medmo_pipeline.config import MAX_RECIPE_NODES, RecipeError
+from medmo_pipeline.recipe_checks import load_recipe
 from tests.conftest import embedded_recipe_data, write_recipe
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medmo_pipeline.data.paths import UnsafePathError, safe_join
 from medmo_pipeline.data.registry import (
     REGISTRY_PATH,
     RegistryError,
@@ -17,6 +16,7 @@ from medmo_pipeline.data.registry import (
     load_registry,
     resolve_source,
 )
+from medmo_pipeline.safe_paths import UnsafePathError, safe_join
 
 TRAINED = [  # the paper's datasets by role (docs/paper_recipe.md), in order (SLAKE once)
     "medtrinity", "iu_xray", "mimic_cxr", "chexpert", "chexpert_plus", "medpix_clinqa", "roco", "roco_v2",

@@ -15,8 +15,8 @@ from medmo_pipeline.config import RECIPES_DIR
 def test_corpus_is_laid_out_like_the_registry_in_the_paper_proportions(tmp_path):
     from medmo_pipeline.data import shards
     from medmo_pipeline.data.registry import load_registry
-    from medmo_pipeline.data.schema import validate_row
     from medmo_pipeline.rehearsal.corpus import build_corpus
+    from medmo_pipeline.schema.rows import validate_row
 
     index = build_corpus(tmp_path, total_rows=9000, shard_rows=500, log=lambda _: None)
     entries = {entry.name: entry for entry in load_registry().trained()}

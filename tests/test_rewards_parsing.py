@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medmo_pipeline.boxes import format_box_answer
-from medmo_pipeline.rewards.parsing import parse_boxes, parse_labeled_boxes
+from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
+from medmo_pipeline.schema.boxes import format_box_answer
 
 
 @pytest.mark.parametrize(

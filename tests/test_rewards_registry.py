@@ -9,11 +9,11 @@ import pytest
 
 import medmo_pipeline.rewards.box
 import medmo_pipeline.rewards.labels
-import medmo_pipeline.rewards.parsing
 import medmo_pipeline.rewards.registry
+import medmo_pipeline.schema.box_text
 from medmo_pipeline import reply_format
-from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
 from medmo_pipeline.rewards import REWARDS, box_reward, build_reward_functions, completion_text, parse_boxes
+from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 
 ALL_REWARDS = {
     "box": {"weight": 2.0, "squared": False, "lambda_fp": 0.1},
@@ -214,7 +214,7 @@ def test_every_registered_reward_has_a_docstring_example():
     [
         medmo_pipeline.rewards.box,
         medmo_pipeline.rewards.labels,
-        medmo_pipeline.rewards.parsing,
+        medmo_pipeline.schema.box_text,
         medmo_pipeline.rewards.registry,
     ],
 )

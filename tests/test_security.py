@@ -19,7 +19,7 @@ import yaml
 from medmo_pipeline.config import RECIPES_DIR, BaseModelRecipe, RecipeError, load_recipe
 from medmo_pipeline.data.adapters import iter_outcomes, iter_samples
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.data.paths import UnsafePathError, safe_glob
+from medmo_pipeline.safe_paths import UnsafePathError, safe_glob
 from tests.conftest import ROOT
 
 LIBRARY = ROOT / "medmo_pipeline"

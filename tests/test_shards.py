@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 from medmo_pipeline.data.shards import iter_rows, manifest_hash, read_manifest, verify_shards, write_shards
 from medmo_pipeline.data.synthetic import generate_rows
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
 SHARD_ROWS = 8
 

@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from medmo_pipeline.boxes import relative_to_pixels
-from medmo_pipeline.data.schema import SAMPLE_SCHEMA, validate_row
 from medmo_pipeline.data.synthetic import SYNTHETIC_SOURCES, generate_rows, iter_texts
 from medmo_pipeline.data.synthetic.knowledge import FACTS
 from medmo_pipeline.reply_format import split_reasoning
+from medmo_pipeline.schema.boxes import relative_to_pixels
+from medmo_pipeline.schema.rows import SAMPLE_SCHEMA, validate_row
 
 SIZE = 128
 BOX_ANSWER = re.compile(r"^(\w+) <box>\[(.*)\]</box>$")

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[bool, str]]:
     """The partition's asset checks, from the curation report and the published shards."""
     from medmo_pipeline.data import shards
-    from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+    from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 
     shard_dir = Path(report["shard_dir"])
     problems = shards.verify_shards(shard_dir)

@@ -1,6 +1,7 @@
 """The curated corpus: one shard directory per source, and an index that ties them together.
 
-Layout (DESIGN.md): ``<corpus>/<source>/<data_version>/part-NNNNN.parquet`` + ``manifest.json``,
+Layout (docs/architecture.md, "Contracts"):
+``<corpus>/<source>/<data_version>/part-NNNNN.parquet`` + ``manifest.json``,
 where a source's data version is its manifest hash (one ``corpus_shards`` partition each). A corpus
 index ``<corpus>/index/<hash>.json`` lists the sources a job reads (a stage mixture, or every source
 for evaluation); its hash over the sources' data versions is the corpus version a checkpoint records,

@@ -17,19 +17,28 @@ outcomes of the records that give none.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from medmo_pipeline.config import RECIPES_DIR, TaskName
 from medmo_pipeline.data.adapters import ADAPTERS, adapter
-from medmo_pipeline.data.paths import UnsafePathError, safe_join
+from medmo_pipeline.safe_paths import UnsafePathError, safe_join
+from medmo_pipeline.schema.rows import TaskName
+from medmo_pipeline.yaml_registry import (
+    SHIPPED_DIR,
+    Credentials,
+    check_credentials,
+    check_readable_dir,
+    check_unique,
+    entry_named,
+    hub_download_command,
+    load_strict,
+)
+from medmo_pipeline.yaml_registry import Strict as _Strict
 
-REGISTRY_PATH = RECIPES_DIR / "sources.yaml"
+REGISTRY_PATH = SHIPPED_DIR / "sources.yaml"
 Role = Literal["caption", "report", "vqa", "text_qa", "grounding"]
 Stage = Literal["stage1", "stage2", "stage3", "rl"]
 
@@ -40,10 +49,6 @@ class RegistryError(ValueError):
 
 class SourceUnavailable(RuntimeError):
     """A dataset that cannot be read now; the message names it and says what to do."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Origin(_Strict):
@@ -63,17 +68,9 @@ class Origin(_Strict):
 
     def how_to_get(self) -> str:
         if self.kind == "hub":
-            revision = self.revision or "<pin a revision>"
-            command = (f"huggingface-cli download {self.hub_id} --repo-type dataset --revision {revision} "
-                       f"--local-dir <data root>/{self.local_dir}")
+            command = hub_download_command(self.hub_id, self.revision, f"<data root>/{self.local_dir}")
             return f"{command}{'; ' + self.instructions if self.instructions else ''}"
         return self.instructions
-
-
-class Credentials(_Strict):
-    provider: str
-    env: list[str] = Field(min_length=1, description="environment variables that must be set")
-    instructions: str
 
 
 class AdapterSpec(_Strict):
@@ -147,19 +144,14 @@ class SourceRegistry(_Strict):
     @model_validator(mode="after")
     def _unique_and_linked(self) -> SourceRegistry:
         names = [entry.name for entry in self.datasets]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate dataset names {duplicates}")
+        check_unique(names, "dataset")
         dangling = sorted({e.part_of for e in self.datasets if e.part_of and e.part_of not in names})
         if dangling:
             raise ValueError(f"part_of names unknown datasets {dangling}")
         return self
 
     def get(self, name: str) -> SourceEntry:
-        for entry in self.datasets:
-            if entry.name == name:
-                return entry
-        raise KeyError(f"no dataset {name!r} in the registry; known: {sorted(e.name for e in self.datasets)}")
+        return entry_named(self.datasets, name, "dataset")
 
     def trained(self) -> list[SourceEntry]:
         """Datasets trained on directly (the corpus partitions)."""
@@ -171,15 +163,8 @@ class SourceRegistry(_Strict):
 
 def load_registry(path: Path = REGISTRY_PATH) -> SourceRegistry:
     """Load and validate a registry file; errors name the file, the dataset and the field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise RegistryError(f"{path}: cannot read the source registry ({error})") from None
-    try:
-        return SourceRegistry.model_validate(data)
-    except ValidationError as error:
-        raise RegistryError(f"{path}: " + "; ".join(_describe(item, data) for item in error.errors())) from None
+    return load_strict(path, SourceRegistry, RegistryError, what="the source registry", entries="datasets",
+                       entry="dataset")
 
 
 def resolve_source(entry: SourceEntry, root: Path) -> Path:
@@ -188,23 +173,13 @@ def resolve_source(entry: SourceEntry, root: Path) -> Path:
     Raises ``SourceUnavailable`` naming the dataset and saying what to do; never returns a path that
     is missing or unreadable.
     """
-    for variable in entry.credentials.env if entry.credentials else []:
-        if not os.environ.get(variable):
-            raise SourceUnavailable(
-                f"dataset {entry.name!r} needs {entry.credentials.provider} credentials: environment variable "
-                f"{variable} is not set. {entry.credentials.instructions}")
+    check_credentials(f"dataset {entry.name!r}", entry.credentials, SourceUnavailable)
     try:
         path = safe_join(Path(root), entry.origin.local_dir)
     except UnsafePathError as error:
         raise SourceUnavailable(f"dataset {entry.name!r}: origin.local_dir is unsafe ({error})") from None
-    if not path.is_dir():
-        raise SourceUnavailable(
-            f"dataset {entry.name!r} is not at {path} (missing). Get it with: {entry.origin.how_to_get()}")
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise SourceUnavailable(
-            f"dataset {entry.name!r} at {path} is not readable by this user; fix its permissions "
-            f"(chmod -R u+rX {path}) or point the data root elsewhere")
-    return path
+    return check_readable_dir(f"dataset {entry.name!r}", path, entry.origin.how_to_get(), SourceUnavailable,
+                              elsewhere="point the data root elsewhere")
 
 
 def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None) -> Iterator:
@@ -235,17 +210,3 @@ def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None)
                 f"{'; or pick another layout with corpus.registry.versions (' + ', '.join(entry.versions()) + ')' if entry.other_versions else ''}"
             ) from None
 
-
-def _describe(item: dict, data: Any) -> str:
-    """One pydantic error as 'dataset <name>, field <dotted path>: message'."""
-    location = list(item["loc"])
-    where = ""
-    if len(location) >= 2 and location[0] == "datasets" and isinstance(location[1], int):
-        index = location[1]
-        try:
-            name = data["datasets"][index].get("name", f"#{index}")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            name = f"#{index}"
-        where, location = f"dataset {name!r}, ", location[2:]
-    field = ".".join(str(part) for part in location) or "(entry)"
-    return f"{where}field {field}: {item['msg']}"

@@ -1,74 +1,12 @@
-"""The sample contract: one training or evaluation example, as stored in Parquet shards.
+"""The sample contract now lives in :mod:`medmo_pipeline.schema.rows`; this name stays while the
+curation package still imports it from here (new code imports ``medmo_pipeline.schema.rows``)."""
 
-Rows are plain dicts with these keys (HF ``datasets`` reads the shards directly):
-
-- ``id``: stable ``source:local_id``
-- ``source``, ``split`` (train | eval), ``task`` (one of TASKS), ``modality``
-- ``images``: list of {bytes, path, width, height, sha256}; images belong, in order, to the
-  first user turn
-- ``messages``: chat turns {role, content}, user then assistant; content is plain text
-- ``answer``: the short gold label when there is one ("" otherwise)
-- ``choices``: options for multiple choice ([] otherwise)
-- ``boxes``: list of {label, x1, y1, x2, y2} in pixels of the original image
-- ``license``
-"""
-
-from __future__ import annotations
-
-import pyarrow as pa
-
-TASKS = ("caption", "vqa", "report", "grounding", "text_qa", "instruction")
-SPLITS = ("train", "eval")
-
-IMAGE_TYPE = pa.struct(
-    [
-        ("bytes", pa.binary()),
-        ("path", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("sha256", pa.string()),
-    ]
+from medmo_pipeline.schema.rows import (  # noqa: F401 - re-exported
+    BOX_TYPE,
+    IMAGE_TYPE,
+    MESSAGE_TYPE,
+    SAMPLE_SCHEMA,
+    SPLITS,
+    TASKS,
+    validate_row,
 )
-MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
-BOX_TYPE = pa.struct(
-    [
-        ("label", pa.string()),
-        ("x1", pa.float64()),
-        ("y1", pa.float64()),
-        ("x2", pa.float64()),
-        ("y2", pa.float64()),
-    ]
-)
-
-SAMPLE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("split", pa.string()),
-        ("task", pa.string()),
-        ("modality", pa.string()),
-        ("images", pa.list_(IMAGE_TYPE)),
-        ("messages", pa.list_(MESSAGE_TYPE)),
-        ("answer", pa.string()),
-        ("choices", pa.list_(pa.string())),
-        ("boxes", pa.list_(BOX_TYPE)),
-        ("license", pa.string()),
-    ]
-)
-
-
-def validate_row(row: dict) -> None:
-    """Raise ValueError naming the first field of ``row`` that breaks the contract."""
-    missing = [name for name in SAMPLE_SCHEMA.names if name not in row]
-    if missing:
-        raise ValueError(f"row {row.get('id', '?')!r}: missing fields {missing}")
-    if row["task"] not in TASKS:
-        raise ValueError(f"row {row['id']!r}: task {row['task']!r} is not one of {TASKS}")
-    if row["split"] not in SPLITS:
-        raise ValueError(f"row {row['id']!r}: split {row['split']!r} is not one of {SPLITS}")
-    roles = [m["role"] for m in row["messages"]]
-    if len(roles) < 2 or roles[0] != "user" or roles[-1] != "assistant":
-        raise ValueError(f"row {row['id']!r}: messages must go user ... assistant, got {roles}")
-    for box in row["boxes"]:
-        if not (box["x2"] > box["x1"] and box["y2"] > box["y1"]):
-            raise ValueError(f"row {row['id']!r}: degenerate box {box}")

@@ -127,9 +127,13 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
     or not: a training row that is a benchmark item is contamination whoever evaluates on it.
     """
     from medmo_pipeline.data import synthetic
+    from medmo_pipeline.data.benchmarks.loading import benchmark_dir, read_benchmark
+    from medmo_pipeline.data.benchmarks.registry import (
+        BenchmarkUnavailable,
+        load_registry,
+        resolve_benchmark_dir,
+    )
     from medmo_pipeline.data.curation import build_eval_index
-    from medmo_pipeline.evaluation.benchmarks import benchmark_dir, read_benchmark
-    from medmo_pipeline.evaluation.registry import BenchmarkUnavailable, load_registry, resolve_benchmark_dir
 
     def rows():
         spec = corpus.synthetic

@@ -56,7 +56,7 @@ def reported_rows(benchmarks: list[str]):
     numbers (the synthetic split) add nothing."""
     import pandas as pd
 
-    from medmo_pipeline.evaluation.registry import load_registry
+    from medmo_pipeline.data.benchmarks.registry import load_registry
 
     registry = {b.name: b for b in load_registry().benchmarks}
     rows = []
@@ -80,7 +80,7 @@ def paper_comparison(measured, models: dict[str, str] | None = None):
     here or not."""
     import pandas as pd
 
-    from medmo_pipeline.evaluation.registry import REPORTED_MODELS, load_registry
+    from medmo_pipeline.data.benchmarks.registry import REPORTED_MODELS, load_registry
 
     registry = load_registry()
     models = models or {m: f"{label} (reported)" for m, label in REPORTED_MODELS.items() if m != "medmo_8b_before_rl"}

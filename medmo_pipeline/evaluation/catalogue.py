@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medmo_pipeline.evaluation.registry import BenchmarkRegistry, load_registry
+from medmo_pipeline.data.benchmarks.registry import BenchmarkRegistry, load_registry
 
 MARKER = "<!-- generated from recipes/benchmarks.yaml by python -m medmo_pipeline.evaluation.catalogue -->"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"

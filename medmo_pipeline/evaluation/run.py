@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus
-        from medmo_pipeline.evaluation.benchmarks import declared_metrics, load_counted
+        from medmo_pipeline.data.benchmarks.loading import declared_metrics, load_counted
         from medmo_pipeline.evaluation.generation import generate_answers
         from medmo_pipeline.evaluation.scoring import score_benchmark
         from medmo_pipeline.model.loading import load_model, load_processor

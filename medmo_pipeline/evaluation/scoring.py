@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medmo_pipeline import boxes as box_scale
+from medmo_pipeline.data.benchmarks.gold import check_grounding_gold
 from medmo_pipeline.evaluation import metrics as M
-from medmo_pipeline.evaluation.gold import check_grounding_gold
-from medmo_pipeline.rewards.parsing import parse_boxes
+from medmo_pipeline.schema import boxes as box_scale
+from medmo_pipeline.schema.box_text import parse_boxes
 
 CIDER_TASKS = ("report", "caption")
 ROUGE_TASKS = ("report", "caption", "instruction")

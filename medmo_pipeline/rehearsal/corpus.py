@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.schema import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA
+from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA
 
 # The paper's stage sizes (pairs per stage); each stage's share goes evenly to its sources.
 PAPER_STAGE_ROWS = {"stage1": 18_500_000, "stage2": 3_000_000, "stage3": 4_300_000}

@@ -9,7 +9,6 @@ from medmo_pipeline.rewards.labels import (
     option_letter,
     tag_count_score,
 )
-from medmo_pipeline.rewards.parsing import parse_boxes, parse_labeled_boxes
 from medmo_pipeline.rewards.registry import (
     REWARDS,
     BoundReward,
@@ -17,6 +16,7 @@ from medmo_pipeline.rewards.registry import (
     build_reward_functions,
     completion_text,
 )
+from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
 
 __all__ = [
     "REWARDS",

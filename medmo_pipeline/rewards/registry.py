@@ -25,11 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from medmo_pipeline.boxes import relative_to_pixels
 from medmo_pipeline.reply_format import TAGS
 from medmo_pipeline.rewards.box import box_reward
 from medmo_pipeline.rewards.labels import extract_answer, label_match, normalize_answer, tag_count_score
-from medmo_pipeline.rewards.parsing import parse_boxes, parse_labeled_boxes
+from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
+from medmo_pipeline.schema.boxes import relative_to_pixels
 
 GROUNDING_TASKS = frozenset({"grounding"})
 LABELED_TASKS = frozenset({"vqa", "text_qa"})

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowError
-from medmo_pipeline.data.paths import safe_glob, safe_join
+from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only
 from .grounding import grounding_rows, xywh_to_xyxy

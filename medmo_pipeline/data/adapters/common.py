@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_line, load_json
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
-from medmo_pipeline.data.paths import UnsafePathError, check_relative, safe_join
+from medmo_pipeline.safe_paths import UnsafePathError, check_relative, safe_join
 
 IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 DICOM_SUFFIXES = (".dcm", ".dicom")

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline import boxes as box_scale
-from medmo_pipeline.config import TaskName
 from medmo_pipeline.data.outcomes import RowError
+from medmo_pipeline.schema import boxes as box_scale
+from medmo_pipeline.schema.box_text import parse_labeled_boxes
+from medmo_pipeline.schema.rows import TaskName
 
 from .common import (
     ImageRecordOptions,
@@ -61,8 +62,6 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
 
 def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[dict]:
     """Pixel box records of the first reply's boxes, on the first image (none without an image)."""
-    from medmo_pipeline.rewards.parsing import parse_labeled_boxes
-
     reply = next((m["content"] for m in messages if m["role"] == "assistant"), "")
     if not images:
         return []

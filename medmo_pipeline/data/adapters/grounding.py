@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
+from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 
 from .common import AdapterOptions, coordinates, make_row, turn
 

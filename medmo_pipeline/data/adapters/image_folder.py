@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.paths import safe_glob, safe_join
+from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import (
     AdapterOptions,

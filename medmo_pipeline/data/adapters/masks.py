@@ -16,8 +16,8 @@ from PIL import Image
 
 from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels, limits_in_force
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-from medmo_pipeline.data.paths import safe_join
 from medmo_pipeline.data.pixels import failed_entry
+from medmo_pipeline.safe_paths import safe_join
 
 from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, make_row, rows_only, turn
 from .grounding import QUESTION, grounding_rows

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from medmo_pipeline.data.outcomes import RowError, RowQuarantined
-from medmo_pipeline.data.paths import safe_glob, safe_join
+from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import (
     ImageRecordOptions,

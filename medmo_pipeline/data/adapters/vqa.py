@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.safe_paths import safe_join
 
 from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
 from .common import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
-from medmo_pipeline.data.paths import safe_join
+from medmo_pipeline.safe_paths import safe_join
 
 from .common import AdapterOptions, SourceLayoutError, coordinates, guarded, limited, load_image, rows_only
 from .grounding import grounding_rows

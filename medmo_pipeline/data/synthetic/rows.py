@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medmo_pipeline.boxes import format_box_answer, pixels_to_relative
 from medmo_pipeline.reply_format import THINK_CLOSE, THINK_OPEN
+from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 
 from .drawing import Box
 

@@ -1,7 +1,7 @@
 """Grounding metrics on the original image's pixel scale (XYXY boxes, no +1 in widths).
 
 Predictions on Qwen3-VL's 0-1000 scale must be converted first with
-``medmo_pipeline.boxes.relative_to_pixels``; this module never guesses the scale.
+``medmo_pipeline.schema.boxes.relative_to_pixels``; this module never guesses the scale.
 """
 
 from __future__ import annotations

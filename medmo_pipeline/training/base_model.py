@@ -1,6 +1,10 @@
 """Base-model job: build the offline tiny model, or resolve a hub model from the local cache.
 
-    python -m medmo_pipeline.model.build --recipe embedded --output .medmo/models/base/<key>
+    python -m medmo_pipeline.training.base_model --recipe embedded --output .medmo/models/base/<key>
+
+The first checkpoint of the chain, so it sits with the jobs that write the others: it takes the
+tokenizer's texts from the synthetic corpus generator (data) and builds the model (model), which
+knows nothing of where its texts come from.
 """
 
 from __future__ import annotations

@@ -11,17 +11,26 @@ credentials, which training adapters read it (the same families and options as
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from medmo_pipeline.config import RECIPES_DIR, TaskName
-from medmo_pipeline.data.registry import Credentials, SourceUnavailable
+from medmo_pipeline.data.registry import SourceUnavailable
+from medmo_pipeline.schema.rows import TaskName
+from medmo_pipeline.yaml_registry import (
+    SHIPPED_DIR,
+    Credentials,
+    check_credentials,
+    check_readable_dir,
+    check_unique,
+    entry_named,
+    hub_download_command,
+    load_strict,
+)
+from medmo_pipeline.yaml_registry import Strict as _Strict
 
-REGISTRY_PATH = RECIPES_DIR / "benchmarks.yaml"
+REGISTRY_PATH = SHIPPED_DIR / "benchmarks.yaml"
 
 # Metric names ``evaluation.scoring.score_rows`` emits (the rows' tasks decide which).
 SCORED_METRICS = frozenset({
@@ -55,10 +64,6 @@ class BenchmarkUnavailable(SourceUnavailable):
     """A benchmark whose files or credentials are missing; the message says what to do."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class BenchmarkOrigin(_Strict):
     kind: Literal["hub", "local", "synthetic"]
     hub_id: str | None = None
@@ -76,9 +81,7 @@ class BenchmarkOrigin(_Strict):
 
     def how_to_get(self, directory: Path) -> str:
         if self.kind == "hub":
-            revision = self.revision or "<pin a revision>"
-            command = (f"huggingface-cli download {self.hub_id} --repo-type dataset --revision {revision} "
-                       f"--local-dir {directory}")
+            command = hub_download_command(self.hub_id, self.revision, directory)
             return f"{command} (split {self.split}){'; then ' + self.instructions if self.instructions else ''}"
         return self.instructions
 
@@ -87,7 +90,7 @@ class BenchmarkLoader(_Strict):
     """One reader + options; ``subset`` names it when a benchmark has several.
 
     ``family`` is a training adapter family (``data/adapters``) or a benchmark reader of
-    ``evaluation.readers`` (release formats no training source uses). ``layouts`` are alternative
+    ``data.benchmarks.readers`` (release formats no training source uses). ``layouts`` are alternative
     option sets for other published layouts of the same files, tried in order when the main
     ``file`` pattern matches nothing (a layout may name another ``family``). ``record_filter`` keeps only records whose field has one of
     the listed values (MedSG's ``task`` column: one benchmark entry per sub-task).
@@ -101,7 +104,7 @@ class BenchmarkLoader(_Strict):
 
     @model_validator(mode="after")
     def _known_family_and_options(self) -> BenchmarkLoader:
-        from medmo_pipeline.evaluation.readers import reader
+        from medmo_pipeline.data.benchmarks.readers import reader
 
         for family, options in self.option_sets():
             reader(family).Options.model_validate(options)  # errors name the family or the option
@@ -123,7 +126,7 @@ class AnswerRules(_Strict):
     types: list[AnswerType] = Field(min_length=1)
     closed_when: Literal["yes_no_answer"] | None = None  # scoring's rule: gold answer yes/no = closed
     mcq_gold: Literal["option_letter"] | None = None  # adapters turn index/text answers into the letter
-    # Scale of the boxes in a benchmark's gold replies, read by ``evaluation.gold`` where a row has no
+    # Scale of the boxes in a benchmark's gold replies, read by ``data.benchmarks.gold`` where a row has no
     # pixel boxes of its own: relative_1000 = Qwen3-VL's 0-1000 scale, pixels = the original image's
     # pixels. Scoring is always on the original image's pixels.
     box_scale: Literal["relative_1000", "pixels"] | None = None
@@ -220,10 +223,7 @@ class BenchmarkRegistry(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> BenchmarkRegistry:
-        names = [b.name for b in self.benchmarks]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate benchmark names {duplicates}")
+        check_unique(self.names(), "benchmark")
         return self
 
     def names(self) -> list[str]:
@@ -238,10 +238,7 @@ class BenchmarkRegistry(_Strict):
         return [b.name for b in self.benchmarks if b.paper_average == group]
 
     def get(self, name: str) -> Benchmark:
-        for benchmark in self.benchmarks:
-            if benchmark.name == name:
-                return benchmark
-        raise KeyError(f"no benchmark {name!r} in the registry; known: {sorted(self.names())}")
+        return entry_named(self.benchmarks, name, "benchmark")
 
     def reported_rows(self) -> list[dict]:
         """The paper's numbers as long rows (benchmark, column, model, value), nulls left out."""
@@ -257,46 +254,14 @@ class BenchmarkRegistry(_Strict):
 
 def load_registry(path: Path = REGISTRY_PATH) -> BenchmarkRegistry:
     """Load and validate the benchmark registry; errors name the file, the benchmark and the field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise RegistryError(f"{path}: cannot read the benchmark registry ({error})") from None
-    try:
-        return BenchmarkRegistry.model_validate(data)
-    except ValidationError as error:
-        raise RegistryError(f"{path}: " + "; ".join(_describe(item, data) for item in error.errors())) from None
+    return load_strict(path, BenchmarkRegistry, RegistryError, what="the benchmark registry", entries="benchmarks",
+                       entry="benchmark")
 
 
 def resolve_benchmark_dir(benchmark: Benchmark, directory: Path) -> Path:
     """``directory`` checked to exist and be readable, with the benchmark's credentials set."""
-    for variable in benchmark.credentials.env if benchmark.credentials else []:
-        if not os.environ.get(variable):
-            raise BenchmarkUnavailable(
-                f"benchmark {benchmark.name!r} needs {benchmark.credentials.provider} credentials: environment "
-                f"variable {variable} is not set. {benchmark.credentials.instructions}")
+    check_credentials(f"benchmark {benchmark.name!r}", benchmark.credentials, BenchmarkUnavailable)
     directory = Path(directory)
-    if not directory.is_dir():
-        raise BenchmarkUnavailable(
-            f"benchmark {benchmark.name!r} is not at {directory} (missing). "
-            f"Get it with: {benchmark.origin.how_to_get(directory)}")
-    if not os.access(directory, os.R_OK | os.X_OK):
-        raise BenchmarkUnavailable(
-            f"benchmark {benchmark.name!r} at {directory} is not readable by this user; fix its permissions "
-            f"(chmod -R u+rX {directory}) or pass another root")
-    return directory
+    return check_readable_dir(f"benchmark {benchmark.name!r}", directory, benchmark.origin.how_to_get(directory),
+                              BenchmarkUnavailable, elsewhere="pass another root")
 
-
-def _describe(item: dict, data: Any) -> str:
-    """One pydantic error as 'benchmark <name>, field <dotted path>: message'."""
-    location = list(item["loc"])
-    where = ""
-    if len(location) >= 2 and location[0] == "benchmarks" and isinstance(location[1], int):
-        index = location[1]
-        try:
-            name = data["benchmarks"][index].get("name", f"#{index}")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            name = f"#{index}"
-        where, location = f"benchmark {name!r}, ", location[2:]
-    field = ".".join(str(part) for part in location) or "(entry)"
-    return f"{where}field {field}: {item['msg']}"

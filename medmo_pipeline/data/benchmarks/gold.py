@@ -14,8 +14,8 @@
   ``boxes.relative_to_pixels``, the same conversion scoring applies to predictions, with the same
   (first) image's size; ``pixels`` (coordinates of the original image) is taken as it is.
 - **Unreadable gold**: a grounding row still without a gold box after this (a reply with no box in
-  a form ``rewards.parsing`` reads, or an image of unknown size) cannot be scored;
-  the benchmark load (``evaluation.benchmarks``, ``evaluation.checks``) fails naming every such row,
+  a form ``schema.box_text`` reads, or an image of unknown size) cannot be scored;
+  the benchmark load (``data.benchmarks.loading``, ``data.benchmarks.checks``) fails naming every such row,
   before any model runs, and :func:`check_grounding_gold` refuses such rows at scoring time too.
 
 An evaluation asks only a row's first user turn (``generation.prompt_messages``), so
@@ -27,9 +27,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from medmo_pipeline import boxes as box_scale
 from medmo_pipeline.answers import option_letter
 from medmo_pipeline.data.adapters.choices import LETTERS
+from medmo_pipeline.schema import boxes as box_scale
+from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
+from medmo_pipeline.schema.rows import prompt_text, reference_text
 
 QUESTION_TASKS = ("vqa", "text_qa")
 
@@ -111,7 +113,6 @@ def reply_boxes(reply: str, width: float, height: float, scale: str = "relative_
     >>> reply_boxes("Lesion <box>[[50, 50, 150, 100]]</box>", 200, 100, scale="pixels")
     [{'label': 'Lesion', 'x1': 50.0, 'y1': 50.0, 'x2': 150.0, 'y2': 100.0}]
     """
-    from medmo_pipeline.rewards.parsing import parse_labeled_boxes  # the rewards package loads TRL
 
     if scale not in BOX_SCALES:
         raise ValueError(f"unknown box scale {scale!r}; known: {list(BOX_SCALES)}")
@@ -131,7 +132,7 @@ def first_exchange(row: dict) -> dict:
     if "assistant" not in roles or roles.index("assistant") == len(roles) - 1:
         return row
     messages = row["messages"][: roles.index("assistant") + 1]
-    answer = messages[-1]["content"] if row["answer"] == row["messages"][-1]["content"] else row["answer"]
+    answer = messages[-1]["content"] if row["answer"] == reference_text(row) else row["answer"]
     return {**row, "messages": messages, "answer": answer}
 
 
@@ -140,7 +141,7 @@ def with_choices_from_question(row: dict) -> dict:
     row whose question lists none, or whose answer names none of them, is returned unchanged."""
     if row["task"] not in QUESTION_TASKS or row["choices"]:
         return row
-    choices = question_choices(row["messages"][0]["content"])
+    choices = question_choices(prompt_text(row))
     letter = option_letter(row["answer"], choices) if choices else None
     return row if letter is None else {**row, "choices": choices, "answer": letter}
 
@@ -153,7 +154,7 @@ def with_boxes_from_reply(row: dict, scale: str = "relative_1000") -> dict:
     width, height = row["images"][0]["width"], row["images"][0]["height"]
     if width <= 0 or height <= 0:
         return row
-    return {**row, "boxes": reply_boxes(row["messages"][-1]["content"], width, height, scale)}
+    return {**row, "boxes": reply_boxes(reference_text(row), width, height, scale)}
 
 
 def gold_from_text(row: dict, answer_types: Iterable[str], box_scale: str | None = None) -> dict:
@@ -185,7 +186,7 @@ def with_model_scale_reply(row: dict) -> dict:
     label = next((box.get("label") for box in row["boxes"] if box.get("label")), "") or ""
     relative = [box_scale.pixels_to_relative((b["x1"], b["y1"], b["x2"], b["y2"]), width, height) for b in row["boxes"]]
     reply = box_scale.format_box_answer(label, relative).strip()
-    answer = reply if row["answer"] == row["messages"][-1]["content"] else row["answer"]
+    answer = reply if row["answer"] == reference_text(row) else row["answer"]
     return {**row, "messages": [*row["messages"][:-1], {**row["messages"][-1], "content": reply}], "answer": answer}
 
 
@@ -198,11 +199,10 @@ def unreadable_grounding_reason(row: dict) -> str | None:
         return "no image"
     if row["images"][0]["width"] <= 0 or row["images"][0]["height"] <= 0:
         return "image size unknown, so its reply's boxes cannot be placed"
-    from medmo_pipeline.rewards.parsing import parse_boxes
 
-    reply = " ".join(row["messages"][-1]["content"].split())
+    reply = " ".join(reference_text(row).split())
     if parse_boxes(reply):
-        return "empty boxes column (its reply's boxes were never read: load it through evaluation.benchmarks)"
+        return "empty boxes column (its reply's boxes were never read: load it through data.benchmarks.loading)"
     return f"no box readable in its reply {reply[:80]!r}"
 
 
@@ -214,7 +214,7 @@ def check_grounding_gold(rows: Iterable[dict], benchmark: str | None = None, *, 
     >>> check_grounding_gold([row], "b")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    medmo_pipeline.evaluation.gold.UnreadableGold: benchmark 'b': 1 grounding row(s) have no gold box ...
+    medmo_pipeline.data.benchmarks.gold.UnreadableGold: benchmark 'b': 1 grounding row(s) have no gold box ...
     """
     bad = [(row["id"], reason) for row in rows if (reason := unreadable_grounding_reason(row)) is not None]
     if bad:

@@ -14,7 +14,7 @@ has an ``Options`` model and ``iter_samples(root, options)`` yielding sample-con
   "answer": [x1, y1, x2, y2], "size"?: [w, h]}``; ``answer`` in pixels of the released image,
   ``size`` the frame of multi-view answers). The reply is written in MedSG's own form,
   ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, on the first image's pixels (``answers.box_scale:
-  pixels``), so the one box conversion in ``evaluation.gold`` reads it; ``tasks`` keeps the listed
+  pixels``), so the one box conversion in ``data.benchmarks.gold`` reads it; ``tasks`` keeps the listed
   sub-tasks (one registry entry per sub-task).
 """
 
@@ -86,7 +86,7 @@ def _present_suffix(root: Path, options: MedSGOptions, path: str) -> str:
     """``path`` as written, or else its shortest-dropped tail that exists under the image folder:
     the release writes paths from its own download root (``MedSG-Bench/MedSG-Bench/Task8/x.png``),
     which a copy may or may not keep."""
-    from medmo_pipeline.data.paths import safe_join
+    from medmo_pipeline.safe_paths import safe_join
 
     base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
     parts = [part for part in path.replace("\\", "/").split("/") if part]  # an absolute path's tail too
@@ -155,7 +155,7 @@ def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
     study whose report is missing yields a quarantine record naming it."""
     from medmo_pipeline.data.adapters import report
     from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-    from medmo_pipeline.data.paths import safe_join
+    from medmo_pipeline.safe_paths import safe_join
 
     options = MimicSplitOptions.model_validate(options)
     studies, others = {}, set()

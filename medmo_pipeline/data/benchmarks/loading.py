@@ -1,6 +1,6 @@
 """Benchmarks an evaluation can run: the embedded default's synthetic held-out split, and every
 benchmark of ``recipes/benchmarks.yaml``, read through the training adapters or the benchmark
-readers of ``evaluation.readers``.
+readers of ``data.benchmarks.readers``.
 
 ``load_benchmark(name, index, max_per_task, root=...)`` returns sample-contract rows with split
 "eval", in a deterministic order (file order, loaders in registry order), capped per (subset,
@@ -13,7 +13,7 @@ missing image, a gold answer or reference that cannot be read, or fewer rows tha
 own protocol excludes (registry ``exclude``) and records an adapter leaves out on purpose (SLAKE's
 other languages) are filtered and counted; a record an adapter quarantines fails the load. Gold labels a file keeps
 inside its text (options in the question, boxes in the reply) are moved into ``choices`` /
-``boxes`` by ``evaluation.gold``.
+``boxes`` by ``data.benchmarks.gold``.
 
 Where benchmarks live: ``benchmarks_dir()`` is ``$MEDMO_BENCHMARKS_ROOT``, else
 ``$MEDMO_DATA_ROOT/benchmarks``, else ``$MEDMO_HOME/benchmarks``; each benchmark in ``<name>/``.
@@ -27,25 +27,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-from medmo_pipeline.data.paths import safe_glob
-from medmo_pipeline.evaluation.checks import (
+from medmo_pipeline.data.benchmarks.checks import (
     BenchmarkLoadError,
     exclusion,
     missing_image,
     raise_problems,
     unreadable_gold,
 )
-from medmo_pipeline.evaluation.gold import check_grounding_gold, gold_from_text
-from medmo_pipeline.evaluation.readers import items
-from medmo_pipeline.evaluation.registry import (
+from medmo_pipeline.data.benchmarks.gold import check_grounding_gold, gold_from_text
+from medmo_pipeline.data.benchmarks.readers import items
+from medmo_pipeline.data.benchmarks.registry import (
     Benchmark,
     BenchmarkLoader,
     BenchmarkUnavailable,
     load_registry,
     resolve_benchmark_dir,
 )
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.home import medmo_home
+from medmo_pipeline.safe_paths import safe_glob
 
 
 def synthetic_heldout(index: dict, *, max_per_task: int | None = None) -> list[dict]:

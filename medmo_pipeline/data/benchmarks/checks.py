@@ -1,6 +1,6 @@
 """What makes a loaded benchmark row unusable, and which rows a benchmark's protocol leaves out.
 
-A benchmark is loaded completely or not at all (``evaluation.benchmarks``): every row is checked
+A benchmark is loaded completely or not at all (``data.benchmarks.loading``): every row is checked
 here before any model runs. :func:`row_problem` says why a row cannot be evaluated (a missing
 image, a gold answer or reference that cannot be read); :func:`exclusion` says which rows the
 benchmark's own evaluation protocol excludes (studies with neither findings nor impression), which
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from medmo_pipeline.data.adapters.choices import LETTERS
-from medmo_pipeline.evaluation.gold import QUESTION_TASKS, unreadable_grounding_reason
+from medmo_pipeline.data.benchmarks.gold import QUESTION_TASKS, unreadable_grounding_reason
+from medmo_pipeline.schema.rows import reference_text
 
 FREE_TEXT_TASKS = ("report", "caption", "instruction")
 SHOWN = 5
@@ -32,7 +33,7 @@ def missing_image(row: dict) -> str | None:
 def exclusion(row: dict, reasons: Iterable[str]) -> str | None:
     """The first of ``reasons`` (the registry's ``exclude``) that applies to ``row``; None if none."""
     for reason in reasons:
-        if reason == "empty_reference" and row["task"] in FREE_TEXT_TASKS and not row["messages"][-1]["content"].strip():
+        if reason == "empty_reference" and row["task"] in FREE_TEXT_TASKS and not reference_text(row).strip():
             return reason
     return None
 
@@ -48,7 +49,7 @@ def unreadable_gold(row: dict) -> str | None:
             return f"gold answer {answer!r} names none of its {len(row['choices'])} options"
         return None
     if row["task"] in FREE_TEXT_TASKS:
-        return None if row["messages"][-1]["content"].strip() else "empty reference text"
+        return None if reference_text(row).strip() else "empty reference text"
     return unreadable_grounding_reason(row)
 
 

@@ -13,7 +13,7 @@
 Every form reduces to the same unit: an innermost bracket list of exactly four numbers. When the
 text has complete ``<box>...</box>`` groups, only lists inside them count, so numbers quoted in
 prose next to a MedMO answer are not mistaken for predictions. Coordinates come back as written
-(Qwen3-VL writes the 0-1000 scale; converting to pixels is medmo_pipeline.boxes' job).
+(Qwen3-VL writes the 0-1000 scale; converting to pixels is :mod:`medmo_pipeline.schema.boxes`' job).
 
 The parser never raises and runs in linear time: it uses ``str.find`` scans and regexes whose
 repeated parts cannot overlap, so no input makes them backtrack catastrophically.

@@ -212,7 +212,8 @@ def grpo_step_share(max_steps: int) -> None:
     from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
     from medmo_pipeline.model.tiny import build_tiny_base_model
     from medmo_pipeline.rewards import build_reward_functions
-    from medmo_pipeline.training.grpo import grpo_config, left_pad_prompts, observed, rl_dataset
+    from medmo_pipeline.training.examples import rl_dataset
+    from medmo_pipeline.training.grpo import grpo_config, left_pad_prompts, observed
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -167,7 +167,8 @@ def child(index_path: Path, processor_dir: Path) -> None:
 
     from medmo_pipeline.data import corpus
     from medmo_pipeline.model.loading import load_processor
-    from medmo_pipeline.training import common, streamed
+    from medmo_pipeline.process_memory import current_rss_kib, peak_rss_mib
+    from medmo_pipeline.training import examples, streamed
     from medmo_pipeline.training.collation import answer_masked_collator
 
     processor = load_processor(processor_dir)
@@ -176,7 +177,7 @@ def child(index_path: Path, processor_dir: Path) -> None:
     started = time.perf_counter()
     index = corpus.load_index(index_path)
     plan = streamed.stage_plan(index, bench_mixture())
-    data = streamed.StageData(plan, 42, common.sft_features(), common.sft_example, examples_per_step=BATCH)
+    data = streamed.StageData(plan, 42, examples.sft_features(), examples.sft_example, examples_per_step=BATCH)
     batches = iter(DataLoader(data.dataset, batch_size=BATCH, collate_fn=collator))
     first = next(batches)
     first_step = time.perf_counter() - started
@@ -190,26 +191,9 @@ def child(index_path: Path, processor_dir: Path) -> None:
         pass
     raw_rate = RAW_ROWS / (time.perf_counter() - raw)
     print(json.dumps({"first_step_seconds": first_step, "peak_rss_mib": peak_rss_mib(),
-                      "import_rss_mib": import_rss, "rss_after_mib": current_rss_mib(),
+                      "import_rss_mib": import_rss, "rss_after_mib": current_rss_kib() / 1024,
                       "rows_per_second": rate, "raw_rows_per_second": raw_rate,
                       "planned_samples": plan["planned_samples"]}))
-
-
-def peak_rss_mib() -> float:
-    # This process's own high-water mark: ru_maxrss would also carry the peak of the process that
-    # started it (Linux keeps it across fork and exec), and that parent wrote the corpus.
-    return _status_mib("VmHWM:")
-
-
-def current_rss_mib() -> float:
-    return _status_mib("VmRSS:")
-
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":

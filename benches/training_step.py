@@ -38,8 +38,8 @@ def main() -> None:
     from medmo_pipeline.model.loading import load_model, load_processor, set_image_resolution
     from medmo_pipeline.model.patch_projection import use_patchwise_projection
     from medmo_pipeline.model.tiny import build_tiny_base_model
-    from medmo_pipeline.training import common
     from medmo_pipeline.training.collation import answer_masked_collator
+    from medmo_pipeline.training.examples import image_cells, sft_dataset
 
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
@@ -55,7 +55,7 @@ def main() -> None:
         processor = load_processor(base)
         set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
         collator = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)
-        dataset = common.sft_dataset(samples)
+        dataset = sft_dataset(samples)
         batch_size = stage.optim.per_device_train_batch_size
         batches = [collator([dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)])
                    for i in range(steps)]
@@ -92,10 +92,10 @@ def main() -> None:
         collation = alternating(collate_ms, collators, reps)
 
     rows = (image_rows * (dataset_rows // len(image_rows) + 1))[:dataset_rows]
-    features = common.sft_dataset(rows[:1]).features
+    features = sft_dataset(rows[:1]).features
 
     def from_dict() -> None:
-        datasets.Dataset.from_dict({"images": [common.image_cells(r) for r in rows],
+        datasets.Dataset.from_dict({"images": [image_cells(r) for r in rows],
                                     "messages": [[{"role": m["role"], "content": m["content"]} for m in r["messages"]]
                                                  for r in rows]}, features=features)
 
@@ -104,7 +104,7 @@ def main() -> None:
         fn()
         return time.perf_counter() - started
 
-    built = {"Dataset.from_dict": seconds(from_dict), "straight into Arrow": seconds(lambda: common.sft_dataset(rows))}
+    built = {"Dataset.from_dict": seconds(from_dict), "straight into Arrow": seconds(lambda: sft_dataset(rows))}
 
     print(f"SFT step, batch {batch_size} at {stage.image.max_pixels} pixels, median of {reps} x {steps} steps:")
     medians = {name: statistics.median(t) for name, t in timings.items()}

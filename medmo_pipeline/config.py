@@ -105,7 +105,7 @@ class CorpusRecipe(_Strict):
     image_limits: ImageLimitsRecipe = ImageLimitsRecipe()
     curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
     split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
-                                                                "curation_parts parts (data.curation_parts)")
+                                                                "curation_parts parts (data.curation.parts)")
 
     @model_validator(mode="after")
     def _kind_has_its_section(self) -> CorpusRecipe:

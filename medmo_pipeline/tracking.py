@@ -116,15 +116,6 @@ def lineage_record(
     }
 
 
-def read_lineage(checkpoint: Path) -> dict:
-    import json
-
-    path = Path(checkpoint) / "lineage.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint} has no lineage.json: not a checkpoint this pipeline wrote")
-    return json.loads(path.read_text())
-
-
 REGISTERED_POLICY = "medmo-policy"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Set by ``training.common.trainer_arguments`` from recipe fields (optim.*), by the stage's stream
+# Set by ``training.trainer_setup.trainer_arguments`` from recipe fields (optim.*), by the stage's stream
 # (``training.streamed``), or owned by the pipeline.
 SHARED_OWNED = frozenset({
     "output_dir", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",

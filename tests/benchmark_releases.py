@@ -171,16 +171,16 @@ def mmlu_med(root: Path) -> Release:
 
 
 def pubmedqa(root: Path) -> Release:
-    context = pa.struct([("contexts", pa.list_(pa.string())), ("labels", pa.list_(pa.string())),
-                         ("meshes", pa.list_(pa.string()))])
-    schema = pa.schema([("pubid", pa.int32()), ("question", pa.string()), ("context", context),
-                        ("long_answer", pa.string()), ("final_decision", pa.string())])
-    records = [{"pubid": 21645374 + i, "question": f"Do mitochondria play a role {i}?",
-                "context": {"contexts": ["Background.", "Results."], "labels": ["BACKGROUND", "RESULTS"],
-                            "meshes": ["Cells"]},
-                "long_answer": "They do.", "final_decision": decision} for i, decision in enumerate(["yes", "no", "maybe"])]
-    _parquet(root, "pqa_labeled/train-00000-of-00001.parquet", records, schema)
-    return Release(3)
+    """The pubmedqa/pubmedqa repository's data/: PQA-L by PMID, and the test PMIDs with their labels."""
+    records = {str(21645374 + i): {
+        "QUESTION": f"Do mitochondria play a role {i}?", "CONTEXTS": ["Background.", "Results."],
+        "LABELS": ["BACKGROUND", "RESULTS"], "MESHES": ["Cells"], "YEAR": "2011", "reasoning_required_pred": decision,
+        "reasoning_free_pred": decision, "final_decision": decision, "LONG_ANSWER": "They do."}
+        for i, decision in enumerate(["yes", "no", "maybe", "yes"])}
+    write_file(root, "data/ori_pqal.json", json.dumps(records, indent=4))
+    test = {pmid: record["final_decision"] for pmid, record in list(records.items())[:3]}  # the 4th: a CV question
+    write_file(root, "data/test_ground_truth.json", json.dumps(test, indent=4))
+    return Release(3, {"subset": 1})
 
 
 def medmcqa(root: Path) -> Release:
@@ -258,10 +258,13 @@ def chexpert_plus(root: Path) -> Release:
     named = [dict.fromkeys(header, "") | {  # the CSV names .jpg files; the release ships .png
         "path_to_image": f"valid/patient6454{i}/study1/view1_frontal.jpg", "frontal_lateral": "Frontal",
         "split": "valid", "section_findings": findings[i], "section_impression": impressions[i]} for i in range(3)]
-    _csv(root, "df_chexpert_plus_valid.csv", header, [[row[h] for h in header] for row in named])
+    named.append(dict.fromkeys(header, "") | {  # a training study in the same file: not evaluated
+        "path_to_image": "train/patient00001/study1/view1_frontal.jpg", "split": "train",
+        "section_findings": "Lungs clear.", "section_impression": "Normal."})
+    _csv(root, "df_chexpert_plus_240401.csv", header, [[row[h] for h in header] for row in named])
     for i in range(3):
         write_file(root, f"PNG/valid/patient6454{i}/study1/view1_frontal.png", png_bytes(seed=i))
-    return Release(2, {"empty_reference": 1})
+    return Release(2, {"empty_reference": 1, "subset": 1})
 
 
 def iu_xray(root: Path) -> Release:
@@ -331,9 +334,9 @@ BUILDERS = {
     "medmcqa": medmcqa, "medqa": medqa, "medbullets": medbullets, "medxpertqa_text": medxpertqa_text,
     "supergpqa": supergpqa, "mimic_cxr": mimic_cxr, "chexpert_plus": chexpert_plus, "iu_xray": iu_xray,
     "medtrinity": medtrinity,
-    "nih_chest_xray": lambda root: _registry_layout("nih_chest_xray", root),
+    "nih_chest_xray": lambda root: Release(_registry_layout("nih_chest_xray", root).rows, {"subset": 1}),
     "deeplesion": lambda root: Release(_registry_layout("deeplesion", root).rows - 1),  # one slice is Train_Val_Test 3
-    "bacteria": lambda root: _registry_layout("bacteria", root),
+    "bacteria": lambda root: Release(_registry_layout("bacteria", root).rows, {"subset": 1}),  # a training image
     "medsg_multi_view": lambda root: medsg(root, "multi_view"),
     "medsg_object_tracking": lambda root: medsg(root, "object_tracking"),
     "medsg_referring": lambda root: medsg(root, "referring"),

@@ -96,6 +96,13 @@ def _parquet(options) -> bool:
 # ---- record families ----------------------------------------------------------------------------
 
 def build_caption(root: Path, options) -> int:
+    if options.columns:  # a header-less text table whose first column names the image (ROCO's captions.txt)
+        lines = []
+        for i in range(3):
+            write_file(root, f"{options.image_dir}/ROCO_{i:05d}{options.image_suffix}", jpeg_bytes(seed=i))
+            lines.append(f"ROCO_{i:05d}\t Axial CT, \"contrast-enhanced\", showing finding number {i}.\n")
+        write_file(root, options.file, "".join(lines))
+        return 3
     records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
                 options.caption_field: f"Axial CT, contrast-enhanced,\nshowing finding number {i}."} for i in range(3)]
     if options.id_field and options.id_field != options.image_field:  # FairVLMed: the file name is the id
@@ -143,11 +150,14 @@ def build_vqa(root: Path, options) -> int:
 def build_llava_json(root: Path, options) -> int:
     records = []
     for i in range(3):
-        images = [image_value(root, options, f"conv{i}_{k}.png", 10 * i + k, embedded=False) for k in range(1 + i % 2)]
+        images = [options.image_strip_prefix + image_value(root, options, f"conv{i}_{k}.png", 10 * i + k, embedded=False)
+                  for k in range(1 + i % 2)]  # the release's leading folder, where it writes one (MedSG)
+        box = "<|box_start|>(1,2),(10,12)<|box_end|>" if options.reply_box_scale == "pixels" else \
+            "<box>[[10, 20, 300, 400]]</box>"
         records.append({options.id_field: f"conv{i}", options.image_field: images if len(images) > 1 else images[0],
                         options.conversations_field: [
                             {"from": "human", "value": "<image>\n" * len(images) + "What is shown?"},
-                            {"from": "gpt", "value": f"A lesion <box>[[10, 20, 300, 400]]</box> {i}"},
+                            {"from": "gpt", "value": f"A lesion {box} {i}"},
                             {"from": "human", "value": "Which organ?"},
                             {"from": "gpt", "value": "The liver."}]})
     write_records(root, options.file, records)
@@ -216,7 +226,7 @@ def build_report(root: Path, options) -> int:
             record[key] = f"{i}"
         if not options.images_file:
             record[options.image_field] = image_value(root, options, f"rep{i}.png", i, embedded=False)
-        records.append(record)
+        records.append({**record, **{field: values[0] for field, values in options.keep_where.items()}})
     write_records(root, options.file, records)
     if options.images_file:
         projections = [{options.join_key: f"{i}", options.image_field: image_value(
@@ -251,6 +261,9 @@ def build_nih_bbox_csv(root: Path, options) -> int:
              "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661",
              "00014716_007.png,Atelectasis,686.101694915254,131.543498411097,185.491525423729,313.491525423729",
              "00014716_007.png,Nodule,100,100,50,40"]
+    if options.keep_ids_file:  # the release's test_list.txt: a box of a training image is left out
+        write_file(root, options.keep_ids_file, "00013118_008.png\n00014716_007.png\n")
+        lines.append("00000032_037.png,Mass,300,300,60,60")
     write_file(root, options.file, "\n".join(lines) + "\n")
     for name in ("00013118_008.png", "00014716_007.png"):
         write_file(root, f"{options.image_dir}/{name}", blank.getvalue())
@@ -297,14 +310,20 @@ def build_yolo(root: Path, options) -> int:
 
 
 def build_instance_masks(root: Path, options) -> int:
-    for i in range(2):
-        write_file(root, f"{options.image_dir}/cells{i}.png", png_bytes(32, 32, seed=i))
+    """Two images of the part the options read and, with a held-out split, one of the other part."""
+    from medmo_pipeline.data.adapters.common import other_part
+
+    names = [f"cells{i}" for i in range(200)]
+    mine = [name for name in names if not other_part(name, options)][:2]
+    others = [name for name in names if other_part(name, options)][:1]
+    for i, stem in enumerate(mine + others):
+        write_file(root, f"{options.image_dir}/{stem}.png", png_bytes(32, 32, seed=i))
         mask = np.zeros((32, 32), dtype=np.uint16)
         mask[2:6, 3:9] = 1
         mask[20:30, 10:12] = 7
         buffer = io.BytesIO()
         Image.fromarray(mask).save(buffer, format="TIFF" if options.mask_suffix.endswith((".tif", ".tiff")) else "PNG")
-        write_file(root, f"{options.masks_dir}/cells{i}{options.mask_suffix}", buffer.getvalue())
+        write_file(root, f"{options.masks_dir}/{stem}{options.mask_suffix}", buffer.getvalue())
     return 2
 
 
@@ -338,12 +357,46 @@ def build_image_folder(root: Path, options) -> int:
     return len(files)
 
 
+def build_label_csv(root: Path, options) -> int:
+    """A label table: CheXpert's train.csv (image paths, one column per label holding 1.0 / 0.0 /
+    -1.0 / blank) or ChestX-ray14's Data_Entry csv (one cell listing the labels, '|'-separated)."""
+    columns = [options.labels_field] if options.labels_field else list(options.label_fields)
+    lines = [",".join([options.image_field, "Sex", "Age", *columns])]
+    for i in range(3):
+        if options.image_dir:
+            image = f"0000000{i}_000.png"
+            write_file(root, f"{options.image_dir}/{image}", png_bytes(seed=i))
+        else:
+            image = f"{Path(options.file).parent.as_posix()}/train/patient{i:05d}/study1/view1_frontal.jpg"
+            write_file(root, image, jpeg_bytes(seed=i))
+        if options.labels_field:
+            labels = ["Cardiomegaly|Effusion" if i else "No Finding"]
+        else:
+            labels = ["1.0" if j == i else ("-1.0" if j == i + 1 else "") for j in range(len(columns))]
+        lines.append(",".join([image, "Female", "60", *labels]))
+    write_file(root, options.file, "\r\n".join(lines) + "\r\n")
+    return 3
+
+
+def build_instance_masks_npz(root: Path, options) -> int:
+    """Arrays as TissueNet ships them: X [n, H, W, 2] floats, y [n, H, W, 2] instance ids."""
+    images = np.random.default_rng(1).random((3, 16, 20, 2)).astype(np.float32)
+    labels = np.zeros((3, 16, 20, 2), dtype=np.int32)
+    for i in range(3):
+        labels[i, 1 + i:5 + i, 2:7, options.label_channel] = i + 1
+    buffer = io.BytesIO()
+    np.savez(buffer, **{options.image_key: images, options.label_key: labels})
+    write_file(root, options.file, buffer.getvalue())
+    return 3
+
+
 BUILDERS = {
     "caption": build_caption, "vqa": build_vqa, "llava_json": build_llava_json,
     "multiple_choice": build_multiple_choice, "text_instruction": build_text_instruction,
     "report": build_report, "coco": build_coco, "nih_bbox_csv": build_nih_bbox_csv,
     "deeplesion_csv": build_deeplesion_csv, "yolo": build_yolo, "instance_masks": build_instance_masks,
     "box_json_per_image": build_box_json_per_image, "image_folder": build_image_folder,
+    "label_csv": build_label_csv, "instance_masks_npz": build_instance_masks_npz,
 }  # fmt: skip
 
 

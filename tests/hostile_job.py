@@ -9,37 +9,28 @@ adapter (``{"family", "root", "options", "out"}``) or a read of one annotation f
 (``{"records": file, "root"}``); the result of each, and the peak resident size of this process
 while it ran, go to stdout as JSON.
 
-The peak is the kernel's high-water mark of this process's own memory (``VmHWM``), reset before
-each job. ``getrusage``'s ``ru_maxrss`` would not do: Linux carries it across ``execve`` from the
-process that started this one, so it reports the test runner's own peak (over a GiB late in a
-full test run) whatever the jobs cost.
+The peak is this process's own (``process_memory.peak_rss_kib``), reset before each job.
+
+Arrow allocates with the system allocator here: mimalloc, its default, reserves address space by
+the GiB up front (a whole ``MEMORY_BUDGET`` at the first allocation, or a failed allocation when
+the budget is just short of that), so the address-space cap would measure its reservations, not
+the jobs' use.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import traceback
 from pathlib import Path
 
+os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"  # before pyarrow is imported: see the module doc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MEMORY_BUDGET = 1 << 30
 CPU_SECONDS = 60
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    """Start ``VmHWM`` again from the current resident size (Linux 4.0 and later)."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
 
 
 def run(job: dict) -> dict:
@@ -62,18 +53,20 @@ def run(job: dict) -> dict:
 
 def main() -> None:
     jobs = json.loads(sys.argv[1])
-    import medmo_pipeline.data.adapters  # noqa: F401 - imports are not the jobs' cost
-    import medmo_pipeline.data.curation  # noqa: F401
+    import medmo_pipeline.data.adapters
+    import medmo_pipeline.data.curation
     import medmo_pipeline.data.pixels  # noqa: F401
+    from medmo_pipeline.process_memory import address_space_kib, current_rss_kib, peak_rss_kib, reset_peak_rss
 
-    limit = _status_kib("VmSize") * 1024 + MEMORY_BUDGET
+    limit = address_space_kib() * 1024 + MEMORY_BUDGET
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
     results = {}
     for job in jobs:
-        _reset_peak()
-        before = _status_kib("VmRSS")
-        results[job["name"]] = run(job) | {"peak_rss_kib": _status_kib("VmHWM"), "rss_before_kib": before}
+        if not reset_peak_rss():
+            raise RuntimeError("cannot reset the peak resident size (/proc/self/clear_refs)")
+        before = current_rss_kib()
+        results[job["name"]] = run(job) | {"peak_rss_kib": peak_rss_kib(), "rss_before_kib": before}
     print(json.dumps(results))
 
 

@@ -138,7 +138,8 @@ def test_a_pattern_matching_nothing_fails_naming_the_pattern_and_how_to_get_it(t
     (tmp_path / "pqa_labeled").mkdir()
     (tmp_path / "pqa_labeled" / "README.md").write_text("not the data")
     with pytest.raises(BenchmarkLoadError, match=r"benchmark 'pubmedqa': no file under .* matches "
-                       r"'pqa_labeled/train-\*\.parquet'\. Get it with: huggingface-cli download qiaojin/PubMedQA"):
+                       r"'data/ori_pqal\.json' or 'pqa_labeled/train-\*\.parquet'\. Get it with: git clone "
+                       r"https://github\.com/pubmedqa/pubmedqa"):
         load_benchmark("pubmedqa", None, root=tmp_path)
 
 
@@ -257,3 +258,26 @@ def test_medqa_parquet_conversion_is_read_too(tmp_path):
                    tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
     rows = load_benchmark("medqa", None, root=tmp_path / "hub", partial=True)
     assert [row["answer"] for row in rows] == ["D", "D"]
+
+
+def test_pubmedqa_scores_the_500_test_questions_of_the_repository_or_the_hub_copy(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    build_release("pubmedqa", tmp_path / "repo")
+    repo = load_counted("pubmedqa", None, root=tmp_path / "repo", partial=True)
+    assert sorted(row["id"] for row in repo.rows) == ["pubmedqa:21645374", "pubmedqa:21645375", "pubmedqa:21645376"]
+    assert repo.filtered == {"subset": 1}
+    hub = tmp_path / "hub"
+    (hub / "pqa_labeled").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"pubid": 21645374 + i, "question": f"Q{i}?", "context": {"contexts": ["c"], "labels": ["L"], "meshes": []},
+         "long_answer": "a", "final_decision": decision} for i, decision in enumerate(["yes", "no", "maybe"])]),
+        hub / "pqa_labeled" / "train-00000-of-00001.parquet")
+    test_list = tmp_path / "repo" / "data" / "test_ground_truth.json"
+    shutil.copy(test_list, hub / "test_ground_truth.json")
+    hub_load = load_counted("pubmedqa", None, root=tmp_path / "hub", partial=True)
+    assert [row["answer"] for row in hub_load.rows] == ["A", "B", "C"] and hub_load.filtered == {}
+    test_list.unlink()
+    with pytest.raises(Exception, match="test_ground_truth.json"):  # the repository copy without its test list
+        load_counted("pubmedqa", None, root=tmp_path / "repo", partial=True)

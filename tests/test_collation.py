@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medmo_pipeline.data import synthetic
-from medmo_pipeline.training import common
+from medmo_pipeline.data.prompts import formatted_messages
+from medmo_pipeline.training.examples import sft_dataset
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def processor(tmp_path_factory):
 
 def _dataset():
     rows = [r for s in ("synth_xray", "synth_cells", "synth_medqa") for r in synthetic.generate_rows(s, "train", 8)]
-    return common.sft_dataset(rows), rows
+    return sft_dataset(rows), rows
 
 
 def _trl(processor, max_length=None):
@@ -63,7 +64,7 @@ def test_loss_only_on_the_answers(processor):
     for i, row in enumerate([rows[0], rows[-1]]):
         trained = batch["input_ids"][i][batch["labels"][i] != -100]
         text = tokenizer.decode(trained)
-        question, reply = (m["content"] for m in common.formatted_messages(row["messages"], "plain"))
+        question, reply = (m["content"] for m in formatted_messages(row["messages"], "plain"))
         assert reply in text
         assert question not in text
         assert (batch["labels"][i][batch["attention_mask"][i] == 0] == -100).all()  # no loss on padding

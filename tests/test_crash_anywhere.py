@@ -101,8 +101,8 @@ def _valid_corpus(_out: Path, home: Path) -> None:
 
 
 def _valid_checkpoint(out: Path, _home: Path) -> None:
+    from medmo_pipeline.model.checkpoint import weights_version
     from medmo_pipeline.model.loading import load_model
-    from medmo_pipeline.training.common import weights_version
 
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["data_version"] == weights_version(out)

@@ -9,15 +9,18 @@ import functools
 import io
 import math
 
+import pyarrow as pa
 import pytest
 from fixtures_formats import jpeg_bytes, png_bytes
 from PIL import Image
 from test_curation import bomb_png, box, corrupted_rows, row
 
-from medmo_pipeline.data import batch_checks, curation, shards
-from medmo_pipeline.data.batch_checks import check_batch
-from medmo_pipeline.data.curation import CurationLimits, ImageChecker, curate
+from medmo_pipeline.data import shards
+from medmo_pipeline.data.curation import CurationLimits, ImageChecker, curate, keys, rules
+from medmo_pipeline.data.curation import batch as batch_checks
+from medmo_pipeline.data.curation.batch import check_batch
 from medmo_pipeline.data.images import image_entry
+from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 from medmo_pipeline.data.synthetic import generate_rows
 
 
@@ -136,7 +139,7 @@ def everything() -> list:
 
 def outcome(checked: batch_checks.CheckedBatch, index: int):
     result = checked.outcomes[index]
-    if isinstance(result, curation.Rejected):
+    if isinstance(result, rules.Rejected):
         return result.reason, result.detail
     return checked.table.slice(result, 1).to_pylist()[0], checked.clipped[result]
 
@@ -149,7 +152,7 @@ def test_batch_and_row_by_row_checks_agree_on_every_row(limits):
     for index, raw in enumerate(rows):
         assert outcome(fast, index) == outcome(slow, index), (index, raw if not isinstance(raw, dict) else raw.get("id"))
     assert fast.table.equals(slow.table)
-    kept = sum(not isinstance(o, curation.Rejected) for o in fast.outcomes)
+    kept = sum(not isinstance(o, rules.Rejected) for o in fast.outcomes)
     assert 0 < kept < len(rows) and fast.table.num_rows == kept
 
 
@@ -157,7 +160,7 @@ def test_batch_and_row_by_row_checks_agree_on_every_row(limits):
 def test_each_bent_row_gets_the_outcome_of_check_row(limits, monkeypatch):
     """One bent row per batch (beside good ones), so that a value Arrow cannot convert spoils only
     its own batch and every other row is decided by the batch checks."""
-    good, reference = synthetic()[:3], curation.check_row
+    good, reference = synthetic()[:3], rules.check_row
     slow = []
     monkeypatch.setattr(batch_checks, "check_row", lambda raw, **kwargs: slow.append(raw) or reference(raw, **kwargs))
     decided_in_batch = 0
@@ -194,7 +197,7 @@ def test_the_usual_batch_is_found_plain_as_row_by_row():
 
 def test_keys_are_the_documented_64_bit_keys():
     texts = ["a", "synth_xray:train-000001", "l\u00e9sion", ""]
-    assert curation._keys64(texts) == [curation._key64(text) for text in texts]
+    assert keys.keys64(texts) == [keys.key64(text) for text in texts]
 
 
 def test_a_row_arrow_cannot_convert_sends_only_its_batch_to_check_row():
@@ -233,3 +236,16 @@ def test_batch_size_does_not_change_the_output(tmp_path, monkeypatch):
 def test_png_helper_images_are_what_they_claim():
     assert Image.open(io.BytesIO(png_bytes(400, 4))).size == (400, 4)
     assert row("x")["images"][0]["width"] == 64
+
+
+def test_extension_mismatches_counts_what_each_name_promises_against_the_content():
+    """The usual PNG named .png is settled over the whole column; every other pair by its name."""
+    png, jpeg = png_bytes(), jpeg_bytes()
+    named = [(png, "a.png"), (png, "b.PNG"), (png, "c.jpg"), (png, ""), (png, "d.dcm"), (jpeg, "e.png"),
+             (jpeg, "f.jpeg"), (jpeg, "g"), (png, "h.png"), (b"GIF89a" + bytes(8), "i.tif")]
+    template = synthetic()[0]
+    table = pa.Table.from_pylist([{**template, "images": [
+        {"bytes": data, "path": path, "width": 1, "height": 1, "sha256": ""} for data, path in named]}],
+        schema=SAMPLE_SCHEMA)
+    assert batch_checks.extension_mismatches(table) == 3  # c.jpg (PNG), e.png (JPEG), i.tif (GIF)
+    assert batch_checks.extension_mismatches(table.slice(0, 0)) == 0

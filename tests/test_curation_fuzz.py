@@ -9,12 +9,20 @@ import struct
 
 import numpy as np
 import pytest
-from hostile_files import chunk, oversized_jpeg, plain_jpeg, plain_png, random_idat_png, twelve_bit_png, ztxt_png
+from hostile_files import (
+    chunk,
+    oversized_jpeg,
+    plain_jpeg,
+    plain_png,
+    random_idat_png,
+    twelve_bit_png,
+    ztxt_png,
+)
 from test_curation_batch import outcome
 
-from medmo_pipeline.data import batch_checks
-from medmo_pipeline.data.batch_checks import check_batch
 from medmo_pipeline.data.curation import CurationLimits, ImageChecker
+from medmo_pipeline.data.curation import batch as batch_checks
+from medmo_pipeline.data.curation.batch import check_batch
 from medmo_pipeline.data.images import PNG_SIGNATURE
 
 
@@ -38,8 +46,8 @@ TEXTS = ["Is there a lesion?", "  yes ", "no", "caf\u00e9", "\u80ba\u90e8", "a\x
 
 def _row(rng: np.random.Generator, index: int, images: list) -> object:
     """A good vqa row with each field bent at random (about one field in sixteen)."""
-    pick = lambda values: values[int(rng.integers(len(values)))]  # noqa: E731
-    bent = lambda good, values: pick(values) if rng.random() < 0.06 else good  # noqa: E731
+    pick = lambda values: values[int(rng.integers(len(values)))]
+    bent = lambda good, values: pick(values) if rng.random() < 0.06 else good
     if rng.random() < 0.02:
         return pick(["not a row", None, 42, ["list"]])
     answer = bent(pick(["yes", "no"]), TEXTS)

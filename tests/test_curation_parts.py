@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from medmo_pipeline.config import CorpusRecipe
-from medmo_pipeline.data import curation_parts, shards
+from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation import curate
-from medmo_pipeline.data.sources import curate_source
+from medmo_pipeline.data.curation import parts as curation_parts
+from medmo_pipeline.data.sources import curate_source, input_bytes
 from tests.conftest import small_recipe_data
 
 
@@ -34,10 +35,18 @@ def test_parts_share_out_the_rows_and_map_back_to_their_source_index():
     assert sorted(seen) == rows
 
 
+def planned(corpus: CorpusRecipe) -> int:
+    return curation_parts.planned_parts(corpus.curation_parts, corpus.split_above_bytes,
+                                        lambda: input_bytes(corpus, "synth_xray"))
+
+
 def test_only_a_source_above_the_threshold_is_split():
-    assert curation_parts.planned_parts(corpus_recipe(), "synth_xray") == 1  # one part by default
-    assert curation_parts.planned_parts(corpus_recipe(curation_parts=3), "synth_xray") == 1  # 8 GiB threshold
-    assert curation_parts.planned_parts(corpus_recipe(curation_parts=3, split_above_bytes=1000), "synth_xray") == 3
+    assert planned(corpus_recipe()) == 1  # one part by default
+    assert planned(corpus_recipe(curation_parts=3)) == 1  # 8 GiB threshold
+    assert planned(corpus_recipe(curation_parts=3, split_above_bytes=1000)) == 3
+    measured = []
+    assert curation_parts.planned_parts(1, 0, lambda: measured.append(1) or 10) == 1
+    assert measured == []  # one part asked for: the input is not even measured
 
 
 def ids_and_texts(shard_dir: Path) -> list[tuple]:

@@ -1,5 +1,6 @@
-"""The whole graph on a small embedded configuration, through the real CLI, a real Dagster
-instance (sqlite under MEDMO_HOME) and a real MLflow store; then lineage is checked on disk."""
+"""The whole graph on the embedded default (the recipe ``medmo demo`` runs), through the real CLI, a
+real Dagster instance (sqlite under MEDMO_HOME) and a real MLflow store; then lineage is checked on
+disk, and each stage's learning claim (what it is for, paired against its parent) is checked."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHAIN = ["rl_policy", "stage3_checkpoint", "stage2_checkpoint", "stage1_checkpoint", "base_model"]
 # Fake credentials with distinctive values, set for the whole run: none may show up anywhere it leaves.
@@ -28,16 +29,14 @@ ENV_CANARY = {"MEDMO_E2E_CANARY": f"canary-{secrets.token_hex(16)}"}
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    from tests.conftest import small_recipe_data, write_recipe
-
     tmp = tmp_path_factory.mktemp("e2e")
-    recipe = write_recipe(tmp / "small.yaml", small_recipe_data())
     home = tmp / "home"
-    env = {**os.environ, **FAKE_SECRETS, **ENV_CANARY, "MEDMO_HOME": str(home), "MEDMO_RECIPE": str(recipe)}
+    # The embedded default itself: the learning claims below are about the recipe a user runs.
+    env = {**os.environ, **FAKE_SECRETS, **ENV_CANARY, "MEDMO_HOME": str(home), "MEDMO_RECIPE": "embedded"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DAGSTER_HOME", None)
     out = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "demo"], capture_output=True, text=True,
-                         cwd=ROOT, env=env, timeout=900)
+                         cwd=ROOT, env=env, timeout=2400, check=False)
     (tmp / "demo.log").write_text(out.stdout + out.stderr)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
 
@@ -120,13 +119,15 @@ def test_mixture_assets_show_rows_per_source_and_task_and_the_planned_samples(de
         for source, info in plan["sources"].items():
             assert f"| {source} | " in table and f"| {info['weighted_rows']} | {info['quota']} |" in table, stage
     rl = load_index(Path(demo_run["events"]["rl_mixture"].asset_materialization.metadata["index_path"].value))
-    assert rl["plan"]["planned_samples"] == 40  # the small recipe's rl.mixture.max_samples
+    from medmo_pipeline.config import load_recipe
+
+    assert rl["plan"]["planned_samples"] == load_recipe("embedded").rl.mixture.max_samples
 
 
 def test_lineage_chain_from_the_rl_policy_back_to_the_base_model(demo_run):
     events = demo_run["events"]
     current = _path(events["rl_policy"])
-    for child, parent in zip(CHAIN, CHAIN[1:]):
+    for child, parent in itertools.pairwise(CHAIN):
         lineage = json.loads((current / "lineage.json").read_text())
         assert Path(lineage["parent"]["path"]) == _path(events[parent]).resolve(), child
         assert lineage["parent"]["data_version"] == _version(events[parent])
@@ -149,8 +150,8 @@ def test_corpus_versions_in_every_lineage_are_the_curated_partitions_versions(de
 
 
 def test_checkpoint_data_version_is_its_weights_hash_and_it_loads(demo_run):
+    from medmo_pipeline.model.checkpoint import weights_version
     from medmo_pipeline.model.loading import load_model
-    from medmo_pipeline.training.common import weights_version
 
     for name in CHAIN:
         path = _path(demo_run["events"][name])
@@ -186,6 +187,29 @@ def test_stage_ablation_table_and_plot(demo_run):
     summary = demo_run["stdout"].split("Headline scores", 1)[1]
     assert "\nrl " in summary and "grounding" not in summary.splitlines()[1]  # short names
     assert max(len(line) for line in summary.splitlines()[1:]) <= 100  # a terminal's width; the CSV has all
+
+
+# What each stage of the embedded default is for, and how far its target must rise over its parent.
+STAGE_CLAIMS = {("stage1", "caption_rouge_l"): 0.0, ("stage1", "closed_vqa_accuracy"): 0.0,
+                ("stage2", "grounding_mean_iou"): 0.0, ("stage2", "report_rouge_l"): 0.0,
+                ("stage3", "mcq_accuracy"): 0.0, ("stage3", "instruction_rouge_l"): 0.0}
+LEVELS = {("stage2", "grounding_mean_iou"): 0.45, ("stage3", "mcq_accuracy"): 0.6}
+
+
+def test_each_stage_lifts_what_it_is_for_and_keeps_its_guards(demo_run):
+    effects = pd.read_csv(demo_run["home"] / "reports" / "stage_effects.csv").set_index(["stage", "metric"])
+    for key, lift in STAGE_CLAIMS.items():
+        row = effects.loc[key]
+        # The paired 95% interval over the same held-out samples lies above zero.
+        assert row.role == "target" and row.ci_low > lift and row.verdict == "rises", (key, row.to_dict())
+    for key, level in LEVELS.items():
+        assert effects.loc[key, "value"] >= level, (key, effects.loc[key].to_dict())
+    guards = effects[effects.role == "protected"]
+    assert len(guards) >= 6 and (guards.verdict == "kept").all(), guards[guards.verdict != "kept"]
+    summary = demo_run["stdout"]
+    assert "What each stage was for and what it changed" in summary and "Where the seconds went" in summary
+    assert "stage3 (from stage2) for: instructions and multiple choice" in summary
+    assert (demo_run["home"] / "reports" / "stage_effects.png").stat().st_size > 10_000
 
 
 def test_the_rl_policy_is_a_version_of_the_registered_model(demo_run):
@@ -244,7 +268,7 @@ def test_medmo_lineage_of_the_rl_policy_matches_the_checkpoints_on_disk(demo_run
         record = json.loads((path / "lineage.json").read_text())
         assert link["path"] == str(path), key
         assert link["data_version"] == record["data_version"] == _version(event), key
-        assert link["recipe"]["name"] == record["recipe"]["name"] == "embedded-small"
+        assert link["recipe"]["name"] == record["recipe"]["name"] == "embedded"
         for field in ("mlflow_run_id", "git_commit", "dagster_run_id", "started", "ended", "parent", "corpus",
                       "mixture", "metrics"):
             assert link[field] == record[field], (key, field)

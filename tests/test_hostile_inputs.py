@@ -301,7 +301,7 @@ def test_every_kept_image_of_the_fixtures_decodes_with_the_training_decoder(tmp_
 
 
 def test_training_and_evaluation_skip_and_count_rows_whose_images_do_not_decode():
-    from medmo_pipeline.training.common import decodable_rows, decode_images
+    from medmo_pipeline.data.model_images import decodable_rows, decode_images
 
     def row(name: str, data: bytes) -> dict:
         return {"id": name, "images": [{"bytes": data, "path": f"{name}.png", "width": 48, "height": 40}]}

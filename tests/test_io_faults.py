@@ -134,7 +134,7 @@ def tiny(tiny_dir):
 
 
 def publish(tiny, final: Path, **kwargs):
-    from medmo_pipeline.training.common import publish_checkpoint
+    from medmo_pipeline.model.checkpoint import publish_checkpoint
 
     model, processor = tiny
     return publish_checkpoint(model, processor, final, lineage={"stage": "stage1"}, recipe_section={"s": 1},
@@ -158,9 +158,9 @@ def fail_writing_weights(monkeypatch, final):
 
 def fail_writing_lineage(monkeypatch, final):
     """Everything written but the last file, lineage.json."""
-    from medmo_pipeline.training import common
+    from medmo_pipeline.model import checkpoint
 
-    real = common.write_json_atomic
+    real = checkpoint.write_json_atomic
 
     def write(path, data):
         if Path(path).name == "lineage.json":
@@ -168,7 +168,7 @@ def fail_writing_lineage(monkeypatch, final):
             raise disk_full(path)
         real(path, data)
 
-    monkeypatch.setattr(common, "write_json_atomic", write)
+    monkeypatch.setattr(checkpoint, "write_json_atomic", write)
 
 
 def fail_renaming(monkeypatch, final):
@@ -186,8 +186,8 @@ def fail_renaming(monkeypatch, final):
 @pytest.mark.parametrize("fault", [fail_writing_weights, fail_writing_lineage, fail_renaming])
 @pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-previous"])
 def test_checkpoint_write_failure_then_retry(tiny, tmp_path, monkeypatch, fault, previous):
+    from medmo_pipeline.model.checkpoint import weights_version
     from medmo_pipeline.model.loading import load_model
-    from medmo_pipeline.training.common import weights_version
 
     final = tmp_path / "checkpoints" / "stage1" / "key"
     if previous:
@@ -321,7 +321,7 @@ atomic._fsync_tree = fsync_then_meet
 CHECKPOINT_WRITER = BARRIER + """
 import json, torch
 from medmo_pipeline.model.loading import load_model, load_processor
-from medmo_pipeline.training.common import publish_checkpoint
+from medmo_pipeline.model.checkpoint import publish_checkpoint
 
 base, final, WRITER, BARRIER_DIR, perturb = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), sys.argv[5]
 WRITERS = 2
@@ -363,7 +363,7 @@ def run_writers(script: str, argvs: list[list[str]]) -> dict[str, str]:
 
 @pytest.mark.parametrize("same_content", [True, False], ids=["same-content", "different-content"])
 def test_two_jobs_publishing_one_checkpoint_never_mix(tiny_dir, tmp_path, same_content):
-    from medmo_pipeline.training.common import weights_version
+    from medmo_pipeline.model.checkpoint import weights_version
 
     final = tmp_path / "checkpoints" / "stage1" / "key"
     barrier = tmp_path / "barrier"

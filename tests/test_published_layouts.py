@@ -174,6 +174,8 @@ def test_chexpert_plus_csv_jpg_names_read_the_shipped_png(tmp_path, curate):
         {"path_to_image": "train/patient42143/study1/view1_frontal.jpg",
          "report": "IMPRESSION: Stable cardiomegaly, unchanged.", "section_findings": "",
          "section_impression": "", "split": "train"},  # sections left empty: the report text is split
+        {"path_to_image": "valid/patient64541/study1/view1_frontal.jpg", "report": "IMPRESSION: Normal.",
+         "section_findings": "", "section_impression": "Normal.", "split": "valid"},  # the benchmark's rows
     ]
     with open(root.mkdir(parents=True) or root / "df_chexpert_plus_240401.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, header)
@@ -186,6 +188,7 @@ def test_chexpert_plus_csv_jpg_names_read_the_shipped_png(tmp_path, curate):
     assert replies == ["Findings: Clear lungs.\nImpression: 1. No acute disease.",
                        "Impression: Stable cardiomegaly, unchanged."]
     assert all(image["path"].endswith(".png") for row in kept_rows(report) for image in row["images"])
+    assert report["filtered_by_reason"] == {"subset": 1} and accounted(report)
 
 
 # ---- a path leaving the root; a missing file; filtered rows counted ------------------------------

@@ -12,10 +12,12 @@ from medmo_pipeline.training.rl_rows import has_signal
 OPTIONS = {"file": "train.json", "image_dir": "images", "task": "grounding"}
 
 
-def test_relative_reply_boxes_become_pixel_boxes_of_the_first_image(tmp_path):
+def test_relative_reply_boxes_become_pixel_boxes_of_a_single_image(tmp_path):
     build_fixture("llava_json", tmp_path, OPTIONS)
     rows = list(iter_samples("llava_json", tmp_path, {**OPTIONS, "reply_box_scale": "relative_1000"}))
-    for row in rows:
+    several = [row for row in rows if len(row["images"]) > 1]
+    assert several and all(row["boxes"] == [] for row in several)  # which image a box is on: the reply says
+    for row in (row for row in rows if len(row["images"]) == 1):
         width, height = row["images"][0]["width"], row["images"][0]["height"]
         assert row["boxes"] == [{"label": "A lesion", "x1": 10 * width / 1000, "y1": 20 * height / 1000,
                                  "x2": 300 * width / 1000, "y2": 400 * height / 1000}]
@@ -33,10 +35,11 @@ def test_a_box_outside_the_declared_frame_is_quarantined_with_the_reason(tmp_pat
 
     build_fixture("llava_json", tmp_path, OPTIONS)  # boxes reach 400, images are smaller than that
     outcomes = list(conversation.iter_outcomes(tmp_path, {**OPTIONS, "reply_box_scale": "pixels"}))
-    assert outcomes and all(getattr(o, "reason", None) == "bad_number" for o in outcomes)
-    assert all("outside the" in o.detail and "scale 'pixels'" in o.detail for o in outcomes)
+    quarantined = [o for o in outcomes if type(o) is not dict]
+    assert len(quarantined) == 2 and all(o.reason == "bad_number" for o in quarantined)  # the single-image ones
+    assert all("outside the" in o.detail and "scale 'pixels'" in o.detail for o in quarantined)
 
 
 def test_medsg_declares_its_reply_box_scale():
     [adapter] = load_registry().get("medsg").adapters
-    assert adapter.options["reply_box_scale"] == "relative_1000"
+    assert adapter.options["reply_box_scale"] == "pixels"  # MedSG-188K writes Qwen2.5-VL pixel boxes

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from medmo_pipeline.data import synthetic
+from medmo_pipeline.data.prompts import prompt_text
 from medmo_pipeline.reply_format import FORMAT_INSTRUCTION
 from medmo_pipeline.training import rl_rows
 
@@ -60,7 +61,7 @@ def test_truncate_policy_cuts_the_question_from_the_left_and_keeps_the_instructi
     kept, outcome = rl_rows.fit_prompt(long_row, processor, limit, "truncate", "think_answer")
     assert outcome == rl_rows.TRUNCATED
     assert rl_rows.prompt_length(kept, processor, "think_answer") <= limit
-    cut = rl_rows.question(kept)
+    cut = prompt_text(kept)
     assert long_question.endswith(cut) and row["messages"][0]["content"] in cut and len(cut) < len(long_question)
     assert kept["boxes"] == row["boxes"] and kept["images"] == row["images"]
     # The images alone over the limit: nothing of the text can save the row, so it is dropped.

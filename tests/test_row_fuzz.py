@@ -10,6 +10,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,7 +25,8 @@ JUNK = [float("nan"), float("inf"), -float("inf"), 10**30, -(10**30), "", None, 
         "/etc/passwd", "C:\\Windows\\win.ini", "link_out.png", [1, [2]], {"nested": {"x": 1}}, True, 3.5, "\udc80"]
 # One registry dataset per record family, chosen to cover every record format.
 RECORD_DATASETS = {"caption": "medtrinity", "vqa": "vqa_rad", "llava_json": "pubmed_vision", "multiple_choice": "medqa",
-                   "text_instruction": "mimic_iv_ext_bhc", "report": "iu_xray"}
+                   "text_instruction": "mimic_iv_ext_bhc", "report": "iu_xray",
+                   "label_csv": "chexpert"}
 RECORD_FAMILIES = tuple(RECORD_DATASETS)
 REGISTRY = load_registry()
 
@@ -179,6 +181,17 @@ def test_junk_never_stops_a_box_or_file_source(tmp_path):
     write_file(root, "images/badmask.png", png_bytes(seed=4))
     write_file(root, "masks/badmask.png", b"not an image")
     cases["instance_masks"] = (root, options, good)
+    root = tmp_path / "npz"
+    options = family_options("instance_masks_npz")
+    good = build_fixture("instance_masks_npz", root, options)
+    arrays = dict(np.load(root / options["file"]))
+    images, labels = arrays["X"], arrays["y"]
+    junk_images = np.concatenate([images, images[:3]])
+    junk_images[-3, 0, 0, 0], junk_images[-2, 1, 1, 0] = np.nan, np.inf
+    junk_labels = np.concatenate([labels, np.zeros_like(labels[:3])])
+    junk_labels[-1, 0, 0, 1] = -5  # a negative instance id: still an instance
+    np.savez(root / options["file"], X=junk_images, y=junk_labels)
+    cases["instance_masks_npz"] = (root, options, good)
     root = tmp_path / "folder"
     options = {"image_dir": "images", "text_from": "sidecar"}
     good = build_fixture("image_folder", root, options)

@@ -86,7 +86,7 @@ def test_safe_glob_keeps_matches_inside_the_root(tmp_path):
 
 
 def test_recipe_deepspeed_config_must_be_a_shipped_file(tmp_path):
-    from medmo_pipeline.training.common import deepspeed_config
+    from medmo_pipeline.training.trainer_setup import deepspeed_config
 
     assert deepspeed_config("zero3.json") == (RECIPES_DIR / "deepspeed" / "zero3.json").resolve()
     (RECIPES_DIR / "deepspeed").resolve()
@@ -189,14 +189,14 @@ def _calls(tree: ast.AST, function: str) -> list[ast.Call]:
 
 @pytest.mark.parametrize("module", ["training/sft.py", "training/grpo.py"])
 def test_training_jobs_load_only_through_the_recipe_checked_loader(module):
-    # The training jobs load through training.common.load_for_training (ZeRO-3 needs the trainer
+    # The training jobs load through training.trainer_setup.load_for_training (ZeRO-3 needs the trainer
     # config first); the flags are checked there, in the test below.
     tree = ast.parse((LIBRARY / module).read_text())
     assert _calls(tree, "load_for_training"), f"{module} no longer loads through load_for_training"
     assert not _calls(tree, "load_model"), f"{module} calls load_model directly"
 
 
-@pytest.mark.parametrize("module", ["training/common.py", "evaluation/run.py"])
+@pytest.mark.parametrize("module", ["training/trainer_setup.py", "evaluation/run.py"])
 def test_jobs_take_pickle_and_remote_code_flags_from_the_recipe(module):
     tree = ast.parse((LIBRARY / module).read_text())
     calls = _calls(tree, "load_model")

@@ -66,17 +66,17 @@ def test_max_samples_scales_a_list_down_and_never_adds_passes(index):
 
 
 def test_explicit_weights_and_task_weights(index):
-    recipe = MixtureRecipe(sources={"synth_xray": 1, "synth_cells": 3}, tasks=["grounding", "vqa"],
+    recipe = MixtureRecipe(sources={"synth_cells": 1, "synth_xray": 3}, tasks=["grounding", "vqa"],
                            task_weights={"grounding": 2}, max_samples=400)
     plan = mixture.plan(index, recipe)
     assert plan["weighting"] == "explicit"
-    assert {n: i["quota"] for n, i in plan["sources"].items()} == {"synth_xray": 100, "synth_cells": 300}
-    cells = plan["sources"]["synth_cells"]
-    assert cells["weighted_rows"] == 2 * cells["rows"]["grounding"] + cells["rows"]["vqa"]
+    assert {n: i["quota"] for n, i in plan["sources"].items()} == {"synth_cells": 100, "synth_xray": 300}
+    xray = plan["sources"]["synth_xray"]
+    assert xray["weighted_rows"] == 2 * xray["rows"]["grounding"] + xray["rows"]["vqa"]
     drawn = take(stream.MixtureStream(plan, seed=0).rows(), 400)
-    assert collections.Counter(r["source"] for r in drawn) == {"synth_xray": 100, "synth_cells": 300}
-    # More samples than weighted rows: the first pass holds every cell row (grounding twice), then passes again.
-    first_pass = [r for r in drawn if r["source"] == "synth_cells"][:cells["weighted_rows"]]
+    assert collections.Counter(r["source"] for r in drawn) == {"synth_cells": 100, "synth_xray": 300}
+    # More samples than weighted rows: the first pass holds every X-ray row (grounding twice), then passes again.
+    first_pass = [r for r in drawn if r["source"] == "synth_xray"][:xray["weighted_rows"]]
     per_row = collections.Counter(ids(first_pass))
     assert {per_row[r["id"]] for r in first_pass if r["task"] == "grounding"} == {2}
     assert {per_row[r["id"]] for r in first_pass if r["task"] == "vqa"} == {1}
@@ -84,9 +84,9 @@ def test_explicit_weights_and_task_weights(index):
     half = len(first_pass) // 2
     for part in (first_pass[:half], first_pass[half:]):
         share = sum(r["task"] == "grounding" for r in part) / len(part)
-        assert abs(share - 2 * cells["rows"]["grounding"] / cells["weighted_rows"]) < 0.1, share
+        assert abs(share - 2 * xray["rows"]["grounding"] / xray["weighted_rows"]) < 0.1, share
     table = mixture.markdown(plan)
-    assert f"| synth_cells | {cells['rows']['grounding']} | {cells['rows']['vqa']} | {cells['weighted_rows']} | 300 |" in table
+    assert f"| synth_xray | {xray['rows']['grounding']} | {xray['rows']['vqa']} | {xray['weighted_rows']} | 300 |" in table
     assert "**400** samples planned (explicit weighting)" in table
 
 
@@ -124,18 +124,19 @@ def test_trainer_dataset_decodes_images_splits_by_rank_and_resumes(index, tmp_pa
 
     from PIL import Image
 
-    from medmo_pipeline.training import common
+    from medmo_pipeline.training.examples import sft_example, sft_features
 
     plan = mixture.plan(index, MixtureRecipe(sources=list(ROWS), tasks=TASKS))
     rows = stream.MixtureStream(plan, seed=5)
     whole = ids(take(rows.rows(), 20))
-    kept = [(i, row) for i, row in enumerate(take(rows.rows(rank=1, world=2), 10)) if row["source"] != "synth_medqa"]
+    with_images = {r["id"] for r in take(rows.rows(), 20) if r["images"]}
+    kept = [(i, row) for i, row in enumerate(take(rows.rows(rank=1, world=2), 10)) if row["images"]]
 
     def example(row):  # drops text-only rows, as a prompt filter would
-        return common.sft_example(row) if row["images"] else None
+        return sft_example(row) if row["images"] else None
 
     positions, log = stream.PositionLog(), tmp_path / "samples.jsonl"
-    dataset = stream.trainer_dataset(rows, features=common.sft_features(), to_example=example, world=2,
+    dataset = stream.trainer_dataset(rows, features=sft_features(), to_example=example, world=2,
                                      positions=positions, sample_log=log)
     assert dataset.n_shards == 2
     part = list(itertools.islice(iter(dataset.shard(num_shards=2, index=1)), len(kept)))
@@ -143,10 +144,10 @@ def test_trainer_dataset_decodes_images_splits_by_rank_and_resumes(index, tmp_pa
     assert [item["messages"][0]["content"] for item in part] == [r["messages"][0]["content"] for _, r in kept]
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert [entry["id"] for entry in logged] == [r["id"] for _, r in kept] and {e["part"] for e in logged} == {1}
-    assert [entry["id"] for entry in logged] == [i for i in whole[1::2] if not i.startswith("synth_medqa")]
+    assert [entry["id"] for entry in logged] == [i for i in whole[1::2] if i in with_images]
     # Where part 1 stands after its first 3 examples: the stream index after the third kept row.
     assert positions.next_index(1, 3, (0, 0)) == kept[2][0] + 1
-    resumed = stream.trainer_dataset(rows, features=common.sft_features(), to_example=example, world=2,
+    resumed = stream.trainer_dataset(rows, features=sft_features(), to_example=example, world=2,
                                      starts={1: (3, kept[2][0] + 1)})
     again = list(itertools.islice(iter(resumed.shard(num_shards=2, index=1)), len(kept) - 3))
     assert [item["messages"] for item in again] == [item["messages"] for item in part[3:]]

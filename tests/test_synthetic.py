@@ -27,7 +27,7 @@ SIZE = 128
 BOX_ANSWER = re.compile(r"^(\w+) <box>\[(.*)\]</box>$")
 BOX_ITEM = re.compile(r"\[(\d+), (\d+), (\d+), (\d+)\]")
 COUNT_WORDS = {0: "no lesion", 1: "one lesion", 2: "two lesions"}
-N_ROWS = {"synth_xray": 120, "synth_cells": 84, "synth_medqa": 80}
+N_ROWS = {"synth_xray": 120, "synth_cells": 84, "synth_medqa": 400}
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,8 @@ def test_task_mix_per_source(corpus):
         "grounding",
         "report",
     }
-    assert set(Counter(r["task"] for r in rows_of(corpus, "synth_cells"))) == {"caption", "vqa", "grounding"}
-    assert set(Counter(r["task"] for r in rows_of(corpus, "synth_medqa"))) == {"text_qa", "instruction"}
+    assert set(Counter(r["task"] for r in rows_of(corpus, "synth_cells"))) == {"caption", "vqa"}
+    assert set(Counter(r["task"] for r in rows_of(corpus, "synth_medqa"))) == {"vqa", "text_qa", "instruction"}
 
 
 # --- determinism and splits -----------------------------------------------------------------------
@@ -156,6 +156,9 @@ def test_train_and_eval_share_no_image(corpus):
         evaluation = {r["images"][0]["sha256"] for r in rows_of(corpus, source, "eval")}
         assert len(train) == N_ROWS[source] and len(evaluation) == N_ROWS[source]
         assert not train & evaluation
+    medqa = [{r["images"][0]["sha256"] for r in rows_of(corpus, "synth_medqa", split) if r["images"]}
+             for split in ("train", "eval")]
+    assert medqa[0] and not medqa[0] & medqa[1]
 
 
 def test_bad_arguments_are_rejected():
@@ -187,7 +190,7 @@ def test_counting_answers_equal_the_number_of_boxes(corpus):
 
 
 def test_grounding_answers_parse_back_to_the_pixel_boxes_in_reading_order(corpus):
-    for source, label in (("synth_xray", "lesion"), ("synth_cells", "cell")):
+    for source, label in (("synth_xray", "lesion"),):
         grounding = rows_of(corpus, source, task="grounding")
         assert len(grounding) >= 40
         for row in grounding:
@@ -260,8 +263,8 @@ def test_captions_state_the_count(corpus):
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**31), size=st.sampled_from([64, 96, 160]), index=st.integers(0, 30))
 def test_grounding_round_trip_for_any_seed_and_size(seed, size, index):
-    # Index 0 of both cycles is a grounding row; 'index' shifts into later cycles.
-    for source, cycle in (("synth_xray", 10), ("synth_cells", 7)):
+    # Index 0 of the X-ray cycle is a grounding row; 'index' shifts into later cycles.
+    for source, cycle in (("synth_xray", 10),):
         row = list(generate_rows(source, "train", index * cycle + 1, seed=seed, image_size=size))[-1]
         assert row["task"] == "grounding"
         _, relative = parse_box_answer(row["answer"])
@@ -304,12 +307,28 @@ def test_train_and_eval_ask_the_same_facts_in_other_option_orders(corpus):
     assert sum(train[q] != evaluation[q] for q in train) >= len(train) / 2
 
 
-def test_instruction_rows_summarise_findings_or_answer_in_words(corpus):
+def test_image_multiple_choice_counts_the_lesions_with_options_in_order(corpus):
+    questions = rows_of(corpus, "synth_medqa", task="vqa")
+    assert len(questions) >= 100
+    for row in questions:
+        assert row["modality"] == "xray" and len(row["images"]) == 1 and row["choices"] == ["none", "one", "two", "three"]
+        lines = user_text(row).split("\n")
+        assert lines[1:5] == ["A. none", "B. one", "C. two", "D. three"] and lines[-1] == "Answer with the option letter."
+        assert row["answer"] == reply(row) == "ABCD"[len(row["boxes"])]
+        assert reasoning(row).startswith(COUNT_WORDS[len(row["boxes"])].split()[0])
+    assert Counter(r["answer"] for r in questions).keys() == {"A", "B", "C"}
+
+
+def test_instruction_rows_summarise_findings_answer_in_words_or_give_the_impression(corpus):
     rows = rows_of(corpus, "synth_medqa", task="instruction")
-    kinds = Counter(user_text(r).split(":")[0] for r in rows)
-    assert set(kinds) == {"Summarise the findings", "Answer in a few words"}
+    kinds = Counter("image" if r["images"] else user_text(r).split(":")[0] for r in rows)
+    assert set(kinds) == {"Summarise the findings", "Answer in a few words", "image"}
     for row in rows:
-        assert row["answer"] == reply(row) and row["modality"] == "text"
+        assert row["answer"] == reply(row)
+        if row["images"]:  # the impression of the X-ray shown, which names its lesion count
+            assert row["modality"] == "xray" and COUNT_WORDS[len(row["boxes"])] in row["answer"].lower()
+            continue
+        assert row["modality"] == "text"
         if user_text(row).startswith("Summarise"):
             count = re.search(r"FINDINGS: (\w+)", user_text(row)).group(1).lower()
             impression_count = row["answer"].split()[0].lower()

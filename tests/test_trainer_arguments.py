@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from medmo_pipeline.config import OptimRecipe
-from medmo_pipeline.training.common import trainer_arguments
+from medmo_pipeline.training.trainer_setup import trainer_arguments
 
 
 def test_dataloader_workers_reach_the_trainer_and_default_to_zero():
@@ -82,7 +82,7 @@ def test_the_recipe_dtype_is_the_load_dtype_where_a_gpu_trains(monkeypatch):
     """No GPU here: CUDA's presence is faked for the dtype choice only."""
     import torch
 
-    from medmo_pipeline.training.common import training_dtype
+    from medmo_pipeline.training.trainer_setup import training_dtype
 
     assert training_dtype(_optim(bf16=True)) == torch.float32  # CPU trains in fp32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -95,7 +95,7 @@ def test_a_policy_loads_with_the_recipe_attention_and_dtype(tmp_path):
 
     from medmo_pipeline.config import BaseModelRecipe
     from medmo_pipeline.model.tiny import build_tiny_base_model
-    from medmo_pipeline.training.common import load_for_training
+    from medmo_pipeline.training.trainer_setup import load_for_training
 
     base_dir = build_tiny_base_model(tmp_path / "base", texts=["lesion yes no"] * 50, spec={}, seed=1)
     base = BaseModelRecipe(source="tiny")

@@ -4,7 +4,8 @@ import datasets
 
 from medmo_pipeline import reply_format
 from medmo_pipeline.data import synthetic
-from medmo_pipeline.training import common, grpo
+from medmo_pipeline.data.prompts import formatted_messages
+from medmo_pipeline.training.examples import rl_dataset, sft_dataset
 
 
 def _rows():
@@ -19,18 +20,18 @@ def _from_dict(dataset):
 
 def test_sft_dataset_matches_from_dict_and_decodes_images():
     rows = _rows()
-    built = common.sft_dataset(rows)
+    built = sft_dataset(rows)
     assert len(built) == len(rows)
     assert built.to_list() == _from_dict(built).to_list()
     first = built[0]
-    assert first["messages"] == common.formatted_messages(rows[0]["messages"], "plain")
+    assert first["messages"] == formatted_messages(rows[0]["messages"], "plain")
     assert [img.size for img in first["images"]] == [(img["width"], img["height"]) for img in rows[0]["images"]]
     assert built[next(i for i, r in enumerate(rows) if not r["images"])]["images"] == []  # text-only rows
 
 
 def test_rl_dataset_keeps_reward_columns():
     rows = [r for r in _rows() if r["boxes"]]
-    built = grpo.rl_dataset(rows)
+    built = rl_dataset(rows)
     assert built.to_list() == _from_dict(built).to_list()
     assert built[0]["boxes"][0].keys() == {"x1", "y1", "x2", "y2", "label"}
     assert built[0]["image_width"] == 48
@@ -38,9 +39,9 @@ def test_rl_dataset_keeps_reward_columns():
 
 def test_fingerprint_follows_the_rows_drawn():
     rows = _rows()
-    assert common.sft_dataset(rows)._fingerprint == common.sft_dataset(list(rows))._fingerprint
-    assert common.sft_dataset(rows)._fingerprint != common.sft_dataset(rows[::-1])._fingerprint
-    assert common.sft_dataset(rows)._fingerprint != common.sft_dataset(rows[:-1])._fingerprint
+    assert sft_dataset(rows)._fingerprint == sft_dataset(list(rows))._fingerprint
+    assert sft_dataset(rows)._fingerprint != sft_dataset(rows[::-1])._fingerprint
+    assert sft_dataset(rows)._fingerprint != sft_dataset(rows[:-1])._fingerprint
 
 
 def test_reply_format_decides_prompt_and_target():
@@ -52,17 +53,17 @@ def test_reply_format_decides_prompt_and_target():
     question, reply = (m["content"] for m in asked["messages"])
     reasoning, answer = reply_format.split_reasoning(reply)
     assert reasoning and answer.startswith("lesion <box>")
-    plain = common.sft_dataset([asked, plain_half, presence], "plain")
-    tagged = common.sft_dataset([asked, plain_half, presence], "think_answer")
+    plain = sft_dataset([asked, plain_half, presence], "plain")
+    tagged = sft_dataset([asked, plain_half, presence], "think_answer")
     assert [m["content"] for m in plain[0]["messages"]] == [question, answer]
     assert [m["content"] for m in tagged[0]["messages"]] == [
         f"{question}\n{reply_format.FORMAT_INSTRUCTION}", f"<think>{reasoning}</think><answer>{answer}</answer>"]
     # The other half is asked plainly and answers plainly, as a benchmark asks; rows without reasoning too.
-    assert tagged[1]["messages"] == plain[1]["messages"] == common.formatted_messages(plain_half["messages"], "plain")
-    assert tagged[2]["messages"] == plain[2]["messages"] == common.formatted_messages(presence["messages"], "plain")
+    assert tagged[1]["messages"] == plain[1]["messages"] == formatted_messages(plain_half["messages"], "plain")
+    assert tagged[2]["messages"] == plain[2]["messages"] == formatted_messages(presence["messages"], "plain")
     assert plain._fingerprint != tagged._fingerprint
     share = sum(map(reply_format.asks_for_format, (r["id"] for r in grounding))) / len(grounding)
     assert 0.25 < share < 0.75
-    rl = grpo.rl_dataset([asked, presence], "think_answer")
+    rl = rl_dataset([asked, presence], "think_answer")
     assert [p[0]["content"] for p in rl["prompt"]] == [
         f"{r['messages'][0]['content']}\n{reply_format.FORMAT_INSTRUCTION}" for r in (asked, presence)]

@@ -356,14 +356,24 @@ def in_threads(function, items: list, *, chunk: int = 64) -> list:
 
 
 _POOL: list = []  # (pid, executor): threads do not survive a fork, so a forked child makes its own
+MAX_CHECK_THREADS = 8  # a batch's images are shared out 64 at a time: more threads than this sit idle
+
+
+def check_threads() -> int:
+    """How many threads ``in_threads`` runs on: the cores this process may use (its CPU affinity,
+    so ``taskset`` limits it too), at most ``MAX_CHECK_THREADS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_CHECK_THREADS, cores))
 
 
 def _pool():
     from concurrent.futures import ThreadPoolExecutor
 
     if not _POOL or _POOL[0][0] != os.getpid():
-        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                                     thread_name_prefix="image-checks"))]
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=check_threads(), thread_name_prefix="image-checks"))]
     return _POOL[0][1]
 
 

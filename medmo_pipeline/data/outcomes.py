@@ -27,6 +27,8 @@ FILTER_REASONS = {
     "class": "a class the registry entry skips",
     "no_finding": "an image annotated as having no finding: nothing to ground",
     "unannotated": "an image the release leaves without annotation (CTC annotates some frames only)",
+    "no_positive_label": "a label-table row with no positive label: nothing to answer",
+    "subset": "a record outside the part of the release the entry reads (another split)",
     "duplicate": "an exact duplicate of a kept row",
     "decontamination": "matches an evaluation item",
 }

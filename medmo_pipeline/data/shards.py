@@ -58,24 +58,15 @@ class ShardWriteError(OSError):
         return self.strerror
 
 
-def write_shards(
-    rows: Iterable[dict],
-    out_dir: Path,
-    *,
-    shard_rows: int,
-    source: str,
-    source_revision: str = "",
-    schema: pa.Schema = SAMPLE_SCHEMA,
-) -> dict:
+def write_shards(rows: Iterable[dict], out_dir: Path, *, shard_rows: int, schema: pa.Schema = SAMPLE_SCHEMA,
+                 **manifest_fields: str) -> dict:
     """Write ``rows`` as shards of ``shard_rows`` rows under ``out_dir``; return the manifest.
 
-    Rows must have exactly the schema's fields. Streams like ``write_tables``, which it feeds one
-    shard of rows at a time.
+    Rows must have exactly the schema's fields. ``write_tables`` writes them, fed one shard of rows
+    at a time; ``manifest_fields`` are its ``source`` and ``source_revision``.
     """
-    if shard_rows < 1:
-        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
-    return write_tables(_row_tables(rows, shard_rows, schema), out_dir, shard_rows=shard_rows, source=source,
-                        source_revision=source_revision, schema=schema)
+    return write_tables(_row_tables(rows, shard_rows, schema), out_dir, shard_rows=shard_rows, schema=schema,
+                        **manifest_fields)
 
 
 def _row_tables(rows: Iterable[dict], shard_rows: int, schema: pa.Schema) -> Iterator[pa.Table]:
@@ -108,9 +99,10 @@ def write_tables(
     ``shard_rows`` rows under ``out_dir``; return the manifest.
 
     Streams: rows are cut into shards as they come, and each shard is serialised as one contiguous
-    table, so the bytes depend only on the rows, not on how they were batched. While a shard's file
-    is fsynced and renamed into place on a background thread, the next shard is being built: at most
-    one shard is in flight and one pending. Rewriting a directory first removes its manifest (so it
+    table, so the bytes depend only on the rows, not on how they were batched. While a shard is
+    serialised, hashed, fsynced and renamed into place on a background thread (Arrow's encoder and
+    the hash run without the GIL), the next shard is being built: at most one shard is in flight
+    and one pending. Rewriting a directory first removes its manifest (so it
     never describes a half-rewritten directory) and leftover temporaries, keeps shards whose bytes
     are already right (see the module doc) and, at the end, removes shards the new manifest does not
     list. A failed write raises ShardWriteError naming the file; shards already published stay.
@@ -122,7 +114,6 @@ def write_tables(
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     for stale in out_dir.glob(TEMPORARY_GLOB):
         stale.unlink(missing_ok=True)
-    shards: list[dict] = []
     splits: dict[str, int] = {}
 
     with _Publisher() as publisher:
@@ -132,7 +123,7 @@ def write_tables(
                 for item in pc.value_counts(table.column("split")).to_pylist():
                     if item["values"] is not None:
                         splits[item["values"]] = splits.get(item["values"], 0) + item["counts"]
-            shards.append(_put_shard(out_dir / SHARD_PATTERN.format(index=len(shards)), table, publisher))
+            publisher.submit(out_dir / SHARD_PATTERN.format(index=publisher.submitted), table)
 
         pending: list[pa.Table] = []
         held = 0
@@ -149,6 +140,7 @@ def write_tables(
         if held:
             put(pa.concat_tables(pending))
 
+    shards = publisher.entries
     listed = {shard["name"] for shard in shards}
     for stale in out_dir.glob("part-*.parquet"):
         if stale.name not in listed:
@@ -166,26 +158,31 @@ def write_tables(
 
 
 class _Publisher:
-    """Writes files with ``_write_atomic`` on one background thread, one file at a time.
+    """Publishes shards with ``_publish_shard`` on one background thread, one shard at a time, and
+    keeps their manifest entries in order (``entries``).
 
-    The fsync of a finished shard is mostly waiting for the disk; meanwhile the caller builds the
-    next shard. ``submit`` first waits for the file before (so at most one is in flight, and files
-    appear in order) and raises its error, if it had one; leaving the ``with`` block waits for the
-    last one, so nothing is still being written once the writer returns or raises.
+    Encoding a shard runs in Arrow without the GIL and its fsync is mostly waiting for the disk;
+    meanwhile the caller builds the next shard. ``submit`` first waits for the shard before (so at
+    most one is in flight, and files appear in order) and raises its error, if it had one; leaving
+    the ``with`` block waits for the last one, so nothing is still being written once the writer
+    returns or raises.
     """
 
     def __init__(self):
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-publish")
         self.in_flight: Future | None = None
+        self.entries: list[dict] = []
+        self.submitted = 0
 
-    def submit(self, path: Path, data: pa.Buffer) -> None:
+    def submit(self, path: Path, table: pa.Table) -> None:
         self.wait()
-        self.in_flight = self.pool.submit(_write_atomic, path, data)
+        self.in_flight = self.pool.submit(_publish_shard, path, table)
+        self.submitted += 1
 
     def wait(self) -> None:
         done, self.in_flight = self.in_flight, None
         if done is not None:
-            done.result()
+            self.entries.append(done.result())
 
     def __enter__(self) -> Self:
         return self
@@ -198,13 +195,13 @@ class _Publisher:
             self.pool.shutdown(wait=True)
 
 
-def _put_shard(path: Path, table: pa.Table, publisher: _Publisher) -> dict:
-    """Serialise ``table`` for ``path`` and hand it to ``publisher`` (unless an earlier run left
-    these very bytes there); its manifest entry."""
+def _publish_shard(path: Path, table: pa.Table) -> dict:
+    """Serialise ``table`` and write it to ``path`` (unless an earlier run left these very bytes
+    there); its manifest entry."""
     data = _parquet_bytes(table)
     entry = {"name": path.name, "rows": table.num_rows, "sha256": _sha256(data), "bytes": len(data)}
     if not _holds(path, entry["bytes"], entry["sha256"]):
-        publisher.submit(path, data)
+        _write_atomic(path, data)
     return entry
 
 

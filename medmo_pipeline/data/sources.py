@@ -8,6 +8,7 @@ changed source shows its partition as stale without reading the data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -156,6 +157,18 @@ def evaluation_index(corpus: CorpusRecipe, *, seed: int) -> tuple[set[str], list
     return build_eval_index(rows()), names
 
 
+def input_bytes(corpus: CorpusRecipe, source: str) -> int:
+    """A source's input size: the files of its local copy (registry), or its rows' raw pixels (synthetic)."""
+    if source in corpus.synthetic_sources():
+        spec = corpus.synthetic
+        rows = spec.train_rows.get(source, 0) + spec.eval_rows.get(source, 0)
+        return rows * spec.image_size * spec.image_size * 3
+    from medmo_pipeline.data.registry import resolve_source
+
+    directory = resolve_source(registry_entry(corpus, source), data_root(corpus))
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def image_limits(corpus: CorpusRecipe):
     """The recipe's ``corpus.image_limits`` as the ImageLimits every image path checks."""
     from medmo_pipeline.data.image_limits import ImageLimits
@@ -171,13 +184,13 @@ def curate_source(
     Curation runs into a staging directory and is published under its manifest hash, so an
     identical re-run reuses what is there, a killed run resumes from its complete shards, and a
     reader never sees a half-written source. A source larger than ``corpus.split_above_bytes`` curates
-    in ``corpus.curation_parts`` processes side by side (``curation_parts``). The
+    in ``corpus.curation_parts`` processes side by side (``curation.parts``). The
     quarantine table sits beside the shard directory as ``<manifest hash>.quarantine.parquet``.
     """
     from medmo_pipeline.atomic import staged_dir
     from medmo_pipeline.data import shards
     from medmo_pipeline.data.curation import CurationLimits, curate
-    from medmo_pipeline.data.curation_parts import curate_in_parts, planned_parts
+    from medmo_pipeline.data.curation.parts import curate_in_parts, planned_parts
     from medmo_pipeline.data.image_limits import using_limits
 
     source_fingerprint = fingerprint(corpus, source, seed=seed)  # a missing source stops here, nothing written
@@ -187,12 +200,13 @@ def curate_source(
     staging = source_root / ".staging"
     eval_index, eval_sets = evaluation_index(corpus, seed=seed)
     log(f"{source}: decontaminating against {len(eval_sets)} evaluation sets: {', '.join(eval_sets) or 'none'}")
-    parts = planned_parts(corpus, source)
+    parts = planned_parts(corpus.curation_parts, corpus.split_above_bytes, lambda: input_bytes(corpus, source))
     limits = image_limits(corpus)
     try:
         if parts > 1:  # each part puts the limits in force in its own process
-            report = curate_in_parts(corpus, source, staging, seed=seed, parts=parts, eval_index=eval_index,
-                                     revision=source_fingerprint["revision"], log=log)
+            report = curate_in_parts(functools.partial(source_rows, corpus, source, seed=seed), staging,
+                                     source=source, parts=parts, shard_rows=corpus.shard_rows, limits=limits,
+                                     eval_index=eval_index, revision=source_fingerprint["revision"], log=log)
         else:
             with using_limits(limits):  # the adapters' conversions (DICOM, 16-bit PNG, masks) are bounded too
                 report = curate(

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from medmo_pipeline.atomic import staged_file, write_text_atomic
+from medmo_pipeline.evaluation.effects import (
+    StagePlan,
+    chain_plans,
+    effects_text,
+    plans_from_recipe,
+    stage_effects,
+)
 
 # Column order of the table and panels of the figure; metrics not measured are left out.
 HEADLINE_METRICS = [
@@ -107,12 +115,16 @@ def paper_comparison(measured, models: dict[str, str] | None = None):
     return pd.DataFrame.from_dict(table, orient="index").astype(float)
 
 
-def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path) -> dict:
+def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path,
+                         plans: list[StagePlan] | None = None) -> dict:
     """Write ``stage_ablation.csv`` (one row per checkpoint, then the paper's reported rows; one column
     per metric, ``benchmark/metric`` when several benchmarks are evaluated), the long table with
-    confidence intervals, and three figures: every headline metric (``stage_ablation.png``),
-    VQA/QA accuracy by stage (``stage_ablation_qa.png``) and report and grounding scores by stage
-    (``stage_ablation_reports_grounding.png``). Returns paths and the wide table."""
+    confidence intervals, three figures: every headline metric (``stage_ablation.png``, its footer
+    saying what each stage was for and what it changed), VQA/QA accuracy by stage
+    (``stage_ablation_qa.png``) and report and grounding scores by stage
+    (``stage_ablation_reports_grounding.png``), and each stage's paired effect on its targets and
+    protected metrics (``stage_effects.csv``, ``stage_effects.png``; ``plans``: each checkpoint's
+    parent, purpose and guard, by default the current recipe's). Returns paths and the wide table."""
     import pandas as pd
 
     measured = gather(eval_dirs)
@@ -132,7 +144,11 @@ def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path)
     paths = {"csv": out_dir / "stage_ablation.csv", "long_csv": out_dir / "stage_ablation_long.csv",
              "png": out_dir / "stage_ablation.png", "qa_png": out_dir / "stage_ablation_qa.png",
              "reports_grounding_png": out_dir / "stage_ablation_reports_grounding.png",
-             "paper_csv": out_dir / "stage_ablation_paper.csv", "paper_png": out_dir / "stage_ablation_paper.png"}
+             "paper_csv": out_dir / "stage_ablation_paper.csv", "paper_png": out_dir / "stage_ablation_paper.png",
+             "effects_csv": out_dir / "stage_effects.csv", "effects_png": out_dir / "stage_effects.png"}
+    plans = plans if plans is not None else default_plans(order)
+    effects = stage_effects(eval_dirs, plans)
+    footer = effects_text(effects, {p.name: p.purpose for p in plans}, width=160)
     paper = paper_comparison(measured)
     write_text_atomic(paths["paper_csv"], paper.round(2).to_csv(index_label="model"))
     with staged_file(paths["paper_png"]) as staged:
@@ -145,8 +161,51 @@ def build_stage_ablation(eval_dirs: dict[str, Path | list[Path]], out_dir: Path)
                                          "Report and grounding scores by stage")}
     for key, (panels, title) in figures.items():
         with staged_file(paths[key]) as staged:
-            _plot(long, rows, panels, staged, title)
-    return {**paths, "table": wide, "paper_table": paper}
+            _plot(long, rows, panels, staged, title, footer if key == "png" else "")
+    write_text_atomic(paths["effects_csv"], effects.to_csv(index=False))
+    with staged_file(paths["effects_png"]) as staged:
+        plot_effects(effects, {p.name: p.purpose for p in plans}, staged)
+    return {**paths, "table": wide, "paper_table": paper, "effects": effects}
+
+
+def default_plans(order: list[str]) -> list[StagePlan]:
+    """The current recipe's stages when its checkpoints are the ones compared; else each checkpoint
+    follows the one before it."""
+    from medmo_pipeline.config import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe()
+    except RecipeError:
+        return chain_plans(order)
+    return plans_from_recipe(recipe) if recipe.checkpoints() == order else chain_plans(order)
+
+
+def plot_effects(effects, purposes: dict[str, str], path: Path) -> None:
+    """One panel per stage: the paired change (stage - parent) of each target (blue) and protected
+    metric (grey) with its 95% interval; the title says what the stage was for."""
+    from medmo_pipeline.plots import _pyplot
+
+    plt = _pyplot()
+    stages = list(dict.fromkeys(effects["stage"])) or ["(no stage)"]
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.2), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        group = effects[effects.stage == stage]
+        y = np.arange(len(group))[::-1]
+        delta = group["delta"].to_numpy(dtype=float)
+        err = np.clip(np.vstack([delta - group["ci_low"].to_numpy(dtype=float),
+                                 group["ci_high"].to_numpy(dtype=float) - delta]), 0, None)
+        colors = ["#36a" if role == "target" else "#999" for role in group["role"]]
+        ax.barh(y, delta, xerr=err, color=colors, capsize=3)
+        ax.set_yticks(y, [f"{m}{'' if r == 'target' else ' (guard)'}" for m, r in zip(group.metric, group.role)],
+                      fontsize=7)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title("\n".join(textwrap.wrap(f"{stage}: {purposes.get(stage, '')}", 48)[:2]), fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("What each stage changed over its parent (same held-out samples; bars: 95% paired-bootstrap "
+                 "interval; blue: the stage's targets, grey: metrics it must keep)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _plot_paper(paper, path: Path) -> None:
@@ -174,13 +233,14 @@ def _plot_paper(paper, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot(long, order: list[str], columns: list[str], path: Path, title: str) -> None:
+def _plot(long, order: list[str], columns: list[str], path: Path, title: str, footer: str = "") -> None:
     from medmo_pipeline.plots import _pyplot
 
     plt = _pyplot()
     cols = max(1, min(3, len(columns)))
     rows = max(1, int(np.ceil(len(columns) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.1 * rows), squeeze=False)
+    footer_inches = 0.16 * (footer.count("\n") + 1) if footer else 0.0
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.1 * rows + footer_inches), squeeze=False)
     x = np.arange(len(order))
     for ax, column in zip(axes.flat, columns):
         sub = long[long.column == column].groupby("checkpoint").first().reindex(order)
@@ -202,7 +262,11 @@ def _plot(long, order: list[str], columns: list[str], path: Path, title: str) ->
     if not columns:
         axes.flat[0].text(0.5, 0.5, "no metric of this kind was evaluated", ha="center", va="center")
     fig.suptitle(f"{title} (held-out; bars: 95% bootstrap CI; grey: the paper's reported numbers)", fontsize=10)
-    fig.tight_layout()
+    if footer:  # what each stage was for and what it changed, paired intervals (evaluation.effects)
+        fig.text(0.01, 0.005, footer, family="monospace", fontsize=7, va="bottom")
+        fig.tight_layout(rect=(0, footer_inches / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

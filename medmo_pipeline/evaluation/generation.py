@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import groupby
 
-from medmo_pipeline.training.common import decode_images, prompt_text
+from medmo_pipeline.data.model_images import decode_images
+from medmo_pipeline.data.prompts import prompt_text
 
 
 def prompt_messages(row: dict) -> list[dict]:

@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         from medmo_pipeline import tracking
         from medmo_pipeline.data import corpus
         from medmo_pipeline.data.benchmarks.loading import declared_metrics, load_counted
+        from medmo_pipeline.data.model_images import decodable_rows
         from medmo_pipeline.evaluation.generation import generate_answers
         from medmo_pipeline.evaluation.scoring import score_benchmark
+        from medmo_pipeline.model.checkpoint import parent_reference
         from medmo_pipeline.model.loading import load_model, load_processor
-        from medmo_pipeline.training.common import decodable_rows, parent_reference
 
         spec = recipe.evaluation
         index = corpus.load_index(args.corpus)

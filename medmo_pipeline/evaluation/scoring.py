@@ -61,10 +61,7 @@ METRIC_NOTES = {
 
 # Plug-in metrics: name -> (the rows it applies to, the plug-in that computes it).
 PLUGIN_METRICS = {
-    "report_ratescore": ("report", "ratescore"),
-    "caption_ratescore": ("caption", "ratescore"),
-    "report_sembscore": ("report", "sembscore"),
-    "caption_sembscore": ("caption", "sembscore"),
+    **{f"{rows}_{plugin}": (rows, plugin) for plugin in ("ratescore", "sembscore") for rows in ("report", "caption")},
     "open_vqa_llm_judge": ("open", "llm_judge"),
 }
 PLUGINS: dict[str, Callable[..., M.MetricResult]] = {

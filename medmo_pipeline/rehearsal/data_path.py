@@ -9,12 +9,9 @@ as the collator would. So the figure is the data path's alone, not the tiny mode
 from __future__ import annotations
 
 import io
-import resource
 import time
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from medmo_pipeline.process_memory import current_rss_kib, peak_rss_kib, reset_peak_rss
 
 
 def measure(index: dict, mixture, *, seed: int, rank: int, world_size: int, rows: int = 20_000,
@@ -26,7 +23,8 @@ def measure(index: dict, mixture, *, seed: int, rank: int, world_size: int, rows
     from medmo_pipeline.data.stream import MixtureStream
     from medmo_pipeline.training.streamed import stage_plan
 
-    before, started = peak_rss_mb(), time.perf_counter()
+    # From the resident size now: the growth is the stream's, whatever the process held before.
+    before, started = current_rss_kib() if reset_peak_rss() else peak_rss_kib(), time.perf_counter()
     plan = stage_plan(index, mixture)
     planned = time.perf_counter()
     streamed = 0
@@ -40,4 +38,4 @@ def measure(index: dict, mixture, *, seed: int, rank: int, world_size: int, rows
     return {"description": f"stream (rank {rank} of {world_size}, images decoded)",
             "planned_samples": plan["planned_samples"], "plan_seconds": round(planned - started, 2),
             "rows": streamed, "seconds": round(elapsed, 2), "rows_per_s": streamed / max(elapsed, 1e-9),
-            "rss_growth_mb": round(peak_rss_mb() - before, 1), "rank": rank, "world_size": world_size}
+            "rss_growth_mb": round((peak_rss_kib() - before) / 1024, 1), "rank": rank, "world_size": world_size}

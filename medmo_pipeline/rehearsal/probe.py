@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 -m medmo_pipeline.rehearsal.probe \
         --out DIR --job sft -- --recipe R --stage stage1 --parent P --corpus C --output O
 
-Runs ``training.sft`` or ``training.grpo`` unchanged. It wraps ``training.common.load_for_training``
+Runs ``training.sft`` or ``training.grpo`` unchanged. It wraps ``training.trainer_setup.load_for_training``
 to record how many of the model's parameters this rank holds right after loading (ZeRO-3 keeps a
 partition, ``ds_tensor``, of each parameter of ``ds_numel`` elements), and writes
 ``DIR/rank-<R>.json`` with that and the process's peak RSS once the job returns.
@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
+
+from medmo_pipeline.process_memory import peak_rss_mib
 
 JOBS = {"sft": "medmo_pipeline.training.sft", "grpo": "medmo_pipeline.training.grpo"}
 
@@ -51,18 +52,18 @@ def main(argv: list[str] | None = None) -> None:
 
     import importlib
 
-    from medmo_pipeline.training import common
+    from medmo_pipeline.training import trainer_setup
 
-    load = common.load_for_training
+    load = trainer_setup.load_for_training
 
     def measured_load(*load_args, **load_kwargs):
         model = load(*load_args, **load_kwargs)
         record.update(parameter_share(model), loaded_after_s=round(time.time() - started, 2))
         return model
 
-    common.load_for_training = measured_load
+    trainer_setup.load_for_training = measured_load
     importlib.import_module(JOBS[args.job]).main(job_args)
-    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    record["peak_rss_mb"] = round(peak_rss_mib(), 1)
     record["wall_s"] = round(time.time() - started, 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"rank-{rank}.json").write_text(json.dumps(record, indent=2))

@@ -47,8 +47,8 @@ def build_tiny(recipe, output: Path, code_version: str, started: float, log) -> 
     from medmo_pipeline import tracking
     from medmo_pipeline.atomic import staged_dir, write_json_atomic
     from medmo_pipeline.data import synthetic
+    from medmo_pipeline.model.checkpoint import weights_version
     from medmo_pipeline.model.tiny import build_tiny_base_model
-    from medmo_pipeline.training.common import weights_version
 
     spec = recipe.base_model
     n = spec.tokenizer_training_rows

@@ -9,18 +9,19 @@ recipe; TRL logs each component's mean and std per step, which go to MLflow, the
 and reward-trend plots (box and tag rewards) beside the policy. Every ``completion_log_every``
 steps a few sampled completions with their rewards are logged. Prompts ask for the recipe's
 ``reply_format``; which rows train, and how over-long prompts are handled, is ``rl_rows``' job.
+The job's skeleton (resume, MLflow, lineage, publishing, metadata) is ``training.stage``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
-from medmo_pipeline.jobs import checked_recipe, entry_point
-from medmo_pipeline.reply_format import ReplyFormat, rl_prompt
-from medmo_pipeline.training import common
+from medmo_pipeline.jobs import entry_point
+from medmo_pipeline.training import stage, trainer_setup
+from medmo_pipeline.training.examples import rl_example, rl_features
+from medmo_pipeline.training.stage import StageRun
 
 TREND_PLOT = "box_reward_trend.png"
 # Reward-trend plots beside the policy: file -> (logged key, title).
@@ -28,47 +29,6 @@ TREND_PLOTS = {
     TREND_PLOT: ("rewards/box/mean", "box reward during RL (mean, rolling std, trend)"),
     "tag_reward_trend.png": ("rewards/tag_count/mean", "tag-count reward during RL (mean, rolling std, trend)"),
 }
-
-
-def rl_dataset(rows: list[dict], reply_format: ReplyFormat = "plain"):
-    """Sample rows -> GRPO prompts (string content; TRL inserts the image placeholders) + reward columns."""
-    features = rl_features()
-    examples = [rl_example(row, reply_format) for row in rows]
-    return common.in_memory_dataset({name: [e[name] for e in examples] for name in features}, features, rows,
-                                    variant=reply_format)
-
-
-def rl_features():
-    """Columns of a GRPO example: the prompt, its PNG images and what the rewards compare against."""
-    import datasets
-
-    return datasets.Features(
-        {
-            "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-            "images": datasets.List(datasets.Image()),
-            "task": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "choices": datasets.List(datasets.Value("string")),
-            "boxes": datasets.List({k: datasets.Value("float64") for k in ("x1", "y1", "x2", "y2")}
-                                   | {"label": datasets.Value("string")}),
-            "image_width": datasets.Value("int32"),
-            "image_height": datasets.Value("int32"),
-        }
-    )
-
-
-def rl_example(row: dict, reply_format: ReplyFormat = "plain") -> dict:
-    """A sample row as a GRPO example (``rl_features``), its prompt asking for ``reply_format``."""
-    return {
-        "prompt": [{"role": "user", "content": rl_prompt(common.prompt_text(row), reply_format)}],
-        "images": common.image_cells(row),
-        "task": row["task"],
-        "answer": row["answer"],
-        "choices": list(row["choices"]),
-        "boxes": list(row["boxes"]),
-        "image_width": row["images"][0]["width"] if row["images"] else 0,
-        "image_height": row["images"][0]["height"] if row["images"] else 0,
-    }
 
 
 def observed(functions: list, samples: list[dict]):
@@ -92,136 +52,121 @@ def observed(functions: list, samples: list[dict]):
     return [wrap(fn) for fn in functions]
 
 
-@entry_point
-def main(argv: list[str] | None = None) -> None:
-    args = common.training_argument_parser(__doc__.splitlines()[0], default_stage="rl").parse_args(argv)
-    recipe, code_version = checked_recipe(args, args.stage)
-    stage = recipe.rl
+class ReinforcementStage(stage.StageJob):
+    description = __doc__.splitlines()[0]
+    default_stage = "rl"
+    artifacts = tuple(TREND_PLOTS)
 
-    from medmo_pipeline.jobs import job_reporter
+    def stage_name(self, args) -> str:
+        return "rl"  # the recipe has one RL section, whatever --stage says
 
-    with job_reporter() as reporter:
-        started = time.time()
-        import mlflow
-        from transformers import TrainerCallback
-        from trl import GRPOTrainer
+    def recipe_stage(self, recipe, name: str):
+        return recipe.rl
 
-        from medmo_pipeline import tracking
-        from medmo_pipeline.data import corpus, mixture
-        from medmo_pipeline.model.loading import load_processor, set_image_resolution
+    def plan_message(self, run: StageRun) -> str:
+        return f"rl: {run.plan['planned_samples']} prompts planned per pass over {sorted(run.plan['sources'])}"
+
+    def prepare(self, run: StageRun) -> None:
+        from medmo_pipeline.data.model_images import skip_undecodable
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
-        from medmo_pipeline.plots import markdown_image, plot_reward_trend
         from medmo_pipeline.rewards import build_reward_functions
-        from medmo_pipeline.training import resume, rl_rows, streamed
+        from medmo_pipeline.training import rl_rows, streamed
 
-        index = corpus.load_index(args.corpus)
-        plan = streamed.stage_plan(index, stage.mixture)
-        base = recipe.base_model
-        processor = load_processor(args.parent, trust_remote_code=base.trust_remote_code)
-        set_image_resolution(processor, stage.image.max_pixels, stage.image.min_pixels)
+        rl = run.stage
+        run.processor = processor = run.load_processor()
         left_pad_prompts(processor)
-        row_counts = Counter()
+        self.row_counts = Counter()
 
         def prompt_example(row: dict) -> dict | None:
-            kept, outcome = rl_rows.fit_prompt(row, processor, stage.grpo.max_prompt_length,
-                                               stage.grpo.overlong_prompts, stage.reply_format)
-            row_counts[outcome] += 1
-            return None if kept is None else rl_example(kept, stage.reply_format)
+            kept, outcome = rl_rows.fit_prompt(row, processor, rl.grpo.max_prompt_length,
+                                               rl.grpo.overlong_prompts, rl.reply_format)
+            self.row_counts[outcome] += 1
+            return None if kept is None else rl_example(kept, rl.reply_format)
 
-        reporter.log(f"rl: {plan['planned_samples']} prompts planned per pass over {sorted(plan['sources'])}")
-
-        reward_functions, weights = build_reward_functions(stage.rewards)
-        samples: list[dict] = []
-        start = common.resume_plan(args, stage.optim, code_version, index["data_version"])
-        reporter.log(start.describe())
-        optim, g = stage.optim, stage.grpo
+        self.reward_functions, weights = build_reward_functions(rl.rewards)
+        self.samples: list[dict] = []
+        optim, g = rl.optim, rl.grpo
         # Prompt groups span ranks, so every rank reads the one stream and takes its slice of each batch.
         prompts_per_step = (optim.per_device_train_batch_size * optim.gradient_accumulation_steps
                             * streamed.world_size()) // g.num_generations
-        decodable = common.skip_undecodable(prompt_example, reporter.log)
-        data = streamed.StageData(plan, recipe.seed, rl_features(), decodable, examples_per_step=prompts_per_step,
-                                  per_rank=False, resume_from=start.checkpoint, resume_step=start.step or 0)
-        config = grpo_config(stage, processor, output_dir=start.work_dir, seed=recipe.seed, reward_weights=weights,
-                             shuffle_dataset=False,  # the stream is already in its seeded order
-                             **data.trainer_arguments(optim, global_examples_per_step=prompts_per_step))
+        self.decodable = skip_undecodable(prompt_example, run.reporter.log)
+        run.data = run.stream(rl_features(), self.decodable, examples_per_step=prompts_per_step, per_rank=False)
+        run.config = grpo_config(rl, processor, output_dir=run.start.work_dir, seed=run.recipe.seed,
+                                 reward_weights=weights,
+                                 shuffle_dataset=False,  # the stream is already in its seeded order
+                                 **run.data.trainer_arguments(optim, global_examples_per_step=prompts_per_step))
         # Loaded after its trainer configuration, so that a ZeRO-3 config partitions it as it loads.
-        model = common.load_for_training(args.parent, base, stage.optim, config)
-        use_patchwise_projection(model)  # same values, a cheaper backward
-        history: list[dict] = start.history()
-        section = recipe.section("rl")
+        run.model = trainer_setup.load_for_training(run.args.parent, run.recipe.base_model, optim, run.config)
+        use_patchwise_projection(run.model)  # same values, a cheaper backward
+
+    def callbacks(self, run: StageRun) -> list:
+        import mlflow
+        from transformers import TrainerCallback
+
+        samples, every, reporter = self.samples, run.stage.completion_log_every, run.reporter
 
         class CompletionLog(TrainerCallback):
             def on_step_end(self, args_, state, control, **kwargs):
-                if state.is_world_process_zero and state.global_step % stage.completion_log_every == 0 and samples:
+                if state.is_world_process_zero and state.global_step % every == 0 and samples:
                     shown = samples[: min(4, len(samples))]
                     reporter.log(f"step {state.global_step} sampled completions: " + json.dumps(shown, default=str))
                     mlflow.log_dict(shown, f"completions/step_{state.global_step:06d}.json")
 
-        with common.main_process_mlflow_run(
-            recipe.tracking.experiment, f"rl-{code_version[:8]}", params=section,
-            tags={"stage": "rl", "code_version": code_version, "corpus_data_version": index["data_version"],
-                  "parent": args.parent},
-        ) as run:
-            trainer = GRPOTrainer(
-                model=model,
-                reward_funcs=observed(reward_functions, samples),
-                args=config,
-                train_dataset=data.dataset,
-                processing_class=processor,
-                callbacks=[common.reporting_callback(reporter, mlflow, history), CompletionLog(), data.callback(),
-                           resume.completion_callback(start.key)],
-            )
-            result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
-            state_dict = common.gathered_state_dict(trainer)
-            if not resume.is_main_process():
-                return  # rank 0 publishes, logs and reports
-            reporter.log(f"rl rows: {rl_rows.describe(row_counts)} (prompt limit {stage.grpo.max_prompt_length}, "
-                         f"overlong prompts: {stage.grpo.overlong_prompts})")
-            metrics = {"steps": int(result.global_step), "resumed_from_step": start.step,
-                       "planned_samples": plan["planned_samples"],
-                       "rows_skipped_undecodable": len(decodable.skipped),
-                       "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
-                       **{f"rows_{outcome}": n for outcome, n in sorted(row_counts.items())}}
-            drawn = data.streamed(int(result.global_step))
-            metrics.update(reward_summary(history, [fn.__name__ for fn in reward_functions]))
-            constant = [fn.__name__ for fn in reward_functions if metrics.get(f"reward_{fn.__name__}_distinct_means") == 1]
-            if constant and metrics["steps"] > 1:
-                reporter.log(f"warning: reward component(s) {constant} logged one value at every step: no signal")
-            lineage = tracking.lineage_record(
-                stage="rl", parent=common.parent_reference(args.parent), corpus=corpus.lineage_view(index),
-                mixture={"recipe": stage.mixture.model_dump(mode="json"), "rows": mixture.describe(plan),
-                         "streamed": drawn, "drawn": streamed.drawn_by_task(plan, drawn)},
-                recipe_name=recipe.name, recipe_section=section, recipe_hash=code_version,
-                mlflow_run_id=run.info.run_id, started=started, metrics=metrics,
-            ) | {"resume": start.lineage()}
+        return [CompletionLog()]
 
-            def reward_trend(directory: Path):
-                for name, (key, title) in TREND_PLOTS.items():
-                    plot_reward_trend(history, key, directory / name, title)  # none when the key was never logged
+    def trainer(self, run: StageRun, callbacks: list):
+        from trl import GRPOTrainer
 
-            data_version, lineage = common.publish_checkpoint(
-                trainer.model, processor, args.output, lineage=lineage, recipe_section=section,
-                history=history, title=f"rl ({recipe.name})", extra=reward_trend, state_dict=state_dict,
-            )
-            trends = {name: args.output / name for name in TREND_PLOTS if (args.output / name).is_file()}
-            mlflow.set_tag("data_version", data_version)
-            registered = tracking.register_if_chosen(recipe.tracking.register_models, "rl", args.output, lineage)
-            for name in ("lineage.json", "recipe.yaml", "training_curves.png", *TREND_PLOTS):
-                if (args.output / name).exists():
-                    mlflow.log_artifact(str(args.output / name))
-        resume.finish(start)
-        from medmo_pipeline.training.sft import checkpoint_metadata
+        return GRPOTrainer(
+            model=run.model,
+            reward_funcs=observed(self.reward_functions, self.samples),
+            args=run.config,
+            train_dataset=run.data.dataset,
+            processing_class=run.processor,
+            callbacks=callbacks,
+        )
 
-        meta = checkpoint_metadata(args.output, {**lineage, "registered_model": registered}, metrics,
-                                   common.elapsed(started))
+    def metrics(self, run: StageRun, result) -> dict:
+        from medmo_pipeline.training import rl_rows
+
+        g = run.stage.grpo
+        run.reporter.log(f"rl rows: {rl_rows.describe(self.row_counts)} (prompt limit {g.max_prompt_length}, "
+                         f"overlong prompts: {g.overlong_prompts})")
+        metrics = {"steps": int(result.global_step), "resumed_from_step": run.start.step,
+                   "planned_samples": run.plan["planned_samples"],
+                   "rows_skipped_undecodable": len(self.decodable.skipped),
+                   "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+                   **{f"rows_{outcome}": n for outcome, n in sorted(self.row_counts.items())}}
+        names = [fn.__name__ for fn in self.reward_functions]
+        metrics.update(reward_summary(run.history, names))
+        constant = [name for name in names if metrics.get(f"reward_{name}_distinct_means") == 1]
+        if constant and metrics["steps"] > 1:
+            run.reporter.log(f"warning: reward component(s) {constant} logged one value at every step: no signal")
+        return metrics
+
+    def write_files(self, run: StageRun, directory: Path) -> None:
+        from medmo_pipeline.plots import plot_reward_trend
+
+        for name, (key, title) in TREND_PLOTS.items():
+            plot_reward_trend(run.history, key, directory / name, title)  # none when the key was never logged
+
+    def add_metadata(self, run: StageRun, meta: dict) -> None:
         from medmo_pipeline.jobs import Md
+        from medmo_pipeline.plots import markdown_image
 
-        for name, path in trends.items():
+        for name in TREND_PLOTS:
+            path = run.args.output / name
+            if not path.is_file():
+                continue
             key = name.removesuffix(".png")
             meta[key] = path.resolve()
             meta[f"{key}_plot"] = Md(markdown_image(path, key.replace("_", " ")))
-        meta["rewards_per_step"] = reward_table(history, [fn.__name__ for fn in reward_functions])
-        reporter.report(meta, data_version=data_version)
+        meta["rewards_per_step"] = reward_table(run.history, [fn.__name__ for fn in self.reward_functions])
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> None:
+    stage.run(ReinforcementStage(), argv)
 
 
 def left_pad_prompts(processor) -> None:
@@ -235,7 +180,7 @@ def grpo_config(stage, processor, *, output_dir, seed: int, reward_weights: list
     from trl import GRPOConfig
 
     g = stage.grpo
-    arguments = {**common.trainer_arguments(stage.optim, output_dir=output_dir, seed=seed), **overrides}
+    arguments = {**trainer_setup.trainer_arguments(stage.optim, output_dir=output_dir, seed=seed), **overrides}
     return GRPOConfig(
         **arguments,
         num_generations=g.num_generations,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+from medmo_pipeline.data.prompts import prompt_text
 from medmo_pipeline.reply_format import ReplyFormat, rl_prompt
 from medmo_pipeline.rewards.registry import box_scorable
 
@@ -27,10 +28,6 @@ KEPT, TRUNCATED, NO_GOLD_BOX, TOO_LONG = "kept", "truncated", "dropped_no_gold_b
 def image_size(row: dict) -> tuple[int, int]:
     """(width, height) of the row's first image, (0, 0) without one."""
     return (row["images"][0]["width"], row["images"][0]["height"]) if row["images"] else (0, 0)
-
-
-def question(row: dict) -> str:
-    return row["messages"][0]["content"]
 
 
 def with_question(row: dict, text: str) -> dict:
@@ -45,11 +42,11 @@ def has_signal(row: dict) -> bool:
 
 def prompt_length(row: dict, processor, reply_format: ReplyFormat) -> int:
     """Tokens of the row's RL prompt as the policy reads it: chat template, image tokens expanded."""
-    from medmo_pipeline.training.common import decode_images
+    from medmo_pipeline.data.model_images import decode_images
 
     text = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"} for _ in row["images"]]
-          + [{"type": "text", "text": rl_prompt(question(row), reply_format)}]}],
+          + [{"type": "text", "text": rl_prompt(prompt_text(row), reply_format)}]}],
         add_generation_prompt=True, tokenize=False)
     return len(processor(text=[text], images=decode_images(row) or None)["input_ids"][0])
 
@@ -68,13 +65,13 @@ def fit_prompt(row: dict, processor, limit: int | None, policy: str, reply_forma
     if policy != "truncate":
         raise ValueError(f"overlong_prompts must be 'truncate' or 'drop', got {policy!r}")
     tokenizer = processor.tokenizer
-    ids = tokenizer(question(row), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt_text(row), add_special_tokens=False)["input_ids"]
     # Re-encoding a cut text can merge tokens differently: cut again until the prompt fits.
     while excess > 0 and excess < len(ids):
         ids = ids[excess:]
         row = with_question(row, tokenizer.decode(ids).lstrip())
         excess = prompt_length(row, processor, reply_format) - limit
-        ids = tokenizer(question(row), add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt_text(row), add_special_tokens=False)["input_ids"]
     return (row, TRUNCATED) if excess <= 0 else (None, TOO_LONG)
 
 

@@ -96,7 +96,7 @@ class StageData:
         return max(1, math.ceil(optim.num_train_epochs * self.plan["planned_samples"] / global_examples_per_step))
 
     def trainer_arguments(self, optim: OptimRecipe, *, global_examples_per_step: int) -> dict:
-        """Trainer arguments a stream needs (merged over ``common.trainer_arguments``)."""
+        """Trainer arguments a stream needs (merged over ``trainer_setup.trainer_arguments``)."""
         return {"max_steps": self.max_steps(optim, global_examples_per_step=global_examples_per_step),
                 "ignore_data_skip": True,  # the stream starts at the saved position instead
                 "dataloader_num_workers": 0}  # positions are recorded where examples are made

@@ -20,9 +20,11 @@ from . import (
     deeplesion,
     image_folder,
     instruction,
+    labels,
     masks,
     multiple_choice,
     nih_bbox,
+    npz_masks,
     report,
     vqa,
     yolo,
@@ -42,6 +44,8 @@ ADAPTERS: dict[str, ModuleType] = {
     "multiple_choice": multiple_choice,
     "text_instruction": instruction,
     "image_folder": image_folder,
+    "label_csv": labels,
+    "instance_masks_npz": npz_masks,
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 
-from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, rows_only
+from .common import AdapterOptions, guarded, layout_path, limited, load_image, rows_only, validated
 from .grounding import grounding_rows, xywh_to_xyxy
 
 
@@ -20,12 +20,9 @@ class Options(AdapterOptions):
     image_file: str = "source.jpg"
 
 
-def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
-    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
-    options = Options.model_validate(options)
-    base = safe_join(root, options.image_dir)
-    if not base.is_dir():
-        raise SourceLayoutError(f"{options.image_dir} is missing under {root}")
+@validated(Options)
+def iter_outcomes(root: Path, options: Options) -> Iterator:
+    base = layout_path(root, options.image_dir, folder=True)
     folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}", refuse_outside=False)]
 
     def convert(_, folder: Path) -> list[dict]:

@@ -7,18 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import (
-    ImageRecordOptions,
-    as_list,
-    guarded,
-    limited,
-    load_image,
-    make_row,
-    read_records,
-    rows_only,
-    text,
-    turn,
-)
+from .common import ImageRecordOptions, each_file_record, make_row, record_images, rows_only, text, turn
 
 
 class Options(ImageRecordOptions):
@@ -30,12 +19,12 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     def convert(index: int, record: dict) -> list[dict]:
-        images = [load_image(root, value, options) for value in as_list(record.get(options.image_field))]
+        images = record_images(root, record, options)
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, "caption", options, turn(options.question, text(record.get(options.caption_field))),
                          images=images)]
 
-    yield from guarded(limited(read_records(root, options), options), options.file, convert)
+    yield from each_file_record(root, options, convert)
 
 
 iter_samples = rows_only(iter_outcomes)

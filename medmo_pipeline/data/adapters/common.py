@@ -14,33 +14,28 @@ the registry reports naming the dataset.
 
 from __future__ import annotations
 
-import csv
+import functools
+import hashlib
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_line, load_json
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.safe_paths import UnsafePathError, check_relative, safe_join
 
+from .records import RecordFormat, SourceLayoutError, iter_records, layout_path  # noqa: F401 - re-exported
+
 IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 COMPOUND_SUFFIXES = (".nii.gz",)
-RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 MAX_COORDINATE = 1e6  # pixels: past this a coordinate is a broken value, not an image position
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default
-
-
-class SourceLayoutError(RuntimeError):
-    """The dataset's files do not have the layout the registry entry describes (a file missing, a
-    JSON file that does not parse): no record of it can be read."""
+OUTCOMES_DOC = "Rows, and the outcome (quarantined / filtered) of each record that gives none."
 
 
 class AdapterOptions(BaseModel):
@@ -52,7 +47,15 @@ class AdapterOptions(BaseModel):
     modality: str = "other"
     image_dir: str = ""  # prefix for image paths read from the data file, relative to the root
     image_extension: str = ""  # replaces the extension of image paths read from the data file
+    # a leading folder a release writes before its image paths, relative to where it was downloaded
+    # (MedSG-188K: "MedSG-Bench/MedSG-Train/Task1/x.png" inside the MedSG-Bench snapshot); removed
+    image_strip_prefix: str = ""
     limit: int | None = None  # read at most this many records (smoke runs)
+    # A held-out share the release does not ship (MedTrinity, Bacteria): 1 record in holdout_one_in,
+    # chosen by a stable hash of its id; "heldout" reads that share (the benchmark), "rest" the others
+    # (the training source). The records of the other part are filtered, reason "subset".
+    holdout_one_in: int = 0
+    holdout_part: Literal["heldout", "rest"] = "rest"
 
 
 class RecordOptions(AdapterOptions):
@@ -62,141 +65,81 @@ class RecordOptions(AdapterOptions):
     format: RecordFormat = "auto"
     id_field: str = ""  # "" numbers the records in file order
     columns: list[str] = []  # CSV/TSV without a header row: the column names, in order (ROCO's captions.txt)
+    quoted_fields: bool = True  # False: '"' is a plain character (ROCO's captions.txt quotes inside captions)
+    # read only the records whose field holds one of the values (CheXpert Plus: {split: [valid]});
+    # the others are filtered, reason "subset"
+    keep_where: dict[str, list[str]] = {}
+    # read only the records whose id_field value is a key (JSON object) or a line of this file
+    # (PubMedQA's data/test_ground_truth.json); the others are filtered, reason "subset"
+    keep_ids_file: str = ""
+    records_keyed_by: str = ""  # a JSON object of records by id (PubMedQA's ori_pqal.json): the id goes here
 
 
 class ImageRecordOptions(RecordOptions):
     """Record files whose rows name their image(s) in ``image_field``."""
 
     image_field: str = "image"
+    image_suffix: str = ""  # appended to image names stored without one (VQA-Med "synpic41148", ROCO ids)
 
 
-def read_records(root: Path, options: RecordOptions) -> Iterator[dict]:
-    """The records of ``options.file`` as the options describe them (format, header-less columns)."""
-    return iter_records(root, options.file, options.format, columns=options.columns)
-
-
-def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "",
-                 columns: Sequence[str] = ()) -> Iterator[dict]:
-    """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
-    a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
-
-    Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
-    bounds (a line over them stops the file, naming it and the line); a JSON file is read whole up
-    to ``annotations.MAX_WHOLE_FILE``. A JSONL line that does not parse, and a line or CSV row that
-    is not UTF-8 or does not parse, come out as ``RowQuarantined`` in their place. CSV header names
-    are stripped (a trailing space in a header is a common quirk) and a byte-order mark is dropped.
-    """
-    if "*" in file:
-        base = Path(root).resolve()
-        matches = sorted(base.glob(file))
-        if not matches:
-            raise SourceLayoutError(f"no file matches {file!r} under {base}")
-        for match in matches:
-            yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key, columns=columns)
-        return
-    path = safe_join(root, file)
-    if not path.is_file():
-        raise SourceLayoutError(f"{file} is missing under {root}")
-    kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
-    if kind == "jsonl":
-        yield from _jsonl(path, file)
-    elif kind == "json":
-        yield from _json(path, file, json_key)
-    elif kind in ("csv", "tsv"):
-        yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns)
-    elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-            yield from batch.to_pylist()
-    else:
-        raise SourceLayoutError(f"{file}: unknown record format {kind!r}; say format: json|jsonl|csv|tsv|parquet")
-
-
-def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
-    with open(path, "rb") as handle:
-        lines = BoundedLines(handle, file)
-        for raw in lines:
-            if not raw.strip():
-                continue
-            where = f"line {lines.number}"
-            try:
-                record = json_line(raw.decode("utf-8"), file, lines.number)
-            except UnicodeDecodeError as error:
-                yield RowQuarantined("invalid_utf8", f"{file} {where}: {error}", file, where)
-            except AnnotationError as error:
-                yield RowQuarantined("malformed_record", str(error), file, where)
-            else:
-                yield record if isinstance(record, dict) else RowQuarantined(
-                    "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
-
-
-def _json(path: Path, file: str, json_key: str) -> Iterator[dict | RowQuarantined]:
-    try:
-        data = load_json(path, file)
-    except AnnotationError as error:
-        if not isinstance(error.__context__, UnicodeDecodeError):
-            raise
-        # within the size bound, but a stray byte: kept as a surrogate, curation quarantines its record
-        data = json.loads(path.read_bytes().decode("utf-8-sig", errors="surrogateescape"))
-    try:
-        records = data[json_key] if json_key else data
-    except (KeyError, TypeError) as error:
-        raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
-    if not isinstance(records, list):
-        raise SourceLayoutError(f"{file} holds a JSON {type(records).__name__}, not a list of records")
+def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuarantined | RowFiltered]:
+    """The records of ``options.file`` as the options describe them (format, header-less columns,
+    ``keep_where``)."""
+    records = iter_records(root, options.file, options.format, columns=options.columns,
+                           quoted=options.quoted_fields, keyed_by=options.records_keyed_by)
+    keep = {options.id_field: _listed_ids(root, options.keep_ids_file)} if options.keep_ids_file else {}
     for index, record in enumerate(records):
-        yield record if isinstance(record, dict) else RowQuarantined(
-            "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"record {index}")
+        outside = [field for field, values in {**options.keep_where, **keep}.items()
+                   if isinstance(record, dict) and text(record.get(field)) not in values]
+        if outside:
+            yield RowFiltered("subset", f"{outside[0]}={text(record.get(outside[0]))!r}")
+        elif isinstance(record, dict) and other_part(key := _record_key(record, index, options), options):
+            yield RowFiltered("subset", f"{options.id_field or 'record'} {key!r} is not in the {options.holdout_part} part")
+        else:
+            yield record
 
 
-def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = ()) -> Iterator[dict | RowQuarantined]:
-    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), its lines
-    within ``annotations``' bounds. Bytes that are not UTF-8 are kept as surrogates while parsing,
-    so one bad row is reported, not the file."""
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(BoundedLines(handle, file), delimiter=delimiter)
-        header = list(columns) or next(reader, None)
-        if header is None:
-            return
-        names = [name.strip() for name in header]
-        number = 0
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                number += 1
-                yield RowQuarantined("malformed_record", f"{file} row {number}: CSV: {error}", file, f"row {number}")
-                continue
-            number += 1
-            if not values:  # a blank line is no record (a row of empty fields is one)
-                continue
-            record = CsvRecord(zip(names, values, strict=False))
-            if any(_has_surrogates(value) for value in values):
-                yield RowQuarantined("invalid_utf8", f"{file} row {number}: bytes that are not UTF-8", file,
-                                     f"row {number}")
-            else:
-                yield record
+def _record_key(record: dict, index: int, options: RecordOptions) -> str:
+    return text(record.get(options.id_field)) if options.id_field else str(index)
 
 
-class CsvRecord(dict):
-    """A CSV row whose ``get`` also finds a column named with other case or spacing ("Image index"
-    for "Image Index"): exports of the same release differ in header spelling."""
-
-    def get(self, key, default=None):
-        if key in self:
-            return self[key]
-        wanted = " ".join(str(key).split()).casefold()
-        for name, value in self.items():
-            if " ".join(name.split()).casefold() == wanted:
-                return value
-        return default
+def other_part(key: str, options: AdapterOptions) -> bool:
+    """Whether the record ``key`` belongs to the other part of ``options``' held-out split (never
+    without one). The split is a hash of the key: the same on every run and machine."""
+    if not options.holdout_one_in:
+        return False
+    held_out = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") \
+        % options.holdout_one_in == 0
+    return held_out != (options.holdout_part == "heldout")
 
 
-def _has_surrogates(value: str) -> bool:
-    return not value.isascii() and any("\udc80" <= char <= "\udcff" for char in value)
+def _listed_ids(root: Path, file: str) -> set[str]:
+    """The ids a list file names: the keys of a JSON object, the items of a JSON list, or its lines."""
+    data = layout_path(root, file).read_bytes().decode("utf-8-sig")
+    try:
+        listed = json.loads(data)
+    except json.JSONDecodeError:
+        listed = data.splitlines()
+    return {text(item) for item in listed} - {""}
+
+
+def each_record(records: Iterator, options: AdapterOptions, file: str,
+                convert: Callable[[int, Any], Iterable]) -> Iterator:
+    """``convert`` applied to each record (within ``options.limit``), one bad record quarantined
+    (``guarded``): the loop every record-file adapter runs."""
+    return guarded(limited(records, options), file, convert)
+
+
+def each_file_record(root: Path, options: RecordOptions, convert: Callable[[int, Any], Iterable]) -> Iterator:
+    """``each_record`` over the records of ``options.file``."""
+    return each_record(read_records(root, options), options, options.file, convert)
+
+
+def record_images(root: Path, record: dict, options: ImageRecordOptions) -> list[dict]:
+    """The image entries a record names in ``options.image_field`` (one name or a list), in order."""
+    suffix = options.image_suffix
+    return [load_image(root, f"{value}{suffix}" if suffix and isinstance(value, str) else value, options)
+            for value in as_list(record.get(options.image_field))]
 
 
 def guarded(records: Iterable[tuple[int, Any]], file: str,
@@ -299,6 +242,8 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
         raise RowError("missing_field" if value in (None, "") else "malformed_record",
                        f"image path {value!r} is not a file name")
     value = value.strip()
+    if options.image_strip_prefix and value.startswith(options.image_strip_prefix):
+        value = value[len(options.image_strip_prefix):]
     if options.image_extension:
         value = replace_extension(value, options.image_extension)
     check_relative(value)
@@ -367,6 +312,22 @@ def make_row(local_id: Any, task: str, options: AdapterOptions, messages: Sequen
 def turn(question: str, reply: str) -> list[dict]:
     """One user question and its assistant reply."""
     return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+
+
+def validated(model: type[AdapterOptions]) -> Callable:
+    """Decorator for an adapter's ``iter_outcomes(root, options)``: ``options`` (a dict or a model)
+    is validated into ``model`` when iteration starts, as the function's first step would; the
+    function without a docstring of its own gets the one every adapter's ``iter_outcomes`` has."""
+
+    def decorate(outcomes: Callable[[Path, Any], Iterable]) -> Callable[[Path, Any], Iterator]:
+        @functools.wraps(outcomes)
+        def iter_outcomes(root: Path, options) -> Iterator:
+            yield from outcomes(root, model.model_validate(options))
+
+        iter_outcomes.__doc__ = outcomes.__doc__ or OUTCOMES_DOC
+        return iter_outcomes
+
+    return decorate
 
 
 def rows_only(iter_outcomes: Callable[[Path, Any], Iterable]) -> Callable[[Path, Any], Iterator[dict]]:

@@ -5,10 +5,11 @@ Used by PubMed-Vision, Quilt-LLaVA-Pretrain, LLaVA-Med-style sets and MedSG. ``<
 placeholders are removed from the text; the images travel, in order, in the row. Turns after the
 last assistant reply are dropped; system turns are dropped.
 
-Grounding sets that keep their boxes in the reply (MedSG: ``label <box>[[x1, y1, x2, y2]]</box>``)
-declare the numbers' scale as ``reply_box_scale``; the first reply's boxes then become the row's
-pixel boxes of its first image (``boxes.reply_box_to_pixels``), which is what the RL box reward
-scores against. A record with a box outside the declared scale's frame is quarantined (bad_number).
+Grounding sets that keep their boxes in the reply (MedSG-188K: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``
+in pixels) declare the numbers' scale as ``reply_box_scale``; the first reply's boxes then become the
+row's pixel boxes of its image, for a record with one image (``boxes.reply_box_to_pixels``), which
+is what the RL box reward scores against. A record with a box outside the declared scale's frame is
+quarantined (bad_number).
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
 
 
 def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[dict]:
-    """Pixel box records of the first reply's boxes, on the first image (none without an image)."""
+    """Pixel box records of the first reply's boxes on the record's one image; none for a record
+    with no image or several (MedSG's replies name which of several images a box lies on)."""
     reply = next((m["content"] for m in messages if m["role"] == "assistant"), "")
-    if not images:
+    if len(images) != 1 or not images[0]["bytes"]:  # a missing image: curation quarantines it as such
         return []
     width, height = images[0]["width"], images[0]["height"]
     records = []

@@ -19,7 +19,17 @@ from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.pixels import failed_entry
 from medmo_pipeline.safe_paths import safe_join
 
-from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, make_row, rows_only, turn
+from .common import (
+    AdapterOptions,
+    guarded,
+    layout_path,
+    limited,
+    load_image,
+    make_row,
+    other_part,
+    rows_only,
+    turn,
+)
 from .grounding import QUESTION, grounding_rows
 
 
@@ -37,10 +47,12 @@ class Options(AdapterOptions):
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
-    image_dir = safe_join(root, options.image_dir)
-    if not image_dir.is_dir():
-        raise SourceLayoutError(f"{options.image_dir} is missing under {root}")
+    image_dir = layout_path(root, options.image_dir, folder=True)
     images = sorted(p for p in image_dir.iterdir() if p.is_file())
+    others = [p for p in images if other_part(p.stem, options)]
+    if others:  # the other part of a held-out split: counted, not read
+        yield RowFiltered("subset", f"{len(others)} images outside the {options.holdout_part} part", rows=len(others))
+        images = [p for p in images if p not in set(others)]
 
     def convert(where: str, image_path: Path) -> list:
         mask_name = f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"
@@ -70,7 +82,11 @@ def instance_boxes(mask_bytes: bytes, limits: ImageLimits | None = None) -> list
     per column, the ids present (``np.unique`` over the labelled pixels, grouped), so the cost is
     linear in pixels, not instances x pixels.
     """
-    mask = _mask_pixels(mask_bytes, limits or limits_in_force())
+    return boxes_of_ids(_mask_pixels(mask_bytes, limits or limits_in_force()))
+
+
+def boxes_of_ids(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Tight (x1, y1, x2, y2) of each non-zero instance id of a 2-D id plane, ordered by id."""
     ys, xs = np.nonzero(mask)
     if not len(ys):
         return []

@@ -7,9 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
+from medmo_pipeline.data.outcomes import RowFiltered
 
-from .common import AdapterOptions, guarded, iter_records, limited, load_image, row_problem, rows_only, text
+from .common import (
+    RecordFormat,
+    RecordOptions,
+    guarded,
+    limited,
+    load_image,
+    read_records,
+    rows_only,
+    text,
+    validated,
+)
 from .grounding import grounding_rows, xywh_to_xyxy
 
 # The published header: "Image Index,Finding Label,Bbox [x,y,w,h],,," (the box name spans four
@@ -18,33 +28,30 @@ COLUMNS = 6
 NO_FINDING = ("no finding", "no_finding")
 
 
-class Options(AdapterOptions):
+class Options(RecordOptions):
     file: str = "BBox_List_2017.csv"
+    format: RecordFormat = "csv"
     image_dir: str = "images"
     modality: str = "xray"
 
 
-def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
-    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
-    options = Options.model_validate(options)
+@validated(Options)
+def iter_outcomes(root: Path, options: Options) -> Iterator:
     boxes: dict[str, list] = {}
-    for index, record in enumerate(iter_records(root, options.file, "csv")):
-        if isinstance(record, RowQuarantined):
-            yield record
-            continue
-        try:
-            values = list(record.values())
-            if len(values) < COLUMNS or any(value is None for value in values[:COLUMNS]):
-                raise ValueError(f"{len(values)} columns, expected {COLUMNS}")
-            image, label, *xywh = (text(value) for value in values[:COLUMNS])
-            if not image or not label:
-                raise KeyError("Image Index / Finding Label")
-            if label.casefold() in NO_FINDING and not any(value.strip() for value in xywh[:4] if value != "nan"):
-                yield RowFiltered("no_finding", f"{image}: {label}")  # a negative image: its box is empty or NaN
-                continue
-            boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*xywh)))
-        except Exception as error:  # noqa: BLE001 - this CSV row is quarantined; the others go on
-            yield row_problem(error, options.file, f"row {index + 1}")
+
+    def collect(_, record: dict) -> list:  # a bad CSV row is quarantined by guarded; the others go on
+        values = list(record.values())
+        if len(values) < COLUMNS or any(value is None for value in values[:COLUMNS]):
+            raise ValueError(f"{len(values)} columns, expected {COLUMNS}")
+        image, label, *xywh = (text(value) for value in values[:COLUMNS])
+        if not image or not label:
+            raise KeyError("Image Index / Finding Label")
+        if label.casefold() in NO_FINDING and not any(value.strip() for value in xywh[:4] if value != "nan"):
+            return [RowFiltered("no_finding", f"{image}: {label}")]  # a negative image: its box is empty or NaN
+        boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*xywh)))
+        return []
+
+    yield from guarded(enumerate(read_records(root, options)), options.file, collect)
 
     def convert(image: str, labelled: list) -> list[dict]:
         return list(grounding_rows(image, load_image(root, image, options), labelled, options))

@@ -23,11 +23,10 @@ from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import (
     ImageRecordOptions,
-    SourceLayoutError,
     as_list,
-    guarded,
+    each_record,
     iter_records,
-    limited,
+    layout_path,
     load_image,
     make_row,
     read_records,
@@ -68,9 +67,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                          turn(QUESTION, sections.reply()), images=images)]
 
     if options.layout == "study_folders":
-        yield from guarded(limited(_study_folders(root, options), options), options.reports_glob, convert)
+        yield from each_record(_study_folders(root, options), options, options.reports_glob, convert)
     else:
-        yield from guarded(limited(_records(root, options), options), options.file, convert)
+        yield from each_record(_records(root, options), options, options.file, convert)
 
 
 def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:
@@ -97,9 +96,7 @@ def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:
 def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
     """MIMIC-CXR: each report ``sXXXXXXXX.txt`` with the images of the folder ``sXXXXXXXX/`` beside it
     (DICOM in mimic-cxr, JPG in mimic-cxr-jpg, whose reports are the same files)."""
-    base = safe_join(root, options.image_dir) if options.image_dir else Path(root).resolve()
-    if not base.is_dir():
-        raise SourceLayoutError(f"{options.image_dir or '.'} is missing under {root}")
+    base = layout_path(root, options.image_dir, folder=True)
     for report in safe_glob(base, options.reports_glob, refuse_outside=False):
         study = report.with_suffix("")
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")

@@ -14,18 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
-from medmo_pipeline.safe_paths import safe_join
 
 from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
 from .common import (
     ImageRecordOptions,
-    SourceLayoutError,
-    as_list,
-    guarded,
-    limited,
-    load_image,
+    each_record,
+    layout_path,
     make_row,
     read_records,
+    record_images,
     rows_only,
     text,
     turn,
@@ -36,7 +33,6 @@ YES_NO = ("yes", "no")
 
 class Options(ImageRecordOptions):
     delimiter_fields: list[str] = []  # for '|'-separated text lines: the field names, in order
-    image_suffix: str = ""  # appended to image names stored without one (VQA-Med: "synpic41148")
     question_field: str = "question"
     answer_field: str = "answer"
     answer_type_field: str = ""
@@ -54,8 +50,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         if options.language_field and text(record.get(options.language_field)) != options.language:
             return [RowFiltered("language", f"{options.language_field}={text(record.get(options.language_field))!r}")]
         question, answer = text(record.get(options.question_field)), answer_text(record.get(options.answer_field))
-        images = [load_image(root, f"{value}{options.image_suffix}" if isinstance(value, str) else value, options)
-                  for value in as_list(record.get(options.image_field))]
+        images = record_images(root, record, options)
         choices: list[str] = []
         if options.option_fields:
             choices = unprefixed([text(record.get(field)) for field in options.option_fields])
@@ -66,7 +61,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)]
 
-    yield from guarded(limited(_records(root, options), options), options.file, convert)
+    yield from each_record(_records(root, options), options, options.file, convert)
 
 
 def answer_text(value) -> str:
@@ -81,9 +76,7 @@ def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
     if not options.delimiter_fields:
         yield from read_records(root, options)
         return
-    path = safe_join(root, options.file)
-    if not path.is_file():
-        raise SourceLayoutError(f"{options.file} is missing under {root}")
+    path = layout_path(root, options.file)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:

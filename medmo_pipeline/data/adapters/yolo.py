@@ -12,7 +12,7 @@ import yaml
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
 from medmo_pipeline.safe_paths import safe_join
 
-from .common import AdapterOptions, SourceLayoutError, coordinates, guarded, limited, load_image, rows_only
+from .common import AdapterOptions, coordinates, guarded, layout_path, limited, load_image, rows_only
 from .grounding import grounding_rows
 
 GRAZPEDWRI_CLASSES = ["boneanomaly", "bonelesion", "foreignbody", "fracture", "metal", "periostealreaction",
@@ -33,9 +33,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     classes = _classes(root, options)
-    labels_dir = safe_join(root, options.labels_dir)
-    if not labels_dir.is_dir():
-        raise SourceLayoutError(f"{options.labels_dir} is missing under {root}")
+    labels_dir = layout_path(root, options.labels_dir, folder=True)
     labels = sorted(labels_dir.glob("*.txt"))
 
     def convert(_, label_file: Path) -> list:

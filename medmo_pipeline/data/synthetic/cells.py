@@ -2,7 +2,12 @@
 
 Image: light pinkish background with noise, 1-3 non-overlapping, deeply stained purple elliptical
 cells (diameter 15-30% of the side), each with a darker off-centre nucleus, or an empty field. The
-cell box is the ellipse's box. Grounding rows always show cells; captions and counts show 0-3.
+cell box is the ellipse's box (the ``boxes`` column); captions and counts show 0-3 cells.
+
+There are no grounding rows: at 16 image tokens the tiny model counts cells but boxes them no
+better than a few memorised layouts (mean IoU about 0.1 after thousands of steps), so cell boxes
+only diluted the grounding figure without teaching anything in the demo's budget
+(docs/measurements.md). Grounding is the X-ray source's task.
 
 The closed question asks whether any cell is visible (empty fields give the "no" half); counting
 cells ("how many") is an open question. The stain is deep on purpose: with a paler one the tiny
@@ -15,17 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 from .drawing import Ellipse, encode_png, paint, place_apart, reading_order, to_uint8
-from .rows import COUNT_WORDS, box_records, example, grounding_answer, pick
+from .rows import COUNT_WORDS, box_records, example, pick
 
 LABEL = "cell"
 MODALITY = "microscopy"
-CYCLE = ("grounding", "count", "presence", "caption", "grounding", "count", "presence")
+CYCLE = ("count", "presence", "caption", "count", "presence")
 
 QUESTIONS = {
     "caption": ("Describe the image.", "What does this image show?", "Give a short caption."),
     "count": ("How many cells are there?", "How many cells are visible?", "Count the cells."),
     "presence": ("Are any cells visible?", "Is there a cell in this field?", "Does the image show any cells?"),
-    "grounding": ("Locate the cells.", "Locate each cell.", "Give the box of each cell."),
 }
 
 BACKGROUND = np.array([0.94, 0.89, 0.93], dtype=np.float32)
@@ -34,12 +38,9 @@ NUCLEUS = np.array([0.30, 0.12, 0.45], dtype=np.float32)
 
 
 def cell_count_for(kind: str, occurrence: int, rng: np.random.Generator) -> int:
-    """How many cells a row of this question kind shows (presence alternates empty / 1-3 cells;
-    grounding always has a cell to box)."""
+    """How many cells a row of this question kind shows (presence alternates empty / 1-3 cells)."""
     if kind == "presence":
         return 0 if occurrence % 2 else int(rng.integers(1, 4))
-    if kind == "grounding":
-        return int(rng.integers(1, 4))
     return int(rng.integers(0, 4))
 
 
@@ -86,7 +87,4 @@ def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> di
         return example("vqa", MODALITY, question, str(len(boxes)), **common)
     if kind == "presence":
         return example("vqa", MODALITY, question, "yes" if boxes else "no", **common)
-    if kind == "grounding":
-        return example("grounding", MODALITY, question, grounding_answer(LABEL, boxes, size),
-                       reasoning=caption(len(boxes)).removeprefix("Microscopy image with ").rstrip("."), **common)
     raise ValueError(f"unknown synth_cells question kind {kind!r}")

@@ -1,12 +1,21 @@
-"""synth_medqa: text-only multiple-choice QA over the knowledge base, plus instruction rows.
+"""synth_medqa: the instruction-tuning source of stage 3 (multiple choice, instructions, short answers).
 
-Train and eval render the SAME facts (in the same fixed rotation) with option orders drawn from
-each split's own random stream: a held-out score measures recall of the facts, which is the point
-of this source, and cannot come from memorising which letter a fact's answer sits under.
+Every row asks something the earlier stages have given the model the means to answer, in a form
+they never taught (an option letter, an instruction), so that stage 3 has something of its own to
+learn in its few hundred steps:
 
-One row in five is an instruction row (task "instruction"), mimicking the stage-3 instruction mix:
-either "Summarise the findings: <FINDINGS of an X-ray report>" -> its impression, or a knowledge-base
-question to answer in a few words -> the answer text.
+- ``image_choice``: an X-ray with 0-2 lesions and "How many lesions ...?" with the options
+  none / one / two / three in their natural order; stages 1-2 teach counting the lesions, stage 3
+  the option letter.
+- ``choice``: a knowledge-base question (``knowledge.FACTS``) with its answer and three same-kind
+  distractors in a shuffled order. Train and eval render the SAME facts (in the same fixed rotation)
+  with option orders drawn from each split's own random stream: a held-out score measures recall of
+  the facts, and cannot come from memorising which letter a fact's answer sits under. A 2-layer
+  model does not learn this in the demo's budget (near chance, docs/measurements.md), so it is one
+  multiple-choice row in six.
+- ``summarise`` (instruction): "Summarise the findings: <FINDINGS of an X-ray report>" -> its impression.
+- ``impression`` (instruction): an X-ray and "Write only the impression." -> the report's impression.
+- ``short_answer`` (instruction): a knowledge-base question to answer in a few words -> the answer text.
 """
 
 from __future__ import annotations
@@ -15,11 +24,23 @@ import numpy as np
 
 from . import xray
 from .knowledge import FACTS, same_kind_answers
-from .rows import example
+from .rows import COUNT_WORDS, box_records, example, pick
 
 MODALITY = "text"
 LETTERS = "ABCD"
-CYCLE = ("choice", "choice", "summarise", "choice", "choice", "choice", "choice", "short_answer")
+CYCLE = ("image_choice", "summarise", "image_choice", "choice", "image_choice", "impression", "image_choice",
+         "short_answer", "image_choice", "summarise")  # fmt: skip
+
+COUNT_OPTIONS = ("none", "one", "two", "three")
+COUNT_QUESTIONS = ("How many lesions are visible?", "How many lesions does this X-ray show?", "Count the lesions.")
+IMPRESSION_QUESTIONS = ("Write only the impression.", "Give the impression of this X-ray.",
+                        "State the impression in one line.")  # fmt: skip
+
+
+def options_question(question: str, options: list[str] | tuple[str, ...]) -> str:
+    """The question, one lettered option a line, and the answer instruction."""
+    lines = [question, *(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))]
+    return "\n".join([*lines, "Answer with the option letter."])
 
 
 def choice_question(rng: np.random.Generator, occurrence: int) -> dict:
@@ -30,9 +51,27 @@ def choice_question(rng: np.random.Generator, occurrence: int) -> dict:
     options = [fact.answer, *distractors]
     options = [options[i] for i in rng.permutation(len(options))]
     letter = LETTERS[options.index(fact.answer)]
-    lines = [fact.question, *(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))]
-    question = "\n".join([*lines, "Answer with the option letter."])
-    return example("text_qa", MODALITY, question, letter, choices=options, reasoning=f"{fact.answer} is option {letter}")
+    return example("text_qa", MODALITY, options_question(fact.question, options), letter, choices=options,
+                   reasoning=f"{fact.answer} is option {letter}")
+
+
+def image_choice(rng: np.random.Generator, occurrence: int, size: int) -> dict:
+    """An X-ray with 0, 1 or 2 lesions (in turn, so the answers are balanced) and a counting question
+    whose options are the counts in order."""
+    scene = xray.draw(rng, size, occurrence % 3)
+    count = len(scene.boxes)
+    letter = LETTERS[count]
+    noun = "lesion" if count == 1 else "lesions"
+    return example("vqa", xray.MODALITY, options_question(pick(rng, COUNT_QUESTIONS), COUNT_OPTIONS), letter,
+                   images=[scene.image], boxes=box_records(xray.LABEL, scene.boxes), choices=list(COUNT_OPTIONS),
+                   reasoning=f"{COUNT_WORDS[count]} {noun}, option {letter}")
+
+
+def impression(rng: np.random.Generator, size: int) -> dict:
+    """An X-ray with 0-2 lesions -> the impression line of its report."""
+    scene = xray.draw(rng, size, int(rng.integers(0, 3)))
+    return example("instruction", xray.MODALITY, pick(rng, IMPRESSION_QUESTIONS), xray.impression(scene.zones),
+                   images=[scene.image], boxes=box_records(xray.LABEL, scene.boxes))
 
 
 def summarise(rng: np.random.Generator) -> dict:
@@ -50,11 +89,15 @@ def short_answer(occurrence: int) -> dict:
 
 
 def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> dict:
-    """The source-independent fields of one synth_medqa row of ``kind`` (``size`` is unused)."""
+    """The source-independent fields of one synth_medqa row of ``kind``."""
+    if kind == "image_choice":
+        return image_choice(rng, occurrence, size)
     if kind == "choice":
         return choice_question(rng, occurrence)
     if kind == "summarise":
         return summarise(rng)
+    if kind == "impression":
+        return impression(rng, size)
     if kind == "short_answer":
         return short_answer(occurrence)
     raise ValueError(f"unknown synth_medqa row kind {kind!r}")

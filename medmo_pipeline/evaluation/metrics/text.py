@@ -140,16 +140,8 @@ def cider_per_sample(
     return scores
 
 
-def cider(
-    predictions: Sequence[str | None],
-    references: Sequence[Sequence[str]],
-    max_n: int = 4,
-    sigma: float = 6.0,
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> MetricResult:
+def cider(predictions: Sequence[str | None], references: Sequence[Sequence[str]], max_n: int = 4,
+          sigma: float = 6.0, **interval) -> MetricResult:
     """Corpus CIDEr-D (Vedantam et al. 2015) as pycocoevalcap's ``Cider().compute_score`` gives it.
 
     n-grams n=1..4 of whitespace-split, pre-tokenised text; TF-IDF weights with document frequency
@@ -157,7 +149,8 @@ def cider(
     (sigma 6); averaged over n and over references; x10. ``value`` is on pycocoevalcap's scale
     (the paper's tables print 100 x value) and ``per_sample`` holds each sample's score. Because the
     IDF belongs to the corpus, the interval is :func:`cider_bootstrap_ci`: samples are resampled and
-    the corpus score recomputed on each resample, IDF included.
+    the corpus score recomputed on each resample, IDF included; ``interval`` holds its keywords
+    (``n_resamples``, ``confidence``, ``seed``).
 
     >>> preds = ["no acute disease", "small left effusion"]
     >>> refs = [["no acute disease"], ["large right effusion"]]
@@ -165,8 +158,7 @@ def cider(
     4.1667
     """
     scores = cider_per_sample(predictions, references, max_n, sigma)
-    low, high = cider_bootstrap_ci(predictions, references, max_n, sigma, n_resamples=n_resamples,
-                                   confidence=confidence, seed=seed)
+    low, high = cider_bootstrap_ci(predictions, references, max_n, sigma, **interval)
     return MetricResult(
         name="cider",
         value=float(scores.mean()) if scores.size else float("nan"),

@@ -2,7 +2,7 @@
 
 A source whose input is larger than ``corpus.split_above_bytes`` is split into ``corpus.curation_parts``
 parts by row range: its row stream is cut into chunks of ``CHUNK_ROWS`` rows and chunk ``c`` goes to
-part ``c % parts``. Each part runs the ordinary streaming curation (``curation.curate``: checks,
+part ``c % parts``. Each part runs the ordinary streaming curation (``stream.curate``: checks,
 quarantine, decontamination, de-duplication within the part) in its own process. A merge pass then
 writes one shard directory: part 0's kept rows, then part 1's, and so on, dropping a row whose id an
 earlier part kept (quarantined as ``duplicate_id``) or whose content an earlier part kept (counted
@@ -13,8 +13,9 @@ Every step is deterministic, so the published version depends only on the input 
 corner of de-duplication: a row that duplicates another row of its own part which is itself a
 cross-part duplicate is dropped, where the one-process pass would have kept one of them.
 
-Each part reads the whole row stream and skips the chunks of other parts: the checks (image
-verification, normalisation) are what the parts share out, reading rows is the cheap part.
+Each part reads the whole row stream (``rows``, a picklable callable the caller gives: the source
+layer's reader) and skips the chunks of other parts: the checks (image verification,
+normalisation) are what the parts share out, reading rows is the cheap part.
 """
 
 from __future__ import annotations
@@ -22,37 +23,28 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from medmo_pipeline.config import CorpusRecipe
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.curation.keys import BatchKeys
+from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success
+from medmo_pipeline.data.curation.rules import CurationLimits
+from medmo_pipeline.data.curation.stream import curate
+from medmo_pipeline.data.image_limits import ImageLimits, using_limits
 from medmo_pipeline.data.schema import SAMPLE_SCHEMA
 
 CHUNK_ROWS = 10_000
 
 
-def input_bytes(corpus: CorpusRecipe, source: str) -> int:
-    """A source's input size: the files of its local copy (registry), or its rows' raw pixels (synthetic)."""
-    if source in corpus.synthetic_sources():
-        spec = corpus.synthetic
-        rows = spec.train_rows.get(source, 0) + spec.eval_rows.get(source, 0)
-        return rows * spec.image_size * spec.image_size * 3
-    from medmo_pipeline.data.registry import resolve_source
-    from medmo_pipeline.data.sources import data_root, registry_entry
-
-    directory = resolve_source(registry_entry(corpus, source), data_root(corpus))
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def planned_parts(corpus: CorpusRecipe, source: str) -> int:
-    """How many parts ``source`` curates in (1: one process, as before)."""
-    if corpus.curation_parts < 2:
+def planned_parts(requested: int, split_above_bytes: int, input_bytes: Callable[[], int]) -> int:
+    """How many parts a source curates in (1: one process): ``requested`` when its input (measured
+    by ``input_bytes``, only when there is a choice to make) is larger than ``split_above_bytes``."""
+    if requested < 2:
         return 1
-    return corpus.curation_parts if input_bytes(corpus, source) > corpus.split_above_bytes else 1
+    return requested if input_bytes() > split_above_bytes else 1
 
 
 def part_rows(rows: Iterable, part: int, parts: int, chunk: int = CHUNK_ROWS) -> Iterator:
@@ -67,25 +59,22 @@ def source_index(local: int, part: int, parts: int, chunk: int = CHUNK_ROWS) -> 
     return ((local // chunk) * parts + part) * chunk + local % chunk
 
 
-def _curate_part(corpus: CorpusRecipe, source: str, seed: int, part: int, parts: int, chunk: int, work: Path,
-                 eval_index, revision: str) -> dict:
+def _curate_part(rows: Callable[[], Iterable], part: int, parts: int, chunk: int, work: Path, *, source: str,
+                 shard_rows: int, limits: ImageLimits, eval_index, revision: str) -> dict:
     """One part, in a worker process."""
-    from medmo_pipeline.data.curation import CurationLimits, curate
-    from medmo_pipeline.data.image_limits import using_limits
-    from medmo_pipeline.data.sources import image_limits, source_rows
-
-    limits = image_limits(corpus)
     with using_limits(limits):  # as a one-process curation does (the adapters' conversions too)
-        report = curate(part_rows(source_rows(corpus, source, seed=seed), part, parts, chunk), work / f"part-{part}",
-                        source=source, eval_index=eval_index, shard_rows=corpus.shard_rows, source_revision=revision,
+        report = curate(part_rows(rows(), part, parts, chunk), work / f"part-{part}", source=source,
+                        eval_index=eval_index, shard_rows=shard_rows, source_revision=revision,
                         limits=CurationLimits(image=limits), quarantine_path=work / f"part-{part}.quarantine.parquet")
     report.pop("manifest")
     return report
 
 
-def curate_in_parts(corpus: CorpusRecipe, source: str, out_dir: Path, *, seed: int, parts: int, eval_index,
-                    revision: str, log: Callable[[str], None] = print, chunk: int | None = None) -> dict:
-    """Curate ``source`` in ``parts`` processes and merge into ``out_dir``; the report ``curate`` gives."""
+def curate_in_parts(rows: Callable[[], Iterable], out_dir: Path, *, source: str, parts: int, shard_rows: int,
+                    limits: ImageLimits, eval_index, revision: str, log: Callable[[str], None] = print,
+                    chunk: int | None = None) -> dict:
+    """Curate the rows ``rows()`` yields in ``parts`` processes and merge them into ``out_dir``; the
+    report ``curate`` gives. ``rows`` is called once in each worker (so it must pickle)."""
     chunk = chunk or CHUNK_ROWS
     out_dir = Path(out_dir)
     work = out_dir.with_name(f"{out_dir.name}.parts")
@@ -93,10 +82,11 @@ def curate_in_parts(corpus: CorpusRecipe, source: str, out_dir: Path, *, seed: i
     log(f"{source}: curating in {parts} parts side by side")
     # spawn: a worker must not inherit a parent's threads (Arrow's, the shard publisher's) mid-operation
     with ProcessPoolExecutor(max_workers=parts, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_curate_part, corpus, source, seed, part, parts, chunk, work, eval_index, revision)
+        futures = [pool.submit(_curate_part, rows, part, parts, chunk, work, source=source, shard_rows=shard_rows,
+                               limits=limits, eval_index=eval_index, revision=revision)
                    for part in range(parts)]
         reports = [future.result() for future in futures]
-    report = merge_parts(reports, out_dir, source=source, shard_rows=corpus.shard_rows, revision=revision,
+    report = merge_parts(reports, out_dir, source=source, shard_rows=shard_rows, revision=revision,
                          parts=parts, chunk=chunk)
     shutil.rmtree(work)
     log(f"{source}: {parts} parts merged, {report['rows_kept']} rows kept")
@@ -106,8 +96,6 @@ def curate_in_parts(corpus: CorpusRecipe, source: str, out_dir: Path, *, seed: i
 def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: int, revision: str, parts: int,
                 chunk: int = CHUNK_ROWS) -> dict:
     """Write the parts' kept rows, in part order, as one shard directory; one quarantine table beside it."""
-    from medmo_pipeline.data.curation import QUARANTINE_NAME, QuarantineWriter, _BatchKeys
-
     out_dir = Path(out_dir)
     quarantine_path = out_dir.with_name(f"{out_dir.name}.{QUARANTINE_NAME}")
     quarantine = QuarantineWriter(quarantine_path)
@@ -123,7 +111,7 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
             shard_dir = Path(report["shard_dir"])
             for shard in shards.read_manifest(shard_dir)["shards"]:
                 table = pq.read_table(shard_dir / shard["name"], schema=SAMPLE_SCHEMA)
-                keys, keep = _BatchKeys(table, with_contamination=False), []
+                keys, keep = BatchKeys(table, with_contamination=False), []
                 for row, (id_key, content_key) in enumerate(zip(keys.id_keys, keys.content_keys)):
                     if id_key in kept_ids:
                         dropped["duplicate_id"] += 1
@@ -142,17 +130,6 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
                                        source_revision=revision, schema=SAMPLE_SCHEMA)
     return _merged_report(reports, manifest, dropped, source=source, out_dir=out_dir, quarantine_path=quarantine_path)
-
-
-@contextmanager
-def published_on_success(quarantine):
-    """The quarantine table is renamed into place only when the shards were all written."""
-    try:
-        yield quarantine
-    except BaseException:
-        quarantine.abort()
-        raise
-    quarantine.close()
 
 
 def _merged_report(reports: list[dict], manifest: dict, dropped: dict, *, source: str, out_dir: Path,

@@ -1,4 +1,4 @@
-"""Batch checks: ``check_row``'s rules applied to a whole batch of rows at once.
+"""Batch checks: the row rules (``rules.check_row``) applied to a whole batch of rows at once.
 
 ``check_row`` costs more per row than writing the row does, most of it Python overhead on fields
 that are almost always fine. ``check_batch`` checks a batch of rows together: per row in Python
@@ -10,14 +10,11 @@ form Arrow does not compute like ``unicodedata``; a value of an unexpected type;
 goes through ``check_row``, which decides and gives the reason. The rows that pass are exactly the
 rows ``check_row`` passes, normalised identically (tests compare both paths row by row, fuzz them
 against each other, and compare shard bytes).
-
-``curation.curate`` imports this module when it runs (this module builds on curation's row checks).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -25,34 +22,41 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medmo_pipeline.data.curation import (
-    _RECORD,
-    _UNIT,
+from medmo_pipeline.data.curation.columns import (
+    RECORD,
+    UNIT,
+    as_array,
+    ascii_lists_mask,
+    ascii_mask,
+    holds_bytes,
+    holds_controls,
+    list_offsets,
+    members,
+    non_empty,
+    or_default,
+    regroup,
+    trim,
+    true_mask,
+)
+from medmo_pipeline.data.curation.rules import (
     CONTROL_CHARACTERS,
     TASKS_WITH_ANSWER,
     TASKS_WITH_IMAGES,
     CurationLimits,
     ImageChecker,
     Rejected,
-    _array,
-    _boxes,
-    _check_choices,
-    _offsets,
-    _regroup,
+    check_choices,
     check_row,
+    clipped_boxes,
 )
-from medmo_pipeline.data.images import check_pngs, extension_contradicts, in_threads
+from medmo_pipeline.data.images import PNG_SIGNATURE, check_pngs, extension_contradicts, in_threads
 from medmo_pipeline.data.schema import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
-# What str.strip() removes from ASCII text; Arrow trims exactly these, so the two paths agree.
-_ASCII_SPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
 # The text fields the batch path converts to Arrow; images and boxes are built by the per-row pass.
 _TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
                           ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
-_SEPARATORS = np.array([ord(_UNIT), ord(_RECORD)], dtype=np.uint8)
-_CONTROL_BYTES = np.array([bool(CONTROL_CHARACTERS.match(chr(byte))) for byte in range(256)])  # ASCII ones
-_CONTROL_BYTES[128:] = False  # a UTF-8 byte above 127 is no character by itself (non-ASCII rows: check_row)
+_SEPARATORS = np.array([ord(UNIT), ord(RECORD)], dtype=np.uint8)
 
 
 @dataclass
@@ -234,7 +238,7 @@ def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, 
 
 
 def _check_boxes(found: _Candidates, limits: CurationLimits) -> None:
-    """``_boxes`` on the candidates with boxes and good images: their boxes clipped, or the row
+    """``clipped_boxes`` on the candidates with boxes and good images: their boxes clipped, or the row
     marked for check_row."""
     first = np.concatenate([[0], np.cumsum(found.image_counts)[:-1]]).astype(int).tolist()
     for candidate, boxes in enumerate(found.boxes):
@@ -244,7 +248,7 @@ def _check_boxes(found: _Candidates, limits: CurationLimits) -> None:
         if found.images_ok[candidate]:
             size = found.sizes[first[candidate]] if found.image_counts[candidate] else None
             try:
-                found.boxes[candidate], found.clipped[candidate] = _boxes(boxes, size, limits)
+                found.boxes[candidate], found.clipped[candidate] = clipped_boxes(boxes, size, limits)
             except Exception:  # noqa: BLE001 - check_row decides (and says why)
                 found.images_ok[candidate] = False
 
@@ -273,44 +277,44 @@ def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tupl
         raw = pa.Table.from_pylist(rows, schema=_TEXT_SCHEMA)
     except Exception:  # noqa: BLE001 - a value Arrow cannot take (an int for a string, a lone surrogate...)
         return np.zeros(len(rows), dtype=bool), None
-    column = {name: _array(raw.column(name)) for name in _TEXT_SCHEMA.names}
+    column = {name: as_array(raw.column(name)) for name in _TEXT_SCHEMA.names}
     messages, choices = column["messages"], column["choices"]
     raw_roles, raw_contents = (pc.struct_field(messages.flatten(), name) for name in ("role", "content"))
     raw_choices = choices.flatten()
 
     # Every text ASCII (valid UTF-8, NFC already) and present where check_row needs it; None is
     # allowed where clean_text makes it "".
-    ok = _ascii(column["id"], null_ok=False) & _ascii(column["task"], null_ok=False)
+    ok = ascii_mask(column["id"], null_ok=False) & ascii_mask(column["task"], null_ok=False)
     for name in ("split", "modality", "answer", "license"):
-        ok &= _ascii(column[name], null_ok=True)
+        ok &= ascii_mask(column[name], null_ok=True)
     for texts, lists in ((raw_roles, messages), (raw_contents, messages), (raw_choices, choices)):
-        ok &= _ascii_lists(texts, lists)
+        ok &= ascii_lists_mask(texts, lists)
 
-    ident, task, roles, contents, options = map(_trim, (column["id"], column["task"], raw_roles, raw_contents,
+    ident, task, roles, contents, options = map(trim, (column["id"], column["task"], raw_roles, raw_contents,
                                                          raw_choices))
-    split = pc.if_else(_or(pc.equal(column["split"], ""), True), "train", _trim(column["split"]))
-    answer = _trim(_or(column["answer"], ""))
-    known_task, needs_answer, needs_image = _members(task, TASKS, TASKS_WITH_ANSWER, TASKS_WITH_IMAGES)
-    ok &= _filled(ident) & known_task & _members(split, SPLITS)[0]
+    split = pc.if_else(or_default(pc.equal(column["split"], ""), True), "train", trim(column["split"]))
+    answer = trim(or_default(column["answer"], ""))
+    known_task, needs_answer, needs_image = members(task, TASKS, TASKS_WITH_ANSWER, TASKS_WITH_IMAGES)
+    ok &= non_empty(ident) & known_task & members(split, SPLITS)[0]
     plain_texts = [column[name] for name in ("id", "split", "task", "modality", "answer", "license")]
-    if any(_holds_controls(texts) for texts in (*plain_texts, raw_roles, raw_contents, raw_choices)):
-        for texts in (ident, task, split, answer, _trim(_or(column["modality"], "")), _trim(_or(column["license"], ""))):
-            ok &= ~_true(pc.match_substring_regex(texts, CONTROL_CHARACTERS.pattern))
+    if any(holds_controls(texts) for texts in (*plain_texts, raw_roles, raw_contents, raw_choices)):
+        for texts in (ident, task, split, answer, trim(or_default(column["modality"], "")), trim(or_default(column["license"], ""))):
+            ok &= ~true_mask(pc.match_substring_regex(texts, CONTROL_CHARACTERS.pattern))
         for texts, lists in ((roles, messages), (contents, messages), (options, choices)):
-            flagged = _true(pc.match_substring_regex(texts, CONTROL_CHARACTERS.pattern))
+            flagged = true_mask(pc.match_substring_regex(texts, CONTROL_CHARACTERS.pattern))
             ok[pc.list_parent_indices(lists).to_numpy()[flagged]] = False
     ok &= _turns_ok(messages, roles, contents)
-    ok &= ~needs_answer | _filled(answer)
+    ok &= ~needs_answer | non_empty(answer)
     ok &= ~needs_image | (np.asarray(found.image_counts) > 0)
     ok &= found.images_ok
-    options = _regroup(choices, options)
+    options = regroup(choices, options)
     ok &= _choices_ok(answer, options, ok)
 
     prefix = f"{source}:"
     prefixed = pc.starts_with(ident, prefix)
     if not pc.all(prefixed).as_py():
         ident = pc.if_else(prefixed, ident, pc.binary_join_element_wise(prefix, ident, ""))
-    modality = _trim(_or(column["modality"], ""))
+    modality = trim(or_default(column["modality"], ""))
     images = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(found.image_counts)]), pa.int32()),
         pa.StructArray.from_arrays(
@@ -323,11 +327,11 @@ def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tupl
         task,
         pc.if_else(pc.equal(modality, ""), "other", modality),
         images,
-        _regroup(messages, pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))),
+        regroup(messages, pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))),
         answer,
         options,
         pa.array(found.boxes, pa.list_(BOX_TYPE)) if any(found.boxes) else _no_boxes(len(rows)),
-        _trim(_or(column["license"], "")),
+        trim(or_default(column["license"], "")),
     ], schema=SAMPLE_SCHEMA)
     return ok, table
 
@@ -342,106 +346,37 @@ def _no_boxes(rows: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.zeros(rows + 1, dtype=np.int32)), pa.array([], BOX_TYPE))
 
 
-def _trim(strings: pa.Array) -> pa.Array:
-    return pc.utf8_trim(strings, characters=_ASCII_SPACE)
-
-
-def _or(values: pa.Array, default) -> pa.Array:
-    """``values`` with nulls replaced by ``default`` (no kernel call when there is no null: the
-    batch checks make dozens of calls per batch, each costing more than its work)."""
-    return pc.fill_null(values, default) if values.null_count else values
-
-
-def _true(mask) -> np.ndarray:
-    """A boolean Arrow array as numpy, null counting as False."""
-    return _or(mask, False).to_numpy(zero_copy_only=False)
-
-
-def _filled(strings: pa.Array) -> np.ndarray:
-    """Per string: present and not empty, read off the offsets (no kernel call: this runs per batch
-    for a few columns, and each call costs more than the work)."""
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
-    filled = np.diff(offsets) > 0
-    return filled & strings.is_valid().to_numpy(zero_copy_only=False) if strings.null_count else filled
-
-
-def _no_high_bytes(strings: pa.Array) -> bool:
-    """Whether the character data under ``strings`` is all ASCII: one pass over the buffer, which
-    settles the common case for the whole column (it may hold bytes outside a slice: then the
-    per-row check decides)."""
-    data = strings.buffers()[2]
-    return data is None or data.size == 0 or int(np.frombuffer(data, np.uint8).max()) < 128
-
-
-def _holds_controls(strings: pa.Array) -> bool:
-    """Whether the character data under ``strings`` (a text column) holds an ASCII control byte: one table look-up per byte, settling the usual batch (none) at once."""
-    data = strings.buffers()[2]
-    return data is not None and data.size > 0 and bool(_CONTROL_BYTES[np.frombuffer(data, np.uint8)].any())
-
-
-def _holds_bytes(strings: pa.Array, wanted: np.ndarray) -> bool:
-    """Whether the character data under ``strings`` holds any of the byte values ``wanted``."""
-    data = strings.buffers()[2]
-    if data is None or not data.size:
-        return False
-    values = np.frombuffer(data, np.uint8)
-    return any(bool((values == byte).any()) for byte in wanted)
-
-
-def _ascii(strings: pa.Array, *, null_ok: bool) -> np.ndarray:
-    """Per row: the text is ASCII (a missing one counts as ``null_ok``)."""
-    if _no_high_bytes(strings) and (null_ok or not strings.null_count):
-        return np.ones(len(strings), dtype=bool)
-    return _or(pc.string_is_ascii(strings), null_ok).to_numpy(zero_copy_only=False)
-
-
-def _ascii_lists(texts: pa.Array, lists: pa.ListArray) -> np.ndarray:
-    """Per row of ``lists``: each of its texts (``texts`` is ``lists`` flattened) is there and ASCII."""
-    ok = np.ones(len(lists), dtype=bool)
-    if not (_no_high_bytes(texts) and not texts.null_count):
-        bad = ~_true(pc.string_is_ascii(texts))
-        ok[pc.list_parent_indices(lists).to_numpy()[bad]] = False
-    return ok
-
-
-def _members(strings: pa.Array, *sets: Iterable[str]) -> list[np.ndarray]:
-    """Per row, for each of ``sets``: the text is in it. Decided once per distinct text."""
-    encoded = pc.dictionary_encode(strings)
-    names = encoded.dictionary.to_pylist()
-    codes = _or(encoded.indices, len(names)).to_numpy()  # a null points past the names
-    return [np.array([name in wanted for name in names] + [False])[codes] for wanted in sets]
-
 
 def _turns_ok(messages: pa.ListArray, roles: pa.Array, contents: pa.Array) -> np.ndarray:
     """At least two turns, the first a non-empty user turn, the last a non-empty assistant turn."""
-    offsets = _offsets(messages)
+    offsets = list_offsets(messages)
     ok = np.diff(offsets) >= 2
     if not len(roles):
         return ok
     first, last = np.minimum(offsets[:-1], len(roles) - 1), np.maximum(offsets[1:] - 1, 0)  # valid where ok
-    user, assistant = _true(pc.equal(roles, "user")), _true(pc.equal(roles, "assistant"))
-    said = _filled(contents)
+    user, assistant = true_mask(pc.equal(roles, "user")), true_mask(pc.equal(roles, "assistant"))
+    said = non_empty(contents)
     return ok & user[first] & assistant[last] & said[first] & said[last]
 
 
 def _choices_ok(answer: pa.Array, options: pa.ListArray, candidates: np.ndarray) -> np.ndarray:
-    """``_check_choices`` itself, run once per distinct (answer, options) pair among the rows that
+    """``check_choices`` itself, run once per distinct (answer, options) pair among the rows that
     are still ``candidates`` (VQA sets repeat a handful of them); rows without options pass."""
-    ok = np.diff(_offsets(options)) == 0  # no options
+    ok = np.diff(list_offsets(options)) == 0  # no options
     asked = np.flatnonzero(~ok & candidates)
     if not len(asked):
         return ok
     # answer + options joined identify the pair, unless a text holds a separator: check_row then
-    pairs = pc.binary_join_element_wise(answer, pc.binary_join(options, _UNIT), _RECORD)
-    if _holds_bytes(answer, _SEPARATORS) or _holds_bytes(options.flatten(), _SEPARATORS):
-        separators = pc.count_substring_regex(pairs, f"[{_UNIT}{_RECORD}]").to_numpy(zero_copy_only=False)
+    pairs = pc.binary_join_element_wise(answer, pc.binary_join(options, UNIT), RECORD)
+    if holds_bytes(answer, _SEPARATORS) or holds_bytes(options.flatten(), _SEPARATORS):
+        separators = pc.count_substring_regex(pairs, f"[{UNIT}{RECORD}]").to_numpy(zero_copy_only=False)
         asked = asked[separators[asked] == options.value_lengths().to_numpy(zero_copy_only=False)[asked]]
-    codes = _or(pc.dictionary_encode(pairs).indices, 0).to_numpy()  # a null pair is never asked
+    codes = or_default(pc.dictionary_encode(pairs).indices, 0).to_numpy()  # a null pair is never asked
     distinct, first = np.unique(codes[asked], return_index=True)
     passed = np.zeros(int(codes.max()) + 1 if len(codes) else 0, dtype=bool)
     for code, row in zip(distinct, asked[first]):
         try:
-            _check_choices(answer[int(row)].as_py(), options[int(row)].as_py())
+            check_choices(answer[int(row)].as_py(), options[int(row)].as_py())
         except Rejected:
             continue
         passed[code] = True
@@ -449,18 +384,25 @@ def _choices_ok(answer: pa.Array, options: pa.ListArray, candidates: np.ndarray)
     return ok
 
 
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+_PNG_MAGIC = pa.scalar(PNG_SIGNATURE, pa.binary())
+_MAGIC = ((PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
           (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 def extension_mismatches(table: pa.Table) -> int:
     """How many images of ``table`` have a name promising another format than their content (read
     from the first bytes), whichever path checked them."""
-    images = _array(table.column("images")).flatten()
+    images = as_array(table.column("images")).flatten()
     if not len(images):
         return 0
-    paths = pc.struct_field(images, "path").to_pylist()
-    heads = pc.binary_slice(pc.struct_field(images, "bytes"), 0, 12).to_pylist()
+    paths, heads = pc.struct_field(images, "path"), pc.binary_slice(pc.struct_field(images, "bytes"), 0, 12)
+    # The usual image, a PNG named .png, contradicts nothing: only the others are looked at one by one.
+    usual = true_mask(pc.and_(pc.ends_with(paths, ".png"),
+                              pc.equal(pc.binary_slice(heads, 0, len(PNG_SIGNATURE)), _PNG_MAGIC)))
+    others = pa.array(np.flatnonzero(~usual))
+    if not len(others):
+        return 0
+    paths, heads = pc.take(paths, others).to_pylist(), pc.take(heads, others).to_pylist()
     count = 0
     for path, head in zip(paths, heads):
         fmt = next((name for magic, name in _MAGIC if head.startswith(magic)), "WEBP" if head[8:12] == b"WEBP" else "")

@@ -1,0 +1,84 @@
+"""Label tables: one row per image, one column per finding, as CheXpert ships ``train.csv``
+(``Path, Sex, Age, Frontal/Lateral, AP/PA`` then 14 observations, each ``1.0`` positive, ``0.0``
+negative, ``-1.0`` uncertain or blank for not mentioned; ``Path`` is relative to the folder that
+holds the unzipped ``CheXpert-v1.0/``).
+
+ChestX-ray14's ``Data_Entry_2017.csv`` keeps its labels in one cell instead (``Finding Labels``:
+``Cardiomegaly|Effusion`` or ``No Finding``): ``labels_field`` and ``labels_separator`` read that
+form.
+
+Each image becomes a VQA row whose answer lists its positive findings in column order. Uncertain
+labels are left out, or counted as positive with ``uncertain: positive`` (the U-Ignore and U-Ones
+policies of the CheXpert paper). A row with no positive label has nothing to answer: it is filtered
+(``no_positive_label``); a label value that is not one of the four is quarantined (``bad_number``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from medmo_pipeline.data.outcomes import RowError, RowFiltered
+
+from .common import (
+    ImageRecordOptions,
+    as_list,
+    each_file_record,
+    make_row,
+    number,
+    record_images,
+    rows_only,
+    text,
+    turn,
+)
+
+CHEXPERT_LABELS = [
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+]
+POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
+
+
+class Options(ImageRecordOptions):
+    image_field: str = "Path"
+    id_field: str = "Path"
+    label_fields: list[str] = CHEXPERT_LABELS
+    labels_field: str = ""  # one cell listing the positive labels (ChestX-ray14: "Finding Labels")
+    labels_separator: str = "|"
+    uncertain: Literal["omit", "positive"] = "omit"
+    question: str = "Which findings does this chest X-ray show?"
+    modality: str = "xray"
+
+
+def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
+    """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
+    options = Options.model_validate(options)
+    wanted = {POSITIVE, UNCERTAIN} if options.uncertain == "positive" else {POSITIVE}
+
+    def convert(index: int, record: dict) -> list:
+        if options.labels_field:
+            findings = as_list(text(record.get(options.labels_field)), options.labels_separator)
+        else:
+            findings = [field for field in options.label_fields if label_value(record.get(field), field) in wanted]
+        if not findings:
+            return [RowFiltered("no_positive_label", f"{text(record.get(options.image_field))}: no positive label")]
+        local_id = record.get(options.id_field) if options.id_field else index
+        return [make_row(local_id, "vqa", options, turn(options.question, ", ".join(findings)),
+                         images=record_images(root, record, options))]
+
+    yield from each_file_record(root, options, convert)
+
+
+def label_value(value, field: str) -> float | None:
+    """A label cell: 1.0, 0.0 or -1.0; None when blank (not mentioned); RowError otherwise."""
+    if text(value) == "":
+        return None
+    result = number(value, field)
+    if result not in (POSITIVE, NEGATIVE, UNCERTAIN):
+        raise RowError("bad_number", f"{field} is {value!r}, not 1.0, 0.0, -1.0 or blank")
+    return result
+
+
+iter_samples = rows_only(iter_outcomes)

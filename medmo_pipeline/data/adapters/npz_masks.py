@@ -1,0 +1,119 @@
+"""Instance segmentation shipped as NumPy ``.npz`` arrays, as DeepCell publishes TissueNet
+(``tissuenet_v1.1_train.npz``: ``X`` [n, H, W, 2] float images, ``y`` [n, H, W, 2] integer instance
+ids, 0 = background; a pickled ``meta`` table beside them is not read). Each sample becomes a
+grounding row: one channel of ``X`` windowed to 8 bits (its 0.5-99.5 percentiles) and one box per
+instance id of one channel of ``y``. TissueNet's ``X`` is (nucleus, cell) but its ``y`` is (cell,
+nucleus): nuclei are ``image_channel: 0`` with ``label_channel: 1``.
+
+The archive is read one sample at a time from its ``X.npy`` / ``y.npy`` members (stored or
+deflated alike), never whole: the training split is gigabytes. Pickled arrays are refused.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from medmo_pipeline.data.image_limits import ImageError, check_pixels, limits_in_force
+from medmo_pipeline.data.outcomes import RowError, RowFiltered
+from medmo_pipeline.data.pixels import percentile_window, png_entry, window_to_uint8
+
+from .common import AdapterOptions, SourceLayoutError, guarded, layout_path, limited, rows_only, validated
+from .grounding import grounding_rows
+from .masks import boxes_of_ids
+
+
+class Options(AdapterOptions):
+    file: str = "tissuenet_v1.1_train.npz"
+    image_key: str = "X"
+    label_key: str = "y"
+    image_channel: int = 0
+    label_channel: int = 1
+    label: str = "cell nucleus"
+    modality: str = "microscopy"
+
+
+@validated(Options)
+def iter_outcomes(root: Path, options: Options) -> Iterator:
+    path = layout_path(root, options.file)
+
+    def convert(index: int, sample: tuple[np.ndarray, np.ndarray]) -> list[dict]:
+        image, ids = sample
+        if not np.isfinite(image).all():
+            raise RowError("bad_number", f"sample {index}: {options.image_key} holds NaN or infinite values")
+        entry = png_entry(window_to_uint8(image, *percentile_window(image)), path=f"{options.file}#{index}")
+        boxes = [(options.label, *box) for box in boxes_of_ids(ids)]
+        if not boxes:  # an empty field of view: nothing to ground, counted
+            return [RowFiltered("no_finding", f"sample {index}: no {options.label} instance")]
+        return list(grounding_rows(f"{Path(options.file).stem}:{index}", entry, boxes, options))
+
+    yield from guarded(limited(_samples(path, options), options), options.file, convert)
+
+
+def _samples(path: Path, options: Options) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image plane, instance-id plane) per sample, read in step from the two members."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise SourceLayoutError(f"{options.file} is not an .npz archive: {error}") from None
+    with archive:
+        images, labels = _member(archive, options.image_key, options), _member(archive, options.label_key, options)
+        with images, labels:
+            image_shape, image_type = _header(images, options.image_key, options)
+            label_shape, label_type = _header(labels, options.label_key, options)
+            if image_shape[:3] != label_shape[:3]:
+                raise SourceLayoutError(f"{options.file}: {options.image_key} {image_shape} and {options.label_key} "
+                                        f"{label_shape} do not pair up sample by sample")
+            try:
+                check_pixels(image_shape[2], image_shape[1], limits_in_force(), what=f"{options.file} samples")
+            except ImageError as error:
+                raise SourceLayoutError(error.detail) from None
+            for _ in range(image_shape[0]):
+                image = _next_sample(images, image_shape, image_type, options.file)
+                ids = _next_sample(labels, label_shape, label_type, options.file)
+                yield _channel(image, options.image_channel, options), _channel(ids, options.label_channel, options)
+
+
+def _member(archive: zipfile.ZipFile, key: str, options: Options):
+    try:
+        return archive.open(f"{key}.npy")
+    except KeyError:
+        raise SourceLayoutError(f"{options.file} has no array {key!r} (members: {archive.namelist()})") from None
+
+
+def _header(stream, key: str, options: Options) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header; object arrays (pickles) and Fortran order are refused."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read:
+            raise ValueError(f".npy format version {version}")
+        shape, fortran_order, dtype = read[version](stream)
+    except ValueError as error:
+        raise SourceLayoutError(f"{options.file}: {key}.npy has no valid header ({error})") from None
+    if dtype.hasobject or fortran_order or len(shape) not in (3, 4):
+        raise SourceLayoutError(f"{options.file}: {key}.npy is {dtype} {shape}"
+                                f"{' in Fortran order' if fortran_order else ''}, not [n, H, W(, channels)] numbers")
+    return shape, dtype
+
+
+def _next_sample(stream, shape: tuple[int, ...], dtype: np.dtype, file: str) -> np.ndarray:
+    size = int(np.prod(shape[1:])) * dtype.itemsize
+    data = stream.read(size)
+    if len(data) != size:
+        raise SourceLayoutError(f"{file} ends inside a sample: the archive is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape[1:])
+
+
+def _channel(sample: np.ndarray, channel: int, options: Options) -> np.ndarray:
+    if sample.ndim == 2:
+        return sample
+    if not 0 <= channel < sample.shape[2]:
+        raise SourceLayoutError(f"{options.file}: channel {channel} asked, samples have {sample.shape[2]}")
+    return sample[..., channel]
+
+
+iter_samples = rows_only(iter_outcomes)

@@ -1,0 +1,162 @@
+"""Record files as releases ship them: JSON (a list, a list under a key, or an object of records
+by id), JSONL, CSV/TSV and Parquet, read one record at a time within ``annotations``' bounds. A
+record that does not parse comes out as a ``RowQuarantined`` in its place; what only the whole
+source can cause (the file missing, a JSON file that does not parse) raises ``SourceLayoutError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_line, load_json
+from medmo_pipeline.data.outcomes import RowQuarantined
+from medmo_pipeline.safe_paths import safe_join
+
+RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default
+
+
+class SourceLayoutError(RuntimeError):
+    """The dataset's files do not have the layout the registry entry describes (a file missing, a
+    JSON file that does not parse): no record of it can be read."""
+
+
+def layout_path(root: Path, relative: str, *, folder: bool = False) -> Path:
+    """``relative`` under ``root`` (through ``safe_join``; '' is the root), a file (or with ``folder``
+    a folder) the layout requires: SourceLayoutError naming it when it is not there."""
+    path = safe_join(root, relative) if relative else Path(root).resolve()
+    if not (path.is_dir() if folder else path.is_file()):
+        raise SourceLayoutError(f"{relative or '.'} is missing under {root}")
+    return path
+
+
+def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key: str = "",
+                 columns: Sequence[str] = (), quoted: bool = True, keyed_by: str = "") -> Iterator[dict]:
+    """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
+    a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
+
+    Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
+    bounds (a line over them stops the file, naming it and the line); a JSON file is read whole up
+    to ``annotations.MAX_WHOLE_FILE``. A JSONL line that does not parse, and a line or CSV row that
+    is not UTF-8 or does not parse, come out as ``RowQuarantined`` in their place. CSV header names
+    are stripped (a trailing space in a header is a common quirk) and a byte-order mark is dropped.
+    """
+    if "*" in file:
+        base = Path(root).resolve()
+        matches = sorted(base.glob(file))
+        if not matches:
+            raise SourceLayoutError(f"no file matches {file!r} under {base}")
+        for match in matches:
+            yield from iter_records(root, match.relative_to(base).as_posix(), fmt, json_key=json_key,
+                                    columns=columns, quoted=quoted, keyed_by=keyed_by)
+        return
+    path = layout_path(root, file)
+    kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
+    if kind == "jsonl":
+        yield from _jsonl(path, file)
+    elif kind == "json":
+        yield from _json(path, file, json_key, keyed_by)
+    elif kind in ("csv", "tsv"):
+        yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns, quoted)
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+            yield from batch.to_pylist()
+    else:
+        raise SourceLayoutError(f"{file}: unknown record format {kind!r}; say format: json|jsonl|csv|tsv|parquet")
+
+
+def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
+    with open(path, "rb") as handle:
+        lines = BoundedLines(handle, file)
+        for raw in lines:
+            if not raw.strip():
+                continue
+            where = f"line {lines.number}"
+            try:
+                record = json_line(raw.decode("utf-8"), file, lines.number)
+            except UnicodeDecodeError as error:
+                yield RowQuarantined("invalid_utf8", f"{file} {where}: {error}", file, where)
+            except AnnotationError as error:
+                yield RowQuarantined("malformed_record", str(error), file, where)
+            else:
+                yield record if isinstance(record, dict) else RowQuarantined(
+                    "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
+
+
+def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[dict | RowQuarantined]:
+    try:
+        data = load_json(path, file)
+    except AnnotationError as error:
+        if not isinstance(error.__context__, UnicodeDecodeError):
+            raise
+        # within the size bound, but a stray byte: kept as a surrogate, curation quarantines its record
+        data = json.loads(path.read_bytes().decode("utf-8-sig", errors="surrogateescape"))
+    try:
+        records = data[json_key] if json_key else data
+    except (KeyError, TypeError) as error:
+        raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
+    if keyed_by and isinstance(records, dict):  # {id: record}: the id becomes the record's keyed_by field
+        records = [{**value, keyed_by: key} if isinstance(value, dict) else value for key, value in records.items()]
+    if not isinstance(records, list):
+        raise SourceLayoutError(f"{file} holds a JSON {type(records).__name__}, not a list of records")
+    for index, record in enumerate(records):
+        yield record if isinstance(record, dict) else RowQuarantined(
+            "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"record {index}")
+
+
+def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
+         quoted: bool = True) -> Iterator[dict | RowQuarantined]:
+    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), its lines
+    within ``annotations``' bounds. Bytes that are not UTF-8 are kept as surrogates while parsing,
+    so one bad row is reported, not the file."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(BoundedLines(handle, file), delimiter=delimiter,
+                            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+        header = list(columns) or next(reader, None)
+        if header is None:
+            return
+        names = [name.strip() for name in header]
+        number = 0
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                number += 1
+                yield RowQuarantined("malformed_record", f"{file} row {number}: CSV: {error}", file, f"row {number}")
+                continue
+            number += 1
+            if not values:  # a blank line is no record (a row of empty fields is one)
+                continue
+            record = CsvRecord(zip(names, values, strict=False))
+            if any(_has_surrogates(value) for value in values):
+                yield RowQuarantined("invalid_utf8", f"{file} row {number}: bytes that are not UTF-8", file,
+                                     f"row {number}")
+            else:
+                yield record
+
+
+class CsvRecord(dict):
+    """A CSV row whose ``get`` also finds a column named with other case or spacing ("Image index"
+    for "Image Index"): exports of the same release differ in header spelling."""
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        wanted = " ".join(str(key).split()).casefold()
+        for name, value in self.items():
+            if " ".join(name.split()).casefold() == wanted:
+                return value
+        return default
+
+
+def _has_surrogates(value: str) -> bool:
+    return not value.isascii() and any("\udc80" <= char <= "\udcff" for char in value)

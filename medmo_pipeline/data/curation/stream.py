@@ -1,0 +1,227 @@
+"""The streaming pass: adapter rows -> checked, de-duplicated, decontaminated shards, plus the
+quarantine table (``curate``).
+
+Batch by batch, each row decided in input order:
+
+1. **check** the batch (``batch.check_batch``: the row rules of ``rules``, applied to the batch
+   at once, with ``rules.check_row`` deciding every row the batch checks are not sure about).
+2. **quarantine** every row failing a check, with one reason from ``REASONS`` and a detail, into
+   ``quarantine.parquet``; rows with an id already kept are quarantined as ``duplicate_id``. A
+   record the adapter could not turn into a row arrives as a ``RowQuarantined`` (reason, file,
+   record) and is quarantined the same way; one it left out on purpose arrives as a ``RowFiltered``
+   and is counted by reason. Every input ends kept, quarantined or filtered (``accounted`` in the
+   report: rows_in == rows_kept + quarantined + filtered).
+3. **decontaminate** train rows: a row using an image whose sha256 is in the eval index, or whose
+   normalised first question is in it, is dropped and counted (see ``keys.build_eval_index``).
+4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded)
+   -> dropped and counted.
+5. **write** the kept rows with ``shards.write_tables`` (one shard of rows in memory at a time, the
+   previous one being fsynced in the background).
+   Every step is deterministic, so re-running a killed or failed curation into the same directory
+   rewrites only the shards that are missing (the writer keeps files whose bytes already match).
+
+Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
+key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
+table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``IMAGE_CACHE``
+entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import pyarrow as pa
+
+import medmo_pipeline.data.curation.batch as batch_checks  # looked up per call: tests swap its parts
+from medmo_pipeline.data import shards
+from medmo_pipeline.data.curation.batch import CheckedBatch
+from medmo_pipeline.data.curation.keys import BatchKeys, contamination
+from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success
+from medmo_pipeline.data.curation.rules import CurationLimits, ImageChecker, Rejected
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined, is_outcome
+from medmo_pipeline.data.schema import SAMPLE_SCHEMA
+
+DEFAULT_LIMITS = CurationLimits()  # frozen: one shared default
+
+
+def curate(
+    rows: Iterable[dict],
+    out_dir: Path,
+    *,
+    source: str,
+    eval_index: set[str] | frozenset[str] = frozenset(),
+    shard_rows: int = 2000,
+    limits: CurationLimits = DEFAULT_LIMITS,
+    source_revision: str = "",
+    quarantine_path: Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+    progress_every: int = 100_000,
+) -> dict:
+    """Curate ``rows`` of ``source`` into shards under ``out_dir``; return the report.
+
+    The quarantine table goes to ``quarantine_path``, by default ``<out_dir>.quarantine.parquet``
+    beside the shard directory (inside it, ``shards.verify_shards`` would flag an unlisted file).
+    ``eval_index`` comes from ``build_eval_index``. ``progress`` is called with the running counts
+    every ``progress_every`` input rows.
+    """
+    out_dir = Path(out_dir)
+    quarantine_path = Path(quarantine_path) if quarantine_path else out_dir.with_name(
+        f"{out_dir.name}.{QUARANTINE_NAME}")
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    quarantine = QuarantineWriter(quarantine_path)
+    checker = ImageChecker(limits.image)
+    decide = _Decisions(source, eval_index, quarantine, progress, progress_every)
+    mismatches = [0]  # kept images whose name promises another format than their content
+
+    def kept_tables() -> Iterator[pa.Table]:
+        """The kept rows, batch by batch: checked together, then decided one by one in input order."""
+        iterator, start = iter(rows), 0
+        while items := list(islice(iterator, min(batch_checks.BATCH_ROWS, shard_rows))):
+            batch, positions = decide.outcomes(items, start)
+            start += len(items)
+            if not batch:
+                continue
+            checked = batch_checks.check_batch(batch, source=source, images=checker, limits=limits)
+            keep = decide(batch, positions, checked)
+            if keep:
+                kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+                mismatches[0] += batch_checks.extension_mismatches(kept)
+                yield kept
+
+    with published_on_success(quarantine):
+        manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
+                                       source_revision=source_revision, schema=SAMPLE_SCHEMA)
+    counts, reasons, contaminated = decide.counts, decide.reasons, decide.contaminated
+    filtered = decide.filtered + Counter({"duplicate": counts["duplicates_dropped"],
+                                          "decontamination": sum(contaminated.values())})
+    filtered = {reason: count for reason, count in sorted(filtered.items()) if count}
+    return {
+        "source": source,
+        **counts,
+        "quarantined": sum(reasons.values()),
+        "quarantined_by_reason": dict(sorted(reasons.items())),
+        "filtered": sum(filtered.values()),
+        "filtered_by_reason": filtered,
+        "accounted": counts["rows_in"] == counts["rows_kept"] + sum(reasons.values()) + sum(filtered.values()),
+        "contaminated": sum(contaminated.values()),
+        "contaminated_by_kind": dict(sorted(contaminated.items())),
+        "extension_mismatches": mismatches[0],
+        "quarantine_rate": sum(reasons.values()) / counts["rows_in"] if counts["rows_in"] else 0.0,
+        "quarantine_path": str(quarantine_path),
+        "shard_dir": str(out_dir),
+        "data_version": shards.manifest_hash(manifest),
+        "manifest": manifest,
+    }
+
+
+class _Decisions:
+    """The decisions taken row by row in input order, and their counts: a rejected row (or one
+    whose id is already kept: ``duplicate_id``) is quarantined, a train row matching the eval index
+    is dropped as contaminated, an exact duplicate of a kept row is dropped; the rest is kept.
+
+    The sets of kept ids and content keys hold 64-bit keys (see the module doc)."""
+
+    def __init__(self, source: str, eval_index: set[str] | frozenset[str], quarantine: QuarantineWriter,
+                 progress: Callable[[dict], None] | None, progress_every: int):
+        self.source, self.eval_index, self.quarantine = source, eval_index, quarantine
+        self.progress, self.progress_every = progress, progress_every
+        self.counts = {"rows_in": 0, "rows_kept": 0, "boxes_clipped": 0, "duplicates_dropped": 0}
+        self.reasons: Counter[str] = Counter()
+        self.filtered: Counter[str] = Counter()
+        self.contaminated: Counter[str] = Counter()
+        self.kept_ids: set[bytes] = set()
+        self.seen_content: set[bytes] = set()
+
+    def outcomes(self, items: list, start: int) -> tuple[list, list[int] | int]:
+        """The rows among ``items`` (inputs ``start``...) and their input positions; the adapters'
+        outcomes among them are quarantined or counted as filtered here, in input order with the
+        rows' own decisions (same counts whichever order: each is decided on its own)."""
+        if not any(map(is_outcome, items)):
+            return items, start
+        rows, positions = [], []
+        for offset, item in enumerate(items):
+            if type(item) is RowQuarantined:
+                self.counts["rows_in"] += 1
+                self.reasons[item.reason] += 1
+                self.quarantine.add(start + offset, item.local_id, self.source, item.reason, item.detail,
+                                    file=item.file, record=item.record)
+            elif type(item) is RowFiltered:
+                self.counts["rows_in"] += item.rows
+                self.filtered[item.reason] += item.rows
+            else:
+                rows.append(item)
+                positions.append(start + offset)
+        return rows, positions
+
+    def __call__(self, batch: list, positions: list[int] | int, checked: CheckedBatch) -> list[int]:
+        """The rows of ``checked.table`` to keep; ``batch`` is what it checked, ``positions`` their
+        input positions (or the first one, when they follow each other)."""
+        keys = BatchKeys(checked.table, with_contamination=bool(self.eval_index))
+        if self._all_kept(len(batch), checked, keys):
+            return list(range(len(batch)))
+        counts, keep = self.counts, []
+        for offset, outcome in enumerate(checked.outcomes):
+            counts["rows_in"] += 1
+            if self.progress is not None and counts["rows_in"] % self.progress_every == 0:
+                self.progress({**counts, "quarantined": sum(self.reasons.values())})
+            if not isinstance(outcome, Rejected):
+                id_key = keys.id_keys[outcome]
+                if id_key in self.kept_ids:
+                    outcome = Rejected("duplicate_id", f"{keys.ids[outcome]} already kept")
+            if isinstance(outcome, Rejected):
+                self.reasons[outcome.reason] += 1
+                file, record = _origin(batch[offset])
+                self.quarantine.add(positions + offset if type(positions) is int else positions[offset],
+                                    _raw_id(batch[offset]), self.source, outcome.reason, outcome.detail,
+                                    file=file, record=record)
+                continue
+            if self.eval_index and keys.splits[outcome] == "train":
+                hit = contamination(keys.hashes[outcome], keys.questions[outcome], self.eval_index)
+                if hit:
+                    self.contaminated[hit] += 1
+                    continue
+            content_key = keys.content_keys[outcome]
+            if content_key in self.seen_content:
+                counts["duplicates_dropped"] += 1
+                continue
+            self.seen_content.add(content_key)
+            self.kept_ids.add(id_key)
+            counts["boxes_clipped"] += checked.clipped[outcome]
+            counts["rows_kept"] += 1
+            keep.append(outcome)
+        return keep
+
+    def _all_kept(self, size: int, checked: CheckedBatch, keys: BatchKeys) -> bool:
+        """The common batch, decided at once (set operations instead of a loop, same outcome): every
+        row accepted, no eval index to check, no progress report due inside it, and no id or content
+        key seen before or twice."""
+        rows_in = self.counts["rows_in"]
+        if (checked.table.num_rows != size or self.eval_index
+                or self.progress is not None and rows_in // self.progress_every != (rows_in + size) // self.progress_every
+                or len(set(keys.id_keys)) != size or not self.kept_ids.isdisjoint(keys.id_keys)
+                or len(set(keys.content_keys)) != size or not self.seen_content.isdisjoint(keys.content_keys)):
+            return False
+        self.kept_ids.update(keys.id_keys)
+        self.seen_content.update(keys.content_keys)
+        self.counts["rows_in"] += size
+        self.counts["rows_kept"] += size
+        self.counts["boxes_clipped"] += sum(checked.clipped)
+        return True
+
+def _origin(raw) -> tuple[str, str]:
+    """(file, record) an adapter row came from, when it says (``adapters.common.guarded``)."""
+    origin = raw.get("origin") if isinstance(raw, dict) else None
+    if isinstance(origin, tuple) and len(origin) == 2:
+        return str(origin[0]), str(origin[1])
+    return "", ""
+
+
+def _raw_id(raw) -> str:
+    """The input row's id for the quarantine table, whatever its type or encoding."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return "" if value is None else str(value).encode("utf-8", "backslashreplace").decode("utf-8")

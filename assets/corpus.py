@@ -9,33 +9,18 @@
 - ``<stage>_mixture``: the sources a stage reads, with their data versions and the stage's mixture
   recipe, as a corpus index file. Cheap, so they refresh on their own when a partition changes; a
   mixture's data version changes only when one of *its* sources changed.
-- ``corpus_source_sensor``: observes the sources and re-curates only the partitions whose source
-  changed since their last curation.
+
+The sensor that re-curates a changed source is in ``assets.automation``.
 """
 
 
-import json
-
 import dagster as dg
 
+from assets.keys import CORPUS, CORPUS_CHECKS, SOURCES, mixture_key
+from assets.upstream import data_version, required_materialization
 from medmo_pipeline import home
 from medmo_pipeline.config import Recipe, stable_hash
-from resources.launcher import LocalLauncher
-
-SOURCES = dg.AssetKey("corpus_sources")
-CORPUS = dg.AssetKey("corpus_shards")
-CHECKS = {
-    "schema_valid": "the shards follow the sample contract's schema",
-    "quarantine_rate_ok": "the share of quarantined rows is under corpus.max_quarantine_rate",
-    "no_eval_contamination": "no training row shares an image with an evaluation item",
-    "rows_match_manifest": "every shard's sha256 and row count match the manifest",
-    "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata)",
-}
-DATA_VERSION_TAG = "dagster/data_version"
-
-
-def mixture_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(f"{name}_mixture")
+from resources.launcher import Launcher
 
 
 def source_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition:
@@ -57,24 +42,13 @@ def current_fingerprints(recipe: Recipe, log=None) -> dict[str, str]:
     return out
 
 
-def latest_partition(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
-    """The newest materialization of one partition, or None."""
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]),
-                                              limit=1).records
-    return records[0].asset_materialization if records else None
-
-
 def source_entries(context, sources: list[str]) -> dict[str, dict]:
     """Corpus-index entries (path, data version, revision, counts) of the newest curation of ``sources``."""
     entries = {}
     for source in sources:
-        event = latest_partition(context.instance, CORPUS, source)
-        if event is None:
-            raise dg.Failure(f"corpus_shards partition {source!r} has not been materialized yet; "
-                             f"materialize it first (dagster asset materialize --select corpus_shards "
-                             f"--partition {source})")
+        event = required_materialization(context.instance, CORPUS, source)
         meta = {k: v.value for k, v in event.metadata.items()}
-        entries[source] = {"path": str(meta["path"]), "data_version": event.tags[DATA_VERSION_TAG],
+        entries[source] = {"path": str(meta["path"]), "data_version": data_version(event),
                            "revision": meta["revision"], "rows": meta["rows"], "splits": meta["splits"],
                            "shards": meta["shards"]}
     return entries
@@ -107,11 +81,11 @@ def curation_assets(recipe: Recipe, recipe_arg: list[str]) -> list:
         key=CORPUS, partitions_def=partitions, deps=[SOURCES], group_name="curation",
         code_version=recipe.chained_hash("corpus"), kinds={"parquet"},
         check_specs=[dg.AssetCheckSpec(name, asset=CORPUS, description=text, blocking=True)
-                     for name, text in CHECKS.items()],
+                     for name, text in CORPUS_CHECKS.items()],
         description="Curated shards of one source (Parquet + manifest); data version = manifest hash. "
                     "Quarantined rows and their reasons sit beside the shards.",
     )
-    def corpus_shards(context: dg.AssetExecutionContext, launcher: LocalLauncher) -> dg.MaterializeResult:
+    def corpus_shards(context: dg.AssetExecutionContext, launcher: Launcher) -> dg.MaterializeResult:
         return launcher.launch(context, "medmo_pipeline.data.build",
                                [*recipe_arg, "--source", context.partition_key, "--expect-hash", version])
 
@@ -145,38 +119,3 @@ def mixture_asset(name: str, recipe: Recipe):
         )
 
     return _mixture
-
-
-def source_sensor(recipe: Recipe):
-    @dg.sensor(
-        name="corpus_source_sensor", asset_selection=[CORPUS], minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Observes every source's fingerprint; re-curates the corpus_shards partitions whose "
-                    "source changed since they were curated, and only those.",
-    )
-    def corpus_source_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        return changed_sources_result(context.instance, recipe, context.cursor, context.log)
-
-    return corpus_source_sensor
-
-
-def changed_sources_result(instance: dg.DagsterInstance, recipe: Recipe, cursor: str | None, log=None) -> dg.SensorResult:
-    """An observation for each source whose fingerprint is new since the last tick (the cursor), and a
-    run for each curated partition whose source differs from what it was curated from.
-
-    A partition never curated is left for a person to launch (it is missing, not changed). The run key
-    carries the fingerprint, so one change is curated once however many ticks see it.
-    """
-    seen = json.loads(cursor) if cursor else {}
-    current = current_fingerprints(recipe, log)
-    observations = [dg.AssetObservation(asset_key=SOURCES, partition=source, tags={DATA_VERSION_TAG: version})
-                    for source, version in current.items() if seen.get(source) != version]
-    requests = []
-    for source, version in current.items():
-        event = latest_partition(instance, CORPUS, source)
-        curated = event.metadata.get("source_fingerprint") if event is not None else None
-        if curated is not None and curated.value != version:
-            requests.append(dg.RunRequest(run_key=f"{source}:{version[:16]}", asset_selection=[CORPUS],
-                                          partition_key=source, tags={"medmo/reason": "source changed"}))
-    return dg.SensorResult(run_requests=requests, asset_events=observations, cursor=json.dumps(current, sort_keys=True),
-                           skip_reason=None if requests or observations else "no source changed")

@@ -13,6 +13,8 @@ import sys
 
 import dagster as dg
 
+from assets.upstream import data_version, latest_materialization, output_path
+
 SHORT_TEXT = 120  # longer texts (tables, embedded images) stay in the UI
 
 
@@ -32,19 +34,14 @@ def key_outputs(metadata: dict) -> dict:
 def main(dagster_home: str, key: str, partition: str | None = None) -> None:
     instance = dg.DagsterInstance.from_config(dagster_home)
     try:
-        asset_key = dg.AssetKey.from_user_string(key)
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None),
-            limit=1).records
-        if not records:
+        record = latest_materialization(instance, dg.AssetKey.from_user_string(key), partition)
+        if record is None:
             print(json.dumps({"error": "never materialized"}))
             return
-        event = records[0].asset_materialization
-        meta = event.metadata
-        entry = meta.get("path") or meta.get("index_path")
-        print(json.dumps({"path": None if entry is None else str(entry.value), "run_id": records[0].run_id,
-                          "partition": event.partition, "data_version": (event.tags or {}).get("dagster/data_version"),
-                          "outputs": key_outputs(meta)}, default=str))
+        event = record.asset_materialization
+        print(json.dumps({"path": output_path(event), "run_id": record.run_id, "partition": event.partition,
+                          "data_version": data_version(event) or None, "outputs": key_outputs(event.metadata)},
+                         default=str))
     finally:
         instance.dispose()
 

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
     rounds = 3 if parser.parse_args().quick else 7
 
-    from medmo_pipeline.warm_host import WarmHost
+    from medmo_pipeline.launch.warm_host import WarmHost
 
     host = WarmHost()
     with tempfile.TemporaryDirectory() as tmp, host:
@@ -54,7 +54,7 @@ def main() -> None:
         host.wait_until_listening()
         socket = host.socket_path
         cold = [sys.executable, "-m", "start_job"]
-        hot = [sys.executable, "-m", "medmo_pipeline.warm_host", "run", "--socket", str(socket), "start_job"]
+        hot = [sys.executable, "-m", "medmo_pipeline.launch.warm_host", "run", "--socket", str(socket), "start_job"]
         times: dict[str, list[float]] = {"cold": [], "warm": []}
         for round_ in range(rounds + 1):  # round 0 warms the page cache for both
             for name, command in (("cold", cold), ("warm", hot)):

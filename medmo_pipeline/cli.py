@@ -138,13 +138,13 @@ def materialize(keys: list[str], partition: str | None) -> int:
 
 
 def warm_job_host(env: dict[str, str]):
-    """A warm job host (``medmo_pipeline.warm_host``) started with the environment the local launcher
+    """A warm job host (``medmo_pipeline.launch.warm_host``) started with the environment the local launcher
     gives its jobs, so that they match it and start warm; its log is ``MEDMO_HOME/logs/warm-host.log``."""
     import contextlib
 
     from medmo_pipeline.config import RecipeError, load_recipe
     from medmo_pipeline.launch.local import job_env
-    from medmo_pipeline.warm_host import WarmHost
+    from medmo_pipeline.launch.warm_host import WarmHost
 
     try:
         offline = load_recipe().offline  # as assets.definitions gives the launcher

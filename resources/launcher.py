@@ -1,8 +1,10 @@
 """The ``launcher`` resource: runs a job in its own process(es) and hears back through Dagster Pipes.
 
-One interface, three implementations, picked by the profile (``resources.profiles``):
+One interface (``Launcher``: the type every asset declares for its ``launcher`` parameter), three
+implementations, picked by the profile (``resources.profiles``):
 
-- ``LocalLauncher``: a Pipes subprocess on this machine (torchrun when a job has several processes);
+- ``LocalLauncher`` (``resources.local``): a Pipes subprocess on this machine (torchrun when a job has
+  several processes);
 - ``SlurmLauncher`` (``resources.slurm``): an sbatch job, Pipes messages through the shared filesystem;
 - ``K8sLauncher`` (``resources.k8s``): dagster-k8s's Pipes client with a Job's pod spec.
 
@@ -12,16 +14,10 @@ module), so a profile can give the training stages 2 nodes x 8 GPUs and curation
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field
 
-from medmo_pipeline import home
-from medmo_pipeline.jobs import ERROR_FILE_ENV
-from medmo_pipeline.launch.local import current_env, job_command, job_env, recorded_failure
-from medmo_pipeline.warm_host import SOCKET_ENV as WARM_HOST_ENV
+from medmo_pipeline.launch.local import job_env
 
 
 class JobSize(dg.Config):
@@ -39,7 +35,9 @@ class JobSize(dg.Config):
 
 
 class Launcher(dg.ConfigurableResource):
-    """Runs ``python -m module args`` for an asset and returns what the job reported over Pipes."""
+    """Runs ``python -m module args`` for an asset and returns what the job reported over Pipes.
+
+    The interface of every launcher; an implementation defines ``launch``."""
 
     offline: bool = True  # the embedded default must never reach for a hub
     size: JobSize = JobSize()
@@ -57,48 +55,6 @@ class Launcher(dg.ConfigurableResource):
         """MEDMO_HOME, run identity, MLflow and offline flags on top of ``base``."""
         return job_env(base or {}, run_id=context.run_id, asset_key=context.asset_key.to_user_string(),
                        offline=self.offline)
-
-    @classmethod
-    def from_profile(cls, *, offline: bool = True) -> Launcher:
-        """The launcher the active profile selects (``MEDMO_PROFILE`` or the Dagster deployment), whichever
-        class it is called on; see ``resources.profiles``."""
-        from resources.profiles import launcher_from_profile
-
-        return launcher_from_profile(offline=offline)
-
-
-class LocalLauncher(Launcher):
-    """Pipes subprocess on this machine; a job with several processes per node runs under torchrun."""
-
-    def launch(self, context: dg.AssetExecutionContext, module: str, args: list[str]) -> dg.MaterializeResult:
-        size = self.size_for(context, module)
-        if size.nodes != 1:
-            raise dg.Failure(f"the local launcher runs on one node; {module} asks for {size.nodes}")
-        env = self.job_environment(context, current_env())
-        command = job_command(module, args, nproc_per_node=size.processes_per_node(),
-                              warm_host=env.get(WARM_HOST_ENV))  # set by `medmo demo`
-        context.log.info("launching: " + " ".join(command))
-        with tempfile.TemporaryDirectory(prefix="medmo-job-") as scratch:
-            error_file = Path(scratch) / "error.json"
-            client = dg.PipesSubprocessClient(env={**env, ERROR_FILE_ENV: str(error_file)},
-                                              cwd=str(home.checkout_root()))
-            try:
-                return client.run(command=command, context=context).get_materialize_result()
-            except Exception as error:
-                failure = job_failure(module, error_file)
-                if failure is None:
-                    raise
-                raise failure from error
-
-
-def job_failure(module: str, error_file: Path) -> dg.Failure | None:
-    """A Failure that says why the job failed, from the exception it recorded (on whichever rank)."""
-    recorded = recorded_failure(error_file)
-    if recorded is None:
-        return None
-    message, traceback = recorded
-    return dg.Failure(description=f"{module} failed: {message}",
-                      metadata={"traceback": dg.MetadataValue.text(traceback)} if traceback else None)
 
 
 def with_metadata(result: dg.MaterializeResult, **metadata) -> dg.MaterializeResult:

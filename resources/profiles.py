@@ -4,7 +4,8 @@
 the path of a profile YAML file::
 
     launcher: slurm            # local | slurm | k8s
-    settings:                  # the launcher's fields (resources/launcher.py, slurm.py, k8s.py)
+    gpus: 32                   # GPUs training may use at once: sizes the training pool (resources.pools)
+    settings:                  # the launcher's fields (resources/launcher.py, local.py, slurm.py, k8s.py)
       partition: gpu
       size: {cpus_per_task: 8, time: "04:00:00"}
       sizes:
@@ -24,10 +25,17 @@ from typing import Any
 
 import yaml
 
+from medmo_pipeline.launch.warm_host import SOCKET_ENV as WARM_HOST_ENV
+from resources.k8s import K8sLauncher
+from resources.launcher import Launcher
+from resources.local import LocalLauncher
+from resources.slurm import SlurmLauncher
+
 PROFILE_ENV = "MEDMO_PROFILE"
 PROFILES_DIR_ENV = "MEDMO_PROFILES_DIR"
 DEPLOYMENT_ENVS = ("DAGSTER_CLOUD_DEPLOYMENT_NAME", "DAGSTER_DEPLOYMENT")
-KINDS = ("local", "slurm", "k8s")
+LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "slurm": SlurmLauncher, "k8s": K8sLauncher}
+KINDS = tuple(LAUNCHERS)
 EXAMPLES_DIR = Path(__file__).parent / "profiles"
 
 
@@ -36,7 +44,7 @@ class ProfileError(ValueError):
 
 
 def selected_profile(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``{"launcher": kind, "settings": {...}}`` for the active profile."""
+    """``{"launcher": kind, "gpus": N or None, "settings": {...}}`` for the active profile."""
     env = os.environ if env is None else env
     value = env.get(PROFILE_ENV, "").strip()
     if value:
@@ -46,13 +54,13 @@ def selected_profile(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         path = Path(env.get(PROFILES_DIR_ENV) or EXAMPLES_DIR) / f"{deployment}.yaml"
         if deployment and path.is_file():
             return load_profile(str(path))
-    return {"launcher": "local", "settings": {}}
+    return {"launcher": "local", "gpus": None, "settings": {}}
 
 
 def load_profile(value: str) -> dict[str, Any]:
     """A launcher kind with its defaults, or a profile YAML file."""
     if value in KINDS:
-        return {"launcher": value, "settings": {}}
+        return {"launcher": value, "gpus": None, "settings": {}}
     path = Path(value).expanduser()
     if path.suffix not in (".yaml", ".yml"):
         raise ProfileError(f"{PROFILE_ENV}={value!r}: expected one of {list(KINDS)} or a profile .yaml file")
@@ -61,25 +69,20 @@ def load_profile(value: str) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or data.get("launcher") not in KINDS:
         raise ProfileError(f"{path}: 'launcher' must be one of {list(KINDS)}")
-    unknown = set(data) - {"launcher", "settings", "description"}
+    unknown = set(data) - {"launcher", "gpus", "settings", "description"}
     if unknown:
-        raise ProfileError(f"{path}: unknown keys {sorted(unknown)} (expected launcher, settings)")
-    return {"launcher": data["launcher"], "settings": dict(data.get("settings") or {})}
+        raise ProfileError(f"{path}: unknown keys {sorted(unknown)} (expected launcher, gpus, settings)")
+    gpus = data.get("gpus")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise ProfileError(f"{path}: 'gpus' must be a whole number of GPUs (got {gpus!r})")
+    return {"launcher": data["launcher"], "gpus": gpus, "settings": dict(data.get("settings") or {})}
 
 
-def launcher_from_profile(*, offline: bool = True, env: Mapping[str, str] | None = None):
+def launcher_from_profile(*, offline: bool = True, env: Mapping[str, str] | None = None) -> Launcher:
     """Build the profile's launcher; ``offline`` (from the recipe) applies unless the profile sets it."""
     profile = selected_profile(env)
+    env = os.environ if env is None else env
     settings = {"offline": offline, **profile["settings"]}
-    kind = profile["launcher"]
-    if kind == "slurm":
-        from resources.slurm import SlurmLauncher
-
-        return SlurmLauncher(**settings)
-    if kind == "k8s":
-        from resources.k8s import K8sLauncher
-
-        return K8sLauncher(**settings)
-    from resources.launcher import LocalLauncher
-
-    return LocalLauncher(**settings)
+    if profile["launcher"] == "local" and env.get(WARM_HOST_ENV):
+        settings.setdefault("warm_host", env[WARM_HOST_ENV])  # `medmo demo`'s warm job host
+    return LAUNCHERS[profile["launcher"]](**settings)

@@ -68,7 +68,7 @@ def materialize_stage(recipe_path: Path, inputs: StageInputs):
 
     from assets.definitions import build_definitions
     from medmo_pipeline.config import load_recipe
-    from resources.launcher import LocalLauncher
+    from resources.local import LocalLauncher
 
     defs = build_definitions(load_recipe(recipe_path), recipe_path)
     launcher = defs.resources["launcher"]

@@ -90,7 +90,7 @@ def test_every_partition_then_every_other_asset_materialized(demo_run):
 def test_jobs_started_as_forks_of_the_warm_host_which_stopped_after(demo_run):
     log, host_log = demo_run["log"], (demo_run["home"] / "logs" / "warm-host.log").read_text()
     assert "preloaded" in host_log, host_log
-    assert "-m medmo_pipeline.warm_host run --socket" in log
+    assert "-m medmo_pipeline.launch.warm_host run --socket" in log
     # Jobs that start before the host has imported everything run cold; RL comes long after.
     assert "running medmo_pipeline.training.grpo cold" not in log
     socket = Path(host_log.split("[warm host] ")[1].split(":")[0])

@@ -11,7 +11,8 @@ import pytest
 
 from medmo_pipeline.jobs import ERROR_FILE_ENV, entry_point
 from medmo_pipeline.launch.local import recorded_failure
-from resources.launcher import JobSize, Launcher, LocalLauncher
+from resources.launcher import JobSize, Launcher
+from resources.local import LocalLauncher
 
 JOB = "tests.rank_jobs"
 

@@ -12,7 +12,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.definitions import benchmark_partitions, eval_key, regression_check
+from assets.automation import regression_check
+from assets.evaluation import benchmark_partitions
+from assets.keys import eval_key
 from medmo_pipeline.config import load_recipe
 from medmo_pipeline.evaluation.regression import find_drops
 from medmo_pipeline.evaluation.run import TABLE_COLUMNS

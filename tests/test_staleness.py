@@ -60,7 +60,7 @@ def graph(tmp_path_factory):
     from dagster._core.definitions.data_version import CachingStaleStatusResolver
     from dagster._core.loader import LoadingContextForTest
 
-    from assets.corpus import changed_sources_result
+    from assets.automation import changed_sources_result
     from assets.definitions import build_definitions
     from medmo_pipeline.config import load_recipe
 

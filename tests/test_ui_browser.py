@@ -89,7 +89,9 @@ def materialize_ablation(recipe_path: Path, dagster_home: Path, tables: Path) ->
     evaluation format, one per checkpoint and benchmark), so that its page has plots without training."""
     import dagster as dg
 
-    from assets.definitions import benchmark_partitions, build_definitions, eval_key
+    from assets.definitions import build_definitions
+    from assets.evaluation import benchmark_partitions
+    from assets.keys import eval_key
     from medmo_pipeline.config import load_recipe
     from tests.test_regression_guard import _table
 

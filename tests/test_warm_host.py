@@ -16,7 +16,7 @@ import pytest
 
 from medmo_pipeline.jobs import ERROR_FILE_ENV
 from medmo_pipeline.launch.local import job_command
-from medmo_pipeline.warm_host import env_mismatch
+from medmo_pipeline.launch.warm_host import env_mismatch
 
 PROBE = '''
 import os, sys, time
@@ -44,7 +44,7 @@ sys.exit(int(sys.argv[1]) if sys.argv[1:2] and sys.argv[1].isdigit() else 0)
 class Host:
     def __init__(self, directory: Path, preload: str | None):
         self.socket = directory / "host.sock"
-        command = [sys.executable, "-m", "medmo_pipeline.warm_host", "serve", "--socket", str(self.socket)]
+        command = [sys.executable, "-m", "medmo_pipeline.launch.warm_host", "serve", "--socket", str(self.socket)]
         if preload is not None:
             command += ["--preload", preload]
         self.log = directory / "host.log"
@@ -82,7 +82,7 @@ def host(probe_dir):
 
 def client(socket: Path | str, *args: str, cwd: Path, env: dict | None = None, **popen) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "medmo_pipeline.warm_host", "run", "--socket", str(socket), "probe_job", "--", *args],
+        [sys.executable, "-m", "medmo_pipeline.launch.warm_host", "run", "--socket", str(socket), "probe_job", "--", *args],
         cwd=cwd, env=env or base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -201,6 +201,6 @@ def test_environment_mismatch_looks_only_at_import_time_variables():
 
 def test_job_command_goes_through_the_host_only_for_a_single_process():
     assert job_command("m", ["--x"], python="py", warm_host="/s") == [
-        "py", "-m", "medmo_pipeline.warm_host", "run", "--socket", "/s", "m", "--", "--x"]
+        "py", "-m", "medmo_pipeline.launch.warm_host", "run", "--socket", "/s", "m", "--", "--x"]
     assert job_command("m", ["--x"], python="py") == ["py", "-m", "m", "--x"]
     assert "torch.distributed.run" in job_command("m", [], python="py", nproc_per_node=2, warm_host="/s")

@@ -17,7 +17,14 @@ from pathlib import Path
 from medmo_pipeline import home
 from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
 
-CHECKS = ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest", "rows_accounted")
+# The partition's asset checks (name -> what it verifies); the Dagster layer declares them from here.
+CHECKS = {
+    "schema_valid": "the shards follow the sample contract's schema",
+    "quarantine_rate_ok": "the share of quarantined rows is under corpus.max_quarantine_rate",
+    "no_eval_contamination": "no training row shares an image with an evaluation item",
+    "rows_match_manifest": "every shard's sha256 and row count match the manifest",
+    "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata)",
+}
 
 
 @entry_point

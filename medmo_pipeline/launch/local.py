@@ -15,13 +15,13 @@ from medmo_pipeline.tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 def job_command(module: str, args: list[str], *, python: str | None = None, nproc_per_node: int = 1,
                 warm_host: str | None = None) -> list[str]:
     """``python -m module args`` (under torchrun when more than one process per node). With the socket
-    of a warm host (``medmo_pipeline.warm_host``), a single-process job starts as a fork of it."""
+    of a warm host (``medmo_pipeline.launch.warm_host``), a single-process job starts as a fork of it."""
     python = python or sys.executable
     if nproc_per_node > 1:
         return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
                 "-m", module, *args]
     if warm_host:
-        return [python, "-m", "medmo_pipeline.warm_host", "run", "--socket", warm_host, module, "--", *args]
+        return [python, "-m", "medmo_pipeline.launch.warm_host", "run", "--socket", warm_host, module, "--", *args]
     return [python, "-m", module, *args]
 
 

@@ -1,11 +1,14 @@
-"""A warm job host: jobs start as forks of a process that has already imported torch, transformers,
-trl and MLflow.
+"""A warm job host, the local launcher's ``warm_host`` option: jobs start as forks of a process that
+has already imported torch, transformers, trl and MLflow.
 
-Importing those costs every job seconds, more than an evaluation job's own work on the embedded
-default (benches/job_start.py measures the difference). ``medmo demo`` starts one host for its materialization; the local
-launcher then runs each single-process job as
+Why it exists: every job imports those before its own work, and on the embedded demo that import is a
+large share of most jobs (the base model, the evaluations, the short stages), which run one after
+another; starting them from a warm fork takes that import off the demo's critical path
+(``benches/job_start.py`` measures one job cold and warm; docs/measurements.md has the demo's figures). Cluster launchers do not use it: there a job's start is
+small beside its training. ``medmo demo`` starts one host for its materialization and points the
+local launcher at it (``MEDMO_WARM_HOST``); the launcher then runs each single-process job as
 
-    python -m medmo_pipeline.warm_host run --socket S -- MODULE ARGS...
+    python -m medmo_pipeline.launch.warm_host run --socket S -- MODULE ARGS...
 
 a small client that hands the host its standard streams (file descriptors), working directory,
 environment and arguments over a Unix socket. The host forks; the fork runs ``MODULE`` as
@@ -371,7 +374,7 @@ class WarmHost:
         self.socket_path = self.directory / "host.sock"
         log = self.log_path.open("w") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "medmo_pipeline.warm_host", "serve", "--socket", str(self.socket_path)],
+            [sys.executable, "-m", "medmo_pipeline.launch.warm_host", "serve", "--socket", str(self.socket_path)],
             env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         if self.log_path:
             log.close()
@@ -402,7 +405,7 @@ class WarmHost:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medmo_pipeline.warm_host", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m medmo_pipeline.launch.warm_host", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="preload the heavy modules and run jobs as forks")
     p_serve.add_argument("--socket", type=Path, required=True)

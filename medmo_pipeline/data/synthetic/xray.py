@@ -110,30 +110,30 @@ def where(zones: list[str]) -> str:
     return " and ".join(f"the {z} zone" for z in unique)
 
 
+def lesion_count(zones: list[str]) -> str:
+    """'one lesion' / 'two lesions' (for one zone or more)."""
+    return f"{COUNT_WORDS[len(zones)]} {'lesion' if len(zones) == 1 else 'lesions'}"
+
+
 def caption(zones: list[str]) -> str:
     """One-sentence caption, e.g. 'Frontal chest X-ray with one lesion in the right upper zone.'"""
     if not zones:
         return "Frontal chest X-ray with no lesion."
-    noun = "lesion" if len(zones) == 1 else "lesions"
-    return f"Frontal chest X-ray with {COUNT_WORDS[len(zones)]} {noun} in {where(zones)}."
+    return f"Frontal chest X-ray with {lesion_count(zones)} in {where(zones)}."
 
 
 def findings(zones: list[str]) -> str:
     """The FINDINGS section (always names the lesion count)."""
     if not zones:
         return "FINDINGS: The lungs are clear. No lesion is seen."
-    noun = "lesion" if len(zones) == 1 else "lesions"
-    return (
-        f"FINDINGS: {COUNT_WORDS[len(zones)].capitalize()} {noun} in {where(zones)}. Other areas are clear."
-    )
+    return f"FINDINGS: {lesion_count(zones).capitalize()} in {where(zones)}. Other areas are clear."
 
 
 def impression(zones: list[str]) -> str:
     """The IMPRESSION text (without its heading); also the gold answer of report rows."""
     if not zones:
         return "Normal chest X-ray, no lesion."
-    noun = "lesion" if len(zones) == 1 else "lesions"
-    return f"{COUNT_WORDS[len(zones)].capitalize()} {noun}, {', '.join(f'{z} zone' for z in dict.fromkeys(zones))}."
+    return f"{lesion_count(zones).capitalize()}, {', '.join(f'{z} zone' for z in dict.fromkeys(zones))}."
 
 
 def report(zones: list[str]) -> str:

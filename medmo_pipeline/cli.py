@@ -14,6 +14,7 @@ else the embedded recipe). The Dagster commands run as subprocesses: this librar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -49,8 +50,9 @@ def _dagster(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("dagster")), *args]
 
 
-def demo(select: str) -> int:
-    """Materialize ``select`` (default: the whole graph, corpus partitions first) and print the headline scores."""
+def demo(select: str, warm: bool = True) -> int:
+    """Materialize ``select`` (default: the whole graph, corpus partitions first) and print the headline scores;
+    ``warm``: jobs start as forks of a warm job host (``launch/warm_host.py``), else each imports torch & co. itself."""
     env = dagster_environment()
     print(f"MEDMO_HOME={home.medmo_home()}  recipe={env.get('MEDMO_RECIPE', 'embedded')}", flush=True)
     started = time.time()
@@ -64,8 +66,8 @@ def demo(select: str) -> int:
             print(f"\ncould not prepare the Dagster instance at {env['DAGSTER_HOME']} (exit {prepared.returncode})",
                   file=sys.stderr)
             return prepared.returncode
-    with warm_job_host(env) as warm:
-        env.update(warm)  # the launcher starts each job as a fork of a host that has imported torch & co.
+    with warm_job_host(env) if warm else contextlib.nullcontext({}) as host:
+        env.update(host)  # the launcher starts each job as a fork of a host that has imported torch & co.
         for group in groups:
             failed = run_together([(label, _dagster(*args)) for label, args in group], env,
                                   home.medmo_home() / "logs")
@@ -140,8 +142,6 @@ def materialize(keys: list[str], partition: str | None) -> int:
 def warm_job_host(env: dict[str, str]):
     """A warm job host (``medmo_pipeline.launch.warm_host``) started with the environment the local launcher
     gives its jobs, so that they match it and start warm; its log is ``MEDMO_HOME/logs/warm-host.log``."""
-    import contextlib
-
     from medmo_pipeline.config import RecipeError, load_recipe
     from medmo_pipeline.launch.local import job_env
     from medmo_pipeline.launch.warm_host import WarmHost
@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="recipe name (embedded, paper) or YAML path (default: MEDMO_RECIPE, else embedded)")
     p_demo = sub.add_parser("demo", parents=[recipe], help="materialize the whole graph and print the headline scores")
     p_demo.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    p_demo.add_argument("--cold", action="store_true",
+                        help="start every job cold (no warm job host): slower, for comparing or debugging")
     p_mat = sub.add_parser("materialize", parents=[recipe], help="materialize assets, one line of progress per job")
     p_mat.add_argument("assets", nargs="+", metavar="ASSET", help="asset keys, e.g. stage1_checkpoint")
     p_mat.add_argument("--partition", default=None,
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             # The Dagster commands (and the code location they load) read it from there.
             os.environ["MEDMO_RECIPE"] = str(resolve_recipe_path(args.recipe))
         if args.command == "demo":
-            return demo(args.select)
+            return demo(args.select, warm=not args.cold)
         if args.command == "materialize":
             return materialize(args.assets, args.partition)
         if args.command == "ui":

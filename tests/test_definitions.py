@@ -114,3 +114,20 @@ def test_malformed_recipe_fails_before_any_job_starts(tmp_path, medmo_home):
     assert "bad.yaml" in out.stderr + out.stdout
     assert "stages.stage1.optim.learning_rate" in out.stderr + out.stdout
     assert not (medmo_home / "corpus").exists() and not (medmo_home / "models").exists()
+
+
+def test_demo_cold_starts_every_job_itself(tmp_path):
+    from tests.conftest import small_recipe_data
+
+    home = tmp_path / "home"
+    recipe = write_recipe(tmp_path / "small.yaml", small_recipe_data())
+    env = {**__import__("os").environ, "MEDMO_RECIPE": str(recipe), "MEDMO_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    out = subprocess.run([sys.executable, "-m", "medmo_pipeline.cli", "demo", "--cold", "--select", "base_model"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert (home / "models" / "base").is_dir()
+    assert not (home / "logs" / "warm-host.log").exists()  # no host was started
+    command_logs = "".join(p.read_text() for p in sorted((home / "logs").glob("medmo-*.log")))
+    assert "-m medmo_pipeline.training.base_model" in command_logs  # the launch line is logged ...
+    assert "medmo_pipeline.launch.warm_host" not in command_logs  # ... and names no host

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,46 @@ def write_recipe(path: Path, data: dict) -> Path:
 @pytest.fixture
 def small_recipe(tmp_path) -> Path:
     return write_recipe(tmp_path / "small.yaml", small_recipe_data())
+
+
+@pytest.fixture(scope="session")
+def warm_job_host(tmp_path_factory) -> Iterator[str]:
+    """The socket of one warm job host (``medmo_pipeline.launch.warm_host``) for the whole session, as
+    ``medmo demo`` starts one: a job launched with ``MEDMO_WARM_HOST`` set to it starts as a fork that has
+    torch, transformers, trl and MLflow imported already, instead of importing them itself. Tests that
+    launch many jobs only to get their outputs use it; a job whose import-time environment differs from
+    the host's, or that starts before the host listens, runs cold by itself with the same result.
+    Tests that are about how a job starts, or that signal a job's own process, leave it out."""
+    from medmo_pipeline.launch.local import job_env
+    from medmo_pipeline.launch.warm_host import PRELOAD, SOCKET_ENV, WarmHost, preload_modules
+
+    # Imported here first: torch sets an import-time variable (TORCHINDUCTOR_CACHE_DIR) in the environment
+    # of the process that imports it, and jobs started from this process after that would differ from a
+    # host started before it, so they would all run cold.
+    preload_modules(PRELOAD)
+    tmp = tmp_path_factory.mktemp("warm-host")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDMO_HOME", str(tmp / "home"))  # job_env names one; each job brings its own
+        env = job_env(os.environ, run_id="", asset_key="", offline=True)  # what the local launcher gives jobs
+    host = WarmHost(env=env, log_path=tmp / "warm-host.log")
+    with host as update:
+        try:  # a job started meanwhile would import torch & co. beside the host, on the same cores
+            host.wait_until_listening()
+        except RuntimeError as error:  # jobs run cold, as they would without a host
+            print(f"warm job host: {error}; see {tmp / 'warm-host.log'}")
+        yield update[SOCKET_ENV]
+
+
+
+@pytest.fixture(scope="session")
+def stage_inputs(tmp_path_factory, warm_job_host):
+    """What stage1 needs (``tests.stage_inputs.materialize_inputs``), materialized once for the session;
+    modules take a copy of it (``copy_inputs``), never this instance itself."""
+    from tests.stage_inputs import materialize_inputs
+
+    root = tmp_path_factory.mktemp("stage-inputs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDMO_HOME", str(root / "home"))
+        for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
+            mp.delenv(name, raising=False)
+        return materialize_inputs(root, warm_job_host)

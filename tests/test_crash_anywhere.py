@@ -35,10 +35,15 @@ SEED = int(os.environ.get("MEDMO_FAULT_SEED", "20261122"))
 REPORT = []  # one line per trial, printed at the end of the module
 
 
-def _run(args: list[str], env: dict, *, kill_after: float | None = None) -> subprocess.CompletedProcess | None:
-    """Run a job module; with ``kill_after``, SIGKILL its process group after that many seconds and
-    return None if it was still running then."""
-    process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+def _run(args: list[str], env: dict, *, kill_after: float | None = None,
+         warm_host: str | None = None) -> subprocess.CompletedProcess | None:
+    """Run a job module (as a fork of ``warm_host`` when given); with ``kill_after``, SIGKILL its process
+    group after that many seconds and return None if it was still running then."""
+    from medmo_pipeline.launch.local import job_command
+
+    assert kill_after is None or warm_host is None  # a killed job is its own process, started cold
+    command = job_command(args[0], args[1:], warm_host=warm_host)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = process.communicate(timeout=kill_after if kill_after is not None else 600)
@@ -59,21 +64,29 @@ def _result(completed: subprocess.CompletedProcess) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """Inputs every job kind needs: corpus, base model, a stage-1 checkpoint, a corpus index."""
+def pipeline(tmp_path_factory, warm_job_host):
+    """Inputs every job kind needs: corpus, base model, a stage-1 checkpoint, a corpus index; built by
+    jobs started as forks of the session's warm job host (they are not what is tested)."""
+    from medmo_pipeline.launch.local import job_env
+
     tmp = tmp_path_factory.mktemp("crash")
     recipe = write_recipe(tmp / "small.yaml", small_recipe_data())
-    env = {**os.environ, "MEDMO_HOME": str(tmp / "home"), "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("DAGSTER_PIPES_CONTEXT", None)
+    base_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DAGSTER_PIPES_CONTEXT")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDMO_HOME", str(tmp / "home"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # As the local launcher starts a job (offline): the warm host was started with the same
+        # import-time variables, so forks of it match.
+        env = job_env(base_env, run_id="", asset_key="", offline=True)
     r = ["--recipe", str(recipe)]
-    index = _result(_run(["medmo_pipeline.data.build", *r], env))["index_path"]
+    index = _result(_run(["medmo_pipeline.data.build", *r], env, warm_host=warm_job_host))["index_path"]
     base = tmp / "base"
-    _run(["medmo_pipeline.training.base_model", *r, "--output", str(base)], env)
+    _run(["medmo_pipeline.training.base_model", *r, "--output", str(base)], env, warm_host=warm_job_host)
     stage1 = tmp / "stage1"
     _run(["medmo_pipeline.training.sft", *r, "--stage", "stage1", "--parent", str(base), "--corpus", index,
-          "--output", str(stage1)], env)
-    yield {"tmp": tmp, "env": env, "recipe": r, "index": index, "base": base, "stage1": stage1}
+          "--output", str(stage1)], env, warm_host=warm_job_host)
+    yield {"tmp": tmp, "env": env, "recipe": r, "index": index, "base": base, "stage1": stage1,
+           "warm_host": warm_job_host}
     print("\n".join(["", "crash-anywhere trials:", *REPORT]))
 
 
@@ -141,7 +154,7 @@ def test_a_killed_job_leaves_nothing_partial_and_a_rerun_completes(pipeline, kin
     home = Path(pipeline["env"]["MEDMO_HOME"])
     reference_out = pipeline["tmp"] / kind / "reference" / "out"
     started = time.monotonic()
-    _run(command(reference_out), pipeline["env"])
+    _run(command(reference_out), pipeline["env"])  # cold, as the killed run starts: it times the kill
     duration = time.monotonic() - started
     validate(reference_out, home)
     for trial in range(TRIALS):
@@ -150,7 +163,7 @@ def test_a_killed_job_leaves_nothing_partial_and_a_rerun_completes(pipeline, kin
         kill_after = rng.uniform(0.05, 0.95) * duration
         killed = _run(command(out), pipeline["env"], kill_after=kill_after) is None
         _nothing_partial_visible(out, home, kind)
-        _run(command(out), pipeline["env"])
+        _run(command(out), pipeline["env"], warm_host=pipeline["warm_host"])  # the re-run only has to finish
         validate(out, home)
         REPORT.append(f"  {kind} trial {trial}: killed={killed} at {kill_after:.1f}s of {duration:.1f}s "
                       f"(seed {SEED}); afterwards valid, re-run valid")

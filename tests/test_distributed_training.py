@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from medmo_pipeline.training import resume
-from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, materialize_inputs, run_messages, stage_recipe
+from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, copy_inputs, run_messages, stage_recipe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ NPROC = 2
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> StageInputs:
+def inputs(tmp_path_factory, stage_inputs) -> StageInputs:
     root = tmp_path_factory.mktemp("distributed")
     profile = root / "two-processes.yaml"
     profile.write_text(yaml.safe_dump({"launcher": "local", "settings": {
@@ -39,7 +39,7 @@ def inputs(tmp_path_factory) -> StageInputs:
         mp.setenv("MEDMO_HOME", str(root / "home"))
         for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
             mp.delenv(name, raising=False)
-        built = materialize_inputs(root)  # one process each: the profile is not set yet
+        built = copy_inputs(stage_inputs, root)  # built with one process each: the profile is not set yet
         mp.setenv("MEDMO_PROFILE", str(profile))
         yield built
 

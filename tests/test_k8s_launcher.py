@@ -193,13 +193,14 @@ def env_by_name(container: dict) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> StageInputs:
+def inputs(tmp_path_factory, warm_job_host) -> StageInputs:
     root = tmp_path_factory.mktemp("k8s-launcher")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEDMO_HOME", str(root / "home"))
         for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
             mp.delenv(name, raising=False)
-        yield materialize_inputs(root)  # with the local launcher: the profile is not set yet
+        # Its own, not the session's copy: the pod sees only the shared volume (this module's root).
+        yield materialize_inputs(root, warm_job_host)  # with the local launcher: the profile is not set yet
 
 
 @pytest.mark.e2e

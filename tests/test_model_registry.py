@@ -43,7 +43,7 @@ def test_which_stages_are_registered(medmo_home, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_a_trained_stage_becomes_a_registered_model_version(tmp_path, monkeypatch):
+def test_a_trained_stage_becomes_a_registered_model_version(tmp_path, monkeypatch, stage_inputs, warm_job_host):
     """stage1 trained through Dagster with ``tracking.register_models: all`` (the RL policy's default path runs in
     tests/test_end_to_end.py): a model version whose tags carry the checkpoint's lineage."""
     import json
@@ -54,13 +54,15 @@ def test_a_trained_stage_becomes_a_registered_model_version(tmp_path, monkeypatc
     from assets.definitions import build_definitions
     from medmo_pipeline import home, tracking
     from medmo_pipeline.config import load_recipe
+    from medmo_pipeline.launch.warm_host import SOCKET_ENV
     from tests.conftest import write_recipe
-    from tests.stage_inputs import STAGE, STAGE_KEY, inputs_recipe_data, materialize_inputs
+    from tests.stage_inputs import STAGE, STAGE_KEY, copy_inputs, inputs_recipe_data
 
     monkeypatch.setenv("MEDMO_HOME", str(tmp_path / "home"))
     for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
         monkeypatch.delenv(name, raising=False)
-    inputs = materialize_inputs(tmp_path)
+    monkeypatch.setenv(SOCKET_ENV, warm_job_host)  # registration is the point here, not how a job starts
+    inputs = copy_inputs(stage_inputs, tmp_path)
     data = inputs_recipe_data()
     data["tracking"] = {"register_models": "all"}  # not part of any stage's version: the inputs stay fresh
     data["stages"][STAGE]["optim"].update(max_steps=2, logging_steps=1)

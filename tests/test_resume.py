@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from medmo_pipeline.training import resume
-from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, materialize_inputs, run_messages, stage_recipe
+from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, copy_inputs, run_messages, stage_recipe
 
 SAVE_STEPS = 4
 MAX_STEPS = 24
@@ -100,13 +100,13 @@ def test_run_control_fields_stay_out_of_the_recipe_hash():
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> StageInputs:
+def inputs(tmp_path_factory, stage_inputs) -> StageInputs:
     root = tmp_path_factory.mktemp("resume")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEDMO_HOME", str(root / "home"))
         for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
             mp.delenv(name, raising=False)
-        yield materialize_inputs(root)
+        yield copy_inputs(stage_inputs, root)  # the stage runs below start cold: they are killed
 
 
 def materialize_stage(recipe_path: Path, inputs: StageInputs, *, kill_after_first_save: bool = False):

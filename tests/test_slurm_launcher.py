@@ -17,13 +17,13 @@ import pytest
 import yaml
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 
-from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, materialize_inputs, run_messages, stage_recipe
+from tests.stage_inputs import STAGE, STAGE_KEY, StageInputs, copy_inputs, run_messages, stage_recipe
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> StageInputs:
+def inputs(tmp_path_factory, stage_inputs) -> StageInputs:
     root = tmp_path_factory.mktemp("slurm-launcher")
     profile = root / "slurm-test.yaml"
     profile.write_text(yaml.safe_dump({"launcher": "slurm", "settings": {
@@ -32,7 +32,7 @@ def inputs(tmp_path_factory) -> StageInputs:
         mp.setenv("MEDMO_HOME", str(root / "home"))
         for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
             mp.delenv(name, raising=False)
-        built = materialize_inputs(root)  # with the local launcher: the profile is not set yet
+        built = copy_inputs(stage_inputs, root)  # built with the local launcher: the profile is not set yet
         mp.setenv("MEDMO_PROFILE", str(profile))
         yield built
 

@@ -53,7 +53,7 @@ def _statuses(resolver, names) -> dict:
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory):
+def graph(tmp_path_factory, warm_job_host):
     """Materialize the small graph (with one local registry source), then record stale status after a
     recipe edit, then change the local source's file and let the sensor and automation react."""
     import dagster as dg
@@ -63,6 +63,7 @@ def graph(tmp_path_factory):
     from assets.automation import changed_sources_result
     from assets.definitions import build_definitions
     from medmo_pipeline.config import load_recipe
+    from medmo_pipeline.launch.warm_host import SOCKET_ENV
 
     tmp = tmp_path_factory.mktemp("staleness")
     source_file = _local_source(tmp / "data")
@@ -78,6 +79,7 @@ def graph(tmp_path_factory):
         mp.setenv("MEDMO_HOME", str(tmp / "home"))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MEDMO_RECIPE", raising=False)
+        mp.setenv(SOCKET_ENV, warm_job_host)  # jobs start as forks: staleness is about versions, not start-up
         recipe = load_recipe(original)
         defs = build_definitions(recipe, original)
         assets = list(defs.assets)

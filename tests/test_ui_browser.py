@@ -220,13 +220,14 @@ def _tail(path: Path, chars: int = 6000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def test_materialize_a_checkpoint_from_the_ui(tmp_path, monkeypatch):
+def test_materialize_a_checkpoint_from_the_ui(tmp_path, monkeypatch, warm_job_host):
     missing = missing_requirements()
     if missing:
         pytest.skip(f"browser test needs {' and '.join(missing)}")
     from playwright.sync_api import expect, sync_playwright
 
     from medmo_pipeline import cli
+    from medmo_pipeline.launch.warm_host import SOCKET_ENV
     from tests.stage_inputs import inputs_recipe_data
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -241,6 +242,8 @@ def test_materialize_a_checkpoint_from_the_ui(tmp_path, monkeypatch):
         monkeypatch.delenv(name)  # this test is about the default (sqlite) instance
     env = cli.dagster_environment()  # writes $MEDMO_HOME/dagster/dagster.yaml, as `medmo ui` does
     dagster_home = Path(env["DAGSTER_HOME"])
+    # The inputs' jobs start as forks of the warm job host; the UI (env above) starts its job as `medmo ui` does.
+    monkeypatch.setenv(SOCKET_ENV, warm_job_host)
     materialize_inputs(recipe_path, dagster_home)
     materialize_ablation(recipe_path, dagster_home, tmp_path / "stand-in-eval")
 

@@ -70,6 +70,17 @@ def small_recipe(tmp_path) -> Path:
     return write_recipe(tmp_path / "small.yaml", small_recipe_data())
 
 
+def launched_job_env(home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) as the local launcher hands it to a job of the
+    offline recipe with MEDMO_HOME ``home``: the import-time variables match those of ``warm_job_host``."""
+    from medmo_pipeline.launch.local import job_env
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDMO_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return job_env(dict(os.environ if base is None else base), run_id="", asset_key="", offline=True)
+
+
 @pytest.fixture(scope="session")
 def warm_job_host(tmp_path_factory) -> Iterator[str]:
     """The socket of one warm job host (``medmo_pipeline.launch.warm_host``) for the whole session, as
@@ -78,7 +89,6 @@ def warm_job_host(tmp_path_factory) -> Iterator[str]:
     launch many jobs only to get their outputs use it; a job whose import-time environment differs from
     the host's, or that starts before the host listens, runs cold by itself with the same result.
     Tests that are about how a job starts, or that signal a job's own process, leave it out."""
-    from medmo_pipeline.launch.local import job_env
     from medmo_pipeline.launch.warm_host import PRELOAD, SOCKET_ENV, WarmHost, preload_modules
 
     # Imported here first: torch sets an import-time variable (TORCHINDUCTOR_CACHE_DIR) in the environment
@@ -86,10 +96,7 @@ def warm_job_host(tmp_path_factory) -> Iterator[str]:
     # host started before it, so they would all run cold.
     preload_modules(PRELOAD)
     tmp = tmp_path_factory.mktemp("warm-host")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDMO_HOME", str(tmp / "home"))  # job_env names one; each job brings its own
-        env = job_env(os.environ, run_id="", asset_key="", offline=True)  # what the local launcher gives jobs
-    host = WarmHost(env=env, log_path=tmp / "warm-host.log")
+    host = WarmHost(env=launched_job_env(tmp / "home"), log_path=tmp / "warm-host.log")
     with host as update:
         try:  # a job started meanwhile would import torch & co. beside the host, on the same cores
             host.wait_until_listening()

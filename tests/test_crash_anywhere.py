@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, small_recipe_data, write_recipe
+from tests.conftest import ROOT, launched_job_env, small_recipe_data, write_recipe
 
 pytestmark = pytest.mark.e2e
 
@@ -67,17 +67,10 @@ def _result(completed: subprocess.CompletedProcess) -> dict:
 def pipeline(tmp_path_factory, warm_job_host):
     """Inputs every job kind needs: corpus, base model, a stage-1 checkpoint, a corpus index; built by
     jobs started as forks of the session's warm job host (they are not what is tested)."""
-    from medmo_pipeline.launch.local import job_env
-
     tmp = tmp_path_factory.mktemp("crash")
     recipe = write_recipe(tmp / "small.yaml", small_recipe_data())
     base_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DAGSTER_PIPES_CONTEXT")}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDMO_HOME", str(tmp / "home"))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        # As the local launcher starts a job (offline): the warm host was started with the same
-        # import-time variables, so forks of it match.
-        env = job_env(base_env, run_id="", asset_key="", offline=True)
+    env = launched_job_env(tmp / "home", base_env)  # as the local launcher starts a job: forks of the host match
     r = ["--recipe", str(recipe)]
     index = _result(_run(["medmo_pipeline.data.build", *r], env, warm_host=warm_job_host))["index_path"]
     base = tmp / "base"

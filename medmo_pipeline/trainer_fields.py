@@ -17,7 +17,7 @@ SHARED_OWNED = frozenset({
     "gradient_accumulation_steps", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
     "lr_scheduler_type", "bf16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "logging_steps", "deepspeed", "seed",
     "data_seed", "report_to", "save_strategy", "save_steps", "save_total_limit", "disable_tqdm",
-    "dataloader_num_workers", "ignore_data_skip",
+    "dataloader_num_workers", "ignore_data_skip", "optim",
 })
 # Set by the SFT job (stage.max_length; the answer-only loss is part of the sample contract).
 SFT_OWNED = frozenset({"max_length", "assistant_only_loss"})
@@ -27,6 +27,10 @@ GRPO_OWNED = frozenset({
     "ref_model_sync_steps", "ref_model_mixup_alpha", "loss_type", "scale_rewards", "temperature",
     "mask_truncated_completions", "reward_weights", "generation_kwargs", "shuffle_dataset",
 })
+
+# GRPOConfig fields that reuse or regroup completions across optimizer steps: the RL stream hands each
+# prompt to exactly one optimizer step and records its position by step count (``training.streamed``).
+GRPO_UNSUPPORTED = frozenset({"num_iterations", "steps_per_generation", "generation_batch_size"})
 
 
 def trainer_config_class(rl: bool):
@@ -54,6 +58,11 @@ def check_trainer_args(trainer_args: dict[str, Any], *, rl: bool, where: str) ->
 
         raise ValueError(f"{where}: {unknown} are not fields of {config_class.__name__} in the installed "
                          f"TRL {trl.__version__}")
+    unsupported = sorted(set(trainer_args) & GRPO_UNSUPPORTED) if rl else []
+    if unsupported:
+        raise ValueError(f"{where}: {unsupported} reuse or regroup completions across optimizer steps; the RL "
+                         "stage streams each prompt into exactly one step (and resumes by that count), so leave "
+                         "them at TRL's defaults")
     owned = sorted(set(trainer_args) & owned_fields(rl))
     if owned:
         raise ValueError(f"{where}: {owned} are set by the recipe's own fields (optim, grpo, max_length) or "

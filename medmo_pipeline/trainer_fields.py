@@ -17,7 +17,7 @@ SHARED_OWNED = frozenset({
     "gradient_accumulation_steps", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
     "lr_scheduler_type", "bf16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "logging_steps", "deepspeed", "seed",
     "data_seed", "report_to", "save_strategy", "save_steps", "save_total_limit", "disable_tqdm",
-    "dataloader_num_workers", "ignore_data_skip", "optim",
+    "dataloader_num_workers", "ignore_data_skip",
 })
 # Set by the SFT job (stage.max_length; the answer-only loss is part of the sample contract).
 SFT_OWNED = frozenset({"max_length", "assistant_only_loss"})

@@ -109,19 +109,6 @@ def test_a_policy_loads_with_the_recipe_attention_and_dtype(tmp_path):
         load_for_training(str(base_dir), base, _optim(deepspeed="zero3.json"), trainer_config=None)
 
 
-def test_adamw_is_fused_unless_deepspeed_brings_its_optimizer():
-    from trl import SFTConfig
-
-    assert trainer_arguments(_optim(), output_dir=Path("out"), seed=1)["optim"] == "adamw_torch_fused"
-    assert SFTConfig(**trainer_arguments(_optim(), output_dir=Path("out"), seed=1)).optim == "adamw_torch_fused"
-    with_deepspeed = trainer_arguments(_optim(deepspeed="zero2.json"), output_dir=Path("out"), seed=1)
-    assert with_deepspeed["optim"] == "adamw_torch" and with_deepspeed["deepspeed"].endswith("zero2.json")
-    with pytest.raises(ValueError, match="optim"):
-        from medmo_pipeline.trainer_fields import check_trainer_args
-
-        check_trainer_args({"optim": "sgd"}, rl=False, where="stages.stage1.optim.trainer_args")
-
-
 @pytest.mark.parametrize("field", ["num_iterations", "steps_per_generation", "generation_batch_size"])
 def test_rl_refuses_fields_that_reuse_completions_across_steps(field):
     from medmo_pipeline.trainer_fields import check_trainer_args

@@ -46,9 +46,6 @@ def trainer_arguments(optim: OptimRecipe, *, output_dir: Path, seed: int) -> dic
         **save_arguments(optim),
         disable_tqdm=True,
         dataloader_num_workers=optim.dataloader_num_workers,
-        # AdamW in one fused kernel over all parameters (CPU and GPU) instead of a loop per tensor; a
-        # DeepSpeed config brings its own optimizer, so it is left to choose
-        optim="adamw_torch" if deepspeed else "adamw_torch_fused",
         **optim.trainer_args,  # further TRL fields, checked against the installed TRL at recipe load
     )
 

@@ -3,8 +3,8 @@
 ``check_row`` costs more per row than writing the row does, most of it Python overhead on fields
 that are almost always fine. ``check_batch`` checks a batch of rows together: per row in Python
 only what needs the Python objects (plain types, boxes); per image one sha256 and, for PNGs, the
-chunk walk and the inflate check of ``images.check_pngs`` (numpy over the batch's bytes, then C
-calls per image); the text fields column by column with Arrow kernels on a table converted once
+chunk walk, CRCs and inflate check of ``png_batch.check_pngs`` (numpy over the batch's bytes, then
+one task of C calls per image: ``png_batch.hashed_pngs``); the text fields column by column with Arrow kernels on a table converted once
 (the conversion the shard needs anyway). Any row it is not sure about (non-ASCII text, whose NFC
 form Arrow does not compute like ``unicodedata``; a value of an unexpected type; any failed check)
 goes through ``check_row``, which decides and gives the reason. The rows that pass are exactly the
@@ -14,7 +14,6 @@ against each other, and compare shard bytes).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -49,7 +48,8 @@ from medmo_pipeline.data.curation.rules import (
     check_row,
     clipped_boxes,
 )
-from medmo_pipeline.data.images import PNG_SIGNATURE, check_pngs, extension_contradicts, in_threads
+from medmo_pipeline.data.images import PNG_SIGNATURE, extension_contradicts
+from medmo_pipeline.data.png_batch import hashed_pngs
 from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
@@ -218,9 +218,8 @@ def _types(values) -> set[type]:
 def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
                   limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
-    One sha256 each, ``check_pngs`` for the PNGs, ``ImageChecker`` for the rest."""
-    found.hashes = in_threads(lambda image: hashlib.sha256(image).hexdigest(), list(data))  # the one hash of these bytes
-    png, found.widths, found.heights = check_pngs(found.image_bytes, limits.image)
+    One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``), ``ImageChecker`` for the rest."""
+    found.hashes, png, found.widths, found.heights = hashed_pngs(found.image_bytes, limits.image)  # one hash each
     ok, formats = png.copy(), ["PNG"] * len(data)
     for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
         result = images.inspect(data[index], found.hashes[index])

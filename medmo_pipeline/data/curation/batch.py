@@ -71,8 +71,8 @@ class CheckedBatch:
 
 
 @dataclass
-class _Candidates:
-    """Rows that passed the per-row part of the batch checks, and what that part computed: per
+class Candidates:
+    """The first part of ``check_batch`` (``candidates``): rows that passed the per-row part of the batch checks, and what that part computed: per
     candidate, its image count, whether its images and boxes passed, its boxes (clipped); per image
     of all candidates, in order, the columns of the images field."""
 
@@ -91,15 +91,20 @@ class _Candidates:
 
 
 def check_batch(rows: list, *, source: str, images: ImageChecker, limits: CurationLimits,
-                vectorised: bool = True) -> CheckedBatch:
+                vectorised: bool = True, found: Candidates | None = None) -> CheckedBatch:
     """Check and normalise ``rows`` like ``check_row`` does each of them, batch-wise where possible.
 
-    ``vectorised=False`` sends every row through ``check_row`` (the reference the tests compare to).
+    ``found`` is ``candidates(rows, ...)`` when the caller ran that part already (computed here
+    otherwise). ``vectorised=False`` sends every row through ``check_row`` (the reference the tests
+    compare to).
     """
     accepted: list[tuple[int, int]] = []  # (position in the batch, row of the concatenated tables)
     parts: list[pa.Table] = []
     clipped: list[int] = []
-    fast = _candidates(rows, images, limits) if vectorised else _Candidates()
+    if not vectorised:
+        fast = Candidates()
+    else:
+        fast = found if found is not None else candidates(rows, images=images, limits=limits)
     if fast.positions:
         passed, table = _vector_checks([rows[i] for i in fast.positions], fast, source=source)
         if table is not None and len(fast.positions) == len(rows) and passed.all():  # the usual batch
@@ -138,15 +143,16 @@ def check_batch(rows: list, *, source: str, images: ImageChecker, limits: Curati
     return CheckedBatch(table, outcomes, [clipped[row] for row in order])
 
 
-def _candidates(rows: list, images: ImageChecker, limits: CurationLimits) -> _Candidates:
-    """The per-row and per-image part of the batch checks: the rows whose values are plain (see
-    ``_plain_rows``), then their images all together, then their boxes."""
-    found = _Candidates()
+def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits) -> Candidates:
+    """The per-row and per-image part of ``check_batch``: the rows whose values are plain (see
+    ``_plain_rows``), then their images all together (hashed, checked, pixel streams inflated, on
+    several threads), then their boxes."""
+    found = Candidates()
     found.positions, found.image_counts, picked, raw_boxes = _plain_rows(rows)
     data, found.paths, declared = _columns(picked, 3)
     found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
     if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
-        return _Candidates()
+        return Candidates()
     images_ok = _check_images(found, data, declared, images, limits)
     found.images_ok = np.ones(len(found.positions), dtype=bool)
     found.images_ok[np.repeat(np.arange(len(found.positions)), found.image_counts)[~images_ok]] = False
@@ -215,7 +221,7 @@ def _types(values) -> set[type]:
     return set(map(type, values))
 
 
-def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
+def _check_images(found: Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
                   limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
     One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``), ``ImageChecker`` for the rest."""
@@ -236,7 +242,7 @@ def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, 
     return ok
 
 
-def _check_boxes(found: _Candidates, limits: CurationLimits) -> None:
+def _check_boxes(found: Candidates, limits: CurationLimits) -> None:
     """``clipped_boxes`` on the candidates with boxes and good images: their boxes clipped, or the row
     marked for check_row."""
     first = np.concatenate([[0], np.cumsum(found.image_counts)[:-1]]).astype(int).tolist()
@@ -269,7 +275,7 @@ def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
     return data, path, (entry.get("width") or 0, entry.get("height") or 0)
 
 
-def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
+def _vector_checks(rows: list[dict], found: Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
     """The text checks of ``check_row`` column by column: which candidates pass, and all of them
     normalised as a SAMPLE_SCHEMA table (None when the batch does not even convert: check_row then)."""
     try:

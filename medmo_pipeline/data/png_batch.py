@@ -63,8 +63,9 @@ def hashed_pngs(images: pa.BinaryArray,
 class _Layout:
     """Where each PNG's checksummed chunk bodies and pixel stream lie in the buffer: the CRC spans
     of image i are ``crc_low/high/expected[crc_first[i]:crc_first[i + 1]]``, its IDAT payloads
-    ``pixel_low/high[pixel_first[i]:pixel_first[i + 1]]``, in file order; ``header`` is each image's
-    (width, height, depth, colour type, interlace)."""
+    ``pixel_low/high[pixel_first[i]:pixel_first[i + 1]]``, in file order; ``header`` holds the
+    IHDR fields ``pixel_stream_fault`` takes (width, height, depth, colour type, interlace), one
+    list per field."""
 
     crc_first: list[int]
     crc_low: list[int]
@@ -73,7 +74,7 @@ class _Layout:
     pixel_first: list[int]
     pixel_low: list[int]
     pixel_high: list[int]
-    header: list[list[int]]
+    header: tuple[list[int], ...]
 
 
 def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool) -> tuple[list[str], np.ndarray,
@@ -92,6 +93,7 @@ def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool) -> t
     hashes: list[str] = [""] * count if hashing else []
     start, end, settled = offsets[:-1].tolist(), offsets[1:].tolist(), ok.tolist()
     sha256, crc32 = hashlib.sha256, _crc32
+    widths, heights, depths, colours, interlaced = layout.header if layout else ((),) * 5
 
     def faulty(image: int) -> bool:
         """Hash image ``image`` (when hashing); whether it is a PNG the walk accepted whose CRCs or
@@ -105,7 +107,8 @@ def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool) -> t
                 return True
         first, stop = layout.pixel_first[image], layout.pixel_first[image + 1]
         spans = list(zip(layout.pixel_low[first:stop], layout.pixel_high[first:stop]))
-        return bool(pixel_stream_fault(view, spans, *layout.header[image]))
+        return bool(pixel_stream_fault(view, spans, widths[image], heights[image], depths[image], colours[image],
+                                       interlaced[image]))
 
     tasks = list(range(count)) if hashing else np.flatnonzero(ok).tolist()
     faults = in_threads(faulty, tasks)
@@ -172,7 +175,8 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
 
     crc_first, crc_low, crc_high, crc_expected = _grouped(crcs, ok)
     pixel_first, pixel_low, pixel_high = _grouped(spans, ok)
-    return _Layout(crc_first, crc_low, crc_high, crc_expected, pixel_first, pixel_low, pixel_high, header.tolist())
+    return _Layout(crc_first, crc_low, crc_high, crc_expected, pixel_first, pixel_low, pixel_high,
+                   tuple(field.tolist() for field in header.T))
 
 
 def _grouped(parts: list[tuple[np.ndarray, ...]], ok: np.ndarray) -> list[list[int]]:

@@ -57,6 +57,7 @@ BATCH_ROWS = 2000
 _TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
                           ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
 _SEPARATORS = np.array([ord(UNIT), ord(RECORD)], dtype=np.uint8)
+_NO_BOXES: list = []  # shared by the rows without boxes (never changed: fewer objects for the GC to count)
 
 
 @dataclass
@@ -148,8 +149,7 @@ def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits) -> C
     ``_plain_rows``), then their images all together (hashed, checked, pixel streams inflated, on
     several threads), then their boxes."""
     found = Candidates()
-    found.positions, found.image_counts, picked, raw_boxes = _plain_rows(rows)
-    data, found.paths, declared = _columns(picked, 3)
+    found.positions, found.image_counts, (data, found.paths, declared), raw_boxes = _plain_rows(rows)
     found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
     if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
         return Candidates()
@@ -162,8 +162,8 @@ def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits) -> C
     return found
 
 
-def _plain_rows(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
-    """(positions, image counts, plain images (see ``_plain_image``), boxes) of the rows that hold
+def _plain_rows(rows: list) -> tuple[list[int], list[int], list[list], list]:
+    """(positions, image counts, plain images (see ``_plain_image``) as columns, boxes) of the rows that hold
     plain values where Arrow would convert silently (a tuple for a dict, say); check_row looks at
     the others. This runs for every row of the corpus: ``_all_plain`` settles the usual batch, and
     ``_plain_rows_one_by_one`` finds the rows that are not plain."""
@@ -171,14 +171,14 @@ def _plain_rows(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
     return usual if usual is not None else _plain_rows_one_by_one(rows)
 
 
-def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
+def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[list], list]:
     """``_plain_rows``, one row at a time (no call in the loop but per image)."""
     positions, image_counts, picked, raw_boxes = [], [], [], []
     for position, row in enumerate(rows):
         if type(row) is not dict:
             continue
         messages, entries, choices, boxes = row.get("messages"), row.get("images") or [], row.get("choices"), \
-            row.get("boxes") or []
+            row.get("boxes") or _NO_BOXES
         if (type(messages) is not list or type(entries) is not list or type(boxes) is not list
                 or choices is not None and type(choices) is not list):
             continue
@@ -192,17 +192,17 @@ def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[tuple
                 image_counts.append(len(plain))
                 picked += plain
                 raw_boxes.append(boxes)
-    return positions, image_counts, picked, raw_boxes
+    return positions, image_counts, _columns(picked, 3), raw_boxes
 
 
-def _all_plain(rows: list) -> tuple[list[int], list[int], list[tuple], list] | None:
+def _all_plain(rows: list) -> tuple[list[int], list[int], list[list], list] | None:
     """``_plain_rows`` of a batch whose rows are all plain (and whose images all have a path),
     from one pass per field with the type checks done over whole columns; None for any other batch."""
     messages = [row.get("messages") for row in rows] if _types(rows) == {dict} else None
     if messages is None:
         return None
     entries = [row.get("images") or [] for row in rows]
-    boxes = [row.get("boxes") or [] for row in rows]
+    boxes = [row.get("boxes") or _NO_BOXES for row in rows]
     if (_types(messages) != {list} or _types(entries) != {list} or _types(boxes) != {list}
             or not _types(row.get("choices") for row in rows) <= {list, type(None)}
             or not _types(chain.from_iterable(messages)) <= {dict}):
@@ -214,14 +214,14 @@ def _all_plain(rows: list) -> tuple[list[int], list[int], list[tuple], list] | N
     if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths)):
         return None
     declared = [(image.get("width") or 0, image.get("height") or 0) for image in images]
-    return list(range(len(rows))), list(map(len, entries)), list(zip(data, map(str.strip, paths), declared)), boxes
+    return list(range(len(rows))), list(map(len, entries)), [data, list(map(str.strip, paths)), declared], boxes
 
 
 def _types(values) -> set[type]:
     return set(map(type, values))
 
 
-def _check_images(found: Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
+def _check_images(found: Candidates, data: list[bytes], declared: list[tuple], images: ImageChecker,
                   limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
     One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``), ``ImageChecker`` for the rest."""
@@ -341,9 +341,9 @@ def _vector_checks(rows: list[dict], found: Candidates, *, source: str) -> tuple
     return ok, table
 
 
-def _columns(rows: list[tuple], width: int) -> list[tuple]:
+def _columns(rows: list[tuple], width: int) -> list[list]:
     """Tuples of ``width`` values -> ``width`` columns (empty ones when there are no rows)."""
-    return list(zip(*rows)) if rows else [()] * width
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 def _no_boxes(rows: int) -> pa.ListArray:

@@ -25,8 +25,7 @@ from assets.automation import guard_checks, nightly_policy_evaluation, source_se
 from assets.corpus import curation_assets
 from assets.evaluation import evaluation_assets
 from assets.training import training_assets
-from medmo_pipeline.config import Recipe, resolve_recipe_path
-from medmo_pipeline.recipe_checks import load_recipe
+from medmo_pipeline.config import Recipe, load_recipe, resolve_recipe_path
 from resources.profiles import launcher_from_profile
 
 

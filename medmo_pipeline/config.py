@@ -1,462 +1,118 @@
-"""Recipes: YAML files validated into typed, frozen config objects.
+"""Recipes loaded and checked whole: ``load_recipe`` is the one way in.
 
-A recipe declares the whole four-stage run: base model, corpus, the SFT stages, the RL stage and
-the evaluation. The embedded default and the paper recipe are two YAML files of the same shape;
-the code path is the same. Validation happens on load, before any job starts, and every error
-names the file and the dotted path of the bad field.
+``load_recipe`` validates a recipe's shape (``recipe_schema``: types, ranges, the stage chain,
+shipped DeepSpeed files, TRL field names), then resolves every name it takes from a registry:
+sources, rewards (names and parameters, as the RL job binds them) and benchmarks. So ``medmo``,
+Dagster's definitions, the rehearsal and the training and evaluation jobs refuse a misspelled
+dataset, reward or benchmark before any work starts. Every error is a ``RecipeError`` naming the
+file, then one line per bad field with its dotted path.
 
-This module sits below the data, model and rewards layers (docs/architecture.md), so it checks
-the recipe's shape and what it can see from here: types, ranges, the stage chain, shipped DeepSpeed
-files, TRL field names, and mixture sources against the corpus. The names a recipe takes from the
-registries above it (sources, rewards, benchmarks) are checked by
-:func:`medmo_pipeline.recipe_checks.load_recipe`, which Dagster's definitions (and so ``medmo``) use.
-
-Each section's hash (``section_hash``) is the code version of the asset it drives, so editing one
-stage's recipe marks that stage and everything downstream stale, and nothing upstream.
+This module sits above the data and rewards layers that own those registries and below the stages
+that run recipes (docs/architecture.md). The recipe types live in ``recipe_schema``, below them;
+they are re-exported here, so ``from medmo_pipeline.config import Recipe, load_recipe`` is all a
+user of the library needs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-
-from medmo_pipeline.reply_format import ReplyFormat
-from medmo_pipeline.safe_paths import UnsafePathError, safe_join
-from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
-from medmo_pipeline.schema.rows import TaskName
-from medmo_pipeline.trainer_fields import check_trainer_args
-from medmo_pipeline.yaml_registry import REGISTRY_MAX_NODES, SHIPPED_DIR, Strict
-
-RECIPES_DIR = SHIPPED_DIR
-DEFAULT_RECIPE = "embedded"
-# Optimiser fields that decide how often a run saves and what it does with another run's leftovers,
-# never what it learns: they stay out of the section hash, so editing them neither marks a stage
-# stale nor stops an unfinished run from resuming.
-RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
-# A recipe is a few hundred YAML nodes; aliases may not expand it beyond this (a "billion laughs"
-# alias bomb is refused from the node graph, before anything is built from it).
-MAX_RECIPE_NODES = 20_000
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file and the field."""
-
-
-_Strict = Strict
-
-
-class BaseModelRecipe(_Strict):
-    source: Literal["tiny", "hub"]
-    name_or_path: str | None = Field(None, description="hub id or local directory (source: hub)")
-    revision: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = Field(False, description="accept pickle weights (never needed for safetensors)")
-    tiny: dict[str, Any] = Field(default_factory=dict, description="architecture of the offline tiny model")
-    tokenizer_training_rows: int = Field(2000, gt=0, description="synthetic rows per source for the BPE")
-
-    @model_validator(mode="after")
-    def _needs_a_model(self) -> BaseModelRecipe:
-        if self.source == "hub" and not self.name_or_path:
-            raise ValueError("name_or_path is required when source is 'hub' (e.g. Qwen/Qwen3-VL-8B-Instruct)")
-        return self
-
-
-class SyntheticCorpusRecipe(_Strict):
-    train_rows: dict[str, int]
-    eval_rows: dict[str, int]
-    image_size: int = Field(128, ge=32, le=2048)
-
-
-class RegistryCorpusRecipe(_Strict):
-    """Real datasets from the source registry, read from local copies under ``data_root``."""
-
-    registry: str | None = Field(None, description="registry YAML; default: the packaged recipes/sources.yaml")
-    data_root: str = Field(description="directory holding each dataset's origin.local_dir; "
-                                       "${VAR} expands from the environment")
-    sources: list[str] | None = Field(None, description="datasets to curate; default: every trained one")
-    versions: dict[str, str] = Field(default_factory=dict, description="dataset -> published layout version "
-                                     "to read (e.g. pmc_vqa: v1); default: the registry entry's current release")
-
-    def registry_path(self) -> Path:
-        return Path(self.registry) if self.registry else RECIPES_DIR / "sources.yaml"
-
-
-class ImageLimitsRecipe(_Strict):
-    """The cost bound of one image file (``data.image_limits.ImageLimits``), read from its header
-    before any pixel is decoded."""
-
-    max_pixels: int = Field(64_000_000, gt=0, description="pixels per file, every frame counted")
-    min_side: int = Field(8, gt=0)
-    max_aspect_ratio: float = Field(50.0, gt=1)
-
-
-class CorpusRecipe(_Strict):
-    kind: Literal["synthetic", "registry"]
-    synthetic: SyntheticCorpusRecipe | None = None
-    registry: RegistryCorpusRecipe | None = Field(
-        None, description="real datasets; with kind 'synthetic' they are curated beside the synthetic sources")
-    shard_rows: int = Field(2000, gt=0)
-    max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
-    image_limits: ImageLimitsRecipe = ImageLimitsRecipe()
-    curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
-    split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
-                                                                "curation_parts parts (data.curation.parts)")
-
-    @model_validator(mode="after")
-    def _kind_has_its_section(self) -> CorpusRecipe:
-        if self.kind == "synthetic" and self.synthetic is None:
-            raise ValueError("kind 'synthetic' needs a 'synthetic' section (train_rows, eval_rows)")
-        if self.kind == "registry" and self.registry is None:
-            raise ValueError("kind 'registry' needs a 'registry' section (data_root, sources)")
-        return self
-
-    def synthetic_sources(self) -> list[str]:
-        spec = self.synthetic
-        return sorted(set(spec.train_rows) | set(spec.eval_rows)) if spec else []
-
-    def registry_sources(self) -> list[str]:
-        """Registry datasets to curate (every trained one when the recipe lists none)."""
-        if self.registry is None:
-            return []
-        if self.registry.sources is not None:
-            return list(self.registry.sources)
-        return trained_registry_names(self.registry.registry_path())
-
-    def source_names(self) -> list[str]:
-        """Every source the corpus curates: one ``corpus_shards`` partition each."""
-        return [*self.synthetic_sources(), *self.registry_sources()]
-
-    def _registry_path(self) -> tuple:
-        return (Path(self.registry.registry),) if self.registry and self.registry.registry else ()
-
-
-def trained_registry_names(path: Path) -> list[str]:
-    """The datasets of a source registry trained on directly (no ``part_of``), read by name only: the
-    entries themselves are validated by ``data.registry.load_registry`` (``recipe_checks`` runs it)."""
-    try:
-        data = read_yaml(path, max_nodes=REGISTRY_MAX_NODES)
-        return [entry["name"] for entry in data["datasets"] if entry.get("part_of") is None]
-    except (OSError, YamlRefused, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"registry {path}: cannot read its dataset names ({type(error).__name__}: {error})") from None
-
-
-class MixtureRecipe(_Strict):
-    """Which rows a stage trains on: sources, restricted to some tasks, and how many samples.
-
-    ``sources`` as a list is the paper's single epoch: one pass over each source, so each weighs as
-    much as its eligible rows. As a mapping ``source -> weight`` the shares are explicit instead:
-    source ``s`` gets ``planned * w_s / sum(w)`` samples (several passes over a small source, part of
-    a large one). ``max_samples`` sizes one pass of the mixture (default: every eligible row once,
-    task weights applied; with a list it only caps, scaling every source down alike);
-    ``data.mixture.plan`` turns this into the stage's counts.
-    """
-
-    sources: list[str] | dict[str, float] = Field(
-        description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
-    tasks: list[TaskName]
-    max_samples: int | None = Field(None, gt=0, description="samples in one pass of the mixture (default: its rows)")
-    task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
-    shuffle_window: int = Field(1024, gt=0, description="rows of a shard shuffled together while streaming; "
-                                                        "each source holds one window in memory")
-    declared_samples: int | None = Field(None, gt=0, description="the stage's size as its reference reports it "
-                                                                 "(shown beside the planned count, not enforced)")
-    open: dict[str, str] = Field(default_factory=dict, description="field -> why its value is a choice here "
-                                                                   "(what the reference leaves open)")
-
-    @model_validator(mode="after")
-    def _positive_weights(self) -> MixtureRecipe:
-        weights = self.sources.values() if isinstance(self.sources, dict) else []
-        if any(w <= 0 for w in [*weights, *self.task_weights.values()]):
-            raise ValueError("source and task weights must be > 0 (leave a source out instead of weighting it 0)")
-        if isinstance(self.sources, list) and len(set(self.sources)) != len(self.sources):
-            raise ValueError(f"sources lists a dataset twice: {self.sources}")
-        unknown = sorted(set(self.open) - set(type(self).model_fields))
-        if unknown:
-            raise ValueError(f"open: {unknown} are not mixture fields")
-        return self
-
-    def source_names(self) -> list[str]:
-        return list(self.sources)
-
-    def weights(self) -> dict[str, float] | None:
-        """Explicit relative weights, or None for the single pass over each source."""
-        return dict(self.sources) if isinstance(self.sources, dict) else None
-
-
-class ImageRecipe(_Strict):
-    """Stage resolution, in pixels (the processor resizes within these bounds)."""
-
-    max_pixels: int | None = Field(None, gt=0, description="None keeps the parent checkpoint's processor bounds")
-    min_pixels: int | None = Field(None, gt=0)
-
-
-class OptimRecipe(_Strict):
-    """Trainer arguments shared by the SFT and GRPO stages (names follow transformers/TRL)."""
-
-    learning_rate: float = Field(gt=0)
-    num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="> 0 overrides epochs")
-    per_device_train_batch_size: int = Field(gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.1, ge=0)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    logging_steps: int = Field(10, gt=0)
-    deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
-    save_steps: int | None = Field(None, gt=0, description="save a resumable checkpoint every N steps "
-                                                           "(None: only the published final checkpoint)")
-    dataloader_num_workers: int = Field(0, ge=0, description="processes that decode and collate batches "
-                                                             "while the model steps (0: in the training process)")
-    on_mismatch: Literal["fresh", "error"] = Field(
-        "fresh", description="an unfinished run of this stage with another recipe, parent or data exists: "
-                             "start fresh beside it, or stop with an error naming what differs")
-    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
-        "auto", description="attention kernel the model loads with; auto: flash_attention_2 where the "
-                            "flash-attn package and a GPU are present, else sdpa")
-    trainer_args: dict[str, Any] = Field(
-        default_factory=dict, description="further SFTConfig/GRPOConfig fields by name, checked against the "
-                                          "installed TRL when the recipe loads (e.g. max_grad_norm, use_vllm)")
-
-    @field_validator("deepspeed")
-    @classmethod
-    def _deepspeed_is_shipped(cls, name: str | None) -> str | None:
-        if name is not None:
-            try:
-                deepspeed_config(name)
-            except FileNotFoundError as error:  # a ValueError is what pydantic reports with the field
-                raise ValueError(str(error)) from None
-        return name
-
-
-class GuardRecipe(_Strict):
-    """Regression guard: metrics this stage must not lose against its parent (catastrophic forgetting)."""
-
-    protected: list[str] = Field(default_factory=list, description="eval metric names, e.g. grounding_mean_iou")
-    margin: float = Field(0.05, ge=0, description="allowed drop below the parent's value")
-
-
-class _StageRecipe(_Strict):
-    """What every training stage declares: its parent checkpoint, data, resolution and optimiser."""
-
-    parent: str
-    purpose: str = ""
-    guard: GuardRecipe = GuardRecipe()
-    mixture: MixtureRecipe
-    image: ImageRecipe = ImageRecipe()
-    optim: OptimRecipe
-
-
-class SFTStageRecipe(_StageRecipe):
-    max_length: int | None = None
-    reply_format: ReplyFormat = Field("plain", description="how replies are taught (medmo_pipeline.reply_format)")
-
-
-class GRPORecipe(_Strict):
-    num_generations: int = Field(ge=2)
-    max_prompt_length: int | None = Field(None, gt=0)
-    overlong_prompts: Literal["truncate", "drop"] = Field(
-        "drop", description="a prompt over max_prompt_length tokens: cut its question text from the left "
-                            "(a prompt whose images alone are too long is dropped) or drop the row; counted")
-    max_completion_length: int = Field(gt=0)
-    epsilon: float = Field(0.2, gt=0)
-    epsilon_high: float | None = Field(None, gt=0)
-    beta: float = Field(0.0, ge=0, description="KL coefficient; > 0 keeps a reference policy")
-    # The reference policy is the parent checkpoint (the policy at the start of RL); with
-    # sync_ref_model it is pulled towards the current policy every ref_model_sync_steps (TR-DPO style).
-    sync_ref_model: bool = False
-    ref_model_sync_steps: int = Field(512, gt=0)
-    ref_model_mixup_alpha: float = Field(0.6, ge=0, le=1)
-    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    temperature: float = Field(1.0, gt=0)
-    mask_truncated_completions: bool = False
-
-
-class RLStageRecipe(_StageRecipe):
-    reply_format: ReplyFormat = Field("plain", description="the format RL prompts ask for (medmo_pipeline.reply_format)")
-    grpo: GRPORecipe
-    rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...); "
-                                               "resolved against the reward registry by recipe_checks")
-    completion_log_every: int = Field(20, gt=0, description="log sampled completions every N steps")
-
-
-class EvaluationRecipe(_Strict):
-    benchmarks: list[str] = Field(["synthetic_heldout"], description="built-in or registry benchmarks "
-                                  "(resolved by recipe_checks)")
-    batch_size: int = Field(32, gt=0)
-    max_new_tokens: dict[TaskName, int] = Field(default_factory=dict)
-    max_samples_per_task: int | None = Field(None, gt=0)
-    bootstrap_resamples: int = Field(1000, ge=0)
-
-
-class TrackingRecipe(_Strict):
-    experiment: str = "medmo"
-    # Which checkpoints become versions of the MLflow registered model: the RL policy, or every stage.
-    register_models: Literal["rl", "all", "none"] = "rl"
-
-
-class Recipe(_Strict):
-    name: str
-    description: str = ""
-    seed: int = 42
-    base_model: BaseModelRecipe
-    corpus: CorpusRecipe
-    stages: dict[str, SFTStageRecipe]
-    rl: RLStageRecipe
-    evaluation: EvaluationRecipe = EvaluationRecipe()
-    tracking: TrackingRecipe = TrackingRecipe()
-
-    @model_validator(mode="after")
-    def _mixtures_name_corpus_sources(self) -> Recipe:
-        known = set(self.corpus.source_names())  # with no list, every trained registry dataset
-        for name in [*self.stages, "rl"]:
-            unknown = sorted(set(self.stage(name).mixture.sources) - known)
-            if unknown:
-                prefix = "rl" if name == "rl" else f"stages.{name}"
-                raise ValueError(f"{prefix}.mixture.sources: {unknown} are not corpus sources (known: {sorted(known)})")
-        return self
-
-    @model_validator(mode="after")
-    def _trainer_args_are_trl_fields(self) -> Recipe:
-        for name in [*self.stages, "rl"]:
-            check_trainer_args(self.stage(name).optim.trainer_args, rl=name == "rl",
-                               where="rl.optim.trainer_args" if name == "rl" else f"stages.{name}.optim.trainer_args")
-        return self
-
-    @model_validator(mode="after")
-    def _parents_form_a_chain(self) -> Recipe:
-        known = {"base_model"}
-        for name, stage in self.stages.items():
-            if stage.parent not in known:
-                raise ValueError(
-                    f"stages.{name}.parent: {stage.parent!r} is not an earlier stage or 'base_model' "
-                    f"(known: {sorted(known)})"
-                )
-            known.add(name)
-        if self.rl.parent not in known:
-            raise ValueError(f"rl.parent: {self.rl.parent!r} is not a stage (known: {sorted(known)})")
-        return self
-
-    @property
-    def offline(self) -> bool:
-        """Jobs never reach for a hub: the embedded default's tiny base model is built here."""
-        return self.base_model.source == "tiny"
-
-    def checkpoints(self) -> list[str]:
-        """Every checkpoint of the run in training order: base_model, SFT stages, then 'rl'."""
-        return ["base_model", *self.stages, "rl"]
-
-    def stage(self, name: str) -> SFTStageRecipe | RLStageRecipe:
-        return self.rl if name == "rl" else self.stages[name]
-
-    def section(self, name: str) -> dict:
-        """The resolved section that drives one asset, as plain data (name: a stage, 'rl', ...)."""
-        if name in self.stages:
-            data = self.stages[name].model_dump(mode="json")
-        else:
-            data = getattr(self, name).model_dump(mode="json")
-        return {"recipe": self.name, "seed": self.seed, name: data}
-
-    def section_hash(self, name: str) -> str:
-        """Hash of the section minus the fields that only control how a run is carried out."""
-        section = self.section(name)
-        optim = section[name].get("optim") if isinstance(section[name], dict) else None
-        if optim is not None:
-            section[name]["optim"] = {k: v for k, v in optim.items() if k not in RUN_CONTROL_FIELDS}
-        return stable_hash(section)
-
-    def chained_hash(self, name: str) -> str:
-        """Hash of a checkpoint's own section and of everything upstream that shapes it.
-
-        A stage's weights depend on its parent's recipe and on the corpus recipe, not only on its
-        own section, so editing stage 2 must change stage 3's and the RL policy's versions too.
-        ``section_hash`` stays the job's own check (``--expect-hash``); this one versions the asset.
-        """
-        if name in ("base_model", "corpus", "evaluation"):
-            return self.section_hash(name)
-        return stable_hash({
-            "section": self.section_hash(name),
-            "parent": self.chained_hash(self.stage(name).parent),
-            "corpus": self.section_hash("corpus"),
-        })
-
-
-def stable_hash(data: Any, length: int = 16) -> str:
-    """sha256 of canonical JSON (sorted keys): the same data always gives the same hash."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def resolve_recipe_path(name_or_path: str | os.PathLike | None = None) -> Path:
-    """A recipe name shipped in recipes/ (``embedded``, ``paper``) or a path to a YAML file.
-
-    ``None`` takes ``MEDMO_RECIPE`` from the environment, else the embedded default.
-    """
-    value = str(name_or_path or os.environ.get("MEDMO_RECIPE") or DEFAULT_RECIPE)
-    path = Path(value)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise RecipeError(f"recipe file {path} does not exist")
-        return path.resolve()
-    shipped = RECIPES_DIR / f"{value}.yaml"
-    if not shipped.is_file():
-        names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-        raise RecipeError(f"no recipe named {value!r}; shipped recipes: {names}, or pass a .yaml path")
-    return shipped
-
-
-def deepspeed_config(name: str) -> Path:
-    """A recipe's DeepSpeed file by name under ``recipes/deepspeed/``: a recipe picks a shipped config
-    and cannot point at arbitrary files (``..``, absolute paths and symlinks out are refused)."""
-    directory = RECIPES_DIR / "deepspeed"
-    shipped = sorted(p.name for p in directory.glob("*.json"))
-    try:
-        path = safe_join(directory, name)
-    except UnsafePathError as error:
-        raise UnsafePathError(f"{name!r} leaves recipes/deepspeed/ ({error}); shipped: {shipped}") from None
-    if not path.is_file():
-        raise FileNotFoundError(f"DeepSpeed config {name!r} is not in recipes/deepspeed/ (shipped: {shipped})")
-    return path
+from medmo_pipeline.data.benchmarks.loading import BENCHMARKS
+from medmo_pipeline.data.benchmarks.registry import load_registry as load_benchmark_registry
+from medmo_pipeline.data.registry import load_registry as load_source_registry
+from medmo_pipeline.jobs import checked_recipe as checked_recipe_with
+from medmo_pipeline.recipe_schema import (
+    DEFAULT_RECIPE,
+    MAX_RECIPE_NODES,
+    RECIPES_DIR,
+    RUN_CONTROL_FIELDS,
+    BaseModelRecipe,
+    CorpusRecipe,
+    EvaluationRecipe,
+    GRPORecipe,
+    GuardRecipe,
+    ImageLimitsRecipe,
+    ImageRecipe,
+    MixtureRecipe,
+    OptimRecipe,
+    Recipe,
+    RecipeError,
+    RegistryCorpusRecipe,
+    RLStageRecipe,
+    SFTStageRecipe,
+    SyntheticCorpusRecipe,
+    TrackingRecipe,
+    deepspeed_config,
+    field_problem,
+    load_recipe_shape,
+    resolve_recipe_path,
+    stable_hash,
+    trained_registry_names,
+)
+from medmo_pipeline.rewards.registry import build_reward_functions
+
+__all__ = [
+    "DEFAULT_RECIPE", "MAX_RECIPE_NODES", "RECIPES_DIR", "RUN_CONTROL_FIELDS",
+    "BaseModelRecipe", "CorpusRecipe", "EvaluationRecipe", "GRPORecipe", "GuardRecipe", "ImageLimitsRecipe",
+    "ImageRecipe", "MixtureRecipe", "OptimRecipe", "RLStageRecipe", "Recipe", "RecipeError",
+    "RegistryCorpusRecipe", "SFTStageRecipe", "SyntheticCorpusRecipe", "TrackingRecipe",
+    "check_recipe", "checked_recipe", "deepspeed_config", "field_problem", "load_recipe",
+    "load_recipe_shape", "resolve_recipe_path", "stable_hash", "trained_registry_names",
+]
 
 
 def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
-    """Load and validate a recipe's shape; errors name the file and the dotted field path.
+    """The recipe validated whole: its shape, then every registry name it uses (``check_recipe``).
 
-    DeepSpeed configs, TRL field names and the stage chain are resolved here, so a job fails at
-    start; ``recipe_checks.load_recipe`` adds the registry names (sources, rewards, benchmarks).
+    ``name_or_path``: a shipped recipe's name (``embedded``, ``paper``), a YAML path, or None for
+    ``MEDMO_RECIPE`` from the environment, else the embedded default.
     """
-    path = resolve_recipe_path(name_or_path)
+    recipe = load_recipe_shape(name_or_path)
+    check_recipe(recipe, resolve_recipe_path(name_or_path))
+    return recipe
+
+
+def check_recipe(recipe: Recipe, path: Path | str = "recipe") -> None:
+    """Raise ``RecipeError`` naming ``path`` and each field whose registry name does not resolve."""
+    problems = [*_source_problems(recipe), *_reward_problems(recipe), *_benchmark_problems(recipe)]
+    if problems:
+        raise RecipeError(f"{path}: invalid recipe:\n" + "\n".join(problems))
+
+
+def checked_recipe(args, section: str) -> tuple[Recipe, str]:
+    """``jobs.checked_recipe`` with the whole check: what the training and evaluation jobs load."""
+    return checked_recipe_with(args, section, load=load_recipe)
+
+
+def _source_problems(recipe: Recipe) -> list[str]:
+    registry = recipe.corpus.registry
+    if registry is None:
+        return []
     try:
-        data = read_yaml(path, max_nodes=MAX_RECIPE_NODES)
-    except YamlRefused as exc:
-        raise RecipeError(str(exc)) from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe must be a mapping at the top level")
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(f"{path}: invalid recipe:\n{_describe(exc)}") from None
+        known = {entry.name for entry in load_source_registry(registry.registry_path()).datasets}
+    except ValueError as error:
+        return [field_problem(("corpus", "registry", "registry"), str(error))]
+    unknown = sorted(set(registry.sources or ()) - known)
+    if unknown:
+        return [field_problem(("corpus", "registry", "sources"),
+                              f"{unknown} are not in the registry (known: {sorted(known)})")]
+    return []
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling against the recipe reference)"
-        lines.append(field_problem(err["loc"], message))
-    return "\n".join(lines)
+def _reward_problems(recipe: Recipe) -> list[str]:
+    problems = []
+    for name, params in recipe.rl.rewards.items():
+        try:  # its name and parameters, bound as the RL job will bind them
+            build_reward_functions({name: params})
+        except (ValueError, TypeError) as error:
+            problems.append(field_problem(("rl", "rewards", name), str(error)))
+    return problems
 
 
-def field_problem(location: tuple | list, message: str) -> str:
-    """One line of a RecipeError: the dotted field path and what is wrong with it."""
-    return f"  - {'.'.join(str(p) for p in location) or '(top level)'}: {message}"
+def _benchmark_problems(recipe: Recipe) -> list[str]:
+    known = set(BENCHMARKS) | set(load_benchmark_registry().names())
+    unknown = sorted(set(recipe.evaluation.benchmarks) - known)
+    if unknown:
+        return [field_problem(("evaluation", "benchmarks"), f"{unknown} are not benchmarks (known: {sorted(known)})")]
+    return []

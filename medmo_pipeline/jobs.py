@@ -76,11 +76,17 @@ def job_parser(description: str):
     return parser
 
 
-def checked_recipe(args, section: str):
-    """Load the recipe; fail if ``section`` is missing or no longer hashes to ``--expect-hash``."""
-    from medmo_pipeline.config import RecipeError, load_recipe
+def checked_recipe(args, section: str, load: Callable[[str | None], Any] | None = None):
+    """Load the recipe; fail if ``section`` is missing or no longer hashes to ``--expect-hash``.
 
-    recipe = load_recipe(args.recipe)
+    ``load`` checks the recipe; by default its shape (``recipe_schema.load_recipe_shape``), all that
+    the curation job, in the data layer below the reward registry, can see. The training and
+    evaluation jobs take ``config.checked_recipe``, which passes ``config.load_recipe``: every
+    registry name resolved too, so a job run by hand fails at start like one launched by Dagster.
+    """
+    from medmo_pipeline.recipe_schema import RecipeError, load_recipe_shape
+
+    recipe = (load or load_recipe_shape)(args.recipe)
     known = ["base_model", "corpus", "evaluation", "rl", *recipe.stages]
     if section not in known:
         raise RecipeError(f"recipe {recipe.name!r} has no section {section!r} (sections: {known})")

@@ -35,7 +35,7 @@ CPU_SECONDS = 60
 
 def run(job: dict) -> dict:
     from medmo_pipeline.data.adapters import iter_samples
-    from medmo_pipeline.data.adapters.common import iter_records
+    from medmo_pipeline.data.adapters.records import iter_records
     from medmo_pipeline.data.curation import curate
     from medmo_pipeline.data.image_limits import ImageLimits, using_limits
 

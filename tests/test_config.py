@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medmo_pipeline.config import RecipeError
-from medmo_pipeline.recipe_checks import load_recipe
+from medmo_pipeline.config import RecipeError, load_recipe
 from tests.conftest import embedded_recipe_data, write_recipe
 
 

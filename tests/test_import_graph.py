@@ -27,12 +27,13 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
                     "medmo_pipeline.yaml_registry", "medmo_pipeline.reply_format", "medmo_pipeline.answers",
                     "medmo_pipeline.trainer_fields", "medmo_pipeline.plots", "medmo_pipeline.tracking",
                     "medmo_pipeline.lineage", "medmo_pipeline.process_memory"), False),
-    ("recipe", ("medmo_pipeline.config", "medmo_pipeline.jobs"), False),
+    ("recipe schema", ("medmo_pipeline.recipe_schema", "medmo_pipeline.jobs"), False),
     ("parts", ("medmo_pipeline.data", "medmo_pipeline.model", "medmo_pipeline.rewards"), True),
+    ("recipe loader", ("medmo_pipeline.config",), False),
     ("stages", ("medmo_pipeline.training", "medmo_pipeline.evaluation"), True),
-    ("application", ("medmo_pipeline.recipe_checks", "medmo_pipeline.launch", "medmo_pipeline.rehearsal",
-                     "medmo_pipeline.cli", "medmo_pipeline.summary", "medmo_pipeline.progress",
-                     "medmo_pipeline.supervise", "medmo_pipeline.instance"), False),
+    ("application", ("medmo_pipeline.launch", "medmo_pipeline.rehearsal", "medmo_pipeline.cli",
+                     "medmo_pipeline.summary", "medmo_pipeline.progress", "medmo_pipeline.supervise",
+                     "medmo_pipeline.instance"), False),
     ("dagster resources", ("resources",), False),
     ("dagster assets", ("assets",), False),
 ]
@@ -159,8 +160,8 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_function_level_and_relative_imports():
     graph = import_graph()
-    # config.load_recipe's callers: a deferred import inside jobs.checked_recipe
-    assert "medmo_pipeline.config" in graph["medmo_pipeline.jobs"]
+    # the shape loader: a deferred import inside jobs.checked_recipe
+    assert "medmo_pipeline.recipe_schema" in graph["medmo_pipeline.jobs"]
     # ``from .common import ...`` inside the adapters package
     assert "medmo_pipeline.data.adapters.common" in graph["medmo_pipeline.data.adapters.conversation"]
     # ``from medmo_pipeline.data import synthetic``: the synthetic package's __init__
@@ -193,6 +194,13 @@ def test_the_rules_refuse_upward_and_sibling_imports():
     assert not allowed("medmo_pipeline.model.tiny", "medmo_pipeline.data.synthetic")  # sibling
     assert not allowed("medmo_pipeline.evaluation.run", "medmo_pipeline.training.sft")  # sibling
     assert not allowed("medmo_pipeline.schema.rows", "medmo_pipeline.config")
+    # the recipe loader resolves the registries' names, so it sits above them and below the stages
+    assert not allowed("medmo_pipeline.data.sources", "medmo_pipeline.config")
+    assert not allowed("medmo_pipeline.jobs", "medmo_pipeline.config")
+    assert not allowed("medmo_pipeline.config", "medmo_pipeline.training.stage")
+    assert allowed("medmo_pipeline.config", "medmo_pipeline.rewards.registry")
+    assert allowed("medmo_pipeline.data.sources", "medmo_pipeline.recipe_schema")
+    assert allowed("medmo_pipeline.training.stage", "medmo_pipeline.config")
     assert allowed("medmo_pipeline.training.sft", "medmo_pipeline.data.mixture")
     assert allowed("medmo_pipeline.cli", "medmo_pipeline.launch.local")
 

@@ -122,7 +122,7 @@ def test_tissuenet_npz_is_read_sample_by_sample(tmp_path, curate, monkeypatch, c
 
 def test_a_truncated_or_pickled_npz_stops_the_source_naming_the_file(tmp_path):
     from medmo_pipeline.data.adapters import iter_outcomes
-    from medmo_pipeline.data.adapters.common import SourceLayoutError
+    from medmo_pipeline.data.adapters.records import SourceLayoutError
 
     write_file(tmp_path, "a.npz", _tissuenet_npz(False)[:4000])
     with pytest.raises(SourceLayoutError, match="a.npz"):

@@ -1,17 +1,21 @@
 """Recipes refused at load, cheaply, naming the field: alias bombs (by the expansion limit on the
 node graph, never by building the expansion), and every name or path a recipe refers to that
-does not resolve (DeepSpeed configs outside recipes/deepspeed/, rewards, benchmarks, sources)."""
+does not resolve (DeepSpeed configs outside recipes/deepspeed/, rewards, benchmarks, sources).
+
+All through ``medmo_pipeline.config.load_recipe``, the one loader users, Dagster and ``medmo`` call."""
 
 from __future__ import annotations
 
+import importlib
 import re
+import signal
+from contextlib import contextmanager
 
 import pytest
 import yaml
 
 from medmo_pipeline import config
-from medmo_pipeline.config import MAX_RECIPE_NODES, RecipeError
-from medmo_pipeline.recipe_checks import load_recipe
+from medmo_pipeline.config import MAX_RECIPE_NODES, RecipeError, load_recipe
 from tests.conftest import embedded_recipe_data, write_recipe
 
 
@@ -22,6 +26,22 @@ def _refused(tmp_path, mutate) -> str:
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     return str(info.value)
+
+
+@contextmanager
+def _cpu_seconds_limit(seconds: float):
+    """Stop the block once this process has used ``seconds`` of CPU time (a limit, not a timing:
+    CPU time does not grow when other processes load the machine)."""
+    def stop(signum, frame):
+        raise TimeoutError(f"still running after {seconds} CPU second(s)")
+
+    previous = signal.signal(signal.SIGPROF, stop)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def _billion_laughs(levels: int = 9) -> str:
@@ -51,7 +71,8 @@ def test_an_alias_bomb_is_refused_from_the_node_graph(tmp_path, where, monkeypat
     original = yaml.SafeLoader.construct_document
     monkeypatch.setattr(yaml.SafeLoader, "construct_document",
                         lambda self, node: built.append(node) or original(self, node))
-    with pytest.raises(RecipeError, match=f"bomb.yaml: aliases expand the file beyond {MAX_RECIPE_NODES} nodes"):
+    with _cpu_seconds_limit(1.0), pytest.raises(
+            RecipeError, match=f"bomb.yaml: aliases expand the file beyond {MAX_RECIPE_NODES} nodes"):
         load_recipe(path)
     assert built == []  # refused before a single Python object was built from it
 
@@ -84,17 +105,30 @@ def test_a_self_referencing_alias_and_deep_nesting_are_refused(tmp_path):
 
 def test_a_misspelled_reward_names_the_field(tmp_path):
     message = _refused(tmp_path, lambda d: d["rl"]["rewards"].update({"bxo": {"weight": 1.0}}))
-    assert "rl.rewards" in message and "unknown reward 'bxo'" in message
+    assert "recipe.yaml" in message and "rl.rewards.bxo: unknown reward 'bxo'" in message
 
 
 def test_an_unknown_reward_parameter_names_the_field(tmp_path):
     message = _refused(tmp_path, lambda d: d["rl"]["rewards"]["box"].update({"sqared": True}))
-    assert "rl.rewards" in message and "sqared" in message
+    assert "recipe.yaml" in message and "rl.rewards.box: unknown parameter(s) ['sqared']" in message
 
 
-@pytest.mark.parametrize("value", ["../paper.yaml", "/etc/passwd", "zero9.json", "../../config.py"])
+def test_every_bad_reward_is_named_at_once(tmp_path):
+    def mutate(data):
+        data["rl"]["rewards"]["bxo"] = {}
+        data["rl"]["rewards"]["box"]["weight"] = None
+
+    message = _refused(tmp_path, mutate)
+    assert "rl.rewards.bxo:" in message and "rl.rewards.box:" in message
+
+
+@pytest.mark.parametrize("value", ["../x.json", "../paper.yaml", "/etc/passwd", "shipped, absolute", "zero9.json",
+                                   "../../config.py"])
 def test_a_deepspeed_path_outside_recipes_deepspeed_names_the_field(tmp_path, value):
+    if value == "shipped, absolute":  # even a shipped file is named by its name, never by a path
+        value = str((config.RECIPES_DIR / "deepspeed" / "zero2.json").resolve())
     message = _refused(tmp_path, lambda d: d["stages"]["stage2"]["optim"].update({"deepspeed": value}))
+    assert "recipe.yaml" in message
     assert "stages.stage2.optim.deepspeed" in message and "recipes/deepspeed/" in message
 
 
@@ -106,7 +140,7 @@ def test_a_shipped_deepspeed_config_loads(tmp_path):
 
 def test_an_unknown_benchmark_names_the_field(tmp_path):
     message = _refused(tmp_path, lambda d: d["evaluation"].update({"benchmarks": ["synthetic_heldout", "vqa_rda"]}))
-    assert "evaluation.benchmarks" in message and "vqa_rda" in message
+    assert "recipe.yaml" in message and "evaluation.benchmarks: ['vqa_rda'] are not benchmarks" in message
 
 
 def test_an_unknown_registry_source_names_the_field(tmp_path):
@@ -114,7 +148,7 @@ def test_an_unknown_registry_source_names_the_field(tmp_path):
         data["corpus"]["registry"] = {"data_root": str(tmp_path), "sources": ["vqa_rad", "slaek"]}
 
     message = _refused(tmp_path, mutate)
-    assert "corpus.registry" in message and "slaek" in message
+    assert "recipe.yaml" in message and "corpus.registry.sources: ['slaek'] are not in the registry" in message
 
 
 def test_image_limits_are_one_corpus_setting(tmp_path):
@@ -126,3 +160,21 @@ def test_image_limits_are_one_corpus_setting(tmp_path):
     assert image_limits(recipe.corpus).max_pixels == 1_000_000
     message = _refused(tmp_path, lambda d: d["corpus"].update({"image_limits": {"max_pixels": 0}}))
     assert "corpus.image_limits.max_pixels" in message
+
+
+@pytest.mark.parametrize(("job", "arguments"), [
+    ("medmo_pipeline.training.base_model", []),
+    ("medmo_pipeline.training.sft", ["--stage", "stage1", "--parent", "base", "--corpus", "corpus.json"]),
+    ("medmo_pipeline.training.grpo", ["--stage", "rl", "--parent", "stage3", "--corpus", "corpus.json"]),
+    ("medmo_pipeline.evaluation.run", ["--name", "rl", "--checkpoint", "rl", "--corpus", "corpus.json"]),
+])
+def test_jobs_run_by_hand_refuse_a_misspelled_reward_at_start(tmp_path, monkeypatch, job, arguments):
+    # Without Dagster in front, the training and evaluation jobs still load the recipe whole.
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE", raising=False)
+    data = embedded_recipe_data()
+    data["rl"]["rewards"]["bxo"] = {}
+    path = write_recipe(tmp_path / "recipe.yaml", data)
+    main = importlib.import_module(job).main
+    with pytest.raises(RecipeError, match=r"recipe\.yaml: invalid recipe:\n  - rl\.rewards\.bxo: unknown reward"):
+        main(["--recipe", str(path), "--output", str(tmp_path / "out"), *arguments])
+    assert not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from medmo_pipeline.atomic import write_json_atomic
-from medmo_pipeline.config import stable_hash
+from medmo_pipeline.recipe_schema import stable_hash
 
 
 def source_entry(report: dict) -> dict:

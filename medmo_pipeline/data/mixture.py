@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmo_pipeline.config import MixtureRecipe, stable_hash
 from medmo_pipeline.data import shards
+from medmo_pipeline.recipe_schema import MixtureRecipe, stable_hash
 
 
 def plan(index: dict, mixture: MixtureRecipe, *, split: str = "train") -> dict:

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from medmo_pipeline.config import CorpusRecipe, stable_hash
+from medmo_pipeline.recipe_schema import CorpusRecipe, stable_hash
 
 FINGERPRINT_HEAD_BYTES = 64 * 1024  # per file: enough to notice an edit, cheap at millions of files
 

@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmo_pipeline.config import stable_hash
+from medmo_pipeline.recipe_schema import stable_hash
 
 READ_BATCH_ROWS = 64
 _UNIT = 1 << 53  # resolution of the per-sample jitter u

@@ -21,7 +21,8 @@ import math
 import time
 from pathlib import Path
 
-from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
+from medmo_pipeline.config import checked_recipe
+from medmo_pipeline.jobs import entry_point, job_parser
 
 TABLE_COLUMNS = ["checkpoint", "benchmark", "metric", "value", "n", "ci_low", "ci_high", "unparseable", "empty",
                  "note"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from medmo_pipeline.config import RecipeError
-from medmo_pipeline.jobs import checked_recipe, entry_point, job_parser
+from medmo_pipeline.config import RecipeError, checked_recipe
+from medmo_pipeline.jobs import entry_point, job_parser
 
 
 @entry_point

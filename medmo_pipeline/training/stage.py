@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmo_pipeline.jobs import checked_recipe
+from medmo_pipeline.config import checked_recipe
 
 # Files of every published checkpoint that are logged to the stage's MLflow run.
 CHECKPOINT_ARTIFACTS = ("lineage.json", "recipe.yaml", "training_curves.png")

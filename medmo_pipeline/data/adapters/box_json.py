@@ -10,8 +10,9 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 
-from .common import AdapterOptions, guarded, layout_path, limited, load_image, rows_only, validated
+from .common import AdapterOptions, guarded, limited, load_image, rows_only, validated
 from .grounding import grounding_rows, xywh_to_xyxy
+from .records import layout_path
 
 
 class Options(AdapterOptions):

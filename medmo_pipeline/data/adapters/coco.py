@@ -10,8 +10,9 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
-from .common import AdapterOptions, SourceLayoutError, guarded, limited, load_image, row_problem, rows_only
+from .common import AdapterOptions, guarded, limited, load_image, row_problem, rows_only
 from .grounding import grounding_rows, xywh_to_xyxy
+from .records import SourceLayoutError
 
 
 class Options(AdapterOptions):

@@ -19,7 +19,6 @@ from .common import (
     AdapterOptions,
     coordinates,
     guarded,
-    iter_records,
     limited,
     load_image,
     row_problem,
@@ -27,6 +26,7 @@ from .common import (
     text,
 )
 from .grounding import grounding_rows
+from .records import iter_records
 
 LESION_TYPES = {1: "bone lesion", 2: "abdomen lesion", 3: "mediastinum lesion", 4: "liver lesion",
                 5: "lung lesion", 6: "kidney lesion", 7: "soft tissue lesion", 8: "pelvis lesion"}

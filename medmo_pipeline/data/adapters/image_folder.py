@@ -13,7 +13,6 @@ from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import (
     AdapterOptions,
-    SourceLayoutError,
     guarded,
     limited,
     load_image,
@@ -22,6 +21,7 @@ from .common import (
     text,
     turn,
 )
+from .records import SourceLayoutError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 

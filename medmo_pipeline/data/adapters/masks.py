@@ -22,7 +22,6 @@ from medmo_pipeline.safe_paths import safe_join
 from .common import (
     AdapterOptions,
     guarded,
-    layout_path,
     limited,
     load_image,
     make_row,
@@ -31,6 +30,7 @@ from .common import (
     turn,
 )
 from .grounding import QUESTION, grounding_rows
+from .records import layout_path
 
 
 class Options(AdapterOptions):

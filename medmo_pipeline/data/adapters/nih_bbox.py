@@ -10,7 +10,6 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowFiltered
 
 from .common import (
-    RecordFormat,
     RecordOptions,
     guarded,
     limited,
@@ -21,6 +20,7 @@ from .common import (
     validated,
 )
 from .grounding import grounding_rows, xywh_to_xyxy
+from .records import RecordFormat
 
 # The published header: "Image Index,Finding Label,Bbox [x,y,w,h],,," (the box name spans four
 # columns, the last three headed by nothing); read by position.

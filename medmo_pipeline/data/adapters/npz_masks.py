@@ -21,9 +21,10 @@ from medmo_pipeline.data.image_limits import ImageError, check_pixels, limits_in
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
 from medmo_pipeline.data.pixels import percentile_window, png_entry, window_to_uint8
 
-from .common import AdapterOptions, SourceLayoutError, guarded, layout_path, limited, rows_only, validated
+from .common import AdapterOptions, guarded, limited, rows_only, validated
 from .grounding import grounding_rows
 from .masks import boxes_of_ids
+from .records import SourceLayoutError, layout_path
 
 
 class Options(AdapterOptions):

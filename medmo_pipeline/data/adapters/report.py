@@ -25,8 +25,6 @@ from .common import (
     ImageRecordOptions,
     as_list,
     each_record,
-    iter_records,
-    layout_path,
     load_image,
     make_row,
     read_records,
@@ -34,6 +32,7 @@ from .common import (
     text,
     turn,
 )
+from .records import iter_records, layout_path
 from .report_sections import ReportSections, report_sections, split_sections  # noqa: F401 - re-exported
 
 QUESTION = "Write the findings and impression of this radiology study."

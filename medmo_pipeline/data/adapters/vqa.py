@@ -19,7 +19,6 @@ from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
 from .common import (
     ImageRecordOptions,
     each_record,
-    layout_path,
     make_row,
     read_records,
     record_images,
@@ -27,6 +26,7 @@ from .common import (
     text,
     turn,
 )
+from .records import layout_path
 
 YES_NO = ("yes", "no")
 

@@ -12,8 +12,9 @@ import yaml
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
 from medmo_pipeline.safe_paths import safe_join
 
-from .common import AdapterOptions, coordinates, guarded, layout_path, limited, load_image, rows_only
+from .common import AdapterOptions, coordinates, guarded, limited, load_image, rows_only
 from .grounding import grounding_rows
+from .records import layout_path
 
 GRAZPEDWRI_CLASSES = ["boneanomaly", "bonelesion", "foreignbody", "fracture", "metal", "periostealreaction",
                       "pronatorsign", "softtissue", "text"]

@@ -32,7 +32,6 @@ from medmo_pipeline.data.adapters.choices import LETTERS, lettered_question
 from medmo_pipeline.data.adapters.common import (
     ImageRecordOptions,
     RecordOptions,
-    iter_records,
     limited,
     load_image,
     make_row,
@@ -40,6 +39,7 @@ from medmo_pipeline.data.adapters.common import (
     text,
     turn,
 )
+from medmo_pipeline.data.adapters.records import iter_records
 
 MMMU_IMAGE_COLUMNS = [f"image_{k}" for k in range(1, 8)]
 

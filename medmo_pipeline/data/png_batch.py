@@ -193,8 +193,8 @@ def _grouped(parts: list[tuple[np.ndarray, ...]], ok: np.ndarray) -> list[list[i
 def in_threads(function, items: list, *, chunk: int = 64) -> list:
     """``[function(item) for item in items]``, spread over a few threads for a long list: meant for
     C calls that release the GIL (zlib's inflate, hashlib over a few KiB and more), which then run
-    on several cores while Python walks the list."""
-    if len(items) < 2 * chunk:
+    on several cores while Python walks the list (on this thread when there is one core)."""
+    if len(items) < 2 * chunk or check_threads() == 1:
         return [function(item) for item in items]
     pieces = [items[start:start + chunk] for start in range(0, len(items), chunk)]
     return [result for part in _pool().map(lambda piece: [function(item) for item in piece], pieces)

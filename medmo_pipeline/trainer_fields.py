@@ -28,6 +28,10 @@ GRPO_OWNED = frozenset({
     "mask_truncated_completions", "reward_weights", "generation_kwargs", "shuffle_dataset",
 })
 
+# GRPOConfig fields that reuse or regroup completions across optimizer steps: the RL stream hands each
+# prompt to exactly one optimizer step and records its position by step count (``training.streamed``).
+GRPO_UNSUPPORTED = frozenset({"num_iterations", "steps_per_generation", "generation_batch_size"})
+
 
 def trainer_config_class(rl: bool):
     from trl import GRPOConfig, SFTConfig
@@ -54,6 +58,11 @@ def check_trainer_args(trainer_args: dict[str, Any], *, rl: bool, where: str) ->
 
         raise ValueError(f"{where}: {unknown} are not fields of {config_class.__name__} in the installed "
                          f"TRL {trl.__version__}")
+    unsupported = sorted(set(trainer_args) & GRPO_UNSUPPORTED) if rl else []
+    if unsupported:
+        raise ValueError(f"{where}: {unsupported} reuse or regroup completions across optimizer steps; the RL "
+                         "stage streams each prompt into exactly one step (and resumes by that count), so leave "
+                         "them at TRL's defaults")
     owned = sorted(set(trainer_args) & owned_fields(rl))
     if owned:
         raise ValueError(f"{where}: {owned} are set by the recipe's own fields (optim, grpo, max_length) or "

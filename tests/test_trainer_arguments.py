@@ -50,13 +50,13 @@ def _recipe_with(tmp_path, stage: str, trainer_args: dict) -> Path:
 def test_recipe_load_checks_trainer_args_against_the_installed_trl(tmp_path):
     from medmo_pipeline.config import RecipeError, load_recipe
 
-    recipe = load_recipe(_recipe_with(tmp_path, "rl", {"max_grad_norm": 0.3, "num_iterations": 2}))
-    assert recipe.rl.optim.trainer_args == {"max_grad_norm": 0.3, "num_iterations": 2}
+    recipe = load_recipe(_recipe_with(tmp_path, "rl", {"max_grad_norm": 0.3, "top_p": 0.9}))
+    assert recipe.rl.optim.trainer_args == {"max_grad_norm": 0.3, "top_p": 0.9}
     with pytest.raises(RecipeError, match=r"stages\.stage1\.optim\.trainer_args: \['max_grad_nrom'\].*SFTConfig"):
         load_recipe(_recipe_with(tmp_path, "stage1", {"max_grad_nrom": 1.0}))
     # A GRPO-only field is not an SFT field.
-    with pytest.raises(RecipeError, match=r"\['num_iterations'\] are not fields of SFTConfig"):
-        load_recipe(_recipe_with(tmp_path, "stage1", {"num_iterations": 2}))
+    with pytest.raises(RecipeError, match=r"\['top_p'\] are not fields of SFTConfig"):
+        load_recipe(_recipe_with(tmp_path, "stage1", {"top_p": 0.9}))
     with pytest.raises(RecipeError, match=r"rl\.optim\.trainer_args: \['learning_rate'\] are set by the recipe"):
         load_recipe(_recipe_with(tmp_path, "rl", {"learning_rate": 1.0}))
 
@@ -107,3 +107,11 @@ def test_a_policy_loads_with_the_recipe_attention_and_dtype(tmp_path):
     # ZeRO-3 partitions at load only when the trainer configuration exists first.
     with pytest.raises(RuntimeError, match="deepspeed= before the model loads"):
         load_for_training(str(base_dir), base, _optim(deepspeed="zero3.json"), trainer_config=None)
+
+
+@pytest.mark.parametrize("field", ["num_iterations", "steps_per_generation", "generation_batch_size"])
+def test_rl_refuses_fields_that_reuse_completions_across_steps(field):
+    from medmo_pipeline.trainer_fields import check_trainer_args
+
+    with pytest.raises(ValueError, match=f"rl.optim.trainer_args: .*{field}.*one step"):
+        check_trainer_args({field: 2}, rl=True, where="rl.optim.trainer_args")

@@ -9,7 +9,7 @@
    pages to the kernel's writeback. The bench checks that both wrote the same rows. It also times
    the PNG checks alone (``check_pngs``: CRCs and pixel streams inflated) on the same images, and
    prints the bound their CPU time puts on any path that writes the rows on one core.
-   Cores: curation inflates and hashes images on ``images.check_threads()`` threads (the cores this
+   Cores: curation inflates and hashes images on ``png_batch.check_threads()`` threads (the cores this
    process may use; zlib, libdeflate and hashlib run without the GIL) and encodes + fsyncs each
    shard on a background thread, so its wall-clock ratio depends on the free cores, which the bench
    prints with the load average. ``taskset -c 0 python benches/curation.py`` measures it on one core.
@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation import CurationLimits, curate
-from medmo_pipeline.data.images import ImageLimits, check_pngs, check_threads
+from medmo_pipeline.data.image_limits import ImageLimits
+from medmo_pipeline.data.png_batch import check_pngs, check_threads
 from medmo_pipeline.process_memory import peak_rss_kib
 from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 

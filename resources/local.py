@@ -14,6 +14,7 @@ from medmo_pipeline.jobs import ERROR_FILE_ENV
 from medmo_pipeline.launch.gpus import GpuLease, visible_devices
 from medmo_pipeline.launch.local import current_env, job_command, recorded_failure
 from resources.launcher import Launcher
+from resources.pipes_messages import WholeLineTempFileMessageReader
 
 
 class LocalLauncher(Launcher):
@@ -36,7 +37,8 @@ class LocalLauncher(Launcher):
                                                                     if devices is not None else ""))
             error_file = Path(scratch) / "error.json"
             client = dg.PipesSubprocessClient(env={**env, ERROR_FILE_ENV: str(error_file)},
-                                              cwd=str(home.checkout_root()))
+                                              cwd=str(home.checkout_root()),
+                                              message_reader=WholeLineTempFileMessageReader())
             try:
                 return client.run(command=command, context=context).get_materialize_result()
             except Exception as error:

@@ -31,6 +31,7 @@ from medmo_pipeline.launch.slurm import (
     sbatch_script,
 )
 from resources.launcher import JobSize, Launcher, with_metadata
+from resources.pipes_messages import WholeLineFileMessageReader
 
 SLURM_JOB_TAG = "medmo/slurm_job_id"
 # Final for this attempt, but a requeue-able job may come back from them: wait before believing them.
@@ -62,7 +63,7 @@ class SlurmLauncher(Launcher):
         with dg.open_pipes_session(
             context=context,
             context_injector=dg.PipesFileContextInjector(str(job_dir / "pipes-context.json")),
-            message_reader=dg.PipesFileMessageReader(str(job_dir / "pipes-messages.jsonl")),
+            message_reader=WholeLineFileMessageReader(str(job_dir / "pipes-messages.jsonl")),
         ) as session:
             env = {**self.job_environment(context), **session.get_bootstrap_env_vars()}
             script = job_dir / "job.sbatch"

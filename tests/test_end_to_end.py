@@ -192,7 +192,8 @@ def test_stage_ablation_table_and_plot(demo_run):
 # What each stage of the embedded default is for, and how far its target must rise over its parent.
 STAGE_CLAIMS = {("stage1", "caption_rouge_l"): 0.0, ("stage1", "closed_vqa_accuracy"): 0.0,
                 ("stage2", "grounding_mean_iou"): 0.0, ("stage2", "report_rouge_l"): 0.0,
-                ("stage3", "mcq_accuracy"): 0.0, ("stage3", "instruction_rouge_l"): 0.0}
+                ("stage3", "mcq_accuracy"): 0.0, ("stage3", "instruction_rouge_l"): 0.0,
+                ("rl", "grounding_mean_iou"): 0.0}
 LEVELS = {("stage2", "grounding_mean_iou"): 0.45, ("stage3", "mcq_accuracy"): 0.6}
 
 

@@ -5,6 +5,7 @@ accepts exactly the PNGs ``inspect_image`` accepts."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -18,14 +19,8 @@ from PIL import Image
 from test_curation import corrupted_rows
 
 from medmo_pipeline.data.curation import CurationLimits, curate
-from medmo_pipeline.data.images import (
-    MAX_CHUNK_STEPS,
-    ImageError,
-    ImageLimits,
-    check_pngs,
-    inspect_image,
-    verify_png,
-)
+from medmo_pipeline.data.images import ImageError, ImageLimits, inspect_image, verify_png
+from medmo_pipeline.data.png_batch import MAX_CHUNK_STEPS, check_pngs, hashed_pngs
 
 FULL_DECODE = ImageLimits(decode_png=True)
 
@@ -177,6 +172,20 @@ def test_check_pngs_reads_a_slice_of_a_larger_array():
     whole = pa.array(battery, pa.binary())
     ok, width, _ = check_pngs(whole.slice(3, 40))
     assert list(ok) == list(check_pngs(whole)[0][3:43]) and list(width) == list(check_pngs(whole)[1][3:43])
+
+
+@pytest.mark.parametrize("limits", [ImageLimits(), FULL_DECODE], ids=["default", "decode"])
+def test_hashed_pngs_is_check_pngs_plus_each_images_sha256(limits):
+    """Hashing in the same tasks changes no verdict; enough images to be shared out over threads."""
+    battery = png_battery() * 5
+    images = pa.array(battery, pa.binary()).slice(1)
+    hashes, ok, width, height = hashed_pngs(images, limits)
+    assert hashes == [hashlib.sha256(data).hexdigest() for data in battery[1:]]
+    expected = check_pngs(images, limits)
+    assert (ok == expected[0]).all() and (width == expected[1]).all() and (height == expected[2]).all()
+    assert limits.decode_png or ok.sum() >= 5
+    with pytest.raises(ValueError, match="null"):
+        hashed_pngs(pa.array([battery[0], None], pa.binary()))
 
 
 def _stream_variants() -> dict[str, bytes]:

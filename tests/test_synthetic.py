@@ -64,9 +64,12 @@ def parse_box_answer(text: str) -> tuple[str, list[tuple[int, ...]]]:
 
 
 def image_array(row) -> np.ndarray:
-    image = Image.open(io.BytesIO(row["images"][0]["bytes"]))
-    assert image.mode == "RGB"
-    return np.asarray(image)
+    """The row's first image as the model sees it: H x W x 3 RGB."""
+    from medmo_pipeline.data.pixels import model_image
+
+    stored = Image.open(io.BytesIO(row["images"][0]["bytes"]))
+    assert stored.mode == ("L" if row["source"] == "synth_xray" else "RGB")  # X-rays are stored greyscale
+    return np.asarray(model_image(row["images"][0]["bytes"]))
 
 
 # --- contract -------------------------------------------------------------------------------------

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import struct
 import warnings
 import zlib
 
-import numpy as np
-import pyarrow as pa
 from deflate import DeflateError
+from deflate import crc32 as _crc32  # libdeflate's CRC-32: the same values as zlib's, faster
 from deflate import zlib_decompress as _whole_inflate
 from PIL import Image
 
@@ -51,11 +49,12 @@ EXTENSION_FORMATS = {
     ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",
 }  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
+PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_FILTER_TYPES = bytes(range(5))  # the scanline filters PNG defines
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-_PNG_HEADER_END = 33  # signature + IHDR chunk
-_TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
+PNG_HEADER_END = 33  # signature + IHDR chunk
+TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
 _INFLATE_PIECE = 1 << 22  # a PNG's pixel stream is inflated this many bytes at a time
 _WHOLE_INFLATE_LIMIT = 1 << 24  # larger pixel streams are inflated in pieces, never held whole
 _U32 = struct.Struct(">I")
@@ -106,18 +105,18 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     fails or a stream does not inflate as declared, ``image_truncated`` when the data ends early.
     """
     view, end = memoryview(data), len(data)
-    if end < _PNG_HEADER_END or data[12:16] != b"IHDR" or _U32.unpack_from(data, 8)[0] != 13:
+    if end < PNG_HEADER_END or data[12:16] != b"IHDR" or _U32.unpack_from(data, 8)[0] != 13:
         raise ImageError("image_undecodable", "PNG signature without a complete IHDR chunk")
-    if zlib.crc32(view[12:29]) != _U32.unpack_from(data, 29)[0]:  # before trusting the size it states
+    if _crc32(view[12:29]) != _U32.unpack_from(data, 29)[0]:  # before trusting the size it states
         raise ImageError("image_undecodable", "IHDR chunk: CRC mismatch (corrupt header)")
     width, height, depth, colour, compression, filtering, interlace = _IHDR.unpack_from(data, 16)
-    if (not 0 < width < 2**31 or not 0 < height < 2**31 or depth not in _PNG_DEPTHS.get(colour, ())
+    if (not 0 < width < 2**31 or not 0 < height < 2**31 or depth not in PNG_DEPTHS.get(colour, ())
             or compression or filtering or interlace > 1):
         raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     check_pixels(width, height, limits)
-    position, pixel_spans, text_bytes = _PNG_HEADER_END, [], 0
-    crc32, chunk_head, u32 = zlib.crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
+    position, pixel_spans, text_bytes = PNG_HEADER_END, [], 0
+    crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
         if position + 12 > end:
             raise ImageError("image_truncated", f"data ends at byte {end} without an IEND chunk")
@@ -133,7 +132,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             break
         if kind == b"IDAT":
             pixel_spans.append((position + 8, stop - 4))
-        elif kind in _TEXT_KINDS:
+        elif kind in TEXT_KINDS:
             text_bytes += _text_chunk_size(kind, view[position + 8:stop - 4], position)
             if text_bytes > MAX_TEXT_MEMORY:
                 raise ImageError("image_undecodable", f"text chunks hold over {MAX_TEXT_MEMORY} bytes")
@@ -204,7 +203,7 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
             pending = view[low:high]
             while pending:
                 out = inflater.decompress(pending, min(_INFLATE_PIECE, expected - produced + 1))
-                if stride and out and max(out[(-produced) % stride::stride] or b"\0") > 4:
+                if stride and out[(-produced) % stride::stride].translate(None, _FILTER_TYPES):
                     return "a scanline with an unknown filter type"
                 produced += len(out)
                 if produced > expected:
@@ -234,152 +233,9 @@ def _whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected
         return None
     if len(pixels) != expected:  # a valid stream, its Adler-32 checked, but short
         return None
-    if stride and int(np.frombuffer(pixels, np.uint8)[::stride].max()) > 4:
+    if stride and pixels[::stride].translate(None, _FILTER_TYPES):  # a byte left: not a filter type 0-4
         return "a scanline with an unknown filter type"
     return ""
-
-
-# ---- many PNGs at once --------------------------------------------------------------------------
-
-_SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
-_IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
-_IEND_CRC = zlib.crc32(b"IEND")
-_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in _TEXT_KINDS], dtype=np.int64)
-_DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
-for _colour, _depths in _PNG_DEPTHS.items():
-    _DEPTH_OK[_colour, list(_depths)] = True
-MAX_CHUNK_STEPS = 64  # chunks walked for the whole batch; a PNG with more is left to ``inspect_image``
-
-
-def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ok, width, height) for a batch of image bytes: ``ok[i]`` when image i is a PNG that
-    ``inspect_image`` accepts, with the same size. False means "not settled here" (another format,
-    a damaged or out-of-limits PNG, or one with very many chunks): ``inspect_image`` decides that
-    image and says why.
-
-    The same checks as ``verify_png`` and ``inspect_image``, for the whole batch at once: header
-    fields, limits and the chunk layout with numpy over the batch's one data buffer, then each
-    chunk's CRC-32 with one ``zlib.crc32`` call (the usual empty IEND has a known CRC), then each
-    pixel stream inflated by ``pixel_stream_fault``. A PNG with text or ICC chunks is left to
-    ``inspect_image``. Only the sizes of accepted PNGs are set (0 elsewhere: the bytes at a PNG's
-    size fields mean nothing in another format).
-    """
-    count = len(images)
-    ok, width, height = np.zeros(count, dtype=bool), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
-    _, offsets, buffer = images.buffers()
-    if limits.decode_png or not count or images.null_count or buffer is None:
-        return ok, width, height
-    data = np.frombuffer(buffer, dtype=np.uint8)
-    width_of_offsets = np.int64 if pa.types.is_large_binary(images.type) else np.int32
-    offsets = np.frombuffer(offsets, dtype=width_of_offsets)[images.offset:images.offset + count + 1].astype(np.int64)
-    start, end = offsets[:-1], offsets[1:]
-
-    # The signature and IHDR: fields, limits, and the IHDR's CRC (checked with the others below)
-    ok = end - start >= _PNG_HEADER_END
-    first = np.flatnonzero(ok)
-    head = data[start[first, None] + np.arange(_PNG_HEADER_END)]
-    w, h = _be32(head, 16), _be32(head, 20)
-    pixels = w * h
-    fine = ((head[:, :8] == _SIGNATURE_BYTES).all(axis=1) & (_be32(head, 8) == 13) & (_be32(head, 12) == _IHDR_TYPE)
-            & (w > 0) & (w < 2**31) & (h > 0) & (h < 2**31) & _DEPTH_OK[head[:, 25], head[:, 24]]
-            & (head[:, 26] == 0) & (head[:, 27] == 0) & (head[:, 28] <= 1)
-            & (pixels <= limits.max_pixels) & (np.minimum(w, h) >= limits.min_side)
-            & (np.maximum(w, h) <= limits.max_aspect_ratio * np.minimum(w, h)))
-    if Image.MAX_IMAGE_PIXELS:
-        fine &= pixels <= Image.MAX_IMAGE_PIXELS
-    ok[first] = fine
-    width[first[fine]], height[first[fine]] = w[fine], h[fine]
-    layout = np.zeros((count, 3), dtype=np.int64)  # depth, colour type, interlace
-    layout[first[fine]] = head[fine][:, [24, 25, 28]]
-    crcs = [(first[fine], start[first[fine]] + 12, start[first[fine]] + 29, _be32(head[fine], 29))]
-
-    # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
-    position, walking, has_pixels = start + _PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
-    spans = []  # (image, start, stop) of each IDAT payload
-    for _ in range(MAX_CHUNK_STEPS):
-        at = np.flatnonzero(walking)
-        if not len(at):
-            break
-        here, stop_at = position[at], end[at]
-        room = here + 12 <= stop_at
-        ok[at[~room]] = False  # ends without an IEND
-        at, here, stop_at = at[room], here[room], stop_at[room]
-        chunk = data[here[:, None] + np.arange(12)]  # length, type, and an empty chunk's CRC
-        length, kind = _be32(chunk, 0), _be32(chunk, 4)
-        stop = here + 12 + length
-        room = stop <= stop_at
-        ok[at[~room]] = False  # a chunk cut short
-        at, here, stop, length, kind, chunk = at[room], here[room], stop[room], length[room], kind[room], chunk[room]
-        known = (kind == _IEND_TYPE) & (length == 0) & (_be32(chunk, 8) == _IEND_CRC)
-        tail = stop[~known, None] - 4 + np.arange(4)
-        crcs.append((at[~known], here[~known] + 4, stop[~known] - 4, _be32(data[tail], 0)))
-        pixels_here = kind == _IDAT_TYPE
-        has_pixels[at] |= pixels_here
-        spans.append((at[pixels_here], here[pixels_here] + 8, stop[pixels_here] - 4))
-        ok[at[np.isin(kind, _TEXT_TYPES)]] = False
-        position[at] = stop
-        walking &= ok
-        walking[at[kind == _IEND_TYPE]] = False
-    ok &= has_pixels & ~walking  # an IDAT, and an IEND reached within the steps
-
-    # Every CRC of every chunk walked, in C
-    which, low, high, expected = (np.concatenate(parts) for parts in zip(*crcs))
-    view, crc32 = memoryview(buffer), zlib.crc32
-    bad = [crc32(view[a:b]) != c for a, b, c in zip(low.tolist(), high.tolist(), expected.tolist())]
-    ok[which[np.asarray(bad, dtype=bool)]] = False
-
-    # Every pixel stream, inflated within its declared size
-    image_of, low, high = (np.concatenate(parts) for parts in zip(*spans)) if spans else (np.zeros(0, int),) * 3
-    order = np.argsort(image_of, kind="stable")  # each image's spans in file order
-    image_of, low, high = image_of[order].tolist(), low[order].tolist(), high[order].tolist()
-    grouped: dict[int, list[tuple[int, int]]] = {}
-    for image, a, b in zip(image_of, low, high):
-        grouped.setdefault(image, []).append((a, b))
-    settled = np.flatnonzero(ok).tolist()
-    streams = [(view, grouped[image], int(width[image]), int(height[image]), *layout[image].tolist())
-               for image in settled]
-    faults = in_threads(lambda stream: pixel_stream_fault(*stream), streams)
-    ok[[image for image, fault in zip(settled, faults) if fault]] = False
-    width[~ok], height[~ok] = 0, 0
-    return ok, width, height
-
-
-def in_threads(function, items: list, *, chunk: int = 64) -> list:
-    """``[function(item) for item in items]``, spread over a few threads for a long list: meant for
-    C calls that release the GIL (zlib's inflate, hashlib over a few KiB and more), which then run
-    on several cores while Python walks the list."""
-    if len(items) < 2 * chunk:
-        return [function(item) for item in items]
-    pieces = [items[start:start + chunk] for start in range(0, len(items), chunk)]
-    return [result for part in _pool().map(lambda piece: [function(item) for item in piece], pieces)
-            for result in part]
-
-
-_POOL: list = []  # (pid, executor): threads do not survive a fork, so a forked child makes its own
-MAX_CHECK_THREADS = 8  # a batch's images are shared out 64 at a time: more threads than this sit idle
-
-
-def check_threads() -> int:
-    """How many threads ``in_threads`` runs on: the cores this process may use (its CPU affinity,
-    so ``taskset`` limits it too), at most ``MAX_CHECK_THREADS``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_CHECK_THREADS, cores))
-
-
-def _pool():
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not _POOL or _POOL[0][0] != os.getpid():
-        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=check_threads(), thread_name_prefix="image-checks"))]
-    return _POOL[0][1]
-
-
-def _be32(matrix: np.ndarray, column: int) -> np.ndarray:
-    """The big-endian 32-bit numbers at ``column`` ... ``column + 3`` of each row of a byte matrix."""
-    return np.ascontiguousarray(matrix[:, column:column + 4]).view(">u4")[:, 0].astype(np.int64)
 
 
 def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:

@@ -3,8 +3,8 @@
 ``check_row`` costs more per row than writing the row does, most of it Python overhead on fields
 that are almost always fine. ``check_batch`` checks a batch of rows together: per row in Python
 only what needs the Python objects (plain types, boxes); per image one sha256 and, for PNGs, the
-chunk walk and the inflate check of ``images.check_pngs`` (numpy over the batch's bytes, then C
-calls per image); the text fields column by column with Arrow kernels on a table converted once
+chunk walk, CRCs and inflate check of ``png_batch.check_pngs`` (numpy over the batch's bytes, then
+one task of C calls per image: ``png_batch.hashed_pngs``); the text fields column by column with Arrow kernels on a table converted once
 (the conversion the shard needs anyway). Any row it is not sure about (non-ASCII text, whose NFC
 form Arrow does not compute like ``unicodedata``; a value of an unexpected type; any failed check)
 goes through ``check_row``, which decides and gives the reason. The rows that pass are exactly the
@@ -14,7 +14,6 @@ against each other, and compare shard bytes).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -49,7 +48,8 @@ from medmo_pipeline.data.curation.rules import (
     check_row,
     clipped_boxes,
 )
-from medmo_pipeline.data.images import PNG_SIGNATURE, check_pngs, extension_contradicts, in_threads
+from medmo_pipeline.data.images import PNG_SIGNATURE, extension_contradicts
+from medmo_pipeline.data.png_batch import hashed_pngs
 from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
@@ -57,6 +57,7 @@ BATCH_ROWS = 2000
 _TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
                           ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
 _SEPARATORS = np.array([ord(UNIT), ord(RECORD)], dtype=np.uint8)
+_NO_BOXES: list = []  # shared by the rows without boxes (never changed: fewer objects for the GC to count)
 
 
 @dataclass
@@ -71,8 +72,8 @@ class CheckedBatch:
 
 
 @dataclass
-class _Candidates:
-    """Rows that passed the per-row part of the batch checks, and what that part computed: per
+class Candidates:
+    """The first part of ``check_batch`` (``candidates``): rows that passed the per-row part of the batch checks, and what that part computed: per
     candidate, its image count, whether its images and boxes passed, its boxes (clipped); per image
     of all candidates, in order, the columns of the images field."""
 
@@ -91,15 +92,20 @@ class _Candidates:
 
 
 def check_batch(rows: list, *, source: str, images: ImageChecker, limits: CurationLimits,
-                vectorised: bool = True) -> CheckedBatch:
+                vectorised: bool = True, found: Candidates | None = None) -> CheckedBatch:
     """Check and normalise ``rows`` like ``check_row`` does each of them, batch-wise where possible.
 
-    ``vectorised=False`` sends every row through ``check_row`` (the reference the tests compare to).
+    ``found`` is ``candidates(rows, ...)`` when the caller ran that part already (computed here
+    otherwise). ``vectorised=False`` sends every row through ``check_row`` (the reference the tests
+    compare to).
     """
     accepted: list[tuple[int, int]] = []  # (position in the batch, row of the concatenated tables)
     parts: list[pa.Table] = []
     clipped: list[int] = []
-    fast = _candidates(rows, images, limits) if vectorised else _Candidates()
+    if not vectorised:
+        fast = Candidates()
+    else:
+        fast = found if found is not None else candidates(rows, images=images, limits=limits)
     if fast.positions:
         passed, table = _vector_checks([rows[i] for i in fast.positions], fast, source=source)
         if table is not None and len(fast.positions) == len(rows) and passed.all():  # the usual batch
@@ -138,15 +144,15 @@ def check_batch(rows: list, *, source: str, images: ImageChecker, limits: Curati
     return CheckedBatch(table, outcomes, [clipped[row] for row in order])
 
 
-def _candidates(rows: list, images: ImageChecker, limits: CurationLimits) -> _Candidates:
-    """The per-row and per-image part of the batch checks: the rows whose values are plain (see
-    ``_plain_rows``), then their images all together, then their boxes."""
-    found = _Candidates()
-    found.positions, found.image_counts, picked, raw_boxes = _plain_rows(rows)
-    data, found.paths, declared = _columns(picked, 3)
+def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits) -> Candidates:
+    """The per-row and per-image part of ``check_batch``: the rows whose values are plain (see
+    ``_plain_rows``), then their images all together (hashed, checked, pixel streams inflated, on
+    several threads), then their boxes."""
+    found = Candidates()
+    found.positions, found.image_counts, (data, found.paths, declared), raw_boxes = _plain_rows(rows)
     found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
     if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
-        return _Candidates()
+        return Candidates()
     images_ok = _check_images(found, data, declared, images, limits)
     found.images_ok = np.ones(len(found.positions), dtype=bool)
     found.images_ok[np.repeat(np.arange(len(found.positions)), found.image_counts)[~images_ok]] = False
@@ -156,8 +162,8 @@ def _candidates(rows: list, images: ImageChecker, limits: CurationLimits) -> _Ca
     return found
 
 
-def _plain_rows(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
-    """(positions, image counts, plain images (see ``_plain_image``), boxes) of the rows that hold
+def _plain_rows(rows: list) -> tuple[list[int], list[int], list[list], list]:
+    """(positions, image counts, plain images (see ``_plain_image``) as columns, boxes) of the rows that hold
     plain values where Arrow would convert silently (a tuple for a dict, say); check_row looks at
     the others. This runs for every row of the corpus: ``_all_plain`` settles the usual batch, and
     ``_plain_rows_one_by_one`` finds the rows that are not plain."""
@@ -165,14 +171,14 @@ def _plain_rows(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
     return usual if usual is not None else _plain_rows_one_by_one(rows)
 
 
-def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[tuple], list]:
+def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[list], list]:
     """``_plain_rows``, one row at a time (no call in the loop but per image)."""
     positions, image_counts, picked, raw_boxes = [], [], [], []
     for position, row in enumerate(rows):
         if type(row) is not dict:
             continue
         messages, entries, choices, boxes = row.get("messages"), row.get("images") or [], row.get("choices"), \
-            row.get("boxes") or []
+            row.get("boxes") or _NO_BOXES
         if (type(messages) is not list or type(entries) is not list or type(boxes) is not list
                 or choices is not None and type(choices) is not list):
             continue
@@ -186,17 +192,17 @@ def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[tuple
                 image_counts.append(len(plain))
                 picked += plain
                 raw_boxes.append(boxes)
-    return positions, image_counts, picked, raw_boxes
+    return positions, image_counts, _columns(picked, 3), raw_boxes
 
 
-def _all_plain(rows: list) -> tuple[list[int], list[int], list[tuple], list] | None:
+def _all_plain(rows: list) -> tuple[list[int], list[int], list[list], list] | None:
     """``_plain_rows`` of a batch whose rows are all plain (and whose images all have a path),
     from one pass per field with the type checks done over whole columns; None for any other batch."""
     messages = [row.get("messages") for row in rows] if _types(rows) == {dict} else None
     if messages is None:
         return None
     entries = [row.get("images") or [] for row in rows]
-    boxes = [row.get("boxes") or [] for row in rows]
+    boxes = [row.get("boxes") or _NO_BOXES for row in rows]
     if (_types(messages) != {list} or _types(entries) != {list} or _types(boxes) != {list}
             or not _types(row.get("choices") for row in rows) <= {list, type(None)}
             or not _types(chain.from_iterable(messages)) <= {dict}):
@@ -208,19 +214,18 @@ def _all_plain(rows: list) -> tuple[list[int], list[int], list[tuple], list] | N
     if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths)):
         return None
     declared = [(image.get("width") or 0, image.get("height") or 0) for image in images]
-    return list(range(len(rows))), list(map(len, entries)), list(zip(data, map(str.strip, paths), declared)), boxes
+    return list(range(len(rows))), list(map(len, entries)), [data, list(map(str.strip, paths)), declared], boxes
 
 
 def _types(values) -> set[type]:
     return set(map(type, values))
 
 
-def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, images: ImageChecker,
+def _check_images(found: Candidates, data: list[bytes], declared: list[tuple], images: ImageChecker,
                   limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
-    One sha256 each, ``check_pngs`` for the PNGs, ``ImageChecker`` for the rest."""
-    found.hashes = in_threads(lambda image: hashlib.sha256(image).hexdigest(), list(data))  # the one hash of these bytes
-    png, found.widths, found.heights = check_pngs(found.image_bytes, limits.image)
+    One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``), ``ImageChecker`` for the rest."""
+    found.hashes, png, found.widths, found.heights = hashed_pngs(found.image_bytes, limits.image)  # one hash each
     ok, formats = png.copy(), ["PNG"] * len(data)
     for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
         result = images.inspect(data[index], found.hashes[index])
@@ -237,7 +242,7 @@ def _check_images(found: _Candidates, data: tuple[bytes, ...], declared: tuple, 
     return ok
 
 
-def _check_boxes(found: _Candidates, limits: CurationLimits) -> None:
+def _check_boxes(found: Candidates, limits: CurationLimits) -> None:
     """``clipped_boxes`` on the candidates with boxes and good images: their boxes clipped, or the row
     marked for check_row."""
     first = np.concatenate([[0], np.cumsum(found.image_counts)[:-1]]).astype(int).tolist()
@@ -270,7 +275,7 @@ def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
     return data, path, (entry.get("width") or 0, entry.get("height") or 0)
 
 
-def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
+def _vector_checks(rows: list[dict], found: Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
     """The text checks of ``check_row`` column by column: which candidates pass, and all of them
     normalised as a SAMPLE_SCHEMA table (None when the batch does not even convert: check_row then)."""
     try:
@@ -336,9 +341,9 @@ def _vector_checks(rows: list[dict], found: _Candidates, *, source: str) -> tupl
     return ok, table
 
 
-def _columns(rows: list[tuple], width: int) -> list[tuple]:
+def _columns(rows: list[tuple], width: int) -> list[list]:
     """Tuples of ``width`` values -> ``width`` columns (empty ones when there are no rows)."""
-    return list(zip(*rows)) if rows else [()] * width
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 def _no_boxes(rows: int) -> pa.ListArray:

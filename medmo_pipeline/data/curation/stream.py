@@ -77,19 +77,28 @@ def curate(
     mismatches = [0]  # kept images whose name promises another format than their content
 
     def kept_tables() -> Iterator[pa.Table]:
-        """The kept rows, batch by batch: checked together, then decided one by one in input order."""
-        iterator, start = iter(rows), 0
+        """The kept rows, batch by batch: checked together, then decided one by one in input order.
+
+        A batch's kept rows go to the writer once the next batch's images are checked: the shard
+        is then encoded beside this thread's Python work on the next batch, not beside the image
+        checks' threads, which take every core (both run without the GIL)."""
+        iterator, start, ready = iter(rows), 0, None
         while items := list(islice(iterator, min(batch_checks.BATCH_ROWS, shard_rows))):
             batch, positions = decide.outcomes(items, start)
             start += len(items)
             if not batch:
                 continue
-            checked = batch_checks.check_batch(batch, source=source, images=checker, limits=limits)
+            found = batch_checks.candidates(batch, images=checker, limits=limits)
+            if ready is not None:
+                yield ready
+                ready = None
+            checked = batch_checks.check_batch(batch, source=source, images=checker, limits=limits, found=found)
             keep = decide(batch, positions, checked)
             if keep:
-                kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
-                mismatches[0] += batch_checks.extension_mismatches(kept)
-                yield kept
+                ready = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+                mismatches[0] += batch_checks.extension_mismatches(ready)
+        if ready is not None:
+            yield ready
 
     with published_on_success(quarantine):
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,

@@ -78,15 +78,13 @@ def reading_order(boxes: list[Box]) -> list[int]:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] (H x W or H x W x 3) -> H x W x 3 uint8 RGB."""
-    pixels = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    return pixels
+    """Float image in [0, 1] -> uint8 of the same shape: H x W greyscale or H x W x 3 RGB."""
+    return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def encode_png(pixels: np.ndarray) -> dict:
-    """H x W x 3 uint8 -> an image entry of the sample contract (PNG bytes, size, sha256)."""
+    """H x W (greyscale, stored as such, as X-rays are) or H x W x 3 (RGB) uint8 -> an image entry of
+    the sample contract (PNG bytes, size, sha256). The model sees both as RGB (``pixels.model_image``)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     data = buffer.getvalue()

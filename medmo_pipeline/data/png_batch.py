@@ -1,0 +1,228 @@
+"""Many images at once: ``images.verify_png``'s checks over a whole batch of PNGs, and each image's
+sha256, with the C work spread over a few threads.
+
+The batch's bytes sit in one Arrow buffer. numpy reads every header and walks every chunk layout
+over that buffer at once (``_layout``); then one task per image, run on ``check_threads()``
+threads, hashes the image and, for a PNG the walk accepted, checks its chunks' CRC-32s and inflates
+its pixel stream within its declared size (``images.pixel_stream_fault``). zlib, libdeflate and
+hashlib run without the GIL, so the tasks share the cores; each image is read by one task, and the
+Python between the C calls is a few lines per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from deflate import crc32 as _crc32  # libdeflate's CRC-32: the same values as zlib's, faster
+from PIL import Image
+
+from medmo_pipeline.data.image_limits import ImageLimits
+from medmo_pipeline.data.images import PNG_DEPTHS, PNG_HEADER_END, PNG_SIGNATURE, TEXT_KINDS, pixel_stream_fault
+
+_SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
+_IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
+_IEND_CRC = _crc32(b"IEND")
+_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in TEXT_KINDS], dtype=np.int64)
+_DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
+for _colour, _depths in PNG_DEPTHS.items():
+    _DEPTH_OK[_colour, list(_depths)] = True
+MAX_CHUNK_STEPS = 64  # chunks walked for the whole batch; a PNG with more is left to ``inspect_image``
+
+
+def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ok, width, height) for a batch of image bytes: ``ok[i]`` when image i is a PNG that
+    ``inspect_image`` accepts, with the same size. False means "not settled here" (another format,
+    a damaged or out-of-limits PNG, or one with very many chunks): ``inspect_image`` decides that
+    image and says why.
+
+    The same checks as ``verify_png`` and ``inspect_image``, for the whole batch at once: header
+    fields, limits and the chunk layout with numpy over the batch's one data buffer, then per PNG
+    each chunk's CRC-32 (the usual empty IEND has a known CRC) and its pixel stream inflated by
+    ``pixel_stream_fault``. A PNG with text or ICC chunks is left to ``inspect_image``. Only the
+    sizes of accepted PNGs are set (0 elsewhere: the bytes at a PNG's size fields mean nothing in
+    another format).
+    """
+    _, ok, width, height = _checked(images, limits, hashing=False)
+    return ok, width, height
+
+
+def hashed_pngs(images: pa.BinaryArray,
+                limits: ImageLimits = ImageLimits()) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(sha256 hex digests, ok, width, height): every image's hash, and ``check_pngs`` of the batch,
+    from one task per image (each image read once, on one thread). ``images`` holds no nulls."""
+    if images.null_count:
+        raise ValueError(f"{images.null_count} null images among the bytes to hash")
+    return _checked(images, limits, hashing=True)
+
+
+@dataclass
+class _Layout:
+    """Where each PNG's checksummed chunk bodies and pixel stream lie in the buffer: the CRC spans
+    of image i are ``crc_low/high/expected[crc_first[i]:crc_first[i + 1]]``, its IDAT payloads
+    ``pixel_low/high[pixel_first[i]:pixel_first[i + 1]]``, in file order; ``header`` holds the
+    IHDR fields ``pixel_stream_fault`` takes (width, height, depth, colour type, interlace), one
+    list per field."""
+
+    crc_first: list[int]
+    crc_low: list[int]
+    crc_high: list[int]
+    crc_expected: list[int]
+    pixel_first: list[int]
+    pixel_low: list[int]
+    pixel_high: list[int]
+    header: tuple[list[int], ...]
+
+
+def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool) -> tuple[list[str], np.ndarray,
+                                                                                          np.ndarray, np.ndarray]:
+    count = len(images)
+    ok, width, height = np.zeros(count, dtype=bool), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    _, offsets, buffer = images.buffers()
+    if not count:
+        return [], ok, width, height
+    width_of_offsets = np.int64 if pa.types.is_large_binary(images.type) else np.int32
+    offsets = np.frombuffer(offsets, dtype=width_of_offsets)[images.offset:images.offset + count + 1].astype(np.int64)
+    layout = None
+    if not (limits.decode_png or images.null_count or buffer is None):
+        layout = _layout(np.frombuffer(buffer, dtype=np.uint8), offsets, ok, width, height, limits)
+    view = memoryview(buffer) if buffer is not None else memoryview(b"")
+    hashes: list[str] = [""] * count if hashing else []
+    start, end, settled = offsets[:-1].tolist(), offsets[1:].tolist(), ok.tolist()
+    sha256, crc32 = hashlib.sha256, _crc32
+    widths, heights, depths, colours, interlaced = layout.header if layout else ((),) * 5
+
+    def faulty(image: int) -> bool:
+        """Hash image ``image`` (when hashing); whether it is a PNG the walk accepted whose CRCs or
+        pixel stream are wrong."""
+        if hashing:
+            hashes[image] = sha256(view[start[image]:end[image]]).hexdigest()
+        if not settled[image]:
+            return False
+        for k in range(layout.crc_first[image], layout.crc_first[image + 1]):
+            if crc32(view[layout.crc_low[k]:layout.crc_high[k]]) != layout.crc_expected[k]:
+                return True
+        first, stop = layout.pixel_first[image], layout.pixel_first[image + 1]
+        spans = list(zip(layout.pixel_low[first:stop], layout.pixel_high[first:stop]))
+        return bool(pixel_stream_fault(view, spans, widths[image], heights[image], depths[image], colours[image],
+                                       interlaced[image]))
+
+    tasks = list(range(count)) if hashing else np.flatnonzero(ok).tolist()
+    faults = in_threads(faulty, tasks)
+    ok[np.asarray(tasks, dtype=np.int64)[np.asarray(faults, dtype=bool)]] = False
+    width[~ok], height[~ok] = 0, 0
+    return hashes, ok, width, height
+
+
+def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.ndarray, height: np.ndarray,
+            limits: ImageLimits) -> _Layout:
+    """Read every header and walk every chunk layout at once: set ``ok`` (a PNG whose header, limits
+    and chunk layout pass; its CRCs and pixel stream are still to check), ``width`` and ``height``
+    in place; return where the PNGs still ``ok`` have their CRC spans and pixel streams."""
+    count = len(ok)
+    start, end = offsets[:-1], offsets[1:]
+
+    # The signature and IHDR: fields, limits, and where the IHDR's CRC is
+    ok[:] = end - start >= PNG_HEADER_END
+    first = np.flatnonzero(ok)
+    head = data[start[first, None] + np.arange(PNG_HEADER_END)]
+    w, h = _be32(head, 16), _be32(head, 20)
+    pixels = w * h
+    fine = ((head[:, :8] == _SIGNATURE_BYTES).all(axis=1) & (_be32(head, 8) == 13) & (_be32(head, 12) == _IHDR_TYPE)
+            & (w > 0) & (w < 2**31) & (h > 0) & (h < 2**31) & _DEPTH_OK[head[:, 25], head[:, 24]]
+            & (head[:, 26] == 0) & (head[:, 27] == 0) & (head[:, 28] <= 1)
+            & (pixels <= limits.max_pixels) & (np.minimum(w, h) >= limits.min_side)
+            & (np.maximum(w, h) <= limits.max_aspect_ratio * np.minimum(w, h)))
+    if Image.MAX_IMAGE_PIXELS:
+        fine &= pixels <= Image.MAX_IMAGE_PIXELS
+    ok[first] = fine
+    width[first[fine]], height[first[fine]] = w[fine], h[fine]
+    header = np.zeros((count, 5), dtype=np.int64)  # width, height, depth, colour type, interlace
+    header[first[fine]] = np.column_stack([w[fine], h[fine], head[fine][:, [24, 25, 28]]])
+    crcs = [(first[fine], start[first[fine]] + 12, start[first[fine]] + 29, _be32(head[fine], 29))]
+
+    # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
+    position, walking, has_pixels = start + PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
+    spans = [(np.zeros(0, np.int64),) * 3]  # (image, start, stop) of each IDAT payload
+    for _ in range(MAX_CHUNK_STEPS):
+        at = np.flatnonzero(walking)
+        if not len(at):
+            break
+        here, stop_at = position[at], end[at]
+        room = here + 12 <= stop_at
+        ok[at[~room]] = False  # ends without an IEND
+        at, here, stop_at = at[room], here[room], stop_at[room]
+        chunk = data[here[:, None] + np.arange(12)]  # length, type, and an empty chunk's CRC
+        length, kind = _be32(chunk, 0), _be32(chunk, 4)
+        stop = here + 12 + length
+        room = stop <= stop_at
+        ok[at[~room]] = False  # a chunk cut short
+        at, here, stop, length, kind, chunk = at[room], here[room], stop[room], length[room], kind[room], chunk[room]
+        known = (kind == _IEND_TYPE) & (length == 0) & (_be32(chunk, 8) == _IEND_CRC)
+        tail = stop[~known, None] - 4 + np.arange(4)
+        crcs.append((at[~known], here[~known] + 4, stop[~known] - 4, _be32(data[tail], 0)))
+        pixels_here = kind == _IDAT_TYPE
+        has_pixels[at] |= pixels_here
+        spans.append((at[pixels_here], here[pixels_here] + 8, stop[pixels_here] - 4))
+        ok[at[np.isin(kind, _TEXT_TYPES)]] = False
+        position[at] = stop
+        walking &= ok
+        walking[at[kind == _IEND_TYPE]] = False
+    ok &= has_pixels & ~walking  # an IDAT, and an IEND reached within the steps
+
+    crc_first, crc_low, crc_high, crc_expected = _grouped(crcs, ok)
+    pixel_first, pixel_low, pixel_high = _grouped(spans, ok)
+    return _Layout(crc_first, crc_low, crc_high, crc_expected, pixel_first, pixel_low, pixel_high,
+                   tuple(field.tolist() for field in header.T))
+
+
+def _grouped(parts: list[tuple[np.ndarray, ...]], ok: np.ndarray) -> list[list[int]]:
+    """The rows of ``parts`` ((image, value columns...) per chunk step) of the images still ``ok``,
+    grouped by image in file order: [first row of each image (and one past the last), columns...]."""
+    image, *columns = (np.concatenate(column) for column in zip(*parts))
+    kept = ok[image]
+    image, columns = image[kept], [column[kept] for column in columns]
+    order = np.argsort(image, kind="stable")  # steps run in file order: stable keeps it per image
+    first = np.searchsorted(image[order], np.arange(len(ok) + 1))
+    return [first.tolist(), *(column[order].tolist() for column in columns)]
+
+
+def in_threads(function, items: list, *, chunk: int = 64) -> list:
+    """``[function(item) for item in items]``, spread over a few threads for a long list: meant for
+    C calls that release the GIL (zlib's inflate, hashlib over a few KiB and more), which then run
+    on several cores while Python walks the list (on this thread when there is one core)."""
+    if len(items) < 2 * chunk or check_threads() == 1:
+        return [function(item) for item in items]
+    pieces = [items[start:start + chunk] for start in range(0, len(items), chunk)]
+    return [result for part in _pool().map(lambda piece: [function(item) for item in piece], pieces)
+            for result in part]
+
+
+_POOL: list = []  # (pid, executor): threads do not survive a fork, so a forked child makes its own
+MAX_CHECK_THREADS = 8  # a batch's images are shared out 64 at a time: more threads than this sit idle
+
+
+def check_threads() -> int:
+    """How many threads ``in_threads`` runs on: the cores this process may use (its CPU affinity,
+    so ``taskset`` limits it too), at most ``MAX_CHECK_THREADS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_CHECK_THREADS, cores))
+
+
+def _pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL or _POOL[0][0] != os.getpid():
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=check_threads(), thread_name_prefix="image-checks"))]
+    return _POOL[0][1]
+
+
+def _be32(matrix: np.ndarray, column: int) -> np.ndarray:
+    """The big-endian 32-bit numbers at ``column`` ... ``column + 3`` of each row of a byte matrix."""
+    return np.ascontiguousarray(matrix[:, column:column + 4]).view(">u4")[:, 0].astype(np.int64)

@@ -22,7 +22,7 @@ import pytest
 from medmo_pipeline import atomic
 from medmo_pipeline.atomic import staged_dir, staged_file, write_json_atomic, write_text_atomic
 from medmo_pipeline.evaluation.run import TABLE_COLUMNS, publish_eval_table
-from tests.conftest import ROOT, launched_job_env
+from tests.conftest import ROOT
 
 
 def disk_full(path: Path | str | None = None) -> OSError:
@@ -348,21 +348,10 @@ print(json.dumps({"writer": WRITER, "data_version": version}))
 """
 
 
-def run_writers(script: str, argvs: list[list[str]], *, warm_host: str | None = None,
-                job_dir: Path | None = None) -> dict[str, str]:
-    """Start every writer at once; each must succeed. Returns writer -> data version it published.
-    With ``warm_host`` each writer is a fork of that host (still a process of its own, as a job started
-    by the local launcher is), running the script as a module written into ``job_dir``."""
-    from medmo_pipeline.launch.local import job_command
-
-    if warm_host:
-        (job_dir / "writer_job.py").write_text(script)
-        commands, cwd = [job_command("writer_job", argv, warm_host=warm_host) for argv in argvs], job_dir
-        env = launched_job_env(job_dir / "home")
-    else:
-        commands, cwd, env = [[sys.executable, "-c", script, *argv] for argv in argvs], ROOT, None
-    processes = [subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for command in commands]
+def run_writers(script: str, argvs: list[list[str]]) -> dict[str, str]:
+    """Start every writer at once; each must succeed. Returns writer -> data version it published."""
+    processes = [subprocess.Popen([sys.executable, "-c", script, *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for argv in argvs]
     reported = {}
     for process in processes:
         out, err = process.communicate(timeout=300)
@@ -373,15 +362,14 @@ def run_writers(script: str, argvs: list[list[str]], *, warm_host: str | None = 
 
 
 @pytest.mark.parametrize("same_content", [True, False], ids=["same-content", "different-content"])
-def test_two_jobs_publishing_one_checkpoint_never_mix(tiny_dir, tmp_path, same_content, warm_job_host):
+def test_two_jobs_publishing_one_checkpoint_never_mix(tiny_dir, tmp_path, same_content):
     from medmo_pipeline.model.checkpoint import weights_version
 
     final = tmp_path / "checkpoints" / "stage1" / "key"
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     reported = run_writers(CHECKPOINT_WRITER, [[str(tiny_dir), str(final), writer, str(barrier),
-                                                "0" if same_content else "1"] for writer in ("1", "2")],
-                           warm_host=warm_job_host, job_dir=tmp_path)  # each would import torch first
+                                                "0" if same_content else "1"] for writer in ("1", "2")])
     lineage = json.loads((final / "lineage.json").read_text())
     winner = lineage["writer"]
     assert json.loads((final / "training_log.json").read_text()) == [{"step": 1, "loss": float(winner)}]

@@ -21,7 +21,13 @@ from deflate import crc32 as _crc32  # libdeflate's CRC-32: the same values as z
 from PIL import Image
 
 from medmo_pipeline.data.image_limits import ImageLimits
-from medmo_pipeline.data.images import PNG_DEPTHS, PNG_HEADER_END, PNG_SIGNATURE, TEXT_KINDS, pixel_stream_fault
+from medmo_pipeline.data.images import (
+    PNG_DEPTHS,
+    PNG_HEADER_END,
+    PNG_SIGNATURE,
+    TEXT_KINDS,
+    pixel_stream_fault,
+)
 
 _SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
 _IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))

@@ -19,6 +19,8 @@ LINE = re.compile(r"^\S+ \S+ \S+ - dagster - (?P<level>[A-Z]+) - \S+ - [0-9a-f-]
 EVENT = re.compile(r"^(?:\d+ - )?(?:(?P<step>[\w.\[\]]+) - )?(?P<event>[A-Z][A-Z_]+[A-Z]) - (?P<message>.*)$")
 PLAIN = re.compile(r"^(?P<step>[\w.\[\]]+) - (?P<message>.*)$")
 PERCENT = re.compile(r"\((\d+)%\)")
+# Where a second log line begins inside one: a process sharing the pipe wrote its line into another's.
+EMBEDDED = re.compile(r"(?<=.)(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - )")
 WIDTH = 100
 
 
@@ -42,7 +44,11 @@ class ProgressView:
 
     def feed(self, raw: str) -> None:
         self.log.write(raw)
-        match = LINE.match(raw.rstrip("\n"))
+        for line in EMBEDDED.split(raw.rstrip("\n")):
+            self._line(line)
+
+    def _line(self, line: str) -> None:
+        match = LINE.match(line)
         if not match:
             return
         level, rest = match["level"], match["rest"]

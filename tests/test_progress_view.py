@@ -48,3 +48,16 @@ def test_headline_table_fits_100_columns_and_points_at_the_csv():
     text = headline_table(wide)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "gr_mean_iou" in text.splitlines()[0] and "more columns in reports/stage_ablation.csv" in text
+
+
+def test_a_line_written_into_another_is_read_as_two():
+    """Two processes sharing the pipe: one's line lands inside another's unfinished line. The embedded
+    engine event is still read as an event, and its text never reaches the terminal."""
+    out = io.StringIO()
+    view = ProgressView(io.StringIO(), out, tty=False)
+    _lines(view, "1 - corpus_shards - STEP_START - Started")
+    cut = RUN.format(level="INFO", rest="corpus_shards - step 50/100 (50%) eta 1s").rstrip("\n")
+    view.feed(cut + RUN.format(level="DEBUG", rest="1 - base_model - STEP_START - Started execution"))
+    shown = out.getvalue()
+    assert "STEP_START" not in shown and "dagster" not in shown
+    assert "base_model" in view.jobs and "step 50/100 (50%)" in shown

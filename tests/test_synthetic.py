@@ -322,20 +322,41 @@ def test_image_multiple_choice_counts_the_lesions_with_options_in_order(corpus):
     assert Counter(r["answer"] for r in questions).keys() == {"A", "B", "C"}
 
 
-def test_instruction_rows_summarise_findings_answer_in_words_or_give_the_impression(corpus):
+def test_instruction_rows_summarise_findings_give_the_impression_or_say_where_in_words(corpus):
     rows = rows_of(corpus, "synth_medqa", task="instruction")
-    kinds = Counter("image" if r["images"] else user_text(r).split(":")[0] for r in rows)
-    assert set(kinds) == {"Summarise the findings", "Answer in a few words", "image"}
+    kinds = Counter("where" if "few words" in user_text(r) else "image" if r["images"] else user_text(r).split(":")[0]
+                    for r in rows)
+    assert set(kinds) == {"Summarise the findings", "where", "image"}
     for row in rows:
         assert row["answer"] == reply(row)
+        if "few words" in user_text(row):  # the zones of the X-ray shown, in a few words
+            assert row["images"] and (row["answer"] == "no lesion") == (not row["boxes"])
+            assert 0 < row["answer"].count(" zone") <= 2 or not row["boxes"]
+            continue
         if row["images"]:  # the impression of the X-ray shown, which names its lesion count
             assert row["modality"] == "xray" and COUNT_WORDS[len(row["boxes"])] in row["answer"].lower()
             continue
-        assert row["modality"] == "text"
-        if user_text(row).startswith("Summarise"):
-            count = re.search(r"FINDINGS: (\w+)", user_text(row)).group(1).lower()
-            impression_count = row["answer"].split()[0].lower()
-            assert count == impression_count or (count == "the" and "no lesion" in row["answer"])
+        assert row["modality"] == "text" and user_text(row).startswith("Summarise")
+        count = re.search(r"FINDINGS: (\w+)", user_text(row)).group(1).lower()
+        impression_count = row["answer"].split()[0].lower()
+        assert count == impression_count or (count == "the" and "no lesion" in row["answer"])
+
+
+def test_every_synthetic_kind_keeps_its_training_rows_through_decontamination():
+    """A kind whose training questions all match evaluation questions would be filtered away whole, and
+    its stage would have nothing to learn from: each keeps at least 90% of its training rows."""
+    from medmo_pipeline.data.curation import build_eval_index
+    from medmo_pipeline.data.curation.keys import contamination
+
+    for source in SYNTHETIC_SOURCES:
+        index = build_eval_index(generate_rows(source, "eval", 300, image_size=64))
+        kept, seen = Counter(), Counter()
+        for row in generate_rows(source, "train", 600, image_size=64):
+            kind = (row["task"], bool(row["images"]), user_text(row)[:12])
+            seen[kind] += 1
+            hashes = [image["sha256"] for image in row["images"]]
+            kept[kind] += not contamination(hashes, user_text(row), index)
+        assert all(kept[kind] >= 0.9 * seen[kind] for kind in seen), (source, seen, kept)
 
 
 # --- tokenizer texts ------------------------------------------------------------------------------

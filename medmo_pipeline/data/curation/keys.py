@@ -27,15 +27,17 @@ KEY_HASHER = hashlib.blake2b(digest_size=8)  # copied by ``keys64``: the same di
 
 def build_eval_index(rows: Iterable[dict], *, question_tasks: Iterable[str] = ("text_qa", "instruction")) -> set[str]:
     """The decontamination index of evaluation rows: every image sha256, plus the normalised
-    question of text items (tasks in ``question_tasks``).
+    question of text items (rows without images, of tasks in ``question_tasks``).
 
-    Questions of image items are left out on purpose: they are templates ("Describe the image.")
-    that every training row of the same kind shares; the image identifies the item.
+    Questions of image items are left out on purpose, whatever their task: they are templates
+    ("Describe the image.", "Write only the impression.") that every training row of the same kind
+    shares; the image identifies the item.
     """
     keys, wanted = set(), set(question_tasks)
     for row in rows:
-        keys.update(image["sha256"] for image in row.get("images") or [] if image.get("sha256"))
-        if row.get("task") in wanted and row.get("messages"):
+        images = [image["sha256"] for image in row.get("images") or [] if image.get("sha256")]
+        keys.update(images)
+        if row.get("task") in wanted and row.get("messages") and not row.get("images"):
             question = normalise_question(row["messages"][0]["content"])
             if question:
                 keys.add(question)

@@ -13,9 +13,15 @@ learn in its few hundred steps:
   the facts, and cannot come from memorising which letter a fact's answer sits under. A 2-layer
   model does not learn this in the demo's budget (near chance, docs/measurements.md), so it is one
   multiple-choice row in six.
-- ``summarise`` (instruction): "Summarise the findings: <FINDINGS of an X-ray report>" -> its impression.
+- ``summarise`` (instruction): "Summarise the findings: <a technique line and the FINDINGS of an X-ray
+  report>" -> its impression. The technique line (view, age) varies, so that train and eval rows
+  rarely share a text: decontamination drops a training row whose question an evaluation row asks.
 - ``impression`` (instruction): an X-ray and "Write only the impression." -> the report's impression.
-- ``short_answer`` (instruction): a knowledge-base question to answer in a few words -> the answer text.
+- ``short_answer`` (instruction): an X-ray and "Answer in a few words: where are the lesions?" -> the
+  zones, or "no lesion". Image questions are identified by their image, so the templates are shared.
+
+Every kind keeps most of its training rows through decontamination (tests/test_synthetic.py checks it):
+a kind whose rows all match evaluation questions would leave stage 3 nothing to learn from.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ COUNT_OPTIONS = ("none", "one", "two", "three")
 COUNT_QUESTIONS = ("How many lesions are visible?", "How many lesions does this X-ray show?", "Count the lesions.")
 IMPRESSION_QUESTIONS = ("Write only the impression.", "Give the impression of this X-ray.",
                         "State the impression in one line.")  # fmt: skip
+WHERE_QUESTIONS = ("Answer in a few words: where are the lesions?",
+                   "Answer in a few words: which zones hold a lesion?")  # fmt: skip
+VIEWS = ("PA", "AP", "Portable AP")
+AGES = range(18, 91)
 
 
 def options_question(question: str, options: list[str] | tuple[str, ...]) -> str:
@@ -75,17 +85,21 @@ def impression(rng: np.random.Generator, size: int) -> dict:
 
 
 def summarise(rng: np.random.Generator) -> dict:
-    """Findings of an imagined X-ray report -> its impression."""
+    """Findings of an imagined X-ray report, after a technique line -> its impression."""
     zones = xray.random_zones(rng)
+    technique = f"{pick(rng, VIEWS)} chest X-ray, patient aged {int(rng.choice(AGES))}."
     return example(
-        "instruction", MODALITY, f"Summarise the findings: {xray.findings(zones)}", xray.impression(zones)
+        "instruction", MODALITY, f"Summarise the findings: {technique} {xray.findings(zones)}",
+        xray.impression(zones)
     )
 
 
-def short_answer(occurrence: int) -> dict:
-    """A knowledge-base question answered in words rather than by letter."""
-    fact = FACTS[occurrence % len(FACTS)]
-    return example("instruction", MODALITY, f"Answer in a few words: {fact.question}", fact.answer)
+def short_answer(rng: np.random.Generator, size: int) -> dict:
+    """An X-ray with 0-2 lesions and where its lesions are, in a few words."""
+    scene = xray.draw(rng, size, int(rng.integers(0, 3)))
+    zones = " and ".join(f"{z} zone" for z in dict.fromkeys(scene.zones)) or "no lesion"
+    return example("instruction", xray.MODALITY, pick(rng, WHERE_QUESTIONS), zones,
+                   images=[scene.image], boxes=box_records(xray.LABEL, scene.boxes))
 
 
 def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> dict:
@@ -99,5 +113,5 @@ def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> di
     if kind == "impression":
         return impression(rng, size)
     if kind == "short_answer":
-        return short_answer(occurrence)
+        return short_answer(rng, size)
     raise ValueError(f"unknown synth_medqa row kind {kind!r}")

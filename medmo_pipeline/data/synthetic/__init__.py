@@ -6,7 +6,8 @@ vocabulary, a few phrasings per question):
 - ``synth_xray``: chest-X-ray-like images with 0-2 lesions (caption, yes/no and counting VQA,
   grounding, short reports)
 - ``synth_cells``: microscopy-like images with 0-3 cells (caption, counting and yes/no VQA, grounding)
-- ``synth_medqa``: text-only multiple-choice QA over a fixed knowledge base, plus instruction rows
+- ``synth_medqa``: stage 3's own tasks: multiple choice (about an X-ray or a findings text) and
+  instructions (summarise findings, give the impression, say where the lesions are)
 
 Rows follow ``medmo_pipeline.schema.rows``. Same arguments give identical rows, image bytes
 included; train and eval draw from different random streams, so they share no image.

@@ -7,12 +7,10 @@ learn in its few hundred steps:
 - ``image_choice``: an X-ray with 0-2 lesions and "How many lesions ...?" with the options
   none / one / two / three in their natural order; stages 1-2 teach counting the lesions, stage 3
   the option letter.
-- ``choice``: a knowledge-base question (``knowledge.FACTS``) with its answer and three same-kind
-  distractors in a shuffled order. Train and eval render the SAME facts (in the same fixed rotation)
-  with option orders drawn from each split's own random stream: a held-out score measures recall of
-  the facts, and cannot come from memorising which letter a fact's answer sits under. A 2-layer
-  model does not learn this in the demo's budget (near chance, docs/measurements.md), so it is one
-  multiple-choice row in six.
+- ``report_choice``: the same counting question about a findings text (after a technique line that
+  varies, as in ``summarise``) instead of an image: text-only multiple choice that stage 2's reports
+  taught the model to read. A knowledge-base version (facts recalled with shuffled options) stayed at
+  chance in the demo's budget: a 2-layer model does not learn 40 facts from a few hundred rows.
 - ``summarise`` (instruction): "Summarise the findings: <a technique line and the FINDINGS of an X-ray
   report>" -> its impression. The technique line (view, age) varies, so that train and eval rows
   rarely share a text: decontamination drops a training row whose question an evaluation row asks.
@@ -29,12 +27,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import xray
-from .knowledge import FACTS, same_kind_answers
 from .rows import COUNT_WORDS, box_records, example, pick
 
 MODALITY = "text"
 LETTERS = "ABCD"
-CYCLE = ("image_choice", "summarise", "image_choice", "choice", "image_choice", "impression", "image_choice",
+CYCLE = ("image_choice", "summarise", "image_choice", "report_choice", "image_choice", "impression", "image_choice",
          "short_answer", "image_choice", "summarise")  # fmt: skip
 
 COUNT_OPTIONS = ("none", "one", "two", "three")
@@ -53,16 +50,19 @@ def options_question(question: str, options: list[str] | tuple[str, ...]) -> str
     return "\n".join([*lines, "Answer with the option letter."])
 
 
-def choice_question(rng: np.random.Generator, occurrence: int) -> dict:
-    """Fact number ``occurrence`` (cycling) with its answer and three shuffled distractors."""
-    fact = FACTS[occurrence % len(FACTS)]
-    pool = same_kind_answers(fact)
-    distractors = [pool[i] for i in rng.choice(len(pool), size=len(LETTERS) - 1, replace=False)]
-    options = [fact.answer, *distractors]
-    options = [options[i] for i in rng.permutation(len(options))]
-    letter = LETTERS[options.index(fact.answer)]
-    return example("text_qa", MODALITY, options_question(fact.question, options), letter, choices=options,
-                   reasoning=f"{fact.answer} is option {letter}")
+def report_choice(rng: np.random.Generator) -> dict:
+    """A findings text with 0-2 lesions and the counting question with the options in order."""
+    zones = xray.random_zones(rng)
+    letter = LETTERS[len(zones)]
+    noun = "lesion" if len(zones) == 1 else "lesions"
+    question = f"{technique_line(rng)} {xray.findings(zones)}\nHow many lesions does this report describe?"
+    return example("text_qa", MODALITY, options_question(question, COUNT_OPTIONS), letter,
+                   choices=list(COUNT_OPTIONS), reasoning=f"{COUNT_WORDS[len(zones)]} {noun}, option {letter}")
+
+
+def technique_line(rng: np.random.Generator) -> str:
+    """The line a report opens with (view, age): it makes report texts rarely repeat between splits."""
+    return f"{pick(rng, VIEWS)} chest X-ray, patient aged {int(rng.choice(AGES))}."
 
 
 def image_choice(rng: np.random.Generator, occurrence: int, size: int) -> dict:
@@ -87,9 +87,8 @@ def impression(rng: np.random.Generator, size: int) -> dict:
 def summarise(rng: np.random.Generator) -> dict:
     """Findings of an imagined X-ray report, after a technique line -> its impression."""
     zones = xray.random_zones(rng)
-    technique = f"{pick(rng, VIEWS)} chest X-ray, patient aged {int(rng.choice(AGES))}."
     return example(
-        "instruction", MODALITY, f"Summarise the findings: {technique} {xray.findings(zones)}",
+        "instruction", MODALITY, f"Summarise the findings: {technique_line(rng)} {xray.findings(zones)}",
         xray.impression(zones)
     )
 
@@ -106,8 +105,8 @@ def build(rng: np.random.Generator, kind: str, occurrence: int, size: int) -> di
     """The source-independent fields of one synth_medqa row of ``kind``."""
     if kind == "image_choice":
         return image_choice(rng, occurrence, size)
-    if kind == "choice":
-        return choice_question(rng, occurrence)
+    if kind == "report_choice":
+        return report_choice(rng)
     if kind == "summarise":
         return summarise(rng)
     if kind == "impression":

@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 
 from medmo_pipeline.data.image_limits import ImageError
-from medmo_pipeline.data.pixels import model_image, needs_conversion
+from medmo_pipeline.data.pixels import decoded_image, model_image, to_model_rgb
 
 
 def decode_images(row: dict) -> list:
@@ -53,10 +53,11 @@ def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[s
 
 def _model_ready(image: dict) -> dict:
     """The image entry itself when the trainer's decoding sees it as the model does, else its decoded
-    pixels re-encoded as 8-bit PNG (decoded first either way, so an undecodable image raises here)."""
-    decoded = model_image(image["bytes"], path=image.get("path") or "")
-    if not needs_conversion(image["bytes"]):
+    pixels re-encoded as 8-bit PNG (decoded once either way, so an undecodable image raises here)."""
+    path = image.get("path") or ""
+    decoded, plain = decoded_image(image["bytes"], path=path)
+    if plain:
         return image
     buffer = io.BytesIO()
-    decoded.save(buffer, format="PNG", compress_level=1)
+    to_model_rgb(decoded, path).save(buffer, format="PNG", compress_level=1)
     return {**image, "bytes": buffer.getvalue()}

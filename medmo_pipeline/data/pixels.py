@@ -15,6 +15,7 @@ and the adapter goes on with the next row. Every decode is bounded by the limits
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
@@ -154,27 +155,40 @@ def _first_value(value) -> float:
 
 def model_image(data: bytes, limits: ImageLimits | None = None, path: str = "") -> Image.Image:
     """Image bytes -> the RGB image the model sees; raises ImageError (never anything else)."""
+    image, _ = decoded_image(data, limits, path)
+    return to_model_rgb(image, path)
+
+
+def to_model_rgb(image: Image.Image, path: str = "") -> Image.Image:
+    """A ``decoded_image`` as the model sees it (8-bit RGB); raises ImageError naming ``path``."""
+    with _undecodable_as_image_error(path):
+        return _to_rgb(image)
+
+
+def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = "") -> tuple[Image.Image, bool]:
+    """Image bytes decoded once, with the EXIF orientation applied, and whether they are already what
+    the model sees as they are: an 8-bit greyscale or RGB PNG or JPEG without an EXIF rotation, which
+    any 8-bit reader decodes to ``model_image``'s pixels. Raises ImageError (never anything else)."""
     image = _open(data, limits or ImageLimits(), path)
+    with _undecodable_as_image_error(path):
+        plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB")
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            return ImageOps.exif_transpose(image), False
+        image.load()
+        return image, plain
+
+
+@contextlib.contextmanager
+def _undecodable_as_image_error(path: str):
+    """Decoders raise many types on bad data: each becomes ImageError('image_undecodable') naming ``path``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF oddities: the pixels are what matter
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            yield
     except ImageError:
         raise
-    except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
+    except Exception as error:  # noqa: BLE001
         raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
-
-
-def needs_conversion(data: bytes) -> bool:
-    """Whether the stored bytes are not what the model sees as they are: anything but an 8-bit
-    greyscale or RGB PNG or JPEG without an EXIF rotation (read from the header only)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB")
-            return not plain or image.getexif().get(EXIF_ORIENTATION, 1) != 1
-    except Exception:  # noqa: BLE001 - undecodable: model_image says why
-        return True
 
 
 def _open(data: bytes, limits: ImageLimits, path: str) -> Image.Image:

@@ -194,7 +194,7 @@ def run_together(group: list[tuple[str, list[str]]], env: dict[str, str], logs: 
             reader.join()
             running.remove(entry)
             with lock:
-                view.close()
+                view.close(succeeded=process.returncode == 0)
                 handle.close()
                 if process.returncode == 0:
                     print(f"== {label}: done", flush=True)

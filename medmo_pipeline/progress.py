@@ -19,7 +19,8 @@ LINE = re.compile(r"^\S+ \S+ \S+ - dagster - (?P<level>[A-Z]+) - \S+ - [0-9a-f-]
 EVENT = re.compile(r"^(?:\d+ - )?(?:(?P<step>[\w.\[\]]+) - )?(?P<event>[A-Z][A-Z_]+[A-Z]) - (?P<message>.*)$")
 PLAIN = re.compile(r"^(?P<step>[\w.\[\]]+) - (?P<message>.*)$")
 PERCENT = re.compile(r"\((\d+)%\)")
-# Where a second log line begins inside one: a process sharing the pipe wrote its line into another's.
+# Where a second log line begins inside one. Dagster mirrors a step's console output through a `tail -F`
+# that it terminates when the step ends (dagster-io/dagster#23336): a line it cut short runs on into the next.
 EMBEDDED = re.compile(r"(?<=.)(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - )")
 WIDTH = 100
 
@@ -101,7 +102,15 @@ class ProgressView:
             self.out.write(line + "\n")
         self.out.flush()
 
-    def close(self) -> None:
+    def close(self, succeeded: bool | None = None) -> None:
+        """End the view; ``succeeded`` is the command's exit status. The same `tail -F` can drop the
+        last lines of a step (its STEP_SUCCESS among them), so a job still open when the command
+        succeeded is shown done, at the time the command ended."""
+        if succeeded:
+            for job in self.jobs.values():
+                if job.status == "started":
+                    job.status = "done"
+                    self._show(job, f"done in {time.monotonic() - job.started:.0f} s", final=True)
         if self._open_line:
             self.out.write("\n")
             self._open_line = False

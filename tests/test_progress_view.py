@@ -51,8 +51,8 @@ def test_headline_table_fits_100_columns_and_points_at_the_csv():
 
 
 def test_a_line_written_into_another_is_read_as_two():
-    """Two processes sharing the pipe: one's line lands inside another's unfinished line. The embedded
-    engine event is still read as an event, and its text never reaches the terminal."""
+    """A line cut short (Dagster's compute-log `tail -F`, terminated when a step ends) runs on into the
+    next. The embedded engine event is still read as an event, and its text never reaches the terminal."""
     out = io.StringIO()
     view = ProgressView(io.StringIO(), out, tty=False)
     _lines(view, "1 - corpus_shards - STEP_START - Started")
@@ -61,3 +61,17 @@ def test_a_line_written_into_another_is_read_as_two():
     shown = out.getvalue()
     assert "STEP_START" not in shown and "dagster" not in shown
     assert "base_model" in view.jobs and "step 50/100 (50%)" in shown
+
+
+def test_a_job_whose_end_was_not_printed_is_done_when_the_command_succeeded():
+    """Dagster's compute-log `tail -F` can drop a step's last console lines, STEP_SUCCESS among them."""
+    out = io.StringIO()
+    view = ProgressView(io.StringIO(), out, tty=False)
+    _lines(view, "1 - corpus_shards - STEP_START - Started")
+    view.close(succeeded=True)
+    assert out.getvalue().splitlines()[-1].endswith("done in 0 s")
+    failed = io.StringIO()
+    view = ProgressView(io.StringIO(), failed, tty=False)
+    _lines(view, "1 - corpus_shards - STEP_START - Started")
+    view.close(succeeded=False)
+    assert "done" not in failed.getvalue()

@@ -102,7 +102,7 @@ class ProgressView:
             self.out.write(line + "\n")
         self.out.flush()
 
-    def close(self, succeeded: bool | None = None) -> None:
+    def close(self, succeeded: bool = False) -> None:
         """End the view; ``succeeded`` is the command's exit status. The same `tail -F` can drop the
         last lines of a step (its STEP_SUCCESS among them), so a job still open when the command
         succeeded is shown done, at the time the command ended."""

@@ -35,9 +35,9 @@ def build_eval_index(rows: Iterable[dict], *, question_tasks: Iterable[str] = ("
     """
     keys, wanted = set(), set(question_tasks)
     for row in rows:
-        images = [image["sha256"] for image in row.get("images") or [] if image.get("sha256")]
-        keys.update(images)
-        if row.get("task") in wanted and row.get("messages") and not row.get("images"):
+        images = row.get("images") or []
+        keys.update(image["sha256"] for image in images if image.get("sha256"))
+        if row.get("task") in wanted and row.get("messages") and not images:
             question = normalise_question(row["messages"][0]["content"])
             if question:
                 keys.add(question)

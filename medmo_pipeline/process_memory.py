@@ -16,9 +16,9 @@ from pathlib import Path
 _STATUS = Path("/proc/self/status")
 
 
-def _status_kib(field: str) -> int | None:
+def _status_kib(field: str, status: Path = _STATUS) -> int | None:
     try:
-        text = _STATUS.read_text()
+        text = status.read_text()
     except OSError:
         return None
     for line in text.splitlines():
@@ -34,6 +34,11 @@ def peak_rss_kib() -> int:
         return peak
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss // 1024 if sys.platform == "darwin" else maxrss
+
+
+def peak_rss_kib_of(pid: int) -> int:
+    """Another process's peak resident memory, KiB (0 where the kernel does not say, or it ended)."""
+    return _status_kib("VmHWM", Path(f"/proc/{pid}/status")) or 0
 
 
 def current_rss_kib() -> int:

@@ -223,8 +223,8 @@ def test_one_call_and_piecewise_inflate_agree(name, monkeypatch):
     except Exception:  # noqa: BLE001 - any failure of PIL's decode counts
         pil_decodes = False
     verdicts = []
-    for limit in (images._WHOLE_INFLATE_LIMIT, 0):  # 0: every stream inflated piecewise
-        monkeypatch.setattr(images, "_WHOLE_INFLATE_LIMIT", limit)
+    for limit in (images.WHOLE_INFLATE_LIMIT, 0):  # 0: every stream inflated piecewise
+        monkeypatch.setattr(images, "WHOLE_INFLATE_LIMIT", limit)
         try:
             verdicts.append(verify_png(data) == (16, 12))
         except ImageError as error:

@@ -50,13 +50,13 @@ EXTENSION_FORMATS = {
 }  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _FILTER_TYPES = bytes(range(5))  # the scanline filters PNG defines
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 PNG_HEADER_END = 33  # signature + IHDR chunk
 TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
 _INFLATE_PIECE = 1 << 22  # a PNG's pixel stream is inflated this many bytes at a time
-_WHOLE_INFLATE_LIMIT = 1 << 24  # larger pixel streams are inflated in pieces, never held whole
+WHOLE_INFLATE_LIMIT = 1 << 24  # larger pixel streams are inflated in pieces, never held whole
 _U32 = struct.Struct(">I")
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
@@ -178,12 +178,12 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
 
     The stream must inflate to exactly the filtered size the header declares, and each scanline's
     filter type be 0-4 (checked for non-interlaced images), as PIL's decoder needs. A stream of up
-    to ``_WHOLE_INFLATE_LIMIT`` bytes is first inflated in one call by libdeflate (into a buffer of
-    the declared size, faster than zlib; see ``_whole_stream_fault``); whatever that leaves (including
+    to ``WHOLE_INFLATE_LIMIT`` bytes is first inflated in one call by libdeflate (into a buffer of
+    the declared size, faster than zlib; see ``whole_stream_fault``); whatever that leaves (including
     streams PIL would still read, such as one without its Adler-32) and larger streams are inflated
     by zlib ``_INFLATE_PIECE`` bytes at a time, never past the declared size, so memory stays bounded.
     """
-    bits = depth * _PNG_CHANNELS[colour]
+    bits = depth * PNG_CHANNELS[colour]
     if interlace:
         expected, stride = 0, 0
         for x0, y0, dx, dy in _ADAM7:
@@ -193,8 +193,8 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     else:
         stride = 1 + -(-width * bits // 8)
         expected = height * stride
-    if expected <= _WHOLE_INFLATE_LIMIT:
-        fault = _whole_stream_fault(view, spans, expected, stride)
+    if expected <= WHOLE_INFLATE_LIMIT:
+        fault = whole_stream_fault(view, spans, expected, stride)
         if fault is not None:
             return fault
     inflater, produced = zlib.decompressobj(), 0
@@ -218,7 +218,7 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     return ""
 
 
-def _whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected: int, stride: int) -> str | None:
+def whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected: int, stride: int) -> str | None:
     """``pixel_stream_fault`` from one libdeflate call, or None where zlib's piecewise inflate must
     decide: a stream libdeflate does not accept (zlib accepts some of them, as PIL does, and names
     the fault of the others), or one whose header declares a window smaller than 32 KiB and than

@@ -26,7 +26,10 @@ from medmo_pipeline.data.images import (
     PNG_HEADER_END,
     PNG_SIGNATURE,
     TEXT_KINDS,
+    PNG_CHANNELS,
+    WHOLE_INFLATE_LIMIT,
     pixel_stream_fault,
+    whole_stream_fault,
 )
 
 _SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
@@ -36,6 +39,9 @@ _TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in TEXT_KINDS], dty
 _DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
 for _colour, _depths in PNG_DEPTHS.items():
     _DEPTH_OK[_colour, list(_depths)] = True
+_CHANNELS = np.zeros(256, dtype=np.int64)  # by colour type
+for _colour, _channels in PNG_CHANNELS.items():
+    _CHANNELS[_colour] = _channels
 MAX_CHUNK_STEPS = 64  # chunks walked for the whole batch; a PNG with more is left to ``inspect_image``
 
 
@@ -56,13 +62,14 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     return ok, width, height
 
 
-def hashed_pngs(images: pa.BinaryArray,
-                limits: ImageLimits = ImageLimits()) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def hashed_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits(),
+                threads: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """(sha256 hex digests, ok, width, height): every image's hash, and ``check_pngs`` of the batch,
-    from one task per image (each image read once, on one thread). ``images`` holds no nulls."""
+    from one task per image (each image read once, on one thread), on ``threads`` threads
+    (``check_threads()`` by default). ``images`` holds no nulls."""
     if images.null_count:
         raise ValueError(f"{images.null_count} null images among the bytes to hash")
-    return _checked(images, limits, hashing=True)
+    return _checked(images, limits, hashing=True, threads=threads)
 
 
 @dataclass
@@ -71,7 +78,9 @@ class _Layout:
     of image i are ``crc_low/high/expected[crc_first[i]:crc_first[i + 1]]``, its IDAT payloads
     ``pixel_low/high[pixel_first[i]:pixel_first[i + 1]]``, in file order; ``header`` holds the
     IHDR fields ``pixel_stream_fault`` takes (width, height, depth, colour type, interlace), one
-    list per field."""
+    list per field; ``expected`` and ``stride`` what ``pixel_stream_fault`` computes from them for
+    the usual image (non-interlaced, its stream small enough to inflate whole), computed here for
+    the whole batch at once."""
 
     crc_first: list[int]
     crc_low: list[int]
@@ -81,10 +90,12 @@ class _Layout:
     pixel_low: list[int]
     pixel_high: list[int]
     header: tuple[list[int], ...]
+    expected: list[int]  # the filtered size of a non-interlaced image (stride x height); 0: see pixel_stream_fault
+    stride: list[int]  # its scanline's bytes, filter byte included
 
 
-def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool) -> tuple[list[str], np.ndarray,
-                                                                                          np.ndarray, np.ndarray]:
+def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool,
+             threads: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     count = len(images)
     ok, width, height = np.zeros(count, dtype=bool), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
     _, offsets, buffer = images.buffers()
@@ -112,12 +123,18 @@ def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool) -> t
             if crc32(view[layout.crc_low[k]:layout.crc_high[k]]) != layout.crc_expected[k]:
                 return True
         first, stop = layout.pixel_first[image], layout.pixel_first[image + 1]
+        expected = layout.expected[image]
+        if expected and stop - first == 1:  # the usual PNG: one IDAT, inflated whole (same checks)
+            fault = whole_stream_fault(view, ((layout.pixel_low[first], layout.pixel_high[first]),), expected,
+                                       layout.stride[image])
+            if fault is not None:
+                return bool(fault)
         spans = list(zip(layout.pixel_low[first:stop], layout.pixel_high[first:stop]))
         return bool(pixel_stream_fault(view, spans, widths[image], heights[image], depths[image], colours[image],
                                        interlaced[image]))
 
     tasks = list(range(count)) if hashing else np.flatnonzero(ok).tolist()
-    faults = in_threads(faulty, tasks)
+    faults = in_threads(faulty, tasks, threads=threads)
     ok[np.asarray(tasks, dtype=np.int64)[np.asarray(faults, dtype=bool)]] = False
     width[~ok], height[~ok] = 0, 0
     return hashes, ok, width, height
@@ -181,8 +198,11 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
 
     crc_first, crc_low, crc_high, crc_expected = _grouped(crcs, ok)
     pixel_first, pixel_low, pixel_high = _grouped(spans, ok)
+    width_, height_, depth, colour, interlace = header.T
+    stride = 1 + (width_ * depth * _CHANNELS[colour] + 7) // 8
+    expected = np.where((interlace == 0) & (height_ * stride <= WHOLE_INFLATE_LIMIT), height_ * stride, 0)
     return _Layout(crc_first, crc_low, crc_high, crc_expected, pixel_first, pixel_low, pixel_high,
-                   tuple(field.tolist() for field in header.T))
+                   tuple(field.tolist() for field in header.T), expected.tolist(), stride.tolist())
 
 
 def _grouped(parts: list[tuple[np.ndarray, ...]], ok: np.ndarray) -> list[list[int]]:
@@ -196,11 +216,13 @@ def _grouped(parts: list[tuple[np.ndarray, ...]], ok: np.ndarray) -> list[list[i
     return [first.tolist(), *(column[order].tolist() for column in columns)]
 
 
-def in_threads(function, items: list, *, chunk: int = 64) -> list:
-    """``[function(item) for item in items]``, spread over a few threads for a long list: meant for
-    C calls that release the GIL (zlib's inflate, hashlib over a few KiB and more), which then run
-    on several cores while Python walks the list (on this thread when there is one core)."""
-    if len(items) < 2 * chunk or check_threads() == 1:
+def in_threads(function, items: list, *, chunk: int = 64, threads: int | None = None) -> list:
+    """``[function(item) for item in items]``, spread over ``threads`` threads (``check_threads()``
+    by default) for a long list: meant for C calls that release the GIL (zlib's inflate, hashlib
+    over a few KiB and more), which then run on several cores while Python walks the list (on this
+    thread when there is one). The Python between those calls still takes turns on the GIL:
+    ``image_check_workers`` runs large batches on processes instead."""
+    if len(items) < 2 * chunk or (threads or check_threads()) == 1:
         return [function(item) for item in items]
     pieces = [items[start:start + chunk] for start in range(0, len(items), chunk)]
     return [result for part in _pool().map(lambda piece: [function(item) for item in piece], pieces)

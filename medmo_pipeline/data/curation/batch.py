@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medmo_pipeline.data import image_check_workers
 from medmo_pipeline.data.curation.columns import (
     RECORD,
     UNIT,
@@ -48,11 +49,13 @@ from medmo_pipeline.data.curation.rules import (
     check_row,
     clipped_boxes,
 )
+from medmo_pipeline.data.image_check_workers import PendingChecks
 from medmo_pipeline.data.images import PNG_SIGNATURE, extension_contradicts
-from medmo_pipeline.data.png_batch import hashed_pngs
 from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
+FIRST_BATCH_ROWS = 512  # a source's first batch: its images' checks start while the next is read
+BATCH_BYTES = 64 << 20  # about this much image data per batch: large images make smaller batches
 # The text fields the batch path converts to Arrow; images and boxes are built by the per-row pass.
 _TEXT_SCHEMA = pa.schema([SAMPLE_SCHEMA.field(name) for name in
                           ("id", "split", "task", "modality", "messages", "answer", "choices", "license")])
@@ -144,20 +147,52 @@ def check_batch(rows: list, *, source: str, images: ImageChecker, limits: Curati
     return CheckedBatch(table, outcomes, [clipped[row] for row in order])
 
 
-def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits) -> Candidates:
-    """The per-row and per-image part of ``check_batch``: the rows whose values are plain (see
-    ``_plain_rows``), then their images all together (hashed, checked, pixel streams inflated, on
-    several threads), then their boxes."""
+@dataclass
+class Gathered:
+    """The first half of ``candidates``: the plain rows' fields, and their images' checks started
+    (``image_check_workers.submit``), so the caller can go on while they run."""
+
+    found: Candidates
+    data: list[bytes]
+    declared: list[tuple]
+    boxes: list
+    checks: PendingChecks | None  # None: no plain rows can be checked batch-wise (over 2 GiB of images)
+
+
+def gathered(rows: list, *, limits: CurationLimits) -> Gathered:
+    """The rows whose values are plain (see ``_plain_rows``), and their images' checks started."""
     found = Candidates()
     found.positions, found.image_counts, (data, found.paths, declared), raw_boxes = _plain_rows(rows)
     found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
     if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
-        return Candidates()
-    images_ok = _check_images(found, data, declared, images, limits)
+        return Gathered(Candidates(), [], [], [], None)
+    return Gathered(found, data, declared, raw_boxes, image_check_workers.submit(found.image_bytes, limits.image))
+
+
+def next_batch_rows(started: Gathered | None, rows: int, most: int) -> int:
+    """How many input rows the next batch takes: ``most``, or fewer so that it holds about
+    ``BATCH_BYTES`` of images at the image bytes per row of the batch just gathered (``rows`` rows)."""
+    held = len(started.found.image_bytes.buffers()[2] or b"") if started is not None else 0
+    if not held:
+        return most
+    return max(1, min(most, BATCH_BYTES * rows // held))
+
+
+def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits,
+               started: Gathered | None = None) -> Candidates:
+    """The per-row and per-image part of ``check_batch``: the rows whose values are plain (see
+    ``_plain_rows``), then their images all together (hashed, checked, pixel streams inflated, on
+    worker processes for a large batch), then their boxes. ``started`` is ``gathered(rows, ...)``
+    when the caller ran that part already."""
+    started = started if started is not None else gathered(rows, limits=limits)
+    found = started.found
+    if started.checks is None:
+        return found
+    images_ok = _check_images(found, started.checks, started.data, started.declared, images, limits)
     found.images_ok = np.ones(len(found.positions), dtype=bool)
     found.images_ok[np.repeat(np.arange(len(found.positions)), found.image_counts)[~images_ok]] = False
-    found.boxes, found.clipped = raw_boxes, [0] * len(raw_boxes)
-    if any(raw_boxes):
+    found.boxes, found.clipped = started.boxes, [0] * len(started.boxes)
+    if any(started.boxes):
         _check_boxes(found, limits)
     return found
 
@@ -221,11 +256,12 @@ def _types(values) -> set[type]:
     return set(map(type, values))
 
 
-def _check_images(found: Candidates, data: list[bytes], declared: list[tuple], images: ImageChecker,
-                  limits: CurationLimits) -> np.ndarray:
+def _check_images(found: Candidates, checks: PendingChecks, data: list[bytes], declared: list[tuple],
+                  images: ImageChecker, limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
-    One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``), ``ImageChecker`` for the rest."""
-    found.hashes, png, found.widths, found.heights = hashed_pngs(found.image_bytes, limits.image)  # one hash each
+    One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``, run by ``checks``),
+    ``ImageChecker`` for the rest."""
+    found.hashes, png, found.widths, found.heights = checks.result()  # one hash each
     ok, formats = png.copy(), ["PNG"] * len(data)
     for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
         result = images.inspect(data[index], found.hashes[index])

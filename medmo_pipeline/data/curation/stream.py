@@ -23,7 +23,8 @@ Batch by batch, each row decided in input order:
 Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
 key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
 table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``IMAGE_CACHE``
-entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's).
+entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's), fewer
+where their images are large (about ``batch.BATCH_BYTES`` of images per batch).
 """
 
 from __future__ import annotations
@@ -79,26 +80,40 @@ def curate(
     def kept_tables() -> Iterator[pa.Table]:
         """The kept rows, batch by batch: checked together, then decided one by one in input order.
 
-        A batch's kept rows go to the writer once the next batch's images are checked: the shard
-        is then encoded beside this thread's Python work on the next batch, not beside the image
-        checks' threads, which take every core (both run without the GIL)."""
-        iterator, start, ready = iter(rows), 0, None
-        while items := list(islice(iterator, min(batch_checks.BATCH_ROWS, shard_rows))):
-            batch, positions = decide.outcomes(items, start)
-            start += len(items)
-            if not batch:
-                continue
-            found = batch_checks.candidates(batch, images=checker, limits=limits)
-            if ready is not None:
-                yield ready
-                ready = None
-            checked = batch_checks.check_batch(batch, source=source, images=checker, limits=limits, found=found)
-            keep = decide(batch, positions, checked)
-            if keep:
-                ready = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
-                mismatches[0] += batch_checks.extension_mismatches(ready)
-        if ready is not None:
-            yield ready
+        A batch's images are checked (on worker processes, for a large batch) while this thread
+        reads and gathers the next batch, and the shard writer encodes the previous one."""
+        iterator, start, previous = iter(rows), 0, None
+        most_rows = min(batch_checks.BATCH_ROWS, shard_rows)
+        size = min(batch_checks.FIRST_BATCH_ROWS, most_rows)  # small: the image checks start soon
+        while True:
+            items = list(islice(iterator, size))
+            current = None
+            if items:
+                batch, positions = rows_among(items, start)
+                started = batch_checks.gathered(batch, limits=limits) if batch else None
+                current = (items, start, batch, positions, started)
+                start += len(items)
+                size = batch_checks.next_batch_rows(started, len(items), most_rows)
+            if previous is not None and (kept := decided(*previous)) is not None:
+                yield kept
+            if current is None:
+                return
+            previous = current
+
+    def decided(items: list, start: int, batch: list, positions: list[int] | int,
+                started: batch_checks.Gathered | None) -> pa.Table | None:
+        """The kept rows of one batch (None if none), its outcomes recorded in input order."""
+        decide.record_outcomes(items, start)
+        if not batch:
+            return None
+        found = batch_checks.candidates(batch, images=checker, limits=limits, started=started)
+        checked = batch_checks.check_batch(batch, source=source, images=checker, limits=limits, found=found)
+        keep = decide(batch, positions, checked)
+        if not keep:
+            return None
+        kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
+        mismatches[0] += batch_checks.extension_mismatches(kept)
+        return kept
 
     with published_on_success(quarantine):
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
@@ -144,13 +159,12 @@ class _Decisions:
         self.kept_ids: set[bytes] = set()
         self.seen_content: set[bytes] = set()
 
-    def outcomes(self, items: list, start: int) -> tuple[list, list[int] | int]:
-        """The rows among ``items`` (inputs ``start``...) and their input positions; the adapters'
-        outcomes among them are quarantined or counted as filtered here, in input order with the
-        rows' own decisions (same counts whichever order: each is decided on its own)."""
+    def record_outcomes(self, items: list, start: int) -> None:
+        """Quarantine or count as filtered the adapters' outcomes among ``items`` (inputs
+        ``start``...), in input order (the counts are the same whichever order: each is decided
+        on its own)."""
         if not any(map(is_outcome, items)):
-            return items, start
-        rows, positions = [], []
+            return
         for offset, item in enumerate(items):
             if type(item) is RowQuarantined:
                 self.counts["rows_in"] += 1
@@ -160,10 +174,6 @@ class _Decisions:
             elif type(item) is RowFiltered:
                 self.counts["rows_in"] += item.rows
                 self.filtered[item.reason] += item.rows
-            else:
-                rows.append(item)
-                positions.append(start + offset)
-        return rows, positions
 
     def __call__(self, batch: list, positions: list[int] | int, checked: CheckedBatch) -> list[int]:
         """The rows of ``checked.table`` to keep; ``batch`` is what it checked, ``positions`` their
@@ -219,6 +229,15 @@ class _Decisions:
         self.counts["rows_kept"] += size
         self.counts["boxes_clipped"] += sum(checked.clipped)
         return True
+
+def rows_among(items: list, start: int) -> tuple[list, list[int] | int]:
+    """The rows among ``items`` (inputs ``start``...; the rest are the adapters' outcomes) and their
+    input positions (the first one, when they follow each other)."""
+    if not any(map(is_outcome, items)):
+        return items, start
+    picked = [(start + offset, item) for offset, item in enumerate(items) if not is_outcome(item)]
+    return [item for _, item in picked], [position for position, _ in picked]
+
 
 def _origin(raw) -> tuple[str, str]:
     """(file, record) an adapter row came from, when it says (``adapters.common.guarded``)."""

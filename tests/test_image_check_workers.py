@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from test_curation_batch import outcome
 from test_curation_fuzz import _images, _row
 
@@ -20,11 +21,22 @@ from medmo_pipeline.data import image_check_workers, shards
 from medmo_pipeline.data.curation import CurationLimits, ImageChecker, curate
 from medmo_pipeline.data.curation import batch as batch_checks
 from medmo_pipeline.data.curation.batch import check_batch
-from medmo_pipeline.data.image_limits import ImageLimits
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits
+from medmo_pipeline.data.images import inspect_image
 from medmo_pipeline.data.png_batch import hashed_pngs
 from medmo_pipeline.data.synthetic import generate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _workers_never_fall_back(request, caplog):
+    """Every test here but the one that kills a worker gets its answers from the workers themselves:
+    a worker that failed would be hidden by the fallback, which answers the same."""
+    with caplog.at_level(logging.WARNING, logger=image_check_workers.__name__):
+        yield
+    if request.node.name != "test_a_killed_worker_costs_nothing":
+        assert not [record for record in caplog.records if record.name == image_check_workers.__name__]
 
 
 def _mixed_images(count: int, seed: int = 0) -> pa.Array:
@@ -42,13 +54,31 @@ def _same(left, right) -> None:
         assert np.array_equal(one, other)
 
 
-def test_workers_answer_as_the_calling_thread_does():
+def test_workers_answer_as_the_calling_thread_does(caplog):
     images = _mixed_images(image_check_workers.MIN_POOL_IMAGES + 101)
     pending = image_check_workers.submit(images, ImageLimits(), workers=2)
-    assert pending.parts is not None  # the workers were used, not the fallback
-    answer = pending.result()
+    with caplog.at_level(logging.WARNING, logger=image_check_workers.__name__):
+        answer = pending.result()
+    assert pending.parts is not None and not caplog.records  # the workers answered, not the fallback
     _same(answer, hashed_pngs(images, ImageLimits(), threads=1))
     assert 0 < answer[1].sum() < len(images)  # both kinds of verdict are in the batch
+    # what the PNG checks left open, inspected in the workers as inspect_image does it here
+    left_open = np.flatnonzero(~answer[1]).tolist()
+    assert sorted(answer[4]) == left_open
+    for index in left_open:
+        assert _verdict(answer[4][index]) == _verdict(_inspect(images[index].as_py())), index
+    assert {type(answer[4][index]) for index in left_open} == {tuple, ImageError}
+
+
+def _inspect(data: bytes):
+    try:
+        return inspect_image(data, ImageLimits())
+    except ImageError as error:
+        return error
+
+
+def _verdict(result) -> tuple:
+    return (result.reason, result.detail) if isinstance(result, ImageError) else result
 
 
 def test_a_small_batch_stays_on_the_calling_thread():

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -38,7 +39,8 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from medmo_pipeline.data.image_limits import ImageLimits
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits
+from medmo_pipeline.data.images import inspect_image
 from medmo_pipeline.data.png_batch import check_threads, hashed_pngs
 
 MIN_POOL_IMAGES = 512  # fewer images, and under MIN_POOL_BYTES, are checked on the calling thread:
@@ -47,7 +49,9 @@ SHARE_BYTES = 32 << 20  # a worker is sent at most this much at a time (its shar
 _LOG = logging.getLogger(__name__)
 _LENGTH = struct.Struct("<Q")
 
-Checked = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]  # hashed_pngs's (hashes, ok, width, height)
+# hashed_pngs's (hashes, ok, width, height), and what ``inspect_image`` said of the images it left
+# open: {index: (width, height, format) or ImageError}; empty when the calling thread is to inspect them
+Checked = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict]
 
 
 class WorkerFailed(RuntimeError):
@@ -62,14 +66,19 @@ class PendingChecks:
 
     def result(self) -> Checked:
         if self.parts is None:
-            return hashed_pngs(self.images, self.limits)
+            return (*hashed_pngs(self.images, self.limits), {})
         try:
             done = [part.result() for part in self.parts]
         except (WorkerFailed, OSError) as error:  # the workers, not the images: check here instead
             _LOG.warning("image-check workers failed (%s); checking the batch on this thread", error)
-            return hashed_pngs(self.images, self.limits)
+            return (*hashed_pngs(self.images, self.limits), {})
         hashes = [digest for part in done for digest in part[0]]
-        return (hashes, *(np.concatenate([part[field] for part in done]) for field in (1, 2, 3)))
+        inspected, first = {}, 0
+        for part in done:
+            for index, width, height, fmt, reason, detail in part[4]:
+                inspected[first + index] = ImageError(reason, detail) if reason else (width, height, fmt)
+            first += len(part[0])
+        return (hashes, *(np.concatenate([part[field] for part in done]) for field in (1, 2, 3)), inspected)
 
 
 def submit(images: pa.BinaryArray, limits: ImageLimits, workers: int | None = None) -> PendingChecks:
@@ -108,15 +117,40 @@ def _shares(images: pa.BinaryArray, count: int, most_bytes: int = None) -> list[
     return shares
 
 
-def check_share(shared: memoryview, count: int, limits: ImageLimits) -> Checked:
+def check_share(shared: memoryview, count: int, limits: ImageLimits) -> tuple:
     """What a worker answers: ``hashed_pngs`` of the ``count`` images laid out in ``shared`` (their
     ``count + 1`` int64 offsets, then their bytes), on one thread (the other workers have the other
-    cores)."""
+    cores), and ``inspect_image`` of the images it left open (JPEGs, say: decoded here, not on the
+    caller's thread), each as (index, width, height, format, reason, detail), reason '' if fine."""
     offsets = shared[:8 * (count + 1)]
-    end = int(np.frombuffer(offsets, dtype=np.int64)[-1])
-    images = pa.Array.from_buffers(pa.large_binary(), count, [None, pa.py_buffer(offsets),
-                                                               pa.py_buffer(shared[len(offsets):len(offsets) + end])])
-    return hashed_pngs(images, limits, threads=1)
+    ends = np.frombuffer(offsets, dtype=np.int64)
+    data = shared[len(offsets):len(offsets) + int(ends[-1])]
+    images = pa.Array.from_buffers(pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    hashes, ok, width, height = hashed_pngs(images, limits, threads=1)
+    inspected = [(index, *_inspected(hashes[index], data[ends[index]:ends[index + 1]], limits))
+                 for index in np.flatnonzero(~ok).tolist()]
+    return hashes, ok, width, height, inspected
+
+
+_INSPECTED: OrderedDict = OrderedDict()  # a worker's inspect_image results by sha256 (as ImageChecker)
+INSPECTED_CACHE = 4096
+
+
+def _inspected(digest: str, data: memoryview, limits: ImageLimits) -> tuple[int, int, str, str, str]:
+    """``inspect_image`` of ``data`` as (width, height, format, '', '') or (0, 0, '', reason, detail),
+    remembered by hash: a VQA set asks many questions of one image."""
+    result = _INSPECTED.get((digest, limits))
+    if result is None:
+        try:
+            result = (*inspect_image(bytes(data), limits), "", "")
+        except ImageError as error:  # plain values: the error's traceback would hold the shared memory
+            result = (0, 0, "", error.reason, error.detail)
+        _INSPECTED[(digest, limits)] = result
+        if len(_INSPECTED) > INSPECTED_CACHE:
+            _INSPECTED.popitem(last=False)
+    else:
+        _INSPECTED.move_to_end((digest, limits))
+    return result
 
 
 class _Worker:

@@ -260,11 +260,11 @@ def _check_images(found: Candidates, checks: PendingChecks, data: list[bytes], d
                   images: ImageChecker, limits: CurationLimits) -> np.ndarray:
     """Which images pass ``_image``'s checks; sets their sha256, width and height in ``found``.
     One sha256 each and ``check_pngs`` for the PNGs (``hashed_pngs``, run by ``checks``),
-    ``ImageChecker`` for the rest."""
-    found.hashes, png, found.widths, found.heights = checks.result()  # one hash each
+    ``ImageChecker`` for the rest (which takes what the workers found, when they inspected them)."""
+    found.hashes, png, found.widths, found.heights, inspected = checks.result()  # one hash each
     ok, formats = png.copy(), ["PNG"] * len(data)
     for index in np.flatnonzero(~png).tolist():  # other formats, and what check_pngs left open
-        result = images.inspect(data[index], found.hashes[index])
+        result = images.inspect(data[index], found.hashes[index], inspected.get(index))
         if type(result) is tuple:
             ok[index] = True
             found.widths[index], found.heights[index], formats[index] = result

@@ -143,15 +143,20 @@ class ImageChecker:
             raise Rejected(result.reason, result.detail)
         return result
 
-    def inspect(self, data: bytes, sha256: str) -> tuple[int, int, str] | ImageError:
+    def inspect(self, data: bytes, sha256: str,
+                known: tuple[int, int, str] | ImageError | None = None) -> tuple[int, int, str] | ImageError:
         """(width, height, format), or the ImageError (returned, not raised: the batch path only
-        needs to know that the image failed; ``check_row`` reports why)."""
+        needs to know that the image failed; ``check_row`` reports why). ``known`` is what
+        ``inspect_image`` gave for these bytes elsewhere (an image-check worker): kept, not redone."""
         result = self.cache.get(sha256)
         if result is None:
-            try:
-                result = inspect_image(data, self.limits)
-            except ImageError as error:
-                result = error
+            if known is not None:
+                result = known
+            else:
+                try:
+                    result = inspect_image(data, self.limits)
+                except ImageError as error:
+                    result = error
             self.cache[sha256] = result
             if len(self.cache) > self.size:
                 self.cache.popitem(last=False)

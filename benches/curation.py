@@ -15,6 +15,9 @@
    ratio depends on the free cores, which the bench prints with the load average. The CPU time
    ratio counts the workers' CPU too. ``taskset -c 0 python benches/curation.py`` measures it on
    one core (no workers: the checks run on curation's own thread).
+``--jpeg``: curation of distinct JPEGs (decoded once each to be checked) with the image-check
+   workers against on curation's own thread, in turn; no target, it shows what the workers buy
+   where most real datasets are (JPEG).
 2. peak RSS of ``curate`` streaming 10k vs 100k rows, each in a fresh subprocess (its image-check
    workers' peaks added). Target: <= 1.2.
 
@@ -26,6 +29,7 @@ decodes the pixels with PIL instead).
     python benches/curation.py --quick         # smaller sizes, for a smoke test
     python benches/curation.py --decode-png    # throughput with a full PNG decode per image
     python benches/curation.py --image-size 512   # throughput at a realistic image size
+    python benches/curation.py --jpeg --image-size 512   # JPEGs: image-check workers vs curation's own thread
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medmo_pipeline.data import shards
+from medmo_pipeline.data import image_check_workers, shards
 from medmo_pipeline.data.curation import CurationLimits, curate
 from medmo_pipeline.data.image_check_workers import worker_pids, workers_cpu_seconds
 from medmo_pipeline.data.image_limits import ImageLimits
@@ -61,20 +65,25 @@ from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
 SHARD_ROWS = 2000
 
 
-def synthetic_rows(n: int, size: int = 64):
-    """``n`` VQA rows, each with its own PNG (a base texture with the row index stamped in)."""
+def synthetic_rows(n: int, size: int = 64, fmt: str = "PNG", first: int = 0):
+    """``n`` VQA rows (indices ``first``...), each with its own PNG (a base texture with the row
+    index stamped in) or JPEG (the texture with the row's own noise: a stamp may not survive JPEG)."""
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 200, size, dtype=np.float32)
     bases = [np.clip(ramp[None, :] + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8) for _ in range(16)]
-    for index in range(n):
+    for index in range(first, first + n):
         pixels = bases[index % 16].copy()
         pixels[0, :4] = np.frombuffer(index.to_bytes(4, "big"), dtype=np.uint8)  # makes each image distinct
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+        if fmt == "JPEG":
+            noise = np.random.default_rng(index).integers(-6, 7, pixels.shape)
+            Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        else:
+            Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
         data = buffer.getvalue()
         yield {
             "id": f"bench:{index:07d}", "source": "bench", "split": "train", "task": "vqa", "modality": "xray",
-            "images": [{"bytes": data, "path": f"img/{index:07d}.png", "width": size, "height": size,
+            "images": [{"bytes": data, "path": f"img/{index:07d}.{fmt.lower()}", "width": size, "height": size,
                         "sha256": hashlib.sha256(data).hexdigest()}],
             "messages": [{"role": "user", "content": f"Is there a lesion in region {index % 97}?"},
                          {"role": "assistant", "content": "yes" if index % 2 else "no"}],
@@ -148,6 +157,31 @@ def same_rows(curated: Path, plain: Path) -> None:
     assert ours.equals(theirs), "curation changed the rows"
 
 
+def jpeg_workers(n: int, repeats: int, size: int) -> None:
+    """Curation of distinct JPEGs with the image-check workers and on curation's own thread, in
+    turn (each attempt on images neither has seen: the workers remember verdicts by hash)."""
+    modes = {"workers": (image_check_workers.MIN_POOL_IMAGES, image_check_workers.MIN_POOL_BYTES),
+             "own thread": (10**12, 10**15)}
+    wall: dict[str, list[float]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in range(repeats + 1):  # the first: untimed warm-up (the workers start)
+            for offset, (mode, (images, data)) in enumerate(modes.items()):
+                rows = list(synthetic_rows(n, size, "JPEG", first=(2 * attempt + offset) * n))
+                image_check_workers.MIN_POOL_IMAGES, image_check_workers.MIN_POOL_BYTES = images, data
+                start = time.perf_counter()
+                report = curate(rows, Path(tmp) / f"{attempt}-{offset}", source="bench", shard_rows=SHARD_ROWS)
+                assert report["rows_kept"] == n, report["quarantined_by_reason"]
+                if attempt:
+                    wall[mode].append(time.perf_counter() - start)
+    image_check_workers.MIN_POOL_IMAGES, image_check_workers.MIN_POOL_BYTES = modes["workers"]
+    rates = {mode: n / min(times) for mode, times in wall.items()}
+    print(f"JPEG curation ({n} rows, {size}x{size} JPEG, each decoded once to be checked, best of {repeats}; "
+          f"load average {os.getloadavg()[0]:.1f}):")
+    for mode, rate in rates.items():
+        print(f"  checked on {mode:<11} {rate:10.0f} rows/s")
+    print(f"  workers / own thread: {rates['workers'] / rates['own thread']:.2f}x")
+
+
 def child_peak_rss(n: int) -> None:
     """Run in a subprocess: stream ``n`` rows through curate, print peak RSS in KiB."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,12 +210,17 @@ def main() -> None:
     parser.add_argument("--decode-png", action="store_true", help="decode every PNG fully (throughput only)")
     parser.add_argument("--image-size", type=int, default=64,
                         help="side of each PNG (64 by default; 512 approximates real medical images)")
+    parser.add_argument("--jpeg", action="store_true",
+                        help="curate JPEGs with and without the image-check workers instead")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         child_peak_rss(args.rss_child)
         return
     rows = 2_000 if args.quick else max(1_000, 10_000 * 64 * 64 // args.image_size**2)
+    if args.jpeg:
+        jpeg_workers(max(1_000, rows // 4), 2 if args.quick else 3, max(args.image_size, 256))
+        return
     throughput(rows, 3 if args.quick else 7, CurationLimits(image=ImageLimits(decode_png=args.decode_png)),
                args.image_size)
     if not args.decode_png and args.image_size == 64:

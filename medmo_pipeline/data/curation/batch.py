@@ -4,8 +4,9 @@
 that are almost always fine. ``check_batch`` checks a batch of rows together: per row in Python
 only what needs the Python objects (plain types, boxes); per image one sha256 and, for PNGs, the
 chunk walk, CRCs and inflate check of ``png_batch.check_pngs`` (numpy over the batch's bytes, then
-one task of C calls per image: ``png_batch.hashed_pngs``); the text fields column by column with Arrow kernels on a table converted once
-(the conversion the shard needs anyway). Any row it is not sure about (non-ASCII text, whose NFC
+one task of C calls per image: ``png_batch.hashed_pngs``, on worker processes for a large batch:
+``image_check_workers``); the text fields column by column with Arrow kernels on a table converted
+once (the conversion the shard needs anyway). Any row it is not sure about (non-ASCII text, whose NFC
 form Arrow does not compute like ``unicodedata``; a value of an unexpected type; any failed check)
 goes through ``check_row``, which decides and gives the reason. The rows that pass are exactly the
 rows ``check_row`` passes, normalised identically (tests compare both paths row by row, fuzz them

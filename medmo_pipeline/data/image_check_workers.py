@@ -31,7 +31,6 @@ import struct
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -40,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 
 from medmo_pipeline.data.image_limits import ImageError, ImageLimits
-from medmo_pipeline.data.images import inspect_image
-from medmo_pipeline.data.png_batch import check_threads, hashed_pngs
+from medmo_pipeline.data.images import InspectCache
+from medmo_pipeline.data.png_batch import binary_layout, check_threads, hashed_pngs
 
 MIN_POOL_IMAGES = 512  # fewer images, and under MIN_POOL_BYTES, are checked on the calling thread:
 MIN_POOL_BYTES = 8 << 20  # the hand-over would cost more than it saves
@@ -65,12 +64,12 @@ class PendingChecks:
         self.images, self.limits, self.parts = images, limits, parts
 
     def result(self) -> Checked:
-        if self.parts is None:
-            return (*hashed_pngs(self.images, self.limits), {})
         try:
-            done = [part.result() for part in self.parts]
+            done = [part.result() for part in self.parts or ()]
         except (WorkerFailed, OSError) as error:  # the workers, not the images: check here instead
             _LOG.warning("image-check workers failed (%s); checking the batch on this thread", error)
+            done = []
+        if not done:  # on this thread; the caller inspects what the PNG checks leave open
             return (*hashed_pngs(self.images, self.limits), {})
         hashes = [digest for part in done for digest in part[0]]
         inspected, first = {}, 0
@@ -97,15 +96,12 @@ def submit(images: pa.BinaryArray, limits: ImageLimits, workers: int | None = No
                                           for index, share in enumerate(_shares(images, count))])
 
 
-def _shares(images: pa.BinaryArray, count: int, most_bytes: int = None) -> list[tuple[np.ndarray, memoryview]]:
+def _shares(images: pa.BinaryArray, count: int, most_bytes: int | None = None) -> list[tuple[np.ndarray, memoryview]]:
     """``images`` cut into contiguous shares of about equal bytes, at least ``count`` of them and
     about ``most_bytes`` (``SHARE_BYTES``) each at most, each as (int64 offsets from 0, a view of its
     bytes): only a share's own bytes go to its worker, and a worker's shared memory holds one share."""
     most_bytes = most_bytes or SHARE_BYTES
-    _, offsets, buffer = images.buffers()
-    width = np.int64 if pa.types.is_large_binary(images.type) else np.int32
-    offsets = np.frombuffer(offsets, dtype=width)[images.offset:images.offset + len(images) + 1].astype(np.int64)
-    view = memoryview(buffer) if buffer is not None else memoryview(b"")
+    offsets, view = binary_layout(images)
     total = int(offsets[-1] - offsets[0])
     pieces = max(count, -(-total // most_bytes))
     targets = offsets[0] + total * np.arange(1, pieces) // pieces  # even cuts by bytes
@@ -132,25 +128,16 @@ def check_share(shared: memoryview, count: int, limits: ImageLimits) -> tuple:
     return hashes, ok, width, height, inspected
 
 
-_INSPECTED: OrderedDict = OrderedDict()  # a worker's inspect_image results by sha256 (as ImageChecker)
-INSPECTED_CACHE = 4096
+_INSPECTED: dict[ImageLimits, InspectCache] = {}  # a worker's inspect_image results, as curation's own cache
 
 
 def _inspected(digest: str, data: memoryview, limits: ImageLimits) -> tuple[int, int, str, str, str]:
     """``inspect_image`` of ``data`` as (width, height, format, '', '') or (0, 0, '', reason, detail),
-    remembered by hash: a VQA set asks many questions of one image."""
-    result = _INSPECTED.get((digest, limits))
-    if result is None:
-        try:
-            result = (*inspect_image(bytes(data), limits), "", "")
-        except ImageError as error:  # plain values: the error's traceback would hold the shared memory
-            result = (0, 0, "", error.reason, error.detail)
-        _INSPECTED[(digest, limits)] = result
-        if len(_INSPECTED) > INSPECTED_CACHE:
-            _INSPECTED.popitem(last=False)
-    else:
-        _INSPECTED.move_to_end((digest, limits))
-    return result
+    remembered by hash (``InspectCache``): a VQA set asks many questions of one image."""
+    if limits not in _INSPECTED:
+        _INSPECTED[limits] = InspectCache(limits)
+    result = _INSPECTED[limits].inspect(bytes(data), digest)
+    return (*result, "", "") if type(result) is tuple else (0, 0, "", result.reason, result.detail)
 
 
 class _Worker:
@@ -266,7 +253,7 @@ def _receive(stream: BinaryIO):
     payload = stream.read(size)
     if len(payload) < size:
         raise EOFError("the pipe closed mid-message")
-    return pickle.loads(payload)  # noqa: S301 - our own child's answer, over our own pipe
+    return pickle.loads(payload)  # our own child's answer, over our own pipe
 
 
 def _serve(memory: int) -> None:

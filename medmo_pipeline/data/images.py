@@ -19,6 +19,7 @@ import re
 import struct
 import warnings
 import zlib
+from collections import OrderedDict
 
 from deflate import DeflateError
 from deflate import crc32 as _crc32  # libdeflate's CRC-32: the same values as zlib's, faster
@@ -310,6 +311,38 @@ def image_entry(data: bytes, path: str = "") -> dict:
     width, height = header_size(data)
     return {"bytes": data, "path": path, "width": width, "height": height,
             "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+
+
+INSPECT_CACHE = 4096  # image-check results by sha256: VQA sets ask many questions of one image
+
+
+class InspectCache:
+    """``inspect_image`` with a small LRU cache by sha256 (the same image across many questions)."""
+
+    def __init__(self, limits: ImageLimits, size: int = INSPECT_CACHE):
+        self.limits, self.size = limits, size
+        self.cache: OrderedDict[str, tuple[int, int, str] | ImageError] = OrderedDict()
+
+    def inspect(self, data: bytes, sha256: str,
+                known: tuple[int, int, str] | ImageError | None = None) -> tuple[int, int, str] | ImageError:
+        """(width, height, format), or the ImageError (returned, not raised: the batch path only
+        needs to know that the image failed; ``check_row`` reports why). ``known`` is what
+        ``inspect_image`` gave for these bytes elsewhere (an image-check worker): kept, not redone."""
+        result = self.cache.get(sha256)
+        if result is None:
+            if known is not None:
+                result = known
+            else:
+                try:
+                    result = inspect_image(data, self.limits)
+                except ImageError as error:  # a bare copy: the error's traceback and context hold frames
+                    result = ImageError(error.reason, error.detail)  # and through them the caller's data
+            self.cache[sha256] = result
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(sha256)
+        return result
 
 
 def _looks_truncated(error: Exception) -> bool:

@@ -98,15 +98,12 @@ def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool,
              threads: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     count = len(images)
     ok, width, height = np.zeros(count, dtype=bool), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
-    _, offsets, buffer = images.buffers()
     if not count:
         return [], ok, width, height
-    width_of_offsets = np.int64 if pa.types.is_large_binary(images.type) else np.int32
-    offsets = np.frombuffer(offsets, dtype=width_of_offsets)[images.offset:images.offset + count + 1].astype(np.int64)
+    offsets, view = binary_layout(images)
     layout = None
-    if not (limits.decode_png or images.null_count or buffer is None):
-        layout = _layout(np.frombuffer(buffer, dtype=np.uint8), offsets, ok, width, height, limits)
-    view = memoryview(buffer) if buffer is not None else memoryview(b"")
+    if not (limits.decode_png or images.null_count or not view):
+        layout = _layout(np.frombuffer(view, dtype=np.uint8), offsets, ok, width, height, limits)
     hashes: list[str] = [""] * count if hashing else []
     start, end, settled = offsets[:-1].tolist(), offsets[1:].tolist(), ok.tolist()
     sha256, crc32 = hashlib.sha256, _crc32
@@ -138,6 +135,15 @@ def _checked(images: pa.BinaryArray, limits: ImageLimits, *, hashing: bool,
     ok[np.asarray(tasks, dtype=np.int64)[np.asarray(faults, dtype=bool)]] = False
     width[~ok], height[~ok] = 0, 0
     return hashes, ok, width, height
+
+
+def binary_layout(images: pa.BinaryArray) -> tuple[np.ndarray, memoryview]:
+    """A binary array's value offsets (int64, ``len(images) + 1`` of them, into the whole buffer)
+    and a view of its data buffer, read in place."""
+    _, offsets, buffer = images.buffers()
+    width = np.int64 if pa.types.is_large_binary(images.type) else np.int32
+    offsets = np.frombuffer(offsets, dtype=width)[images.offset:images.offset + len(images) + 1].astype(np.int64)
+    return offsets, memoryview(buffer) if buffer is not None else memoryview(b"")
 
 
 def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.ndarray, height: np.ndarray,

@@ -25,14 +25,12 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from medmo_pipeline.data.images import ImageError, ImageLimits, extension_contradicts, inspect_image
+from medmo_pipeline.data.images import ImageError, ImageLimits, InspectCache, extension_contradicts
 from medmo_pipeline.data.outcomes import ROW_REASONS
 from medmo_pipeline.schema.rows import SPLITS, TASKS
 
-IMAGE_CACHE = 4096  # image-check results by sha256: VQA sets ask many questions of one image
 TASKS_WITH_IMAGES = ("caption", "vqa", "report", "grounding")
 TASKS_WITH_ANSWER = ("vqa", "text_qa", "grounding")
 LETTERS = "ABCDEFGHIJ"
@@ -130,38 +128,13 @@ def normalise_question(text: str) -> str:
 
 # ---- row checks ---------------------------------------------------------------------------------
 
-class ImageChecker:
-    """``inspect_image`` with a small LRU cache by sha256 (the same image across many questions)."""
-
-    def __init__(self, limits: ImageLimits, size: int = IMAGE_CACHE):
-        self.limits, self.size = limits, size
-        self.cache: OrderedDict[str, tuple[int, int, str] | ImageError] = OrderedDict()
+class ImageChecker(InspectCache):
+    """``images.InspectCache`` (``inspect_image`` cached by sha256), raising ``Rejected`` when called."""
 
     def __call__(self, data: bytes, sha256: str) -> tuple[int, int, str]:
         result = self.inspect(data, sha256)
         if isinstance(result, ImageError):
             raise Rejected(result.reason, result.detail)
-        return result
-
-    def inspect(self, data: bytes, sha256: str,
-                known: tuple[int, int, str] | ImageError | None = None) -> tuple[int, int, str] | ImageError:
-        """(width, height, format), or the ImageError (returned, not raised: the batch path only
-        needs to know that the image failed; ``check_row`` reports why). ``known`` is what
-        ``inspect_image`` gave for these bytes elsewhere (an image-check worker): kept, not redone."""
-        result = self.cache.get(sha256)
-        if result is None:
-            if known is not None:
-                result = known
-            else:
-                try:
-                    result = inspect_image(data, self.limits)
-                except ImageError as error:
-                    result = error
-            self.cache[sha256] = result
-            if len(self.cache) > self.size:
-                self.cache.popitem(last=False)
-        else:
-            self.cache.move_to_end(sha256)
         return result
 
 

@@ -22,7 +22,7 @@ Batch by batch, each row decided in input order:
 
 Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
 key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
-table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``IMAGE_CACHE``
+table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``images.INSPECT_CACHE``
 entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's), fewer
 where their images are large (about ``batch.BATCH_BYTES`` of images per batch).
 """

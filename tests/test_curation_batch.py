@@ -249,22 +249,3 @@ def test_extension_mismatches_counts_what_each_name_promises_against_the_content
         schema=SAMPLE_SCHEMA)
     assert batch_checks.extension_mismatches(table) == 3  # c.jpg (PNG), e.png (JPEG), i.tif (GIF)
     assert batch_checks.extension_mismatches(table.slice(0, 0)) == 0
-
-
-def test_batches_end_where_shards_end(tmp_path, monkeypatch):
-    """A source's batches stop at each multiple of ``shard_rows``: its last batch then completes one
-    shard (the encoding nothing overlaps), not the end of one and all of the next."""
-    sizes = []
-    real_gathered = batch_checks.gathered
-
-    def recorded(batch, **kwargs):
-        sizes.append(len(batch))
-        return real_gathered(batch, **kwargs)
-
-    monkeypatch.setattr(batch_checks, "gathered", recorded)
-    monkeypatch.setattr(batch_checks, "FIRST_BATCH_ROWS", 5)
-    monkeypatch.setattr(batch_checks, "BATCH_ROWS", 8)
-    rows = synthetic()  # 52 rows
-    report = curate(rows, tmp_path / "out", source="synth_xray", shard_rows=12)
-    assert sizes == [5, 7, 8, 4, 8, 4, 8, 4, 4]
-    assert report["rows_in"] == len(rows) and shards.verify_shards(tmp_path / "out") == []

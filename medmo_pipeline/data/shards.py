@@ -8,8 +8,7 @@ Layout of a shard directory::
 Writes are atomic per file: bytes go to a hidden temporary name in the same directory, are fsynced,
 then ``os.replace``d onto the final name, so a reader never sees half a shard, and a manifest only
 exists once every shard it lists is in place. The fsync and rename of a shard run on a background
-threads while the next shard is built (at most two in flight; a later shard may appear before
-the one it follows, and the manifest, written last, lists them in order).
+thread while the next shard is built (one shard in flight at a time, published in order).
 
 Bytes are deterministic for a given pyarrow version: fixed compression, no timestamps (Parquet's
 ``created_by`` names only the writer library version), statistics only on the small string columns
@@ -159,34 +158,31 @@ def write_tables(
 
 
 class _Publisher:
-    """Publishes shards with ``_publish_shard`` on background threads, at most ``IN_FLIGHT`` at a
-    time, and keeps their manifest entries in input order (``entries``).
+    """Publishes shards with ``_publish_shard`` on one background thread, one shard at a time, and
+    keeps their manifest entries in order (``entries``).
 
     Encoding a shard runs in Arrow without the GIL and its fsync is mostly waiting for the disk;
-    meanwhile the caller builds the next shard. Two in flight rather than one: while other work
-    shares the cores a shard's encoding can take longer than the caller takes to fill the next, and
-    the caller would then wait with the cores half idle; and a source's last two shards are encoded
-    side by side. ``submit`` first waits while ``IN_FLIGHT`` shards are being written (the oldest
-    first) and raises the first error there was; leaving the ``with`` block waits for the rest, so
-    nothing is still being written once the writer returns or raises.
+    meanwhile the caller builds the next shard. ``submit`` first waits for the shard before (so at
+    most one is in flight, and files appear in order) and raises its error, if it had one; leaving
+    the ``with`` block waits for the last one, so nothing is still being written once the writer
+    returns or raises.
     """
 
-    IN_FLIGHT = 2  # each holds a shard's table and its encoded bytes
-
     def __init__(self):
-        self.pool = ThreadPoolExecutor(max_workers=self.IN_FLIGHT, thread_name_prefix="shard-publish")
-        self.in_flight: list[Future] = []
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-publish")
+        self.in_flight: Future | None = None
         self.entries: list[dict] = []
         self.submitted = 0
 
     def submit(self, path: Path, table: pa.Table) -> None:
-        while len(self.in_flight) >= self.IN_FLIGHT:
-            self._wait_oldest()
-        self.in_flight.append(self.pool.submit(_publish_shard, path, table))
+        self.wait()
+        self.in_flight = self.pool.submit(_publish_shard, path, table)
         self.submitted += 1
 
-    def _wait_oldest(self) -> None:
-        self.entries.append(self.in_flight.pop(0).result())
+    def wait(self) -> None:
+        done, self.in_flight = self.in_flight, None
+        if done is not None:
+            self.entries.append(done.result())
 
     def __enter__(self) -> Self:
         return self
@@ -194,8 +190,7 @@ class _Publisher:
     def __exit__(self, kind, error, traceback) -> None:
         try:
             if kind is None:
-                while self.in_flight:  # a failed shard raises here
-                    self._wait_oldest()
+                self.wait()  # a failed last shard raises here
         finally:
             self.pool.shutdown(wait=True)
 

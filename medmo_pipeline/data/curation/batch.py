@@ -170,16 +170,13 @@ def gathered(rows: list, *, limits: CurationLimits) -> Gathered:
     return Gathered(found, data, declared, raw_boxes, image_check_workers.submit(found.image_bytes, limits.image))
 
 
-def next_batch_rows(started: Gathered | None, rows: int, most: int, *, start: int, shard_rows: int) -> int:
-    """How many input rows the next batch takes, the one from input ``start``: ``most``, or fewer so
-    that it holds about ``BATCH_BYTES`` of images at the image bytes per row of the batch just
-    gathered (``rows`` rows), and never past the next multiple of ``shard_rows``. Batches that end
-    where shards end make a source's last batch complete one shard, not the end of one and all of
-    the next: that shard's encoding is the part of curation nothing overlaps (where rows are dropped
-    the shards drift from the input positions, and the batches only come close)."""
+def next_batch_rows(started: Gathered | None, rows: int, most: int) -> int:
+    """How many input rows the next batch takes: ``most``, or fewer so that it holds about
+    ``BATCH_BYTES`` of images at the image bytes per row of the batch just gathered (``rows`` rows)."""
     held = len(started.found.image_bytes.buffers()[2] or b"") if started is not None else 0
-    size = most if not held else max(1, min(most, BATCH_BYTES * rows // held))
-    return min(size, shard_rows - start % shard_rows)
+    if not held:
+        return most
+    return max(1, min(most, BATCH_BYTES * rows // held))
 
 
 def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits,

@@ -15,8 +15,8 @@ Batch by batch, each row decided in input order:
    normalised first question is in it, is dropped and counted (see ``keys.build_eval_index``).
 4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded)
    -> dropped and counted.
-5. **write** the kept rows with ``shards.write_tables`` (one shard of rows being gathered, at most
-   two earlier ones being encoded and fsynced in the background).
+5. **write** the kept rows with ``shards.write_tables`` (one shard of rows in memory at a time, the
+   previous one being fsynced in the background).
    Every step is deterministic, so re-running a killed or failed curation into the same directory
    rewrites only the shards that are missing (the writer keeps files whose bytes already match).
 
@@ -93,8 +93,7 @@ def curate(
                 started = batch_checks.gathered(batch, limits=limits) if batch else None
                 current = (items, start, batch, positions, started)
                 start += len(items)
-                size = batch_checks.next_batch_rows(started, len(items), most_rows, start=start,
-                                                    shard_rows=shard_rows)
+                size = batch_checks.next_batch_rows(started, len(items), most_rows)
             if previous is not None and (kept := decided(*previous)) is not None:
                 yield kept
             if current is None:

@@ -318,6 +318,45 @@ def test_training_and_evaluation_skip_and_count_rows_whose_images_do_not_decode(
     assert [image.mode for image in decode_images(kept[1])] == ["RGB"]
 
 
+def test_a_training_stream_decodes_each_image_once_to_the_pixels_the_bytes_path_gives():
+    """``skip_undecodable(..., pixels=True)`` (the training jobs' streams) hands on the images it
+    decoded; they are what the trainer's ``datasets.Image`` decoding made of the model-ready bytes:
+    the same mode, size and pixels, for an 8-bit PNG, a 12-bit one, a palette image, an EXIF-rotated
+    JPEG and a greyscale+alpha PNG. A row that does not decode is skipped and counted either way."""
+    import datasets
+
+    from medmo_pipeline.data.model_images import skip_undecodable
+    from medmo_pipeline.training.examples import image_cells
+
+    def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    rotated = Image.new("RGB", (40, 24), (200, 30, 30))
+    rotated.paste((20, 200, 20), (0, 0, 10, 24))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: the model sees a 24 x 40 image
+    images = {"plain": plain_png(), "twelve": twelve_bit_png(), "broken": random_idat_png(),
+              "palette": encoded(Image.fromarray(np.arange(48 * 40, dtype=np.uint8).reshape(40, 48) % 7 * 30)
+                                 .convert("P"), "PNG"),
+              "rotated": encoded(rotated, "JPEG", exif=exif),
+              "alpha": encoded(Image.fromarray(np.full((40, 48, 2), 120, dtype=np.uint8), "LA"), "PNG")}
+    rows = [{"id": name, "images": [{"bytes": data, "path": f"{name}.img"}]} for name, data in images.items()]
+    by_bytes, by_pixels = skip_undecodable(image_cells), skip_undecodable(image_cells, pixels=True)
+    feature = datasets.Image()
+    for row in rows:
+        cells, decoded = by_bytes(row), by_pixels(row)
+        if row["id"] == "broken":
+            assert cells is None and decoded is None
+            continue
+        reference = feature.decode_example(cells[0])  # what the trainer decoded from the bytes
+        assert decoded[0].mode == reference.mode and decoded[0].size == reference.size, row["id"]
+        assert np.array_equal(np.asarray(decoded[0]), np.asarray(reference)), row["id"]
+    assert by_bytes.skipped == by_pixels.skipped == ["broken"]
+    assert by_pixels(rows[4])[0].size == (24, 40)
+
+
 def test_a_file_whose_content_differs_from_its_name_is_decided_by_content_and_counted(tmp_path):
     from medmo_pipeline.data.curation import CurationLimits, curate
 

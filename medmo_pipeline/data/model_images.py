@@ -32,14 +32,18 @@ def decodable_rows(rows: list[dict], log: Callable[[str], None] | None = None) -
     return kept, len(ready.skipped)
 
 
-def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[str], None] | None = None):
+def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[str], None] | None = None, *,
+                     pixels: bool = False):
     """``to_example`` for rows one at a time (a stream) with ``decodable_rows``' rule: a row whose images
     do not decode gives None, its id is appended to the returned function's ``skipped`` and named in
-    ``log``; the others reach ``to_example`` with model-ready images."""
+    ``log``; the others reach ``to_example`` with model-ready images. With ``pixels``, each image entry
+    also carries ``pixels``, the image decoded as the trainer's ``datasets.Image`` decoding would give
+    it (``examples.image_cells`` hands that on): a trainer's stream then decodes each image once."""
+    ready = _model_pixels if pixels else _model_ready
 
     def example(row: dict) -> dict | None:
         try:
-            images = [_model_ready(image) for image in row["images"]]
+            images = [ready(image) for image in row["images"]]
         except ImageError as error:
             example.skipped.append(row.get("id"))
             if log is not None:
@@ -49,6 +53,14 @@ def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[s
 
     example.skipped = []
     return example
+
+
+def _model_pixels(image: dict) -> dict:
+    """The image entry with ``pixels``: its bytes decoded once (raises ImageError), as ``_model_ready``'s
+    bytes decode: the decoded image itself when it is already what the model sees, else its 8-bit RGB."""
+    path = image.get("path") or ""
+    decoded, plain = decoded_image(image["bytes"], path=path)
+    return {**image, "pixels": decoded if plain else to_model_rgb(decoded, path)}
 
 
 def _model_ready(image: dict) -> dict:

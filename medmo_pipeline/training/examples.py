@@ -1,7 +1,8 @@
 """Sample rows -> the trainers' examples: SFT chat turns and GRPO prompts with their reward columns.
 
-Both keep a row's images as PNG bytes (``image_cells``), decoded only when a batch is made, and put
-the text in the stage's ``reply_format``. ``sft_example``/``rl_example`` make one example at a time
+Both keep a row's images as PNG bytes (``image_cells``), decoded only when a batch is made, or, in a
+training stream, as the images ``model_images.skip_undecodable`` already decoded; and put the text
+in the stage's ``reply_format``. ``sft_example``/``rl_example`` make one example at a time
 for a streamed stage (``training.streamed``); ``sft_dataset``/``rl_dataset`` build a whole in-memory
 dataset straight into Arrow (tests and benches).
 """
@@ -12,9 +13,10 @@ from medmo_pipeline.data.prompts import formatted_messages, prompt_text
 from medmo_pipeline.reply_format import ReplyFormat, asks_for_format, rl_prompt
 
 
-def image_cells(row: dict) -> list[dict]:
-    """A row's images as `datasets.Image` storage cells (PNG bytes, no path)."""
-    return [{"bytes": img["bytes"], "path": None} for img in row["images"]]
+def image_cells(row: dict) -> list:
+    """A row's images as `datasets.Image` storage cells (PNG bytes, no path), or as the decoded images
+    where ``model_images.skip_undecodable(..., pixels=True)`` gave them (a stream without features)."""
+    return [img["pixels"] if "pixels" in img else {"bytes": img["bytes"], "path": None} for img in row["images"]]
 
 
 def sft_features():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from medmo_pipeline.jobs import entry_point
 from medmo_pipeline.training import stage, trainer_setup
-from medmo_pipeline.training.examples import rl_example, rl_features
+from medmo_pipeline.training.examples import rl_example
 from medmo_pipeline.training.stage import StageRun
 
 TREND_PLOT = "box_reward_trend.png"
@@ -89,8 +89,9 @@ class ReinforcementStage(stage.StageJob):
         # Prompt groups span ranks, so every rank reads the one stream and takes its slice of each batch.
         prompts_per_step = (optim.per_device_train_batch_size * optim.gradient_accumulation_steps
                             * streamed.world_size()) // g.num_generations
-        self.decodable = skip_undecodable(prompt_example, run.reporter.log)
-        run.data = run.stream(rl_features(), self.decodable, examples_per_step=prompts_per_step, per_rank=False)
+        self.decodable = skip_undecodable(prompt_example, run.reporter.log, pixels=True)
+        run.data = run.stream(None, self.decodable,  # no features: the examples hold decoded images
+                              examples_per_step=prompts_per_step, per_rank=False)
         run.config = grpo_config(rl, processor, output_dir=run.start.work_dir, seed=run.recipe.seed,
                                  reward_weights=weights,
                                  shuffle_dataset=False,  # the stream is already in its seeded order

@@ -35,12 +35,12 @@ class SupervisedStage(stage.StageJob):
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.training import streamed
         from medmo_pipeline.training.collation import mirror_pad_token
-        from medmo_pipeline.training.examples import sft_example, sft_features
+        from medmo_pipeline.training.examples import sft_example
 
         stage_recipe, optim = run.stage, run.stage.optim
         self.example = skip_undecodable(functools.partial(sft_example, reply_format=stage_recipe.reply_format),
-                                        run.reporter.log)
-        run.data = run.stream(sft_features(), self.example,
+                                        run.reporter.log, pixels=True)
+        run.data = run.stream(None, self.example,  # no features: the examples hold decoded images
                               examples_per_step=optim.per_device_train_batch_size * optim.gradient_accumulation_steps)
         self.global_examples = run.data.examples_per_step * streamed.world_size()
         # Built before the model loads, so that a ZeRO-3 config partitions the weights as they load.

@@ -56,20 +56,25 @@ def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[s
 
 
 def _model_pixels(image: dict) -> dict:
-    """The image entry with ``pixels``: its bytes decoded once (raises ImageError), as ``_model_ready``'s
-    bytes decode: the decoded image itself when it is already what the model sees, else its 8-bit RGB."""
-    path = image.get("path") or ""
-    decoded, plain = decoded_image(image["bytes"], path=path)
-    return {**image, "pixels": decoded if plain else to_model_rgb(decoded, path)}
+    """The image entry with ``pixels``: what the trainer's decoding of ``_model_ready``'s bytes gives."""
+    pixels, _ = _decoded_for_model(image)
+    return {**image, "pixels": pixels}
 
 
 def _model_ready(image: dict) -> dict:
     """The image entry itself when the trainer's decoding sees it as the model does, else its decoded
     pixels re-encoded as 8-bit PNG (decoded once either way, so an undecodable image raises here)."""
-    path = image.get("path") or ""
-    decoded, plain = decoded_image(image["bytes"], path=path)
+    pixels, plain = _decoded_for_model(image)
     if plain:
         return image
     buffer = io.BytesIO()
-    to_model_rgb(decoded, path).save(buffer, format="PNG", compress_level=1)
+    pixels.save(buffer, format="PNG", compress_level=1)
     return {**image, "bytes": buffer.getvalue()}
+
+
+def _decoded_for_model(image: dict):
+    """(the entry's image decoded once, as the model sees it, and whether its bytes already decode to
+    that in any 8-bit reader: then it is the decoded image itself, else its 8-bit RGB). Raises ImageError."""
+    path = image.get("path") or ""
+    decoded, plain = decoded_image(image["bytes"], path=path)
+    return (decoded, True) if plain else (to_model_rgb(decoded, path), False)

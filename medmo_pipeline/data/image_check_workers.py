@@ -136,7 +136,7 @@ def _inspected(digest: str, data: memoryview, limits: ImageLimits) -> tuple[int,
     remembered by hash (``InspectCache``): a VQA set asks many questions of one image."""
     if limits not in _INSPECTED:
         _INSPECTED[limits] = InspectCache(limits)
-    result = _INSPECTED[limits].inspect(bytes(data), digest)
+    result = _INSPECTED[limits].inspect(data, digest)
     return (*result, "", "") if type(result) is tuple else (0, 0, "", result.reason, result.detail)
 
 

@@ -323,7 +323,7 @@ class InspectCache:
         self.limits, self.size = limits, size
         self.cache: OrderedDict[str, tuple[int, int, str] | ImageError] = OrderedDict()
 
-    def inspect(self, data: bytes, sha256: str,
+    def inspect(self, data: bytes | memoryview, sha256: str,
                 known: tuple[int, int, str] | ImageError | None = None) -> tuple[int, int, str] | ImageError:
         """(width, height, format), or the ImageError (returned, not raised: the batch path only
         needs to know that the image failed; ``check_row`` reports why). ``known`` is what
@@ -334,7 +334,7 @@ class InspectCache:
                 result = known
             else:
                 try:
-                    result = inspect_image(data, self.limits)
+                    result = inspect_image(bytes(data), self.limits)  # copied only when not cached
                 except ImageError as error:  # a bare copy: the error's traceback and context hold frames
                     result = ImageError(error.reason, error.detail)  # and through them the caller's data
             self.cache[sha256] = result

@@ -257,9 +257,10 @@ def trainer_dataset(stream: MixtureStream, *, features, to_example: Callable[[di
     iterates and slices by batch (what GRPO's grouped prompts need). ``to_example`` maps a row to the
     trainer's columns (``None`` drops it); with ``features`` (``datasets.Image`` columns) images stay
     PNG bytes until a batch decodes them, with ``features=None`` the examples pass as they are (the
-    training jobs hand on the images their decodability check decoded: one decode per image). ``starts`` maps a part to (examples used, stream index) to resume
-    from; ``positions`` records where each example came from; ``sample_log`` (a JSON-lines file)
-    receives each handed-out example's part, stream index and sample id, for audits and tests.
+    training jobs hand on the images their decodability check decoded: one decode per image).
+    ``starts`` maps a part to (examples used, stream index) to resume from; ``positions`` records
+    where each example came from; ``sample_log`` (a JSON-lines file) receives each handed-out
+    example's part, stream index and sample id, for audits and tests.
     """
     import datasets
     from datasets.iterable_dataset import ExamplesIterable

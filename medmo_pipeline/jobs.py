@@ -30,7 +30,8 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
     torch.distributed.elastic's format), where the launcher reads why the job failed: on any rank,
     including those that report nothing through Pipes. After a normal return, the ranks of a
     distributed job leave together: a rank that exits while another still works aborts the gloo
-    operations the other has in flight (seen as rank 0 dying mid-publish under ZeRO-3).
+    operations the other has in flight (seen as rank 0 dying mid-publish under ZeRO-3); then they end
+    without the interpreter's teardown (``leave_now``).
     """
 
     @functools.wraps(main)
@@ -63,6 +64,26 @@ def leave_together() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        leave_now()
+
+
+def leave_now() -> None:
+    """Ends a rank whose job is done on every rank, without the interpreter's teardown.
+
+    The exit handlers run as at any exit; what is skipped is the finalization of the objects left,
+    where the communication backend's native threads may still hold tensors (DeepSpeed keeps its
+    own references to the process groups) and abort the process ("terminate called without an
+    active exception", SIGABRT): torchrun would then report the job failed after every rank had
+    finished and rank 0 had published.
+    """
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def job_parser(description: str):

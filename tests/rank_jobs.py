@@ -5,6 +5,9 @@ under torchrun, through the real launcher.
   stops them when the last one fails).
 - ``leave``: every rank joins a gloo process group; rank 0 works 1.5 s longer than the others. Each
   rank writes when it finished its work and when its process exits.
+- ``teardown-aborts``: every rank joins a gloo process group, finishes, and leaves behind an object
+  that aborts the process when the interpreter's teardown finalizes it, as the communication
+  backend's native threads may (SIGABRT after the work is done).
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ import time
 from pathlib import Path
 
 from medmo_pipeline.jobs import entry_point
+
+
+_LEFT_BEHIND = None
+
+
+class AbortsWhenFinalized:
+    def __del__(self) -> None:
+        os.abort()
 
 
 @entry_point
@@ -34,6 +45,13 @@ def main(argv: list[str] | None = None) -> None:
         atexit.register(lambda: (out / f"exit-{rank}").write_text(repr(time.time())))
         if rank == 0:
             time.sleep(1.5)
+        (out / f"done-{rank}").write_text(repr(time.time()))
+    elif mode == "teardown-aborts":
+        import torch.distributed as dist
+
+        global _LEFT_BEHIND
+        dist.init_process_group("gloo")
+        _LEFT_BEHIND = AbortsWhenFinalized()
         (out / f"done-{rank}").write_text(repr(time.time()))
     else:
         raise ValueError(f"unknown mode {mode!r}")

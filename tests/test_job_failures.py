@@ -52,6 +52,13 @@ def test_ranks_leave_only_once_every_rank_is_done(medmo_home, tmp_path):
     assert float((tmp_path / "exit-1").read_text()) >= done_0  # ...and still waited for rank 0
 
 
+def test_a_rank_that_would_abort_in_the_interpreters_teardown_does_not_fail_a_finished_job(medmo_home, tmp_path):
+    result, failures = launch_asset("teardown-aborts", tmp_path, 2)
+
+    assert {p.name for p in tmp_path.iterdir()} == {"done-0", "done-1"}
+    assert result.success, failures
+
+
 def test_entry_point_records_an_exception_and_reraises_it(tmp_path, monkeypatch):
     error_file = tmp_path / "error.json"
     monkeypatch.setenv(ERROR_FILE_ENV, str(error_file))

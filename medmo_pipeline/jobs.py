@@ -30,8 +30,10 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
     torch.distributed.elastic's format), where the launcher reads why the job failed: on any rank,
     including those that report nothing through Pipes. After a normal return, the ranks of a
     distributed job leave together: a rank that exits while another still works aborts the gloo
-    operations the other has in flight (seen as rank 0 dying mid-publish under ZeRO-3); then they end
-    without the interpreter's teardown (``leave_now``).
+    operations the other has in flight (seen as rank 0 dying mid-publish under ZeRO-3). A rank that
+    left a process group then ends without the interpreter's teardown (``leave_now``) once the
+    program's own ``main`` returns: a program that calls another job's ``main`` (the rehearsal's
+    probe) goes on with its work first.
     """
 
     @functools.wraps(main)
@@ -42,6 +44,8 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
             record_failure(error)
             raise
         leave_together()
+        if main.__module__ == "__main__" and _LEFT_A_PROCESS_GROUP:
+            leave_now()
 
     return wrapper
 
@@ -56,7 +60,11 @@ def record_failure(error: BaseException) -> None:
     ErrorHandler().record_exception(error)
 
 
+_LEFT_A_PROCESS_GROUP = False  # set once this process's ranks left their process group together
+
+
 def leave_together() -> None:
+    global _LEFT_A_PROCESS_GROUP
     if "torch" not in sys.modules:  # a job that never imported torch started no process group
         return
     import torch.distributed as dist
@@ -64,11 +72,11 @@ def leave_together() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-        leave_now()
+        _LEFT_A_PROCESS_GROUP = True
 
 
 def leave_now() -> None:
-    """Ends a rank whose job is done on every rank, without the interpreter's teardown.
+    """Ends a rank whose job is done on every rank (exit code 0), without the interpreter's teardown.
 
     The exit handlers run as at any exit; what is skipped is the finalization of the objects left,
     where the communication backend's native threads may still hold tensors (DeepSpeed keeps its

@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+from medmo_pipeline.jobs import entry_point
 from medmo_pipeline.process_memory import peak_rss_mib
 
 JOBS = {"sft": "medmo_pipeline.training.sft", "grpo": "medmo_pipeline.training.grpo"}
@@ -35,6 +36,7 @@ def parameter_share(model) -> dict:
     return {"parameters_held": int(held), "parameters_total": int(total)}
 
 
+@entry_point  # the job's ranks leave together; this program ends them once its record is written
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)

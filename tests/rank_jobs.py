@@ -5,6 +5,8 @@ under torchrun, through the real launcher.
   stops them when the last one fails).
 - ``leave``: every rank joins a gloo process group; rank 0 works 1.5 s longer than the others. Each
   rank writes when it finished its work and when its process exits.
+- ``abort-on-last-rank``: the last rank aborts (SIGABRT, as a crash in native code would), recording
+  no exception; the others would work for a minute.
 - ``teardown-aborts``: every rank joins a gloo process group, finishes, and leaves behind an object
   that aborts the process when the interpreter's teardown finalizes it, as the communication
   backend's native threads may (SIGABRT after the work is done).
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             time.sleep(1.5)
         (out / f"done-{rank}").write_text(repr(time.time()))
+    elif mode == "abort-on-last-rank":
+        if rank == world - 1:
+            os.abort()
+        time.sleep(60)
     elif mode == "teardown-aborts":
         import torch.distributed as dist
 

@@ -43,6 +43,15 @@ def test_the_failure_names_the_exception_of_the_rank_that_raised(medmo_home, tmp
     assert "rank_jobs.py" in traceback and traceback.rstrip().endswith("cannot read its shard")
 
 
+def test_a_rank_killed_by_a_signal_leaves_pythons_traceback_on_the_jobs_stderr(medmo_home, tmp_path, capfd):
+    result, failures = launch_asset("abort-on-last-rank", tmp_path, 2)
+
+    assert not result.success
+    stderr = capfd.readouterr().err
+    assert "Fatal Python error: Aborted" in stderr
+    assert 'rank_jobs.py", line' in stderr.split("Fatal Python error: Aborted", 1)[1]
+
+
 def test_ranks_leave_only_once_every_rank_is_done(medmo_home, tmp_path):
     result, _ = launch_asset("leave", tmp_path, 2)
 

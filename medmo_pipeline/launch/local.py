@@ -32,6 +32,9 @@ def job_env(base: Mapping[str, str], *, run_id: str, asset_key: str, offline: bo
     env[DAGSTER_RUN_ID_ENV] = run_id
     env[ASSET_KEY_ENV] = asset_key
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A job killed by a fatal signal (a crash in native code, an abort) records no exception: Python's
+    # traceback of every thread on its stderr is then what says where it was.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     env.setdefault("MLFLOW_TRACKING_URI", home.mlflow_tracking_uri())
     if offline:  # the embedded default must never reach for a hub
         env["HF_HUB_OFFLINE"] = "1"

@@ -21,6 +21,10 @@ from typing import Any
 # torchrun's name for it: its agent gives every rank its own file and copies the first failing rank's
 # into the file this names in torchrun's own environment, so one file explains a job of any size.
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
+# A directory the launcher names for Python's fault handler: a rank killed by a fatal signal records no
+# exception, so its tracebacks go to ``rank-<R>.txt`` there, where the launcher reads why it ended.
+# Unset, they go to stderr (``PYTHONFAULTHANDLER``).
+FATAL_DIR_ENV = "MEDMO_FATAL_TRACEBACKS"
 
 
 def entry_point(main: Callable[..., None]) -> Callable[..., None]:
@@ -38,6 +42,7 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> None:
+        fatal_tracebacks_to_file()
         try:
             main(*args, **kwargs)
         except Exception as error:
@@ -48,6 +53,17 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
             leave_now()
 
     return wrapper
+
+
+def fatal_tracebacks_to_file() -> None:
+    directory = os.environ.get(FATAL_DIR_ENV)
+    if not directory:
+        return
+    import faulthandler
+
+    # Kept open for the process's life: the handler writes to it at the crash, when nothing can open a file.
+    stream = open(Path(directory) / f"rank-{os.environ.get('RANK', '0')}.txt", "w")  # noqa: SIM115
+    faulthandler.enable(file=stream, all_threads=True)
 
 
 def record_failure(error: BaseException) -> None:

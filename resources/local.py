@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 
 from medmo_pipeline import home
-from medmo_pipeline.jobs import ERROR_FILE_ENV
+from medmo_pipeline.jobs import ERROR_FILE_ENV, FATAL_DIR_ENV
 from medmo_pipeline.launch.gpus import GpuLease, visible_devices
-from medmo_pipeline.launch.local import current_env, job_command, recorded_failure
+from medmo_pipeline.launch.local import current_env, fatal_signal, job_command, recorded_failure
 from resources.launcher import Launcher
 from resources.pipes_messages import WholeLineTempFileMessageReader
 
@@ -36,13 +36,13 @@ class LocalLauncher(Launcher):
             context.log.info("launching: " + " ".join(command) + (f" on GPUs {env['CUDA_VISIBLE_DEVICES']}"
                                                                     if devices is not None else ""))
             error_file = Path(scratch) / "error.json"
-            client = dg.PipesSubprocessClient(env={**env, ERROR_FILE_ENV: str(error_file)},
+            client = dg.PipesSubprocessClient(env={**env, ERROR_FILE_ENV: str(error_file), FATAL_DIR_ENV: scratch},
                                               cwd=str(home.checkout_root()),
                                               message_reader=WholeLineTempFileMessageReader())
             try:
                 return client.run(command=command, context=context).get_materialize_result()
             except Exception as error:
-                failure = job_failure(module, error_file)
+                failure = job_failure(module, error_file, Path(scratch))
                 if failure is None:
                     raise
                 raise failure from error
@@ -58,9 +58,10 @@ def gpu_lease(count: int, env: dict[str, str]):
         raise dg.Failure(str(error)) from None
 
 
-def job_failure(module: str, error_file: Path) -> dg.Failure | None:
-    """A Failure that says why the job failed, from the exception it recorded (on whichever rank)."""
-    recorded = recorded_failure(error_file)
+def job_failure(module: str, error_file: Path, fatal_dir: Path) -> dg.Failure | None:
+    """A Failure that says why the job failed, from the exception it recorded (on whichever rank), or
+    else from the tracebacks its fault handler wrote when a fatal signal killed a rank."""
+    recorded = recorded_failure(error_file) or fatal_signal(fatal_dir)
     if recorded is None:
         return None
     message, traceback = recorded

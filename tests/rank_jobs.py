@@ -22,7 +22,6 @@ from pathlib import Path
 
 from medmo_pipeline.jobs import entry_point
 
-
 _LEFT_BEHIND = None
 
 

@@ -46,6 +46,19 @@ def current_env() -> dict[str, str]:
     return dict(os.environ)
 
 
+def fatal_signal(directory: Path) -> tuple[str, str] | None:
+    """(message, tracebacks) of the first rank whose fault handler wrote into ``directory``
+    (``jobs.FATAL_DIR_ENV``): killed by a fatal signal; None when none was."""
+    for path in sorted(Path(directory).glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1])):
+        try:
+            text = path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return f"{path.stem.replace('-', ' ')}: {text.splitlines()[0]}", text
+    return None
+
+
 def recorded_failure(error_file: Path) -> tuple[str, str] | None:
     """(message, traceback) of the exception a failed job wrote (``jobs.entry_point``); None when it
     wrote none: killed by a signal or a crash in native code, which only its stderr shows."""

@@ -31,13 +31,19 @@ def launch_asset(mode: str, out, nproc: int):
         return result, [e.step_failure_data.user_failure_data for e in failures]
 
 
-@pytest.mark.parametrize("nproc", [1, 2])
-def test_the_failure_names_the_exception_of_the_rank_that_raised(medmo_home, tmp_path, nproc):
-    result, failures = launch_asset("fail-on-last-rank", tmp_path, nproc)
-
+def job_failure(mode: str, out, nproc: int):
+    """The one step failure of a job that must fail, as Dagster reports it (never a bare Pipes error)."""
+    result, failures = launch_asset(mode, out, nproc)
     assert not result.success
     (failure,) = failures
-    assert failure is not None, "a bare Pipes error: the job's own exception did not reach Dagster"
+    assert failure is not None, "a bare Pipes error: why the job failed did not reach Dagster"
+    return failure
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_the_failure_names_the_exception_of_the_rank_that_raised(medmo_home, tmp_path, nproc):
+    failure = job_failure("fail-on-last-rank", tmp_path, nproc)
+
     assert failure.description == f"{JOB} failed: RuntimeError: rank {nproc - 1} of {nproc} cannot read its shard"
     traceback = failure.metadata["traceback"].value
     assert "rank_jobs.py" in traceback and traceback.rstrip().endswith("cannot read its shard")
@@ -45,11 +51,8 @@ def test_the_failure_names_the_exception_of_the_rank_that_raised(medmo_home, tmp
 
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_a_rank_killed_by_a_signal_is_named_with_its_python_traceback(medmo_home, tmp_path, nproc):
-    result, failures = launch_asset("abort-on-last-rank", tmp_path, nproc)
+    failure = job_failure("abort-on-last-rank", tmp_path, nproc)
 
-    assert not result.success
-    (failure,) = failures
-    assert failure is not None, "a bare Pipes error: the fatal signal's traceback did not reach Dagster"
     assert failure.description == f"{JOB} failed: rank {nproc - 1}: Fatal Python error: Aborted"
     assert 'rank_jobs.py", line' in failure.metadata["traceback"].value
 

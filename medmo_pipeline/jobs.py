@@ -101,10 +101,8 @@ def leave_now() -> None:
     finished and rank 0 had published.
     """
     import atexit
-    import logging
 
-    atexit._run_exitfuncs()
-    logging.shutdown()
+    atexit._run_exitfuncs()  # logging's own shutdown among them, once logging is imported at all
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

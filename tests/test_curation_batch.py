@@ -195,9 +195,13 @@ def test_the_usual_batch_is_found_plain_as_row_by_row():
         assert usual is None or usual == batch_checks._plain_rows_one_by_one(batch), bent_row["id"]
 
 
-def test_keys_are_the_documented_64_bit_keys():
-    texts = ["a", "synth_xray:train-000001", "l\u00e9sion", ""]
-    assert keys.keys64(texts) == [keys.key64(text) for text in texts]
+def test_keys_are_64_bit_and_tell_texts_apart():
+    texts = ["a", "synth_xray:train-000001", "synth_xray:train-000002", "l\u00e9sion", "le\u0301sion", "",
+             "\ud800 a lone surrogate"]
+    found = keys.keys64(texts)
+    assert all(type(key) is int and -2**63 <= key < 2**63 for key in found)
+    assert len(set(found)) == len(texts)
+    assert keys.keys64([text.encode().decode() for text in texts[:-1]]) == found[:-1]  # equal texts, equal keys
 
 
 def test_a_row_arrow_cannot_convert_sends_only_its_batch_to_check_row():

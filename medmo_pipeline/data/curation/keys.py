@@ -2,12 +2,15 @@
 evaluation index (decontamination).
 
 A 64-bit key collides with probability ~n^2 / 2^65 (about 1e-5 at 26M rows): an accepted risk of
-dropping one row too many, for sets of about 70 bytes per key in CPython.
+dropping one row too many, for sets of about 70 bytes per key in CPython. The key is Python's own
+string hash (SipHash-1-3 under a key drawn at random per process): as good a spread as a
+cryptographic hash cut to 64 bits, not predictable from outside the process, and computed in C
+without an object per hasher. Keys are therefore compared only within one process, which is where
+a curation's sets live (``curate``, and ``parts.merge_parts`` over its parts' shards).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -16,13 +19,6 @@ import pyarrow.compute as pc
 from medmo_pipeline.data.curation.columns import RECORD, UNIT, as_array, regroup
 from medmo_pipeline.data.curation.rules import normalise_question
 
-
-def key64(text: str) -> bytes:
-    """A 64-bit key of ``text``, for the sets of ids and contents already kept."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-
-
-KEY_HASHER = hashlib.blake2b(digest_size=8)  # copied by ``keys64``: the same digests as ``key64``
 
 
 def build_eval_index(rows: Iterable[dict], *, question_tasks: Iterable[str] = ("text_qa", "instruction")) -> set[str]:
@@ -68,15 +64,9 @@ class BatchKeys:
             self.questions = pc.list_element(contents, 0).to_pylist() if len(contents) else []
 
 
-def keys64(texts: list[str]) -> list[bytes]:
-    """``key64`` of each text. This runs twice per row: copying a ready hasher is cheaper than
-    making one (the digests are the same)."""
-    keys, fresh = [], KEY_HASHER
-    for text in texts:
-        hasher = fresh.copy()
-        hasher.update(text.encode("utf-8", "surrogatepass"))
-        keys.append(hasher.digest())
-    return keys
+def keys64(texts: list[str]) -> list[int]:
+    """The 64-bit key of each text (see the module doc), for the sets of ids and contents kept."""
+    return list(map(hash, texts))
 
 
 def contamination(hashes: list[str], question: str, eval_index: set[str] | frozenset[str]) -> str:

@@ -99,8 +99,8 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
     out_dir = Path(out_dir)
     quarantine_path = out_dir.with_name(f"{out_dir.name}.{QUARANTINE_NAME}")
     quarantine = QuarantineWriter(quarantine_path)
-    kept_ids: set[bytes] = set()
-    seen_content: set[bytes] = set()
+    kept_ids: set[int] = set()
+    seen_content: set[int] = set()
     dropped = {"duplicate_id": 0, "duplicates_dropped": 0}
 
     def kept_tables():

@@ -156,8 +156,8 @@ class _Decisions:
         self.reasons: Counter[str] = Counter()
         self.filtered: Counter[str] = Counter()
         self.contaminated: Counter[str] = Counter()
-        self.kept_ids: set[bytes] = set()
-        self.seen_content: set[bytes] = set()
+        self.kept_ids: set[int] = set()
+        self.seen_content: set[int] = set()
 
     def record_outcomes(self, items: list, start: int) -> None:
         """Quarantine or count as filtered the adapters' outcomes among ``items`` (inputs

@@ -92,6 +92,7 @@ class ImageLimitsRecipe(_Strict):
     max_pixels: int = Field(64_000_000, gt=0, description="pixels per file, every frame counted")
     min_side: int = Field(8, gt=0)
     max_aspect_ratio: float = Field(50.0, gt=1)
+    max_jpeg_scans: int = Field(100, gt=0, description="scans per JPEG: each one decodes the whole image again")
 
 
 class CorpusRecipe(_Strict):

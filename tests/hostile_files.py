@@ -90,6 +90,39 @@ def oversized_jpeg() -> bytes:
     return bytes(data)
 
 
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _entropy_coded(bits: str) -> bytes:
+    """A bit string as JPEG entropy-coded bytes: padded with ones, every 0xFF byte stuffed."""
+    bits += "1" * (-len(bits) % 8)
+    return bytes(int(bits[at:at + 8], 2) for at in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
+
+
+def jpeg_scan_bomb(side: int = 4096, scans: int = 5000) -> bytes:
+    """A progressive greyscale JPEG of ``side`` x ``side`` (a multiple of 1024) whose ``scans`` AC
+    scans each say "every block ends here" in a few bytes (runs of 2^14 end-of-blocks): about 40
+    bytes per scan, and each scan is still a pass over every block when it is decoded."""
+    blocks = (side // 8) ** 2
+    assert blocks % (1 << 14) == 0, "side must be a multiple of 1024"
+    one_symbol = bytes([1] + [0] * 15)  # a Huffman table of one 1-bit code, '0'
+    head = (b"\xff\xd8" + _segment(0xDB, b"\x00" + b"\x01" * 64)
+            + _segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")  # progressive frame
+            + _segment(0xC4, b"\x00" + one_symbol + b"\x00")  # DC table: category 0 only
+            + _segment(0xC4, b"\x10" + one_symbol + b"\xe0"))  # AC table: EOB run of 2^14 + 14 bits
+    dc_scan = _segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + _entropy_coded("0" * blocks)
+    ac_scan = _segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + _entropy_coded("0" * 15 * (blocks >> 14))
+    return head + dc_scan + ac_scan * scans + b"\xff\xd9"
+
+
+def icon_image() -> bytes:
+    """A Windows icon: an image PIL decodes, in a format no dataset publishes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((48, 48, 3), 90, np.uint8)).save(buffer, format="ICO")
+    return buffer.getvalue()
+
+
 def twelve_bit_png(seed: int = 0) -> bytes:
     """A 16-bit PNG holding 12-bit values (0-4095): a naive 8-bit conversion saturates it."""
     rng = np.random.default_rng(seed)

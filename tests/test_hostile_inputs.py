@@ -25,7 +25,9 @@ from hostile_files import (
     deflated_dicom_bomb,
     huge_png16,
     huge_tiff,
+    icon_image,
     instance_mask,
+    jpeg_scan_bomb,
     many_frames_dicom,
     overflowing_idat_png,
     oversized_jpeg,
@@ -77,6 +79,8 @@ HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
     "tiny.jpg": (lambda: plain_jpeg(4, 4), "image_too_small"),
     "oversized.jpg": (oversized_jpeg, "image_too_large"),
     "huge.tif": (huge_tiff, "image_too_large"),
+    "scans.jpg": (jpeg_scan_bomb, "image_too_costly"),  # 230 KB, 6 s of CPU to decode
+    "icon.png": (icon_image, "image_undecodable"),  # a format PIL reads and no dataset publishes
 }
 HOSTILE_DICOM = {
     "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
@@ -370,3 +374,25 @@ def test_a_file_whose_content_differs_from_its_name_is_decided_by_content_and_co
     assert report["rows_kept"] == 3 and report["extension_mismatches"] == 2
     strict = curate(rows, tmp_path / "strict", source="names", limits=CurationLimits(check_extension=True))
     assert strict["quarantined_by_reason"] == {"extension_mismatch": 2} and strict["extension_mismatches"] == 0
+
+
+def test_a_jpeg_of_thousands_of_scans_and_a_format_outside_the_list_are_refused_before_decoding():
+    from medmo_pipeline.data.image_limits import IMAGE_FORMATS, ImageError, ImageLimits
+    from medmo_pipeline.data.images import inspect_image
+
+    bomb = jpeg_scan_bomb()  # 5,000 scans: 6 s of PIL's decode on this machine
+    for check in (inspect_image, model_image):
+        with pytest.raises(ImageError) as refused:
+            check(bomb)
+        assert refused.value.reason == "image_too_costly" and "5001 scans > 100" in refused.value.detail
+        with pytest.raises(ImageError) as refused:
+            check(icon_image())
+        assert refused.value.reason == "image_undecodable" and ", ".join(IMAGE_FORMATS) in refused.value.detail
+    # what encoders write passes: a progressive JPEG (6 scans for grey, 10 for colour) and the bomb's
+    # own layout below the limit
+    colour = Image.open(io.BytesIO(plain_png(64, 48, 3, "RGB")))
+    for image in (colour, colour.convert("L")):
+        assert inspect_image(_save(image, "JPEG", progressive=True)) == (64, 48, "JPEG")
+    assert inspect_image(jpeg_scan_bomb(1024, 98)) == (1024, 1024, "JPEG")
+    with pytest.raises(ImageError, match="image_too_costly"):
+        inspect_image(jpeg_scan_bomb(1024, 98), ImageLimits(max_jpeg_scans=50))

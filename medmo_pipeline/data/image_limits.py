@@ -9,6 +9,9 @@ force while a source is curated, so that adapters need no extra argument.
 
 from __future__ import annotations
 
+import io
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +23,11 @@ from PIL import Image
 # file over these fails PIL's decode, so curation refuses it with the same bounds.
 MAX_TEXT_CHUNK = 1 << 20
 MAX_TEXT_MEMORY = 64 << 20
+# The formats an image file is opened as: what the datasets publish and the adapters write. PIL
+# knows some forty more, each its own decoder; a file in any other is refused, not handed to it.
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP")
+_JPEG_START, _JPEG_SCAN = b"\xff\xd8\xff", b"\xff\xda"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class ImageError(ValueError):
@@ -39,6 +47,9 @@ class ImageLimits:
     max_pixels: int = 64_000_000  # e.g. 8000 x 8000; whole-slide images must be tiled beforehand
     min_side: int = 8
     max_aspect_ratio: float = 50.0
+    # A progressive JPEG decodes the whole image once per scan, and a scan can take a few bytes:
+    # encoders write 6-10 (a dozen or two when they optimise the script)
+    max_jpeg_scans: int = 100
     # PNG is verified from its structure (every chunk's CRC, the pixel stream inflated within its
     # declared size, see ``verify_png``) unless this asks for a full PIL decode, as other formats get
     decode_png: bool = False
@@ -66,6 +77,45 @@ def using_limits(limits: ImageLimits) -> Iterator[ImageLimits]:
         yield limits
     finally:
         _IN_FORCE.reset(token)
+
+
+def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
+    """``data`` opened lazily (nothing decoded yet) as one of ``IMAGE_FORMATS``, once its decode is
+    known to be within ``limits``: the size its header declares (PIL's bomb check, then ours) and,
+    for a JPEG, its number of scans. Raises ImageError, its detail starting with ``what``."""
+    check_jpeg_scans(data, limits, what)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageError("image_too_large", f"{what} {error}".strip()) from None
+        except Image.UnidentifiedImageError:
+            raise ImageError("image_undecodable", f"{what} not an image in a format read here "
+                                                  f"({', '.join(IMAGE_FORMATS)})".strip()) from None
+        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
+            raise ImageError("image_undecodable",
+                             without_address(f"{what} {type(error).__name__}: {error}".strip())) from None
+    check_pixels(*image.size, limits, what=f"{what} header".strip())  # the first frame: what is decoded
+    return image
+
+
+def check_jpeg_scans(data: bytes, limits: ImageLimits, what: str = "") -> None:
+    """Refuse a JPEG with more than ``limits.max_jpeg_scans`` scans before it is decoded: a few
+    hundred KB of nearly empty scans would cost minutes. Scans are counted as SOS markers in the
+    raw bytes (entropy-coded data never holds one; an embedded thumbnail's scans count too)."""
+    if bytes(data[:3]) != _JPEG_START:
+        return
+    scans = (data if isinstance(data, bytes) else bytes(data)).count(_JPEG_SCAN)
+    if scans > limits.max_jpeg_scans:
+        raise ImageError("image_too_costly", f"{what} JPEG of {scans} scans > {limits.max_jpeg_scans}: "
+                                             f"each scan decodes the whole image again".strip())
+
+
+def without_address(message: str) -> str:
+    """``message`` without the memory addresses PIL puts in it ("<_io.BytesIO object at 0x7f...>"),
+    so that a quarantine table is the same on every run."""
+    return _ADDRESS.sub("", message)
 
 
 def check_pixels(width: int, height: int, limits: ImageLimits, frames: int = 1, what: str = "header") -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import struct
 import warnings
 import zlib
@@ -28,11 +27,14 @@ from PIL import Image
 
 from medmo_pipeline.data.dicom import is_dicom, read_dicom
 from medmo_pipeline.data.image_limits import (
+    IMAGE_FORMATS,
     MAX_TEXT_CHUNK,
     MAX_TEXT_MEMORY,
     ImageError,
     ImageLimits,
     check_pixels,
+    open_image,
+    without_address,
 )
 from medmo_pipeline.data.pixels import (  # noqa: F401 - the adapters' conversions, re-exported
     EXIF_ORIENTATION,
@@ -61,7 +63,6 @@ WHOLE_INFLATE_LIMIT = 1 << 24  # larger pixel streams are inflated in pieces, ne
 _U32 = struct.Struct(">I")
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _IEND_CHUNK = b"\x00\x00\x00\x00IEND" + struct.pack(">I", zlib.crc32(b"IEND"))  # length 0, type, CRC
 # The extensions of each format, to settle the usual "the name says what the content is" at once.
 _SUFFIXES = {fmt: tuple(suffix for suffix, of in EXTENSION_FORMATS.items() if of == fmt)
@@ -241,21 +242,14 @@ def whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected:
 
 def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
     """Decode ``data`` fully with PIL (header size checked first): (width, height, format)."""
+    image = open_image(data, limits)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError("image_too_large", str(error)) from None
-        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
-            raise ImageError("image_undecodable", _without_address(f"{type(error).__name__}: {error}")) from None
-        width, height = image.size
-        check_pixels(width, height, limits)
         try:
             image.load()
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             reason = "image_truncated" if _looks_truncated(error) else "image_undecodable"
-            raise ImageError(reason, _without_address(f"{type(error).__name__}: {error}")) from None
+            raise ImageError(reason, without_address(f"{type(error).__name__}: {error}")) from None
     width, height = _oriented(image)
     return width, height, image.format or ""
 
@@ -270,18 +264,12 @@ def _oriented(image: Image.Image) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
-def _without_address(message: str) -> str:
-    """``message`` without the memory addresses PIL puts in it ("<_io.BytesIO object at 0x7f...>"),
-    so that the quarantine table is the same on every run."""
-    return _ADDRESS.sub("", message)
-
-
 def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header only; (0, 0) when the header is unreadable (curation decides)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _oriented(Image.open(io.BytesIO(data)))
+            return _oriented(Image.open(io.BytesIO(data), formats=IMAGE_FORMATS))
     except Exception:  # noqa: BLE001 - any unreadable header means "unknown size" here
         return 0, 0
 

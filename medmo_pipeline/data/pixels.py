@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from medmo_pipeline.data.dicom import read_dicom
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels, limits_in_force
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits, limits_in_force, open_image
 
 PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
 PERCENTILES = (0.5, 99.5)  # the window of an image without one: robust to a few hot or dead pixels
@@ -85,7 +85,7 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
     percentile window. The header's size is checked first; a failure gives a ``failed_entry``.
     """
     try:
-        image = _open(data, limits or limits_in_force(), path)
+        image = open_image(data, limits or limits_in_force(), path)
         with image:
             raw = np.asarray(image)
     except ImageError as error:
@@ -169,7 +169,7 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
     """Image bytes decoded once, with the EXIF orientation applied, and whether they are already what
     the model sees as they are: an 8-bit greyscale or RGB PNG or JPEG without an EXIF rotation, which
     any 8-bit reader decodes to ``model_image``'s pixels. Raises ImageError (never anything else)."""
-    image = _open(data, limits or ImageLimits(), path)
+    image = open_image(data, limits or ImageLimits(), path)
     with _undecodable_as_image_error(path):
         plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB")
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
@@ -191,18 +191,6 @@ def _undecodable_as_image_error(path: str):
         raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
 
 
-def _open(data: bytes, limits: ImageLimits, path: str) -> Image.Image:
-    """A lazily opened image whose declared size is within the limits (nothing decoded yet)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError("image_too_large", f"{path} {error}".strip()) from None
-        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
-            raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
-    check_pixels(*image.size, limits, what=f"{path} header".strip())  # the first frame: what is decoded
-    return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -5,16 +5,13 @@ exclusive)."""
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels, limits_in_force
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits, limits_in_force, open_image
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.pixels import failed_entry
 from medmo_pipeline.safe_paths import safe_join
@@ -104,14 +101,8 @@ def boxes_of_ids(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     """The instance-id plane of a mask, its size checked from the header before decoding."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(mask_bytes))
-        except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
-            raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
+    image = open_image(mask_bytes, limits, "mask")
     with image:
-        check_pixels(*image.size, limits, what="mask header")
         try:
             mask = np.asarray(image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data

@@ -20,7 +20,6 @@ from medmo_pipeline.data.curation.columns import RECORD, UNIT, as_array, regroup
 from medmo_pipeline.data.curation.rules import normalise_question
 
 
-
 def build_eval_index(rows: Iterable[dict], *, question_tasks: Iterable[str] = ("text_qa", "instruction")) -> set[str]:
     """The decontamination index of evaluation rows: every image sha256, plus the normalised
     question of text items (rows without images, of tasks in ``question_tasks``).

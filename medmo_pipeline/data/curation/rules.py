@@ -49,6 +49,7 @@ REASONS = {
     "image_truncated": "the image data ends early",
     "image_undecodable": "not an image format PIL can decode",
     "image_too_large": "more pixels than ImageLimits.max_pixels (checked from the header)",
+    "image_too_costly": "a decode costing far more than its pixels: a JPEG of more scans than ImageLimits.max_jpeg_scans",
     "image_too_small": "a side shorter than ImageLimits.min_side",
     "image_aspect_ratio": "more elongated than ImageLimits.max_aspect_ratio",
     "image_size_mismatch": "declared width/height differ from the decoded image",

@@ -153,7 +153,7 @@ def _uid(text: str) -> bytes:
     return raw + b"\x00" * (len(raw) % 2)
 
 
-def _image_elements(rows: int, columns: int, frames: int = 1) -> bytes:
+def _image_elements(rows: int, columns: int, frames: int = 1, bits: int = 16) -> bytes:
     elements = [
         _element(0x0008, 0x0016, b"UI", _uid("1.2.840.10008.5.1.4.1.1.7")),
         _element(0x0008, 0x0018, b"UI", _uid("1.2.3.4")),
@@ -165,9 +165,9 @@ def _image_elements(rows: int, columns: int, frames: int = 1) -> bytes:
     elements += [
         _element(0x0028, 0x0010, b"US", struct.pack("<H", rows)),
         _element(0x0028, 0x0011, b"US", struct.pack("<H", columns)),
-        _element(0x0028, 0x0100, b"US", struct.pack("<H", 16)),
-        _element(0x0028, 0x0101, b"US", struct.pack("<H", 16)),
-        _element(0x0028, 0x0102, b"US", struct.pack("<H", 15)),
+        _element(0x0028, 0x0100, b"US", struct.pack("<H", bits)),
+        _element(0x0028, 0x0101, b"US", struct.pack("<H", bits)),
+        _element(0x0028, 0x0102, b"US", struct.pack("<H", bits - 1)),
         _element(0x0028, 0x0103, b"US", struct.pack("<H", 0)),
     ]
     return b"".join(elements)
@@ -193,6 +193,17 @@ def many_frames_dicom(frames: int = 1000, side: int = 512) -> bytes:
     """An explicit-VR DICOM declaring ``frames`` frames of side x side pixels, holding a few bytes."""
     dataset = _image_elements(side, side, frames) + _element(0x7FE0, 0x0010, b"OW", bytes(16))
     return _dicom_file("1.2.840.10008.1.2.1", dataset)
+
+
+def jpeg_dicom(jpeg: bytes, side: int) -> bytes:
+    """A DICOM of the JPEG baseline transfer syntax (as the RSNA pneumonia set ships) whose one frame
+    is ``jpeg``, 8-bit greyscale of ``side`` x ``side``."""
+    fragment = jpeg + b"\x00" * (len(jpeg) % 2)
+    pixel_data = (struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\x00\x00" + struct.pack("<I", 0xFFFFFFFF)
+                  + struct.pack("<HHI", 0xFFFE, 0xE000, 0)  # an empty basic offset table
+                  + struct.pack("<HHI", 0xFFFE, 0xE000, len(fragment)) + fragment
+                  + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    return _dicom_file("1.2.840.10008.1.2.4.50", _image_elements(side, side, bits=8) + pixel_data)
 
 
 def instance_mask(side: int = 1024, instances: int = 65535, seed: int = 0) -> bytes:

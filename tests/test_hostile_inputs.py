@@ -27,6 +27,7 @@ from hostile_files import (
     huge_tiff,
     icon_image,
     instance_mask,
+    jpeg_dicom,
     jpeg_scan_bomb,
     many_frames_dicom,
     overflowing_idat_png,
@@ -86,6 +87,7 @@ HOSTILE_DICOM = {
     "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
     "frames.dcm": (many_frames_dicom, "image_too_large"),
     "garbage.dcm": (lambda: bytes(128) + b"DICM" + bytes(64), "image_undecodable"),
+    "scans.dcm": (lambda: jpeg_dicom(jpeg_scan_bomb(), 4096), "image_too_costly"),  # the JPEG bomb as a frame
 }
 
 
@@ -114,8 +116,10 @@ def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
     for name in ("CT_small.dcm", "MR_small.dcm"):
         (dicom / "ct").mkdir(parents=True, exist_ok=True)
         shutil.copy(get_testdata_files(name)[0], dicom / "ct" / name)
-    _write(dicom / "ct", {name: make for name, (make, _) in HOSTILE_DICOM.items()})
-    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 2)
+    _write(dicom / "ct", {"jpeg.dcm": lambda: jpeg_dicom(_save(Image.open(io.BytesIO(plain_png(64, 64, 8))), "JPEG",
+                                                              progressive=True), 64),
+                          **{name: make for name, (make, _) in HOSTILE_DICOM.items()}})
+    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 3)
 
     png16 = tmp / "png16"
     _write(png16 / "lesion", {"hu.png": twelve_bit_png, "big.png": huge_png16})

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_pixels
+from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_jpeg_scans, check_pixels
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 _META_START = 132  # 128-byte preamble + "DICM"
@@ -49,10 +49,25 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     check_pixels(columns, rows, limits, frames, what=name)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
+        _check_compressed_frame(dataset, frames, limits, name)
         pixels = pixel_array(dataset, index=frames // 2 if frames > 1 else None)
+    except ImageError:
+        raise
     except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
         raise ImageError("image_undecodable", f"{name}: {type(error).__name__}: {error}") from None
     return dataset, np.asarray(pixels)
+
+
+def _check_compressed_frame(dataset, frames: int, limits: ImageLimits, name: str) -> None:
+    """The decode cost of the frame to be decoded, where its pixels are a compressed stream: a JPEG
+    (the JPEG transfer syntaxes) is held to ``limits.max_jpeg_scans`` like a JPEG file."""
+    from pydicom.encaps import get_frame
+
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_encapsulated or "PixelData" not in dataset:
+        return
+    frame = get_frame(dataset.PixelData, frames // 2 if frames > 1 else 0, number_of_frames=frames)
+    check_jpeg_scans(frame, limits, f"{name}:")
 
 
 def _file_meta(data: bytes) -> tuple[str, int]:

@@ -143,7 +143,9 @@ def test_a_full_disk_names_the_shard_leaves_nothing_half_written_and_a_retry_com
     assert error.value.errno == errno.ENOSPC and isinstance(error.value, OSError)
     assert str(out / "part-00004.parquet") in str(error.value) and "No space left on device" in str(error.value)
     assert any(name.startswith(".part-00004.parquet.tmp-") for name in failed[0])  # it was half there
-    assert sorted(finished_files(out)) == [f"part-{i:05d}.parquet" for i in range(4)]  # no manifest
+    finished = sorted(finished_files(out))  # no manifest; the shard after it may be published beside it
+    assert finished[:4] == [f"part-{i:05d}.parquet" for i in range(4)] and "part-00004.parquet" not in finished
+    assert set(finished[4:]) <= {"part-00005.parquet"}
     assert_only_complete_shards(out, reference)
     assert not list(out.glob(".*")) and not list(tmp_path.glob("*quarantine*")) and not list(tmp_path.glob(".*"))
     before = finished_files(out)

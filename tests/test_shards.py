@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -82,25 +83,43 @@ def test_manifest_hash_is_canonical_and_tracks_content(rows, tmp_path):
     assert manifest_hash(write(rows, tmp_path / "c", source_revision="other")) != manifest_hash(manifest)
 
 
-def test_writer_streams_one_shard_at_a_time(rows, tmp_path):
+def _seen_while_streaming(rows, tmp_path, at: tuple[int, ...]) -> dict[int, set[str]]:
+    """The shards present (a temporary counts as the shard it becomes) when row ``at[i]`` is pulled."""
     seen = {}
 
     def source():
         for index, row in enumerate(rows):
-            if index in (SHARD_ROWS + 1, 2 * SHARD_ROWS):
-                seen[index] = visible(tmp_path)
+            if index in at:
+                seen[index] = {name.lstrip(".").split(".tmp-")[0] for name in visible(tmp_path)}
             yield row
 
-    def shards_named(names: list[str]) -> set[str]:  # a temporary counts as the shard it becomes
-        return {name.lstrip(".").split(".tmp-")[0] for name in names}
-
     write_shards(source(), tmp_path, shard_rows=SHARD_ROWS, source="synth_xray")
-    # While the second shard's rows are pulled, the first may still be in flight (its fsync runs on a
-    # background thread): nothing but its temporary or its final file is there.
-    assert shards_named(seen[SHARD_ROWS + 1]) <= {"part-00000.parquet"}
-    # Before the third shard's rows are pulled, the first is published and only the second is in flight.
+    return seen
+
+
+def _slow_publishing(monkeypatch) -> None:
+    """Each shard takes 0.3 s before it is encoded and written: what the writer waits for shows."""
+    publish = shards._publish_shard
+    monkeypatch.setattr(shards, "_publish_shard", lambda *args: time.sleep(0.3) or publish(*args))
+
+
+def test_writer_streams_at_most_two_shards_at_a_time(rows, tmp_path, monkeypatch):
+    _slow_publishing(monkeypatch)
+    seen = _seen_while_streaming(rows, tmp_path, (SHARD_ROWS + 1, 2 * SHARD_ROWS, 3 * SHARD_ROWS))
+    # The third shard's rows are pulled while the first two are still being published...
+    assert seen[SHARD_ROWS + 1] == set() and seen[2 * SHARD_ROWS] == set()
+    # ...and the fourth's only once the first is published: two shards in flight at most.
+    assert "part-00000.parquet" in seen[3 * SHARD_ROWS]
+    assert seen[3 * SHARD_ROWS] <= {"part-00000.parquet", "part-00001.parquet", "part-00002.parquet"}
+    assert list(iter_rows(tmp_path)) == rows
+
+
+def test_shards_larger_than_the_publishing_budget_go_one_at_a_time(rows, tmp_path, monkeypatch):
+    _slow_publishing(monkeypatch)
+    monkeypatch.setattr(shards, "PUBLISH_BYTES", 1)  # every shard holds more: one in flight
+    seen = _seen_while_streaming(rows, tmp_path, (2 * SHARD_ROWS,))
     assert "part-00000.parquet" in seen[2 * SHARD_ROWS]
-    assert shards_named(seen[2 * SHARD_ROWS]) <= {"part-00000.parquet", "part-00001.parquet"}
+    assert seen[2 * SHARD_ROWS] <= {"part-00000.parquet", "part-00001.parquet"}
 
 
 def test_verify_accepts_a_clean_directory(rows, tmp_path):
@@ -160,12 +179,11 @@ def test_a_failing_row_source_leaves_only_complete_shards_and_no_manifest(rows, 
 
 
 def test_a_crash_while_writing_a_shard_leaves_no_partial_file(rows, tmp_path, monkeypatch):
-    calls, during = [], []
+    during = []
     real_fsync = os.fsync
 
     def failing_fsync(fd):
-        calls.append(fd)
-        if len(calls) == 3:  # shard 0's file, its directory, then shard 1's file
+        if ".part-00001.parquet.tmp" in os.readlink(f"/proc/self/fd/{fd}"):
             # Shard 1's bytes are written by now, yet only under a hidden temporary name.
             during.extend(visible(tmp_path))
             raise OSError("disk full")
@@ -174,9 +192,12 @@ def test_a_crash_while_writing_a_shard_leaves_no_partial_file(rows, tmp_path, mo
     monkeypatch.setattr(shards.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         write(rows, tmp_path)
-    assert [name for name in during if not name.startswith(".")] == ["part-00000.parquet"]
-    assert any(name.startswith(".part-00001.parquet") for name in during)
-    assert visible(tmp_path) == ["part-00000.parquet"]
+    assert "part-00001.parquet" not in during and any(name.startswith(".part-00001.parquet") for name in during)
+    left = visible(tmp_path)  # the shards published beside it stay, complete; no temporary is left
+    assert "part-00000.parquet" in left and "part-00001.parquet" not in left and "manifest.json" not in left
+    assert not [name for name in left if name.startswith(".")]
+    for name in left:
+        pq.read_table(tmp_path / name)
 
 
 def test_rewriting_a_directory_drops_stale_shards(rows, tmp_path):

@@ -7,8 +7,9 @@ Layout of a shard directory::
 
 Writes are atomic per file: bytes go to a hidden temporary name in the same directory, are fsynced,
 then ``os.replace``d onto the final name, so a reader never sees half a shard, and a manifest only
-exists once every shard it lists is in place. The fsync and rename of a shard run on a background
-thread while the next shard is built (one shard in flight at a time, published in order).
+exists once every shard it lists is in place. A shard is encoded, fsynced and renamed on a
+background thread while the next one is built: two shards in flight at a time when together they
+hold at most ``PUBLISH_BYTES``, one otherwise.
 
 Bytes are deterministic for a given pyarrow version: fixed compression, no timestamps (Parquet's
 ``created_by`` names only the writer library version), statistics only on the small string columns
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
@@ -44,6 +46,10 @@ COMPRESSION_LEVEL = 3
 STATISTICS_COLUMNS = ["id", "source", "split", "task", "modality"]
 READ_BATCH_ROWS = 256
 TEMPORARY_GLOB = ".*.tmp-*"  # what ``_write_atomic`` leaves behind when its process is killed
+# Two shards are published side by side while they hold this much together (the paper's 20,000-row
+# shards of full-size images hold gigabytes: one at a time): the caller goes on building the next
+# shard, and its image checks keep running, instead of waiting for a busy encoder.
+PUBLISH_BYTES = 256 << 20
 
 
 class ShardWriteError(OSError):
@@ -101,11 +107,12 @@ def write_tables(
     Streams: rows are cut into shards as they come, and each shard is serialised as one contiguous
     table, so the bytes depend only on the rows, not on how they were batched. While a shard is
     serialised, hashed, fsynced and renamed into place on a background thread (Arrow's encoder and
-    the hash run without the GIL), the next shard is being built: at most one shard is in flight
-    and one pending. Rewriting a directory first removes its manifest (so it
-    never describes a half-rewritten directory) and leftover temporaries, keeps shards whose bytes
-    are already right (see the module doc) and, at the end, removes shards the new manifest does not
-    list. A failed write raises ShardWriteError naming the file; shards already published stay.
+    the hash run without the GIL), the next shard is being built: at most two shards are in flight
+    (one when they are large, see ``_Publisher``) and one pending. Rewriting a directory first
+    removes its manifest (so it never describes a half-rewritten directory) and leftover
+    temporaries, keeps shards whose bytes are already right (see the module doc) and, at the end,
+    removes shards the new manifest does not list. A failed write raises ShardWriteError naming the
+    file; shards already published stay (with two in flight, that can include the one after it).
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
@@ -158,31 +165,37 @@ def write_tables(
 
 
 class _Publisher:
-    """Publishes shards with ``_publish_shard`` on one background thread, one shard at a time, and
-    keeps their manifest entries in order (``entries``).
+    """Publishes shards with ``_publish_shard`` on background threads and keeps their manifest
+    entries in order (``entries``).
 
     Encoding a shard runs in Arrow without the GIL and its fsync is mostly waiting for the disk;
-    meanwhile the caller builds the next shard. ``submit`` first waits for the shard before (so at
-    most one is in flight, and files appear in order) and raises its error, if it had one; leaving
-    the ``with`` block waits for the last one, so nothing is still being written once the writer
-    returns or raises.
+    meanwhile the caller builds the next shard. ``submit`` first waits for the oldest shard in
+    flight (and raises its error, if it had one) while two are in flight, or while the new one and
+    those in flight would hold more than ``PUBLISH_BYTES``; leaving the ``with`` block waits for
+    all of them, so nothing is still being written once the writer returns or raises.
     """
 
     def __init__(self):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-publish")
-        self.in_flight: Future | None = None
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-publish")
+        self.in_flight: deque[tuple[Future, int]] = deque()  # (publication, bytes held), oldest first
         self.entries: list[dict] = []
         self.submitted = 0
 
     def submit(self, path: Path, table: pa.Table) -> None:
-        self.wait()
-        self.in_flight = self.pool.submit(_publish_shard, path, table)
+        size = table.nbytes
+        while self.in_flight and (len(self.in_flight) == 2
+                                  or size + sum(held for _, held in self.in_flight) > PUBLISH_BYTES):
+            self._finish_oldest()
+        self.in_flight.append((self.pool.submit(_publish_shard, path, table), size))
         self.submitted += 1
 
     def wait(self) -> None:
-        done, self.in_flight = self.in_flight, None
-        if done is not None:
-            self.entries.append(done.result())
+        while self.in_flight:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        publication, _ = self.in_flight.popleft()
+        self.entries.append(publication.result())
 
     def __enter__(self) -> Self:
         return self

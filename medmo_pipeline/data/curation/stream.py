@@ -15,8 +15,8 @@ Batch by batch, each row decided in input order:
    normalised first question is in it, is dropped and counted (see ``keys.build_eval_index``).
 4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded)
    -> dropped and counted.
-5. **write** the kept rows with ``shards.write_tables`` (one shard of rows in memory at a time, the
-   previous one being fsynced in the background).
+5. **write** the kept rows with ``shards.write_tables`` (one shard of rows gathered at a time, the
+   previous one or two being encoded and fsynced in the background).
    Every step is deterministic, so re-running a killed or failed curation into the same directory
    rewrites only the shards that are missing (the writer keeps files whose bytes already match).
 

@@ -25,8 +25,9 @@ from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 
 # Where the shipped recipes and registries live (a data folder inside the package).
 SHIPPED_DIR = Path(__file__).parent / "recipes"
-# A registry is a few thousand YAML nodes; aliases may not expand one beyond this (see safe_yaml).
-REGISTRY_MAX_NODES = 1_000_000
+# A registry is a few thousand YAML nodes (the shipped sources: 2,847); one may hold, or its aliases
+# expand it to, at most this many (see safe_yaml).
+REGISTRY_MAX_NODES = 100_000
 
 
 class Strict(BaseModel):

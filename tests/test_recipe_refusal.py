@@ -103,6 +103,21 @@ def test_a_self_referencing_alias_and_deep_nesting_are_refused(tmp_path):
         load_recipe(path)
 
 
+def test_a_large_flat_recipe_is_refused_by_its_size_or_while_it_is_read(tmp_path):
+    from medmo_pipeline.safe_yaml import BYTES_PER_NODE
+
+    text = (config.RECIPES_DIR / "embedded.yaml").read_text()
+    numbers = ", ".join(["1"] * 300_000)  # no alias: 600 KB and 300,000 nodes (67 s and 2.3 GB at 3M)
+    path = tmp_path / "flat.yaml"
+    path.write_text(text + f"padding: [{numbers}]\n")
+    with _cpu_seconds_limit(3.0), pytest.raises(RecipeError, match=rf"flat.yaml.*holds more than {MAX_RECIPE_NODES} nodes"):
+        load_recipe(path)
+    path = tmp_path / "huge.yaml"
+    path.write_text(text + "#" * (MAX_RECIPE_NODES * BYTES_PER_NODE))
+    with _cpu_seconds_limit(1.0), pytest.raises(RecipeError, match=r"huge.yaml.* bytes, more than"):
+        load_recipe(path)
+
+
 def test_a_misspelled_reward_names_the_field(tmp_path):
     message = _refused(tmp_path, lambda d: d["rl"]["rewards"].update({"bxo": {"weight": 1.0}}))
     assert "recipe.yaml" in message and "rl.rewards.bxo: unknown reward 'bxo'" in message

@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-
 BYTES_PER_NODE = 64  # far more than any recipe or registry holds per node (about 18)
 
 

@@ -191,8 +191,6 @@ def _undecodable_as_image_error(path: str):
         raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
 
 
-
-
 def _to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB: high bit depths windowed by percentiles, alpha composited over black."""
     if image.mode in _HIGH_DEPTH_MODES:

@@ -47,7 +47,7 @@ REASONS = {
     "image_missing": "no image bytes (file not found), or an image task without an image",
     "image_empty": "a zero-byte image",
     "image_truncated": "the image data ends early",
-    "image_undecodable": "not an image format PIL can decode",
+    "image_undecodable": "not an image in one of the formats read (image_limits.IMAGE_FORMATS), or one its decoder rejects",
     "image_too_large": "more pixels than ImageLimits.max_pixels (checked from the header)",
     "image_too_costly": "a decode costing far more than its pixels: a JPEG of more scans than ImageLimits.max_jpeg_scans",
     "image_too_small": "a side shorter than ImageLimits.min_side",

@@ -1,12 +1,16 @@
-"""Joining paths read from data files onto a dataset root, without ever leaving that root.
+"""Joining paths read from data files onto a dataset root, without ever leaving that root, and
+reading the files they name within a size.
 
 Dataset annotations name their images by relative path; a hostile or broken file could name
 ``../../etc/passwd``, an absolute path, or a symlink pointing out of the mirror. ``safe_join`` is the
-only way adapters turn such a name into a ``Path``.
+only way adapters turn such a name into a ``Path``. A file read whole (an image, a report, a label
+file) is read with ``read_bounded``: a 2 GB file (a sparse one costs nothing on disk) named
+``lesion.png`` is refused from its declared size, not read into memory.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
@@ -24,6 +28,28 @@ def _relative_parts(text: str, what: str) -> tuple[str, ...]:
     if ".." in parts:
         raise UnsafePathError(f"{what} {text!r} climbs out of the dataset root with '..'")
     return parts
+
+
+class FileTooLarge(ValueError):
+    """A file larger than its kind of file may be; nothing of it was kept in memory."""
+
+    def __init__(self, what: str, size: int, limit: int):
+        super().__init__(f"{what} holds {size} bytes, over the {limit} bytes a file of its kind may hold")
+        self.size, self.limit = size, limit
+
+
+def read_bounded(path: Path, limit: int, what: str = "") -> bytes:
+    """``path``'s bytes, or FileTooLarge (naming ``what``, the path by default) when the file system
+    declares more than ``limit`` bytes, or more arrive while reading (a file that grows)."""
+    what = what or str(path)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise FileTooLarge(what, size, limit)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(what, len(data), limit)
+    return data
 
 
 def check_relative(text: str) -> None:

@@ -3,20 +3,29 @@
 Line-based formats (JSONL, CSV/TSV) are read line by line through ``BoundedLines``: a line longer
 than ``MAX_LINE`` is refused (naming the file and line) once that many characters are read, and a
 run of whitespace of any length is skipped in bounded pieces, so memory stays bounded whatever the
-file holds. Formats read whole (a JSON list) are refused over ``MAX_WHOLE_FILE`` from the size the
-file system declares, before any byte is read; nesting too deep for the parser is named too.
+file holds. A JSON file of records (a list, a list or object under a key, an object of records by
+id) is read record by record (``json_items``): the file a piece at a time, each record decoded by
+json's own scanner and at most ``MAX_LINE`` characters long, so memory is one record's, not the
+file's (a 150 MB list of empty objects took over 1 GB parsed whole). ``load_json`` parses a small
+file whole, refused over a size from the size the file system declares, before any byte is read.
+Nesting too deep for the parser is named too.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 MAX_LINE = 16 << 20  # characters of one JSONL / CSV line: far beyond any real record
 MAX_WHOLE_FILE = 512 << 20  # bytes of a JSON file parsed whole (its objects take several times that)
+# Bytes of a file holding one record's text (a report, a caption sidecar, a YOLO label file, one
+# image's box JSON), read whole: one line's bound is plenty
+MAX_RECORD_FILE = MAX_LINE
 
 
 class AnnotationError(ValueError):
@@ -84,6 +93,140 @@ def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[dict]:
         except csv.Error as error:
             raise AnnotationError(f"{lines.name}: line {lines.number}: {error}") from None
         yield record
+
+
+READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+_NUMBER_GOES_ON = re.compile(r"[0-9eE.+-]*")  # what is left of the text after a number that may be its rest
+
+
+def json_items(path: Path, name: str, key: str = "", max_record: int = MAX_LINE, *,
+               required: bool = True) -> Iterator[tuple[int | str, Any]]:
+    """The records of a JSON file, one at a time: ``(index, record)`` for the items of a list,
+    ``(key, record)`` for the members of an object; the file's top-level value, or the value under
+    ``key`` of its top-level object (the other members are stepped over record by record).
+
+    Bytes that are not UTF-8 are kept as surrogates (curation quarantines the record holding
+    them). A record longer than ``max_record`` characters, text that is not JSON, nesting too deep,
+    or no ``key`` (unless not ``required``: no records then) raise AnnotationError naming ``name``
+    and the line."""
+    with open(path, "rb") as handle:
+        reader = _JsonReader(handle, name, max_record)
+        if key:
+            reader.take("{", f"at the start: the records are under {key!r} of a JSON object")
+            if not reader.find(key):
+                if not required:
+                    return
+                raise AnnotationError(f"{name}: the top-level object has no member {key!r}")
+        yield from reader.items()
+
+
+class _JsonReader:
+    """A JSON text read a piece at a time: ``text[at:]`` is what is read and not yet taken."""
+
+    def __init__(self, handle: IO[bytes], name: str, max_record: int):
+        self.handle, self.name, self.max_record = handle, name, max_record
+        self.decode = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape").decode
+        self.text, self.at, self.lines, self.ended = "", 0, 0, False  # lines: those dropped with taken text
+
+    def items(self) -> Iterator[tuple[int | str, Any]]:
+        """The members of the list or object that starts here."""
+        opening = self.peek()
+        if opening not in ("[", "{"):
+            raise self.error(f"the records are not a JSON list or object (they start with {opening or 'nothing'!r})")
+        closing, index = "]" if opening == "[" else "}", 0
+        self.at += 1
+        if self.peek() == closing:
+            self.at += 1
+            return
+        while True:
+            if opening == "[":
+                yield index, self.value(f"record {index}")
+            else:
+                member = self.member_name()
+                yield member, self.value(f"record {member[:80]!r}")
+            following = self.peek()
+            self.at += 1
+            if following == closing:
+                return
+            if following != ",":
+                raise self.error(f"expected ',' or {closing!r} after record {index}")
+            index += 1
+
+    def find(self, key: str) -> bool:
+        """Step over the members of the object being read up to ``key``'s value; False at its end."""
+        if self.peek() == "}":
+            return False
+        while True:
+            if self.member_name() == key:
+                return True
+            if self.peek() in ("[", "{"):
+                for _ in self.items():  # a large member is stepped over a record at a time
+                    pass
+            else:
+                self.value("a member's value")
+            following = self.peek()
+            self.at += 1
+            if following != ",":
+                return False
+
+    def member_name(self) -> str:
+        member = self.value("a member name")
+        if not isinstance(member, str):
+            raise self.error("a member name is not a string")
+        self.take(":", f"after the member name {member[:80]!r}")
+        return member
+
+    def value(self, what: str) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.at)
+            except json.JSONDecodeError as error:
+                cut = error.pos >= len(self.text) - 12 or error.msg.startswith("Unterminated string")
+                if cut and self._read_more(what):  # the value may go on past what is read
+                    continue
+                raise self.error(f"{what} is not JSON ({error.msg})", error.pos) from None
+            except RecursionError:
+                raise self.error(f"{what} is nested too deeply to parse") from None
+            if type(value) in (int, float) and _NUMBER_GOES_ON.fullmatch(self.text, end) and self._read_more(what):
+                continue  # "1" of "1.5e3" cut after the 1, or after "1.": the number may go on
+            self.at = end
+            return value
+
+    def take(self, char: str, where: str) -> None:
+        if self.peek() != char:
+            raise self.error(f"expected {char!r} {where}")
+        self.at += 1
+
+    def peek(self) -> str:
+        """The next character that is not JSON whitespace ('' at the end), whitespace of any length
+        skipped a piece at a time."""
+        while True:
+            self.at = _SPACE.match(self.text, self.at).end()
+            if self.at < len(self.text):
+                return self.text[self.at]
+            if not self._read_more("whitespace"):
+                return ""
+
+    def _read_more(self, what: str) -> bool:
+        """Read on (at least as much again as is pending, so a long record is decoded a few times at
+        most); False at the end of the file. The text taken already is dropped."""
+        if self.ended:
+            return False
+        pending = len(self.text) - self.at
+        if pending > self.max_record:
+            raise self.error(f"{what} is longer than {self.max_record} characters")
+        data = self.handle.read(max(READ_PIECE, pending))
+        self.ended = not data
+        self.lines += self.text.count("\n", 0, self.at)
+        self.text, self.at = self.text[self.at:] + self.decode(data, final=self.ended), 0
+        return True
+
+    def error(self, problem: str, position: int | None = None) -> AnnotationError:
+        line = self.lines + self.text.count("\n", 0, self.at if position is None else position) + 1
+        return AnnotationError(f"{self.name}: line {line}: {problem}")
 
 
 def load_json(path: Path, name: str, max_bytes: int = MAX_WHOLE_FILE) -> Any:

@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
+
+from medmo_pipeline.safe_paths import FileTooLarge, read_bounded
 
 # What PIL itself accepts in one PNG text or ICC chunk (stored or inflated) and in all of them: a
 # file over these fails PIL's decode, so curation refuses it with the same bounds.
@@ -50,6 +53,9 @@ class ImageLimits:
     # A progressive JPEG decodes the whole image once per scan, and a scan can take a few bytes:
     # encoders write 6-10 (a dozen or two when they optimise the script)
     max_jpeg_scans: int = 100
+    # Bytes of one image file, from its declared size before it is read: an uncompressed 16-bit
+    # image of max_pixels, or an 8-bit RGB one, fits; a file beyond is no image within the budget
+    max_file_bytes: int = 256 << 20
     # PNG is verified from its structure (every chunk's CRC, the pixel stream inflated within its
     # declared size, see ``verify_png``) unless this asks for a full PIL decode, as other formats get
     decode_png: bool = False
@@ -62,6 +68,15 @@ class ImageLimits:
 
 
 _IN_FORCE: ContextVar[ImageLimits] = ContextVar("image_limits", default=ImageLimits())
+
+
+def read_image_file(path: Path, what: str, limits: ImageLimits | None = None) -> bytes:
+    """An image file's bytes; ImageError ``file_too_large`` when the file system declares more than
+    ``max_file_bytes`` (of ``limits``, else of the limits in force), before anything is read."""
+    try:
+        return read_bounded(path, (limits or limits_in_force()).max_file_bytes, what)
+    except FileTooLarge as error:
+        raise ImageError("file_too_large", str(error)) from None
 
 
 def limits_in_force() -> ImageLimits:

@@ -20,6 +20,7 @@ ROW_REASONS = {
     "missing_field": "a field the layout requires is absent or empty",
     "malformed_record": "a record that does not parse, or has a value of the wrong type",
     "unreadable_file": "a file the record names cannot be read",
+    "file_too_large": "a file the record names is larger than its kind of file may be (its declared size, before reading)",
 }
 # Why an adapter or curation leaves a row out on purpose.
 FILTER_REASONS = {

@@ -26,7 +26,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from medmo_pipeline.data.dicom import read_dicom
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, limits_in_force, open_image
+from medmo_pipeline.data.image_limits import (
+    ImageError,
+    ImageLimits,
+    limits_in_force,
+    open_image,
+    read_image_file,
+)
 
 PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
 PERCENTILES = (0.5, 99.5)  # the window of an image without one: robust to a few hot or dead pixels
@@ -107,7 +113,7 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
 
     limits = limits or limits_in_force()
     try:
-        data = source if isinstance(source, bytes) else _read_bounded(Path(source), limits, path)
+        data = source if isinstance(source, bytes) else read_image_file(Path(source), path or str(source), limits)
         dataset, pixels = read_dicom(data, limits, path)
     except ImageError as error:
         return failed_entry(error, path)
@@ -128,14 +134,6 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return png_entry(out, path)
-
-
-def _read_bounded(path: Path, limits: ImageLimits, name: str) -> bytes:
-    """A file's bytes, unless its size alone says it holds more than the budget (16 bits a pixel)."""
-    size = path.stat().st_size
-    if size > limits.max_inflated_bytes * 4:  # room for multi-sample and 32-bit data
-        raise ImageError("image_too_large", f"DICOM {name}: {size} bytes is beyond the pixel budget")
-    return path.read_bytes()
 
 
 def _dicom_window(dataset) -> tuple[float, float] | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 
-from .common import AdapterOptions, guarded, limited, load_image, rows_only, validated
+from .common import AdapterOptions, guarded, limited, load_image, record_file_text, rows_only, validated
 from .grounding import grounding_rows, xywh_to_xyxy
 from .records import layout_path
 
@@ -27,7 +27,8 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
     folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}", refuse_outside=False)]
 
     def convert(_, folder: Path) -> list[dict]:
-        items = json.loads(safe_join(base, f"{folder.name}/{options.boxes_file}").read_bytes().decode("utf-8"))
+        name = f"{folder.name}/{options.boxes_file}"
+        items = json.loads(record_file_text(safe_join(base, name), f"{options.image_dir}/{name}"))
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise RowError("malformed_record", f"{folder.name}/{options.boxes_file} is not a list of objects")
         labelled = [(label, *xywh_to_xyxy(*_four(box))) for item in items for label, box in item.items()]

@@ -1,12 +1,16 @@
 """COCO detection JSON: ``images[{id, file_name, width, height}]``, ``annotations[{image_id,
-category_id, bbox: [x, y, w, h] in pixels, iscrowd}]``, ``categories[{id, name}]``."""
+category_id, bbox: [x, y, w, h] in pixels, iscrowd}]``, ``categories[{id, name}]``.
+
+The file is read three times, a record at a time (``annotations.json_items``): the categories,
+then the annotations (their boxes kept by image), then the images, each converted as it is read.
+Memory holds the boxes, not the file's whole object tree."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from medmo_pipeline.data.annotations import json_items
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -25,12 +29,12 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     path = safe_join(root, options.file)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        names = {category["id"]: category["name"] for category in data.get("categories", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        names = {category["id"]: category["name"]
+                 for _, category in json_items(path, options.file, "categories", required=False)}
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.file} is not a readable COCO file ({error})") from None
     boxes: dict = {}
-    for index, annotation in enumerate(data.get("annotations", [])):
+    for index, annotation in json_items(path, options.file, "annotations", required=False):
         try:
             if options.skip_crowd and annotation.get("iscrowd"):
                 continue
@@ -46,7 +50,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         entry = load_image(root, image["file_name"], options)
         return list(grounding_rows(str(image["id"]), entry, boxes[image["id"]], options))
 
-    yield from guarded(limited(iter(data.get("images", [])), options), options.file, convert)
+    images = (image for _, image in json_items(path, options.file, "images", required=False))
+    yield from guarded(limited(images, options), options.file, convert)
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,9 +24,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from medmo_pipeline.data.annotations import MAX_RECORD_FILE, BoundedLines, json_items
+from medmo_pipeline.data.image_limits import read_image_file
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
-from medmo_pipeline.safe_paths import UnsafePathError, check_relative, safe_join
+from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
 
 from .records import RecordFormat, SourceLayoutError, iter_records, layout_path
 
@@ -113,13 +114,24 @@ def other_part(key: str, options: AdapterOptions) -> bool:
     return held_out != (options.holdout_part == "heldout")
 
 
+def record_file_text(path: Path, what: str) -> str:
+    """A file holding one record's text (a report, a caption sidecar, a YOLO label file, one image's
+    box JSON), read whole: FileTooLarge (the record's ``file_too_large``) over ``MAX_RECORD_FILE``
+    bytes, before reading; UnicodeDecodeError (its ``invalid_utf8``) when it is not UTF-8."""
+    return read_bounded(path, MAX_RECORD_FILE, what).decode("utf-8")
+
+
 def _listed_ids(root: Path, file: str) -> set[str]:
-    """The ids a list file names: the keys of a JSON object, the items of a JSON list, or its lines."""
-    data = layout_path(root, file).read_bytes().decode("utf-8-sig")
-    try:
-        listed = json.loads(data)
-    except json.JSONDecodeError:
-        listed = data.splitlines()
+    """The ids a list file names: the keys of a JSON object, the items of a JSON list, or its lines
+    (read a record or a line at a time, within ``annotations``' bounds)."""
+    path = layout_path(root, file)
+    with open(path, "rb") as handle:
+        start = handle.read(64 << 10).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start in (b"[", b"{"):
+        listed = (key if isinstance(key, str) else item for key, item in json_items(path, file))
+    else:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
+            listed = [line.rstrip("\r\n") for line in BoundedLines(handle, file)]
     return {text(item) for item in listed} - {""}
 
 
@@ -172,6 +184,8 @@ def row_problem(error: Exception, file: str, where: str) -> RowQuarantined:
         reason, detail = error.reason, error.detail
     elif isinstance(error, UnsafePathError):
         reason, detail = "unsafe_path", str(error)
+    elif isinstance(error, FileTooLarge):
+        reason, detail = "file_too_large", str(error)
     elif isinstance(error, UnicodeError):
         reason, detail = "invalid_utf8", str(error)
     elif isinstance(error, OverflowError):
@@ -253,9 +267,10 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
         return {"bytes": None, "path": relative, "width": 0, "height": 0, "sha256": ""}
     if path.suffix.lower() in DICOM_SUFFIXES:
         return dicom_entry(path, default_window=window, path=relative)
+    data = read_image_file(path, relative)
     if png16_offset is not None:
-        return png16_entry(path.read_bytes(), offset=png16_offset, window=window, path=relative)
-    return image_entry(path.read_bytes(), relative)
+        return png16_entry(data, offset=png16_offset, window=window, path=relative)
+    return image_entry(data, relative)
 
 
 def replace_extension(value: str, extension: str) -> str:

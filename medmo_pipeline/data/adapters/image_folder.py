@@ -17,6 +17,7 @@ from .common import (
     limited,
     load_image,
     make_row,
+    record_file_text,
     rows_only,
     text,
     turn,
@@ -50,7 +51,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                            window=options.default_window)
         if options.text_from == "sidecar":
             sidecar = path.with_suffix(".txt")
-            label = text(sidecar.read_bytes().decode("utf-8")) if sidecar.is_file() else ""
+            label = text(record_file_text(sidecar, relative.rsplit(".", 1)[0] + ".txt")) if sidecar.is_file() else ""
         else:
             label = path.parent.name.replace("_", " ")
         task = "caption" if options.text_from == "sidecar" else "vqa"

@@ -11,7 +11,13 @@ from typing import Literal
 
 import numpy as np
 
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, limits_in_force, open_image
+from medmo_pipeline.data.image_limits import (
+    ImageError,
+    ImageLimits,
+    limits_in_force,
+    open_image,
+    read_image_file,
+)
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.data.pixels import failed_entry
 from medmo_pipeline.safe_paths import safe_join
@@ -60,7 +66,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir, where)]
         entry = load_image(root, image_path.name, options)
         try:
-            boxes = [(options.label, *box) for box in instance_boxes(mask_path.read_bytes())]
+            boxes = [(options.label, *box) for box in instance_boxes(read_image_file(mask_path, mask_name))]
         except ImageError as error:  # one row, quarantined with the mask's reason; the source goes on
             failed = failed_entry(ImageError(error.reason, f"{options.masks_dir}/{mask_path.name}: {error.detail}"),
                                   entry["path"])

@@ -7,13 +7,12 @@ source can cause (the file missing, a JSON file that does not parse) raises ``So
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_line, load_json
+from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_items, json_line
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -41,8 +40,8 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
     Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
-    bounds (a line over them stops the file, naming it and the line); a JSON file is read whole up
-    to ``annotations.MAX_WHOLE_FILE``. A JSONL line that does not parse, and a line or CSV row that
+    bounds (a line over them stops the file, naming it and the line); a JSON file record by record
+    (``annotations.json_items``: a record over the line bound stops it the same way). A JSONL line that does not parse, and a line or CSV row that
     is not UTF-8 or does not parse, come out as ``RowQuarantined`` in their place. CSV header names
     are stripped (a trailing space in a header is a common quirk) and a byte-order mark is dropped.
     """
@@ -91,22 +90,13 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
 
 
 def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[dict | RowQuarantined]:
-    try:
-        data = load_json(path, file)
-    except AnnotationError as error:
-        if not isinstance(error.__context__, UnicodeDecodeError):
-            raise
-        # within the size bound, but a stray byte: kept as a surrogate, curation quarantines its record
-        data = json.loads(path.read_bytes().decode("utf-8-sig", errors="surrogateescape"))
-    try:
-        records = data[json_key] if json_key else data
-    except (KeyError, TypeError) as error:
-        raise SourceLayoutError(f"{file} is not the JSON list of records the layout expects ({error})") from None
-    if keyed_by and isinstance(records, dict):  # {id: record}: the id becomes the record's keyed_by field
-        records = [{**value, keyed_by: key} if isinstance(value, dict) else value for key, value in records.items()]
-    if not isinstance(records, list):
-        raise SourceLayoutError(f"{file} holds a JSON {type(records).__name__}, not a list of records")
-    for index, record in enumerate(records):
+    """The records of a JSON file, read one at a time (``annotations.json_items``)."""
+    for index, (key, record) in enumerate(json_items(path, file, json_key)):
+        if isinstance(key, str):  # an object of records
+            if not keyed_by:
+                raise SourceLayoutError(f"{file} holds a JSON object, not the list of records the layout expects")
+            if isinstance(record, dict):  # {id: record}: the id becomes the record's keyed_by field
+                record = {**record, keyed_by: key}
         yield record if isinstance(record, dict) else RowQuarantined(
             "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"record {index}")
 

@@ -28,6 +28,7 @@ from .common import (
     load_image,
     make_row,
     read_records,
+    record_file_text,
     rows_only,
     text,
     turn,
@@ -105,7 +106,7 @@ def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
 
 def _file_sections(report: Path) -> ReportSections:
     try:
-        return report_sections(report.read_bytes().decode("utf-8"))
+        return report_sections(record_file_text(report, report.name))
     except UnicodeDecodeError as error:
         raise RowError("invalid_utf8", f"{report.name}: {error}") from None
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
-from medmo_pipeline.safe_paths import safe_join
+from medmo_pipeline.safe_paths import safe_glob, safe_join
+from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 
-from .common import AdapterOptions, coordinates, guarded, limited, load_image, rows_only
+from .common import AdapterOptions, coordinates, guarded, limited, load_image, record_file_text, rows_only
 from .grounding import grounding_rows
-from .records import layout_path
+from .records import SourceLayoutError, layout_path
+
+MAX_CLASS_NODES = 100_000  # a classes file names a few to a few hundred classes
 
 GRAZPEDWRI_CLASSES = ["boneanomaly", "bonelesion", "foreignbody", "fracture", "metal", "periostealreaction",
                       "pronatorsign", "softtissue", "text"]
@@ -35,13 +36,15 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     classes = _classes(root, options)
     labels_dir = layout_path(root, options.labels_dir, folder=True)
-    labels = sorted(labels_dir.glob("*.txt"))
+    labels = safe_glob(labels_dir, "*.txt", refuse_outside=False)
 
     def convert(_, label_file: Path) -> list:
+        label_file = safe_join(labels_dir, label_file.name)  # a label file linking out of the root: quarantined
         entry = load_image(root, label_file.stem + options.image_suffix, options)
         width, height = entry["width"], entry["height"]
         labelled, skipped = [], set()
-        for number, line in enumerate(label_file.read_bytes().decode("utf-8").splitlines(), start=1):
+        lines = record_file_text(label_file, f"{options.labels_dir}/{label_file.name}").splitlines()
+        for number, line in enumerate(lines, start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -64,11 +67,23 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
 def _classes(root: Path, options: Options) -> list[str]:
     if not options.classes_file:
         return list(options.classes)
-    names = yaml.safe_load(safe_join(root, options.classes_file).read_text(encoding="utf-8"))["names"]
+    try:
+        names = read_yaml(layout_path(root, options.classes_file), max_nodes=MAX_CLASS_NODES)["names"]
+    except (YamlRefused, KeyError, TypeError) as error:
+        raise SourceLayoutError(f"{options.classes_file} is not a YOLO classes file with a 'names' list or "
+                                f"mapping ({type(error).__name__}: {error})") from None
+    if not isinstance(names, (list, dict)):
+        raise SourceLayoutError(f"{options.classes_file}: 'names' is a {type(names).__name__}, not a list or mapping")
     if isinstance(names, dict):  # {index: name}, indices possibly sparse: a class keeps its index
-        table = {int(index): str(name) for index, name in names.items()}
+        try:
+            table = {int(index): str(name) for index, name in names.items()}
+        except (TypeError, ValueError) as error:
+            raise SourceLayoutError(f"{options.classes_file}: a class index is not a number ({error})") from None
+        if table and not (min(table) >= 0 and max(table) < MAX_CLASS_NODES):
+            raise SourceLayoutError(f"{options.classes_file}: class indices run {min(table)}..{max(table)}, "
+                                    f"outside 0..{MAX_CLASS_NODES - 1}")
         return [table.get(index, str(index)) for index in range(max(table, default=-1) + 1)]
-    return list(names)
+    return [str(name) for name in names]
 
 
 iter_samples = rows_only(iter_outcomes)

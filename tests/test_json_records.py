@@ -1,0 +1,107 @@
+"""JSON record files read a record at a time (``annotations.json_items``): the same records as a
+whole-file parse wherever the pieces are cut, in bounded memory, errors naming file and line."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medmo_pipeline.data import annotations
+from medmo_pipeline.data.annotations import AnnotationError, json_items
+
+
+def _random_value(rng: random.Random, depth: int = 0):
+    kind = rng.randrange(8 if depth < 3 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -7, 12345678901234567890, 3.25, -1e-7, 6.02e23])
+    if kind in (2, 3, 4):
+        return "".join(rng.choice('ab "\\/\n\t\u00e9\u4e2d\U0001f600') for _ in range(rng.randrange(12)))
+    if kind == 5:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {f"k{i}\u00e9": _random_value(rng, depth + 1) for i in range(rng.randrange(4))}
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64, 1 << 20])
+def test_records_are_those_of_a_whole_parse_wherever_the_pieces_are_cut(tmp_path, monkeypatch, piece):
+    monkeypatch.setattr(annotations, "READ_PIECE", piece)
+    rng = random.Random(piece)
+    records = [_random_value(rng) for _ in range(200)]
+    for indent, name in ((None, "flat.json"), (2, "indented.json")):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"info": records[:20], "data": records, "n": 1}, indent=indent,
+                                                       ensure_ascii=False).encode())
+        assert [record for _, record in json_items(path, name, "data")] == records
+        assert [key for key, _ in json_items(path, name, "data")] == list(range(len(records)))
+    keyed = tmp_path / "keyed.json"
+    keyed.write_text(json.dumps({f"id{i}": record for i, record in enumerate(records)}), encoding="utf-8")
+    assert dict(json_items(keyed, "keyed.json")) == {f"id{i}": record for i, record in enumerate(records)}
+
+
+def test_a_number_cut_by_the_piece_is_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(annotations, "READ_PIECE", 4)
+    path = tmp_path / "numbers.json"
+    path.write_text("[123456789, 2.5e10 ,-0.000125]")
+    assert [value for _, value in json_items(path, "numbers.json")] == [123456789, 2.5e10, -0.000125]
+
+
+def test_bytes_that_are_not_utf8_stay_in_their_record_as_surrogates(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'[{"q": "caf\xe9"}, {"q": "ok"}]')
+    records = [record for _, record in json_items(path, "latin1.json")]
+    assert records == [{"q": "caf\udce9"}, {"q": "ok"}]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[{"a": 1},\n{"a": 2}\n{"a": 3}]', "latin.json: line 3: expected ',' or ']' after record 1"),
+    ('[{"a": 1},\n\n{"a": tru}]', "latin.json: line 3: record 1 is not JSON"),
+    ('{"other": []}', "latin.json: the top-level object has no member 'data'"),
+    ('"just a string"', "latin.json: line 1: expected '{' at the start"),
+    ('\n\n  42', "latin.json: line 3: the records are not a JSON list or object (they start with '4')"),
+    ('', "the records are not a JSON list or object (they start with 'nothing')"),
+    ('[' * 100_000 + ']' * 100_000, "record 0 is nested too deeply to parse"),
+])
+def test_a_file_that_cannot_be_read_names_itself_and_the_line(tmp_path, text, problem):
+    path = tmp_path / "latin.json"
+    path.write_text(text)
+    key = "data" if text.startswith(("{", '"')) else ""
+    with pytest.raises(AnnotationError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        list(json_items(path, "latin.json", key))
+
+
+def test_a_record_longer_than_the_bound_is_refused_not_read_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(annotations, "READ_PIECE", 1024)
+    path = tmp_path / "long.json"
+    path.write_text('[{"a": 1}, {"text": "' + "x" * 50_000 + '"}, {"a": 2}]')
+    read = json_items(path, "long.json", max_record=10_000)
+    assert next(read) == (0, {"a": 1})
+    with pytest.raises(AnnotationError, match="long.json: line 1: record 1 is longer than 10000 characters"):
+        next(read)
+
+
+def test_a_large_list_of_small_records_is_read_in_bounded_memory(tmp_path):
+    """Nine million characters of empty objects: the whole parse grows the process by about 200 MiB,
+    reading a record at a time by a few MiB (peak resident size of a child process, before and after)."""
+    path = tmp_path / "many.json"
+    path.write_text("[" + ",".join(["{}"] * 3_000_000) + "]")
+    script = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "from medmo_pipeline.process_memory import peak_rss_kib, reset_peak_rss\n"
+        "from medmo_pipeline.data.annotations import json_items\n"
+        "assert reset_peak_rss()\n"
+        "before = peak_rss_kib()\n"
+        "count = sum(1 for _ in json_items(Path(sys.argv[1]), 'many.json'))\n"
+        "print(json.dumps({'count': count, 'grew_kib': peak_rss_kib() - before}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    result = json.loads(done.stdout)
+    assert result["count"] == 3_000_000
+    assert result["grew_kib"] < 32 << 10, result

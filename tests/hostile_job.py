@@ -5,9 +5,9 @@
 Address space is capped at what the process already maps plus ``MEMORY_BUDGET`` and CPU time at
 ``CPU_SECONDS`` (``resource.setrlimit``), so a job that would go beyond fails here with MemoryError
 or SIGXCPU instead of being timed by the test. Each job is a curation of a dataset read by an
-adapter (``{"family", "root", "options", "out"}``) or a read of one annotation file
-(``{"records": file, "root"}``); the result of each, and the peak resident size of this process
-while it ran, go to stdout as JSON.
+adapter (``{"family", "root", "options", "out"}``: its rows and the adapter's outcomes, as a build
+reads them) or a read of one annotation file (``{"records": file, "root"}``); the result of each,
+and the peak resident size of this process while it ran, go to stdout as JSON.
 
 The peak is this process's own (``process_memory.peak_rss_kib``), reset before each job.
 
@@ -34,7 +34,7 @@ CPU_SECONDS = 60
 
 
 def run(job: dict) -> dict:
-    from medmo_pipeline.data.adapters import iter_samples
+    from medmo_pipeline.data.adapters import iter_outcomes
     from medmo_pipeline.data.adapters.records import iter_records
     from medmo_pipeline.data.curation import curate
     from medmo_pipeline.data.image_limits import ImageLimits, using_limits
@@ -43,7 +43,7 @@ def run(job: dict) -> dict:
         if "records" in job:
             return {"records": sum(1 for _ in iter_records(Path(job["root"]), job["records"]))}
         with using_limits(ImageLimits()):
-            report = curate(iter_samples(job["family"], Path(job["root"]), job["options"]), Path(job["out"]),
+            report = curate(iter_outcomes(job["family"], Path(job["root"]), job["options"]), Path(job["out"]),
                             source="hostile", shard_rows=50)
         return {key: report[key] for key in ("rows_in", "rows_kept", "quarantined_by_reason", "quarantine_path",
                                              "shard_dir")}

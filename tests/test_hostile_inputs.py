@@ -98,6 +98,13 @@ def _write(root: Path, files: dict) -> None:
         path.write_bytes(make())
 
 
+def _sparse(path: Path, size: int) -> None:
+    """A file declaring ``size`` bytes that costs no disk (its bytes read as zeros)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
 def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
     """(jobs, per job: {row id: expected reason} and the number of good rows)."""
     jobs, expected = [], {}
@@ -109,8 +116,24 @@ def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
 
     images = tmp / "images"
     _write(images / "lesion", {**GOOD_IMAGES, **{name: make for name, (make, _) in HOSTILE_IMAGES.items()}})
-    job("images", "image_folder", images, {}, {f"lesion/{name}": reason for name, (_, reason) in HOSTILE_IMAGES.items()},
-        len(GOOD_IMAGES))
+    _sparse(images / "lesion" / "two_gib.png", 2 << 30)  # refused from its size, never read
+    job("images", "image_folder", images, {}, {f"lesion/{name}": reason for name, (_, reason) in HOSTILE_IMAGES.items()}
+        | {"lesion/two_gib.png": "file_too_large"}, len(GOOD_IMAGES))
+
+    captions = tmp / "captions"  # caption sidecars: one of 1 GiB
+    _write(captions / "scans", {"a.png": lambda: plain_png(seed=11), "a.txt": lambda: b"a chest radiograph",
+                                "b.png": lambda: plain_png(seed=12)})
+    _sparse(captions / "scans" / "b.txt", 1 << 30)
+    job("captions", "image_folder", captions, {"text_from": "sidecar"}, {"scans/b.png": "file_too_large"}, 1)
+
+    yolo = tmp / "yolo"  # label files: one of 2 GiB, one linking out of the dataset
+    _write(yolo, {"data.yaml": lambda: b"names: [nodule, mass]\n", "labels/a.txt": lambda: b"1 0.5 0.5 0.25 0.25\n",
+                  **{f"images/{stem}.png": lambda stem=stem: plain_png(64, 64, ord(stem)) for stem in "abc"}})
+    _sparse(yolo / "labels" / "b.txt", 2 << 30)
+    (yolo / "labels" / "c.txt").symlink_to(tmp / "outside.txt")
+    (tmp / "outside.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    job("yolo", "yolo", yolo, {"classes_file": "data.yaml"},
+        {"labels/b.txt": "file_too_large", "labels/c.txt": "unsafe_path"}, 1)
 
     dicom = tmp / "dicom"
     for name in ("CT_small.dcm", "MR_small.dcm"):
@@ -144,8 +167,23 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
     (root / "bad_utf8.jsonl").write_bytes(b'{"a": "ok"}\n{"a": "\xff"}\n')
     with open(root / "whitespace.json", "wb") as handle:  # declares 1 GiB; sparse, so it costs no disk
         handle.truncate(1 << 30)
-    return [{"name": f"records:{name}", "records": name, "root": str(root)}
-            for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json")]
+    with open(root / "many.json", "w") as handle:  # 3M empty objects: ~200 MiB parsed whole
+        handle.write("[" + ",".join(["{}"] * 3_000_000) + "]")
+    jobs = [{"name": f"records:{name}", "records": name, "root": str(root)}
+            for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json", "many.json")]
+
+    # Whole-source files a source cannot be read without: each stops its source, naming the file
+    _write(root / "coco", {"images/a.png": lambda: plain_png(64, 64), "deep.json": lambda: b'{"categories": [' + b"[" * 100_000})
+    _sparse(root / "coco" / "one_gib.json", 1 << 30)
+    laughs = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{level}: &{level} [{', '.join([f'*{previous}'] * 9)}]\n" for previous, level in zip("abcdefgh", "bcdefghi"))
+    _write(root / "yolo", {"laughs.yaml": lambda: (laughs + "names: *i\n").encode(), "images/a.png": plain_png,
+                           "labels/a.txt": lambda: b"0 0.5 0.5 0.2 0.2\n"})
+    sources = {"coco:one_gib.json": ("coco", "coco", {"file": "one_gib.json"}),
+               "coco:deep.json": ("coco", "coco", {"file": "deep.json"}),
+               "yolo:laughs.yaml": ("yolo", "yolo", {"classes_file": "laughs.yaml"})}
+    return jobs + [{"name": name, "family": family, "root": str(root / folder), "options": options,
+                    "out": str(tmp / "out" / name.replace(":", "-"))} for name, (folder, family, options) in sources.items()]
 
 
 @pytest.fixture(scope="module")
@@ -164,11 +202,12 @@ def test_each_dataset_keeps_its_good_rows_and_quarantines_each_hostile_row_with_
         result = results[name]
         assert "error" not in result, (name, result.get("trace"))
         quarantine = pq.read_table(result["quarantine_path"]).to_pylist()
-        got = {row["row_id"]: row["reason"] for row in quarantine}
+        # a row the adapter could not make is named by its record (the file it was to come from)
+        got = {row["row_id"] or row["record"]: row["reason"] for row in quarantine}
         assert got == want["reasons"], name
         assert result["rows_kept"] == want["good"], name
         for row in quarantine:  # the detail names the file
-            assert row["row_id"].split(":")[0].rsplit("/", 1)[-1].split(".")[0] in row["detail"], row
+            assert (row["row_id"] or row["record"]).split(":")[0].rsplit("/", 1)[-1].split(".")[0] in row["detail"], row
 
 
 def test_each_build_job_stays_within_one_gib_resident(suite):
@@ -194,13 +233,27 @@ def test_the_peak_measured_is_the_jobs_own_not_that_of_the_process_that_started_
 def test_annotation_files_beyond_their_bounds_fail_naming_file_and_line(suite):
     results, _ = suite
     assert "big_field.csv: line 3" in results["records:big_field.csv"]["error"]
-    assert "deep.json: nested too deeply" in results["records:deep.json"]["error"]
-    assert "whitespace.json: 1073741824 bytes" in results["records:whitespace.json"]["error"]
+    assert "deep.json: line 1: record 0 is nested too deeply" in results["records:deep.json"]["error"]
+    assert "whitespace.json: line 1: the records are not a JSON list or object" in results["records:whitespace.json"]["error"]
+    # a JSON list is read a record at a time: 3M records, a few MiB (the whole parse: ~200 MiB)
+    many = results["records:many.json"]
+    assert many["records"] == 3_000_000 and many["peak_rss_kib"] - many["rss_before_kib"] < 32 << 10
     assert all(result["error"].startswith("AnnotationError") for name, result in results.items()
-               if name.startswith("records:") and name != "records:bad_utf8.jsonl")
+               if name.startswith("records:") and name not in ("records:bad_utf8.jsonl", "records:many.json"))
     # one line that is not UTF-8 is one record's problem: read as a quarantine outcome naming its
     # line, the file goes on (both lines come out)
     assert results["records:bad_utf8.jsonl"]["records"] == 2 and "error" not in results["records:bad_utf8.jsonl"]
+
+
+def test_source_files_that_cannot_be_read_within_bounds_stop_their_source_naming_the_file(suite):
+    """A COCO file of 1 GiB (read a record at a time: its first byte is no JSON) or nested 100,000
+    deep, and a YOLO classes file whose aliases expand to 387 million names each stop their
+    source with the file's name, within the job's memory and CPU limits."""
+    results, _ = suite
+    for name, problem in {"coco:one_gib.json": "one_gib.json: line 1: expected '{' at the start",
+                          "coco:deep.json": "deep.json: line 1: record 0 is nested too deeply",
+                          "yolo:laughs.yaml": "laughs.yaml: aliases expand the file beyond 100000 nodes"}.items():
+        assert problem in results[name].get("error", ""), (name, results[name])
 
 
 def test_every_kept_image_decodes_with_the_training_decoder(suite):

@@ -169,8 +169,10 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
         handle.truncate(1 << 30)
     with open(root / "many.json", "w") as handle:  # 3M empty objects: ~200 MiB parsed whole
         handle.write("[" + ",".join(["{}"] * 3_000_000) + "]")
+    (root / "damaged.parquet").write_bytes(b"PAR1" + bytes(1000) + b"\xff\xff\xff\x7fPAR1")  # footer past the start
     jobs = [{"name": f"records:{name}", "records": name, "root": str(root)}
-            for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json", "many.json")]
+            for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json", "many.json",
+                         "damaged.parquet")]
 
     # Whole-source files a source cannot be read without: each stops its source, naming the file
     _write(root / "coco", {"images/a.png": lambda: plain_png(64, 64), "deep.json": lambda: b'{"categories": [' + b"[" * 100_000})
@@ -235,6 +237,7 @@ def test_annotation_files_beyond_their_bounds_fail_naming_file_and_line(suite):
     assert "big_field.csv: line 3" in results["records:big_field.csv"]["error"]
     assert "deep.json: line 1: record 0 is nested too deeply" in results["records:deep.json"]["error"]
     assert "whitespace.json: line 1: the records are not a JSON list or object" in results["records:whitespace.json"]["error"]
+    assert "damaged.parquet: not a Parquet file read here" in results["records:damaged.parquet"]["error"]
     # a JSON list is read a record at a time: 3M records, a few MiB (the whole parse: ~200 MiB)
     many = results["records:many.json"]
     assert many["records"] == 3_000_000 and many["peak_rss_kib"] - many["rss_before_kib"] < 32 << 10

@@ -17,6 +17,9 @@ from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
 RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
+# A Parquet row group is decoded a page at a time, but one value fills its page: Hugging Face's
+# image sets write row groups of 100 images (tens to hundreds of MB); a gigabyte is no such file
+MAX_ROW_GROUP_BYTES = 1 << 30
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default
 
 
@@ -63,12 +66,28 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     elif kind in ("csv", "tsv"):
         yield from _csv(path, file, "\t" if kind == "tsv" else ",", columns, quoted)
     elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-            yield from batch.to_pylist()
+        yield from _parquet(path, file)
     else:
         raise SourceLayoutError(f"{file}: unknown record format {kind!r}; say format: json|jsonl|csv|tsv|parquet")
+
+
+def _parquet(path: Path, file: str) -> Iterator[dict]:
+    """The rows of a Parquet file, a batch at a time; a row group declaring more than
+    ``MAX_ROW_GROUP_BYTES`` once decoded is refused before any is read, and a file Arrow cannot
+    read stops with an AnnotationError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        for index in range(parquet.metadata.num_row_groups):
+            if (size := parquet.metadata.row_group(index).total_byte_size) > MAX_ROW_GROUP_BYTES:
+                raise AnnotationError(f"{file}: row group {index} declares {size} bytes once decoded, over the "
+                                      f"{MAX_ROW_GROUP_BYTES} read at a time; rewrite it with smaller row groups")
+        for batch in parquet.iter_batches(batch_size=256):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {error})") from None
 
 
 def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:

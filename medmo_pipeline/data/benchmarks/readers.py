@@ -140,12 +140,19 @@ class MimicSplitOptions(RecordOptions):
 
 
 def _split_table(path: Path) -> Iterator[dict]:
-    import csv
+    """The split table's rows, line by line within ``annotations``' bounds (a gzip member of one
+    endless line is refused, naming the file and line); a damaged gzip stream names the file."""
     import gzip
+    import zlib
+
+    from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, csv_records
 
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as handle:
-        yield from csv.DictReader(handle)
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            yield from csv_records(BoundedLines(handle, path.name), ",")
+    except (OSError, EOFError, zlib.error) as error:
+        raise AnnotationError(f"{path.name}: not a readable split table ({type(error).__name__}: {error})") from None
 
 
 def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:

@@ -1,5 +1,7 @@
-"""JSON record files read a record at a time (``annotations.json_items``): the same records as a
-whole-file parse wherever the pieces are cut, in bounded memory, errors naming file and line."""
+"""Record files within bounds: JSON read a record at a time (``annotations.json_items``: the same
+records as a whole-file parse wherever the pieces are cut, in bounded memory, errors naming file
+and line), Parquet refused by its declared row-group size, MIMIC's gzipped split table read line
+by line; every failure names the file."""
 
 from __future__ import annotations
 
@@ -9,10 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from medmo_pipeline.data import annotations
+from medmo_pipeline.data.adapters import records
+from medmo_pipeline.data.adapters.records import iter_records
 from medmo_pipeline.data.annotations import AnnotationError, json_items
+from medmo_pipeline.data.benchmarks.readers import _split_table
 
 
 def _random_value(rng: random.Random, depth: int = 0):
@@ -105,3 +114,34 @@ def test_a_large_list_of_small_records_is_read_in_bounded_memory(tmp_path):
     result = json.loads(done.stdout)
     assert result["count"] == 3_000_000
     assert result["grew_kib"] < 32 << 10, result
+
+
+def test_a_parquet_row_group_declaring_more_than_the_bound_is_refused_before_reading(tmp_path, monkeypatch):
+    pq.write_table(pa.table({"question": ["small"] * 3 + ["x" * 300_000], "answer": ["no"] * 4}),
+                   tmp_path / "qa.parquet", row_group_size=3, compression="zstd")
+    monkeypatch.setattr(records, "MAX_ROW_GROUP_BYTES", 100_000)
+    with pytest.raises(AnnotationError, match=r"qa.parquet: row group 1 declares \d+ bytes once decoded"):
+        list(iter_records(tmp_path, "qa.parquet"))
+    monkeypatch.setattr(records, "MAX_ROW_GROUP_BYTES", 1 << 30)
+    assert len(list(iter_records(tmp_path, "qa.parquet"))) == 4
+
+
+def test_a_damaged_parquet_file_names_itself(tmp_path):
+    (tmp_path / "train.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 4 + b"PAR1")
+    with pytest.raises(AnnotationError, match="train.parquet: not a Parquet file read here"):
+        list(iter_records(tmp_path, "train.parquet"))
+
+
+def test_a_gzipped_split_table_is_read_line_by_line_and_a_damaged_one_names_itself(tmp_path):
+    good = tmp_path / "mimic-cxr-2.0.0-split.csv.gz"
+    good.write_bytes(gzip.compress(b"dicom_id,study_id,subject_id,split\r\nd1,50000001,10000001,test\r\n"))
+    assert list(_split_table(good)) == [{"dicom_id": "d1", "study_id": "50000001", "subject_id": "10000001",
+                                         "split": "test"}]
+    endless = tmp_path / "endless.csv.gz"  # 40 KB on disk, one line of 64 MiB inflated
+    endless.write_bytes(gzip.compress(b"dicom_id,study_id,subject_id,split\n" + b"x" * (64 << 20)))
+    with pytest.raises(AnnotationError, match="endless.csv.gz: line 2 is longer than"):
+        list(_split_table(endless))
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(good.read_bytes()[:-12])
+    with pytest.raises(AnnotationError, match="cut.csv.gz: not a readable split table"):
+        list(_split_table(cut))

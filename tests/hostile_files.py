@@ -82,6 +82,20 @@ def plain_jpeg(width: int = 48, height: int = 40, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+def many_chunks_png(chunks: int = 800_000) -> bytes:
+    """A valid 64 x 64 PNG with ``chunks`` empty ancillary chunks before its pixels (9.6 MB at
+    800,000): PIL's decoder steps through each in Python (2 s)."""
+    pixels = zlib.compress(b"".join(b"\x00" + bytes(range(64)) for _ in range(64)))
+    return png(64, 64, pixels, extra=chunk(b"faKe", b"") * chunks)
+
+
+def many_segments_jpeg(segments: int = 2_500_000) -> bytes:
+    """A valid JPEG with ``segments`` empty comment segments before its frame (10 MB at 2.5M):
+    PIL's open steps through each in Python (2 s)."""
+    data = plain_jpeg(64, 64)
+    return data[:2] + b"\xff\xfe\x00\x02" * segments + data[2:]
+
+
 def oversized_jpeg() -> bytes:
     """A JPEG whose frame header declares 65000 x 65000 pixels."""
     data = bytearray(plain_jpeg())

@@ -29,7 +29,9 @@ from hostile_files import (
     instance_mask,
     jpeg_dicom,
     jpeg_scan_bomb,
+    many_chunks_png,
     many_frames_dicom,
+    many_segments_jpeg,
     overflowing_idat_png,
     oversized_jpeg,
     plain_jpeg,
@@ -82,6 +84,8 @@ HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
     "huge.tif": (huge_tiff, "image_too_large"),
     "scans.jpg": (jpeg_scan_bomb, "image_too_costly"),  # 230 KB, 6 s of CPU to decode
     "icon.png": (icon_image, "image_undecodable"),  # a format PIL reads and no dataset publishes
+    "chunks.png": (many_chunks_png, "image_too_costly"),  # 9.6 MB, 800,000 empty chunks: 2 s in PIL
+    "comments.jpg": (many_segments_jpeg, "image_too_costly"),  # 10 MB, 2.5M empty comments: 2 s in PIL
 }
 HOSTILE_DICOM = {
     "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
@@ -456,3 +460,16 @@ def test_a_jpeg_of_thousands_of_scans_and_a_format_outside_the_list_are_refused_
     assert inspect_image(jpeg_scan_bomb(1024, 98)) == (1024, 1024, "JPEG")
     with pytest.raises(ImageError, match="image_too_costly"):
         inspect_image(jpeg_scan_bomb(1024, 98), ImageLimits(max_jpeg_scans=50))
+
+
+def test_pngs_of_many_chunks_and_jpegs_of_many_segments_are_refused_at_the_limit_not_below():
+    from medmo_pipeline.data.image_limits import ImageError, ImageLimits
+    from medmo_pipeline.data.images import inspect_image
+
+    limits = ImageLimits(max_chunks=1000)
+    # a PNG counts IHDR, its chunks, IDAT and IEND; a JPEG its markers before the first scan
+    assert inspect_image(many_chunks_png(996), limits) == (64, 64, "PNG")
+    assert inspect_image(many_segments_jpeg(500), limits) == (64, 64, "JPEG")
+    for image in (many_chunks_png(1000), many_segments_jpeg(1000)):
+        with pytest.raises(ImageError, match="image_too_costly"):
+            inspect_image(image, limits)

@@ -30,6 +30,7 @@ MAX_TEXT_MEMORY = 64 << 20
 # knows some forty more, each its own decoder; a file in any other is refused, not handed to it.
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP")
 _JPEG_START, _JPEG_SCAN = b"\xff\xd8\xff", b"\xff\xda"
+_JPEG_MARKER = re.compile(rb"\xff[\xc0-\xfe]")  # a segment's start (payloads may hold a few by chance)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -53,6 +54,9 @@ class ImageLimits:
     # A progressive JPEG decodes the whole image once per scan, and a scan can take a few bytes:
     # encoders write 6-10 (a dozen or two when they optimise the script)
     max_jpeg_scans: int = 100
+    # A PNG's chunks, and a JPEG's segments before its first scan, are each a step of Python in
+    # PIL's decoder (about 1 s per 400,000): encoders write tens to a few thousand
+    max_chunks: int = 100_000
     # Bytes of one image file, from its declared size before it is read: an uncompressed 16-bit
     # image of max_pixels, or an 8-bit RGB one, fits; a file beyond is no image within the budget
     max_file_bytes: int = 256 << 20
@@ -118,13 +122,21 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
 def check_jpeg_scans(data: bytes, limits: ImageLimits, what: str = "") -> None:
     """Refuse a JPEG with more than ``limits.max_jpeg_scans`` scans before it is decoded: a few
     hundred KB of nearly empty scans would cost minutes. Scans are counted as SOS markers in the
-    raw bytes (entropy-coded data never holds one; an embedded thumbnail's scans count too)."""
+    raw bytes (entropy-coded data never holds one; an embedded thumbnail's scans count too). So
+    is one of more than ``limits.max_chunks`` segments before its first scan (10 MB of empty
+    comments took PIL 2 s to open), counted as markers in those bytes."""
     if bytes(data[:3]) != _JPEG_START:
         return
-    scans = (data if isinstance(data, bytes) else bytes(data)).count(_JPEG_SCAN)
+    data = data if isinstance(data, bytes) else bytes(data)
+    scans = data.count(_JPEG_SCAN)
     if scans > limits.max_jpeg_scans:
         raise ImageError("image_too_costly", f"{what} JPEG of {scans} scans > {limits.max_jpeg_scans}: "
                                              f"each scan decodes the whole image again".strip())
+    first_scan = data.find(_JPEG_SCAN)
+    segments = len(_JPEG_MARKER.findall(data, 0, first_scan if first_scan >= 0 else len(data)))
+    if segments > limits.max_chunks:
+        raise ImageError("image_too_costly", f"{what} JPEG of {segments} segments before its first scan > "
+                                             f"{limits.max_chunks}: each is a step of the decoder".strip())
 
 
 def without_address(message: str) -> str:

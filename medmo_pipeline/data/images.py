@@ -117,9 +117,12 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
         raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     check_pixels(width, height, limits)
-    position, pixel_spans, text_bytes = PNG_HEADER_END, [], 0
+    position, pixel_spans, text_bytes, chunks = PNG_HEADER_END, [], 0, 1
     crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
+        chunks += 1
+        if chunks > limits.max_chunks:  # each chunk is a step of Python in PIL's decoder
+            raise ImageError("image_too_costly", f"PNG of more than {limits.max_chunks} chunks")
         if position + 12 > end:
             raise ImageError("image_truncated", f"data ends at byte {end} without an IEND chunk")
         length, kind = chunk_head(data, position)

@@ -96,6 +96,23 @@ def many_segments_jpeg(segments: int = 2_500_000) -> bytes:
     return data[:2] + b"\xff\xfe\x00\x02" * segments + data[2:]
 
 
+def many_strips_tiff(strips: int = 1_000_000, order: str = "<") -> bytes:
+    """A greyscale TIFF of 4000 x 4000 pixels declaring ``strips`` strips, one byte each (8 MB at a
+    million): PIL reads every offset and count into a Python int while opening it (40 MB, five
+    million strips: 12 s and 1.9 GB)."""
+    offsets_at = 8 + 2 + 9 * 12 + 4
+    counts_at, pixels_at = offsets_at + 4 * strips, offsets_at + 8 * strips
+
+    def tag(code: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack(order + "HHII", code, kind, count, value)
+
+    tags = [tag(256, 4, 1, 4000), tag(257, 4, 1, 4000), tag(258, 3, 1, 8), tag(259, 3, 1, 1), tag(262, 3, 1, 1),
+            tag(273, 4, strips, offsets_at), tag(277, 3, 1, 1), tag(278, 4, 1, 1), tag(279, 4, strips, counts_at)]
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "IH", 8, len(tags))
+    return (header + b"".join(tags) + bytes(4) + struct.pack(f"{order}{strips}I", *[pixels_at] * strips)
+            + struct.pack(f"{order}{strips}I", *[1] * strips) + bytes(64))
+
+
 def oversized_jpeg() -> bytes:
     """A JPEG whose frame header declares 65000 x 65000 pixels."""
     data = bytearray(plain_jpeg())

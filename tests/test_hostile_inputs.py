@@ -32,6 +32,7 @@ from hostile_files import (
     many_chunks_png,
     many_frames_dicom,
     many_segments_jpeg,
+    many_strips_tiff,
     overflowing_idat_png,
     oversized_jpeg,
     plain_jpeg,
@@ -86,6 +87,7 @@ HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
     "icon.png": (icon_image, "image_undecodable"),  # a format PIL reads and no dataset publishes
     "chunks.png": (many_chunks_png, "image_too_costly"),  # 9.6 MB, 800,000 empty chunks: 2 s in PIL
     "comments.jpg": (many_segments_jpeg, "image_too_costly"),  # 10 MB, 2.5M empty comments: 2 s in PIL
+    "strips.tif": (many_strips_tiff, "image_too_costly"),  # 8 MB, a million strip offsets: ~400 MB in PIL
 }
 HOSTILE_DICOM = {
     "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
@@ -462,7 +464,7 @@ def test_a_jpeg_of_thousands_of_scans_and_a_format_outside_the_list_are_refused_
         inspect_image(jpeg_scan_bomb(1024, 98), ImageLimits(max_jpeg_scans=50))
 
 
-def test_pngs_of_many_chunks_and_jpegs_of_many_segments_are_refused_at_the_limit_not_below():
+def test_pngs_of_many_chunks_jpegs_of_many_segments_tiffs_of_many_strips_are_refused_over_the_limit():
     from medmo_pipeline.data.image_limits import ImageError, ImageLimits
     from medmo_pipeline.data.images import inspect_image
 
@@ -470,6 +472,11 @@ def test_pngs_of_many_chunks_and_jpegs_of_many_segments_are_refused_at_the_limit
     # a PNG counts IHDR, its chunks, IDAT and IEND; a JPEG its markers before the first scan
     assert inspect_image(many_chunks_png(996), limits) == (64, 64, "PNG")
     assert inspect_image(many_segments_jpeg(500), limits) == (64, 64, "JPEG")
-    for image in (many_chunks_png(1000), many_segments_jpeg(1000)):
-        with pytest.raises(ImageError, match="image_too_costly"):
-            inspect_image(image, limits)
+    for image in (many_chunks_png(1000), many_segments_jpeg(1000), many_strips_tiff(1001),
+                  many_strips_tiff(1001, ">")):
+        for check in (inspect_image, model_image):
+            with pytest.raises(ImageError, match="image_too_costly"):
+                check(image, limits)
+    # a TIFF's strips: a tag of 1000 values is read; PIL then finds the 4000-row image cut short
+    with pytest.raises(ImageError, match="image_truncated|image_undecodable"):
+        inspect_image(many_strips_tiff(1000), limits)

@@ -32,7 +32,9 @@ from medmo_pipeline.data.image_limits import (
     MAX_TEXT_MEMORY,
     ImageError,
     ImageLimits,
+    check_decode_cost,
     check_pixels,
+    limits_in_force,
     open_image,
     without_address,
 )
@@ -270,10 +272,11 @@ def _oriented(image: Image.Image) -> tuple[int, int]:
 def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header only; (0, 0) when the header is unreadable (curation decides)."""
     try:
+        check_decode_cost(data, limits_in_force())  # PIL's open alone can cost seconds on a hostile file
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _oriented(Image.open(io.BytesIO(data), formats=IMAGE_FORMATS))
-    except Exception:  # noqa: BLE001 - any unreadable header means "unknown size" here
+    except Exception:  # noqa: BLE001 - any unreadable (or too costly) header means "unknown size" here
         return 0, 0
 
 

@@ -212,6 +212,14 @@ def _dicom_file(syntax: str, dataset: bytes) -> bytes:
     return bytes(128) + b"DICM" + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(meta))) + meta + dataset
 
 
+def windowed_dicom(center: bytes, width: bytes, vr: bytes = b"DS") -> bytes:
+    """A 64 x 64 16-bit DICOM (a ramp 0-4095) whose WindowCenter and WindowWidth hold ``center`` and
+    ``width`` as ``vr`` (UN takes values past DS's 64 KiB: a list of millions of windows)."""
+    pixels = (np.arange(64 * 64, dtype=np.uint16) % 4096).tobytes()
+    return _dicom_file("1.2.840.10008.1.2.1", _image_elements(64, 64) + _element(0x0028, 0x1050, vr, center)
+                       + _element(0x0028, 0x1051, vr, width) + _element(0x7FE0, 0x0010, b"OW", pixels))
+
+
 def deflated_dicom_bomb(side: int = 9000) -> bytes:
     """A deflated DICOM of side x side 16-bit pixels: about 160 KB, 162 MB once inflated."""
     pixel_bytes = side * side * 2

@@ -39,6 +39,7 @@ from hostile_files import (
     plain_png,
     random_idat_png,
     twelve_bit_png,
+    windowed_dicom,
     ztxt_png,
 )
 from PIL import Image
@@ -480,3 +481,22 @@ def test_pngs_of_many_chunks_jpegs_of_many_segments_tiffs_of_many_strips_are_ref
     # a TIFF's strips: a tag of 1000 values is read; PIL then finds the 4000-row image cut short
     with pytest.raises(ImageError, match="image_truncated|image_undecodable"):
         inspect_image(many_strips_tiff(1000), limits)
+
+
+def test_a_dicom_window_listed_millions_of_times_or_unusable_is_read_from_its_first_value_or_left_out():
+    """The first of two million listed windows (7 MB, as UN) is read without converting the rest
+    (pydicom's conversion of them all took seconds and gigabytes); a window that is not a finite
+    number with a positive width is left out: the percentile window decides, as without one."""
+    from medmo_pipeline.data.pixels import dicom_entry
+
+    def pixels_of(data: bytes) -> np.ndarray:
+        entry = dicom_entry(data, path="w.dcm")
+        assert entry["bytes"], entry
+        return np.asarray(Image.open(io.BytesIO(entry["bytes"])))
+
+    single = pixels_of(windowed_dicom(b"400 ", b"800 "))
+    assert np.array_equal(pixels_of(windowed_dicom(b"400\\900\\" * 1_000_000, b"800\\100\\" * 1_000_000, b"UN")), single)
+    assert not np.array_equal(single, pixels_of(windowed_dicom(b"900 ", b"100 ")))  # the window matters
+    no_window = pixels_of(windowed_dicom(b"NaN ", b"800 "))
+    for center, width in ((b"400 ", b"0 "), (b"abc ", b"800 "), (b"400 ", b"-5")):
+        assert np.array_equal(pixels_of(windowed_dicom(center, width)), no_window)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import warnings
 from collections.abc import MutableSequence
 from pathlib import Path
@@ -137,16 +138,28 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
 
 
 def _dicom_window(dataset) -> tuple[float, float] | None:
-    """The file's first (WindowCenter, WindowWidth), if it has one."""
-    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
-    if center is None or width is None:
+    """The file's first (WindowCenter, WindowWidth), if it has a usable one (finite, width > 0)."""
+    center, width = _first_number(dataset, 0x00281050), _first_number(dataset, 0x00281051)
+    if center is None or width is None or width <= 0:
         return None
-    return _first_value(center), _first_value(width)
+    return center, width
 
 
-def _first_value(value) -> float:
-    """A DICOM value that may be multi-valued (several windows) -> its first number."""
-    return float(value[0]) if isinstance(value, MutableSequence) else float(value)
+def _first_number(dataset, tag: int) -> float | None:
+    """The first of an element's values (several windows may be listed) as a finite number, or None.
+    Read from the element's raw bytes where pydicom has not converted it yet: a hostile file can
+    list millions of values (or store them as bytes of an unknown VR), and only the first is used."""
+    element = dataset.get_item(tag)
+    value = None if element is None else element.value
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:64]).split(b"\\")[0].strip(b" \0").decode("ascii", "replace")
+    elif isinstance(value, MutableSequence):
+        value = value[0] if value else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 # ---- the training / evaluation decoder ----------------------------------------------------------

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_BATCH = 10_000
+MAX_TEXT = 2000  # characters kept of each text field: a detail may quote a hostile value
 
 class QuarantineWriter:
     """Rejected rows, appended in batches to a hidden file renamed into place on close."""
@@ -30,8 +31,8 @@ class QuarantineWriter:
 
     def add(self, index: int, row_id: str, source: str, reason: str, detail: str, *, file: str = "",
             record: str = "") -> None:
-        self.pending.append({"row_index": index, "row_id": row_id, "source": source, "reason": reason,
-                             "detail": detail[:2000], "file": file, "record": record})
+        self.pending.append({"row_index": index, "row_id": row_id[:MAX_TEXT], "source": source, "reason": reason,
+                             "detail": detail[:MAX_TEXT], "file": file[:MAX_TEXT], "record": record[:MAX_TEXT]})
         if len(self.pending) >= QUARANTINE_BATCH:
             self.flush()
 

@@ -51,7 +51,12 @@ def read_yaml(path: Path, *, max_nodes: int) -> Any:
     if (size := path.stat().st_size) > most_bytes:
         raise YamlRefused(f"{path}: {size} bytes, more than {most_bytes} for at most {max_nodes} nodes")
     try:
-        loader = _CountingLoader(path.read_text(), path, max_nodes)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise YamlRefused(f"{path}: not UTF-8 at line {line} (byte {error.start}: {error.reason})") from None
+    try:
+        loader = _CountingLoader(text, path, max_nodes)
         try:
             node = loader.get_single_node()
             if node is None:

@@ -103,6 +103,14 @@ def test_a_self_referencing_alias_and_deep_nesting_are_refused(tmp_path):
         load_recipe(path)
 
 
+def test_a_recipe_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes((config.RECIPES_DIR / "embedded.yaml").read_bytes() + b"# caf\xe9\n")
+    lines = path.read_bytes().count(b"\n")
+    with pytest.raises(RecipeError, match=rf"latin1.yaml: not UTF-8 at line {lines} "):
+        load_recipe(path)
+
+
 def test_a_large_flat_recipe_is_refused_by_its_size_or_while_it_is_read(tmp_path):
     from medmo_pipeline.safe_yaml import BYTES_PER_NODE
 

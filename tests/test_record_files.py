@@ -145,3 +145,30 @@ def test_a_gzipped_split_table_is_read_line_by_line_and_a_damaged_one_names_itse
     cut.write_bytes(good.read_bytes()[:-12])
     with pytest.raises(AnnotationError, match="cut.csv.gz: not a readable split table"):
         list(_split_table(cut))
+
+
+def test_an_npz_whose_zip_directory_lists_a_multitude_of_members_is_refused_before_it_is_read(tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from medmo_pipeline.data.adapters import iter_outcomes
+    from medmo_pipeline.data.adapters.records import SourceLayoutError
+
+    def npz(path: Path, padding: int) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            for index in range(padding):  # 62 bytes of directory each
+                archive.writestr(f"padding/{index:08d}", b"")
+            for key, dtype in (("X", np.float32), ("y", np.uint16)):
+                buffer = io.BytesIO()
+                array = np.zeros((1, 32, 32, 2), dtype)
+                array[0, 4:12, 4:12] = 1
+                np.save(buffer, array)
+                archive.writestr(f"{key}.npy", buffer.getvalue())
+
+    npz(tmp_path / "few.npz", 10)
+    assert sum(isinstance(row, dict) for row in iter_outcomes("instance_masks_npz", tmp_path, {"file": "few.npz"})) == 1
+    npz(tmp_path / "many.npz", 20_000)  # 1.2 MiB of directory
+    with pytest.raises(SourceLayoutError, match=r"many.npz: its zip directory declares \d+ bytes"):
+        list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "many.npz"}))

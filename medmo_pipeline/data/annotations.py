@@ -6,9 +6,8 @@ run of whitespace of any length is skipped in bounded pieces, so memory stays bo
 file holds. A JSON file of records (a list, a list or object under a key, an object of records by
 id) is read record by record (``json_items``): the file a piece at a time, each record decoded by
 json's own scanner and at most ``MAX_LINE`` characters long, so memory is one record's, not the
-file's (a 150 MB list of empty objects took over 1 GB parsed whole). ``load_json`` parses a small
-file whole, refused over a size from the size the file system declares, before any byte is read.
-Nesting too deep for the parser is named too.
+file's (a 150 MB list of empty objects took over 1 GB parsed whole). Nesting too deep for the
+parser is named too.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import IO, Any
 
 MAX_LINE = 16 << 20  # characters of one JSONL / CSV line: far beyond any real record
-MAX_WHOLE_FILE = 512 << 20  # bytes of a JSON file parsed whole (its objects take several times that)
 # Bytes of a file holding one record's text (a report, a caption sidecar, a YOLO label file, one
 # image's box JSON), read whole: one line's bound is plenty
 MAX_RECORD_FILE = MAX_LINE
@@ -227,21 +225,3 @@ class _JsonReader:
     def error(self, problem: str, position: int | None = None) -> AnnotationError:
         line = self.lines + self.text.count("\n", 0, self.at if position is None else position) + 1
         return AnnotationError(f"{self.name}: line {line}: {problem}")
-
-
-def load_json(path: Path, name: str, max_bytes: int = MAX_WHOLE_FILE) -> Any:
-    """A JSON file parsed whole: refused over ``max_bytes`` from its declared size; bytes that are
-    not UTF-8, text that is not JSON, or nesting too deep raise AnnotationError naming ``name``."""
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise AnnotationError(f"{name}: {size} bytes is over the {max_bytes} a JSON file may hold to be read "
-                              "whole; convert it to JSONL (one record a line)")
-    raw = path.read_bytes()
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise AnnotationError(f"{name}: not UTF-8 at byte {error.start} ({error.reason})") from None
-    except json.JSONDecodeError as error:
-        raise AnnotationError(f"{name}: not JSON at line {error.lineno} column {error.colno} ({error.msg})") from None
-    except RecursionError:
-        raise AnnotationError(f"{name}: nested too deeply to parse") from None

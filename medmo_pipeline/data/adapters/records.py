@@ -1,7 +1,8 @@
 """Record files as releases ship them: JSON (a list, a list under a key, or an object of records
 by id), JSONL, CSV/TSV and Parquet, read one record at a time within ``annotations``' bounds. A
 record that does not parse comes out as a ``RowQuarantined`` in its place; what only the whole
-source can cause (the file missing, a JSON file that does not parse) raises ``SourceLayoutError``.
+source can cause (the file missing, a JSON file that does not parse) stops the source: a
+``SourceLayoutError``, or an ``annotations.AnnotationError`` naming the file and line.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
 
     Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
     bounds (a line over them stops the file, naming it and the line); a JSON file record by record
-    (``annotations.json_items``: a record over the line bound stops it the same way). A JSONL line that does not parse, and a line or CSV row that
-    is not UTF-8 or does not parse, come out as ``RowQuarantined`` in their place. CSV header names
+    (``annotations.json_items``: a record over the line bound stops it the same way). A JSONL line
+    that does not parse, and a line or CSV row that is not UTF-8 or does not parse, come out as
+    ``RowQuarantined`` in their place. CSV header names
     are stripped (a trailing space in a header is a common quirk) and a byte-order mark is dropped.
     """
     if "*" in file:

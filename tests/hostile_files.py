@@ -220,6 +220,15 @@ def windowed_dicom(center: bytes, width: bytes, vr: bytes = b"DS") -> bytes:
                        + _element(0x0028, 0x1051, vr, width) + _element(0x7FE0, 0x0010, b"OW", pixels))
 
 
+def many_elements_dicom(elements: int = 1_000_000) -> bytes:
+    """A 64 x 64 DICOM whose data set holds ``elements`` empty private elements (12 MB at a
+    million): pydicom makes an object of each while reading it (9 s and 680 MiB)."""
+    private = b"".join(struct.pack("<HH", 0x0009 + 2 * (index // 0xF000), 0x1000 + index % 0xF000) + b"UN\0\0"
+                       + bytes(4) for index in range(elements))
+    pixels = np.zeros(64 * 64, np.uint16).tobytes()
+    return _dicom_file("1.2.840.10008.1.2.1", private + _image_elements(64, 64) + _element(0x7FE0, 0x0010, b"OW", pixels))
+
+
 def deflated_dicom_bomb(side: int = 9000) -> bytes:
     """A deflated DICOM of side x side 16-bit pixels: about 160 KB, 162 MB once inflated."""
     pixel_bytes = side * side * 2

@@ -30,6 +30,7 @@ from hostile_files import (
     jpeg_dicom,
     jpeg_scan_bomb,
     many_chunks_png,
+    many_elements_dicom,
     many_frames_dicom,
     many_segments_jpeg,
     many_strips_tiff,
@@ -95,6 +96,7 @@ HOSTILE_DICOM = {
     "frames.dcm": (many_frames_dicom, "image_too_large"),
     "garbage.dcm": (lambda: bytes(128) + b"DICM" + bytes(64), "image_undecodable"),
     "scans.dcm": (lambda: jpeg_dicom(jpeg_scan_bomb(), 4096), "image_too_costly"),  # the JPEG bomb as a frame
+    "elements.dcm": (many_elements_dicom, "image_too_costly"),  # 12 MB, a million empty elements: 9 s, 680 MiB
 }
 
 
@@ -465,7 +467,7 @@ def test_a_jpeg_of_thousands_of_scans_and_a_format_outside_the_list_are_refused_
         inspect_image(jpeg_scan_bomb(1024, 98), ImageLimits(max_jpeg_scans=50))
 
 
-def test_pngs_of_many_chunks_jpegs_of_many_segments_tiffs_of_many_strips_are_refused_over_the_limit():
+def test_many_chunks_segments_tiff_values_or_dicom_elements_are_refused_over_the_limit():
     from medmo_pipeline.data.image_limits import ImageError, ImageLimits
     from medmo_pipeline.data.images import inspect_image
 
@@ -478,6 +480,10 @@ def test_pngs_of_many_chunks_jpegs_of_many_segments_tiffs_of_many_strips_are_ref
         for check in (inspect_image, model_image):
             with pytest.raises(ImageError, match="image_too_costly"):
                 check(image, limits)
+    from medmo_pipeline.data.pixels import dicom_entry
+
+    assert dicom_entry(many_elements_dicom(980), limits=limits)["width"] == 64  # and the image's own 10
+    assert dicom_entry(many_elements_dicom(1000), limits=limits)["error"].reason == "image_too_costly"
     # a TIFF's strips: a tag of 1000 values is read; PIL then finds the 4000-row image cut short
     with pytest.raises(ImageError, match="image_truncated|image_undecodable"):
         inspect_image(many_strips_tiff(1000), limits)

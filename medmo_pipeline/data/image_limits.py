@@ -57,8 +57,9 @@ class ImageLimits:
     # A progressive JPEG decodes the whole image once per scan, and a scan can take a few bytes:
     # encoders write 6-10 (a dozen or two when they optimise the script)
     max_jpeg_scans: int = 100
-    # A PNG's chunks, and a JPEG's segments before its first scan, are each a step of Python in
-    # PIL's decoder (about 1 s per 400,000): encoders write tens to a few thousand
+    # A PNG's chunks, a JPEG's segments before its first scan, a TIFF tag's values and a DICOM's
+    # elements are each a step of Python in the decoder (about 1 s per 100,000-400,000): files
+    # hold tens to a few thousand
     max_chunks: int = 100_000
     # Bytes of one image file, from its declared size before it is read: an uncompressed 16-bit
     # image of max_pixels, or an 8-bit RGB one, fits; a file beyond is no image within the budget

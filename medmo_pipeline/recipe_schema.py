@@ -94,7 +94,8 @@ class ImageLimitsRecipe(_Strict):
     max_aspect_ratio: float = Field(50.0, gt=1)
     max_jpeg_scans: int = Field(100, gt=0, description="scans per JPEG: each one decodes the whole image again")
     max_chunks: int = Field(100_000, ge=100, description="chunks per PNG, segments before the first scan per "
-                                                         "JPEG: each is a step of the decoder")
+                                                         "JPEG, values per TIFF tag, elements per DICOM data "
+                                                         "set: each is a step of the decoder")
     max_file_bytes: int = Field(256 << 20, gt=0, description="bytes per image file, from its declared size "
                                                              "before it is read")
 

@@ -50,7 +50,8 @@ REASONS = {
     "image_undecodable": "not an image in one of the formats read (image_limits.IMAGE_FORMATS), or one its decoder rejects",
     "image_too_large": "more pixels than ImageLimits.max_pixels (checked from the header)",
     "image_too_costly": "a decode costing far more than its pixels: a JPEG of more scans than ImageLimits.max_jpeg_scans, "
-                        "a PNG of more chunks or a JPEG of more segments than ImageLimits.max_chunks",
+                        "a PNG, JPEG, TIFF or DICOM whose chunks, segments, tag values or elements outnumber "
+                        "ImageLimits.max_chunks",
     "image_too_small": "a side shorter than ImageLimits.min_side",
     "image_aspect_ratio": "more elongated than ImageLimits.max_aspect_ratio",
     "image_size_mismatch": "declared width/height differ from the decoded image",

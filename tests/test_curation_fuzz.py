@@ -1,7 +1,8 @@
 """The batch checks and the row-by-row checks, fuzzed against each other: rows assembled at random
 from good and hostile parts (non-PNG formats, malformed PNG headers whose size fields overflow
 int32, truncated and tiny JPEGs, junk text with control characters and invalid UTF-8, odd types)
-get the same outcome, reason, detail and normalised row from both paths, batch after batch."""
+get the same outcome, reason, detail and normalised row from both paths, batch after batch, with
+the default limits and with a chunk limit low enough for the batch walk to meet it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import numpy as np
 import pytest
 from hostile_files import (
     chunk,
+    many_chunks_png,
+    many_segments_jpeg,
+    many_strips_tiff,
     oversized_jpeg,
     plain_jpeg,
     plain_png,
@@ -23,6 +27,7 @@ from test_curation_batch import outcome
 from medmo_pipeline.data.curation import CurationLimits, ImageChecker
 from medmo_pipeline.data.curation import batch as batch_checks
 from medmo_pipeline.data.curation.batch import check_batch
+from medmo_pipeline.data.image_limits import ImageLimits
 from medmo_pipeline.data.images import PNG_SIGNATURE
 
 
@@ -37,6 +42,8 @@ def _images(rng: np.random.Generator) -> list[tuple[bytes, str]]:
         (huge_fields[:20], "short.png"), (good_png[:40], "cut.png"), (PNG_SIGNATURE, "sig.png"),
         (bytes(rng.integers(0, 256, 64, dtype=np.uint8)), "junk.png"), (b"GIF89a" + bytes(30), "g.gif"),
         (bytes(128) + b"DICM" + bytes(40), "x.dcm"), (b"\xff\xd8\xff" + bytes(30), "j.jpg"), (b"", "empty.png"),
+        (many_chunks_png(17), "m.png"), (many_chunks_png(30), "mm.png"), (many_segments_jpeg(30), "s.jpg"),
+        (many_strips_tiff(30), "t.tif"),
     ]
 
 
@@ -77,7 +84,7 @@ def test_batch_and_row_paths_agree_on_random_rows(seed, monkeypatch):
     rng = np.random.default_rng(seed)
     images = _images(rng)
     rows = [_row(rng, index, images) for index in range(160)]
-    limits = CurationLimits()
+    limits = CurationLimits() if seed < 3 else CurationLimits(image=ImageLimits(max_chunks=20))
     row_by_row, reference = [], batch_checks.check_row
     monkeypatch.setattr(batch_checks, "check_row", lambda raw, **kw: row_by_row.append(raw) or reference(raw, **kw))
     kept = 0

@@ -176,7 +176,9 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
     position, walking, has_pixels = start + PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
     spans = [(np.zeros(0, np.int64),) * 3]  # (image, start, stop) of each IDAT payload
-    for _ in range(MAX_CHUNK_STEPS):
+    # IHDR and the chunks walked stay within limits.max_chunks (``verify_png``'s count): a PNG with
+    # more is left open, and ``inspect_image`` refuses it
+    for _ in range(min(MAX_CHUNK_STEPS, limits.max_chunks - 1)):
         at = np.flatnonzero(walking)
         if not len(at):
             break

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import gzip
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -172,3 +173,26 @@ def test_an_npz_whose_zip_directory_lists_a_multitude_of_members_is_refused_befo
     npz(tmp_path / "many.npz", 20_000)  # 1.2 MiB of directory
     with pytest.raises(SourceLayoutError, match=r"many.npz: its zip directory declares \d+ bytes"):
         list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "many.npz"}))
+
+
+def test_a_stray_quote_in_a_csv_costs_the_lines_it_takes_in_up_to_the_field_bound_not_the_file(tmp_path):
+    """Quoted fields span lines, so a stray quote would make the rest of the file one field (and
+    its records vanish into it): at the field bound that record is quarantined naming the lines it
+    took in, and the records after them are read."""
+    import csv
+
+    from medmo_pipeline.data.outcomes import RowQuarantined
+
+    path = tmp_path / "reports.csv"
+    path.write_text('study,report\ns0.txt,"the stray quote\n' + "".join(f"s{i}.txt,report {i}\n" for i in range(30_000)))
+    limit = csv.field_size_limit(100_000)
+    try:
+        read = list(iter_records(tmp_path, "reports.csv"))
+    finally:
+        csv.field_size_limit(limit)
+    problem, *records = read
+    assert isinstance(problem, RowQuarantined) and re.search(r"row 1 \(lines 2-\d+\): CSV: field larger", problem.detail)
+    last_taken = int(re.search(r"lines 2-(\d+)", problem.detail).group(1))
+    assert 4_000 < last_taken < 5_000  # 100,000 characters of lines of 22 or so
+    assert all(isinstance(record, dict) for record in records)
+    assert records[0]["study"] == f"s{last_taken - 2}.txt" and len(records) == 30_002 - last_taken  # line k: s{k-3}

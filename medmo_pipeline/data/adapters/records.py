@@ -8,12 +8,11 @@ source can cause (the file missing, a JSON file that does not parse) stops the s
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, json_items, json_line
+from medmo_pipeline.data.annotations import MAX_LINE, AnnotationError, BoundedLines, json_items, json_line
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -21,7 +20,9 @@ RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 # A Parquet row group is decoded a page at a time, but one value fills its page: Hugging Face's
 # image sets write row groups of 100 images (tens to hundreds of MB); a gigabyte is no such file
 MAX_ROW_GROUP_BYTES = 1 << 30
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # real reports and contexts exceed csv's 128 KiB default
+# Real reports and contexts exceed csv's 128 KiB default; a quoted field may span lines, so without a
+# bound one stray quote would make the rest of the file (gigabytes) one field, its records lost in it
+csv.field_size_limit(MAX_LINE)
 
 
 class SourceLayoutError(RuntimeError):
@@ -126,23 +127,26 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
          quoted: bool = True) -> Iterator[dict | RowQuarantined]:
     """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), its lines
     within ``annotations``' bounds. Bytes that are not UTF-8 are kept as surrogates while parsing,
-    so one bad row is reported, not the file."""
+    so one bad row is reported, not the file. A field over the field bound (a stray quote takes in
+    the lines after it) is one quarantined record naming the lines it took; reading goes on after it."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(BoundedLines(handle, file), delimiter=delimiter,
-                            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+        lines = BoundedLines(handle, file)
+        reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = list(columns) or next(reader, None)
         if header is None:
             return
         names = [name.strip() for name in header]
         number = 0
         while True:
+            first_line = lines.number + 1
             try:
                 values = next(reader)
             except StopIteration:
                 return
-            except csv.Error as error:
+            except csv.Error as error:  # the lines it spans say what a stray quote took in
                 number += 1
-                yield RowQuarantined("malformed_record", f"{file} row {number}: CSV: {error}", file, f"row {number}")
+                yield RowQuarantined("malformed_record", f"{file} row {number} (lines {first_line}-{lines.number}): "
+                                                         f"CSV: {error}", file, f"row {number}")
                 continue
             number += 1
             if not values:  # a blank line is no record (a row of empty fields is one)

@@ -40,8 +40,13 @@ def run(job: dict) -> dict:
     from medmo_pipeline.data.image_limits import ImageLimits, using_limits
 
     try:
-        if "records" in job:
-            return {"records": sum(1 for _ in iter_records(Path(job["root"]), job["records"]))}
+        if "records" in job:  # counted as read, not held: a file may hold millions
+            count, quarantined = 0, []
+            for item in iter_records(Path(job["root"]), job["records"]):
+                count += 1
+                if not isinstance(item, dict):
+                    quarantined.append([item.reason, item.detail[:300]])
+            return {"records": count, "quarantined": quarantined}
         with using_limits(ImageLimits()):
             report = curate(iter_outcomes(job["family"], Path(job["root"]), job["options"]), Path(job["out"]),
                             source="hostile", shard_rows=50)

@@ -196,3 +196,14 @@ def test_a_stray_quote_in_a_csv_costs_the_lines_it_takes_in_up_to_the_field_boun
     assert 4_000 < last_taken < 5_000  # 100,000 characters of lines of 22 or so
     assert all(isinstance(record, dict) for record in records)
     assert records[0]["study"] == f"s{last_taken - 2}.txt" and len(records) == 30_002 - last_taken  # line k: s{k-3}
+
+
+def test_a_jsonl_line_over_the_bound_is_its_records_problem_and_the_next_lines_are_read(tmp_path):
+    from medmo_pipeline.data.outcomes import RowQuarantined
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"q": "a"}\n{"q": "' + b"x" * (20 << 20) + b'"}\n{"q": "c"}\n')
+    first, problem, last = iter_records(tmp_path, "train.jsonl")
+    assert first == {"q": "a"} and last == {"q": "c"}
+    assert isinstance(problem, RowQuarantined) and problem.record == "line 2"
+    assert problem.detail == f"train.jsonl: line 2 is longer than {16 << 20} characters"

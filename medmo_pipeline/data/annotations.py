@@ -1,9 +1,9 @@
 """Annotation files read within a cost bound, with errors that name the file and the line.
 
 Line-based formats (JSONL, CSV/TSV) are read line by line through ``BoundedLines``: a line longer
-than ``MAX_LINE`` is refused (naming the file and line) once that many characters are read, and a
-run of whitespace of any length is skipped in bounded pieces, so memory stays bounded whatever the
-file holds. A JSON file of records (a list, a list or object under a key, an object of records by
+than ``MAX_LINE`` is read through to its end in pieces and refused (naming the file and line) as
+its record's problem, and a run of whitespace of any length is skipped in bounded pieces, so memory
+stays bounded whatever the file holds. A JSON file of records (a list, a list or object under a key, an object of records by
 id) is read record by record (``json_items``): the file a piece at a time, each record decoded by
 json's own scanner and at most ``MAX_LINE`` characters long, so memory is one record's, not the
 file's (a 150 MB list of empty objects took over 1 GB parsed whole). Nesting too deep for the
@@ -30,12 +30,18 @@ class AnnotationError(ValueError):
     """An annotation file that cannot be read within its bounds; the message names file and line."""
 
 
+class LineTooLong(AnnotationError):
+    """One line over the bound, read through to its end: the lines after it can still be read."""
+
+
 class BoundedLines:
     """The lines of an open file (text or binary), each at most ``max_line`` long.
 
     Iterates like the file itself (csv.reader and JSONL loops take it as they are); a whitespace-only
-    line of any length comes out as one newline; a longer line, or text that does not decode, raises
-    AnnotationError naming ``name`` and the line number.
+    line of any length comes out as one newline; a longer line is read through to its end in
+    pieces of ``max_line`` and raises LineTooLong (the iteration can go on with the next line:
+    one record's problem), and text that does not decode raises AnnotationError, both naming
+    ``name`` and the line number.
     """
 
     def __init__(self, handle: IO, name: str, max_line: int = MAX_LINE):
@@ -51,14 +57,15 @@ class BoundedLines:
             raise StopIteration
         self.number += 1
         if len(line) > self.max_line and not line.endswith(self.newline):
-            if line.strip():
-                raise AnnotationError(f"{self.name}: line {self.number} is longer than {self.max_line} characters")
-            while line and not line.endswith(self.newline):  # whitespace: read on to the line's end
-                if line.strip():
-                    raise AnnotationError(f"{self.name}: line {self.number} is longer than {self.max_line} "
-                                          "characters")
+            blank = True
+            while True:  # read on to the line's end, a piece at a time
+                blank = blank and not line.strip()
+                if not line or line.endswith(self.newline):
+                    break
                 line = self._read()
-            return self.newline
+            if blank:
+                return self.newline
+            raise LineTooLong(f"{self.name}: line {self.number} is longer than {self.max_line} characters")
         return line
 
     def _read(self):

@@ -12,7 +12,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.annotations import MAX_LINE, AnnotationError, BoundedLines, json_items, json_line
+from medmo_pipeline.data.annotations import (
+    MAX_LINE,
+    AnnotationError,
+    BoundedLines,
+    LineTooLong,
+    json_items,
+    json_line,
+)
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -96,7 +103,14 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
 def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
     with open(path, "rb") as handle:
         lines = BoundedLines(handle, file)
-        for raw in lines:
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except LineTooLong as error:  # one record's problem: the next line is the next record
+                yield RowQuarantined("malformed_record", str(error), file, f"line {lines.number}")
+                continue
             if not raw.strip():
                 continue
             where = f"line {lines.number}"
@@ -147,6 +161,10 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
                 number += 1
                 yield RowQuarantined("malformed_record", f"{file} row {number} (lines {first_line}-{lines.number}): "
                                                          f"CSV: {error}", file, f"row {number}")
+                continue
+            except LineTooLong as error:  # one record's problem: the next line starts the next record
+                number += 1
+                yield RowQuarantined("malformed_record", f"{error} (row {number})", file, f"row {number}")
                 continue
             number += 1
             if not values:  # a blank line is no record (a row of empty fields is one)

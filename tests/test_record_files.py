@@ -70,12 +70,12 @@ def test_bytes_that_are_not_utf8_stay_in_their_record_as_surrogates(tmp_path):
 
 @pytest.mark.parametrize(("text", "problem"), [
     ('[{"a": 1},\n{"a": 2}\n{"a": 3}]', "latin.json: line 3: expected ',' or ']' after record 1"),
-    ('[{"a": 1},\n\n{"a": tru}]', "latin.json: line 3: record 1 is not JSON"),
     ('{"other": []}', "latin.json: the top-level object has no member 'data'"),
     ('"just a string"', "latin.json: line 1: expected '{' at the start"),
     ('\n\n  42', "latin.json: line 3: the records are not a JSON list or object (they start with '4')"),
     ('', "the records are not a JSON list or object (they start with 'nothing')"),
-    ('[' * 100_000 + ']' * 100_000, "record 0 is nested too deeply to parse"),
+    ('[{"a": 1}, {"b": [1, 2}, {"c": 3}]', "latin.json: line 1: expected ',' or ']' after record 1"),
+    ('[{"a": 1},\n{"b": "never closed', "latin.json: line 2: record 1 is not JSON"),
 ])
 def test_a_file_that_cannot_be_read_names_itself_and_the_line(tmp_path, text, problem):
     path = tmp_path / "latin.json"
@@ -85,14 +85,29 @@ def test_a_file_that_cannot_be_read_names_itself_and_the_line(tmp_path, text, pr
         list(json_items(path, "latin.json", key))
 
 
-def test_a_record_longer_than_the_bound_is_refused_not_read_on(tmp_path, monkeypatch):
-    monkeypatch.setattr(annotations, "READ_PIECE", 1024)
-    path = tmp_path / "long.json"
-    path.write_text('[{"a": 1}, {"text": "' + "x" * 50_000 + '"}, {"a": 2}]')
-    read = json_items(path, "long.json", max_record=10_000)
-    assert next(read) == (0, {"a": 1})
-    with pytest.raises(AnnotationError, match="long.json: line 1: record 1 is longer than 10000 characters"):
-        next(read)
+@pytest.mark.parametrize("piece", [1, 5, 1024, 1 << 20])
+def test_a_record_that_cannot_be_read_is_stepped_over_and_the_next_records_are_read(tmp_path, monkeypatch, piece):
+    """Too long, not JSON, nested too deeply: one record's problem (an UnreadableRecord naming file
+    and line), stepped over by its brackets and strings (escaped quotes and brackets inside strings
+    count for nothing), wherever the pieces are cut."""
+    monkeypatch.setattr(annotations, "READ_PIECE", piece)
+    bad = {"long": '{"text": "' + "x" * 50_000 + '"}', "token": '{"a": tru, "b": "]}\\"[{"}',
+           "deep": "[" * 5_000 + "]" * 5_000, "bare": "nul", "long string": '"' + 'y\\"' * 20_000 + '"'}
+    good = [{"a": index, "s": 'q"]},[{'} for index in range(len(bad) + 1)]
+    parts = [json.dumps(good[0])]
+    for index, text in enumerate(bad.values()):
+        parts += [text, json.dumps(good[index + 1])]
+    path = tmp_path / "mixed.json"
+    path.write_text("[\n" + ",\n".join(parts) + "\n]")
+    read = [record for _, record in json_items(path, "mixed.json", max_record=10_000)]
+    assert read[0::2] == good
+    problems = [record.problem for record in read[1::2]]
+    assert all(isinstance(record, annotations.UnreadableRecord) for record in read[1::2])
+    assert re.match(r"mixed.json: line 3: record 1 is longer than 10000 characters", problems[0])
+    assert re.match(r"mixed.json: line 5: record 3 is not JSON", problems[1])
+    assert re.match(r"mixed.json: line 7: record 5 is (nested too deeply|longer)", problems[2])
+    assert re.match(r"mixed.json: line 9: record 7 is not JSON", problems[3])
+    assert re.match(r"mixed.json: line 11: record 9 is longer than 10000", problems[4])
 
 
 def test_a_large_list_of_small_records_is_read_in_bounded_memory(tmp_path):

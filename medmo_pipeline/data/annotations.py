@@ -17,6 +17,7 @@ import csv
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,6 +104,8 @@ def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[dict]:
 READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
+_STRUCTURE = re.compile(r'["\[\]{},]')
+_STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # up to a string's closing quote
 _NUMBER_GOES_ON = re.compile(r"[0-9eE.+-]*")  # what is left of the text after a number that may be its rest
 
 
@@ -113,9 +116,11 @@ def json_items(path: Path, name: str, key: str = "", max_record: int = MAX_LINE,
     ``key`` of its top-level object (the other members are stepped over record by record).
 
     Bytes that are not UTF-8 are kept as surrogates (curation quarantines the record holding
-    them). A record longer than ``max_record`` characters, text that is not JSON, nesting too deep,
-    or no ``key`` (unless not ``required``: no records then) raise AnnotationError naming ``name``
-    and the line."""
+    them). A record longer than ``max_record`` characters, not JSON or nested too deeply comes out
+    as an ``UnreadableRecord`` saying so (naming ``name`` and the line), stepped over by counting
+    its brackets; what leaves the file's structure unknown (no ``key``, unless not ``required``:
+    no records then; a record that runs to the end of the file; a missing ',') raises
+    AnnotationError naming ``name`` and the line."""
     with open(path, "rb") as handle:
         reader = _JsonReader(handle, name, max_record)
         if key:
@@ -125,6 +130,13 @@ def json_items(path: Path, name: str, key: str = "", max_record: int = MAX_LINE,
                     return
                 raise AnnotationError(f"{name}: the top-level object has no member {key!r}")
         yield from reader.items()
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """In place of a record of a JSON file that cannot be decoded and was stepped over: why."""
+
+    problem: str
 
 
 class _JsonReader:
@@ -146,11 +158,8 @@ class _JsonReader:
             self.at += 1
             return
         while True:
-            if opening == "[":
-                yield index, self.value(f"record {index}")
-            else:
-                member = self.member_name()
-                yield member, self.value(f"record {member[:80]!r}")
+            key = index if opening == "[" else self.member_name()
+            yield key, self.record(f"record {index}" if opening == "[" else f"record {key[:80]!r}")
             following = self.peek()
             self.at += 1
             if following == closing:
@@ -176,6 +185,54 @@ class _JsonReader:
             if following != ",":
                 return False
 
+    def record(self, what: str) -> Any:
+        """The value that starts here, or an UnreadableRecord when it cannot be decoded (not JSON,
+        too long, too deep) and could be stepped over: one record's problem."""
+        try:
+            return self.value(what)
+        except AnnotationError as error:
+            if not self.skip():
+                raise
+            return UnreadableRecord(str(error))
+
+    def skip(self) -> bool:
+        """Step over the value that starts here without decoding it, in bounded memory (strings
+        stepped over piece by piece, brackets counted); False when the file ends first."""
+        depth = 0
+        while True:
+            found = _STRUCTURE.search(self.text, self.at)
+            if found is None:
+                self.at = len(self.text)
+                if not self._read_more("a record"):
+                    return False
+                continue
+            char, self.at = found.group(), found.end()
+            if char == '"':
+                if not self._skip_string():
+                    return False
+            elif char in "[{":
+                depth += 1
+            elif depth and char in "]}":
+                depth -= 1
+            elif depth:  # a ',' inside the value
+                continue
+            else:  # the list's ',' or closing bracket after a value that was no list, object or string
+                self.at -= 1
+                return True
+            if not depth:
+                return True
+
+    def _skip_string(self) -> bool:
+        """Step over the rest of a string whose opening quote is taken; False when the file ends."""
+        while True:
+            end = _STRING_BODY.match(self.text, self.at).end()
+            if end < len(self.text) and self.text[end] == '"':
+                self.at = end + 1
+                return True
+            self.at = end  # the text ends inside the string (perhaps after a backslash, kept)
+            if not self._read_more("a string"):
+                return False
+
     def member_name(self) -> str:
         member = self.value("a member name")
         if not isinstance(member, str):
@@ -197,6 +254,8 @@ class _JsonReader:
                 raise self.error(f"{what} is nested too deeply to parse") from None
             if type(value) in (int, float) and _NUMBER_GOES_ON.fullmatch(self.text, end) and self._read_more(what):
                 continue  # "1" of "1.5e3" cut after the 1, or after "1.": the number may go on
+            if end - self.at > self.max_record:  # the same bound whether or not it was read in one piece
+                raise self.error(f"{what} is longer than {self.max_record} characters")
             self.at = end
             return value
 

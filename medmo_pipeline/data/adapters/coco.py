@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.annotations import json_items
+from medmo_pipeline.data.annotations import UnreadableRecord, json_items
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -29,12 +29,18 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     path = safe_join(root, options.file)
     try:
-        names = {category["id"]: category["name"]
-                 for _, category in json_items(path, options.file, "categories", required=False)}
+        names = {}
+        for _, category in json_items(path, options.file, "categories", required=False):
+            if isinstance(category, UnreadableRecord):  # every label depends on the categories
+                raise ValueError(category.problem)
+            names[category["id"]] = category["name"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.file} is not a readable COCO file ({error})") from None
     boxes: dict = {}
     for index, annotation in json_items(path, options.file, "annotations", required=False):
+        if isinstance(annotation, UnreadableRecord):
+            yield RowQuarantined("malformed_record", annotation.problem, options.file, f"annotation {index}")
+            continue
         try:
             if options.skip_crowd and annotation.get("iscrowd"):
                 continue
@@ -50,7 +56,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         entry = load_image(root, image["file_name"], options)
         return list(grounding_rows(str(image["id"]), entry, boxes[image["id"]], options))
 
-    images = (image for _, image in json_items(path, options.file, "images", required=False))
+    images = (RowQuarantined("malformed_record", image.problem, options.file, f"image {index}")
+              if isinstance(image, UnreadableRecord) else image
+              for index, image in json_items(path, options.file, "images", required=False))
     yield from guarded(limited(images, options), options.file, convert)
 
 

@@ -24,7 +24,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from medmo_pipeline.data.annotations import MAX_RECORD_FILE, BoundedLines, json_items
+from medmo_pipeline.data.annotations import (
+    MAX_RECORD_FILE,
+    AnnotationError,
+    BoundedLines,
+    UnreadableRecord,
+    json_items,
+)
 from medmo_pipeline.data.image_limits import read_image_file
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
@@ -121,6 +127,13 @@ def record_file_text(path: Path, what: str) -> str:
     return read_bounded(path, MAX_RECORD_FILE, what).decode("utf-8")
 
 
+def _readable(item: Any) -> Any:
+    """An item of a list file: one that cannot be read makes the whole list unknown."""
+    if isinstance(item, UnreadableRecord):
+        raise AnnotationError(item.problem)
+    return item
+
+
 def _listed_ids(root: Path, file: str) -> set[str]:
     """The ids a list file names: the keys of a JSON object, the items of a JSON list, or its lines
     (read a record or a line at a time, within ``annotations``' bounds)."""
@@ -128,7 +141,7 @@ def _listed_ids(root: Path, file: str) -> set[str]:
     with open(path, "rb") as handle:
         start = handle.read(64 << 10).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if start in (b"[", b"{"):
-        listed = (key if isinstance(key, str) else item for key, item in json_items(path, file))
+        listed = (key if isinstance(key, str) else _readable(item) for key, item in json_items(path, file))
     else:
         with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
             listed = [line.rstrip("\r\n") for line in BoundedLines(handle, file)]

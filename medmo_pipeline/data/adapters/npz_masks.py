@@ -29,7 +29,6 @@ from .grounding import grounding_rows
 from .masks import boxes_of_ids
 from .records import SourceLayoutError, layout_path
 
-
 MAX_DIRECTORY_BYTES = 1 << 20  # an .npz of a few arrays: a few hundred bytes
 _END, _END64, _LOCATOR64 = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
 

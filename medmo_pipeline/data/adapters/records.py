@@ -17,6 +17,7 @@ from medmo_pipeline.data.annotations import (
     AnnotationError,
     BoundedLines,
     LineTooLong,
+    UnreadableRecord,
     json_items,
     json_line,
 )
@@ -128,6 +129,9 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
 def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[dict | RowQuarantined]:
     """The records of a JSON file, read one at a time (``annotations.json_items``)."""
     for index, (key, record) in enumerate(json_items(path, file, json_key)):
+        if isinstance(record, UnreadableRecord):  # stepped over: the next record is read
+            yield RowQuarantined("malformed_record", record.problem, file, f"record {index}")
+            continue
         if isinstance(key, str):  # an object of records
             if not keyed_by:
                 raise SourceLayoutError(f"{file} holds a JSON object, not the list of records the layout expects")

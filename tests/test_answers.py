@@ -253,3 +253,40 @@ def test_reward_and_closed_metric_agree_on_any_text(reply, gold):
     assert float(label_match(reply, gold)) == closed_accuracy([reply], [gold]).value
     assert yes_no(reply) in (None, "yes", "no")
     assert option_letter(reply, CHOICES) in (None, "A", "B", "C", "D")
+
+
+def _regex_answer_text(response: str) -> str:
+    """The former implementation, by regular expressions: the same text, in time quadratic in a
+    reply of unclosed tags (the reference for the one-pass reading)."""
+    import re
+
+    flags = re.IGNORECASE | re.DOTALL
+    text = re.sub(r"<think>.*?</think>", " ", response, flags=flags)
+    blocks = re.findall(r"<answer>((?:(?!<answer>).)*?)</answer>", text, flags=flags)
+    if blocks:
+        text = blocks[-1]
+    else:
+        opened = list(re.finditer(r"<answer>", text, flags=re.IGNORECASE))
+        if opened:
+            text = text[opened[-1].end():]
+    return re.sub(r"<think>.*", " ", text, flags=flags).strip()
+
+
+_TAG_SOUP = st.lists(st.sampled_from(["<think>", "</think>", "<answer>", "</answer>", "<THINK>", "</Answer>",
+                                      "yes", " no ", "B", "\n", "<", ">", "answer", "/"]), max_size=14).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_TAG_SOUP)
+def test_answer_text_reads_the_tags_as_the_regular_expressions_did(reply):
+    assert answer_text(reply) == _regex_answer_text(reply)
+
+
+def test_a_reply_of_unclosed_tags_is_read_in_one_pass():
+    """50,000 unclosed <think> and <answer> tags took the regular expressions minutes; read in one
+    pass, well within a CPU-time limit of 2 s (tens of milliseconds)."""
+    from test_recipe_refusal import _cpu_seconds_limit
+
+    with _cpu_seconds_limit(2.0):
+        assert answer_body("<think>" * 50_000 + "<answer>" * 50_000 + "yes") == "yes"
+        assert answer_body("<answer>" * 50_000 + "no</answer>" + "<think>" * 50_000) == "no"

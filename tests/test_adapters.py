@@ -242,3 +242,23 @@ def test_headerless_tsv_columns_and_answer_lists(tmp_path):
                                                     "answer": ["left lung", "right lung"]}]))
     (row,) = iter_samples("vqa", tmp_path, {"file": "train.json", "image_field": "image_path", "id_field": "idx"})
     assert row["answer"] == "left lung, right lung"
+
+
+@pytest.mark.parametrize("text", ["<image>\nWhat is shown?", "a  <image>  <image>  b", "<image><image>x", "x<image>",
+                                  "no placeholder ", "\t<image>\u2003y\u00a0<image>", "<IMAGE> kept", "", "<image>"])
+def test_image_placeholders_go_with_their_whitespace_as_the_pattern_took_them(text):
+    import re
+
+    from medmo_pipeline.data.adapters.common import strip_image_tokens
+
+    assert strip_image_tokens(text) == re.sub(r"\s*<image>\s*", " ", text).strip()
+
+
+def test_a_long_whitespace_run_beside_no_placeholder_is_read_in_one_pass():
+    """``\\s*<image>\\s*`` retried from each of 40,000 spaces took 2 s; a million is one pass."""
+    from test_recipe_refusal import _cpu_seconds_limit
+
+    from medmo_pipeline.data.adapters.common import strip_image_tokens
+
+    with _cpu_seconds_limit(2.0):
+        assert strip_image_tokens(" " * 1_000_000 + "x <image> y") == "x y"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,7 @@ from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relat
 
 from .records import RecordFormat, SourceLayoutError, iter_records, layout_path
 
-IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
+IMAGE_TOKEN = "<image>"
 DICOM_SUFFIXES = (".dcm", ".dicom")
 COMPOUND_SUFFIXES = (".nii.gz",)
 MAX_COORDINATE = 1e6  # pixels: past this a coordinate is a broken value, not an image position
@@ -307,8 +306,14 @@ def as_list(value: Any, separator: str = "") -> list:
 
 
 def strip_image_tokens(text: str) -> str:
-    """Remove ``<image>`` placeholders: images are carried in the row, in order, not in the text."""
-    return IMAGE_TOKEN.sub(" ", text).strip()
+    """Remove ``<image>`` placeholders: images are carried in the row, in order, not in the text.
+    Each placeholder and the whitespace around it becomes one space, by splitting: a pattern with
+    leading ``\s*`` retries from every character of a long whitespace run (40,000 spaces: 2 s)."""
+    if IMAGE_TOKEN not in text:
+        return text.strip()
+    pieces = text.split(IMAGE_TOKEN)
+    inner = [piece.strip() for piece in pieces[1:-1]]
+    return " ".join([pieces[0].rstrip(), *inner, pieces[-1].lstrip()]).strip()
 
 
 def text(value: Any) -> str:

@@ -10,7 +10,9 @@ file) is read with ``read_bounded``: a 2 GB file (a sparse one costs nothing on 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
@@ -40,10 +42,15 @@ class FileTooLarge(ValueError):
 
 def read_bounded(path: Path, limit: int, what: str = "") -> bytes:
     """``path``'s bytes, or FileTooLarge (naming ``what``, the path by default) when the file system
-    declares more than ``limit`` bytes, or more arrive while reading (a file that grows)."""
+    declares more than ``limit`` bytes, or more arrive while reading (a file that grows). Anything
+    but a regular file (a pipe, whose reader would wait forever, a device, a directory) is an
+    OSError naming it."""
     what = what or str(path)
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:  # a pipe opens at once
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"{what} is not a regular file (a pipe, a device or a directory)")
+        size = info.st_size
         if size > limit:
             raise FileTooLarge(what, size, limit)
         data = handle.read(limit + 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -135,14 +136,15 @@ def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
     _sparse(captions / "scans" / "b.txt", 1 << 30)
     job("captions", "image_folder", captions, {"text_from": "sidecar"}, {"scans/b.png": "file_too_large"}, 1)
 
-    yolo = tmp / "yolo"  # label files: one of 2 GiB, one linking out of the dataset
+    yolo = tmp / "yolo"  # label files: one of 2 GiB, one linking out of the dataset, one a pipe
     _write(yolo, {"data.yaml": lambda: b"names: [nodule, mass]\n", "labels/a.txt": lambda: b"1 0.5 0.5 0.25 0.25\n",
                   **{f"images/{stem}.png": lambda stem=stem: plain_png(64, 64, ord(stem)) for stem in "abc"}})
     _sparse(yolo / "labels" / "b.txt", 2 << 30)
     (yolo / "labels" / "c.txt").symlink_to(tmp / "outside.txt")
+    os.mkfifo(yolo / "labels" / "d.txt")  # a pipe: reading it would wait forever
     (tmp / "outside.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     job("yolo", "yolo", yolo, {"classes_file": "data.yaml"},
-        {"labels/b.txt": "file_too_large", "labels/c.txt": "unsafe_path"}, 1)
+        {"labels/b.txt": "file_too_large", "labels/c.txt": "unsafe_path", "labels/d.txt": "unreadable_file"}, 1)
 
     dicom = tmp / "dicom"
     for name in ("CT_small.dcm", "MR_small.dcm"):

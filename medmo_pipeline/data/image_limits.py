@@ -104,8 +104,9 @@ def using_limits(limits: ImageLimits) -> Iterator[ImageLimits]:
 
 def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
     """``data`` opened lazily (nothing decoded yet) as one of ``IMAGE_FORMATS``, once its decode is
-    known to be within ``limits``: the size its header declares (PIL's bomb check, then ours) and,
-    for a JPEG, its number of scans and segments, for a TIFF, its tags' value counts. Raises ImageError, its detail starting with ``what``."""
+    known to be within ``limits``: the size its header declares (PIL's bomb check, then ours) and
+    what the header makes the decoder walk (``check_decode_cost``). Raises ImageError, its detail
+    starting with ``what``."""
     check_decode_cost(data, limits, what)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -170,8 +171,9 @@ def check_jpeg_scans(data: bytes, limits: ImageLimits, what: str = "") -> None:
 
 # TIFF value types PIL turns into one Python object per value (the byte types become one bytes object)
 _TIFF_NUMBER_TYPES = frozenset({3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18})
-_TIFF_LAYOUTS = {b"II*\x00": ("<", "I", "H", 12, "HHI"), b"MM\x00*": (">", "I", "H", 12, "HHI"),  # classic, BigTIFF
-                 b"II+\x00": ("<", "Q", "Q", 20, "HHQ"), b"MM\x00+": (">", "Q", "Q", 20, "HHQ")}
+# By magic: byte order, directory offset and entry count types, entry size, entry layout
+_TIFF_LAYOUTS = {b"II*\x00": ("<", "I", "H", 12, "HHI"), b"MM\x00*": (">", "I", "H", 12, "HHI"),  # classic
+                 b"II+\x00": ("<", "Q", "Q", 20, "HHQ"), b"MM\x00+": (">", "Q", "Q", 20, "HHQ")}  # BigTIFF
 
 
 def check_tiff_tags(data: bytes, limits: ImageLimits, what: str = "") -> None:

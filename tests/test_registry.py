@@ -124,3 +124,22 @@ def test_safe_join_rejects_escapes(tmp_path):
                 "escape/secret.txt", "", "a\x00b"):
         with pytest.raises(UnsafePathError):
             safe_join(root, bad)
+
+
+def test_a_mirror_is_walked_in_the_order_of_its_sorted_paths_one_folder_at_a_time(tmp_path):
+    """The data version's file walk: the same files, in the same order, as sorting every path of
+    the mirror (what it did before, holding them all), so the versions already recorded stand."""
+    import os
+
+    from medmo_pipeline.data.sources import files_in_path_order
+
+    for relative in ("a.txt", "a-b/x.png", "a/b/c.png", "a/b.png", "A/z", ".hidden", "b/.x", "b/a b.png",
+                     "a0/1", "a/b/c/d/e.dcm", "\u00e9/x"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        if not (tmp_path / relative).exists():
+            (tmp_path / relative).write_text(relative)
+    (tmp_path / "a" / "link.png").symlink_to(tmp_path / "a.txt")  # a symlinked file: left out
+    (tmp_path / "b" / "loop").symlink_to(tmp_path)  # a symlinked folder: not followed
+    os.mkfifo(tmp_path / "b" / "pipe")  # not a regular file: left out
+    expected = sorted(p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink())
+    assert list(files_in_path_order(tmp_path)) == expected and len(expected) == 11

@@ -87,13 +87,27 @@ def fingerprint(corpus: CorpusRecipe, source: str, *, seed: int) -> dict:
 def _files_digest(directory: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     count = 0
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+    for path in files_in_path_order(directory):
         stat = path.stat()
         with path.open("rb") as handle:
             head = hashlib.sha256(handle.read(FINGERPRINT_HEAD_BYTES)).hexdigest()
         digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{head}\n".encode())
         count += 1
     return digest.hexdigest(), count
+
+
+def files_in_path_order(directory: Path) -> Iterator[Path]:
+    """The regular files under ``directory`` (not through symlinks, nor symlinks themselves), in the
+    order ``sorted(directory.rglob("*"))`` gives, one directory listed at a time: sorting every path
+    of an 18.5M-file mirror first would hold gigabytes. A folder's entries are sorted by name and a
+    subfolder's files come where its name sorts, which is how paths compare part by part."""
+    with os.scandir(directory) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from files_in_path_order(Path(entry.path))
+        elif entry.is_file(follow_symlinks=False):
+            yield Path(entry.path)
 
 
 def _tree_digest(directory: Path, *, pattern: str) -> str:

@@ -89,18 +89,18 @@ def answer_text(response: str | None) -> str:
     ('truncated', 'plain reply', '')
     """
     text = _without_closed_thinking(response or "")
-    block, last_open = None, None
+    block, pending, last_opened = None, None, None  # pending: an "<answer>" not yet closed
     for tag in _TAG.finditer(text):  # the last complete block holding no further "<answer>"
         if tag.group(2).lower() != "answer":
             continue
         if not tag.group(1):
-            last_open = tag
-        elif last_open is not None:
-            block, last_open = text[last_open.end():tag.start()], None
+            pending = last_opened = tag
+        elif pending is not None:
+            block, pending = text[pending.end():tag.start()], None
     if block is not None:
         text = block
-    elif (opened := _last_answer_open(text)) is not None:
-        text = text[opened:]
+    elif last_opened is not None:
+        text = text[last_opened.end():]
     unclosed = _THINK_OPEN.search(text)  # reasoning never closed: dropped to the end
     return (text[:unclosed.start()] + " " if unclosed else text).strip()
 
@@ -118,11 +118,6 @@ def _without_closed_thinking(text: str) -> str:
             kept_from, opened = tag.end(), None
     return "".join(pieces) + text[kept_from:] if pieces else text
 
-
-def _last_answer_open(text: str) -> int | None:
-    """Where the text after the last ``<answer>`` starts, if the reply has one."""
-    opened = [tag.end() for tag in _TAG.finditer(text) if not tag.group(1) and tag.group(2).lower() == "answer"]
-    return opened[-1] if opened else None
 
 
 def answer_body(response: str | None) -> str:

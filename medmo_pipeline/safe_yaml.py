@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from medmo_pipeline.safe_paths import FileTooLarge, read_bounded
+
 BYTES_PER_NODE = 64  # far more than any recipe or registry holds per node (about 18)
 
 
@@ -48,12 +50,15 @@ def read_yaml(path: Path, *, max_nodes: int) -> Any:
     ``max_nodes`` or refer to themselves: checked on the node graph, where an alias is one shared
     node, before any Python object is built."""
     most_bytes = max_nodes * BYTES_PER_NODE
-    if (size := path.stat().st_size) > most_bytes:
-        raise YamlRefused(f"{path}: {size} bytes, more than {most_bytes} for at most {max_nodes} nodes")
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = read_bounded(path, most_bytes)
+    except FileTooLarge as error:
+        raise YamlRefused(f"{path}: {error.size} bytes, more than {most_bytes} for at most {max_nodes} "
+                          "nodes") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        line = raw[:error.start].count(b"\n") + 1
         raise YamlRefused(f"{path}: not UTF-8 at line {line} (byte {error.start}: {error.reason})") from None
     try:
         loader = _CountingLoader(text, path, max_nodes)

@@ -3,11 +3,11 @@
 Line-based formats (JSONL, CSV/TSV) are read line by line through ``BoundedLines``: a line longer
 than ``MAX_LINE`` is read through to its end in pieces and refused (naming the file and line) as
 its record's problem, and a run of whitespace of any length is skipped in bounded pieces, so memory
-stays bounded whatever the file holds. A JSON file of records (a list, a list or object under a key, an object of records by
-id) is read record by record (``json_items``): the file a piece at a time, each record decoded by
-json's own scanner and at most ``MAX_LINE`` characters long, so memory is one record's, not the
-file's (a 150 MB list of empty objects took over 1 GB parsed whole). Nesting too deep for the
-parser is named too.
+stays bounded whatever the file holds. A JSON file of records (a list, a list or object under a
+key, an object of records by id) is read record by record (``json_items``): the file a piece at a
+time, each record decoded by json's own scanner and at most ``MAX_LINE`` characters long, so memory
+is one record's, not the file's (a 150 MB list of empty objects took over 1 GB parsed whole). A
+record that cannot be read (too long, not JSON, nested too deeply) is stepped over and named.
 """
 
 from __future__ import annotations

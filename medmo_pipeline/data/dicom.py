@@ -12,6 +12,7 @@ import io
 import struct
 import zlib
 from itertools import islice
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,7 +39,8 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     try:
         if is_dicom(data):
             syntax, meta_end = _file_meta(data)
-            dataset = _check_inflated_size(data, meta_end, limits, name) if syntax == DEFLATED else data[meta_end:]
+            dataset = io.BytesIO(_check_inflated_size(data, meta_end, limits, name) if syntax == DEFLATED else data)
+            dataset.seek(0 if syntax == DEFLATED else meta_end)  # the data set, not a copy of it
             _check_element_count(dataset, syntax, limits, name)
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not is_dicom(data))
         rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
@@ -106,15 +108,15 @@ def _check_inflated_size(data: bytes, start: int, limits: ImageLimits, name: str
     return inflated
 
 
-def _check_element_count(dataset: bytes, syntax: str, limits: ImageLimits, name: str) -> None:
-    """Refuse a data set of more than ``limits.max_chunks`` top-level elements before pydicom reads
-    it: it makes an object of each, twice (header, then pixels), in Python (a 12 MB file of a
-    million empty private elements took 9 s and 680 MiB). Counted with pydicom's own element
-    reader, values not read, stopping at the limit; files list a few hundred."""
+def _check_element_count(dataset: BinaryIO, syntax: str, limits: ImageLimits, name: str) -> None:
+    """Refuse a data set (read from ``dataset``'s position) of more than ``limits.max_chunks``
+    top-level elements before pydicom reads it: it makes an object of each, twice (header, then
+    pixels), in Python (a 12 MB file of a million empty private elements took 9 s and 680 MiB).
+    Counted with pydicom's own element reader, values not read, stopping at the limit; files list
+    a few hundred."""
     from pydicom.filereader import data_element_generator
 
-    elements = data_element_generator(io.BytesIO(dataset), syntax == IMPLICIT_LITTLE, syntax != EXPLICIT_BIG,
-                                      defer_size=0)
+    elements = data_element_generator(dataset, syntax == IMPLICIT_LITTLE, syntax != EXPLICIT_BIG, defer_size=0)
     if sum(1 for _ in islice(elements, limits.max_chunks + 1)) > limits.max_chunks:
         raise ImageError("image_too_costly", f"{name}: more than {limits.max_chunks} elements: each is an object "
                                              "pydicom makes")

@@ -52,12 +52,12 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     """Records of a JSON (list, or ``json_key`` inside an object), JSONL, CSV/TSV or Parquet file;
     a ``file`` with ``*`` reads every match in name order (hub datasets split into many files).
 
-    Parquet is streamed batch by batch, JSONL and CSV/TSV line by line within ``annotations``'
-    bounds (a line over them stops the file, naming it and the line); a JSON file record by record
-    (``annotations.json_items``: a record over the line bound stops it the same way). A JSONL line
-    that does not parse, and a line or CSV row that is not UTF-8 or does not parse, come out as
-    ``RowQuarantined`` in their place. CSV header names
-    are stripped (a trailing space in a header is a common quirk) and a byte-order mark is dropped.
+    Parquet is streamed batch by batch (a row group over ``MAX_ROW_GROUP_BYTES`` refused), JSONL
+    and CSV/TSV line by line within ``annotations``' bounds, a JSON file record by record
+    (``annotations.json_items``). A line or record over the bounds, one that does not parse, and a
+    line or CSV row that is not UTF-8, come out as ``RowQuarantined`` in their place, naming the
+    file and line. CSV header names are stripped (a trailing space in a header is a common quirk)
+    and a byte-order mark is dropped.
     """
     if "*" in file:
         base = Path(root).resolve()

@@ -2,7 +2,7 @@
 from good and hostile parts (non-PNG formats, malformed PNG headers whose size fields overflow
 int32, truncated and tiny JPEGs, junk text with control characters and invalid UTF-8, odd types)
 get the same outcome, reason, detail and normalised row from both paths, batch after batch, with
-the default limits and with a chunk limit low enough for the batch walk to meet it."""
+the default limits and with chunk and file-size limits low enough for the batch walk to meet them."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_batch_and_row_paths_agree_on_random_rows(seed, monkeypatch):
     rng = np.random.default_rng(seed)
     images = _images(rng)
     rows = [_row(rng, index, images) for index in range(160)]
-    limits = CurationLimits() if seed < 3 else CurationLimits(image=ImageLimits(max_chunks=20))
+    limits = CurationLimits() if seed < 3 else CurationLimits(image=ImageLimits(max_chunks=20, max_file_bytes=4000))
     row_by_row, reference = [], batch_checks.check_row
     monkeypatch.setattr(batch_checks, "check_row", lambda raw, **kw: row_by_row.append(raw) or reference(raw, **kw))
     kept = 0

@@ -33,9 +33,10 @@ def curate(tmp_path, monkeypatch):
     for variable in CREDENTIALS:
         monkeypatch.setenv(variable, "attested-for-the-test")
 
-    def run(name: str, version: str = "") -> dict:
+    def run(name: str, version: str = "", **corpus_fields) -> dict:
         corpus = CorpusRecipe(kind="registry", registry={
-            "data_root": str(tmp_path / "data"), "sources": [name], **({"versions": {name: version}} if version else {})})
+            "data_root": str(tmp_path / "data"), "sources": [name], **({"versions": {name: version}} if version else {})},
+            **corpus_fields)
         return curate_source(corpus, name, tmp_path / "corpus", seed=0, log=lambda _: None)
 
     return run
@@ -318,6 +319,22 @@ def test_rocov2_hub_parquet_with_embedded_images(tmp_path, curate):
     assert report["rows_kept"] == 2 and accounted(report)
     assert sorted(row["id"] for row in kept_rows(report)) == ["roco_v2:ROCOv2_2023_train_000001",
                                                               "roco_v2:ROCOv2_2023_train_000002"]
+
+
+def test_an_embedded_image_over_the_file_size_bound_costs_its_record_only(tmp_path, curate):
+    """Image bytes inside a Parquet record are held to ``max_file_bytes`` as a file on disk is."""
+    root = dataset(tmp_path, "roco_v2")
+    (root / "data").mkdir(parents=True)
+    small, large = png_bytes(), png_bytes(300, 300)
+    rows = [{"image": {"bytes": data, "path": f"ROCOv2_2023_train_00000{index}.png"},
+             "image_id": f"ROCOv2_2023_train_00000{index}", "caption": "Chest radiograph.", "cui": []}
+            for index, data in enumerate([small, large])]
+    pq.write_table(pa.Table.from_pylist(rows), root / "data" / "train-00000-of-00027.parquet")
+    report = curate("roco_v2", image_limits={"max_file_bytes": (len(small) + len(large)) // 2})
+    assert report["rows_kept"] == 1 and accounted(report)
+    (problem,) = quarantine(report)
+    assert problem["reason"] == "file_too_large" and "ROCOv2_2023_train_000001.png" in problem["detail"]
+    assert f"holds {len(large)} bytes" in problem["detail"]
 
 
 def test_one_bad_byte_in_a_json_file_costs_one_record_and_header_case_is_forgiven(tmp_path, curate):

@@ -87,6 +87,15 @@ def read_image_file(path: Path, what: str, limits: ImageLimits | None = None) ->
         raise ImageError("file_too_large", str(error)) from None
 
 
+def check_image_bytes(size: int, limits: ImageLimits, what: str = "") -> None:
+    """ImageError ``file_too_large`` for image bytes already in memory (embedded in a Parquet or
+    JSON record, or handed to curation) over ``max_file_bytes``: the bound a file on disk gets from
+    its declared size, held to the same figure whichever way the image came."""
+    if size > limits.max_file_bytes:
+        raise ImageError("file_too_large", f"{what or 'image'} holds {size} bytes, over the "
+                                           f"{limits.max_file_bytes} bytes an image may hold (max_file_bytes)")
+
+
 def limits_in_force() -> ImageLimits:
     """The limits of the source being curated (the defaults outside ``using_limits``)."""
     return _IN_FORCE.get()

@@ -33,6 +33,7 @@ from medmo_pipeline.data.image_limits import (
     ImageError,
     ImageLimits,
     check_decode_cost,
+    check_image_bytes,
     check_pixels,
     limits_in_force,
     open_image,
@@ -82,6 +83,7 @@ def inspect_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int
     """
     if not data:
         raise ImageError("image_empty", "zero bytes")
+    check_image_bytes(len(data), limits)
     if data.startswith(PNG_SIGNATURE) and not limits.decode_png:
         (width, height), fmt = verify_png(data, limits), "PNG"
     elif is_dicom(data):

@@ -154,8 +154,9 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     count = len(ok)
     start, end = offsets[:-1], offsets[1:]
 
-    # The signature and IHDR: fields, limits, and where the IHDR's CRC is
-    ok[:] = end - start >= PNG_HEADER_END
+    # The signature and IHDR: fields, limits, and where the IHDR's CRC is (an image over
+    # max_file_bytes is left to ``inspect_image``, which refuses it)
+    ok[:] = (end - start >= PNG_HEADER_END) & (end - start <= limits.max_file_bytes)
     first = np.flatnonzero(ok)
     head = data[start[first, None] + np.arange(PNG_HEADER_END)]
     w, h = _be32(head, 16), _be32(head, 20)

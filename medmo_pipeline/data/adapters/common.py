@@ -30,7 +30,7 @@ from medmo_pipeline.data.annotations import (
     UnreadableRecord,
     json_items,
 )
-from medmo_pipeline.data.image_limits import read_image_file
+from medmo_pipeline.data.image_limits import check_image_bytes, limits_in_force, read_image_file
 from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
@@ -261,7 +261,10 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     DICOM files and (with ``png16_offset``) 16-bit PNGs are windowed to 8-bit PNG.
     """
     if isinstance(value, dict):
-        return image_entry(value.get("bytes") or b"", value.get("path") or "")
+        data, name = value.get("bytes") or b"", value.get("path") or ""
+        if isinstance(data, (bytes, bytearray)):  # held to the bound a file on disk gets, before any decoding
+            check_image_bytes(len(data), limits_in_force(), f"embedded image {name}".strip())
+        return image_entry(data, name)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():

@@ -190,27 +190,38 @@ def test_an_npz_whose_zip_directory_lists_a_multitude_of_members_is_refused_befo
         list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "many.npz"}))
 
 
-def test_a_stray_quote_in_a_csv_costs_the_lines_it_takes_in_up_to_the_field_bound_not_the_file(tmp_path):
-    """Quoted fields span lines, so a stray quote would make the rest of the file one field (and
-    its records vanish into it): at the field bound that record is quarantined naming the lines it
-    took in, and the records after them are read."""
+def test_a_stray_quote_in_a_csv_costs_its_own_line_and_the_lines_it_took_in_are_read(tmp_path):
+    """Quoted fields span lines, so a stray quote makes the lines after it part of one field: up to
+    the next quote (then the row kept was wrong and the rows in it were gone), the field bound or
+    the end of the file. Only the line where the quote opened is quarantined; the rest are read."""
     import csv
 
     from medmo_pipeline.data.outcomes import RowQuarantined
 
-    path = tmp_path / "reports.csv"
-    path.write_text('study,report\ns0.txt,"the stray quote\n' + "".join(f"s{i}.txt,report {i}\n" for i in range(30_000)))
+    def read(text: str) -> list:
+        (tmp_path / "qa.csv").write_text(text)
+        return list(iter_records(tmp_path, "qa.csv"))
+
+    rows = "".join(f"s{i}.png,what is {i}?,yes\n" for i in range(3))
+    for text, problem in [  # a quote closed by the next quoted field, and one never closed
+        ('image,question,answer\na.png,"is it?,no\n' + rows + 'b.png,"what, then?",mass\n', "does not close a field"),
+        ('image,question,answer\na.png,"is it?,no\n' + rows, "unexpected end of data")]:
+        first, *others = read(text)
+        assert isinstance(first, RowQuarantined) and first.record == "row 1" and problem in first.detail
+        assert "qa.csv: line 2:" in first.detail
+        assert [record["image"] for record in others][:3] == ["s0.png", "s1.png", "s2.png"]
+        assert all(isinstance(record, dict) and record["answer"] in ("yes", "mass") for record in others)
+    assert read('image,question,answer\n' + rows + 'b.png,"what, then?",mass\n')[-1]["question"] == "what, then?"
+
+    # at the field bound: the lines read so far are read again, and the file goes on after them
     limit = csv.field_size_limit(100_000)
     try:
-        read = list(iter_records(tmp_path, "reports.csv"))
+        first, *records = read('study,report\ns0.txt,"the stray quote\n' + "".join(
+            f"s{i}.txt,report {i}\n" for i in range(1, 30_000)))
     finally:
         csv.field_size_limit(limit)
-    problem, *records = read
-    assert isinstance(problem, RowQuarantined) and re.search(r"row 1 \(lines 2-\d+\): CSV: field larger", problem.detail)
-    last_taken = int(re.search(r"lines 2-(\d+)", problem.detail).group(1))
-    assert 4_000 < last_taken < 5_000  # 100,000 characters of lines of 22 or so
-    assert all(isinstance(record, dict) for record in records)
-    assert records[0]["study"] == f"s{last_taken - 2}.txt" and len(records) == 30_002 - last_taken  # line k: s{k-3}
+    assert isinstance(first, RowQuarantined) and "field larger than field limit" in first.detail
+    assert [record["study"] for record in records] == [f"s{i}.txt" for i in range(1, 30_000)]
 
 
 def test_a_jsonl_line_over_the_bound_is_its_records_problem_and_the_next_lines_are_read(tmp_path):

@@ -16,12 +16,16 @@ import codecs
 import csv
 import json
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 MAX_LINE = 16 << 20  # characters of one JSONL / CSV line: far beyond any real record
+# Real reports and contexts exceed csv's 128 KiB default; the bound also ends a field that a stray
+# quote would otherwise run on through the rest of the file
+csv.field_size_limit(MAX_LINE)
 # Bytes of a file holding one record's text (a report, a caption sidecar, a YOLO label file, one
 # image's box JSON), read whole: one line's bound is plenty
 MAX_RECORD_FILE = MAX_LINE
@@ -87,18 +91,89 @@ def json_line(line: str | bytes, name: str, number: int) -> Any:
                               f"{str(error)[:200]})") from None
 
 
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """In place of a record of a JSON file that cannot be decoded and was stepped over: why."""
+
+    problem: str
+
+
 def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[dict]:
-    """``csv.DictReader`` over bounded lines; a row the csv module refuses (a field over its limit,
-    a stray quote) raises AnnotationError naming the file and line."""
-    reader = csv.DictReader(lines, delimiter=delimiter)
+    """The rows of a CSV with a header row, as dicts (``csv.DictReader``'s), read by ``csv_rows``;
+    a row that cannot be read (a stray quote, a field over its bound) raises AnnotationError
+    naming the file and line: for a table every row of which matters (a split table)."""
+    rows = csv_rows(lines, delimiter)
+    header = next(rows, None)
+    if header is None:
+        return
+    if isinstance(header[1], UnreadableRecord):
+        raise AnnotationError(header[1].problem)
+    for _, values in rows:
+        if isinstance(values, UnreadableRecord):
+            raise AnnotationError(values.problem)
+        if values:
+            yield dict(zip(header[1], values, strict=False))
+
+
+class _ReplayableLines:
+    """``lines`` as csv.reader takes them, one at a time, keeping the (number, line) pairs of the
+    record being read (``taken``); lines put back (``again``) are handed out first."""
+
+    def __init__(self, lines: BoundedLines):
+        self.lines, self.taken, self.pending = lines, [], deque()
+
+    def __iter__(self) -> _ReplayableLines:
+        return self
+
+    def __next__(self) -> str:
+        item = self.pending.popleft() if self.pending else None
+        if item is None:
+            line = next(self.lines)
+            item = (self.lines.number, line)
+        self.taken.append(item)
+        return item[1]
+
+    def again(self, items: list[tuple[int, str]]) -> None:
+        self.pending.extendleft(reversed(items))
+
+
+def csv_rows(lines: BoundedLines, delimiter: str, *,
+             quoted: bool = True) -> Iterator[tuple[int, list[str] | UnreadableRecord]]:
+    """The records of a CSV/TSV (the header row too), each as (its first line's number, its values),
+    or an ``UnreadableRecord`` naming the file and line in place of one that cannot be read.
+
+    Quoted fields may hold the delimiter and line breaks, so one stray quote would make the lines
+    after it part of one field, their records gone (or worse, kept as one wrong row). Quoting is
+    therefore strict (a closing quote must end its field), and a record the csv module refuses (a
+    quote followed by text, a field over the field bound, a quote still open at the end of the file)
+    costs only its first line, where the quote opened: the lines it took in are read again as
+    records of their own. A line longer than ``lines.max_line`` is its own UnreadableRecord."""
+    source = _ReplayableLines(lines)
+    reader = csv.reader(source, delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
     while True:
+        source.taken = []
         try:
-            record = next(reader)
+            values = next(reader)
         except StopIteration:
             return
-        except csv.Error as error:
-            raise AnnotationError(f"{lines.name}: line {lines.number}: {error}") from None
-        yield record
+        except (csv.Error, LineTooLong) as error:
+            taken = source.taken
+            if taken:  # the record's first line is spent; the lines it took in are read again
+                first, _ = taken[0]
+                if isinstance(error, LineTooLong):
+                    problem = f"a quote opened here is still open at line {lines.number}, over {lines.max_line} characters"
+                elif len(taken) > 1:
+                    problem = (f"a quote opened here does not close a field (csv: {error}); the {len(taken) - 1} "
+                               "lines it took in are read as records of their own")
+                else:
+                    problem = f"not a CSV record (csv: {error})"
+                yield first, UnreadableRecord(f"{lines.name}: line {first}: {problem}")
+                source.again(taken[1:])
+            if isinstance(error, LineTooLong):
+                yield lines.number, UnreadableRecord(str(error))
+            continue
+        yield source.taken[0][0] if source.taken else lines.number, values
 
 
 READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``
@@ -130,13 +205,6 @@ def json_items(path: Path, name: str, key: str = "", max_record: int = MAX_LINE,
                     return
                 raise AnnotationError(f"{name}: the top-level object has no member {key!r}")
         yield from reader.items()
-
-
-@dataclass(frozen=True)
-class UnreadableRecord:
-    """In place of a record of a JSON file that cannot be decoded and was stepped over: why."""
-
-    problem: str
 
 
 class _JsonReader:

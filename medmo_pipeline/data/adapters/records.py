@@ -7,17 +7,16 @@ source can cause (the file missing, a JSON file that does not parse) stops the s
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 from medmo_pipeline.data.annotations import (
-    MAX_LINE,
     AnnotationError,
     BoundedLines,
     LineTooLong,
     UnreadableRecord,
+    csv_rows,
     json_items,
     json_line,
 )
@@ -28,9 +27,6 @@ RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 # A Parquet row group is decoded a page at a time, but one value fills its page: Hugging Face's
 # image sets write row groups of 100 images (tens to hundreds of MB); a gigabyte is no such file
 MAX_ROW_GROUP_BYTES = 1 << 30
-# Real reports and contexts exceed csv's 128 KiB default; a quoted field may span lines, so without a
-# bound one stray quote would make the rest of the file (gigabytes) one field, its records lost in it
-csv.field_size_limit(MAX_LINE)
 
 
 class SourceLayoutError(RuntimeError):
@@ -143,42 +139,33 @@ def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[
 
 def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
          quoted: bool = True) -> Iterator[dict | RowQuarantined]:
-    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), its lines
-    within ``annotations``' bounds. Bytes that are not UTF-8 are kept as surrogates while parsing,
-    so one bad row is reported, not the file. A field over the field bound (a stray quote takes in
-    the lines after it) is one quarantined record naming the lines it took; reading goes on after it."""
+    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), read by
+    ``annotations.csv_rows``: a record it cannot read (a stray quote, a line over the bound) is one
+    quarantined record naming its line, and the lines a stray quote took in are read as their own
+    records. Bytes that are not UTF-8 are kept as surrogates while parsing, so one bad row is
+    reported, not the file."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        lines = BoundedLines(handle, file)
-        reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
-        header = list(columns) or next(reader, None)
-        if header is None:
-            return
-        names = [name.strip() for name in header]
-        number = 0
-        while True:
-            first_line = lines.number + 1
-            try:
-                values = next(reader)
-            except StopIteration:
+        rows = csv_rows(BoundedLines(handle, file), delimiter, quoted=quoted)
+        if columns:
+            names = list(columns)
+        else:
+            header = next(rows, None)
+            if header is None:
                 return
-            except csv.Error as error:  # the lines it spans say what a stray quote took in
-                number += 1
-                yield RowQuarantined("malformed_record", f"{file} row {number} (lines {first_line}-{lines.number}): "
-                                                         f"CSV: {error}", file, f"row {number}")
+            if isinstance(header[1], UnreadableRecord):
+                raise SourceLayoutError(f"{file}: its header row cannot be read ({header[1].problem})")
+            names = [name.strip() for name in header[1]]
+        for number, (line, values) in enumerate(rows, start=1):
+            where = f"row {number}"
+            if isinstance(values, UnreadableRecord):
+                yield RowQuarantined("malformed_record", f"{values.problem} ({where})", file, where)
+            elif not values:  # a blank line is no record (a row of empty fields is one)
                 continue
-            except LineTooLong as error:  # one record's problem: the next line starts the next record
-                number += 1
-                yield RowQuarantined("malformed_record", f"{error} (row {number})", file, f"row {number}")
-                continue
-            number += 1
-            if not values:  # a blank line is no record (a row of empty fields is one)
-                continue
-            record = CsvRecord(zip(names, values, strict=False))
-            if any(_has_surrogates(value) for value in values):
-                yield RowQuarantined("invalid_utf8", f"{file} row {number}: bytes that are not UTF-8", file,
-                                     f"row {number}")
+            elif any(_has_surrogates(value) for value in values):
+                yield RowQuarantined("invalid_utf8", f"{file} {where} (line {line}): bytes that are not UTF-8",
+                                     file, where)
             else:
-                yield record
+                yield CsvRecord(zip(names, values, strict=False))
 
 
 class CsvRecord(dict):

@@ -28,9 +28,14 @@ from medmo_pipeline.safe_paths import FileTooLarge, read_bounded
 # file over these fails PIL's decode, so curation refuses it with the same bounds.
 MAX_TEXT_CHUNK = 1 << 20
 MAX_TEXT_MEMORY = 64 << 20
-# The formats an image file is opened as: what the datasets publish and the adapters write. PIL
-# knows some forty more, each its own decoder; a file in any other is refused, not handed to it.
-IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP")
+# The formats an image file is opened as (what the datasets publish and the adapters write), by the
+# file names they come under. PIL knows some forty more, each its own decoder; a file in any other
+# is refused, not handed to it.
+EXTENSION_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF",
+    ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",
+}  # fmt: skip
+IMAGE_FORMATS = tuple(dict.fromkeys(EXTENSION_FORMATS.values()))
 _JPEG_START, _JPEG_SCAN = b"\xff\xd8\xff", b"\xff\xda"
 _PNG_CHUNK_HEAD = struct.Struct(">I4s")
 _JPEG_MARKER = re.compile(rb"\xff[\xc0-\xfe]")  # a segment's start (payloads may hold a few by chance)

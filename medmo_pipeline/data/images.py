@@ -27,6 +27,7 @@ from PIL import Image
 
 from medmo_pipeline.data.dicom import is_dicom, read_dicom
 from medmo_pipeline.data.image_limits import (
+    EXTENSION_FORMATS,
     IMAGE_FORMATS,
     MAX_TEXT_CHUNK,
     MAX_TEXT_MEMORY,
@@ -50,10 +51,6 @@ from medmo_pipeline.data.pixels import (  # noqa: F401 - the adapters' conversio
 
 # Extensions whose content we can check against the decoded format; others (e.g. .dcm converted to
 # PNG by an adapter) are not checked.
-EXTENSION_FORMATS = {
-    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF",
-    ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",
-}  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}

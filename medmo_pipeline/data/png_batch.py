@@ -22,11 +22,11 @@ from PIL import Image
 
 from medmo_pipeline.data.image_limits import ImageLimits
 from medmo_pipeline.data.images import (
+    PNG_CHANNELS,
     PNG_DEPTHS,
     PNG_HEADER_END,
     PNG_SIGNATURE,
     TEXT_KINDS,
-    PNG_CHANNELS,
     WHOLE_INFLATE_LIMIT,
     pixel_stream_fault,
     whole_stream_fault,

@@ -309,7 +309,7 @@ def as_list(value: Any, separator: str = "") -> list:
 
 
 def strip_image_tokens(text: str) -> str:
-    """Remove ``<image>`` placeholders: images are carried in the row, in order, not in the text.
+    r"""Remove ``<image>`` placeholders: images are carried in the row, in order, not in the text.
     Each placeholder and the whitespace around it becomes one space, by splitting: a pattern with
     leading ``\s*`` retries from every character of a long whitespace run (40,000 spaces: 2 s)."""
     if IMAGE_TOKEN not in text:

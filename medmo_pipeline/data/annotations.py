@@ -93,7 +93,8 @@ def json_line(line: str | bytes, name: str, number: int) -> Any:
 
 @dataclass(frozen=True)
 class UnreadableRecord:
-    """In place of a record of a JSON file that cannot be decoded and was stepped over: why."""
+    """In place of a record that cannot be read (a JSON record stepped over, a CSV record a stray
+    quote broke): why, naming the file and line."""
 
     problem: str
 
@@ -162,7 +163,8 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
             if taken:  # the record's first line is spent; the lines it took in are read again
                 first, _ = taken[0]
                 if isinstance(error, LineTooLong):
-                    problem = f"a quote opened here is still open at line {lines.number}, over {lines.max_line} characters"
+                    problem = (f"a quote opened here is still open at line {lines.number}, which is over "
+                               f"{lines.max_line} characters")
                 elif len(taken) > 1:
                     problem = (f"a quote opened here does not close a field (csv: {error}); the {len(taken) - 1} "
                                "lines it took in are read as records of their own")
@@ -173,7 +175,7 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
             if isinstance(error, LineTooLong):
                 yield lines.number, UnreadableRecord(str(error))
             continue
-        yield source.taken[0][0] if source.taken else lines.number, values
+        yield source.taken[0][0], values  # a record takes one line at least
 
 
 READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``

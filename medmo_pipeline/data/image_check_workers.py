@@ -9,10 +9,7 @@ and gathered while this one's images are checked.
 
 The workers are this module run as a program (``python -m medmo_pipeline.data.image_check_workers``)
 reading requests on stdin and answering on stdout, each a length-prefixed pickle between this
-process and its own children; a request's images go through shared memory. A request is written
-and sent on the caller's thread, so a worker that finishes one finds the next already waiting in
-its pipe (sent from a thread of its own, it waited for that thread to get the GIL from a busy
-caller: up to the interpreter's switch interval, 5 ms, per request). They are started on first use, not forked (this process's other
+process and its own children. They are started on first use, not forked (this process's other
 threads may hold locks) and not through ``multiprocessing`` (whose workers import the caller's
 main module again, re-running a script that has no ``__main__`` guard). A worker ends when its
 stdin closes: at this process's exit, or when it dies.
@@ -34,7 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,7 +44,7 @@ from medmo_pipeline.data.png_batch import binary_layout, check_threads, hashed_p
 
 MIN_POOL_IMAGES = 512  # fewer images, and under MIN_POOL_BYTES, are checked on the calling thread:
 MIN_POOL_BYTES = 8 << 20  # the hand-over would cost more than it saves
-SHARE_BYTES = 32 << 20  # a worker is sent at most this much at a time (the size of one slot of its shared memory)
+SHARE_BYTES = 32 << 20  # a worker is sent at most this much at a time (its shared memory's size)
 _LOG = logging.getLogger(__name__)
 _LENGTH = struct.Struct("<Q")
 
@@ -143,74 +140,40 @@ def _inspected(digest: str, data: memoryview, limits: ImageLimits) -> tuple[int,
     return (*result, "", "") if type(result) is tuple else (0, 0, "", result.reason, result.detail)
 
 
-class _Slot:
-    """A piece of shared memory (a ``memfd``) a request's images are written to, mapped here."""
-
-    def __init__(self):
-        self.fd, self.size, self.mapped = os.memfd_create("medmo-image-checks"), 0, None
-        self.answer: Future | None = None  # of the request last written here: the worker reads it until then
-
-    def write(self, offsets: np.ndarray, data: memoryview) -> int:
-        size = offsets.nbytes + len(data)
-        if size > self.size:  # grow (the worker maps what each request says)
-            if self.mapped is not None:
-                self.mapped.close()
-            self.size = max(size, 2 * self.size)
-            os.ftruncate(self.fd, self.size)
-            self.mapped = mmap.mmap(self.fd, self.size)
-        self.mapped[:offsets.nbytes] = offsets.tobytes()
-        self.mapped[offsets.nbytes:size] = data
-        return size
-
-    def close(self) -> None:
-        if self.mapped is not None:
-            self.mapped.close()
-        os.close(self.fd)
-
-
 class _Worker:
-    """One worker process and ``SLOTS`` pieces of shared memory its requests' images are written to.
-    A request is written and sent on the caller's thread, so the worker finds the next one waiting
-    in its pipe when it finishes one (no hand-over through a thread that must first get the GIL); a
-    thread here reads the answers, in order, blocked on the pipe without the GIL."""
-
-    SLOTS = 2  # requests in the worker's pipe at once: the one it checks, and the next
+    """One worker process, the shared memory (a ``memfd``) its requests' images are written to,
+    and a thread here that writes a request, sends it and waits for the answer (blocked on the
+    pipe, without the GIL), one request at a time."""
 
     def __init__(self):
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        self.slots = [_Slot() for _ in range(self.SLOTS)]
-        fds = [slot.fd for slot in self.slots]
+        self.memory, self.size, self.mapped = os.memfd_create("medmo-image-checks"), 0, None
         try:
-            self.process = subprocess.Popen([sys.executable, "-m", __name__, *map(str, fds)],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, pass_fds=fds)
+            self.process = subprocess.Popen([sys.executable, "-m", __name__, str(self.memory)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                            pass_fds=(self.memory,))
         except OSError as error:
-            for slot in self.slots:
-                slot.close()
+            os.close(self.memory)
             raise WorkerFailed(f"could not start {sys.executable} -m {__name__}: {error}") from error
-        self.receiver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-check-answers")
-        self.turn = 0
+        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-check-worker")
 
     def submit(self, share: tuple[np.ndarray, memoryview], limits: ImageLimits) -> Future:
-        slot_index = self.turn % self.SLOTS
-        slot, self.turn = self.slots[slot_index], self.turn + 1
-        if slot.answer is not None:  # its last request is still being read by the worker
-            wait([slot.answer])
-        offsets, data = share
-        try:
-            size = slot.write(offsets, data)
-            _send(self.process.stdin, (slot_index, len(offsets) - 1, size, limits))
-        except OSError as error:
-            failed = Future()
-            failed.set_exception(WorkerFailed(f"worker {self.process.pid} ended (exit code "
-                                              f"{self.process.poll()}): {error}"))
-            slot.answer = failed
-            return failed
-        slot.answer = self.receiver.submit(self._answer)
-        return slot.answer
+        return self.sender.submit(self._ask, share, limits)
 
-    def _answer(self) -> Checked:
+    def _ask(self, share: tuple[np.ndarray, memoryview], limits: ImageLimits) -> Checked:
+        offsets, data = share
+        size = offsets.nbytes + len(data)
+        if size > self.size:  # grow the shared memory (the worker maps what each request says)
+            if self.mapped is not None:
+                self.mapped.close()
+            self.size = max(size, 2 * self.size)
+            os.ftruncate(self.memory, self.size)
+            self.mapped = mmap.mmap(self.memory, self.size)
+        self.mapped[:offsets.nbytes] = offsets.tobytes()
+        self.mapped[offsets.nbytes:size] = data
         try:
+            _send(self.process.stdin, (len(offsets) - 1, size, limits))
             return _receive(self.process.stdout)
         except (OSError, EOFError, pickle.UnpicklingError) as error:
             raise WorkerFailed(f"worker {self.process.pid} ended (exit code {self.process.poll()}): {error}") from error
@@ -219,14 +182,15 @@ class _Worker:
         return self.process.poll() is None
 
     def close(self) -> None:
-        self.receiver.shutdown(wait=False, cancel_futures=True)
+        self.sender.shutdown(wait=False, cancel_futures=True)
         try:
             self.process.stdin.close()
             self.process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
-        for slot in self.slots:
-            slot.close()
+        if self.mapped is not None:
+            self.mapped.close()
+        os.close(self.memory)
 
 
 _WORKERS: list = []  # [pid, [workers]]: a forked child starts its own
@@ -292,17 +256,17 @@ def _receive(stream: BinaryIO):
     return pickle.loads(payload)  # our own child's answer, over our own pipe
 
 
-def _serve(memories: list[int]) -> None:
+def _serve(memory: int) -> None:
     """A worker's loop: for each request on stdin, ``check_share`` of the images the caller wrote
-    into the piece of shared memory it names, answered on stdout; until stdin closes."""
+    into the shared ``memory``, answered on stdout; until stdin closes."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answers' pipe
     while True:
         try:
-            slot, count, size, limits = _receive(requests)
+            count, size, limits = _receive(requests)
         except EOFError:
             return
-        with mmap.mmap(memories[slot], size, access=mmap.ACCESS_READ) as shared:
+        with mmap.mmap(memory, size, access=mmap.ACCESS_READ) as shared:
             view = memoryview(shared)
             try:
                 answer = check_share(view, count, limits)
@@ -312,4 +276,4 @@ def _serve(memories: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    _serve([int(fd) for fd in sys.argv[1:]])
+    _serve(int(sys.argv[1]))

@@ -181,9 +181,12 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
     with open(root / "many.json", "w") as handle:  # 3M empty objects: ~200 MiB parsed whole
         handle.write("[" + ",".join(["{}"] * 3_000_000) + "]")
     (root / "damaged.parquet").write_bytes(b"PAR1" + bytes(1000) + b"\xff\xff\xff\x7fPAR1")  # footer past the start
+    # 5.5 million fields on one line (16 MB): 280 MB of Python strings once split
+    (root / "wide_row.csv").write_text("image,question,answer\n" + "ab," * 5_500_000 + "x\na.png,is it?,no\n")
+    (root / "wide_header.csv").write_text("ab," * 5_500_000 + "x\na.png,is it?,no\n")
     jobs = [{"name": f"records:{name}", "records": name, "root": str(root)}
             for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json", "many.json",
-                         "damaged.parquet")]
+                         "damaged.parquet", "wide_row.csv", "wide_header.csv")]
 
     # Whole-source files a source cannot be read without: each stops its source, naming the file
     _write(root / "coco", {"images/a.png": lambda: plain_png(64, 64), "deep.json": lambda: b'{"categories": [' + b"[" * 100_000})
@@ -259,7 +262,13 @@ def test_annotation_files_beyond_their_bounds_are_refused_naming_file_and_line(s
     assert many["records"] == 3_000_000 and many["peak_rss_kib"] - many["rss_before_kib"] < 32 << 10
     assert all(result["error"].startswith("AnnotationError") for name, result in results.items()
                if name.startswith("records:") and name not in ("records:bad_utf8.jsonl", "records:many.json",
-                                                               "records:big_field.csv", "records:deep.json"))
+                                                               "records:big_field.csv", "records:deep.json",
+                                                               "records:wide_row.csv", "records:wide_header.csv"))
+    # a line of millions of fields is refused before it is split: its record's problem, or the
+    # source's when it is the header
+    assert results["records:wide_row.csv"]["records"] == 2 and results["records:wide_row.csv"]["quarantined"] == [
+        ["malformed_record", "wide_row.csv: line 2 holds more than 100000 fields (row 1)"]]
+    assert "wide_header.csv: its header row cannot be read" in results["records:wide_header.csv"]["error"]
     # one line that is not UTF-8 is one record's problem: read as a quarantine outcome naming its
     # line, the file goes on (both lines come out)
     assert results["records:bad_utf8.jsonl"]["records"] == 2 and "error" not in results["records:bad_utf8.jsonl"]

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 MAX_LINE = 16 << 20  # characters of one JSONL / CSV line: far beyond any real record
+# Fields of one CSV line: tables have tens of columns. Each field is a Python string, so a line of
+# 16 Mi characters split at every third one held 5.5 million of them (280 MB)
+MAX_FIELDS = 100_000
 # Real reports and contexts exceed csv's 128 KiB default; the bound also ends a field that a stray
 # quote would otherwise run on through the rest of the file
 csv.field_size_limit(MAX_LINE)
@@ -118,10 +121,11 @@ def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[dict]:
 
 class _ReplayableLines:
     """``lines`` as csv.reader takes them, one at a time, keeping the (number, line) pairs of the
-    record being read (``taken``); lines put back (``again``) are handed out first."""
+    record being read (``taken``); lines put back (``again``) are handed out first. A line holding
+    more than ``MAX_FIELDS`` delimiters raises LineTooLong before the csv module splits it."""
 
-    def __init__(self, lines: BoundedLines):
-        self.lines, self.taken, self.pending = lines, [], deque()
+    def __init__(self, lines: BoundedLines, delimiter: str):
+        self.lines, self.delimiter, self.taken, self.pending = lines, delimiter, [], deque()
 
     def __iter__(self) -> _ReplayableLines:
         return self
@@ -130,6 +134,9 @@ class _ReplayableLines:
         item = self.pending.popleft() if self.pending else None
         if item is None:
             line = next(self.lines)
+            if line.count(self.delimiter) >= MAX_FIELDS:
+                raise LineTooLong(f"{self.lines.name}: line {self.lines.number} holds more than {MAX_FIELDS} "
+                                  "fields")
             item = (self.lines.number, line)
         self.taken.append(item)
         return item[1]
@@ -148,8 +155,9 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
     therefore strict (a closing quote must end its field), and a record the csv module refuses (a
     quote followed by text, a field over the field bound, a quote still open at the end of the file)
     costs only its first line, where the quote opened: the lines it took in are read again as
-    records of their own. A line longer than ``lines.max_line`` is its own UnreadableRecord."""
-    source = _ReplayableLines(lines)
+    records of their own. A line longer than ``lines.max_line``, or of more than ``MAX_FIELDS``
+    fields, is its own UnreadableRecord."""
+    source = _ReplayableLines(lines, delimiter)
     reader = csv.reader(source, delimiter=delimiter, strict=True,
                         quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
     while True:
@@ -163,8 +171,7 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
             if taken:  # the record's first line is spent; the lines it took in are read again
                 first, _ = taken[0]
                 if isinstance(error, LineTooLong):
-                    problem = (f"a quote opened here is still open at line {lines.number}, which is over "
-                               f"{lines.max_line} characters")
+                    problem = f"a quote opened here is still open at line {lines.number}, which cannot be read"
                 elif len(taken) > 1:
                     problem = (f"a quote opened here does not close a field (csv: {error}); the {len(taken) - 1} "
                                "lines it took in are read as records of their own")

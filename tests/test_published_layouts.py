@@ -298,12 +298,17 @@ def test_vqa_med_2019_pipe_lines_with_crlf_and_a_broken_line(tmp_path, curate, m
     write_file(root, "Training/All_QA_Pairs_train.txt",
                b"synpic41148|which plane is the image shown in?|axial\r\n"
                b"synpic43984|what abnormality is seen in the image?|enchondroma|extra\r\n"
-               b"\r\nsynpic9999|is this \xff a question?|yes\r\n")
+               b"\r\nsynpic9999|is this \xff a question?|yes\r\n"
+               + b"ab|" * 5_500_000 + b"x\r\n"  # millions of fields: not split past the fourth
+               + b"y" * (17 << 20) + b"\r\n"  # past the line bound: read through, not held
+               + b"synpic41148|what plane is this?|axial\r\n")
     write_file(root, "Training/Train_images/synpic41148.jpg", jpeg_bytes())
     report = curate("vqa_med_2019")
-    assert [row["answer"] for row in kept_rows(report)] == ["axial"]
+    assert [row["answer"] for row in kept_rows(report)] == ["axial", "axial"]
     assert sorted((q["reason"], q["record"]) for q in quarantine(report)) == [
-        ("invalid_utf8", "line 4"), ("malformed_record", "line 2")]
+        ("invalid_utf8", "line 4"), ("malformed_record", "line 2"), ("malformed_record", "line 5"),
+        ("malformed_record", "line 6")]
+    assert all(q["detail"].startswith("Training/All_QA_Pairs_train.txt") for q in quarantine(report))
 
 
 def test_rocov2_hub_parquet_with_embedded_images(tmp_path, curate):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from medmo_pipeline.data.annotations import BoundedLines, LineTooLong
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 
 from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
@@ -77,19 +78,31 @@ def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
         yield from read_records(root, options)
         return
     path = layout_path(root, options.file)
+    fields = len(options.delimiter_fields)
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        lines = BoundedLines(handle, options.file)  # a line over the bound is read through, not held
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except LineTooLong as error:  # that record's problem: the next line is the next record
+                yield RowQuarantined("malformed_record", str(error), options.file, f"line {lines.number}")
+                continue
+            number = lines.number
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:
-                yield RowQuarantined("invalid_utf8", str(error), options.file, f"line {number}")
+                yield RowQuarantined("invalid_utf8", f"{options.file} line {number}: {error}", options.file,
+                                     f"line {number}")
                 continue
             if not line.strip():
                 continue
-            values = line.split("|")
-            if len(values) != len(options.delimiter_fields):
-                yield RowQuarantined("malformed_record", f"{len(values)} '|'-separated fields, expected "
-                                     f"{len(options.delimiter_fields)}", options.file, f"line {number}")
+            values = line.split("|", fields)  # one more piece at most: a line of millions is not split further
+            if len(values) != fields:
+                found = f"more than {fields}" if len(values) > fields else str(len(values))
+                yield RowQuarantined("malformed_record", f"{options.file} line {number}: {found} '|'-separated "
+                                     f"fields, expected {fields}", options.file, f"line {number}")
                 continue
             yield dict(zip(options.delimiter_fields, values, strict=True))
 

@@ -45,7 +45,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         labelled, skipped = [], set()
         lines = record_file_text(label_file, f"{options.labels_dir}/{label_file.name}").splitlines()
         for number, line in enumerate(lines, start=1):
-            parts = line.split()
+            parts = line.split(None, 5)  # one more piece at most: a line of millions is not split further
             if not parts:
                 continue
             if len(parts) != 5 or not parts[0].isdigit():

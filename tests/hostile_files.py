@@ -254,6 +254,18 @@ def jpeg_dicom(jpeg: bytes, side: int) -> bytes:
     return _dicom_file("1.2.840.10008.1.2.4.50", _image_elements(side, side, bits=8) + pixel_data)
 
 
+def frame_size_lie_dicom(side: int = 12000) -> bytes:
+    """A 64 x 64 DICOM whose JPEG frame declares ``side`` x ``side`` pixels (3 KB): the decoder
+    allocates what the frame says (12000 x 12000: 1.4 GiB) before the mismatch is found."""
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))  # 3 components
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", side, side)
+    return jpeg_dicom(bytes(data), 64)
+
+
 def instance_mask(side: int = 1024, instances: int = 65535, seed: int = 0) -> bytes:
     """A 16-bit mask whose pixels hold ``instances`` distinct ids (every id present)."""
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ import pytest
 from hostile_files import (
     corrupt_safetensors,
     deflated_dicom_bomb,
+    frame_size_lie_dicom,
     huge_png16,
     huge_tiff,
     icon_image,
@@ -98,6 +99,7 @@ HOSTILE_DICOM = {
     "garbage.dcm": (lambda: bytes(128) + b"DICM" + bytes(64), "image_undecodable"),
     "scans.dcm": (lambda: jpeg_dicom(jpeg_scan_bomb(), 4096), "image_too_costly"),  # the JPEG bomb as a frame
     "elements.dcm": (many_elements_dicom, "image_too_costly"),  # 12 MB, a million empty elements: 9 s, 680 MiB
+    "frame_lies.dcm": (frame_size_lie_dicom, "image_undecodable"),  # 3 KB, its JPEG frame 12000 x 12000: 1.4 GiB
 }
 
 
@@ -309,6 +311,17 @@ def test_the_decoder_applies_exif_rotation_and_flattens_palette_cmyk_and_alpha()
     for name in ("palette.png", "cmyk.jpg", "grey_alpha.png"):
         image = model_image(GOOD_IMAGES[name]())
         assert image.mode == "RGB" and image.size == (48, 40), name
+
+
+def test_a_dicom_frame_declaring_another_size_is_refused_before_it_is_decoded():
+    """The decoder allocates what the frame's own header declares (12000 x 12000 x 3 here: 1.4 GiB
+    for a 3 KB file); the frame is refused from its header instead, naming both sizes."""
+    from medmo_pipeline.data.dicom import read_dicom
+    from medmo_pipeline.data.image_limits import ImageError, ImageLimits
+
+    with pytest.raises(ImageError, match="its compressed frame declares 12000x12000 pixels, the data set 64x64"):
+        read_dicom(frame_size_lie_dicom(), ImageLimits(), "frame_lies.dcm")
+    read_dicom(jpeg_dicom(_save(Image.open(io.BytesIO(plain_png(64, 64, 8))), "JPEG"), 64), ImageLimits())  # a true one
 
 
 def test_a_mask_with_65535_instances_gives_every_box_in_one_pass():

@@ -65,7 +65,10 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
 
 def _check_compressed_frame(dataset, frames: int, limits: ImageLimits, name: str) -> None:
     """The decode cost of the frame to be decoded, where its pixels are a compressed stream: a JPEG
-    (the JPEG transfer syntaxes) is held to ``limits.max_jpeg_scans`` like a JPEG file."""
+    (the JPEG transfer syntaxes) is held to ``limits.max_jpeg_scans`` like a JPEG file, and a JPEG
+    or JPEG 2000 frame must declare the size the data set does. The decoder allocates what the
+    frame's own header says: a 3 KB file of 64 x 64 pixels whose JPEG frame declared 12000 x 12000
+    took 1.4 GiB before the size mismatch was found."""
     from pydicom.encaps import get_frame
 
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
@@ -73,6 +76,28 @@ def _check_compressed_frame(dataset, frames: int, limits: ImageLimits, name: str
         return
     frame = get_frame(dataset.PixelData, frames // 2 if frames > 1 else 0, number_of_frames=frames)
     check_jpeg_scans(frame, limits, f"{name}:")
+    declared = _frame_size(frame)
+    expected = (int(dataset.Columns), int(dataset.Rows))
+    if declared is not None and declared != expected:
+        raise ImageError("image_undecodable", f"{name}: its compressed frame declares {declared[0]}x{declared[1]} "
+                                              f"pixels, the data set {expected[0]}x{expected[1]}")
+
+
+def _frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from a compressed frame's own header, where it is a JPEG or JPEG 2000 stream;
+    None for the others (RLE, say, which pydicom decodes to the data set's size) and for a header
+    declaring more than PIL opens at all (its decoder refuses that one as cheaply)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(frame), formats=("JPEG", "JPEG2000")) as image:
+                return image.size
+        except Exception:  # noqa: BLE001 - not a stream PIL reads, or a bomb it refuses: the decoder decides
+            return None
 
 
 def _file_meta(data: bytes) -> tuple[str, int]:

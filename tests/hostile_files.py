@@ -254,6 +254,19 @@ def jpeg_dicom(jpeg: bytes, side: int) -> bytes:
     return _dicom_file("1.2.840.10008.1.2.4.50", _image_elements(side, side, bits=8) + pixel_data)
 
 
+def tiled_tiff(tile: int = 32768, side: int = 64, filled: bool = False) -> bytes:
+    """A ``side`` x ``side`` greyscale TIFF in one deflated ``tile`` x ``tile`` tile. libtiff decodes a
+    whole tile at a time: filled with zeros, 32768 x 32768 is 1 MB of file, 1 GiB and 3 s to decode.
+    Unfilled (the default), the tile's stream is empty: the file is refused from its header alone."""
+    payload = zlib.compress(bytes(tile * tile) if filled else b"")
+    entries = [(256, 3, side), (257, 3, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+               (322, 4, tile), (323, 4, tile), (324, 4, 8 + 2 + 10 * 12 + 4), (325, 4, len(payload))]
+    out = b"II*\x00" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, value in entries:
+        out += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+    return out + b"\0\0\0\0" + payload
+
+
 def frame_size_lie_dicom(side: int = 12000) -> bytes:
     """A 64 x 64 DICOM whose JPEG frame declares ``side`` x ``side`` pixels (3 KB): the decoder
     allocates what the frame says (12000 x 12000: 1.4 GiB) before the mismatch is found."""

@@ -41,6 +41,7 @@ from hostile_files import (
     plain_jpeg,
     plain_png,
     random_idat_png,
+    tiled_tiff,
     twelve_bit_png,
     windowed_dicom,
     ztxt_png,
@@ -92,6 +93,7 @@ HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
     "chunks.png": (many_chunks_png, "image_too_costly"),  # 9.6 MB, 800,000 empty chunks: 2 s in PIL
     "comments.jpg": (many_segments_jpeg, "image_too_costly"),  # 10 MB, 2.5M empty comments: 2 s in PIL
     "strips.tif": (many_strips_tiff, "image_too_costly"),  # 8 MB, a million strip offsets: ~400 MB in PIL
+    "tiles.tif": (tiled_tiff, "image_too_costly"),  # 64 x 64 in one 32768 x 32768 tile: 1 GiB when filled
 }
 HOSTILE_DICOM = {
     "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
@@ -311,6 +313,15 @@ def test_the_decoder_applies_exif_rotation_and_flattens_palette_cmyk_and_alpha()
     for name in ("palette.png", "cmyk.jpg", "grey_alpha.png"):
         image = model_image(GOOD_IMAGES[name]())
         assert image.mode == "RGB" and image.size == (48, 40), name
+
+
+def test_a_tiff_tile_larger_than_its_image_and_a_megapixel_is_refused_from_the_header():
+    from medmo_pipeline.data.image_limits import ImageError, ImageLimits
+    from medmo_pipeline.data.images import inspect_image
+
+    with pytest.raises(ImageError, match="TIFF tiles of 32768x32768 for an image of 64x64"):
+        inspect_image(tiled_tiff(), ImageLimits())
+    assert inspect_image(tiled_tiff(256, filled=True), ImageLimits()) == (64, 64, "TIFF")  # a usual tile: read
 
 
 def test_a_dicom_frame_declaring_another_size_is_refused_before_it_is_decoded():

@@ -185,6 +185,10 @@ def check_jpeg_scans(data: bytes, limits: ImageLimits, what: str = "") -> None:
 
 # TIFF value types PIL turns into one Python object per value (the byte types become one bytes object)
 _TIFF_NUMBER_TYPES = frozenset({3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18})
+_TIFF_SIZE_TAGS = (256, 257, 322, 323)  # ImageWidth, ImageLength, TileWidth, TileLength
+# A tile may outsize a small image (256 x 256 tiles are a common default), but libtiff decodes a
+# whole tile at a time: a 1 MB file of 64 x 64 pixels in one 32768 x 32768 tile took 1 GiB and 3 s
+_TIFF_TILE_PIXELS = 1 << 20
 # By magic: byte order, directory offset and entry count types, entry size, entry layout
 _TIFF_LAYOUTS = {b"II*\x00": ("<", "I", "H", 12, "HHI"), b"MM\x00*": (">", "I", "H", 12, "HHI"),  # classic
                  b"II+\x00": ("<", "Q", "Q", 20, "HHQ"), b"MM\x00+": (">", "Q", "Q", 20, "HHQ")}  # BigTIFF
@@ -194,7 +198,8 @@ def check_tiff_tags(data: bytes, limits: ImageLimits, what: str = "") -> None:
     """Refuse a TIFF whose first directory holds a numeric tag of more than ``limits.max_chunks``
     values before PIL reads it: PIL makes each value a Python object while opening the file (a
     40 MB file of five million strip offsets took 12 s and 1.9 GB). Strips and tiles are the tags
-    that grow with an image: a few thousand for one within the pixel budget."""
+    that grow with an image: a few thousand for one within the pixel budget. Refuse too a tile
+    larger than the image and than ``_TIFF_TILE_PIXELS``: it is decoded whole."""
     layout = _TIFF_LAYOUTS.get(bytes(data[:4]))
     if layout is None:
         return
@@ -205,12 +210,20 @@ def check_tiff_tags(data: bytes, limits: ImageLimits, what: str = "") -> None:
         (entries,) = struct.unpack_from(order + count_type, data, directory)
     except struct.error:
         return  # a header cut short: PIL's open says so
-    first = directory + struct.calcsize(order + count_type)
+    first, value_at = directory + struct.calcsize(order + count_type), struct.calcsize(order + entry)
+    inline = {3: "H", 4: "I", **({16: "Q"} if entry_size == 20 else {})}  # one value held in the entry itself
+    sizes: dict[int, int] = {}
     for index in range(min(entries, max(0, (len(data) - first) // entry_size))):
         tag, kind, values = struct.unpack_from(order + entry, data, first + index * entry_size)
         if kind in _TIFF_NUMBER_TYPES and values > limits.max_chunks:
             raise ImageError("image_too_costly", f"{what} TIFF tag {tag} of {values} values > {limits.max_chunks}: "
                                                  f"each is read into a Python object".strip())
+        if tag in _TIFF_SIZE_TAGS and values == 1 and kind in inline:
+            (sizes[tag],) = struct.unpack_from(order + inline[kind], data, first + index * entry_size + value_at)
+    width, height, tile_width, tile_length = (sizes.get(tag, 0) for tag in _TIFF_SIZE_TAGS)
+    if tile_width * tile_length > max(width * height, _TIFF_TILE_PIXELS):
+        raise ImageError("image_too_costly", f"{what} TIFF tiles of {tile_width}x{tile_length} for an image of "
+                                             f"{width}x{height}: the decoder fills a whole tile".strip())
 
 
 def without_address(message: str) -> str:

@@ -224,6 +224,11 @@ def test_a_stray_quote_in_a_csv_costs_its_own_line_and_the_lines_it_took_in_are_
     assert [record["study"] for record in records] == [f"s{i}.txt" for i in range(1, 30_000)]
 
 
+def test_a_jsonl_file_saved_with_a_byte_order_mark_reads_its_first_line(tmp_path):
+    (tmp_path / "train.jsonl").write_bytes(b'\xef\xbb\xbf{"q": "a"}\n{"q": "b"}\n')
+    assert list(iter_records(tmp_path, "train.jsonl")) == [{"q": "a"}, {"q": "b"}]
+
+
 def test_a_jsonl_line_over_the_bound_is_its_records_problem_and_the_next_lines_are_read(tmp_path):
     from medmo_pipeline.data.outcomes import RowQuarantined
 

@@ -97,7 +97,10 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
         raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {error})") from None
 
 
-def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
+def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantined]:
+    """(number, text) of each line of a UTF-8 text file (a byte-order mark dropped), read through
+    ``BoundedLines``: a line over the bound or not UTF-8 comes as its record's RowQuarantined, and
+    the next line is read."""
     with open(path, "rb") as handle:
         lines = BoundedLines(handle, file)
         while True:
@@ -108,18 +111,31 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
             except LineTooLong as error:  # one record's problem: the next line is the next record
                 yield RowQuarantined("malformed_record", str(error), file, f"line {lines.number}")
                 continue
-            if not raw.strip():
-                continue
-            where = f"line {lines.number}"
             try:
-                record = json_line(raw.decode("utf-8"), file, lines.number)
+                text = raw.decode("utf-8-sig" if lines.number == 1 else "utf-8")
             except UnicodeDecodeError as error:
+                where = f"line {lines.number}"
                 yield RowQuarantined("invalid_utf8", f"{file} {where}: {error}", file, where)
-            except AnnotationError as error:
-                yield RowQuarantined("malformed_record", str(error), file, where)
-            else:
-                yield record if isinstance(record, dict) else RowQuarantined(
-                    "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
+                continue
+            yield lines.number, text
+
+
+def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
+    for item in text_lines(path, file):
+        if isinstance(item, RowQuarantined):
+            yield item
+            continue
+        number, line = item
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json_line(line, file, number)
+        except AnnotationError as error:
+            yield RowQuarantined("malformed_record", str(error), file, where)
+        else:
+            yield record if isinstance(record, dict) else RowQuarantined(
+                "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
 
 
 def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[dict | RowQuarantined]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.annotations import BoundedLines, LineTooLong
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 
 from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
@@ -27,7 +26,7 @@ from .common import (
     text,
     turn,
 )
-from .records import layout_path
+from .records import layout_path, text_lines
 
 YES_NO = ("yes", "no")
 
@@ -79,32 +78,21 @@ def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
         return
     path = layout_path(root, options.file)
     fields = len(options.delimiter_fields)
-    with open(path, "rb") as handle:
-        lines = BoundedLines(handle, options.file)  # a line over the bound is read through, not held
-        while True:
-            try:
-                raw = next(lines)
-            except StopIteration:
-                return
-            except LineTooLong as error:  # that record's problem: the next line is the next record
-                yield RowQuarantined("malformed_record", str(error), options.file, f"line {lines.number}")
-                continue
-            number = lines.number
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                yield RowQuarantined("invalid_utf8", f"{options.file} line {number}: {error}", options.file,
-                                     f"line {number}")
-                continue
-            if not line.strip():
-                continue
-            values = line.split("|", fields)  # one more piece at most: a line of millions is not split further
-            if len(values) != fields:
-                found = f"more than {fields}" if len(values) > fields else str(len(values))
-                yield RowQuarantined("malformed_record", f"{options.file} line {number}: {found} '|'-separated "
-                                     f"fields, expected {fields}", options.file, f"line {number}")
-                continue
-            yield dict(zip(options.delimiter_fields, values, strict=True))
+    for item in text_lines(path, options.file):  # a line over the bound is read through, not held
+        if isinstance(item, RowQuarantined):
+            yield item
+            continue
+        number, line = item
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        values = line.split("|", fields)  # one more piece at most: a line of millions is not split further
+        if len(values) != fields:
+            found = f"more than {fields}" if len(values) > fields else str(len(values))
+            yield RowQuarantined("malformed_record", f"{options.file} line {number}: {found} '|'-separated "
+                                 f"fields, expected {fields}", options.file, f"line {number}")
+            continue
+        yield dict(zip(options.delimiter_fields, values, strict=True))
 
 
 iter_samples = rows_only(iter_outcomes)

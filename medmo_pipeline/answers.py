@@ -119,7 +119,6 @@ def _without_closed_thinking(text: str) -> str:
     return "".join(pieces) + text[kept_from:] if pieces else text
 
 
-
 def answer_body(response: str | None) -> str:
     """:func:`answer_text` without one leading "Answer:"-style prefix.
 

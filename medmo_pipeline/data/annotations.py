@@ -131,8 +131,9 @@ class _ReplayableLines:
         return self
 
     def __next__(self) -> str:
-        item = self.pending.popleft() if self.pending else None
-        if item is None:
+        if self.pending:
+            item = self.pending.popleft()
+        else:
             line = next(self.lines)
             if line.count(self.delimiter) >= MAX_FIELDS:
                 raise LineTooLong(f"{self.lines.name}: line {self.lines.number} holds more than {MAX_FIELDS} "

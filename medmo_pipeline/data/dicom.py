@@ -54,7 +54,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     check_pixels(columns, rows, limits, frames, what=name)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
-        _check_compressed_frame(dataset, frames, limits, name)
+        _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
         pixels = pixel_array(dataset, index=frames // 2 if frames > 1 else None)
     except ImageError:
         raise
@@ -63,10 +63,10 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     return dataset, np.asarray(pixels)
 
 
-def _check_compressed_frame(dataset, frames: int, limits: ImageLimits, name: str) -> None:
+def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits: ImageLimits, name: str) -> None:
     """The decode cost of the frame to be decoded, where its pixels are a compressed stream: a JPEG
     (the JPEG transfer syntaxes) is held to ``limits.max_jpeg_scans`` like a JPEG file, and a JPEG
-    or JPEG 2000 frame must declare the size the data set does. The decoder allocates what the
+    or JPEG 2000 frame must declare the data set's ``size`` (columns, rows). The decoder allocates what the
     frame's own header says: a 3 KB file of 64 x 64 pixels whose JPEG frame declared 12000 x 12000
     took 1.4 GiB before the size mismatch was found."""
     from pydicom.encaps import get_frame
@@ -77,10 +77,9 @@ def _check_compressed_frame(dataset, frames: int, limits: ImageLimits, name: str
     frame = get_frame(dataset.PixelData, frames // 2 if frames > 1 else 0, number_of_frames=frames)
     check_jpeg_scans(frame, limits, f"{name}:")
     declared = _frame_size(frame)
-    expected = (int(dataset.Columns), int(dataset.Rows))
-    if declared is not None and declared != expected:
+    if declared is not None and declared != size:
         raise ImageError("image_undecodable", f"{name}: its compressed frame declares {declared[0]}x{declared[1]} "
-                                              f"pixels, the data set {expected[0]}x{expected[1]}")
+                                              f"pixels, the data set {size[0]}x{size[1]}")
 
 
 def _frame_size(frame: bytes) -> tuple[int, int] | None:

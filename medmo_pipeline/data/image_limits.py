@@ -30,7 +30,8 @@ MAX_TEXT_CHUNK = 1 << 20
 MAX_TEXT_MEMORY = 64 << 20
 # The formats an image file is opened as (what the datasets publish and the adapters write), by the
 # file names they come under. PIL knows some forty more, each its own decoder; a file in any other
-# is refused, not handed to it.
+# is refused, not handed to it. A name with another extension (a .dcm an adapter converted to PNG,
+# say) promises no format, so its content is not checked against it.
 EXTENSION_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF",
     ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",

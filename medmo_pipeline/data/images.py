@@ -49,8 +49,6 @@ from medmo_pipeline.data.pixels import (  # noqa: F401 - the adapters' conversio
     window_to_uint8,
 )
 
-# Extensions whose content we can check against the decoded format; others (e.g. .dcm converted to
-# PNG by an adapter) are not checked.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}

@@ -237,6 +237,19 @@ def test_batch_size_does_not_change_the_output(tmp_path, monkeypatch):
     assert (tmp_path / "a.quarantine.parquet").read_bytes() == (tmp_path / "b.quarantine.parquet").read_bytes()
 
 
+def test_batches_end_where_shards_end_so_shards_are_not_copied_into_one_piece(tmp_path, monkeypatch):
+    """After the small first batch, the next one fills the shard up; a shard that is one batch's
+    rows is written as it is (a shard cut from two batches is first copied into one piece)."""
+    rows = [row(f"r{index}", question=f"Is there a lesion in region {index}?") for index in range(130)]
+    sizes, gathered = [], batch_checks.gathered
+    monkeypatch.setattr(batch_checks, "gathered", lambda batch, **kwargs: sizes.append(len(batch)) or
+                        gathered(batch, **kwargs))
+    monkeypatch.setattr(batch_checks, "FIRST_BATCH_ROWS", 8)
+    report = curate(rows, tmp_path / "out", source="synth_xray", shard_rows=50)
+    assert sizes == [8, 42, 50, 30] and report["rows_kept"] == 130
+    assert batch_checks.up_to_shard_end(50, 7) == 50  # a short way to go: not worth a small batch
+
+
 def test_png_helper_images_are_what_they_claim():
     assert Image.open(io.BytesIO(png_bytes(400, 4))).size == (400, 4)
     assert row("x")["images"][0]["width"] == 64

@@ -52,8 +52,9 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     image and says why.
 
     The same checks as ``verify_png`` and ``inspect_image``, for the whole batch at once: header
-    fields, limits and the chunk layout with numpy over the batch's one data buffer, then per PNG
-    each chunk's CRC-32 (the usual empty IEND has a known CRC) and its pixel stream inflated by
+    fields, limits and the chunk layout with numpy over the batch's one data buffer (the IHDR's
+    CRC-32 once per distinct header), then per PNG the other chunks' CRC-32s (the usual empty IEND
+    has a known CRC) and its pixel stream inflated by
     ``pixel_stream_fault``. A PNG with text or ICC chunks is left to ``inspect_image``. Only the
     sizes of accepted PNGs are set (0 elsewhere: the bytes at a PNG's size fields mean nothing in
     another format).
@@ -75,7 +76,8 @@ def hashed_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits(),
 @dataclass
 class _Layout:
     """Where each PNG's checksummed chunk bodies and pixel stream lie in the buffer: the CRC spans
-    of image i are ``crc_low/high/expected[crc_first[i]:crc_first[i + 1]]``, its IDAT payloads
+    of image i still to check (its chunks after IHDR, but for a usual IEND) are
+    ``crc_low/high/expected[crc_first[i]:crc_first[i + 1]]``, its IDAT payloads
     ``pixel_low/high[pixel_first[i]:pixel_first[i + 1]]``, in file order; ``header`` holds the
     IHDR fields ``pixel_stream_fault`` takes (width, height, depth, colour type, interlace), one
     list per field; ``expected`` and ``stride`` what ``pixel_stream_fault`` computes from them for
@@ -172,7 +174,8 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     width[first[fine]], height[first[fine]] = w[fine], h[fine]
     header = np.zeros((count, 5), dtype=np.int64)  # width, height, depth, colour type, interlace
     header[first[fine]] = np.column_stack([w[fine], h[fine], head[fine][:, [24, 25, 28]]])
-    crcs = [(first[fine], start[first[fine]] + 12, start[first[fine]] + 29, _be32(head[fine], 29))]
+    ok[first[fine][~_ihdr_crcs_match(head[fine])]] = False
+    crcs = [(np.zeros(0, np.int64),) * 4]  # (image, start, stop, expected CRC) of each chunk after IHDR
 
     # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
     position, walking, has_pixels = start + PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
@@ -212,6 +215,15 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     expected = np.where((interlace == 0) & (height_ * stride <= WHOLE_INFLATE_LIMIT), height_ * stride, 0)
     return _Layout(crc_first, crc_low, crc_high, crc_expected, pixel_first, pixel_low, pixel_high,
                    tuple(field.tolist() for field in header.T), expected.tolist(), stride.tolist())
+
+
+def _ihdr_crcs_match(head: np.ndarray) -> np.ndarray:
+    """Per PNG (rows of ``head``: its first ``PNG_HEADER_END`` bytes), whether its IHDR's CRC-32 is
+    right; computed once per distinct IHDR (a dataset's images share a few sizes and depths)."""
+    body = np.ascontiguousarray(head[:, 12:29])  # the chunk type and its 13 bytes of data
+    distinct, inverse = np.unique(body.view(np.dtype((np.void, body.shape[1]))).ravel(), return_inverse=True)
+    crcs = np.array([_crc32(bytes(value)) for value in distinct], dtype=np.int64)
+    return crcs[inverse.ravel()] == _be32(head, 29)
 
 
 def _grouped(parts: list[tuple[np.ndarray, ...]], ok: np.ndarray) -> list[list[int]]:

@@ -179,6 +179,13 @@ def next_batch_rows(started: Gathered | None, rows: int, most: int) -> int:
     return max(1, min(most, BATCH_BYTES * rows // held))
 
 
+def up_to_shard_end(size: int, left: int) -> int:
+    """A batch of ``size`` rows cut to end where the shard being filled ends (``left`` rows on), so
+    that a shard is one batch's rows and is written without being copied into one piece first;
+    not cut shorter than ``FIRST_BATCH_ROWS`` (a small batch costs more per row than the copy)."""
+    return left if left < size and left >= FIRST_BATCH_ROWS else size
+
+
 def candidates(rows: list, *, images: ImageChecker, limits: CurationLimits,
                started: Gathered | None = None) -> Candidates:
     """The per-row and per-image part of ``check_batch``: the rows whose values are plain (see

@@ -24,7 +24,9 @@ Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys):
 key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
 table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``images.INSPECT_CACHE``
 entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's), fewer
-where their images are large (about ``batch.BATCH_BYTES`` of images per batch).
+where their images are large (about ``batch.BATCH_BYTES`` of images per batch). A batch ends where the
+shard being filled ends, when that is not too close (``batch.up_to_shard_end``): the writer then
+takes a shard from one batch as it is, instead of copying two batches' pieces into one.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def curate(
         iterator, start, previous = iter(rows), 0, None
         most_rows = min(batch_checks.BATCH_ROWS, shard_rows)
         size = min(batch_checks.FIRST_BATCH_ROWS, most_rows)  # small: the image checks start soon
+        kept_rows = 0  # rows kept so far, counting those of the batch still to decide as kept
         while True:
             items = list(islice(iterator, size))
             current = None
@@ -93,9 +96,14 @@ def curate(
                 started = batch_checks.gathered(batch, limits=limits) if batch else None
                 current = (items, start, batch, positions, started)
                 start += len(items)
+                kept_rows += len(batch)
                 size = batch_checks.next_batch_rows(started, len(items), most_rows)
-            if previous is not None and (kept := decided(*previous)) is not None:
-                yield kept
+                size = batch_checks.up_to_shard_end(size, shard_rows - kept_rows % shard_rows)
+            if previous is not None:
+                kept = decided(*previous)
+                kept_rows -= len(previous[2]) - (kept.num_rows if kept is not None else 0)
+                if kept is not None:
+                    yield kept
             if current is None:
                 return
             previous = current

@@ -6,8 +6,9 @@ Address space is capped at what the process already maps plus ``MEMORY_BUDGET`` 
 ``CPU_SECONDS`` (``resource.setrlimit``), so a job that would go beyond fails here with MemoryError
 or SIGXCPU instead of being timed by the test. Each job is a curation of a dataset read by an
 adapter (``{"family", "root", "options", "out"}``: its rows and the adapter's outcomes, as a build
-reads them) or a read of one annotation file (``{"records": file, "root"}``); the result of each,
-and the peak resident size of this process while it ran, go to stdout as JSON.
+reads them), a read of one annotation file (``{"records": file, "root"}``) or a read of one
+benchmark's release (``{"benchmark": name, "root"}``: its rows' gold, as an evaluation reads them);
+the result of each, and the peak resident size of this process while it ran, go to stdout as JSON.
 
 The peak is this process's own (``process_memory.peak_rss_kib``), reset before each job.
 
@@ -40,6 +41,14 @@ def run(job: dict) -> dict:
     from medmo_pipeline.data.image_limits import ImageLimits, using_limits
 
     try:
+        if "benchmark" in job:
+            from medmo_pipeline.data.benchmarks.loading import read_counted
+            from medmo_pipeline.data.benchmarks.registry import load_registry
+
+            load = read_counted(load_registry().get(job["benchmark"]), Path(job["root"]), partial=True)
+            return {"rows": {row["id"]: {"answer": row["answer"], "choices": [choice[:8] + "..." + choice[-8:]
+                                                                              for choice in row["choices"]]}
+                             for row in load.rows}}
         if "records" in job:  # counted as read, not held: a file may hold millions
             count, quarantined = 0, []
             for item in iter_records(Path(job["root"]), job["records"]):

@@ -47,6 +47,10 @@ def test_docstring_examples_hold():
     ("Which is it?\nA. Aspirin", []),  # one option is no choice
     ("Which is it?\nA. Aspirin\nC. Heparin", []),  # letters must run A, B, C, ...
     ("Which is it?\n(A) (B)", []),  # options need text
+    ("Which is it?\nA. Aspirin \t \nB.\tHeparin\t", ["Aspirin", "Heparin"]),  # spaces around a text are not its own
+    ("Which is it?  \t (A) Aspirin (B) Heparin", ["Aspirin", "Heparin"]),  # spaces between "?" and the list
+    ("Which is it?\n \t(A) Aspirin (B) Heparin", ["Aspirin", "Heparin"]),  # a list starting its line
+    ("Which is it, drug \t (A) Aspirin (B) Heparin", []),  # a list must start a line or follow ":" or "?"
 ])
 def test_question_choices(question, expected):
     assert question_choices(question) == expected

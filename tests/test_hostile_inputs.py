@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from benchmark_releases import medxpertqa_mm
 from hostile_files import (
     corrupt_safetensors,
     deflated_dicom_bomb,
@@ -206,11 +207,25 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
                     "out": str(tmp / "out" / name.replace(":", "-"))} for name, (folder, family, options) in sources.items()]
 
 
+def _benchmark_jobs(tmp: Path) -> list[dict]:
+    """MedXpertQA's release with two questions whose options a careless pattern reads in time
+    quadratic in their length: an option line holding a million spaces, and 200,000 "(A)" markers
+    before the list's "(B)" (searching the text before each marker for the list's lead)."""
+    root = tmp / "medxpertqa"
+    medxpertqa_mm(root)
+    hostile = [("MM-spaces", "Which?\nA. x" + " " * 1_000_000 + "y\nB. z"),
+               ("MM-markers", "Which? " + "(A) x " * 200_000 + "(B) y")]
+    with open(root / "MM" / "test.jsonl", "a") as handle:
+        handle.writelines(json.dumps({"id": ident, "question": question, "label": "A", "images": ["MM-0-a.jpeg"]})
+                          + "\n" for ident, question in hostile)
+    return [{"name": "benchmark:medxpertqa_mm", "benchmark": "medxpertqa_mm", "root": str(root)}]
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
     jobs, expected = _datasets(tmp)
-    jobs += _annotation_jobs(tmp)
+    jobs += _annotation_jobs(tmp) + _benchmark_jobs(tmp)
     done = subprocess.run([sys.executable, str(JOB), json.dumps(jobs)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout), expected
@@ -287,6 +302,15 @@ def test_source_files_that_cannot_be_read_within_bounds_stop_their_source_naming
                           "coco:deep.json": "deep.json: line 1: record 0 is nested too deeply",
                           "yolo:laughs.yaml": "laughs.yaml: aliases expand the file beyond 100000 nodes"}.items():
         assert problem in results[name].get("error", ""), (name, results[name])
+
+
+def test_benchmark_questions_of_a_million_spaces_or_markers_are_read_in_linear_time(suite):
+    """Under the job's CPU limit (a quadratic read of either question takes the better part of an
+    hour), both hostile questions give their options, beside the release's own rows."""
+    rows = suite[0]["benchmark:medxpertqa_mm"]["rows"]
+    assert rows["medxpertqa_mm:MM-spaces"] == {"answer": "A", "choices": ["x       ...       y", "z...z"]}
+    assert rows["medxpertqa_mm:MM-markers"] == {"answer": "A", "choices": ["x (A) x ... x (A) x", "y...y"]}
+    assert rows["medxpertqa_mm:MM-0"]["choices"][0] == "Sarcoido...coidosis"
 
 
 def test_every_kept_image_decodes_with_the_training_decoder(suite):

@@ -35,11 +35,11 @@ from medmo_pipeline.schema.rows import prompt_text, reference_text
 
 QUESTION_TASKS = ("vqa", "text_qa")
 
-# "A. text", "A) text", "A: text" or "(A) text" filling one line.
-_OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[.):])[ \t]+(\S.*?)[ \t]*")
+# "A. text", "A) text", "A: text" or "(A) text" filling one line (the text's trailing spaces are
+# stripped after the match: a lazy text before optional spaces would try every split of a long line).
+_OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[.):])[ \t]+(\S.*)")
 # "(A)" standing as a word, inline; the option list must start a line or follow ":" / "?".
 _INLINE_MARKER = re.compile(r"(?<!\S)\(([A-J])\)")
-_INLINE_LEAD = re.compile(r"(?:^|[:?])[ \t]*\Z", re.MULTILINE)
 
 
 def question_choices(question: str) -> list[str]:
@@ -65,7 +65,7 @@ def _trailing_option_lines(question: str) -> list[str]:
         match = _OPTION_LINE.fullmatch(line)
         if match is None:
             break
-        options.insert(0, (match.group(1) or match.group(2), match.group(3)))
+        options.insert(0, (match.group(1) or match.group(2), match.group(3).rstrip(" \t")))
     letters = [letter for letter, _ in options]
     if "A" not in letters:
         return []
@@ -75,7 +75,7 @@ def _trailing_option_lines(question: str) -> list[str]:
 
 def _inline_options(question: str) -> list[str]:
     markers = list(_INLINE_MARKER.finditer(question))
-    firsts = [m for m in markers if m.group(1) == "A" and _INLINE_LEAD.search(question, 0, m.start())]
+    firsts = [m for m in markers if m.group(1) == "A" and _leads_a_list(question, m.start())]
     if not firsts:
         return []
     kept = []
@@ -86,6 +86,16 @@ def _inline_options(question: str) -> list[str]:
     ends = [marker.start() for marker in kept[1:]] + [line_end if line_end >= 0 else len(question)]
     texts = [question[marker.end():end].strip() for marker, end in zip(kept, ends)]
     return _in_letter_order([marker.group(1) for marker in kept], texts)
+
+
+def _leads_a_list(question: str, at: int) -> bool:
+    """Whether an inline option list may start at ``at``: a line starts there, or ":" or "?" comes
+    before it, spaces and tabs aside. Looks back only over those spaces (searching the whole text
+    before each "(A)" made a question of many markers cost their number times its length)."""
+    before = at
+    while before and question[before - 1] in " \t":
+        before -= 1
+    return before == 0 or question[before - 1] in "\n:?"
 
 
 def _in_letter_order(letters: list[str], texts: list[str]) -> list[str]:

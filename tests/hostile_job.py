@@ -50,12 +50,14 @@ def run(job: dict) -> dict:
                                                                               for choice in row["choices"]]}
                              for row in load.rows}}
         if "records" in job:  # counted as read, not held: a file may hold millions
-            count, quarantined = 0, []
+            count, quarantined, unreadable = 0, [], 0
             for item in iter_records(Path(job["root"]), job["records"]):
                 count += 1
                 if not isinstance(item, dict):
-                    quarantined.append([item.reason, item.detail[:300]])
-            return {"records": count, "quarantined": quarantined}
+                    unreadable += 1
+                    if len(quarantined) < 20:  # the first ones: a file may hold millions
+                        quarantined.append([item.reason, item.detail[:300]])
+            return {"records": count, "quarantined": quarantined, "unreadable": unreadable}
         with using_limits(ImageLimits()):
             report = curate(iter_outcomes(job["family"], Path(job["root"]), job["options"]), Path(job["out"]),
                             source="hostile", shard_rows=50)

@@ -189,9 +189,12 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
     # 5.5 million fields on one line (16 MB): 280 MB of Python strings once split
     (root / "wide_row.csv").write_text("image,question,answer\n" + "ab," * 5_500_000 + "x\na.png,is it?,no\n")
     (root / "wide_header.csv").write_text("ab," * 5_500_000 + "x\na.png,is it?,no\n")
+    # 300,000 records that are not JSON (3.3 MB): json's error for each counted the lines of all the
+    # text read before it, about 1.5 CPU minutes for the file
+    (root / "many_bad.json").write_text("[" + ",".join(['{"a": tru}'] * 300_000) + "]")
     jobs = [{"name": f"records:{name}", "records": name, "root": str(root)}
             for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json", "many.json",
-                         "damaged.parquet", "wide_row.csv", "wide_header.csv")]
+                         "damaged.parquet", "wide_row.csv", "wide_header.csv", "many_bad.json")]
 
     # Whole-source files a source cannot be read without: each stops its source, naming the file
     _write(root / "coco", {"images/a.png": lambda: plain_png(64, 64), "deep.json": lambda: b'{"categories": [' + b"[" * 100_000})
@@ -282,7 +285,12 @@ def test_annotation_files_beyond_their_bounds_are_refused_naming_file_and_line(s
     assert all(result["error"].startswith("AnnotationError") for name, result in results.items()
                if name.startswith("records:") and name not in ("records:bad_utf8.jsonl", "records:many.json",
                                                                "records:big_field.csv", "records:deep.json",
-                                                               "records:wide_row.csv", "records:wide_header.csv"))
+                                                               "records:wide_row.csv", "records:wide_header.csv",
+                                                               "records:many_bad.json"))
+    # many records that are not JSON cost their own length each (within the job's CPU limit)
+    bad = results["records:many_bad.json"]
+    assert bad["records"] == bad["unreadable"] == 300_000 and bad["quarantined"][-1] == [
+        "malformed_record", "many_bad.json: line 1: record 19 is not JSON (Expecting value)"]
     # a line of millions of fields is refused before it is split: its record's problem, or the
     # source's when it is the header
     assert results["records:wide_row.csv"]["records"] == 2 and results["records:wide_row.csv"]["quarantined"] == [

@@ -110,6 +110,33 @@ def test_a_record_that_cannot_be_read_is_stepped_over_and_the_next_records_are_r
     assert re.match(r"mixed.json: line 11: record 9 is longer than 10000", problems[4])
 
 
+@pytest.mark.parametrize("piece", [3, 64, 1 << 20])
+def test_records_after_a_bad_one_read_alone_come_out_as_they_do_read_in_place(tmp_path, monkeypatch, piece):
+    """After a record that is not JSON the next records are cut out before they are decoded
+    (``CAREFUL_RECORDS``); random lists of good and bad records (strings holding brackets, quotes
+    and escapes; bare words; unclosed and mismatched brackets) read the same either way: the same
+    records, the same problems naming the same lines, the same error for a broken file."""
+    monkeypatch.setattr(annotations, "READ_PIECE", piece)
+    pieces = ['{"a": 1}', '[1, [2, {"b": "]}[{"}]]', '"x\\"y"', "12.5e3", "null", "tru", '{"a": }', "[1, 2",
+              '{"a": 1]', '"]\\\\"', "-", "{}", "[]", '"\u00e9\\n"', "nul", '{"k": [true, false]}']
+    rng = random.Random(piece)
+    for attempt in range(150):
+        path = tmp_path / f"random{attempt}.json"
+        path.write_text("[" + ",\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) + "]")
+
+        def read(careful: int) -> tuple[list, str]:
+            monkeypatch.setattr(annotations, "CAREFUL_RECORDS", careful)
+            out = []
+            try:
+                for key, record in json_items(path, path.name):
+                    out.append((key, record.problem if isinstance(record, annotations.UnreadableRecord) else record))
+            except AnnotationError as error:
+                return out, str(error)
+            return out, ""
+
+        assert read(0) == read(1000), path.read_text()
+
+
 def test_a_large_list_of_small_records_is_read_in_bounded_memory(tmp_path):
     """Nine million characters of empty objects: the whole parse grows the process by about 200 MiB,
     reading a record at a time by a few MiB (peak resident size of a child process, before and after)."""

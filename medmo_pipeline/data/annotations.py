@@ -187,6 +187,10 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
 
 
 READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``
+# After a record that is not JSON, this many records are each cut out of the text before they are
+# decoded (see ``_JsonReader.record``); a further bad record among them starts the count again.
+CAREFUL_RECORDS = 1000
+_RUNS_ON = object()  # a record whose text runs past what is read (``_JsonReader._record_alone``)
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 _STRUCTURE = re.compile(r'["\[\]{},]')
@@ -224,6 +228,8 @@ class _JsonReader:
         self.handle, self.name, self.max_record = handle, name, max_record
         self.decode = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape").decode
         self.text, self.at, self.lines, self.ended = "", 0, 0, False  # lines: those dropped with taken text
+        self.counted = (0, 0)  # a position in ``text`` and the newlines before it (see ``_newlines_before``)
+        self.careful = 0  # records still to cut out before decoding them (see ``record``)
 
     def items(self) -> Iterator[tuple[int | str, Any]]:
         """The members of the list or object that starts here."""
@@ -265,51 +271,57 @@ class _JsonReader:
 
     def record(self, what: str) -> Any:
         """The value that starts here, or an UnreadableRecord when it cannot be decoded (not JSON,
-        too long, too deep) and could be stepped over: one record's problem."""
+        too long, too deep) and could be stepped over: one record's problem.
+
+        After such a record, the next ``CAREFUL_RECORDS`` records are first stepped over (their end
+        found by counting brackets) and then decoded on their own: json's error for a record counts
+        the lines of the whole text before it, so a file of many bad records decoded in place cost
+        their number times the text read at a time (80,000 ten-byte records: 21 s)."""
+        if self.careful:
+            self.careful -= 1
+            alone = self._record_alone(what)
+            if alone is not _RUNS_ON:
+                return alone
         try:
             return self.value(what)
         except AnnotationError as error:
             if not self.skip():
                 raise
+            self.careful = CAREFUL_RECORDS
             return UnreadableRecord(str(error))
+
+    def _record_alone(self, what: str) -> Any:
+        """``record``, from the value's own text cut out of the text read (``_RUNS_ON`` when the
+        value runs past it: ``record`` then reads it in place)."""
+        start = self.at = _SPACE.match(self.text, self.at).end()
+        end = _ValueEnd().scan(self.text, start)
+        if end is None:
+            return _RUNS_ON
+        try:
+            value, length = _DECODER.raw_decode(self.text[start:end])
+        except json.JSONDecodeError as error:
+            problem = self.error(f"{what} is not JSON ({error.msg})", start + error.pos)
+        except RecursionError:
+            problem = self.error(f"{what} is nested too deeply to parse")
+        else:
+            if length > self.max_record:
+                problem = self.error(f"{what} is longer than {self.max_record} characters")
+            else:
+                self.at = start + length
+                return value
+        self.at, self.careful = end, CAREFUL_RECORDS
+        return UnreadableRecord(str(problem))
 
     def skip(self) -> bool:
         """Step over the value that starts here without decoding it, in bounded memory (strings
         stepped over piece by piece, brackets counted); False when the file ends first."""
-        depth = 0
-        while True:
-            found = _STRUCTURE.search(self.text, self.at)
-            if found is None:
-                self.at = len(self.text)
-                if not self._read_more("a record"):
-                    return False
-                continue
-            char, self.at = found.group(), found.end()
-            if char == '"':
-                if not self._skip_string():
-                    return False
-            elif char in "[{":
-                depth += 1
-            elif depth and char in "]}":
-                depth -= 1
-            elif depth:  # a ',' inside the value
-                continue
-            else:  # the list's ',' or closing bracket after a value that was no list, object or string
-                self.at -= 1
-                return True
-            if not depth:
-                return True
-
-    def _skip_string(self) -> bool:
-        """Step over the rest of a string whose opening quote is taken; False when the file ends."""
-        while True:
-            end = _STRING_BODY.match(self.text, self.at).end()
-            if end < len(self.text) and self.text[end] == '"':
-                self.at = end + 1
-                return True
-            self.at = end  # the text ends inside the string (perhaps after a backslash, kept)
-            if not self._read_more("a string"):
+        scan = _ValueEnd()
+        while (end := scan.scan(self.text, self.at)) is None:
+            self.at = scan.resume_at  # the text ends inside the value
+            if not self._read_more("a string" if scan.in_string else "a record"):
                 return False
+        self.at = end
+        return True
 
     def member_name(self) -> str:
         member = self.value("a member name")
@@ -362,10 +374,61 @@ class _JsonReader:
             raise self.error(f"{what} is longer than {self.max_record} characters")
         data = self.handle.read(max(READ_PIECE, pending))
         self.ended = not data
-        self.lines += self.text.count("\n", 0, self.at)
+        self.lines += self._newlines_before(self.at)
         self.text, self.at = self.text[self.at:] + self.decode(data, final=self.ended), 0
+        self.counted = (0, 0)
         return True
 
     def error(self, problem: str, position: int | None = None) -> AnnotationError:
-        line = self.lines + self.text.count("\n", 0, self.at if position is None else position) + 1
+        line = self.lines + self._newlines_before(self.at if position is None else position) + 1
         return AnnotationError(f"{self.name}: line {line}: {problem}")
+
+    def _newlines_before(self, position: int) -> int:
+        """The newlines in ``text`` before ``position``, counted on from the last position asked
+        about (errors come in file order: counting from the start each time cost the square)."""
+        last, newlines = self.counted
+        if position >= last:
+            newlines += self.text.count("\n", last, position)
+        else:
+            newlines -= self.text.count("\n", position, last)
+        self.counted = (position, newlines)
+        return newlines
+
+
+class _ValueEnd:
+    """Where a JSON value ends, found by counting brackets and stepping over strings without
+    decoding anything; ``scan`` may be called again on more text when the first ran out."""
+
+    def __init__(self):
+        self.depth, self.in_string, self.resume_at = 0, False, 0
+
+    def scan(self, text: str, at: int) -> int | None:
+        """The end of the value being scanned, read on from ``at``: after its closing bracket or
+        quote, or at the ',' or closing bracket after a value that is no list, object or string;
+        None when ``text`` ends first (the state is kept, and ``resume_at`` says where to go on
+        in this text once more follows it: a backslash ending it is kept for its escaped character)."""
+        while True:
+            if self.in_string:
+                at = _STRING_BODY.match(text, at).end()
+                if at >= len(text) or text[at] != '"':
+                    self.resume_at = at
+                    return None
+                at, self.in_string = at + 1, False
+                if not self.depth:
+                    return at
+                continue
+            found = _STRUCTURE.search(text, at)
+            if found is None:
+                self.resume_at = len(text)
+                return None
+            char, at = found.group(), found.end()
+            if char == '"':
+                self.in_string = True
+            elif char in "[{":
+                self.depth += 1
+            elif self.depth and char in "]}":
+                self.depth -= 1
+                if not self.depth:
+                    return at
+            elif not self.depth:  # the list's ',' or closing bracket after a value that was no list, object or string
+                return at - 1

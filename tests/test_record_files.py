@@ -124,7 +124,7 @@ def test_records_after_a_bad_one_read_alone_come_out_as_they_do_read_in_place(tm
         path = tmp_path / f"random{attempt}.json"
         path.write_text("[" + ",\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) + "]")
 
-        def read(careful: int) -> tuple[list, str]:
+        def read(careful: int, path: Path = path) -> tuple[list, str]:
             monkeypatch.setattr(annotations, "CAREFUL_RECORDS", careful)
             out = []
             try:

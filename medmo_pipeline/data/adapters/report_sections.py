@@ -13,6 +13,7 @@ examination, wet read, notification, ``FINAL REPORT``) end the section before th
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 
 # Heading text (lower case, inner spaces collapsed) -> the section it opens.
@@ -106,12 +107,13 @@ def _unheaded_body(report: str, headings: list[re.Match]) -> str:
     """The report's body when no content heading names it: of each paragraph, the text before its
     first (non-content) heading. MIMIC-CXR writes such a body in paragraphs of its own, below the
     INDICATION / COMPARISON paragraphs."""
-    starts = [match.start() for match in headings]
+    starts = [match.start() for match in headings]  # in report order
     pieces, position = [], 0
     for paragraph in _PARAGRAPH.split(report):
         start = report.find(paragraph, position)
         position = start + len(paragraph)
-        first = min((s for s in starts if start <= s < position), default=position)
+        after = bisect_left(starts, start)  # the paragraph's first heading, if any (not a scan of all)
+        first = starts[after] if after < len(starts) and starts[after] < position else position
         pieces.append(report[start:first])
     return _squash(" ".join(pieces))
 

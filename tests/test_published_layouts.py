@@ -152,6 +152,26 @@ def test_pmc_vqa_versions_read_their_columns_and_options_are_lettered_once(tmp_p
     assert "A:" not in row["messages"][0]["content"]
 
 
+def test_a_file_whose_header_lacks_a_column_the_layout_reads_stops_its_source_naming_both(tmp_path, curate):
+    """PMC-VQA's v1 columns under the v2 file name (a re-export): every row would lose its answer.
+    CheXpert Plus without its split column: every row would be filtered. Each stops its partition,
+    naming the missing column, the columns the file has and where to look; nothing is published."""
+    root = dataset(tmp_path, "pmc_vqa")
+    _pmc_csv(root / "train_2.csv", ["Figure_path", "Question", "Choice A", "Choice B", "Choice C", "Choice D",
+                                    "Answer_label"], [["PMC1064097_F1.jpg", "What is it?", *CHOICES, "B"]])
+    write_file(root, "figures/PMC1064097_F1.jpg", jpeg_bytes())
+    with pytest.raises(SourceUnavailable, match=r"dataset 'pmc_vqa'.*train_2.csv has no column 'Answer' that the "
+                                                 r"layout reads \(its columns: 'Figure_path', 'Question'.*"
+                                                 r"'Answer_label'\).*corpus.registry.versions"):
+        curate("pmc_vqa")
+    assert not (tmp_path / "corpus" / "pmc_vqa").exists()
+    chexpert = dataset(tmp_path, "chexpert_plus")
+    write_file(chexpert, "df_chexpert_plus_240401.csv",
+               "path_to_image,section_findings,section_impression,report\ntrain/p1/s1/v.jpg,Clear.,Normal.,x\n")
+    with pytest.raises(SourceUnavailable, match=r"df_chexpert_plus_240401.csv has no column 'split'"):
+        curate("chexpert_plus")
+
+
 def test_an_unknown_layout_version_names_the_dataset_and_the_fix(tmp_path, curate):
     dataset(tmp_path, "pmc_vqa").mkdir(parents=True)
     with pytest.raises(SourceUnavailable, match=r"'pmc_vqa' has no layout version 'v3'.*corpus.registry.versions"):

@@ -14,6 +14,9 @@ class Options(ImageRecordOptions):
     caption_field: str = "caption"
     question: str = "Describe this medical image."
 
+    def named_columns(self) -> list[str]:
+        return [*super().named_columns(), self.image_field, self.caption_field]
+
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""

@@ -35,7 +35,7 @@ from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
 
-from .records import RecordFormat, SourceLayoutError, iter_records, layout_path
+from .records import RecordFormat, SourceLayoutError, iter_records, layout_path, record_format
 
 IMAGE_TOKEN = "<image>"
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -80,6 +80,12 @@ class RecordOptions(AdapterOptions):
     keep_ids_file: str = ""
     records_keyed_by: str = ""  # a JSON object of records by id (PubMedQA's ori_pqal.json): the id goes here
 
+    def named_columns(self) -> list[str]:
+        """The columns a file with a header (CSV, TSV, Parquet) must have for its rows to be made as
+        the layout says: without one, every record would be lost or filtered for the same reason.
+        Each adapter adds the fields it reads; a field a layout may lack is not named here."""
+        return [self.id_field, *self.keep_where]
+
 
 class ImageRecordOptions(RecordOptions):
     """Record files whose rows name their image(s) in ``image_field``."""
@@ -93,6 +99,8 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
     ``keep_where``)."""
     records = iter_records(root, options.file, options.format, columns=options.columns,
                            quoted=options.quoted_fields, keyed_by=options.records_keyed_by)
+    if record_format(options.file, options.format) in ("csv", "tsv", "parquet"):
+        records = _with_columns(records, [name for name in options.named_columns() if name], options.file)
     keep = {options.id_field: _listed_ids(root, options.keep_ids_file)} if options.keep_ids_file else {}
     for index, record in enumerate(records):
         outside = [field for field, values in {**options.keep_where, **keep}.items()
@@ -103,6 +111,25 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
             yield RowFiltered("subset", f"{options.id_field or 'record'} {key!r} is not in the {options.holdout_part} part")
         else:
             yield record
+
+
+_ABSENT = object()
+
+
+def _with_columns(records: Iterator, named: list[str], file: str) -> Iterator:
+    """``records``, once the first one shows the columns ``named`` (every record of a file with a
+    header has the same; found as the adapters find them, a CSV's in any case and spacing): a
+    column missing stops the source, naming it and the columns there are."""
+    for record in records:
+        if named and isinstance(record, dict):
+            if missing := [name for name in dict.fromkeys(named) if record.get(name, _ABSENT) is _ABSENT]:
+                present = ", ".join(map(repr, list(record)[:40]))
+                raise SourceLayoutError(
+                    f"{file} has no column {', '.join(map(repr, missing))} that the layout reads (its columns: "
+                    f"{present}); it may be another release of the dataset: compare it with the registry "
+                    "entry's layout_source, and pick the release you have with corpus.registry.versions")
+            named = []
+        yield record
 
 
 def _record_key(record: dict, index: int, options: RecordOptions) -> str:

@@ -25,6 +25,10 @@ class Options(RecordOptions):
     output_field: str = "output"
     reasoning_field: str = ""
 
+    def named_columns(self) -> list[str]:  # the input is often absent (Alpaca-style sets without one)
+        return [*super().named_columns(), "" if self.instruction else self.instruction_field, self.output_field,
+                self.reasoning_field]
+
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""

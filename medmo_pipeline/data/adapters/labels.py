@@ -51,6 +51,10 @@ class Options(ImageRecordOptions):
     question: str = "Which findings does this chest X-ray show?"
     modality: str = "xray"
 
+    def named_columns(self) -> list[str]:
+        return [*super().named_columns(), self.image_field, *([self.labels_field] if self.labels_field
+                                                              else self.label_fields)]
+
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""

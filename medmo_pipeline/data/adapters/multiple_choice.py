@@ -26,6 +26,10 @@ class Options(RecordOptions):
     answer_format: AnswerFormat = "letter"
     index_base: int = 0
 
+    def named_columns(self) -> list[str]:
+        return [*super().named_columns(), self.question_field, self.context_field, self.options_field,
+                *self.option_fields, self.answer_field]
+
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""

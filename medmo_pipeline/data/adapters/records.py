@@ -65,7 +65,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
                                     columns=columns, quoted=quoted, keyed_by=keyed_by)
         return
     path = layout_path(root, file)
-    kind = fmt if fmt != "auto" else path.suffix.lower().lstrip(".")
+    kind = record_format(file, fmt)
     if kind == "jsonl":
         yield from _jsonl(path, file)
     elif kind == "json":
@@ -76,6 +76,11 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
         yield from _parquet(path, file)
     else:
         raise SourceLayoutError(f"{file}: unknown record format {kind!r}; say format: json|jsonl|csv|tsv|parquet")
+
+
+def record_format(file: str, fmt: RecordFormat = "auto") -> str:
+    """The format ``file`` is read as: ``fmt``, or its extension's."""
+    return fmt if fmt != "auto" else Path(file).suffix.lower().lstrip(".")
 
 
 def _parquet(path: Path, file: str) -> Iterator[dict]:

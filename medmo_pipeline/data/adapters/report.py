@@ -53,6 +53,9 @@ class Options(ImageRecordOptions):
     image_suffixes: list[str] = list(IMAGE_SUFFIXES)  # study_folders: which image files of a study to read
     default_window: tuple[float, float] | None = None
 
+    def named_columns(self) -> list[str]:  # the sections' fields may be absent (``text_field`` then)
+        return [*super().named_columns(), self.join_key, "" if self.images_file else self.image_field]
+
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""

@@ -41,6 +41,10 @@ class Options(ImageRecordOptions):
     language_field: str = ""
     language: str = ""  # keep only records whose language_field equals this (SLAKE: "en"); others are filtered
 
+    def named_columns(self) -> list[str]:
+        return [*super().named_columns(), self.image_field, self.question_field, self.answer_field, *self.option_fields,
+                self.answer_type_field, self.language_field]
+
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""

@@ -163,6 +163,19 @@ def twelve_bit_png(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+def twelve_bit_colour_png(alpha: bool = False, seed: int = 0) -> bytes:
+    """A 16-bit RGB (or RGBA) PNG holding 12-bit values: PIL keeps each sample's high byte (0-15)."""
+    rng = np.random.default_rng(seed)
+    values = np.clip(rng.normal(1800, 400, (40, 48, 3)), 0, 4095).astype(np.uint16)
+    values[..., 2] //= 2  # a colour cast, to show the channels keep their balance
+    if alpha:
+        values = np.dstack([values, np.full((40, 48), 65535, np.uint16)])
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+    header = struct.pack(">IIBBBBB", 48, 40, 16, 6 if alpha else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + \
+        chunk(b"IEND", b"")
+
+
 def huge_tiff() -> bytes:
     """A little-endian TIFF whose IFD declares 60000 x 60000 8-bit pixels (one strip of 10 bytes)."""
     entries = [(256, 4, 1, 60000), (257, 4, 1, 60000), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),

@@ -43,6 +43,7 @@ from hostile_files import (
     plain_png,
     random_idat_png,
     tiled_tiff,
+    twelve_bit_colour_png,
     twelve_bit_png,
     windowed_dicom,
     ztxt_png,
@@ -52,7 +53,7 @@ from pydicom.data import get_testdata_files
 
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines
-from medmo_pipeline.data.pixels import model_image
+from medmo_pipeline.data.pixels import decoded_image, model_image
 
 JOB = Path(__file__).with_name("hostile_job.py")
 
@@ -350,6 +351,20 @@ def test_twelve_bit_images_are_windowed_not_saturated():
     naive = np.asarray(Image.open(io.BytesIO(twelve_bit_png())).convert("RGB"))
     assert (naive == 255).mean() > 0.9  # what PIL's own conversion does to it
     assert (pixels == 255).mean() < 0.02 and (pixels == 0).mean() < 0.02 and pixels.std() > 30
+
+
+@pytest.mark.parametrize("alpha", [False, True], ids=["rgb", "rgba"])
+def test_twelve_bit_colour_pngs_are_windowed_not_cut_to_their_high_bytes(alpha):
+    """PIL keeps each 16-bit sample's high byte: 12-bit colour comes out 0-15, nearly black. The
+    decoder windows the 16-bit values over all three channels (the blue cast stays), and the bytes
+    go to the trainer decoded (an 8-bit reader would see them dark)."""
+    data = twelve_bit_colour_png(alpha)
+    naive = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert naive.max() <= 15  # what PIL's own decode does to it
+    pixels = np.asarray(model_image(data)).astype(float)
+    assert (pixels == 255).mean() < 0.02 and (pixels == 0).mean() < 0.02 and pixels.std() > 30
+    assert pixels[..., 2].mean() < pixels[..., 0].mean() - 40
+    assert decoded_image(data)[1] is False
 
 
 def test_the_decoder_applies_exif_rotation_and_flattens_palette_cmyk_and_alpha():

@@ -163,17 +163,39 @@ def twelve_bit_png(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def twelve_bit_colour_png(alpha: bool = False, seed: int = 0) -> bytes:
-    """A 16-bit RGB (or RGBA) PNG holding 12-bit values: PIL keeps each sample's high byte (0-15)."""
+def _twelve_bit_colour(alpha: bool, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     values = np.clip(rng.normal(1800, 400, (40, 48, 3)), 0, 4095).astype(np.uint16)
     values[..., 2] //= 2  # a colour cast, to show the channels keep their balance
-    if alpha:
-        values = np.dstack([values, np.full((40, 48), 65535, np.uint16)])
+    return np.dstack([values, np.full((40, 48), 65535, np.uint16)]) if alpha else values
+
+
+def twelve_bit_colour_png(alpha: bool = False, seed: int = 0) -> bytes:
+    """A 16-bit RGB (or RGBA) PNG holding 12-bit values: PIL keeps each sample's high byte (0-15)."""
+    values = _twelve_bit_colour(alpha, seed)
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
     header = struct.pack(">IIBBBBB", 48, 40, 16, 6 if alpha else 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + \
         chunk(b"IEND", b"")
+
+
+def twelve_bit_colour_tiff(alpha: bool = False, order: str = "<", seed: int = 0) -> bytes:
+    """The same values as a 16-bit RGB (or RGBA) TIFF, one uncompressed strip, in ``order`` byte
+    order ("<" II, ">" MM)."""
+    values = _twelve_bit_colour(alpha, seed)
+    height, width, channels = values.shape
+    data = values.astype(f"{order}u2").tobytes()
+    count = 10 if alpha else 9
+    bits_at = 8 + 2 + 12 * count + 4
+    strip_at = bits_at + 2 * channels
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, channels, bits_at), (259, 3, 1, 1),
+               (262, 3, 1, 2), (273, 4, 1, strip_at), (277, 3, 1, channels), (278, 3, 1, height),
+               (279, 4, 1, len(data)), *([(338, 3, 1, 2)] if alpha else [])]  # 338: unassociated alpha
+    ifd = struct.pack(f"{order}H", count) + b"".join(
+        struct.pack(f"{order}HHIHH", tag, kind, number, value, 0) if kind == 3 and number == 1
+        else struct.pack(f"{order}HHII", tag, kind, number, value) for tag, kind, number, value in entries)
+    head = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(f"{order}I", 8)
+    return head + ifd + struct.pack(f"{order}I", 0) + struct.pack(f"{order}{channels}H", *[16] * channels) + data
 
 
 def huge_tiff() -> bytes:

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from hostile_files import (
     random_idat_png,
     tiled_tiff,
     twelve_bit_colour_png,
+    twelve_bit_colour_tiff,
     twelve_bit_png,
     windowed_dicom,
     ztxt_png,
@@ -354,11 +356,13 @@ def test_twelve_bit_images_are_windowed_not_saturated():
 
 
 @pytest.mark.parametrize("alpha", [False, True], ids=["rgb", "rgba"])
-def test_twelve_bit_colour_pngs_are_windowed_not_cut_to_their_high_bytes(alpha):
+@pytest.mark.parametrize("make", [twelve_bit_colour_png, partial(twelve_bit_colour_tiff, order="<"),
+                                  partial(twelve_bit_colour_tiff, order=">")], ids=["png", "tiff-II", "tiff-MM"])
+def test_twelve_bit_colour_images_are_windowed_not_cut_to_their_high_bytes(make, alpha):
     """PIL keeps each 16-bit sample's high byte: 12-bit colour comes out 0-15, nearly black. The
     decoder windows the 16-bit values over all three channels (the blue cast stays), and the bytes
     go to the trainer decoded (an 8-bit reader would see them dark)."""
-    data = twelve_bit_colour_png(alpha)
+    data = make(alpha=alpha)
     naive = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert naive.max() <= 15  # what PIL's own decode does to it
     pixels = np.asarray(model_image(data)).astype(float)

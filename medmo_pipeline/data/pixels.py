@@ -5,7 +5,7 @@ training and evaluation use.
   else the adapter's default window, else a percentile window; MONOCHROME1 inverted.
 - 16-bit PNG with an intensity offset, as DeepLesion stores HU (``png16_entry``).
 - Anything else kept as stored reaches the model through ``model_image``: EXIF orientation applied,
-  16-bit and 12-bit greyscale (PNG, TIFF) and 16-bit RGB / RGBA PNG windowed by percentiles (never
+  16-bit and 12-bit greyscale and 16-bit RGB / RGBA (PNG, TIFF) windowed by percentiles (never
   clipped at 255, nor cut to each sample's high byte), palette, CMYK and alpha images made RGB
   (alpha over black).
 
@@ -40,9 +40,10 @@ PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
 PERCENTILES = (0.5, 99.5)  # the window of an image without one: robust to a few hot or dead pixels
 _PERCENTILE_SAMPLES = 1 << 20  # pixels sampled for the percentiles (evenly strided)
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-# PIL decodes a 16-bit RGB or RGBA PNG to 8 bits by keeping each sample's high byte (its raw mode
-# here), which leaves 12-bit content stored in 16 bits nearly black; the raw mode of the low bytes
-_WIDE_COLOUR_PNG = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+# PIL decodes 16-bit RGB or RGBA (PNG, TIFF) to 8 bits by keeping each sample's high byte (its raw
+# mode here: B big-endian, L little-endian), which leaves 12-bit content stored in 16 bits nearly
+# black; reading the samples in the other byte order gives their low bytes
+_WIDE_COLOUR = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L", "RGBA;16L": "RGBA;16B"}
 EXIF_ORIENTATION = 0x0112
 
 
@@ -187,8 +188,8 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
     image = open_image(data, limits or ImageLimits(), path)
     with _undecodable_as_image_error(path):
         plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB")
-        if image.format == "PNG" and _raw_mode(image) in _WIDE_COLOUR_PNG:
-            image, plain = _wide_colour_png(image, data, limits or ImageLimits(), path), False
+        if image.format in ("PNG", "TIFF") and _raw_mode(image) in _WIDE_COLOUR:
+            image, plain = _wide_colour(image, data, limits or ImageLimits(), path), False
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
             return ImageOps.exif_transpose(image), False
         image.load()
@@ -201,12 +202,14 @@ def _raw_mode(image: Image.Image) -> str:
     return args if isinstance(args, str) else (args[0] if args else "")
 
 
-def _wide_colour_png(image: Image.Image, data: bytes, limits: ImageLimits, path: str) -> Image.Image:
-    """A 16-bit RGB or RGBA PNG as 8 bits: its 16-bit colour values (PIL's decode of the high bytes,
-    and a second decode of the low ones) windowed by percentiles over all three channels (their
-    balance kept); the alpha's high byte; the EXIF orientation carried over."""
+def _wide_colour(image: Image.Image, data: bytes, limits: ImageLimits, path: str) -> Image.Image:
+    """A 16-bit RGB or RGBA image as 8 bits: its 16-bit colour values (PIL's decode of the high
+    bytes, and a second decode of the low ones) windowed by percentiles over all three channels
+    (their balance kept); the alpha's high byte; the EXIF orientation carried over."""
     low_image = open_image(data, limits, path)
-    low_image.tile = [(*low_image.tile[0][:3], _WIDE_COLOUR_PNG[_raw_mode(image)])]
+    *tile, args = low_image.tile[0]
+    low = _WIDE_COLOUR[_raw_mode(image)]
+    low_image.tile = [(*tile, (low, *args[1:]) if isinstance(args, tuple) else low)]
     high = np.asarray(image)
     values = (high.astype(np.uint16) << 8) | np.asarray(low_image)
     colour = window_to_uint8(values[..., :3], *percentile_window(values[..., :3]))

@@ -226,13 +226,15 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
 
 
 def _benchmark_jobs(tmp: Path) -> list[dict]:
-    """MedXpertQA's release with two questions whose options a careless pattern reads in time
-    quadratic in their length: an option line holding a million spaces, and 200,000 "(A)" markers
-    before the list's "(B)" (searching the text before each marker for the list's lead)."""
+    """MedXpertQA's release with questions whose options a careless reading takes in time quadratic
+    in their length: an option line holding a million spaces, 200,000 "(A)" markers before the
+    list's "(B)" (searching the text before each marker for the list's lead), and a million option
+    lines (each put at the front of the list read so far)."""
     root = tmp / "medxpertqa"
     medxpertqa_mm(root)
     hostile = [("MM-spaces", "Which?\nA. x" + " " * 1_000_000 + "y\nB. z"),
-               ("MM-markers", "Which? " + "(A) x " * 200_000 + "(B) y")]
+               ("MM-markers", "Which? " + "(A) x " * 200_000 + "(B) y"),
+               ("MM-lines", "Which?\n" + "A. x\n" * 1_000_000 + "B. y")]  # a million option lines, read from the end
     with open(root / "MM" / "test.jsonl", "a") as handle:
         handle.writelines(json.dumps({"id": ident, "question": question, "label": "A", "images": ["MM-0-a.jpeg"]})
                           + "\n" for ident, question in hostile)
@@ -327,12 +329,13 @@ def test_source_files_that_cannot_be_read_within_bounds_stop_their_source_naming
         assert problem in results[name].get("error", ""), (name, results[name])
 
 
-def test_benchmark_questions_of_a_million_spaces_or_markers_are_read_in_linear_time(suite):
-    """Under the job's CPU limit (a quadratic read of either question takes the better part of an
-    hour), both hostile questions give their options, beside the release's own rows."""
+def test_benchmark_questions_of_a_million_spaces_markers_or_lines_are_read_in_linear_time(suite):
+    """Under the job's CPU limit (a quadratic read of any of them takes the better part of an hour),
+    the hostile questions give their options, beside the release's own rows."""
     rows = suite[0]["benchmark:medxpertqa_mm"]["rows"]
     assert rows["medxpertqa_mm:MM-spaces"] == {"answer": "A", "choices": ["x       ...       y", "z...z"]}
     assert rows["medxpertqa_mm:MM-markers"] == {"answer": "A", "choices": ["x (A) x ... x (A) x", "y...y"]}
+    assert rows["medxpertqa_mm:MM-lines"] == {"answer": "A", "choices": ["x...x", "y...y"]}
     assert rows["medxpertqa_mm:MM-0"]["choices"][0] == "Sarcoido...coidosis"
 
 

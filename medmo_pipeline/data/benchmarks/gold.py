@@ -60,12 +60,13 @@ def question_choices(question: str) -> list[str]:
 
 
 def _trailing_option_lines(question: str) -> list[str]:
-    options: list[tuple[str, str]] = []
+    options: list[tuple[str, str]] = []  # from the last line up
     for line in reversed(question.rstrip().splitlines()):
         match = _OPTION_LINE.fullmatch(line)
         if match is None:
             break
-        options.insert(0, (match.group(1) or match.group(2), match.group(3).rstrip(" \t")))
+        options.append((match.group(1) or match.group(2), match.group(3).rstrip(" \t")))
+    options.reverse()
     letters = [letter for letter, _ in options]
     if "A" not in letters:
         return []

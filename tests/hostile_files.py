@@ -163,26 +163,44 @@ def twelve_bit_png(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def _twelve_bit_colour(alpha: bool, seed: int) -> np.ndarray:
+def twelve_bit_values(alpha: bool = False, seed: int = 0) -> np.ndarray:
+    """The 16-bit RGB (or RGBA) values of the 12-bit colour files below."""
     rng = np.random.default_rng(seed)
     values = np.clip(rng.normal(1800, 400, (40, 48, 3)), 0, 4095).astype(np.uint16)
     values[..., 2] //= 2  # a colour cast, to show the channels keep their balance
     return np.dstack([values, np.full((40, 48), 65535, np.uint16)]) if alpha else values
 
 
-def twelve_bit_colour_png(alpha: bool = False, seed: int = 0) -> bytes:
-    """A 16-bit RGB (or RGBA) PNG holding 12-bit values: PIL keeps each sample's high byte (0-15)."""
-    values = _twelve_bit_colour(alpha, seed)
-    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
-    header = struct.pack(">IIBBBBB", 48, 40, 16, 6 if alpha else 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + \
+def twelve_bit_colour_png(alpha: bool = False, seed: int = 0, grey: bool = False) -> bytes:
+    """A 16-bit RGB (or RGBA; or grey+alpha) PNG holding 12-bit values: PIL keeps each sample's high
+    byte (0-15). Its rows use the five PNG filters in turn, each predicting from the pixel before
+    (as many bytes back as a pixel holds), so a decoder reading them with the wrong pixel size fails."""
+    values = twelve_bit_values(alpha, seed)
+    if grey:
+        values = np.dstack([values[..., 0], np.linspace(0, 65535, 48, dtype=np.uint16)[None, :].repeat(40, 0)])
+    raw = values.astype(">u2").reshape(values.shape[0], -1).view(np.uint8).astype(np.int32)
+    step = 2 * values.shape[2]  # bytes per pixel
+    rows, above = [], np.zeros_like(raw[0])
+    for index, row in enumerate(raw):
+        kind = index % 5
+        left, corner = np.concatenate([np.zeros(step, np.int32), row[:-step]]), \
+            np.concatenate([np.zeros(step, np.int32), above[:-step]])
+        paeth = left + above - corner
+        pa, pb, pc = np.abs(paeth - left), np.abs(paeth - above), np.abs(paeth - corner)
+        predictor = [0, left, above, (left + above) // 2,
+                     np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, above, corner))][kind]
+        rows.append(bytes([kind]) + ((row - predictor) % 256).astype(np.uint8).tobytes())
+        above = row
+    colour = 4 if grey else 6 if alpha else 2
+    header = struct.pack(">IIBBBBB", 48, 40, 16, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + \
         chunk(b"IEND", b"")
 
 
 def twelve_bit_colour_tiff(alpha: bool = False, order: str = "<", seed: int = 0) -> bytes:
     """The same values as a 16-bit RGB (or RGBA) TIFF, one uncompressed strip, in ``order`` byte
     order ("<" II, ">" MM)."""
-    values = _twelve_bit_colour(alpha, seed)
+    values = twelve_bit_values(alpha, seed)
     height, width, channels = values.shape
     data = values.astype(f"{order}u2").tobytes()
     count = 10 if alpha else 9

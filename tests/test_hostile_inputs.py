@@ -46,6 +46,7 @@ from hostile_files import (
     tiled_tiff,
     twelve_bit_colour_png,
     twelve_bit_colour_tiff,
+    twelve_bit_values,
     twelve_bit_png,
     windowed_dicom,
     ztxt_png,
@@ -55,7 +56,7 @@ from pydicom.data import get_testdata_files
 
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines
-from medmo_pipeline.data.pixels import decoded_image, model_image
+from medmo_pipeline.data.pixels import decoded_image, model_image, percentile_window, window_to_uint8
 
 JOB = Path(__file__).with_name("hostile_job.py")
 
@@ -358,20 +359,23 @@ def test_twelve_bit_images_are_windowed_not_saturated():
     assert (pixels == 255).mean() < 0.02 and (pixels == 0).mean() < 0.02 and pixels.std() > 30
 
 
-@pytest.mark.parametrize("alpha", [False, True], ids=["rgb", "rgba"])
-@pytest.mark.parametrize("make", [twelve_bit_colour_png, partial(twelve_bit_colour_tiff, order="<"),
-                                  partial(twelve_bit_colour_tiff, order=">")], ids=["png", "tiff-II", "tiff-MM"])
-def test_twelve_bit_colour_images_are_windowed_not_cut_to_their_high_bytes(make, alpha):
-    """PIL keeps each 16-bit sample's high byte: 12-bit colour comes out 0-15, nearly black. The
-    decoder windows the 16-bit values over all three channels (the blue cast stays), and the bytes
-    go to the trainer decoded (an 8-bit reader would see them dark)."""
-    data = make(alpha=alpha)
-    naive = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    assert naive.max() <= 15  # what PIL's own decode does to it
+@pytest.mark.parametrize(("make", "alpha", "grey"), [
+    (twelve_bit_colour_png, False, False), (twelve_bit_colour_png, True, False), (twelve_bit_colour_png, True, True),
+    *[(partial(twelve_bit_colour_tiff, order=order), alpha, False) for order in "<>" for alpha in (False, True)],
+], ids=["png-rgb", "png-rgba", "png-grey-alpha", "tiff-II-rgb", "tiff-II-rgba", "tiff-MM-rgb", "tiff-MM-rgba"])
+def test_twelve_bit_colour_images_are_windowed_not_cut_to_their_high_bytes(make, alpha, grey):
+    """PIL keeps each 16-bit sample's high byte: 12-bit values come out 0-15, nearly black. The
+    decoder gives exactly the 16-bit values windowed over the colour channels together (the PNGs'
+    rows use all five filters), and the bytes go to the trainer decoded (an 8-bit reader would see
+    them dark)."""
+    data = make(alpha=alpha, grey=grey) if grey else make(alpha=alpha)
+    assert np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).max() <= 15  # what PIL's own decode does
+    values = twelve_bit_values(alpha)[..., :1] if grey else twelve_bit_values(alpha)[..., :3]
+    windowed = window_to_uint8(values, *percentile_window(values))
+    decoded, plain = decoded_image(data)
+    assert (np.asarray(decoded)[..., :3] == np.repeat(windowed, 3 if grey else 1, axis=-1)).all() and not plain
     pixels = np.asarray(model_image(data)).astype(float)
-    assert (pixels == 255).mean() < 0.02 and (pixels == 0).mean() < 0.02 and pixels.std() > 30
-    assert pixels[..., 2].mean() < pixels[..., 0].mean() - 40
-    assert decoded_image(data)[1] is False
+    assert (pixels == 255).mean() < 0.02 and pixels.std() > 30
 
 
 def test_the_decoder_applies_exif_rotation_and_flattens_palette_cmyk_and_alpha():

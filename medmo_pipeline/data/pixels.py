@@ -5,7 +5,7 @@ training and evaluation use.
   else the adapter's default window, else a percentile window; MONOCHROME1 inverted.
 - 16-bit PNG with an intensity offset, as DeepLesion stores HU (``png16_entry``).
 - Anything else kept as stored reaches the model through ``model_image``: EXIF orientation applied,
-  16-bit and 12-bit greyscale and 16-bit RGB / RGBA (PNG, TIFF) windowed by percentiles (never
+  16-bit and 12-bit greyscale, greyscale+alpha and RGB / RGBA (PNG, TIFF) windowed by percentiles (never
   clipped at 255, nor cut to each sample's high byte), palette, CMYK and alpha images made RGB
   (alpha over black).
 
@@ -40,10 +40,12 @@ PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
 PERCENTILES = (0.5, 99.5)  # the window of an image without one: robust to a few hot or dead pixels
 _PERCENTILE_SAMPLES = 1 << 20  # pixels sampled for the percentiles (evenly strided)
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-# PIL decodes 16-bit RGB or RGBA (PNG, TIFF) to 8 bits by keeping each sample's high byte (its raw
-# mode here: B big-endian, L little-endian), which leaves 12-bit content stored in 16 bits nearly
-# black; reading the samples in the other byte order gives their low bytes
-_WIDE_COLOUR = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L", "RGBA;16L": "RGBA;16B"}
+# PIL decodes 16-bit RGB, RGBA (PNG, TIFF) and greyscale+alpha (PNG) to 8 bits by keeping each
+# sample's high byte (its raw mode here: B big-endian, L little-endian), which leaves 12-bit content
+# stored in 16 bits nearly black. Their low bytes: RGB and RGBA samples read in the other byte order;
+# a grey+alpha pixel's four bytes read as an 8-bit RGBA pixel (grey high, grey low, alpha high, low).
+_WIDE_COLOUR = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L", "RGBA;16L": "RGBA;16B",
+                "LA;16B": "RGBA"}
 EXIF_ORIENTATION = 0x0112
 
 
@@ -203,17 +205,23 @@ def _raw_mode(image: Image.Image) -> str:
 
 
 def _wide_colour(image: Image.Image, data: bytes, limits: ImageLimits, path: str) -> Image.Image:
-    """A 16-bit RGB or RGBA image as 8 bits: its 16-bit colour values (PIL's decode of the high
-    bytes, and a second decode of the low ones) windowed by percentiles over all three channels
-    (their balance kept); the alpha's high byte; the EXIF orientation carried over."""
-    low_image = open_image(data, limits, path)
-    *tile, args = low_image.tile[0]
-    low = _WIDE_COLOUR[_raw_mode(image)]
-    low_image.tile = [(*tile, (low, *args[1:]) if isinstance(args, tuple) else low)]
-    high = np.asarray(image)
-    values = (high.astype(np.uint16) << 8) | np.asarray(low_image)
-    colour = window_to_uint8(values[..., :3], *percentile_window(values[..., :3]))
-    wide = Image.fromarray(np.dstack([colour, high[..., 3]]), "RGBA") if values.shape[-1] == 4 \
+    """A 16-bit colour or grey+alpha image as 8 bits: its 16-bit values (from PIL's decode of the high
+    bytes and a second decode giving the low ones) windowed by percentiles over the colour channels
+    together (their balance kept); the alpha's high byte; the EXIF orientation carried over."""
+    rawmode = _raw_mode(image)
+    second = open_image(data, limits, path)
+    *tile, args = second.tile[0]
+    second.tile = [(*tile, (_WIDE_COLOUR[rawmode], *args[1:]) if isinstance(args, tuple) else _WIDE_COLOUR[rawmode])]
+    if rawmode == "LA;16B":  # one decode holds both bytes: (grey, alpha) from bytes (0, 2) and (1, 3)
+        both = np.asarray(second)
+        high, low = both[..., 0::2], both[..., 1::2]
+    else:
+        high, low = np.asarray(image), np.asarray(second)
+    values = (high.astype(np.uint16) << 8) | low
+    channels = 1 if rawmode.startswith("LA") else 3
+    colour = window_to_uint8(values[..., :channels], *percentile_window(values[..., :channels]))
+    colour = np.repeat(colour, 3, axis=-1) if channels == 1 else colour
+    wide = Image.fromarray(np.dstack([colour, high[..., channels]]), "RGBA") if values.shape[-1] > channels \
         else Image.fromarray(colour, "RGB")
     wide.info["exif"] = image.getexif().tobytes()
     return wide

@@ -197,16 +197,18 @@ def twelve_bit_colour_png(alpha: bool = False, seed: int = 0, grey: bool = False
         chunk(b"IEND", b"")
 
 
-def twelve_bit_colour_tiff(alpha: bool = False, order: str = "<", seed: int = 0) -> bytes:
-    """The same values as a 16-bit RGB (or RGBA) TIFF, one uncompressed strip, in ``order`` byte
-    order ("<" II, ">" MM)."""
+def twelve_bit_colour_tiff(alpha: bool = False, order: str = "<", seed: int = 0, deflate: bool = False) -> bytes:
+    """The same values as a 16-bit RGB (or RGBA) TIFF, one strip, in ``order`` byte order ("<" II,
+    ">" MM); ``deflate``: the strip deflated (PIL then reads it through libtiff, which hands the
+    samples over in the machine's byte order)."""
     values = twelve_bit_values(alpha, seed)
     height, width, channels = values.shape
     data = values.astype(f"{order}u2").tobytes()
+    data = zlib.compress(data) if deflate else data
     count = 10 if alpha else 9
     bits_at = 8 + 2 + 12 * count + 4
     strip_at = bits_at + 2 * channels
-    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, channels, bits_at), (259, 3, 1, 1),
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, channels, bits_at), (259, 3, 1, 8 if deflate else 1),
                (262, 3, 1, 2), (273, 4, 1, strip_at), (277, 3, 1, channels), (278, 3, 1, height),
                (279, 4, 1, len(data)), *([(338, 3, 1, 2)] if alpha else [])]  # 338: unassociated alpha
     ifd = struct.pack(f"{order}H", count) + b"".join(

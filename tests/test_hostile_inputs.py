@@ -361,8 +361,11 @@ def test_twelve_bit_images_are_windowed_not_saturated():
 
 @pytest.mark.parametrize(("make", "alpha", "grey"), [
     (twelve_bit_colour_png, False, False), (twelve_bit_colour_png, True, False), (twelve_bit_colour_png, True, True),
-    *[(partial(twelve_bit_colour_tiff, order=order), alpha, False) for order in "<>" for alpha in (False, True)],
-], ids=["png-rgb", "png-rgba", "png-grey-alpha", "tiff-II-rgb", "tiff-II-rgba", "tiff-MM-rgb", "tiff-MM-rgba"])
+    *[(partial(twelve_bit_colour_tiff, order=order, deflate=deflate), alpha, False)
+      for order in "<>" for deflate in (False, True) for alpha in (False, True)],
+], ids=["png-rgb", "png-rgba", "png-grey-alpha", *[f"tiff-{order}{'-deflate' if deflate else ''}-{kind}"
+                                                  for order in ("II", "MM") for deflate in (False, True)
+                                                  for kind in ("rgb", "rgba")]])
 def test_twelve_bit_colour_images_are_windowed_not_cut_to_their_high_bytes(make, alpha, grey):
     """PIL keeps each 16-bit sample's high byte: 12-bit values come out 0-15, nearly black. The
     decoder gives exactly the 16-bit values windowed over the colour channels together (the PNGs'

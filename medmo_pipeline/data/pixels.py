@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import io
 import math
+import sys
 import warnings
 from collections.abc import MutableSequence
 from pathlib import Path
@@ -46,6 +47,8 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # a grey+alpha pixel's four bytes read as an 8-bit RGBA pixel (grey high, grey low, alpha high, low).
 _WIDE_COLOUR = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L", "RGBA;16L": "RGBA;16B",
                 "LA;16B": "RGBA"}
+_NATIVE = "L" if sys.byteorder == "little" else "B"  # libtiff hands PIL its samples in this order ("N")
+_WIDE_COLOUR |= {f"{mode};16N": _WIDE_COLOUR[f"{mode};16{_NATIVE}"] for mode in ("RGB", "RGBA")}
 EXIF_ORIENTATION = 0x0112
 
 
@@ -200,7 +203,7 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
 
 def _raw_mode(image: Image.Image) -> str:
     """The raw mode PIL will decode an opened image's first tile with ('' when it says none)."""
-    args = image.tile[0][3] if image.tile else None
+    args = image.tile[0].args if image.tile else None
     return args if isinstance(args, str) else (args[0] if args else "")
 
 
@@ -210,8 +213,9 @@ def _wide_colour(image: Image.Image, data: bytes, limits: ImageLimits, path: str
     together (their balance kept); the alpha's high byte; the EXIF orientation carried over."""
     rawmode = _raw_mode(image)
     second = open_image(data, limits, path)
-    *tile, args = second.tile[0]
-    second.tile = [(*tile, (_WIDE_COLOUR[rawmode], *args[1:]) if isinstance(args, tuple) else _WIDE_COLOUR[rawmode])]
+    tile = second.tile[0]
+    args = (_WIDE_COLOUR[rawmode], *tile.args[1:]) if isinstance(tile.args, tuple) else _WIDE_COLOUR[rawmode]
+    second.tile = [tile._replace(args=args)]
     if rawmode == "LA;16B":  # one decode holds both bytes: (grey, alpha) from bytes (0, 2) and (1, 3)
         both = np.asarray(second)
         high, low = both[..., 0::2], both[..., 1::2]

@@ -126,8 +126,7 @@ def _with_columns(records: Iterator, named: list[str], file: str) -> Iterator:
                 present = ", ".join(map(repr, list(record)[:40]))
                 raise SourceLayoutError(
                     f"{file} has no column {', '.join(map(repr, missing))} that the layout reads (its columns: "
-                    f"{present}); it may be another release of the dataset: compare it with the registry "
-                    "entry's layout_source, and pick the release you have with corpus.registry.versions")
+                    f"{present}); it may come from another release than the one the layout describes")
             named = []
         yield record
 

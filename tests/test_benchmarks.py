@@ -11,6 +11,7 @@ import pytest
 import yaml
 from benchmark_releases import build_release
 
+from medmo_pipeline.data.benchmarks.checks import BenchmarkLoadError
 from medmo_pipeline.data.benchmarks.loading import load_benchmark
 from medmo_pipeline.data.benchmarks.registry import (
     METRICS,
@@ -230,6 +231,22 @@ def test_missing_benchmark_names_it_and_says_how_to_get_it(tmp_path):
         load_benchmark("vqa_rad", None, root=tmp_path / "nowhere")
     with pytest.raises(BenchmarkUnavailable, match=r"benchmark 'medbullets' .*ChallengeClinicalQA"):
         load_benchmark("medbullets", None, root=tmp_path / "nowhere")
+
+
+def test_a_benchmark_file_lacking_a_column_or_not_parsing_names_the_benchmark_and_the_file(tmp_path):
+    """Medbullets as another export (no answer_idx column), MMLU with a damaged Parquet file: the
+    load stops naming the benchmark, the file and what is wrong with it, not the adapter's error alone."""
+    build_release("medbullets", tmp_path / "medbullets")
+    table = (tmp_path / "medbullets" / "medbullets_op5.csv").read_text()
+    (tmp_path / "medbullets" / "medbullets_op5.csv").write_text(table.replace("answer_idx", "answer_letter", 1))
+    with pytest.raises(BenchmarkLoadError, match=r"benchmark 'medbullets': medbullets_op5.csv has no column "
+                                                 r"'answer_idx' that the layout reads \(its columns: 'question', .*"
+                                                 r"'answer_letter'.*layout_source"):
+        load_benchmark("medbullets", None, root=tmp_path / "medbullets", partial=True)
+    build_release("mmlu_med", tmp_path / "mmlu")
+    next((tmp_path / "mmlu" / "anatomy").glob("test-*.parquet")).write_bytes(b"PAR1 truncated")
+    with pytest.raises(BenchmarkLoadError, match=r"benchmark 'mmlu_med': anatomy/test-.*parquet: not a Parquet file"):
+        load_benchmark("mmlu_med", None, root=tmp_path / "mmlu", partial=True)
 
 
 def test_missing_credential_names_the_benchmark(tmp_path, monkeypatch):

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.adapters.records import SourceLayoutError
+from medmo_pipeline.data.annotations import AnnotationError
 from medmo_pipeline.data.benchmarks.checks import (
     BenchmarkLoadError,
     exclusion,
@@ -153,7 +156,7 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
         for file in files:
             load.files.append(file or str(directory))
             file_options = {**options, "split": "eval", **({"file": file} if file else {})}
-            for row in items(family, directory, file_options, loader.where):
+            for row in _items(benchmark, family, directory, file_options, loader.where):
                 if type(row) is RowQuarantined:  # a record the adapter could not read: the load fails
                     where = f"{row.record} ({row.local_id})" if row.local_id else row.record or "?"
                     problems.append((row.file or file, where, f"{row.reason}: {row.detail}"))
@@ -195,6 +198,16 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
             f"{benchmark.expected_rows} of the full release (a partial download?). Complete it: "
             f"{benchmark.origin.how_to_get(Path(directory))}")
     return load
+
+
+def _items(benchmark: Benchmark, family: str, directory: Path, options: dict, where: dict | None) -> Iterator:
+    """``readers.items``, a problem of a whole file (a column the layout reads missing from its
+    header, a file that does not parse) raised as BenchmarkLoadError naming the benchmark."""
+    try:
+        yield from items(family, directory, options, where)
+    except (SourceLayoutError, AnnotationError) as error:
+        raise BenchmarkLoadError(f"benchmark {benchmark.name!r}: {error}; compare the files under {directory} "
+                                 f"with the registry's layout_source ({benchmark.layout_source})") from None
 
 
 def unavailable(names: list[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ it the way the corpus job does (``curate_source`` through the registry)."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from pathlib import Path
@@ -170,6 +171,20 @@ def test_a_file_whose_header_lacks_a_column_the_layout_reads_stops_its_source_na
                "path_to_image,section_findings,section_impression,report\ntrain/p1/s1/v.jpg,Clear.,Normal.,x\n")
     with pytest.raises(SourceUnavailable, match=r"df_chexpert_plus_240401.csv has no column 'split'"):
         curate("chexpert_plus")
+
+
+def test_a_layout_file_that_holds_no_records_stops_its_source(tmp_path, curate):
+    """PMC-VQA's train_2.csv with its header and no row (a failed export), then as gzip bytes under
+    the .csv name: the partition would publish nothing and say nothing; it stops naming the reader."""
+    root = dataset(tmp_path, "pmc_vqa")
+    _pmc_csv(root / "train_2.csv", ["index", "Figure_path", "Caption", "Question", "Choice A", "Choice B",
+                                    "Choice C", "Choice D", "Answer", "split"], [])
+    for content in (None, gzip.compress(b"index,Figure_path,Question\n")):
+        if content is not None:
+            (root / "train_2.csv").write_bytes(content)
+        with pytest.raises(SourceUnavailable, match=r"dataset 'pmc_vqa'.*its vqa reader found no records"):
+            curate("pmc_vqa")
+        assert not (tmp_path / "corpus" / "pmc_vqa").exists()
 
 
 def test_an_unknown_layout_version_names_the_dataset_and_the_fix(tmp_path, curate):

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medmo_pipeline.data.adapters import ADAPTERS, adapter
+from medmo_pipeline.data.adapters.records import SourceLayoutError
 from medmo_pipeline.safe_paths import UnsafePathError, safe_join
 from medmo_pipeline.schema.rows import TaskName
 from medmo_pipeline.yaml_registry import (
@@ -195,11 +196,15 @@ def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None)
     for position, spec in enumerate(specs):
         prefix = "" if position == 0 else f"{spec.family}/"
         try:
+            read = 0
             for row in adapter(spec.family).iter_outcomes(path, spec.options):
                 if type(row) is dict:
                     row["id"] = f"{entry.name}:{prefix}{row['id']}"
                     row["source"], row["license"] = entry.name, entry.licence
+                read += 1
                 yield row
+            if not read:
+                raise SourceLayoutError(f"its {spec.family} reader found no records (options {spec.options})")
         except SourceUnavailable:
             raise
         except Exception as error:  # noqa: BLE001 - adapters quarantine row problems; what escapes is the source's

@@ -225,8 +225,7 @@ def _wide_colour(image: Image.Image, data: bytes, limits: ImageLimits, path: str
     channels = 1 if rawmode.startswith("LA") else 3
     colour = window_to_uint8(values[..., :channels], *percentile_window(values[..., :channels]))
     colour = np.repeat(colour, 3, axis=-1) if channels == 1 else colour
-    wide = Image.fromarray(np.dstack([colour, high[..., channels]]), "RGBA") if values.shape[-1] > channels \
-        else Image.fromarray(colour, "RGB")
+    wide = Image.fromarray(np.dstack([colour, high[..., channels]]) if values.shape[-1] > channels else colour)
     wide.info["exif"] = image.getexif().tobytes()
     return wide
 

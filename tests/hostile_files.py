@@ -100,16 +100,12 @@ def many_strips_tiff(strips: int = 1_000_000, order: str = "<") -> bytes:
     """A greyscale TIFF of 4000 x 4000 pixels declaring ``strips`` strips, one byte each (8 MB at a
     million): PIL reads every offset and count into a Python int while opening it (40 MB, five
     million strips: 12 s and 1.9 GB)."""
-    offsets_at = 8 + 2 + 9 * 12 + 4
+    offsets_at = tiff_data_at(9)
     counts_at, pixels_at = offsets_at + 4 * strips, offsets_at + 8 * strips
-
-    def tag(code: int, kind: int, count: int, value: int) -> bytes:
-        return struct.pack(order + "HHII", code, kind, count, value)
-
-    tags = [tag(256, 4, 1, 4000), tag(257, 4, 1, 4000), tag(258, 3, 1, 8), tag(259, 3, 1, 1), tag(262, 3, 1, 1),
-            tag(273, 4, strips, offsets_at), tag(277, 3, 1, 1), tag(278, 4, 1, 1), tag(279, 4, strips, counts_at)]
-    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "IH", 8, len(tags))
-    return (header + b"".join(tags) + bytes(4) + struct.pack(f"{order}{strips}I", *[pixels_at] * strips)
+    directory = tiff_directory([(256, 4, 1, 4000), (257, 4, 1, 4000), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+                                (273, 4, strips, offsets_at), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, strips, counts_at)],
+                               order)
+    return (directory + struct.pack(f"{order}{strips}I", *[pixels_at] * strips)
             + struct.pack(f"{order}{strips}I", *[1] * strips) + bytes(64))
 
 
@@ -205,27 +201,36 @@ def twelve_bit_colour_tiff(alpha: bool = False, order: str = "<", seed: int = 0,
     height, width, channels = values.shape
     data = values.astype(f"{order}u2").tobytes()
     data = zlib.compress(data) if deflate else data
-    count = 10 if alpha else 9
-    bits_at = 8 + 2 + 12 * count + 4
+    bits_at = tiff_data_at(10 if alpha else 9)
     strip_at = bits_at + 2 * channels
     entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, channels, bits_at), (259, 3, 1, 8 if deflate else 1),
                (262, 3, 1, 2), (273, 4, 1, strip_at), (277, 3, 1, channels), (278, 3, 1, height),
                (279, 4, 1, len(data)), *([(338, 3, 1, 2)] if alpha else [])]  # 338: unassociated alpha
-    ifd = struct.pack(f"{order}H", count) + b"".join(
-        struct.pack(f"{order}HHIHH", tag, kind, number, value, 0) if kind == 3 and number == 1
-        else struct.pack(f"{order}HHII", tag, kind, number, value) for tag, kind, number, value in entries)
-    head = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(f"{order}I", 8)
-    return head + ifd + struct.pack(f"{order}I", 0) + struct.pack(f"{order}{channels}H", *[16] * channels) + data
+    return tiff_directory(entries, order) + struct.pack(f"{order}{channels}H", *[16] * channels) + data
 
 
 def huge_tiff() -> bytes:
     """A little-endian TIFF whose IFD declares 60000 x 60000 8-bit pixels (one strip of 10 bytes)."""
-    entries = [(256, 4, 1, 60000), (257, 4, 1, 60000), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 4, 1, 60000), (279, 4, 1, 10)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-        for tag, kind, count, value in entries) + struct.pack("<I", 0)
-    return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(10)
+    return tiff_directory([(256, 4, 1, 60000), (257, 4, 1, 60000), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+                           (273, 4, 1, tiff_data_at(9)), (277, 3, 1, 1), (278, 4, 1, 60000), (279, 4, 1, 10)]) + bytes(10)
+
+
+def tiff_directory(entries: list[tuple[int, int, int, int]], order: str = "<") -> bytes:
+    """A classic TIFF's header and its one directory (at byte 8) of (tag, type, count, value or
+    offset) entries, in ``order`` ("<" II, ">" MM); a single SHORT is held at the start of its
+    entry's value, as the format says. What the entries point to follows, at ``tiff_data_at``."""
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        if kind == 3 and count == 1:
+            return struct.pack(f"{order}HHIHH", tag, kind, count, value, 0)
+        return struct.pack(f"{order}HHII", tag, kind, count, value)
+
+    return ((b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(f"{order}IH", 8, len(entries))
+            + b"".join(entry(*fields) for fields in entries) + struct.pack(f"{order}I", 0))
+
+
+def tiff_data_at(entries: int) -> int:
+    """Where the data after ``tiff_directory`` of ``entries`` entries starts."""
+    return 8 + 2 + 12 * entries + 4
 
 
 def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
@@ -315,11 +320,8 @@ def tiled_tiff(tile: int = 32768, side: int = 64, filled: bool = False) -> bytes
     Unfilled (the default), the tile's stream is empty: the file is refused from its header alone."""
     payload = zlib.compress(bytes(tile * tile) if filled else b"")
     entries = [(256, 3, side), (257, 3, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
-               (322, 4, tile), (323, 4, tile), (324, 4, 8 + 2 + 10 * 12 + 4), (325, 4, len(payload))]
-    out = b"II*\x00" + struct.pack("<IH", 8, len(entries))
-    for tag, kind, value in entries:
-        out += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-    return out + b"\0\0\0\0" + payload
+               (322, 4, tile), (323, 4, tile), (324, 4, tiff_data_at(10)), (325, 4, len(payload))]
+    return tiff_directory([(tag, kind, 1, value) for tag, kind, value in entries]) + payload
 
 
 def frame_size_lie_dicom(side: int = 12000) -> bytes:

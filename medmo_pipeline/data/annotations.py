@@ -190,7 +190,6 @@ READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``
 # After a record that is not JSON, this many records are each cut out of the text before they are
 # decoded (see ``_JsonReader.record``); a further bad record among them starts the count again.
 CAREFUL_RECORDS = 1000
-_RUNS_ON = object()  # a record whose text runs past what is read (``_JsonReader._record_alone``)
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 _STRUCTURE = re.compile(r'["\[\]{},]')
@@ -274,43 +273,24 @@ class _JsonReader:
         too long, too deep) and could be stepped over: one record's problem.
 
         After such a record, the next ``CAREFUL_RECORDS`` records are first stepped over (their end
-        found by counting brackets) and then decoded on their own: json's error for a record counts
-        the lines of the whole text before it, so a file of many bad records decoded in place cost
-        their number times the text read at a time (80,000 ten-byte records: 21 s)."""
+        found by counting brackets) and then decoded on their own (``value``'s ``end``): json's error
+        for a record counts the lines of the whole text before it, so a file of many bad records
+        decoded in place cost their number times the text read at a time (80,000 ten-byte records:
+        21 s). A record running past what is read is decoded in place."""
+        end = None
         if self.careful:
             self.careful -= 1
-            alone = self._record_alone(what)
-            if alone is not _RUNS_ON:
-                return alone
+            self.peek()
+            end = _ValueEnd().scan(self.text, self.at)
         try:
-            return self.value(what)
+            return self.value(what, end)
         except AnnotationError as error:
-            if not self.skip():
+            if end is not None:
+                self.at = end
+            elif not self.skip():
                 raise
             self.careful = CAREFUL_RECORDS
             return UnreadableRecord(str(error))
-
-    def _record_alone(self, what: str) -> Any:
-        """``record``, from the value's own text cut out of the text read (``_RUNS_ON`` when the
-        value runs past it: ``record`` then reads it in place)."""
-        start = self.at = _SPACE.match(self.text, self.at).end()
-        end = _ValueEnd().scan(self.text, start)
-        if end is None:
-            return _RUNS_ON
-        try:
-            value, length = _DECODER.raw_decode(self.text[start:end])
-        except json.JSONDecodeError as error:
-            problem = self.error(f"{what} is not JSON ({error.msg})", start + error.pos)
-        except RecursionError:
-            problem = self.error(f"{what} is nested too deeply to parse")
-        else:
-            if length > self.max_record:
-                problem = self.error(f"{what} is longer than {self.max_record} characters")
-            else:
-                self.at = start + length
-                return value
-        self.at, self.careful = end, CAREFUL_RECORDS
-        return UnreadableRecord(str(problem))
 
     def skip(self) -> bool:
         """Step over the value that starts here without decoding it, in bounded memory (strings
@@ -330,23 +310,27 @@ class _JsonReader:
         self.take(":", f"after the member name {member[:80]!r}")
         return member
 
-    def value(self, what: str) -> Any:
+    def value(self, what: str, end: int | None = None) -> Any:
+        """The value that starts here, decoded in place (reading on while it may go on past what is
+        read), or, given ``end`` (where its brackets say it ends), from its own text cut out."""
         self.peek()
         while True:
+            text, start = (self.text, self.at) if end is None else (self.text[self.at:end], 0)
             try:
-                value, end = _DECODER.raw_decode(self.text, self.at)
+                value, stop = _DECODER.raw_decode(text, start)
             except json.JSONDecodeError as error:
-                cut = error.pos >= len(self.text) - 12 or error.msg.startswith("Unterminated string")
+                cut = end is None and (error.pos >= len(text) - 12 or error.msg.startswith("Unterminated string"))
                 if cut and self._read_more(what):  # the value may go on past what is read
                     continue
-                raise self.error(f"{what} is not JSON ({error.msg})", error.pos) from None
+                raise self.error(f"{what} is not JSON ({error.msg})", self.at + error.pos - start) from None
             except RecursionError:
                 raise self.error(f"{what} is nested too deeply to parse") from None
-            if type(value) in (int, float) and _NUMBER_GOES_ON.fullmatch(self.text, end) and self._read_more(what):
+            if end is None and type(value) in (int, float) and _NUMBER_GOES_ON.fullmatch(text, stop) \
+                    and self._read_more(what):
                 continue  # "1" of "1.5e3" cut after the 1, or after "1.": the number may go on
-            if end - self.at > self.max_record:  # the same bound whether or not it was read in one piece
+            if stop - start > self.max_record:  # the same bound whether or not it was read in one piece
                 raise self.error(f"{what} is longer than {self.max_record} characters")
-            self.at = end
+            self.at += stop - start
             return value
 
     def take(self, char: str, where: str) -> None:

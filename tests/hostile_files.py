@@ -143,6 +143,56 @@ def jpeg_scan_bomb(side: int = 4096, scans: int = 5000) -> bytes:
     return head + dc_scan + ac_scan * scans + b"\xff\xd9"
 
 
+def exif_block(orientation: int = 6, values: int = 1, padding: int = 0) -> bytes:
+    """A little-endian EXIF (TIFF) block whose first directory holds the orientation tag with
+    ``values`` values (a real one has 1), and ``padding`` bytes of undefined data after it."""
+    data_at = 8 + 2 + 12 * 2 + 4
+    orientation_field = (struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) if values == 1
+                         else struct.pack("<HHII", 0x0112, 3, values, data_at))
+    payload = struct.pack("<H", orientation) * values if values > 1 else b""
+    filler = struct.pack("<HHII", 0x9286, 7, padding, data_at + len(payload)) if padding else \
+        struct.pack("<HHI4s", 0x9286, 7, 4, b"none")  # a UserComment
+    return (b"II*\x00" + struct.pack("<IH", 8, 2) + orientation_field + filler + struct.pack("<I", 0)
+            + payload + bytes(padding))
+
+
+def exif_png(exif: bytes, *, kind: bytes = b"eXIf", keyword: bytes = b"", after_pixels: bool = False,
+             width: int = 48, height: int = 24) -> bytes:
+    """A greyscale PNG carrying ``exif`` in an eXIf chunk, or in a text chunk of ``kind`` under
+    ``keyword`` (``exif``'s bytes as they are: the caller writes ImageMagick's hex profile or XMP),
+    before its pixels or after them."""
+    pixels = np.random.default_rng(width).integers(0, 256, (height, width), dtype=np.uint8)
+    filtered = b"".join(b"\x00" + row.tobytes() for row in pixels)
+    if kind == b"eXIf":
+        carried = chunk(b"eXIf", exif)
+    elif kind == b"zTXt":
+        carried = chunk(kind, keyword + b"\x00\x00" + zlib.compress(exif))
+    elif kind == b"iTXt":
+        carried = chunk(kind, keyword + b"\x00\x00\x00\x00\x00" + exif)
+    else:
+        carried = chunk(kind, keyword + b"\x00" + exif)
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    body = [chunk(b"IDAT", zlib.compress(filtered))]
+    body = body + [carried] if after_pixels else [carried] + body
+    return b"\x89PNG\r\n\x1a\n" + ihdr + b"".join(body) + chunk(b"IEND", b"")
+
+
+def exif_webp(exif: bytes) -> bytes:
+    """A small RGB WebP carrying ``exif`` in its EXIF chunk."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((24, 48, 3), 90, np.uint8)).save(buffer, format="WEBP", exif=b"Exif\x00\x00" + exif)
+    return buffer.getvalue()
+
+
+def gif_comment_blocks(sub_blocks: int = 1_000_000, size: int = 1) -> bytes:
+    """A 16 x 16 GIF whose comment extension holds ``sub_blocks`` sub-blocks of ``size`` bytes."""
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 7).save(buffer, format="GIF")
+    data = buffer.getvalue()
+    at = 13 + (3 * (2 << (data[10] & 7)) if data[10] & 0x80 else 0)  # after the global colour table
+    return data[:at] + b"\x21\xfe" + (bytes([size]) + b"c" * size) * sub_blocks + b"\x00" + data[at:]
+
+
 def icon_image() -> bytes:
     """A Windows icon: an image PIL decodes, in a format no dataset publishes."""
     buffer = io.BytesIO()

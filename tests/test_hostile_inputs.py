@@ -26,6 +26,10 @@ from benchmark_releases import medxpertqa_mm
 from hostile_files import (
     corrupt_safetensors,
     deflated_dicom_bomb,
+    exif_block,
+    exif_png,
+    exif_webp,
+    gif_comment_blocks,
     frame_size_lie_dicom,
     huge_png16,
     huge_tiff,
@@ -82,6 +86,8 @@ GOOD_IMAGES = {
     "cmyk.jpg": lambda: _save(Image.open(io.BytesIO(plain_png(seed=5, mode="RGB"))).convert("CMYK"), "JPEG"),
     "grey_alpha.png": lambda: _save(Image.open(io.BytesIO(plain_png(seed=6))).convert("LA"), "PNG"),
     "rotated.jpg": _rotated_jpeg,
+    "rotated_exif.png": lambda: exif_png(exif_block(6)),
+    "damaged_exif.png": lambda: exif_png(b"not a TIFF block"),  # shown as stored, by curation and decoder
 }
 HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
     "big16.png": (huge_png16, "image_too_large"),
@@ -99,6 +105,8 @@ HOSTILE_IMAGES = {  # file -> (bytes, the quarantine reason)
     "comments.jpg": (many_segments_jpeg, "image_too_costly"),  # 10 MB, 2.5M empty comments: 2 s in PIL
     "strips.tif": (many_strips_tiff, "image_too_costly"),  # 8 MB, a million strip offsets: ~400 MB in PIL
     "tiles.tif": (tiled_tiff, "image_too_costly"),  # 64 x 64 in one 32768 x 32768 tile: 1 GiB when filled
+    # a 40 MB EXIF block of 20M orientation values: 1.4 s and 600 MB to read the orientation
+    "exif_values.png": (lambda: exif_png(exif_block(6, values=20_000_000)), "image_too_costly"),
 }
 HOSTILE_DICOM = {
     "bomb.dcm": (deflated_dicom_bomb, "image_too_large"),
@@ -386,6 +394,32 @@ def test_the_decoder_applies_exif_rotation_and_flattens_palette_cmyk_and_alpha()
     for name in ("palette.png", "cmyk.jpg", "grey_alpha.png"):
         image = model_image(GOOD_IMAGES[name]())
         assert image.mode == "RGB" and image.size == (48, 40), name
+
+
+def test_an_exif_block_beyond_what_a_jpeg_segment_holds_is_refused_before_pil_reads_it():
+    """PNG eXIf and WebP EXIF chunks are bounded by ``MAX_EXIF_BYTES`` (a JPEG's APP1 segment, where
+    such blocks come from) on the row path and in the decoder alike; a block within it is read."""
+    from medmo_pipeline.data.image_limits import MAX_EXIF_BYTES, ImageError
+    from medmo_pipeline.data.images import inspect_image
+
+    for data, where in ((exif_png(exif_block(6, values=20_000_000)), "PNG eXIf chunk at byte 33"),
+                        (exif_webp(exif_block(6, values=20_000_000)), "WebP EXIF chunk")):
+        for read in (inspect_image, model_image):
+            with pytest.raises(ImageError, match=f"{where}.* holds an EXIF block of 4000.... bytes > {MAX_EXIF_BYTES}"):
+                read(data)
+    within = exif_block(6, padding=MAX_EXIF_BYTES - 64)
+    assert inspect_image(exif_png(within))[:2] == inspect_image(exif_webp(within))[:2] == (24, 48)
+    assert model_image(exif_png(within)).size == model_image(exif_webp(within)).size == (24, 48)
+
+
+def test_a_gif_of_a_million_comment_sub_blocks_is_refused_before_pil_reads_them():
+    from medmo_pipeline.data.image_limits import ImageError, ImageLimits
+    from medmo_pipeline.data.images import inspect_image
+
+    for read in (inspect_image, model_image):
+        with pytest.raises(ImageError, match="GIF of more than 100000 extension sub-blocks"):
+            read(gif_comment_blocks())
+    assert inspect_image(gif_comment_blocks(2000, 255), ImageLimits()) == (16, 16, "GIF")  # 500 KB of comment
 
 
 def test_a_tiff_tile_larger_than_its_image_and_a_megapixel_is_refused_from_the_header():

@@ -15,11 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_formats import jpeg_bytes, png_bytes
+from hostile_files import exif_block, exif_png
 from PIL import Image
-from test_curation import corrupted_rows
+from test_curation import box, corrupted_rows, row
 
 from medmo_pipeline.data.curation import CurationLimits, curate
 from medmo_pipeline.data.images import ImageError, ImageLimits, inspect_image, verify_png
+from medmo_pipeline.data.model_images import decode_images
 from medmo_pipeline.data.png_batch import MAX_CHUNK_STEPS, check_pngs, hashed_pngs
 
 FULL_DECODE = ImageLimits(decode_png=True)
@@ -232,3 +234,55 @@ def test_one_call_and_piecewise_inflate_agree(name, monkeypatch):
             verdicts.append(False)
     assert verdicts[0] == verdicts[1] == (name in ("valid", "without its Adler-32", "a 512-byte window"))
     assert not verdicts[0] or pil_decodes
+
+
+def _oriented_pngs() -> dict[str, tuple[bytes, tuple[int, int]]]:
+    """PNGs of 48 x 24 carrying an EXIF orientation wherever PIL reads one, and the size the model
+    sees: turned (6: 24 x 48) or as stored (orientation 3, or a block PIL cannot read)."""
+    block = exif_block(6)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    return {
+        "eXIf before the pixels": (exif_png(block), (24, 48)),
+        "eXIf after the pixels": (exif_png(block, after_pixels=True), (24, 48)),
+        "tEXt exif (ImageMagick)": (exif_png(block, kind=b"tEXt", keyword=b"exif"), (24, 48)),
+        "zTXt hex profile": (exif_png(b"\nexif\n%d\n" % len(block) + block.hex().encode(), kind=b"zTXt",
+                                      keyword=b"Raw profile type exif"), (24, 48)),
+        "iTXt XMP": (exif_png(xmp, kind=b"iTXt", keyword=b"XML:com.adobe.xmp"), (24, 48)),
+        "orientation 3": (exif_png(exif_block(3)), (48, 24)),
+        "orientation of 10 values (PIL reads the first)": (exif_png(exif_block(6, values=10)), (24, 48)),
+        "damaged eXIf": (exif_png(b"not a TIFF block"), (48, 24)),
+        "tEXt xmp (PIL cannot search it)": (exif_png(xmp, kind=b"tEXt", keyword=b"xmp"), (48, 24)),
+        "other text only": (exif_png(b"2024-01-01", kind=b"tEXt", keyword=b"date:create"), (48, 24)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_oriented_pngs()))
+def test_a_pngs_exif_orientation_sizes_it_as_the_decoder_turns_it_on_every_path(name):
+    """Row path, full decode and the decoder agree on the size, wherever the orientation sits (batch
+    checks leave such a PNG to ``inspect_image``); a block PIL cannot read leaves the image as
+    stored on every path, instead of being kept by curation and refused by the decoder."""
+    data, size = _oriented_pngs()[name]
+    decoded = decode_images({"images": [{"bytes": data, "path": "x.png"}]})[0]
+    assert decoded.size == size
+    assert inspect_image(data)[:2] == inspect_image(data, FULL_DECODE)[:2] == size
+    ok, _, _ = check_pngs(pa.array([data], pa.binary()))
+    assert not ok[0]  # text and EXIF chunks: inspect_image decides
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    turned = {(24, 48): np.rot90(stored, -1), (48, 24): stored}[size]
+    if name == "orientation 3":
+        turned = stored[::-1, ::-1]
+    assert (np.asarray(decoded) == turned).all()
+
+
+def test_a_grounding_rows_boxes_are_checked_against_the_turned_size(tmp_path):
+    """A box in the lower half of a PNG turned upright by its eXIf chunk (48 x 24 stored, 24 x 48
+    seen) is kept as it is, not clipped to the stored height."""
+    data = exif_png(exif_block(6))
+    rows = [row("turned", task="grounding", answer="lesion <box>[[0, 0, 1, 1]]</box>",
+                images=[{"bytes": data, "path": "turned.png", "width": 0, "height": 0, "sha256": ""}],
+                boxes=[box(2, 30, 20, 46)])]
+    report = curate(rows, tmp_path / "out", source="fixture", shard_rows=3)
+    assert report["rows_kept"] == 1 and report["boxes_clipped"] == 0, report["quarantined_by_reason"]
+    kept = pq.read_table(tmp_path / "out" / "part-00000.parquet").to_pylist()[0]
+    assert (kept["images"][0]["width"], kept["images"][0]["height"]) == (24, 48)
+    assert (kept["boxes"][0]["y1"], kept["boxes"][0]["y2"]) == (30.0, 46.0)

@@ -28,6 +28,11 @@ from medmo_pipeline.safe_paths import FileTooLarge, read_bounded
 # file over these fails PIL's decode, so curation refuses it with the same bounds.
 MAX_TEXT_CHUNK = 1 << 20
 MAX_TEXT_MEMORY = 64 << 20
+# An EXIF block in its own PNG (eXIf) or WebP (EXIF) chunk: what a JPEG's APP1 segment can hold, where
+# these blocks come from. PIL makes each value of the tag it reads a Python object: a 40 MB block of
+# one orientation tag took 1.4 s and 600 MB, one whose other tags PIL writes back when it turns the
+# image 15 s and 3.5 GB.
+MAX_EXIF_BYTES = 1 << 16
 # The formats an image file is opened as (what the datasets publish and the adapters write), by the
 # file names they come under. PIL knows some forty more, each its own decoder; a file in any other
 # is refused, not handed to it. A name with another extension (a .dcm an adapter converted to PNG,
@@ -146,11 +151,21 @@ def check_decode_cost(data: bytes, limits: ImageLimits, what: str = "") -> None:
     check_jpeg_scans(data, limits, what)
     check_tiff_tags(data, limits, what)
     check_png_chunks(data, limits, what)
+    check_webp_chunks(data, limits, what)
+    check_gif_blocks(data, limits, what)
+
+
+def check_exif_size(size: int, what: str) -> None:
+    """Refuse an EXIF block of more than ``MAX_EXIF_BYTES`` (ImageError ``image_too_costly``)."""
+    if size > MAX_EXIF_BYTES:
+        raise ImageError("image_too_costly", f"{what} holds an EXIF block of {size} bytes > {MAX_EXIF_BYTES}: "
+                                             f"PIL reads each of its values into a Python object")
 
 
 def check_png_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
     """Refuse a PNG of more than ``limits.max_chunks`` chunks: PIL steps through each in Python
-    (800,000 empty ones, 9.6 MB, took 2 s). A walk of the chunk headers, stopping at the limit."""
+    (800,000 empty ones, 9.6 MB, took 2 s), or whose eXIf chunk is over ``MAX_EXIF_BYTES``. A walk
+    of the chunk headers, stopping at the limit."""
     if bytes(data[:8]) != b"\x89PNG\r\n\x1a\n":
         return
     position, end, chunks, head = 8, len(data), 0, _PNG_CHUNK_HEAD.unpack_from
@@ -161,7 +176,46 @@ def check_png_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
         length, kind = head(data, position)
         if kind == b"IEND":
             return
+        if kind == b"eXIf":
+            check_exif_size(length, f"{what} PNG eXIf chunk at byte {position}".strip())
         position += 12 + length
+
+
+def check_webp_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
+    """Refuse a WebP whose EXIF chunk is over ``MAX_EXIF_BYTES``: a walk of its RIFF chunk headers
+    (each padded to an even size), at most ``limits.max_chunks`` of them."""
+    if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WEBP":
+        return
+    position, end = 12, len(data)
+    for _ in range(limits.max_chunks):
+        if position + 8 > end:
+            return
+        kind, length = bytes(data[position:position + 4]), int.from_bytes(data[position + 4:position + 8], "little")
+        if kind == b"EXIF":
+            check_exif_size(length, f"{what} WebP EXIF chunk at byte {position}".strip())
+        position += 8 + length + (length & 1)
+
+
+def check_gif_blocks(data: bytes, limits: ImageLimits, what: str = "") -> None:
+    """Refuse a GIF whose extension blocks before its first image hold more than
+    ``limits.max_chunks`` sub-blocks: PIL reads each in Python, and keeps a comment's as one object
+    each (a comment of a million 1-byte sub-blocks, 2 MB, took 0.2 s; 30 MB of them would hold
+    600 MB). A walk of the block sizes, stopping at the limit; the image data is read in C."""
+    if bytes(data[:6]) not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        return
+    position, end, steps = 13 + (3 * (2 << (data[10] & 7)) if data[10] & 0x80 else 0), len(data), 0
+    while position < end and data[position] == 0x21:  # an extension: introducer, label, sub-blocks
+        position += 2
+        while position < end:
+            steps += 1
+            if steps > limits.max_chunks:
+                raise ImageError("image_too_costly", f"{what} GIF of more than {limits.max_chunks} extension "
+                                                     f"sub-blocks before its first image: each is a step of the "
+                                                     f"decoder".strip())
+            size = data[position]
+            position += 1 + size
+            if not size:
+                break
 
 
 def check_jpeg_scans(data: bytes, limits: ImageLimits, what: str = "") -> None:

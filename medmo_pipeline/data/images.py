@@ -34,6 +34,7 @@ from medmo_pipeline.data.image_limits import (
     ImageError,
     ImageLimits,
     check_decode_cost,
+    check_exif_size,
     check_image_bytes,
     check_pixels,
     limits_in_force,
@@ -41,8 +42,8 @@ from medmo_pipeline.data.image_limits import (
     without_address,
 )
 from medmo_pipeline.data.pixels import (  # noqa: F401 - the adapters' conversions, re-exported
-    EXIF_ORIENTATION,
     dicom_entry,
+    exif_orientation,
     full_range_window,
     png16_entry,
     png_entry,
@@ -56,6 +57,11 @@ _FILTER_TYPES = bytes(range(5))  # the scanline filters PNG defines
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 PNG_HEADER_END = 33  # signature + IHDR chunk
 TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
+EXIF_KIND = b"eXIf"
+# The text keywords PIL reads an EXIF orientation from (``Image.getexif``: an EXIF block, ImageMagick's
+# hex profile, XMP), besides the eXIf chunk
+ORIENTING_KEYWORDS = frozenset({b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"})
+_LONGEST_KEYWORD = max(map(len, ORIENTING_KEYWORDS))
 _INFLATE_PIECE = 1 << 22  # a PNG's pixel stream is inflated this many bytes at a time
 WHOLE_INFLATE_LIMIT = 1 << 24  # larger pixel streams are inflated in pieces, never held whole
 _U32 = struct.Struct(">I")
@@ -101,9 +107,11 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     limits, then every chunk in place with a matching CRC-32, at least one IDAT, and an IEND (bytes
     after it are ignored, as PIL does); text and ICC chunks within PIL's bounds (stored and inflated:
     ``MAX_TEXT_CHUNK`` each, ``MAX_TEXT_MEMORY`` together); the pixel stream inflated piece by piece
-    to exactly the size the header declares, with valid row filters (``pixel_stream_fault``). Raises
-    ImageError: ``image_undecodable`` when the header cannot be read (as PIL's open would), a CRC
-    fails or a stream does not inflate as declared, ``image_truncated`` when the data ends early.
+    to exactly the size the header declares, with valid row filters (``pixel_stream_fault``). A PNG
+    carrying an orientation PIL may read (an eXIf chunk, within ``MAX_EXIF_BYTES``, or a text chunk
+    of ``ORIENTING_KEYWORDS``) is sized as the decoder turns it. Raises ImageError:
+    ``image_undecodable`` when the header cannot be read (as PIL's open would), a CRC fails or a
+    stream does not inflate as declared, ``image_truncated`` when the data ends early.
     """
     view, end = memoryview(data), len(data)
     if end < PNG_HEADER_END or data[12:16] != b"IHDR" or _U32.unpack_from(data, 8)[0] != 13:
@@ -116,7 +124,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
         raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     check_pixels(width, height, limits)
-    position, pixel_spans, text_bytes, chunks = PNG_HEADER_END, [], 0, 1
+    position, pixel_spans, text_bytes, chunks, orienting = PNG_HEADER_END, [], 0, 1, False
     crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
         chunks += 1
@@ -140,13 +148,25 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             text_bytes += _text_chunk_size(kind, view[position + 8:stop - 4], position)
             if text_bytes > MAX_TEXT_MEMORY:
                 raise ImageError("image_undecodable", f"text chunks hold over {MAX_TEXT_MEMORY} bytes")
+            orienting = orienting or _keyword(view, position + 8, stop - 4) in ORIENTING_KEYWORDS
+        elif kind == EXIF_KIND:
+            check_exif_size(length, f"PNG eXIf chunk at byte {position}")
+            orienting = True
         position = stop
     if not pixel_spans:
         raise ImageError("image_undecodable", "PNG without an IDAT chunk")
     fault = pixel_stream_fault(view, pixel_spans, width, height, depth, colour, interlace)
     if fault:
         raise ImageError("image_undecodable", f"pixel data: {fault}")
+    if orienting:  # an orientation PIL may read: the size as the decoder turns the image
+        return _oriented(open_image(data, limits))
     return width, height
+
+
+def _keyword(view: memoryview, start: int, stop: int) -> bytes:
+    """A text chunk's keyword (up to its first NUL, as PIL splits it), when it may be one of
+    ``ORIENTING_KEYWORDS`` (a longer one is returned cut)."""
+    return bytes(view[start:min(stop, start + _LONGEST_KEYWORD + 1)]).split(b"\0", 1)[0]
 
 
 def _text_chunk_size(kind: bytes, body: memoryview, position: int) -> int:
@@ -259,11 +279,7 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
 def _oriented(image: Image.Image) -> tuple[int, int]:
     """(width, height) as the model sees the image: after its EXIF orientation (5-8 turn it)."""
     width, height = image.size
-    try:
-        turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-    except Exception:  # noqa: BLE001 - unreadable EXIF: the decoder leaves the image as stored
-        turned = False
-    return (height, width) if turned else (width, height)
+    return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
 
 
 def header_size(data: bytes) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from collections.abc import MutableSequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from medmo_pipeline.data.dicom import read_dicom
 from medmo_pipeline.data.image_limits import (
@@ -50,6 +50,11 @@ _WIDE_COLOUR = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16
 _NATIVE = "L" if sys.byteorder == "little" else "B"  # libtiff hands PIL its samples in this order ("N")
 _WIDE_COLOUR |= {f"{mode};16N": _WIDE_COLOUR[f"{mode};16{_NATIVE}"] for mode in ("RGB", "RGBA")}
 EXIF_ORIENTATION = 0x0112
+# What each EXIF orientation asks of the stored pixels (PIL's ``ImageOps.exif_transpose`` table);
+# 5-8 swap width and height
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 def png_entry(pixels: np.ndarray, path: str = "") -> dict:
@@ -192,13 +197,27 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
     any 8-bit reader decodes to ``model_image``'s pixels. Raises ImageError (never anything else)."""
     image = open_image(data, limits or ImageLimits(), path)
     with _undecodable_as_image_error(path):
-        plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB")
-        if image.format in ("PNG", "TIFF") and _raw_mode(image) in _WIDE_COLOUR:
-            image, plain = _wide_colour(image, data, limits or ImageLimits(), path), False
-        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
-            return ImageOps.exif_transpose(image), False
-        image.load()
-        return image, plain
+        rawmode = _raw_mode(image) if image.format in ("PNG", "TIFF") else ""
+        image.load()  # first: reading a PNG's EXIF may decode it, and would not say why that failed
+        orientation = exif_orientation(image)
+        plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and orientation == 1
+        if rawmode in _WIDE_COLOUR:
+            image, plain = _wide_colour(image, rawmode, data, limits or ImageLimits(), path), False
+        return (image.transpose(_TRANSPOSE[orientation]), False) if orientation in _TRANSPOSE else (image, plain)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image, as PIL reads it (EXIF, a PNG's text profile,
+    XMP); 1, the pixels as stored, where there is none or it cannot be read. Viewers show an image
+    whose EXIF is damaged as stored, so an unreadable tag costs no image; curation's sizes and the
+    decoder both take the orientation from here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns of each odd tag: the orientation is all we read
+            value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - PIL raises many types on a damaged EXIF or XMP block
+        return 1
+    return value if type(value) is int and value in _TRANSPOSE else 1
 
 
 def _raw_mode(image: Image.Image) -> str:
@@ -207,11 +226,11 @@ def _raw_mode(image: Image.Image) -> str:
     return args if isinstance(args, str) else (args[0] if args else "")
 
 
-def _wide_colour(image: Image.Image, data: bytes, limits: ImageLimits, path: str) -> Image.Image:
+def _wide_colour(image: Image.Image, rawmode: str, data: bytes, limits: ImageLimits, path: str) -> Image.Image:
     """A 16-bit colour or grey+alpha image as 8 bits: its 16-bit values (from PIL's decode of the high
     bytes and a second decode giving the low ones) windowed by percentiles over the colour channels
-    together (their balance kept); the alpha's high byte; the EXIF orientation carried over."""
-    rawmode = _raw_mode(image)
+    together (their balance kept); the alpha's high byte. ``image`` is the file's first decode (PIL's,
+    of ``rawmode``); the result is as stored: the caller turns it."""
     second = open_image(data, limits, path)
     tile = second.tile[0]
     args = (_WIDE_COLOUR[rawmode], *tile.args[1:]) if isinstance(tile.args, tuple) else _WIDE_COLOUR[rawmode]
@@ -225,9 +244,7 @@ def _wide_colour(image: Image.Image, data: bytes, limits: ImageLimits, path: str
     channels = 1 if rawmode.startswith("LA") else 3
     colour = window_to_uint8(values[..., :channels], *percentile_window(values[..., :channels]))
     colour = np.repeat(colour, 3, axis=-1) if channels == 1 else colour
-    wide = Image.fromarray(np.dstack([colour, high[..., channels]]) if values.shape[-1] > channels else colour)
-    wide.info["exif"] = image.getexif().tobytes()
-    return wide
+    return Image.fromarray(np.dstack([colour, high[..., channels]]) if values.shape[-1] > channels else colour)
 
 
 @contextlib.contextmanager

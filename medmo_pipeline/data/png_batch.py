@@ -25,6 +25,7 @@ from medmo_pipeline.data.images import (
     PNG_CHANNELS,
     PNG_DEPTHS,
     PNG_HEADER_END,
+    EXIF_KIND,
     PNG_SIGNATURE,
     TEXT_KINDS,
     WHOLE_INFLATE_LIMIT,
@@ -35,7 +36,9 @@ from medmo_pipeline.data.images import (
 _SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
 _IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
 _IEND_CRC = _crc32(b"IEND")
-_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in TEXT_KINDS], dtype=np.int64)
+# Chunks PIL reads beside the pixels (text, ICC, EXIF: an orientation may turn the image), which
+# ``inspect_image`` weighs
+_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in (*TEXT_KINDS, EXIF_KIND)], dtype=np.int64)
 _DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
 for _colour, _depths in PNG_DEPTHS.items():
     _DEPTH_OK[_colour, list(_depths)] = True
@@ -55,7 +58,7 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     fields, limits and the chunk layout with numpy over the batch's one data buffer (the IHDR's
     CRC-32 once per distinct header), then per PNG the other chunks' CRC-32s (the usual empty IEND
     has a known CRC) and its pixel stream inflated by
-    ``pixel_stream_fault``. A PNG with text or ICC chunks is left to ``inspect_image``. Only the
+    ``pixel_stream_fault``. A PNG with text, ICC or EXIF chunks is left to ``inspect_image``. Only the
     sizes of accepted PNGs are set (0 elsewhere: the bytes at a PNG's size fields mean nothing in
     another format).
     """

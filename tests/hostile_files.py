@@ -353,12 +353,14 @@ def many_frames_dicom(frames: int = 1000, side: int = 512) -> bytes:
     return _dicom_file("1.2.840.10008.1.2.1", dataset)
 
 
-def jpeg_dicom(jpeg: bytes, side: int) -> bytes:
+def jpeg_dicom(jpeg: bytes, side: int, empty_fragments: int = 0) -> bytes:
     """A DICOM of the JPEG baseline transfer syntax (as the RSNA pneumonia set ships) whose one frame
-    is ``jpeg``, 8-bit greyscale of ``side`` x ``side``."""
+    is ``jpeg``, 8-bit greyscale of ``side`` x ``side``, after ``empty_fragments`` empty fragments
+    (8 bytes each: a million make 8 MB)."""
     fragment = jpeg + b"\x00" * (len(jpeg) % 2)
     pixel_data = (struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\x00\x00" + struct.pack("<I", 0xFFFFFFFF)
                   + struct.pack("<HHI", 0xFFFE, 0xE000, 0)  # an empty basic offset table
+                  + struct.pack("<HHI", 0xFFFE, 0xE000, 0) * empty_fragments
                   + struct.pack("<HHI", 0xFFFE, 0xE000, len(fragment)) + fragment
                   + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
     return _dicom_file("1.2.840.10008.1.2.4.50", _image_elements(side, side, bits=8) + pixel_data)

@@ -114,6 +114,9 @@ HOSTILE_DICOM = {
     "garbage.dcm": (lambda: bytes(128) + b"DICM" + bytes(64), "image_undecodable"),
     "scans.dcm": (lambda: jpeg_dicom(jpeg_scan_bomb(), 4096), "image_too_costly"),  # the JPEG bomb as a frame
     "elements.dcm": (many_elements_dicom, "image_too_costly"),  # 12 MB, a million empty elements: 9 s, 680 MiB
+    # 8 MB, a million empty fragments before its JPEG frame: 3 s in pydicom's walks of them
+    "fragments.dcm": (lambda: jpeg_dicom(_save(Image.new("L", (64, 64), 90), "JPEG"), 64, empty_fragments=1_000_000),
+                      "image_too_costly"),
     "frame_lies.dcm": (frame_size_lie_dicom, "image_undecodable"),  # 3 KB, its JPEG frame 12000 x 12000: 1.4 GiB
 }
 

@@ -12,6 +12,8 @@ import struct
 import zlib
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 PIECE = 1 << 20
@@ -191,6 +193,50 @@ def gif_comment_blocks(sub_blocks: int = 1_000_000, size: int = 1) -> bytes:
     data = buffer.getvalue()
     at = 13 + (3 * (2 << (data[10] & 7)) if data[10] & 0x80 else 0)  # after the global colour table
     return data[:at] + b"\x21\xfe" + (bytes([size]) + b"c" * size) * sub_blocks + b"\x00" + data[at:]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _zstd_zeros(size: int) -> bytes:
+    """A zstd frame of ``size`` zero bytes in run-length blocks: 4 bytes per 128 KiB."""
+    frame = bytearray(struct.pack("<IB", 0xFD2FB528, 0xE0) + struct.pack("<Q", size))  # single segment, 8-byte size
+    while size:
+        block, size = min(1 << 17, size), size - min(1 << 17, size)
+        frame += struct.pack("<I", (0 if size else 1) | 1 << 1 | block << 3)[:3] + b"\x00"  # last?, RLE, size
+    return bytes(frame)
+
+
+def parquet_page_bomb(inflated: int = 700 << 20) -> bytes:
+    """A Parquet file of one binary value (200 KB, zstd) whose footer is that of the honest file,
+    and whose one data page declares ``inflated`` bytes and holds a zstd stream of that many zeros,
+    padded by a skippable frame to the honest page's length (Arrow inflates it before it finds the
+    page's levels wrong)."""
+    table = pa.table({"text": pa.array([np.random.default_rng(0).bytes(200_000)], pa.binary())})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=False, write_statistics=False)
+    data = sink.getvalue()
+    column = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0)
+    start, length = column.data_page_offset, column.total_compressed_size
+
+    def header(body: int) -> bytes:  # PageHeader: DATA_PAGE, sizes, DataPageHeader(1 value, PLAIN, RLE, RLE)
+        fields = [(0x15, 0), (0x15, inflated), (0x15, body)]
+        page = b"".join(bytes([kind]) + _varint(value << 1) for kind, value in fields) + b"\x2c"
+        return page + b"".join(b"\x15" + _varint(value << 1) for value in (1, 0, 3, 3)) + b"\x00\x00"
+
+    page = header(0)
+    for _ in range(4):  # the header's length depends on the body length it holds
+        page = header(length - len(page))
+    stream = _zstd_zeros(inflated)
+    padding = length - len(page) - len(stream)
+    return (data[:start] + page + stream + struct.pack("<II", 0x184D2A50, padding - 8) + bytes(padding - 8)
+            + data[start + length:])
 
 
 def icon_image() -> bytes:

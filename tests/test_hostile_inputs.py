@@ -42,6 +42,7 @@ from hostile_files import (
     many_frames_dicom,
     many_segments_jpeg,
     many_strips_tiff,
+    parquet_page_bomb,
     overflowing_idat_png,
     oversized_jpeg,
     plain_jpeg,
@@ -213,6 +214,8 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
     with open(root / "many.json", "w") as handle:  # 3M empty objects: ~200 MiB parsed whole
         handle.write("[" + ",".join(["{}"] * 3_000_000) + "]")
     (root / "damaged.parquet").write_bytes(b"PAR1" + bytes(1000) + b"\xff\xff\xff\x7fPAR1")  # footer past the start
+    # 200 KB, its footer honest, its one page declaring (and inflating to) 700 MB: 770 MB in Arrow
+    (root / "page_bomb.parquet").write_bytes(parquet_page_bomb())
     # 5.5 million fields on one line (16 MB): 280 MB of Python strings once split
     (root / "wide_row.csv").write_text("image,question,answer\n" + "ab," * 5_500_000 + "x\na.png,is it?,no\n")
     (root / "wide_header.csv").write_text("ab," * 5_500_000 + "x\na.png,is it?,no\n")
@@ -221,7 +224,8 @@ def _annotation_jobs(tmp: Path) -> list[dict]:
     (root / "many_bad.json").write_text("[" + ",".join(['{"a": tru}'] * 300_000) + "]")
     jobs = [{"name": f"records:{name}", "records": name, "root": str(root)}
             for name in ("big_field.csv", "deep.json", "bad_utf8.jsonl", "whitespace.json", "many.json",
-                         "damaged.parquet", "wide_row.csv", "wide_header.csv", "many_bad.json")]
+                         "damaged.parquet", "page_bomb.parquet", "wide_row.csv", "wide_header.csv",
+                         "many_bad.json")]
 
     # Whole-source files a source cannot be read without: each stops its source, naming the file
     _write(root / "coco", {"images/a.png": lambda: plain_png(64, 64), "deep.json": lambda: b'{"categories": [' + b"[" * 100_000})
@@ -308,6 +312,11 @@ def test_annotation_files_beyond_their_bounds_are_refused_naming_file_and_line(s
         ["malformed_record", "deep.json: line 1: record 0 is nested too deeply to parse"]]
     assert "whitespace.json: line 1: the records are not a JSON list or object" in results["records:whitespace.json"]["error"]
     assert "damaged.parquet: not a Parquet file read here" in results["records:damaged.parquet"]["error"]
+    # the size a page header declares is what Arrow allocates and inflates into, whatever the footer says
+    bomb = results["records:page_bomb.parquet"]
+    assert ("page_bomb.parquet: row group 0, column text: its pages declare 734003200 bytes once decompressed, its "
+            "footer 200033: refused before Arrow decompresses it") in bomb["error"]
+    assert bomb["peak_rss_kib"] - bomb["rss_before_kib"] < 64 << 10
     # a JSON list is read a record at a time: 3M records, a few MiB (the whole parse: ~200 MiB)
     many = results["records:many.json"]
     assert many["records"] == 3_000_000 and many["peak_rss_kib"] - many["rss_before_kib"] < 32 << 10

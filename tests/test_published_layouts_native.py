@@ -6,6 +6,7 @@ and the entries with no published layout, read in the format their registry entr
 from __future__ import annotations
 
 import io
+import zipfile
 import json
 
 import numpy as np
@@ -132,6 +133,22 @@ def test_a_truncated_or_pickled_npz_stops_the_source_naming_the_file(tmp_path):
     write_file(tmp_path, "b.npz", buffer.getvalue())
     with pytest.raises(SourceLayoutError, match="b.npz: X.npy is object"):
         list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "b.npz"}))
+
+    def headers_only(name: str, shape: tuple, descr: str) -> None:  # the arrays' data would be gigabytes
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for key in ("X", "y"):
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+                archive.writestr(f"{key}.npy", header.getvalue())  # the magic and header, no data
+        write_file(tmp_path, name, buffer.getvalue())
+
+    headers_only("channels.npz", (1, 64, 64, 100_000), "<f4")  # 1.6 GB a sample: its channels count too
+    with pytest.raises(SourceLayoutError, match="channels.npz X samples says 64x64x100000 frames > 64000000 pixels"):
+        list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "channels.npz"}))
+    headers_only("records.npz", (1, 64, 64), "|V1000000")  # raw bytes of any size per value: no numbers
+    with pytest.raises(SourceLayoutError, match=r"records.npz: X.npy is \|V1000000"):
+        list(iter_outcomes("instance_masks_npz", tmp_path, {"file": "records.npz"}))
 
 
 # ---- MedSG-188K: the MedSG-Train task files of the MedSG-Bench hub repository --------------------

@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 import gzip
+import io
 import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hostile_files import parquet_page_bomb
 
 from medmo_pipeline.data import annotations
-from medmo_pipeline.data.adapters import records
+from medmo_pipeline.data.adapters import parquet_pages, records
 from medmo_pipeline.data.adapters.records import iter_records
 from medmo_pipeline.data.annotations import AnnotationError, json_items
 from medmo_pipeline.data.benchmarks.readers import _split_table
@@ -173,6 +175,59 @@ def test_a_damaged_parquet_file_names_itself(tmp_path):
     (tmp_path / "train.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 4 + b"PAR1")
     with pytest.raises(AnnotationError, match="train.parquet: not a Parquet file read here"):
         list(iter_records(tmp_path, "train.parquet"))
+
+
+_WRITERS = [{}, {"compression": "zstd"}, {"compression": "snappy", "data_page_version": "2.0"},
+            {"compression": "gzip", "row_group_size": 700, "use_dictionary": False},
+            {"compression": "lz4", "write_page_index": True, "write_page_checksum": True},
+            {"compression": "brotli", "data_page_size": 4096}]
+
+
+@pytest.mark.parametrize("options", _WRITERS, ids=lambda options: ",".join(map(str, options.values())) or "default")
+def test_the_page_headers_of_files_written_every_way_agree_with_their_footers(tmp_path, options):
+    """Every page header of nested, nullable, dictionary and image columns is read (Thrift compact
+    structs, statistics included) and its sizes hold for the footer: the file is read whole."""
+    rng = random.Random(0)
+    table = pa.table({
+        "image": pa.array([{"bytes": rng.randbytes(3000), "path": f"{i}.png"} for i in range(2000)]),
+        "question": [f"what is seen in image {i % 37}?" for i in range(2000)],
+        "choices": pa.array([["a", "b", None]] * 2000),
+        "meta": pa.array([{"k": i} for i in range(2000)], pa.map_(pa.string(), pa.int64())),
+        "answer": [None if i % 5 else "yes" for i in range(2000)],
+    })
+    pq.write_table(table, tmp_path / "qa.parquet", **options)
+    with open(tmp_path / "qa.parquet", "rb") as handle:
+        parquet_pages.check_pages(handle, pq.ParquetFile(tmp_path / "qa.parquet").metadata, 1 << 30)
+    assert len(list(iter_records(tmp_path, "qa.parquet"))) == 2000
+
+
+def test_a_parquet_page_declaring_more_than_its_footer_is_refused_before_arrow_inflates_it(tmp_path):
+    (tmp_path / "qa.parquet").write_bytes(parquet_page_bomb(64 << 20))
+    with pytest.raises(AnnotationError, match="qa.parquet: row group 0, column text: its pages declare 67108864 "
+                                              "bytes once decompressed, its footer 200033"):
+        list(iter_records(tmp_path, "qa.parquet"))
+    # the bound on what is read at a time holds for what the pages declare, a footer's figure aside
+    pq.write_table(pa.table({"text": ["x" * 1_500_000]}), tmp_path / "honest.parquet", compression="zstd")
+    with open(tmp_path / "honest.parquet", "rb") as handle:
+        with pytest.raises(parquet_pages.PageHeaderError, match="row group 0: its pages declare more than 1000000"):
+            parquet_pages.check_pages(handle, pq.ParquetFile(handle).metadata, 1_000_000)
+
+
+def test_a_page_header_of_random_bytes_is_refused_by_name_in_bounded_steps():
+    """Any bytes where a page header should be: its sizes, or PageHeaderError, within the bounds."""
+    rng = random.Random(1)
+    for _ in range(3000):
+        data = rng.randbytes(rng.randrange(0, 64)) + bytes([rng.choice([0x19, 0x1A, 0x1B, 0x1C, 0x29])]) * rng.randrange(3)
+        data += rng.randbytes(rng.randrange(0, 200))
+        handle = io.BytesIO(data)
+        try:
+            parquet_pages._page_header(handle, 0, len(data), "column x")
+        except parquet_pages.PageHeaderError as error:
+            assert str(error).startswith("column x: the page header at byte 0")
+    # a list of a billion numbers, 10 MB of them there: refused after MAX_HEADER_VALUES, not walked
+    billion = b"\x19\xf5" + bytes([0x80, 0x94, 0xEB, 0xDC, 0x03]) + bytes(10 << 20)
+    with pytest.raises(parquet_pages.PageHeaderError, match=f"more than {parquet_pages.MAX_HEADER_VALUES} values"):
+        parquet_pages._page_header(io.BytesIO(billion), 0, len(billion), "column x")
 
 
 def test_a_gzipped_split_table_is_read_line_by_line_and_a_damaged_one_names_itself(tmp_path):

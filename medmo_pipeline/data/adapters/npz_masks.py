@@ -96,8 +96,10 @@ def _samples(path: Path, options: Options) -> Iterator[tuple[np.ndarray, np.ndar
             if image_shape[:3] != label_shape[:3]:
                 raise SourceLayoutError(f"{options.file}: {options.image_key} {image_shape} and {options.label_key} "
                                         f"{label_shape} do not pair up sample by sample")
-            try:
-                check_pixels(image_shape[2], image_shape[1], limits_in_force(), what=f"{options.file} samples")
+            try:  # a sample's channels are read whole, as a multi-frame image's frames are counted
+                for key, shape in ((options.image_key, image_shape), (options.label_key, label_shape)):
+                    check_pixels(shape[2], shape[1], limits_in_force(), frames=shape[3] if len(shape) == 4 else 1,
+                                 what=f"{options.file} {key} samples")
             except ImageError as error:
                 raise SourceLayoutError(error.detail) from None
             for _ in range(image_shape[0]):
@@ -114,7 +116,8 @@ def _member(archive: zipfile.ZipFile, key: str, options: Options):
 
 
 def _header(stream, key: str, options: Options) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from a .npy header; object arrays (pickles) and Fortran order are refused."""
+    """Shape and dtype from a .npy header; arrays of anything but numbers (objects are pickles;
+    records and raw bytes may be of any size) and Fortran order are refused."""
     try:
         version = np.lib.format.read_magic(stream)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -123,7 +126,7 @@ def _header(stream, key: str, options: Options) -> tuple[tuple[int, ...], np.dty
         shape, fortran_order, dtype = read[version](stream)
     except ValueError as error:
         raise SourceLayoutError(f"{options.file}: {key}.npy has no valid header ({error})") from None
-    if dtype.hasobject or fortran_order or len(shape) not in (3, 4):
+    if dtype.kind not in "biuf" or fortran_order or len(shape) not in (3, 4):  # numbers: no pickles, no records
         raise SourceLayoutError(f"{options.file}: {key}.npy is {dtype} {shape}"
                                 f"{' in Fortran order' if fortran_order else ''}, not [n, H, W(, channels)] numbers")
     return shape, dtype

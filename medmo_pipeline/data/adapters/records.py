@@ -20,6 +20,7 @@ from medmo_pipeline.data.annotations import (
     json_items,
     json_line,
 )
+from medmo_pipeline.data.adapters.parquet_pages import PageHeaderError, check_pages
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -85,8 +86,9 @@ def record_format(file: str, fmt: RecordFormat = "auto") -> str:
 
 def _parquet(path: Path, file: str) -> Iterator[dict]:
     """The rows of a Parquet file, a batch at a time; a row group declaring more than
-    ``MAX_ROW_GROUP_BYTES`` once decoded is refused before any is read, and a file Arrow cannot
-    read stops with an AnnotationError naming it."""
+    ``MAX_ROW_GROUP_BYTES`` once decoded, or whose pages declare more than its footer
+    (``parquet_pages.check_pages``), is refused before any is read, and a file Arrow cannot read
+    stops with an AnnotationError naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -96,10 +98,14 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
             if (size := parquet.metadata.row_group(index).total_byte_size) > MAX_ROW_GROUP_BYTES:
                 raise AnnotationError(f"{file}: row group {index} declares {size} bytes once decoded, over the "
                                       f"{MAX_ROW_GROUP_BYTES} read at a time; rewrite it with smaller row groups")
+        with open(path, "rb") as handle:
+            check_pages(handle, parquet.metadata, MAX_ROW_GROUP_BYTES)  # the sizes Arrow will allocate
         for batch in parquet.iter_batches(batch_size=256):
             yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as error:
         raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {error})") from None
+    except PageHeaderError as error:
+        raise AnnotationError(f"{file}: {error}: refused before Arrow decompresses it") from None
 
 
 def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantined]:

@@ -19,11 +19,21 @@ from assets.corpus import current_fingerprints
 from assets.evaluation import benchmark_partitions, evaluated_benchmarks
 from assets.keys import CORPUS, SOURCES, checkpoint_key, eval_key, guard_check_key
 from assets.upstream import DATA_VERSION_TAG, latest_materialization, latest_output
-from medmo_pipeline.config import Recipe
+from medmo_pipeline.config import Recipe, RecipeError
 
 
 def guard_checks(recipe: Recipe) -> list[dg.AssetChecksDefinition]:
-    """A regression guard for every stage whose recipe protects some metric."""
+    """A regression guard for every stage whose recipe protects some metric. A protected name no
+    evaluation computes would guard nothing (a metric neither table holds cannot drop), so it stops
+    the definitions from loading, naming the field."""
+    from medmo_pipeline.evaluation.scoring import METRIC_NOTES
+
+    for name in [*recipe.stages, "rl"]:
+        unknown = sorted(set(recipe.stage(name).guard.protected) - set(METRIC_NOTES))
+        if unknown:
+            where = "rl" if name == "rl" else f"stages.{name}"
+            raise RecipeError(f"recipe {recipe.name!r}: {where}.guard.protected: {unknown} are not metrics an "
+                              f"evaluation computes (known: {sorted(METRIC_NOTES)})")
     return [regression_check(name, recipe) for name in [*recipe.stages, "rl"] if recipe.stage(name).guard.protected]
 
 

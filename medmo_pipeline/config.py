@@ -1,8 +1,9 @@
 """Recipes loaded and checked whole: ``load_recipe`` is the one way in.
 
 ``load_recipe`` validates a recipe's shape (``recipe_schema``: types, ranges, the stage chain,
-shipped DeepSpeed files, TRL field names), then resolves every name it takes from a registry:
-sources, rewards (names and parameters, as the RL job binds them) and benchmarks. So ``medmo``,
+shipped DeepSpeed files, TRL field names), then resolves every name it takes from the layers above
+it: the tiny base model's spec (as ``base_model`` will build it), synthetic and registry sources,
+rewards (names and typed parameters, as the RL job binds them) and benchmarks. So ``medmo``,
 Dagster's definitions, the rehearsal and the training and evaluation jobs refuse a misspelled
 dataset, reward or benchmark before any work starts. Every error is a ``RecipeError`` naming the
 file, then one line per bad field with its dotted path.
@@ -21,6 +22,7 @@ from pathlib import Path
 from medmo_pipeline.data.benchmarks.loading import BENCHMARKS
 from medmo_pipeline.data.benchmarks.registry import load_registry as load_benchmark_registry
 from medmo_pipeline.data.registry import load_registry as load_source_registry
+from medmo_pipeline.data.synthetic import SYNTHETIC_SOURCES
 from medmo_pipeline.jobs import checked_recipe as checked_recipe_with
 from medmo_pipeline.recipe_schema import (
     DEFAULT_RECIPE,
@@ -50,6 +52,7 @@ from medmo_pipeline.recipe_schema import (
     stable_hash,
     trained_registry_names,
 )
+from medmo_pipeline.model.tiny import resolve_spec
 from medmo_pipeline.rewards.registry import build_reward_functions
 
 __all__ = [
@@ -75,7 +78,8 @@ def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
 
 def check_recipe(recipe: Recipe, path: Path | str = "recipe") -> None:
     """Raise ``RecipeError`` naming ``path`` and each field whose registry name does not resolve."""
-    problems = [*_source_problems(recipe), *_reward_problems(recipe), *_benchmark_problems(recipe)]
+    problems = [*_base_model_problems(recipe), *_synthetic_problems(recipe), *_source_problems(recipe),
+                *_reward_problems(recipe), *_benchmark_problems(recipe)]
     if problems:
         raise RecipeError(f"{path}: invalid recipe:\n" + "\n".join(problems))
 
@@ -83,6 +87,26 @@ def check_recipe(recipe: Recipe, path: Path | str = "recipe") -> None:
 def checked_recipe(args, section: str) -> tuple[Recipe, str]:
     """``jobs.checked_recipe`` with the whole check: what the training and evaluation jobs load."""
     return checked_recipe_with(args, section, load=load_recipe)
+
+
+def _base_model_problems(recipe: Recipe) -> list[str]:
+    if recipe.base_model.source != "tiny":
+        return []
+    try:  # keys, types, the architecture's constraints and its size, as base_model will build it
+        resolve_spec(recipe.base_model.tiny)
+    except ValueError as error:
+        return [field_problem(("base_model", "tiny"), str(error))]
+    return []
+
+
+def _synthetic_problems(recipe: Recipe) -> list[str]:
+    spec = recipe.corpus.synthetic
+    if spec is None:
+        return []
+    return [field_problem(("corpus", "synthetic", field), f"{unknown} are not synthetic sources "
+                                                          f"(known: {list(SYNTHETIC_SOURCES)})")
+            for field, counts in (("train_rows", spec.train_rows), ("eval_rows", spec.eval_rows))
+            if (unknown := sorted(set(counts) - set(SYNTHETIC_SOURCES)))]
 
 
 def _source_problems(recipe: Recipe) -> list[str]:

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 
 from medmo_pipeline.reply_format import ReplyFormat
 from medmo_pipeline.safe_paths import UnsafePathError, safe_join
@@ -66,8 +66,9 @@ class BaseModelRecipe(_Strict):
 
 
 class SyntheticCorpusRecipe(_Strict):
-    train_rows: dict[str, int]
-    eval_rows: dict[str, int]
+    train_rows: dict[str, NonNegativeInt] = Field(description="synthetic source -> rows (names resolved by "
+                                                              "config.load_recipe)")
+    eval_rows: dict[str, NonNegativeInt]
     image_size: int = Field(128, ge=32, le=2048)
 
 
@@ -162,7 +163,7 @@ class MixtureRecipe(_Strict):
     """
 
     sources: list[str] | dict[str, float] = Field(
-        description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
+        min_length=1, description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
     tasks: list[TaskName]
     max_samples: int | None = Field(None, gt=0, description="samples in one pass of the mixture (default: its rows)")
     task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
@@ -298,7 +299,7 @@ class EvaluationRecipe(_Strict):
     benchmarks: list[str] = Field(["synthetic_heldout"], description="built-in or registry benchmarks "
                                   "(resolved by config.load_recipe)")
     batch_size: int = Field(32, gt=0)
-    max_new_tokens: dict[TaskName, int] = Field(default_factory=dict)
+    max_new_tokens: dict[TaskName, PositiveInt] = Field(default_factory=dict)
     max_samples_per_task: int | None = Field(None, gt=0)
     bootstrap_resamples: int = Field(1000, ge=0)
 
@@ -454,13 +455,23 @@ def load_recipe_shape(name_or_path: str | os.PathLike | None = None) -> Recipe:
 
 
 def _describe(exc: ValidationError) -> str:
+    errors = [(_without_union_tags(err["loc"]), err) for err in exc.errors()]
     lines = []
-    for err in exc.errors():
+    for location, err in errors:
+        if err["loc"] != location and any(other[:len(location)] == location and len(other) > len(location)
+                                          for other, _ in errors):
+            continue  # a union's other form ("a list") where the value took this one and failed inside it
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against the recipe reference)"
-        lines.append(field_problem(err["loc"], message))
-    return "\n".join(lines)
+        lines.append(field_problem(location, message))
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _without_union_tags(location: tuple) -> tuple:
+    """A field's path without pydantic's names of a union's forms (``dict[str,float]``): no recipe
+    key holds brackets."""
+    return tuple(part for part in location if not (isinstance(part, str) and "[" in part))
 
 
 def field_problem(location: tuple | list, message: str) -> str:

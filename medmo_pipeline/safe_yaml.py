@@ -44,11 +44,13 @@ class _CountingLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def read_yaml(path: Path, *, max_nodes: int) -> Any:
+def read_yaml(path: Path, *, max_nodes: int, unique_keys: bool = True) -> Any:
     """``path``'s YAML with safe types only (a file can never execute code), refused when it is
     larger than ``max_nodes`` nodes can take, holds more nodes, or its aliases expand it beyond
     ``max_nodes`` or refer to themselves: checked on the node graph, where an alias is one shared
-    node, before any Python object is built."""
+    node, before any Python object is built. With ``unique_keys``, a mapping that states a key twice
+    is refused too (YAML forbids it; PyYAML keeps the last, so a recipe's second ``learning_rate:``
+    would silently win)."""
     most_bytes = max_nodes * BYTES_PER_NODE
     try:
         raw = read_bounded(path, most_bytes)
@@ -67,6 +69,8 @@ def read_yaml(path: Path, *, max_nodes: int) -> Any:
             if node is None:
                 return None
             _check_expansion(node, path, max_nodes)
+            if unique_keys:
+                _check_unique_keys(node, path)
             return loader.construct_document(node)
         finally:
             loader.dispose()
@@ -100,6 +104,28 @@ def _check_expansion(root: yaml.Node, path: Path, max_nodes: int) -> None:
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _check_unique_keys(root: yaml.Node, path: Path) -> None:
+    """Refuse a mapping stating one scalar key twice (keys merged in with ``<<`` may be restated:
+    that is what a merge is for), naming the key and both lines."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                if (first := lines.setdefault((key.tag, key.value), line)) != line:
+                    raise YamlRefused(f"{path}: line {line} states {key.value!r} again (first at line {first}); "
+                                      "a key may appear once in a mapping")
+        stack.extend(_children(node))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

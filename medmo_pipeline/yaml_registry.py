@@ -31,8 +31,9 @@ REGISTRY_MAX_NODES = 100_000
 
 
 class Strict(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are errors (a typo must not silently fall back to a default), and so are NaN and
+    # infinity for a number (YAML's .nan and .inf): no rate, weight or bound means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Credentials(Strict):

@@ -154,3 +154,20 @@ def test_scoring_refuses_grounding_rows_without_gold_boxes_naming_them_before_sc
                                        "data.benchmarks.loading); b:unsized: image size unknown")
     assert "b:unreadable: no box readable in its reply 'none'" in str(error.value) and "b:ok" not in str(error.value)
 
+
+
+def test_every_metric_the_scorer_computes_has_a_note_so_a_guard_can_name_it():
+    """``METRIC_NOTES`` is the list of metric names a recipe's regression guard may protect (a name
+    outside it stops the definitions): every metric any task gets is in it, plug-ins too."""
+    from medmo_pipeline.evaluation.scoring import METRIC_NOTES, PLUGIN_METRICS
+
+    grounding = {"id": "g", "source": "b", "task": "grounding", "answer": "", "choices": [],
+                 "boxes": [{"label": "x", "x1": 0, "y1": 0, "x2": 5, "y2": 5}], "images": [{"width": 10, "height": 10}],
+                 "messages": [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "x"}]}
+    rows = [grounding, _vqa_row("yes", ["yes", "no"]), _vqa_row("left lung", []), _vqa_row("B", FUNDUS)]
+    rows += [_vqa_row("a text", []) | {"task": task} for task in ("caption", "report", "instruction")]
+    results, _ = score_rows(rows, ["x <box>[[0, 0, 500, 500]]</box>", "yes", "left", "B", "a", "a text", "text"])
+    names = {result.name for result in results}
+    assert {"grounding_mean_iou", "closed_vqa_accuracy", "open_vqa_token_f1", "mcq_accuracy", "accuracy",
+            "caption_cider", "report_rouge_l", "instruction_rouge_l"} <= names
+    assert names | set(PLUGIN_METRICS) <= set(METRIC_NOTES), sorted(names | set(PLUGIN_METRICS) - set(METRIC_NOTES))

@@ -201,3 +201,68 @@ def test_jobs_run_by_hand_refuse_a_misspelled_reward_at_start(tmp_path, monkeypa
     with pytest.raises(RecipeError, match=r"recipe\.yaml: invalid recipe:\n  - rl\.rewards\.bxo: unknown reward"):
         main(["--recipe", str(path), "--output", str(tmp_path / "out"), *arguments])
     assert not (tmp_path / "out").exists()
+
+
+def _set(*path_and_value):
+    """A mutation setting ``data[path...] = value`` in the embedded recipe's data."""
+    *path, key, value = path_and_value
+
+    def mutate(data):
+        for part in path:
+            data = data[part]
+        data[key] = value
+    return mutate
+
+
+@pytest.mark.parametrize(("mutate", "field", "problem"), [
+    (_set("stages", "stage1", "optim", "learning_rate", float("inf")), "stages.stage1.optim.learning_rate",
+     "finite number"),
+    (_set("stages", "stage1", "mixture", "sources", {"synth_xray": 1.0, "synth_cells": float("nan")}),
+     "stages.stage1.mixture.sources.synth_cells", "finite number"),
+    (_set("stages", "stage1", "mixture", "sources", {}), "stages.stage1.mixture.sources", "at least 1 item"),
+    (_set("evaluation", "max_new_tokens", "caption", -32), "evaluation.max_new_tokens.caption", "greater than 0"),
+    (_set("corpus", "synthetic", "train_rows", "synth_xrya", 10), "corpus.synthetic.train_rows",
+     "['synth_xrya'] are not synthetic sources"),
+    (_set("corpus", "synthetic", "eval_rows", "synth_xray", -1), "corpus.synthetic.eval_rows.synth_xray",
+     "greater than or equal to 0"),
+    (_set("base_model", "tiny", "hiden_size", 64), "base_model.tiny", "unknown tiny-model spec keys: ['hiden_size']"),
+    (_set("base_model", "tiny", "num_hidden_layers", True), "base_model.tiny",
+     "'num_hidden_layers' must be a positive whole number, got True"),
+    (_set("base_model", "tiny", "vocab_size", 10**11), "base_model.tiny", "use base_model.source: hub"),
+    (_set("base_model", "tiny", "head_dim", 18), "base_model.tiny", "must sum to head_dim/2"),
+    (_set("rl", "rewards", "box", "squared", "maybe"), "rl.rewards.box",
+     "parameter 'squared': Input should be a valid boolean"),
+    (_set("rl", "rewards", "box", "weight", float("nan")), "rl.rewards.box", "parameter 'weight': Input should be a finite"),
+    (_set("rl", "rewards", "box", "normalise_by", "image"), "rl.rewards.box",
+     "parameter 'normalise_by': Input should be 'ground_truth_extent' or 'image_size'"),
+], ids=["lr-inf", "weight-nan", "no-sources", "max-new-tokens", "synthetic-source", "synthetic-rows",
+        "tiny-typo", "tiny-bool", "tiny-size", "tiny-architecture", "reward-bool", "reward-weight", "reward-word"])
+def test_values_the_stages_would_fail_on_are_refused_at_load_naming_the_field(tmp_path, mutate, field, problem):
+    """What a stage would only find when it starts (or never: a NaN weight, a misspelled tiny-model
+    key) is refused when the recipe loads, naming the field."""
+    message = _refused(tmp_path, mutate)
+    assert "recipe.yaml" in message and f"{field}:" in message and problem in message, message
+
+
+def test_a_key_stated_twice_is_refused_naming_both_lines(tmp_path):
+    """YAML forbids it; PyYAML would keep the second, silently."""
+    text = (config.RECIPES_DIR / "embedded.yaml").read_text()
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if row.strip().startswith("learning_rate:"))
+    rows = text.splitlines()
+    rows.insert(line, rows[line - 1].split(":")[0] + ": 9.0")
+    path = tmp_path / "twice.yaml"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(RecipeError, match=rf"twice.yaml: line {line + 1} states 'learning_rate' again "
+                                          rf"\(first at line {line}\)"):
+        load_recipe(path)
+
+
+def test_a_guard_protecting_a_metric_no_evaluation_computes_stops_the_definitions(tmp_path):
+    """A misspelled protected metric would guard nothing (neither table holds it, so it never drops)."""
+    from assets.definitions import build_definitions
+
+    data = embedded_recipe_data()
+    data["stages"]["stage2"]["guard"]["protected"] = ["closed_vqa_acc", "caption_rouge_l"]
+    path = write_recipe(tmp_path / "guard.yaml", data)
+    with pytest.raises(RecipeError, match=r"stages.stage2.guard.protected: \['closed_vqa_acc'\] are not metrics"):
+        build_definitions(load_recipe(path), path)

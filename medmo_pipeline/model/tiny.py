@@ -7,6 +7,7 @@ token count small (16 merged tokens for a 128x128 image), which learned groundin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,22 @@ DEFAULT_SPEC: dict[str, Any] = {
 }
 
 
+# The tiny model is built in memory in float32 on whatever machine runs base_model: a spec asking for
+# more is a model for ``base_model.source: hub``
+MAX_TINY_PARAMETERS = 1_000_000_000
+
+
 def resolve_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The full spec (``DEFAULT_SPEC`` with ``spec``'s keys over it), checked: known keys, each of the
+    default's type (sizes positive whole numbers, ``rope_theta`` a positive number, the lists of
+    whole numbers), the architecture's constraints, and at most ``MAX_TINY_PARAMETERS``. Raises
+    ValueError naming the key; ``config.load_recipe`` runs this, so a recipe fails when it loads."""
     spec = dict(spec or {})
     unknown = sorted(set(spec) - set(DEFAULT_SPEC))
     if unknown:
         raise ValueError(f"unknown tiny-model spec keys: {unknown}; known: {sorted(DEFAULT_SPEC)}")
+    for key, value in spec.items():
+        _check_value(key, value, DEFAULT_SPEC[key])
     merged = {**DEFAULT_SPEC, **spec}
     if sum(merged["mrope_section"]) * 2 != merged["head_dim"]:
         raise ValueError(
@@ -51,7 +63,42 @@ def resolve_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
     side = round(merged["num_position_embeddings"] ** 0.5)
     if side * side != merged["num_position_embeddings"]:
         raise ValueError("num_position_embeddings must be a perfect square (a 2-D grid)")
+    if merged["min_pixels"] > merged["max_pixels"]:
+        raise ValueError(f"min_pixels {merged['min_pixels']} is over max_pixels {merged['max_pixels']}")
+    if (parameters := approximate_parameters(merged)) > MAX_TINY_PARAMETERS:
+        raise ValueError(f"this spec makes a model of about {parameters:.2g} parameters, over the "
+                         f"{MAX_TINY_PARAMETERS:.0e} the tiny model is built with in memory; use "
+                         "base_model.source: hub for a model of that size")
     return merged
+
+
+def _check_value(key: str, value: Any, default: Any) -> None:
+    """``value`` of the type of ``default``: a positive whole number, a positive finite number, or a
+    list of whole numbers (never a bool for a number)."""
+    def whole(item: Any, least: int) -> bool:
+        return type(item) is int and item >= least
+
+    if isinstance(default, list):
+        fine = isinstance(value, list) and all(whole(item, 0) for item in value)
+        wanted = "a list of whole numbers"
+    elif isinstance(default, float):
+        fine = type(value) in (int, float) and math.isfinite(value) and value > 0
+        wanted = "a positive number"
+    else:
+        fine, wanted = whole(value, 1), "a positive whole number"
+    if not fine:
+        raise ValueError(f"tiny-model spec key {key!r} must be {wanted}, got {value!r}")
+
+
+def approximate_parameters(spec: dict[str, Any]) -> int:
+    """The parameter count a resolved spec builds, within a few percent (embeddings, attention and
+    MLP weights of both towers; norms and biases left out)."""
+    hidden, head, layers = spec["hidden_size"], spec["head_dim"], spec["num_hidden_layers"]
+    attention = hidden * head * (2 * spec["num_attention_heads"] + 2 * spec["num_key_value_heads"])
+    text = 2 * spec["vocab_size"] * hidden + layers * (attention + 3 * hidden * spec["intermediate_size"])
+    vision_hidden = spec["vision_hidden_size"]
+    vision = spec["vision_depth"] * (4 * vision_hidden ** 2 + 2 * vision_hidden * spec["vision_intermediate_size"])
+    return text + vision + vision_hidden * spec["patch_size"] ** 2 * spec["temporal_patch_size"] * 3
 
 
 def build_config(spec: dict[str, Any], token_ids: dict[str, int]):

@@ -21,9 +21,10 @@ paper's choices and ours are in docs/paper_recipe.md.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from medmo_pipeline.reply_format import TAGS
 from medmo_pipeline.rewards.box import box_reward
@@ -35,7 +36,8 @@ GROUNDING_TASKS = frozenset({"grounding"})
 LABELED_TASKS = frozenset({"vqa", "text_qa"})
 # How the box reward's L1 term is normalised: by (H, W) inferred from the ground truth's extents (the
 # paper's appendix A.1) or by the row's true image size.
-BOX_NORMALISATIONS = ("ground_truth_extent", "image_size")
+BoxNormalisation = Literal["ground_truth_extent", "image_size"]
+BOX_NORMALISATIONS = typing.get_args(BoxNormalisation)
 
 Completion = str | Sequence[Mapping[str, Any]]
 
@@ -77,7 +79,7 @@ def box(
     squared: bool = False,
     lambda_fn: float = 0.0,
     lambda_fp: float = 0.0,
-    normalise_by: str = "image_size",
+    normalise_by: BoxNormalisation = "image_size",
     **_: Any,
 ) -> list[float | None]:
     """Bounding-box reward (paper appendix A.1) of grounding rows with a gold box; None for others.
@@ -282,7 +284,7 @@ def build_reward_functions(spec: Mapping[str, Mapping[str, Any]]) -> tuple[list[
         if definition is None:
             raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARDS)}")
         params = dict(given or {})
-        weight = float(params.pop(WEIGHT, 1.0))
+        weight = _typed(name, WEIGHT, float, params.pop(WEIGHT, 1.0))
         unknown = sorted(set(params) - set(definition.params))
         if unknown:
             raise ValueError(
@@ -291,9 +293,24 @@ def build_reward_functions(spec: Mapping[str, Mapping[str, Any]]) -> tuple[list[
         missing = sorted(definition.required_params() - set(params))
         if missing:
             raise ValueError(f"reward {name!r} needs parameter(s) {missing}")
+        hints = typing.get_type_hints(definition.function)
+        params = {key: _typed(name, key, hints.get(key, Any), value) for key, value in params.items()}
         functions.append(BoundReward(name, definition.function, params))
         weights.append(weight)
     return functions, weights
+
+
+def _typed(reward: str, key: str, annotation: Any, value: Any) -> Any:
+    """``value`` as the reward function's ``annotation`` asks (a finite number, a bool, one of a few
+    words...), so a recipe's ``squared: maybe`` or ``weight: .nan`` fails when the recipe loads,
+    naming reward and parameter, instead of in the first RL step."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
+    except ValidationError as error:
+        problem = error.errors()[0]["msg"]
+        raise ValueError(f"reward {reward!r} parameter {key!r}: {problem} (got {value!r})") from None
 
 
 def _content_text(content: Any) -> str:

@@ -68,7 +68,8 @@ def _classes(root: Path, options: Options) -> list[str]:
     if not options.classes_file:
         return list(options.classes)
     try:
-        names = read_yaml(layout_path(root, options.classes_file), max_nodes=MAX_CLASS_NODES)["names"]
+        names = read_yaml(layout_path(root, options.classes_file), max_nodes=MAX_CLASS_NODES,
+                          unique_keys=False)["names"]  # a dataset's own file: read as Ultralytics reads it
     except (YamlRefused, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.classes_file} is not a YOLO classes file with a 'names' list or "
                                 f"mapping ({type(error).__name__}: {error})") from None

@@ -63,3 +63,27 @@ def test_the_percentile_window_ignores_a_few_extreme_pixels():
     values[0, 0] = 65535.0  # one hot pixel
     center, width = percentile_window(values)
     assert 1000 <= center <= 1100 and width <= 100
+
+
+def test_a_palette_colour_dicom_goes_through_its_palette():
+    """Colour ultrasound is often PALETTE COLOR: one index per pixel and red/green/blue tables.
+    Windowing the indices as grey levels gave a greyscale image of palette positions."""
+    from pydicom.pixels import apply_color_lut
+
+    dataset = pydicom.dcmread(get_testdata_files("OBXXXX1A.dcm")[0])
+    out = np.asarray(model_image(dicom_entry(_dicom_bytes(dataset), path="us.dcm")["bytes"]))
+    colour = np.asarray(apply_color_lut(dataset.pixel_array, dataset))
+    expected = (colour >> 8 if colour.max() > 255 else colour).astype(np.uint8)
+    assert out.shape == expected.shape == (600, 800, 3) and np.array_equal(out, expected)
+    assert (out[..., 0] != out[..., 2]).mean() > 0.05  # colour, not grey
+
+
+def test_colour_of_more_than_8_stored_bits_keeps_its_top_8_bits():
+    """16-bit RGB holding 12-bit samples: cutting each to its low byte (as before) wrapped it."""
+    dataset = pydicom.dcmread(get_testdata_files("SC_rgb.dcm")[0])
+    eight = dataset.pixel_array.copy()
+    twelve = eight.astype(np.uint16) * 16 + 7  # the same colours in 12 bits, low bits set
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelData = twelve.tobytes()
+    out = np.asarray(model_image(dicom_entry(_dicom_bytes(dataset), path="rgb12.dcm")["bytes"]))
+    assert np.array_equal(out, eight)

@@ -124,7 +124,8 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     """A DICOM file -> 8-bit PNG entry: modality rescale (slope/intercept), then the file's VOI
     LUT, else its first WindowCenter/WindowWidth, else ``default_window``, else a percentile
     window. MONOCHROME1 is inverted so that bright means dense; a multi-frame file gives its middle
-    frame; RGB files are kept as they are. A failure gives a ``failed_entry``."""
+    frame; colour files (RGB, YBR) are kept as stored, their samples' top 8 bits; a PALETTE COLOR
+    file goes through its palette. A failure gives a ``failed_entry``."""
     from pydicom.pixels import apply_rescale, apply_voi_lut
 
     limits = limits or limits_in_force()
@@ -133,8 +134,10 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
         dataset, pixels = read_dicom(data, limits, path)
     except ImageError as error:
         return failed_entry(error, path)
-    if dataset.get("SamplesPerPixel", 1) == 3:
-        return png_entry(pixels.astype(np.uint8), path)
+    if dataset.get("PhotometricInterpretation", "") == "PALETTE COLOR":
+        return _palette_entry(dataset, pixels, path)
+    if dataset.get("SamplesPerPixel", 1) == 3:  # colour as stored (pydicom gives YBR as RGB), to 8 bits
+        return png_entry(stored_to_uint8(pixels, int(dataset.get("BitsStored") or 8)), path)
     if pixels.ndim == 3:  # a frame that still holds samples
         pixels = pixels[..., 0]
     lut = dataset.get("VOILUTSequence")
@@ -150,6 +153,28 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return png_entry(out, path)
+
+
+def _palette_entry(dataset, pixels: np.ndarray, path: str) -> dict:
+    """A PALETTE COLOR DICOM (colour ultrasound, say): its indices through the file's red, green and
+    blue LUTs, to 8 bits. LUT entries of 16 bits span 0-65535, but some devices write 8-bit values
+    into them: those are kept as they are."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        colour = np.asarray(apply_color_lut(pixels, dataset))
+    except Exception as error:  # noqa: BLE001 - a missing or damaged LUT: the file's problem, named
+        return failed_entry(ImageError("image_undecodable", f"DICOM {path}: its palette cannot be applied "
+                                                            f"({type(error).__name__}: {error})".strip()), path)
+    bits = 8 if colour.dtype.itemsize == 1 or colour.max(initial=0) <= 255 else 16
+    return png_entry(stored_to_uint8(colour, bits), path)
+
+
+def stored_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
+    """Samples of ``bits`` stored bits (colour, not windowed: every value is meant) as 8 bits: the
+    top 8 of those bits, any bits above them (overlays, noise) ignored."""
+    values = np.asarray(values).astype(np.uint64) & ((1 << bits) - 1)
+    return (values >> max(bits - 8, 0) << max(8 - bits, 0)).astype(np.uint8)
 
 
 def _dicom_window(dataset) -> tuple[float, float] | None:

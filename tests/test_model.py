@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -179,6 +181,20 @@ def test_pickle_only_directory_is_refused(tiny_dir, tmp_path):
     reloaded = load_model(pickled, allow_pickle=True)
     key = "lm_head.weight"
     assert torch.equal(reloaded.state_dict()[key], model.state_dict()[key])
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "config.json", "processor_config.json"])
+def test_a_damaged_json_file_of_a_checkpoint_is_named_by_both_loaders(tiny_dir, tmp_path, name):
+    """transformers' own JSON error names no file; a checkpoint with a damaged file is refused
+    naming it, whichever of the model and the processor is loaded first."""
+    from medmo_pipeline.model.loading import CorruptCheckpointError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_dir, damaged)
+    (damaged / name).write_text('{"model_type": "qwen3_vl", ')  # cut short
+    for load in (load_model, load_processor):
+        with pytest.raises(CorruptCheckpointError, match=rf"damaged/{re.escape(name)}: not a JSON file"):
+            load(damaged)
 
 
 def test_hub_id_goes_through_auto_classes_offline(monkeypatch):

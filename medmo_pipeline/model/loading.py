@@ -55,10 +55,30 @@ def check_weights_are_safe(directory: Path) -> None:
 
 
 class CorruptCheckpointError(ValueError):
-    """A safetensors file whose header cannot be read; the message names the file."""
+    """A checkpoint file (a safetensors header, a JSON file) that cannot be read; the message names
+    the file."""
 
 
 SAFETENSORS_MAX_HEADER = 100 << 20  # what the safetensors library itself accepts
+CHECKPOINT_JSON_MAX_BYTES = 256 << 20  # a tokenizer.json of a large vocabulary is tens of MB
+
+
+def check_json_files(directory: Path) -> None:
+    """Parse every ``*.json`` at the top of a checkpoint directory (config, tokenizer, processor,
+    shard index) before transformers does: its JSON error names no file (a damaged tokenizer.json
+    came out as "Expecting property name enclosed in double quotes: line 1 column 2")."""
+    import json
+
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            if path.stat().st_size > CHECKPOINT_JSON_MAX_BYTES:
+                raise CorruptCheckpointError(f"{path}: {path.stat().st_size} bytes, over the "
+                                             f"{CHECKPOINT_JSON_MAX_BYTES} a checkpoint's JSON file is read with")
+            json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            if isinstance(error, CorruptCheckpointError):
+                raise
+            raise CorruptCheckpointError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
 
 
 def check_safetensors_headers(directory: Path) -> None:
@@ -120,6 +140,7 @@ def load_model(
     if local is not None and not allow_pickle:
         check_weights_are_safe(local)
     if local is not None:
+        check_json_files(local)
         check_safetensors_headers(local)
     kwargs = _hub_kwargs(path_or_id, revision, trust_remote_code)
     # None lets from_pretrained fall back to pickle weights where safetensors are absent.
@@ -161,6 +182,8 @@ def load_processor(
 
     from . import processor as _registers_image_only_processor  # noqa: F401  (AutoProcessor.register)
 
+    if (local := _local_dir(path_or_id)) is not None:
+        check_json_files(local)
     processor = AutoProcessor.from_pretrained(
         str(path_or_id), **_hub_kwargs(path_or_id, revision, trust_remote_code)
     )

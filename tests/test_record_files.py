@@ -243,6 +243,13 @@ def test_a_gzipped_split_table_is_read_line_by_line_and_a_damaged_one_names_itse
     cut.write_bytes(good.read_bytes()[:-12])
     with pytest.raises(AnnotationError, match="cut.csv.gz: not a readable split table"):
         list(_split_table(cut))
+    empty_lines = tmp_path / "empty_lines.csv.gz"  # 100 KB of gzip, 100 million empty lines: 70 s to step through
+    with gzip.open(empty_lines, "wb", compresslevel=1) as handle:
+        handle.write(b"dicom_id,study_id,subject_id,split\n")
+        for _ in range(100):
+            handle.write(b"\n" * 1_000_000)
+    with pytest.raises(AnnotationError, match="empty_lines.csv.gz: more than 4000000 lines"):
+        list(_split_table(empty_lines))
 
 
 def test_an_npz_whose_zip_directory_lists_a_multitude_of_members_is_refused_before_it_is_read(tmp_path):

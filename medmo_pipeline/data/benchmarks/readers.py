@@ -139,17 +139,45 @@ class MimicSplitOptions(RecordOptions):
     image_suffixes: list[str] = Field(default_factory=lambda: [".jpg"])
 
 
+# The published split table is 15 MB once decompressed, 377,111 lines; a gzip member inflating to far
+# more is no such table (a megabyte of gzip holds a gigabyte of empty lines, each a step of the
+# reader: 0.7 us a line, 12 minutes for the gigabyte)
+MAX_SPLIT_TABLE_BYTES = 256 << 20
+MAX_SPLIT_TABLE_LINES = 4_000_000
+
+
 def _split_table(path: Path) -> Iterator[dict]:
     """The split table's rows, line by line within ``annotations``' bounds (a gzip member of one
-    endless line is refused, naming the file and line); a damaged gzip stream names the file."""
+    endless line is refused, naming the file and line), at most ``MAX_SPLIT_TABLE_LINES`` lines and
+    ``MAX_SPLIT_TABLE_BYTES`` bytes of text; a damaged gzip stream names the file."""
     import gzip
+    import io
     import zlib
 
     from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, csv_records
 
-    opener = gzip.open if path.suffix == ".gz" else open
+    class Capped(io.RawIOBase):
+        """The file's bytes, counted as they are read: over either bound, the table is refused."""
+
+        def __init__(self, raw):
+            self.raw, self.read_so_far, self.lines = raw, 0, 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            count = self.raw.readinto(buffer)
+            self.read_so_far += count
+            self.lines += bytes(memoryview(buffer)[:count]).count(b"\n")
+            if self.read_so_far > MAX_SPLIT_TABLE_BYTES or self.lines > MAX_SPLIT_TABLE_LINES:
+                raise AnnotationError(f"{path.name}: more than {MAX_SPLIT_TABLE_LINES} lines or "
+                                      f"{MAX_SPLIT_TABLE_BYTES} bytes of text (the published split table holds "
+                                      "377,111 lines, 15 MB)")
+            return count
+
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as raw:
+            handle = io.TextIOWrapper(io.BufferedReader(Capped(raw)), encoding="utf-8", newline="")
             yield from csv_records(BoundedLines(handle, path.name), ",")
     except (OSError, EOFError, zlib.error) as error:
         raise AnnotationError(f"{path.name}: not a readable split table ({type(error).__name__}: {error})") from None

@@ -30,6 +30,16 @@ MIMIC_UNHEADED = ("                                 FINAL REPORT\n CHEST RADIOGR
      "unheaded+impression"),
     ("FINDINGS\nLungs clear.\nIMPRESSION\nNormal.", "Lungs clear.", "Normal.", "findings+impression"),
     ("INDICATION: cough\n\nIMPRESSION: Normal.", "", "Normal.", "impression"),
+    # a heading ending in a dash or a full stop, the text going on after it
+    ("FINDINGS: Lungs clear.\nIMPRESSION - No acute process.", "Lungs clear.", "No acute process.",
+     "findings+impression"),
+    ("Findings -- Lungs clear.\n\nImpression. Normal.", "Lungs clear.", "Normal.", "findings+impression"),
+    ("FINDINGS: Impression-free text.", "Impression-free text.", "", "findings"),  # a word, not a heading
+    # a heading right after a full stop, without a space
+    ("FINDINGS:Lungs clear.IMPRESSION:Normal.", "Lungs clear.", "Normal.", "findings+impression"),
+    # other names of the impression
+    ("FINDINGS: Lungs clear.\nSUMMARY: No acute process.", "Lungs clear.", "No acute process.", "findings+conclusion"),
+    ("FINDINGS: Lungs clear.\nDIAGNOSIS: Normal chest.", "Lungs clear.", "Normal chest.", "findings+conclusion"),
     ("", "", "", ""),
     ("INDICATION: cough only", "", "", ""),
 ])

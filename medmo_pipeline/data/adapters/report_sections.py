@@ -2,9 +2,11 @@
 
 Real reports (MIMIC-CXR ``sXXXXXXXX.txt``, Open-i/IU-Xray, CheXpert Plus ``report`` text) head their
 sections inconsistently: ``FINDINGS:`` and ``IMPRESSION:`` on their own lines, one combined
-``FINDINGS AND IMPRESSION:`` section (about 10k MIMIC-CXR reports), ``CONCLUSION:`` where others say
-impression, lower-case or mid-line headings (``... are clear. impression: no acute ...``), a heading
-alone on a line without a colon, or no content heading at all (only ``INDICATION:`` /
+``FINDINGS AND IMPRESSION:`` section (about 10k MIMIC-CXR reports), ``CONCLUSION:`` (or ``SUMMARY:``,
+``DIAGNOSIS:``, ``INTERPRETATION:``) where others say impression, lower-case or mid-line headings
+(``... are clear. impression: no acute ...``, ``...clear.IMPRESSION:``), a heading alone on a line
+without a colon, one ending in a dash or a full stop (``IMPRESSION - no acute ...``), or no content
+heading at all (only ``INDICATION:`` /
 ``COMPARISON:`` and an unheaded body). ``report_sections`` reads all of these and says which
 section(s) it used; headings that are not content (indication, history, technique, comparison,
 examination, wet read, notification, ``FINAL REPORT``) end the section before them and are dropped.
@@ -21,7 +23,8 @@ COMBINED = "findings_and_impression"
 _CONTENT = {
     "findings": "findings", "finding": "findings",
     "impression": "impression", "impressions": "impression",
-    "conclusion": "conclusion", "conclusions": "conclusion", "opinion": "conclusion",
+    "conclusion": "conclusion", "conclusions": "conclusion", "opinion": "conclusion", "summary": "conclusion",
+    "diagnosis": "conclusion", "diagnoses": "conclusion", "interpretation": "conclusion",
     "findings and impression": COMBINED, "impression and findings": COMBINED,
     "findings/impression": COMBINED, "findings / impression": COMBINED, "findings & impression": COMBINED,
     "provisional findings impression": COMBINED,
@@ -32,11 +35,16 @@ _OTHER = ("indication", "indications", "clinical indication", "history", "clinic
           "recommendation", "recommendations", "wet read", "addendum", "study", "reference exam")
 _NAMES = sorted({*_CONTENT, *_OTHER}, key=len, reverse=True)  # longest first: "findings and impression"
 _NAME_PATTERN = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in _NAMES)
-# A heading starts a line, follows the end of a sentence, or follows a run of spaces; it ends with ':'.
+# A heading starts a line, follows the end of a sentence (with or without a space), or follows a run
+# of spaces; it ends with ':'.
 _WITH_COLON = re.compile(
-    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]+|(?<=[ \t]{{2}}))(?P<name>{_NAME_PATTERN})[ \t]*:", re.IGNORECASE | re.MULTILINE)
+    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}}))(?P<name>{_NAME_PATTERN})[ \t]*:", re.IGNORECASE | re.MULTILINE)
 # A heading alone on its line, in capitals, without a colon ("FINDINGS\n...").
 _ALONE = re.compile(rf"^[ \t]*(?P<name>{_NAME_PATTERN.upper()})[ \t]*$", re.MULTILINE)
+# A heading starting a line and ending in a dash or a full stop ("IMPRESSION - No acute ...",
+# "Impression. No acute ..."), the text going on after it.
+_DASHED = re.compile(rf"^[ \t]*(?P<name>{_NAME_PATTERN})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
+                     re.IGNORECASE | re.MULTILINE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL\s+REPORT[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
@@ -68,7 +76,8 @@ class ReportSections:
 def report_sections(report: str) -> ReportSections:
     """The findings and impression of a free-text report, and which headings they came from."""
     report = _FINAL_REPORT.sub("", report.replace("\r\n", "\n").replace("\r", "\n"))
-    headings = sorted([*_WITH_COLON.finditer(report), *_ALONE.finditer(report)], key=lambda m: m.start())
+    headings = sorted([*_WITH_COLON.finditer(report), *_ALONE.finditer(report), *_DASHED.finditer(report)],
+                      key=lambda m: m.start())
     found: dict[str, list[str]] = {}
     order: list[str] = []
     for position, match in enumerate(headings):

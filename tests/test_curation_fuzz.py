@@ -1,6 +1,7 @@
 """The batch checks and the row-by-row checks, fuzzed against each other: rows assembled at random
 from good and hostile parts (non-PNG formats, malformed PNG headers whose size fields overflow
-int32, truncated and tiny JPEGs, junk text with control characters and invalid UTF-8, odd types)
+int32, truncated and tiny JPEGs, EXIF orientations in PNG chunks, damaged or oversized EXIF, junk
+text with control characters and invalid UTF-8, odd types)
 get the same outcome, reason, detail and normalised row from both paths, batch after batch, with
 the default limits and with chunk and file-size limits low enough for the batch walk to meet them."""
 
@@ -12,6 +13,10 @@ import numpy as np
 import pytest
 from hostile_files import (
     chunk,
+    exif_block,
+    exif_png,
+    exif_webp,
+    gif_comment_blocks,
     many_chunks_png,
     many_segments_jpeg,
     many_strips_tiff,
@@ -44,6 +49,11 @@ def _images(rng: np.random.Generator) -> list[tuple[bytes, str]]:
         (bytes(128) + b"DICM" + bytes(40), "x.dcm"), (b"\xff\xd8\xff" + bytes(30), "j.jpg"), (b"", "empty.png"),
         (many_chunks_png(17), "m.png"), (many_chunks_png(30), "mm.png"), (many_segments_jpeg(30), "s.jpg"),
         (many_strips_tiff(30), "t.tif"),
+        # EXIF orientations wherever PIL reads them, damaged, and beyond MAX_EXIF_BYTES
+        (exif_png(exif_block(6)), "rot.png"), (exif_png(exif_block(6), after_pixels=True), "rot2.png"),
+        (exif_png(exif_block(8), kind=b"tEXt", keyword=b"exif"), "rot3.png"), (exif_png(b"junk"), "dx.png"),
+        (exif_png(exif_block(6, values=40_000)), "bigexif.png"), (exif_webp(exif_block(5)), "w.webp"),
+        (gif_comment_blocks(50), "c.gif"),
     ]
 
 

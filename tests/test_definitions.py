@@ -38,13 +38,13 @@ def test_graph_has_every_stage_in_order():
     assert len(parents["stage_ablation"]) == 5
 
 
-def test_corpus_shards_has_one_partition_per_source_and_five_blocking_checks():
+def test_corpus_shards_has_one_partition_per_source_and_six_blocking_checks():
     defs, graph = _graph("embedded")
     corpus = graph.get(dg.AssetKey("corpus_shards"))
     assert corpus.partitions_def.get_partition_keys() == ["synth_cells", "synth_medqa", "synth_xray"]
     checks = {spec.name: spec.blocking for spec in defs.resolve_assets_def("corpus_shards").check_specs}
     assert checks == {"schema_valid": True, "quarantine_rate_ok": True, "no_eval_contamination": True,
-                      "rows_match_manifest": True, "rows_accounted": True}
+                      "rows_match_manifest": True, "rows_accounted": True, "rows_kept": True}
     paper_defs, paper_graph = _graph("paper")
     assert len(paper_graph.get(dg.AssetKey("corpus_shards")).partitions_def.get_partition_keys()) == 45
 

@@ -101,7 +101,8 @@ def test_every_corpus_partition_passed_its_checks(demo_run):
     import dagster as dg
 
     instance = demo_run["instance"]
-    for check in ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest", "rows_accounted"):
+    for check in ("schema_valid", "quarantine_rate_ok", "no_eval_contamination", "rows_match_manifest", "rows_accounted",
+                  "rows_kept"):
         key = dg.AssetCheckKey(dg.AssetKey("corpus_shards"), check)
         records = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
         assert len(records) == 3, check  # one per partition

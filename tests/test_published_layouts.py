@@ -266,10 +266,20 @@ def test_rows_left_out_on_purpose_are_counted_by_reason(tmp_path, curate):
     assert report["filtered_by_reason"] == {"language": 1} and report["rows_kept"] == 2 and accounted(report)
     passed, note = source_checks(report, max_quarantine_rate=0.05)["rows_accounted"]
     assert passed and note.startswith("3 in = 2 kept + 0 quarantined + 1 filtered")
+    assert source_checks(report, max_quarantine_rate=0.05)["rows_kept"] == (True, "2 of 3 rows kept")
     metadata = source_metadata(report, "code", 0.0)
     assert metadata["filtered"] == 1 and "| language | 1 |" in metadata["filtered_by_reason"]
     bilingual = curate("slake", "bilingual")
     assert "肝脏" in [row["answer"] for row in kept_rows(bilingual)] and bilingual["filtered"] == 0
+
+    # a copy whose every row is left out on purpose (CheXpert Plus rows of the valid split only): the
+    # partition's rows_kept check fails, saying why, instead of publishing an empty source that passes
+    chexpert = dataset(tmp_path, "chexpert_plus")
+    write_file(chexpert, "df_chexpert_plus_240401.csv", "path_to_image,section_findings,section_impression,report,"
+               "split\nvalid/p1/s1/v.jpg,Clear.,Normal.,x,valid\n")
+    none_kept = curate("chexpert_plus")
+    passed, note = source_checks(none_kept, max_quarantine_rate=0.05)["rows_kept"]
+    assert not passed and note.startswith("0 of 1 rows kept: every row was quarantined {} or filtered {'subset': 1}")
 
 
 def test_skipped_classes_are_counted(tmp_path, curate):

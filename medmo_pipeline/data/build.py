@@ -24,6 +24,7 @@ CHECKS = {
     "no_eval_contamination": "no training row shares an image with an evaluation item",
     "rows_match_manifest": "every shard's sha256 and row count match the manifest",
     "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata)",
+    "rows_kept": "a source that read rows keeps some: a filter, split or layout choice that leaves none stops here",
 }
 
 
@@ -85,6 +86,11 @@ def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[b
                            and manifest.get("total_rows") == report["rows_kept"],
                            (f"{report['rows_in']} in = {report['rows_kept']} kept + {report['quarantined']} "
                             f"quarantined + {report['filtered']} filtered {report['filtered_by_reason']}")),
+        "rows_kept": (report["rows_kept"] > 0 or report["rows_in"] == 0,
+                      f"{report['rows_kept']} of {report['rows_in']} rows kept" + (
+                          "" if report["rows_kept"] or not report["rows_in"] else
+                          f": every row was quarantined {report['quarantined_by_reason']} or filtered "
+                          f"{report['filtered_by_reason']}; check the entry's layout options and filters")),
     }
 
 

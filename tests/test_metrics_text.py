@@ -183,3 +183,47 @@ def test_scoring_reports_corpus_cider_as_pycocoevalcap_on_rouge_tokens():
     np.testing.assert_allclose([s["cider"] for s in samples], per_sample, atol=1e-9)
     assert by_name["report_cider"].ci_low <= expected <= by_name["report_cider"].ci_high
     assert [s["score"] for s in samples] == pytest.approx(by_name["report_rouge_l"].per_sample.tolist())
+
+
+def _lcs_by_rows(first: list[str], second: list[str]) -> int:
+    """The row-by-row dynamic programme: the reference the bit-parallel LCS is held to."""
+    previous = [0] * (len(second) + 1)
+    for token in first:
+        current = [0]
+        for j, other in enumerate(second, start=1):
+            current.append(previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+def test_the_bit_parallel_lcs_is_the_dynamic_programmes_on_random_sequences():
+    from medmo_pipeline.evaluation.metrics.text import _lcs_length
+
+    rng = random.Random(0)
+    for _ in range(5000):  # small alphabets make long common subsequences; lengths past 64 bits too
+        first = [rng.choice("abcde") for _ in range(rng.randrange(0, 90))]
+        second = [rng.choice("abcdef") for _ in range(rng.randrange(0, 90))]
+        assert _lcs_length(first, second) == _lcs_length(second, first) == _lcs_by_rows(first, second)
+
+
+def test_a_huge_reference_is_scored_within_a_cpu_second():
+    """A benchmark row whose reference is 200,000 tokens against a 256-token reply: the pairwise
+    programme took about 7 CPU seconds a row; a limit, not a timing."""
+    import signal
+
+    rng = random.Random(1)
+    reference = " ".join(rng.choice(VOCABULARY) for _ in range(200_000))
+    reply = " ".join(rng.choice(VOCABULARY) for _ in range(256))
+
+    def stop(signum, frame):
+        raise TimeoutError("ROUGE-L still running after 1 CPU second")
+
+    previous = signal.signal(signal.SIGPROF, stop)
+    signal.setitimer(signal.ITIMER_PROF, 1.0)
+    try:
+        score = rouge_l(reply, reference)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(" ".join(reference.split()[:2000]), reply)["rougeL"]
+    assert 0 < score < expected.fmeasure  # recall falls with the reference's length; the score is real

@@ -611,6 +611,32 @@ def test_a_file_whose_content_differs_from_its_name_is_decided_by_content_and_co
     assert strict["quarantined_by_reason"] == {"extension_mismatch": 2} and strict["extension_mismatches"] == 0
 
 
+def test_dicom_under_an_image_name_and_an_image_under_a_dicom_name_are_read_by_content(tmp_path):
+    """An image folder holding a DICOM named .png (a CT slice exported without renaming) and a PNG
+    named .dcm, and a Parquet record embedding DICOM bytes: each is read as what it holds. Before,
+    the first was refused as "DICOM bytes as an image", the second as a DICOM without rows, the
+    third as the first."""
+    import pyarrow as pa
+
+    from medmo_pipeline.data.adapters import iter_outcomes
+    from medmo_pipeline.data.curation import curate
+
+    dicom = Path(get_testdata_files("CT_small.dcm")[0]).read_bytes()  # its preamble is a TIFF header, too
+    _write(tmp_path / "folder", {"lesion/ct_slice.png": lambda: dicom, "lesion/exported.dcm": plain_png,
+                                 "lesion/good.png": lambda: plain_png(seed=2)})
+    rows = list(iter_outcomes("image_folder", tmp_path / "folder", {}))
+    report = curate(rows, tmp_path / "out", source="folder")
+    assert report["rows_kept"] == 3 and report["quarantined"] == 0, report["quarantined_by_reason"]
+    sizes = {row["id"].split(":", 1)[1]: (row["images"][0]["width"], row["images"][0]["height"])
+             for row in pq.read_table(tmp_path / "out" / "part-00000.parquet").to_pylist()}
+    assert sizes == {"lesion/ct_slice.png": (128, 128), "lesion/exported.dcm": (48, 40), "lesion/good.png": (48, 40)}
+    records = pa.table({"image": [{"bytes": dicom, "path": "slice_0001.png"}], "question": ["What is shown?"],
+                        "answer": ["ct"]})
+    pq.write_table(records, tmp_path / "train.parquet")
+    rows = list(iter_outcomes("vqa", tmp_path, {"file": "train.parquet", "image_field": "image"}))
+    assert [(row["images"][0]["width"], row["images"][0]["path"]) for row in rows] == [(128, "slice_0001.png")]
+
+
 def test_a_jpeg_of_thousands_of_scans_and_a_format_outside_the_list_are_refused_before_decoding():
     from medmo_pipeline.data.image_limits import IMAGE_FORMATS, ImageError, ImageLimits
     from medmo_pipeline.data.images import inspect_image

@@ -301,6 +301,21 @@ def extension_format(path: str) -> str | None:
     return EXTENSION_FORMATS.get(path[dot:].lower())  # a suffix holding "/" matches no key
 
 
+# The first bytes of each format an image file may hold (WebP: "RIFF", its size, then "WEBP")
+_MAGIC = ((PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"))
+
+
+def content_format(head: bytes) -> str:
+    """The format a file's first bytes (at least 12; 132 to tell DICOM) say it is: one of
+    ``IMAGE_FORMATS``, "DICOM", or "" when they say none. DICOM first: its 128-byte preamble may
+    itself be a TIFF header (a file both readers open)."""
+    if is_dicom(head):
+        return "DICOM"
+    fmt = next((name for magic, name in _MAGIC if head.startswith(magic)), "")
+    return fmt or ("WEBP" if head[8:12] == b"WEBP" and head.startswith(b"RIFF") else "")
+
+
 def extension_contradicts(path: str, fmt: str) -> bool:
     """Whether ``path``'s extension promises a format other than ``fmt``, the content's (an
     extension that promises nothing we check, or an unknown ``fmt``, contradicts nothing)."""

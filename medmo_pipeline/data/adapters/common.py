@@ -31,7 +31,7 @@ from medmo_pipeline.data.annotations import (
     json_items,
 )
 from medmo_pipeline.data.image_limits import check_image_bytes, limits_in_force, read_image_file
-from medmo_pipeline.data.images import ImageError, dicom_entry, image_entry, png16_entry
+from medmo_pipeline.data.images import ImageError, content_format, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
 
@@ -284,12 +284,15 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     """An image entry from a relative path (joined under ``options.image_dir``) or from an embedded
     ``{"bytes": ..., "path": ...}`` struct as Hugging Face Parquet datasets store images.
 
-    DICOM files and (with ``png16_offset``) 16-bit PNGs are windowed to 8-bit PNG.
+    DICOM (told by its content, whatever the file's name) and, with ``png16_offset``, 16-bit PNGs
+    are windowed to 8-bit PNG.
     """
     if isinstance(value, dict):
         data, name = value.get("bytes") or b"", value.get("path") or ""
         if isinstance(data, (bytes, bytearray)):  # held to the bound a file on disk gets, before any decoding
             check_image_bytes(len(data), limits_in_force(), f"embedded image {name}".strip())
+            if content_format(data[:132]) == "DICOM":  # decided by content, whatever the name says
+                return dicom_entry(bytes(data), default_window=window, path=name)
         return image_entry(data, name)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -306,9 +309,12 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     path = safe_join(root, relative)
     if not path.is_file():
         return {"bytes": None, "path": relative, "width": 0, "height": 0, "sha256": ""}
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return dicom_entry(path, default_window=window, path=relative)
     data = read_image_file(path, relative)
+    # Decided by content: DICOM under any name, and a .dcm that holds no image format's bytes (a
+    # data set without the Part 10 preamble); a .dcm holding a PNG or JPEG is that image
+    fmt = content_format(data[:132])
+    if fmt == "DICOM" or (path.suffix.lower() in DICOM_SUFFIXES and not fmt):
+        return dicom_entry(data, default_window=window, path=relative)
     if png16_offset is not None:
         return png16_entry(data, offset=png16_offset, window=window, path=relative)
     return image_entry(data, relative)

@@ -51,7 +51,7 @@ from medmo_pipeline.data.curation.rules import (
     clipped_boxes,
 )
 from medmo_pipeline.data.image_check_workers import PendingChecks
-from medmo_pipeline.data.images import PNG_SIGNATURE, extension_contradicts
+from medmo_pipeline.data.images import PNG_SIGNATURE, content_format, extension_contradicts
 from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
 
 BATCH_ROWS = 2000
@@ -434,8 +434,6 @@ def _choices_ok(answer: pa.Array, options: pa.ListArray, candidates: np.ndarray)
 
 
 _PNG_MAGIC = pa.scalar(PNG_SIGNATURE, pa.binary())
-_MAGIC = ((PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
-          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 def extension_mismatches(table: pa.Table) -> int:
@@ -454,7 +452,6 @@ def extension_mismatches(table: pa.Table) -> int:
     paths, heads = pc.take(paths, others).to_pylist(), pc.take(heads, others).to_pylist()
     count = 0
     for path, head in zip(paths, heads):
-        fmt = next((name for magic, name in _MAGIC if head.startswith(magic)), "WEBP" if head[8:12] == b"WEBP" else "")
-        count += extension_contradicts(path, fmt)
+        count += extension_contradicts(path, content_format(head))
     return count
 

@@ -286,3 +286,51 @@ def test_a_grounding_rows_boxes_are_checked_against_the_turned_size(tmp_path):
     kept = pq.read_table(tmp_path / "out" / "part-00000.parquet").to_pylist()[0]
     assert (kept["images"][0]["width"], kept["images"][0]["height"]) == (24, 48)
     assert (kept["boxes"][0]["y1"], kept["boxes"][0]["y2"]) == (30.0, 46.0)
+
+
+_ANCILLARY = [b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tRNS", b"PLTE", b"bKGD", b"sBIT", b"tIME", b"hIST", b"sPLT",
+              b"acTL", b"fcTL", b"fdAT", b"tEXt", b"eXIf", b"prVt"]
+
+
+def _ancillary_soup(rng: np.random.Generator) -> bytes:
+    """A small valid image (grey, RGB or palette) with a few ancillary chunks PIL reads (or skips)
+    around its pixels: random kinds, lengths of 0-40 bytes, random or zero content, valid CRCs."""
+    colour = int(rng.choice([0, 2, 3]))
+    width, height = int(rng.integers(8, 20)), int(rng.integers(8, 20))
+    channels = 3 if colour == 2 else 1
+    rows = b"".join(b"\x00" + bytes(rng.integers(0, 4, width * channels, dtype=np.uint8)) for _ in range(height))
+    before, after = [], []
+    if colour == 3:
+        before.append(chunk(b"PLTE", bytes(rng.integers(0, 256, 3 * 4, dtype=np.uint8))))
+    for _ in range(int(rng.integers(1, 4))):
+        kind = _ANCILLARY[int(rng.integers(len(_ANCILLARY)))]
+        length = int(rng.choice([0, 1, 2, 3, 4, 5, 6, 8, 9, 13, 26, 31, 32, 40, 256, 257]))
+        body = bytes(rng.integers(0, 256, length, dtype=np.uint8)) if rng.random() < 0.5 else bytes(length)
+        (before if rng.random() < 0.6 else after).append(chunk(kind, body))
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + ihdr + b"".join(before) + chunk(b"IDAT", zlib.compress(rows)) + b"".join(after)
+            + chunk(b"IEND", b""))
+
+
+def test_ancillary_chunks_are_kept_exactly_when_the_decoder_reads_them():
+    """Kept means decodable, for the chunks PIL parses beside the pixels: a short gAMA, cHRM, sRGB,
+    pHYs or tRNS, a palette's tRNS of more than 256 entries, a broken APNG frame. The row path keeps a
+    PNG exactly when the training decoder decodes it, and the batch walk never keeps one the row
+    path refuses (it leaves APNG and text to the row path)."""
+    rng = np.random.default_rng(7)
+    soups = [_ancillary_soup(rng) for _ in range(1500)]
+    ok, width, height = check_pngs(pa.array(soups, pa.binary()))
+    kept = decoded = 0
+    for index, data in enumerate(soups):
+        try:
+            size = inspect_image(data)[:2]
+        except ImageError:
+            size = None
+        try:
+            seen = decode_images({"images": [{"bytes": data, "path": "x.png"}]})[0].size
+        except ImageError:
+            seen = None
+        assert size == seen, (index, size, seen)
+        assert not ok[index] or (width[index], height[index]) == size, index
+        kept, decoded = kept + (size is not None), decoded + bool(ok[index])
+    assert 300 < kept < 1400 and decoded > 200  # both outcomes met, the batch walk settling many

@@ -129,6 +129,7 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
     starting with ``what``."""
     check_decode_cost(data, limits, what)
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd chunks ("Invalid APNG, will use ...")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)

@@ -58,6 +58,15 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 PNG_HEADER_END = 33  # signature + IHDR chunk
 TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")  # what PIL reads (and inflates) beside the pixels
 EXIF_KIND = b"eXIf"
+# Ancillary chunks PIL reads and refuses when short ("Truncated gAMA chunk"): the least length of
+# each; a tRNS chunk's by colour type (grey: one sample, RGB: three), and a palette's at most 256
+# entries (PIL's conversion of a longer one fails: "palette index out of range")
+PIL_LEAST_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
+TRNS_LEAST_LENGTH = {0: 2, 2: 6}
+TRNS_MOST_PALETTE = 256
+# Animated PNG: PIL checks its frames' sequence and bounds against the image when it opens the file;
+# these PNGs are decoded by PIL to be sure
+APNG_KINDS = (b"acTL", b"fcTL", b"fdAT")
 # The text keywords PIL reads an EXIF orientation from (``Image.getexif``: an EXIF block, ImageMagick's
 # hex profile, XMP), besides the eXIf chunk
 ORIENTING_KEYWORDS = frozenset({b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"})
@@ -109,7 +118,9 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     ``MAX_TEXT_CHUNK`` each, ``MAX_TEXT_MEMORY`` together); the pixel stream inflated piece by piece
     to exactly the size the header declares, with valid row filters (``pixel_stream_fault``). A PNG
     carrying an orientation PIL may read (an eXIf chunk, within ``MAX_EXIF_BYTES``, or a text chunk
-    of ``ORIENTING_KEYWORDS``) is sized as the decoder turns it. Raises ImageError:
+    of ``ORIENTING_KEYWORDS``) is sized as the decoder turns it; ancillary chunks PIL refuses when
+    short are held to its lengths (``PIL_LEAST_LENGTH``, tRNS), and an animated PNG is decoded by PIL.
+    Raises ImageError:
     ``image_undecodable`` when the header cannot be read (as PIL's open would), a CRC fails or a
     stream does not inflate as declared, ``image_truncated`` when the data ends early.
     """
@@ -124,7 +135,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
         raise ImageError("image_undecodable", f"invalid IHDR: {width}x{height}, depth {depth}, colour type "
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     check_pixels(width, height, limits)
-    position, pixel_spans, text_bytes, chunks, orienting = PNG_HEADER_END, [], 0, 1, False
+    position, pixel_spans, text_bytes, chunks, orienting, animated = PNG_HEADER_END, [], 0, 1, False, False
     crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
         chunks += 1
@@ -152,15 +163,31 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
         elif kind == EXIF_KIND:
             check_exif_size(length, f"PNG eXIf chunk at byte {position}")
             orienting = True
+        elif kind in APNG_KINDS:
+            animated = True
+        elif (fault := _ancillary_fault(kind, length, colour)) is not None:
+            raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: {fault}")
         position = stop
     if not pixel_spans:
         raise ImageError("image_undecodable", "PNG without an IDAT chunk")
     fault = pixel_stream_fault(view, pixel_spans, width, height, depth, colour, interlace)
     if fault:
         raise ImageError("image_undecodable", f"pixel data: {fault}")
+    if animated:  # PIL's own checks of the frames, and its decode of the first
+        return _decode(data, limits)[:2]
     if orienting:  # an orientation PIL may read: the size as the decoder turns the image
         return _oriented(open_image(data, limits))
     return width, height
+
+
+def _ancillary_fault(kind: bytes, length: int, colour: int) -> str | None:
+    """Why PIL refuses a chunk of ``kind`` and ``length`` in a PNG of ``colour`` type, or None."""
+    least = TRNS_LEAST_LENGTH.get(colour, 0) if kind == b"tRNS" else PIL_LEAST_LENGTH.get(kind, 0)
+    if length < least:
+        return f"{length} bytes, fewer than the {least} it holds"
+    if kind == b"tRNS" and colour == 3 and length > TRNS_MOST_PALETTE:
+        return f"{length} palette entries, over the {TRNS_MOST_PALETTE} a palette has"
+    return None
 
 
 def _keyword(view: memoryview, start: int, stop: int) -> bytes:
@@ -266,6 +293,7 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
     """Decode ``data`` fully with PIL (header size checked first): (width, height, format)."""
     image = open_image(data, limits)
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd chunks, as when it opened the file
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image.load()

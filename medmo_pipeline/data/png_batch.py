@@ -25,9 +25,13 @@ from medmo_pipeline.data.images import (
     PNG_CHANNELS,
     PNG_DEPTHS,
     PNG_HEADER_END,
+    APNG_KINDS,
     EXIF_KIND,
+    PIL_LEAST_LENGTH,
     PNG_SIGNATURE,
     TEXT_KINDS,
+    TRNS_LEAST_LENGTH,
+    TRNS_MOST_PALETTE,
     WHOLE_INFLATE_LIMIT,
     pixel_stream_fault,
     whole_stream_fault,
@@ -36,9 +40,17 @@ from medmo_pipeline.data.images import (
 _SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
 _IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
 _IEND_CRC = _crc32(b"IEND")
-# Chunks PIL reads beside the pixels (text, ICC, EXIF: an orientation may turn the image), which
-# ``inspect_image`` weighs
-_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in (*TEXT_KINDS, EXIF_KIND)], dtype=np.int64)
+# Chunks PIL reads beside the pixels (text, ICC, EXIF: an orientation may turn the image; APNG's
+# frames), which ``inspect_image`` weighs
+_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in (*TEXT_KINDS, EXIF_KIND, *APNG_KINDS)],
+                       dtype=np.int64)
+# The least length of the chunks PIL refuses when short, by chunk type (tRNS: by colour type, below)
+_LEAST_TYPES = np.array([int.from_bytes(kind, "big") for kind in PIL_LEAST_LENGTH], dtype=np.int64)
+_LEAST_LENGTHS = np.array(list(PIL_LEAST_LENGTH.values()), dtype=np.int64)
+_TRNS_TYPE = int.from_bytes(b"tRNS", "big")
+_TRNS_LEAST = np.zeros(256, dtype=np.int64)  # by colour type
+for _colour, _least in TRNS_LEAST_LENGTH.items():
+    _TRNS_LEAST[_colour] = _least
 _DEPTH_OK = np.zeros((256, 256), dtype=bool)  # [colour type, bit depth]
 for _colour, _depths in PNG_DEPTHS.items():
     _DEPTH_OK[_colour, list(_depths)] = True
@@ -177,6 +189,7 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     width[first[fine]], height[first[fine]] = w[fine], h[fine]
     header = np.zeros((count, 5), dtype=np.int64)  # width, height, depth, colour type, interlace
     header[first[fine]] = np.column_stack([w[fine], h[fine], head[fine][:, [24, 25, 28]]])
+    colour_type = header[:, 3]
     ok[first[fine][~_ihdr_crcs_match(head[fine])]] = False
     crcs = [(np.zeros(0, np.int64),) * 4]  # (image, start, stop, expected CRC) of each chunk after IHDR
 
@@ -206,6 +219,7 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
         has_pixels[at] |= pixels_here
         spans.append((at[pixels_here], here[pixels_here] + 8, stop[pixels_here] - 4))
         ok[at[np.isin(kind, _TEXT_TYPES)]] = False
+        ok[at[_short_ancillary(kind, length, colour_type[at])]] = False  # inspect_image says why
         position[at] = stop
         walking &= ok
         walking[at[kind == _IEND_TYPE]] = False
@@ -218,6 +232,17 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     expected = np.where((interlace == 0) & (height_ * stride <= WHOLE_INFLATE_LIMIT), height_ * stride, 0)
     return _Layout(crc_first, crc_low, crc_high, crc_expected, pixel_first, pixel_low, pixel_high,
                    tuple(field.tolist() for field in header.T), expected.tolist(), stride.tolist())
+
+
+def _short_ancillary(kind: np.ndarray, length: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Per chunk, whether PIL refuses it (``images._ancillary_fault``): shorter than the least
+    length of its type, or a palette's tRNS of more than 256 entries."""
+    least = np.zeros(len(kind), dtype=np.int64)
+    for chunk_type, chunk_least in zip(_LEAST_TYPES.tolist(), _LEAST_LENGTHS.tolist()):
+        least[kind == chunk_type] = chunk_least
+    transparency = kind == _TRNS_TYPE
+    least[transparency] = _TRNS_LEAST[colour[transparency]]
+    return (length < least) | (transparency & (colour == 3) & (length > TRNS_MOST_PALETTE))
 
 
 def _ihdr_crcs_match(head: np.ndarray) -> np.ndarray:

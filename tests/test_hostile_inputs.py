@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from functools import partial
@@ -419,6 +420,10 @@ def test_an_exif_block_beyond_what_a_jpeg_segment_holds_is_refused_before_pil_re
         for read in (inspect_image, model_image):
             with pytest.raises(ImageError, match=f"{where}.* holds an EXIF block of 4000.... bytes > {MAX_EXIF_BYTES}"):
                 read(data)
+    webp = exif_webp(exif_block(6))  # an EXIF chunk behind 200,000 empty ones is not walked to
+    crowded = webp[:30] + (b"ABCD" + bytes(4)) * 200_000 + webp[30:]
+    with pytest.raises(ImageError, match="WebP of more than 100000 chunks"):
+        inspect_image(b"RIFF" + struct.pack("<I", len(crowded) - 8) + crowded[8:])
     within = exif_block(6, padding=MAX_EXIF_BYTES - 64)
     assert inspect_image(exif_png(within))[:2] == inspect_image(exif_webp(within))[:2] == (24, 48)
     assert model_image(exif_png(within)).size == model_image(exif_webp(within)).size == (24, 48)

@@ -183,8 +183,9 @@ def check_png_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
 
 
 def check_webp_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
-    """Refuse a WebP whose EXIF chunk is over ``MAX_EXIF_BYTES``: a walk of its RIFF chunk headers
-    (each padded to an even size), at most ``limits.max_chunks`` of them."""
+    """Refuse a WebP whose EXIF chunk is over ``MAX_EXIF_BYTES``, or of more than
+    ``limits.max_chunks`` chunks (an EXIF chunk could hide behind them): a walk of its RIFF chunk
+    headers, each padded to an even size."""
     if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WEBP":
         return
     position, end = 12, len(data)
@@ -195,6 +196,8 @@ def check_webp_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
         if kind == b"EXIF":
             check_exif_size(length, f"{what} WebP EXIF chunk at byte {position}".strip())
         position += 8 + length + (length & 1)
+    if position + 8 <= end:
+        raise ImageError("image_too_costly", f"{what} WebP of more than {limits.max_chunks} chunks".strip())
 
 
 def check_gif_blocks(data: bytes, limits: ImageLimits, what: str = "") -> None:

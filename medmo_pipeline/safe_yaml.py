@@ -74,10 +74,14 @@ def read_yaml(path: Path, *, max_nodes: int, unique_keys: bool = True) -> Any:
             return loader.construct_document(node)
         finally:
             loader.dispose()
+    except YamlRefused:
+        raise
     except yaml.YAMLError as exc:
         raise YamlRefused(f"{path}: not valid YAML: {exc}") from None
     except RecursionError:
         raise YamlRefused(f"{path}: nested too deeply to read") from None
+    except ValueError as exc:  # a scalar its type cannot hold (an integer past Python's 4,300 digits)
+        raise YamlRefused(f"{path}: a value cannot be read ({exc})") from None
 
 
 def _check_expansion(root: yaml.Node, path: Path, max_nodes: int) -> None:

@@ -244,6 +244,14 @@ def test_values_the_stages_would_fail_on_are_refused_at_load_naming_the_field(tm
     assert "recipe.yaml" in message and f"{field}:" in message and problem in message, message
 
 
+def test_an_integer_past_pythons_digit_limit_names_the_file(tmp_path):
+    text = (config.RECIPES_DIR / "embedded.yaml").read_text().replace("seed: 42", "seed: " + "9" * 5000, 1)
+    path = tmp_path / "digits.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=r"digits.yaml: a value cannot be read \(Exceeds the limit \(4300 digits\)"):
+        load_recipe(path)
+
+
 def test_a_key_stated_twice_is_refused_naming_both_lines(tmp_path):
     """YAML forbids it; PyYAML would keep the second, silently."""
     text = (config.RECIPES_DIR / "embedded.yaml").read_text()

@@ -139,6 +139,17 @@ def test_records_after_a_bad_one_read_alone_come_out_as_they_do_read_in_place(tm
         assert read(0) == read(1000), path.read_text()
 
 
+def test_a_number_past_pythons_digit_limit_is_its_records_problem(tmp_path):
+    """json raises a plain ValueError for an integer of more than 4,300 digits: one record of a JSON
+    list holding one stopped the whole source, naming no file."""
+    big = "9" * 10_000
+    (tmp_path / "qa.json").write_text(f'[{{"answer": "yes"}}, {{"answer": {big}}}, {{"answer": "no"}}]')
+    items = list(iter_records(tmp_path, "qa.json"))
+    assert [item.get("answer") if isinstance(item, dict) else item.reason for item in items] == [
+        "yes", "malformed_record", "no"]
+    assert "qa.json: line 1: record 1 is not readable (Exceeds the limit (4300 digits)" in items[1].detail
+
+
 def test_a_large_list_of_small_records_is_read_in_bounded_memory(tmp_path):
     """Nine million characters of empty objects: the whole parse grows the process by about 200 MiB,
     reading a record at a time by a few MiB (peak resident size of a child process, before and after)."""

@@ -323,6 +323,8 @@ class _JsonReader:
                 if cut and self._read_more(what):  # the value may go on past what is read
                     continue
                 raise self.error(f"{what} is not JSON ({error.msg})", self.at + error.pos - start) from None
+            except ValueError as error:  # a number past Python's digit limit for an int (4,300)
+                raise self.error(f"{what} is not readable ({error})") from None
             except RecursionError:
                 raise self.error(f"{what} is nested too deeply to parse") from None
             if end is None and type(value) in (int, float) and _NUMBER_GOES_ON.fullmatch(text, stop) \

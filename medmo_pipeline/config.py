@@ -24,6 +24,7 @@ from medmo_pipeline.data.benchmarks.registry import load_registry as load_benchm
 from medmo_pipeline.data.registry import load_registry as load_source_registry
 from medmo_pipeline.data.synthetic import SYNTHETIC_SOURCES
 from medmo_pipeline.jobs import checked_recipe as checked_recipe_with
+from medmo_pipeline.model.tiny import resolve_spec
 from medmo_pipeline.recipe_schema import (
     DEFAULT_RECIPE,
     MAX_RECIPE_NODES,
@@ -52,7 +53,6 @@ from medmo_pipeline.recipe_schema import (
     stable_hash,
     trained_registry_names,
 )
-from medmo_pipeline.model.tiny import resolve_spec
 from medmo_pipeline.rewards.registry import build_reward_functions
 
 __all__ = [

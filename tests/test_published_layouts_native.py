@@ -6,8 +6,8 @@ and the entries with no published layout, read in the format their registry entr
 from __future__ import annotations
 
 import io
-import zipfile
 import json
+import zipfile
 
 import numpy as np
 import pytest

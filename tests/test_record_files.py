@@ -5,15 +5,14 @@ by line; every failure names the file."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
-
-import gzip
-import io
-import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -219,9 +218,9 @@ def test_a_parquet_page_declaring_more_than_its_footer_is_refused_before_arrow_i
         list(iter_records(tmp_path, "qa.parquet"))
     # the bound on what is read at a time holds for what the pages declare, a footer's figure aside
     pq.write_table(pa.table({"text": ["x" * 1_500_000]}), tmp_path / "honest.parquet", compression="zstd")
-    with open(tmp_path / "honest.parquet", "rb") as handle:
-        with pytest.raises(parquet_pages.PageHeaderError, match="row group 0: its pages declare more than 1000000"):
-            parquet_pages.check_pages(handle, pq.ParquetFile(handle).metadata, 1_000_000)
+    with (open(tmp_path / "honest.parquet", "rb") as handle,
+          pytest.raises(parquet_pages.PageHeaderError, match="row group 0: its pages declare more than 1000000")):
+        parquet_pages.check_pages(handle, pq.ParquetFile(handle).metadata, 1_000_000)
 
 
 def test_a_page_header_of_random_bytes_is_refused_by_name_in_bounded_steps():

@@ -22,12 +22,12 @@ from PIL import Image
 
 from medmo_pipeline.data.image_limits import ImageLimits
 from medmo_pipeline.data.images import (
-    PNG_CHANNELS,
-    PNG_DEPTHS,
-    PNG_HEADER_END,
     APNG_KINDS,
     EXIF_KIND,
     PIL_LEAST_LENGTH,
+    PNG_CHANNELS,
+    PNG_DEPTHS,
+    PNG_HEADER_END,
     PNG_SIGNATURE,
     TEXT_KINDS,
     TRNS_LEAST_LENGTH,

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+from medmo_pipeline.data.adapters.parquet_pages import PageHeaderError, check_pages
 from medmo_pipeline.data.annotations import (
     AnnotationError,
     BoundedLines,
@@ -20,7 +21,6 @@ from medmo_pipeline.data.annotations import (
     json_items,
     json_line,
 )
-from medmo_pipeline.data.adapters.parquet_pages import PageHeaderError, check_pages
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 

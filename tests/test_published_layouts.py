@@ -371,6 +371,23 @@ def test_rocov2_hub_parquet_with_embedded_images(tmp_path, curate):
                                                               "roco_v2:ROCOv2_2023_train_000002"]
 
 
+def test_a_hub_image_struct_without_bytes_is_read_from_its_path(tmp_path, curate):
+    """Parquet written with ``datasets``' Image feature but without embedding the files holds
+    ``{"bytes": null, "path": ...}``: the file beside the records is read (it was "zero bytes");
+    an absolute path from the writer's machine is that record's unsafe_path."""
+    root = dataset(tmp_path, "roco_v2")
+    write_file(root, "images/ROCOv2_2023_train_000001.jpg", jpeg_bytes(seed=1))  # under the dataset root
+    rows = [{"image": {"bytes": None, "path": path}, "image_id": f"ROCOv2_2023_train_00000{index}",
+             "caption": "Head CT demonstrating left parotiditis.", "cui": []}
+            for index, path in enumerate(["images/ROCOv2_2023_train_000001.jpg", "/home/me/cache/x.jpg"], start=1)]
+    (root / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), root / "data" / "train-00000-of-00027.parquet")
+    report = curate("roco_v2")
+    assert report["rows_kept"] == 1 and accounted(report)
+    assert kept_rows(report)[0]["images"][0]["width"] > 0
+    assert [q["reason"] for q in quarantine(report)] == ["unsafe_path"]
+
+
 def test_an_embedded_image_over_the_file_size_bound_costs_its_record_only(tmp_path, curate):
     """Image bytes inside a Parquet record are held to ``max_file_bytes`` as a file on disk is."""
     root = dataset(tmp_path, "roco_v2")

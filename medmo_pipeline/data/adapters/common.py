@@ -282,11 +282,15 @@ def limited(records: Iterator[dict], options: AdapterOptions) -> Iterator[tuple[
 def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset: int | None = None,
                window: tuple[float, float] | None = None) -> dict:
     """An image entry from a relative path (joined under ``options.image_dir``) or from an embedded
-    ``{"bytes": ..., "path": ...}`` struct as Hugging Face Parquet datasets store images.
+    ``{"bytes": ..., "path": ...}`` struct as Hugging Face Parquet datasets store images (one without
+    bytes names a file beside the records, read as a path).
 
     DICOM (told by its content, whatever the file's name) and, with ``png16_offset``, 16-bit PNGs
     are windowed to 8-bit PNG.
     """
+    if isinstance(value, dict) and not value.get("bytes") and isinstance(value.get("path"), str) \
+            and value["path"].strip():
+        value = value["path"]  # Hugging Face's Image feature with the file beside the records: read as a path
     if isinstance(value, dict):
         data, name = value.get("bytes") or b"", value.get("path") or ""
         if isinstance(data, (bytes, bytearray)):  # held to the bound a file on disk gets, before any decoding

@@ -170,6 +170,15 @@ def test_coco_boxes_by_category_and_crowd_skipped(tmp_path):
     build_fixture("coco", tmp_path, {"file": "ann.json", "image_dir": "img"})
     rows = {row["id"]: row for row in iter_samples("coco", tmp_path, {"file": "ann.json", "image_dir": "img"})}
     assert set(rows) == {"0:mass", "0:nodule", "1:nodule"}
+    # an image whose boxes are all crowd, and one without any, are counted as left out, with why
+    data = json.loads((tmp_path / "ann.json").read_text())
+    data["images"] += [{"id": 2, "file_name": "coco0.png"}, {"id": 3, "file_name": "coco1.png"}]
+    data["annotations"].append({"id": 5, "image_id": 2, "category_id": 1, "bbox": [0, 0, 9, 9], "iscrowd": 1})
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    outcomes = [item for item in iter_outcomes("coco", tmp_path, {"file": "ann.json", "image_dir": "img"})
+                if not isinstance(item, dict)]
+    assert [(type(item).__name__, item.reason) for item in outcomes] == [("RowFiltered", "crowd"),
+                                                                         ("RowFiltered", "no_finding")]
     assert rows["0:nodule"]["boxes"] == [{"label": "nodule", "x1": 4.0, "y1": 6.0, "x2": 24.0, "y2": 16.0}]
     assert rows["0:nodule"]["answer"] == "nodule <box>[[{}, {}, {}, {}]]</box>".format(
         *pixels_to_relative((4, 6, 24, 16), 64, 48))

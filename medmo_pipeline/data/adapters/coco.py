@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.annotations import UnreadableRecord, json_items
-from medmo_pipeline.data.outcomes import RowQuarantined
+from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
 from .common import AdapterOptions, guarded, limited, load_image, row_problem, rows_only
@@ -37,12 +37,14 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.file} is not a readable COCO file ({error})") from None
     boxes: dict = {}
+    crowded: set = set()  # images with a crowd annotation skipped
     for index, annotation in json_items(path, options.file, "annotations", required=False):
         if isinstance(annotation, UnreadableRecord):
             yield RowQuarantined("malformed_record", annotation.problem, options.file, f"annotation {index}")
             continue
         try:
             if options.skip_crowd and annotation.get("iscrowd"):
+                crowded.add(annotation["image_id"])
                 continue
             label = names.get(annotation["category_id"], str(annotation["category_id"]))
             boxes.setdefault(annotation["image_id"], []).append((label, *xywh_to_xyxy(*annotation["bbox"])))
@@ -50,9 +52,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             yield row_problem(error, options.file, f"annotation {index}")
 
     def convert(_, image: dict) -> list:
-        if image["id"] not in boxes:
-            return [RowQuarantined("missing_join_key", f"image {image['id']} has no annotation", options.file,
-                                   f"image {image['id']}")]
+        if image["id"] not in boxes:  # nothing to ground: left out on purpose, and counted
+            if image["id"] in crowded:
+                return [RowFiltered("crowd", f"image {image['id']}: only crowd annotations (skip_crowd)")]
+            return [RowFiltered("no_finding", f"image {image['id']}: no annotation")]
         entry = load_image(root, image["file_name"], options)
         return list(grounding_rows(str(image["id"]), entry, boxes[image["id"]], options))
 

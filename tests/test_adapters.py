@@ -271,3 +271,27 @@ def test_a_long_whitespace_run_beside_no_placeholder_is_read_in_one_pass():
 
     with _cpu_seconds_limit(2.0):
         assert strip_image_tokens(" " * 1_000_000 + "x <image> y") == "x y"
+
+
+def test_a_record_that_gives_nothing_is_counted_not_lost():
+    """A record converted to nothing (no box, no text) is a RowFiltered ("no_row"): every input
+    ends as kept, quarantined or filtered. A pass that only gathers records for a later one says so."""
+    from medmo_pipeline.data.adapters.common import guarded
+    from medmo_pipeline.data.outcomes import FILTER_REASONS, RowFiltered
+
+    convert = lambda index, record: [{"id": record}] if record else []  # noqa: E731
+    items = list(guarded(enumerate(["a", "", "b"]), "f.json", convert))
+    assert [item.get("id") if isinstance(item, dict) else (item.reason, item.detail) for item in items] == [
+        "a", ("no_row", "f.json row 2: nothing to train on in this record"), "b"]
+    assert isinstance(items[1], RowFiltered) and "no_row" in FILTER_REASONS
+    assert list(guarded(enumerate(["", ""]), "f.json", convert, collecting=True)) == []
+
+
+def test_an_empty_mask_is_a_field_of_view_with_no_finding(tmp_path):
+    """An all-zero mask gives no box: counted as no_finding (it gave no row and no word before)."""
+    write_file(tmp_path, "images/a.png", png_bytes(24, 24, seed=1))
+    blank = io.BytesIO()
+    Image.fromarray(np.zeros((24, 24), dtype=np.uint8)).save(blank, format="PNG")
+    write_file(tmp_path, "masks/a.png", blank.getvalue())
+    items = list(iter_outcomes("instance_masks", tmp_path, {}))
+    assert [(type(item).__name__, item.reason) for item in items] == [("RowFiltered", "no_finding")]

@@ -137,13 +137,13 @@ def test_medtrinity_parquet_rows_embed_their_image_and_a_multigranular_caption(t
         {"image": {"bytes": jpeg_bytes(seed=3), "path": "8031efe0-1b5c-11ef-8929-000066532cad.jpg"},
          "id": "8031efe0-1b5c-11ef-8929-000066532cad", "caption": caption},
         {"image": {"bytes": b"", "path": "missing.jpg"}, "id": "80320a35-1b5c-11ef-8929-000066532cad",
-         "caption": "An image whose bytes were not shipped."}])  # the viewer's 'image' column without bytes
+         "caption": "An image whose bytes were not shipped."}])  # without bytes: the path, not beside the records
     (dataset(tmp_path, "medtrinity") / "data").mkdir(parents=True)
     pq.write_table(table, dataset(tmp_path, "medtrinity") / "data" / "train-00000-of-00001.parquet")
     report = curate("medtrinity")
     (row,) = kept_rows(report)
     assert row["id"].endswith("8031efe0-1b5c-11ef-8929-000066532cad") and row["messages"][-1]["content"] == caption
-    assert [q["reason"] for q in quarantine(report)] == ["image_empty"] and accounted(report)
+    assert [q["reason"] for q in quarantine(report)] == ["image_missing"] and accounted(report)
 
 
 def test_mimic_cxr_vqa_answer_lists_and_image_paths_under_files(tmp_path, curate):

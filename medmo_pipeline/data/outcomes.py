@@ -27,6 +27,8 @@ FILTER_REASONS = {
     "language": "not in the language the registry entry selects",
     "class": "a class the registry entry skips",
     "no_finding": "an image annotated as having no finding: nothing to ground",
+    "crowd": "an image whose boxes are all crowd annotations, which the entry skips",
+    "no_row": "a record that gives nothing to train on (no box, no text), counted rather than lost",
     "unannotated": "an image the release leaves without annotation (CTC annotates some frames only)",
     "no_positive_label": "a label-table row with no positive label: nothing to answer",
     "subset": "a record outside the part of the release the entry reads (another split)",

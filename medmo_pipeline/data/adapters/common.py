@@ -193,10 +193,13 @@ def record_images(root: Path, record: dict, options: ImageRecordOptions) -> list
 
 
 def guarded(records: Iterable[tuple[int, Any]], file: str,
-            convert: Callable[[int, Any], Iterable[dict | RowQuarantined | RowFiltered]]) -> Iterator:
+            convert: Callable[[int, Any], Iterable[dict | RowQuarantined | RowFiltered]], *,
+            collecting: bool = False) -> Iterator:
     """The rows (and outcomes) of each ``(index, record)``, converting one record at a time: an
     exception while converting a record becomes a ``RowQuarantined`` naming ``file`` and the record,
-    and the record gives no row. Outcomes from the reader pass through. Each row carries
+    and the record gives no row; a record converted to nothing at all is a ``RowFiltered`` ("no_row"),
+    unless ``collecting`` (``convert`` gathers records for a later pass that makes the rows).
+    Outcomes from the reader pass through. Each row carries
     ``origin`` = (file, record) for curation's quarantine table."""
     for index, record in records:
         if is_outcome(record):
@@ -209,6 +212,9 @@ def guarded(records: Iterable[tuple[int, Any]], file: str,
             raise
         except Exception as error:  # noqa: BLE001 - one record never stops the source: quarantine it, say why
             yield row_problem(error, file, where)
+            continue
+        if not produced and not collecting:  # a record that gives nothing is counted, never lost without a word
+            yield RowFiltered("no_row", f"{file} {where}: nothing to train on in this record")
             continue
         for item in produced:
             if type(item) is dict:

@@ -72,6 +72,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                                   entry["path"])
             return [make_row(f"{image_path.stem}:{options.label}", "grounding", options,
                              turn(QUESTION.format(label=options.label), "unreadable mask"), images=[failed])]
+        if not boxes:  # an empty field of view: nothing to ground, counted
+            return [RowFiltered("no_finding", f"{where}: no {options.label} instance in {mask_name}")]
         return list(grounding_rows(image_path.stem, entry, boxes, options))
 
     records = ((f"{options.image_dir}/{path.name}", path) for _, path in limited(iter(images), options))

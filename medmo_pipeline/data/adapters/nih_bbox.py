@@ -48,10 +48,11 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
             raise KeyError("Image Index / Finding Label")
         if label.casefold() in NO_FINDING and not any(value.strip() for value in xywh[:4] if value != "nan"):
             return [RowFiltered("no_finding", f"{image}: {label}")]  # a negative image: its box is empty or NaN
-        boxes.setdefault(image, []).append((label, *xywh_to_xyxy(*xywh)))
+        box = (label, *xywh_to_xyxy(*xywh))  # before the image gets an entry: a bad box gives it none
+        boxes.setdefault(image, []).append(box)
         return []
 
-    yield from guarded(enumerate(read_records(root, options)), options.file, collect)
+    yield from guarded(enumerate(read_records(root, options)), options.file, collect, collecting=True)
 
     def convert(image: str, labelled: list) -> list[dict]:
         return list(grounding_rows(image, load_image(root, image, options), labelled, options))

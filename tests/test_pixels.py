@@ -87,3 +87,17 @@ def test_colour_of_more_than_8_stored_bits_keeps_its_top_8_bits():
     dataset.PixelData = twelve.tobytes()
     out = np.asarray(model_image(dicom_entry(_dicom_bytes(dataset), path="rgb12.dcm")["bytes"]))
     assert np.array_equal(out, eight)
+
+
+def test_a_rescale_that_cannot_be_applied_leaves_the_stored_values_windowed():
+    """A slope of 0, NaN or infinity, or an intercept past float32, made every pixel one value: the
+    image came out blank and was kept. The stored values are windowed by their percentiles instead."""
+    dataset = pydicom.dcmread(get_testdata_files("CT_small.dcm")[0])  # no window of its own
+    plain = _pixels(dicom_entry(_dicom_bytes(dataset), path="ct.dcm"))
+    assert plain.std() > 20
+    for slope, intercept in (("0", "0"), ("nan", "0"), ("inf", "0"), ("1", "1e308")):
+        dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+        out = _pixels(dicom_entry(_dicom_bytes(dataset), path="ct.dcm"))
+        assert np.array_equal(out, window_to_uint8(dataset.pixel_array.astype(np.float32),
+                                                   *percentile_window(dataset.pixel_array.astype(np.float32)))), slope
+        assert out.std() > 20, slope

@@ -123,7 +123,8 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
                 path: str = "", limits: ImageLimits | None = None) -> dict:
     """A DICOM file -> 8-bit PNG entry: modality rescale (slope/intercept), then the file's VOI
     LUT, else its first WindowCenter/WindowWidth, else ``default_window``, else a percentile
-    window. MONOCHROME1 is inverted so that bright means dense; a multi-frame file gives its middle
+    window; a rescale that cannot be applied (slope 0 or not a number) leaves the stored values,
+    windowed by percentiles. MONOCHROME1 is inverted so that bright means dense; a multi-frame file gives its middle
     frame; colour files (RGB, YBR) are kept as stored, their samples' top 8 bits; a PALETTE COLOR
     file goes through its palette. A failure gives a ``failed_entry``."""
     from pydicom.pixels import apply_rescale, apply_voi_lut
@@ -141,15 +142,19 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     if pixels.ndim == 3:  # a frame that still holds samples
         pixels = pixels[..., 0]
     lut = dataset.get("VOILUTSequence")
-    if lut:
+    rescaled = _rescale_usable(dataset)
+    if lut and rescaled:
         bits = int(lut[0].LUTDescriptor[2]) or 16
         indices = np.rint(apply_rescale(pixels, dataset)).astype(np.int64)  # a LUT is indexed by integers
         values = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
         out = window_to_uint8(values, (2**bits - 1) / 2 + 0.5, 2**bits)
-    else:
+    elif rescaled:
         values = apply_rescale(pixels, dataset).astype(np.float32)
         center, width = _dicom_window(dataset) or default_window or percentile_window(values)
         out = window_to_uint8(values, center, width)
+    else:  # the stored values, by their percentiles: a window or LUT is in the rescaled unit it lacks
+        values = pixels.astype(np.float32)
+        out = window_to_uint8(values, *percentile_window(values))
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return png_entry(out, path)
@@ -183,6 +188,19 @@ def _dicom_window(dataset) -> tuple[float, float] | None:
     if center is None or width is None or width <= 0:
         return None
     return center, width
+
+
+def _rescale_usable(dataset) -> bool:
+    """Whether the file's modality rescale (slope, intercept; 1 and 0 when absent) can be applied:
+    finite numbers, a slope that is not 0, values that stay finite in float32. A slope of 0 or NaN
+    made every pixel one value, and the image came out blank."""
+    slope = _first_number(dataset, 0x00281053) if 0x00281053 in dataset else 1.0
+    intercept = _first_number(dataset, 0x00281052) if 0x00281052 in dataset else 0.0
+    if slope is None or intercept is None or slope == 0:
+        return False
+    bits = int(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 16)
+    extreme = abs(slope) * 2.0 ** min(bits, 64) + abs(intercept)  # the largest rescaled magnitude
+    return extreme < float(np.finfo(np.float32).max)
 
 
 def _first_number(dataset, tag: int) -> float | None:

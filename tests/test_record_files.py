@@ -223,6 +223,16 @@ def test_a_parquet_page_declaring_more_than_its_footer_is_refused_before_arrow_i
         parquet_pages.check_pages(handle, pq.ParquetFile(handle).metadata, 1_000_000)
 
 
+def test_a_file_of_more_pages_than_the_check_walks_is_refused(tmp_path, monkeypatch):
+    """Each page is a step of the check: a file of millions of tiny pages is refused, not walked."""
+    pq.write_table(pa.table({"a": list(range(100_000))}), tmp_path / "qa.parquet", data_page_size=1,
+                   use_dictionary=False, compression="none")
+    monkeypatch.setattr(parquet_pages, "MAX_PAGES", 10)  # the file holds about a hundred
+    with open(tmp_path / "qa.parquet", "rb") as handle, \
+            pytest.raises(parquet_pages.PageHeaderError, match="the file holds more than 10 pages"):
+        parquet_pages.check_pages(handle, pq.ParquetFile(handle).metadata, 1 << 30)
+
+
 def test_a_page_header_of_random_bytes_is_refused_by_name_in_bounded_steps():
     """Any bytes where a page header should be: its sizes, or PageHeaderError, within the bounds."""
     rng = random.Random(1)

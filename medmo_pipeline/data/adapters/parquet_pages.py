@@ -19,6 +19,9 @@ from typing import BinaryIO
 
 MAX_HEADER_BYTES = 16 << 20  # Arrow's default bound on a page header's size
 MAX_HEADER_VALUES = 10_000  # Thrift values per page header: a real one holds a few dozen
+# Pages of a file: each is a step of this check (a few microseconds); files of Arrow's 1 MiB pages
+# hold one per megabyte, so 200,000 is a file of hundreds of gigabytes
+MAX_PAGES = 200_000
 _FIRST_READ = 4096  # bytes read for a header at first; more only when it is longer
 _UNCOMPRESSED_SIZE, _COMPRESSED_SIZE = 2, 3  # PageHeader's field ids
 _STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(13)
@@ -33,7 +36,9 @@ def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
     is its ``pyarrow.parquet.FileMetaData``) declare more bytes once decompressed than twice what
     the footer declares for the chunk, plus a MiB (writers count the headers in, or not; a bomb
     declares hundreds of times more), where a row group's pages declare more than
-    ``most_per_row_group`` together, or where a page header cannot be read."""
+    ``most_per_row_group`` together, where the file holds more than ``MAX_PAGES`` pages, or where a
+    page header cannot be read."""
+    pages = [0]  # of the whole file, counted by ``_pages_declare``
     for group in range(metadata.num_row_groups):
         row_group, pages_total = metadata.row_group(group), 0
         for index in range(row_group.num_columns):
@@ -42,7 +47,7 @@ def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
             start = column.data_page_offset
             if column.has_dictionary_page and 0 < (column.dictionary_page_offset or 0) < start:
                 start = column.dictionary_page_offset
-            declared = _pages_declare(handle, start, start + column.total_compressed_size, where)
+            declared = _pages_declare(handle, start, start + column.total_compressed_size, where, pages)
             if declared > 2 * column.total_uncompressed_size + (1 << 20):
                 raise PageHeaderError(f"{where}: its pages declare {declared} bytes once decompressed, its footer "
                                       f"{column.total_uncompressed_size}")
@@ -52,10 +57,14 @@ def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
                                       "once decompressed, over what is read at a time")
 
 
-def _pages_declare(handle: BinaryIO, position: int, end: int, where: str) -> int:
-    """The uncompressed sizes the page headers between ``position`` and ``end`` declare, together."""
+def _pages_declare(handle: BinaryIO, position: int, end: int, where: str, pages: list[int]) -> int:
+    """The uncompressed sizes the page headers between ``position`` and ``end`` declare, together;
+    ``pages[0]`` counts the file's pages, up to ``MAX_PAGES``."""
     total = 0
     while position < end:
+        pages[0] += 1
+        if pages[0] > MAX_PAGES:
+            raise PageHeaderError(f"{where}: the file holds more than {MAX_PAGES} pages")
         length, uncompressed, compressed = _page_header(handle, position, min(end - position, MAX_HEADER_BYTES),
                                                         where)
         if uncompressed < 0 or compressed < 0:

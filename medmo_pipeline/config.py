@@ -125,12 +125,15 @@ def _source_problems(recipe: Recipe) -> list[str]:
 
 
 def _reward_problems(recipe: Recipe) -> list[str]:
-    problems = []
+    problems, weights = [], []
     for name, params in recipe.rl.rewards.items():
         try:  # its name and parameters, bound as the RL job will bind them
-            build_reward_functions({name: params})
+            weights += build_reward_functions({name: params})[1]
         except (ValueError, TypeError) as error:
             problems.append(field_problem(("rl", "rewards", name), str(error)))
+    if not problems and not any(weights):
+        problems.append(field_problem(("rl", "rewards"), "every reward weighs 0: the policy would have nothing "
+                                                         "to learn from (a reward to log only may weigh 0)"))
     return problems
 
 

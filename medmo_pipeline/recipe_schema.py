@@ -164,7 +164,7 @@ class MixtureRecipe(_Strict):
 
     sources: list[str] | dict[str, float] = Field(
         min_length=1, description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
-    tasks: list[TaskName]
+    tasks: list[TaskName] = Field(min_length=1)
     max_samples: int | None = Field(None, gt=0, description="samples in one pass of the mixture (default: its rows)")
     task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
     shuffle_window: int = Field(1024, gt=0, description="rows of a shard shuffled together while streaming; "
@@ -181,6 +181,8 @@ class MixtureRecipe(_Strict):
             raise ValueError("source and task weights must be > 0 (leave a source out instead of weighting it 0)")
         if isinstance(self.sources, list) and len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources lists a dataset twice: {self.sources}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks lists a task twice: {self.tasks}")
         unknown = sorted(set(self.open) - set(type(self).model_fields))
         if unknown:
             raise ValueError(f"open: {unknown} are not mixture fields")
@@ -290,14 +292,14 @@ class GRPORecipe(_Strict):
 class RLStageRecipe(_StageRecipe):
     reply_format: ReplyFormat = Field("plain", description="the format RL prompts ask for (medmo_pipeline.reply_format)")
     grpo: GRPORecipe
-    rewards: dict[str, dict[str, Any]] = Field(description="reward name -> params (weight, ...); "
+    rewards: dict[str, dict[str, Any]] = Field(min_length=1, description="reward name -> params (weight, ...); "
                                                "resolved against the reward registry by config.load_recipe")
     completion_log_every: int = Field(20, gt=0, description="log sampled completions every N steps")
 
 
 class EvaluationRecipe(_Strict):
-    benchmarks: list[str] = Field(["synthetic_heldout"], description="built-in or registry benchmarks "
-                                  "(resolved by config.load_recipe)")
+    benchmarks: list[str] = Field(["synthetic_heldout"], min_length=1, description="built-in or registry "
+                                  "benchmarks (resolved by config.load_recipe); the regression guards read them")
     batch_size: int = Field(32, gt=0)
     max_new_tokens: dict[TaskName, PositiveInt] = Field(default_factory=dict)
     max_samples_per_task: int | None = Field(None, gt=0)

@@ -235,8 +235,16 @@ def _set(*path_and_value):
     (_set("rl", "rewards", "box", "weight", float("nan")), "rl.rewards.box", "parameter 'weight': Input should be a finite"),
     (_set("rl", "rewards", "box", "normalise_by", "image"), "rl.rewards.box",
      "parameter 'normalise_by': Input should be 'ground_truth_extent' or 'image_size'"),
+    (_set("stages", "stage1", "mixture", "tasks", []), "stages.stage1.mixture.tasks", "at least 1 item"),
+    (_set("stages", "stage1", "mixture", "tasks", ["vqa", "vqa"]), "stages.stage1.mixture",
+     "tasks lists a task twice"),
+    (_set("rl", "rewards", {}), "rl.rewards", "at least 1 item"),
+    (_set("rl", "rewards", {"box": {"weight": 0}, "label_accuracy": {"weight": 0}}), "rl.rewards",
+     "every reward weighs 0"),
+    (_set("evaluation", "benchmarks", []), "evaluation.benchmarks", "at least 1 item"),
 ], ids=["lr-inf", "weight-nan", "no-sources", "max-new-tokens", "synthetic-source", "synthetic-rows",
-        "tiny-typo", "tiny-bool", "tiny-size", "tiny-architecture", "reward-bool", "reward-weight", "reward-word"])
+        "tiny-typo", "tiny-bool", "tiny-size", "tiny-architecture", "reward-bool", "reward-weight", "reward-word",
+        "no-tasks", "task-twice", "no-rewards", "rewards-all-zero", "no-benchmarks"])
 def test_values_the_stages_would_fail_on_are_refused_at_load_naming_the_field(tmp_path, mutate, field, problem):
     """What a stage would only find when it starts (or never: a NaN weight, a misspelled tiny-model
     key) is refused when the recipe loads, naming the field."""

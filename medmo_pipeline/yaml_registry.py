@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 
@@ -34,6 +35,25 @@ class Strict(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default), and so are NaN and
     # infinity for a number (YAML's .nan and .inf): no rate, weight or bound means either.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_yes_or_no_for_a_number(cls, data: Any) -> Any:
+        """YAML reads yes/no/on/off/true/false as booleans, and pydantic takes one for a number (1
+        or 0): ``max_steps: yes`` would have trained one step. A field of numbers refuses them."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(field.alias or name)
+                if type(value) is bool and _numeric(field.annotation):
+                    raise ValueError(f"{name}: {value!r} is a yes or no, not a number")
+        return data
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, or one of them or None)."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    kinds = [kind for kind in kinds if kind is not type(None)]
+    return bool(kinds) and all(kind in (int, float) for kind in kinds)
 
 
 class Credentials(Strict):

@@ -242,9 +242,11 @@ def _set(*path_and_value):
     (_set("rl", "rewards", {"box": {"weight": 0}, "label_accuracy": {"weight": 0}}), "rl.rewards",
      "every reward weighs 0"),
     (_set("evaluation", "benchmarks", []), "evaluation.benchmarks", "at least 1 item"),
+    (_set("stages", "stage1", "optim", "max_steps", True), "stages.stage1.optim",  # YAML's "yes": 1 step
+     "max_steps: True is a yes or no, not a number"),
 ], ids=["lr-inf", "weight-nan", "no-sources", "max-new-tokens", "synthetic-source", "synthetic-rows",
         "tiny-typo", "tiny-bool", "tiny-size", "tiny-architecture", "reward-bool", "reward-weight", "reward-word",
-        "no-tasks", "task-twice", "no-rewards", "rewards-all-zero", "no-benchmarks"])
+        "no-tasks", "task-twice", "no-rewards", "rewards-all-zero", "no-benchmarks", "yes-for-steps"])
 def test_values_the_stages_would_fail_on_are_refused_at_load_naming_the_field(tmp_path, mutate, field, problem):
     """What a stage would only find when it starts (or never: a NaN weight, a misspelled tiny-model
     key) is refused when the recipe loads, naming the field."""

@@ -120,9 +120,8 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     carrying an orientation PIL may read (an eXIf chunk, within ``MAX_EXIF_BYTES``, or a text chunk
     of ``ORIENTING_KEYWORDS``) is sized as the decoder turns it; ancillary chunks PIL refuses when
     short are held to its lengths (``PIL_LEAST_LENGTH``, tRNS), and an animated PNG is decoded by PIL.
-    Raises ImageError:
-    ``image_undecodable`` when the header cannot be read (as PIL's open would), a CRC fails or a
-    stream does not inflate as declared, ``image_truncated`` when the data ends early.
+    Raises ImageError: ``image_undecodable`` when the header cannot be read (as PIL's open would), a
+    CRC fails or a stream does not inflate as declared, ``image_truncated`` when the data ends early.
     """
     view, end = memoryview(data), len(data)
     if end < PNG_HEADER_END or data[12:16] != b"IHDR" or _U32.unpack_from(data, 8)[0] != 13:

@@ -124,9 +124,9 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     """A DICOM file -> 8-bit PNG entry: modality rescale (slope/intercept), then the file's VOI
     LUT, else its first WindowCenter/WindowWidth, else ``default_window``, else a percentile
     window; a rescale that cannot be applied (slope 0 or not a number) leaves the stored values,
-    windowed by percentiles. MONOCHROME1 is inverted so that bright means dense; a multi-frame file gives its middle
-    frame; colour files (RGB, YBR) are kept as stored, their samples' top 8 bits; a PALETTE COLOR
-    file goes through its palette. A failure gives a ``failed_entry``."""
+    windowed by percentiles. MONOCHROME1 is inverted so that bright means dense; a multi-frame file
+    gives its middle frame; colour files (RGB, YBR) are kept as stored, their samples' top 8 bits; a
+    PALETTE COLOR file goes through its palette. A failure gives a ``failed_entry``."""
     from pydicom.pixels import apply_rescale, apply_voi_lut
 
     limits = limits or limits_in_force()

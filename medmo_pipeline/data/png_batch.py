@@ -42,11 +42,10 @@ _IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b
 _IEND_CRC = _crc32(b"IEND")
 # Chunks PIL reads beside the pixels (text, ICC, EXIF: an orientation may turn the image; APNG's
 # frames), which ``inspect_image`` weighs
-_TEXT_TYPES = np.array([int.from_bytes(kind, "big") for kind in (*TEXT_KINDS, EXIF_KIND, *APNG_KINDS)],
-                       dtype=np.int64)
-# The least length of the chunks PIL refuses when short, by chunk type (tRNS: by colour type, below)
-_LEAST_TYPES = np.array([int.from_bytes(kind, "big") for kind in PIL_LEAST_LENGTH], dtype=np.int64)
-_LEAST_LENGTHS = np.array(list(PIL_LEAST_LENGTH.values()), dtype=np.int64)
+_LEFT_TO_INSPECT = np.array([int.from_bytes(kind, "big") for kind in (*TEXT_KINDS, EXIF_KIND, *APNG_KINDS)],
+                            dtype=np.int64)
+# (chunk type, the least length PIL reads) of the chunks it refuses when short (tRNS: by colour type, below)
+_LEAST = [(int.from_bytes(kind, "big"), least) for kind, least in PIL_LEAST_LENGTH.items()]
 _TRNS_TYPE = int.from_bytes(b"tRNS", "big")
 _TRNS_LEAST = np.zeros(256, dtype=np.int64)  # by colour type
 for _colour, _least in TRNS_LEAST_LENGTH.items():
@@ -218,7 +217,7 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
         pixels_here = kind == _IDAT_TYPE
         has_pixels[at] |= pixels_here
         spans.append((at[pixels_here], here[pixels_here] + 8, stop[pixels_here] - 4))
-        ok[at[np.isin(kind, _TEXT_TYPES)]] = False
+        ok[at[np.isin(kind, _LEFT_TO_INSPECT)]] = False
         ok[at[_short_ancillary(kind, length, colour_type[at])]] = False  # inspect_image says why
         position[at] = stop
         walking &= ok
@@ -238,7 +237,7 @@ def _short_ancillary(kind: np.ndarray, length: np.ndarray, colour: np.ndarray) -
     """Per chunk, whether PIL refuses it (``images._ancillary_fault``): shorter than the least
     length of its type, or a palette's tRNS of more than 256 entries."""
     least = np.zeros(len(kind), dtype=np.int64)
-    for chunk_type, chunk_least in zip(_LEAST_TYPES.tolist(), _LEAST_LENGTHS.tolist()):
+    for chunk_type, chunk_least in _LEAST:
         least[kind == chunk_type] = chunk_least
     transparency = kind == _TRNS_TYPE
     least[transparency] = _TRNS_LEAST[colour[transparency]]

@@ -70,14 +70,12 @@ def check_json_files(directory: Path) -> None:
     import json
 
     for path in sorted(Path(directory).glob("*.json")):
+        if (size := path.stat().st_size) > CHECKPOINT_JSON_MAX_BYTES:
+            raise CorruptCheckpointError(f"{path}: {size} bytes, over the {CHECKPOINT_JSON_MAX_BYTES} a "
+                                         "checkpoint's JSON file is read with")
         try:
-            if path.stat().st_size > CHECKPOINT_JSON_MAX_BYTES:
-                raise CorruptCheckpointError(f"{path}: {path.stat().st_size} bytes, over the "
-                                             f"{CHECKPOINT_JSON_MAX_BYTES} a checkpoint's JSON file is read with")
             json.loads(path.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
-            if isinstance(error, CorruptCheckpointError):
-                raise
             raise CorruptCheckpointError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
 
 

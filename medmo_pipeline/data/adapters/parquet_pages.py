@@ -5,8 +5,8 @@ whatever the footer says of the column: a 200 KB file whose footer declares 200 
 page declares 700 MB (a zstd stream of run-length blocks), took 770 MB resident before Arrow found
 the page malformed. So before a row group is read, every page header of its column chunks is read
 here, where Arrow will read them (from the dictionary or first data page, for the chunk's compressed
-length), and the pages of a column may declare no more than its footer entry (``check_pages``).
-Honest writers count the headers into the footer's figure as well, so they never trip this.
+length): the pages of a column may declare no more than about its footer entry, nor a row group's
+pages more than is read at a time (``check_pages``).
 
 The headers are Thrift compact-protocol structs; only the two sizes are read, the rest skipped, a
 bounded number of values per header (``MAX_HEADER_VALUES``) and bytes (``MAX_HEADER_BYTES``, Arrow's
@@ -15,6 +15,7 @@ own default bound).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import BinaryIO
 
 MAX_HEADER_BYTES = 16 << 20  # Arrow's default bound on a page header's size
@@ -38,40 +39,39 @@ def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
     declares hundreds of times more), where a row group's pages declare more than
     ``most_per_row_group`` together, where the file holds more than ``MAX_PAGES`` pages, or where a
     page header cannot be read."""
-    pages = [0]  # of the whole file, counted by ``_pages_declare``
+    pages = 0
     for group in range(metadata.num_row_groups):
-        row_group, pages_total = metadata.row_group(group), 0
+        row_group, group_bytes = metadata.row_group(group), 0
         for index in range(row_group.num_columns):
             column = row_group.column(index)
             where = f"row group {group}, column {column.path_in_schema}"
             start = column.data_page_offset
             if column.has_dictionary_page and 0 < (column.dictionary_page_offset or 0) < start:
                 start = column.dictionary_page_offset
-            declared = _pages_declare(handle, start, start + column.total_compressed_size, where, pages)
+            declared = 0
+            for uncompressed in _page_sizes(handle, start, start + column.total_compressed_size, where):
+                pages += 1
+                if pages > MAX_PAGES:
+                    raise PageHeaderError(f"{where}: the file holds more than {MAX_PAGES} pages")
+                declared += uncompressed
             if declared > 2 * column.total_uncompressed_size + (1 << 20):
                 raise PageHeaderError(f"{where}: its pages declare {declared} bytes once decompressed, its footer "
                                       f"{column.total_uncompressed_size}")
-            pages_total += declared
-            if pages_total > most_per_row_group:
+            group_bytes += declared
+            if group_bytes > most_per_row_group:
                 raise PageHeaderError(f"row group {group}: its pages declare more than {most_per_row_group} bytes "
                                       "once decompressed, over what is read at a time")
 
 
-def _pages_declare(handle: BinaryIO, position: int, end: int, where: str, pages: list[int]) -> int:
-    """The uncompressed sizes the page headers between ``position`` and ``end`` declare, together;
-    ``pages[0]`` counts the file's pages, up to ``MAX_PAGES``."""
-    total = 0
+def _page_sizes(handle: BinaryIO, position: int, end: int, where: str) -> Iterator[int]:
+    """The uncompressed size each page header between ``position`` and ``end`` declares, in turn."""
     while position < end:
-        pages[0] += 1
-        if pages[0] > MAX_PAGES:
-            raise PageHeaderError(f"{where}: the file holds more than {MAX_PAGES} pages")
         length, uncompressed, compressed = _page_header(handle, position, min(end - position, MAX_HEADER_BYTES),
                                                         where)
         if uncompressed < 0 or compressed < 0:
             raise PageHeaderError(f"{where}: the page at byte {position} declares a negative size")
-        total += uncompressed
+        yield uncompressed
         position += length + compressed
-    return total
 
 
 def _page_header(handle: BinaryIO, position: int, most: int, where: str) -> tuple[int, int, int]:

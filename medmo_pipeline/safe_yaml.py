@@ -121,14 +121,15 @@ def _check_unique_keys(root: yaml.Node, path: Path) -> None:
             continue
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
-            lines: dict[tuple[str, str], int] = {}
+            lines: dict[tuple[str, str], int] = {}  # a key's first line, by (tag, text)
             for key, _ in node.value:
                 if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
                     continue
                 line = key.start_mark.line + 1
-                if (first := lines.setdefault((key.tag, key.value), line)) != line:
-                    raise YamlRefused(f"{path}: line {line} states {key.value!r} again (first at line {first}); "
-                                      "a key may appear once in a mapping")
+                if (key.tag, key.value) in lines:  # on another line, or the same ({a: 1, a: 2})
+                    raise YamlRefused(f"{path}: line {line} states {key.value!r} again (first at line "
+                                      f"{lines[key.tag, key.value]}); a key may appear once in a mapping")
+                lines[key.tag, key.value] = line
         stack.extend(_children(node))
 
 

@@ -273,6 +273,9 @@ def test_a_key_stated_twice_is_refused_naming_both_lines(tmp_path):
     with pytest.raises(RecipeError, match=rf"twice.yaml: line {line + 1} states 'learning_rate' again "
                                           rf"\(first at line {line}\)"):
         load_recipe(path)
+    path.write_text(text.replace("image: {max_pixels: 9216}", "image: {max_pixels: 9216, max_pixels: 64}", 1))
+    with pytest.raises(RecipeError, match=r"twice.yaml: line \d+ states 'max_pixels' again"):  # both on one line
+        load_recipe(path)
 
 
 def test_a_guard_protecting_a_metric_no_evaluation_computes_stops_the_definitions(tmp_path):

@@ -93,6 +93,7 @@ class Candidates:
     heights: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     hashes: list[str] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
+    text: TextChecks | None = None  # the candidates' text checks, when done before their images'
 
 
 def check_batch(rows: list, *, source: str, images: ImageChecker, limits: CurationLimits,
@@ -161,13 +162,18 @@ class Gathered:
 
 
 def gathered(rows: list, *, limits: CurationLimits) -> Gathered:
-    """The rows whose values are plain (see ``_plain_rows``), and their images' checks started."""
+    """The rows whose values are plain (see ``_plain_rows``), their images' checks started, and
+    their text checked meanwhile (``text_checks``)."""
     found = Candidates()
     found.positions, found.image_counts, (data, found.paths, declared), raw_boxes = _plain_rows(rows)
     found.image_bytes, found.path_array = pa.array(data, pa.binary()), pa.array(found.paths, pa.string())
     if not isinstance(found.image_bytes, pa.Array):  # over 2 GiB of images: check_row, row by row
         return Gathered(Candidates(), [], [], [], None)
-    return Gathered(found, data, declared, raw_boxes, image_check_workers.submit(found.image_bytes, limits.image))
+    checks = image_check_workers.submit(found.image_bytes, limits.image)
+    # while the workers check the images (the last batch of a source has nothing else to overlap)
+    found.text = text_checks(rows if len(found.positions) == len(rows) else [rows[i] for i in found.positions],
+                             found.image_counts)
+    return Gathered(found, data, declared, raw_boxes, checks)
 
 
 def next_batch_rows(started: Gathered | None, rows: int, most: int) -> int:
@@ -319,13 +325,24 @@ def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
     return data, path, (entry.get("width") or 0, entry.get("height") or 0)
 
 
-def _vector_checks(rows: list[dict], found: Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
-    """The text checks of ``check_row`` column by column: which candidates pass, and all of them
-    normalised as a SAMPLE_SCHEMA table (None when the batch does not even convert: check_row then)."""
+@dataclass
+class TextChecks:
+    """The text part of ``_vector_checks``, which needs no image: which rows pass the text checks
+    (``ok``), and the text fields normalised, as Arrow arrays (``fields``: the SAMPLE_SCHEMA
+    columns but images and boxes, the ids not yet prefixed). None stands for a batch whose text
+    does not even convert."""
+
+    ok: np.ndarray
+    fields: dict[str, pa.Array]
+
+
+def text_checks(rows: list[dict], image_counts: list[int]) -> TextChecks | None:
+    """The text checks of ``check_row`` column by column, for rows with ``image_counts`` images
+    each: computed while the rows' images are checked (see ``gathered``)."""
     try:
         raw = pa.Table.from_pylist(rows, schema=_TEXT_SCHEMA)
     except Exception:  # noqa: BLE001 - a value Arrow cannot take (an int for a string, a lone surrogate...)
-        return np.zeros(len(rows), dtype=bool), None
+        return None
     column = {name: as_array(raw.column(name)) for name in _TEXT_SCHEMA.names}
     messages, choices = column["messages"], column["choices"]
     raw_roles, raw_contents = (pc.struct_field(messages.flatten(), name) for name in ("role", "content"))
@@ -354,35 +371,44 @@ def _vector_checks(rows: list[dict], found: Candidates, *, source: str) -> tuple
             ok[pc.list_parent_indices(lists).to_numpy()[flagged]] = False
     ok &= _turns_ok(messages, roles, contents)
     ok &= ~needs_answer | non_empty(answer)
-    ok &= ~needs_image | (np.asarray(found.image_counts) > 0)
-    ok &= found.images_ok
+    ok &= ~needs_image | (np.asarray(image_counts, dtype=np.int64) > 0)
     options = regroup(choices, options)
+    # rows whose images will fail are asked too: ANDed with the image checks, the same rows pass
     ok &= _choices_ok(answer, options, ok)
+    modality = trim(or_default(column["modality"], ""))
+    return TextChecks(ok, {
+        "id": ident,
+        "split": split,
+        "task": task,
+        "modality": pc.if_else(pc.equal(modality, ""), "other", modality),
+        "messages": regroup(messages, pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))),
+        "answer": answer,
+        "choices": options,
+        "license": trim(or_default(column["license"], "")),
+    })
 
-    prefix = f"{source}:"
+
+def _vector_checks(rows: list[dict], found: Candidates, *, source: str) -> tuple[np.ndarray, pa.Table | None]:
+    """Which candidates pass the text checks (``found.text``, computed here when the caller did not)
+    and the image checks, and all of them normalised as a SAMPLE_SCHEMA table (None when the batch
+    does not even convert: check_row then)."""
+    text = found.text if found.text is not None else text_checks(rows, found.image_counts)
+    if text is None:
+        return np.zeros(len(rows), dtype=bool), None
+    ok = text.ok & found.images_ok
+    ident, prefix = text.fields["id"], f"{source}:"
     prefixed = pc.starts_with(ident, prefix)
     if not pc.all(prefixed).as_py():
         ident = pc.if_else(prefixed, ident, pc.binary_join_element_wise(prefix, ident, ""))
-    modality = trim(or_default(column["modality"], ""))
     images = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(found.image_counts)]), pa.int32()),
         pa.StructArray.from_arrays(
             [found.image_bytes, found.path_array, pa.array(found.widths, pa.int32()),
              pa.array(found.heights, pa.int32()), pa.array(found.hashes, pa.string())], fields=list(IMAGE_TYPE)))
-    table = pa.Table.from_arrays([
-        ident,
-        pa.repeat(pa.scalar(source, pa.string()), len(rows)),
-        split,
-        task,
-        pc.if_else(pc.equal(modality, ""), "other", modality),
-        images,
-        regroup(messages, pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE_TYPE))),
-        answer,
-        options,
-        pa.array(found.boxes, pa.list_(BOX_TYPE)) if any(found.boxes) else _no_boxes(len(rows)),
-        trim(or_default(column["license"], "")),
-    ], schema=SAMPLE_SCHEMA)
-    return ok, table
+    fields = {**text.fields, "id": ident, "source": pa.repeat(pa.scalar(source, pa.string()), len(rows)),
+              "images": images,
+              "boxes": pa.array(found.boxes, pa.list_(BOX_TYPE)) if any(found.boxes) else _no_boxes(len(rows))}
+    return ok, pa.Table.from_arrays([fields[name] for name in SAMPLE_SCHEMA.names], schema=SAMPLE_SCHEMA)
 
 
 def _columns(rows: list[tuple], width: int) -> list[list]:

@@ -83,7 +83,8 @@ def curate(
         """The kept rows, batch by batch: checked together, then decided one by one in input order.
 
         A batch's images are checked (on worker processes, for a large batch) while this thread
-        reads and gathers the next batch, and the shard writer encodes the previous one."""
+        checks its text and reads and gathers the next batch, and the shard writer encodes the
+        previous one."""
         iterator, start, previous = iter(rows), 0, None
         most_rows = min(batch_checks.BATCH_ROWS, shard_rows)
         size = min(batch_checks.FIRST_BATCH_ROWS, most_rows)  # small: the image checks start soon

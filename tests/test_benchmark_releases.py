@@ -158,7 +158,7 @@ def test_an_unreadable_gold_answer_fails_the_load_naming_the_file_and_row(tmp_pa
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[1]["answer_idx"] = "F"
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, row 2 \(medqa:1\): no gold answer"):
+    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, line 2 \(medqa:1\): no gold answer"):
         load_benchmark("medqa", None, root=tmp_path, partial=True)
 
 

@@ -9,12 +9,18 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
+from medmo_pipeline.data.outcomes import RowError
+
 LETTERS = "ABCDEFGHIJ"
 AnswerFormat = Literal["text", "letter", "index", "auto"]
 _PREFIX = re.compile(r"^\s*\(?([A-J])\s*[:.)]\s*")
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
+    """The question followed by its options as ``A. ...`` lines; an empty question raises
+    RowError('missing_question'): its options alone ask nothing."""
+    if not question.strip():
+        raise RowError("missing_question", "the question is empty: only its options are there")
     lines = [question, *(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))]
     return "\n".join([*lines, "Answer with the option letter."])
 

@@ -35,7 +35,7 @@ from medmo_pipeline.data.images import ImageError, content_format, dicom_entry, 
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
 
-from .records import RecordFormat, SourceLayoutError, iter_records, layout_path, record_format
+from .records import CsvRecord, RecordFormat, SourceLayoutError, iter_records, layout_path, record_format
 
 IMAGE_TOKEN = "<image>"
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -100,14 +100,22 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
     records = iter_records(root, options.file, options.format, columns=options.columns,
                            quoted=options.quoted_fields, keyed_by=options.records_keyed_by)
     if record_format(options.file, options.format) in ("csv", "tsv", "parquet"):
-        records = _with_columns(records, [name for name in options.named_columns() if name], options.file)
+        records = with_columns(records, [name for name in options.named_columns() if name], options.file)
     keep = {options.id_field: _listed_ids(root, options.keep_ids_file)} if options.keep_ids_file else {}
     for index, record in enumerate(records):
-        outside = [field for field, values in {**options.keep_where, **keep}.items()
-                   if isinstance(record, dict) and text(record.get(field)) not in values]
+        if not isinstance(record, dict):
+            yield record
+            continue
+        try:
+            outside = [(field, value) for field, values in {**options.keep_where, **keep}.items()
+                       if (value := text(record.get(field))) not in values]
+            key = _record_key(record, index, options)
+        except RowError as error:  # a field the selection reads is no text: this record's problem
+            yield row_problem(error, *origin_of(record, options.file, index))
+            continue
         if outside:
-            yield RowFiltered("subset", f"{outside[0]}={text(record.get(outside[0]))!r}")
-        elif isinstance(record, dict) and other_part(key := _record_key(record, index, options), options):
+            yield RowFiltered("subset", f"{outside[0][0]}={outside[0][1]!r}")
+        elif other_part(key, options):
             yield RowFiltered("subset", f"{options.id_field or 'record'} {key!r} is not in the {options.holdout_part} part")
         else:
             yield record
@@ -116,14 +124,16 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
 _ABSENT = object()
 
 
-def _with_columns(records: Iterator, named: list[str], file: str) -> Iterator:
+def with_columns(records: Iterator, named: list[str], file: str) -> Iterator:
     """``records``, once the first one shows the columns ``named`` (every record of a file with a
     header has the same; found as the adapters find them, a CSV's in any case and spacing): a
     column missing stops the source, naming it and the columns there are."""
     for record in records:
         if named and isinstance(record, dict):
-            if missing := [name for name in dict.fromkeys(named) if record.get(name, _ABSENT) is _ABSENT]:
-                present = ", ".join(map(repr, list(record)[:40]))
+            header = getattr(record, "columns", None)  # a CSV row's file header: a short row lacks columns
+            shown = CsvRecord.fromkeys(header) if header else record
+            if missing := [name for name in dict.fromkeys(named) if shown.get(name, _ABSENT) is _ABSENT]:
+                present = ", ".join(map(repr, list(shown)[:40]))
                 raise SourceLayoutError(
                     f"{file} has no column {', '.join(map(repr, missing))} that the layout reads (its columns: "
                     f"{present}); it may come from another release than the one the layout describes")
@@ -149,7 +159,7 @@ def record_file_text(path: Path, what: str) -> str:
     """A file holding one record's text (a report, a caption sidecar, a YOLO label file, one image's
     box JSON), read whole: FileTooLarge (the record's ``file_too_large``) over ``MAX_RECORD_FILE``
     bytes, before reading; UnicodeDecodeError (its ``invalid_utf8``) when it is not UTF-8."""
-    return read_bounded(path, MAX_RECORD_FILE, what).decode("utf-8")
+    return read_bounded(path, MAX_RECORD_FILE, what).decode("utf-8-sig")  # a byte-order mark is no text
 
 
 def _readable(item: Any) -> Any:
@@ -170,7 +180,10 @@ def _listed_ids(root: Path, file: str) -> set[str]:
     else:
         with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
             listed = [line.rstrip("\r\n") for line in BoundedLines(handle, file)]
-    return {text(item) for item in listed} - {""}
+    try:
+        return {text(item) for item in listed} - {""}
+    except RowError as error:
+        raise SourceLayoutError(f"{file}: an id it lists is not one: {error.detail}") from None
 
 
 def each_record(records: Iterator, options: AdapterOptions, file: str,
@@ -192,11 +205,12 @@ def record_images(root: Path, record: dict, options: ImageRecordOptions) -> list
             for value in as_list(record.get(options.image_field))]
 
 
-def guarded(records: Iterable[tuple[int, Any]], file: str,
+def guarded(records: Iterable[tuple[int, Any]], default_file: str,
             convert: Callable[[int, Any], Iterable[dict | RowQuarantined | RowFiltered]], *,
             collecting: bool = False) -> Iterator:
     """The rows (and outcomes) of each ``(index, record)``, converting one record at a time: an
-    exception while converting a record becomes a ``RowQuarantined`` naming ``file`` and the record,
+    exception while converting a record becomes a ``RowQuarantined`` naming its file and place (a
+    ``records.Record``'s ``origin``; else ``default_file`` and the record's number),
     and the record gives no row; a record converted to nothing at all is a ``RowFiltered`` ("no_row"),
     unless ``collecting`` (``convert`` gathers records for a later pass that makes the rows).
     Outcomes from the reader pass through. Each row carries
@@ -205,7 +219,7 @@ def guarded(records: Iterable[tuple[int, Any]], file: str,
         if is_outcome(record):
             yield record
             continue
-        where = f"row {index + 1}" if isinstance(index, int) else str(index)
+        file, where = origin_of(record, default_file, index)
         try:
             produced = list(convert(index, record))
         except SourceLayoutError:
@@ -220,6 +234,12 @@ def guarded(records: Iterable[tuple[int, Any]], file: str,
             if type(item) is dict:
                 item["origin"] = (file, where)
             yield item
+
+
+def origin_of(record: Any, file: str, index: int | str) -> tuple[str, str]:
+    """Where ``record`` was read: its ``records.Record`` origin, else ``file`` and the record's
+    number (or name) there."""
+    return getattr(record, "origin", None) or (file, f"row {index + 1}" if isinstance(index, int) else str(index))
 
 
 def row_problem(error: Exception, file: str, where: str) -> RowQuarantined:
@@ -362,18 +382,31 @@ def strip_image_tokens(text: str) -> str:
 
 
 def text(value: Any) -> str:
-    """A record field as stripped text ('' for missing/NaN)."""
+    """A record field as stripped text ('' for missing/NaN; a number as written); a list, an
+    object or bytes where text belongs raise RowError('malformed_record'): their Python spelling
+    ("{'x': 1}") is no text to train on."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
+    if isinstance(value, (dict, list, tuple, set, bytes, bytearray)):
+        raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {_shown(value)}")
     return str(value).strip()
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
 
 
 def make_row(local_id: Any, task: str, options: AdapterOptions, messages: Sequence[dict], *,
              answer: str | None = None, images: Sequence[dict] = (), choices: Sequence[str] = (),
              boxes: Sequence[dict] = (), split: str | None = None) -> dict:
-    """A sample-contract row; ``answer`` defaults to the last assistant message."""
+    """A sample-contract row; ``answer`` defaults to the last assistant message. A record without
+    an id (None, NaN, blank) raises RowError('missing_field'), one of another kind (a list, an
+    object) 'malformed_record'."""
+    if not (identifier := text(local_id)):
+        raise RowError("missing_field", "the record has no id")
     return {
-        "id": str(local_id),
+        "id": identifier,
         "source": "",
         "split": split or options.split,
         "task": task,

@@ -36,6 +36,7 @@ from .common import (
     text,
 )
 
+BOX_MARKERS = ("<|box_start|>", "<box>")  # a reply written with one holds a box
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -68,8 +69,10 @@ def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[di
     if len(images) != 1 or not images[0]["bytes"]:  # a missing image: curation quarantines it as such
         return []
     width, height = images[0]["width"], images[0]["height"]
-    records = []
-    for label, box in parse_labeled_boxes(reply):
+    records, found = [], parse_labeled_boxes(reply)
+    if not found and any(marker in reply for marker in BOX_MARKERS):  # kept, it would teach a box-less reply
+        raise RowError("malformed_record", f"the reply's box is not four finite numbers x1 < x2, y1 < y2: {reply[:120]!r}")
+    for label, box in found:
         try:
             x1, y1, x2, y2 = box_scale.reply_box_to_pixels(box, width, height, scale)
         except ValueError as error:

@@ -21,9 +21,11 @@ from .common import (
     guarded,
     limited,
     load_image,
+    origin_of,
     row_problem,
     rows_only,
     text,
+    with_columns,
 )
 from .grounding import grounding_rows
 from .records import iter_records
@@ -46,7 +48,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     slices: dict[str, list[tuple]] = {}
-    for index, record in enumerate(iter_records(root, options.file, "csv")):
+    for index, record in enumerate(with_columns(iter_records(root, options.file, "csv"),
+                                                ["File_name", "Bounding_boxes"], options.file)):
         if isinstance(record, RowQuarantined):
             yield record
             continue
@@ -59,7 +62,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                 raise ValueError(f"Bounding_boxes has {len(box)} numbers, expected 4")
             slices.setdefault(file_name, []).append((record, box))
         except Exception as error:  # noqa: BLE001 - quarantined with its file and row
-            yield row_problem(error, options.file, f"row {index + 1}")
+            yield row_problem(error, *origin_of(record, options.file, index))
 
     def convert(file_name: str, records: list[tuple]) -> list[dict]:
         first = records[0][0]

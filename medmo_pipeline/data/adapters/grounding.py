@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from medmo_pipeline.data.image_limits import limits_in_force
+from medmo_pipeline.data.images import inspect_image
+from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
 
 from .common import AdapterOptions, coordinates, make_row, turn
@@ -19,10 +22,20 @@ QUESTION = "Locate every {label} in this image and give their bounding boxes."
 
 def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[str, float, float, float, float]],
                    options: AdapterOptions, *, split: str | None = None) -> Iterator[dict]:
-    """Rows for one image; ``labelled_boxes`` are (label, x1, y1, x2, y2) in pixels, any order."""
+    """Rows for one image; ``labelled_boxes`` are (label, x1, y1, x2, y2) in pixels, any order. An
+    image of unknown size (its file missing, its header unreadable) raises RowError saying so:
+    without its size no reply can be written, and an empty reply would be reported instead."""
+    if image.get("width", 0) <= 0 or image.get("height", 0) <= 0:
+        name = image.get("path") or "the image"
+        if not image.get("bytes"):
+            raise RowError("image_missing", f"{name}: no such file")
+        inspect_image(image["bytes"], limits_in_force())  # raises the reason curation would give
+        raise RowError("image_undecodable", f"{name}: its size is unreadable")
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
     for label, *box in labelled_boxes:
-        by_label.setdefault(str(label), []).append(coordinates(box))
+        if not (name := str(label).strip()):  # the question would name nothing to locate
+            raise RowError("missing_field", f"a box without a label: {box}")
+        by_label.setdefault(name, []).append(coordinates(box))
     for label, boxes in sorted(by_label.items()):
         records = [{"label": label, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for b in boxes]
         reply = box_answer(label, boxes, image["width"], image["height"])

@@ -39,6 +39,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         letter = resolve_answer(text(record.get(options.answer_field)), choices, options.answer_format,
                                 index_base=options.index_base)
         question = text(record.get(options.question_field))
+        if not question:  # a context and options ask nothing without it
+            raise RowError("missing_question", f"{options.question_field} is empty")
         context = _context(record.get(options.context_field)) if options.context_field else ""
         prompt = lettered_question(f"{context}\n\n{question}" if context else question, choices)
         local_id = record.get(options.id_field) if options.id_field else index
@@ -56,10 +58,16 @@ def _choices(record: dict, options: Options) -> list[str]:
     if isinstance(value, str) and value.strip().startswith(("{", "[")):  # a JSON column of a CSV export
         value = json.loads(value)
     if isinstance(value, dict):
-        return unprefixed([text(value[key]) for key in sorted(value)])
+        return unprefixed([text(value[key]) for key in sorted(value, key=_option_order)])
     if not isinstance(value, (list, tuple)) and value is not None:
         raise RowError("malformed_record", f"{options.options_field} is {type(value).__name__}")
     return unprefixed([text(item) for item in value or []])
+
+
+def _option_order(key) -> tuple:
+    """Options keyed "A".."E" in letter order, keyed "1".."12" in number order (not "1", "10", "2")."""
+    spelled = str(key).strip()
+    return (0, int(spelled), "") if spelled.isascii() and spelled.isdigit() else (1, 0, spelled)
 
 
 def _context(value) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.outcomes import RowFiltered
+from medmo_pipeline.data.outcomes import RowError, RowFiltered
 
 from .common import (
     RecordOptions,
@@ -49,7 +49,9 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
         if label.casefold() in NO_FINDING and not any(value.strip() for value in xywh[:4] if value != "nan"):
             return [RowFiltered("no_finding", f"{image}: {label}")]  # a negative image: its box is empty or NaN
         box = (label, *xywh_to_xyxy(*xywh))  # before the image gets an entry: a bad box gives it none
-        boxes.setdefault(image, []).append(box)
+        if not (box[1] < box[3] and box[2] < box[4]):  # refused here, by its row: curation would refuse the
+            raise RowError("box_degenerate", f"{image} {label}: width or height {xywh[2:4]} is not positive")
+        boxes.setdefault(image, []).append(box)  # image's other boxes of this label with it
         return []
 
     yield from guarded(enumerate(read_records(root, options)), options.file, collect, collecting=True)

@@ -45,10 +45,16 @@ def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
         for index in range(row_group.num_columns):
             column = row_group.column(index)
             where = f"row group {group}, column {column.path_in_schema}"
-            start = column.data_page_offset
-            if column.has_dictionary_page and 0 < (column.dictionary_page_offset or 0) < start:
-                start = column.dictionary_page_offset
-            declared = 0
+            # the first page: the dictionary's, or the first data page's (an offset of 0 is unset:
+            # the file's magic number is there; a row group of no rows has no data page)
+            offsets = [offset for offset in (column.data_page_offset,
+                                             column.dictionary_page_offset if column.has_dictionary_page else 0)
+                       if offset and offset > 0]
+            if not offsets:
+                if column.total_compressed_size:
+                    raise PageHeaderError(f"{where}: {column.total_compressed_size} bytes of pages and no page offset")
+                continue
+            start, declared = min(offsets), 0
             for uncompressed in _page_sizes(handle, start, start + column.total_compressed_size, where):
                 pages += 1
                 if pages > MAX_PAGES:

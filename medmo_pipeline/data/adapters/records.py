@@ -30,6 +30,21 @@ RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 MAX_ROW_GROUP_BYTES = 1 << 30
 
 
+class Record(dict):
+    """A record as read from its file, and where it was: ``origin`` = (file, "row N" / "line N"),
+    the file itself where the layout names several with a pattern. The adapters' quarantine
+    records name that place (``common.guarded``)."""
+
+    origin: tuple[str, str] = ("", "")
+
+
+def located(record: dict, file: str, where: str) -> Record:
+    """``record`` as a ``Record`` read from ``file`` at ``where``."""
+    found = record if isinstance(record, Record) else Record(record)
+    found.origin = (file, where)
+    return found
+
+
 class SourceLayoutError(RuntimeError):
     """The dataset's files do not have the layout the registry entry describes (a file missing, a
     JSON file that does not parse): no record of it can be read."""
@@ -100,8 +115,14 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
                                       f"{MAX_ROW_GROUP_BYTES} read at a time; rewrite it with smaller row groups")
         with open(path, "rb") as handle:
             check_pages(handle, parquet.metadata, MAX_ROW_GROUP_BYTES)  # the sizes Arrow will allocate
+        if len(set(names := parquet.schema_arrow.names)) < len(names):
+            raise SourceLayoutError(f"{file} names the column(s) {_repeated(names)} more than once: which one the "
+                                    "layout reads is ambiguous")
+        number = 0
         for batch in parquet.iter_batches(batch_size=256):
-            yield from batch.to_pylist()
+            for record in batch.to_pylist():
+                number += 1
+                yield located(record, file, f"row {number}")
     except (pa.ArrowException, OSError) as error:
         raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {error})") from None
     except PageHeaderError as error:
@@ -113,6 +134,7 @@ def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantin
     ``BoundedLines``: a line over the bound or not UTF-8 comes as its record's RowQuarantined, and
     the next line is read."""
     with open(path, "rb") as handle:
+        check_utf8_file(handle, file)
         lines = BoundedLines(handle, file)
         while True:
             try:
@@ -131,6 +153,25 @@ def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantin
             yield lines.number, text
 
 
+_WIDE_MARKS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+               b"\xfe\xff": "UTF-16"}
+
+
+def check_utf8_file(handle, file: str) -> None:
+    """SourceLayoutError for a text file that starts with a UTF-16 or UTF-32 byte-order mark (a
+    spreadsheet's "Unicode text" export): none of its lines would read as UTF-8, so the file, not
+    each line, is the problem. ``handle`` is left where it was."""
+    start = handle.tell()
+    head = handle.read(4)
+    handle.seek(start)
+    if isinstance(head, str):
+        head = head.encode("utf-8", "surrogateescape")
+    for mark, encoding in _WIDE_MARKS.items():
+        if head.startswith(mark):
+            raise SourceLayoutError(f"{file} is {encoding} text (it starts with a {encoding} byte-order mark); "
+                                    "save it as UTF-8")
+
+
 def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
     for item in text_lines(path, file):
         if isinstance(item, RowQuarantined):
@@ -145,23 +186,24 @@ def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
         except AnnotationError as error:
             yield RowQuarantined("malformed_record", str(error), file, where)
         else:
-            yield record if isinstance(record, dict) else RowQuarantined(
+            yield located(record, file, where) if isinstance(record, dict) else RowQuarantined(
                 "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
 
 
 def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[dict | RowQuarantined]:
     """The records of a JSON file, read one at a time (``annotations.json_items``)."""
     for index, (key, record) in enumerate(json_items(path, file, json_key)):
+        where = f"row {index + 1}"
         if isinstance(record, UnreadableRecord):  # stepped over: the next record is read
-            yield RowQuarantined("malformed_record", record.problem, file, f"record {index}")
+            yield RowQuarantined("malformed_record", record.problem, file, where)
             continue
         if isinstance(key, str):  # an object of records
             if not keyed_by:
                 raise SourceLayoutError(f"{file} holds a JSON object, not the list of records the layout expects")
             if isinstance(record, dict):  # {id: record}: the id becomes the record's keyed_by field
                 record = {**record, keyed_by: key}
-        yield record if isinstance(record, dict) else RowQuarantined(
-            "malformed_record", f"a JSON {type(record).__name__}, not an object", file, f"record {index}")
+        yield located(record, file, where) if isinstance(record, dict) else RowQuarantined(
+            "malformed_record", f"a JSON {type(record).__name__}, not an object", file, where)
 
 
 def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
@@ -171,6 +213,8 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
     quarantined record naming its line, and the lines a stray quote took in are read as their own
     records. Bytes that are not UTF-8 are kept as surrogates while parsing, so one bad row is
     reported, not the file."""
+    with open(path, "rb") as raw:
+        check_utf8_file(raw, file)
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         rows = csv_rows(BoundedLines(handle, file), delimiter, quoted=quoted)
         if columns:
@@ -182,6 +226,11 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
             if isinstance(header[1], UnreadableRecord):
                 raise SourceLayoutError(f"{file}: its header row cannot be read ({header[1].problem})")
             names = [name.strip() for name in header[1]]
+            # as ``CsvRecord.get`` finds them; unnamed columns (NIH's header ends in ",,,") are read by none
+            spelled = [folded for name in names if (folded := " ".join(name.split()).casefold())]
+            if len(set(spelled)) < len(spelled):
+                raise SourceLayoutError(f"{file} names the column(s) {_repeated(spelled)} more than once (case and "
+                                        "spacing aside): which one the layout reads is ambiguous")
         for number, (line, values) in enumerate(rows, start=1):
             where = f"row {number}"
             if isinstance(values, UnreadableRecord):
@@ -191,13 +240,21 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
             elif any(_has_surrogates(value) for value in values):
                 yield RowQuarantined("invalid_utf8", f"{file} {where} (line {line}): bytes that are not UTF-8",
                                      file, where)
-            else:
-                yield CsvRecord(zip(names, values, strict=False))
+            elif len(values) > len(names) and any(value.strip() for value in values[len(names):]):
+                yield RowQuarantined("malformed_record", f"{file} {where} (line {line}): {len(values)} fields, "
+                                     f"{len(names)} columns: a field holds an unquoted delimiter", file, where)
+            else:  # fewer fields than columns: the missing ones are empty (trailing empty fields left out)
+                record = CsvRecord(zip(names, values))
+                record.origin, record.columns = (file, where), names
+                yield record
 
 
-class CsvRecord(dict):
+class CsvRecord(Record):
     """A CSV row whose ``get`` also finds a column named with other case or spacing ("Image index"
-    for "Image Index"): exports of the same release differ in header spelling."""
+    for "Image Index"): exports of the same release differ in header spelling. ``columns`` are
+    its file's header names (a short row lacks the last ones)."""
+
+    columns: list[str] = []
 
     def get(self, key, default=None):
         if key in self:
@@ -211,3 +268,7 @@ class CsvRecord(dict):
 
 def _has_surrogates(value: str) -> bool:
     return not value.isascii() and any("\udc80" <= char <= "\udcff" for char in value)
+
+
+def _repeated(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in dict.fromkeys(name for name in names if names.count(name) > 1))

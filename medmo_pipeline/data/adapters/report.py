@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from medmo_pipeline.data.outcomes import RowError, RowQuarantined
 from medmo_pipeline.safe_paths import safe_glob, safe_join
@@ -27,13 +27,16 @@ from .common import (
     each_record,
     load_image,
     make_row,
+    origin_of,
     read_records,
     record_file_text,
+    row_problem,
     rows_only,
     text,
     turn,
+    with_columns,
 )
-from .records import iter_records, layout_path
+from .records import SourceLayoutError, iter_records, layout_path, record_format
 from .report_sections import ReportSections, report_sections, split_sections  # noqa: F401 - re-exported
 
 QUESTION = "Write the findings and impression of this radiology study."
@@ -61,8 +64,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
 
-    def convert(index, study: tuple) -> list[dict]:
-        local_id, sections, image_values = study
+    def convert(index, study: Study) -> list[dict]:
+        local_id, sections, image_values = study.local_id, study.sections, study.images
         if isinstance(sections, Path):  # read here, after safe_join: a report linked out is quarantined
             sections = _file_sections(safe_join(root, sections.relative_to(Path(root).resolve())))
         images = [load_image(root, value, options, window=options.default_window) for value in image_values]
@@ -75,28 +78,56 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         yield from each_record(_records(root, options), options, options.file, convert)
 
 
-def _records(root: Path, options: Options) -> Iterator[tuple | RowQuarantined]:
+class Study(NamedTuple):
+    """One study's id, its report (sections, or the report file still to read) and image values,
+    and where it was read (``records.Record.origin``)."""
+
+    local_id: Any
+    sections: ReportSections | Path
+    images: list
+    origin: tuple[str, str] | None = None
+
+
+def _records(root: Path, options: Options) -> Iterator[Study | RowQuarantined]:
     """(local id, sections, image values) per record; the images of a joined table by key."""
     joined: dict[str, list] = {}
     if options.images_file:
-        for record in iter_records(root, options.images_file):
-            if isinstance(record, dict):  # a broken row of the image table only loses its image
+        image_rows = iter_records(root, options.images_file)
+        if record_format(options.images_file) in ("csv", "tsv", "parquet"):
+            image_rows = with_columns(image_rows, [options.join_key, options.image_field], options.images_file)
+        for record in image_rows:
+            if not isinstance(record, dict):  # a broken row of the image table: its study is read without
+                yield record  # that image, and this says so
+                continue
+            try:
                 joined.setdefault(text(record.get(options.join_key)), []).append(record.get(options.image_field))
+            except RowError as error:
+                yield row_problem(error, *origin_of(record, options.images_file, 0))
+        if not joined:
+            raise SourceLayoutError(f"{options.images_file} holds no image rows: no study of {options.file} "
+                                    "would have its images")
     for index, record in enumerate(read_records(root, options)):
         if not isinstance(record, dict):
             yield record
             continue
-        key = text(record.get(options.join_key or options.id_field))
+        try:
+            key, sections = text(record.get(options.join_key or options.id_field)), _field_sections(record, options)
+        except RowError as error:
+            yield row_problem(error, *origin_of(record, options.file, index))
+            continue
         if options.images_file and key not in joined:
+            file, where = origin_of(record, options.file, index)
             yield RowQuarantined("missing_join_key", f"{options.join_key} {key!r} has no row in {options.images_file}",
-                                 options.file, f"row {index + 1}", key)
+                                 file, where, key)
             continue
         images = joined[key] if options.images_file else as_list(record.get(options.image_field),
                                                                  options.image_separator)
-        yield (record.get(options.id_field) if options.id_field else key), _field_sections(record, options), images
+        yield Study(record.get(options.id_field) if options.id_field else key, sections, images,
+                    getattr(record, "origin", None))
 
 
-def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
+
+def _study_folders(root: Path, options: Options) -> Iterator[Study]:
     """MIMIC-CXR: each report ``sXXXXXXXX.txt`` with the images of the folder ``sXXXXXXXX/`` beside it
     (DICOM in mimic-cxr, JPG in mimic-cxr-jpg, whose reports are the same files)."""
     base = layout_path(root, options.image_dir, folder=True)
@@ -104,7 +135,8 @@ def _study_folders(root: Path, options: Options) -> Iterator[tuple]:
         study = report.with_suffix("")
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")
                         if p.suffix.lower() in options.image_suffixes) if study.is_dir() else []
-        yield report.relative_to(base).with_suffix("").as_posix(), report, images
+        name = report.relative_to(base)
+        yield Study(name.with_suffix("").as_posix(), report, images, ((Path(options.image_dir) / name).as_posix(), "report"))
 
 
 def _file_sections(report: Path) -> ReportSections:

@@ -26,7 +26,7 @@ from .common import (
     text,
     turn,
 )
-from .records import layout_path, text_lines
+from .records import layout_path, located, text_lines
 
 YES_NO = ("yes", "no")
 
@@ -96,7 +96,7 @@ def _records(root: Path, options: Options) -> Iterator[dict | RowQuarantined]:
             yield RowQuarantined("malformed_record", f"{options.file} line {number}: {found} '|'-separated "
                                  f"fields, expected {fields}", options.file, f"line {number}")
             continue
-        yield dict(zip(options.delimiter_fields, values, strict=True))
+        yield located(dict(zip(options.delimiter_fields, values, strict=True)), options.file, f"line {number}")
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -51,7 +51,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             if len(parts) != 5 or not parts[0].isdigit():
                 raise RowError("malformed_record", f"line {number}: {line.strip()[:80]!r} is not 'class cx cy w h'")
             index, (cx, cy, w, h) = int(parts[0]), coordinates(parts[1:], f"line {number}")
-            name = classes[index] if 0 <= index < len(classes) else str(index)
+            if classes and not index < len(classes):  # a label of no class: its box would train a number
+                raise RowError("malformed_record", f"line {number}: class {parts[0][:20]} is not one of the "
+                                                   f"{len(classes)} classes of the layout")
+            name = classes[index] if classes else str(index)
             if name in options.skip_classes:
                 skipped.add(name)
             else:

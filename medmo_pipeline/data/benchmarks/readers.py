@@ -124,7 +124,8 @@ def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator:
             # Answers of multi-view questions are in the `size` frame; scoring reads the first image's.
             sx, sy = images[0]["width"] / float(size[0]), images[0]["height"] / float(size[1])
             box = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
-        reply = medsg_reply(box) if len(box) == 4 else text(record.get("answer"))
+        answer = record.get("answer")  # not four numbers: written out, for the gold check to name
+        reply = medsg_reply(box) if len(box) == 4 else str(answer) if isinstance(answer, list) else text(answer)
         question = strip_image_tokens(text(record.get("question")))
         local_id = record.get(options.id_field) or f"{text(record.get('task'))}/{index}"
         return [make_row(local_id, "grounding", options, turn(question, reply), images=images)]

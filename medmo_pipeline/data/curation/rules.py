@@ -89,7 +89,8 @@ _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 
 def clean_text(value, what: str) -> str:
-    """Valid UTF-8 text, NFC-normalised and stripped; raises Rejected('invalid_utf8')."""
+    """Valid UTF-8 text, NFC-normalised and stripped (of zero-width characters too); raises
+    Rejected('invalid_utf8')."""
     if type(value) is str and value.isascii():  # the common case: ASCII is valid UTF-8 and NFC already
         return _without_controls(value.strip(), what)
     if value is None:
@@ -105,7 +106,18 @@ def clean_text(value, what: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates from a lossy decode upstream
         raise Rejected("invalid_utf8", f"{what}: {error}") from None
-    return _without_controls(unicodedata.normalize("NFC", value).strip(), what)
+    return _without_controls(_stripped(unicodedata.normalize("NFC", value)), what)
+
+
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"  # zero-width space, non-joiner, joiner, word joiner, BOM
+
+
+def _stripped(text: str) -> str:
+    """``text`` without the whitespace and zero-width characters around it (``str.strip`` keeps
+    the latter: an answer of zero-width spaces would pass as given)."""
+    while (shorter := text.strip().strip(_INVISIBLE)) != text:
+        text = shorter
+    return text
 
 
 def _without_controls(text: str, what: str) -> str:

@@ -334,3 +334,60 @@ def test_ancillary_chunks_are_kept_exactly_when_the_decoder_reads_them():
         assert not ok[index] or (width[index], height[index]) == size, index
         kept, decoded = kept + (size is not None), decoded + bool(ok[index])
     assert 300 < kept < 1400 and decoded > 200  # both outcomes met, the batch walk settling many
+
+
+def _structure_soup(rng: np.random.Generator) -> tuple[bytes, str]:
+    """A small image whose chunk order is what odd writers produce: (its bytes, what was done)."""
+    colour = int(rng.choice([0, 3]))
+    width, height = int(rng.integers(8, 20)), int(rng.integers(8, 20))
+    rows = b"".join(b"\x00" + bytes(rng.integers(0, 4, width, dtype=np.uint8)) for _ in range(height))
+    stream = zlib.compress(rows)
+    cut = int(rng.integers(1, len(stream)))
+    pixels = [chunk(b"IDAT", stream)]
+    palette = [chunk(b"PLTE", bytes(rng.integers(0, 256, 3 * 4, dtype=np.uint8)))] if colour == 3 else []
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+    odd = str(rng.choice(["split", "interleaved", "trailing empty IDAT", "second IHDR", "chunk type",
+                          "no palette", "palette after pixels", "long palette", "none"]))
+    if odd == "split":
+        pixels = [chunk(b"IDAT", stream[:cut]), chunk(b"IDAT", stream[cut:])]
+    elif odd == "interleaved":
+        pixels = [chunk(b"IDAT", stream[:cut]), chunk(b"tIME", bytes(7)), chunk(b"IDAT", stream[cut:])]
+    elif odd == "trailing empty IDAT":
+        pixels = [*pixels, chunk(b"tIME", bytes(7)), chunk(b"IDAT", b"")]
+    elif odd == "second IHDR":
+        palette.insert(0, chunk(b"IHDR", struct.pack(">IIBBBBB", int(rng.integers(1, 40)), height,
+                                                     int(rng.choice([8, 16])), 0, 0, 0, 0)))
+    elif odd == "chunk type":
+        palette.insert(0, chunk(bytes(rng.integers(32, 127, 4, dtype=np.uint8)), b"x"))
+    elif odd == "no palette":
+        palette = []
+    elif odd == "palette after pixels":
+        pixels, palette = [*pixels, *palette], []
+    elif odd == "long palette":
+        palette = [chunk(b"PLTE", bytes(3 * int(rng.integers(250, 300))))]
+    return b"\x89PNG\r\n\x1a\n" + header + b"".join(palette) + b"".join(pixels) + chunk(b"IEND", b""), odd
+
+
+def test_chunk_order_is_kept_only_where_the_decoder_reads_the_pixels():
+    """A second IHDR (PIL sizes the image by the last), a chunk type PIL does not read, IDATs split
+    by another chunk (PIL's pixels end at it), a palette image without its palette before the
+    pixels (black), a palette of over 256 entries: both curation paths refuse them; what the row
+    path keeps the training decoder reads at that size, and the batch walk keeps nothing the row
+    path refuses."""
+    rng = np.random.default_rng(3)
+    soups = [_structure_soup(rng) for _ in range(900)]
+    ok, width, height = check_pngs(pa.array([data for data, _ in soups], pa.binary()))
+    refused: dict[str, int] = {}
+    for index, (data, odd) in enumerate(soups):
+        try:
+            size = inspect_image(data)[:2]
+        except ImageError:
+            size = None
+            refused[odd] = refused.get(odd, 0) + 1
+        if size is not None:
+            assert decode_images({"images": [{"bytes": data, "path": "x.png"}]})[0].size == size, (index, odd)
+        assert not ok[index] or (width[index], height[index]) == size, (index, odd)
+        if odd in ("no palette", "palette after pixels") and data[25] == 3:
+            assert size is None, (index, odd)  # the decoder would give a black image, not fail
+    assert not {"split", "trailing empty IDAT", "none"} & set(refused)
+    assert {"interleaved", "second IHDR", "long palette", "no palette", "palette after pixels"} <= set(refused)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -64,6 +65,8 @@ EXIF_KIND = b"eXIf"
 PIL_LEAST_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
 TRNS_LEAST_LENGTH = {0: 2, 2: 6}
 TRNS_MOST_PALETTE = 256
+PLTE_MOST_ENTRIES = 256  # PIL: "invalid palette size" past it
+_CHUNK_TYPE = re.compile(rb"\w{4}", re.ASCII)  # PIL's test of a chunk type (``PngImagePlugin.is_cid``)
 # Animated PNG: PIL checks its frames' sequence and bounds against the image when it opens the file;
 # these PNGs are decoded by PIL to be sure
 APNG_KINDS = (b"acTL", b"fcTL", b"fdAT")
@@ -135,6 +138,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     check_pixels(width, height, limits)
     position, pixel_spans, text_bytes, chunks, orienting, animated = PNG_HEADER_END, [], 0, 1, False, False
+    pixels_ended, palette = False, colour != 3  # PIL reads the first run of IDATs; a palette image needs PLTE
     crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
         chunks += 1
@@ -152,8 +156,15 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: CRC mismatch (corrupt data)")
         if kind == b"IEND":
             break
+        if (fault := _structure_fault(kind, length, colour, palette, pixel_spans)) is not None:
+            raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: {fault}")
         if kind == b"IDAT":
-            pixel_spans.append((position + 8, stop - 4))
+            if not pixels_ended:  # PIL's pixel data ends at the first chunk after an IDAT that is not one
+                pixel_spans.append((position + 8, stop - 4))
+        else:
+            pixels_ended = bool(pixel_spans)
+        if kind == b"PLTE":
+            palette = True
         elif kind in TEXT_KINDS:
             text_bytes += _text_chunk_size(kind, view[position + 8:stop - 4], position)
             if text_bytes > MAX_TEXT_MEMORY:
@@ -177,6 +188,21 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     if orienting:  # an orientation PIL may read: the size as the decoder turns the image
         return _oriented(open_image(data, limits))
     return width, height
+
+
+def _structure_fault(kind: bytes, length: int, colour: int, palette: bool, pixels: list) -> str | None:
+    """Why PIL cannot use a PNG for this chunk (what ``png_batch`` checks too), or None: a type that
+    is not four letters, digits or '_' (PIL reads no further), a second IHDR (PIL sizes the image
+    by the last), a palette of more than 256 entries, pixels of a palette image before its palette."""
+    if not _CHUNK_TYPE.fullmatch(kind):
+        return "not a chunk type"
+    if kind == b"IHDR":
+        return "a second IHDR"
+    if kind == b"PLTE" and colour == 3 and length // 3 > PLTE_MOST_ENTRIES and not pixels:
+        return f"a palette of {length // 3} entries, over {PLTE_MOST_ENTRIES}"
+    if kind == b"IDAT" and not palette:
+        return "pixels of a palette image before any PLTE chunk"
+    return None
 
 
 def _ancillary_fault(kind: bytes, length: int, colour: int) -> str | None:

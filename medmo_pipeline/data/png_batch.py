@@ -25,6 +25,7 @@ from medmo_pipeline.data.images import (
     APNG_KINDS,
     EXIF_KIND,
     PIL_LEAST_LENGTH,
+    PLTE_MOST_ENTRIES,
     PNG_CHANNELS,
     PNG_DEPTHS,
     PNG_HEADER_END,
@@ -40,6 +41,10 @@ from medmo_pipeline.data.images import (
 _SIGNATURE_BYTES = np.frombuffer(PNG_SIGNATURE, dtype=np.uint8)
 _IHDR_TYPE, _IDAT_TYPE, _IEND_TYPE = (int.from_bytes(kind, "big") for kind in (b"IHDR", b"IDAT", b"IEND"))
 _IEND_CRC = _crc32(b"IEND")
+_PLTE_TYPE = int.from_bytes(b"PLTE", "big")
+_CHUNK_TYPE_BYTE = np.zeros(256, dtype=bool)  # the bytes of a chunk type PIL reads: letters, digits, '_'
+_CHUNK_TYPE_BYTE[[*range(ord("0"), ord("9") + 1), *range(ord("A"), ord("Z") + 1), *range(ord("a"), ord("z") + 1),
+                  ord("_")]] = True
 # Chunks PIL reads beside the pixels (text, ICC, EXIF: an orientation may turn the image; APNG's
 # frames), which ``inspect_image`` weighs
 _LEFT_TO_INSPECT = np.array([int.from_bytes(kind, "big") for kind in (*TEXT_KINDS, EXIF_KIND, *APNG_KINDS)],
@@ -192,8 +197,11 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
     ok[first[fine][~_ihdr_crcs_match(head[fine])]] = False
     crcs = [(np.zeros(0, np.int64),) * 4]  # (image, start, stop, expected CRC) of each chunk after IHDR
 
-    # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND
+    # The chunks after IHDR, one step per chunk for every PNG still walking, up to its IEND; as in
+    # ``images._structure_fault``, the pixels are the first run of IDATs, a palette image's PLTE
+    # comes first, and each chunk type is one PIL reads
     position, walking, has_pixels = start + PNG_HEADER_END, ok.copy(), np.zeros(count, dtype=bool)
+    pixels_ended, palette = np.zeros(count, dtype=bool), colour_type != 3
     spans = [(np.zeros(0, np.int64),) * 3]  # (image, start, stop) of each IDAT payload
     # IHDR and the chunks walked stay within limits.max_chunks (``verify_png``'s count): a PNG with
     # more is left open, and ``inspect_image`` refuses it
@@ -215,8 +223,14 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
         tail = stop[~known, None] - 4 + np.arange(4)
         crcs.append((at[~known], here[~known] + 4, stop[~known] - 4, _be32(data[tail], 0)))
         pixels_here = kind == _IDAT_TYPE
+        read = pixels_here & ~pixels_ended[at]
+        spans.append((at[read], here[read] + 8, stop[read] - 4))
+        pixels_ended[at] |= ~pixels_here & has_pixels[at]
+        ok[at[~_CHUNK_TYPE_BYTE[chunk[:, 4:8]].all(axis=1) | (kind == _IHDR_TYPE)
+              | (pixels_here & ~palette[at])
+              | ((kind == _PLTE_TYPE) & (colour_type[at] == 3) & (length // 3 > PLTE_MOST_ENTRIES) & ~has_pixels[at])]] = False
         has_pixels[at] |= pixels_here
-        spans.append((at[pixels_here], here[pixels_here] + 8, stop[pixels_here] - 4))
+        palette[at] |= kind == _PLTE_TYPE
         ok[at[np.isin(kind, _LEFT_TO_INSPECT)]] = False
         ok[at[_short_ancillary(kind, length, colour_type[at])]] = False  # inspect_image says why
         position[at] = stop

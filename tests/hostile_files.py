@@ -448,3 +448,30 @@ def corrupt_safetensors() -> bytes:
     """A safetensors file whose header length points past the end of the file."""
     header = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
     return struct.pack("<Q", len(header) + 10_000) + header + bytes(8)
+
+
+def ramp_tiff(samples: np.ndarray, *, photometric: int | None = None, sample_format: int = 1,
+              planar: bool = False) -> bytes:
+    """A little-endian TIFF of ``samples`` (H x W grey or H x W x 3 RGB, any integer or float dtype)
+    in one strip, or one strip per plane with ``planar``; ``sample_format`` 1 unsigned, 2 signed, 3
+    float; ``photometric`` 0 WhiteIsZero, 1 BlackIsZero (grey's default), 2 RGB (colour's)."""
+    height, width = samples.shape[:2]
+    channels = samples.shape[2] if samples.ndim == 3 else 1
+    planes = [np.ascontiguousarray(samples[..., index]).astype(samples.dtype.newbyteorder("<")).tobytes()
+              for index in range(channels)] if planar else [samples.astype(samples.dtype.newbyteorder("<")).tobytes()]
+    bits = samples.dtype.itemsize * 8
+    count = 11
+    values_at = tiff_data_at(count)
+    bits_at, offsets_at = values_at, values_at + 2 * channels
+    sizes_at = offsets_at + 4 * len(planes)
+    data_at = sizes_at + 4 * len(planes)
+    offsets = [data_at + sum(map(len, planes[:index])) for index in range(len(planes))]
+    photometric = photometric if photometric is not None else 2 if channels == 3 else 1
+    entries = [(256, 4, 1, width), (257, 4, 1, height),
+               (258, 3, channels, bits if channels == 1 else bits_at), (259, 3, 1, 1), (262, 3, 1, photometric),
+               (273, 4, len(planes), offsets[0] if len(planes) == 1 else offsets_at), (277, 3, 1, channels),
+               (278, 4, 1, height), (279, 4, len(planes), len(planes[0]) if len(planes) == 1 else sizes_at),
+               (284, 3, 1, 2 if planar else 1), (339, 3, 1, sample_format)]
+    return (tiff_directory(entries) + struct.pack(f"<{channels}H", *[bits] * channels)
+            + struct.pack(f"<{len(planes)}I", *offsets) + struct.pack(f"<{len(planes)}I", *map(len, planes))
+            + b"".join(planes))

@@ -4,14 +4,19 @@ else a percentile window; never a saturated image."""
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pydicom
+import pytest
+from hostile_files import ramp_tiff
+from PIL import Image
 from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from medmo_pipeline.data.pixels import dicom_entry, model_image, percentile_window, window_to_uint8
+from medmo_pipeline.data.images import ImageError, inspect_image
+from medmo_pipeline.data.pixels import dicom_entry, model_image, percentile_window, real_to_uint8, window_to_uint8
 
 
 def _dicom_bytes(dataset) -> bytes:
@@ -101,3 +106,65 @@ def test_a_rescale_that_cannot_be_applied_leaves_the_stored_values_windowed():
         assert np.array_equal(out, window_to_uint8(dataset.pixel_array.astype(np.float32),
                                                    *percentile_window(dataset.pixel_array.astype(np.float32)))), slope
         assert out.std() > 20, slope
+
+
+RAMP = np.tile(np.linspace(0, 1, 64), (48, 1))
+
+
+def _ramp_kept(pixels: np.ndarray) -> bool:
+    """Whether a decoded horizontal ramp still climbs from dark to bright over many grey levels."""
+    row = pixels[24].astype(int)
+    return row[0] < 20 and row[-1] > 200 and np.all(np.diff(row) >= 0) and len(np.unique(row)) > 40
+
+
+def test_real_valued_images_are_windowed_linearly_and_their_nan_and_inf_do_not_blank_them():
+    """A float image of values 0-1 was a threshold (DICOM's integer window of width 1), one of 0-3
+    lost its top third, and NaN or infinity made the window NaN: all black."""
+    for values in (RAMP, RAMP * 3, np.where(RAMP > 0.9, np.inf, RAMP), np.where(np.arange(48)[:, None] > 40, np.nan, RAMP)):
+        pixels = np.asarray(model_image(ramp_tiff(values.astype(np.float32), sample_format=3)))[..., 0]
+        assert _ramp_kept(pixels[:40]), values.max()
+    assert np.array_equal(real_to_uint8(np.array([np.nan, -np.inf, np.inf, 0.0, 1.0])), [0, 0, 255, 0, 255])
+    dataset = pydicom.dcmread(get_testdata_files("CT_small.dcm")[0])
+    dataset.FloatPixelData = RAMP.astype("<f4").tobytes()
+    del dataset.PixelData, dataset.RescaleSlope, dataset.RescaleIntercept
+    dataset.Rows, dataset.Columns, dataset.BitsAllocated = 48, 64, 32
+    for tag in ("BitsStored", "HighBit", "PixelRepresentation"):
+        delattr(dataset, tag)
+    assert _ramp_kept(_pixels(dicom_entry(_dicom_bytes(dataset))))
+
+
+def test_an_8_bit_voi_lut_of_more_than_256_entries_is_not_wrapped_into_a_sawtooth():
+    dataset = pydicom.dcmread(get_testdata_files("CT_small.dcm")[0])
+    dataset.PixelData = (RAMP * 4000).astype("<u2").tobytes()
+    dataset.Rows, dataset.Columns, dataset.RescaleSlope, dataset.RescaleIntercept = 48, 64, 1, 0
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 8])
+    item.add_new(0x00283006, "US", list(np.linspace(0, 255, 4096).astype(int)))
+    dataset.VOILUTSequence = Sequence([item])
+    assert _ramp_kept(_pixels(dicom_entry(_dicom_bytes(dataset))))
+
+
+def test_tiffs_pil_misreads_are_refused_or_read_as_stored():
+    """16-bit samples in separate planes (PIL reads their bytes as 8-bit samples) and signed 8-bit
+    samples (read as unsigned) are refused by curation and the decoder alike; a 16-bit WhiteIsZero
+    image is inverted as its 8-bit form is."""
+    for refused in (ramp_tiff((np.dstack([RAMP] * 3) * 4000).astype(np.uint16), planar=True),
+                    ramp_tiff((RAMP * 200 - 100).astype(np.int8), sample_format=2)):
+        for check in (inspect_image, model_image):
+            with pytest.raises(ImageError, match="TIFF of"):
+                check(refused)
+    assert _ramp_kept(np.asarray(model_image(ramp_tiff((np.dstack([RAMP] * 3) * 255).astype(np.uint8), planar=True)))[..., 0])
+    white_is_zero = np.asarray(model_image(ramp_tiff((RAMP * 4000).astype(np.uint16), photometric=0)))[..., 0]
+    assert _ramp_kept(white_is_zero[:, ::-1])
+
+
+def test_a_bmp_whose_alpha_bytes_are_all_zero_is_shown_opaque():
+    """A 32-bit BMP with an alpha mask (a BITMAPV3 header) whose fourth bytes were left at 0, as
+    writers leave them: over black it was black."""
+    ramp = (RAMP * 255).astype(np.uint8)[::-1]  # bottom-up rows
+    pixels = np.dstack([ramp, ramp, ramp, np.zeros_like(ramp)]).tobytes()
+    info = struct.pack("<IiiHHIIiiII", 56, 64, 48, 1, 32, 3, len(pixels), 2835, 2835, 0, 0) \
+        + struct.pack("<IIII", 0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+    bmp = b"BM" + struct.pack("<IHHI", 14 + len(info) + len(pixels), 0, 0, 14 + len(info)) + info + pixels
+    assert Image.open(io.BytesIO(bmp)).mode == "RGBA"
+    assert _ramp_kept(np.asarray(model_image(bmp))[..., 0])

@@ -142,7 +142,24 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
             raise ImageError("image_undecodable",
                              without_address(f"{what} {type(error).__name__}: {error}".strip())) from None
     check_pixels(*image.size, limits, what=f"{what} header".strip())  # the first frame: what is decoded
+    if image.format == "TIFF" and (misread := _tiff_misread(image)):
+        raise ImageError("image_undecodable", f"{what} TIFF {misread}".strip())
     return image
+
+
+def _tiff_misread(image: Image.Image) -> str:
+    """Why PIL would decode a TIFF to other values than it stores, or '': samples of more than 8
+    bits in separate planes (PIL reads each plane's bytes as 8-bit samples), signed 8-bit samples
+    (read as unsigned: a ramp through 0 wraps)."""
+    bits = image.tag_v2.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    formats = image.tag_v2.get(339, (1,))
+    formats = formats if isinstance(formats, tuple) else (formats,)
+    if image.tag_v2.get(284) == 2 and max(bits, default=8) > 8:
+        return f"of {max(bits)}-bit samples in separate planes: PIL reads them as 8-bit samples"
+    if 2 in formats and max(bits, default=8) == 8:
+        return "of signed 8-bit samples: PIL reads them as unsigned"
+    return ""
 
 
 def check_decode_cost(data: bytes, limits: ImageLimits, what: str = "") -> None:

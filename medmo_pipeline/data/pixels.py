@@ -72,14 +72,24 @@ def failed_entry(error: ImageError, path: str = "") -> dict:
     return {"bytes": None, "path": path, "width": 0, "height": 0, "sha256": "", "error": error}
 
 
+_BLOCK = 1 << 22  # values windowed at a time: the float32 working copy stays at 16 MiB
+
+
 def window_to_uint8(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """Linear VOI window (DICOM PS3.3 C.11.2.1.2) of real values (e.g. HU) -> uint8 0..255."""
+    """Linear VOI window (DICOM PS3.3 C.11.2.1.2) of real values (e.g. HU) -> uint8 0..255,
+    ``_BLOCK`` values at a time (a whole 64-megapixel colour image in float32 is 768 MB)."""
     width = max(float(width), 1.0)
     if width <= 1:
         return np.where(values > center, 255, 0).astype(np.uint8)
-    scaled = (values.astype(np.float32) - np.float32(center - 0.5)) * np.float32(255.0 / (width - 1.0))
-    scaled += np.float32(127.5)
-    return np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
+    values = np.asarray(values)
+    out = np.empty(values.shape, dtype=np.uint8)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    offset, scale = np.float32(center - 0.5), np.float32(255.0 / (width - 1.0))
+    for start in range(0, flat_in.size, _BLOCK):
+        scaled = (flat_in[start:start + _BLOCK].astype(np.float32) - offset) * scale
+        scaled += np.float32(127.5)
+        flat_out[start:start + _BLOCK] = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+    return out
 
 
 def full_range_window(values: np.ndarray) -> tuple[float, float]:
@@ -97,6 +107,27 @@ def percentile_window(values: np.ndarray) -> tuple[float, float]:
     if high <= low:
         return full_range_window(sample)
     return (low + high) / 2.0, high - low
+
+
+def real_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Real values (a float image) -> uint8, linearly over their ``PERCENTILES`` among the finite
+    ones: NaN and -inf are 0, +inf 255. (``window_to_uint8`` is DICOM's window of integer data: a
+    width of 1 or less makes it a threshold, so a 0-1 image came out black and white.)"""
+    values = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(values)
+    known = values[finite]
+    if not known.size:
+        return np.where(values == np.inf, 255, 0).astype(np.uint8)
+    low, high = (float(v) for v in np.percentile(known[:: max(1, known.size // _PERCENTILE_SAMPLES)], PERCENTILES))
+    if high <= low:
+        low, high = float(known.min()), float(known.max())
+    if high <= low:  # one value: as ``window_to_uint8`` shows a flat image
+        out = np.zeros(values.shape, dtype=np.uint8)
+    else:
+        scaled = (np.where(finite, values, low) - np.float32(low)) * np.float32(255.0 / (high - low))
+        out = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
+    out[values == np.inf] = 255
+    return out
 
 
 def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float] | None = None,
@@ -141,20 +172,24 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
         return png_entry(stored_to_uint8(pixels, int(dataset.get("BitsStored") or 8)), path)
     if pixels.ndim == 3:  # a frame that still holds samples
         pixels = pixels[..., 0]
-    lut = dataset.get("VOILUTSequence")
+    lut = _voi_lut_usable(dataset)
     rescaled = _rescale_usable(dataset)
-    if lut and rescaled:
-        bits = int(lut[0].LUTDescriptor[2]) or 16
+    real = pixels.dtype.kind == "f"  # Float Pixel Data: real values, windowed as such
+    if lut and rescaled and not real:
+        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2]) or 16
         indices = np.rint(apply_rescale(pixels, dataset)).astype(np.int64)  # a LUT is indexed by integers
         values = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
         out = window_to_uint8(values, (2**bits - 1) / 2 + 0.5, 2**bits)
+    elif rescaled and (window := _dicom_window(dataset) or default_window) is not None:
+        out = window_to_uint8(apply_rescale(pixels, dataset).astype(np.float32), *window)
+    elif rescaled and real:
+        out = real_to_uint8(apply_rescale(pixels, dataset))
     elif rescaled:
         values = apply_rescale(pixels, dataset).astype(np.float32)
-        center, width = _dicom_window(dataset) or default_window or percentile_window(values)
-        out = window_to_uint8(values, center, width)
-    else:  # the stored values, by their percentiles: a window or LUT is in the rescaled unit it lacks
-        values = pixels.astype(np.float32)
         out = window_to_uint8(values, *percentile_window(values))
+    else:  # the stored values, by their percentiles: a window or LUT is in the rescaled unit it lacks
+        out = real_to_uint8(pixels) if real else window_to_uint8(pixels.astype(np.float32),
+                                                                 *percentile_window(pixels.astype(np.float32)))
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return png_entry(out, path)
@@ -188,6 +223,20 @@ def _dicom_window(dataset) -> tuple[float, float] | None:
     if center is None or width is None or width <= 0:
         return None
     return center, width
+
+
+def _voi_lut_usable(dataset) -> bool:
+    """Whether the file's first VOI LUT can be applied: pydicom (3.0) indexes an 8-bit LUT of more
+    than 256 entries through 8-bit integers, so the values wrap into a sawtooth; such a LUT is left
+    out (the file's window, or a percentile window, is used)."""
+    lut = dataset.get("VOILUTSequence")
+    if not lut:
+        return False
+    try:
+        entries, _, bits = (int(value) for value in lut[0].LUTDescriptor[:3])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return False
+    return bits != 8 or (entries or 1 << 16) <= 256
 
 
 def _rescale_usable(dataset) -> bool:
@@ -246,7 +295,26 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
         plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and orientation == 1
         if rawmode in _WIDE_COLOUR:
             image, plain = _wide_colour(image, rawmode, data, limits or ImageLimits(), path), False
+        image, plain = (image, plain) if (stored := _as_stored(image)) is image else (stored, False)
         return (image.transpose(_TRANSPOSE[orientation]), False) if orientation in _TRANSPOSE else (image, plain)
+
+
+_TIFF_PHOTOMETRIC, _TIFF_BITS = 262, 258
+
+
+def _as_stored(image: Image.Image) -> Image.Image:
+    """A loaded image as its file means it where PIL's decode differs: a TIFF of more than 8 bits
+    whose photometric interpretation is WhiteIsZero inverted (PIL inverts 1- and 8-bit ones only);
+    a BMP whose alpha bytes are all 0 made opaque (writers leave the fourth byte of 32-bit pixels
+    at 0: over black, the image was black)."""
+    if image.format == "TIFF" and image.mode in _HIGH_DEPTH_MODES and image.mode != "F" \
+            and image.tag_v2.get(_TIFF_PHOTOMETRIC) == 0:
+        bits = image.tag_v2.get(_TIFF_BITS, (16,))
+        top = (1 << int(bits[0] if isinstance(bits, tuple) else bits)) - 1
+        return Image.fromarray((top - np.asarray(image).astype(np.int64)).astype(np.int32))
+    if image.format == "BMP" and image.mode == "RGBA" and image.getextrema()[3] == (0, 0):
+        return image.convert("RGB")
+    return image
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -283,11 +351,18 @@ def _wide_colour(image: Image.Image, rawmode: str, data: bytes, limits: ImageLim
         high, low = both[..., 0::2], both[..., 1::2]
     else:
         high, low = np.asarray(image), np.asarray(second)
-    values = (high.astype(np.uint16) << 8) | low
+    del image, second  # their pixels are in ``high`` and ``low``
     channels = 1 if rawmode.startswith("LA") else 3
-    colour = window_to_uint8(values[..., :channels], *percentile_window(values[..., :channels]))
+    rows = max(1, high.shape[0] * high.shape[1] * channels // _PERCENTILE_SAMPLES)  # the window, from every
+    sample = (high[::rows, :, :channels].astype(np.uint16) << 8) | low[::rows, :, :channels]  # rows-th row
+    window = percentile_window(sample)
+    colour = np.empty((*high.shape[:2], channels), dtype=np.uint8)
+    band = max(1, _BLOCK // max(1, high.shape[1] * channels))  # rows at a time: no whole 16-bit copy
+    for top in range(0, high.shape[0], band):
+        part = (high[top:top + band, :, :channels].astype(np.uint16) << 8) | low[top:top + band, :, :channels]
+        colour[top:top + band] = window_to_uint8(part, *window)
     colour = np.repeat(colour, 3, axis=-1) if channels == 1 else colour
-    return Image.fromarray(np.dstack([colour, high[..., channels]]) if values.shape[-1] > channels else colour)
+    return Image.fromarray(np.dstack([colour, high[..., channels]]) if high.shape[-1] > channels else colour)
 
 
 @contextlib.contextmanager
@@ -304,7 +379,10 @@ def _undecodable_as_image_error(path: str):
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB: high bit depths windowed by percentiles, alpha composited over black."""
+    """8-bit RGB: high bit depths windowed by percentiles (real values linearly, ``real_to_uint8``),
+    alpha composited over black."""
+    if image.mode == "F":
+        return Image.fromarray(real_to_uint8(np.asarray(image))).convert("RGB")
     if image.mode in _HIGH_DEPTH_MODES:
         values = np.asarray(image)
         return Image.fromarray(window_to_uint8(values, *percentile_window(values))).convert("RGB")

@@ -10,18 +10,24 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures_formats import build_fixture
+from fixtures_formats import build_fixture, jpeg_bytes, png_bytes, write_file
+from PIL import Image
 
 from medmo_pipeline.config import CorpusRecipe
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.adapters import coco
+from medmo_pipeline.data.adapters.report_sections import report_sections
+from medmo_pipeline.data.benchmarks.readers import iter_mimic_split
+from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.registry import SourceUnavailable, load_registry
 from medmo_pipeline.data.sources import curate_source
 
 REGISTRY = load_registry()
-CREDENTIALS = ("PHYSIONET_USERNAME", "STANFORD_AIMI_AGREEMENT", "HF_TOKEN")
+CREDENTIALS = ("PHYSIONET_USERNAME", "STANFORD_AIMI_AGREEMENT", "HF_TOKEN", "DEEPCELL_ACCESS_TOKEN")
 
 
 @pytest.fixture
@@ -218,3 +224,154 @@ def test_a_box_without_a_label_is_quarantined(fixture):
     path.write_text(json.dumps([{"": [1, 2, 3, 4]}]))
     report = curate("slake")
     assert [reason for reason, _, _ in report["problems"]] == ["missing_field"]
+
+
+def _png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_image_folders_class_and_sidecar(fixture, tmp_path):
+    """The class is the first folder under the image folder (ImageFolder's rule: a slide folder
+    below it keeps its class); an image outside any, or in a hidden one, has none; a caption file
+    linked out of the root is refused like an image would be."""
+    build, curate = fixture
+    folder = build("valset") / "images"
+    write_file(folder, "tumour/slide_0001/t1.png", png_bytes(32, 32, 3))
+    write_file(folder, "loose.png", png_bytes(32, 32, 4))
+    write_file(folder, ".ipynb_checkpoints/t-checkpoint.png", png_bytes(32, 32, 5))
+    report = curate("valset")
+    assert sorted(report["problems"]) == [("missing_field", "images", ".ipynb_checkpoints/t-checkpoint.png"),
+                                          ("missing_field", "images", "loose.png")]
+    nested = next(row for row in report["kept"] if row["id"].endswith("slide_0001/t1.png"))
+    assert nested["answer"] == "tumour"
+    captions = build("cisc") / "images"
+    image = sorted(captions.glob("*/*.png"))[0]
+    (tmp_path / "secret.txt").write_text("not the dataset's")
+    image.with_suffix(".txt").unlink(missing_ok=True)
+    image.with_suffix(".txt").symlink_to(tmp_path / "secret.txt")
+    report = curate("cisc")
+    assert ("unsafe_path", "images", image.relative_to(captions).as_posix()) in report["problems"]
+    assert not any("not the dataset's" in row["answer"] for row in report["kept"])
+
+
+def test_an_image_that_is_not_16_bit_is_refused_where_16_bit_values_are_read(fixture):
+    """An 8-bit image less DeepLesion's 32768 offset was an all-black image."""
+    build, curate = fixture
+    folder = build("ct_rate_medtrinity") / "images"
+    write_file(folder, "a/grey8.png", _png(np.full((32, 32), 100, np.uint8)))
+    write_file(folder, "a/photo.png", jpeg_bytes(32, 32))
+    report = curate("ct_rate_medtrinity")
+    assert sorted(reason for reason, _, _ in report["problems"]) == ["image_undecodable"] * 2
+
+
+def _npz(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, X=images, y=labels)
+    (folder / "tissuenet_v1.1_train.npz").write_bytes(buffer.getvalue())
+
+
+def test_npz_float_images_keep_their_grey_levels_and_labels_must_be_ids(fixture):
+    build, curate = fixture
+    folder = build("deepcell")
+    images = np.random.default_rng(1).random((4, 16, 20, 2)).astype(np.float32)  # 0-1, as TissueNet's
+    labels = np.zeros((4, 16, 20, 2), np.float32)
+    labels[:, 1:5, 2:7, 1] = 1
+    labels[1, 10:12, 10:15, 1] = np.nan
+    labels[2, 10:12, 10:15, 1] = 0.5
+    labels[3, 10:12, 10:15, 1] = -3
+    _npz(folder, images, labels)
+    report = curate("deepcell")
+    assert [reason for reason, _, _ in report["problems"]] == ["bad_number"] * 3
+    (row,) = report["kept"]
+    assert len(np.unique(np.asarray(Image.open(io.BytesIO(row["images"][0]["bytes"]))))) > 50  # not black and white
+
+
+def test_colour_coded_masks_and_masks_of_another_size(fixture):
+    build, curate = fixture
+    folder = build("ctc")
+    for old in [*folder.glob("images/*"), *folder.glob("masks/*")]:
+        old.unlink()
+    colours = np.zeros((32, 32, 3), np.uint8)
+    colours[2:6, 3:9] = (255, 0, 0)
+    colours[20:30, 10:12] = (255, 255, 0)  # same red: read by its red alone, one instance
+    small = np.zeros((16, 16), np.uint16)
+    small[2:6, 2:6] = 1
+    write_file(folder, "images/t0.png", png_bytes(32, 32))
+    write_file(folder, "masks/t0.tif", _png(colours, "TIFF"))
+    write_file(folder, "images/t1.png", png_bytes(64, 64))
+    write_file(folder, "masks/t1.tif", _png(small, "TIFF"))
+    report = curate("ctc")
+    assert report["problems"] == [("image_size_mismatch", "images", "images/t1.png")]
+    (row,) = report["kept"]
+    assert len(row["boxes"]) == 2
+
+
+def test_nih_label_cells_list_only_its_labels_each_once(fixture):
+    build, curate = fixture
+    path = build("nih_vqa") / "Data_Entry_2017_v2020.csv"
+    lines = path.read_text().splitlines()
+    image = lines[1].split(",")[0]
+    extra = [f"{image},Female,60,58", f"{image},Female,60,nan", f"{image},Female,60,['Effusion']"]
+    lines[2] = lines[2].replace("Cardiomegaly|Effusion", "Cardiomegaly|Effusion|cardiomegaly")
+    path.write_text("\r\n".join([*lines, *extra]) + "\r\n")
+    report = curate("nih_vqa")
+    assert [reason for reason, _, _ in report["problems"]] == ["malformed_record"] * 3
+    assert "Cardiomegaly, Effusion" in [row["answer"] for row in report["kept"]]
+
+
+def test_instruction_records_that_would_train_on_a_broken_prompt_or_think_block(fixture):
+    """A fixed instruction ("Summarise ... these clinical notes") without its notes, and a reasoning
+    trace holding a think tag of its own, are quarantined."""
+    build, curate = fixture
+    path = build("mimic_iv_ext_bhc") / "mimic-iv-bhc.csv"
+    header = next(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+    values = {"note_id": "n-empty", "input": "", "target": "A brief course."}
+    with open(path, "a", newline="") as handle:
+        csv.writer(handle, lineterminator="\r\n").writerow([values.get(name, "") for name in header])
+    report = curate("mimic_iv_ext_bhc")
+    assert [reason for reason, _, _ in report["problems"]] == ["missing_field"]
+    path = next(build("medical_o1_reasoning_sft").rglob("*.json"))
+    records = json.loads(path.read_text())
+    path.write_text(json.dumps([*records, {**records[0], "Complex_CoT": "first </think> then"}]))
+    report = curate("medical_o1_reasoning_sft")
+    assert [reason for reason, _, _ in report["problems"]] == ["malformed_record"]
+
+
+def test_a_report_of_de_identification_blanks_only_is_no_answer():
+    sections = report_sections("FINDINGS: ___\nIMPRESSION: ___")
+    assert sections.reply() == ""
+    assert report_sections("FINDINGS: clear.\nIMPRESSION: ___").reply() == "Findings: clear."
+
+
+def test_coco_annotations_name_their_category_and_image(tmp_path):
+    """Unknown categories and annotations of no image are quarantined, not trained on as "99" or
+    lost; iscrowd "0" is no crowd; an image id 0 meets annotations of "0"."""
+    write_file(tmp_path, "imgs/a.png", png_bytes(32, 32))
+    ann = {"images": [{"id": 0, "file_name": "a.png", "width": 32, "height": 32}],
+           "categories": [{"id": 1, "name": "nodule"}, {"id": 2, "name": None}],
+           "annotations": [{"image_id": "0", "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": "0"},
+                           {"image_id": 0, "category_id": 99, "bbox": [1, 1, 5, 5]},
+                           {"image_id": 0, "category_id": 2, "bbox": [1, 1, 5, 5]},
+                           {"image_id": 77, "category_id": 1, "bbox": [1, 1, 5, 5]}]}
+    write_file(tmp_path, "ann.json", json.dumps(ann))
+    out = list(coco.iter_outcomes(tmp_path, {"file": "ann.json", "image_dir": "imgs"}))
+    rows = [item for item in out if type(item) is dict]
+    problems = [(item.reason, item.record) for item in out if isinstance(item, RowQuarantined)]
+    assert [row["id"] for row in rows] == ["0:nodule"] and len(rows[0]["boxes"]) == 1
+    assert sorted(problems) == [("malformed_record", "annotation 1"), ("malformed_record", "annotation 2"),
+                                ("missing_join_key", "annotation 3")]
+
+
+def test_a_mimic_split_row_whose_ids_are_no_numbers_is_quarantined_by_its_row(tmp_path):
+    """Its ids make the report's path: "1/../../.." stopped the whole benchmark with a bare error."""
+    write_file(tmp_path, "files/p10/p10000032/s50000001.txt", "FINDINGS: clear.\n")
+    write_file(tmp_path, "files/p10/p10000032/s50000001/a.jpg", jpeg_bytes(32, 32))
+    (tmp_path / "files/p1/p1").mkdir(parents=True)
+    write_file(tmp_path, "split.csv", "dicom_id,study_id,subject_id,split\n"
+                                      "a,50000001,10000032,test\nb,1,1/../../..,test\n")
+    out = list(iter_mimic_split(tmp_path, {"file": "split.csv"}))
+    assert [row["id"] for row in out if type(row) is dict] == ["p10/p10000032/s50000001"]
+    assert [(item.reason, item.record) for item in out if isinstance(item, RowQuarantined)] == \
+        [("malformed_record", "row 3")]

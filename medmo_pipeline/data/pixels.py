@@ -140,6 +140,9 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
     try:
         image = open_image(data, limits or limits_in_force(), path)
         with image:
+            if image.mode not in ("I;16", "I;16B", "I;16L", "I"):  # an 8-bit image less the offset is black
+                raise ImageError("image_undecodable", f"{path}: a {image.format} of mode {image.mode}, not the "
+                                                      f"16-bit greyscale the layout stores values + {offset} in")
             raw = np.asarray(image)
     except ImageError as error:
         return failed_entry(error, path)

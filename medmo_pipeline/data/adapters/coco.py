@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.annotations import UnreadableRecord, json_items
-from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
+from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
 from .common import AdapterOptions, guarded, limited, load_image, row_problem, rows_only
@@ -33,7 +33,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         for _, category in json_items(path, options.file, "categories", required=False):
             if isinstance(category, UnreadableRecord):  # every label depends on the categories
                 raise ValueError(category.problem)
-            names[category["id"]] = category["name"]
+            if isinstance(category.get("name"), str) and category["name"].strip():  # else: no label of its
+                names[_key(category["id"])] = category["name"].strip()  # annotations are quarantined
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.file} is not a readable COCO file ({error})") from None
     boxes: dict = {}
@@ -43,26 +44,53 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             yield RowQuarantined("malformed_record", annotation.problem, options.file, f"annotation {index}")
             continue
         try:
-            if options.skip_crowd and annotation.get("iscrowd"):
-                crowded.add(annotation["image_id"])
+            image_id = _key(annotation["image_id"])
+            if options.skip_crowd and _flag(annotation.get("iscrowd")):
+                crowded.add(image_id)
                 continue
-            label = names.get(annotation["category_id"], str(annotation["category_id"]))
-            boxes.setdefault(annotation["image_id"], []).append((label, *xywh_to_xyxy(*annotation["bbox"])))
+            if (label := names.get(_key(annotation["category_id"]))) is None:
+                raise RowError("malformed_record", f"category_id {annotation['category_id']!r} names no category "
+                                                   "of the file (or one without a name)")
+            box = (label, *xywh_to_xyxy(*annotation["bbox"]))
+            boxes.setdefault(image_id, []).append((index, box))
         except Exception as error:  # noqa: BLE001 - this annotation is quarantined; the others go on
             yield row_problem(error, options.file, f"annotation {index}")
+    seen: set = set()
 
     def convert(_, image: dict) -> list:
-        if image["id"] not in boxes:  # nothing to ground: left out on purpose, and counted
-            if image["id"] in crowded:
-                return [RowFiltered("crowd", f"image {image['id']}: only crowd annotations (skip_crowd)")]
-            return [RowFiltered("no_finding", f"image {image['id']}: no annotation")]
+        image_id = _key(image["id"])
+        seen.add(image_id)
+        if image_id not in boxes:  # nothing to ground: left out on purpose, and counted
+            if image_id in crowded:
+                return [RowFiltered("crowd", f"image {image_id}: only crowd annotations (skip_crowd)")]
+            return [RowFiltered("no_finding", f"image {image_id}: no annotation")]
         entry = load_image(root, image["file_name"], options)
-        return list(grounding_rows(str(image["id"]), entry, boxes[image["id"]], options))
+        return list(grounding_rows(image_id, entry, [box for _, box in boxes[image_id]], options))
 
     images = (RowQuarantined("malformed_record", image.problem, options.file, f"image {index}")
               if isinstance(image, UnreadableRecord) else image
               for index, image in json_items(path, options.file, "images", required=False))
     yield from guarded(limited(images, options), options.file, convert)
+    if options.limit is None:  # annotations of no image of the file: said so, each by its place
+        for image_id in boxes.keys() - seen:
+            for index, _ in boxes[image_id]:
+                yield RowQuarantined("missing_join_key", f"{options.file} annotation {index}: image_id {image_id} "
+                                     "names no image of the file", options.file, f"annotation {index}")
+
+
+def _key(value) -> str:
+    """An image or category id as the key annotations and images meet on (0 and "0" are one id);
+    RowError('missing_field') for none."""
+    if value is None or isinstance(value, (dict, list, bool)) or not str(value).strip():
+        raise RowError("missing_field", f"id {value!r} is not an id")
+    return str(value).strip()
+
+
+def _flag(value) -> bool:
+    """``iscrowd`` as the file means it: 1, "1", true; 0, "0", false and absent are not crowd."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "0.0", "false")
+    return bool(value)
 
 
 iter_samples = rows_only(iter_outcomes)

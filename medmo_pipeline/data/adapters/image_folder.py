@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import (
@@ -50,16 +51,27 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         entry = load_image(root, relative, options, png16_offset=options.png16_offset,
                            window=options.default_window)
         if options.text_from == "sidecar":
-            sidecar = path.with_suffix(".txt")
-            label = text(record_file_text(sidecar, relative.rsplit(".", 1)[0] + ".txt")) if sidecar.is_file() else ""
+            sidecar_name = str(Path(relative).with_suffix(".txt"))
+            sidecar = safe_join(base, sidecar_name)  # a caption linked out of the root is quarantined too
+            label = text(record_file_text(sidecar, sidecar_name)) if sidecar.is_file() else ""
         else:
-            label = path.parent.name.replace("_", " ")
+            label = folder_label(relative)
         task = "caption" if options.text_from == "sidecar" else "vqa"
         return [make_row(relative, task, options, turn(options.question, options.reply_template.format(label=label)),
                          images=[entry])]
 
     records = ((path.relative_to(base).as_posix(), path) for _, path in limited(iter(files), options))
     yield from guarded(records, options.image_dir or ".", convert)
+
+
+def folder_label(relative: str) -> str:
+    """The class of an image at ``relative`` (under ``image_dir``): the first folder of its path, as
+    ImageFolder reads it (an image in folders below its class keeps that class). An image outside
+    any folder, or in a hidden one (``.ipynb_checkpoints``), has none: RowError('missing_field')."""
+    folder, _, rest = relative.partition("/")
+    if not rest or not folder.strip() or folder.startswith("."):
+        raise RowError("missing_field", f"{relative} is not in a class folder under the image folder")
+    return folder.replace("_", " ").strip()
 
 
 iter_samples = rows_only(iter_outcomes)

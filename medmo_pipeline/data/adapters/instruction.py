@@ -13,7 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from medmo_pipeline.data.outcomes import RowError
+
 from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
+
+
+THINK_TAGS = ("<think>", "</think>")
 
 
 class Options(RecordOptions):
@@ -36,9 +41,14 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     def convert(index: int, record: dict) -> list[dict]:
         instruction = options.instruction or text(record.get(options.instruction_field))
         extra = text(record.get(options.input_field))
+        if options.instruction and not extra:  # the fixed instruction asks about the input: nothing to ask
+            raise RowError("missing_field", f"{options.input_field} is empty")
         prompt = f"{instruction}\n\n{extra}" if instruction and extra else instruction or extra
         output = text(record.get(options.output_field))
         reasoning = text(record.get(options.reasoning_field)) if options.reasoning_field else ""
+        if reasoning and any(tag in part for tag in THINK_TAGS for part in (reasoning, output)):
+            raise RowError("malformed_record", "a think tag inside the reasoning or the reply would break the "
+                                               "<think> block the row wraps the reasoning in")
         reply = f"<think>\n{reasoning}\n</think>\n{output}" if reasoning else output
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, options.task, options, turn(prompt, reply), answer=output)]

@@ -47,6 +47,9 @@ class Options(ImageRecordOptions):
     label_fields: list[str] = CHEXPERT_LABELS
     labels_field: str = ""  # one cell listing the positive labels (ChestX-ray14: "Finding Labels")
     labels_separator: str = "|"
+    # the names a ``labels_field`` cell may list (ChestX-ray14's 14 findings and "No Finding"): another
+    # value ("58", "nan", "['Effusion']") is quarantined; [] takes any text
+    label_names: list[str] = []
     uncertain: Literal["omit", "positive"] = "omit"
     question: str = "Which findings does this chest X-ray show?"
     modality: str = "xray"
@@ -63,7 +66,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
 
     def convert(index: int, record: dict) -> list:
         if options.labels_field:
-            findings = as_list(text(record.get(options.labels_field)), options.labels_separator)
+            findings = listed_labels(text(record.get(options.labels_field)), options)
         else:
             findings = [field for field in options.label_fields if label_value(record.get(field), field) in wanted]
         if not findings:
@@ -73,6 +76,19 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                          images=record_images(root, record, options))]
 
     yield from each_file_record(root, options, convert)
+
+
+def listed_labels(cell: str, options: Options) -> list[str]:
+    """The labels a cell lists, each once, in the spelling of ``options.label_names`` (compared
+    without case); RowError('malformed_record') for one that is not among them."""
+    known = {name.casefold(): name for name in options.label_names}
+    found: dict[str, None] = {}
+    for value in as_list(cell, options.labels_separator):
+        if known and value.casefold() not in known:
+            raise RowError("malformed_record", f"{options.labels_field} lists {value[:40]!r}, not one of "
+                                               f"{len(known)} labels of the layout")
+        found[known.get(value.casefold(), value)] = None
+    return list(found)
 
 
 def label_value(value, field: str) -> float | None:

@@ -18,7 +18,7 @@ from medmo_pipeline.data.image_limits import (
     open_image,
     read_image_file,
 )
-from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
+from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined
 from medmo_pipeline.data.pixels import failed_entry
 from medmo_pipeline.safe_paths import safe_join
 
@@ -66,7 +66,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir, where)]
         entry = load_image(root, image_path.name, options)
         try:
-            boxes = [(options.label, *box) for box in instance_boxes(read_image_file(mask_path, mask_name))]
+            mask = _mask_pixels(read_image_file(mask_path, mask_name), limits_in_force())
+            boxes = [(options.label, *box) for box in boxes_of_ids(mask)]
         except ImageError as error:  # one row, quarantined with the mask's reason; the source goes on
             failed = failed_entry(ImageError(error.reason, f"{options.masks_dir}/{mask_path.name}: {error.detail}"),
                                   entry["path"])
@@ -74,6 +75,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                              turn(QUESTION.format(label=options.label), "unreadable mask"), images=[failed])]
         if not boxes:  # an empty field of view: nothing to ground, counted
             return [RowFiltered("no_finding", f"{where}: no {options.label} instance in {mask_name}")]
+        if entry["width"] and (mask.shape[1], mask.shape[0]) != (entry["width"], entry["height"]):
+            raise RowError("image_size_mismatch", f"{mask_name} is {mask.shape[1]} x {mask.shape[0]}, its image "
+                                                  f"{entry['width']} x {entry['height']}: its boxes would be misplaced")
         return list(grounding_rows(image_path.stem, entry, boxes, options))
 
     records = ((f"{options.image_dir}/{path.name}", path) for _, path in limited(iter(images), options))
@@ -115,7 +119,13 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
             mask = np.asarray(image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
-    return mask[..., 0] if mask.ndim == 3 else mask
+    if mask.ndim != 3:
+        return mask
+    colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]  # an alpha channel is no id
+    if (colour == colour[..., :1]).all():  # grey stored as colour: one channel holds the ids
+        return colour[..., 0]
+    colour = colour.astype(np.int64)  # a colour-coded mask: each colour is an instance
+    return (colour[..., 0] << 16) | (colour[..., 1] << 8) | colour[..., 2]
 
 
 iter_samples = rows_only(iter_outcomes)

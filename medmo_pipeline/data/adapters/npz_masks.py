@@ -22,7 +22,7 @@ import numpy as np
 
 from medmo_pipeline.data.image_limits import ImageError, check_pixels, limits_in_force
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
-from medmo_pipeline.data.pixels import percentile_window, png_entry, window_to_uint8
+from medmo_pipeline.data.pixels import percentile_window, png_entry, real_to_uint8, window_to_uint8
 
 from .common import AdapterOptions, guarded, limited, rows_only, validated
 from .grounding import grounding_rows
@@ -51,7 +51,12 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
         image, ids = sample
         if not np.isfinite(image).all():
             raise RowError("bad_number", f"sample {index}: {options.image_key} holds NaN or infinite values")
-        entry = png_entry(window_to_uint8(image, *percentile_window(image)), path=f"{options.file}#{index}")
+        if ids.dtype.kind == "f" and not (np.isfinite(ids).all() and (ids == np.floor(ids)).all()):
+            raise RowError("bad_number", f"sample {index}: {options.label_key} holds values that are no instance ids")
+        if (ids < 0).any():
+            raise RowError("bad_number", f"sample {index}: {options.label_key} holds negative instance ids")
+        pixels = real_to_uint8(image) if image.dtype.kind == "f" else window_to_uint8(image, *percentile_window(image))
+        entry = png_entry(pixels, path=f"{options.file}#{index}")
         boxes = [(options.label, *box) for box in boxes_of_ids(ids)]
         if not boxes:  # an empty field of view: nothing to ground, counted
             return [RowFiltered("no_finding", f"sample {index}: no {options.label} instance")]

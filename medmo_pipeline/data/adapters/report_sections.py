@@ -46,6 +46,7 @@ _ALONE = re.compile(rf"^[ \t]*(?P<name>{_NAME_PATTERN.upper()})[ \t]*$", re.MULT
 _DASHED = re.compile(rf"^[ \t]*(?P<name>{_NAME_PATTERN})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
                      re.IGNORECASE | re.MULTILINE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL\s+REPORT[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_BLANKS = " \t\r\n_"  # MIMIC-CXR writes "___" where de-identification removed a word
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
 
@@ -60,6 +61,11 @@ class ReportSections:
     findings: str
     impression: str
     used: str
+
+    def __post_init__(self):  # a section of MIMIC's de-identification blanks only ("___") says nothing
+        for name in ("findings", "impression"):
+            if not getattr(self, name).strip(_BLANKS):
+                object.__setattr__(self, name, "")
 
     def reply(self) -> str:
         """The training target, labelled by the section it came from."""

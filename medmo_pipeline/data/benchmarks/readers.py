@@ -205,6 +205,10 @@ def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
         yield RowFiltered("split", f"studies outside the {options.split_name} split", rows=len(others - set(studies)))
     base = safe_join(root, options.image_dir)
     for _, ((subject, study), index) in limited(iter(studies.items()), options):
+        if not (subject.isascii() and subject.isdigit() and study.isascii() and study.isdigit()):
+            yield RowQuarantined("malformed_record", f"subject_id {subject[:20]!r} / study_id {study[:20]!r} are not "
+                                 "MIMIC ids (numbers)", options.file, f"row {index + 2}")
+            continue
         relative = f"p{subject[:2]}/p{subject}/s{study}.txt"
         if not (base / relative).is_file():
             yield RowQuarantined("unreadable_file", f"report {options.image_dir}/{relative} of a {options.split_name} "

@@ -14,7 +14,7 @@ from fixtures_formats import png_bytes, write_file
 from medmo_pipeline.data.benchmarks.checks import BenchmarkLoadError
 from medmo_pipeline.data.benchmarks.loading import load_benchmark, load_counted
 from medmo_pipeline.data.benchmarks.registry import PENDING_METRICS, load_registry
-from medmo_pipeline.evaluation.scoring import question_kind, score_benchmark
+from medmo_pipeline.evaluation.scoring import question_kind, score_benchmark, score_rows
 from medmo_pipeline.schema.rows import validate_row
 
 REGISTRY = load_registry()
@@ -167,7 +167,7 @@ def test_an_unreadable_gold_box_fails_the_load_naming_the_file_and_row(tmp_path)
     records = [{"task": "referring", "images": ["MedSG-Bench/Task8/AbdomenCT1K_liver.png"], "question": "Where?",
                 "answer": []}]
     write_file(tmp_path, "Task8.json", json.dumps(records))
-    with pytest.raises(BenchmarkLoadError, match=r"Task8\.json, row 1 \(medsg_referring:referring/0\): no box readable"):
+    with pytest.raises(BenchmarkLoadError, match=r"Task8\.json, row 1 \(medsg_referring:referring/Task8/0\): no box readable"):
         load_benchmark("medsg_referring", None, root=tmp_path, partial=True)
 
 
@@ -281,3 +281,73 @@ def test_pubmedqa_scores_the_500_test_questions_of_the_repository_or_the_hub_cop
     test_list.unlink()
     with pytest.raises(Exception, match="test_ground_truth.json"):  # the repository copy without its test list
         load_counted("pubmedqa", None, root=tmp_path / "repo", partial=True)
+
+
+VQA_RAD_FILE = "data/test-00000-of-00001-e5bc3d208bb4deeb.parquet"
+
+
+def _edit_parquet(path, index: int, **fields) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    records = table.to_pylist()
+    records[index] = {**records[index], **fields}
+    pq.write_table(pa.Table.from_pylist(records, schema=table.schema), path)
+
+
+def _edit_text(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize(("benchmark", "damage", "problem"), [
+    ("vqa_rad", lambda root: _edit_parquet(root / VQA_RAD_FILE, 2, answer="..."), "holds no word to score against"),
+    ("vqa_rad", lambda root: _edit_parquet(root / VQA_RAD_FILE, 0, image={"bytes": b"no image", "path": "a.jpg"}),
+     "image 'a.jpg' cannot be read"),
+    ("medsg_referring", lambda root: _edit_text(root / "Task8.json", "[157, 130, 254, 246]", "[157, 130, 1e308, 1e308]"),
+     r"Task8\.json, row 1 .*(OverflowError|not a box inside)"),
+    ("medsg_referring", lambda root: _edit_text(root / "Task8.json", "[157, 130, 254, 246]", "[157, 130, 5000, 4000]"),
+     r"gold box \[157\.0, 130\.0, 5000\.0, 4000\.0\] is not a box inside its 336 x 336 image"),
+    ("mmmu_med", lambda root: _edit_parquet(root / "Pharmacy/validation-00000-of-00001.parquet", 0,
+                                            image_1={"bytes": None, "path": "../../slake/imgs/xmlab1/source.jpg"}),
+     r"validation-00000-of-00001\.parquet, row 1: unsafe_path"),
+    ("pmc_vqa", lambda root: _edit_text(root / "test_2.csv", ",B,test", ",Both,test"), "no gold answer"),
+    ("slake", lambda root: (root / "test.json").write_text(json.dumps(
+        (lambda d: [d[0], {**d[1], "qid": d[0]["qid"]}, *d[2:]])(json.loads((root / "test.json").read_text())))),
+     r"id 'slake:\w+' is also the id of test\.json row 1"),
+    ("pubmedqa", lambda root: (root / "data/test_ground_truth.json").write_text(json.dumps(
+        {**json.loads((root / "data/test_ground_truth.json").read_text()), "99999999": "yes"})),
+     "lists pubid '99999999', which no record"),
+])
+def test_a_benchmark_row_that_could_not_be_scored_as_its_release_means_fails_the_load_naming_it(
+        tmp_path, benchmark, damage, problem):
+    """Each of these loaded and then crashed scoring after generation (a gold of punctuation only,
+    a box past float range), raised a bare library error (a path out of the root), or was scored
+    wrongly: a gold box outside its image, "Both" read as option B, two rows of one id (their
+    predictions kept by id), bytes that are no image (dropped at evaluation), a listed test id
+    with no record (scores over fewer rows)."""
+    build_release(benchmark, tmp_path)
+    damage(tmp_path)
+    with pytest.raises(BenchmarkLoadError, match=problem):
+        load_counted(benchmark, None, root=tmp_path, partial=True)
+
+
+def test_a_multiple_choice_benchmark_row_whose_gold_names_no_option_fails_the_load(tmp_path):
+    build_release("medxpertqa_mm", tmp_path)
+    path = tmp_path / "MM/test.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records[0]["label"] = "F"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(BenchmarkLoadError, match="names no option its question lists"):
+        load_counted("medxpertqa_mm", None, root=tmp_path, partial=True)
+
+
+def test_grounding_scores_read_the_answer_not_a_box_tried_in_thinking(tmp_path):
+    build_release("medsg_referring", tmp_path)
+    (row,) = load_counted("medsg_referring", None, root=tmp_path, partial=True).rows[:1]
+    gold = row["messages"][-1]["content"]
+    prediction = f"<think>first guess <box>[[0, 0, 100, 100]]</box> is wrong</think><answer>{gold}</answer>"
+    scores = {result.name: result.value for result in score_rows([row], [prediction])[0]}
+    assert scores["grounding_first_box_mean_iou"] > 0.99

@@ -227,3 +227,15 @@ def test_a_huge_reference_is_scored_within_a_cpu_second():
         signal.signal(signal.SIGPROF, previous)
     expected = rouge_scorer.RougeScorer(["rougeL"]).score(" ".join(reference.split()[:2000]), reply)["rougeL"]
     assert 0 < score < expected.fmeasure  # recall falls with the reference's length; the score is real
+
+
+def test_cider_reads_a_text_up_to_its_word_bound():
+    """A 200,000-word reference made the bootstrap's IDF block as wide as its n-grams (minutes a
+    row): past ``MAX_CIDER_WORDS`` a text is read as its first words, so it scores as they do."""
+    from medmo_pipeline.evaluation.metrics.text import MAX_CIDER_WORDS, cider
+
+    words = [f"w{index % 5000}" for index in range(200_000)]
+    long_reference, cut = " ".join(words), " ".join(words[:MAX_CIDER_WORDS])
+    predictions, others = ["w1 w2 w3 w4", "no acute disease"], [["no acute disease"]]
+    assert cider(predictions, [[long_reference], *others], n_resamples=50).value == \
+        cider(predictions, [[cut], *others], n_resamples=50).value

@@ -254,3 +254,30 @@ def test_scale_round_trip_pixels_to_answer_to_reward(size, pixel_boxes):
     # sizes): a missing or doubled conversion would fail the check above.
     unconverted = box_reward(parse_boxes(answer), pixel_boxes, image_size=size)
     assert unconverted < 0.9
+
+
+@pytest.mark.parametrize("completion", [None, 7, ["<answer>yes</answer>"], {"role": "assistant", "content": "yes"},
+                                        [{"role": "assistant", "content": None}], [object()]])
+def test_every_reward_scores_a_completion_of_an_unexpected_shape_instead_of_raising(completion):
+    """TRL hands completions as text or message lists; anything else is read as the text it holds
+    (none for None or a number), so one odd completion never ends an RL step."""
+    for name, params in (("box", {}), ("label_accuracy", {}), ("tag_count", {})):
+        (function,), _ = build_reward_functions({name: params})
+        (reward,) = function([None], [completion], task=["vqa"], answer=["yes"], choices=[[]], boxes=[[]],
+                             image_width=[64], image_height=[64])
+        assert reward is None or 0.0 <= reward <= 1.0
+
+
+def test_a_gold_label_that_is_not_text_gives_no_label_reward():
+    (function,), _ = build_reward_functions({"label_accuracy": {}})
+    assert function([None, None], ["yes", "yes"], task=["vqa", "vqa"], answer=[float("nan"), ["yes"]],
+                    choices=[[], []]) == [None, None]
+
+
+@pytest.mark.parametrize("params", [{"max_completion_len": 100, "soft_punish_cache": 200},
+                                    {"max_completion_len": 100, "soft_punish_cache": -1},
+                                    {"max_completion_len": 0, "soft_punish_cache": 0}])
+def test_overlong_lengths_that_do_not_work_together_are_refused_when_the_recipe_loads(params):
+    """A cache longer than the completion punished a 10-token reply by -0.55."""
+    with pytest.raises(ValueError, match="soft_punish_cache .* must lie within"):
+        build_reward_functions({"soft_overlong": params})

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medmo_pipeline.answers import answer_text
 from medmo_pipeline.data.benchmarks.gold import check_grounding_gold
 from medmo_pipeline.evaluation import metrics as M
 from medmo_pipeline.schema import boxes as box_scale
@@ -81,7 +82,8 @@ def gt_boxes(row: dict) -> list[tuple[float, float, float, float]]:
 
 def predicted_boxes(row: dict, prediction: str) -> list[tuple[float, float, float, float]]:
     width, height = row["images"][0]["width"], row["images"][0]["height"]
-    return [box_scale.relative_to_pixels(b, width, height) for b in parse_boxes(prediction)]
+    # the answer, as the box reward reads it: a box tried and dropped in <think> is no prediction
+    return [box_scale.relative_to_pixels(b, width, height) for b in parse_boxes(answer_text(prediction))]
 
 
 def constant_box_baseline(rows: list[dict]) -> M.MetricResult:

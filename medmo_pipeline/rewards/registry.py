@@ -52,10 +52,14 @@ def completion_text(completion: Completion) -> str:
     """
     if isinstance(completion, str):
         return completion
+    if isinstance(completion, Mapping):  # one message rather than a list of them
+        completion = [completion]
+    if not isinstance(completion, Sequence):  # None, a number: no text, scored as an empty reply
+        return ""
     return "".join(
-        _content_text(message.get("content"))
-        for message in completion
-        if message.get("role", "assistant") == "assistant"
+        item if isinstance(item, str) else _content_text(item.get("content"))
+        for item in completion
+        if isinstance(item, str) or isinstance(item, Mapping) and item.get("role", "assistant") == "assistant"
     )
 
 
@@ -169,7 +173,7 @@ def label_accuracy(
         if row_task in GROUNDING_TASKS:
             labels = gold_box_labels(gold_boxes) if box_labels else set()
             rewards.append(float(box_labels_match(text, labels)) if labels else None)
-        elif row_task in LABELED_TASKS and gold:
+        elif row_task in LABELED_TASKS and isinstance(gold, str) and gold:  # a NaN or list gold is no label
             rewards.append(float(label_match(text, gold, list(options) if options is not None else [])))
         else:
             rewards.append(None)
@@ -228,12 +232,23 @@ def soft_overlong(
     return get_soft_overlong_punishment(max_completion_len, soft_punish_cache)(completion_ids)
 
 
+def _overlong_problem(max_completion_len: int, soft_punish_cache: int) -> str | None:
+    """Why DAPO's overlong punishment cannot use these lengths: the punished stretch lies within
+    the completion length, neither negative (a 10-token reply would be punished)."""
+    if max_completion_len < 1 or not 0 <= soft_punish_cache <= max_completion_len:
+        return (f"soft_punish_cache ({soft_punish_cache}) must lie within 0..max_completion_len "
+                f"({max_completion_len}), which must be at least 1")
+    return None
+
+
 @dataclass(frozen=True)
 class RewardDefinition:
     """A registered reward: its function and the parameters a recipe may set."""
 
     function: Callable[..., list[float | None]]
     params: tuple[str, ...] = field(default=())
+    # why a set of (typed) parameters does not work together, or None: checked when the recipe loads
+    check: Callable[[Mapping[str, Any]], str | None] = field(default=lambda params: None)
 
     def required_params(self) -> set[str]:
         signature = inspect.signature(self.function).parameters
@@ -244,7 +259,8 @@ REWARDS: dict[str, RewardDefinition] = {
     "box": RewardDefinition(box, ("squared", "lambda_fn", "lambda_fp", "normalise_by")),
     "label_accuracy": RewardDefinition(label_accuracy, ("box_labels",)),
     "tag_count": RewardDefinition(tag_count),
-    "soft_overlong": RewardDefinition(soft_overlong, ("max_completion_len", "soft_punish_cache")),
+    "soft_overlong": RewardDefinition(soft_overlong, ("max_completion_len", "soft_punish_cache"),
+                                      lambda params: _overlong_problem(**params)),
 }
 WEIGHT = "weight"
 
@@ -295,6 +311,8 @@ def build_reward_functions(spec: Mapping[str, Mapping[str, Any]]) -> tuple[list[
             raise ValueError(f"reward {name!r} needs parameter(s) {missing}")
         hints = typing.get_type_hints(definition.function)
         params = {key: _typed(name, key, hints.get(key, Any), value) for key, value in params.items()}
+        if (problem := definition.check(params)) is not None:
+            raise ValueError(f"reward {name!r}: {problem}")
         functions.append(BoundReward(name, definition.function, params))
         weights.append(weight)
     return functions, weights

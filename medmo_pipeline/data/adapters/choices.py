@@ -14,6 +14,7 @@ from medmo_pipeline.data.outcomes import RowError
 LETTERS = "ABCDEFGHIJ"
 AnswerFormat = Literal["text", "letter", "index", "auto"]
 _PREFIX = re.compile(r"^\s*\(?([A-J])\s*[:.)]\s*")
+_LETTER = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*(?:$|[:.)]|\s+-)")  # a letter alone, or before its option text
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
@@ -55,8 +56,9 @@ def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, i
         if letter and LETTERS.find(letter) in range(len(choices)):
             return letter
         answer_format = "text"
-    if answer_format == "letter":
-        letter = answer[:1].upper()
+    if answer_format == "letter":  # "B", "b", "(B)", "B.", "B: Heparin"; not "Both" (its first letter)
+        match = _LETTER.match(answer)
+        letter = match.group(1).upper() if match else ""
         return letter if letter and LETTERS.find(letter) in range(len(choices)) else ""
     if answer_format == "index":
         try:

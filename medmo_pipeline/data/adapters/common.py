@@ -102,6 +102,7 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
     if record_format(options.file, options.format) in ("csv", "tsv", "parquet"):
         records = with_columns(records, [name for name in options.named_columns() if name], options.file)
     keep = {options.id_field: _listed_ids(root, options.keep_ids_file)} if options.keep_ids_file else {}
+    found: set[str] = set()  # the listed ids a record has
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             yield record
@@ -115,10 +116,16 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
             continue
         if outside:
             yield RowFiltered("subset", f"{outside[0][0]}={outside[0][1]!r}")
-        elif other_part(key, options):
+            continue
+        if keep:
+            found.add(key)
+        if other_part(key, options):
             yield RowFiltered("subset", f"{options.id_field or 'record'} {key!r} is not in the {options.holdout_part} part")
         else:
             yield record
+    for missing in sorted(keep.get(options.id_field, set()) - found) if options.limit is None else ():
+        yield RowQuarantined("missing_join_key", f"{options.keep_ids_file} lists {options.id_field} {missing!r}, "
+                             f"which no record of {options.file} has", options.keep_ids_file, missing)
 
 
 _ABSENT = object()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from medmo_pipeline.answers import normalize_text
 from medmo_pipeline.data.adapters.choices import LETTERS
 from medmo_pipeline.data.benchmarks.gold import QUESTION_TASKS, unreadable_grounding_reason
+from medmo_pipeline.data.image_limits import ImageError, limits_in_force
+from medmo_pipeline.data.images import inspect_image
 from medmo_pipeline.schema.rows import reference_text
 
 FREE_TEXT_TASKS = ("report", "caption", "instruction")
@@ -25,9 +28,24 @@ class BenchmarkLoadError(ValueError):
 
 
 def missing_image(row: dict) -> str | None:
-    """Why a row's image cannot be read; None when every image has bytes."""
+    """Why a row's image cannot be read; None when every image has bytes that the image check
+    (curation's ``inspect_image``) accepts: bytes that are no image would cost the row at evaluation."""
     missing = [image.get("path") or "?" for image in row["images"] if not image.get("bytes")]
-    return f"image file {missing[0]!r} is missing" if missing else None
+    if missing:
+        return f"image file {missing[0]!r} is missing"
+    for image in row["images"]:
+        try:
+            inspect_image(image["bytes"], limits_in_force())
+        except ImageError as error:
+            return f"image {image.get('path') or '?'!r} cannot be read ({error.reason}: {error.detail})"
+    return None
+
+
+def duplicate_id(row: dict, seen: dict[str, str], where: str) -> str | None:
+    """Why a row's id repeats an earlier row's (scores and per-sample predictions are kept by id);
+    records ``where`` it was first seen."""
+    first = seen.setdefault(row["id"], where)
+    return None if first == where else f"id {row['id']!r} is also the id of {first}"
 
 
 def exclusion(row: dict, reasons: Iterable[str]) -> str | None:
@@ -38,15 +56,21 @@ def exclusion(row: dict, reasons: Iterable[str]) -> str | None:
     return None
 
 
-def unreadable_gold(row: dict) -> str | None:
-    """Why a row has no gold label to score against; None when it has one."""
+def unreadable_gold(row: dict, *, choices_only: bool = False) -> str | None:
+    """Why a row has no gold label to score against; None when it has one. ``choices_only``: the
+    benchmark's questions are all multiple choice (its gold an option letter), so a question
+    without options would be scored as an open one."""
     if row["task"] in QUESTION_TASKS:
         answer = row["answer"].strip()
         if not answer:
             return "no gold answer (empty answer field)"
+        if choices_only and not row["choices"]:
+            return f"gold answer {answer!r} names no option its question lists (the benchmark is multiple choice)"
         closed = row["task"] == "vqa" and answer.lower() in ("yes", "no")  # scored as closed, not by letter
         if row["choices"] and not closed and (answer not in LETTERS or LETTERS.index(answer) >= len(row["choices"])):
             return f"gold answer {answer!r} names none of its {len(row['choices'])} options"
+        if not row["choices"] and not normalize_text(answer):  # token metrics would have nothing to match
+            return f"gold answer {answer!r} holds no word to score against"
         return None
     if row["task"] in FREE_TEXT_TASKS:
         return None if reference_text(row).strip() else "empty reference text"

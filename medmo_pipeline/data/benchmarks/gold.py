@@ -204,8 +204,10 @@ def with_model_scale_reply(row: dict) -> dict:
 def unreadable_grounding_reason(row: dict) -> str | None:
     """Why a grounding row has no gold box to score against; None when it has one (or is no
     grounding row)."""
-    if row["task"] != "grounding" or row["boxes"]:
+    if row["task"] != "grounding":
         return None
+    if row["boxes"]:
+        return _box_outside(row)
     if not row["images"]:
         return "no image"
     if row["images"][0]["width"] <= 0 or row["images"][0]["height"] <= 0:
@@ -215,6 +217,21 @@ def unreadable_grounding_reason(row: dict) -> str | None:
     if parse_boxes(reply):
         return "empty boxes column (its reply's boxes were never read: load it through data.benchmarks.loading)"
     return f"no box readable in its reply {reply[:80]!r}"
+
+
+def _box_outside(row: dict) -> str | None:
+    """Why a grounding row's gold boxes cannot be scored on its first image: one not inside it (a
+    pixel of slack), or not a box; None when all are (or the image size is unknown)."""
+    width, height = (row["images"][0]["width"], row["images"][0]["height"]) if row["images"] else (0, 0)
+    for box in row["boxes"]:
+        x1, y1, x2, y2 = (box.get(name) for name in ("x1", "y1", "x2", "y2"))
+        try:
+            inside = -1 <= x1 < x2 <= (width or x2) + 1 and -1 <= y1 < y2 <= (height or y2) + 1
+        except TypeError:
+            inside = False
+        if not inside:
+            return f"gold box {[x1, y1, x2, y2]} is not a box inside its {width} x {height} image"
+    return None
 
 
 def check_grounding_gold(rows: Iterable[dict], benchmark: str | None = None, *, shown: int = 5) -> None:

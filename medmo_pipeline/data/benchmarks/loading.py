@@ -32,6 +32,7 @@ from medmo_pipeline.data.adapters.records import SourceLayoutError
 from medmo_pipeline.data.annotations import AnnotationError
 from medmo_pipeline.data.benchmarks.checks import (
     BenchmarkLoadError,
+    duplicate_id,
     exclusion,
     missing_image,
     raise_problems,
@@ -147,7 +148,7 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
                  partial: bool = False) -> BenchmarkLoad:
     """Every loader's eval rows, stamped with the benchmark as source; ids ``name:[subset/]local_id``.
     Raises :class:`checks.BenchmarkLoadError` naming file and rows for anything that cannot be evaluated."""
-    load, seen, problems, filtered = BenchmarkLoad([]), Counter(), [], Counter()
+    load, seen, problems, filtered, ids = BenchmarkLoad([]), Counter(), [], Counter(), {}
     exclusions = [rule.reason for rule in benchmark.exclude]
     for loader in benchmark.loaders:
         family, options, files = loader_files(benchmark, loader, directory)
@@ -176,16 +177,20 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
                 seen[(loader.subset, row["task"])] += 1
                 if max_per_task is not None and seen[(loader.subset, row["task"])] > max_per_task:
                     continue
-                problem = missing_image(row)
-                if problem is None:
-                    row = gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale)
-                    problem = unreadable_gold(row)
+                origin = row.get("origin")
+                where = f"{origin[1]} ({row['id']})" if origin else f"row {row['id']}"
+                try:
+                    problem = duplicate_id(row, ids, f"{origin[0] if origin else file} {where}") or missing_image(row)
+                    if problem is None:
+                        row = gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale)
+                        problem = unreadable_gold(row, choices_only=set(benchmark.answers.types) == {"multiple_choice"})
+                except (ValueError, ArithmeticError, TypeError) as error:  # a value no check foresaw: this row's
+                    problem = f"{type(error).__name__}: {error}"
                 if problem is not None:
-                    origin = row.get("origin")
-                    where = f"{origin[1]} ({row['id']})" if origin else f"row {row['id']}"
-                    problems.append((file or str(directory), where, problem))
+                    problems.append((origin[0] if origin else file or str(directory), where, problem))
                 load.rows.append(row)
         if load.read == read_before:
+            raise_problems(benchmark.name, problems)  # every row unreadable: those rows, not "no rows"
             raise BenchmarkLoadError(
                 f"benchmark {benchmark.name!r}: loader {family}{' ' + loader.subset if loader.subset else ''} "
                 f"read no rows from {files} under {directory} (options {options}); check the layout against "

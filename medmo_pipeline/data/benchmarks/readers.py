@@ -28,13 +28,15 @@ from types import ModuleType, SimpleNamespace
 from pydantic import Field
 
 from medmo_pipeline.data.adapters import ADAPTERS
-from medmo_pipeline.data.adapters.choices import LETTERS, lettered_question
+from medmo_pipeline.data.adapters.choices import lettered_question, resolve_answer
 from medmo_pipeline.data.adapters.common import (
     ImageRecordOptions,
     RecordOptions,
+    guarded,
     limited,
     load_image,
     make_row,
+    rows_only,
     strip_image_tokens,
     text,
     turn,
@@ -59,9 +61,12 @@ def _literal_list(value) -> list:
     return list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
 
 
-def iter_mmmu(root: Path, options: MMMUOptions | dict) -> Iterator[dict]:
+def iter_mmmu(root: Path, options: MMMUOptions | dict) -> Iterator:
+    """Rows of MMMU's Parquet; a record that cannot be read (an image path out of the root, say) is
+    quarantined by its row, and the load names it."""
     options = MMMUOptions.model_validate(options)
-    for index, record in limited(iter_records(root, options.file, options.format), options):
+
+    def convert(index: int, record: dict) -> list[dict]:
         images = [load_image(root, record[column], options) for column in MMMU_IMAGE_COLUMNS
                   if record.get(column) not in (None, "", {})]
         question, answer = text(record.get("question")), text(record.get("answer"))
@@ -70,10 +75,12 @@ def iter_mmmu(root: Path, options: MMMUOptions | dict) -> Iterator[dict]:
             open_answers = _literal_list(answer) if answer.startswith("[") else [answer]
             choices, answer = [], text(open_answers[0]) if open_answers else ""
         else:
-            answer = answer[:1].upper() if answer[:1].upper() in LETTERS[: len(choices)] else ""
+            answer = resolve_answer(answer, choices, "letter")  # "Cb" names no option: the load says so
             question = lettered_question(question, choices)
         local_id = record.get(options.id_field or "id", index)
-        yield make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)
+        return [make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)]
+
+    yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
 
 
 class MedSGOptions(ImageRecordOptions):
@@ -106,7 +113,6 @@ def medsg_reply(box: list[float]) -> str:
 def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator:
     """Rows of MedSG-Bench task JSON; records of other sub-tasks counted as filtered; a record that
     cannot be read (not an object, a path out of the root, a malformed answer) quarantined by row."""
-    from medmo_pipeline.data.adapters.common import guarded
     from medmo_pipeline.data.outcomes import RowError, RowFiltered
 
     options = MedSGOptions.model_validate(options)
@@ -127,7 +133,8 @@ def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator:
         answer = record.get("answer")  # not four numbers: written out, for the gold check to name
         reply = medsg_reply(box) if len(box) == 4 else str(answer) if isinstance(answer, list) else text(answer)
         question = strip_image_tokens(text(record.get("question")))
-        local_id = record.get(options.id_field) or f"{text(record.get('task'))}/{index}"
+        # records carry no id: task, file and place (each task's records are spread over several files)
+        local_id = record.get(options.id_field) or f"{text(record.get('task'))}/{Path(options.file).stem}/{index}"
         return [make_row(local_id, "grounding", options, turn(question, reply), images=images)]
 
     yield from guarded(limited(iter_records(root, options.file, options.format), options), options.file, convert)
@@ -222,7 +229,7 @@ def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
 READERS: dict[str, SimpleNamespace] = {
     "mimic_cxr_split": SimpleNamespace(Options=MimicSplitOptions, iter_outcomes=iter_mimic_split,
                                        iter_samples=iter_mimic_split),
-    "mmmu_parquet": SimpleNamespace(Options=MMMUOptions, iter_samples=iter_mmmu),
+    "mmmu_parquet": SimpleNamespace(Options=MMMUOptions, iter_outcomes=iter_mmmu, iter_samples=rows_only(iter_mmmu)),
     "medsg_json": SimpleNamespace(Options=MedSGOptions, iter_outcomes=iter_medsg, iter_samples=iter_medsg),
 }
 

@@ -92,8 +92,13 @@ def rouge_l_score(
     return summarize(name, scores, empty=sum(not rouge_tokens(p) for p in predictions))
 
 
+# Words of a text CIDEr reads: reports and captions hold a few hundred; a reference or a runaway
+# prediction of 200,000 words made the bootstrap's IDF block as wide as its n-grams (minutes a row)
+MAX_CIDER_WORDS = 4096
+
+
 def _ngram_counts(sentence: str, max_n: int) -> Counter:
-    words = sentence.split()
+    words = sentence.split()[:MAX_CIDER_WORDS]
     return Counter(tuple(words[i : i + k]) for k in range(1, max_n + 1) for i in range(len(words) - k + 1))
 
 

@@ -17,6 +17,7 @@ user of the library needs.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from medmo_pipeline.data.benchmarks.loading import BENCHMARKS
@@ -53,7 +54,8 @@ from medmo_pipeline.recipe_schema import (
     stable_hash,
     trained_registry_names,
 )
-from medmo_pipeline.rewards.registry import build_reward_functions
+from medmo_pipeline.rewards.registry import build_reward_functions, reward_tasks
+from medmo_pipeline.tracking import SECRET_VALUE, flatten, looks_secret
 
 __all__ = [
     "DEFAULT_RECIPE", "MAX_RECIPE_NODES", "RECIPES_DIR", "RUN_CONTROL_FIELDS",
@@ -79,7 +81,7 @@ def load_recipe(name_or_path: str | os.PathLike | None = None) -> Recipe:
 def check_recipe(recipe: Recipe, path: Path | str = "recipe") -> None:
     """Raise ``RecipeError`` naming ``path`` and each field whose registry name does not resolve."""
     problems = [*_base_model_problems(recipe), *_synthetic_problems(recipe), *_source_problems(recipe),
-                *_reward_problems(recipe), *_benchmark_problems(recipe)]
+                *_reward_problems(recipe), *_benchmark_problems(recipe), *_secret_problems(recipe)]
     if problems:
         raise RecipeError(f"{path}: invalid recipe:\n" + "\n".join(problems))
 
@@ -117,23 +119,52 @@ def _source_problems(recipe: Recipe) -> list[str]:
         known = {entry.name for entry in load_source_registry(registry.registry_path()).datasets}
     except ValueError as error:
         return [field_problem(("corpus", "registry", "registry"), str(error))]
-    unknown = sorted(set(registry.sources or ()) - known)
-    if unknown:
-        return [field_problem(("corpus", "registry", "sources"),
-                              f"{unknown} are not in the registry (known: {sorted(known)})")]
-    return []
+    problems = []
+    if unknown := sorted(set(registry.sources or ()) - known):
+        problems.append(field_problem(("corpus", "registry", "sources"),
+                                      f"{unknown} are not in the registry (known: {sorted(known)})"))
+    if unknown := sorted(set(registry.versions) - set(registry.sources or known)):
+        problems.append(field_problem(("corpus", "registry", "versions"), f"{unknown} are not sources this corpus reads"))
+    if secret := [name for name in re.findall(r"\$\{(\w+)\}", registry.data_root) if looks_secret(name)]:
+        problems.append(field_problem(("corpus", "registry", "data_root"), f"expands {secret[0]}, a secret, into a "
+                                                                           "path that is logged and shown"))
+    return problems
 
 
 def _reward_problems(recipe: Recipe) -> list[str]:
-    problems, weights = [], []
+    problems, weights = [], {}
     for name, params in recipe.rl.rewards.items():
         try:  # its name and parameters, bound as the RL job will bind them
-            weights += build_reward_functions({name: params})[1]
+            weights[name] = build_reward_functions({name: params})[1][0]
         except (ValueError, TypeError) as error:
             problems.append(field_problem(("rl", "rewards", name), str(error)))
-    if not problems and not any(weights):
+    if problems:
+        return problems
+    if not any(weights.values()):
         problems.append(field_problem(("rl", "rewards"), "every reward weighs 0: the policy would have nothing "
                                                          "to learn from (a reward to log only may weigh 0)"))
+    scored = {task for name, weight in weights.items() if weight
+              for task in reward_tasks(name, recipe.rl.rewards[name]) or ()}
+    if unscored := [task for task in recipe.rl.mixture.tasks if task not in scored]:
+        problems.append(field_problem(("rl", "mixture", "tasks"), f"{unscored}: no weighted reward scores the answer "
+                                      f"of these tasks (rewards: {sorted(weights)}); their rows teach the format only"))
+    overlong = recipe.rl.rewards.get("soft_overlong") or {}
+    if "max_completion_len" in overlong and overlong["max_completion_len"] != recipe.rl.grpo.max_completion_length:
+        problems.append(field_problem(("rl", "rewards", "soft_overlong", "max_completion_len"), (
+            f"{overlong['max_completion_len']} is not rl.grpo.max_completion_length "
+            f"({recipe.rl.grpo.max_completion_length}): the punishment would start elsewhere than the length cut")))
+    return problems
+
+
+def _secret_problems(recipe: Recipe) -> list[str]:
+    """Fields that hold a secret: a recipe is logged (MLflow params, lineage.json), so secrets come
+    from the environment. A field's name or its value gives it away (``tracking.looks_secret``)."""
+    problems = []
+    for path, value in flatten(recipe.model_dump(mode="json")).items():
+        named = ".trainer_args." in path and looks_secret(path.rsplit(".", 1)[-1])  # hub_token: a trainer's secret
+        if (named and value not in ("", "None")) or SECRET_VALUE.search(value):
+            problems.append(field_problem(tuple(path.split(".")), "looks like a secret: a recipe is logged, so put "
+                                                                  "it in the environment (HF_TOKEN, ...) instead"))
     return problems
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,10 +41,22 @@ RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
 # A recipe is a few hundred YAML nodes; aliases may not expand it beyond this (a "billion laughs"
 # alias bomb is refused from the node graph, before anything is built from it).
 MAX_RECIPE_NODES = 20_000
+MAX_TEXT = 2000  # a description or purpose: MLflow keeps a parameter of at most 6000 characters
+STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+# the run's other parts: a stage of one of these names would shadow it (``Recipe.section``, ``stage``)
+RESERVED_STAGE_NAMES = frozenset({"base_model", "corpus", "rl", "evaluation", "tracking", "stages", "recipe",
+                                  "seed", "name", "description"})
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file and the field."""
+
+
+def _once(names: list[str]) -> list[str]:
+    """``names``, refused when one is listed twice (a guard or score counted twice)."""
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"{repeated} listed more than once")
+    return names
 
 
 _Strict = Strict
@@ -76,8 +89,8 @@ class RegistryCorpusRecipe(_Strict):
     """Real datasets from the source registry, read from local copies under ``data_root``."""
 
     registry: str | None = Field(None, description="registry YAML; default: the packaged recipes/sources.yaml")
-    data_root: str = Field(description="directory holding each dataset's origin.local_dir; "
-                                       "${VAR} expands from the environment")
+    data_root: str = Field(min_length=1, description="directory holding each dataset's origin.local_dir; "
+                                                     "${VAR} expands from the environment")
     sources: list[str] | None = Field(None, description="datasets to curate; default: every trained one")
     versions: dict[str, str] = Field(default_factory=dict, description="dataset -> published layout version "
                                      "to read (e.g. pmc_vqa: v1); default: the registry entry's current release")
@@ -199,22 +212,29 @@ class MixtureRecipe(_Strict):
 class ImageRecipe(_Strict):
     """Stage resolution, in pixels (the processor resizes within these bounds)."""
 
-    max_pixels: int | None = Field(None, gt=0, description="None keeps the parent checkpoint's processor bounds")
-    min_pixels: int | None = Field(None, gt=0)
+    max_pixels: int | None = Field(None, gt=0, le=1 << 28, description="None keeps the parent checkpoint's "
+                                                                     "processor bounds")
+    min_pixels: int | None = Field(None, gt=0, le=1 << 28)
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> ImageRecipe:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        return self
 
 
 class OptimRecipe(_Strict):
     """Trainer arguments shared by the SFT and GRPO stages (names follow transformers/TRL)."""
 
-    learning_rate: float = Field(gt=0)
-    num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="> 0 overrides epochs")
-    per_device_train_batch_size: int = Field(gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(gt=0, le=1)
+    num_train_epochs: float = Field(1.0, gt=0, le=10_000)
+    max_steps: int = Field(-1, ge=-1, le=10**9, description="> 0 overrides epochs; -1 trains by epochs")
+    per_device_train_batch_size: int = Field(gt=0, le=1 << 16)
+    gradient_accumulation_steps: int = Field(1, gt=0, le=1 << 16)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.1, ge=0)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -222,7 +242,7 @@ class OptimRecipe(_Strict):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
     save_steps: int | None = Field(None, gt=0, description="save a resumable checkpoint every N steps "
                                                            "(None: only the published final checkpoint)")
-    dataloader_num_workers: int = Field(0, ge=0, description="processes that decode and collate batches "
+    dataloader_num_workers: int = Field(0, ge=0, le=256, description="processes that decode and collate batches "
                                                              "while the model steps (0: in the training process)")
     on_mismatch: Literal["fresh", "error"] = Field(
         "fresh", description="an unfinished run of this stage with another recipe, parent or data exists: "
@@ -233,6 +253,13 @@ class OptimRecipe(_Strict):
     trainer_args: dict[str, Any] = Field(
         default_factory=dict, description="further SFTConfig/GRPOConfig fields by name, checked against the "
                                           "installed TRL when the recipe loads (e.g. max_grad_norm, use_vllm)")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, steps: int) -> int:
+        if steps == 0:  # the trainer reads 0 as "by epochs", which a recipe saying 0 steps does not mean
+            raise ValueError("0 steps: give a number of steps > 0, or -1 to train by num_train_epochs")
+        return steps
 
     @field_validator("deepspeed")
     @classmethod
@@ -249,6 +276,11 @@ class GuardRecipe(_Strict):
     """Regression guard: metrics this stage must not lose against its parent (catastrophic forgetting)."""
 
     protected: list[str] = Field(default_factory=list, description="eval metric names, e.g. grounding_mean_iou")
+
+    @field_validator("protected")
+    @classmethod
+    def _named_once(cls, names: list[str]) -> list[str]:
+        return _once(names)
     margin: float = Field(0.05, ge=0, description="allowed drop below the parent's value")
 
 
@@ -256,7 +288,7 @@ class _StageRecipe(_Strict):
     """What every training stage declares: its parent checkpoint, data, resolution and optimiser."""
 
     parent: str
-    purpose: str = ""
+    purpose: str = Field("", max_length=MAX_TEXT)
     guard: GuardRecipe = GuardRecipe()
     mixture: MixtureRecipe
     image: ImageRecipe = ImageRecipe()
@@ -264,7 +296,7 @@ class _StageRecipe(_Strict):
 
 
 class SFTStageRecipe(_StageRecipe):
-    max_length: int | None = None
+    max_length: int | None = Field(None, gt=0)
     reply_format: ReplyFormat = Field("plain", description="how replies are taught (medmo_pipeline.reply_format)")
 
 
@@ -275,8 +307,8 @@ class GRPORecipe(_Strict):
         "drop", description="a prompt over max_prompt_length tokens: cut its question text from the left "
                             "(a prompt whose images alone are too long is dropped) or drop the row; counted")
     max_completion_length: int = Field(gt=0)
-    epsilon: float = Field(0.2, gt=0)
-    epsilon_high: float | None = Field(None, gt=0)
+    epsilon: float = Field(0.2, gt=0, le=1)
+    epsilon_high: float | None = Field(None, gt=0, le=1)
     beta: float = Field(0.0, ge=0, description="KL coefficient; > 0 keeps a reference policy")
     # The reference policy is the parent checkpoint (the policy at the start of RL); with
     # sync_ref_model it is pulled towards the current policy every ref_model_sync_steps (TR-DPO style).
@@ -285,8 +317,15 @@ class GRPORecipe(_Strict):
     ref_model_mixup_alpha: float = Field(0.6, ge=0, le=1)
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0, le=10)
     mask_truncated_completions: bool = False
+
+    @model_validator(mode="after")
+    def _clip_range(self) -> GRPORecipe:
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(f"epsilon_high ({self.epsilon_high}) is below epsilon ({self.epsilon}): DAPO's "
+                             "clip-higher widens the upper clip, it never narrows it")
+        return self
 
 
 class RLStageRecipe(_StageRecipe):
@@ -303,25 +342,44 @@ class EvaluationRecipe(_Strict):
     batch_size: int = Field(32, gt=0)
     max_new_tokens: dict[TaskName, PositiveInt] = Field(default_factory=dict)
     max_samples_per_task: int | None = Field(None, gt=0)
-    bootstrap_resamples: int = Field(1000, ge=0)
+    bootstrap_resamples: int = Field(1000, ge=0, le=100_000)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _named_once(cls, names: list[str]) -> list[str]:
+        return _once(names)
 
 
 class TrackingRecipe(_Strict):
-    experiment: str = "medmo"
+    experiment: str = Field("medmo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+                            description="MLflow experiment; also a folder name under MEDMO_HOME")
     # Which checkpoints become versions of the MLflow registered model: the RL policy, or every stage.
     register_models: Literal["rl", "all", "none"] = "rl"
 
 
 class Recipe(_Strict):
-    name: str
-    description: str = ""
-    seed: int = 42
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    description: str = Field("", max_length=MAX_TEXT)
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # what transformers.set_seed takes
     base_model: BaseModelRecipe
     corpus: CorpusRecipe
     stages: dict[str, SFTStageRecipe]
     rl: RLStageRecipe
     evaluation: EvaluationRecipe = EvaluationRecipe()
     tracking: TrackingRecipe = TrackingRecipe()
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, stages: dict) -> dict:
+        """A stage's name is an asset key, a folder under MEDMO_HOME and a key of the recipe's
+        sections: a word, and none of the names the run gives its other parts."""
+        for name in stages:
+            if not STAGE_NAME.fullmatch(name):
+                raise ValueError(f"stage name {name!r} is not a word of letters, digits and '_' (it names an "
+                                 "asset and a folder)")
+            if name in RESERVED_STAGE_NAMES:
+                raise ValueError(f"stage name {name!r} is reserved for another part of the run")
+        return stages
 
     @model_validator(mode="after")
     def _mixtures_name_corpus_sources(self) -> Recipe:
@@ -464,10 +522,15 @@ def _describe(exc: ValidationError) -> str:
                                           for other, _ in errors):
             continue  # a union's other form ("a list") where the value took this one and failed inside it
         message = err["msg"].removeprefix("Value error, ")
+        if not location and (named := _NAMED_FIELD.match(message)):  # a check across fields names its field first
+            location, message = tuple(named.group(1).split(".")), message[named.end():]
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against the recipe reference)"
         lines.append(field_problem(location, message))
     return "\n".join(dict.fromkeys(lines))
+
+
+_NAMED_FIELD = re.compile(r"^([A-Za-z_][\w]*(?:\.[\w]+)+): ")
 
 
 def _without_union_tags(location: tuple) -> tuple:

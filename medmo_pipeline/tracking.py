@@ -8,6 +8,7 @@ closing runs early). The store defaults to sqlite under MEDMO_HOME with artifact
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +21,26 @@ from medmo_pipeline import home
 # Set by the launcher so jobs can tag their MLflow runs without importing dagster.
 DAGSTER_RUN_ID_ENV = "MEDMO_DAGSTER_RUN_ID"
 ASSET_KEY_ENV = "MEDMO_ASSET_KEY"
+MAX_PARAM = 6000  # characters MLflow keeps of a parameter's value
+# What a secret looks like as a value, whatever it is called: credentials in a URL, and the token
+# shapes of the services a run talks to (Hugging Face, OpenAI, GitHub, AWS, Slack)
+SECRET_VALUE = re.compile(r"://[^/\s:@]+:[^/\s@]+@|\bhf_[A-Za-z0-9]{30,}|\bsk-[A-Za-z0-9_-]{20,}"
+                          r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bAKIA[0-9A-Z]{16}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}")
+SECRET_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY", "CREDENTIAL")  # a name's word ending in one
+SECRET_NAMES = frozenset({"PASS", "PAT", "CONNECTION"})  # a name's word that is one (MEDMO_PG_PASS, GITHUB_PAT)
+PUBLIC_NAMES = frozenset({ASSET_KEY_ENV})
+
+
+def looks_secret(name: str, value: object = "") -> bool:
+    """Whether an environment variable, setting or field holds a secret: by its name (one of its
+    ``_``-separated words is, or ends with, TOKEN, PASSWORD, PASSWD, SECRET, KEY or CREDENTIAL, plural
+    too, or is PASS, PAT or CONNECTION), or by its value (``SECRET_VALUE``: an MLflow URI of
+    ``https://user:password@host`` is one)."""
+    if name in PUBLIC_NAMES:
+        return bool(SECRET_VALUE.search(str(value)))
+    words = name.upper().replace("-", "_").split("_")
+    return (any(word.removesuffix("S").endswith(secret) for word in words for secret in SECRET_WORDS)
+            or any(word in SECRET_NAMES for word in words) or bool(SECRET_VALUE.search(str(value))))
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -28,8 +49,9 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(data, dict):
         for key, value in data.items():
             out.update(flatten(value, f"{prefix}{key}."))
-    else:
-        out[prefix.rstrip(".")] = str(data)
+    else:  # a long text cut where MLflow would refuse it (and with it the run's start)
+        text = str(data)
+        out[prefix.rstrip(".")] = text if len(text) <= MAX_PARAM else f"{text[:MAX_PARAM - 20]}... ({len(text)} chars)"
     return out
 
 

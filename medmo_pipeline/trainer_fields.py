@@ -67,3 +67,26 @@ def check_trainer_args(trainer_args: dict[str, Any], *, rl: bool, where: str) ->
     if owned:
         raise ValueError(f"{where}: {owned} are set by the recipe's own fields (optim, grpo, max_length) or "
                          "by the pipeline; set them there, not in trainer_args")
+    _check_values(trainer_args, config_class, where)
+
+
+def _check_values(trainer_args: dict[str, Any], config_class, where: str) -> None:
+    """Each value as its config field's type takes it (a number for ``max_grad_norm``, finite; a
+    bool for a flag): TRL keeps a string where a float belongs and fails at the first step."""
+    import typing
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        hints = typing.get_type_hints(config_class)
+    except Exception:  # noqa: BLE001 - a TRL whose annotations do not resolve here: names only
+        return
+    for name, value in trainer_args.items():
+        if name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name], config=ConfigDict(allow_inf_nan=False, strict=False)).validate_python(value)
+        except ValidationError as error:
+            raise ValueError(f"{where}.{name}: {error.errors()[0]['msg']} (got {value!r})") from None
+        except Exception:  # noqa: BLE001 - a field type pydantic cannot build a validator for: not checked
+            continue

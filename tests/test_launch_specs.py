@@ -183,10 +183,21 @@ def test_usr1_requeues_and_the_script_still_waits_for_the_job(tmp_path):
     ("HF_TOKEN", True), ("WANDB_API_KEY", True), ("AWS_SECRET_ACCESS_KEY", True), ("DB_PASSWORD", True),
     ("GITHUB_TOKENS", True), ("OPENAI_APIKEY", True), ("GOOGLE_APPLICATION_CREDENTIALS", True),
     ("TOKENIZERS_PARALLELISM", False), ("MEDMO_ASSET_KEY", False), ("MLFLOW_TRACKING_URI", False),
-    ("KEYBOARD_LAYOUT", False),
+    ("KEYBOARD_LAYOUT", False), ("GITHUB_PAT", True), ("MEDMO_PG_PASS", True),
+    ("AZURE_STORAGE_CONNECTION_STRING", True), ("COMPAT_MODE", False),
 ])
 def test_secret_names(name, secret):
     assert looks_secret(name) is secret
+
+
+def test_a_value_holding_credentials_is_secret_whatever_its_name():
+    """An MLflow URI of https://user:password@host was written into the sbatch script (readable
+    through scontrol) and the Kubernetes Job's manifest."""
+    uri = "https://alice:s3cret@mlflow.example.org"
+    assert looks_secret("MLFLOW_TRACKING_URI", uri) and not looks_secret("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    spec = SlurmSpec(nodes=1, gpus_per_node=0, cpus_per_task=1, time="1", job_name="j", output_dir="/logs")
+    text = sbatch_script(spec, "m", [], env={"MLFLOW_TRACKING_URI": uri, "KEEP": "yes"})
+    assert "s3cret" not in text and "MLFLOW_TRACKING_URI" in text and "export KEEP=yes" in text
 
 
 def test_sbatch_leaves_slurm_and_host_variables_alone():

@@ -287,3 +287,52 @@ def test_a_guard_protecting_a_metric_no_evaluation_computes_stops_the_definition
     path = write_recipe(tmp_path / "guard.yaml", data)
     with pytest.raises(RecipeError, match=r"stages.stage2.guard.protected: \['closed_vqa_acc'\] are not metrics"):
         build_definitions(load_recipe(path), path)
+
+
+def _rename_stage(old: str, new: str):
+    def mutate(data):
+        stages = data["stages"]
+        data["stages"] = {new if name == old else name: stage for name, stage in stages.items()}
+        for stage in data["stages"].values():
+            if stage.get("parent") == old:
+                stage["parent"] = new
+        if data["rl"].get("parent") == old:
+            data["rl"]["parent"] = new
+    return mutate
+
+
+@pytest.mark.parametrize(("mutate", "field", "problem"), [
+    (_rename_stage("stage1", "../../../../tmp/evil"), "stages", "is not a word of letters"),
+    (_rename_stage("stage1", "corpus"), "stages", "'corpus' is reserved"),
+    (_rename_stage("stage1", "rl"), "stages", "'rl' is reserved"),
+    (_set("tracking", "experiment", "../../../../tmp/pwn"), "tracking.experiment", "should match pattern"),
+    (_set("seed", -1), "seed", "greater than or equal to 0"),
+    (_set("stages", "stage1", "purpose", "x" * 7000), "stages.stage1.purpose", "at most 2000 characters"),
+    (_set("stages", "stage1", "optim", "max_steps", 0), "stages.stage1.optim.max_steps", "0 steps"),
+    (_set("stages", "stage1", "optim", "adam_beta1", 1.5), "stages.stage1.optim.adam_beta1", "less than 1"),
+    (_set("stages", "stage1", "optim", "learning_rate", 50), "stages.stage1.optim.learning_rate",
+     "less than or equal to 1"),
+    (_set("stages", "stage1", "image", {"max_pixels": 9216, "min_pixels": 20000}), "stages.stage1.image",
+     "min_pixels (20000) is above max_pixels (9216)"),
+    (_set("rl", "grpo", "epsilon_high", 0.1), "rl.grpo", "epsilon_high (0.1) is below epsilon"),
+    (_set("rl", "rewards", "box", "weight", -1.0), "rl.rewards.box", "weight -1.0 is negative"),
+    (_set("rl", "rewards", "soft_overlong", "max_completion_len", 4096), "rl.rewards.soft_overlong.max_completion_len",
+     "is not rl.grpo.max_completion_length"),
+    (_set("rl", "mixture", "tasks", ["caption"]), "rl.mixture.tasks", "no weighted reward scores the answer"),
+    (_set("base_model", "tiny", "num_attention_heads", 3), "base_model.tiny", "not a multiple of num_key_value_heads"),
+    (_set("stages", "stage1", "optim", "trainer_args", {"max_grad_norm": "abc"}),
+     "stages.stage1.optim.trainer_args.max_grad_norm", "valid number"),
+    (_set("stages", "stage1", "optim", "trainer_args", {"hub_token": "hf_" + "a" * 34}),
+     "stages.stage1.optim.trainer_args.hub_token", "looks like a secret"),
+    (_set("description", "key sk-" + "b" * 40), "description", "looks like a secret"),
+    (_set("evaluation", "benchmarks", ["synthetic_heldout", "synthetic_heldout"]), "evaluation.benchmarks",
+     "listed more than once"),
+], ids=["stage-path", "stage-corpus", "stage-rl", "experiment-path", "seed", "long-purpose", "zero-steps", "beta",
+        "lr-50", "pixels", "clip-higher", "negative-weight", "overlong-length", "unscored-task", "heads",
+        "trainer-arg-value", "trainer-arg-secret", "secret-text", "benchmark-twice"])
+def test_names_ranges_combinations_and_secrets_are_refused_at_load_naming_the_field(tmp_path, mutate, field, problem):
+    """Each of these loaded: stage names and the experiment became paths out of MEDMO_HOME or shadowed
+    the run's other parts, values outside any sense reached the trainer, a negative weight trained
+    the policy away from its reward, a secret written in the recipe was logged with it."""
+    message = _refused(tmp_path, mutate)
+    assert "recipe.yaml" in message and f"{field}:" in message and problem in message, message

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from medmo_pipeline.launch.slurm import looks_secret
+from medmo_pipeline.tracking import looks_secret
 
 JOB_LABEL = "medmo-pipeline/job"
 CONTAINER_NAME = "job"
@@ -144,7 +144,7 @@ def _env(spec: K8sSpec, *, indexed: bool) -> list[dict[str, Any]]:
         env.append({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
             "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
     for name in sorted(spec.env):
-        if looks_secret(name):
+        if looks_secret(name, spec.env[name]):
             raise ValueError(f"{name} looks secret: pass it through secret_env (a Secret reference), not env")
         env.append({"name": name, "value": str(spec.env[name])})
     for env_name, secret_name, secret_key in spec.secret_env:

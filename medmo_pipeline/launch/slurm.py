@@ -14,10 +14,12 @@ checkpoint (the training job's business, not this script's).
 
 Secrets: values of variables whose names look secret are never written into the script, because
 scripts are stored in Slurm's state directory and readable through ``scontrol write batch_script``.
-A name looks secret when one of its ``_``-separated words is, or ends with, TOKEN, PASSWORD, PASSWD,
-SECRET, KEY or CREDENTIAL (plural too): ``HF_TOKEN``, ``WANDB_API_KEY``, ``AWS_SECRET_ACCESS_KEY``,
-``DB_PASSWORD``, but not ``TOKENIZERS_PARALLELISM``; the pipeline's own ``MEDMO_ASSET_KEY`` (an
-asset name) is public. The script
+A variable looks secret (``tracking.looks_secret``) by its name, when one of its ``_``-separated
+words is, or ends with, TOKEN, PASSWORD, PASSWD, SECRET, KEY or CREDENTIAL (plural too), or is PASS,
+PAT or CONNECTION: ``HF_TOKEN``, ``WANDB_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``DB_PASSWORD``,
+``GITHUB_PAT``, but not ``TOKENIZERS_PARALLELISM``; the pipeline's own ``MEDMO_ASSET_KEY`` (an asset
+name) is public. Or by its value: credentials in a URL (an ``MLFLOW_TRACKING_URI`` of
+``https://user:password@host``) or a token's shape. The script
 names them only: it checks that they are set and relies on ``--export=ALL``, so the job inherits
 them from the environment that runs ``sbatch``. Run sbatch with those variables in its environment.
 
@@ -32,10 +34,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from medmo_pipeline.tracking import ASSET_KEY_ENV
-
-SECRET_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY", "CREDENTIAL")
-PUBLIC_NAMES = frozenset({ASSET_KEY_ENV})
+from medmo_pipeline.tracking import looks_secret
 _SLURM_OWNED_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")
 _HOST_OWNED_NAMES = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "HOST"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -68,14 +67,6 @@ class SlurmSpec:
     chdir: str | None = None  # working directory of the job (default: where sbatch ran)
     rdzv_port: int = 29500
     requeue_before_time_limit_s: int | None = 120  # USR1 this long before the limit; None: no signal
-
-
-def looks_secret(name: str) -> bool:
-    """Whether an environment variable's name says its value is a secret (see the module docstring)."""
-    if name in PUBLIC_NAMES:
-        return False
-    words = [word.removesuffix("S") for word in name.upper().split("_")]
-    return any(word.endswith(secret) for word in words for secret in SECRET_WORDS)
 
 
 def log_path(spec: SlurmSpec) -> str:
@@ -144,7 +135,7 @@ def _environment_lines(env: Mapping[str, str]) -> list[str]:
             raise ValueError(f"{name!r} is not a valid environment variable name")
         if name.startswith(_SLURM_OWNED_PREFIXES) or name in _HOST_OWNED_NAMES:
             continue
-        if looks_secret(name):
+        if looks_secret(name, env[name]):
             secrets.append(name)
         else:
             exports.append(f"export {name}={shlex.quote(str(env[name]))}")

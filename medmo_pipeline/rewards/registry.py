@@ -265,6 +265,16 @@ REWARDS: dict[str, RewardDefinition] = {
 WEIGHT = "weight"
 
 
+def reward_tasks(name: str, params: Mapping[str, Any] | None = None) -> frozenset[str] | None:
+    """The tasks whose answers a registry reward scores; None for one that scores every reply the same
+    way whatever its task (its format, its length)."""
+    if name == "box":
+        return GROUNDING_TASKS
+    if name == "label_accuracy":
+        return LABELED_TASKS | (GROUNDING_TASKS if (params or {}).get("box_labels") else frozenset())
+    return None
+
+
 class BoundReward:
     """A registry reward with its recipe parameters fixed; named after its registry entry.
 
@@ -301,6 +311,8 @@ def build_reward_functions(spec: Mapping[str, Mapping[str, Any]]) -> tuple[list[
             raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARDS)}")
         params = dict(given or {})
         weight = _typed(name, WEIGHT, float, params.pop(WEIGHT, 1.0))
+        if weight < 0:  # a negative weight trains the policy away from what the reward scores
+            raise ValueError(f"reward {name!r}: weight {weight} is negative (0 logs a reward without training on it)")
         unknown = sorted(set(params) - set(definition.params))
         if unknown:
             raise ValueError(

@@ -124,7 +124,8 @@ def _source_problems(recipe: Recipe) -> list[str]:
         problems.append(field_problem(("corpus", "registry", "sources"),
                                       f"{unknown} are not in the registry (known: {sorted(known)})"))
     if unknown := sorted(set(registry.versions) - set(registry.sources or known)):
-        problems.append(field_problem(("corpus", "registry", "versions"), f"{unknown} are not sources this corpus reads"))
+        problems.append(field_problem(("corpus", "registry", "versions"),
+                                      f"{unknown} are not sources this corpus reads"))
     if secret := [name for name in re.findall(r"\$\{(\w+)\}", registry.data_root) if looks_secret(name)]:
         problems.append(field_problem(("corpus", "registry", "data_root"), f"expands {secret[0]}, a secret, into a "
                                                                            "path that is logged and shown"))

@@ -75,18 +75,29 @@ def _check_values(trainer_args: dict[str, Any], config_class, where: str) -> Non
     bool for a flag): TRL keeps a string where a float belongs and fails at the first step."""
     import typing
 
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
     try:
         hints = typing.get_type_hints(config_class)
     except Exception:  # noqa: BLE001 - a TRL whose annotations do not resolve here: names only
         return
     for name, value in trainer_args.items():
-        if name not in hints:
+        if (adapter := _adapter(hints.get(name))) is None:
             continue
         try:
-            TypeAdapter(hints[name], config=ConfigDict(allow_inf_nan=False, strict=False)).validate_python(value)
+            adapter.validate_python(value)
         except ValidationError as error:
             raise ValueError(f"{where}.{name}: {error.errors()[0]['msg']} (got {value!r})") from None
-        except Exception:  # noqa: BLE001 - a field type pydantic cannot build a validator for: not checked
-            continue
+
+
+def _adapter(annotation):
+    """A validator of values of ``annotation`` (finite numbers only), or None for a type pydantic
+    builds none for (that field's values are left to TRL)."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    if annotation is None:
+        return None
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False))
+    except Exception:  # noqa: BLE001 - pydantic raises several types for a type it cannot validate
+        return None

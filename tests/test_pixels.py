@@ -16,7 +16,13 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from medmo_pipeline.data.images import ImageError, inspect_image
-from medmo_pipeline.data.pixels import dicom_entry, model_image, percentile_window, real_to_uint8, window_to_uint8
+from medmo_pipeline.data.pixels import (
+    dicom_entry,
+    model_image,
+    percentile_window,
+    real_to_uint8,
+    window_to_uint8,
+)
 
 
 def _dicom_bytes(dataset) -> bytes:

@@ -247,7 +247,7 @@ def test_image_folders_class_and_sidecar(fixture, tmp_path):
     nested = next(row for row in report["kept"] if row["id"].endswith("slide_0001/t1.png"))
     assert nested["answer"] == "tumour"
     captions = build("cisc") / "images"
-    image = sorted(captions.glob("*/*.png"))[0]
+    image = min(captions.glob("*/*.png"))
     (tmp_path / "secret.txt").write_text("not the dataset's")
     image.with_suffix(".txt").unlink(missing_ok=True)
     image.with_suffix(".txt").symlink_to(tmp_path / "secret.txt")

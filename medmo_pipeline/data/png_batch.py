@@ -226,9 +226,9 @@ def _layout(data: np.ndarray, offsets: np.ndarray, ok: np.ndarray, width: np.nda
         read = pixels_here & ~pixels_ended[at]
         spans.append((at[read], here[read] + 8, stop[read] - 4))
         pixels_ended[at] |= ~pixels_here & has_pixels[at]
-        ok[at[~_CHUNK_TYPE_BYTE[chunk[:, 4:8]].all(axis=1) | (kind == _IHDR_TYPE)
-              | (pixels_here & ~palette[at])
-              | ((kind == _PLTE_TYPE) & (colour_type[at] == 3) & (length // 3 > PLTE_MOST_ENTRIES) & ~has_pixels[at])]] = False
+        long_palette = (kind == _PLTE_TYPE) & (colour_type[at] == 3) & (length // 3 > PLTE_MOST_ENTRIES)
+        ok[at[~_CHUNK_TYPE_BYTE[chunk[:, 4:8]].all(axis=1) | (kind == _IHDR_TYPE) | (pixels_here & ~palette[at])
+              | (long_palette & ~has_pixels[at])]] = False
         has_pixels[at] |= pixels_here
         palette[at] |= kind == _PLTE_TYPE
         ok[at[np.isin(kind, _LEFT_TO_INSPECT)]] = False

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from medmo_pipeline.tracking import looks_secret
+
 _SLURM_OWNED_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")
 _HOST_OWNED_NAMES = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "HOST"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -65,7 +65,8 @@ def resolve_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError("num_position_embeddings must be a perfect square (a 2-D grid)")
     if merged["num_attention_heads"] % merged["num_key_value_heads"]:
         raise ValueError(f"num_attention_heads ({merged['num_attention_heads']}) is not a multiple of "
-                         f"num_key_value_heads ({merged['num_key_value_heads']}): the heads share key/value heads in groups")
+                         f"num_key_value_heads ({merged['num_key_value_heads']}): query heads share key/value "
+                         "heads in groups")
     if merged["min_pixels"] > merged["max_pixels"]:
         raise ValueError(f"min_pixels {merged['min_pixels']} is over max_pixels {merged['max_pixels']}")
     if (parameters := approximate_parameters(merged)) > MAX_TINY_PARAMETERS:

@@ -71,7 +71,8 @@ def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[di
     width, height = images[0]["width"], images[0]["height"]
     records, found = [], parse_labeled_boxes(reply)
     if not found and any(marker in reply for marker in BOX_MARKERS):  # kept, it would teach a box-less reply
-        raise RowError("malformed_record", f"the reply's box is not four finite numbers x1 < x2, y1 < y2: {reply[:120]!r}")
+        raise RowError("malformed_record",
+                       f"the reply's box is not four finite numbers x1 < x2, y1 < y2: {reply[:120]!r}")
     for label, box in found:
         try:
             x1, y1, x2, y2 = box_scale.reply_box_to_pixels(box, width, height, scale)

@@ -47,7 +47,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
              if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())]
 
     def convert(relative: str, path: Path) -> list[dict]:
-        path = safe_join(base, relative)  # a symlink out of the root is quarantined here
+        safe_join(base, relative)  # a symlink out of the root is quarantined here
         entry = load_image(root, relative, options, png16_offset=options.png16_offset,
                            window=options.default_window)
         if options.text_from == "sidecar":

@@ -17,7 +17,6 @@ from medmo_pipeline.data.outcomes import RowError
 
 from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
-
 THINK_TAGS = ("<think>", "</think>")
 
 

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
 
 from .common import (
@@ -49,7 +51,7 @@ class Options(ImageRecordOptions):
     labels_separator: str = "|"
     # the names a ``labels_field`` cell may list (ChestX-ray14's 14 findings and "No Finding"): another
     # value ("58", "nan", "['Effusion']") is quarantined; [] takes any text
-    label_names: list[str] = []
+    label_names: list[str] = Field(default_factory=list)
     uncertain: Literal["omit", "positive"] = "omit"
     question: str = "Which findings does this chest X-ray show?"
     modality: str = "xray"

@@ -254,7 +254,7 @@ class CsvRecord(Record):
     for "Image Index"): exports of the same release differ in header spelling. ``columns`` are
     its file's header names (a short row lacks the last ones)."""
 
-    columns: list[str] = []
+    columns: Sequence[str] = ()
 
     def get(self, key, default=None):
         if key in self:

@@ -136,7 +136,8 @@ def _study_folders(root: Path, options: Options) -> Iterator[Study]:
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")
                         if p.suffix.lower() in options.image_suffixes) if study.is_dir() else []
         name = report.relative_to(base)
-        yield Study(name.with_suffix("").as_posix(), report, images, ((Path(options.image_dir) / name).as_posix(), "report"))
+        origin = ((Path(options.image_dir) / name).as_posix(), "report")
+        yield Study(name.with_suffix("").as_posix(), report, images, origin)
 
 
 def _file_sections(report: Path) -> ReportSections:

@@ -375,3 +375,30 @@ def test_a_mimic_split_row_whose_ids_are_no_numbers_is_quarantined_by_its_row(tm
     assert [row["id"] for row in out if type(row) is dict] == ["p10/p10000032/s50000001"]
     assert [(item.reason, item.record) for item in out if isinstance(item, RowQuarantined)] == \
         [("malformed_record", "row 3")]
+
+
+def test_an_image_name_with_a_trailing_space_before_its_suffix_is_read(fixture):
+    """ROCO's ids are written with a trailing space in some rows: the suffix went after it
+    (``ROCO_8 .jpg``) and the image was missing."""
+    build, curate = fixture
+    folder = build("roco")
+    path = next(folder.rglob("captions.txt"))
+    lines = path.read_text().splitlines()
+    first_id = lines[0].split("\t")[0]
+    lines[0] = lines[0].replace(first_id, first_id + " ", 1)
+    path.write_text("\n".join(lines) + "\n")
+    report = curate("roco")
+    assert not any(reason == "image_missing" for reason, _, _ in report["problems"]), report["problems"]
+
+
+def test_a_float_mask_of_fractional_ids_is_refused_not_cut_to_integers(fixture):
+    build, curate = fixture
+    folder = build("ctc")
+    for old in [*folder.glob("images/*"), *folder.glob("masks/*")]:
+        old.unlink()
+    mask = np.zeros((32, 32), np.float32)
+    mask[2:6, 3:9], mask[10:20, 10:20] = 0.5, 2.7
+    write_file(folder, "images/t0.png", png_bytes(32, 32))
+    write_file(folder, "masks/t0.tif", _png(mask, "TIFF"))
+    report = curate("ctc")
+    assert [reason for reason, _, _ in report["problems"]] == ["image_undecodable"]

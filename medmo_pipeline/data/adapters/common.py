@@ -208,7 +208,7 @@ def each_file_record(root: Path, options: RecordOptions, convert: Callable[[int,
 def record_images(root: Path, record: dict, options: ImageRecordOptions) -> list[dict]:
     """The image entries a record names in ``options.image_field`` (one name or a list), in order."""
     suffix = options.image_suffix
-    return [load_image(root, f"{value}{suffix}" if suffix and isinstance(value, str) else value, options)
+    return [load_image(root, f"{value.strip()}{suffix}" if suffix and isinstance(value, str) else value, options)
             for value in as_list(record.get(options.image_field))]
 
 

@@ -119,6 +119,10 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
             mask = np.asarray(image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
+    if mask.dtype.kind == "f" and not (np.isfinite(mask).all() and (mask == np.floor(mask)).all()
+                                       and (mask >= 0).all()):  # a float id 0.5 would be cut to 0
+        raise ImageError("image_undecodable", "mask: float values that are no instance ids (fractions, NaN, "
+                                              "negatives)")
     if mask.ndim != 3:
         return mask
     colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]  # an alpha channel is no id

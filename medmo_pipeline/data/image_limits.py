@@ -147,15 +147,21 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
     return image
 
 
+TIFF_BITS, TIFF_PLANAR, TIFF_SAMPLE_FORMAT = 258, 284, 339
+
+
+def tiff_values(image: Image.Image, tag: int, default) -> tuple:
+    """A TIFF tag's values as a tuple (PIL gives one value bare), ``(default,)`` when absent."""
+    values = image.tag_v2.get(tag, default)
+    return values if isinstance(values, tuple) else (values,)
+
+
 def _tiff_misread(image: Image.Image) -> str:
     """Why PIL would decode a TIFF to other values than it stores, or '': samples of more than 8
     bits in separate planes (PIL reads each plane's bytes as 8-bit samples), signed 8-bit samples
     (read as unsigned: a ramp through 0 wraps)."""
-    bits = image.tag_v2.get(258, (8,))
-    bits = bits if isinstance(bits, tuple) else (bits,)
-    formats = image.tag_v2.get(339, (1,))
-    formats = formats if isinstance(formats, tuple) else (formats,)
-    if image.tag_v2.get(284) == 2 and max(bits, default=8) > 8:
+    bits, formats = tiff_values(image, TIFF_BITS, 8), tiff_values(image, TIFF_SAMPLE_FORMAT, 1)
+    if image.tag_v2.get(TIFF_PLANAR) == 2 and max(bits, default=8) > 8:
         return f"of {max(bits)}-bit samples in separate planes: PIL reads them as 8-bit samples"
     if 2 in formats and max(bits, default=8) == 8:
         return "of signed 8-bit samples: PIL reads them as unsigned"

@@ -30,11 +30,13 @@ from PIL import Image
 
 from medmo_pipeline.data.dicom import read_dicom
 from medmo_pipeline.data.image_limits import (
+    TIFF_BITS,
     ImageError,
     ImageLimits,
     limits_in_force,
     open_image,
     read_image_file,
+    tiff_values,
 )
 
 PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
@@ -130,6 +132,14 @@ def real_to_uint8(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def percentile_uint8(values: np.ndarray) -> np.ndarray:
+    """Values of an image that names no window -> uint8 by their ``PERCENTILES``: real values
+    linearly (``real_to_uint8``), integers through DICOM's window (``window_to_uint8``)."""
+    if values.dtype.kind == "f":
+        return real_to_uint8(values)
+    return window_to_uint8(values, *percentile_window(values))
+
+
 def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float] | None = None,
                 path: str = "", limits: ImageLimits | None = None) -> dict:
     """A 16-bit grayscale PNG storing ``value + offset`` (DeepLesion: HU + 32768) -> 8-bit PNG entry.
@@ -185,14 +195,9 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
         out = window_to_uint8(values, (2**bits - 1) / 2 + 0.5, 2**bits)
     elif rescaled and (window := _dicom_window(dataset) or default_window) is not None:
         out = window_to_uint8(apply_rescale(pixels, dataset).astype(np.float32), *window)
-    elif rescaled and real:
-        out = real_to_uint8(apply_rescale(pixels, dataset))
-    elif rescaled:
-        values = apply_rescale(pixels, dataset).astype(np.float32)
-        out = window_to_uint8(values, *percentile_window(values))
-    else:  # the stored values, by their percentiles: a window or LUT is in the rescaled unit it lacks
-        out = real_to_uint8(pixels) if real else window_to_uint8(pixels.astype(np.float32),
-                                                                 *percentile_window(pixels.astype(np.float32)))
+    else:  # by percentiles; without the rescale, the stored values (a window or LUT is in its unit)
+        values = (apply_rescale(pixels, dataset) if rescaled else pixels).astype(np.float32)
+        out = real_to_uint8(values) if real else window_to_uint8(values, *percentile_window(values))
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return png_entry(out, path)
@@ -302,7 +307,7 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
         return (image.transpose(_TRANSPOSE[orientation]), False) if orientation in _TRANSPOSE else (image, plain)
 
 
-_TIFF_PHOTOMETRIC, _TIFF_BITS = 262, 258
+_TIFF_PHOTOMETRIC = 262
 
 
 def _as_stored(image: Image.Image) -> Image.Image:
@@ -312,8 +317,7 @@ def _as_stored(image: Image.Image) -> Image.Image:
     at 0: over black, the image was black)."""
     if image.format == "TIFF" and image.mode in _HIGH_DEPTH_MODES and image.mode != "F" \
             and image.tag_v2.get(_TIFF_PHOTOMETRIC) == 0:
-        bits = image.tag_v2.get(_TIFF_BITS, (16,))
-        top = (1 << int(bits[0] if isinstance(bits, tuple) else bits)) - 1
+        top = (1 << int(tiff_values(image, TIFF_BITS, 16)[0])) - 1
         return Image.fromarray((top - np.asarray(image).astype(np.int64)).astype(np.int32))
     if image.format == "BMP" and image.mode == "RGBA" and image.getextrema()[3] == (0, 0):
         return image.convert("RGB")
@@ -382,13 +386,10 @@ def _undecodable_as_image_error(path: str):
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB: high bit depths windowed by percentiles (real values linearly, ``real_to_uint8``),
-    alpha composited over black."""
-    if image.mode == "F":
-        return Image.fromarray(real_to_uint8(np.asarray(image))).convert("RGB")
+    """8-bit RGB: high bit depths windowed by percentiles (``percentile_uint8``), alpha composited
+    over black."""
     if image.mode in _HIGH_DEPTH_MODES:
-        values = np.asarray(image)
-        return Image.fromarray(window_to_uint8(values, *percentile_window(values))).convert("RGB")
+        return Image.fromarray(percentile_uint8(np.asarray(image))).convert("RGB")
     if image.mode in ("P", "PA"):
         image = image.convert("RGBA")
     if image.mode in ("LA", "RGBA", "La", "RGBa"):

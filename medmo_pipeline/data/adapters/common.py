@@ -99,8 +99,8 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
     ``keep_where``)."""
     records = iter_records(root, options.file, options.format, columns=options.columns,
                            quoted=options.quoted_fields, keyed_by=options.records_keyed_by)
-    if record_format(options.file, options.format) in ("csv", "tsv", "parquet"):
-        records = with_columns(records, [name for name in options.named_columns() if name], options.file)
+    records = with_columns(records, [name for name in options.named_columns() if name], options.file,
+                           options.format)
     keep = {options.id_field: _listed_ids(root, options.keep_ids_file)} if options.keep_ids_file else {}
     found: set[str] = set()  # the listed ids a record has
     for index, record in enumerate(records):
@@ -131,10 +131,14 @@ def read_records(root: Path, options: RecordOptions) -> Iterator[dict | RowQuara
 _ABSENT = object()
 
 
-def with_columns(records: Iterator, named: list[str], file: str) -> Iterator:
+def with_columns(records: Iterator, named: list[str], file: str, fmt: RecordFormat = "auto") -> Iterator:
     """``records``, once the first one shows the columns ``named`` (every record of a file with a
     header has the same; found as the adapters find them, a CSV's in any case and spacing): a
-    column missing stops the source, naming it and the columns there are."""
+    column missing stops the source, naming it and the columns there are. Records of a file
+    without a header (JSON, JSONL: each may lack a field) pass unchecked."""
+    if record_format(file, fmt) not in ("csv", "tsv", "parquet"):
+        yield from records
+        return
     for record in records:
         if named and isinstance(record, dict):
             header = getattr(record, "columns", None)  # a CSV row's file header: a short row lacks columns

@@ -49,7 +49,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     slices: dict[str, list[tuple]] = {}
     for index, record in enumerate(with_columns(iter_records(root, options.file, "csv"),
-                                                ["File_name", "Bounding_boxes"], options.file)):
+                                                ["File_name", "Bounding_boxes"], options.file, "csv")):
         if isinstance(record, RowQuarantined):
             yield record
             continue

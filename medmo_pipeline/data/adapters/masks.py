@@ -111,6 +111,16 @@ def boxes_of_ids(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     return [(int(a), int(b), int(c) + 1, int(d) + 1) for a, b, c, d in zip(x1, y1, x2, y2)]
 
 
+def ids_problem(ids: np.ndarray) -> str | None:
+    """Why an array is no plane of instance ids (whole, finite, not negative), or None: a float id
+    of 0.5 would be cut to 0, the background, and NaN made an instance of its own."""
+    if ids.dtype.kind == "f" and not (np.isfinite(ids).all() and (ids == np.floor(ids)).all()):
+        return "values that are no instance ids (fractions, NaN or infinity)"
+    if ids.dtype.kind in "fi" and (ids < 0).any():
+        return "negative instance ids"
+    return None
+
+
 def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     """The instance-id plane of a mask, its size checked from the header before decoding."""
     image = open_image(mask_bytes, limits, "mask")
@@ -119,10 +129,8 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
             mask = np.asarray(image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
-    if mask.dtype.kind == "f" and not (np.isfinite(mask).all() and (mask == np.floor(mask)).all()
-                                       and (mask >= 0).all()):  # a float id 0.5 would be cut to 0
-        raise ImageError("image_undecodable", "mask: float values that are no instance ids (fractions, NaN, "
-                                              "negatives)")
+    if mask.dtype.kind == "f" and (problem := ids_problem(mask)) is not None:
+        raise ImageError("image_undecodable", f"mask: {problem}")
     if mask.ndim != 3:
         return mask
     colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]  # an alpha channel is no id

@@ -22,11 +22,11 @@ import numpy as np
 
 from medmo_pipeline.data.image_limits import ImageError, check_pixels, limits_in_force
 from medmo_pipeline.data.outcomes import RowError, RowFiltered
-from medmo_pipeline.data.pixels import percentile_window, png_entry, real_to_uint8, window_to_uint8
+from medmo_pipeline.data.pixels import percentile_uint8, png_entry
 
 from .common import AdapterOptions, guarded, limited, rows_only, validated
 from .grounding import grounding_rows
-from .masks import boxes_of_ids
+from .masks import boxes_of_ids, ids_problem
 from .records import SourceLayoutError, layout_path
 
 MAX_DIRECTORY_BYTES = 1 << 20  # an .npz of a few arrays: a few hundred bytes
@@ -51,12 +51,9 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
         image, ids = sample
         if not np.isfinite(image).all():
             raise RowError("bad_number", f"sample {index}: {options.image_key} holds NaN or infinite values")
-        if ids.dtype.kind == "f" and not (np.isfinite(ids).all() and (ids == np.floor(ids)).all()):
-            raise RowError("bad_number", f"sample {index}: {options.label_key} holds values that are no instance ids")
-        if (ids < 0).any():
-            raise RowError("bad_number", f"sample {index}: {options.label_key} holds negative instance ids")
-        pixels = real_to_uint8(image) if image.dtype.kind == "f" else window_to_uint8(image, *percentile_window(image))
-        entry = png_entry(pixels, path=f"{options.file}#{index}")
+        if (problem := ids_problem(ids)) is not None:
+            raise RowError("bad_number", f"sample {index}: {options.label_key} holds {problem}")
+        entry = png_entry(percentile_uint8(image), path=f"{options.file}#{index}")
         boxes = [(options.label, *box) for box in boxes_of_ids(ids)]
         if not boxes:  # an empty field of view: nothing to ground, counted
             return [RowFiltered("no_finding", f"sample {index}: no {options.label} instance")]

@@ -160,12 +160,10 @@ _WIDE_MARKS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\
 def check_utf8_file(handle, file: str) -> None:
     """SourceLayoutError for a text file that starts with a UTF-16 or UTF-32 byte-order mark (a
     spreadsheet's "Unicode text" export): none of its lines would read as UTF-8, so the file, not
-    each line, is the problem. ``handle`` is left where it was."""
+    each line, is the problem. ``handle`` (binary) is left where it was."""
     start = handle.tell()
     head = handle.read(4)
     handle.seek(start)
-    if isinstance(head, str):
-        head = head.encode("utf-8", "surrogateescape")
     for mark, encoding in _WIDE_MARKS.items():
         if head.startswith(mark):
             raise SourceLayoutError(f"{file} is {encoding} text (it starts with a {encoding} byte-order mark); "

@@ -36,7 +36,7 @@ from .common import (
     turn,
     with_columns,
 )
-from .records import SourceLayoutError, iter_records, layout_path, record_format
+from .records import SourceLayoutError, iter_records, layout_path
 from .report_sections import ReportSections, report_sections, split_sections  # noqa: F401 - re-exported
 
 QUESTION = "Write the findings and impression of this radiology study."
@@ -92,9 +92,8 @@ def _records(root: Path, options: Options) -> Iterator[Study | RowQuarantined]:
     """(local id, sections, image values) per record; the images of a joined table by key."""
     joined: dict[str, list] = {}
     if options.images_file:
-        image_rows = iter_records(root, options.images_file)
-        if record_format(options.images_file) in ("csv", "tsv", "parquet"):
-            image_rows = with_columns(image_rows, [options.join_key, options.image_field], options.images_file)
+        image_rows = with_columns(iter_records(root, options.images_file),
+                                  [options.join_key, options.image_field], options.images_file)
         for record in image_rows:
             if not isinstance(record, dict):  # a broken row of the image table: its study is read without
                 yield record  # that image, and this says so

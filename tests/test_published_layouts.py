@@ -67,6 +67,12 @@ MIMIC_REPORTS = {
     "s50000002": " FINAL REPORT\n INDICATION:  Fever.\n \n FINDINGS AND IMPRESSION:  Heart size is normal.  No effusion.\n",
     "s50000003": " FINAL REPORT\n COMPARISON:  ___.\n \n PA and lateral views of the chest.  The lungs are clear.\n",
     "s50000004": " FINAL REPORT\n findings: mild cardiomegaly. conclusion: no pneumonia.\n",
+    # the body in a paragraph of its own, under no heading, before the impression
+    "s50000005": " FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n \n INDICATION:  ___ with cough\n \n"
+                 " COMPARISON:  None.\n \n PA and lateral views of the chest were obtained.  The lungs are clear.\n"
+                 " \n IMPRESSION:  No acute cardiopulmonary process.\n",
+    "s50000006": " FINAL REPORT\n FINDINGS:  6 mm nodule.\n \n IMPRESSION:  Small nodule.\n \n"
+                 " RECOMMENDATION(S):  Chest CT in 3 months.\n",
 }
 
 
@@ -82,7 +88,10 @@ def test_mimic_cxr_reports_with_combined_or_no_headings_are_kept(tmp_path, curat
         "s50000001": "Findings: Lungs are clear.\nImpression: No acute process.",
         "s50000002": "Findings and impression: Heart size is normal. No effusion.",
         "s50000003": "Report: PA and lateral views of the chest. The lungs are clear.",
-        "s50000004": "Findings: mild cardiomegaly.\nImpression: no pneumonia.",
+        "s50000004": "Findings: mild cardiomegaly.\nConclusion: no pneumonia.",
+        "s50000005": "Report: PA and lateral views of the chest were obtained. The lungs are clear.\n"
+                     "Impression: No acute cardiopulmonary process.",
+        "s50000006": "Findings: 6 mm nodule.\nImpression: Small nodule.",
     }
     assert report["quarantined"] == 0 and accounted(report)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from medmo_pipeline.data.adapters import coco
 from medmo_pipeline.data.adapters.report_sections import report_sections
 from medmo_pipeline.data.benchmarks.readers import iter_mimic_split
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.data.registry import SourceUnavailable, load_registry
+from medmo_pipeline.data.registry import SourceUnavailable, iter_source_rows, load_registry
 from medmo_pipeline.data.sources import curate_source
 
 REGISTRY = load_registry()
@@ -402,3 +403,42 @@ def test_a_float_mask_of_fractional_ids_is_refused_not_cut_to_integers(fixture):
     write_file(folder, "masks/t0.tif", _png(mask, "TIFF"))
     report = curate("ctc")
     assert [reason for reason, _, _ in report["problems"]] == ["image_undecodable"]
+
+
+def test_a_layout_version_the_files_do_not_have_stops_naming_it_and_the_others(tmp_path, monkeypatch):
+    """MIMIC-CXR's dicom-2.1.0 picked for a mimic-cxr-jpg tree: no study finds its image, which is
+    the layout's fault, not three rows'; a non-default version's failure quotes that version's own
+    layout and instructions."""
+    for variable in CREDENTIALS:
+        monkeypatch.setenv(variable, "attested-for-the-test")
+    mimic = REGISTRY.get("mimic_cxr")
+    folder = tmp_path / mimic.origin.local_dir
+    build_fixture("report", folder, mimic.adapters_for("jpg-2.1.0")[0].options)
+    for dicom in folder.rglob("*.dcm"):
+        dicom.unlink()
+    assert any(folder.rglob("*.jpg"))
+    with pytest.raises(SourceUnavailable, match=r"version dicom-2\.1\.0\): SourceLayoutError: none of its \d+ records "
+                                                r"found its image file.*versions\.mimic_cxr \(jpg-2\.1\.0\)$"):
+        list(iter_source_rows(mimic, tmp_path, "dicom-2.1.0"))
+    assert len([row for row in iter_source_rows(mimic, tmp_path, "jpg-2.1.0") if type(row) is dict]) >= 1
+
+    pmc = REGISTRY.get("pmc_vqa")
+    for spec in pmc.adapters:  # the current release (v2) on disk, v1 asked for
+        build_fixture(spec.family, tmp_path / pmc.origin.local_dir, spec.options)
+    with pytest.raises(SourceUnavailable) as refused:
+        list(iter_source_rows(pmc, tmp_path, "v1"))
+    v1 = pmc.other_versions["v1"]
+    assert v1.layout_source in str(refused.value) and v1.instructions.rstrip(".") in str(refused.value)
+    assert pmc.layout_source not in str(refused.value)
+
+
+def test_a_copy_that_did_not_keep_mtimes_curates_to_the_same_data_version(fixture):
+    """rsync without -t, a fresh checkout: the same bytes under new mtimes are the same data."""
+    build, curate = fixture
+    folder = build("vqa_rad")
+    first = curate("vqa_rad")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(10**18, 10**18))
+    again = curate("vqa_rad")
+    assert (again["data_version"], again["revision"]) == (first["data_version"], first["revision"])

@@ -38,10 +38,27 @@ MIMIC_UNHEADED = ("                                 FINAL REPORT\n CHEST RADIOGR
     # a heading right after a full stop, without a space
     ("FINDINGS:Lungs clear.IMPRESSION:Normal.", "Lungs clear.", "Normal.", "findings+impression"),
     # other names of the impression
-    ("FINDINGS: Lungs clear.\nSUMMARY: No acute process.", "Lungs clear.", "No acute process.", "findings+conclusion"),
+    ("FINDINGS: Lungs clear.\nINTERPRETATION: No acute process.", "Lungs clear.", "No acute process.",
+     "findings+conclusion"),
     ("FINDINGS: Lungs clear.\nDIAGNOSIS: Normal chest.", "Lungs clear.", "Normal chest.", "findings+conclusion"),
     ("", "", "", ""),
     ("INDICATION: cough only", "", "", ""),
+    # MIMIC-CXR: the body in a paragraph of its own between COMPARISON and IMPRESSION
+    ((" INDICATION:  ___ with cough\n \n COMPARISON:  None.\n \n PA and lateral views.  Lungs clear.\n \n"
+      " IMPRESSION:  No acute process.\n"), "PA and lateral views. Lungs clear.", "No acute process.",
+     "unheaded+impression"),
+    ("COMPARISON:\n\nNone.\n\nLungs clear.\n\nIMPRESSION: Normal.", "Lungs clear.", "Normal.", "unheaded+impression"),
+    # MIMIC-CXR's RECOMMENDATION(S) ends the impression
+    ("FINDINGS: Nodule.\nIMPRESSION: Small nodule. RECOMMENDATION(S): Chest CT in 3 months.", "Nodule.",
+     "Small nodule.", "findings+impression"),
+    # a combined heading alone on its line
+    ("FINDINGS AND IMPRESSION\nLungs clear.", "Lungs clear.", "", "findings_and_impression"),
+    # CheXpert Plus's report text: NARRATIVE, END OF IMPRESSION, a SUMMARY code, ACCESSION NUMBER
+    (("NARRATIVE:\nCHEST 1 VIEW\n\nCLINICAL HISTORY: cough.\n\nFINDINGS:\nLungs are clear.\n\nIMPRESSION:\n"
+      "1. No acute disease.\n\nEND OF IMPRESSION:\n\nSUMMARY:\n1-NORMAL\n\nACCESSION NUMBER: 12345\n"
+      "This report has been anonymized."), "Lungs are clear.", "1. No acute disease.", "findings+impression"),
+    ("NARRATIVE: CHEST 1 VIEW\n\nThe lungs are clear.\n\nIMPRESSION:\nNormal.\n\nSUMMARY:\n1-NORMAL",
+     "The lungs are clear.", "Normal.", "unheaded+impression"),
 ])
 def test_heading_variants(report, findings, impression, used):
     sections = report_sections(report)
@@ -57,10 +74,16 @@ def test_a_report_without_content_headings_keeps_its_body_and_says_so():
     assert sections.reply().startswith("Report: CHEST RADIOGRAPH")
 
 
-def test_reply_labels_the_sections_used():
+def test_reply_labels_each_section_by_the_heading_it_came_from():
     assert report_sections(MIMIC_COMBINED).reply().startswith("Findings and impression: Heart size")
-    assert report_sections("FINDINGS: a.\nCONCLUSION: b.").reply() == "Findings: a.\nImpression: b."
+    assert report_sections("FINDINGS: a.\nCONCLUSION: b.").reply() == "Findings: a.\nConclusion: b."
     assert report_sections("impression: b.").reply() == "Impression: b."
+    combined = report_sections(" FINDINGS AND IMPRESSION:  Heart size is normal.\n \n CONCLUSION:  Stable.\n")
+    assert combined.used == "findings_and_impression+conclusion"
+    assert combined.reply() == "Findings and impression: Heart size is normal.\nConclusion: Stable."
+    both = report_sections("IMPRESSION: a.\nFINDINGS: b.\nCONCLUSION: c.")
+    assert both.used == "impression+findings+conclusion"  # report order; the reply puts the body first
+    assert both.reply() == "Findings: b.\nImpression: a.\nConclusion: c."
 
 
 def test_a_word_inside_a_sentence_is_not_a_heading():

@@ -25,8 +25,9 @@ from pydantic import Field, model_validator
 
 from medmo_pipeline.data.adapters import ADAPTERS, adapter
 from medmo_pipeline.data.adapters.records import SourceLayoutError
+from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import UnsafePathError, safe_join
-from medmo_pipeline.schema.rows import TaskName
+from medmo_pipeline.schema.rows import TASKS_WITH_IMAGES, TaskName
 from medmo_pipeline.yaml_registry import (
     SHIPPED_DIR,
     Credentials,
@@ -137,6 +138,13 @@ class SourceEntry(_Strict):
                 f"Fix corpus.registry.versions.{self.name} in the recipe, or remove it to read {self.version or 'the default'}")
         return list(self.other_versions[version].adapters)
 
+    def layout_of(self, version: str | None = None) -> tuple[str, str]:
+        """(where layout ``version`` was verified, how to get it), for messages about that layout."""
+        if not version or version == self.version:
+            return self.layout_source, self.origin.how_to_get()
+        other = self.other_versions[version]
+        return other.layout_source, "; ".join(filter(None, [self.origin.how_to_get(), other.instructions]))
+
 
 class SourceRegistry(_Strict):
     version: int
@@ -193,25 +201,45 @@ def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None)
     """
     specs = entry.adapters_for(version)
     path = resolve_source(entry, root)
+    layout_source, how_to_get = entry.layout_of(version)
+    chosen = version or entry.version
+    others = [name for name in entry.versions() if name != chosen]
     for position, spec in enumerate(specs):
         prefix = "" if position == 0 else f"{spec.family}/"
         try:
-            read = 0
+            read, images_found = 0, False
             for row in adapter(spec.family).iter_outcomes(path, spec.options):
                 if type(row) is dict:
                     row["id"] = f"{entry.name}:{prefix}{row['id']}"
                     row["source"], row["license"] = entry.name, entry.licence
+                images_found = images_found or not _image_missing(row)
                 read += 1
                 yield row
             if not read:
                 raise SourceLayoutError(f"its {spec.family} reader found no records (options {spec.options})")
+            if not images_found:  # every record's image is missing: not there, or another layout's files
+                raise SourceLayoutError(f"none of its {read} records found its image file")
         except SourceUnavailable:
             raise
         except Exception as error:  # noqa: BLE001 - adapters quarantine row problems; what escapes is the source's
             raise SourceUnavailable(
                 f"dataset {entry.name!r} at {path} does not have the layout its registry entry reads "
-                f"({entry.layout_source}{', version ' + (version or entry.version) if entry.version else ''}): "
-                f"{type(error).__name__}: {error}. Fix: get it with {entry.origin.how_to_get()}"
-                f"{'; or pick another layout with corpus.registry.versions (' + ', '.join(entry.versions()) + ')' if entry.other_versions else ''}"
+                f"({layout_source}{', version ' + chosen if chosen else ''}): "
+                f"{type(error).__name__}: {error}. Fix: get it with {how_to_get.rstrip('.')}"
+                f"{'; or pick another layout with corpus.registry.versions.' + entry.name + ' (' + ', '.join(others) + ')' if others else ''}"
             ) from None
+
+
+def _image_missing(outcome) -> bool:
+    """Whether an adapter's outcome found no image where it needs one: a row whose image files are
+    not there (no bytes, and no decoding error), a row of an image task without images, or a record
+    quarantined for that."""
+    if type(outcome) is RowQuarantined:
+        return outcome.reason == "image_missing"
+    if type(outcome) is not dict:
+        return False
+    images = outcome.get("images") or []
+    if not images:
+        return outcome.get("task") in TASKS_WITH_IMAGES
+    return all(type(image) is dict and image.get("bytes") is None and not image.get("error") for image in images)
 

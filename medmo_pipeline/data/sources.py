@@ -76,24 +76,29 @@ def fingerprint(corpus: CorpusRecipe, source: str, *, seed: int) -> dict:
     version = layout_version(corpus, source)
     entry.adapters_for(version)  # an unknown version is an error before anything is read
     directory = resolve_source(entry, data_root(corpus))
-    digest, count = _files_digest(directory)
-    revision = entry.origin.revision or f"local:{digest[:12]}"
+    digest, content, count = _files_digest(directory)
+    # The published revision names the files by what they hold: a copy that did not keep mtimes
+    # curates to the same data version; an mtime still makes the fingerprint say "look again".
+    revision = entry.origin.revision or f"local:{content[:12]}"
     identity = {"revision": entry.origin.revision, "files": digest}
     if version and version != entry.version:  # the default keeps the versions fingerprinted before
         identity["layout_version"] = version
     return {"version": stable_hash(identity, length=64), "revision": revision, "files": count}
 
 
-def _files_digest(directory: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
+def _files_digest(directory: Path) -> tuple[str, str, int]:
+    """(digest of every file's path, size, mtime and first bytes; the same without the mtimes; the
+    number of files)."""
+    digest, content = hashlib.sha256(), hashlib.sha256()
     count = 0
     for path in files_in_path_order(directory):
         stat = path.stat()
         with path.open("rb") as handle:
             head = hashlib.sha256(handle.read(FINGERPRINT_HEAD_BYTES)).hexdigest()
         digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{head}\n".encode())
+        content.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{head}\n".encode())
         count += 1
-    return digest.hexdigest(), count
+    return digest.hexdigest(), content.hexdigest(), count
 
 
 def files_in_path_order(directory: Path) -> Iterator[Path]:

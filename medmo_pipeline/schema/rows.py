@@ -22,6 +22,7 @@ import pyarrow as pa
 # The one list of tasks: recipes, registries and adapters type their ``task`` fields with TaskName.
 TaskName = Literal["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
 TASKS: tuple[str, ...] = get_args(TaskName)
+TASKS_WITH_IMAGES = ("caption", "vqa", "report", "grounding")  # a row of these tasks needs an image
 SPLITS = ("train", "eval")
 
 IMAGE_TYPE = pa.struct(

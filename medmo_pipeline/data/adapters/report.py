@@ -8,8 +8,9 @@ Two layouts:
 - ``study_folders``: MIMIC-CXR's ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` beside a folder
   ``sXXXXXXXX/`` of that study's images (DICOM or JPG).
 
-The reply labels its text by the section(s) it came from (``ReportSections.reply``): "Findings: /
-Impression:", "Findings and impression:" for a combined section, "Report:" for unheaded text.
+The reply labels its text by the section(s) it came from (``ReportSections.reply``): "Findings:",
+"Findings and impression:" for a combined section, "Report:" for unheaded text, then "Impression:"
+and "Conclusion:".
 """
 
 from __future__ import annotations
@@ -152,8 +153,7 @@ def _field_sections(record: dict, options: Options) -> ReportSections:
     findings, impression = text(record.get(options.findings_field)), text(record.get(options.impression_field))
     if not (findings or impression) and options.text_field:
         return report_sections(text(record.get(options.text_field)))
-    used = "+".join(name for name, value in (("findings", findings), ("impression", impression)) if value)
-    return ReportSections(findings, impression, used)
+    return ReportSections.of_fields(findings, impression)
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -15,7 +15,6 @@ examination, wet read, notification, ``FINAL REPORT``) end the section before th
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from dataclasses import dataclass
 
 # Heading text (lower case, inner spaces collapsed) -> the section it opens.
@@ -23,88 +22,116 @@ COMBINED = "findings_and_impression"
 _CONTENT = {
     "findings": "findings", "finding": "findings",
     "impression": "impression", "impressions": "impression",
-    "conclusion": "conclusion", "conclusions": "conclusion", "opinion": "conclusion", "summary": "conclusion",
+    "conclusion": "conclusion", "conclusions": "conclusion", "opinion": "conclusion",
     "diagnosis": "conclusion", "diagnoses": "conclusion", "interpretation": "conclusion",
     "findings and impression": COMBINED, "impression and findings": COMBINED,
     "findings/impression": COMBINED, "findings / impression": COMBINED, "findings & impression": COMBINED,
     "provisional findings impression": COMBINED,
 }
+# Headings whose text is not the report's content. CheXpert Plus heads a category code "SUMMARY:
+# 1-NORMAL", an "END OF IMPRESSION:" marker and the accession number; MIMIC-CXR writes
+# "RECOMMENDATION(S):" (MIT-LCP's section_parser lists these).
 _OTHER = ("indication", "indications", "clinical indication", "history", "clinical history",
           "clinical information", "reason for exam", "reason for examination", "technique", "comparison",
-          "comparisons", "examination", "exam", "type of examination", "procedure", "notification",
-          "recommendation", "recommendations", "wet read", "addendum", "study", "reference exam")
+          "comparisons", "examination", "exam", "type of examination", "procedure", "procedure comments",
+          "notification", "recommendation", "recommendations", "recommendation(s)", "wet read", "addendum",
+          "study", "reference exam", "narrative", "summary", "end of impression", "accession number")
 _NAMES = sorted({*_CONTENT, *_OTHER}, key=len, reverse=True)  # longest first: "findings and impression"
-_NAME_PATTERN = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in _NAMES)
+
+
+def _names_pattern(names) -> str:
+    return "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in names)
+
+
 # A heading starts a line, follows the end of a sentence (with or without a space), or follows a run
 # of spaces; it ends with ':'.
 _WITH_COLON = re.compile(
-    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}}))(?P<name>{_NAME_PATTERN})[ \t]*:", re.IGNORECASE | re.MULTILINE)
-# A heading alone on its line, in capitals, without a colon ("FINDINGS\n...").
-_ALONE = re.compile(rf"^[ \t]*(?P<name>{_NAME_PATTERN.upper()})[ \t]*$", re.MULTILINE)
+    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}}))(?P<name>{_names_pattern(_NAMES)})[ \t]*:",
+    re.IGNORECASE | re.MULTILINE)
+# A heading alone on its line, in capitals, without a colon ("FINDINGS\n...", "FINDINGS AND IMPRESSION\n")
+_ALONE = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(name.upper() for name in _NAMES)})[ \t]*$", re.MULTILINE)
 # A heading starting a line and ending in a dash or a full stop ("IMPRESSION - No acute ...",
 # "Impression. No acute ..."), the text going on after it.
-_DASHED = re.compile(rf"^[ \t]*(?P<name>{_NAME_PATTERN})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
+_DASHED = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(_NAMES)})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
                      re.IGNORECASE | re.MULTILINE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL\s+REPORT[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _BLANKS = " \t\r\n_"  # MIMIC-CXR writes "___" where de-identification removed a word
-_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
+# Each section's label in the training reply, in the reply's order: the body, then the impression.
+UNHEADED = "unheaded"
+_LABELS = {UNHEADED: "Report", "findings": "Findings", COMBINED: "Findings and impression",
+           "impression": "Impression", "conclusion": "Conclusion"}
+_BODY = (UNHEADED, "findings", COMBINED)  # read as the findings
+_CLOSING = ("impression", "conclusion")  # read as the impression
 
 
 @dataclass(frozen=True)
 class ReportSections:
-    """What a report says, by section. ``used`` names the sections the text came from, joined by
-    ``+`` in report order: ``findings``, ``impression``, ``conclusion`` (counted as impression),
-    ``findings_and_impression`` (one combined section, its text in ``findings``), ``unheaded`` (text
-    under no content heading, in ``findings``: the whole body of a report without content headings,
-    or the text before an impression when there is no findings section), or ``""`` for no text."""
+    """What a report says, by section: ``parts`` are (section, text) in report order, one per
+    section kind: ``findings``, ``impression``, ``conclusion``, ``findings_and_impression`` (one
+    combined section) or ``unheaded`` (text under no content heading: the whole body of a report
+    without content headings, or, when there is no findings section, the text that no heading
+    covers, such as MIMIC-CXR's body paragraph between COMPARISON and IMPRESSION). A section of
+    de-identification blanks only ("___") says nothing and is left out."""
 
-    findings: str
-    impression: str
-    used: str
+    parts: tuple[tuple[str, str], ...]
 
-    def __post_init__(self):  # a section of MIMIC's de-identification blanks only ("___") says nothing
-        for name in ("findings", "impression"):
-            if not getattr(self, name).strip(_BLANKS):
-                object.__setattr__(self, name, "")
+    def __post_init__(self):
+        object.__setattr__(self, "parts", tuple((kind, text) for kind, text in self.parts if text.strip(_BLANKS)))
+
+    @classmethod
+    def of_fields(cls, findings: str, impression: str) -> ReportSections:
+        """Sections a release ships in fields of their own (CheXpert Plus ``section_findings``...)."""
+        return cls((("findings", findings), ("impression", impression)))
+
+    @property
+    def used(self) -> str:
+        """The sections the text came from, joined by ``+`` in report order; ``""`` for no text."""
+        return "+".join(kind for kind, _ in self.parts)
+
+    @property
+    def findings(self) -> str:
+        return self._joined(_BODY)
+
+    @property
+    def impression(self) -> str:
+        return self._joined(_CLOSING)
 
     def reply(self) -> str:
-        """The training target, labelled by the section it came from."""
-        if COMBINED in self.used.split("+") and not self.impression:
-            return f"Findings and impression: {self.findings}" if self.findings else ""
-        if self.used.startswith("unheaded"):
-            parts = [f"Report: {self.findings}", f"Impression: {self.impression}" if self.impression else ""]
-            return "\n".join(part for part in parts if part) if self.findings else ""
-        parts = [f"Findings: {self.findings}" if self.findings else "",
-                 f"Impression: {self.impression}" if self.impression else ""]
-        return "\n".join(part for part in parts if part)
+        """The training target, each section's text labelled by the section it came from (so the
+        row says which sections it used): body first, then impression and conclusion."""
+        texts = dict(self.parts)
+        return "\n".join(f"{label}: {texts[kind]}" for kind, label in _LABELS.items() if kind in texts)
+
+    def _joined(self, kinds: tuple[str, ...]) -> str:
+        texts = dict(self.parts)
+        return " ".join(texts[kind] for kind in kinds if kind in texts)
 
 
 def report_sections(report: str) -> ReportSections:
-    """The findings and impression of a free-text report, and which headings they came from."""
+    """The sections of a free-text report, and which headings they came from."""
     report = _FINAL_REPORT.sub("", report.replace("\r\n", "\n").replace("\r", "\n"))
-    headings = sorted([*_WITH_COLON.finditer(report), *_ALONE.finditer(report), *_DASHED.finditer(report)],
-                      key=lambda m: m.start())
+    headings = []
+    for match in sorted([*_WITH_COLON.finditer(report), *_ALONE.finditer(report), *_DASHED.finditer(report)],
+                        key=lambda m: m.start()):
+        if not headings or match.start() >= headings[-1].end():  # the same heading matched twice: once
+            headings.append(match)
     found: dict[str, list[str]] = {}
-    order: list[str] = []
+    covered = []  # (start, end) of the text under a heading
     for position, match in enumerate(headings):
         following = headings[position + 1].start() if position + 1 < len(headings) else len(report)
-        if following < match.end():
-            continue  # the same heading matched by both patterns
         kind = _CONTENT.get(" ".join(match.group("name").lower().split()))
+        if not kind:  # indication, comparison...: its paragraph (a body without heading may follow)
+            following = _paragraph_end(report, match.end(), following)
+        covered.append((match.start(), following))
         body = _squash(report[match.end():following])
         if kind and body:
             found.setdefault(kind, []).append(body)
-            if kind not in order:
-                order.append(kind)
-    if not order:
-        body = _unheaded_body(report, headings)
-        return ReportSections(body, "", "unheaded" if body else "")
-    findings = " ".join(found.get("findings", []) + found.get(COMBINED, []))
-    impression = " ".join(found.get("impression", []) + found.get("conclusion", []))
-    preamble = _squash(report[:headings[0].start()])
-    if not findings and preamble:  # "Lungs are clear.  IMPRESSION: normal": the body before it
-        findings, order = preamble, ["unheaded", *order]
-    return ReportSections(findings, impression, "+".join(order))
+    parts = [(kind, " ".join(texts)) for kind, texts in found.items()]
+    if not any(kind in found for kind in ("findings", COMBINED)):
+        unheaded = _squash(" ".join(_uncovered(report, covered)))
+        parts.insert(0, (UNHEADED, unheaded))
+    return ReportSections(tuple(parts))
 
 
 def split_sections(report: str) -> tuple[str, str]:
@@ -118,19 +145,22 @@ def split_sections(report: str) -> tuple[str, str]:
     return sections.findings, sections.impression
 
 
-def _unheaded_body(report: str, headings: list[re.Match]) -> str:
-    """The report's body when no content heading names it: of each paragraph, the text before its
-    first (non-content) heading. MIMIC-CXR writes such a body in paragraphs of its own, below the
-    INDICATION / COMPARISON paragraphs."""
-    starts = [match.start() for match in headings]  # in report order
-    pieces, position = [], 0
-    for paragraph in _PARAGRAPH.split(report):
-        start = report.find(paragraph, position)
-        position = start + len(paragraph)
-        after = bisect_left(starts, start)  # the paragraph's first heading, if any (not a scan of all)
-        first = starts[after] if after < len(starts) and starts[after] < position else position
-        pieces.append(report[start:first])
-    return _squash(" ".join(pieces))
+def _paragraph_end(report: str, start: int, limit: int) -> int:
+    """Where the paragraph holding ``start`` ends (at most ``limit``); a heading with nothing after
+    it on its paragraph ("COMPARISON:", then a blank line) takes the next paragraph too."""
+    end = _PARAGRAPH_END.search(report, start, limit)
+    if end is not None and not report[start:end.start()].strip():
+        end = _PARAGRAPH_END.search(report, end.end(), limit)
+    return end.start() if end is not None else limit
+
+
+def _uncovered(report: str, covered: list[tuple[int, int]]):
+    """The pieces of ``report`` under no heading, in order (``covered`` is sorted and disjoint)."""
+    position = 0
+    for start, end in covered:
+        yield report[position:start]
+        position = end
+    yield report[position:]
 
 
 def _squash(text: str) -> str:

@@ -42,7 +42,6 @@ from medmo_pipeline.data.curation.columns import (
 from medmo_pipeline.data.curation.rules import (
     CONTROL_CHARACTERS,
     TASKS_WITH_ANSWER,
-    TASKS_WITH_IMAGES,
     CurationLimits,
     ImageChecker,
     Rejected,
@@ -52,7 +51,15 @@ from medmo_pipeline.data.curation.rules import (
 )
 from medmo_pipeline.data.image_check_workers import PendingChecks
 from medmo_pipeline.data.images import PNG_SIGNATURE, content_format, extension_contradicts
-from medmo_pipeline.schema.rows import BOX_TYPE, IMAGE_TYPE, MESSAGE_TYPE, SAMPLE_SCHEMA, SPLITS, TASKS
+from medmo_pipeline.schema.rows import (
+    BOX_TYPE,
+    IMAGE_TYPE,
+    MESSAGE_TYPE,
+    SAMPLE_SCHEMA,
+    SPLITS,
+    TASKS,
+    TASKS_WITH_IMAGES,
+)
 
 BATCH_ROWS = 2000
 FIRST_BATCH_ROWS = 512  # a source's first batch: its images' checks start while the next is read

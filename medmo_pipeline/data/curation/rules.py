@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 
 from medmo_pipeline.data.images import ImageError, ImageLimits, InspectCache, extension_contradicts
 from medmo_pipeline.data.outcomes import ROW_REASONS
-from medmo_pipeline.schema.rows import SPLITS, TASKS
+from medmo_pipeline.schema.rows import SPLITS, TASKS, TASKS_WITH_IMAGES
 
-TASKS_WITH_IMAGES = ("caption", "vqa", "report", "grounding")
 TASKS_WITH_ANSWER = ("vqa", "text_qa", "grounding")
 LETTERS = "ABCDEFGHIJ"
 

@@ -28,7 +28,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_
 from medmo_pipeline.reply_format import ReplyFormat
 from medmo_pipeline.safe_paths import UnsafePathError, safe_join
 from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
-from medmo_pipeline.schema.rows import TaskName
+from medmo_pipeline.schema.rows import MODEL_MAX_ASPECT_RATIO, TaskName
 from medmo_pipeline.trainer_fields import check_trainer_args
 from medmo_pipeline.yaml_registry import REGISTRY_MAX_NODES, SHIPPED_DIR, Strict
 
@@ -105,7 +105,8 @@ class ImageLimitsRecipe(_Strict):
 
     max_pixels: int = Field(64_000_000, gt=0, description="pixels per file, every frame counted")
     min_side: int = Field(8, gt=0)
-    max_aspect_ratio: float = Field(50.0, gt=1)
+    max_aspect_ratio: float = Field(50.0, gt=1, le=MODEL_MAX_ASPECT_RATIO,
+                                    description="the model's processor refuses a more elongated image than 200:1")
     max_jpeg_scans: int = Field(100, gt=0, description="scans per JPEG: each one decodes the whole image again")
     max_chunks: int = Field(100_000, ge=100, description="chunks per PNG, segments before the first scan per "
                                                          "JPEG, values per TIFF tag, elements per DICOM data "

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -200,3 +204,24 @@ def test_sft_stage_under_deepspeed_zero_with_two_processes(inputs: StageInputs, 
 def saved_step(files: list[str]) -> int:
     (step,) = {int(m.group(1)) for name in files if (m := re.match(r"global_step(\d+)$", name))}
     return step
+
+
+def test_rows_skipped_on_each_rank_are_summed_for_the_report(tmp_path):
+    """Under SFT each rank decodes its own part of the rows, so rank 0's count alone would miss the
+    others' skipped rows: ``resume.summed_over_ranks`` adds them up (two real gloo processes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = ("import os, torch.distributed as dist\n"
+              "from medmo_pipeline.training.resume import summed_over_ranks\n"
+              "dist.init_process_group('gloo')\n"
+              "print(summed_over_ranks(int(os.environ['RANK']) * 5 + 1))\n"
+              "dist.destroy_process_group()\n")
+    env = {**os.environ, "WORLD_SIZE": str(NPROC), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, "-c", script], env={**env, "RANK": str(rank)},
+                              cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in range(NPROC)]
+    outputs = [rank.communicate(timeout=120) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs
+    assert [int(out.split()[-1]) for out, _ in outputs] == [1 + 6, 1 + 6]
+    assert resume.summed_over_ranks(4) == 4  # no process group: the value itself

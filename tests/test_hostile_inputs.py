@@ -516,6 +516,52 @@ def test_a_corrupt_safetensors_header_names_the_file(tmp_path):
         load_model(tmp_path)
 
 
+def test_a_quoted_csv_field_of_very_many_lines_costs_its_record_not_memory(monkeypatch):
+    """Each line of the record being read is kept, to be read again if its quote never closes: a
+    field of millions of short lines (a few MB of file, within the field bound) held hundreds of MB.
+    Past ``MAX_RECORD_LINES`` lines the record is refused at its first line and the lines it took
+    in are read as records of their own; a record within the bound is read whole."""
+    from medmo_pipeline.data import annotations
+
+    monkeypatch.setattr(annotations, "MAX_RECORD_LINES", 50)
+    text = 'id,text\n1,"a note\n' + "of a line\n" * 30 + 'ends"\n2,"' + "x\n" * 200 + '"\n3,fine\n'
+    rows = list(annotations.csv_rows(BoundedLines(io.StringIO(text, newline=""), "notes.csv"), ","))
+    assert rows[1] == (2, ["1", "a note\n" + "of a line\n" * 30 + "ends"])
+    first, refused = rows[2]
+    assert first == 34 and "notes.csv: line 34: a quote opened here spans more than 50 lines" in refused.problem
+    assert rows[3:53] == [(line, ["x"]) for line in range(35, 85)]  # read again, one record each
+    assert rows[-1] == (235, ["3", "fine"]) and len(rows) == 204  # the lone closing quote costs its own line
+
+
+def _safetensors(tensors: dict, data: bytes) -> bytes:
+    header = json.dumps(tensors).encode()
+    return struct.pack("<Q", len(header)) + header + data
+
+
+@pytest.mark.parametrize(("tensors", "data", "says"), [
+    ({"w": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 16]}}, bytes(16), "takes 4000000 bytes"),
+    ({"w": {"dtype": "Q9", "shape": [4], "data_offsets": [0, 16]}}, bytes(16), "unknown dtype 'Q9'"),
+    ({"w": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, bytes(16), "shape '4'"),
+    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},  # b overlaps a
+      "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, bytes(24), "starts at data byte 8, not at 16"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, bytes(16), "starts at data byte 8, not at 0"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(16), "end at data byte 8 of 16"),
+])
+def test_a_safetensors_header_the_library_would_refuse_is_refused_naming_the_file(tmp_path, tensors, data, says):
+    """The library's own checks (dtype, shape against the byte range, the tensors tiling the data
+    bytes) made first, so that its error, which names no file, is never the one a user sees."""
+    from medmo_pipeline.model.loading import CorruptCheckpointError, check_safetensors_headers
+
+    (tmp_path / "model.safetensors").write_bytes(_safetensors(tensors, data))
+    with pytest.raises(CorruptCheckpointError, match=f"model.safetensors: corrupt safetensors header: .*{says}"):
+        check_safetensors_headers(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(_safetensors(  # a sound file of sub-byte and wide dtypes
+        {"a": {"dtype": "F4", "shape": [2, 3], "data_offsets": [0, 3]},
+         "b": {"dtype": "BF16", "shape": [0], "data_offsets": [3, 3]},
+         "c": {"dtype": "I64", "shape": [1], "data_offsets": [3, 11]}, "__metadata__": {"format": "pt"}}, bytes(11)))
+    check_safetensors_headers(tmp_path)
+
+
 def test_every_kept_image_of_the_fixtures_decodes_with_the_training_decoder(tmp_path):
     """Every registry dataset's fixture and the synthetic sources, curated, then decoded."""
     from fixtures_formats import build_fixture
@@ -560,6 +606,31 @@ def test_training_and_evaluation_skip_and_count_rows_whose_images_do_not_decode(
     converted = Image.open(io.BytesIO(kept[1]["images"][0]["bytes"]))
     assert converted.mode in ("L", "RGB") and (np.asarray(converted) == 255).mean() < 0.02
     assert [image.mode for image in decode_images(kept[1])] == ["RGB"]
+
+
+def test_a_shard_row_without_bytes_or_too_elongated_for_the_processor_is_skipped_and_counted():
+    """A shard written elsewhere may hold null image bytes (the schema allows them) or a 2000 x 8
+    image, which Qwen-VL's processor refuses (over 200:1): each costs its row, never the job."""
+    from pydantic import ValidationError
+
+    from medmo_pipeline.data.model_images import decodable_rows, skip_undecodable
+    from medmo_pipeline.recipe_schema import ImageLimitsRecipe
+
+    def row(name: str, data) -> dict:
+        return {"id": name, "images": [{"bytes": data, "path": f"{name}.png"}]}
+
+    long = io.BytesIO()
+    Image.fromarray(np.full((8, 2000), 90, np.uint8)).save(long, format="PNG")
+    rows = [row("good", plain_png()), row("null", None), row("long", long.getvalue())]
+    logged = []
+    kept, skipped = decodable_rows(rows, logged.append)
+    assert [r["id"] for r in kept] == ["good"] and skipped == 2
+    assert any("image_missing" in line and "null.png" in line for line in logged)
+    assert any("image_aspect_ratio" in line and "long.png" in line for line in logged)
+    stream = skip_undecodable(lambda r: r, pixels=True)
+    assert [stream(r) is None for r in rows] == [False, True, True] and stream.skipped == ["null", "long"]
+    with pytest.raises(ValidationError, match="max_aspect_ratio"):  # nor may a recipe keep such images
+        ImageLimitsRecipe(max_aspect_ratio=500)
 
 
 def test_a_training_stream_decodes_each_image_once_to_the_pixels_the_bytes_path_gives():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -195,6 +196,35 @@ def test_a_damaged_json_file_of_a_checkpoint_is_named_by_both_loaders(tiny_dir, 
     for load in (load_model, load_processor):
         with pytest.raises(CorruptCheckpointError, match=rf"damaged/{re.escape(name)}: not a JSON file"):
             load(damaged)
+
+
+def test_a_weight_index_naming_files_outside_the_checkpoint_is_refused_naming_the_index(tiny_dir, tmp_path):
+    from medmo_pipeline.model.loading import CorruptCheckpointError
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_dir, checkpoint)
+    (tmp_path / "outside").mkdir()
+    shutil.move(checkpoint / "model.safetensors", tmp_path / "outside" / "w.safetensors")
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "../outside/w.safetensors"}}
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CorruptCheckpointError, match=r"model.safetensors.index.json: weight_map names "
+                                                     r"'../outside/w.safetensors', outside the checkpoint"):
+        load_model(checkpoint)
+    index["weight_map"] = {"lm_head.weight": "missing.safetensors"}
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CorruptCheckpointError, match="'missing.safetensors', not a file beside the index"):
+        load_model(checkpoint)
+
+
+@pytest.mark.parametrize(("content", "says"), [('{"stage": ', "not a JSON file"), ("[1, 2]", "a JSON list")])
+def test_a_damaged_lineage_file_of_a_parent_is_named(tmp_path, content, says):
+    """Read when a stage starts from the parent and when an evaluation is recorded."""
+    from medmo_pipeline.model.checkpoint import parent_reference
+    from medmo_pipeline.model.loading import CorruptCheckpointError
+
+    (tmp_path / "lineage.json").write_text(content)
+    with pytest.raises(CorruptCheckpointError, match=f"lineage.json: {says}"):
+        parent_reference(str(tmp_path))
 
 
 def test_hub_id_goes_through_auto_classes_offline(monkeypatch):

@@ -26,6 +26,10 @@ MAX_LINE = 16 << 20  # characters of one JSONL / CSV line: far beyond any real r
 # Fields of one CSV line: tables have tens of columns. Each field is a Python string, so a line of
 # 16 Mi characters split at every third one held 5.5 million of them (280 MB)
 MAX_FIELDS = 100_000
+# Lines one CSV record may span (its quoted fields' line breaks): a clinical note runs to hundreds.
+# Each line of the record being read is kept (to be read again if its quote never closes), so a
+# field of millions of one-character lines, within MAX_LINE, would hold about 100 bytes a line.
+MAX_RECORD_LINES = 100_000
 # Real reports and contexts exceed csv's 128 KiB default; the bound also ends a field that a stray
 # quote would otherwise run on through the rest of the file
 csv.field_size_limit(MAX_LINE)
@@ -40,6 +44,10 @@ class AnnotationError(ValueError):
 
 class LineTooLong(AnnotationError):
     """One line over the bound, read through to its end: the lines after it can still be read."""
+
+
+class RecordTooLong(AnnotationError):
+    """A CSV record spanning more than MAX_RECORD_LINES lines: the lines it took in are read again."""
 
 
 class BoundedLines:
@@ -140,6 +148,8 @@ class _ReplayableLines:
                                   "fields")
             item = (self.lines.number, line)
         self.taken.append(item)
+        if len(self.taken) > MAX_RECORD_LINES:
+            raise RecordTooLong(f"spans more than {MAX_RECORD_LINES} lines")
         return item[1]
 
     def again(self, items: list[tuple[int, str]]) -> None:
@@ -167,11 +177,14 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
             values = next(reader)
         except StopIteration:
             return
-        except (csv.Error, LineTooLong) as error:
+        except (csv.Error, LineTooLong, RecordTooLong) as error:
             taken = source.taken
             if taken:  # the record's first line is spent; the lines it took in are read again
                 first, _ = taken[0]
-                if isinstance(error, LineTooLong):
+                if isinstance(error, RecordTooLong):
+                    problem = (f"a quote opened here {error}; the {len(taken) - 1} lines it took in are read as "
+                               "records of their own")
+                elif isinstance(error, LineTooLong):
                     problem = f"a quote opened here is still open at line {lines.number}, which cannot be read"
                 elif len(taken) > 1:
                     problem = (f"a quote opened here does not close a field (csv: {error}); the {len(taken) - 1} "

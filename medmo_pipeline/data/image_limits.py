@@ -127,6 +127,8 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
     known to be within ``limits``: the size its header declares (PIL's bomb check, then ours) and
     what the header makes the decoder walk (``check_decode_cost``). Raises ImageError, its detail
     starting with ``what``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a shard's null bytes, say
+        raise ImageError("image_missing", f"{what} no image bytes ({type(data).__name__})".strip())
     check_decode_cost(data, limits, what)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd chunks ("Invalid APNG, will use ...")

@@ -38,6 +38,7 @@ from medmo_pipeline.data.image_limits import (
     read_image_file,
     tiff_values,
 )
+from medmo_pipeline.schema.rows import MODEL_MAX_ASPECT_RATIO
 
 PNG_COMPRESS_LEVEL = 1  # fast; the shards are zstd-compressed anyway
 PERCENTILES = (0.5, 99.5)  # the window of an image without one: robust to a few hot or dead pixels
@@ -296,6 +297,9 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
     the model sees as they are: an 8-bit greyscale or RGB PNG or JPEG without an EXIF rotation, which
     any 8-bit reader decodes to ``model_image``'s pixels. Raises ImageError (never anything else)."""
     image = open_image(data, limits or ImageLimits(), path)
+    if max(image.size) > MODEL_MAX_ASPECT_RATIO * min(image.size):
+        raise ImageError("image_aspect_ratio", f"{path} {image.width}x{image.height}: more elongated than "
+                                               f"{MODEL_MAX_ASPECT_RATIO}:1, which the model's processor refuses".strip())
     with _undecodable_as_image_error(path):
         rawmode = _raw_mode(image) if image.format in ("PNG", "TIFF") else ""
         image.load()  # first: reading a PNG's EXIF may decode it, and would not say why that failed

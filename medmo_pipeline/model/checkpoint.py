@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from medmo_pipeline.atomic import file_sha256, staged_dir, write_json_atomic, write_text_atomic
+from medmo_pipeline.model.loading import CorruptCheckpointError
 from medmo_pipeline.plots import plot_training_curves
 
 # Logged keys drawn in a checkpoint's training_curves.png (those a stage never logged are left out).
@@ -70,7 +71,13 @@ def parent_reference(parent: str) -> dict:
     path = Path(parent)
     lineage_file = path / "lineage.json"
     if lineage_file.is_file():
-        info = json.loads(lineage_file.read_text())
+        try:
+            info = json.loads(lineage_file.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise CorruptCheckpointError(f"{lineage_file}: not a JSON file ({type(error).__name__}: "
+                                         f"{str(error)[:200]})") from None
+        if not isinstance(info, dict):
+            raise CorruptCheckpointError(f"{lineage_file}: a JSON {type(info).__name__}, not the lineage object")
         return {"path": str(path.resolve()), "stage": info.get("stage"), "data_version": info.get("data_version")}
     return {"path": parent, "stage": "hub", "data_version": None}
 

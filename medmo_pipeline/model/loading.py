@@ -7,9 +7,12 @@ Remote code is never run unless the recipe sets ``base_model.trust_remote_code``
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
+
+from medmo_pipeline.safe_paths import UnsafePathError, safe_join
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -60,6 +63,10 @@ class CorruptCheckpointError(ValueError):
 
 
 SAFETENSORS_MAX_HEADER = 100 << 20  # what the safetensors library itself accepts
+# The dtypes the safetensors format defines, in bits per element (the library's own list)
+SAFETENSORS_DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8,
+                          "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32,
+                          "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64}
 CHECKPOINT_JSON_MAX_BYTES = 256 << 20  # a tokenizer.json of a large vocabulary is tens of MB
 
 
@@ -109,14 +116,53 @@ def _safetensors_problem(path: Path) -> str:
     if not isinstance(header, dict):
         return f"a JSON {type(header).__name__}, not an object"
     data_size = size - 8 - length
+    spans = []
     for name, tensor in header.items():
         if name == "__metadata__":
             continue
         offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(v, int) for v in offsets)
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(v) is int for v in offsets)
                 or not 0 <= offsets[0] <= offsets[1] <= data_size):
             return f"tensor {name!r}: data_offsets {offsets!r} outside the {data_size} data bytes"
+        dtype, shape = tensor.get("dtype"), tensor.get("shape")
+        if dtype not in SAFETENSORS_DTYPE_BITS:
+            return f"tensor {name!r}: unknown dtype {dtype!r}"
+        if not isinstance(shape, list) or not all(type(v) is int and v >= 0 for v in shape):
+            return f"tensor {name!r}: shape {shape!r} is not a list of sizes"
+        bits = math.prod(shape) * SAFETENSORS_DTYPE_BITS[dtype]
+        if bits % 8 or bits // 8 != offsets[1] - offsets[0]:
+            return (f"tensor {name!r}: {dtype} {shape} takes {bits // 8 if bits % 8 == 0 else bits / 8} bytes, its data_offsets "
+                    f"{offsets} hold {offsets[1] - offsets[0]}")
+        spans.append((offsets[0], offsets[1], name))
+    end = 0  # the tensors tile the data bytes: no gap, no overlap, nothing after them
+    for start, stop, name in sorted(spans):
+        if start != end:
+            return f"tensor {name!r} starts at data byte {start}, not at {end} where the previous one ends"
+        end = stop
+    if end != data_size:
+        return f"the tensors end at data byte {end} of {data_size}"
     return ""
+
+
+def check_weight_index(directory: Path) -> None:
+    """The shard files a ``*.safetensors.index.json`` maps weights to are files of ``directory``:
+    a ``weight_map`` entry naming a path out of it (``../other/w.safetensors``) or a missing file is
+    an error naming the index."""
+    import json
+
+    for index in sorted(Path(directory).glob("*.index.json")):
+        content = json.loads(index.read_bytes().decode("utf-8"))  # valid JSON: check_json_files ran first
+        weight_map = content.get("weight_map") if isinstance(content, dict) else None
+        if not isinstance(weight_map, dict):
+            raise CorruptCheckpointError(f"{index}: no weight_map object")
+        for name in sorted(set(map(str, weight_map.values()))):
+            try:
+                shard = safe_join(directory, name)
+            except UnsafePathError as error:
+                raise CorruptCheckpointError(f"{index}: weight_map names {name!r}, outside the checkpoint "
+                                             f"({error})") from None
+            if Path(name).name != name or not shard.is_file():
+                raise CorruptCheckpointError(f"{index}: weight_map names {name!r}, not a file beside the index")
 
 
 def load_model(
@@ -139,6 +185,7 @@ def load_model(
         check_weights_are_safe(local)
     if local is not None:
         check_json_files(local)
+        check_weight_index(local)
         check_safetensors_headers(local)
     kwargs = _hub_kwargs(path_or_id, revision, trust_remote_code)
     # None lets from_pretrained fall back to pickle weights where safetensors are absent.

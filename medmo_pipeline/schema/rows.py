@@ -34,6 +34,9 @@ IMAGE_TYPE = pa.struct(
         ("sha256", pa.string()),
     ]
 )
+# Qwen-VL's image processor refuses an image more elongated than this (``smart_resize``): no recipe
+# may keep one, and the model's decoder refuses one that reaches it (a shard curated elsewhere).
+MODEL_MAX_ASPECT_RATIO = 200
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 BOX_TYPE = pa.struct(
     [

@@ -127,6 +127,9 @@ class ReinforcementStage(stage.StageJob):
             callbacks=callbacks,
         )
 
+    def rows_skipped_undecodable(self) -> int:
+        return len(self.decodable.skipped)  # every rank reads the one shared stream: rank 0 saw them all
+
     def metrics(self, run: StageRun, result) -> dict:
         from medmo_pipeline.training import rl_rows
 
@@ -135,7 +138,6 @@ class ReinforcementStage(stage.StageJob):
                          f"overlong prompts: {g.overlong_prompts})")
         metrics = {"steps": int(result.global_step), "resumed_from_step": run.start.step,
                    "planned_samples": run.plan["planned_samples"],
-                   "rows_skipped_undecodable": len(self.decodable.skipped),
                    "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
                    **{f"rows_{outcome}": n for outcome, n in sorted(self.row_counts.items())}}
         names = [fn.__name__ for fn in self.reward_functions]

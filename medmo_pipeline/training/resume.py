@@ -186,6 +186,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def summed_over_ranks(value: int) -> int:
+    """``value`` summed over every rank of the job (a collective: every rank calls it); ``value``
+    itself in a job of one process."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    total = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(total)
+    return int(total.item())
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -79,8 +79,10 @@ class SupervisedStage(stage.StageJob):
             "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
             "planned_samples": run.plan["planned_samples"],
             "samples_streamed": int(result.global_step) * self.global_examples,
-            "rows_skipped_undecodable": len(self.example.skipped),
         }
+
+    def rows_skipped_undecodable(self) -> int:
+        return len(self.example.skipped)
 
 
 @entry_point

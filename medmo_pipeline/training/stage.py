@@ -100,6 +100,10 @@ class StageJob:
         """The stage's metrics for lineage and metadata, from the trainer's ``TrainOutput``."""
         raise NotImplementedError
 
+    def rows_skipped_undecodable(self) -> int:
+        """How many rows this process left out because their images do not decode."""
+        return 0
+
     def write_files(self, run: StageRun, directory: Path) -> None:
         """Write further files (plots) into the checkpoint being published."""
 
@@ -146,9 +150,12 @@ def run(job: StageJob, argv: list[str] | None = None) -> None:
             trainer = job.trainer(state, callbacks)
             result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
             state_dict = gathered_state_dict(trainer)
+            skipped = job.rows_skipped_undecodable()
+            if state.data.per_rank:  # each rank decoded its own part of the rows: a collective
+                skipped = resume.summed_over_ranks(skipped)
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
-            metrics = job.metrics(state, result)
+            metrics = job.metrics(state, result) | {"rows_skipped_undecodable": skipped}
             drawn = state.data.streamed(int(result.global_step))
             lineage = tracking.lineage_record(
                 stage=name, parent=parent_reference(args.parent), corpus=corpus.lineage_view(index),

@@ -40,8 +40,9 @@ def test_pmc_oa_reads_the_subfigure_captions_not_the_beta_compound_ones(tmp_path
         {"image": "PMC212319_Fig3_5.jpg", "caption": "B. The same cell 30 s later."}]))
     write_file(root, "pmc_oa_beta.jsonl", _jsonl([
         {"image": "PMC212319_Fig3_4.jpg", "caption": "A. Real time image ... B. The same cell 30 s later."}]))
-    write_file(root, "images/PMC212319_Fig3_4.jpg", jpeg_bytes(seed=1))
-    write_file(root, "images/PMC212319_Fig3_5.jpg", jpeg_bytes(seed=2))
+    # images.zip unzipped where it lies: its one folder, as public loaders read it
+    write_file(root, "caption_T060_filtered_top4_sep_v0_subfigures/PMC212319_Fig3_4.jpg", jpeg_bytes(seed=1))
+    write_file(root, "caption_T060_filtered_top4_sep_v0_subfigures/PMC212319_Fig3_5.jpg", jpeg_bytes(seed=2))
     report = curate("pmc_oa")
     replies = sorted(row["messages"][-1]["content"] for row in kept_rows(report))
     assert replies == ["A. Real time image of the translocation of ARF1-GFP to the plasma membrane.",

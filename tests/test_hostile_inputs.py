@@ -61,6 +61,7 @@ from PIL import Image
 from pydicom.data import get_testdata_files
 
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.adapters.masks import MAX_MASK_INSTANCES
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines
 from medmo_pipeline.data.pixels import decoded_image, model_image, percentile_window, window_to_uint8
 
@@ -185,9 +186,12 @@ def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
     small = np.zeros((64, 64), np.uint8)
     small[3:9, 5:20], small[30:40, 30:33] = 1, 2
     _write(masks, {"images/a.png": lambda: plain_png(64, 64), "masks/a.png": lambda: _save(Image.fromarray(small), "PNG"),
-                   "images/b.png": lambda: plain_png(1024, 1024, 1), "masks/b.png": instance_mask,
-                   "images/c.png": lambda: plain_png(64, 64, 2), "masks/c.png": huge_png16})
-    job("masks", "instance_masks", masks, {}, {"c:cell": "image_too_large"}, 2)
+                   # as many instances as a mask may hold: one pass, linear in pixels; more are refused
+                   "images/b.png": lambda: plain_png(1024, 1024, 1),
+                   "masks/b.png": partial(instance_mask, 1024, MAX_MASK_INSTANCES),
+                   "images/c.png": lambda: plain_png(64, 64, 2), "masks/c.png": huge_png16,
+                   "images/d.png": lambda: plain_png(1024, 1024, 3), "masks/d.png": instance_mask})
+    job("masks", "instance_masks", masks, {}, {"c:cell": "image_too_large", "d:cell": "image_too_costly"}, 2)
 
     # MIMIC-CXR's study folders: a report of 200,000 paragraphs under headings that are no content
     # (3 MB): looking through every heading for each paragraph's first took 4.7 s at 16,000, the
@@ -459,14 +463,48 @@ def test_a_dicom_frame_declaring_another_size_is_refused_before_it_is_decoded():
     read_dicom(jpeg_dicom(_save(Image.open(io.BytesIO(plain_png(64, 64, 8))), "JPEG"), 64), ImageLimits())  # a true one
 
 
-def test_a_mask_with_65535_instances_gives_every_box_in_one_pass():
-    from medmo_pipeline.data.adapters.masks import instance_boxes
+def test_pixel_data_beyond_its_declared_frames_is_not_read_as_more_frames():
+    """A 64 x 64 data set of one frame whose Pixel Data holds 8 MB: pydicom's default returned 976
+    frames, read as samples, and a 64 x 976 image of each frame's first column was kept."""
+    from hostile_files import _dicom_file, _element, _image_elements
 
-    boxes = instance_boxes(instance_mask(256, 65535))
-    assert len(boxes) == 65535 and all(0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256 for x1, y1, x2, y2 in boxes)
+    from medmo_pipeline.data.dicom import read_dicom
+    from medmo_pipeline.data.image_limits import ImageLimits
+    from medmo_pipeline.data.pixels import dicom_entry
+
+    excess = _dicom_file("1.2.840.10008.1.2.1", _image_elements(64, 64) + _element(
+        0x7FE0, 0x0010, b"OW", (np.arange(2000 * 2000) % 4000).astype("<u2").tobytes()))
+    _, pixels = read_dicom(excess, ImageLimits(), "excess.dcm")
+    assert pixels.shape == (64, 64)
+    entry = dicom_entry(excess, path="excess.dcm")  # as curation keeps it: windowed to an 8-bit PNG
+    assert (entry["width"], entry["height"]) == (64, 64) and model_image(entry["bytes"]).size == (64, 64)
+
+
+def test_a_mask_of_thousands_of_instances_gives_every_box_in_one_pass_and_more_are_refused(monkeypatch):
+    from medmo_pipeline.data.adapters import masks
+    from medmo_pipeline.data.image_limits import ImageError
+
+    boxes = masks.instance_boxes(instance_mask(256, masks.MAX_MASK_INSTANCES))
+    assert len(boxes) == masks.MAX_MASK_INSTANCES
+    assert all(0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256 for x1, y1, x2, y2 in boxes)
+    with pytest.raises(ImageError, match="image_too_costly: mask: more than 10000 instances"):
+        masks.instance_boxes(instance_mask(256, 65535))
+    colours = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)  # a colour per pixel
+    with pytest.raises(ImageError, match="more than 10000 instances"):
+        masks.instance_boxes(_save(Image.fromarray(colours), "PNG"))
     mask = np.zeros((20, 30), np.uint8)
     mask[2:5, 3:9], mask[10:12, 0:2] = 1, 7
-    assert instance_boxes(_save(Image.fromarray(mask), "PNG")) == [(3, 2, 9, 5), (0, 10, 2, 12)]
+    assert masks.instance_boxes(_save(Image.fromarray(mask), "PNG")) == [(3, 2, 9, 5), (0, 10, 2, 12)]
+    # an instance spanning the bands the mask is walked in keeps one box; float ids past int64 stay apart
+    monkeypatch.setattr(masks, "_BAND_PIXELS", 60)
+    tall = np.zeros((20, 30), np.float32)
+    tall[1:19, 4:6], tall[3:5, 10:20] = 1e20, 3e20
+    assert masks.boxes_of_ids(tall) == [(4, 1, 6, 19), (10, 3, 20, 5)]
+    pages = [Image.fromarray(mask), Image.fromarray(mask[::-1])]
+    many = io.BytesIO()
+    pages[0].save(many, format="TIFF", save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageError, match="mask: 2 pages"):  # the second page's instances would be lost
+        masks.instance_boxes(many.getvalue())
 
 
 _SPACES = b" " * (1 << 20)

@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from medmo_pipeline.data import pixels
 from medmo_pipeline.data.images import ImageError, inspect_image
 from medmo_pipeline.data.pixels import (
     dicom_entry,
@@ -174,3 +175,17 @@ def test_a_bmp_whose_alpha_bytes_are_all_zero_is_shown_opaque():
     bmp = b"BM" + struct.pack("<IHHI", 14 + len(info) + len(pixels), 0, 0, 14 + len(info)) + info + pixels
     assert Image.open(io.BytesIO(bmp)).mode == "RGBA"
     assert _ramp_kept(np.asarray(model_image(bmp))[..., 0])
+
+
+@pytest.mark.parametrize(("dtype", "bits"), [(np.uint16, 12), (np.int16, 12), (np.uint16, 16), (np.uint8, 1),
+                                             (np.uint8, 4), (np.int32, 32), (np.uint32, 24), (np.uint16, 10)])
+def test_stored_bits_to_8_bits_band_by_band_in_a_narrow_type(monkeypatch, dtype, bits):
+    """The same top 8 stored bits as one 64-bit pass over the whole image (which took 1 GB for a
+    3000 x 3000 16-bit RGB DICOM), in bands of a few rows."""
+    monkeypatch.setattr(pixels, "_BAND_SAMPLES", 100)
+    info = np.iinfo(dtype)
+    values = np.random.default_rng(bits).integers(info.min, info.max, (50, 40, 3), dtype=dtype, endpoint=True)
+    whole = (values.astype(np.uint64) & ((1 << bits) - 1)) >> max(bits - 8, 0) << max(8 - bits, 0)
+    for sample in (values, values[..., 0]):
+        expected = whole if sample.ndim == 3 else whole[..., 0]
+        assert np.array_equal(pixels.stored_to_uint8(sample, bits), expected.astype(np.uint8))

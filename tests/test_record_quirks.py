@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,23 @@ def test_npz_float_images_keep_their_grey_levels_and_labels_must_be_ids(fixture)
     assert [reason for reason, _, _ in report["problems"]] == ["bad_number"] * 3
     (row,) = report["kept"]
     assert len(np.unique(np.asarray(Image.open(io.BytesIO(row["images"][0]["bytes"]))))) > 50  # not black and white
+
+
+def test_an_npz_declaring_samples_of_no_pixel_stops_its_source_at_once(fixture):
+    """A 450-byte archive declaring 10**12 samples of shape (0, 4, 2): each sample was read "whole"
+    (0 bytes) and quarantined, about 10,000 a second, for ever."""
+    build, curate = fixture
+    folder = build("deepcell")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as npz:
+        for key, dtype in (("X", "<f4"), ("y", "<i4")):
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False,
+                                                          "shape": (10**12, 0, 4, 2)})
+            npz.writestr(f"{key}.npy", header.getvalue())
+    (folder / "tissuenet_v1.1_train.npz").write_bytes(archive.getvalue())
+    with pytest.raises(SourceUnavailable, match=r"X.npy is \(1000000000000, 0, 4, 2\): its samples hold no pixel"):
+        curate("deepcell")
 
 
 def test_colour_coded_masks_and_masks_of_another_size(fixture):

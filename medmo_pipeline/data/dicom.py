@@ -56,12 +56,18 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
         _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
-        pixels = pixel_array(dataset, index=frames // 2 if frames > 1 else None)
+        # Pixel data beyond NumberOfFrames is not read as more frames: pydicom's default returned
+        # all of them, and a 64 x 64 file of 976 frames came out 64 wide and 976 tall
+        pixels = np.asarray(pixel_array(dataset, index=frames // 2 if frames > 1 else None,
+                                        allow_excess_frames=False))
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
         raise ImageError("image_undecodable", f"{name}: {type(error).__name__}: {error}") from None
-    return dataset, np.asarray(pixels)
+    if pixels.shape[:2] != (rows, columns):
+        raise ImageError("image_undecodable", f"{name}: its pixel data decodes to {pixels.shape}, not the "
+                                              f"{rows} x {columns} frame its header declares")
+    return dataset, pixels
 
 
 def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits: ImageLimits, name: str) -> None:

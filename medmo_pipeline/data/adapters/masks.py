@@ -87,28 +87,59 @@ def instance_boxes(mask_bytes: bytes, limits: ImageLimits | None = None) -> list
     """Tight (x1, y1, x2, y2) of each non-zero instance id, ordered by id.
 
     The mask's declared size is checked against the pixel budget before decoding (ImageError), and
-    the extents come from one pass over the pixels whatever the number of instances: per row and
-    per column, the ids present (``np.unique`` over the labelled pixels, grouped), so the cost is
-    linear in pixels, not instances x pixels.
+    the extents come from one pass over the pixels whatever the number of instances (the ids of
+    each band of rows, ``np.unique`` over its labelled pixels), so the cost is linear in pixels, not
+    instances x pixels, and its memory is one band's.
     """
     return boxes_of_ids(_mask_pixels(mask_bytes, limits or limits_in_force()))
 
 
+# Instances one mask may hold: a field of view of the cell sets holds hundreds of cells, and ten
+# thousand boxes already make a reply of about 200,000 characters. A colour-coded mask can give every
+# pixel its own id (an 8.7 KB PNG made a row of a million boxes and 22 MB of reply).
+MAX_MASK_INSTANCES = 10_000
+_BAND_PIXELS = 1 << 20  # pixels of a mask walked at a time: about 40 bytes each while it is
+
+
 def boxes_of_ids(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Tight (x1, y1, x2, y2) of each non-zero instance id of a 2-D id plane, ordered by id."""
-    ys, xs = np.nonzero(mask)
-    if not len(ys):
+    """Tight (x1, y1, x2, y2) of each non-zero instance id of a 2-D id plane, ordered by id; the
+    ids compared as stored (a float id beyond int64 stays itself). Walked a band of rows at a time,
+    so its memory is bounded whatever the mask's size; more than ``MAX_MASK_INSTANCES`` ids raise
+    ImageError."""
+    rows = max(1, _BAND_PIXELS // max(1, mask.shape[1]))
+    parts = [extents for top in range(0, mask.shape[0], rows)
+             if (extents := _extents(mask[top:top + rows], top)) is not None]
+    if not parts:
         return []
-    ids = mask[ys, xs].astype(np.int64)
+    ids, *corners = (np.concatenate(column) for column in zip(*parts))
+    present, inverse = _instances(ids)
+    low, high = np.full((2, len(present)), np.iinfo(np.int64).max), np.full((2, len(present)), -1)
+    for axis in (0, 1):  # x, y: each band's extent of an id merged into the whole mask's
+        np.minimum.at(low[axis], inverse, corners[axis])
+        np.maximum.at(high[axis], inverse, corners[axis + 2])
+    return [(int(a), int(b), int(c) + 1, int(d) + 1) for a, b, c, d in zip(low[0], low[1], high[0], high[1])]
+
+
+def _extents(band: np.ndarray, top: int) -> tuple[np.ndarray, ...] | None:
+    """(ids, x1, y1, x2, y2, inclusive) of the instances of one band of rows starting at row ``top``."""
+    ys, xs = np.nonzero(band)
+    if not len(ys):
+        return None
+    present, inverse = _instances(band[ys, xs])
+    low, high = np.full((2, len(present)), np.iinfo(np.int64).max), np.full((2, len(present)), -1)
+    for axis, where in ((0, xs), (1, ys + top)):
+        np.minimum.at(low[axis], inverse, where)
+        np.maximum.at(high[axis], inverse, where)
+    return present, low[0], low[1], high[0], high[1]
+
+
+def _instances(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ids (sorted) and each value's index among them; ImageError past the bound."""
     present, inverse = np.unique(ids, return_inverse=True)
-    count = len(present)
-    x1, y1 = np.full(count, np.iinfo(np.int64).max), np.full(count, np.iinfo(np.int64).max)
-    x2, y2 = np.full(count, -1), np.full(count, -1)
-    np.minimum.at(x1, inverse, xs)
-    np.minimum.at(y1, inverse, ys)
-    np.maximum.at(x2, inverse, xs)
-    np.maximum.at(y2, inverse, ys)
-    return [(int(a), int(b), int(c) + 1, int(d) + 1) for a, b, c, d in zip(x1, y1, x2, y2)]
+    if len(present) > MAX_MASK_INSTANCES:
+        raise ImageError("image_too_costly", f"mask: more than {MAX_MASK_INSTANCES} instances, each a box of "
+                                             "one row")
+    return present, inverse.ravel()
 
 
 def ids_problem(ids: np.ndarray) -> str | None:
@@ -125,6 +156,8 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     """The instance-id plane of a mask, its size checked from the header before decoding."""
     image = open_image(mask_bytes, limits, "mask")
     with image:
+        if getattr(image, "n_frames", 1) > 1:  # only the first page would be read: its others' instances lost
+            raise ImageError("image_undecodable", f"mask: {image.n_frames} pages; a mask is one plane of ids")
         try:
             mask = np.asarray(image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
@@ -136,8 +169,11 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]  # an alpha channel is no id
     if (colour == colour[..., :1]).all():  # grey stored as colour: one channel holds the ids
         return colour[..., 0]
-    colour = colour.astype(np.int64)  # a colour-coded mask: each colour is an instance
-    return (colour[..., 0] << 16) | (colour[..., 1] << 8) | colour[..., 2]
+    # a colour-coded mask: each colour is an instance (4 bytes a pixel, not int64's 8 per channel)
+    ids = colour[..., 0].astype(np.uint32) << 16
+    ids |= colour[..., 1].astype(np.uint32) << 8
+    ids |= colour[..., 2]
+    return ids
 
 
 iter_samples = rows_only(iter_outcomes)

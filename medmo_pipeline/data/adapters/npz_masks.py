@@ -131,6 +131,8 @@ def _header(stream, key: str, options: Options) -> tuple[tuple[int, ...], np.dty
     if dtype.kind not in "biuf" or fortran_order or len(shape) not in (3, 4):  # numbers: no pickles, no records
         raise SourceLayoutError(f"{options.file}: {key}.npy is {dtype} {shape}"
                                 f"{' in Fortran order' if fortran_order else ''}, not [n, H, W(, channels)] numbers")
+    if 0 in shape[1:]:  # a sample of no bytes: 10**12 of them read "whole" from a 450-byte file, forever
+        raise SourceLayoutError(f"{options.file}: {key}.npy is {shape}: its samples hold no pixel")
     return shape, dtype
 
 

@@ -266,3 +266,59 @@ def test_extension_mismatches_counts_what_each_name_promises_against_the_content
         schema=SAMPLE_SCHEMA)
     assert batch_checks.extension_mismatches(table) == 3  # c.jpg (PNG), e.png (JPEG), i.tif (GIF)
     assert batch_checks.extension_mismatches(table.slice(0, 0)) == 0
+
+
+def test_control_codes_at_a_texts_edge_are_quarantined_and_invisible_answers_are_missing():
+    """``str.strip`` takes VT, FF, FS-US and NEL as whitespace: "yes\\x1f" was kept as "yes" where
+    "ye\\x1fs" was quarantined. An answer of a soft hyphen, a bidi override or a Hangul filler alone
+    says nothing; padding of alternating spaces and zero-width spaces is stripped in one pass."""
+    limits = CurationLimits()
+    rows = [row(f"r{i}", answer=answer) for i, answer in enumerate(
+        ["yes\x1f", "\x1cyes", "yes\x0b", "\x0cyes", "yes\x85", "yes\ufffe", "\u00ad", "\u202e", "\u3164 ",
+         " \u200b" * 100_000 + "yes", "yes \t"])]
+    fast = check_batch(rows, source="s", images=ImageChecker(limits.image), limits=limits)
+    slow = check_batch(rows, source="s", images=ImageChecker(limits.image), limits=limits, vectorised=False)
+    assert [outcome(fast, i) for i in range(len(rows))] == [outcome(slow, i) for i in range(len(rows))]
+    reasons = [o.reason if isinstance(o, rules.Rejected) else "kept" for o in fast.outcomes]
+    assert reasons == ["control_characters"] * 6 + ["missing_answer"] * 3 + ["kept"] * 2
+    assert fast.table.column("answer").to_pylist() == ["yes", "yes"]
+
+
+def test_duplicates_and_evaluation_items_are_matched_through_invisible_characters_and_options_count(tmp_path):
+    """A soft hyphen or zero-width space inside a word hid a duplicate, and made an evaluation
+    question miss its training copy; one question and answer over other options is another item."""
+    question = "Is the tumour malignant?"
+    rows = [row("a", question=question, images=[]) | {"task": "text_qa"},
+            row("b", question="Is the tumour ma\u00adlignant?", images=[]) | {"task": "text_qa"},
+            row("c", question="Which is true?", answer="A", choices=["Cyst", "Mass"], images=[]) | {"task": "text_qa"},
+            row("d", question="Which is true?", answer="A", choices=["Edema", "Effusion"], images=[]) | {"task": "text_qa"}]
+    report = curate(rows, tmp_path / "out", source="s", shard_rows=10)
+    kept = {r["id"] for r in shards.iter_rows(tmp_path / "out")}
+    assert kept == {"s:a", "s:c", "s:d"} and report["filtered_by_reason"] == {"duplicate": 1}
+    index = keys.build_eval_index([row("e", question="Is the tumour ma\u200blignant?", images=[]) | {"task": "text_qa"}])
+    contaminated = curate(rows[:1], tmp_path / "decontaminated", source="s", shard_rows=10, eval_index=index)
+    assert contaminated["contaminated_by_kind"] == {"question": 1}
+
+
+def test_paths_with_control_codes_and_values_of_no_plain_type_get_check_rows_outcome_in_a_batch():
+    """An ASCII image path holding a control code was kept by the batch path (check_row quarantines
+    it); a numpy array or pandas' NA where a list or a size belongs (``DataFrame.to_dict`` gives
+    them) raised out of the batch path and cost the source, where check_row quarantines that row."""
+    import numpy as np
+    import pandas as pd
+
+    limits = CurationLimits()
+    good = row("good")
+    bent = [copy.deepcopy(good) for _ in range(6)]
+    bent[0]["images"][0]["path"] = "a\x07.png"
+    bent[1]["images"][0]["path"] = "a\x1b[0m.png"
+    bent[2]["images"] = np.array([good["images"][0], good["images"][0]], dtype=object)
+    bent[3]["boxes"] = np.array([box(1, 1, 5, 5), box(2, 2, 6, 6)], dtype=object)
+    bent[4]["images"][0]["width"] = pd.NA
+    bent[5]["images"][0]["height"] = np.array([32, 32])
+    for one in bent:
+        rows = [one | {"id": "bent"}, good]
+        fast = check_batch(rows, source="s", images=ImageChecker(limits.image), limits=limits)
+        slow = check_batch(rows, source="s", images=ImageChecker(limits.image), limits=limits, vectorised=False)
+        assert [outcome(fast, i) for i in range(2)] == [outcome(slow, i) for i in range(2)]
+        assert isinstance(fast.outcomes[0], rules.Rejected) and not isinstance(fast.outcomes[1], rules.Rejected)

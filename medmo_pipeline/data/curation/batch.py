@@ -233,11 +233,12 @@ def _plain_rows_one_by_one(rows: list) -> tuple[list[int], list[int], list[list]
     for position, row in enumerate(rows):
         if type(row) is not dict:
             continue
-        messages, entries, choices, boxes = row.get("messages"), row.get("images") or [], row.get("choices"), \
-            row.get("boxes") or _NO_BOXES
-        if (type(messages) is not list or type(entries) is not list or type(boxes) is not list
-                or choices is not None and type(choices) is not list):
-            continue
+        messages, entries, choices, boxes = row.get("messages"), row.get("images"), row.get("choices"), \
+            row.get("boxes")
+        if (type(messages) is not list or not _list_or_none(entries) or not _list_or_none(boxes)
+                or not _list_or_none(choices)):
+            continue  # a numpy array, pandas' NA...: check_row decides (its truth value may even raise)
+        entries, boxes = entries or [], boxes or _NO_BOXES
         for message in messages:
             if type(message) is not dict:
                 break
@@ -257,24 +258,41 @@ def _all_plain(rows: list) -> tuple[list[int], list[int], list[list], list] | No
     messages = [row.get("messages") for row in rows] if _types(rows) == {dict} else None
     if messages is None:
         return None
-    entries = [row.get("images") or [] for row in rows]
-    boxes = [row.get("boxes") or _NO_BOXES for row in rows]
-    if (_types(messages) != {list} or _types(entries) != {list} or _types(boxes) != {list}
-            or not _types(row.get("choices") for row in rows) <= {list, type(None)}
+    entries, boxes = [row.get("images") for row in rows], [row.get("boxes") for row in rows]
+    if (_types(messages) != {list} or not _types(entries) <= _LIST_OR_NONE or not _types(boxes) <= _LIST_OR_NONE
+            or not _types(row.get("choices") for row in rows) <= _LIST_OR_NONE
             or not _types(chain.from_iterable(messages)) <= {dict}):
         return None
+    entries, boxes = [entry or [] for entry in entries], [box or _NO_BOXES for box in boxes]
     images = list(chain.from_iterable(entries))
     if not _types(images) <= {dict}:
         return None
     data, paths = [image.get("bytes") for image in images], [image.get("path") for image in images]
-    if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths)):
+    if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(_plain_path, paths)):
         return None
-    declared = [(image.get("width") or 0, image.get("height") or 0) for image in images]
+    widths, heights = [image.get("width") for image in images], [image.get("height") for image in images]
+    if not _types(widths) <= _NUMBER_OR_NONE or not _types(heights) <= _NUMBER_OR_NONE:
+        return None
+    declared = list(zip([width or 0 for width in widths], [height or 0 for height in heights]))
     return list(range(len(rows))), list(map(len, entries)), [data, list(map(str.strip, paths)), declared], boxes
 
 
 def _types(values) -> set[type]:
     return set(map(type, values))
+
+
+_LIST_OR_NONE = {list, type(None)}
+_NUMBER_OR_NONE = {int, float, type(None)}  # a declared size; anything else (pandas' NA...): check_row
+
+
+def _list_or_none(value) -> bool:
+    return value is None or type(value) is list
+
+
+def _plain_path(path: str) -> bool:
+    """An ASCII path with no control code (tab and line breaks included): check_row decides the
+    others (it quarantines a control code, and strips only space and line breaks)."""
+    return path.isascii() and path.isprintable()
 
 
 def _check_images(found: Candidates, checks: PendingChecks, data: list[bytes], declared: list[tuple],
@@ -320,16 +338,16 @@ def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
     (bytes, an ASCII path or none); None for anything else: check_row looks at it."""
     if type(entry) is not dict:
         return None
-    data, path = entry.get("bytes"), entry.get("path")
-    if type(data) is not bytes:
+    data, path, width, height = entry.get("bytes"), entry.get("path"), entry.get("width"), entry.get("height")
+    if type(data) is not bytes or type(width) not in _NUMBER_OR_NONE or type(height) not in _NUMBER_OR_NONE:
         return None
     if path is None:
         path = ""
-    elif type(path) is str and path.isascii():
+    elif type(path) is str and _plain_path(path):
         path = path.strip()
     else:
         return None
-    return data, path, (entry.get("width") or 0, entry.get("height") or 0)
+    return data, path, (width or 0, height or 0)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medmo_pipeline.data.curation.rules import CONTROL_CHARACTERS
+from medmo_pipeline.data.curation.rules import ASCII_STRIPPED, CONTROL_CHARACTERS
 
 UNIT, RECORD = "\x1f", "\x1e"  # separators of joined texts
 
@@ -33,8 +33,8 @@ def regroup(lists: pa.ListArray, values: pa.Array) -> pa.ListArray:
     list becomes an empty one."""
     return pa.ListArray.from_arrays(pa.array(list_offsets(lists), pa.int32()), values)
 
-# What str.strip() removes from ASCII text; Arrow trims exactly these, so the two paths agree.
-ASCII_SPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
+# What check_row strips from ASCII text; Arrow trims exactly these, so the two paths agree.
+ASCII_SPACE = ASCII_STRIPPED
 CONTROL_BYTES = np.array([bool(CONTROL_CHARACTERS.match(chr(byte))) for byte in range(256)])  # ASCII ones
 CONTROL_BYTES[128:] = False  # a UTF-8 byte above 127 is no character by itself (non-ASCII rows: check_row)
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medmo_pipeline.data.curation.columns import RECORD, UNIT, as_array, regroup
-from medmo_pipeline.data.curation.rules import normalise_question
+from medmo_pipeline.data.curation.rules import normalise_question, without_invisible
 
 
 def build_eval_index(rows: Iterable[dict], *, question_tasks: Iterable[str] = ("text_qa", "instruction")) -> set[str]:
@@ -43,8 +43,10 @@ class BatchKeys:
     """What the decisions need from a checked batch's table, taken out of Arrow at once: ids, their
     64-bit keys and the content keys, and (for decontamination) splits, image hashes, questions.
 
-    The content key hashes the split, the image hashes, every turn's text and the answer, joined and
-    casefolded: exact duplicates up to case, from the normalised rows whichever path checked them.
+    The content key hashes the split, the image hashes, every turn's text, the answer and the
+    choices (one question over other options is another item), joined, casefolded and without
+    invisible characters: exact duplicates up to case, from the normalised rows whichever path
+    checked them.
     """
 
     def __init__(self, table: pa.Table, *, with_contamination: bool):
@@ -54,9 +56,10 @@ class BatchKeys:
         contents = regroup(messages, pc.struct_field(messages.flatten(), "content"))
         texts = pc.binary_join_element_wise(
             as_array(table.column("split")), pc.binary_join(hashes, UNIT), pc.binary_join(contents, UNIT),
-            as_array(table.column("answer")), RECORD).to_pylist()
+            as_array(table.column("answer")), pc.binary_join(as_array(table.column("choices")), UNIT),
+            RECORD).to_pylist()
         self.id_keys = keys64(self.ids)
-        self.content_keys = keys64([text.casefold() for text in texts])
+        self.content_keys = keys64([without_invisible(text).casefold() for text in texts])
         if with_contamination:
             self.splits = table.column("split").to_pylist()
             self.hashes = hashes.to_pylist()

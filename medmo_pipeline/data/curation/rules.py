@@ -83,7 +83,8 @@ class Rejected(ValueError):
 # ---- text ---------------------------------------------------------------------------------------
 
 _NON_WORD = re.compile(r"[^\w]+")
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0 (but tab and line breaks), DEL and C1 codes, and Unicode's noncharacters (never text)
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
 _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 
@@ -91,7 +92,7 @@ def clean_text(value, what: str) -> str:
     """Valid UTF-8 text, NFC-normalised and stripped (of zero-width characters too); raises
     Rejected('invalid_utf8')."""
     if type(value) is str and value.isascii():  # the common case: ASCII is valid UTF-8 and NFC already
-        return _without_controls(value.strip(), what)
+        return _without_controls(value.strip(ASCII_STRIPPED), what)
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
@@ -108,15 +109,27 @@ def clean_text(value, what: str) -> str:
     return _without_controls(_stripped(unicodedata.normalize("NFC", value)), what)
 
 
-_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"  # zero-width space, non-joiner, joiner, word joiner, BOM
+# Characters that show nothing: zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen,
+# the bidirectional marks, embeddings, overrides and isolates, the Mongolian vowel separator, the
+# combining grapheme joiner and the Hangul and braille blanks. An answer of them alone says nothing.
+INVISIBLE = ("\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e"
+             "\u2066\u2067\u2068\u2069\u180e\u034f\u115f\u1160\u3164\uffa0\u2800")
+# What is stripped around a text: whitespace (what ``str.strip`` takes, but the control codes among
+# it, which are quarantined wherever they are) and the invisible characters, in any mix, in one pass
+_STRIPPED = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and not CONTROL_CHARACTERS.match(c)) + INVISIBLE
+ASCII_STRIPPED = "".join(c for c in _STRIPPED if c.isascii())  # space, tab, CR, LF
+_DELETE_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE))
 
 
 def _stripped(text: str) -> str:
-    """``text`` without the whitespace and zero-width characters around it (``str.strip`` keeps
-    the latter: an answer of zero-width spaces would pass as given)."""
-    while (shorter := text.strip().strip(_INVISIBLE)) != text:
-        text = shorter
-    return text
+    """``text`` without the whitespace and invisible characters around it (``str.strip`` keeps the
+    latter: an answer of zero-width spaces would pass as given)."""
+    return text.strip(_STRIPPED)
+
+
+def without_invisible(text: str) -> str:
+    """``text`` with its invisible characters taken out: "ma\u00adlignant" is "malignant"."""
+    return text if text.isascii() else text.translate(_DELETE_INVISIBLE)
 
 
 def _without_controls(text: str, what: str) -> str:
@@ -136,7 +149,7 @@ def normalise_question(text: str) -> str:
     >>> normalise_question("  Is there a <image> LESION?? ")
     'is there a lesion'
     """
-    text = _IMAGE_TOKEN.sub(" ", unicodedata.normalize("NFKC", text)).casefold()
+    text = _IMAGE_TOKEN.sub(" ", unicodedata.normalize("NFKC", without_invisible(text))).casefold()
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 

@@ -270,10 +270,12 @@ def _all_plain(rows: list) -> tuple[list[int], list[int], list[list], list] | No
     data, paths = [image.get("bytes") for image in images], [image.get("path") for image in images]
     if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(_plain_path, paths)):
         return None
-    widths, heights = [image.get("width") for image in images], [image.get("height") for image in images]
-    if not _types(widths) <= _NUMBER_OR_NONE or not _types(heights) <= _NUMBER_OR_NONE:
+    declared = [(image.get("width"), image.get("height")) for image in images]
+    sizes = _types(chain.from_iterable(declared))
+    if not sizes <= _NUMBER_OR_NONE:
         return None
-    declared = list(zip([width or 0 for width in widths], [height or 0 for height in heights]))
+    if type(None) in sizes:
+        declared = [(width or 0, height or 0) for width, height in declared]
     return list(range(len(rows))), list(map(len, entries)), [data, list(map(str.strip, paths)), declared], boxes
 
 

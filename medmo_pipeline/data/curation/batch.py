@@ -259,16 +259,21 @@ def _all_plain(rows: list) -> tuple[list[int], list[int], list[list], list] | No
     if messages is None:
         return None
     entries, boxes = [row.get("images") for row in rows], [row.get("boxes") for row in rows]
-    if (_types(messages) != {list} or not _types(entries) <= _LIST_OR_NONE or not _types(boxes) <= _LIST_OR_NONE
+    entry_types, box_types = _types(entries), _types(boxes)
+    if (_types(messages) != {list} or not entry_types <= _LIST_OR_NONE or not box_types <= _LIST_OR_NONE
             or not _types(row.get("choices") for row in rows) <= _LIST_OR_NONE
             or not _types(chain.from_iterable(messages)) <= {dict}):
         return None
-    entries, boxes = [entry or [] for entry in entries], [box or _NO_BOXES for box in boxes]
+    if type(None) in entry_types:
+        entries = [entry or [] for entry in entries]
+    if type(None) in box_types:
+        boxes = [box or _NO_BOXES for box in boxes]
     images = list(chain.from_iterable(entries))
     if not _types(images) <= {dict}:
         return None
     data, paths = [image.get("bytes") for image in images], [image.get("path") for image in images]
-    if not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(_plain_path, paths)):
+    if (not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths))
+            or not all(map(str.isprintable, paths))):  # see _plain_path
         return None
     declared = [(image.get("width"), image.get("height")) for image in images]
     sizes = _types(chain.from_iterable(declared))

@@ -460,3 +460,51 @@ def test_a_copy_that_did_not_keep_mtimes_curates_to_the_same_data_version(fixtur
             os.utime(path, ns=(10**18, 10**18))
     again = curate("vqa_rad")
     assert (again["data_version"], again["revision"]) == (first["data_version"], first["revision"])
+
+
+def test_record_values_no_row_should_train_on_and_files_of_odd_endings(fixture):
+    """A class list YAML reads as booleans and null ("no", "~") made boxes labelled 'False' and
+    'None'; a caption sidecar that is a folder read as an empty caption; a header repeated mid-file
+    (two exports joined) became a question "Question"; CR-only line endings made a JSONL of 1,000
+    records one broken line; a Parquet date Python cannot hold stopped the whole source unnamed;
+    JSON's true and 1e999 became the answers 'True' and 'inf'."""
+    build, curate = fixture
+    folder = build("grazpedwri_dx")
+    (folder / "meta.yaml").write_text("names: [boneanomaly, bonelesion, foreignbody, no, ~]\n")
+    with pytest.raises(SourceUnavailable, match="class names must be text, not False"):
+        curate("grazpedwri_dx")
+
+    captions = build("cisc") / "images"
+    image = min(captions.glob("*/*.png"))
+    image.with_suffix(".txt").unlink(missing_ok=True)
+    image.with_suffix(".txt").mkdir()
+    assert ("unreadable_file", "images", image.relative_to(captions).as_posix()) in curate("cisc")["problems"]
+
+    path = build("medquad") / "medDataset_processed.csv"
+    text = path.read_text(encoding="utf-8-sig")
+    path.write_text(text + text.splitlines()[0] + "\n" + text.splitlines()[1] + "\n", encoding="utf-8")
+    report = curate("medquad")
+    assert [reason for reason, _, _ in report["problems"]] == ["malformed_record"]
+    assert not any(row["answer"] == "Answer" for row in report["kept"])
+
+    jsonl = next(build("medqa").rglob("*.jsonl"))
+    jsonl.write_bytes(jsonl.read_bytes().replace(b"\n", b"\r"))
+    with pytest.raises(SourceUnavailable, match="its lines end in a carriage return alone"):
+        curate("medqa")
+
+    parquet = next(build("pathvqa").rglob("*.parquet"))
+    table = pq.read_table(parquet)
+    days = pa.array([0] * (table.num_rows - 1) + [2**31 - 1], pa.int32()).cast(pa.date32())
+    pq.write_table(table.append_column("taken_on", days), parquet)
+    report = curate("pathvqa")
+    assert report["problems"] == [("bad_number", parquet.relative_to(parquet.parents[1]).as_posix(),
+                                   f"row {table.num_rows}")]
+    assert len(report["kept"]) == table.num_rows - 1
+
+    meadow = next(build("medical_meadow_medqa").rglob("*.json"))
+    records = json.loads(meadow.read_text())
+    infinite = json.dumps({**records[0], "output": "INFINITE"}).replace('"INFINITE"', "1e999")
+    meadow.write_text(json.dumps([*records, {**records[0], "output": True}])[:-1] + ", " + infinite + "]")
+    report = curate("medical_meadow_medqa")
+    assert sorted(reason for reason, _, _ in report["problems"]) == ["bad_number", "malformed_record"]
+    assert not any(row["answer"] in ("True", "inf") for row in report["kept"])

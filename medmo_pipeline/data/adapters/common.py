@@ -398,8 +398,10 @@ def text(value: Any) -> str:
     ("{'x': 1}") is no text to train on."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    if isinstance(value, (dict, list, tuple, set, bytes, bytearray)):
+    if isinstance(value, (dict, list, tuple, set, bytes, bytearray, bool)):  # bool: JSON's true is no "True"
         raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999 or Infinity in a JSON file: no "inf"
+        raise RowError("bad_number", f"{value} where text belongs")
     return str(value).strip()
 
 

@@ -53,6 +53,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         if options.text_from == "sidecar":
             sidecar_name = str(Path(relative).with_suffix(".txt"))
             sidecar = safe_join(base, sidecar_name)  # a caption linked out of the root is quarantined too
+            if sidecar.exists() and not sidecar.is_file():  # a folder, a FIFO, a device: never read
+                raise RowError("unreadable_file", f"{sidecar_name} is not a regular file")
             label = text(record_file_text(sidecar, sidecar_name)) if sidecar.is_file() else ""
         else:
             label = folder_label(relative)

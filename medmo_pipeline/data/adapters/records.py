@@ -120,13 +120,27 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
                                     "layout reads is ambiguous")
         number = 0
         for batch in parquet.iter_batches(batch_size=256):
-            for record in batch.to_pylist():
+            for record in _python_rows(batch, file, number):
                 number += 1
-                yield located(record, file, f"row {number}")
+                yield record if type(record) is RowQuarantined else located(record, file, f"row {number}")
     except (pa.ArrowException, OSError) as error:
         raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {error})") from None
     except PageHeaderError as error:
         raise AnnotationError(f"{file}: {error}: refused before Arrow decompresses it") from None
+
+
+def _python_rows(batch, file: str, before: int) -> list:
+    """A batch's rows as Python dicts; one holding a value Python cannot represent (a date32 of
+    2**31 - 1 days, a duration of 2**62 s: OverflowError) is that row's RowQuarantined, found row
+    by row once the whole batch fails."""
+    try:
+        return batch.to_pylist()
+    except (ValueError, OverflowError) as error:
+        if batch.num_rows == 1:
+            where = f"row {before + 1}"
+            return [RowQuarantined("bad_number", f"{file} {where}: {type(error).__name__}: {error}", file, where)]
+    return [row for offset in range(batch.num_rows) for row in _python_rows(batch.slice(offset, 1), file,
+                                                                          before + offset)]
 
 
 def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantined]:
@@ -135,6 +149,11 @@ def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantin
     the next line is read."""
     with open(path, "rb") as handle:
         check_utf8_file(handle, file)
+        head = handle.read(1 << 16)
+        handle.seek(0)
+        if b"\r" in head.rstrip(b"\r") and b"\n" not in head:  # every record would be one "line"
+            raise SourceLayoutError(f"{file}: its lines end in a carriage return alone (an old Mac export): "
+                                    "convert them to LF or CRLF")
         lines = BoundedLines(handle, file)
         while True:
             try:
@@ -237,6 +256,9 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
                 continue
             elif any(_has_surrogates(value) for value in values):
                 yield RowQuarantined("invalid_utf8", f"{file} {where} (line {line}): bytes that are not UTF-8",
+                                     file, where)
+            elif not columns and [value.strip() for value in values] == names:  # two exports joined end to end
+                yield RowQuarantined("malformed_record", f"{file} {where} (line {line}): the header row again",
                                      file, where)
             elif len(values) > len(names) and any(value.strip() for value in values[len(names):]):
                 yield RowQuarantined("malformed_record", f"{file} {where} (line {line}): {len(values)} fields, "

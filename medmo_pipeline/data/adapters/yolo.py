@@ -78,16 +78,25 @@ def _classes(root: Path, options: Options) -> list[str]:
                                 f"mapping ({type(error).__name__}: {error})") from None
     if not isinstance(names, (list, dict)):
         raise SourceLayoutError(f"{options.classes_file}: 'names' is a {type(names).__name__}, not a list or mapping")
+    odd = [name for name in (names.values() if isinstance(names, dict) else names) if not isinstance(name, str)]
+    if odd:  # YAML reads no / off / ~ as a boolean or None: str() would make the labels 'False', 'None'
+        raise SourceLayoutError(f"{options.classes_file}: class names must be text, not {_shown_value(odd[0])} "
+                                "(quote names YAML reads as booleans, numbers or null)")
     if isinstance(names, dict):  # {index: name}, indices possibly sparse: a class keeps its index
         try:
-            table = {int(index): str(name) for index, name in names.items()}
+            table = {int(index): name for index, name in names.items()}
         except (TypeError, ValueError) as error:
             raise SourceLayoutError(f"{options.classes_file}: a class index is not a number ({error})") from None
         if table and not (min(table) >= 0 and max(table) < MAX_CLASS_NODES):
             raise SourceLayoutError(f"{options.classes_file}: class indices run {min(table)}..{max(table)}, "
                                     f"outside 0..{MAX_CLASS_NODES - 1}")
         return [table.get(index, str(index)) for index in range(max(table, default=-1) + 1)]
-    return [str(name) for name in names]
+    return list(names)
+
+
+def _shown_value(value) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else f"{shown[:37]}..."
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -126,9 +126,14 @@ def _source_problems(recipe: Recipe) -> list[str]:
     if unknown := sorted(set(registry.versions) - set(registry.sources or known)):
         problems.append(field_problem(("corpus", "registry", "versions"),
                                       f"{unknown} are not sources this corpus reads"))
-    if secret := [name for name in re.findall(r"\$\{(\w+)\}", registry.data_root) if looks_secret(name)]:
+    # every form os.path.expandvars expands: ${NAME} and $NAME
+    names = [braced or bare for braced, bare in re.findall(r"\$(?:\{(\w+)\}|(\w+))", registry.data_root)]
+    if secret := [name for name in names if looks_secret(name)]:
         problems.append(field_problem(("corpus", "registry", "data_root"), f"expands {secret[0]}, a secret, into a "
                                                                            "path that is logged and shown"))
+    if odd := re.search(r"\$\{(?!\w+\})[^}]*\}?", registry.data_root):  # ${NAME:-default}: left as written
+        problems.append(field_problem(("corpus", "registry", "data_root"), f"{odd.group()!r} is not expanded: "
+                                                                           "write ${NAME} or $NAME"))
     return problems
 
 
@@ -161,7 +166,7 @@ def _secret_problems(recipe: Recipe) -> list[str]:
     """Fields that hold a secret: a recipe is logged (MLflow params, lineage.json), so secrets come
     from the environment. A field's name or its value gives it away (``tracking.looks_secret``)."""
     problems = []
-    for path, value in flatten(recipe.model_dump(mode="json")).items():
+    for path, value in flatten(recipe.model_dump(mode="json"), cut=False).items():  # a secret past MAX_PARAM too
         named = ".trainer_args." in path and looks_secret(path.rsplit(".", 1)[-1])  # hub_token: a trainer's secret
         if (named and value not in ("", "None")) or SECRET_VALUE.search(value):
             problems.append(field_problem(tuple(path.split(".")), "looks like a secret: a recipe is logged, so put "

@@ -29,6 +29,7 @@ from medmo_pipeline.reply_format import ReplyFormat
 from medmo_pipeline.safe_paths import UnsafePathError, safe_join
 from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 from medmo_pipeline.schema.rows import MODEL_MAX_ASPECT_RATIO, TaskName
+from medmo_pipeline.tracking import SECRET_VALUE
 from medmo_pipeline.trainer_fields import check_trainer_args
 from medmo_pipeline.yaml_registry import REGISTRY_MAX_NODES, SHIPPED_DIR, Strict
 
@@ -165,6 +166,10 @@ def trained_registry_names(path: Path) -> list[str]:
         raise ValueError(f"registry {path}: cannot read its dataset names ({type(error).__name__}: {error})") from None
 
 
+MAX_WEIGHT = 1e9  # a source's relative share
+MAX_TASK_REPEATS = 100  # a row of one task seen this many times in a pass
+
+
 class MixtureRecipe(_Strict):
     """Which rows a stage trains on: sources, restricted to some tasks, and how many samples.
 
@@ -193,6 +198,14 @@ class MixtureRecipe(_Strict):
         weights = self.sources.values() if isinstance(self.sources, dict) else []
         if any(w <= 0 for w in [*weights, *self.task_weights.values()]):
             raise ValueError("source and task weights must be > 0 (leave a source out instead of weighting it 0)")
+        if any(w > MAX_WEIGHT for w in weights):  # their sum would overflow: every share 0, the stream divides by 0
+            raise ValueError(f"source weights are relative shares: at most {MAX_WEIGHT:g}")
+        # a task's weight is how often each of its rows is repeated in a pass
+        if odd := {task: w for task, w in self.task_weights.items() if w != int(w) or w > MAX_TASK_REPEATS}:
+            raise ValueError(f"task_weights {odd}: each is how often a row of that task repeats in a pass, a whole "
+                             f"number from 1 to {MAX_TASK_REPEATS}")
+        if unused := sorted(set(self.task_weights) - set(self.tasks)):
+            raise ValueError(f"task_weights {unused} weight tasks the mixture does not train (tasks: {self.tasks})")
         if isinstance(self.sources, list) and len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources lists a dataset twice: {self.sources}")
         if len(set(self.tasks)) != len(self.tasks):
@@ -541,5 +554,7 @@ def _without_union_tags(location: tuple) -> tuple:
 
 
 def field_problem(location: tuple | list, message: str) -> str:
-    """One line of a RecipeError: the dotted field path and what is wrong with it."""
-    return f"  - {'.'.join(str(p) for p in location) or '(top level)'}: {message}"
+    """One line of a RecipeError: the dotted field path and what is wrong with it, a secret pasted
+    into the recipe left out (the error is printed and logged: "hf_... are not benchmarks")."""
+    line = f"  - {'.'.join(str(p) for p in location) or '(top level)'}: {message}"
+    return SECRET_VALUE.sub("<secret>", line)

@@ -21,6 +21,7 @@ import yaml
 from medmo_pipeline.safe_paths import FileTooLarge, read_bounded
 
 BYTES_PER_NODE = 64  # far more than any recipe or registry holds per node (about 18)
+_SET_TAG = "tag:yaml.org,2002:set"
 
 
 class YamlRefused(ValueError):
@@ -105,6 +106,9 @@ def _check_expansion(root: yaml.Node, path: Path, max_nodes: int) -> None:
             continue
         if key in open_nodes:
             raise YamlRefused(f"{path}: an alias refers to a node containing it (line {node.start_mark.line + 1})")
+        if node.tag == _SET_TAG:  # unordered: its list's order, and every hash of it, would change per process
+            raise YamlRefused(f"{path}: line {node.start_mark.line + 1} is a !!set, whose order is not kept; "
+                              "write a list")
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)

@@ -43,15 +43,17 @@ def looks_secret(name: str, value: object = "") -> bool:
             or any(word in SECRET_NAMES for word in words) or bool(SECRET_VALUE.search(str(value))))
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested recipe -> {"stage1.optim.learning_rate": "0.002", ...} (MLflow params are flat)."""
+def flatten(data: Any, prefix: str = "", *, cut: bool = True) -> dict[str, str]:
+    """Nested recipe -> {"stage1.optim.learning_rate": "0.002", ...} (MLflow params are flat); a
+    text longer than MLflow takes is cut, unless ``cut`` is False (a search for secrets reads it whole)."""
     out: dict[str, str] = {}
     if isinstance(data, dict):
         for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}.", cut=cut))
     else:  # a long text cut where MLflow would refuse it (and with it the run's start)
         text = str(data)
-        out[prefix.rstrip(".")] = text if len(text) <= MAX_PARAM else f"{text[:MAX_PARAM - 20]}... ({len(text)} chars)"
+        short = not cut or len(text) <= MAX_PARAM
+        out[prefix.rstrip(".")] = text if short else f"{text[:MAX_PARAM - 20]}... ({len(text)} chars)"
     return out
 
 

@@ -82,6 +82,8 @@ def _check_values(trainer_args: dict[str, Any], config_class, where: str) -> Non
     except Exception:  # noqa: BLE001 - a TRL whose annotations do not resolve here: names only
         return
     for name, value in trainer_args.items():
+        if type(value) is bool and hints.get(name) in (int, float, int | None, float | None):  # YAML's yes / on
+            raise ValueError(f"{where}.{name}: {value!r} is a yes or no, not a number")
         if (adapter := _adapter(hints.get(name))) is None:
             continue
         try:

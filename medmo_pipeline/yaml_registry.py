@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -46,13 +46,23 @@ class Strict(BaseModel):
                 value = data.get(field.alias or name)
                 if type(value) is bool and _numeric(field.annotation):
                     raise ValueError(f"{name}: {value!r} is a yes or no, not a number")
+                if isinstance(value, dict) and _numbers_by_name(field.annotation):  # weights: {vqa: on} too
+                    for key, item in value.items():
+                        if type(item) is bool:
+                            raise ValueError(f"{name}.{key}: {item!r} is a yes or no, not a number")
         return data
 
 
-def _numeric(annotation: Any) -> bool:
-    """Whether a field's type is a number (int or float, or one of them or None)."""
+def _numbers_by_name(annotation: Any) -> bool:
+    """Whether a field's type is (or may be) a mapping of names to numbers."""
     kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-    kinds = [kind for kind in kinds if kind is not type(None)]
+    return any(get_origin(kind) is dict and _numeric(get_args(kind)[-1]) for kind in kinds)
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, constrained or not, or one of them or None)."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    kinds = [get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds if kind is not type(None)]
     return bool(kinds) and all(kind in (int, float) for kind in kinds)
 
 

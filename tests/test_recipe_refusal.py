@@ -10,6 +10,7 @@ import importlib
 import re
 import signal
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import yaml
@@ -203,6 +204,11 @@ def test_jobs_run_by_hand_refuse_a_misspelled_reward_at_start(tmp_path, monkeypa
     assert not (tmp_path / "out").exists()
 
 
+def _both(first, second):
+    """Two mutations, one after the other."""
+    return lambda data: (first(data), second(data))
+
+
 def _set(*path_and_value):
     """A mutation setting ``data[path...] = value`` in the embedded recipe's data."""
     *path, key, value = path_and_value
@@ -318,7 +324,8 @@ def _rename_stage(old: str, new: str):
     (_set("rl", "rewards", "box", "weight", -1.0), "rl.rewards.box", "weight -1.0 is negative"),
     (_set("rl", "rewards", "soft_overlong", "max_completion_len", 4096), "rl.rewards.soft_overlong.max_completion_len",
      "is not rl.grpo.max_completion_length"),
-    (_set("rl", "mixture", "tasks", ["caption"]), "rl.mixture.tasks", "no weighted reward scores the answer"),
+    (_both(_set("rl", "mixture", "tasks", ["caption"]), _set("rl", "mixture", "task_weights", {})), "rl.mixture.tasks",
+     "no weighted reward scores the answer"),
     (_set("base_model", "tiny", "num_attention_heads", 3), "base_model.tiny", "not a multiple of num_key_value_heads"),
     (_set("stages", "stage1", "optim", "trainer_args", {"max_grad_norm": "abc"}),
      "stages.stage1.optim.trainer_args.max_grad_norm", "valid number"),
@@ -327,12 +334,52 @@ def _rename_stage(old: str, new: str):
     (_set("description", "key sk-" + "b" * 40), "description", "looks like a secret"),
     (_set("evaluation", "benchmarks", ["synthetic_heldout", "synthetic_heldout"]), "evaluation.benchmarks",
      "listed more than once"),
+    # YAML's yes / on where a number is a value of a mapping, a reward's parameter or a trainer argument
+    (_set("stages", "stage1", "mixture", "sources", {"synth_xray": True, "synth_cells": 2}),
+     "stages.stage1.mixture", "sources.synth_xray: True is a yes or no"),
+    (_set("rl", "rewards", "box", "weight", True), "rl.rewards.box", "True is a yes or no"),
+    (_set("stages", "stage1", "optim", "trainer_args", {"max_grad_norm": True}),
+     "stages.stage1.optim.trainer_args.max_grad_norm", "True is a yes or no"),
+    # task weights are whole repeats of tasks the mixture trains; source weights shares that add up
+    (_set("stages", "stage2", "mixture", "task_weights", {"grounding": 2.5}), "stages.stage2.mixture",
+     "a whole number from 1 to 100"),
+    (_set("stages", "stage2", "mixture", "task_weights", {"grounding": 1e308}), "stages.stage2.mixture",
+     "a whole number from 1 to 100"),
+    (_set("stages", "stage2", "mixture", "task_weights", {"text_qa": 2}), "stages.stage2.mixture",
+     "weight tasks the mixture does not train"),
+    (_set("stages", "stage1", "mixture", "sources", {"synth_xray": 1e308, "synth_cells": 1e308}),
+     "stages.stage1.mixture", "at most 1e+09"),
+    (_set("stages", "stage1", "mixture", "open", {"tasks": "x" * 6000 + " key sk-" + "b" * 40}),
+     "stages.stage1.mixture.open.tasks", "looks like a secret"),
 ], ids=["stage-path", "stage-corpus", "stage-rl", "experiment-path", "seed", "long-purpose", "zero-steps", "beta",
         "lr-50", "pixels", "clip-higher", "negative-weight", "overlong-length", "unscored-task", "heads",
-        "trainer-arg-value", "trainer-arg-secret", "secret-text", "benchmark-twice"])
+        "trainer-arg-value", "trainer-arg-secret", "secret-text", "benchmark-twice", "yes-source-weight",
+        "yes-reward-weight", "yes-trainer-arg", "fractional-task-weight", "huge-task-weight", "unused-task-weight",
+        "infinite-weight-sum", "secret-past-6000"])
 def test_names_ranges_combinations_and_secrets_are_refused_at_load_naming_the_field(tmp_path, mutate, field, problem):
     """Each of these loaded: stage names and the experiment became paths out of MEDMO_HOME or shadowed
     the run's other parts, values outside any sense reached the trainer, a negative weight trained
     the policy away from its reward, a secret written in the recipe was logged with it."""
     message = _refused(tmp_path, mutate)
     assert "recipe.yaml" in message and f"{field}:" in message and problem in message, message
+
+
+def test_a_set_a_pasted_secret_and_a_data_root_expanding_one_are_refused_without_echoing_it(tmp_path):
+    """A !!set loads in an order that changes with each process's hash seed, and so did every hash
+    of the recipe; a token pasted where a name belongs was quoted in the error, which is printed and
+    logged; $HF_TOKEN (not only ${HF_TOKEN}) in data_root expanded it into a logged path."""
+    text = (Path(config.__file__).parent / "recipes" / "embedded.yaml").read_text()
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.replace("tasks: [caption, vqa]", "tasks: !!set {caption, vqa}", 1))
+    assert "!!set {caption" in path.read_text()
+    with pytest.raises(RecipeError, match=r"is a !!set, whose order is not kept"):
+        load_recipe(path)
+    token = "hf_" + "c" * 34
+    message = _refused(tmp_path, _set("evaluation", "benchmarks", [token]))
+    assert "evaluation.benchmarks:" in message and token not in message and "<secret>" in message
+    registry = {"data_root": "/data/$HF_TOKEN", "sources": ["vqa_rad"]}
+    message = _refused(tmp_path, _set("corpus", "registry", registry))
+    assert "corpus.registry.data_root: expands HF_TOKEN, a secret" in message
+    registry["data_root"] = "/data/${MEDMO_DATA:-/srv}"
+    message = _refused(tmp_path, _set("corpus", "registry", registry))
+    assert "'${MEDMO_DATA:-/srv}' is not expanded" in message

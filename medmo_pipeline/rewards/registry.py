@@ -336,6 +336,8 @@ def _typed(reward: str, key: str, annotation: Any, value: Any) -> Any:
     naming reward and parameter, instead of in the first RL step."""
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+    if type(value) is bool and annotation in (int, float):  # YAML's yes / on: pydantic would take it for 1
+        raise ValueError(f"reward {reward!r} parameter {key!r}: {value!r} is a yes or no, not a number")
     try:
         return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
     except ValidationError as error:

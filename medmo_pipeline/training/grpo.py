@@ -87,8 +87,12 @@ class ReinforcementStage(stage.StageJob):
         self.samples: list[dict] = []
         optim, g = rl.optim, rl.grpo
         # Prompt groups span ranks, so every rank reads the one stream and takes its slice of each batch.
-        prompts_per_step = (optim.per_device_train_batch_size * optim.gradient_accumulation_steps
-                            * streamed.world_size()) // g.num_generations
+        completions = optim.per_device_train_batch_size * optim.gradient_accumulation_steps * streamed.world_size()
+        prompts_per_step = completions // g.num_generations
+        if not prompts_per_step:  # TRL checks divisibility later; no whole group at all made a step of no prompt
+            raise ValueError(f"rl.grpo.num_generations ({g.num_generations}) is more than a step's "
+                             f"{completions} completions (optim.per_device_train_batch_size x "
+                             "gradient_accumulation_steps x processes): no prompt's group fits a step")
         self.decodable = skip_undecodable(prompt_example, run.reporter.log, pixels=True)
         run.data = run.stream(None, self.decodable,  # no features: the examples hold decoded images
                               examples_per_step=prompts_per_step, per_rank=False)

@@ -63,6 +63,7 @@ from pydicom.data import get_testdata_files
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.adapters.masks import MAX_MASK_INSTANCES
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines
+from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.pixels import decoded_image, model_image, percentile_window, window_to_uint8
 
 JOB = Path(__file__).with_name("hostile_job.py")
@@ -812,3 +813,31 @@ def test_a_dicom_window_listed_millions_of_times_or_unusable_is_read_from_its_fi
     no_window = pixels_of(windowed_dicom(b"NaN ", b"800 "))
     for center, width in ((b"400 ", b"0 "), (b"abc ", b"800 "), (b"400 ", b"-5")):
         assert np.array_equal(pixels_of(windowed_dicom(center, width)), no_window)
+
+
+def test_parquet_rows_that_decode_far_beyond_the_file_cost_their_row_or_their_source(tmp_path, monkeypatch):
+    """A dictionary page lets a file of a few hundred bytes give every row one long value (2,048 rows
+    of a 512 KiB string peaked at 850 MiB), and a few bytes of levels make millions of empty lists.
+    A row over its bound is its record's problem; a file decoding to more than ``EXPANSION`` times
+    its size (and a floor) stops its source before its rows are built. Bounds lowered here."""
+    import pyarrow as pa
+
+    from medmo_pipeline.data.adapters import records
+
+    monkeypatch.setattr(records, "EXPANSION_FLOOR", 4 << 20)
+    monkeypatch.setattr(records, "MAX_ROW_VALUES", 1000)
+    repeated = pa.DictionaryArray.from_arrays(pa.array(np.zeros(2048, np.int32)), pa.array(["x" * (64 << 10)]))
+    pq.write_table(pa.table({"question": repeated, "answer": ["yes"] * 2048}), tmp_path / "repeated.parquet",
+                   compression="zstd", store_schema=False)
+    assert (tmp_path / "repeated.parquet").stat().st_size < 1000
+    with pytest.raises(AnnotationError, match=r"repeated.parquet: its rows decode to more than \d+ bytes"):
+        list(records.iter_records(tmp_path, "repeated.parquet"))
+    nested = pa.array([[[]] * 5000, [[1, 2]]], pa.list_(pa.list_(pa.int32())))
+    pq.write_table(pa.table({"question": ["many", "few"], "answer": ["a", "b"], "levels": nested}),
+                   tmp_path / "levels.parquet")
+    read = list(records.iter_records(tmp_path, "levels.parquet"))
+    assert isinstance(read[0], RowQuarantined) and "row 1: decodes to" in read[0].detail, read[0]
+    assert read[1]["question"] == "few" and read[1].origin == ("levels.parquet", "row 2")
+    few = pa.DictionaryArray.from_arrays(pa.array(np.zeros(300, np.int32)), pa.array(["x" * 1000]))
+    pq.write_table(pa.table({"question": few}), tmp_path / "few.parquet")  # within bounds: read as written
+    assert [row["question"] for row in records.iter_records(tmp_path, "few.parquet")] == ["x" * 1000] * 300

@@ -28,6 +28,15 @@ RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 # A Parquet row group is decoded a page at a time, but one value fills its page: Hugging Face's
 # image sets write row groups of 100 images (tens to hundreds of MB); a gigabyte is no such file
 MAX_ROW_GROUP_BYTES = 1 << 30
+# What Parquet rows may decode to. A dictionary page lets a file of a few hundred bytes give every row
+# the same long value (2,048 rows of one 512 KiB string peaked at 850 MiB), and a few bytes of levels
+# make millions of empty lists: a row over MAX_ROW_BYTES or MAX_ROW_VALUES once decoded is its
+# record's problem, and a file decoding to more than EXPANSION times its size (and a floor) stops its
+# source. A batch weighing more than _BATCH_BYTES is built a row at a time.
+MAX_ROW_BYTES = 256 << 20  # one row (an embedded whole-slide tile is tens of MB)
+MAX_ROW_VALUES = 1 << 20  # values at every depth of one row (a list of a million numbers)
+_BATCH_BYTES = 64 << 20
+EXPANSION, EXPANSION_FLOOR = 1000, 256 << 20
 
 
 class Record(dict):
@@ -109,6 +118,9 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
 
     try:
         parquet = pq.ParquetFile(path)
+        texts = [field.name for field in parquet.schema_arrow if _is_text(field.type)]
+        if texts:  # read as dictionaries: a value a dictionary page repeats is decoded once, then weighed
+            parquet = pq.ParquetFile(path, read_dictionary=texts)
         for index in range(parquet.metadata.num_row_groups):
             if (size := parquet.metadata.row_group(index).total_byte_size) > MAX_ROW_GROUP_BYTES:
                 raise AnnotationError(f"{file}: row group {index} declares {size} bytes once decoded, over the "
@@ -118,8 +130,12 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
         if len(set(names := parquet.schema_arrow.names)) < len(names):
             raise SourceLayoutError(f"{file} names the column(s) {_repeated(names)} more than once: which one the "
                                     "layout reads is ambiguous")
-        number = 0
+        number, decoded, most = 0, 0, EXPANSION * path.stat().st_size + EXPANSION_FLOOR
         for batch in parquet.iter_batches(batch_size=256):
+            decoded += _weight(batch)[0]
+            if decoded > most:
+                raise AnnotationError(f"{file}: its rows decode to more than {most} bytes, {EXPANSION} times its "
+                                      "size and more: refused before they are built")
             for record in _python_rows(batch, file, number):
                 number += 1
                 yield record if type(record) is RowQuarantined else located(record, file, f"row {number}")
@@ -129,18 +145,66 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
         raise AnnotationError(f"{file}: {error}: refused before Arrow decompresses it") from None
 
 
-def _python_rows(batch, file: str, before: int) -> list:
-    """A batch's rows as Python dicts; one holding a value Python cannot represent (a date32 of
-    2**31 - 1 days, a duration of 2**62 s: OverflowError) is that row's RowQuarantined, found row
-    by row once the whole batch fails."""
-    try:
-        return batch.to_pylist()
-    except (ValueError, OverflowError) as error:
-        if batch.num_rows == 1:
-            where = f"row {before + 1}"
-            return [RowQuarantined("bad_number", f"{file} {where}: {type(error).__name__}: {error}", file, where)]
-    return [row for offset in range(batch.num_rows) for row in _python_rows(batch.slice(offset, 1), file,
-                                                                          before + offset)]
+def _python_rows(batch, file: str, before: int) -> Iterator:
+    """A batch's rows as Python dicts, one at a time where they weigh much; a row over its bounds
+    (``MAX_ROW_BYTES``, ``MAX_ROW_VALUES`` values once decoded) or holding a value Python cannot
+    represent (a date32 of 2**31 - 1 days, a duration of 2**62 s: OverflowError) is that row's
+    RowQuarantined."""
+    size, values = _weight(batch)
+    where = f"row {before + 1}"
+    if batch.num_rows == 1 and (size > MAX_ROW_BYTES or values > MAX_ROW_VALUES):
+        yield RowQuarantined("malformed_record", f"{file} {where}: decodes to {size} bytes and {values} values, "
+                                                 f"over the {MAX_ROW_BYTES} and {MAX_ROW_VALUES} one record may",
+                             file, where)
+        return
+    heavy = size > _BATCH_BYTES or values > MAX_ROW_VALUES  # built, and weighed, a row at a time
+    if heavy:
+        rows = None
+    else:
+        try:
+            rows = batch.to_pylist()
+        except (ValueError, OverflowError) as error:
+            if batch.num_rows == 1:
+                yield RowQuarantined("bad_number", f"{file} {where}: {type(error).__name__}: {error}", file, where)
+                return
+            rows = None
+    if rows is not None:
+        yield from rows
+        return
+    for offset in range(batch.num_rows):  # found row by row
+        yield from _python_rows(batch.slice(offset, 1), file, before + offset)
+
+
+def _is_text(kind) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind))
+
+
+def _weight(data) -> tuple[int, int]:
+    """(bytes, values at every depth) that Arrow data (a batch, an array) takes once decoded into
+    rows: a dictionary array's values counted as often as its indices use them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(data, pa.RecordBatch):
+        weights = [_weight(column) for column in data.columns]
+        return sum(size for size, _ in weights), sum(count for _, count in weights)
+    kind = data.type
+    if pa.types.is_dictionary(kind) and _is_text(kind.value_type):
+        used = pc.take(pc.binary_length(data.dictionary), data.indices)
+        return int(pc.sum(used).as_py() or 0), len(data)
+    if pa.types.is_map(kind):  # no flatten kernel: its entries counted, its bytes as stored
+        offsets = data.offsets
+        return data.nbytes, len(data) + (offsets[len(offsets) - 1].as_py() - offsets[0].as_py() if len(data) else 0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        size, count = _weight(data.flatten())
+        return size + 8 * len(data), count + len(data)
+    if pa.types.is_struct(kind):
+        weights = [_weight(field) for field in data.flatten()]
+        return sum(size for size, _ in weights), sum(count for _, count in weights) + len(data)
+    return data.nbytes, len(data)
 
 
 def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantined]:

@@ -171,3 +171,13 @@ def test_a_row_that_raises_unexpectedly_is_quarantined_not_fatal(tmp_path):
 
 def test_png_test_helper_really_is_valid():
     assert Image.open(io.BytesIO(png_bytes())).size == (64, 48)
+
+
+def test_question_keys_keep_combining_marks_so_different_words_stay_apart():
+    """Python's \\w leaves combining marks out: Arabic كَتَبَ and كُتُب ("he wrote", "books"), and
+    Hindi कितना and कितनी, became one key, and a training question matching no evaluation item was
+    dropped as contaminated."""
+    assert normalise_question("كَتَبَ") != normalise_question("كُتُب")
+    assert normalise_question("कितना दर्द है?") != normalise_question("कितनी दर्द है?")
+    assert normalise_question("Is there a <image> LESION?? ") == "is there a lesion"
+    assert normalise_question("Ist das Gewebe maligne?") == normalise_question("ist das gewebe MALIGNE")

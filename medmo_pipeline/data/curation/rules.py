@@ -27,6 +27,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+import regex
+
 from medmo_pipeline.data.images import ImageError, ImageLimits, InspectCache, extension_contradicts
 from medmo_pipeline.data.outcomes import ROW_REASONS
 from medmo_pipeline.schema.rows import SPLITS, TASKS, TASKS_WITH_IMAGES
@@ -82,7 +84,9 @@ class Rejected(ValueError):
 
 # ---- text ---------------------------------------------------------------------------------------
 
-_NON_WORD = re.compile(r"[^\w]+")
+# Neither a word character nor a combining mark: Python's \w leaves marks out, and Arabic كَتَبَ and
+# كُتُب ("he wrote", "books") became one question key
+_NON_WORD = regex.compile(r"[^\w\p{M}]+")
 # C0 (but tab and line breaks), DEL and C1 codes, and Unicode's noncharacters (never text)
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
 _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)

@@ -114,7 +114,9 @@ def graph(tmp_path_factory, warm_job_host):
             recorded["counts_before"] = counts()
             baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
             quiet_tick = changed_sources_result(instance, recipe, first_tick.cursor)
-            source_file.write_text(source_file.read_text().replace("left lung", "right lung"))
+            edited_text = source_file.read_text().replace("Left lung", "Right lung")
+            assert edited_text != source_file.read_text()  # a change of content: a touch alone is no new data
+            source_file.write_text(edited_text)
             tick = changed_sources_result(instance, recipe, quiet_tick.cursor)
             for event in tick.asset_events:
                 instance.report_runless_asset_event(event)

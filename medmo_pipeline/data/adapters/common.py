@@ -399,15 +399,16 @@ def text(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, (dict, list, tuple, set, bytes, bytearray, bool)):  # bool: JSON's true is no "True"
-        raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {_shown(value)}")
+        raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):  # 1e999 or Infinity in a JSON file: no "inf"
         raise RowError("bad_number", f"{value} where text belongs")
     return str(value).strip()
 
 
-def _shown(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 80 else f"{shown[:77]}..."
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def make_row(local_id: Any, task: str, options: AdapterOptions, messages: Sequence[dict], *,

@@ -11,7 +11,16 @@ from medmo_pipeline.data.outcomes import RowError, RowFiltered
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 
-from .common import AdapterOptions, coordinates, guarded, limited, load_image, record_file_text, rows_only
+from .common import (
+    AdapterOptions,
+    coordinates,
+    guarded,
+    limited,
+    load_image,
+    record_file_text,
+    rows_only,
+    shown,
+)
 from .grounding import grounding_rows
 from .records import SourceLayoutError, layout_path
 
@@ -80,7 +89,7 @@ def _classes(root: Path, options: Options) -> list[str]:
         raise SourceLayoutError(f"{options.classes_file}: 'names' is a {type(names).__name__}, not a list or mapping")
     odd = [name for name in (names.values() if isinstance(names, dict) else names) if not isinstance(name, str)]
     if odd:  # YAML reads no / off / ~ as a boolean or None: str() would make the labels 'False', 'None'
-        raise SourceLayoutError(f"{options.classes_file}: class names must be text, not {_shown_value(odd[0])} "
+        raise SourceLayoutError(f"{options.classes_file}: class names must be text, not {shown(odd[0], 40)} "
                                 "(quote names YAML reads as booleans, numbers or null)")
     if isinstance(names, dict):  # {index: name}, indices possibly sparse: a class keeps its index
         try:
@@ -92,11 +101,6 @@ def _classes(root: Path, options: Options) -> list[str]:
                                     f"outside 0..{MAX_CLASS_NODES - 1}")
         return [table.get(index, str(index)) for index in range(max(table, default=-1) + 1)]
     return list(names)
-
-
-def _shown_value(value) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 40 else f"{shown[:37]}..."
 
 
 iter_samples = rows_only(iter_outcomes)

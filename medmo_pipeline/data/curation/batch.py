@@ -15,6 +15,7 @@ against each other, and compare shard bytes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -272,8 +273,7 @@ def _all_plain(rows: list) -> tuple[list[int], list[int], list[list], list] | No
     if not _types(images) <= {dict}:
         return None
     data, paths = [image.get("bytes") for image in images], [image.get("path") for image in images]
-    if (not _types(data) <= {bytes} or not _types(paths) <= {str} or not all(map(str.isascii, paths))
-            or not all(map(str.isprintable, paths))):  # see _plain_path
+    if not _types(data) <= {bytes} or not _types(paths) <= {str} or not _plain_paths(paths):
         return None
     declared = [(image.get("width"), image.get("height")) for image in images]
     sizes = _types(chain.from_iterable(declared))
@@ -296,10 +296,11 @@ def _list_or_none(value) -> bool:
     return value is None or type(value) is list
 
 
-def _plain_path(path: str) -> bool:
-    """An ASCII path with no control code (tab and line breaks included): check_row decides the
-    others (it quarantines a control code, and strips only space and line breaks)."""
-    return path.isascii() and path.isprintable()
+def _plain_paths(paths: Sequence[str]) -> bool:
+    """Every path ASCII with no control code (tab and line breaks included): check_row decides the
+    others (it quarantines a control code, and strips only space and line breaks). Whole lists at
+    once: this runs for every image of the corpus."""
+    return all(map(str.isascii, paths)) and all(map(str.isprintable, paths))
 
 
 def _check_images(found: Candidates, checks: PendingChecks, data: list[bytes], declared: list[tuple],
@@ -350,7 +351,7 @@ def _plain_image(entry) -> tuple[bytes, str, tuple] | None:
         return None
     if path is None:
         path = ""
-    elif type(path) is str and _plain_path(path):
+    elif type(path) is str and _plain_paths((path,)):
         path = path.strip()
     else:
         return None

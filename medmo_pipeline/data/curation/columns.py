@@ -33,13 +33,12 @@ def regroup(lists: pa.ListArray, values: pa.Array) -> pa.ListArray:
     list becomes an empty one."""
     return pa.ListArray.from_arrays(pa.array(list_offsets(lists), pa.int32()), values)
 
-# What check_row strips from ASCII text; Arrow trims exactly these, so the two paths agree.
-ASCII_SPACE = ASCII_STRIPPED
 CONTROL_BYTES = np.array([bool(CONTROL_CHARACTERS.match(chr(byte))) for byte in range(256)])  # ASCII ones
 CONTROL_BYTES[128:] = False  # a UTF-8 byte above 127 is no character by itself (non-ASCII rows: check_row)
 
 def trim(strings: pa.Array) -> pa.Array:
-    return pc.utf8_trim(strings, characters=ASCII_SPACE)
+    # What check_row strips from ASCII text: Arrow trims exactly these, so the two paths agree.
+    return pc.utf8_trim(strings, characters=ASCII_STRIPPED)
 
 
 def or_default(values: pa.Array, default) -> pa.Array:

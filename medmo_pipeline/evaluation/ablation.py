@@ -201,6 +201,7 @@ def plot_effects(effects, purposes: dict[str, str], path: Path) -> None:
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title("\n".join(textwrap.wrap(f"{stage}: {purposes.get(stage, '')}", 48)[:2]), fontsize=8)
         ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(nbins=4))  # a small change's ticks would run together
     fig.suptitle("What each stage changed over its parent (same held-out samples; bars: 95% paired-bootstrap "
                  "interval; blue: the stage's targets, grey: metrics it must keep)", fontsize=9)
     fig.tight_layout()

@@ -407,8 +407,8 @@ def text(value: Any) -> str:
 
 def shown(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+    spelled = repr(value)
+    return spelled if len(spelled) <= limit else f"{spelled[:limit - 3]}..."
 
 
 def make_row(local_id: Any, task: str, options: AdapterOptions, messages: Sequence[dict], *,

@@ -14,7 +14,8 @@ composing stops at the limit.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 
@@ -143,3 +144,18 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
+
+
+def refuse_yes_or_no(where: str, value: Any, annotation: Any) -> None:
+    """YAML reads yes / no / on / off / true / false as booleans, and pydantic takes one for a number
+    (1 or 0): ``max_steps: yes`` would train one step. A boolean where ``annotation`` is a number is
+    refused, ``where`` naming the field."""
+    if type(value) is bool and number_type(annotation):
+        raise ValueError(f"{where}: {value!r} is a yes or no, not a number")
+
+
+def number_type(annotation: Any) -> bool:
+    """Whether a type is a number (int or float, constrained or not, or one of them or None)."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    kinds = [get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds if kind is not type(None)]
+    return bool(kinds) and all(kind in (int, float) for kind in kinds)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medmo_pipeline.safe_yaml import refuse_yes_or_no
+
 # Set by ``training.trainer_setup.trainer_arguments`` from recipe fields (optim.*), by the stage's stream
 # (``training.streamed``), or owned by the pipeline.
 SHARED_OWNED = frozenset({
@@ -82,8 +84,7 @@ def _check_values(trainer_args: dict[str, Any], config_class, where: str) -> Non
     except Exception:  # noqa: BLE001 - a TRL whose annotations do not resolve here: names only
         return
     for name, value in trainer_args.items():
-        if type(value) is bool and hints.get(name) in (int, float, int | None, float | None):  # YAML's yes / on
-            raise ValueError(f"{where}.{name}: {value!r} is a yes or no, not a number")
+        refuse_yes_or_no(f"{where}.{name}", value, hints.get(name))
         if (adapter := _adapter(hints.get(name))) is None:
             continue
         try:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
+from medmo_pipeline.safe_yaml import YamlRefused, number_type, read_yaml, refuse_yes_or_no
 
 # Where the shipped recipes and registries live (a data folder inside the package).
 SHIPPED_DIR = Path(__file__).parent / "recipes"
@@ -44,26 +44,19 @@ class Strict(BaseModel):
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 value = data.get(field.alias or name)
-                if type(value) is bool and _numeric(field.annotation):
-                    raise ValueError(f"{name}: {value!r} is a yes or no, not a number")
-                if isinstance(value, dict) and _numbers_by_name(field.annotation):  # weights: {vqa: on} too
+                refuse_yes_or_no(name, value, field.annotation)
+                if isinstance(value, dict) and (numbers := _numbers_by_name(field.annotation)):  # {vqa: on} too
                     for key, item in value.items():
-                        if type(item) is bool:
-                            raise ValueError(f"{name}.{key}: {item!r} is a yes or no, not a number")
+                        refuse_yes_or_no(f"{name}.{key}", item, numbers)
         return data
 
 
-def _numbers_by_name(annotation: Any) -> bool:
-    """Whether a field's type is (or may be) a mapping of names to numbers."""
+def _numbers_by_name(annotation: Any) -> Any:
+    """The number type of a field's values when its type is (or may be) a mapping of names to
+    numbers; None otherwise."""
     kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-    return any(get_origin(kind) is dict and _numeric(get_args(kind)[-1]) for kind in kinds)
-
-
-def _numeric(annotation: Any) -> bool:
-    """Whether a field's type is a number (int or float, constrained or not, or one of them or None)."""
-    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-    kinds = [get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds if kind is not type(None)]
-    return bool(kinds) and all(kind in (int, float) for kind in kinds)
+    return next((get_args(kind)[-1] for kind in kinds
+                 if get_origin(kind) is dict and number_type(get_args(kind)[-1])), None)
 
 
 class Credentials(Strict):

@@ -10,7 +10,6 @@ import importlib
 import re
 import signal
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import yaml
@@ -368,7 +367,7 @@ def test_a_set_a_pasted_secret_and_a_data_root_expanding_one_are_refused_without
     """A !!set loads in an order that changes with each process's hash seed, and so did every hash
     of the recipe; a token pasted where a name belongs was quoted in the error, which is printed and
     logged; $HF_TOKEN (not only ${HF_TOKEN}) in data_root expanded it into a logged path."""
-    text = (Path(config.__file__).parent / "recipes" / "embedded.yaml").read_text()
+    text = (config.RECIPES_DIR / "embedded.yaml").read_text()
     path = tmp_path / "recipe.yaml"
     path.write_text(text.replace("tasks: [caption, vqa]", "tasks: !!set {caption, vqa}", 1))
     assert "!!set {caption" in path.read_text()

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from medmo_pipeline.reply_format import TAGS
 from medmo_pipeline.rewards.box import box_reward
 from medmo_pipeline.rewards.labels import extract_answer, label_match, normalize_answer, tag_count_score
+from medmo_pipeline.safe_yaml import refuse_yes_or_no
 from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
 from medmo_pipeline.schema.boxes import relative_to_pixels
 
@@ -336,8 +337,7 @@ def _typed(reward: str, key: str, annotation: Any, value: Any) -> Any:
     naming reward and parameter, instead of in the first RL step."""
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-    if type(value) is bool and annotation in (int, float):  # YAML's yes / on: pydantic would take it for 1
-        raise ValueError(f"reward {reward!r} parameter {key!r}: {value!r} is a yes or no, not a number")
+    refuse_yes_or_no(f"reward {reward!r} parameter {key!r}", value, annotation)
     try:
         return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
     except ValidationError as error:

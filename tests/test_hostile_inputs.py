@@ -841,3 +841,18 @@ def test_parquet_rows_that_decode_far_beyond_the_file_cost_their_row_or_their_so
     few = pa.DictionaryArray.from_arrays(pa.array(np.zeros(300, np.int32)), pa.array(["x" * 1000]))
     pq.write_table(pa.table({"question": few}), tmp_path / "few.parquet")  # within bounds: read as written
     assert [row["question"] for row in records.iter_records(tmp_path, "few.parquet")] == ["x" * 1000] * 300
+
+
+def test_a_parquet_row_heavier_than_a_batch_but_within_its_bound_is_read(tmp_path, monkeypatch):
+    """A batch over ``_BATCH_BYTES`` is built a row at a time; a single row that heavy (an embedded
+    tile of 100 MB, under the 256 MiB a row may take) is that row, read, not split again without end
+    (it was: RecursionError). Bound lowered here."""
+    import pyarrow as pa
+
+    from medmo_pipeline.data.adapters import records
+
+    monkeypatch.setattr(records, "_BATCH_BYTES", 4096)
+    pq.write_table(pa.table({"question": ["x" * 10_000, "short"], "answer": ["a", "b"]}), tmp_path / "heavy.parquet")
+    read = list(records.iter_records(tmp_path, "heavy.parquet"))
+    assert [row["question"] for row in read] == ["x" * 10_000, "short"]
+    assert read[0].origin == ("heavy.parquet", "row 1") and read[1].origin == ("heavy.parquet", "row 2")

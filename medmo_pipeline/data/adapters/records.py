@@ -132,11 +132,12 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
                                     "layout reads is ambiguous")
         number, decoded, most = 0, 0, EXPANSION * path.stat().st_size + EXPANSION_FLOOR
         for batch in parquet.iter_batches(batch_size=256):
-            decoded += _weight(batch)[0]
+            weight = _weight(batch)
+            decoded += weight[0]
             if decoded > most:
                 raise AnnotationError(f"{file}: its rows decode to more than {most} bytes, {EXPANSION} times its "
                                       "size and more: refused before they are built")
-            for record in _python_rows(batch, file, number):
+            for record in _python_rows(batch, file, number, weight):
                 number += 1
                 yield record if type(record) is RowQuarantined else located(record, file, f"row {number}")
     except (pa.ArrowException, OSError) as error:
@@ -145,34 +146,32 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
         raise AnnotationError(f"{file}: {error}: refused before Arrow decompresses it") from None
 
 
-def _python_rows(batch, file: str, before: int) -> Iterator:
+def _python_rows(batch, file: str, before: int, weight: tuple[int, int]) -> Iterator:
     """A batch's rows as Python dicts, one at a time where they weigh much; a row over its bounds
     (``MAX_ROW_BYTES``, ``MAX_ROW_VALUES`` values once decoded) or holding a value Python cannot
     represent (a date32 of 2**31 - 1 days, a duration of 2**62 s: OverflowError) is that row's
-    RowQuarantined."""
-    size, values = _weight(batch)
+    RowQuarantined. ``weight``: the batch's ``_weight``."""
+    size, values = weight
     where = f"row {before + 1}"
     if batch.num_rows == 1 and (size > MAX_ROW_BYTES or values > MAX_ROW_VALUES):
         yield RowQuarantined("malformed_record", f"{file} {where}: decodes to {size} bytes and {values} values, "
                                                  f"over the {MAX_ROW_BYTES} and {MAX_ROW_VALUES} one record may",
                              file, where)
         return
-    heavy = size > _BATCH_BYTES or values > MAX_ROW_VALUES  # built, and weighed, a row at a time
-    if heavy:
-        rows = None
-    else:
+    # A heavy batch is built, and weighed, a row at a time; a single row within its bounds is built
+    if batch.num_rows == 1 or (size <= _BATCH_BYTES and values <= MAX_ROW_VALUES):
         try:
             rows = batch.to_pylist()
         except (ValueError, OverflowError) as error:
             if batch.num_rows == 1:
                 yield RowQuarantined("bad_number", f"{file} {where}: {type(error).__name__}: {error}", file, where)
                 return
-            rows = None
-    if rows is not None:
-        yield from rows
-        return
+        else:
+            yield from rows
+            return
     for offset in range(batch.num_rows):  # found row by row
-        yield from _python_rows(batch.slice(offset, 1), file, before + offset)
+        row = batch.slice(offset, 1)
+        yield from _python_rows(row, file, before + offset, _weight(row))
 
 
 def _is_text(kind) -> bool:

@@ -9,6 +9,7 @@ points run with no Dagster at all.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
@@ -42,6 +43,7 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> None:
+        whole_lines_on_stderr()
         fatal_tracebacks_to_file()
         try:
             main(*args, **kwargs)
@@ -53,6 +55,34 @@ def entry_point(main: Callable[..., None]) -> Callable[..., None]:
             leave_now()
 
     return wrapper
+
+
+# Big enough for any one line a job writes (a Pipes message with its metadata), so a line leaves whole.
+_STDERR_BUFFER_BYTES = 1 << 20
+
+
+def whole_lines_on_stderr() -> None:
+    """Makes every line this process writes to stderr reach it in one ``write(2)``.
+
+    The ranks of a distributed job share one stderr, and rank 0's Dagster Pipes messages travel on
+    it (Kubernetes reads them from the pod's log). Unbuffered (``PYTHONUNBUFFERED``, as launchers
+    set it), Python writes a line's text and its newline apart, and so does Pipes' stream writer:
+    another rank's line could land between them, and Dagster would lose the message the two lines
+    became. Line-buffered over a buffer larger than any line, each line is one write, which a pipe
+    keeps whole (atomically up to ``PIPE_BUF``, in practice up to its free space).
+    """
+    if getattr(sys.stderr, "_medmo_whole_lines", False):  # a program that runs a second job's main
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor (captured by a test runner)
+        return
+    sys.stderr.flush()
+    raw = io.FileIO(fd, "w", closefd=False)
+    stream = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=_STDERR_BUFFER_BYTES), encoding="utf-8",
+                              errors="backslashreplace", line_buffering=True)
+    stream._medmo_whole_lines = True
+    sys.stderr = stream
 
 
 def fatal_tracebacks_to_file() -> None:
@@ -149,7 +179,8 @@ class JobReporter:
         self.started = time.time()
 
     def log(self, message: str) -> None:
-        print(f"[medmo] {message}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"[medmo] {message}\n")  # one call: the line leaves whole (whole_lines_on_stderr)
+        sys.stderr.flush()
 
     def progress(self, done: int, total: int, **metrics: float) -> None:
         elapsed = time.time() - self.started

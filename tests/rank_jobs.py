@@ -10,6 +10,9 @@ under torchrun, through the real launcher.
 - ``teardown-aborts``: every rank joins a gloo process group, finishes, and leaves behind an object
   that aborts the process when the interpreter's teardown finalizes it, as the communication
   backend's native threads may (SIGABRT after the work is done).
+- ``pipes-lines`` / ``console-lines``: write ``LINES`` Dagster Pipes messages with Pipes' own stream
+  writer / ``LINES`` console lines with the job reporter, to stderr, as fast as they can: rank 0 and
+  another rank of a job sharing one stderr.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from medmo_pipeline.jobs import entry_point
+from medmo_pipeline.jobs import JobReporter, entry_point
+
+LINES = 3000
 
 _LEFT_BEHIND = None
 
@@ -58,6 +63,17 @@ def main(argv: list[str] | None = None) -> None:
         dist.init_process_group("gloo")
         _LEFT_BEHIND = AbortsWhenFinalized()
         (out / f"done-{rank}").write_text(repr(time.time()))
+    elif mode == "pipes-lines":
+        from dagster_pipes import PipesStreamMessageWriterChannel
+
+        channel = PipesStreamMessageWriterChannel(sys.stderr)
+        for index in range(LINES):
+            channel.write_message({"__dagster_pipes_version": "0.1", "method": "log",
+                                   "params": {"message": f"message {index} " + "x" * 200, "level": "INFO"}})
+    elif mode == "console-lines":
+        reporter = JobReporter()
+        for index in range(LINES):
+            reporter.log(f"line {index} of another rank")
     else:
         raise ValueError(f"unknown mode {mode!r}")
 

@@ -5,11 +5,15 @@ in ``tests/rank_jobs.py`` (decorated with ``jobs.entry_point`` like every job of
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
 
 from medmo_pipeline.jobs import ERROR_FILE_ENV, entry_point
+from tests.rank_jobs import LINES
 from medmo_pipeline.launch.local import recorded_failure
 from resources.launcher import JobSize, Launcher
 from resources.local import LocalLauncher
@@ -105,3 +109,22 @@ def test_recorded_failure_reads_torchruns_signal_record_and_ignores_garbage(tmp_
 
     assert recorded_failure(signalled) == ("Signal 6 (SIGABRT) received by PID 42", "")
     assert recorded_failure(garbage) is None
+
+
+def test_ranks_sharing_one_stderr_never_split_a_pipes_message(tmp_path):
+    """Rank 0's Pipes messages and another rank's console lines, written at once to one pipe (the
+    pod's log Kubernetes reads messages from), each arrive whole on lines of their own. Unbuffered,
+    as launchers run jobs, a line's text and its newline were two writes, and lines spliced."""
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    writers = [subprocess.Popen([sys.executable, "-m", JOB, mode, str(tmp_path)], stderr=write_end, env=env)
+               for mode in ("pipes-lines", "console-lines")]
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as pipe:
+        lines = pipe.read().splitlines()
+    assert [writer.wait(timeout=60) for writer in writers] == [0, 0]
+    messages = [json.loads(line)["params"]["message"] for line in lines if line.startswith("{")]
+    console = [line for line in lines if line.startswith("[medmo] ")]
+    assert len(messages) + len(console) == len(lines), [line for line in lines if line[:1] not in "{["][:3]
+    assert messages == [f"message {index} " + "x" * 200 for index in range(LINES)]
+    assert console == [f"[medmo] line {index} of another rank" for index in range(LINES)]

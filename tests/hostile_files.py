@@ -385,11 +385,15 @@ def many_elements_dicom(elements: int = 1_000_000) -> bytes:
     return _dicom_file("1.2.840.10008.1.2.1", private + _image_elements(64, 64) + _element(0x7FE0, 0x0010, b"OW", pixels))
 
 
-def deflated_dicom_bomb(side: int = 9000) -> bytes:
-    """A deflated DICOM of side x side 16-bit pixels: about 160 KB, 162 MB once inflated."""
+def deflated_dicom_bomb(side: int = 9000, rescale: tuple[str, str] | None = None) -> bytes:
+    """A deflated DICOM of side x side 16-bit pixels: about 160 KB, 162 MB once inflated. With
+    ``rescale`` (intercept, slope), a CT's modality rescale, and no window."""
     pixel_bytes = side * side * 2
-    header = _image_elements(side, side) + struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00" + struct.pack(
-        "<I", pixel_bytes)
+    header = _image_elements(side, side)
+    if rescale:
+        header += b"".join(_element(0x0028, tag, b"DS", value.encode().ljust(len(value) + len(value) % 2))
+                           for tag, value in zip((0x1052, 0x1053), rescale))
+    header += struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00" + struct.pack("<I", pixel_bytes)
     return _dicom_file("1.2.840.10008.1.2.1.99", deflated_zeros(header, pixel_bytes, zlib_wrapper=False))
 
 

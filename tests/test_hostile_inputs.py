@@ -176,8 +176,10 @@ def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
         shutil.copy(get_testdata_files(name)[0], dicom / "ct" / name)
     _write(dicom / "ct", {"jpeg.dcm": lambda: jpeg_dicom(_save(Image.open(io.BytesIO(plain_png(64, 64, 8))), "JPEG",
                                                               progressive=True), 64),
+                          # at the pixel budget (8000 x 8000), rescaled as a CT: kept, its rescale never held whole
+                          "at_budget.dcm": partial(deflated_dicom_bomb, 8000, ("-1024", "1")),
                           **{name: make for name, (make, _) in HOSTILE_DICOM.items()}})
-    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 3)
+    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 4)
 
     png16 = tmp / "png16"
     _write(png16 / "lesion", {"hu.png": twelve_bit_png, "big.png": huge_png16})

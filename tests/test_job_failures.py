@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 
 from medmo_pipeline.jobs import ERROR_FILE_ENV, entry_point
-from tests.rank_jobs import LINES
 from medmo_pipeline.launch.local import recorded_failure
 from resources.launcher import JobSize, Launcher
 from resources.local import LocalLauncher
+from tests.rank_jobs import LINES
 
 JOB = "tests.rank_jobs"
 

@@ -22,7 +22,7 @@ import io
 import math
 import sys
 import warnings
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
 from pathlib import Path
 
 import numpy as np
@@ -78,18 +78,25 @@ def failed_entry(error: ImageError, path: str = "") -> dict:
 _BLOCK = 1 << 22  # values windowed at a time: the float32 working copy stays at 16 MiB
 
 
-def window_to_uint8(values: np.ndarray, center: float, width: float) -> np.ndarray:
+def window_to_uint8(values: np.ndarray, center: float, width: float,
+                    values_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Linear VOI window (DICOM PS3.3 C.11.2.1.2) of real values (e.g. HU) -> uint8 0..255,
-    ``_BLOCK`` values at a time (a whole 64-megapixel colour image in float32 is 768 MB)."""
+    ``_BLOCK`` values at a time (a whole 64-megapixel colour image in float32 is 768 MB).
+
+    ``values_of`` maps a block of ``values`` (stored pixels, say) to the values to window (their
+    modality rescale, say; any element-wise map): the mapped image is never held whole."""
     width = max(float(width), 1.0)
-    if width <= 1:
-        return np.where(values > center, 255, 0).astype(np.uint8)
     values = np.asarray(values)
     out = np.empty(values.shape, dtype=np.uint8)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
-    offset, scale = np.float32(center - 0.5), np.float32(255.0 / (width - 1.0))
+    offset, scale = np.float32(center - 0.5), np.float32(255.0 / max(width - 1.0, 1.0))
     for start in range(0, flat_in.size, _BLOCK):
-        scaled = (flat_in[start:start + _BLOCK].astype(np.float32) - offset) * scale
+        block = flat_in[start:start + _BLOCK]
+        block = values_of(block) if values_of is not None else block
+        if width <= 1:  # a threshold
+            flat_out[start:start + _BLOCK] = np.where(block > center, 255, 0)
+            continue
+        scaled = (block.astype(np.float32) - offset) * scale
         scaled += np.float32(127.5)
         flat_out[start:start + _BLOCK] = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
     return out
@@ -101,36 +108,63 @@ def full_range_window(values: np.ndarray) -> tuple[float, float]:
     return (low + high) / 2.0, max(high - low, 1.0)
 
 
-def percentile_window(values: np.ndarray) -> tuple[float, float]:
-    """(center, width) from the ``PERCENTILES`` of the values: the window of an image that names
-    none (a few extreme pixels would otherwise squeeze the rest into a few grey levels)."""
+def percentile_window(values: np.ndarray,
+                      values_of: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[float, float]:
+    """(center, width) from the ``PERCENTILES`` of the values (``values_of`` of them, as in
+    ``window_to_uint8``): the window of an image that names none (a few extreme pixels would
+    otherwise squeeze the rest into a few grey levels)."""
     flat = values.reshape(-1)
     sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLES)]
+    sample = values_of(sample) if values_of is not None else sample
     low, high = (float(v) for v in np.percentile(sample, PERCENTILES))
     if high <= low:
         return full_range_window(sample)
     return (low + high) / 2.0, high - low
 
 
-def real_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Real values (a float image) -> uint8, linearly over their ``PERCENTILES`` among the finite
-    ones: NaN and -inf are 0, +inf 255. (``window_to_uint8`` is DICOM's window of integer data: a
-    width of 1 or less makes it a threshold, so a 0-1 image came out black and white.)"""
-    values = np.asarray(values, dtype=np.float32)
-    finite = np.isfinite(values)
-    known = values[finite]
-    if not known.size:
-        return np.where(values == np.inf, 255, 0).astype(np.uint8)
-    low, high = (float(v) for v in np.percentile(known[:: max(1, known.size // _PERCENTILE_SAMPLES)], PERCENTILES))
-    if high <= low:
-        low, high = float(known.min()), float(known.max())
-    if high <= low:  # one value: as ``window_to_uint8`` shows a flat image
-        out = np.zeros(values.shape, dtype=np.uint8)
-    else:
-        scaled = (np.where(finite, values, low) - np.float32(low)) * np.float32(255.0 / (high - low))
-        out = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
-    out[values == np.inf] = 255
+def real_to_uint8(values: np.ndarray, values_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Real values (a float image; ``values_of`` of them, as in ``window_to_uint8``) -> uint8,
+    linearly over their ``PERCENTILES`` among the finite ones: NaN and -inf are 0, +inf 255.
+    (``window_to_uint8`` is DICOM's window of integer data: a width of 1 or less makes it a
+    threshold, so a 0-1 image came out black and white.) ``_BLOCK`` values at a time: a
+    64-megapixel float image took four float32 copies of itself."""
+    values = np.asarray(values)
+    flat = values.reshape(-1)
+
+    def blocks():
+        for start in range(0, flat.size, _BLOCK):
+            block = flat[start:start + _BLOCK]
+            yield start, np.asarray(values_of(block) if values_of is not None else block, dtype=np.float32)
+
+    counts = [int(np.isfinite(block).sum()) for _, block in blocks()]
+    stride = max(1, sum(counts) // _PERCENTILE_SAMPLES)
+    picked, seen = [], 0  # every stride-th finite value, in order, block by block
+    for (_, block), count in zip(blocks(), counts):
+        if count:
+            picked.append(block[np.isfinite(block)][(-seen) % stride::stride])
+        seen += count
+    out = np.zeros(values.shape, dtype=np.uint8)
+    low, high = (float(v) for v in np.percentile(np.concatenate(picked), PERCENTILES)) if seen else (0.0, 0.0)
+    if seen and high <= low:
+        low, high = _finite_range(block for _, block in blocks())
+    flat_out = out.reshape(-1)
+    for start, block in blocks():
+        if high > low:  # else no finite value, or one: as ``window_to_uint8`` shows a flat image (zeros)
+            scaled = (np.where(np.isfinite(block), block, np.float32(low)) - np.float32(low)) \
+                * np.float32(255.0 / (high - low))
+            flat_out[start:start + _BLOCK] = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+        flat_out[start:start + _BLOCK][block == np.inf] = 255
     return out
+
+
+def _finite_range(blocks) -> tuple[float, float]:
+    """(least, greatest) of the finite values of ``blocks``."""
+    low, high = math.inf, -math.inf
+    for block in blocks:
+        known = block[np.isfinite(block)]
+        if known.size:
+            low, high = min(low, float(known.min())), max(high, float(known.max()))
+    return low, high
 
 
 def percentile_uint8(values: np.ndarray) -> np.ndarray:
@@ -159,9 +193,11 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
         return failed_entry(error, path)
     except Exception as error:  # noqa: BLE001 - PIL raises many types on bad data
         return failed_entry(ImageError("image_undecodable", f"16-bit PNG {path}: {type(error).__name__}: {error}"), path)
-    values = raw.astype(np.float32) - np.float32(offset)
-    center, width = window if window is not None else percentile_window(values)
-    return png_entry(window_to_uint8(values, center, width), path)
+    def values_of(block: np.ndarray) -> np.ndarray:  # a block at a time, as in ``window_to_uint8``
+        return block.astype(np.float32) - np.float32(offset)
+
+    center, width = window if window is not None else percentile_window(raw, values_of)
+    return png_entry(window_to_uint8(raw, center, width, values_of=values_of), path)
 
 
 def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | None = None,
@@ -189,16 +225,24 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     lut = _voi_lut_usable(dataset)
     rescaled = _rescale_usable(dataset)
     real = pixels.dtype.kind == "f"  # Float Pixel Data: real values, windowed as such
+    # Each map below is element-wise and runs a block at a time (``window_to_uint8``): a 64-megapixel
+    # CT rescaled whole took 512 MB of float64, and the build job went past 1 GB
     if lut and rescaled and not real:
         bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2]) or 16
-        indices = np.rint(apply_rescale(pixels, dataset)).astype(np.int64)  # a LUT is indexed by integers
-        values = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
-        out = window_to_uint8(values, (2**bits - 1) / 2 + 0.5, 2**bits)
+
+        def through_lut(block: np.ndarray) -> np.ndarray:  # a LUT is indexed by integers
+            indices = np.rint(apply_rescale(block, dataset)).astype(np.int64)
+            return apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
+
+        out = window_to_uint8(pixels, (2**bits - 1) / 2 + 0.5, 2**bits, values_of=through_lut)
     elif rescaled and (window := _dicom_window(dataset) or default_window) is not None:
-        out = window_to_uint8(apply_rescale(pixels, dataset).astype(np.float32), *window)
+        out = window_to_uint8(pixels, *window, values_of=lambda block: apply_rescale(block, dataset).astype(np.float32))
     else:  # by percentiles; without the rescale, the stored values (a window or LUT is in its unit)
-        values = (apply_rescale(pixels, dataset) if rescaled else pixels).astype(np.float32)
-        out = real_to_uint8(values) if real else window_to_uint8(values, *percentile_window(values))
+        def values_of(block: np.ndarray) -> np.ndarray:
+            return (apply_rescale(block, dataset) if rescaled else block).astype(np.float32)
+
+        out = (real_to_uint8(pixels, values_of) if real
+               else window_to_uint8(pixels, *percentile_window(pixels, values_of), values_of=values_of))
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return png_entry(out, path)

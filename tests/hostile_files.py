@@ -340,13 +340,15 @@ def _uid(text: str) -> bytes:
     return raw + b"\x00" * (len(raw) % 2)
 
 
-def _image_elements(rows: int, columns: int, frames: int = 1, bits: int = 16) -> bytes:
+def _image_elements(rows: int, columns: int, frames: int = 1, bits: int = 16, samples: int = 1) -> bytes:
     elements = [
         _element(0x0008, 0x0016, b"UI", _uid("1.2.840.10008.5.1.4.1.1.7")),
         _element(0x0008, 0x0018, b"UI", _uid("1.2.3.4")),
-        _element(0x0028, 0x0002, b"US", struct.pack("<H", 1)),
-        _element(0x0028, 0x0004, b"CS", b"MONOCHROME2 "),
+        _element(0x0028, 0x0002, b"US", struct.pack("<H", samples)),
+        _element(0x0028, 0x0004, b"CS", b"MONOCHROME2 " if samples == 1 else b"RGB "),
     ]
+    if samples > 1:  # PlanarConfiguration: samples interleaved
+        elements.append(_element(0x0028, 0x0006, b"US", struct.pack("<H", 0)))
     if frames > 1:
         elements.append(_element(0x0028, 0x0008, b"IS", str(frames).encode().ljust(4)))
     elements += [
@@ -395,6 +397,15 @@ def deflated_dicom_bomb(side: int = 9000, rescale: tuple[str, str] | None = None
                            for tag, value in zip((0x1052, 0x1053), rescale))
     header += struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00" + struct.pack("<I", pixel_bytes)
     return _dicom_file("1.2.840.10008.1.2.1.99", deflated_zeros(header, pixel_bytes, zlib_wrapper=False))
+
+
+def native_colour_dicom_head(side: int) -> tuple[bytes, int]:
+    """(everything but the pixel bytes, their length) of an uncompressed side x side 16-bit RGB
+    DICOM: written with the pixels left as a hole (a sparse file), it costs no disk."""
+    pixel_bytes = side * side * 3 * 2
+    head = _image_elements(side, side, samples=3) + struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00" \
+        + struct.pack("<I", pixel_bytes)
+    return _dicom_file("1.2.840.10008.1.2.1", head), pixel_bytes
 
 
 def many_frames_dicom(frames: int = 1000, side: int = 512) -> bytes:

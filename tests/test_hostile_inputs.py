@@ -43,6 +43,7 @@ from hostile_files import (
     many_frames_dicom,
     many_segments_jpeg,
     many_strips_tiff,
+    native_colour_dicom_head,
     overflowing_idat_png,
     oversized_jpeg,
     parquet_page_bomb,
@@ -179,7 +180,11 @@ def _datasets(tmp: Path) -> tuple[list[dict], dict[str, dict]]:
                           # at the pixel budget (8000 x 8000), rescaled as a CT: kept, its rescale never held whole
                           "at_budget.dcm": partial(deflated_dicom_bomb, 8000, ("-1024", "1")),
                           **{name: make for name, (make, _) in HOSTILE_DICOM.items()}})
-    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 4)
+    # 16-bit colour within the file and pixel budgets (6500 x 6500, 253 MB): kept, one copy of it held at a time
+    head, pixel_bytes = native_colour_dicom_head(6500)
+    (dicom / "ct" / "colour_at_budget.dcm").write_bytes(head)
+    os.truncate(dicom / "ct" / "colour_at_budget.dcm", len(head) + pixel_bytes)
+    job("dicom", "image_folder", dicom, {}, {f"ct/{name}": reason for name, (_, reason) in HOSTILE_DICOM.items()}, 5)
 
     png16 = tmp / "png16"
     _write(png16 / "lesion", {"hu.png": twelve_bit_png, "big.png": huge_png16})

@@ -20,6 +20,8 @@ from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_jpeg
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 IMPLICIT_LITTLE, EXPLICIT_BIG = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
+NATIVE = (IMPLICIT_LITTLE, "1.2.840.10008.1.2.1", EXPLICIT_BIG)  # pixel data stored as it is, uncompressed
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # (Float, Double Float) Pixel Data
 _META_START = 132  # 128-byte preamble + "DICM"
 _PIXEL_DATA, _UNDEFINED_LENGTH = 0x7FE00010, 0xFFFFFFFF
 _LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
@@ -44,6 +46,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
             dataset.seek(0 if syntax == DEFLATED else meta_end)  # the data set, not a copy of it
             _check_element_count(dataset, syntax, limits, name)
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not is_dicom(data))
+        header.buffer = None  # pydicom keeps the stream it read, and so the file's bytes, for deferred reads
         rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
         frames = int(header.get("NumberOfFrames", 1) or 1)
     except ImageError:
@@ -53,13 +56,22 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     if not rows or not columns:
         raise ImageError("image_undecodable", f"{name}: no Rows/Columns (no image in this file)")
     check_pixels(columns, rows, limits, frames, what=name)
+    # Pixel data beyond NumberOfFrames is not read as more frames: pydicom's default returned all of
+    # them, and a 64 x 64 file of 976 frames came out 64 wide and 976 tall
+    frame = {"index": frames // 2 if frames > 1 else None, "allow_excess_frames": False, "view_only": True}
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
-        _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
-        # Pixel data beyond NumberOfFrames is not read as more frames: pydicom's default returned
-        # all of them, and a 64 x 64 file of 976 frames came out 64 wide and 976 tall
-        pixels = np.asarray(pixel_array(dataset, index=frames // 2 if frames > 1 else None,
-                                        allow_excess_frames=False))
+        if is_dicom(data) and _file_meta(data)[0] in NATIVE:
+            # The frame read straight from the file's bytes: a data set read whole holds a copy of
+            # its pixel data beside the frame (a 250 MB colour file took 750 MB at once)
+            dataset = header
+            pixels = np.asarray(pixel_array(io.BytesIO(data), **frame))
+        else:
+            dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
+            dataset.buffer = None  # as the header's
+            _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
+            pixels = np.asarray(pixel_array(dataset, **frame))
+            for tag in _PIXEL_TAGS:  # decoded: the caller needs the data set's other elements only
+                dataset.pop(tag, None)
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types

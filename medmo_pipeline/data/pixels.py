@@ -208,18 +208,27 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     windowed by percentiles. MONOCHROME1 is inverted so that bright means dense; a multi-frame file
     gives its middle frame; colour files (RGB, YBR) are kept as stored, their samples' top 8 bits; a
     PALETTE COLOR file goes through its palette. A failure gives a ``failed_entry``."""
-    from pydicom.pixels import apply_rescale, apply_voi_lut
-
     limits = limits or limits_in_force()
     try:
         data = source if isinstance(source, bytes) else read_image_file(Path(source), path or str(source), limits)
         dataset, pixels = read_dicom(data, limits, path)
     except ImageError as error:
         return failed_entry(error, path)
+    del data  # freed here when read here: a file at the budget is a few hundred MB
+    out = _dicom_uint8(dataset, pixels, default_window, path)
+    del pixels  # before the PNG is encoded (the same reason)
+    return out if type(out) is dict else png_entry(out, path)
+
+
+def _dicom_uint8(dataset, pixels: np.ndarray, default_window: tuple[float, float] | None,
+                 path: str) -> np.ndarray | dict:
+    """``dicom_entry``'s pixels in 8 bits, or a ``failed_entry``."""
+    from pydicom.pixels import apply_rescale, apply_voi_lut
+
     if dataset.get("PhotometricInterpretation", "") == "PALETTE COLOR":
-        return _palette_entry(dataset, pixels, path)
+        return _palette_uint8(dataset, pixels, path)
     if dataset.get("SamplesPerPixel", 1) == 3:  # colour as stored (pydicom gives YBR as RGB), to 8 bits
-        return png_entry(stored_to_uint8(pixels, int(dataset.get("BitsStored") or 8)), path)
+        return stored_to_uint8(pixels, int(dataset.get("BitsStored") or 8))
     if pixels.ndim == 3:  # a frame that still holds samples
         pixels = pixels[..., 0]
     lut = _voi_lut_usable(dataset)
@@ -244,11 +253,11 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
         out = (real_to_uint8(pixels, values_of) if real
                else window_to_uint8(pixels, *percentile_window(pixels, values_of), values_of=values_of))
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
-        out = 255 - out
-    return png_entry(out, path)
+        np.subtract(255, out, out=out)
+    return out
 
 
-def _palette_entry(dataset, pixels: np.ndarray, path: str) -> dict:
+def _palette_uint8(dataset, pixels: np.ndarray, path: str) -> np.ndarray | dict:
     """A PALETTE COLOR DICOM (colour ultrasound, say): its indices through the file's red, green and
     blue LUTs, to 8 bits. LUT entries of 16 bits span 0-65535, but some devices write 8-bit values
     into them: those are kept as they are."""
@@ -260,7 +269,7 @@ def _palette_entry(dataset, pixels: np.ndarray, path: str) -> dict:
         return failed_entry(ImageError("image_undecodable", f"DICOM {path}: its palette cannot be applied "
                                                             f"({type(error).__name__}: {error})".strip()), path)
     bits = 8 if colour.dtype.itemsize == 1 or colour.max(initial=0) <= 255 else 16
-    return png_entry(stored_to_uint8(colour, bits), path)
+    return stored_to_uint8(colour, bits)
 
 
 _BAND_SAMPLES = 1 << 22  # samples converted at a time: a band's temporaries, not the image's

@@ -355,7 +355,8 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     # data set without the Part 10 preamble); a .dcm holding a PNG or JPEG is that image
     fmt = content_format(data[:132])
     if fmt == "DICOM" or (path.suffix.lower() in DICOM_SUFFIXES and not fmt):
-        return dicom_entry(data, default_window=window, path=relative)
+        del data  # read again there, and let go of once its frame is out: one copy of a large file held, not two
+        return dicom_entry(path, default_window=window, path=relative)
     if png16_offset is not None:
         return png16_entry(data, offset=png16_offset, window=window, path=relative)
     return image_entry(data, relative)

@@ -53,7 +53,11 @@ def read_bounded(path: Path, limit: int, what: str = "") -> bytes:
         size = info.st_size
         if size > limit:
             raise FileTooLarge(what, size, limit)
-        data = handle.read(limit + 1)
+        # What the file system declares, and a byte more to see a file that grew: asked for the
+        # limit, read() reserves that much (256 MB for an image) before reading a byte
+        data = handle.read(size + 1)
+        if len(data) > size:
+            data += handle.read(limit + 1 - len(data))
     if len(data) > limit:
         raise FileTooLarge(what, len(data), limit)
     return data

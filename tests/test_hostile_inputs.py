@@ -62,10 +62,18 @@ from PIL import Image
 from pydicom.data import get_testdata_files
 
 from medmo_pipeline.data import shards
+from medmo_pipeline.data.adapters.common import row_problem
 from medmo_pipeline.data.adapters.masks import MAX_MASK_INSTANCES
 from medmo_pipeline.data.annotations import AnnotationError, BoundedLines
+from medmo_pipeline.data.curation import REASONS
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.data.pixels import decoded_image, model_image, percentile_window, window_to_uint8
+from medmo_pipeline.data.pixels import (
+    decoded_image,
+    dicom_entry,
+    model_image,
+    percentile_window,
+    window_to_uint8,
+)
 
 JOB = Path(__file__).with_name("hostile_job.py")
 
@@ -863,3 +871,57 @@ def test_a_parquet_row_heavier_than_a_batch_but_within_its_bound_is_read(tmp_pat
     read = list(records.iter_records(tmp_path, "heavy.parquet"))
     assert [row["question"] for row in read] == ["x" * 10_000, "short"]
     assert read[0].origin == ("heavy.parquet", "row 1") and read[1].origin == ("heavy.parquet", "row 2")
+
+
+_OUT_OF_MEMORY_CHILD = """
+import json, os, resource, sys
+from pathlib import Path
+import pydicom.pixels  # imported before the limit, as a job has it by the time it reads its files
+from medmo_pipeline.data.pixels import dicom_entry
+from medmo_pipeline.process_memory import address_space_kib
+limit = address_space_kib() * 1024 + int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+error = dicom_entry(Path(sys.argv[1]), path="ct/big.dcm")["error"]
+print(json.dumps([error.reason, error.detail]))
+"""
+
+
+def test_a_file_that_runs_the_job_out_of_memory_says_so_and_is_not_called_undecodable(tmp_path):
+    """A 60 MB colour DICOM within every limit, decoded by a process that has 75 MiB of address
+    space left (its file and its frame take 120; reading it fits, with what the allocator holds
+    already): the row's reason is the cost, and its detail says memory ran out. Every decoder
+    turned the MemoryError into 'image_undecodable', as if the file were damaged."""
+    head, pixel_bytes = native_colour_dicom_head(3162)
+    path = tmp_path / "big.dcm"
+    path.write_bytes(head)
+    os.truncate(path, len(head) + pixel_bytes)
+    done = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY_CHILD, str(path), str(75 << 20)],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    reason, detail = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reason == "image_too_costly" and "ran out of memory" in detail and "ct/big.dcm" in detail
+    assert dicom_entry(path, path="ct/big.dcm")["bytes"]  # with the memory, it is an image
+
+
+def test_a_record_that_runs_out_of_memory_is_quarantined_saying_so():
+    """Outside a decoder (a record's text, say), the row's reason is ``out_of_memory``, in the
+    adapters and in curation's own checks."""
+    outcome = row_problem(MemoryError(), "train.jsonl", "line 7")
+    assert outcome.reason == "out_of_memory" and "MemoryError" in outcome.detail and "train.jsonl" in outcome.detail
+    assert "out_of_memory" in REASONS
+
+
+def test_reading_a_small_file_reserves_its_size_not_the_bound(tmp_path):
+    """A 1 KB file read under a 1 GiB bound, in a process with 64 MiB of address space left: read()
+    asked for the bound reserved all of it first (256 MB for every image read), and failed."""
+    small = tmp_path / "small.png"
+    small.write_bytes(plain_png())
+    child = ("import resource, sys\nfrom pathlib import Path\nfrom medmo_pipeline.process_memory import address_space_kib\n"
+             "from medmo_pipeline.safe_paths import read_bounded\n"
+             "limit = address_space_kib() * 1024 + (64 << 20)\nresource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+             "print(len(read_bounded(Path(sys.argv[1]), 1 << 30)))")
+    done = subprocess.run([sys.executable, "-c", child, str(small)], capture_output=True, text=True, timeout=60,
+                          check=False, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert int(done.stdout) == small.stat().st_size

@@ -16,7 +16,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, check_jpeg_scans, check_pixels
+from medmo_pipeline.data.image_limits import (
+    ImageError,
+    ImageLimits,
+    check_jpeg_scans,
+    check_pixels,
+    decoder_error,
+)
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 IMPLICIT_LITTLE, EXPLICIT_BIG = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
@@ -52,7 +58,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged headers
-        raise ImageError("image_undecodable", f"{name}: {type(error).__name__}: {error}") from None
+        raise decoder_error(error, f"{name}: {type(error).__name__}: {error}") from None
     if not rows or not columns:
         raise ImageError("image_undecodable", f"{name}: no Rows/Columns (no image in this file)")
     check_pixels(columns, rows, limits, frames, what=name)
@@ -75,7 +81,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
-        raise ImageError("image_undecodable", f"{name}: {type(error).__name__}: {error}") from None
+        raise decoder_error(error, f"{name}: {type(error).__name__}: {error}") from None
     if pixels.shape[:2] != (rows, columns):
         raise ImageError("image_undecodable", f"{name}: its pixel data decodes to {pixels.shape}, not the "
                                               f"{rows} x {columns} frame its header declares")

@@ -57,6 +57,16 @@ class ImageError(ValueError):
         self.detail = detail
 
 
+def decoder_error(error: Exception, detail: str, reason: str = "image_undecodable") -> ImageError:
+    """The ImageError for an exception a decoder raised (``detail`` names the file): ``reason``, the
+    file's fault; but running out of memory is the job's, not the file's (the file is within the
+    limits, or it would have been refused from its header): ``image_too_costly``, which says so."""
+    if isinstance(error, MemoryError):
+        return ImageError("image_too_costly", f"{detail.rstrip(': ')} (decoding it ran out of memory: give the job more memory, "
+                                              f"or lower corpus.image_limits.max_pixels)")
+    return ImageError(reason, detail)
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """What counts as a sane image. ``max_pixels`` is the pixel budget of one file (every frame of a
@@ -141,8 +151,7 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
             raise ImageError("image_undecodable", f"{what} not an image in a format read here "
                                                   f"({', '.join(IMAGE_FORMATS)})".strip()) from None
         except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
-            raise ImageError("image_undecodable",
-                             without_address(f"{what} {type(error).__name__}: {error}".strip())) from None
+            raise decoder_error(error, without_address(f"{what} {type(error).__name__}: {error}".strip())) from None
     check_pixels(*image.size, limits, what=f"{what} header".strip())  # the first frame: what is decoded
     if image.format == "TIFF" and (misread := _tiff_misread(image)):
         raise ImageError("image_undecodable", f"{what} TIFF {misread}".strip())

@@ -38,6 +38,7 @@ from medmo_pipeline.data.image_limits import (
     check_exif_size,
     check_image_bytes,
     check_pixels,
+    decoder_error,
     limits_in_force,
     open_image,
     without_address,
@@ -324,7 +325,7 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
             image.load()
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             reason = "image_truncated" if _looks_truncated(error) else "image_undecodable"
-            raise ImageError(reason, without_address(f"{type(error).__name__}: {error}")) from None
+            raise decoder_error(error, without_address(f"{type(error).__name__}: {error}"), reason) from None
     width, height = _oriented(image)
     return width, height, image.format or ""
 

@@ -21,7 +21,14 @@ ROW_REASONS = {
     "malformed_record": "a record that does not parse, or has a value of the wrong type",
     "unreadable_file": "a file the record names cannot be read",
     "file_too_large": "a file the record names is larger than its kind of file may be (its declared size, before reading)",
+    "out_of_memory": "converting the record took more memory than the job has (a file within the limits that still "
+                     "costs that much: give the job more memory, or lower corpus.image_limits)",
 }
+
+
+def out_of_memory_detail(error: MemoryError) -> str:
+    """What a row's MemoryError says (often nothing: the allocator's message is empty)."""
+    return f"MemoryError{': ' + str(error) if str(error) else ''} (the job's memory, or its address-space limit)"
 # Why an adapter or curation leaves a row out on purpose.
 FILTER_REASONS = {
     "language": "not in the language the registry entry selects",

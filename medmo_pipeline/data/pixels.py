@@ -33,6 +33,7 @@ from medmo_pipeline.data.image_limits import (
     TIFF_BITS,
     ImageError,
     ImageLimits,
+    decoder_error,
     limits_in_force,
     open_image,
     read_image_file,
@@ -192,7 +193,7 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
     except ImageError as error:
         return failed_entry(error, path)
     except Exception as error:  # noqa: BLE001 - PIL raises many types on bad data
-        return failed_entry(ImageError("image_undecodable", f"16-bit PNG {path}: {type(error).__name__}: {error}"), path)
+        return failed_entry(decoder_error(error, f"16-bit PNG {path}: {type(error).__name__}: {error}"), path)
     def values_of(block: np.ndarray) -> np.ndarray:  # a block at a time, as in ``window_to_uint8``
         return block.astype(np.float32) - np.float32(offset)
 
@@ -457,7 +458,7 @@ def _undecodable_as_image_error(path: str):
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001
-        raise ImageError("image_undecodable", f"{path} {type(error).__name__}: {error}".strip()) from None
+        raise decoder_error(error, f"{path} {type(error).__name__}: {error}".strip()) from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

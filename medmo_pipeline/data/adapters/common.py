@@ -32,7 +32,13 @@ from medmo_pipeline.data.annotations import (
 )
 from medmo_pipeline.data.image_limits import check_image_bytes, limits_in_force, read_image_file
 from medmo_pipeline.data.images import ImageError, content_format, dicom_entry, image_entry, png16_entry
-from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined, is_outcome
+from medmo_pipeline.data.outcomes import (
+    RowError,
+    RowFiltered,
+    RowQuarantined,
+    is_outcome,
+    out_of_memory_detail,
+)
 from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
 
 from .records import CsvRecord, RecordFormat, SourceLayoutError, iter_records, layout_path, record_format
@@ -265,6 +271,8 @@ def row_problem(error: Exception, file: str, where: str) -> RowQuarantined:
         reason, detail = "invalid_utf8", str(error)
     elif isinstance(error, OverflowError):
         reason, detail = "bad_number", str(error)
+    elif isinstance(error, MemoryError):
+        reason, detail = "out_of_memory", out_of_memory_detail(error)
     elif isinstance(error, KeyError):
         reason, detail = "missing_field", f"no field {error}"
     elif type(error).__name__ == "UnidentifiedImageError":  # PIL's, an OSError: the bytes are no image

@@ -14,6 +14,7 @@ import numpy as np
 from medmo_pipeline.data.image_limits import (
     ImageError,
     ImageLimits,
+    decoder_error,
     limits_in_force,
     open_image,
     read_image_file,
@@ -161,7 +162,7 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
         try:
             mask = np.asarray(image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
-            raise ImageError("image_undecodable", f"mask: {type(error).__name__}: {error}") from None
+            raise decoder_error(error, f"mask: {type(error).__name__}: {error}") from None
     if mask.dtype.kind == "f" and (problem := ids_problem(mask)) is not None:
         raise ImageError("image_undecodable", f"mask: {problem}")
     if mask.ndim != 3:

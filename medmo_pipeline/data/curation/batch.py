@@ -52,6 +52,7 @@ from medmo_pipeline.data.curation.rules import (
 )
 from medmo_pipeline.data.image_check_workers import PendingChecks
 from medmo_pipeline.data.images import PNG_SIGNATURE, content_format, extension_contradicts
+from medmo_pipeline.data.outcomes import out_of_memory_detail
 from medmo_pipeline.schema.rows import (
     BOX_TYPE,
     IMAGE_TYPE,
@@ -139,6 +140,8 @@ def check_batch(rows: list, *, source: str, images: ImageChecker, limits: Curati
         except Rejected as rejected:
             outcomes[position] = rejected
             continue
+        except MemoryError as error:
+            outcomes[position] = Rejected("out_of_memory", out_of_memory_detail(error))
         except Exception as error:  # noqa: BLE001 - a row must never stop the source: quarantine it, say why
             outcomes[position] = Rejected("malformed_row", f"{type(error).__name__}: {error}")
             continue

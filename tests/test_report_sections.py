@@ -59,6 +59,13 @@ MIMIC_UNHEADED = ("                                 FINAL REPORT\n CHEST RADIOGR
       "This report has been anonymized."), "Lungs are clear.", "1. No acute disease.", "findings+impression"),
     ("NARRATIVE: CHEST 1 VIEW\n\nThe lungs are clear.\n\nIMPRESSION:\nNormal.\n\nSUMMARY:\n1-NORMAL",
      "The lungs are clear.", "Normal.", "unheaded+impression"),
+    # Markdown emphasis (reports rewritten by a language model), a full-width colon, the body headed REPORT
+    ("**Findings:** Lungs are clear.\n**Impression:** Normal.", "Lungs are clear.", "Normal.", "findings+impression"),
+    ("**FINDINGS**: Lungs clear.\n\n**IMPRESSION**\nNormal.", "Lungs clear.", "Normal.", "findings+impression"),
+    ("FINDINGS\uff1aLungs clear.\nIMPRESSION\uff1aNormal.", "Lungs clear.", "Normal.", "findings+impression"),
+    ("REPORT: Lungs are clear.\n\nCONCLUSION: Normal.", "Lungs are clear.", "Normal.", "findings+conclusion"),
+    ("FINAL REPORT\nRESULTS: Lungs clear.", "Lungs clear.", "", "findings"),
+    ("IMPRESSION: ___ has resolved.", "", "___ has resolved.", "impression"),  # de-identification blanks stay
 ])
 def test_heading_variants(report, findings, impression, used):
     sections = report_sections(report)
@@ -88,3 +95,4 @@ def test_reply_labels_each_section_by_the_heading_it_came_from():
 
 def test_a_word_inside_a_sentence_is_not_a_heading():
     assert split_sections("FINDINGS: the overall impression: stable.") == ("the overall impression: stable.", "")
+    assert split_sections("FINDINGS: as in the prior report: stable.") == ("as in the prior report: stable.", "")

@@ -5,8 +5,9 @@ sections inconsistently: ``FINDINGS:`` and ``IMPRESSION:`` on their own lines, o
 ``FINDINGS AND IMPRESSION:`` section (about 10k MIMIC-CXR reports), ``CONCLUSION:`` (or ``SUMMARY:``,
 ``DIAGNOSIS:``, ``INTERPRETATION:``) where others say impression, lower-case or mid-line headings
 (``... are clear. impression: no acute ...``, ``...clear.IMPRESSION:``), a heading alone on a line
-without a colon, one ending in a dash or a full stop (``IMPRESSION - no acute ...``), or no content
-heading at all (only ``INDICATION:`` /
+without a colon, one ending in a dash or a full stop (``IMPRESSION - no acute ...``), in Markdown
+emphasis or with a full-width colon (``**Findings:**``, ``FINDINGS：``), the body
+headed ``REPORT:`` or ``RESULTS:``, or no content heading at all (only ``INDICATION:`` /
 ``COMPARISON:`` and an unheaded body). ``report_sections`` reads all of these and says which
 section(s) it used; headings that are not content (indication, history, technique, comparison,
 examination, wet read, notification, ``FINAL REPORT``) end the section before them and are dropped.
@@ -27,6 +28,7 @@ _CONTENT = {
     "findings and impression": COMBINED, "impression and findings": COMBINED,
     "findings/impression": COMBINED, "findings / impression": COMBINED, "findings & impression": COMBINED,
     "provisional findings impression": COMBINED,
+    "report": "findings", "result": "findings", "results": "findings",  # the body, headed so (REPORT: ...)
 }
 # Headings whose text is not the report's content. CheXpert Plus heads a category code "SUMMARY:
 # 1-NORMAL", an "END OF IMPRESSION:" marker and the accession number; MIMIC-CXR writes
@@ -44,12 +46,16 @@ def _names_pattern(names) -> str:
 
 
 # A heading starts a line, follows the end of a sentence (with or without a space), or follows a run
-# of spaces; it ends with ':'.
+# of spaces; it ends with ':' (or a full-width '：'). Markdown emphasis around it is part of it
+# ("**Findings:**", "**Findings**:"), as reports rewritten by language models write them.
+_STARS = r"(?:\*{1,2})?"
 _WITH_COLON = re.compile(
-    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}}))(?P<name>{_names_pattern(_NAMES)})[ \t]*:",
+    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}})){_STARS}(?P<name>{_names_pattern(_NAMES)}){_STARS}[ \t]*[:\uff1a]"
+    rf"(?:[ \t]*\*{{1,2}})?",
     re.IGNORECASE | re.MULTILINE)
 # A heading alone on its line, in capitals, without a colon ("FINDINGS\n...", "FINDINGS AND IMPRESSION\n")
-_ALONE = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(name.upper() for name in _NAMES)})[ \t]*$", re.MULTILINE)
+_ALONE = re.compile(rf"^[ \t]*{_STARS}(?P<name>{_names_pattern(name.upper() for name in _NAMES)}){_STARS}[ \t]*$",
+                    re.MULTILINE)
 # A heading starting a line and ending in a dash or a full stop ("IMPRESSION - No acute ...",
 # "Impression. No acute ..."), the text going on after it.
 _DASHED = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(_NAMES)})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",

@@ -65,11 +65,12 @@ def whole_lines_on_stderr() -> None:
     """Makes every line this process writes to stderr reach it in one ``write(2)``.
 
     The ranks of a distributed job share one stderr, and rank 0's Dagster Pipes messages travel on
-    it (Kubernetes reads them from the pod's log). Unbuffered (``PYTHONUNBUFFERED``, as launchers
-    set it), Python writes a line's text and its newline apart, and so does Pipes' stream writer:
-    another rank's line could land between them, and Dagster would lose the message the two lines
-    became. Line-buffered over a buffer larger than any line, each line is one write, which a pipe
-    keeps whole (atomically up to ``PIPE_BUF``, in practice up to its free space).
+    it (Kubernetes reads them from the pod's log). Unbuffered (``PYTHONUNBUFFERED``, which container
+    images often set), Python writes a line's text and its newline apart, and so does Pipes' stream
+    writer; buffered, a line longer than the buffer (8 KiB) leaves in pieces. Another rank's line
+    could land between them, and Dagster would lose the message the pieces became. Line-buffered
+    over a buffer larger than any line, each line is one write, which a pipe keeps whole
+    (atomically up to ``PIPE_BUF``, in practice up to its free space).
     """
     if getattr(sys.stderr, "_medmo_whole_lines", False):  # a program that runs a second job's main
         return

@@ -194,6 +194,7 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
         return failed_entry(error, path)
     except Exception as error:  # noqa: BLE001 - PIL raises many types on bad data
         return failed_entry(decoder_error(error, f"16-bit PNG {path}: {type(error).__name__}: {error}"), path)
+
     def values_of(block: np.ndarray) -> np.ndarray:  # a block at a time, as in ``window_to_uint8``
         return block.astype(np.float32) - np.float32(offset)
 

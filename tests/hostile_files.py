@@ -437,16 +437,20 @@ def tiled_tiff(tile: int = 32768, side: int = 64, filled: bool = False) -> bytes
     return tiff_directory([(tag, kind, 1, value) for tag, kind, value in entries]) + payload
 
 
-def frame_size_lie_dicom(side: int = 12000) -> bytes:
+def frame_size_lie_dicom(side: int = 12000, jpeg_ls: bool = False) -> bytes:
     """A 64 x 64 DICOM whose JPEG frame declares ``side`` x ``side`` pixels (3 KB): the decoder
-    allocates what the frame says (12000 x 12000: 1.4 GiB) before the mismatch is found."""
+    allocates what the frame says (12000 x 12000: 1.4 GiB) before the mismatch is found. With
+    ``jpeg_ls``, of the JPEG-LS transfer syntax, its frame header a JPEG-LS one (SOF55)."""
     image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))  # 3 components
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG")
     data = bytearray(buffer.getvalue())
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", side, side)
-    return jpeg_dicom(bytes(data), 64)
+    if not jpeg_ls:
+        return jpeg_dicom(bytes(data), 64)
+    data[sof + 1] = 0xF7
+    return jpeg_dicom(bytes(data), 64).replace(_uid("1.2.840.10008.1.2.4.50"), _uid("1.2.840.10008.1.2.4.80"))
 
 
 def instance_mask(side: int = 1024, instances: int = 65535, seed: int = 0) -> bytes:

@@ -66,12 +66,10 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     # them, and a 64 x 64 file of 976 frames came out 64 wide and 976 tall
     frame = {"index": frames // 2 if frames > 1 else None, "allow_excess_frames": False, "view_only": True}
     try:
-        if is_dicom(data) and _file_meta(data)[0] in NATIVE:
-            # The frame read straight from the file's bytes: a data set read whole holds a copy of
-            # its pixel data beside the frame (a 250 MB colour file took 750 MB at once)
+        pixels = _native_frame(data, frame) if is_dicom(data) and _file_meta(data)[0] in NATIVE else None
+        if pixels is not None:
             dataset = header
-            pixels = np.asarray(pixel_array(io.BytesIO(data), **frame))
-        else:
+        else:  # compressed, or a native frame that could not be read so (reading it whole says why)
             dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
             dataset.buffer = None  # as the header's
             _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
@@ -88,6 +86,21 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     return dataset, pixels
 
 
+def _native_frame(data: bytes, frame: dict) -> np.ndarray | None:
+    """The frame of an uncompressed data set, read straight from the file's bytes: a data set read
+    whole holds a copy of its pixel data beside the frame (a 250 MB colour file took 750 MB at
+    once). None where that fails: pydicom, reading the data set whole, then says why more plainly
+    (a pixel data shorter than its header declares: a truncated file)."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        return np.asarray(pixel_array(io.BytesIO(data), **frame))
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - the whole read decides, and names the fault
+        return None
+
+
 def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits: ImageLimits, name: str) -> None:
     """The decode cost of the frame to be decoded, where its pixels are a compressed stream: a JPEG
     (the JPEG transfer syntaxes) is held to ``limits.max_jpeg_scans`` like a JPEG file, and a JPEG
@@ -101,10 +114,39 @@ def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits:
         return
     frame = get_frame(dataset.PixelData, frames // 2 if frames > 1 else 0, number_of_frames=frames)
     check_jpeg_scans(frame, limits, f"{name}:")
-    declared = _frame_size(frame)
+    declared = _frame_size(frame) or _frame_header_size(frame)
     if declared is not None and declared != size:
         raise ImageError("image_undecodable", f"{name}: its compressed frame declares {declared[0]}x{declared[1]} "
                                               f"pixels, the data set {size[0]}x{size[1]}")
+
+
+# The frame headers of the JPEG processes (baseline to lossless, SOF0-SOF15 but DHT, JPG and DAC)
+# and of JPEG-LS (SOF55): height and width follow at the same place in each
+_FRAME_HEADERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+_MOST_SEGMENTS_BEFORE_FRAME = 1000  # tables and application data: a handful in real streams
+
+
+def _frame_header_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from the frame header of a JPEG stream PIL does not open (JPEG-LS, whose
+    decoders allocate what it declares just the same), walking the segments before it; None for
+    another stream, or a header that leaves a size undeclared (a height of 0 is set later)."""
+    if bytes(frame[:2]) != b"\xff\xd8":
+        return None
+    position, end = 2, len(frame)
+    for _ in range(_MOST_SEGMENTS_BEFORE_FRAME):
+        if position + 4 > end or frame[position] != 0xFF:
+            return None
+        marker = frame[position + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            position += 1
+            continue
+        if marker in _FRAME_HEADERS:
+            if position + 9 > end:
+                return None
+            height, width = struct.unpack_from(">HH", frame, position + 5)
+            return (width, height) if width and height else None
+        position += 2 + struct.unpack_from(">H", frame, position + 2)[0]
+    return None
 
 
 def _frame_size(frame: bytes) -> tuple[int, int] | None:

@@ -19,7 +19,8 @@
    workers against on curation's own thread, in turn; no target, it shows what the workers buy
    where most real datasets are (JPEG).
 2. peak RSS of ``curate`` streaming 10k vs 100k rows, each in a fresh subprocess (its image-check
-   workers' peaks added). Target: <= 1.2.
+   workers' peaks added). Target: <= 1.2. Then what the two sets of dedup keys, the one part of
+   curation's memory that grows with the corpus, hold per key (``KeySet`` against a CPython set).
 
 Rows are synthetic VQA rows with a distinct small PNG each (64 x 64), so every row pays the full
 image check (PNG structure, CRCs and the pixel stream inflated within its declared size; ``--decode-png``
@@ -204,6 +205,30 @@ def memory(small: int, large: int) -> None:
     print(f"  ratio: {b / a:.2f}  (target <= 1.2)")
 
 
+def key_set_child(n: int, kind: str) -> None:
+    """Run in a subprocess: ``n`` 64-bit keys added a batch of 2,000 at a time to a ``KeySet`` or a
+    CPython set (what curation held its kept ids and content keys in); print the resident growth."""
+    from medmo_pipeline.data.curation.keys import KeySet
+    from medmo_pipeline.process_memory import current_rss_kib
+
+    before, keys = current_rss_kib(), KeySet() if kind == "KeySet" else set()
+    for start in range(0, n, 2_000):  # each batch's keys made and let go of, as curation's are
+        batch = [hash(f"bench:{index:09d}") for index in range(start, start + 2_000)]
+        keys.add(batch) if kind == "KeySet" else keys.update(batch)
+    print(json.dumps({"bytes_per_key": (current_rss_kib() - before) * 1024 / n}))
+
+
+def key_memory(n: int) -> None:
+    sizes = {}
+    for kind in ("KeySet", "set"):
+        out = subprocess.run([sys.executable, __file__, "--key-set-child", str(n), kind], capture_output=True,
+                             text=True, check=True)
+        sizes[kind] = json.loads(out.stdout.strip().splitlines()[-1])["bytes_per_key"]
+    print(f"dedup keys ({n} 64-bit keys, added 2,000 at a time; curation holds two such sets, ids and contents):")
+    print(f"  KeySet (sorted numpy runs): {sizes['KeySet']:6.1f} bytes per key")
+    print(f"  CPython set of ints:        {sizes['set']:6.1f} bytes per key  ({sizes['set'] / sizes['KeySet']:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -213,9 +238,13 @@ def main() -> None:
     parser.add_argument("--jpeg", action="store_true",
                         help="curate JPEGs with and without the image-check workers instead")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--key-set-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         child_peak_rss(args.rss_child)
+        return
+    if args.key_set_child:
+        key_set_child(int(args.key_set_child[0]), args.key_set_child[1])
         return
     rows = 2_000 if args.quick else max(1_000, 10_000 * 64 * 64 // args.image_size**2)
     if args.jpeg:
@@ -225,6 +254,7 @@ def main() -> None:
                args.image_size)
     if not args.decode_png and args.image_size == 64:
         memory(*((2_000, 20_000) if args.quick else (10_000, 100_000)))
+        key_memory(200_000 if args.quick else 2_000_000)
 
 
 if __name__ == "__main__":

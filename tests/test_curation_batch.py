@@ -322,3 +322,43 @@ def test_paths_with_control_codes_and_values_of_no_plain_type_get_check_rows_out
         slow = check_batch(rows, source="s", images=ImageChecker(limits.image), limits=limits, vectorised=False)
         assert [outcome(fast, i) for i in range(2)] == [outcome(slow, i) for i in range(2)]
         assert isinstance(fast.outcomes[0], rules.Rejected) and not isinstance(fast.outcomes[1], rules.Rejected)
+
+
+def test_the_key_set_answers_as_a_python_set_does():
+    """``KeySet`` (sorted numpy runs, 8 bytes a key) against a CPython set, over random batches
+    drawn from a small universe (so that keys repeat within a batch, across batches and against
+    what is kept), the int64 extremes included: the same membership, the same size, runs sorted
+    and disjoint, whatever the merges."""
+    import random
+
+    import numpy as np
+
+    draw = random.Random(7)
+    for _ in range(200):
+        universe = [draw.randrange(-2**63, 2**63) for _ in range(draw.randrange(1, 60))] + [0, -1, 2**63 - 1, -2**63]
+        kept, reference = keys.KeySet(), set()
+        for _ in range(draw.randrange(1, 40)):
+            probe = [draw.choice(universe) for _ in range(draw.randrange(0, 20))]
+            assert kept.contains(probe).tolist() == [key in reference for key in probe]
+            batch = [draw.choice(universe) for _ in range(draw.randrange(0, 20))]
+            kept.add(batch)
+            reference.update(batch)
+            assert len(kept) == len(reference)
+            assert all((run[1:] > run[:-1]).all() for run in kept.runs)
+            assert len(np.unique(np.concatenate(kept.runs))) == len(reference) if kept.runs else not reference
+
+
+def test_duplicates_are_found_across_batches_and_within_one_as_before(tmp_path):
+    """Exact duplicates and repeated ids, within one batch and across batches (the key sets are
+    looked up a batch at once): each kept once, the others counted or quarantined."""
+    rows = list(generate_rows("synth_xray", "train", 300, seed=3, image_size=32))
+    twins = [copy.deepcopy(rows[i]) for i in (5, 120, 299)]  # the content of kept rows, under new ids
+    for number, twin in enumerate(twins):
+        twin["id"] = f"synth_xray:twin-{number}"
+    reused = copy.deepcopy(rows[7])
+    reused["messages"][0]["content"] += " (another question)"  # the same id, other content
+    report = curate([*rows[:150], twins[0], *rows[150:], *twins[1:], reused, twins[0]], tmp_path / "out",
+                    source="synth_xray", shard_rows=64)
+    # twin 0's second copy is a duplicate of content too: its first copy was dropped, so its id was not kept
+    assert report["rows_kept"] == 300 and report["duplicates_dropped"] == 4
+    assert report["quarantined_by_reason"] == {"duplicate_id": 1} and report["accounted"]

@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from medmo_pipeline.data import shards
-from medmo_pipeline.data.curation.keys import BatchKeys
+from medmo_pipeline.data.curation.keys import BatchKeys, KeySet
 from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success
 from medmo_pipeline.data.curation.rules import CurationLimits
 from medmo_pipeline.data.curation.stream import curate
@@ -99,8 +99,7 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
     out_dir = Path(out_dir)
     quarantine_path = out_dir.with_name(f"{out_dir.name}.{QUARANTINE_NAME}")
     quarantine = QuarantineWriter(quarantine_path)
-    kept_ids: set[int] = set()
-    seen_content: set[int] = set()
+    kept_ids, seen_content = KeySet(), KeySet()
     dropped = {"duplicate_id": 0, "duplicates_dropped": 0}
 
     def kept_tables():
@@ -112,17 +111,23 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
             for shard in shards.read_manifest(shard_dir)["shards"]:
                 table = pq.read_table(shard_dir / shard["name"], schema=SAMPLE_SCHEMA)
                 keys, keep = BatchKeys(table, with_contamination=False), []
+                # kept by earlier shards (looked up at once), and by this one so far
+                id_kept, content_seen = kept_ids.contains(keys.id_keys), seen_content.contains(keys.content_keys)
+                ids_now: set[int] = set()
+                contents_now: set[int] = set()
                 for row, (id_key, content_key) in enumerate(zip(keys.id_keys, keys.content_keys)):
-                    if id_key in kept_ids:
+                    if id_kept[row] or id_key in ids_now:
                         dropped["duplicate_id"] += 1
                         quarantine.add(-1, keys.ids[row], source, "duplicate_id",  # -1: its input index is not kept
                                        f"{keys.ids[row]} already kept by an earlier part")
-                    elif content_key in seen_content:
+                    elif content_seen[row] or content_key in contents_now:
                         dropped["duplicates_dropped"] += 1
                     else:
-                        kept_ids.add(id_key)
-                        seen_content.add(content_key)
+                        ids_now.add(id_key)
+                        contents_now.add(content_key)
                         keep.append(row)
+                kept_ids.add(list(ids_now))
+                seen_content.add(list(contents_now))
                 if keep:
                     yield table if len(keep) == table.num_rows else table.take(keep)
 

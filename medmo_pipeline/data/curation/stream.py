@@ -20,8 +20,9 @@ Batch by batch, each row decided in input order:
    Every step is deterministic, so re-running a killed or failed curation into the same directory
    rewrites only the shards that are missing (the writer keeps files whose bytes already match).
 
-Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): about 70 bytes per
-key in CPython, so ~140 MB per million kept rows (MedTrinity's 18.5M rows: ~2.6 GB). The quarantine
+Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): 8 bytes per key
+(``keys.KeySet``), so 16 MB per million kept rows (MedTrinity's 18.5M rows: about 300 MB; as CPython
+sets of ints, 3 GB). The quarantine
 table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``images.INSPECT_CACHE``
 entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's), fewer
 where their images are large (about ``batch.BATCH_BYTES`` of images per batch). A batch ends where the
@@ -36,12 +37,13 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 import medmo_pipeline.data.curation.batch as batch_checks  # looked up per call: tests swap its parts
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation.batch import CheckedBatch
-from medmo_pipeline.data.curation.keys import BatchKeys, contamination
+from medmo_pipeline.data.curation.keys import BatchKeys, KeySet, contamination
 from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success
 from medmo_pipeline.data.curation.rules import CurationLimits, ImageChecker, Rejected
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined, is_outcome
@@ -165,8 +167,7 @@ class _Decisions:
         self.reasons: Counter[str] = Counter()
         self.filtered: Counter[str] = Counter()
         self.contaminated: Counter[str] = Counter()
-        self.kept_ids: set[int] = set()
-        self.seen_content: set[int] = set()
+        self.kept_ids, self.seen_content = KeySet(), KeySet()
 
     def record_outcomes(self, items: list, start: int) -> None:
         """Quarantine or count as filtered the adapters' outcomes among ``items`` (inputs
@@ -191,13 +192,17 @@ class _Decisions:
         if self._all_kept(len(batch), checked, keys):
             return list(range(len(batch)))
         counts, keep = self.counts, []
+        # kept before this batch (looked up at once), and kept in it so far
+        id_kept, content_seen = self.kept_ids.contains(keys.id_keys), self.seen_content.contains(keys.content_keys)
+        ids_now: set[int] = set()
+        contents_now: set[int] = set()
         for offset, outcome in enumerate(checked.outcomes):
             counts["rows_in"] += 1
             if self.progress is not None and counts["rows_in"] % self.progress_every == 0:
                 self.progress({**counts, "quarantined": sum(self.reasons.values())})
             if not isinstance(outcome, Rejected):
                 id_key = keys.id_keys[outcome]
-                if id_key in self.kept_ids:
+                if id_kept[outcome] or id_key in ids_now:
                     outcome = Rejected("duplicate_id", f"{keys.ids[outcome]} already kept")
             if isinstance(outcome, Rejected):
                 self.reasons[outcome.reason] += 1
@@ -212,14 +217,16 @@ class _Decisions:
                     self.contaminated[hit] += 1
                     continue
             content_key = keys.content_keys[outcome]
-            if content_key in self.seen_content:
+            if content_seen[outcome] or content_key in contents_now:
                 counts["duplicates_dropped"] += 1
                 continue
-            self.seen_content.add(content_key)
-            self.kept_ids.add(id_key)
+            contents_now.add(content_key)
+            ids_now.add(id_key)
             counts["boxes_clipped"] += checked.clipped[outcome]
             counts["rows_kept"] += 1
             keep.append(outcome)
+        self.kept_ids.add(list(ids_now))
+        self.seen_content.add(list(contents_now))
         return keep
 
     def _all_kept(self, size: int, checked: CheckedBatch, keys: BatchKeys) -> bool:
@@ -228,12 +235,15 @@ class _Decisions:
         key seen before or twice."""
         rows_in = self.counts["rows_in"]
         if (checked.table.num_rows != size or self.eval_index
-                or self.progress is not None and rows_in // self.progress_every != (rows_in + size) // self.progress_every
-                or len(set(keys.id_keys)) != size or not self.kept_ids.isdisjoint(keys.id_keys)
-                or len(set(keys.content_keys)) != size or not self.seen_content.isdisjoint(keys.content_keys)):
+                or self.progress is not None and rows_in // self.progress_every != (rows_in + size) // self.progress_every):
             return False
-        self.kept_ids.update(keys.id_keys)
-        self.seen_content.update(keys.content_keys)
+        ids, contents = np.unique(np.asarray(keys.id_keys, dtype=np.int64)), \
+            np.unique(np.asarray(keys.content_keys, dtype=np.int64))
+        if (len(ids) != size or len(contents) != size or self.kept_ids.contains(ids).any()
+                or self.seen_content.contains(contents).any()):
+            return False
+        self.kept_ids.add(ids, new=True)
+        self.seen_content.add(contents, new=True)
         self.counts["rows_in"] += size
         self.counts["rows_kept"] += size
         self.counts["boxes_clipped"] += sum(checked.clipped)

@@ -3,7 +3,7 @@ evaluation index (decontamination).
 
 A 64-bit key collides with probability ~n^2 / 2^65 (about 1e-5 at 26M rows): an accepted risk of
 dropping one row too many, for sets of 8 bytes per key (``KeySet``; a CPython set of ints takes
-about 80: 3 GB for MedTrinity's 18.5M rows' two sets, 300 MB now). The key is Python's own
+about 80: 3 GB for MedTrinity's 18.5M rows' two sets, about 390 MB now). The key is Python's own
 string hash (SipHash-1-3 under a key drawn at random per process): as good a spread as a
 cryptographic hash cut to 64 bits, not predictable from outside the process, and computed in C
 without an object per hasher. Keys are therefore compared only within one process, which is where

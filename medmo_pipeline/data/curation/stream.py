@@ -21,8 +21,8 @@ Batch by batch, each row decided in input order:
    rewrites only the shards that are missing (the writer keeps files whose bytes already match).
 
 Memory is bounded except for the two sets of 64-bit keys (kept ids, dedup keys): 8 bytes per key
-(``keys.KeySet``), so 16 MB per million kept rows (MedTrinity's 18.5M rows: about 300 MB; as CPython
-sets of ints, 3 GB). The quarantine
+stored (``keys.KeySet``; about 10 resident, ``benches/curation.py``), so about 20 MB per million kept
+rows (MedTrinity's 18.5M rows: about 390 MB; as CPython sets of ints, 3 GB). The quarantine
 table is flushed every ``QUARANTINE_BATCH`` rows; the image-check cache holds ``images.INSPECT_CACHE``
 entries; a batch holds at most ``batch.BATCH_ROWS`` input rows (and never more than a shard's), fewer
 where their images are large (about ``batch.BATCH_BYTES`` of images per batch). A batch ends where the

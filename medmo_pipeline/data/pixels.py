@@ -395,7 +395,10 @@ def _as_stored(image: Image.Image) -> Image.Image:
     if image.format == "TIFF" and image.mode in _HIGH_DEPTH_MODES and image.mode != "F" \
             and image.tag_v2.get(_TIFF_PHOTOMETRIC) == 0:
         top = (1 << int(tiff_values(image, TIFF_BITS, 16)[0])) - 1
-        return Image.fromarray((top - np.asarray(image).astype(np.int64)).astype(np.int32))
+        # in place, in 32 bits where the samples fit (a 64-megapixel image took 768 MB through int64)
+        values = np.asarray(image).astype(np.int32 if top < 2**31 else np.int64)
+        np.subtract(top, values, out=values)
+        return Image.fromarray(values.astype(np.int32, copy=False))
     if image.format == "BMP" and image.mode == "RGBA" and image.getextrema()[3] == (0, 0):
         return image.convert("RGB")
     return image

@@ -45,6 +45,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     from pydicom.pixels import pixel_array
 
     name = f"DICOM {path}".rstrip()
+    syntax = ""  # a data set without the Part 10 preamble names none
     try:
         if is_dicom(data):
             syntax, meta_end = _file_meta(data)
@@ -66,7 +67,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     # them, and a 64 x 64 file of 976 frames came out 64 wide and 976 tall
     frame = {"index": frames // 2 if frames > 1 else None, "allow_excess_frames": False, "view_only": True}
     try:
-        pixels = _native_frame(data, frame) if is_dicom(data) and _file_meta(data)[0] in NATIVE else None
+        pixels = _native_frame(data, frame) if syntax in NATIVE else None
         if pixels is not None:
             dataset = header
         else:  # compressed, or a native frame that could not be read so (reading it whole says why)
@@ -114,7 +115,7 @@ def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits:
         return
     frame = get_frame(dataset.PixelData, frames // 2 if frames > 1 else 0, number_of_frames=frames)
     check_jpeg_scans(frame, limits, f"{name}:")
-    declared = _frame_size(frame) or _frame_header_size(frame)
+    declared = _frame_size(frame) or _frame_header_size(frame, limits.max_chunks)
     if declared is not None and declared != size:
         raise ImageError("image_undecodable", f"{name}: its compressed frame declares {declared[0]}x{declared[1]} "
                                               f"pixels, the data set {size[0]}x{size[1]}")
@@ -123,17 +124,17 @@ def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits:
 # The frame headers of the JPEG processes (baseline to lossless, SOF0-SOF15 but DHT, JPG and DAC)
 # and of JPEG-LS (SOF55): height and width follow at the same place in each
 _FRAME_HEADERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
-_MOST_SEGMENTS_BEFORE_FRAME = 1000  # tables and application data: a handful in real streams
 
 
-def _frame_header_size(frame: bytes) -> tuple[int, int] | None:
+def _frame_header_size(frame: bytes, most_steps: int) -> tuple[int, int] | None:
     """(width, height) from the frame header of a JPEG stream PIL does not open (JPEG-LS, whose
-    decoders allocate what it declares just the same), walking the segments before it; None for
-    another stream, or a header that leaves a size undeclared (a height of 0 is set later)."""
+    decoders allocate what it declares just the same), walking at most ``most_steps`` segments
+    before it (``limits.max_chunks``, as ``check_jpeg_scans`` counts them); None for another
+    stream, or a header that leaves a size undeclared (a height of 0 is set later)."""
     if bytes(frame[:2]) != b"\xff\xd8":
         return None
     position, end = 2, len(frame)
-    for _ in range(_MOST_SEGMENTS_BEFORE_FRAME):
+    for _ in range(most_steps):
         if position + 4 > end or frame[position] != 0xFF:
             return None
         marker = frame[position + 1]

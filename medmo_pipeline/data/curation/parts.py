@@ -126,8 +126,8 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
                         ids_now.add(id_key)
                         contents_now.add(content_key)
                         keep.append(row)
-                kept_ids.add(list(ids_now))
-                seen_content.add(list(contents_now))
+                kept_ids.add(sorted(ids_now), new=True)  # looked up above: none kept before
+                seen_content.add(sorted(contents_now), new=True)
                 if keep:
                     yield table if len(keep) == table.num_rows else table.take(keep)
 

@@ -225,8 +225,8 @@ class _Decisions:
             counts["boxes_clipped"] += checked.clipped[outcome]
             counts["rows_kept"] += 1
             keep.append(outcome)
-        self.kept_ids.add(list(ids_now))
-        self.seen_content.add(list(contents_now))
+        self.kept_ids.add(sorted(ids_now), new=True)  # looked up above: none kept before
+        self.seen_content.add(sorted(contents_now), new=True)
         return keep
 
     def _all_kept(self, size: int, checked: CheckedBatch, keys: BatchKeys) -> bool:

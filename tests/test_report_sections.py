@@ -66,6 +66,27 @@ MIMIC_UNHEADED = ("                                 FINAL REPORT\n CHEST RADIOGR
     ("REPORT: Lungs are clear.\n\nCONCLUSION: Normal.", "Lungs are clear.", "Normal.", "findings+conclusion"),
     ("FINAL REPORT\nRESULTS: Lungs clear.", "Lungs clear.", "", "findings"),
     ("IMPRESSION: ___ has resolved.", "", "___ has resolved.", "impression"),  # de-identification blanks stay
+    # MIMIC-CXR's own headings, as MIT-LCP's section_parser lists them: histories, comparisons and dates
+    # that are not the content, a view title the findings follow, misspelt and extended impressions
+    (" PATIENT HISTORY:  ___-year-old man with cough.\n \n The lungs are clear.\n \n IMPRESSION:  Normal.\n",
+     "The lungs are clear.", "Normal.", "unheaded+impression"),
+    (" COMPARISON EXAM:  ___.\n \n The lungs are clear.\n \n IMPRESSION:  Normal.\n", "The lungs are clear.",
+     "Normal.", "unheaded+impression"),
+    (" COMPARISON FILM:  ___.\n \n DATE:  ___.\n \n The lungs are clear.\n \n IMPRESSION:  Normal.\n",
+     "The lungs are clear.", "Normal.", "unheaded+impression"),
+    (" INDICATION:  cough.\n \n CHEST, TWO VIEWS:  The lungs are clear.\n \n IMPRESSION:  Normal.\n",
+     "The lungs are clear.", "Normal.", "findings+impression"),
+    (" PORTABLE CHEST:\n \n INDICATION:  cough.\n \n The lungs are clear.\n", "The lungs are clear.", "",
+     "unheaded"),  # a view title with nothing after it opens nothing
+    (" FINDINGS:  The lungs are clear.\n \n IMPESSION:  Normal.\n", "The lungs are clear.", "Normal.",
+     "findings+impression"),
+    ("FINDINGS: Lungs clear.\nIMPRESSION AND RECOMMENDATION: Normal. Follow up in 1 year.", "Lungs clear.",
+     "Normal. Follow up in 1 year.", "findings+impression"),
+    ("FINDINGS: Lungs clear.\nFINAL IMPRESSION: Normal.", "Lungs clear.", "Normal.", "findings+impression"),
+    ("FINDINGS: the chest: clear.", "the chest: clear.", "", "findings"),  # a view word in a sentence
+    # Markdown headings
+    ("## Findings\nLungs clear.\n\n## Impression\nNormal.", "Lungs clear.", "Normal.", "findings+impression"),
+    ("### FINDINGS: Lungs clear.\n### impression: Normal.", "Lungs clear.", "Normal.", "findings+impression"),
 ])
 def test_heading_variants(report, findings, impression, used):
     sections = report_sections(report)

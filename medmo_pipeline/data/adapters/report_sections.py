@@ -6,11 +6,15 @@ sections inconsistently: ``FINDINGS:`` and ``IMPRESSION:`` on their own lines, o
 ``DIAGNOSIS:``, ``INTERPRETATION:``) where others say impression, lower-case or mid-line headings
 (``... are clear. impression: no acute ...``, ``...clear.IMPRESSION:``), a heading alone on a line
 without a colon, one ending in a dash or a full stop (``IMPRESSION - no acute ...``), in Markdown
-emphasis or with a full-width colon (``**Findings:**``, ``FINDINGS：``), the body
-headed ``REPORT:`` or ``RESULTS:``, or no content heading at all (only ``INDICATION:`` /
-``COMPARISON:`` and an unheaded body). ``report_sections`` reads all of these and says which
-section(s) it used; headings that are not content (indication, history, technique, comparison,
-examination, wet read, notification, ``FINAL REPORT``) end the section before them and are dropped.
+emphasis, as Markdown headings or with a full-width colon (``**Findings:**``, ``## Findings``,
+``FINDINGS：``), the body headed ``REPORT:`` or ``RESULTS:``, a view title the findings follow
+(``CHEST, TWO VIEWS:``), misspelt or extended impressions (``IMPESSION:``, ``IMPRESSION AND
+RECOMMENDATION:``, ``FINAL IMPRESSION:``), or no content heading at all (only ``INDICATION:`` /
+``COMPARISON:`` and an unheaded body). The MIMIC-CXR variants are those MIT-LCP's section parser
+(github.com/MIT-LCP/mimic-cxr, ``txt/section_parser.py``) counts in the release. ``report_sections``
+reads all of these and says which section(s) it used; headings that are not content (indication,
+history, technique, comparison, examination, date, wet read, notification, ``FINAL REPORT``) end
+the section before them and are dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ _CONTENT = {
     "findings/impression": COMBINED, "findings / impression": COMBINED, "findings & impression": COMBINED,
     "provisional findings impression": COMBINED,
     "report": "findings", "result": "findings", "results": "findings",  # the body, headed so (REPORT: ...)
+    # MIMIC-CXR's own variants, as MIT-LCP's section_parser (mimic-cxr/txt) lists them with their counts:
+    # the impression with its recommendation, a final impression, and the misspellings it found
+    "impression and recommendation": "impression", "impression and recommendations": "impression",
+    "impression/recommendation": "impression", "impression/recommendations": "impression",
+    "final impression": "impression", "reference findings": "findings", "findings/ impression": COMBINED,
+    **dict.fromkeys(("impresson", "imprression", "imoression", "impressoin", "imprssion", "impresion",
+                     "imperssion", "impession"), "impression"),
+    **dict.fromkeys(("findins", "findindgs", "findgings", "findngs", "findnings", "finidngs"), "findings"),
 }
 # Headings whose text is not the report's content. CheXpert Plus heads a category code "SUMMARY:
 # 1-NORMAL", an "END OF IMPRESSION:" marker and the accession number; MIMIC-CXR writes
@@ -37,7 +49,9 @@ _OTHER = ("indication", "indications", "clinical indication", "history", "clinic
           "clinical information", "reason for exam", "reason for examination", "technique", "comparison",
           "comparisons", "examination", "exam", "type of examination", "procedure", "procedure comments",
           "notification", "recommendation", "recommendations", "recommendation(s)", "wet read", "addendum",
-          "study", "reference exam", "narrative", "summary", "end of impression", "accession number")
+          "study", "reference exam", "narrative", "summary", "end of impression", "accession number",
+          "patient history", "comparison exam", "comparison film", "date", "comment", "comments", "pfi", "wetread",
+          "comparision", "comparsion", "comparrison", "comparisions", "idication")
 _NAMES = sorted({*_CONTENT, *_OTHER}, key=len, reverse=True)  # longest first: "findings and impression"
 
 
@@ -49,13 +63,24 @@ def _names_pattern(names) -> str:
 # of spaces; it ends with ':' (or a full-width '：'). Markdown emphasis around it is part of it
 # ("**Findings:**", "**Findings**:"), as reports rewritten by language models write them.
 _STARS = r"(?:\*{1,2})?"
+_HASHES = r"(?:\#{1,6}[ \t]*)"  # a Markdown heading's marks ("## Findings")
 _WITH_COLON = re.compile(
-    rf"(?:^[ \t]*|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}})){_STARS}(?P<name>{_names_pattern(_NAMES)}){_STARS}[ \t]*[:\uff1a]"
+    rf"(?:^[ \t]*{_HASHES}?|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}})){_STARS}(?P<name>{_names_pattern(_NAMES)}){_STARS}"
+    rf"[ \t]*[:\uff1a]"
     rf"(?:[ \t]*\*{{1,2}})?",
     re.IGNORECASE | re.MULTILINE)
 # A heading alone on its line, in capitals, without a colon ("FINDINGS\n...", "FINDINGS AND IMPRESSION\n")
 _ALONE = re.compile(rf"^[ \t]*{_STARS}(?P<name>{_names_pattern(name.upper() for name in _NAMES)}){_STARS}[ \t]*$",
                     re.MULTILINE)
+# A Markdown heading alone on its line, in any case ("## Findings", "### impression")
+_MARKDOWN = re.compile(rf"^[ \t]*{_HASHES}{_STARS}(?P<name>{_names_pattern(_NAMES)}){_STARS}[ \t]*$",
+                       re.IGNORECASE | re.MULTILINE)
+# A title naming the views of the study, in capitals, starting a line and ending in a colon
+# ("CHEST, TWO VIEWS:", "PORTABLE CHEST:", "CHEST (PA AND LAT):"): MIMIC-CXR writes the findings
+# after it (MIT-LCP's section_parser reads such titles as findings); a title with nothing after
+# it before the next heading opens nothing.
+_VIEW_TITLE = re.compile(r"^[ \t]*(?P<name>(?:PORTABLE[ \t]+)?(?:UPRIGHT[ \t]+)?(?:AP[ \t]+|PA[ \t]+)?CHEST\b"
+                         r"[A-Z0-9 \t,()/&.-]{0,40}?)[ \t]*:", re.MULTILINE)
 # A heading starting a line and ending in a dash or a full stop ("IMPRESSION - No acute ...",
 # "Impression. No acute ..."), the text going on after it.
 _DASHED = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(_NAMES)})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
@@ -118,15 +143,16 @@ def report_sections(report: str) -> ReportSections:
     """The sections of a free-text report, and which headings they came from."""
     report = _FINAL_REPORT.sub("", report.replace("\r\n", "\n").replace("\r", "\n"))
     headings = []
-    for match in sorted([*_WITH_COLON.finditer(report), *_ALONE.finditer(report), *_DASHED.finditer(report)],
-                        key=lambda m: m.start()):
+    matches = (*_WITH_COLON.finditer(report), *_ALONE.finditer(report), *_MARKDOWN.finditer(report),
+               *_DASHED.finditer(report), *_VIEW_TITLE.finditer(report))
+    for match in sorted(matches, key=lambda m: m.start()):
         if not headings or match.start() >= headings[-1].end():  # the same heading matched twice: once
             headings.append(match)
     found: dict[str, list[str]] = {}
     covered = []  # (start, end) of the text under a heading
     for position, match in enumerate(headings):
         following = headings[position + 1].start() if position + 1 < len(headings) else len(report)
-        kind = _CONTENT.get(" ".join(match.group("name").lower().split()))
+        kind = "findings" if match.re is _VIEW_TITLE else _CONTENT.get(" ".join(match.group("name").lower().split()))
         if not kind:  # indication, comparison...: its paragraph (a body without heading may follow)
             following = _paragraph_end(report, match.end(), following)
         covered.append((match.start(), following))

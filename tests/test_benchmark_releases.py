@@ -319,6 +319,10 @@ def _edit_text(path, old: str, new: str) -> None:
     ("mmmu_med", lambda root: _edit_parquet(root / "Pharmacy/validation-00000-of-00001.parquet", 0,
                                             image_1={"bytes": None, "path": "../../slake/imgs/xmlab1/source.jpg"}),
      r"validation-00000-of-00001\.parquet, row 1: unsafe_path"),
+    # a 3 MB Python-literal options list (Python's parser would hold about 1.5 GB for it): refused unparsed
+    ("mmmu_med", lambda root: _edit_parquet(root / "Pharmacy/validation-00000-of-00001.parquet", 0,
+                                            options="[" + "0," * 1_500_000 + "]"),
+     r"row 1: malformed_record: .*a literal list of 3,000,002 characters"),
     ("pmc_vqa", lambda root: _edit_text(root / "test_2.csv", ",B,test", ",Both,test"), "no gold answer"),
     ("slake", lambda root: _second_takes_first_id(root / "test.json", "qid"),
      r"id 'slake:\w+' is also the id of test\.json row 1"),

@@ -110,6 +110,14 @@ class UnreadableRecord:
     problem: str
 
 
+def csv_newline(head: bytes) -> str:
+    """The ``newline`` to open a CSV/TSV with, given its first bytes: "\\n" where lines end in LF or
+    CRLF, so a carriage return alone inside a record does not end its line (csv refuses it in an
+    unquoted field: that record's problem, not a split record); "" for a file whose lines end in a
+    carriage return alone (an old Mac export: a head holding CR but no LF)."""
+    return "" if b"\r" in head.rstrip(b"\r") and b"\n" not in head else "\n"
+
+
 def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[dict]:
     """The rows of a CSV with a header row, as dicts (``csv.DictReader``'s), read by ``csv_rows``;
     a row that cannot be read (a stray quote, a field over its bound) raises AnnotationError
@@ -181,13 +189,20 @@ def csv_rows(lines: BoundedLines, delimiter: str, *,
             taken = source.taken
             if taken:  # the record's first line is spent; the lines it took in are read again
                 first, _ = taken[0]
-                if isinstance(error, RecordTooLong):
+                # csv's own words for a lone CR suggest newline='', which would split the record instead
+                lone_cr = isinstance(error, csv.Error) and "new-line character seen in unquoted field" in str(error)
+                if lone_cr and len(taken) == 1:
+                    problem = ("the record holds a carriage return alone inside an unquoted field (quote the "
+                               "field, or remove the carriage return)")
+                elif isinstance(error, RecordTooLong):
                     problem = (f"a quote opened here {error}; the {len(taken) - 1} lines it took in are read as "
                                "records of their own")
                 elif isinstance(error, LineTooLong):
                     problem = f"a quote opened here is still open at line {lines.number}, which cannot be read"
                 elif len(taken) > 1:
-                    problem = (f"a quote opened here does not close a field (csv: {error}); the {len(taken) - 1} "
+                    cause = f"line {taken[-1][0]} holds a carriage return alone inside an unquoted field" \
+                        if lone_cr else f"csv: {error}"
+                    problem = (f"a quote opened here does not close a field ({cause}); the {len(taken) - 1} "
                                "lines it took in are read as records of their own")
                 else:
                     problem = f"not a CSV record (csv: {error})"
@@ -231,6 +246,8 @@ def json_items(path: Path, name: str, key: str = "", max_record: int = MAX_LINE,
                     return
                 raise AnnotationError(f"{name}: the top-level object has no member {key!r}")
         yield from reader.items()
+        if not key:  # records after the top-level value would be neither read nor counted
+            reader.end()
 
 
 class _JsonReader:
@@ -262,7 +279,16 @@ class _JsonReader:
                 return
             if following != ",":
                 raise self.error(f"expected ',' or {closing!r} after record {index}")
+            if self.peek() == closing:  # a trailing comma ("[{...},]"): no record follows it
+                self.at += 1
+                return
             index += 1
+
+    def end(self) -> None:
+        """AnnotationError, naming the line, unless only whitespace follows the value just read."""
+        if self.peek():
+            raise self.error("the file goes on after its JSON list/object ends (a second JSON value or JSON "
+                             "lines appended): make it one list, or write one record a line (JSON lines)")
 
     def find(self, key: str) -> bool:
         """Step over the members of the object being read up to ``key``'s value; False at its end."""

@@ -17,6 +17,7 @@ from medmo_pipeline.data.annotations import (
     BoundedLines,
     LineTooLong,
     UnreadableRecord,
+    csv_newline,
     csv_rows,
     json_items,
     json_line,
@@ -288,14 +289,16 @@ def _json(path: Path, file: str, json_key: str, keyed_by: str = "") -> Iterator[
 
 def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
          quoted: bool = True) -> Iterator[dict | RowQuarantined]:
-    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF or LF), read by
-    ``annotations.csv_rows``: a record it cannot read (a stray quote, a line over the bound) is one
+    """Rows of a CSV/TSV (quoted fields may hold the delimiter and newlines; CRLF, LF or CR alone:
+    ``annotations.csv_newline``), read by ``annotations.csv_rows``: a record it cannot read (a stray
+    quote, a line over the bound, a carriage return alone inside an unquoted field) is one
     quarantined record naming its line, and the lines a stray quote took in are read as their own
     records. Bytes that are not UTF-8 are kept as surrogates while parsing, so one bad row is
     reported, not the file."""
     with open(path, "rb") as raw:
         check_utf8_file(raw, file)
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        newline = csv_newline(raw.read(1 << 16))
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=newline) as handle:
         rows = csv_rows(BoundedLines(handle, file), delimiter, quoted=quoted)
         if columns:
             names = list(columns)

@@ -42,6 +42,7 @@ from medmo_pipeline.data.adapters.common import (
     turn,
 )
 from medmo_pipeline.data.adapters.records import iter_records
+from medmo_pipeline.data.outcomes import RowError
 
 MMMU_IMAGE_COLUMNS = [f"image_{k}" for k in range(1, 8)]
 
@@ -50,14 +51,25 @@ class MMMUOptions(RecordOptions):
     modality: str = "multi"
 
 
+# Characters of one MMMU options / answers literal: a few options of a sentence or two each. Python's
+# parser holds about 0.5 KB per character of a literal (a 3 MB list took 1.4 GB), so a longer value is
+# refused before it is parsed.
+MAX_LITERAL = 64 << 10
+
+
 def _literal_list(value) -> list:
-    """MMMU's options / open answers: a Python-literal list in a string (or a list already)."""
+    """MMMU's options / open answers: a Python-literal list in a string (or a list already); a
+    literal over ``MAX_LITERAL`` characters raises RowError('malformed_record')."""
     if isinstance(value, (list, tuple)):
         return list(value)
+    spelled = text(value)
+    if len(spelled) > MAX_LITERAL:
+        raise RowError("malformed_record", f"a literal list of {len(spelled):,} characters (at most {MAX_LITERAL:,} "
+                                           "are parsed)")
     try:
-        parsed = ast.literal_eval(text(value))
-    except (ValueError, SyntaxError):
-        return [text(value)] if text(value) else []
+        parsed = ast.literal_eval(spelled)
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        return [spelled] if spelled else []
     return list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
 
 
@@ -162,7 +174,7 @@ def _split_table(path: Path) -> Iterator[dict]:
     import io
     import zlib
 
-    from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, csv_records
+    from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, csv_newline, csv_records
 
     class Capped(io.RawIOBase):
         """The file's bytes, counted as they are read: over either bound, the table is refused."""
@@ -185,7 +197,8 @@ def _split_table(path: Path) -> Iterator[dict]:
 
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as raw:
-            handle = io.TextIOWrapper(io.BufferedReader(Capped(raw)), encoding="utf-8", newline="")
+            buffered = io.BufferedReader(Capped(raw))
+            handle = io.TextIOWrapper(buffered, encoding="utf-8", newline=csv_newline(buffered.peek(1 << 16)))
             yield from csv_records(BoundedLines(handle, path.name), ",")
     except (OSError, EOFError, zlib.error) as error:
         raise AnnotationError(f"{path.name}: not a readable split table ({type(error).__name__}: {error})") from None

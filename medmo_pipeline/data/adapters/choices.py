@@ -5,22 +5,27 @@ letters), and the question lists the options as ``A. ...``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Literal
 
+from medmo_pipeline.data.characters import SPACE, stripped
 from medmo_pipeline.data.outcomes import RowError
 
 LETTERS = "ABCDEFGHIJ"
 AnswerFormat = Literal["text", "letter", "index", "auto"]
-_PREFIX = re.compile(r"^\s*\(?([A-J])\s*[:.)]\s*")
-_LETTER = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*(?:$|[:.)]|\s+-)")  # a letter alone, or before its option text
+# Spaces as ``characters.stripped`` takes them: a control code beside a letter is no space to drop
+_PREFIX = re.compile(rf"^{SPACE}*\(?([A-J]){SPACE}*[:.)]{SPACE}*")
+# A letter alone, or before its option text; an option key (a letter or a number) the same way
+_LETTER = re.compile(rf"^{SPACE}*\(?([A-Ja-j])\)?{SPACE}*(?:$|[:.)]|{SPACE}+-)")
+_KEY = re.compile(rf"^{SPACE}*\(?([A-Za-z]|[0-9]+)\)?{SPACE}*(?:$|[:.)]|{SPACE}+-)")
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
     """The question followed by its options as ``A. ...`` lines; an empty question raises
     RowError('missing_question'): its options alone ask nothing."""
-    if not question.strip():
+    if not stripped(question):
         raise RowError("missing_question", "the question is empty: only its options are there")
     lines = [question, *(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))]
     return "\n".join([*lines, "Answer with the option letter."])
@@ -37,19 +42,34 @@ def unprefixed(choices: Sequence[str]) -> list[str]:
     for position, choice in enumerate(choices):
         match = _PREFIX.match(choice)
         own = match is not None and match.group(1) == LETTERS[position] and match.end() < len(choice)
-        out.append(choice[match.end():].strip() if own else choice.strip())
+        out.append(stripped(choice[match.end():] if own else choice))
     return out
 
 
-def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, index_base: int = 0) -> str:
+def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, index_base: int = 0,
+                   keys: Sequence | None = None, what: str = "answer") -> str:
     """The gold option as a letter; '' when it names no option (curation then quarantines the row).
+    ``keys`` are the publisher's names of the options, in order (an options dict's keys): a letter
+    or auto answer names the option of that key, wherever it now stands. An index answer must be a
+    whole number: RowError('bad_number') naming ``what`` otherwise.
 
     >>> resolve_answer("2", ["a", "b", "c"], "index", index_base=1)
     'B'
     >>> resolve_answer("c", ["a", "b", "c"], "text")
     'C'
+    >>> resolve_answer("C", ["Aspirin", "Heparin", "Warfarin"], "letter", keys=["B", "C", "D"])
+    'B'
     """
-    answer = answer.strip()
+    answer = stripped(answer)
+    if keys is not None and answer_format in ("letter", "auto"):
+        position = _keyed_position(answer, keys, what)
+        if position is not None:
+            return LETTERS[position]
+        if any(len(name) == 1 and name.isalpha() for name in map(_folded, keys)):  # letter keys, none named
+            if answer_format == "letter":
+                return ""
+            answer_format = "text"
+        # keys of numbers ("1".."10"): a letter answer counts the options in key order, as for a list
     if answer_format == "auto":  # a letter ("B", "B:", "B: text") if it names an option, else the option text
         match = _PREFIX.match(answer)
         letter = match.group(1) if match else answer.upper() if len(answer) == 1 else ""
@@ -61,10 +81,42 @@ def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, i
         letter = match.group(1).upper() if match else ""
         return letter if letter and LETTERS.find(letter) in range(len(choices)) else ""
     if answer_format == "index":
-        try:
-            position = int(float(answer)) - index_base
-        except ValueError:
+        if not answer:
             return ""
+        position = _whole_number(answer, what) - index_base
         return LETTERS[position] if 0 <= position < len(choices) else ""
-    folded = [choice.strip().casefold() for choice in choices]
+    folded = [stripped(choice).casefold() for choice in choices]
     return LETTERS[folded.index(answer.casefold())] if answer.casefold() in folded else ""
+
+
+def _keyed_position(answer: str, keys: Sequence, what: str) -> int | None:
+    """The position of the option whose key ``answer`` names ("C", "(c)", "C: Heparin", "3", the
+    key itself), or None. Two keys alike but for case and spaces ("A" and "a") leave any answer
+    ambiguous: RowError('malformed_record')."""
+    folded = [_folded(key) for key in keys]
+    if len(set(folded)) < len(folded):
+        alike = [key for key, name in zip(keys, folded) if folded.count(name) > 1]
+        raise RowError("malformed_record", f"option keys {alike!r} are one key but for case or spaces: "
+                                           f"{what} {answer!r} is ambiguous")
+    match = _KEY.match(answer)
+    for named in (answer, match.group(1) if match else ""):
+        if named and _folded(named) in folded:
+            return folded.index(_folded(named))
+    return None
+
+
+def _folded(key) -> str:
+    """An option key as answers name it: case and spaces aside."""
+    return "".join(str(key).split()).casefold()
+
+
+def _whole_number(answer: str, what: str) -> int:
+    """An index answer as a number ("2", "2.0"); 1.9, -0.5, inf and "x" raise RowError('bad_number'):
+    cut to a whole number, they would name an option the publisher did not."""
+    try:
+        value = float(answer)
+    except ValueError:
+        raise RowError("bad_number", f"{what} {answer!r} is not a number") from None
+    if not (math.isfinite(value) and value.is_integer()):
+        raise RowError("bad_number", f"{what} {answer!r} is not a whole number: it names no option")
+    return int(value)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medmo_pipeline.data.annotations import UnreadableRecord, json_items
+from medmo_pipeline.data.characters import stripped
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
@@ -33,8 +34,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         for _, category in json_items(path, options.file, "categories", required=False):
             if isinstance(category, UnreadableRecord):  # every label depends on the categories
                 raise ValueError(category.problem)
-            if isinstance(category.get("name"), str) and category["name"].strip():  # else: no label of its
-                names[_key(category["id"])] = category["name"].strip()  # annotations are quarantined
+            if isinstance(category.get("name"), str) and stripped(category["name"]):  # else: no label of its
+                names[_key(category["id"])] = stripped(category["name"])  # annotations are quarantined
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.file} is not a readable COCO file ({error})") from None
     boxes: dict = {}
@@ -81,9 +82,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
 def _key(value) -> str:
     """An image or category id as the key annotations and images meet on (0 and "0" are one id);
     RowError('missing_field') for none."""
-    if value is None or isinstance(value, (dict, list, bool)) or not str(value).strip():
+    if value is None or isinstance(value, (dict, list, bool)) or not stripped(str(value)):
         raise RowError("missing_field", f"id {value!r} is not an id")
-    return str(value).strip()
+    return stripped(str(value))  # an image id goes into its rows' ids: stripped as curation strips them
 
 
 def _flag(value) -> bool:

@@ -30,6 +30,7 @@ from medmo_pipeline.data.annotations import (
     UnreadableRecord,
     json_items,
 )
+from medmo_pipeline.data.characters import STRIPPED, stripped
 from medmo_pipeline.data.image_limits import check_image_bytes, limits_in_force, read_image_file
 from medmo_pipeline.data.images import ImageError, content_format, dicom_entry, image_entry, png16_entry
 from medmo_pipeline.data.outcomes import (
@@ -386,7 +387,7 @@ def as_list(value: Any, separator: str = "") -> list:
     if isinstance(value, (list, tuple)):
         return list(value)
     if separator and isinstance(value, str):
-        return [part.strip() for part in value.split(separator) if part.strip()]
+        return [part for piece in value.split(separator) if (part := stripped(piece))]
     return [value]
 
 
@@ -395,23 +396,24 @@ def strip_image_tokens(text: str) -> str:
     Each placeholder and the whitespace around it becomes one space, by splitting: a pattern with
     leading ``\s*`` retries from every character of a long whitespace run (40,000 spaces: 2 s)."""
     if IMAGE_TOKEN not in text:
-        return text.strip()
+        return stripped(text)
     pieces = text.split(IMAGE_TOKEN)
-    inner = [piece.strip() for piece in pieces[1:-1]]
-    return " ".join([pieces[0].rstrip(), *inner, pieces[-1].lstrip()]).strip()
+    inner = [stripped(piece) for piece in pieces[1:-1]]
+    return stripped(" ".join([pieces[0].rstrip(STRIPPED), *inner, pieces[-1].lstrip(STRIPPED)]))
 
 
 def text(value: Any) -> str:
     """A record field as stripped text ('' for missing/NaN; a number as written); a list, an
     object or bytes where text belongs raise RowError('malformed_record'): their Python spelling
-    ("{'x': 1}") is no text to train on."""
+    ("{'x': 1}") is no text to train on. Stripped as curation strips (``characters.stripped``): a
+    control code at its edge stays, for curation to quarantine."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, (dict, list, tuple, set, bytes, bytearray, bool)):  # bool: JSON's true is no "True"
         raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):  # 1e999 or Infinity in a JSON file: no "inf"
         raise RowError("bad_number", f"{value} where text belongs")
-    return str(value).strip()
+    return stripped(str(value))
 
 
 def shown(value: Any, limit: int = 80) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from medmo_pipeline.data.characters import stripped
 from medmo_pipeline.data.image_limits import limits_in_force
 from medmo_pipeline.data.images import inspect_image
 from medmo_pipeline.data.outcomes import RowError
@@ -33,7 +34,7 @@ def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[st
         raise RowError("image_undecodable", f"{name}: its size is unreadable")
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
     for label, *box in labelled_boxes:
-        if not (name := str(label).strip()):  # the question would name nothing to locate
+        if not (name := stripped(str(label))):  # the question would name nothing to locate
             raise RowError("missing_field", f"a box without a label: {box}")
         by_label.setdefault(name, []).append(coordinates(box))
     for label, boxes in sorted(by_label.items()):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from medmo_pipeline.data.characters import stripped
 from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 
@@ -71,9 +72,9 @@ def folder_label(relative: str) -> str:
     ImageFolder reads it (an image in folders below its class keeps that class). An image outside
     any folder, or in a hidden one (``.ipynb_checkpoints``), has none: RowError('missing_field')."""
     folder, _, rest = relative.partition("/")
-    if not rest or not folder.strip() or folder.startswith("."):
+    if not rest or not stripped(folder) or folder.startswith("."):
         raise RowError("missing_field", f"{relative} is not in a class folder under the image folder")
-    return folder.replace("_", " ").strip()
+    return stripped(folder.replace("_", " "))
 
 
 iter_samples = rows_only(iter_outcomes)

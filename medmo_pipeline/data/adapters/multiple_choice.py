@@ -35,9 +35,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     def convert(index: int, record: dict) -> list[dict]:
-        choices = _choices(record, options)
+        choices, keys = _choices(record, options)
         letter = resolve_answer(text(record.get(options.answer_field)), choices, options.answer_format,
-                                index_base=options.index_base)
+                                index_base=options.index_base, keys=keys, what=options.answer_field)
         question = text(record.get(options.question_field))
         if not question:  # a context and options ask nothing without it
             raise RowError("missing_question", f"{options.question_field} is empty")
@@ -49,19 +49,22 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     yield from guarded(limited(read_records(root, options), options), options.file, convert)
 
 
-def _choices(record: dict, options: Options) -> list[str]:
+def _choices(record: dict, options: Options) -> tuple[list[str], list | None]:
+    """The option texts in order, and the publisher's keys of them when the options are a dict: the
+    options are lettered anew from A, and the answer names a key ("C" of options keyed B..E)."""
     if options.fixed_choices:
-        return list(options.fixed_choices)
+        return list(options.fixed_choices), None
     if options.option_fields:
-        return unprefixed([text(record.get(field)) for field in options.option_fields])
+        return unprefixed([text(record.get(field)) for field in options.option_fields]), None
     value = record.get(options.options_field)
     if isinstance(value, str) and value.strip().startswith(("{", "[")):  # a JSON column of a CSV export
         value = json.loads(value)
     if isinstance(value, dict):
-        return unprefixed([text(value[key]) for key in sorted(value, key=_option_order)])
+        keys = sorted(value, key=_option_order)
+        return unprefixed([text(value[key]) for key in keys]), keys
     if not isinstance(value, (list, tuple)) and value is not None:
         raise RowError("malformed_record", f"{options.options_field} is {type(value).__name__}")
-    return unprefixed([text(item) for item in value or []])
+    return unprefixed([text(item) for item in value or []]), None
 
 
 def _option_order(key) -> tuple:

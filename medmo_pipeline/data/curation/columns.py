@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medmo_pipeline.data.curation.rules import ASCII_STRIPPED, CONTROL_CHARACTERS
+from medmo_pipeline.data.characters import ASCII_STRIPPED, CONTROL_CHARACTERS
 
 UNIT, RECORD = "\x1f", "\x1e"  # separators of joined texts
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import regex
 
+from medmo_pipeline.data.characters import ASCII_STRIPPED, CONTROL_CHARACTERS, INVISIBLE, stripped
 from medmo_pipeline.data.images import ImageError, ImageLimits, InspectCache, extension_contradicts
 from medmo_pipeline.data.outcomes import ROW_REASONS
 from medmo_pipeline.schema.rows import SPLITS, TASKS, TASKS_WITH_IMAGES
@@ -87,9 +88,10 @@ class Rejected(ValueError):
 # Neither a word character nor a combining mark: Python's \w leaves marks out, and Arabic كَتَبَ and
 # كُتُب ("he wrote", "books") became one question key
 _NON_WORD = regex.compile(r"[^\w\p{M}]+")
-# C0 (but tab and line breaks), DEL and C1 codes, and Unicode's noncharacters (never text)
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
 _IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
+# What is stripped around a text and what counts as a control code come from ``characters``: the
+# adapters strip record text by the same set, so a control code at a field's edge reaches these checks
+_DELETE_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE))
 
 
 def clean_text(value, what: str) -> str:
@@ -110,25 +112,7 @@ def clean_text(value, what: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates from a lossy decode upstream
         raise Rejected("invalid_utf8", f"{what}: {error}") from None
-    return _without_controls(_stripped(unicodedata.normalize("NFC", value)), what)
-
-
-# Characters that show nothing: zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen,
-# the bidirectional marks, embeddings, overrides and isolates, the Mongolian vowel separator, the
-# combining grapheme joiner and the Hangul and braille blanks. An answer of them alone says nothing.
-INVISIBLE = ("\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e"
-             "\u2066\u2067\u2068\u2069\u180e\u034f\u115f\u1160\u3164\uffa0\u2800")
-# What is stripped around a text: whitespace (what ``str.strip`` takes, but the control codes among
-# it, which are quarantined wherever they are) and the invisible characters, in any mix, in one pass
-_STRIPPED = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and not CONTROL_CHARACTERS.match(c)) + INVISIBLE
-ASCII_STRIPPED = "".join(c for c in _STRIPPED if c.isascii())  # space, tab, CR, LF
-_DELETE_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE))
-
-
-def _stripped(text: str) -> str:
-    """``text`` without the whitespace and invisible characters around it (``str.strip`` keeps the
-    latter: an answer of zero-width spaces would pass as given)."""
-    return text.strip(_STRIPPED)
+    return _without_controls(stripped(unicodedata.normalize("NFC", value)), what)
 
 
 def without_invisible(text: str) -> str:

@@ -64,7 +64,9 @@ _ANSWER_PREFIX = re.compile(
 )
 _ARTICLES = frozenset({"a", "an", "the"})
 _NON_WORD = re.compile(r"[^\w\s]|_")
-_HEDGED_YES_NO = re.compile(r"(yes|no)\b\W*(?:/|\bor\b|\band\b)\W*(yes|no)\b", re.IGNORECASE)
+# "yes / no", "yes or no": the run before a "/" holds no "/", so no two repetitions overlap and a
+# long run of "/" is read in linear time (two \W* on either side of "/" backtracked quadratically)
+_HEDGED_YES_NO = re.compile(r"(yes|no)\b(?:[^\w/]*/|\W*\b(?:or|and)\b)\W*(yes|no)\b", re.IGNORECASE)
 
 _LETTER_ALONE = re.compile(r"[(\[]?([A-Za-z])[)\]]?[.:,;!]?")
 # A lower-case letter followed by text must be bracketed ("a. pneumonia" could be prose), and "." or

@@ -32,7 +32,7 @@ from medmo_pipeline.answers import answer_text
 from medmo_pipeline.data.benchmarks.gold import check_grounding_gold
 from medmo_pipeline.evaluation import metrics as M
 from medmo_pipeline.schema import boxes as box_scale
-from medmo_pipeline.schema.box_text import parse_boxes
+from medmo_pipeline.schema.box_text import MAX_REPLY_BOXES, parse_boxes
 
 CIDER_TASKS = ("report", "caption")
 ROUGE_TASKS = ("report", "caption", "instruction")
@@ -82,8 +82,10 @@ def gt_boxes(row: dict) -> list[tuple[float, float, float, float]]:
 
 def predicted_boxes(row: dict, prediction: str) -> list[tuple[float, float, float, float]]:
     width, height = row["images"][0]["width"], row["images"][0]["height"]
-    # the answer, as the box reward reads it: a box tried and dropped in <think> is no prediction
-    return [box_scale.relative_to_pixels(b, width, height) for b in parse_boxes(answer_text(prediction))]
+    # the answer, as the box reward reads it: a box tried and dropped in <think> is no prediction; read
+    # no further than the metrics score (more than MAX_REPLY_BOXES is a malformed reply)
+    return [box_scale.relative_to_pixels(b, width, height)
+            for b in parse_boxes(answer_text(prediction), limit=MAX_REPLY_BOXES + 1)]
 
 
 def constant_box_baseline(rows: list[dict]) -> M.MetricResult:

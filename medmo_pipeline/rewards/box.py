@@ -12,10 +12,13 @@ image, or any frame as long as ``image_size`` is given in the same one):
   appendix does not; the appendix form is the default)
 
 Edge cases: G = 0 -> 0.5 (neutral); P = 0 -> clip01(0 - penalty), 0 with the default lambdas.
+More than ``MAX_REPLY_BOXES`` predictions (``schema.box_text``) is a malformed reply, scored as
+P = 0, so 0: the matching costs memory P x G, and no real answer lists that many boxes.
 
 Note a property of the paper's formula: while P < G an extra prediction fills an unmatched ground
 truth and earns a positive pair score even when it overlaps nothing, so a spurious box only lowers
-the reward once P >= G (and then only through ``lambda_fp``).
+the reward once P >= G (and then only through ``lambda_fp``: with the default 0 spurious boxes are
+free, up to ``MAX_REPLY_BOXES``, past which the reply scores 0).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from medmo_pipeline.schema.box_text import MAX_REPLY_BOXES
 
 L1_WEIGHT = 5.0
 GIOU_WEIGHT = 2.0
@@ -46,8 +51,9 @@ def box_reward(
     paper: the maximum x2 / y2 of the ground truth, else of the predictions, else 1.
 
     Invalid predicted boxes (not four numbers, NaN/inf, x2 <= x1 or y2 <= y1) are dropped before
-    matching: they count neither as matches nor as false positives. Invalid ground truth raises
-    ValueError, since that is a data error rather than a model error.
+    matching: they count neither as matches nor as false positives. More than ``MAX_REPLY_BOXES``
+    predictions (valid or not) read as none. Invalid ground truth raises ValueError, since that is
+    a data error rather than a model error.
 
     >>> box_reward([(0, 0, 10, 10)], [(0, 0, 10, 10)])
     1.0
@@ -62,6 +68,8 @@ def box_reward(
     if not _valid_mask(gt).all():
         raise ValueError(f"ground-truth boxes must be finite XYXY with x2 > x1 and y2 > y1: {gt.tolist()}")
     pred = _box_array(predicted)
+    if len(pred) > MAX_REPLY_BOXES:  # a malformed reply: scored as one without boxes
+        pred = pred[:0]
     pred = pred[_valid_mask(pred)]
     n_gt, n_pred = len(gt), len(pred)
     if n_gt == 0:

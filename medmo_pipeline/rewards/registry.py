@@ -30,7 +30,7 @@ from medmo_pipeline.reply_format import TAGS
 from medmo_pipeline.rewards.box import box_reward
 from medmo_pipeline.rewards.labels import extract_answer, label_match, normalize_answer, tag_count_score
 from medmo_pipeline.safe_yaml import refuse_yes_or_no
-from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
+from medmo_pipeline.schema.box_text import MAX_REPLY_BOXES, parse_boxes, parse_labeled_boxes
 from medmo_pipeline.schema.boxes import relative_to_pixels
 
 GROUNDING_TASKS = frozenset({"grounding"})
@@ -94,7 +94,8 @@ def box(
     the L1 term: ``image_size`` (the row's image) or ``ground_truth_extent`` (inferred from the gold
     boxes' extents, as the paper does). A row with no gold box is None, never the formula's neutral
     0.5 (the RL job keeps such rows out and counts them); a gold box without an image size is a
-    ValueError. Box labels are scored by ``label_accuracy``.
+    ValueError. Box labels are scored by ``label_accuracy``. A reply of more than ``MAX_REPLY_BOXES``
+    boxes scores 0 (see :mod:`medmo_pipeline.rewards.box`); reading stops just past that many.
 
     >>> box(
     ...     [None, None],
@@ -119,7 +120,7 @@ def box(
             raise ValueError(f"grounding row without an image size ({width}x{height}): cannot place boxes")
         predicted = [
             relative_to_pixels(relative, width, height)
-            for relative in parse_boxes(extract_answer(completion_text(completion)))
+            for relative in parse_boxes(extract_answer(completion_text(completion)), MAX_REPLY_BOXES + 1)
         ]
         truth = [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in row_boxes]
         rewards.append(
@@ -187,14 +188,18 @@ def gold_box_labels(boxes: Sequence[Mapping[str, Any]] | None) -> set[str]:
 
 
 def box_labels_match(reply: str, gold_labels: set[str]) -> bool:
-    """Whether the labels of the boxes in the reply's answer are exactly ``gold_labels`` (normalised).
+    """Whether the labels of the boxes in the reply's answer are exactly ``gold_labels`` (normalised);
+    never for a reply of more than ``MAX_REPLY_BOXES`` boxes, malformed as for the box reward.
 
     >>> box_labels_match("<answer>Nodule <box>[[1, 2, 3, 4]]</box></answer>", {"nodule"})
     True
     >>> box_labels_match("<answer>cell <box>[[1, 2, 3, 4]]</box></answer>", {"nodule"})
     False
     """
-    found = {normalize_answer(label) for label, _ in parse_labeled_boxes(extract_answer(reply))}
+    labeled = parse_labeled_boxes(extract_answer(reply), MAX_REPLY_BOXES + 1)
+    if len(labeled) > MAX_REPLY_BOXES:
+        return False
+    found = {normalize_answer(label) for label, _ in labeled}
     return bool(found) and found == gold_labels
 
 
@@ -233,6 +238,15 @@ def soft_overlong(
     return get_soft_overlong_punishment(max_completion_len, soft_punish_cache)(completion_ids)
 
 
+def _box_problem(params: Mapping[str, Any]) -> str | None:
+    """Why the box reward cannot use these penalty weights (``box_reward`` would refuse them at the
+    first RL step): a negative one would reward missed or spurious boxes."""
+    for key in ("lambda_fn", "lambda_fp"):
+        if params.get(key, 0.0) < 0:
+            return f"parameter {key!r} is {params[key]}: a penalty weight must be >= 0"
+    return None
+
+
 def _overlong_problem(max_completion_len: int, soft_punish_cache: int) -> str | None:
     """Why DAPO's overlong punishment cannot use these lengths: the punished stretch lies within
     the completion length, neither negative (a 10-token reply would be punished)."""
@@ -257,7 +271,7 @@ class RewardDefinition:
 
 
 REWARDS: dict[str, RewardDefinition] = {
-    "box": RewardDefinition(box, ("squared", "lambda_fn", "lambda_fp", "normalise_by")),
+    "box": RewardDefinition(box, ("squared", "lambda_fn", "lambda_fp", "normalise_by"), _box_problem),
     "label_accuracy": RewardDefinition(label_accuracy, ("box_labels",)),
     "tag_count": RewardDefinition(tag_count),
     "soft_overlong": RewardDefinition(soft_overlong, ("max_completion_len", "soft_punish_cache"),
@@ -346,12 +360,11 @@ def _typed(reward: str, key: str, annotation: Any, value: Any) -> Any:
 
 
 def _content_text(content: Any) -> str:
+    """A message's text: its content string, or its text parts joined; a part whose text is not a
+    string (None, a list) holds no text, so a broken reply scores as an empty one."""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        return "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, Mapping) and part.get("type") == "text"
-        )
+        texts = (part.get("text") for part in content if isinstance(part, Mapping) and part.get("type") == "text")
+        return "".join(text for text in texts if isinstance(text, str))
     return ""

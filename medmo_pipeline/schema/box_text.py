@@ -16,7 +16,12 @@ prose next to a MedMO answer are not mistaken for predictions. Coordinates come 
 (Qwen3-VL writes the 0-1000 scale; converting to pixels is :mod:`medmo_pipeline.schema.boxes`' job).
 
 The parser never raises and runs in linear time: it uses ``str.find`` scans and regexes whose
-repeated parts cannot overlap, so no input makes them backtrack catastrophically.
+repeated parts cannot overlap, so no input makes them backtrack catastrophically. It reads lazily:
+with a ``limit`` it stops after that many boxes, so a reply of millions of boxes costs little memory.
+
+A reply is scored with at most :data:`MAX_REPLY_BOXES` boxes (the box reward and the grounding
+metrics read a reply with more as malformed); scorers parse with ``limit=MAX_REPLY_BOXES + 1`` to
+tell such a reply apart without reading all of it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from itertools import chain, islice
 
 Box = tuple[float, float, float, float]
 
@@ -41,10 +48,16 @@ _CLAUSE_SEPARATORS = re.compile(r"[\n:;]")
 _QWEN2_BOX = re.compile(r"<\|box_start\|>\s*\(([^()<>]*)\)\s*,\s*\(([^()<>]*)\)\s*<\|box_(?:end|start)\|>")
 _QWEN2_REF = re.compile(r"<\|object_ref_(?:start|end)\|>")
 MAX_LABEL_CHARS = 200
+# The most boxes a reply is scored with. Replies are cut at about a thousand tokens
+# (rl.grpo.max_completion_length, evaluation.max_new_tokens) and a box takes over ten, so no real
+# answer lists thousands (a gold row lists a handful); matching P predicted boxes against G gold
+# ones costs memory P x G, so a reply with more is malformed.
+MAX_REPLY_BOXES = 1000
 
 
-def parse_boxes(text: str) -> list[Box]:
-    """All valid XYXY boxes in ``text``, in order; malformed or degenerate entries are skipped.
+def parse_boxes(text: str, limit: int | None = None) -> list[Box]:
+    """All valid XYXY boxes in ``text`` (the first ``limit`` of them), in order; malformed or
+    degenerate entries are skipped.
 
     >>> parse_boxes("Fractures <box>[[156, 516, 231, 607], [240, 529, 296, 581]]</box>")
     [(156.0, 516.0, 231.0, 607.0), (240.0, 529.0, 296.0, 581.0)]
@@ -53,11 +66,12 @@ def parse_boxes(text: str) -> list[Box]:
     >>> parse_boxes("no boxes [1, 2] here")
     []
     """
-    return [box for _, box in parse_labeled_boxes(text)]
+    return [box for _, box in parse_labeled_boxes(text, limit)]
 
 
-def parse_labeled_boxes(text: str) -> list[tuple[str, Box]]:
-    """(label, box) pairs in ``text``; the label is "" where the form carries none.
+def parse_labeled_boxes(text: str, limit: int | None = None) -> list[tuple[str, Box]]:
+    """(label, box) pairs in ``text`` (the first ``limit`` of them); the label is "" where the form
+    carries none.
 
     >>> parse_labeled_boxes("Effusion <box>[[1, 2, 30, 40]]</box>\\nNodule <box>[[5, 6, 7, 8]]</box>")
     [('Effusion', (1.0, 2.0, 30.0, 40.0)), ('Nodule', (5.0, 6.0, 7.0, 8.0))]
@@ -68,10 +82,18 @@ def parse_labeled_boxes(text: str) -> list[tuple[str, Box]]:
         return []
     if "<|box_start|>" in text:
         text = _qwen2_boxes_as_medmo(text)
+    return list(islice(_labeled_boxes(text), limit))
+
+
+def _labeled_boxes(text: str) -> Iterator[tuple[str, Box]]:
     groups = _box_groups(text)
-    if groups:
-        return [(label, box) for label, start, end in groups for box in _boxes_in(text, start, end)]
-    return _boxes_with_json_labels(text)
+    first = next(groups, None)
+    if first is None:
+        yield from _boxes_with_json_labels(text)
+        return
+    for label, start, end in chain([first], groups):
+        for box in _boxes_in(text, start, end):
+            yield label, box
 
 
 def _qwen2_boxes_as_medmo(text: str) -> str:
@@ -85,9 +107,8 @@ def _qwen2_boxes_as_medmo(text: str) -> str:
     return _QWEN2_REF.sub("\n", text)
 
 
-def _box_groups(text: str) -> list[tuple[str, int, int]]:
+def _box_groups(text: str) -> Iterator[tuple[str, int, int]]:
     """(label, content start, content end) of each complete ``<box>...</box>`` group."""
-    groups = []
     position = 0
     while True:
         open_at = text.find(BOX_OPEN, position)
@@ -96,9 +117,8 @@ def _box_groups(text: str) -> list[tuple[str, int, int]]:
         close_at = text.find(BOX_CLOSE, open_at)
         if close_at < 0:
             break
-        groups.append((_label_before(text, position, open_at), open_at + len(BOX_OPEN), close_at))
+        yield _label_before(text, position, open_at), open_at + len(BOX_OPEN), close_at
         position = close_at + len(BOX_CLOSE)
-    return groups
 
 
 def _label_before(text: str, start: int, end: int) -> str:
@@ -114,29 +134,27 @@ def _label_before(text: str, start: int, end: int) -> str:
     return ""
 
 
-def _boxes_in(text: str, start: int, end: int) -> list[Box]:
-    boxes = []
+def _boxes_in(text: str, start: int, end: int) -> Iterator[Box]:
     for match in _INNERMOST_LIST.finditer(text, start, end):
         box = _box_from_list(match.group(1))
         if box is not None:
-            boxes.append(box)
-    return boxes
+            yield box
 
 
-def _boxes_with_json_labels(text: str) -> list[tuple[str, Box]]:
+def _boxes_with_json_labels(text: str) -> Iterator[tuple[str, Box]]:
     """Boxes anywhere in ``text``, labelled by the ``"label"`` of the JSON object holding them."""
-    matches = list(_INNERMOST_LIST.finditer(text))
-    found = []
-    for index, match in enumerate(matches):
-        box = _box_from_list(match.group(1))
-        if box is None:
-            continue
-        # Search only between the neighbouring lists, so each character is looked at a bounded
-        # number of times however many boxes the text holds.
-        previous_end = matches[index - 1].end() if index else 0
-        next_start = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        found.append((_json_label(text, previous_end, match.start(), match.end(), next_start), box))
-    return found
+    # Each list is read knowing only its neighbours (one list ahead), so memory stays small.
+    previous_end, match = 0, None
+    for following in chain(_INNERMOST_LIST.finditer(text), [None]):
+        if match is not None:
+            box = _box_from_list(match.group(1))
+            if box is not None:
+                # Search only between the neighbouring lists, so each character is looked at a
+                # bounded number of times however many boxes the text holds.
+                next_start = following.start() if following is not None else len(text)
+                yield _json_label(text, previous_end, match.start(), match.end(), next_start), box
+            previous_end = match.end()
+        match = following
 
 
 def _json_label(text: str, previous_end: int, list_start: int, list_end: int, next_start: int) -> str:

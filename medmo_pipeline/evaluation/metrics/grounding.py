@@ -2,6 +2,11 @@
 
 Predictions on Qwen3-VL's 0-1000 scale must be converted first with
 ``medmo_pipeline.schema.boxes.relative_to_pixels``; this module never guesses the scale.
+
+A prediction of more than ``MAX_REPLY_BOXES`` boxes (``schema.box_text``) is a malformed reply, as
+for the RL box reward: it scores IoU 0 and counts as unparseable, and its boxes are never paired
+with the ground truth (that costs memory predictions x ground truth). Parse replies with
+``limit=MAX_REPLY_BOXES + 1`` to keep reading such a reply cheap.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from medmo_pipeline.evaluation.metrics.result import MetricResult, summarize
+from medmo_pipeline.schema.box_text import MAX_REPLY_BOXES
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -24,6 +30,17 @@ def _as_boxes(boxes: BoxList) -> np.ndarray:
     if array.size == 0:
         return np.zeros((0, 4))
     return array.reshape(-1, 4)
+
+
+def _scored_predictions(predicted: BoxList) -> np.ndarray:
+    """The predicted boxes a sample is scored with: none when there are more than ``MAX_REPLY_BOXES``."""
+    pred = _as_boxes(predicted)
+    return pred[:0] if _too_many_boxes(pred) else pred
+
+
+def _too_many_boxes(predicted: BoxList) -> bool:
+    """Whether a prediction lists more boxes than a reply is scored with (``MAX_REPLY_BOXES``)."""
+    return len(_as_boxes(predicted)) > MAX_REPLY_BOXES
 
 
 def box_iou(boxes_a: BoxList, boxes_b: BoxList) -> np.ndarray:
@@ -45,12 +62,13 @@ def box_iou(boxes_a: BoxList, boxes_b: BoxList) -> np.ndarray:
 
 
 def first_box_iou(predicted: BoxList, ground_truth: BoxList) -> float:
-    """IoU of the first predicted box with the first ground-truth box; 0 with no prediction.
+    """IoU of the first predicted box with the first ground-truth box; 0 with no prediction (or
+    more than ``MAX_REPLY_BOXES``).
 
     >>> first_box_iou([[0, 0, 10, 10], [50, 50, 60, 60]], [[0, 0, 10, 10]])
     1.0
     """
-    pred, gt = _as_boxes(predicted), _as_boxes(ground_truth)
+    pred, gt = _scored_predictions(predicted), _as_boxes(ground_truth)
     if len(gt) == 0:
         raise ValueError("a grounding sample needs at least one ground-truth box")
     return float(box_iou(pred[:1], gt[:1])[0, 0]) if len(pred) else 0.0
@@ -60,14 +78,14 @@ def matched_iou(predicted: BoxList, ground_truth: BoxList) -> float:
     """Mean IoU over the ground-truth boxes after one-to-one Hungarian matching on IoU.
 
     A ground-truth box left unmatched (fewer predictions) scores 0; surplus predictions are simply
-    unmatched, so they cannot raise the score.
+    unmatched, so they cannot raise the score. More than ``MAX_REPLY_BOXES`` predictions score 0.
 
     >>> matched_iou([[50, 50, 60, 60], [0, 0, 10, 10]], [[0, 0, 10, 10], [50, 50, 60, 60]])
     1.0
     >>> matched_iou([[0, 0, 10, 10]], [[0, 0, 10, 10], [50, 50, 60, 60]])
     0.5
     """
-    pred, gt = _as_boxes(predicted), _as_boxes(ground_truth)
+    pred, gt = _scored_predictions(predicted), _as_boxes(ground_truth)
     if len(gt) == 0:
         raise ValueError("a grounding sample needs at least one ground-truth box")
     iou = box_iou(gt, pred)
@@ -97,10 +115,13 @@ class GroundingScores:
         return [*self.first_box.results(), *self.matched.results()]
 
 
-def _variant(prefix: str, ious: np.ndarray, thresholds: Sequence[float], empty: int) -> GroundingVariant:
+def _variant(
+    prefix: str, ious: np.ndarray, thresholds: Sequence[float], empty: int, unparseable: int
+) -> GroundingVariant:
+    counts = {"empty": empty, "unparseable": unparseable}
     return GroundingVariant(
-        mean_iou=summarize(f"{prefix}_mean_iou", ious, empty=empty),
-        accuracy_at={t: summarize(f"{prefix}_acc@{t:g}", ious >= t, empty=empty) for t in thresholds},
+        mean_iou=summarize(f"{prefix}_mean_iou", ious, **counts),
+        accuracy_at={t: summarize(f"{prefix}_acc@{t:g}", ious >= t, **counts) for t in thresholds},
     )
 
 
@@ -113,7 +134,8 @@ def grounding_scores(
 
     A sample's accuracy is 1 when its IoU (first-box IoU, or matched mean over its ground-truth
     boxes) is at least the threshold. A sample with no predicted box scores IoU 0 and is counted
-    in ``empty``; it is never skipped.
+    in ``empty``; one with more than ``MAX_REPLY_BOXES`` scores IoU 0 and is counted in
+    ``unparseable``. No sample is skipped.
 
     >>> s = grounding_scores([[[0, 0, 10, 10]], []], [[[0, 0, 10, 5]], [[0, 0, 4, 4]]])
     >>> s.matched.mean_iou.value, s.matched.accuracy_at[0.5].value, s.matched.mean_iou.empty
@@ -123,9 +145,10 @@ def grounding_scores(
         raise ValueError(f"got {len(predicted_boxes_list)} predictions but {len(gt_boxes_list)} references")
     pairs = list(zip(predicted_boxes_list, gt_boxes_list))
     empty = sum(len(_as_boxes(pred)) == 0 for pred, _ in pairs)
+    unparseable = sum(_too_many_boxes(pred) for pred, _ in pairs)
     first = np.array([first_box_iou(pred, gt) for pred, gt in pairs])
     matched = np.array([matched_iou(pred, gt) for pred, gt in pairs])
     return GroundingScores(
-        first_box=_variant("grounding_first_box", first, thresholds, empty),
-        matched=_variant("grounding_matched", matched, thresholds, empty),
+        first_box=_variant("grounding_first_box", first, thresholds, empty, unparseable),
+        matched=_variant("grounding_matched", matched, thresholds, empty, unparseable),
     )

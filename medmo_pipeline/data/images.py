@@ -122,7 +122,8 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     ``MAX_TEXT_CHUNK`` each, ``MAX_TEXT_MEMORY`` together); the pixel stream inflated piece by piece
     to exactly the size the header declares, with valid row filters (``pixel_stream_fault``). A PNG
     carrying an orientation PIL may read (an eXIf chunk, within ``MAX_EXIF_BYTES``, or a text chunk
-    of ``ORIENTING_KEYWORDS``) is sized as the decoder turns it; ancillary chunks PIL refuses when
+    of ``ORIENTING_KEYWORDS``) is sized as the decoder turns it (decoded, as the decoder does, when
+    such a chunk follows the pixels: PIL reads it only then); ancillary chunks PIL refuses when
     short are held to its lengths (``PIL_LEAST_LENGTH``, tRNS), and an animated PNG is decoded by PIL.
     Raises ImageError: ``image_undecodable`` when the header cannot be read (as PIL's open would), a
     CRC fails or a stream does not inflate as declared, ``image_truncated`` when the data ends early.
@@ -139,6 +140,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
                                               f"{colour}, methods {compression}/{filtering}/{interlace}")
     check_pixels(width, height, limits)
     position, pixel_spans, text_bytes, chunks, orienting, animated = PNG_HEADER_END, [], 0, 1, False, False
+    late = False  # an orientation after the pixels: PIL reads it only as it decodes them
     pixels_ended, palette = False, colour != 3  # PIL reads the first run of IDATs; a palette image needs PLTE
     crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
@@ -170,10 +172,11 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             text_bytes += _text_chunk_size(kind, view[position + 8:stop - 4], position)
             if text_bytes > MAX_TEXT_MEMORY:
                 raise ImageError("image_undecodable", f"text chunks hold over {MAX_TEXT_MEMORY} bytes")
-            orienting = orienting or _keyword(view, position + 8, stop - 4) in ORIENTING_KEYWORDS
+            if _keyword(view, position + 8, stop - 4) in ORIENTING_KEYWORDS:
+                orienting, late = True, late or bool(pixel_spans)
         elif kind == EXIF_KIND:
             check_exif_size(length, f"PNG eXIf chunk at byte {position}")
-            orienting = True
+            orienting, late = True, late or bool(pixel_spans)
         elif kind in APNG_KINDS:
             animated = True
         elif (fault := _ancillary_fault(kind, length, colour)) is not None:
@@ -184,8 +187,8 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     fault = pixel_stream_fault(view, pixel_spans, width, height, depth, colour, interlace)
     if fault:
         raise ImageError("image_undecodable", f"pixel data: {fault}")
-    if animated:  # PIL's own checks of the frames, and its decode of the first
-        return _decode(data, limits)[:2]
+    if animated or late:  # PIL's checks of the frames and decode of the first; or, as the decoder does,
+        return _decode(data, limits)[:2]  # the pixels and the chunks after them read, then the orientation
     if orienting:  # an orientation PIL may read: the size as the decoder turns the image
         return _oriented(open_image(data, limits))
     return width, height
@@ -223,29 +226,37 @@ def _keyword(view: memoryview, start: int, stop: int) -> bytes:
 
 
 def _text_chunk_size(kind: bytes, body: memoryview, position: int) -> int:
-    """The bytes a text or ICC chunk holds once read (inflated where compressed); raises ImageError
-    beyond ``MAX_TEXT_CHUNK``, having inflated no more than that."""
+    """The bytes a text or ICC chunk holds once PIL reads it (inflated where PIL inflates it); raises
+    ImageError where PIL's reader fails on it: beyond ``MAX_TEXT_CHUNK`` (having inflated no more
+    than that), an iCCP chunk without a NUL-ended name and compression method 0, a zTXt chunk of
+    another method (PIL: "Unknown compression method")."""
+    where = f"{kind!r} chunk at byte {position}"
     if len(body) > MAX_TEXT_CHUNK:
-        raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: {len(body)} bytes "
-                                              f"> {MAX_TEXT_CHUNK}")
+        raise ImageError("image_undecodable", f"{where}: {len(body)} bytes > {MAX_TEXT_CHUNK}")
     raw = body.tobytes()
-    keyword_end = raw.find(b"\0")
-    if kind == b"tEXt" or keyword_end < 0:
+    name_end = raw.find(b"\0")
+    if kind == b"tEXt" or (name_end < 0 and kind != b"iCCP"):  # PIL: text without a NUL is a bare keyword
         return len(raw)
     if kind == b"iTXt":  # keyword \0 flag method language \0 translated keyword \0 text
-        if len(raw) <= keyword_end + 1 or not raw[keyword_end + 1]:
-            return len(raw)
-        start = raw.find(b"\0", raw.find(b"\0", keyword_end + 3) + 1) + 1
-    else:  # zTXt and iCCP: keyword \0 method, then the stream
-        start = keyword_end + 2
+        language_end = raw.find(b"\0", name_end + 3)
+        start = raw.find(b"\0", language_end + 1) + 1 if language_end >= 0 else 0
+        if not start or len(raw) < name_end + 3 or not raw[name_end + 1] or raw[name_end + 2]:
+            return len(raw)  # PIL inflates only a compressed (flag set) method-0 text after both NULs
+    else:  # zTXt and iCCP: name \0 method, then the stream. PIL needs method 0 in an iCCP chunk (reading
+        # the name's first byte as it when there is no NUL) and in a zTXt chunk that has a method byte
+        method = raw[name_end + 1:name_end + 2]
+        if method != b"\0" and (method or kind == b"iCCP"):
+            fault = ("no NUL after its name" if name_end < 0 else "no compression method" if not method
+                     else f"compression method {method[0]}, PIL reads only 0")
+            raise ImageError("image_undecodable", f"{where}: {fault}")
+        start = name_end + 2
     inflater = zlib.decompressobj()
-    try:
-        size = len(inflater.decompress(raw[start:], MAX_TEXT_CHUNK + 1))
+    try:  # as PIL's ``_safe_zlib_decompress``: at most MAX_TEXT_CHUNK bytes, refused if input is left
+        size = len(inflater.decompress(raw[start:], MAX_TEXT_CHUNK))
     except zlib.error as error:
-        raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position}: {error}") from None
-    if size > MAX_TEXT_CHUNK:
-        raise ImageError("image_undecodable", f"{kind!r} chunk at byte {position} inflates beyond "
-                                              f"{MAX_TEXT_CHUNK} bytes")
+        raise ImageError("image_undecodable", f"{where}: {error}") from None
+    if inflater.unconsumed_tail:
+        raise ImageError("image_undecodable", f"{where} inflates beyond {MAX_TEXT_CHUNK} bytes")
     return len(raw) + size
 
 
@@ -254,24 +265,22 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     """What is wrong with a PNG's pixel stream (the IDAT payloads at ``spans`` of ``view``), or ''.
 
     The stream must inflate to exactly the filtered size the header declares, and each scanline's
-    filter type be 0-4 (checked for non-interlaced images), as PIL's decoder needs. A stream of up
-    to ``WHOLE_INFLATE_LIMIT`` bytes is first inflated in one call by libdeflate (into a buffer of
-    the declared size, faster than zlib; see ``whole_stream_fault``); whatever that leaves (including
-    streams PIL would still read, such as one without its Adler-32) and larger streams are inflated
-    by zlib ``_INFLATE_PIECE`` bytes at a time, never past the declared size, so memory stays bounded.
+    filter type be 0-4 (an interlaced image's: each row of each Adam7 pass, ``adam7_passes``), as
+    PIL's decoder needs. A stream of up to ``WHOLE_INFLATE_LIMIT`` bytes is first inflated in one
+    call by libdeflate (into a buffer of the declared size, faster than zlib; see
+    ``whole_stream_fault``); whatever that leaves (including streams PIL would still read, such as
+    one without its Adler-32) and larger streams are inflated by zlib ``_INFLATE_PIECE`` bytes at a
+    time, never past the declared size, so memory stays bounded.
     """
     bits = depth * PNG_CHANNELS[colour]
     if interlace:
-        expected, stride = 0, 0
-        for x0, y0, dx, dy in _ADAM7:
-            columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
-            if columns > 0 and rows > 0:
-                expected += rows * (1 + -(-columns * bits // 8))
+        stride, passes = 0, adam7_passes(width, height, bits)
+        expected = passes[-1][1]
     else:
-        stride = 1 + -(-width * bits // 8)
+        stride, passes = 1 + -(-width * bits // 8), ()
         expected = height * stride
     if expected <= WHOLE_INFLATE_LIMIT:
-        fault = whole_stream_fault(view, spans, expected, stride)
+        fault = whole_stream_fault(view, spans, expected, stride, passes)
         if fault is not None:
             return fault
     inflater, produced = zlib.decompressobj(), 0
@@ -280,7 +289,8 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
             pending = view[low:high]
             while pending:
                 out = inflater.decompress(pending, min(_INFLATE_PIECE, expected - produced + 1))
-                if stride and out[(-produced) % stride::stride].translate(None, _FILTER_TYPES):
+                if (stride and out[(-produced) % stride::stride].translate(None, _FILTER_TYPES)
+                        or passes and _unknown_filter(out, produced, passes)):
                     return "a scanline with an unknown filter type"
                 produced += len(out)
                 if produced > expected:
@@ -295,11 +305,13 @@ def pixel_stream_fault(view: memoryview, spans: list[tuple[int, int]], width: in
     return ""
 
 
-def whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected: int, stride: int) -> str | None:
+def whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected: int, stride: int,
+                       passes: tuple[tuple[int, int, int], ...] = ()) -> str | None:
     """``pixel_stream_fault`` from one libdeflate call, or None where zlib's piecewise inflate must
     decide: a stream libdeflate does not accept (zlib accepts some of them, as PIL does, and names
     the fault of the others), or one whose header declares a window smaller than 32 KiB and than
-    the image (zlib holds only that window; libdeflate does not check distances against it)."""
+    the image (zlib holds only that window; libdeflate does not check distances against it). The
+    scanlines are ``stride`` bytes each, or for an interlaced image (``stride`` 0) ``adam7_passes``'."""
     stream = view[spans[0][0]:spans[0][1]] if len(spans) == 1 else b"".join(view[a:b] for a, b in spans)
     window_bits = stream[0] >> 4 if len(stream) else 0
     if window_bits != 7 and 1 << (window_bits + 8) < expected:
@@ -312,7 +324,36 @@ def whole_stream_fault(view: memoryview, spans: list[tuple[int, int]], expected:
         return None
     if stride and pixels[::stride].translate(None, _FILTER_TYPES):  # a byte left: not a filter type 0-4
         return "a scanline with an unknown filter type"
+    if passes and _unknown_filter(pixels, 0, passes):
+        return "a scanline with an unknown filter type"
     return ""
+
+
+def adam7_passes(width: int, height: int, bits: int) -> tuple[tuple[int, int, int], ...]:
+    """Where an interlaced image's rows lie in its inflated pixel stream: (start, stop, row bytes,
+    filter byte included) of each Adam7 pass that holds pixels (the decoder skips the empty ones),
+    for ``bits`` bits per pixel."""
+    passes, start = [], 0
+    for x0, y0, dx, dy in _ADAM7:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            row = 1 + -(-columns * bits // 8)
+            passes.append((start, start + rows * row, row))
+            start += rows * row
+    return tuple(passes)
+
+
+def _unknown_filter(piece: bytes, at: int, passes: tuple[tuple[int, int, int], ...]) -> bool:
+    """Whether ``piece``, the inflated stream's bytes from byte ``at`` on, holds a row's filter
+    byte (a row of one of ``passes``, from ``adam7_passes``) that is not a filter type 0-4."""
+    end = at + len(piece)
+    for start, stop, row in passes:
+        low, high = max(start, at), min(stop, end)
+        if low < high:
+            first = start + -(-(low - start) // row) * row  # its first row to start at ``low`` or later
+            if piece[first - at:high - at:row].translate(None, _FILTER_TYPES):
+                return True
+    return False
 
 
 def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:

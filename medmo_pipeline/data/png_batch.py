@@ -74,9 +74,9 @@ def check_pngs(images: pa.BinaryArray, limits: ImageLimits = ImageLimits()) -> t
     fields, limits and the chunk layout with numpy over the batch's one data buffer (the IHDR's
     CRC-32 once per distinct header), then per PNG the other chunks' CRC-32s (the usual empty IEND
     has a known CRC) and its pixel stream inflated by
-    ``pixel_stream_fault``. A PNG with text, ICC or EXIF chunks is left to ``inspect_image``. Only the
-    sizes of accepted PNGs are set (0 elsewhere: the bytes at a PNG's size fields mean nothing in
-    another format).
+    ``pixel_stream_fault``. A PNG with text, ICC or EXIF chunks, before or after its pixels (the walk
+    reads every chunk up to IEND), is left to ``inspect_image``. Only the sizes of accepted PNGs are
+    set (0 elsewhere: the bytes at a PNG's size fields mean nothing in another format).
     """
     _, ok, width, height = _checked(images, limits, hashing=False)
     return ok, width, height

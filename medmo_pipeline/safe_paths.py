@@ -11,8 +11,11 @@ file) is read with ``read_bounded``: a 2 GB file (a sparse one costs nothing on 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
+import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
@@ -69,9 +72,13 @@ def check_relative(text: str) -> None:
     _relative_parts(text, "path")
 
 
+def _inside(root_resolved: Path, real: Path) -> bool:
+    return real == root_resolved or root_resolved in real.parents
+
+
 def _check_inside(root_resolved: Path, path: Path, text: str) -> None:
     target = path.resolve()
-    if target != root_resolved and root_resolved not in target.parents:
+    if not _inside(root_resolved, target):
         raise UnsafePathError(f"path {text!r} resolves to {target}, outside the dataset root {root_resolved}")
 
 
@@ -93,11 +100,17 @@ def safe_join(root: Path, relative: str | Path) -> Path:
     return joined
 
 
-def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True) -> list[Path]:
-    """``base.glob(pattern)`` in name order, for a pattern read from a registry.
+def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True, root: Path | None = None) -> list[Path]:
+    """The paths under ``base`` matching ``pattern`` (a registry's, as ``Path.glob`` reads it), sorted.
+
+    Each component matches names whatever their case (``*.png`` finds ``x.PNG``, as adapters accept
+    suffixes in any case). ``**`` also walks symlinked folders whose real location is inside
+    ``root`` (the dataset root, ``base`` when not given: a large mirror is often spread over
+    folders), each real folder once, so a link back to an ancestor does not loop; a folder linked
+    outside is UnsafePathError naming it, and is never listed.
 
     The pattern must be relative without ``..`` (as for ``safe_join``), and a match whose real
-    location is outside ``base`` (a symlink pointing out of the mirror) is refused; with
+    location is outside ``root`` (a symlink pointing out of the mirror) is refused; with
     ``refuse_outside=False`` such matches are returned and the caller must ``safe_join`` each one
     before reading it (adapters do, so one symlink out quarantines one record, not the source).
 
@@ -105,9 +118,63 @@ def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True) -> list[
     Traceback (most recent call last):
     UnsafePathError: glob pattern '../*' climbs out of the dataset root with '..'
     """
-    _relative_parts(pattern, "glob pattern")
-    root_resolved = Path(base).resolve()
-    matches = sorted(Path(base).glob(pattern))
+    parts = _relative_parts(pattern, "glob pattern")
+    root_resolved = Path(root if root is not None else base).resolve()
+    matchers = [None if part == "**" else re.compile(fnmatch.translate(part.casefold())).match for part in parts]
+
+    def select(folder: Path, index: int) -> Iterator[Path]:
+        if index == len(matchers):
+            yield folder
+        elif matchers[index] is None:
+            for below in _folders_below(folder, Path(base), root_resolved):
+                yield from select(below, index + 1)
+        else:
+            last = index == len(matchers) - 1
+            for entry in _entries(folder):
+                if matchers[index](entry.name.casefold()) and (last or _is_dir(entry)):
+                    yield from select(Path(entry.path), index + 1)
+
+    matches = sorted(set(select(Path(base), 0)))  # '**/**' reaches a path twice
     for match in matches if refuse_outside else ():
         _check_inside(root_resolved, match, str(match.relative_to(base)))
     return matches
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """``folder``'s entries by name; none when it cannot be listed (as ``Path.glob`` skips it)."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop or one the caller may not follow: not a folder to descend
+        return False
+
+
+def _folders_below(start: Path, base: Path, root_resolved: Path) -> Iterator[Path]:
+    """``start`` and every folder below it, through symlinked folders inside ``root_resolved``,
+    each real folder once (by device and inode), in name order."""
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: Path, linked: bool) -> Iterator[Path]:
+        if linked:  # a link (or the start, reached through one) leading out is never listed
+            real = Path(os.path.realpath(folder))
+            if not _inside(root_resolved, real):
+                raise UnsafePathError(
+                    f"{folder.relative_to(base).as_posix()} is a symlinked folder leading outside the dataset root "
+                    f"{root_resolved} (to {real}); copy or bind-mount that folder inside the root to read it")
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in seen:  # a second link to it, or a link back to an ancestor
+            return
+        seen.add((info.st_dev, info.st_ino))
+        yield folder
+        for entry in _entries(folder):
+            if _is_dir(entry):
+                yield from walk(Path(entry.path), entry.is_symlink())
+
+    yield from walk(start, True)

@@ -139,7 +139,7 @@ def test_a_mirror_is_walked_in_the_order_of_its_sorted_paths_one_folder_at_a_tim
         if not (tmp_path / relative).exists():
             (tmp_path / relative).write_text(relative)
     (tmp_path / "a" / "link.png").symlink_to(tmp_path / "a.txt")  # a symlinked file: left out
-    (tmp_path / "b" / "loop").symlink_to(tmp_path)  # a symlinked folder: not followed
+    (tmp_path / "b" / "loop").symlink_to(tmp_path)  # a link back to the root: not walked again
     os.mkfifo(tmp_path / "b" / "pipe")  # not a regular file: left out
     expected = sorted(p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink())
     assert list(files_in_path_order(tmp_path)) == expected and len(expected) == 11

@@ -102,17 +102,36 @@ def _files_digest(directory: Path) -> tuple[str, str, int]:
 
 
 def files_in_path_order(directory: Path) -> Iterator[Path]:
-    """The regular files under ``directory`` (not through symlinks, nor symlinks themselves), in the
-    order ``sorted(directory.rglob("*"))`` gives, one directory listed at a time: sorting every path
-    of an 18.5M-file mirror first would hold gigabytes. A folder's entries are sorted by name and a
-    subfolder's files come where its name sorts, which is how paths compare part by part."""
-    with os.scandir(directory) as listing:
-        entries = sorted(listing, key=lambda entry: entry.name)
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            yield from files_in_path_order(Path(entry.path))
-        elif entry.is_file(follow_symlinks=False):
-            yield Path(entry.path)
+    """The regular files under ``directory`` (not symlinked files), in the order of their sorted
+    paths, one directory listed at a time: sorting every path of an 18.5M-file mirror first would
+    hold gigabytes. A folder's entries are sorted by name and a subfolder's files come where its
+    name sorts, which is how paths compare part by part.
+
+    A symlinked folder whose real location is inside ``directory`` is walked as the adapters' globs
+    walk it (a mirror spread over folders), each real folder once, so a link back to an ancestor
+    does not loop; one leading outside is not (the adapters refuse it)."""
+    root = Path(directory).resolve()
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: Path) -> Iterator[Path]:
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in seen:
+            return
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) or entry.is_symlink() and _folder_inside(entry.path, root):
+                yield from walk(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield Path(entry.path)
+
+    yield from walk(Path(directory))
+
+
+def _folder_inside(link: str, root: Path) -> bool:
+    real = Path(os.path.realpath(link))
+    return (real == root or root in real.parents) and real.is_dir()
 
 
 def _tree_digest(directory: Path, *, pattern: str) -> str:
@@ -185,7 +204,7 @@ def input_bytes(corpus: CorpusRecipe, source: str) -> int:
     from medmo_pipeline.data.registry import resolve_source
 
     directory = resolve_source(registry_entry(corpus, source), data_root(corpus))
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink())
+    return sum(path.stat().st_size for path in files_in_path_order(directory))  # the files the data version sees
 
 
 def image_limits(corpus: CorpusRecipe):

@@ -44,16 +44,21 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     base = safe_join(root, options.image_dir) if options.image_dir else Path(root)
     if not base.is_dir():
         raise SourceLayoutError(f"{options.image_dir or '.'} is missing under {root}")
-    files = [p for p in safe_glob(base, options.pattern, refuse_outside=False)
+    files = [p for p in safe_glob(base, options.pattern, refuse_outside=False, root=root)
              if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())]
 
+    def inside_root(relative: str) -> Path:
+        """``relative`` (under ``image_dir``) joined under the dataset root: a folder linked elsewhere
+        inside the root is read, a symlink out of the root is quarantined here."""
+        return safe_join(root, f"{options.image_dir.rstrip('/')}/{relative}" if options.image_dir else relative)
+
     def convert(relative: str, path: Path) -> list[dict]:
-        safe_join(base, relative)  # a symlink out of the root is quarantined here
+        inside_root(relative)
         entry = load_image(root, relative, options, png16_offset=options.png16_offset,
                            window=options.default_window)
         if options.text_from == "sidecar":
             sidecar_name = str(Path(relative).with_suffix(".txt"))
-            sidecar = safe_join(base, sidecar_name)  # a caption linked out of the root is quarantined too
+            sidecar = inside_root(sidecar_name)  # a caption linked out of the root is quarantined too
             if sidecar.exists() and not sidecar.is_file():  # a folder, a FIFO, a device: never read
                 raise RowError("unreadable_file", f"{sidecar_name} is not a regular file")
             label = text(record_file_text(sidecar, sidecar_name)) if sidecar.is_file() else ""

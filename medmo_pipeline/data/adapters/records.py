@@ -23,7 +23,7 @@ from medmo_pipeline.data.annotations import (
     json_line,
 )
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.safe_paths import safe_join
+from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 # A Parquet row group is decoded a page at a time, but one value fills its page: Hugging Face's
@@ -83,7 +83,7 @@ def iter_records(root: Path, file: str, fmt: RecordFormat = "auto", *, json_key:
     """
     if "*" in file:
         base = Path(root).resolve()
-        matches = sorted(base.glob(file))
+        matches = safe_glob(base, file, refuse_outside=False)  # each match is read through layout_path's guard
         if not matches:
             raise SourceLayoutError(f"no file matches {file!r} under {base}")
         for match in matches:

@@ -131,7 +131,7 @@ def _study_folders(root: Path, options: Options) -> Iterator[Study]:
     """MIMIC-CXR: each report ``sXXXXXXXX.txt`` with the images of the folder ``sXXXXXXXX/`` beside it
     (DICOM in mimic-cxr, JPG in mimic-cxr-jpg, whose reports are the same files)."""
     base = layout_path(root, options.image_dir, folder=True)
-    for report in safe_glob(base, options.reports_glob, refuse_outside=False):
+    for report in safe_glob(base, options.reports_glob, refuse_outside=False, root=root):
         study = report.with_suffix("")
         images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")
                         if p.suffix.lower() in options.image_suffixes) if study.is_dir() else []

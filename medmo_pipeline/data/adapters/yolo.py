@@ -72,8 +72,25 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         filtered = [RowFiltered("class", f"{label_file.stem}: {name}") for name in sorted(skipped)]
         return [*grounding_rows(label_file.stem, entry, labelled, options), *filtered]
 
-    records = ((f"{options.labels_dir}/{path.name}", path) for _, path in limited(iter(labels), options))
-    yield from guarded(records, options.labels_dir, convert)
+    def records() -> Iterator:
+        # Label files are the records; an image without one is YOLO's background image (no objects),
+        # counted as an empty label file is.
+        stems = {path.stem for path in labels}
+        background = [path for path in _images(root, options) if path.stem not in stems]
+        for _, path in limited(iter([*labels, *background]), options):
+            if path.stem in stems:
+                yield f"{options.labels_dir}/{path.name}", path
+            else:
+                yield 0, RowFiltered("no_row", f"{options.image_dir}/{path.name}: no {options.labels_dir}/"
+                                               f"{path.stem}.txt, a background image: nothing to train on")
+
+    yield from guarded(records(), options.labels_dir, convert)
+
+
+def _images(root: Path, options: Options) -> list[Path]:
+    """The layout's images; none when its image folder is missing (each record then says so)."""
+    images_dir = safe_join(root, options.image_dir)
+    return safe_glob(images_dir, f"*{options.image_suffix}", refuse_outside=False) if images_dir.is_dir() else []
 
 
 def _classes(root: Path, options: Options) -> list[str]:

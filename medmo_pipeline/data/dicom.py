@@ -3,15 +3,21 @@ frames) and refused over ``ImageLimits.max_pixels`` before the pixel data is dec
 file (the whole data set zlib-compressed) is inflated within ``ImageLimits.max_inflated_bytes``
 first, since pydicom would inflate it whole before reading even the header; a data set of more
 than ``ImageLimits.max_chunks`` elements, or encapsulated pixel data of more fragments, is refused
-before pydicom reads them; a multi-frame file decodes its middle frame only.
+before pydicom reads them; a multi-frame file decodes its middle frame only. A compressed frame is
+held to the size the data set declares before it is decoded: a JPEG's frame header, an RLE frame's
+segments (``_check_rle_frame``).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import threading
 import zlib
-from itertools import islice
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice, pairwise
 from typing import BinaryIO
 
 import numpy as np
@@ -27,6 +33,8 @@ from medmo_pipeline.data.image_limits import (
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 IMPLICIT_LITTLE, EXPLICIT_BIG = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 NATIVE = (IMPLICIT_LITTLE, "1.2.840.10008.1.2.1", EXPLICIT_BIG)  # pixel data stored as it is, uncompressed
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+_RLE_HEADER = 64  # an RLE frame's header: its segment count and 15 offsets, 32 bits each
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # (Float, Double Float) Pixel Data
 _META_START = 132  # 128-byte preamble + "DICM"
 _PIXEL_DATA, _UNDEFINED_LENGTH = 0x7FE00010, 0xFFFFFFFF
@@ -66,25 +74,55 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     # Pixel data beyond NumberOfFrames is not read as more frames: pydicom's default returned all of
     # them, and a 64 x 64 file of 976 frames came out 64 wide and 976 tall
     frame = {"index": frames // 2 if frames > 1 else None, "allow_excess_frames": False, "view_only": True}
-    try:
-        pixels = _native_frame(data, frame) if syntax in NATIVE else None
-        if pixels is not None:
-            dataset = header
-        else:  # compressed, or a native frame that could not be read so (reading it whole says why)
-            dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
-            dataset.buffer = None  # as the header's
-            _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
-            pixels = np.asarray(pixel_array(dataset, **frame))
-            for tag in _PIXEL_TAGS:  # decoded: the caller needs the data set's other elements only
-                dataset.pop(tag, None)
-    except ImageError:
-        raise
-    except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
-        raise decoder_error(error, f"{name}: {type(error).__name__}: {error}") from None
+    with _plugin_failures() as failures:
+        try:
+            pixels = _native_frame(data, frame) if syntax in NATIVE else None
+            if pixels is not None:
+                dataset = header
+            else:  # compressed, or a native frame that could not be read so (reading it whole says why)
+                dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
+                dataset.buffer = None  # as the header's
+                _check_compressed_frame(dataset, frames, (columns, rows), limits, name)
+                pixels = np.asarray(pixel_array(dataset, **frame))
+                for tag in _PIXEL_TAGS:  # decoded: the caller needs the data set's other elements only
+                    dataset.pop(tag, None)
+        except ImageError:
+            raise
+        except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
+            error = _plugin_error(error, failures)
+            raise decoder_error(error, f"{name}: {type(error).__name__}: {error}") from None
     if pixels.shape[:2] != (rows, columns):
         raise ImageError("image_undecodable", f"{name}: its pixel data decodes to {pixels.shape}, not the "
                                               f"{rows} x {columns} frame its header declares")
     return dataset, pixels
+
+
+@contextmanager
+def _plugin_failures() -> Iterator[list[Exception]]:
+    """The exceptions pydicom's decoding plugins raise in this thread while the block runs: pydicom
+    logs each and raises a RuntimeError of their messages alone, so a MemoryError (whose message is
+    empty) read "pydicom: " and was taken for a damaged file."""
+    failures: list[Exception] = []
+    thread = threading.get_ident()
+
+    class Failures(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.thread == thread and record.exc_info and isinstance(record.exc_info[1], Exception):
+                failures.append(record.exc_info[1])
+
+    handler, logger = Failures(logging.ERROR), logging.getLogger("pydicom")
+    logger.addHandler(handler)
+    try:
+        yield failures
+    finally:
+        logger.removeHandler(handler)
+
+
+def _plugin_error(error: Exception, failures: list[Exception]) -> Exception:
+    """The exception to report for ``error``: a plugin's MemoryError, or the one plugin's exception
+    where one failed (its type and message, not pydicom's summary of it), else ``error``."""
+    memory = [failure for failure in failures if isinstance(failure, MemoryError)]
+    return memory[0] if memory else failures[0] if len(failures) == 1 else error
 
 
 def _native_frame(data: bytes, frame: dict) -> np.ndarray | None:
@@ -107,18 +145,81 @@ def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits:
     (the JPEG transfer syntaxes) is held to ``limits.max_jpeg_scans`` like a JPEG file, and a JPEG
     or JPEG 2000 frame must declare the data set's ``size`` (columns, rows). The decoder allocates what the
     frame's own header says: a 3 KB file of 64 x 64 pixels whose JPEG frame declared 12000 x 12000
-    took 1.4 GiB before the size mismatch was found."""
+    took 1.4 GiB before the size mismatch was found. An RLE frame's segments must each decode to
+    ``size`` (``_check_rle_frame``)."""
     from pydicom.encaps import get_frame
 
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None or not syntax.is_encapsulated or "PixelData" not in dataset:
         return
-    frame = get_frame(dataset.PixelData, frames // 2 if frames > 1 else 0, number_of_frames=frames)
+    index = frames // 2 if frames > 1 else 0
+    frame = get_frame(dataset.PixelData, index, number_of_frames=frames)
+    if syntax == RLE_LOSSLESS:
+        samples, bits = int(dataset.get("SamplesPerPixel") or 1), int(dataset.get("BitsAllocated") or 8)
+        _check_rle_frame(frame, size[0] * size[1], samples * -(-bits // 8), f"{name}: RLE frame {index}")
+        return
     check_jpeg_scans(frame, limits, f"{name}:")
     declared = _frame_size(frame) or _frame_header_size(frame, limits.max_chunks)
     if declared is not None and declared != size:
         raise ImageError("image_undecodable", f"{name}: its compressed frame declares {declared[0]}x{declared[1]} "
                                               f"pixels, the data set {size[0]}x{size[1]}")
+
+
+def _check_rle_frame(frame: bytes, plane: int, segments: int, name: str) -> None:
+    """Refuse an RLE Lossless frame (DICOM PS3.5 Annex G) unless its header lists the ``segments``
+    its pixels take (one per byte of each sample) and each decodes to ``plane`` bytes (rows x
+    columns), before pydicom decodes it: its decoder (Python) expands a whole segment before
+    comparing lengths, and keeps one too long with a warning (an 8 MiB segment of "repeat the next
+    byte 128 times" for a 64 x 64 frame took 664 MiB). Each segment's runs are walked, up to the
+    first byte past ``plane`` and the ``_most_packbits(plane)`` bytes its encoding may take."""
+    if len(frame) < _RLE_HEADER:
+        raise ImageError("image_undecodable", f"{name}: {len(frame)} bytes, shorter than its "
+                                              f"{_RLE_HEADER}-byte header")
+    count = struct.unpack_from("<I", frame)[0]
+    if count != segments or count > 15:  # the header holds 15 offsets
+        raise ImageError("image_undecodable", f"{name}: {count} segments, where its samples take {segments}")
+    offsets = [*struct.unpack_from(f"<{count}I", frame, 4), len(frame)]
+    for number, (start, stop) in enumerate(pairwise(offsets)):  # as pydicom slices them
+        segment, most = memoryview(frame)[start:stop], _most_packbits(plane)
+        decoded = _packbits_length(segment[:most], plane)
+        if decoded > plane:
+            raise ImageError("image_undecodable", f"{name}: segment {number} decodes to more than the {plane} "
+                                                  f"bytes of its rows x columns")
+        if len(segment) > most:
+            raise ImageError("image_too_costly", f"{name}: segment {number} of {len(segment)} bytes, more than the "
+                                                 f"{most} any {plane} bytes take: runs that add nothing, each a "
+                                                 f"step of pydicom's decoder (Python)")
+        if decoded < plane:
+            raise ImageError("image_undecodable", f"{name}: segment {number} decodes to {decoded} bytes, not the "
+                                                  f"{plane} of its rows x columns")
+
+
+def _most_packbits(plane: int) -> int:
+    """The longest PackBits encoding of ``plane`` bytes: each byte a literal run of its own (a
+    control byte and the byte), padded to an even length. Only runs that add nothing (128) make a
+    segment longer."""
+    return 2 * plane + 1
+
+
+def _packbits_length(segment: memoryview, enough: int) -> int:
+    """How many bytes ``segment`` decodes to, as pydicom decodes it (a run cut short by the end
+    gives what is there), its runs walked until they give more than ``enough``: nothing is expanded."""
+    position, end, length, start = 0, len(segment), 0, 0
+    while position < end and length <= enough:
+        start = position
+        control = segment[start]
+        if control < 128:  # the next control + 1 bytes, literally
+            length += control + 1
+            position += control + 2
+        elif control > 128:  # the next byte, 257 - control times
+            length += 257 - control
+            position += 2
+        else:  # 128: nothing
+            position += 1
+    if position > end:  # the last run, cut short by the end (checked once here: the walk is Python)
+        control = segment[start]
+        length -= position - end if control < 128 else 257 - control
+    return length
 
 
 # The frame headers of the JPEG processes (baseline to lossless, SOF0-SOF15 but DHT, JPG and DAC)
@@ -152,7 +253,7 @@ def _frame_header_size(frame: bytes, most_steps: int) -> tuple[int, int] | None:
 
 def _frame_size(frame: bytes) -> tuple[int, int] | None:
     """(width, height) from a compressed frame's own header, where it is a JPEG or JPEG 2000 stream;
-    None for the others (RLE, say, which pydicom decodes to the data set's size) and for a header
+    None for the others (RLE, whose segments ``_check_rle_frame`` measures) and for a header
     declaring more than PIL opens at all (its decoder refuses that one as cheaply)."""
     import warnings
 

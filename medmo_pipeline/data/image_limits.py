@@ -46,6 +46,23 @@ _JPEG_START, _JPEG_SCAN = b"\xff\xd8\xff", b"\xff\xda"
 _PNG_CHUNK_HEAD = struct.Struct(">I4s")
 _JPEG_MARKER = re.compile(rb"\xff[\xc0-\xfe]")  # a segment's start (payloads may hold a few by chance)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# PIL decodes every WebP through libwebp's animation decoder: two RGBA canvases and the frame it
+# hands over besides the image, about 16 bytes a pixel where a PNG's or JPEG's check holds 4
+# (measured at 4000 x 4000: 248 MiB, and 62 MiB for the PNG or JPEG). So a WebP pixel counts this
+# many times against max_pixels: a 42 KB WebP of 8000 x 8000 took 1 GiB to check.
+WEBP_PIXEL_WEIGHT = 4
+# PIL decodes an RLE-compressed BMP (RLE8, RLE4) in Python, a step per run and per pixel of an RLE4
+# run or of a row's padding: about 10 million steps a second, where a C decoder takes 0.2-0.3 s for
+# a 64-megapixel PNG or JPEG. So a pixel of one counts this many times against max_pixels: an
+# 8000 x 8000 RLE8 file of 33 KB took 6 s to check and 6 s again to decode, one of 2000 x 2000 in
+# single-pixel RLE4 runs (8 MB) takes 1.3 s.
+BMP_RLE_PIXEL_WEIGHT = 16
+# The most an RLE BMP's pixel data takes for its size, a bound on the runs the decoder steps
+# through: each pixel a run of its own (2 bytes; an absolute run is no more), then each row's end
+# and the bitmap's end (2 bytes each). Only a delta skipping single pixels one at a time takes more.
+BMP_RLE_BYTES_PER_PIXEL, BMP_RLE_BYTES_PER_ROW = 2, 2
+_BMP_RLE = {1: "RLE8", 2: "RLE4"}  # by the info header's compression field
+_BMP_INFO_SIZES = (40, 52, 56, 64, 108, 124)  # the info headers PIL reads a compression field from
 
 
 class ImageError(ValueError):
@@ -60,11 +77,25 @@ class ImageError(ValueError):
 def decoder_error(error: Exception, detail: str, reason: str = "image_undecodable") -> ImageError:
     """The ImageError for an exception a decoder raised (``detail`` names the file): ``reason``, the
     file's fault; but running out of memory is the job's, not the file's (the file is within the
-    limits, or it would have been refused from its header): ``image_too_costly``, which says so."""
-    if isinstance(error, MemoryError):
+    limits, or it would have been refused from its header): ``image_too_costly``, which says so,
+    also where a library wrapped the MemoryError in its own error (pydicom: a RuntimeError). An
+    error without a message (a bare MemoryError or KeyError) is named by its type."""
+    if any(isinstance(cause, MemoryError) for cause in _causes(error)):
         return ImageError("image_too_costly", f"{detail.rstrip(': ')} (decoding it ran out of memory: give the job more memory, "
                                               f"or lower corpus.image_limits.max_pixels)")
+    if not str(error).strip():  # the detail's "Type: message" would end in nothing
+        detail, name = detail.rstrip(": "), type(error).__name__
+        detail = f"{detail} (no message)" if detail.endswith(name) else f"{detail} ({name}, no message)"
     return ImageError(reason, detail)
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or while handling, each once."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 @dataclass(frozen=True)
@@ -148,14 +179,30 @@ def open_image(data: bytes, limits: ImageLimits, what: str = "") -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageError("image_too_large", f"{what} {error}".strip()) from None
         except Image.UnidentifiedImageError:
-            raise ImageError("image_undecodable", f"{what} not an image in a format read here "
-                                                  f"({', '.join(IMAGE_FORMATS)})".strip()) from None
+            raise ImageError("image_undecodable", f"{what} {_unidentified(data)}".strip()) from None
         except Exception as error:  # noqa: BLE001 - PIL raises many types on garbage headers
             raise decoder_error(error, without_address(f"{what} {type(error).__name__}: {error}".strip())) from None
     check_pixels(*image.size, limits, what=f"{what} header".strip())  # the first frame: what is decoded
     if image.format == "TIFF" and (misread := _tiff_misread(image)):
         raise ImageError("image_undecodable", f"{what} TIFF {misread}".strip())
     return image
+
+
+def _unidentified(data: bytes) -> str:
+    """Why PIL opened no image from ``data``: the format whose signature it starts with and that
+    format's own error (``Image.open`` keeps only "cannot identify": a PNG whose iCCP chunk PIL
+    refuses was "not an image"), else that it is in no format read here."""
+    prefix = bytes(data[:16])
+    for fmt in IMAGE_FORMATS:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        signature = factory is not None and accept is not None and accept(prefix)
+        if signature and not isinstance(signature, str):  # a str: PIL's note that it lacks the codec
+            try:
+                factory(io.BytesIO(data), "").close()
+            except Exception as error:  # noqa: BLE001 - what PIL's open of that format raised
+                return without_address(f"a {fmt} that PIL refuses to open ({type(error).__name__}: {error})")
+            return f"a {fmt} that PIL refuses to open"
+    return f"not an image in a format read here ({', '.join(IMAGE_FORMATS)})"
 
 
 TIFF_BITS, TIFF_PLANAR, TIFF_SAMPLE_FORMAT = 258, 284, 339
@@ -182,12 +229,15 @@ def _tiff_misread(image: Image.Image) -> str:
 def check_decode_cost(data: bytes, limits: ImageLimits, what: str = "") -> None:
     """The costs an image's header alone does not show, checked on the raw bytes before PIL opens
     them: a JPEG's scans and segments (``check_jpeg_scans``), a TIFF's tag value counts
-    (``check_tiff_tags``), a PNG's chunks (``check_png_chunks``). ImageError ``image_too_costly``."""
+    (``check_tiff_tags``), a PNG's chunks (``check_png_chunks``), a WebP's size by what its decoder
+    holds and its chunks (``check_webp_chunks``), a GIF's blocks (``check_gif_blocks``), an RLE
+    BMP's size and runs (``check_bmp_rle``). ImageError ``image_too_costly``."""
     check_jpeg_scans(data, limits, what)
     check_tiff_tags(data, limits, what)
     check_png_chunks(data, limits, what)
     check_webp_chunks(data, limits, what)
     check_gif_blocks(data, limits, what)
+    check_bmp_rle(data, limits, what)
 
 
 def check_exif_size(size: int, what: str) -> None:
@@ -217,11 +267,20 @@ def check_png_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
 
 
 def check_webp_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
-    """Refuse a WebP whose EXIF chunk is over ``MAX_EXIF_BYTES``, or of more than
-    ``limits.max_chunks`` chunks (an EXIF chunk could hide behind them): a walk of its RIFF chunk
-    headers, each padded to an even size."""
+    """Refuse a WebP whose size, counted ``WEBP_PIXEL_WEIGHT`` times, is over ``limits.max_pixels``
+    (PIL's open already allocates the decoder's canvases), whose EXIF chunk is over
+    ``MAX_EXIF_BYTES``, or of more than ``limits.max_chunks`` chunks (an EXIF chunk could hide
+    behind them): a walk of its RIFF chunk headers, each padded to an even size."""
     if bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WEBP":
         return
+    if size := _webp_size(data):
+        width, height = size
+        check_pixels(width, height, limits, what=f"{what} WebP header".strip())
+        if (weighed := width * height * WEBP_PIXEL_WEIGHT) > limits.max_pixels:
+            raise ImageError("image_too_costly", f"{what} WebP of {width}x{height}: its decoder holds about "
+                                                 f"{4 * WEBP_PIXEL_WEIGHT} bytes a pixel, so each counts "
+                                                 f"{WEBP_PIXEL_WEIGHT} times against max_pixels "
+                                                 f"({weighed} > {limits.max_pixels})".strip())
     position, end = 12, len(data)
     for _ in range(limits.max_chunks):
         if position + 8 > end:
@@ -232,6 +291,47 @@ def check_webp_chunks(data: bytes, limits: ImageLimits, what: str = "") -> None:
         position += 8 + length + (length & 1)
     if position + 8 <= end:
         raise ImageError("image_too_costly", f"{what} WebP of more than {limits.max_chunks} chunks".strip())
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a WebP's first chunk declares: the canvas of an extended file (VP8X), the
+    image of a lossless (VP8L) or lossy (VP8) one; None where it declares none (PIL's open says why)."""
+    kind, body = bytes(data[12:16]), bytes(data[20:30])
+    if kind == b"VP8X" and len(body) == 10:  # flags, reserved, then width - 1 and height - 1 in 24 bits
+        return 1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little")
+    if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:  # signature, then 14 bits each of size - 1
+        bits = int.from_bytes(body[1:5], "little")
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    if kind == b"VP8 " and len(body) == 10 and body[3:6] == b"\x9d\x01\x2a":  # frame tag, start code, sizes
+        return int.from_bytes(body[6:8], "little") & 0x3FFF, int.from_bytes(body[8:10], "little") & 0x3FFF
+    return None
+
+
+def check_bmp_rle(data: bytes, limits: ImageLimits, what: str = "") -> None:
+    """Refuse an RLE-compressed BMP (RLE8, RLE4), which PIL decodes in Python: of more pixels than
+    ``limits.max_pixels`` counted ``BMP_RLE_PIXEL_WEIGHT`` times each, or whose pixel data is longer
+    than any image of its size takes (``BMP_RLE_BYTES_PER_PIXEL``, ``BMP_RLE_BYTES_PER_ROW``): runs
+    past a row's end add nothing and cost a step each (250 MiB of them in an 8 x 8 file took 40 s).
+    Uncompressed BMPs are read in C."""
+    if bytes(data[:2]) != b"BM" or len(data) < 34:
+        return
+    (offset, info_size), (width, height, _, _, compression) = (struct.unpack_from("<II", data, 10),
+                                                                struct.unpack_from("<IiHHI", data, 18))
+    if info_size not in _BMP_INFO_SIZES or compression not in _BMP_RLE:
+        return
+    kind, height = _BMP_RLE[compression], abs(height)  # a negative height: rows stored top down
+    check_pixels(width, height, limits, what=f"{what} BMP header".strip())
+    name = f"{what} {kind} BMP of {width}x{height}".strip()
+    why = "PIL decodes RLE in Python (convert the file to PNG)"
+    if width * height * BMP_RLE_PIXEL_WEIGHT > limits.max_pixels:
+        raise ImageError("image_too_costly", f"{name}: each pixel counts {BMP_RLE_PIXEL_WEIGHT} times against "
+                                             f"max_pixels ({width * height * BMP_RLE_PIXEL_WEIGHT} > "
+                                             f"{limits.max_pixels}): {why}")
+    runs = len(data) - max(offset, 14 + info_size)  # PIL reads runs from the offset to the file's end
+    most = BMP_RLE_BYTES_PER_PIXEL * width * height + BMP_RLE_BYTES_PER_ROW * height + 2
+    if runs > most:
+        raise ImageError("image_too_costly", f"{name}: {runs} bytes of runs, more than the {most} any image of "
+                                             f"its size takes: {why}")
 
 
 def check_gif_blocks(data: bytes, limits: ImageLimits, what: str = "") -> None:

@@ -430,9 +430,10 @@ def _wide_colour(image: Image.Image, rawmode: str, data: bytes, limits: ImageLim
     together (their balance kept); the alpha's high byte. ``image`` is the file's first decode (PIL's,
     of ``rawmode``); the result is as stored: the caller turns it."""
     second = open_image(data, limits, path)
-    tile = second.tile[0]
-    args = (_WIDE_COLOUR[rawmode], *tile.args[1:]) if isinstance(tile.args, tuple) else _WIDE_COLOUR[rawmode]
-    second.tile = [tile._replace(args=args)]
+    low_mode = _WIDE_COLOUR[rawmode]
+    # every tile (a TIFF's strips or tiles each have one), read in the other mode
+    second.tile = [tile._replace(args=(low_mode, *tile.args[1:]) if isinstance(tile.args, tuple) else low_mode)
+                   for tile in second.tile]
     if rawmode == "LA;16B":  # one decode holds both bytes: (grey, alpha) from bytes (0, 2) and (1, 3)
         both = np.asarray(second)
         high, low = both[..., 0::2], both[..., 1::2]

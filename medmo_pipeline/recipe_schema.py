@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,7 +163,9 @@ def trained_registry_names(path: Path) -> list[str]:
     try:
         data = read_yaml(path, max_nodes=REGISTRY_MAX_NODES)
         return [entry["name"] for entry in data["datasets"] if entry.get("part_of") is None]
-    except (OSError, YamlRefused, KeyError, TypeError, AttributeError) as error:
+    except OSError as error:  # its reason alone: the path is named here
+        raise ValueError(f"registry {path}: cannot read its dataset names ({error.strerror or error})") from None
+    except (YamlRefused, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"registry {path}: cannot read its dataset names ({type(error).__name__}: {error})") from None
 
 
@@ -281,7 +284,7 @@ class OptimRecipe(_Strict):
         if name is not None:
             try:
                 deepspeed_config(name)
-            except FileNotFoundError as error:  # a ValueError is what pydantic reports with the field
+            except OSError as error:  # a ValueError is what pydantic reports with the field
                 raise ValueError(str(error)) from None
         return name
 
@@ -397,7 +400,10 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _mixtures_name_corpus_sources(self) -> Recipe:
-        known = set(self.corpus.source_names())  # with no list, every trained registry dataset
+        try:
+            known = set(self.corpus.source_names())  # with no list, every trained registry dataset
+        except ValueError as error:  # the registry file could not be read
+            raise ValueError(f"corpus.registry.registry: {error}") from None
         for name in [*self.stages, "rl"]:
             unknown = sorted(set(self.stage(name).mixture.sources) - known)
             if unknown:
@@ -484,11 +490,11 @@ def resolve_recipe_path(name_or_path: str | os.PathLike | None = None) -> Path:
     value = str(name_or_path or os.environ.get("MEDMO_RECIPE") or DEFAULT_RECIPE)
     path = Path(value)
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise RecipeError(f"recipe file {path} does not exist")
+        if problem := _not_a_file(path):
+            raise RecipeError(f"recipe file {path} {problem}")
         return path.resolve()
     shipped = RECIPES_DIR / f"{value}.yaml"
-    if not shipped.is_file():
+    if _not_a_file(shipped):
         names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
         raise RecipeError(f"no recipe named {value!r}; shipped recipes: {names}, or pass a .yaml path")
     return shipped
@@ -503,9 +509,21 @@ def deepspeed_config(name: str) -> Path:
         path = safe_join(directory, name)
     except UnsafePathError as error:
         raise UnsafePathError(f"{name!r} leaves recipes/deepspeed/ ({error}); shipped: {shipped}") from None
-    if not path.is_file():
-        raise FileNotFoundError(f"DeepSpeed config {name!r} is not in recipes/deepspeed/ (shipped: {shipped})")
+    if problem := _not_a_file(path):
+        raise FileNotFoundError(f"DeepSpeed config {name!r} is not in recipes/deepspeed/: it {problem} (shipped: "
+                                f"{shipped})")
     return path
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is not a regular file ('' when it is). ``Path.is_file`` raises on a name longer
+    than the file system takes, which would name neither the recipe nor the field."""
+    try:
+        return "" if stat.S_ISREG(os.stat(path).st_mode) else "is not a regular file"
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or type(error).__name__})"
 
 
 def load_recipe_shape(name_or_path: str | os.PathLike | None = None) -> Recipe:

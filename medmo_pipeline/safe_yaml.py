@@ -20,13 +20,18 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 
 from medmo_pipeline.safe_paths import FileTooLarge, read_bounded
+from medmo_pipeline.tracking import SECRET_VALUE
 
 BYTES_PER_NODE = 64  # far more than any recipe or registry holds per node (about 18)
 _SET_TAG = "tag:yaml.org,2002:set"
 
 
 class YamlRefused(ValueError):
-    """A YAML file that is not read; the message names the file."""
+    """A YAML file that is not read; the message names the file. A secret it would quote (a token
+    pasted into a recipe) is masked: the message is printed and logged."""
+
+    def __init__(self, message: str):
+        super().__init__(SECRET_VALUE.sub("<secret>", message))
 
 
 class _CountingLoader(yaml.SafeLoader):
@@ -59,6 +64,11 @@ def read_yaml(path: Path, *, max_nodes: int, unique_keys: bool = True) -> Any:
     except FileTooLarge as error:
         raise YamlRefused(f"{path}: {error.size} bytes, more than {most_bytes} for at most {max_nodes} "
                           "nodes") from None
+    except OSError as error:
+        if not isinstance(error.filename, int):
+            raise
+        # opened, then found to be a directory: the error names a file descriptor, not the file
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -79,11 +89,22 @@ def read_yaml(path: Path, *, max_nodes: int, unique_keys: bool = True) -> Any:
     except YamlRefused:
         raise
     except yaml.YAMLError as exc:
-        raise YamlRefused(f"{path}: not valid YAML: {exc}") from None
+        raise YamlRefused(f"{path}: not valid YAML: {_syntax_problem(exc)}") from None
     except RecursionError:
         raise YamlRefused(f"{path}: nested too deeply to read") from None
     except ValueError as exc:  # a scalar its type cannot hold (an integer past Python's 4,300 digits)
         raise YamlRefused(f"{path}: a value cannot be read ({exc})") from None
+
+
+def _syntax_problem(error: yaml.YAMLError) -> str:
+    """What PyYAML found and where, without the excerpt of the file it quotes: that excerpt may hold a
+    secret, cut where no pattern recognises it."""
+    if not isinstance(error, yaml.MarkedYAMLError):  # a character the reader refuses: its position, no excerpt
+        where = f" (character {error.position + 1})" if isinstance(getattr(error, "position", None), int) else ""
+        return str(error).split("\n", 1)[0] + where
+    parts = [f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text
+             for text, mark in ((error.context, error.context_mark), (error.problem, error.problem_mark)) if text]
+    return ": ".join(parts) or type(error).__name__
 
 
 def _check_expansion(root: yaml.Node, path: Path, max_nodes: int) -> None:

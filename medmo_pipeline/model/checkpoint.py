@@ -10,14 +10,13 @@ and evaluation all read checkpoints through these functions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from medmo_pipeline.atomic import file_sha256, staged_dir, write_json_atomic, write_text_atomic
-from medmo_pipeline.model.loading import CorruptCheckpointError
+from medmo_pipeline.model.loading import CorruptCheckpointError, read_checkpoint_json
 from medmo_pipeline.plots import plot_training_curves
 
 # Logged keys drawn in a checkpoint's training_curves.png (those a stage never logged are left out).
@@ -34,6 +33,8 @@ def weights_version(directory: Path) -> str:
     if not files:
         raise FileNotFoundError(f"{directory} has no .safetensors weights")
     for path in files:
+        if not path.is_file():  # a FIFO would block the hash for ever
+            raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device or a directory)")
         digest.update(path.name.encode())
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()
@@ -71,11 +72,7 @@ def parent_reference(parent: str) -> dict:
     path = Path(parent)
     lineage_file = path / "lineage.json"
     if lineage_file.is_file():
-        try:
-            info = json.loads(lineage_file.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as error:
-            raise CorruptCheckpointError(f"{lineage_file}: not a JSON file ({type(error).__name__}: "
-                                         f"{str(error)[:200]})") from None
+        info = read_checkpoint_json(path, lineage_file)
         if not isinstance(info, dict):
             raise CorruptCheckpointError(f"{lineage_file}: a JSON {type(info).__name__}, not the lineage object")
         return {"path": str(path.resolve()), "stage": info.get("stage"), "data_version": info.get("data_version")}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
-from medmo_pipeline.safe_paths import UnsafePathError, safe_join
+from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -67,80 +68,170 @@ SAFETENSORS_MAX_HEADER = 100 << 20  # what the safetensors library itself accept
 SAFETENSORS_DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8,
                           "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32,
                           "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64}
+# A weight has at most 5 dimensions (a Conv3d kernel); the bound keeps the size product small
+MAX_TENSOR_DIMS = 16
+MAX_DIMENSION = 2**63  # a dimension is a torch int64 (the library reads a u64 and fails past it)
 CHECKPOINT_JSON_MAX_BYTES = 256 << 20  # a tokenizer.json of a large vocabulary is tens of MB
+
+
+def checkpoint_root(directory: Path) -> Path:
+    """The folder a checkpoint's files may resolve into: the checkpoint itself, or for a Hugging Face
+    cache snapshot (``<repo>/snapshots/<revision>``, whose files are links into ``<repo>/blobs``) the
+    cached repository."""
+    directory = Path(directory).resolve()
+    if directory.parent.name == "snapshots" and (directory.parent.parent / "blobs").is_dir():
+        return directory.parent.parent
+    return directory
+
+
+def _check_inside(root: Path, path: Path) -> None:
+    """Refuse a file of the checkpoint that is a link out of it (to /etc/passwd, to /dev/zero)."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+        raise CorruptCheckpointError(f"{path}: cannot be resolved ({error})") from None
+    if root not in target.parents:
+        raise CorruptCheckpointError(f"{path}: resolves to {target}, outside the checkpoint folder {root}")
+
+
+def read_checkpoint_json(directory: Path, path: Path) -> Any:
+    """``path``'s JSON, a regular file of the checkpoint ``directory`` read within
+    ``CHECKPOINT_JSON_MAX_BYTES``; any other file (a link out, a FIFO, a device) is refused naming it."""
+    import json
+
+    _check_inside(checkpoint_root(directory), path)
+    if not _is_regular(path):  # a FIFO would block its reader, a device (/dev/zero) never ends
+        raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device, a directory or missing)")
+    try:  # read_bounded checks the type again on what it opened, without blocking
+        raw = read_bounded(path, CHECKPOINT_JSON_MAX_BYTES, what=path.name)
+    except FileTooLarge as error:
+        raise CorruptCheckpointError(f"{path}: {error.size} bytes, over the {error.limit} a checkpoint's JSON "
+                                     "file is read with") from None
+    except OSError as error:
+        raise CorruptCheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CorruptCheckpointError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
 
 
 def check_json_files(directory: Path) -> None:
     """Parse every ``*.json`` at the top of a checkpoint directory (config, tokenizer, processor,
     shard index) before transformers does: its JSON error names no file (a damaged tokenizer.json
     came out as "Expecting property name enclosed in double quotes: line 1 column 2")."""
-    import json
-
     for path in sorted(Path(directory).glob("*.json")):
-        if (size := path.stat().st_size) > CHECKPOINT_JSON_MAX_BYTES:
-            raise CorruptCheckpointError(f"{path}: {size} bytes, over the {CHECKPOINT_JSON_MAX_BYTES} a "
-                                         "checkpoint's JSON file is read with")
-        try:
-            json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as error:
-            raise CorruptCheckpointError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
+        read_checkpoint_json(directory, path)
 
 
 def check_safetensors_headers(directory: Path) -> None:
     """Read every ``*.safetensors`` header under ``directory`` before the library does, so a corrupt
     file is named (the library's own error names no file). Checks the header length against the
-    file, that the header is a JSON object, and that every tensor's byte range lies in the file."""
+    file, that the header is a JSON object, and every tensor's dtype, shape and byte range."""
+    root = checkpoint_root(directory)
     for path in sorted(Path(directory).rglob("*.safetensors")):
+        _check_inside(root, path)
         problem = _safetensors_problem(path)
         if problem:
             raise CorruptCheckpointError(f"{path}: corrupt safetensors header: {problem}")
 
 
-def _safetensors_problem(path: Path) -> str:
-    import json
+def _read_header(path: Path) -> tuple[int, bytes] | str:
+    """(file size, header bytes) of a safetensors file, or what is wrong with it. Opened without
+    blocking (a FIFO's reader would wait for ever) and read only when a regular file."""
     import struct
 
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        return f"cannot be opened ({error.strerror or error})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file (a pipe, a device or a directory)"
+        size = info.st_size
+        head = os.pread(fd, 8, 0)
         if len(head) < 8:
             return f"{size} bytes, shorter than the 8-byte header length"
         (length,) = struct.unpack("<Q", head)
         if length > min(SAFETENSORS_MAX_HEADER, size - 8):
             return f"declares a {length}-byte header in a {size}-byte file"
-        raw = handle.read(length)
+        raw = os.pread(fd, length, 8)
+        if len(raw) < length:
+            return f"ends within its {length}-byte header"
+        return size, raw
+    finally:
+        os.close(fd)
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file (``Path.is_file`` raises on a name too long)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _shown(name: str) -> str:
+    """A tensor's name for a message, cut short: a header may hold a name of megabytes."""
+    return repr(name) if len(name) <= 200 else repr(name[:200]) + "..."
+
+
+def _safetensors_problem(path: Path) -> str:
+    import json
+
+    read = _read_header(path)
+    if isinstance(read, str):
+        return read
+    size, raw = read
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         return f"not a JSON header ({type(error).__name__}: {str(error)[:200]})"
     if not isinstance(header, dict):
         return f"a JSON {type(header).__name__}, not an object"
-    data_size = size - 8 - length
+    data_size = size - 8 - len(raw)
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict)
+                                     and all(type(value) is str for value in metadata.values())):
+        return "__metadata__ is not an object of text values"
     spans = []
     for name, tensor in header.items():
         if name == "__metadata__":
             continue
-        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(v) is int for v in offsets)
-                or not 0 <= offsets[0] <= offsets[1] <= data_size):
-            return f"tensor {name!r}: data_offsets {offsets!r} outside the {data_size} data bytes"
-        dtype, shape = tensor.get("dtype"), tensor.get("shape")
-        if dtype not in SAFETENSORS_DTYPE_BITS:
-            return f"tensor {name!r}: unknown dtype {dtype!r}"
-        if not isinstance(shape, list) or not all(type(v) is int and v >= 0 for v in shape):
-            return f"tensor {name!r}: shape {shape!r} is not a list of sizes"
-        bits = math.prod(shape) * SAFETENSORS_DTYPE_BITS[dtype]
-        if bits % 8 or bits // 8 != offsets[1] - offsets[0]:
-            return (f"tensor {name!r}: {dtype} {shape} takes {bits // 8 if bits % 8 == 0 else bits / 8} bytes, its data_offsets "
-                    f"{offsets} hold {offsets[1] - offsets[0]}")
-        spans.append((offsets[0], offsets[1], name))
+        if problem := _tensor_problem(tensor, data_size):
+            return f"tensor {_shown(name)}: {problem}"
+        spans.append((*tensor["data_offsets"], name))
     end = 0  # the tensors tile the data bytes: no gap, no overlap, nothing after them
     for start, stop, name in sorted(spans):
         if start != end:
-            return f"tensor {name!r} starts at data byte {start}, not at {end} where the previous one ends"
+            return f"tensor {_shown(name)} starts at data byte {start}, not at {end} where the previous one ends"
         end = stop
     if end != data_size:
         return f"the tensors end at data byte {end} of {data_size}"
+    return ""
+
+
+def _tensor_problem(tensor: Any, data_size: int) -> str:
+    """What is wrong with one tensor's entry of a safetensors header, in time linear in its size."""
+    offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(v) is int for v in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size):
+        return f"data_offsets {str(offsets)[:100]} outside the {data_size} data bytes"
+    dtype, shape = tensor.get("dtype"), tensor.get("shape")
+    if type(dtype) is not str or dtype not in SAFETENSORS_DTYPE_BITS:
+        return f"unknown dtype {str(dtype)[:100]!r}"
+    # the number of dimensions is bounded before any is read, so the product below stays small
+    if not isinstance(shape, list):
+        return f"shape {str(shape)[:100]!r} is not a list of sizes"
+    if len(shape) > MAX_TENSOR_DIMS:
+        return f"shape has {len(shape)} dimensions, more than the {MAX_TENSOR_DIMS} a tensor may have"
+    if not all(type(v) is int and 0 <= v < MAX_DIMENSION for v in shape):
+        return f"shape {str(shape)[:200]} is not a list of sizes from 0 to 2**63 - 1"
+    bits = math.prod(shape) * SAFETENSORS_DTYPE_BITS[dtype]
+    if bits % 8:
+        return f"{dtype} {shape} takes {bits} bits, not a whole number of bytes"
+    if bits // 8 != offsets[1] - offsets[0]:
+        return f"{dtype} {shape} takes {bits // 8} bytes, its data_offsets {offsets} hold {offsets[1] - offsets[0]}"
     return ""
 
 
@@ -148,21 +239,21 @@ def check_weight_index(directory: Path) -> None:
     """The shard files a ``*.safetensors.index.json`` maps weights to are files of ``directory``:
     a ``weight_map`` entry naming a path out of it (``../other/w.safetensors``) or a missing file is
     an error naming the index."""
-    import json
-
+    root = checkpoint_root(directory)
     for index in sorted(Path(directory).glob("*.index.json")):
-        content = json.loads(index.read_bytes().decode("utf-8"))  # valid JSON: check_json_files ran first
+        content = read_checkpoint_json(directory, index)
         weight_map = content.get("weight_map") if isinstance(content, dict) else None
         if not isinstance(weight_map, dict):
             raise CorruptCheckpointError(f"{index}: no weight_map object")
         for name in sorted(set(map(str, weight_map.values()))):
             try:
-                shard = safe_join(directory, name)
-            except UnsafePathError as error:
-                raise CorruptCheckpointError(f"{index}: weight_map names {name!r}, outside the checkpoint "
+                check_relative(name)
+                _check_inside(root, Path(directory) / name)
+            except (UnsafePathError, CorruptCheckpointError) as error:
+                raise CorruptCheckpointError(f"{index}: weight_map names {_shown(name)}, outside the checkpoint "
                                              f"({error})") from None
-            if Path(name).name != name or not shard.is_file():
-                raise CorruptCheckpointError(f"{index}: weight_map names {name!r}, not a file beside the index")
+            if Path(name).name != name or not _is_regular(Path(directory) / name):
+                raise CorruptCheckpointError(f"{index}: weight_map names {_shown(name)}, not a file beside the index")
 
 
 def load_model(

@@ -49,10 +49,12 @@ def read_bounded(path: Path, limit: int, what: str = "") -> bytes:
     but a regular file (a pipe, whose reader would wait forever, a device, a directory) is an
     OSError naming it."""
     what = what or str(path)
-    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:  # a pipe opens at once
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, f"{what} is not a regular file (a pipe, a device or a directory)")
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a pipe opens at once
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):  # checked before open() wraps it: a directory would fail there, unclosed
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, f"{what} is not a regular file (a pipe, a device or a directory)")
+    with open(descriptor, "rb") as handle:
         size = info.st_size
         if size > limit:
             raise FileTooLarge(what, size, limit)

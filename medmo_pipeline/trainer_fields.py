@@ -20,6 +20,13 @@ SHARED_OWNED = frozenset({
     "lr_scheduler_type", "bf16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "logging_steps", "deepspeed", "seed",
     "data_seed", "report_to", "save_strategy", "save_steps", "save_total_limit", "disable_tqdm",
     "dataloader_num_workers", "ignore_data_skip",
+    # How models are built and loaded: only base_model.trust_remote_code turns remote code on, and
+    # weights load as safetensors (GRPO builds its reference model with model_init_kwargs)
+    "model_init_kwargs", "trust_remote_code",
+    # Checkpoints are the pipeline's assets, published where the run's lineage records them, not
+    # pushed to a hub from inside a job (and a hub token in a recipe would be a secret in a file)
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
+    "hub_revision",
 })
 # Set by the SFT job (stage.max_length; the answer-only loss is part of the sample contract).
 SFT_OWNED = frozenset({"max_length", "assistant_only_loss"})

@@ -299,3 +299,17 @@ def test_readme_says_how_to_put_authentication_in_front():
     for needed in ("127.0.0.1", "reverse proxy", "auth_basic", "proxy_pass http://127.0.0.1:3000", "mlflow",
                    "environment", "safetensors", "allow_pickle", "trust_remote_code"):
         assert needed.lower() in section.lower(), needed
+
+
+def test_a_bounded_read_refuses_what_is_not_a_regular_file_and_leaves_no_descriptor_open(tmp_path):
+    import os
+
+    from medmo_pipeline.safe_paths import read_bounded
+
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    open_before = len(os.listdir("/proc/self/fd"))
+    for name in ("folder", "pipe") * 5:
+        with pytest.raises(OSError, match=f"{name} is not a regular file"):
+            read_bounded(tmp_path / name, 1 << 20)
+    assert len(os.listdir("/proc/self/fd")) == open_before

@@ -115,3 +115,15 @@ def test_rl_refuses_fields_that_reuse_completions_across_steps(field):
 
     with pytest.raises(ValueError, match=f"rl.optim.trainer_args: .*{field}.*one step"):
         check_trainer_args({field: 2}, rl=True, where="rl.optim.trainer_args")
+
+
+@pytest.mark.parametrize("args", [{"model_init_kwargs": {"trust_remote_code": True, "use_safetensors": False}},
+                                  {"push_to_hub": True}, {"hub_model_id": "someone/medmo"}])
+def test_trainer_args_cannot_turn_on_remote_code_or_push_checkpoints(tmp_path, args):
+    """GRPO builds its reference model with model_init_kwargs: remote code and pickled weights would get
+    past base_model.trust_remote_code and the safetensors-only rule. Checkpoints are the pipeline's
+    assets, not pushed to a hub from inside a job."""
+    from medmo_pipeline.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=rf"rl\.optim\.trainer_args: \['{next(iter(args))}'\] are set by the recipe"):
+        load_recipe(_recipe_with(tmp_path, "rl", args))

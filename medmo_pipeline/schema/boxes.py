@@ -4,10 +4,13 @@ Sample rows store boxes in pixels of the original image (x1, y1, x2, y2; XYXY, n
 What the model reads and writes is Qwen3-VL's relative integer scale: 0 is the left/top edge
 and 1000 the right/bottom edge, whatever size the processor resizes the image to. Because the
 scale is relative, resizing never changes the numbers; only these two functions convert.
+``clip_box`` says which pixel box a row may keep on its image: curation's rule, which the box-list
+adapters apply to each box row as well.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 QWEN_SCALE = 1000
@@ -70,3 +73,49 @@ def reply_box_to_pixels(box: Sequence[float], width: float, height: float, scale
         raise ValueError(f"box {list(box)} lies outside the {frame_width:g} x {frame_height:g} frame of scale "
                          f"{scale!r} (image {width:g} x {height:g}): is the declared box scale right?")
     return relative_to_pixels(box, width, height) if scale == "relative_1000" else (x1, y1, x2, y2)
+
+
+# ---- what a kept box must be ----------------------------------------------------------------------
+# The rule curation applies to every row's boxes (``curation.rules.clipped_boxes``); adapters apply
+# it to each box row of a box list too, so a bad row is refused by itself and its siblings are kept.
+
+MIN_BOX_OVERLAP = 0.5  # share of a box's area inside the image above which it is clipped, not refused
+
+
+class BoxRefused(ValueError):
+    """A box no row may keep; ``reason`` is ``box_nan``, ``box_degenerate`` or ``box_outside``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def checked_box(box: Sequence[float]) -> Box:
+    """``box`` as floats if it is a box on any image: finite, of positive width and height; raises
+    BoxRefused otherwise.
+
+    >>> checked_box((1, 2, 3, 4))
+    (1.0, 2.0, 3.0, 4.0)
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise BoxRefused("box_nan", f"{(x1, y1, x2, y2)}")
+    if x2 <= x1 or y2 <= y1:
+        raise BoxRefused("box_degenerate", f"{(x1, y1, x2, y2)}: width {x2 - x1}, height {y2 - y1}")
+    return x1, y1, x2, y2
+
+
+def clip_box(box: Sequence[float], width: float, height: float, min_overlap: float = MIN_BOX_OVERLAP) -> Box:
+    """``box`` clipped to a (width x height) image: kept when more than ``min_overlap`` of its area
+    lies inside the image; raises BoxRefused otherwise (and for a box ``checked_box`` refuses).
+
+    >>> clip_box((-2, 0, 8, 10), 100, 100)
+    (0.0, 0.0, 8.0, 10.0)
+    """
+    x1, y1, x2, y2 = checked_box(box)
+    clipped = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+    if clipped != (x1, y1, x2, y2):
+        inside = max(clipped[2] - clipped[0], 0.0) * max(clipped[3] - clipped[1], 0.0)
+        if inside <= min_overlap * (x2 - x1) * (y2 - y1):
+            raise BoxRefused("box_outside", f"{(x1, y1, x2, y2)} vs image {width}x{height}")
+    return clipped

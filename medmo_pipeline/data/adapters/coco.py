@@ -3,7 +3,10 @@ category_id, bbox: [x, y, w, h] in pixels, iscrowd}]``, ``categories[{id, name}]
 
 The file is read three times, a record at a time (``annotations.json_items``): the categories,
 then the annotations (their boxes kept by image), then the images, each converted as it is read.
-Memory holds the boxes, not the file's whole object tree."""
+Memory holds the boxes, not the file's whole object tree. Each annotation's box is checked by
+itself, with curation's rule: one no row could keep (NaN, of no width or height, far outside its
+image) is quarantined as that annotation, and the image keeps its other boxes of the category. A
+category id listed twice stops the source: which name its annotations mean would be a guess."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined
 from medmo_pipeline.safe_paths import safe_join
 
 from .common import AdapterOptions, guarded, limited, load_image, row_problem, rows_only
-from .grounding import grounding_rows, xywh_to_xyxy
+from .grounding import grounding_outcomes, own_box, xywh_to_xyxy
 from .records import SourceLayoutError
 
 
@@ -30,12 +33,15 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     path = safe_join(root, options.file)
     try:
-        names = {}
+        names, listed = {}, set()
         for _, category in json_items(path, options.file, "categories", required=False):
             if isinstance(category, UnreadableRecord):  # every label depends on the categories
                 raise ValueError(category.problem)
+            if (key := _key(category["id"])) in listed:
+                raise ValueError(f"category id {key!r} is listed twice")
+            listed.add(key)
             if isinstance(category.get("name"), str) and stripped(category["name"]):  # else: no label of its
-                names[_key(category["id"])] = stripped(category["name"])  # annotations are quarantined
+                names[key] = stripped(category["name"])  # annotations are quarantined
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SourceLayoutError(f"{options.file} is not a readable COCO file ({error})") from None
     boxes: dict = {}
@@ -52,8 +58,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             if (label := names.get(_key(annotation["category_id"]))) is None:
                 raise RowError("malformed_record", f"category_id {annotation['category_id']!r} names no category "
                                                    "of the file (or one without a name)")
-            box = (label, *xywh_to_xyxy(*annotation["bbox"]))
-            boxes.setdefault(image_id, []).append((index, box))
+            box = (label, *own_box(xywh_to_xyxy(*annotation["bbox"]), f"bbox {annotation['bbox']!r}"))
+            boxes.setdefault(image_id, []).append(((options.file, f"annotation {index}"), box))
         except Exception as error:  # noqa: BLE001 - this annotation is quarantined; the others go on
             yield row_problem(error, options.file, f"annotation {index}")
     seen: set = set()
@@ -65,8 +71,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             if image_id in crowded:
                 return [RowFiltered("crowd", f"image {image_id}: only crowd annotations (skip_crowd)")]
             return [RowFiltered("no_finding", f"image {image_id}: no annotation")]
-        entry = load_image(root, image["file_name"], options)
-        return list(grounding_rows(image_id, entry, [box for _, box in boxes[image_id]], options))
+        entry = load_image(root, image["file_name"], options)  # an annotation outside it is quarantined as itself
+        return grounding_outcomes(image_id, entry, boxes[image_id], options)
 
     images = (RowQuarantined("malformed_record", image.problem, options.file, f"image {index}")
               if isinstance(image, UnreadableRecord) else image
@@ -74,9 +80,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     yield from guarded(limited(images, options), options.file, convert)
     if options.limit is None:  # annotations of no image of the file: said so, each by its place
         for image_id in boxes.keys() - seen:
-            for index, _ in boxes[image_id]:
-                yield RowQuarantined("missing_join_key", f"{options.file} annotation {index}: image_id {image_id} "
-                                     "names no image of the file", options.file, f"annotation {index}")
+            for (file, where), _ in boxes[image_id]:
+                yield RowQuarantined("missing_join_key", f"{file} {where}: image_id {image_id} "
+                                     "names no image of the file", file, where)
 
 
 def _key(value) -> str:

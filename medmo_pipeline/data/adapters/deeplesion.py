@@ -5,7 +5,9 @@ Conventions of the release: ``File_name`` ``PPPPPP_SS_EE_NNN.png`` is slice ``NN
 ``Image_size`` is ``"rows, cols"``; ``Spacing_mm_px_`` is mm per pixel (kept out of the box);
 ``DICOM_windows`` is ``"low, high"`` in HU; ``Train_Val_Test`` is 1/2/3; ``Coarse_lesion_type``
 is 1-8 or -1 (unknown). Pixels are stored as HU + 32768. Boxes are given on ``Image_size``; if the
-PNG has another size they are scaled to it.
+PNG has another size they are scaled to it. Each CSV row's box is checked by itself, with
+curation's rule: one no row could keep (NaN, reversed, far outside its slice) is quarantined by its
+own row, and the slice keeps its other lesions.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .common import (
     text,
     with_columns,
 )
-from .grounding import grounding_rows
+from .grounding import grounding_outcomes, own_box
 from .records import iter_records
 
 LESION_TYPES = {1: "bone lesion", 2: "abdomen lesion", 3: "mediastinum lesion", 4: "liver lesion",
@@ -53,6 +55,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         if isinstance(record, RowQuarantined):
             yield record
             continue
+        origin = origin_of(record, options.file, index)
         try:  # each CSV row is checked on its own: a broken one is quarantined, its slice goes on
             file_name = text(record["File_name"])
             if not file_name.lower().endswith(".png") or "_" not in file_name:
@@ -60,20 +63,21 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             box = coordinates(numbers(record["Bounding_boxes"]), "Bounding_boxes")
             if len(box) != 4:
                 raise ValueError(f"Bounding_boxes has {len(box)} numbers, expected 4")
-            slices.setdefault(file_name, []).append((record, box))
+            box = own_box(box, f"{file_name} Bounding_boxes")
+            slices.setdefault(file_name, []).append((record, box, origin))
         except Exception as error:  # noqa: BLE001 - quarantined with its file and row
-            yield row_problem(error, *origin_of(record, options.file, index))
+            yield row_problem(error, *origin)
 
-    def convert(file_name: str, records: list[tuple]) -> list[dict]:
+    def convert(file_name: str, records: list[tuple]) -> list:
         first = records[0][0]
         entry = load_image(root, slice_path(file_name), options, png16_offset=HU_OFFSET,
                            window=_window(first, options))
         sx, sy = _scale(first, entry)
-        labelled = [(_label(record, options), x1 * sx, y1 * sy, x2 * sx, y2 * sy)
-                    for record, (x1, y1, x2, y2) in records]
+        placed = [(origin, (_label(record, options), x1 * sx, y1 * sy, x2 * sx, y2 * sy))
+                  for record, (x1, y1, x2, y2), origin in records]
         subset = int(float(text(first.get("Train_Val_Test")) or 1))
         split = "eval" if subset in options.eval_subsets else "train"
-        return list(grounding_rows(file_name.removesuffix(".png"), entry, labelled, options, split=split))
+        return grounding_outcomes(file_name.removesuffix(".png"), entry, placed, options, split=split)
 
     yield from guarded((pair for _, pair in limited(iter(slices.items()), options)), options.file, convert)
 

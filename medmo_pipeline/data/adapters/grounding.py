@@ -3,18 +3,27 @@
 One row per (image, label): the question names the label, the answer is MedMO's
 ``label <box>[[x1, y1, x2, y2], ...]</box>`` on Qwen3-VL's 0-1000 scale, and the ``boxes`` column
 keeps the pixel boxes of the original image. Boxes are passed through unchanged: clipping and
-quarantine of bad boxes is curation's job, so it can count them.
+quarantine of bad boxes is curation's job, so it can count them. Box lists that name where each box
+was read (a CSV row, an annotation) apply curation's rule to each box first (``own_box``,
+``grounding_outcomes``): a box no row could keep is quarantined by its own record, and the image
+keeps its other boxes of that label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from medmo_pipeline.data.characters import stripped
 from medmo_pipeline.data.image_limits import limits_in_force
 from medmo_pipeline.data.images import inspect_image
-from medmo_pipeline.data.outcomes import RowError
-from medmo_pipeline.schema.boxes import format_box_answer, pixels_to_relative
+from medmo_pipeline.data.outcomes import RowError, RowQuarantined
+from medmo_pipeline.schema.boxes import (
+    BoxRefused,
+    checked_box,
+    clip_box,
+    format_box_answer,
+    pixels_to_relative,
+)
 
 from .common import AdapterOptions, coordinates, make_row, turn
 
@@ -42,6 +51,34 @@ def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[st
         reply = box_answer(label, boxes, image["width"], image["height"])
         yield make_row(f"{image_id}:{label}", "grounding", options, turn(QUESTION.format(label=label), reply),
                        images=[image], boxes=records, split=split)
+
+
+def grounding_outcomes(image_id: str, image: dict, placed: Iterable[tuple[tuple[str, str], tuple]],
+                       options: AdapterOptions, *, split: str | None = None) -> list:
+    """``grounding_rows`` of ``placed``, (origin, (label, x1, y1, x2, y2)) pairs whose origin is the
+    (file, record) the box was read from, after a quarantine outcome naming that record for each box
+    curation would refuse on this image (far outside it). The boxes kept go on unchanged: curation
+    clips and counts them. An image of unknown size keeps them all, and grounding_rows refuses it."""
+    kept, refused = [], []
+    known = image.get("width", 0) > 0 and image.get("height", 0) > 0
+    for (file, where), labelled in placed:
+        try:
+            if known:
+                clip_box(labelled[1:], image["width"], image["height"])
+            kept.append(labelled)
+        except BoxRefused as problem:
+            refused.append(RowQuarantined(problem.reason, f"{file} {where}: {labelled[0]} {problem.detail}",
+                                          file, where))
+    return [*refused, *grounding_rows(image_id, image, kept, options, split=split)]
+
+
+def own_box(box: Sequence[float], what: str) -> tuple[float, float, float, float]:
+    """``box`` when a row could keep it on some image (finite, of positive width and height); else
+    RowError with curation's reason, so the record holding it is quarantined by itself."""
+    try:
+        return checked_box(box)
+    except BoxRefused as problem:
+        raise RowError(problem.reason, f"{what}: {problem.detail}") from None
 
 
 def box_answer(label: str, boxes: list[tuple[float, float, float, float]], width: int, height: int) -> str:

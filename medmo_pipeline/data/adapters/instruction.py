@@ -4,7 +4,8 @@ ChatDoctor), question/answer pairs (MedQuAD), reasoning traces (medical-o1-reaso
 (MIMIC-IV-Ext-BHC: notes -> brief hospital course, with a fixed ``instruction``).
 
 A reasoning trace is kept inside ``<think>...</think>`` before the reply; the short ``answer`` is
-the reply alone.
+the reply alone. A trace or reply holding a think tag of its own is quarantined, whether or not the
+record has a trace.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         prompt = f"{instruction}\n\n{extra}" if instruction and extra else instruction or extra
         output = text(record.get(options.output_field))
         reasoning = text(record.get(options.reasoning_field)) if options.reasoning_field else ""
-        if reasoning and any(tag in part for tag in THINK_TAGS for part in (reasoning, output)):
-            raise RowError("malformed_record", "a think tag inside the reasoning or the reply would break the "
-                                               "<think> block the row wraps the reasoning in")
+        # checked with a trace or without: a reply's own <think> block would train a made-up trace
+        if any(tag in part for tag in THINK_TAGS for part in (reasoning, output)):
+            raise RowError("malformed_record", "a think tag inside the reasoning or the reply: the row's only "
+                                               "<think> block is the one it wraps the reasoning in")
         reply = f"<think>\n{reasoning}\n</think>\n{output}" if reasoning else output
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, options.task, options, turn(prompt, reply), answer=output)]

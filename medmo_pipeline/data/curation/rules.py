@@ -12,7 +12,8 @@ one; sha256, width and height are recomputed. The content decides the format: a 
 another one is counted (``extension_mismatches``) unless ``check_extension`` quarantines it.
 Boxes (pixels of the first image): finite, positive width and height, and inside the image after
 the clipping rule: a box overlapping the image by more than ``min_box_overlap`` of its own area is
-clipped to the image; otherwise the row is quarantined.
+clipped to the image; otherwise the row is quarantined (``schema.boxes.clip_box``, the rule the
+box-list adapters apply to each box row too).
 
 A row failing a rule raises ``Rejected`` with one reason from ``REASONS``. The batch checks
 (``batch``) apply the same rules to many rows at once and leave to ``check_row`` every row they are
@@ -22,7 +23,6 @@ not sure about.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ import regex
 from medmo_pipeline.data.characters import ASCII_STRIPPED, CONTROL_CHARACTERS, INVISIBLE, stripped
 from medmo_pipeline.data.images import ImageError, ImageLimits, InspectCache, extension_contradicts
 from medmo_pipeline.data.outcomes import ROW_REASONS
+from medmo_pipeline.schema.boxes import MIN_BOX_OVERLAP, BoxRefused, clip_box
 from medmo_pipeline.schema.rows import SPLITS, TASKS, TASKS_WITH_IMAGES
 
 TASKS_WITH_ANSWER = ("vqa", "text_qa", "grounding")
@@ -69,7 +70,7 @@ REASONS = {
 @dataclass(frozen=True)
 class CurationLimits:
     image: ImageLimits = field(default_factory=ImageLimits)
-    min_box_overlap: float = 0.5  # share of a box's area inside the image above which it is clipped
+    min_box_overlap: float = MIN_BOX_OVERLAP  # share of a box's area inside the image above which it is clipped
     # The content decides an image's format: a name promising another one is counted in the report
     # (``extension_mismatches``), not quarantined, unless this asks for that.
     check_extension: bool = False
@@ -254,16 +255,11 @@ def clipped_boxes(boxes: list, image_size: tuple[int, int] | None, limits: Curat
             x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
         except (KeyError, TypeError, ValueError) as error:
             raise Rejected("malformed_row", f"box {box!r}: {error}") from None
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            raise Rejected("box_nan", f"{(x1, y1, x2, y2)}")
-        if x2 <= x1 or y2 <= y1:
-            raise Rejected("box_degenerate", f"{(x1, y1, x2, y2)}: width {x2 - x1}, height {y2 - y1}")
-        cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
-        inside = max(cx2 - cx1, 0.0) * max(cy2 - cy1, 0.0)
-        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-            if inside <= limits.min_box_overlap * (x2 - x1) * (y2 - y1):
-                raise Rejected("box_outside", f"{(x1, y1, x2, y2)} vs image {width}x{height}")
-            clipped += 1
+        try:  # the rule adapters apply to each box row too (schema.boxes)
+            cx1, cy1, cx2, cy2 = clip_box((x1, y1, x2, y2), width, height, limits.min_box_overlap)
+        except BoxRefused as refused:
+            raise Rejected(refused.reason, refused.detail) from None
+        clipped += (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
         out.append({"label": clean_text(box.get("label"), "box label"), "x1": cx1, "y1": cy1, "x2": cx2, "y2": cy2})
     return out, clipped
 

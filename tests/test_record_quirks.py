@@ -216,7 +216,7 @@ def test_yolo_labels_of_no_class_are_quarantined_and_a_bom_is_read_through(fixtu
     labels[0].write_bytes(b"99 0.5 0.5 0.2 0.2\n")
     labels[1].write_bytes(b"\xef\xbb\xbf3 0.5 0.5 0.2 0.2\r\n")
     report = curate("grazpedwri_dx")
-    assert report["problems"] == [("malformed_record", "labels", f"labels/{labels[0].name}")]
+    assert report["problems"] == [("malformed_record", f"labels/{labels[0].name}", "line 1")]  # by its line
     assert any(row["id"].endswith(f"{labels[1].stem}:fracture") for row in report["kept"])
 
 

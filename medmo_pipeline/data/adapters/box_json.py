@@ -1,5 +1,10 @@
 """One JSON box file per image folder, as SLAKE ships them: ``imgs/<folder>/source.jpg`` beside
-``imgs/<folder>/detection.json`` holding ``[{"<label>": [x, y, w, h]}, ...]`` in pixels."""
+``imgs/<folder>/detection.json`` holding ``[{"<label>": [x, y, w, h]}, ...]`` in pixels.
+
+Each item of the list is checked by itself, with curation's rule: one that is not an object of
+``[x, y, w, h]`` boxes, or holds a box no row could keep (NaN, no width or height, far outside the
+image), is quarantined by the file and its ``item N`` (counted from 0), and the image keeps its
+other boxes."""
 
 from __future__ import annotations
 
@@ -10,8 +15,18 @@ from pathlib import Path
 from medmo_pipeline.data.outcomes import RowError
 from medmo_pipeline.safe_paths import safe_glob, safe_join
 
-from .common import AdapterOptions, guarded, limited, load_image, record_file_text, rows_only, validated
-from .grounding import grounding_rows, xywh_to_xyxy
+from .common import (
+    AdapterOptions,
+    guarded,
+    limited,
+    load_image,
+    record_file_text,
+    row_problem,
+    rows_only,
+    shown,
+    validated,
+)
+from .grounding import MAX_BAD_BOXES, grounding_outcomes, own_box, xywh_to_xyxy
 from .records import layout_path
 
 
@@ -26,14 +41,29 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
     base = layout_path(root, options.image_dir, folder=True)
     folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}", refuse_outside=False)]
 
-    def convert(_, folder: Path) -> list[dict]:
+    def convert(where: str, folder: Path) -> list:
         name = f"{folder.name}/{options.boxes_file}"
-        items = json.loads(record_file_text(safe_join(base, name), f"{options.image_dir}/{name}"))
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise RowError("malformed_record", f"{folder.name}/{options.boxes_file} is not a list of objects")
-        labelled = [(label, *xywh_to_xyxy(*_four(box))) for item in items for label, box in item.items()]
-        entry = load_image(root, f"{folder.name}/{options.image_file}", options)
-        return list(grounding_rows(folder.name, entry, labelled, options))
+        items = json.loads(record_file_text(safe_join(base, name), where))
+        if not isinstance(items, list):
+            raise RowError("malformed_record", f"{name} is not a list of objects")
+        placed, problems = [], []
+        for index, item in enumerate(items):
+            origin = (where, f"item {index}")
+            try:  # an item is a box: a bad one costs that item, not the image's other boxes
+                if not isinstance(item, dict):
+                    raise RowError("malformed_record", f"{shown(item, 40)} is not an object of boxes")
+                placed += [(origin, (label, *own_box(xywh_to_xyxy(*_four(box)), f"{label} box")))
+                           for label, box in item.items()]
+            except RowError as error:
+                problems.append(row_problem(error, *origin))
+                if len(problems) > MAX_BAD_BOXES:
+                    raise RowError("malformed_record", f"more than {MAX_BAD_BOXES} bad items") from None
+        try:  # the image's rows; its bad items are named above whatever becomes of it
+            entry = load_image(root, f"{folder.name}/{options.image_file}", options)
+            rows = grounding_outcomes(folder.name, entry, placed, options)
+        except Exception as error:  # noqa: BLE001 - quarantined as the box file, as guarded would
+            rows = [row_problem(error, options.boxes_file, where)]
+        return [*problems, *rows]
 
     records = ((f"{options.image_dir}/{folder.name}/{options.boxes_file}", folder) for _, folder in
                limited(iter(folders), options))
@@ -42,7 +72,7 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
 
 def _four(box) -> list:
     if not isinstance(box, (list, tuple)) or len(box) != 4:
-        raise RowError("malformed_record", f"box {box!r} is not [x, y, w, h]")
+        raise RowError("malformed_record", f"box {shown(box, 60)} is not [x, y, w, h]")
     return list(box)
 
 

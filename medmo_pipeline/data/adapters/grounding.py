@@ -4,9 +4,9 @@ One row per (image, label): the question names the label, the answer is MedMO's
 ``label <box>[[x1, y1, x2, y2], ...]</box>`` on Qwen3-VL's 0-1000 scale, and the ``boxes`` column
 keeps the pixel boxes of the original image. Boxes are passed through unchanged: clipping and
 quarantine of bad boxes is curation's job, so it can count them. Box lists that name where each box
-was read (a CSV row, an annotation) apply curation's rule to each box first (``own_box``,
-``grounding_outcomes``): a box no row could keep is quarantined by its own record, and the image
-keeps its other boxes of that label.
+was read (a CSV row, an annotation, a YOLO label line, a box JSON item) apply curation's rule to each
+box first (``own_box``, ``grounding_outcomes``): a box no row could keep, or one without a label, is
+quarantined by its own record, and the image keeps its other boxes of that label.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from medmo_pipeline.schema.boxes import (
 from .common import AdapterOptions, coordinates, make_row, turn
 
 QUESTION = "Locate every {label} in this image and give their bounding boxes."
+# Bad boxes of one record file (a YOLO label file, a box JSON) quarantined one by one; a real file
+# holds a few boxes, so past this many it is no box file, quarantined whole (one record, not millions)
+MAX_BAD_BOXES = 1_000
 
 
 def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[str, float, float, float, float]],
@@ -57,11 +60,15 @@ def grounding_outcomes(image_id: str, image: dict, placed: Iterable[tuple[tuple[
                        options: AdapterOptions, *, split: str | None = None) -> list:
     """``grounding_rows`` of ``placed``, (origin, (label, x1, y1, x2, y2)) pairs whose origin is the
     (file, record) the box was read from, after a quarantine outcome naming that record for each box
-    curation would refuse on this image (far outside it). The boxes kept go on unchanged: curation
-    clips and counts them. An image of unknown size keeps them all, and grounding_rows refuses it."""
+    curation would refuse on this image (far outside it) and each box without a label. The boxes kept
+    go on unchanged: curation clips and counts them. An image of unknown size keeps them all, and
+    grounding_rows refuses it."""
     kept, refused = [], []
     known = image.get("width", 0) > 0 and image.get("height", 0) > 0
     for (file, where), labelled in placed:
+        if not stripped(str(labelled[0])):  # its question would name nothing: the box goes, not the image
+            refused.append(RowQuarantined("missing_field", f"{file} {where}: a box without a label", file, where))
+            continue
         try:
             if known:
                 clip_box(labelled[1:], image["width"], image["height"])

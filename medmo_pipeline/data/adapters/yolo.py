@@ -1,6 +1,10 @@
 """YOLO text labels as in GRAZPEDWRI-DX: ``images/<stem>.png`` + ``labels/<stem>.txt`` with one
 ``class cx cy w h`` line per box, centre and size normalised to 0-1 by the image's width/height.
-Class names come from the options or from a ``names:`` YAML (the dataset's ``meta.yaml``)."""
+Class names come from the options or from a ``names:`` YAML (the dataset's ``meta.yaml``).
+
+Each line is a box of its own, checked with curation's rule: a line that is not ``class cx cy w h``,
+names no class of the layout, or holds a box no row could keep (NaN, no width or height, far outside
+the image) is quarantined by the label file and its ``line N``, and the image keeps its other boxes."""
 
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ from .common import (
     limited,
     load_image,
     record_file_text,
+    row_problem,
     rows_only,
     shown,
 )
-from .grounding import grounding_rows
+from .grounding import MAX_BAD_BOXES, grounding_outcomes, own_box
 from .records import SourceLayoutError, layout_path
 
 MAX_CLASS_NODES = 100_000  # a classes file names a few to a few hundred classes
@@ -47,30 +52,33 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     labels_dir = layout_path(root, options.labels_dir, folder=True)
     labels = safe_glob(labels_dir, "*.txt", refuse_outside=False)
 
-    def convert(_, label_file: Path) -> list:
+    def convert(where: str, label_file: Path) -> list:
         label_file = safe_join(labels_dir, label_file.name)  # a label file linking out of the root: quarantined
-        entry = load_image(root, label_file.stem + options.image_suffix, options)
-        width, height = entry["width"], entry["height"]
-        labelled, skipped = [], set()
-        lines = record_file_text(label_file, f"{options.labels_dir}/{label_file.name}").splitlines()
-        for number, line in enumerate(lines, start=1):
-            parts = line.split(None, 5)  # one more piece at most: a line of millions is not split further
-            if not parts:
-                continue
-            if len(parts) != 5 or not parts[0].isdigit():
-                raise RowError("malformed_record", f"line {number}: {line.strip()[:80]!r} is not 'class cx cy w h'")
-            index, (cx, cy, w, h) = int(parts[0]), coordinates(parts[1:], f"line {number}")
-            if classes and not index < len(classes):  # a label of no class: its box would train a number
-                raise RowError("malformed_record", f"line {number}: class {parts[0][:20]} is not one of the "
-                                                   f"{len(classes)} classes of the layout")
-            name = classes[index] if classes else str(index)
-            if name in options.skip_classes:
-                skipped.add(name)
-            else:
-                labelled.append((name, (cx - w / 2) * width, (cy - h / 2) * height,
-                                 (cx + w / 2) * width, (cy + h / 2) * height))
+        placed, problems, skipped = [], [], set()
+        for number, line in enumerate(record_file_text(label_file, where).splitlines(), start=1):
+            try:  # a line is one box: a bad one costs that line, not the file's other boxes
+                if (read := _line(line, classes)) is None:
+                    continue
+                name, (cx, cy, w, h) = read
+                if name in options.skip_classes:
+                    skipped.add(name)
+                    continue
+                box = own_box((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), f"{name} box")  # still 0-1
+                placed.append(((where, f"line {number}"), (name, *box)))
+            except ValueError as error:  # RowError, or int() of a digit Python cannot read
+                problems.append(row_problem(error, where, f"line {number}"))
+                if len(problems) > MAX_BAD_BOXES:
+                    raise RowError("malformed_record", f"more than {MAX_BAD_BOXES} bad lines") from None
         filtered = [RowFiltered("class", f"{label_file.stem}: {name}") for name in sorted(skipped)]
-        return [*grounding_rows(label_file.stem, entry, labelled, options), *filtered]
+        try:  # the image's rows; its bad lines are named above whatever becomes of it
+            entry = load_image(root, label_file.stem + options.image_suffix, options)
+            width, height = entry["width"], entry["height"]
+            pixels = [(origin, (name, x1 * width, y1 * height, x2 * width, y2 * height))
+                      for origin, (name, x1, y1, x2, y2) in placed]
+            rows = grounding_outcomes(label_file.stem, entry, pixels, options)
+        except Exception as error:  # noqa: BLE001 - quarantined as the label file, as guarded would
+            rows = [row_problem(error, options.labels_dir, where)]
+        return [*problems, *rows, *filtered]
 
     def records() -> Iterator:
         # Label files are the records; an image without one is YOLO's background image (no objects),
@@ -85,6 +93,20 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                                                f"{path.stem}.txt, a background image: nothing to train on")
 
     yield from guarded(records(), options.labels_dir, convert)
+
+
+def _line(line: str, classes: list[str]) -> tuple[str, tuple[float, ...]] | None:
+    """(class name, (cx, cy, w, h)) of one label line, None for a blank one; RowError says what is wrong."""
+    parts = line.split(None, 5)  # one more piece at most: a line of millions is not split further
+    if not parts:
+        return None
+    if len(parts) != 5 or not parts[0].isdigit():
+        raise RowError("malformed_record", f"{line.strip()[:80]!r} is not 'class cx cy w h'")
+    index, numbers = int(parts[0]), coordinates(parts[1:])
+    if classes and not index < len(classes):  # a label of no class: its box would train a number
+        raise RowError("malformed_record", f"class {parts[0][:20]} is not one of the {len(classes)} classes "
+                                           "of the layout")
+    return (classes[index] if classes else str(index)), numbers
 
 
 def _images(root: Path, options: Options) -> list[Path]:

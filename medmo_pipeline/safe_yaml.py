@@ -64,11 +64,6 @@ def read_yaml(path: Path, *, max_nodes: int, unique_keys: bool = True) -> Any:
     except FileTooLarge as error:
         raise YamlRefused(f"{path}: {error.size} bytes, more than {most_bytes} for at most {max_nodes} "
                           "nodes") from None
-    except OSError as error:
-        if not isinstance(error.filename, int):
-            raise
-        # opened, then found to be a directory: the error names a file descriptor, not the file
-        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

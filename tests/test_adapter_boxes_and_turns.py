@@ -12,44 +12,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from fixtures_formats import build_fixture, png_bytes, write_file
+from fixtures_formats import png_bytes, write_file
+from registry_sources import registry_fixture
 
-from medmo_pipeline.config import CorpusRecipe
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.adapters import coco, iter_samples
 from medmo_pipeline.data.adapters.records import SourceLayoutError
 from medmo_pipeline.data.curation import curate
 from medmo_pipeline.data.curation.rules import CurationLimits, Rejected, clipped_boxes
-from medmo_pipeline.data.registry import load_registry
-from medmo_pipeline.data.sources import curate_source
 from medmo_pipeline.schema.boxes import BoxRefused, clip_box
-
-REGISTRY = load_registry()
 
 
 @pytest.fixture
 def fixture(tmp_path, monkeypatch):
     """(write the registry dataset's fixture and return its folder, curate it and return the report)."""
-    monkeypatch.setenv("MEDMO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_TOKEN", "attested-for-the-test")
-
-    def build(name: str) -> Path:
-        entry = REGISTRY.get(name)
-        folder = tmp_path / "data" / entry.origin.local_dir
-        for spec in entry.adapters:
-            build_fixture(spec.family, folder, spec.options)
-        return folder
-
-    def curated(name: str) -> dict:
-        corpus = CorpusRecipe(kind="registry", registry={"data_root": str(tmp_path / "data"), "sources": [name]})
-        report = curate_source(corpus, name, tmp_path / "corpus", seed=0, log=lambda _: None)
-        assert report["accounted"]
-        report["kept"] = {row["id"]: row for row in shards.iter_rows(Path(report["shard_dir"]))}
-        report["problems"] = [(q["reason"], q["file"], q["record"], q["detail"]) for q in
-                              pq.read_table(report["quarantine_path"]).to_pylist()]
-        return report
-
-    return build, curated
+    return registry_fixture(tmp_path, monkeypatch)
 
 
 # ---- box lists: each box row by itself ------------------------------------------------------------
@@ -66,14 +43,14 @@ def test_nih_a_box_row_outside_its_image_costs_that_row_only(fixture):
     path.write_text("\n".join([*lines, *added]) + "\n")
     report = curated("nih_chest_xray")
     first = len(lines)  # the header is no row: the first added line is row len(lines)
-    assert [problem[:3] for problem in report["problems"]] == [
+    assert [problem[:3] for problem in report["problem_details"]] == [
         ("box_outside", "BBox_List_2017.csv", f"row {first + 1}"),
         ("box_outside", "BBox_List_2017.csv", f"row {first + 3}")]
-    assert "vs image 1024x1024" in report["problems"][0][3]
-    effusion = report["kept"][f"nih_chest_xray:{image}:Effusion"]
+    assert "vs image 1024x1024" in report["problem_details"][0][3]
+    effusion = report["kept_by_id"][f"nih_chest_xray:{image}:Effusion"]
     assert [(b["x1"], b["x2"]) for b in effusion["boxes"]] == [(100.0, 150.0), (1000.0, 1024.0)]
     assert report["boxes_clipped"] == 1
-    assert not any(row_id.endswith(":Mass") for row_id in report["kept"])
+    assert not any(row_id.endswith(":Mass") for row_id in report["kept_by_id"])
     assert report["rows_in"] == report["rows_kept"] + 2  # the two refused rows are inputs of their own
 
 
@@ -86,10 +63,10 @@ def test_deeplesion_a_reversed_or_outside_box_costs_its_own_csv_row(fixture):
         csv.writer(handle).writerows([[{**base, "Bounding_boxes": box}[name] for name in header]
                                       for box in ("40, 40, 30, 30", "100, 100, 120, 120")])
     report = curated("deeplesion")
-    assert sorted(problem[:3] for problem in report["problems"]) == [
+    assert sorted(problem[:3] for problem in report["problem_details"]) == [
         ("box_degenerate", "DL_info.csv", f"row {len(rows) + 1}"),
         ("box_outside", "DL_info.csv", f"row {len(rows) + 2}")]
-    assert len(report["kept"]["deeplesion:000001_01_01_103:liver lesion"]["boxes"]) == 2  # the fixture's two
+    assert len(report["kept_by_id"]["deeplesion:000001_01_01_103:liver lesion"]["boxes"]) == 2  # the fixture's two
 
 
 def _coco(root: Path, annotations: list[dict], categories: list[dict]) -> None:
@@ -171,7 +148,7 @@ def test_medsg_every_reply_is_held_to_its_box_markers(fixture):
     (folder / "MedSG-Train/Taskfixture.json").write_text(json.dumps(
         [{"id": name, "images": images, "conversations": turns} for name, images, turns in records]))
     report = curated("medsg")
-    problems = [(reason, record, detail.split(": ")[1]) for reason, _, record, detail in report["problems"]]
+    problems = [(reason, record, detail.split(": ")[1]) for reason, _, record, detail in report["problem_details"]]
     assert problems == [("malformed_record", "row 1", "conversations[3]"),
                         ("malformed_record", "row 2", "conversations[3]"),
                         ("malformed_record", "row 3", "conversations[1]"),
@@ -179,9 +156,9 @@ def test_medsg_every_reply_is_held_to_its_box_markers(fixture):
                         ("malformed_record", "row 5", "conversations[1]"),
                         ("bad_number", "row 6", ("box [1.0, 2.0, 500.0, 12.0] lies outside the 64 x 48 frame of "
                                                  "scale 'pixels' (image 64 x 48)"))]
-    assert sorted(report["kept"]) == ["medsg:good", "medsg:good_several"]
-    assert len(report["kept"]["medsg:good"]["boxes"]) == 2  # both boxes the first reply shows
-    assert report["kept"]["medsg:good_several"]["boxes"] == []  # the reply names which image: text only
+    assert sorted(report["kept_by_id"]) == ["medsg:good", "medsg:good_several"]
+    assert len(report["kept_by_id"]["medsg:good"]["boxes"]) == 2  # both boxes the first reply shows
+    assert report["kept_by_id"]["medsg:good_several"]["boxes"] == []  # the reply names which image: text only
 
 
 def test_a_record_without_an_id_is_missing_field_not_its_place_in_the_file(fixture, tmp_path):
@@ -195,10 +172,10 @@ def test_a_record_without_an_id_is_missing_field_not_its_place_in_the_file(fixtu
         {"image": ["images/p1.jpg"], "conversations": conversation},  # no id: its place would be "1"
         {"id": "", "image": ["images/p2.jpg"], "conversations": conversation}]))
     report = curated("pubmed_vision")
-    assert [problem[:3] for problem in report["problems"]] == [
+    assert [problem[:3] for problem in report["problem_details"]] == [
         ("missing_field", "PubMedVision_InstructionTuning_VQA.json", "row 2"),
         ("missing_field", "PubMedVision_InstructionTuning_VQA.json", "row 3")]
-    assert list(report["kept"]) == ["pubmed_vision:1"]
+    assert list(report["kept_by_id"]) == ["pubmed_vision:1"]
     # a layout that names no id field numbers its records in file order
     options = {"file": "records.json", "id_field": ""}
     write_file(tmp_path / "no_ids", "a.png", png_bytes(seed=1))
@@ -216,8 +193,8 @@ def test_a_reply_with_a_think_tag_of_its_own_is_refused_with_or_without_a_trace(
         {"Question": "Q2?", "Complex_CoT": "", "Response": "Final answer B."},
         {"Question": "Q3?", "Complex_CoT": "Step one.", "Response": "Final answer C."}]))
     report = curated("medical_o1_reasoning_sft")
-    assert [problem[:3] for problem in report["problems"]] == [("malformed_record", "medical_o1_sft.json", "row 1")]
-    replies = sorted(row["messages"][-1]["content"] for row in report["kept"].values())
+    assert [problem[:3] for problem in report["problem_details"]] == [("malformed_record", "medical_o1_sft.json", "row 1")]
+    replies = sorted(row["messages"][-1]["content"] for row in report["kept_by_id"].values())
     assert replies == ["<think>\nStep one.\n</think>\nFinal answer C.", "Final answer B."]
 
     folder = build("alpacare_medinstruct_52k")
@@ -225,6 +202,6 @@ def test_a_reply_with_a_think_tag_of_its_own_is_refused_with_or_without_a_trace(
         {"instruction": "Q?", "input": "", "output": "The answer.</think>"},
         {"instruction": "Q2?", "input": "", "output": "Another answer."}]))
     report = curated("alpacare_medinstruct_52k")
-    assert [problem[:3] for problem in report["problems"]] == [
+    assert [problem[:3] for problem in report["problem_details"]] == [
         ("malformed_record", "data/MedInstruct-52k.json", "row 1")]
-    assert [row["answer"] for row in report["kept"].values()] == ["Another answer."]
+    assert [row["answer"] for row in report["kept_by_id"].values()] == ["Another answer."]

@@ -6,53 +6,25 @@ record, beside the bad boxes it held."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-from fixtures_formats import build_fixture
-
-from medmo_pipeline.config import CorpusRecipe
-from medmo_pipeline.data import shards
-from medmo_pipeline.data.registry import load_registry
-from medmo_pipeline.data.sources import curate_source
-
-REGISTRY = load_registry()
+from registry_sources import registry_fixture
 
 
 @pytest.fixture
 def fixture(tmp_path, monkeypatch):
     """(write the registry dataset's fixture and return its folder, curate it and return the report)."""
-    monkeypatch.setenv("MEDMO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_TOKEN", "attested-for-the-test")
-
-    def build(name: str) -> Path:
-        entry = REGISTRY.get(name)
-        folder = tmp_path / "data" / entry.origin.local_dir
-        for spec in entry.adapters:
-            build_fixture(spec.family, folder, spec.options)
-        return folder
-
-    def curated(name: str) -> dict:
-        corpus = CorpusRecipe(kind="registry", registry={"data_root": str(tmp_path / "data"), "sources": [name]})
-        report = curate_source(corpus, name, tmp_path / "corpus", seed=0, log=lambda _: None)
-        assert report["accounted"]
-        report["kept"] = {row["id"]: row for row in shards.iter_rows(Path(report["shard_dir"]))}
-        report["problems"] = [(q["reason"], q["file"], q["record"], q["detail"]) for q in
-                              pq.read_table(report["quarantine_path"]).to_pylist()]
-        return report
-
-    return build, curated
+    return registry_fixture(tmp_path, monkeypatch)
 
 
 def _kept(report: dict, suffix: str) -> dict:
-    [row] = [row for row_id, row in report["kept"].items() if row_id.endswith(suffix)]
+    [row] = [row for row_id, row in report["kept_by_id"].items() if row_id.endswith(suffix)]
     return row
 
 
 def _places(report: dict) -> list[tuple[str, str, str]]:
     """(reason, file, record) of each quarantined record, by file and place (single-digit places here)."""
-    return sorted((problem[:3] for problem in report["problems"]), key=lambda p: (p[1], p[2]))
+    return sorted((problem[:3] for problem in report["problem_details"]), key=lambda p: (p[1], p[2]))
 
 
 # ---- YOLO (GRAZPEDWRI-DX): each label line by itself ------------------------------------------
@@ -78,7 +50,7 @@ def test_yolo_a_bad_line_costs_that_line_only(fixture):
                                ("box_nan", file, f"line {first + 3}"),
                                ("malformed_record", file, f"line {first + 4}"),
                                ("malformed_record", file, f"line {first + 5}")]
-    details = {problem[2]: problem[3] for problem in report["problems"]}
+    details = {problem[2]: problem[3] for problem in report["problem_details"]}
     assert "is not 'class cx cy w h'" in details[f"line {first + 4}"]
     assert "class 99 is not one of the 9 classes" in details[f"line {first + 5}"]
     fracture = _kept(report, "0001_0:fracture")
@@ -96,10 +68,10 @@ def test_yolo_bad_lines_are_named_beside_a_missing_image(fixture):
     (folder / "images" / "0001_0.png").unlink()
     (folder / "labels" / "0001_0.txt").write_text("3 0.5 0.5 0.25 0.5\n3 0.5 0.5 0.1 -0.1\n")
     report = curated("grazpedwri_dx")
-    assert sorted(problem[:3] for problem in report["problems"]) == [
+    assert sorted(problem[:3] for problem in report["problem_details"]) == [
         ("box_degenerate", "labels/0001_0.txt", "line 2"),
         ("image_missing", "labels", "labels/0001_0.txt")]
-    assert not any("0001_0:" in row_id for row_id in report["kept"])
+    assert not any("0001_0:" in row_id for row_id in report["kept_by_id"])
 
 
 # ---- SLAKE detection.json: each item by itself -------------------------------------------------
@@ -136,7 +108,7 @@ def test_slake_bad_items_beside_a_missing_image_and_a_file_that_is_no_list(fixtu
                                                                   {"Liver": [5, 6, -20, 10]}]))
     (folder / "xmlab1" / "detection.json").write_text(json.dumps({"Liver": [5, 6, 20, 10]}))
     report = curated("slake")
-    assert sorted(problem[:3] for problem in report["problems"]) == [
+    assert sorted(problem[:3] for problem in report["problem_details"]) == [
         ("box_degenerate", "imgs/xmlab0/detection.json", "item 1"),
         ("image_missing", "detection.json", "imgs/xmlab0/detection.json"),
         ("malformed_record", "detection.json", "imgs/xmlab1/detection.json")]  # the file is the record
@@ -154,5 +126,5 @@ def test_a_file_of_more_bad_boxes_than_a_real_one_holds_is_one_record(fixture, n
     build, curated = fixture
     (build(name) / path).write_text(bad(MAX_BAD_BOXES + 1))
     report = curated(name)
-    assert [problem[:3] for problem in report["problems"]] == [("malformed_record", *record)]
-    assert f"more than {MAX_BAD_BOXES}" in report["problems"][0][3]
+    assert [problem[:3] for problem in report["problem_details"]] == [("malformed_record", *record)]
+    assert f"more than {MAX_BAD_BOXES}" in report["problem_details"][0][3]

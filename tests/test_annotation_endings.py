@@ -9,20 +9,15 @@ import gzip
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-from fixtures_formats import build_fixture
+from registry_sources import registry_fixture
 
-from medmo_pipeline.config import CorpusRecipe
-from medmo_pipeline.data import shards
 from medmo_pipeline.data.adapters.records import iter_records
 from medmo_pipeline.data.annotations import AnnotationError, json_items
 from medmo_pipeline.data.benchmarks.readers import _split_table
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.data.registry import SourceUnavailable, load_registry
-from medmo_pipeline.data.sources import curate_source
+from medmo_pipeline.data.registry import SourceUnavailable
 
-REGISTRY = load_registry()
 VQA_RAD = "VQA_RAD Dataset Public.json"
 CAPTIONS = "data/train/radiology/captions.txt"  # ROCO: 'ROCO_NNNNN<TAB> caption' lines, no header
 
@@ -30,25 +25,7 @@ CAPTIONS = "data/train/radiology/captions.txt"  # ROCO: 'ROCO_NNNNN<TAB> caption
 @pytest.fixture
 def fixture(tmp_path, monkeypatch):
     """(write the registry dataset's fixture and return its folder, curate it and return the report)."""
-    monkeypatch.setenv("MEDMO_HOME", str(tmp_path / "home"))
-
-    def build(name: str) -> Path:
-        entry = REGISTRY.get(name)
-        folder = tmp_path / "data" / entry.origin.local_dir
-        for spec in entry.adapters:
-            build_fixture(spec.family, folder, spec.options)
-        return folder
-
-    def curate(name: str) -> dict:
-        corpus = CorpusRecipe(kind="registry", registry={"data_root": str(tmp_path / "data"), "sources": [name]})
-        report = curate_source(corpus, name, tmp_path / "corpus", seed=0, log=lambda _: None)
-        assert report["accounted"]
-        report["kept"] = list(shards.iter_rows(Path(report["shard_dir"])))
-        report["problems"] = [(q["reason"], q["file"], q["record"], q["detail"]) for q in
-                              pq.read_table(report["quarantine_path"]).to_pylist()]
-        return report
-
-    return build, curate
+    return registry_fixture(tmp_path, monkeypatch)
 
 
 # ---- JSON: what follows the top-level value -------------------------------------------------------
@@ -93,7 +70,7 @@ def test_a_trailing_comma_ends_the_list_and_carries_no_record(fixture):
     path.write_text(json.dumps(records, indent=2)[:-2] + ",\n]\n")  # "},\n]": as a hand edit leaves it
     assert [record for _, record in json_items(path, VQA_RAD)] == records
     report = curate("vqa_rad")
-    assert report["problems"] == []
+    assert report["problem_details"] == []
     assert report["rows_in"] == report["rows_kept"] == len(records)
 
     keyed = path.with_name("keyed.json")
@@ -131,7 +108,7 @@ def test_a_lone_carriage_return_in_an_unquoted_caption_costs_that_record_only(fi
     _caption_with_lone_cr(build("roco"), ending)
     report = curate("roco")
     assert report["rows_in"] == 3  # no record split in two
-    [(reason, file, record, detail)] = report["problems"]
+    [(reason, file, record, detail)] = report["problem_details"]
     assert (reason, file, record) == ("malformed_record", CAPTIONS, "row 2")
     assert f"{CAPTIONS}: line 2: the record holds a carriage return alone inside an unquoted field" in detail
     assert "newline=''" not in detail
@@ -145,7 +122,7 @@ def test_a_caption_file_of_cr_only_lines_still_reads_every_record(fixture):
     path = build("roco") / CAPTIONS
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
     report = curate("roco")
-    assert report["problems"] == []
+    assert report["problem_details"] == []
     captions = {row["id"]: row["messages"][1]["content"] for row in report["kept"]}
     assert captions == {f"roco:ROCO_0000{index}": f'Axial CT, "contrast-enhanced", showing finding number {index}.'
                         for index in range(3)}

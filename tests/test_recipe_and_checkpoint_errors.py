@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import struct
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
+from guards import alarm, cpu_seconds_limit
 
 from medmo_pipeline.config import RecipeError, load_recipe
 from medmo_pipeline.model.checkpoint import parent_reference, weights_version
@@ -29,36 +29,6 @@ from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 from tests.conftest import embedded_recipe_data, write_recipe
 
 TOO_LONG = 300  # characters: more than a file name may hold (255 on Linux)
-
-
-@contextmanager
-def _alarm(seconds: int):
-    """Fail the block instead of hanging it (a FIFO opened for a blocking read waits for a writer)."""
-    def stop(signum, frame):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextmanager
-def _cpu_seconds(seconds: float):
-    """Stop the block once this process has used ``seconds`` of CPU time."""
-    def stop(signum, frame):
-        raise TimeoutError(f"still running after {seconds} CPU second(s)")
-
-    previous = signal.signal(signal.SIGPROF, stop)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
 
 
 @contextmanager
@@ -112,7 +82,8 @@ def test_a_directory_named_like_a_recipe_is_refused_naming_it(tmp_path):
 
 
 @pytest.mark.parametrize(("kind", "says"), [
-    ("missing", "No such file or directory"), ("directory", "Is a directory"), ("too long", "File name too long"),
+    ("missing", "No such file or directory"), ("directory", "{value} is not a regular file"),
+    ("too long", "File name too long"),
 ])
 def test_an_unreadable_registry_names_its_field_and_path(tmp_path, kind, says):
     value = {"missing": str(tmp_path / "no-such-registry.yaml"), "directory": str(tmp_path),
@@ -122,15 +93,14 @@ def test_an_unreadable_registry_names_its_field_and_path(tmp_path, kind, says):
     data["corpus"]["registry"]["registry"] = value
     message = _refused(write_recipe(tmp_path / "recipe.yaml", data))
     line = next(line for line in message.splitlines() if "corpus.registry.registry" in line)
-    assert f"corpus.registry.registry: registry {value}: cannot read its dataset names ({says})" in line
+    assert f"corpus.registry.registry: registry {value}: cannot read its dataset names ({says.format(value=value)}" in line
     assert "(top level)" not in message
     assert not re.search(r"directory: \d+\)", message)  # a file descriptor, not a file
 
 
 def test_read_yaml_names_a_directory_by_its_path_not_a_descriptor(tmp_path):
-    with pytest.raises(IsADirectoryError) as info:
+    with pytest.raises(OSError, match=f"] {tmp_path} is not a regular file"):
         read_yaml(tmp_path, max_nodes=10)
-    assert info.value.filename == str(tmp_path)
 
 
 # ---- secrets in YAML errors ----------------------------------------------------------------------------
@@ -228,7 +198,7 @@ def test_a_safetensors_header_of_many_large_dimensions_is_refused_in_linear_time
     """The product of 80,000 dimensions of 2**60 took 10 s (quadratic); the count is bounded first."""
     header = b'{"w":{"dtype":"U8","shape":[' + b",".join([str(2**60).encode()] * 80_000) + b'],"data_offsets":[0,0]}}'
     _write_safetensors(tmp_path, header)
-    with _cpu_seconds(3), pytest.raises(CorruptCheckpointError, match="shape has 80000 dimensions"):
+    with cpu_seconds_limit(3), pytest.raises(CorruptCheckpointError, match="shape has 80000 dimensions"):
         check_safetensors_headers(tmp_path)
 
 
@@ -258,17 +228,17 @@ def test_a_fifo_named_like_weights_is_refused_not_waited_on(tmp_path, name):
     fifo = tmp_path / name
     fifo.parent.mkdir(exist_ok=True)
     os.mkfifo(fifo)
-    with _alarm(30), pytest.raises(CorruptCheckpointError) as info:
+    with alarm(30), pytest.raises(CorruptCheckpointError) as info:
         check_safetensors_headers(tmp_path)
     assert str(info.value) == f"{fifo}: corrupt safetensors header: not a regular file (a pipe, a device or a directory)"
     if name == "model.safetensors":
-        with _alarm(30), pytest.raises(CorruptCheckpointError, match=re.escape(f"{fifo}: not a regular file")):
+        with alarm(30), pytest.raises(CorruptCheckpointError, match=re.escape(f"{fifo}: not a regular file")):
             weights_version(tmp_path)
 
 
 def test_a_fifo_json_file_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "tokenizer.json")
-    with _alarm(30), pytest.raises(CorruptCheckpointError,
+    with alarm(30), pytest.raises(CorruptCheckpointError,
                                    match=re.escape(f"{tmp_path / 'tokenizer.json'}: not a regular file")):
         check_json_files(tmp_path)
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import importlib
 import re
-import signal
-from contextlib import contextmanager
 
 import pytest
 import yaml
+from guards import cpu_seconds_limit
 
 from medmo_pipeline import config
 from medmo_pipeline.config import MAX_RECIPE_NODES, RecipeError, load_recipe
@@ -26,22 +25,6 @@ def _refused(tmp_path, mutate) -> str:
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     return str(info.value)
-
-
-@contextmanager
-def _cpu_seconds_limit(seconds: float):
-    """Stop the block once this process has used ``seconds`` of CPU time (a limit, not a timing:
-    CPU time does not grow when other processes load the machine)."""
-    def stop(signum, frame):
-        raise TimeoutError(f"still running after {seconds} CPU second(s)")
-
-    previous = signal.signal(signal.SIGPROF, stop)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
 
 
 def _billion_laughs(levels: int = 9) -> str:
@@ -71,7 +54,7 @@ def test_an_alias_bomb_is_refused_from_the_node_graph(tmp_path, where, monkeypat
     original = yaml.SafeLoader.construct_document
     monkeypatch.setattr(yaml.SafeLoader, "construct_document",
                         lambda self, node: built.append(node) or original(self, node))
-    with _cpu_seconds_limit(1.0), pytest.raises(
+    with cpu_seconds_limit(1.0), pytest.raises(
             RecipeError, match=f"bomb.yaml: aliases expand the file beyond {MAX_RECIPE_NODES} nodes"):
         load_recipe(path)
     assert built == []  # refused before a single Python object was built from it
@@ -118,11 +101,11 @@ def test_a_large_flat_recipe_is_refused_by_its_size_or_while_it_is_read(tmp_path
     numbers = ", ".join(["1"] * 300_000)  # no alias: 600 KB and 300,000 nodes (67 s and 2.3 GB at 3M)
     path = tmp_path / "flat.yaml"
     path.write_text(text + f"padding: [{numbers}]\n")
-    with _cpu_seconds_limit(3.0), pytest.raises(RecipeError, match=rf"flat.yaml.*holds more than {MAX_RECIPE_NODES} nodes"):
+    with cpu_seconds_limit(3.0), pytest.raises(RecipeError, match=rf"flat.yaml.*holds more than {MAX_RECIPE_NODES} nodes"):
         load_recipe(path)
     path = tmp_path / "huge.yaml"
     path.write_text(text + "#" * (MAX_RECIPE_NODES * BYTES_PER_NODE))
-    with _cpu_seconds_limit(1.0), pytest.raises(RecipeError, match=r"huge.yaml.* bytes, more than"):
+    with cpu_seconds_limit(1.0), pytest.raises(RecipeError, match=r"huge.yaml.* bytes, more than"):
         load_recipe(path)
 
 

@@ -18,44 +18,19 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures_formats import build_fixture, jpeg_bytes, png_bytes, write_file
 from PIL import Image
+from registry_sources import CREDENTIALS, REGISTRY, registry_fixture
 
-from medmo_pipeline.config import CorpusRecipe
-from medmo_pipeline.data import shards
 from medmo_pipeline.data.adapters import coco
 from medmo_pipeline.data.adapters.report_sections import report_sections
 from medmo_pipeline.data.benchmarks.readers import iter_mimic_split
 from medmo_pipeline.data.outcomes import RowQuarantined
-from medmo_pipeline.data.registry import SourceUnavailable, iter_source_rows, load_registry
-from medmo_pipeline.data.sources import curate_source
-
-REGISTRY = load_registry()
-CREDENTIALS = ("PHYSIONET_USERNAME", "STANFORD_AIMI_AGREEMENT", "HF_TOKEN", "DEEPCELL_ACCESS_TOKEN")
+from medmo_pipeline.data.registry import SourceUnavailable, iter_source_rows
 
 
 @pytest.fixture
 def fixture(tmp_path, monkeypatch):
     """(write the registry dataset's fixture and return its folder, curate it and return the report)."""
-    monkeypatch.setenv("MEDMO_HOME", str(tmp_path / "home"))
-    for variable in CREDENTIALS:
-        monkeypatch.setenv(variable, "attested-for-the-test")
-
-    def build(name: str) -> Path:
-        entry = REGISTRY.get(name)
-        folder = tmp_path / "data" / entry.origin.local_dir
-        for spec in entry.adapters:
-            build_fixture(spec.family, folder, spec.options)
-        return folder
-
-    def curate(name: str) -> dict:
-        corpus = CorpusRecipe(kind="registry", registry={"data_root": str(tmp_path / "data"), "sources": [name]})
-        report = curate_source(corpus, name, tmp_path / "corpus", seed=0, log=lambda _: None)
-        assert report["accounted"]
-        report["kept"] = list(shards.iter_rows(Path(report["shard_dir"])))
-        report["problems"] = [(q["reason"], q["file"], q["record"]) for q in
-                              pq.read_table(report["quarantine_path"]).to_pylist()]
-        return report
-
-    return build, curate
+    return registry_fixture(tmp_path, monkeypatch)
 
 
 def test_a_record_of_a_source_split_over_files_is_named_by_its_own_file_and_row(fixture):

@@ -5,10 +5,9 @@ recipe loads, and a completion's non-string text parts read as no text."""
 from __future__ import annotations
 
 import re
-import signal
-from contextlib import contextmanager
 
 import pytest
+from guards import alarm
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,22 +21,6 @@ from medmo_pipeline.rewards.registry import box, label_accuracy, tag_count
 from medmo_pipeline.schema.box_text import MAX_REPLY_BOXES, parse_boxes, parse_labeled_boxes
 from tests.conftest import embedded_recipe_data, write_recipe
 
-
-@contextmanager
-def _alarm(seconds: int):
-    """Guard against hanging: a linear read of these inputs takes a small fraction of this."""
-    def stop(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # --- hedged yes/no -------------------------------------------------------------------------------
 
 # The former pattern, whose two \W* around "/" backtrack quadratically: the reference on short text.
@@ -46,7 +29,7 @@ _FORMER_HEDGE = re.compile(r"(yes|no)\b\W*(?:/|\bor\b|\band\b)\W*(yes|no)\b", re
 
 def test_a_megabyte_of_slashes_after_yes_is_read_in_linear_time():
     slashes = "/" * 1_000_000
-    with _alarm(20):
+    with alarm(20):
         assert yes_no(f"<answer>yes {slashes}</answer>") == "yes"  # no second word: no hedge
         assert yes_no(f"<answer>yes {slashes} no</answer>") is None  # the hedge is still found
         assert yes_no(f"<answer>yes {slashes} or</answer>") == "yes"
@@ -118,7 +101,7 @@ def test_a_reply_of_more_boxes_than_the_bound_scores_as_malformed(monkeypatch):
 def test_the_box_reward_reads_at_most_one_box_past_the_bound(monkeypatch):
     seen = []
     monkeypatch.setattr(registry, "box_reward", lambda predicted, truth, **_: seen.append(len(predicted)) or 0.0)
-    with _alarm(60):
+    with alarm(60):
         _box_reward(_reply(50 * MAX_REPLY_BOXES))
     assert seen == [MAX_REPLY_BOXES + 1]
 

@@ -114,7 +114,10 @@ def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True, root: Pa
     The pattern must be relative without ``..`` (as for ``safe_join``), and a match whose real
     location is outside ``root`` (a symlink pointing out of the mirror) is refused; with
     ``refuse_outside=False`` such matches are returned and the caller must ``safe_join`` each one
-    before reading it (adapters do, so one symlink out quarantines one record, not the source).
+    before reading it (adapters do, so one file linked out quarantines one record, not the source).
+    A folder linked out that ``**`` reaches stops the walk instead: it holds an unknown number of
+    records, none of which may be read, and a mirror spread over folders should say so, not lose
+    them uncounted.
 
     >>> safe_glob(Path("/data/mimic"), "../*")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
@@ -170,7 +173,10 @@ def _folders_below(start: Path, base: Path, root_resolved: Path) -> Iterator[Pat
                 raise UnsafePathError(
                     f"{folder.relative_to(base).as_posix()} is a symlinked folder leading outside the dataset root "
                     f"{root_resolved} (to {real}); copy or bind-mount that folder inside the root to read it")
-        info = folder.stat()
+        try:
+            info = folder.stat()
+        except (FileNotFoundError, NotADirectoryError):  # no such folder: nothing below it (as Path.glob)
+            return
         if (info.st_dev, info.st_ino) in seen:  # a second link to it, or a link back to an ancestor
             return
         seen.add((info.st_dev, info.st_ino))

@@ -128,3 +128,14 @@ def test_a_file_of_more_bad_boxes_than_a_real_one_holds_is_one_record(fixture, n
     report = curated(name)
     assert [problem[:3] for problem in report["problem_details"]] == [("malformed_record", *record)]
     assert f"more than {MAX_BAD_BOXES}" in report["problem_details"][0][3]
+
+
+def test_slake_reads_a_box_file_by_the_name_its_folder_gives_it(fixture):
+    """The pattern matches detection.json in any case: a copy made on a case-insensitive disk keeps
+    DETECTION.JSON, which is read under that name (it was matched, then read as detection.json)."""
+    build, curated = fixture
+    folder = build("slake") / "imgs" / "xmlab0"
+    before = curated("slake")["rows_kept"]
+    (folder / "detection.json").rename(folder / "DETECTION.JSON")
+    report = curated("slake")
+    assert report["rows_kept"] == before and not report["problem_details"]

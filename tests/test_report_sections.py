@@ -84,6 +84,15 @@ MIMIC_UNHEADED = ("                                 FINAL REPORT\n CHEST RADIOGR
      "Normal. Follow up in 1 year.", "findings+impression"),
     ("FINDINGS: Lungs clear.\nFINAL IMPRESSION: Normal.", "Lungs clear.", "Normal.", "findings+impression"),
     ("FINDINGS: the chest: clear.", "the chest: clear.", "", "findings"),  # a view word in a sentence
+    # capitalised sentences about the chest are no view titles, and a date in a sentence is no heading
+    ("FINDINGS: LUNGS CLEAR.\nCHEST TUBE UNCHANGED. IMPRESSION: NO PNEUMOTHORAX.",
+     "LUNGS CLEAR. CHEST TUBE UNCHANGED.", "NO PNEUMOTHORAX.", "findings+impression"),
+    ("FINDINGS: Lungs clear.\nCHEST WALL: unremarkable.", "Lungs clear. CHEST WALL: unremarkable.", "", "findings"),
+    ("CHEST PAIN: r/o pneumonia\n\nIMPRESSION: Normal.", "CHEST PAIN: r/o pneumonia", "Normal.",
+     "unheaded+impression"),
+    ("Heart is normal.  Date: of prior unknown, lungs clear.", "Heart is normal. Date: of prior unknown, lungs clear.",
+     "", "unheaded"),
+    (" CHEST (PA AND LAT):  The lungs are clear.\n", "The lungs are clear.", "", "findings"),
     # Markdown headings
     ("## Findings\nLungs clear.\n\n## Impression\nNormal.", "Lungs clear.", "Normal.", "findings+impression"),
     ("### FINDINGS: Lungs clear.\n### impression: Normal.", "Lungs clear.", "Normal.", "findings+impression"),

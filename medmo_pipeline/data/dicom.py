@@ -165,6 +165,9 @@ def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits:
                                               f"pixels, the data set {size[0]}x{size[1]}")
 
 
+RLE_PADDING_SHARE = 16  # a segment may decode to 1/16 more than its plane (a byte a row, for 16 columns or more)
+
+
 def _check_rle_frame(frame: bytes, plane: int, segments: int, name: str) -> None:
     """Refuse an RLE Lossless frame (DICOM PS3.5 Annex G) unless its header lists the ``segments``
     its pixels take (one per byte of each sample) and each decodes to ``plane`` bytes (rows x
@@ -179,15 +182,18 @@ def _check_rle_frame(frame: bytes, plane: int, segments: int, name: str) -> None
     if count != segments or count > 15:  # the header holds 15 offsets
         raise ImageError("image_undecodable", f"{name}: {count} segments, where its samples take {segments}")
     offsets = [*struct.unpack_from(f"<{count}I", frame, 4), len(frame)]
+    # pydicom keeps the first rows x columns bytes of a segment that decodes to a little more (an
+    # encoder padding each row to even bytes): so much is read as it reads it, no more
+    allowed = plane + max(plane // RLE_PADDING_SHARE, 1024)
     for number, (start, stop) in enumerate(pairwise(offsets)):  # as pydicom slices them
-        segment, most = memoryview(frame)[start:stop], _most_packbits(plane)
-        decoded = _packbits_length(segment[:most], plane)
-        if decoded > plane:
+        segment, most = memoryview(frame)[start:stop], _most_packbits(allowed)
+        decoded = _packbits_length(segment[:most], allowed)
+        if decoded > allowed:
             raise ImageError("image_undecodable", f"{name}: segment {number} decodes to more than the {plane} "
-                                                  f"bytes of its rows x columns")
+                                                  f"bytes of its rows x columns (and its padding)")
         if len(segment) > most:
             raise ImageError("image_too_costly", f"{name}: segment {number} of {len(segment)} bytes, more than the "
-                                                 f"{most} any {plane} bytes take: runs that add nothing, each a "
+                                                 f"{most} any {allowed} bytes take: runs that add nothing, each a "
                                                  f"step of pydicom's decoder (Python)")
         if decoded < plane:
             raise ImageError("image_undecodable", f"{name}: segment {number} decodes to {decoded} bytes, not the "

@@ -39,10 +39,11 @@ class Options(AdapterOptions):
 @validated(Options)
 def iter_outcomes(root: Path, options: Options) -> Iterator:
     base = layout_path(root, options.image_dir, folder=True)
-    folders = [p.parent for p in safe_glob(base, f"*/{options.boxes_file}", refuse_outside=False)]
+    # each box file as the folder names it (the pattern matches it in any case)
+    found = safe_glob(base, f"*/{options.boxes_file}", refuse_outside=False)
 
-    def convert(where: str, folder: Path) -> list:
-        name = f"{folder.name}/{options.boxes_file}"
+    def convert(where: str, found_file: Path) -> list:
+        folder, name = found_file.parent, f"{found_file.parent.name}/{found_file.name}"
         items = json.loads(record_file_text(safe_join(base, name), where))
         if not isinstance(items, list):
             raise RowError("malformed_record", f"{name} is not a list of objects")
@@ -65,8 +66,8 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
             rows = [row_problem(error, options.boxes_file, where)]
         return [*problems, *rows]
 
-    records = ((f"{options.image_dir}/{folder.name}/{options.boxes_file}", folder) for _, folder in
-               limited(iter(folders), options))
+    records = ((f"{options.image_dir}/{path.parent.name}/{path.name}", path) for _, path in
+               limited(iter(found), options))
     yield from guarded(records, options.boxes_file, convert)
 
 

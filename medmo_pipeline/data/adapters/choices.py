@@ -18,8 +18,10 @@ AnswerFormat = Literal["text", "letter", "index", "auto"]
 # Spaces as ``characters.stripped`` takes them: a control code beside a letter is no space to drop
 _PREFIX = re.compile(rf"^{SPACE}*\(?([A-J]){SPACE}*[:.)]{SPACE}*")
 # A letter alone, or before its option text; an option key (a letter or a number) the same way
-_LETTER = re.compile(rf"^{SPACE}*\(?([A-Ja-j])\)?{SPACE}*(?:$|[:.)]|{SPACE}+-)")
-_KEY = re.compile(rf"^{SPACE}*\(?([A-Za-z]|[0-9]+)\)?{SPACE}*(?:$|[:.)]|{SPACE}+-)")
+# (The spaces after the letter are taken once, possessively: "A", a run of spaces and text took the
+# square of the run's length, each split of it tried against " -")
+_LETTER = re.compile(rf"^{SPACE}*\(?([A-Ja-j])\)?{SPACE}*+(?:$|[:.)]|(?<={SPACE})-)")
+_KEY = re.compile(rf"^{SPACE}*\(?([A-Za-z]|[0-9]+)\)?{SPACE}*+(?:$|[:.)]|(?<={SPACE})-)")
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:

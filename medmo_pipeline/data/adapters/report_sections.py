@@ -50,9 +50,13 @@ _OTHER = ("indication", "indications", "clinical indication", "history", "clinic
           "comparisons", "examination", "exam", "type of examination", "procedure", "procedure comments",
           "notification", "recommendation", "recommendations", "recommendation(s)", "wet read", "addendum",
           "study", "reference exam", "narrative", "summary", "end of impression", "accession number",
-          "patient history", "comparison exam", "comparison film", "date", "comment", "comments", "pfi", "wetread",
+          "patient history", "comparison exam", "comparison film", "pfi", "wetread",
           "comparision", "comparsion", "comparrison", "comparisions", "idication")
+# Words that head a section only at the start of a line: after a full stop or two spaces, "Date: of
+# the prior study unknown" is a sentence
+_LINE_START_ONLY = ("date", "comment", "comments")
 _NAMES = sorted({*_CONTENT, *_OTHER}, key=len, reverse=True)  # longest first: "findings and impression"
+_ALL_NAMES = sorted({*_NAMES, *_LINE_START_ONLY}, key=len, reverse=True)
 
 
 def _names_pattern(names) -> str:
@@ -65,25 +69,29 @@ def _names_pattern(names) -> str:
 _STARS = r"(?:\*{1,2})?"
 _HASHES = r"(?:\#{1,6}[ \t]*)"  # a Markdown heading's marks ("## Findings")
 _WITH_COLON = re.compile(
-    rf"(?:^[ \t]*{_HASHES}?|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}})){_STARS}(?P<name>{_names_pattern(_NAMES)}){_STARS}"
-    rf"[ \t]*[:\uff1a]"
+    rf"(?:(?:^[ \t]*{_HASHES}?|(?<=[.;!?])[ \t]*|(?<=[ \t]{{2}})){_STARS}(?P<name>{_names_pattern(_NAMES)})"
+    rf"|^[ \t]*{_HASHES}?{_STARS}(?P<line_name>{_names_pattern(_LINE_START_ONLY)})){_STARS}[ \t]*[:\uff1a]"
     rf"(?:[ \t]*\*{{1,2}})?",
     re.IGNORECASE | re.MULTILINE)
 # A heading alone on its line, in capitals, without a colon ("FINDINGS\n...", "FINDINGS AND IMPRESSION\n")
-_ALONE = re.compile(rf"^[ \t]*{_STARS}(?P<name>{_names_pattern(name.upper() for name in _NAMES)}){_STARS}[ \t]*$",
+_ALONE = re.compile(rf"^[ \t]*{_STARS}(?P<name>{_names_pattern(name.upper() for name in _ALL_NAMES)}){_STARS}[ \t]*$",
                     re.MULTILINE)
 # A Markdown heading alone on its line, in any case ("## Findings", "### impression")
-_MARKDOWN = re.compile(rf"^[ \t]*{_HASHES}{_STARS}(?P<name>{_names_pattern(_NAMES)}){_STARS}[ \t]*$",
+_MARKDOWN = re.compile(rf"^[ \t]*{_HASHES}{_STARS}(?P<name>{_names_pattern(_ALL_NAMES)}){_STARS}[ \t]*$",
                        re.IGNORECASE | re.MULTILINE)
 # A title naming the views of the study, in capitals, starting a line and ending in a colon
 # ("CHEST, TWO VIEWS:", "PORTABLE CHEST:", "CHEST (PA AND LAT):"): MIMIC-CXR writes the findings
 # after it (MIT-LCP's section_parser reads such titles as findings); a title with nothing after
 # it before the next heading opens nothing.
-_VIEW_TITLE = re.compile(r"^[ \t]*(?P<name>(?:PORTABLE[ \t]+)?(?:UPRIGHT[ \t]+)?(?:AP[ \t]+|PA[ \t]+)?CHEST\b"
-                         r"[A-Z0-9 \t,()/&.-]{0,40}?)[ \t]*:", re.MULTILINE)
+# The title names the views (VIEW, PA, AP, LAT, FRONTAL...) and holds no full stop, so that a
+# capitalised sentence about the chest ("CHEST TUBE UNCHANGED. IMPRESSION: ...", "CHEST WALL: ...")
+# is not one.
+_VIEW_WORDS = r"(?:VIEWS?|PA|AP|LAT|LATERAL|FRONTAL|PORTABLE|UPRIGHT|SUPINE|SEMI-UPRIGHT|SINGLE|ONE|TWO|1|2)"
+_VIEW_TITLE = re.compile(rf"^[ \t]*(?P<name>(?=[A-Z0-9 \t,()/&-]*\b{_VIEW_WORDS}\b)[A-Z0-9 \t,()/&-]*\bCHEST\b"
+                         r"[A-Z0-9 \t,()/&-]{0,40}?)[ \t]*:", re.MULTILINE)
 # A heading starting a line and ending in a dash or a full stop ("IMPRESSION - No acute ...",
 # "Impression. No acute ..."), the text going on after it.
-_DASHED = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(_NAMES)})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
+_DASHED = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(_ALL_NAMES)})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
                      re.IGNORECASE | re.MULTILINE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL\s+REPORT[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _BLANKS = " \t\r\n_"  # MIMIC-CXR writes "___" where de-identification removed a word
@@ -152,7 +160,8 @@ def report_sections(report: str) -> ReportSections:
     covered = []  # (start, end) of the text under a heading
     for position, match in enumerate(headings):
         following = headings[position + 1].start() if position + 1 < len(headings) else len(report)
-        kind = "findings" if match.re is _VIEW_TITLE else _CONTENT.get(" ".join(match.group("name").lower().split()))
+        name = match.groupdict().get("name") or match.group("line_name")
+        kind = "findings" if match.re is _VIEW_TITLE else _CONTENT.get(" ".join(name.lower().split()))
         if not kind:  # indication, comparison...: its paragraph (a body without heading may follow)
             following = _paragraph_end(report, match.end(), following)
         covered.append((match.start(), following))

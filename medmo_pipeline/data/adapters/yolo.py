@@ -111,7 +111,7 @@ def _line(line: str, classes: list[str]) -> tuple[str, tuple[float, ...]] | None
 
 def _images(root: Path, options: Options) -> list[Path]:
     """The layout's images; none when its image folder is missing (each record then says so)."""
-    images_dir = safe_join(root, options.image_dir)
+    images_dir = safe_join(root, options.image_dir) if options.image_dir else Path(root)
     return safe_glob(images_dir, f"*{options.image_suffix}", refuse_outside=False) if images_dir.is_dir() else []
 
 

@@ -265,11 +265,11 @@ def test_image_placeholders_go_with_their_whitespace_as_the_pattern_took_them(te
 
 def test_a_long_whitespace_run_beside_no_placeholder_is_read_in_one_pass():
     """``\\s*<image>\\s*`` retried from each of 40,000 spaces took 2 s; a million is one pass."""
-    from test_recipe_refusal import _cpu_seconds_limit
+    from guards import cpu_seconds_limit
 
     from medmo_pipeline.data.adapters.common import strip_image_tokens
 
-    with _cpu_seconds_limit(2.0):
+    with cpu_seconds_limit(2.0):
         assert strip_image_tokens(" " * 1_000_000 + "x <image> y") == "x y"
 
 

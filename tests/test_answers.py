@@ -285,8 +285,8 @@ def test_answer_text_reads_the_tags_as_the_regular_expressions_did(reply):
 def test_a_reply_of_unclosed_tags_is_read_in_one_pass():
     """50,000 unclosed <think> and <answer> tags took the regular expressions minutes; read in one
     pass, well within a CPU-time limit of 2 s (tens of milliseconds)."""
-    from test_recipe_refusal import _cpu_seconds_limit
+    from guards import cpu_seconds_limit
 
-    with _cpu_seconds_limit(2.0):
+    with cpu_seconds_limit(2.0):
         assert answer_body("<think>" * 50_000 + "<answer>" * 50_000 + "yes") == "yes"
         assert answer_body("<answer>" * 50_000 + "no</answer>" + "<think>" * 50_000) == "no"

@@ -26,7 +26,7 @@ from .common import (
     shown,
     validated,
 )
-from .grounding import MAX_BAD_BOXES, grounding_outcomes, own_box, xywh_to_xyxy
+from .grounding import bad_box, grounding_outcomes, own_box, xywh_to_xyxy
 from .records import layout_path
 
 
@@ -56,9 +56,7 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
                 placed += [(origin, (label, *own_box(xywh_to_xyxy(*_four(box)), f"{label} box")))
                            for label, box in item.items()]
             except RowError as error:
-                problems.append(row_problem(error, *origin))
-                if len(problems) > MAX_BAD_BOXES:
-                    raise RowError("malformed_record", f"more than {MAX_BAD_BOXES} bad items") from None
+                bad_box(problems, error, *origin, "items")
         try:  # the image's rows; its bad items are named above whatever becomes of it
             entry = load_image(root, f"{folder.name}/{options.image_file}", options)
             rows = grounding_outcomes(folder.name, entry, placed, options)

@@ -81,9 +81,8 @@ def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[di
     if len(images) != 1 or not images[0]["bytes"]:  # a missing image: curation quarantines it as such
         return []
     width, height = images[0]["width"], images[0]["height"]
-    replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    converted = []
-    for reply in replies:
+    first = None
+    for reply in (m["content"] for m in messages if m["role"] == "assistant"):
         records = []
         for label, box in parse_labeled_boxes(reply):
             try:
@@ -91,8 +90,8 @@ def reply_boxes(messages: list[dict], images: list[dict], scale: str) -> list[di
             except ValueError as error:
                 raise RowError("bad_number", str(error)) from None
             records.append({"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
-        converted.append(records)
-    return converted[0] if converted else []
+        first = records if first is None else first  # the later replies are only checked
+    return first or []
 
 
 def check_marked_boxes(reply: str, where: str) -> None:

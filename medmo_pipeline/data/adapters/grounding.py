@@ -25,7 +25,7 @@ from medmo_pipeline.schema.boxes import (
     pixels_to_relative,
 )
 
-from .common import AdapterOptions, coordinates, make_row, turn
+from .common import AdapterOptions, coordinates, make_row, row_problem, turn
 
 QUESTION = "Locate every {label} in this image and give their bounding boxes."
 # Bad boxes of one record file (a YOLO label file, a box JSON) quarantined one by one; a real file
@@ -77,6 +77,15 @@ def grounding_outcomes(image_id: str, image: dict, placed: Iterable[tuple[tuple[
             refused.append(RowQuarantined(problem.reason, f"{file} {where}: {labelled[0]} {problem.detail}",
                                           file, where))
     return [*refused, *grounding_rows(image_id, image, kept, options, split=split)]
+
+
+def bad_box(problems: list, error: Exception, file: str, record: str, unit: str) -> None:
+    """Add the quarantine of one bad box of a record file, named by its own ``record`` (a line, an
+    item), to ``problems``; past ``MAX_BAD_BOXES`` of them the file is no box file: RowError for the
+    whole of it (``unit`` names what it holds: lines, items)."""
+    problems.append(row_problem(error, file, record))
+    if len(problems) > MAX_BAD_BOXES:
+        raise RowError("malformed_record", f"more than {MAX_BAD_BOXES} bad {unit}")
 
 
 def own_box(box: Sequence[float], what: str) -> tuple[float, float, float, float]:

@@ -26,7 +26,7 @@ from .common import (
     rows_only,
     shown,
 )
-from .grounding import MAX_BAD_BOXES, grounding_outcomes, own_box
+from .grounding import bad_box, grounding_outcomes, own_box
 from .records import SourceLayoutError, layout_path
 
 MAX_CLASS_NODES = 100_000  # a classes file names a few to a few hundred classes
@@ -66,9 +66,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                 box = own_box((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), f"{name} box")  # still 0-1
                 placed.append(((where, f"line {number}"), (name, *box)))
             except ValueError as error:  # RowError, or int() of a digit Python cannot read
-                problems.append(row_problem(error, where, f"line {number}"))
-                if len(problems) > MAX_BAD_BOXES:
-                    raise RowError("malformed_record", f"more than {MAX_BAD_BOXES} bad lines") from None
+                bad_box(problems, error, where, f"line {number}", "lines")
         filtered = [RowFiltered("class", f"{label_file.stem}: {name}") for name in sorted(skipped)]
         try:  # the image's rows; its bad lines are named above whatever becomes of it
             entry = load_image(root, label_file.stem + options.image_suffix, options)

@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> None:
         skipped: dict[str, int] = {}
         for benchmark, rows in benchmarks.items():
             rows, skipped[benchmark] = decodable_rows(rows, reporter.log)
+            loads[benchmark].skipped_undecodable = skipped[benchmark]  # in meta["rows"] and the lineage
             reporter.log(f"{args.name} on {benchmark}: {len(rows)} samples ({skipped[benchmark]} skipped: "
                          "undecodable images)")
             answers = generate_answers(
                 model, processor, rows, max_new_tokens=dict(spec.max_new_tokens), batch_size=spec.batch_size,
                 progress=lambda done, total: reporter.progress(done, total),
             )
-            scores = score_benchmark(rows, answers, declared_metrics(benchmark))
+            scores = score_benchmark(rows, answers, declared_metrics(benchmark), skipped=skipped[benchmark])
             tables += table_rows(args.name, benchmark, scores)
             predictions += [{"checkpoint": args.name, "benchmark": benchmark, **s} for s in scores.per_sample]
             not_computed.update({f"{benchmark}/{metric}": reason for metric, reason in scores.not_computed.items()})

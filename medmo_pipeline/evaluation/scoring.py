@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medmo_pipeline.answers import answer_text
-from medmo_pipeline.data.benchmarks.gold import check_grounding_gold
+from medmo_pipeline.data.benchmarks.gold import check_grounding_gold, yes_no_gold
 from medmo_pipeline.evaluation import metrics as M
 from medmo_pipeline.schema import boxes as box_scale
 from medmo_pipeline.schema.box_text import MAX_REPLY_BOXES, parse_boxes
@@ -110,7 +110,7 @@ def question_kind(row: dict) -> str | None:
     QA without choices, which has no scoring rule)."""
     if row["task"] not in ("vqa", "text_qa"):
         return None
-    if row["task"] == "vqa" and row["answer"].lower() in ("yes", "no"):
+    if row["task"] == "vqa" and yes_no_gold(row["answer"]):  # "Yes." too: it was scored as open
         return "closed"
     if row["choices"]:
         return "multiple_choice"
@@ -198,7 +198,8 @@ def score_rows(rows: list[dict], predictions: list[str]) -> tuple[list[M.MetricR
     idx = [i for i, r in enumerate(rows) if question_kind(r) is not None]
     if idx:  # the paper's one accuracy per question benchmark (see ACCURACY_NOTE)
         results.append(M.summarize("accuracy", [per_sample[i]["score"] for i in idx], unparseable=question_unparseable,
-                                   empty=sum(1 for i in idx if not predictions[i].strip())))
+                                   # blank as its parts count it: a reply of only <think> is empty too
+                                   empty=sum(1 for i in idx if not answer_text(predictions[i]))))
 
     for task in ROUGE_TASKS:
         idx, sel, preds = pick(lambda r, task=task: r["task"] == task)
@@ -238,6 +239,7 @@ def score_benchmark(
     declared: Iterable[str],
     *,
     plugins: Mapping[str, Callable[..., M.MetricResult]] | None = None,
+    skipped: int = 0,
 ) -> BenchmarkScores:
     """:func:`score_rows`, plus the declared plug-in metrics, plus a reason for every declared metric
     that has no result.
@@ -246,7 +248,8 @@ def score_benchmark(
     ``MetricUnavailable`` (its message names the package, model path or key that is missing); that
     message becomes the reason, e.g. ``ratescore plug-in unavailable: Python package ... is not installed``.
     Any other error of a plug-in propagates. ``plugins`` replaces :data:`PLUGINS` (tests, other
-    backends).
+    backends). ``skipped``: the benchmark's rows left out before generation (undecodable images),
+    named in the reason of a metric left without rows.
     """
     declared = list(dict.fromkeys(declared))
     results, per_sample = score_rows(rows, predictions)
@@ -274,7 +277,9 @@ def score_benchmark(
         for i, value in zip(idx, result.per_sample):
             per_sample[i][PER_SAMPLE_KEYS[name]] = float(value)
     scored = {result.name for result in results}
+    # every row skipped (undecodable images) read as if the benchmark had none of the metric's kind
+    left_out = f" ({skipped} row(s) of the benchmark skipped: undecodable images)" if skipped else ""
     for name in declared:
         if name not in scored and name not in not_computed:
-            not_computed[name] = "no evaluated row is of the kind this metric scores"
+            not_computed[name] = f"no evaluated row is of the kind this metric scores{left_out}"
     return BenchmarkScores(results, per_sample, not_computed)

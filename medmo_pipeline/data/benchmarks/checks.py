@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from medmo_pipeline.answers import normalize_text
 from medmo_pipeline.data.adapters.choices import LETTERS
-from medmo_pipeline.data.benchmarks.gold import QUESTION_TASKS, unreadable_grounding_reason
+from medmo_pipeline.data.benchmarks.gold import QUESTION_TASKS, unreadable_grounding_reason, yes_no_gold
 from medmo_pipeline.data.image_limits import ImageError, limits_in_force
 from medmo_pipeline.data.images import inspect_image
 from medmo_pipeline.schema.rows import reference_text
@@ -62,11 +62,11 @@ def unreadable_gold(row: dict, *, choices_only: bool = False) -> str | None:
     without options would be scored as an open one."""
     if row["task"] in QUESTION_TASKS:
         answer = row["answer"].strip()
-        if not answer:
-            return "no gold answer (empty answer field)"
+        if not answer:  # adapters write "" for a gold naming no option too (a cop of 4, "Maybe.")
+            return "no gold answer (its answer field is empty or names none of its options)"
         if choices_only and not row["choices"]:
             return f"gold answer {answer!r} names no option its question lists (the benchmark is multiple choice)"
-        closed = row["task"] == "vqa" and answer.lower() in ("yes", "no")  # scored as closed, not by letter
+        closed = row["task"] == "vqa" and yes_no_gold(answer)  # scored as closed, not by letter
         if row["choices"] and not closed and (answer not in LETTERS or LETTERS.index(answer) >= len(row["choices"])):
             return f"gold answer {answer!r} names none of its {len(row['choices'])} options"
         if not row["choices"] and not normalize_text(answer):  # token metrics would have nothing to match

@@ -35,6 +35,16 @@ from medmo_pipeline.schema.rows import prompt_text, reference_text
 
 QUESTION_TASKS = ("vqa", "text_qa")
 
+
+def yes_no_gold(answer: str) -> bool:
+    """Whether a gold answer is a closed yes/no one: "yes" or "no" in any case, with the spaces and
+    final period some releases write ("Yes.", " No."; they were scored as open answers, by exact match).
+
+    >>> [yes_no_gold(a) for a in ("Yes.", "no ", "NO", "yes, left", "Yesterday")]
+    [True, True, True, False, False]
+    """
+    return answer.strip().removesuffix(".").rstrip().lower() in ("yes", "no")
+
 # "A. text", "A) text", "A: text" or "(A) text" filling one line (the text's trailing spaces are
 # stripped after the match: a lazy text before optional spaces would try every split of a long line).
 _OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[.):])[ \t]+(\S.*)")

@@ -69,16 +69,21 @@ BENCHMARKS = {"synthetic_heldout": synthetic_heldout}
 
 @dataclass
 class BenchmarkLoad:
-    """A loaded benchmark: its rows, how many rows its files held (before the per-task cap), and
-    the rows filtered by reason."""
+    """A loaded benchmark: its rows, how many rows its files held (before the per-task cap), the
+    rows filtered by reason, and how many of its rows the evaluation skipped because an image did
+    not decode (set by the evaluation job; they are out of the scores' ``n``)."""
 
     rows: list[dict]
     read: int = 0
     filtered: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    skipped_undecodable: int = 0
 
     def counts(self) -> dict:
-        return {"rows_read": self.read, "rows_evaluated": len(self.rows), "rows_filtered": dict(self.filtered),
+        # per benchmark: the job's metadata had only the sum over benchmarks of rows skipped, and
+        # rows_evaluated counted them as evaluated
+        return {"rows_read": self.read, "rows_evaluated": len(self.rows) - self.skipped_undecodable,
+                "rows_skipped_undecodable": self.skipped_undecodable, "rows_filtered": dict(self.filtered),
                 "files": list(self.files)}
 
 
@@ -197,6 +202,10 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
                 f"the registry's layout_source ({benchmark.layout_source})")
     raise_problems(benchmark.name, problems)
     load.filtered = dict(filtered)
+    if not load.rows and max_per_task != 0:  # every row excluded by the protocol: it loaded, and scored nothing
+        raise BenchmarkLoadError(
+            f"benchmark {benchmark.name!r}: all {load.read} rows read from {load.files} under {directory} were "
+            f"filtered ({load.filtered}); nothing is left to evaluate")
     if not partial and benchmark.expected_rows and load.read < benchmark.expected_rows:
         raise BenchmarkLoadError(
             f"benchmark {benchmark.name!r}: {directory} holds {load.read} rows in {load.files}, fewer than the "

@@ -57,9 +57,11 @@ class MMMUOptions(RecordOptions):
 MAX_LITERAL = 64 << 10
 
 
-def _literal_list(value) -> list:
+def _literal_list(value, what: str = "") -> list:
     """MMMU's options / open answers: a Python-literal list in a string (or a list already); a
-    literal over ``MAX_LITERAL`` characters raises RowError('malformed_record')."""
+    literal over ``MAX_LITERAL`` characters raises RowError('malformed_record'), and so does a
+    ``what`` (the options) that starts a list and does not parse (its text was read as one option,
+    and the row failed as "no gold answer")."""
     if isinstance(value, (list, tuple)):
         return list(value)
     spelled = text(value)
@@ -69,6 +71,8 @@ def _literal_list(value) -> list:
     try:
         parsed = ast.literal_eval(spelled)
     except (ValueError, SyntaxError, RecursionError, MemoryError):
+        if what and spelled.lstrip().startswith(("[", "(")):
+            raise RowError("malformed_record", f"{what} {spelled[:80]!r} is not a Python-literal list") from None
         return [spelled] if spelled else []
     return list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
 
@@ -82,13 +86,17 @@ def iter_mmmu(root: Path, options: MMMUOptions | dict) -> Iterator:
         images = [load_image(root, record[column], options) for column in MMMU_IMAGE_COLUMNS
                   if record.get(column) not in (None, "", {})]
         question, answer = text(record.get("question")), text(record.get("answer"))
-        choices = [text(option) for option in _literal_list(record.get("options"))]
+        choices = [text(option) for option in _literal_list(record.get("options"), "options")]
         if text(record.get("question_type")) == "open" or not choices:
             open_answers = _literal_list(answer) if answer.startswith("[") else [answer]
             choices, answer = [], text(open_answers[0]) if open_answers else ""
         else:
-            answer = resolve_answer(answer, choices, "letter")  # "Cb" names no option: the load says so
-            question = lettered_question(question, choices)
+            # the letter MMMU writes, else an option's text ("Heart's apex"); "Cb" or "E" of four options
+            # names none, and the row says which answer (it failed as "no gold answer")
+            gold = resolve_answer(answer, choices, "letter") or resolve_answer(answer, choices, "text")
+            if not gold:
+                raise RowError("malformed_record", f"answer {answer[:80]!r} names none of its {len(choices)} options")
+            answer, question = gold, lettered_question(question, choices)
         local_id = record.get(options.id_field or "id", index)
         return [make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)]
 
@@ -116,6 +124,17 @@ def _present_suffix(root: Path, options: MedSGOptions, path: str) -> str:
     return path
 
 
+def _is_number(value) -> bool:
+    """A JSON number, or a string of one ("157")."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def medsg_reply(box: list[float]) -> str:
     """A box in MedSG's own reply form."""
     x1, y1, x2, y2 = (round(float(v), 2) for v in box)
@@ -134,16 +153,24 @@ def iter_medsg(root: Path, options: MedSGOptions | dict) -> Iterator:
             raise RowError("malformed_record", f"a record is {type(record).__name__}, not an object")
         if options.tasks and text(record.get("task")) not in options.tasks:
             return [RowFiltered("other_subtask", text(record.get("task")))]
-        paths = [_present_suffix(root, options, text(p)) for p in record.get(options.image_field) or []]
+        listed = record.get(options.image_field) or []
+        listed = [listed] if isinstance(listed, str) else listed  # one path: not a list of its characters
+        paths = [_present_suffix(root, options, text(p)) for p in listed]
         images = [load_image(root, path, options) for path in paths]
-        box = [float(v) for v in record.get("answer") or []]
+        answer = record.get("answer")
+        if not isinstance(answer, (list, tuple)) or not all(_is_number(v) for v in answer):
+            raise RowError("malformed_record", f"answer {str(answer)[:80]!r} is not a list of numbers [x1, y1, x2, y2]")
+        box = [float(v) for v in answer]
         size = record.get("size")
+        if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2
+                                     and all(_is_number(v) and float(v) > 0 for v in size)):
+            # it failed as a ZeroDivisionError, or read "400x300" as 4 x 0
+            raise RowError("malformed_record", f"size {str(size)[:80]!r} is not [width, height] in pixels")
         if len(box) == 4 and size and images and images[0]["width"] > 0:
             # Answers of multi-view questions are in the `size` frame; scoring reads the first image's.
             sx, sy = images[0]["width"] / float(size[0]), images[0]["height"] / float(size[1])
             box = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
-        answer = record.get("answer")  # not four numbers: written out, for the gold check to name
-        reply = medsg_reply(box) if len(box) == 4 else str(answer) if isinstance(answer, list) else text(answer)
+        reply = medsg_reply(box) if len(box) == 4 else str(answer)  # not four numbers: for the gold check to name
         question = strip_image_tokens(text(record.get("question")))
         # records carry no id: task, file and place (each task's records are spread over several files)
         local_id = record.get(options.id_field) or f"{text(record.get('task'))}/{Path(options.file).stem}/{index}"

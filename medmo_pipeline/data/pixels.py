@@ -31,6 +31,7 @@ from PIL import Image
 from medmo_pipeline.data.dicom import read_dicom
 from medmo_pipeline.data.image_limits import (
     TIFF_BITS,
+    TIFF_SAMPLE_FORMAT,
     ImageError,
     ImageLimits,
     decoder_error,
@@ -80,25 +81,35 @@ _BLOCK = 1 << 22  # values windowed at a time: the float32 working copy stays at
 
 
 def window_to_uint8(values: np.ndarray, center: float, width: float,
-                    values_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Linear VOI window (DICOM PS3.3 C.11.2.1.2) of real values (e.g. HU) -> uint8 0..255,
-    ``_BLOCK`` values at a time (a whole 64-megapixel colour image in float32 is 768 MB).
+                    values_of: Callable[[np.ndarray], np.ndarray] | None = None,
+                    function: str = "LINEAR") -> np.ndarray:
+    """VOI window (DICOM PS3.3 C.11.2.1.2-3) of real values (e.g. HU) -> uint8 0..255, linear unless
+    ``function`` (the file's VOILUTFunction) is LINEAR_EXACT or SIGMOID, ``_BLOCK`` values at a
+    time (a whole 64-megapixel colour image in float32 is 768 MB).
 
     ``values_of`` maps a block of ``values`` (stored pixels, say) to the values to window (their
     modality rescale, say; any element-wise map): the mapped image is never held whole."""
-    width = max(float(width), 1.0)
+    exact, sigmoid = function == "LINEAR_EXACT", function == "SIGMOID"
+    width = float(width) if (exact or sigmoid) and width > 0 else max(float(width), 1.0)
     values = np.asarray(values)
     out = np.empty(values.shape, dtype=np.uint8)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
     offset, scale = np.float32(center - 0.5), np.float32(255.0 / max(width - 1.0, 1.0))
+    if exact:  # C.11.2.1.3.2: y = ((x - c) / w + 0.5) * 255: no half-unit shift, w not w - 1
+        offset, scale = np.float32(center), np.float32(255.0 / width)
     for start in range(0, flat_in.size, _BLOCK):
         block = flat_in[start:start + _BLOCK]
         block = values_of(block) if values_of is not None else block
-        if width <= 1:  # a threshold
-            flat_out[start:start + _BLOCK] = np.where(block > center, 255, 0)
+        if sigmoid:  # C.11.2.1.3.1: y = 255 / (1 + exp(-4 (x - c) / w)); far below c, exp overflows to 0
+            with np.errstate(over="ignore"):
+                scaled = np.exp((block.astype(np.float32) - np.float32(center)) * np.float32(-4.0 / width))
+            scaled = np.float32(255.0) / (scaled + np.float32(1.0))
+        elif width <= 1 and not exact:  # a threshold: x > c - 1/2 is white (PS3.3's bounds for w = 1)
+            flat_out[start:start + _BLOCK] = np.where(block > center - 0.5, 255, 0)
             continue
-        scaled = (block.astype(np.float32) - offset) * scale
-        scaled += np.float32(127.5)
+        else:
+            scaled = (block.astype(np.float32) - offset) * scale
+            scaled += np.float32(127.5)
         flat_out[start:start + _BLOCK] = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
     return out
 
@@ -106,6 +117,8 @@ def window_to_uint8(values: np.ndarray, center: float, width: float,
 def full_range_window(values: np.ndarray) -> tuple[float, float]:
     """(center, width) covering the data's whole range."""
     low, high = float(np.min(values)), float(np.max(values))
+    if high <= low:  # one value: a threshold just above it, so a flat image is black (as ``real_to_uint8``'s)
+        return low + 0.5, 1.0
     return (low + high) / 2.0, max(high - low, 1.0)
 
 
@@ -205,9 +218,10 @@ def png16_entry(data: bytes, *, offset: int = 32768, window: tuple[float, float]
 def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | None = None,
                 path: str = "", limits: ImageLimits | None = None) -> dict:
     """A DICOM file -> 8-bit PNG entry: modality rescale (slope/intercept), then the file's VOI
-    LUT, else its first WindowCenter/WindowWidth, else ``default_window``, else a percentile
-    window; a rescale that cannot be applied (slope 0 or not a number) leaves the stored values,
-    windowed by percentiles. MONOCHROME1 is inverted so that bright means dense; a multi-frame file
+    LUT, else its first WindowCenter/WindowWidth (through its VOILUTFunction), else
+    ``default_window``, else a percentile window (real values' where the rescale is fractional); a
+    rescale that cannot be applied (slope 0 or not a number) leaves the stored values, windowed by
+    percentiles. MONOCHROME1 is inverted so that bright means dense; a multi-frame file
     gives its middle frame; colour files (RGB, YBR) are kept as stored, their samples' top 8 bits; a
     PALETTE COLOR file goes through its palette. A failure gives a ``failed_entry``."""
     limits = limits or limits_in_force()
@@ -247,12 +261,19 @@ def _dicom_uint8(dataset, pixels: np.ndarray, default_window: tuple[float, float
 
         out = window_to_uint8(pixels, (2**bits - 1) / 2 + 0.5, 2**bits, values_of=through_lut)
     elif rescaled and (window := _dicom_window(dataset) or default_window) is not None:
-        out = window_to_uint8(pixels, *window, values_of=lambda block: apply_rescale(block, dataset).astype(np.float32))
+        # the file's VOILUTFunction shapes its own window (SIGMOID was drawn linear), not the adapter's
+        function = str(dataset.get("VOILUTFunction") or "LINEAR").upper() if _dicom_window(dataset) \
+            else "LINEAR"
+        out = window_to_uint8(pixels, *window, function=function,
+                              values_of=lambda block: apply_rescale(block, dataset).astype(np.float32))
     else:  # by percentiles; without the rescale, the stored values (a window or LUT is in its unit)
         def values_of(block: np.ndarray) -> np.ndarray:
             return (apply_rescale(block, dataset) if rescaled else block).astype(np.float32)
 
-        out = (real_to_uint8(pixels, values_of) if real
+        # A rescale of a fractional slope or intercept (PET, MR maps: 0-4095 times 0.0001 spans 0.4)
+        # gives real values too: DICOM's integer window over a percentile width under 1 is a threshold,
+        # and a narrow one saturates (slope 0.0001 gave a black and white image)
+        out = (real_to_uint8(pixels, values_of) if real or (rescaled and _fractional_rescale(dataset))
                else window_to_uint8(pixels, *percentile_window(pixels, values_of), values_of=values_of))
     if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
         np.subtract(255, out, out=out)
@@ -334,6 +355,13 @@ def _rescale_usable(dataset) -> bool:
     return extreme < float(np.finfo(np.float32).max)
 
 
+def _fractional_rescale(dataset) -> bool:
+    """Whether the file's modality rescale (a usable one) gives values that are not whole numbers."""
+    slope = _first_number(dataset, 0x00281053) if 0x00281053 in dataset else 1.0
+    intercept = _first_number(dataset, 0x00281052) if 0x00281052 in dataset else 0.0
+    return not (float(slope).is_integer() and float(intercept).is_integer())
+
+
 def _first_number(dataset, tag: int) -> float | None:
     """The first of an element's values (several windows may be listed) as a finite number, or None.
     Read from the element's raw bytes where pydicom has not converted it yet: a hostile file can
@@ -392,6 +420,14 @@ def _as_stored(image: Image.Image) -> Image.Image:
     whose photometric interpretation is WhiteIsZero inverted (PIL inverts 1- and 8-bit ones only);
     a BMP whose alpha bytes are all 0 made opaque (writers leave the fourth byte of 32-bit pixels
     at 0: over black, the image was black)."""
+    if image.format == "TIFF" and image.mode == "I" and int(tiff_values(image, TIFF_BITS, 16)[0]) == 32 \
+            and tiff_values(image, TIFF_SAMPLE_FORMAT, 1)[0] == 1:
+        # unsigned 32-bit samples (BlackIsZero: PIL opens no other), which PIL holds as signed: past
+        # 2**31 they wrapped negative and a ramp came out a sawtooth. Read as unsigned, then moved down
+        # by 2**31 in place (the sign bit flipped): the same order in int32, windowed to the same image
+        values = np.array(image).view(np.uint32)
+        values ^= np.uint32(1 << 31)
+        return Image.fromarray(values.view(np.int32))
     if image.format == "TIFF" and image.mode in _HIGH_DEPTH_MODES and image.mode != "F" \
             and image.tag_v2.get(_TIFF_PHOTOMETRIC) == 0:
         top = (1 << int(tiff_values(image, TIFF_BITS, 16)[0])) - 1

@@ -37,6 +37,23 @@ csv.field_size_limit(MAX_LINE)
 # image's box JSON), read whole: one line's bound is plenty
 MAX_RECORD_FILE = MAX_LINE
 
+_WIDE_MARKS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+               b"\xfe\xff": "UTF-16"}
+
+
+def wide_text(head: bytes) -> str:
+    """Why a file starting with ``head`` (its first 4 bytes) is no UTF-8 text: a UTF-16 or UTF-32
+    byte-order mark (a spreadsheet's "Unicode text" export), or the same saved without the mark,
+    told by the NUL bytes of its first characters (read as UTF-8, every other character was a NUL:
+    no column name matched, every image path was unsafe); '' for any other start."""
+    for mark, encoding in _WIDE_MARKS.items():
+        if head.startswith(mark):
+            return f"is {encoding} text (it starts with a {encoding} byte-order mark)"
+    nul = bytes(index for index, byte in enumerate(head[:4]) if byte == 0)
+    encoding = {b"\x01\x03": "UTF-16", b"\x00\x02": "UTF-16", b"\x01\x02\x03": "UTF-32",
+                b"\x00\x01\x02": "UTF-32"}.get(nul) if len(head) >= 4 else None  # LE, BE; for ASCII text
+    return f"is {encoding} text without a byte-order mark (NUL bytes between its characters)" if encoding else ""
+
 
 class AnnotationError(ValueError):
     """An annotation file that cannot be read within its bounds; the message names file and line."""
@@ -92,11 +109,29 @@ class BoundedLines:
             raise AnnotationError(f"{self.name}: not UTF-8 at or after line {self.number + 1} ({error})") from None
 
 
+class RepeatedMember(ValueError):
+    """A JSON object naming one member twice."""
+
+
+def unique_members(pairs: list[tuple[str, Any]]) -> dict:
+    """An object's members as a dict, RepeatedMember when one is named twice: json keeps the last
+    value silently, and which one the writer meant is a guess (the record's problem, not a pick)."""
+    members = dict(pairs)
+    if len(members) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedMember(f"the member {key[:80]!r} is named twice in one object: which value is "
+                                     "meant is unknown")
+            seen.add(key)
+    return members
+
+
 def json_line(line: str | bytes, name: str, number: int) -> Any:
-    """One JSONL record; text that is not JSON (or nests too deeply) raises AnnotationError naming
-    ``name`` and line ``number``."""
+    """One JSONL record; text that is not JSON (or nests too deeply, or names a member twice in
+    one object) raises AnnotationError naming ``name`` and line ``number``."""
     try:
-        return json.loads(line)
+        return json.loads(line, object_pairs_hook=unique_members)
     except (ValueError, RecursionError) as error:
         raise AnnotationError(f"{name}: line {number} is not a JSON record ({type(error).__name__}: "
                               f"{str(error)[:200]})") from None
@@ -151,6 +186,8 @@ class _ReplayableLines:
             item = self.pending.popleft()
         else:
             line = next(self.lines)
+            if line[:1] == "\ufeff":  # byte-order marks inside the file (two saved, or files saved with one
+                line = line.lstrip("\ufeff")  # joined end to end) are no text: "\\ufeffid" is no column name
             if line.count(self.delimiter) >= MAX_FIELDS:
                 raise LineTooLong(f"{self.lines.name}: line {self.lines.number} holds more than {MAX_FIELDS} "
                                   "fields")
@@ -218,7 +255,7 @@ READ_PIECE = 1 << 20  # bytes read at a time by ``json_items``
 # After a record that is not JSON, this many records are each cut out of the text before they are
 # decoded (see ``_JsonReader.record``); a further bad record among them starts the count again.
 CAREFUL_RECORDS = 1000
-_DECODER = json.JSONDecoder()
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_members)  # a member named twice: the record's problem
 _SPACE = re.compile(r"[ \t\n\r]*")
 _STRUCTURE = re.compile(r'["\[\]{},]')
 _STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # up to a string's closing quote
@@ -232,12 +269,17 @@ def json_items(path: Path, name: str, key: str = "", max_record: int = MAX_LINE,
     ``key`` of its top-level object (the other members are stepped over record by record).
 
     Bytes that are not UTF-8 are kept as surrogates (curation quarantines the record holding
-    them). A record longer than ``max_record`` characters, not JSON or nested too deeply comes out
+    them); a UTF-16 or UTF-32 file (``wide_text``) raises AnnotationError naming ``name``. A record
+    longer than ``max_record`` characters, not JSON, nested too deeply or naming a member of one of
+    its objects twice (``unique_members``) comes out
     as an ``UnreadableRecord`` saying so (naming ``name`` and the line), stepped over by counting
     its brackets; what leaves the file's structure unknown (no ``key``, unless not ``required``:
     no records then; a record that runs to the end of the file; a missing ',') raises
     AnnotationError naming ``name`` and the line."""
     with open(path, "rb") as handle:
+        if wide := wide_text(handle.read(4)):  # every record would be unreadable: the file's problem
+            raise AnnotationError(f"{name} {wide}; save it as UTF-8")
+        handle.seek(0)
         reader = _JsonReader(handle, name, max_record)
         if key:
             reader.take("{", f"at the start: the records are under {key!r} of a JSON object")

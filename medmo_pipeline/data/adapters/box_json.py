@@ -44,17 +44,19 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
 
     def convert(where: str, found_file: Path) -> list:
         folder, name = found_file.parent, f"{found_file.parent.name}/{found_file.name}"
-        items = json.loads(record_file_text(safe_join(base, name), where))
-        if not isinstance(items, list):
+        # every member of an item is a box: a label named twice in one item keeps both (json.loads
+        # kept the last, and the other box was gone uncounted)
+        items = json.loads(record_file_text(safe_join(base, name), where), object_pairs_hook=_Boxes)
+        if not isinstance(items, list) or isinstance(items, _Boxes):
             raise RowError("malformed_record", f"{name} is not a list of objects")
         placed, problems = [], []
         for index, item in enumerate(items):
             origin = (where, f"item {index}")
             try:  # an item is a box: a bad one costs that item, not the image's other boxes
-                if not isinstance(item, dict):
+                if not isinstance(item, _Boxes):
                     raise RowError("malformed_record", f"{shown(item, 40)} is not an object of boxes")
                 placed += [(origin, (label, *own_box(xywh_to_xyxy(*_four(box)), f"{label} box")))
-                           for label, box in item.items()]
+                           for label, box in item]
             except RowError as error:
                 bad_box(problems, error, *origin, "items")
         try:  # the image's rows; its bad items are named above whatever becomes of it
@@ -69,8 +71,12 @@ def iter_outcomes(root: Path, options: Options) -> Iterator:
     yield from guarded(records, options.boxes_file, convert)
 
 
+class _Boxes(list):
+    """A JSON object's (label, box) members, in order, a label named twice included."""
+
+
 def _four(box) -> list:
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
+    if isinstance(box, _Boxes) or not isinstance(box, (list, tuple)) or len(box) != 4:  # an object is no box
         raise RowError("malformed_record", f"box {shown(box, 60)} is not [x, y, w, h]")
     return list(box)
 

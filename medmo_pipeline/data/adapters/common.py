@@ -29,6 +29,7 @@ from medmo_pipeline.data.annotations import (
     BoundedLines,
     UnreadableRecord,
     json_items,
+    wide_text,
 )
 from medmo_pipeline.data.characters import STRIPPED, stripped
 from medmo_pipeline.data.image_limits import check_image_bytes, limits_in_force, read_image_file
@@ -42,7 +43,15 @@ from medmo_pipeline.data.outcomes import (
 )
 from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, check_relative, read_bounded, safe_join
 
-from .records import CsvRecord, RecordFormat, SourceLayoutError, iter_records, layout_path, record_format
+from .records import (
+    CsvRecord,
+    RecordFormat,
+    SourceLayoutError,
+    check_utf8_file,
+    iter_records,
+    layout_path,
+    record_format,
+)
 
 IMAGE_TOKEN = "<image>"
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -143,7 +152,8 @@ def with_columns(records: Iterator, named: list[str], file: str, fmt: RecordForm
     header has the same; found as the adapters find them, a CSV's in any case and spacing): a
     column missing stops the source, naming it and the columns there are. Records of a file
     without a header (JSON, JSONL: each may lack a field) pass unchecked."""
-    if record_format(file, fmt) not in ("csv", "tsv", "parquet"):
+    kind = record_format(file, fmt)
+    if kind not in ("csv", "tsv", "parquet"):
         yield from records
         return
     for record in records:
@@ -152,9 +162,16 @@ def with_columns(records: Iterator, named: list[str], file: str, fmt: RecordForm
             shown = CsvRecord.fromkeys(header) if header else record
             if missing := [name for name in dict.fromkeys(named) if shown.get(name, _ABSENT) is _ABSENT]:
                 present = ", ".join(map(repr, list(shown)[:40]))
+                # one column whose name holds another separator: a file separated by ';' (a European
+                # spreadsheet's CSV) or tabs, read as one column of whole lines
+                expected = "\t" if kind == "tsv" else ","
+                other = [mark for mark in (";", "\t", "|", ",") if kind != "parquet" and len(shown) == 1
+                         and mark != expected and mark in str(next(iter(shown)))]
+                hint = f"; the file seems separated by {other[0]!r}, not {expected!r}: save it separated by " \
+                    f"{expected!r}" if other else ""
                 raise SourceLayoutError(
                     f"{file} has no column {', '.join(map(repr, missing))} that the layout reads (its columns: "
-                    f"{present}); it may come from another release than the one the layout describes")
+                    f"{present}){hint}; it may come from another release than the one the layout describes")
             named = []
         yield record
 
@@ -176,8 +193,12 @@ def other_part(key: str, options: AdapterOptions) -> bool:
 def record_file_text(path: Path, what: str) -> str:
     """A file holding one record's text (a report, a caption sidecar, a YOLO label file, one image's
     box JSON), read whole: FileTooLarge (the record's ``file_too_large``) over ``MAX_RECORD_FILE``
-    bytes, before reading; UnicodeDecodeError (its ``invalid_utf8``) when it is not UTF-8."""
-    return read_bounded(path, MAX_RECORD_FILE, what).decode("utf-8-sig")  # a byte-order mark is no text
+    bytes, before reading; UnicodeDecodeError (its ``invalid_utf8``) when it is not UTF-8, RowError
+    (``invalid_utf8`` too) saying so when it is UTF-16 or UTF-32 (``annotations.wide_text``)."""
+    data = read_bounded(path, MAX_RECORD_FILE, what)
+    if wide := wide_text(data[:4]):  # the codec's "can't decode byte 0xff in position 0" says not why
+        raise RowError("invalid_utf8", f"{what} {wide}; save it as UTF-8")
+    return data.decode("utf-8-sig")  # a byte-order mark is no text
 
 
 def _readable(item: Any) -> Any:
@@ -196,6 +217,8 @@ def _listed_ids(root: Path, file: str) -> set[str]:
     if start in (b"[", b"{"):
         listed = (key if isinstance(key, str) else _readable(item) for key, item in json_items(path, file))
     else:
+        with open(path, "rb") as raw:  # a UTF-16 list would match no id: every record filtered
+            check_utf8_file(raw, file)
         with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
             listed = [line.rstrip("\r\n") for line in BoundedLines(handle, file)]
     try:

@@ -21,6 +21,7 @@ from medmo_pipeline.data.annotations import (
     csv_rows,
     json_items,
     json_line,
+    wide_text,
 )
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import safe_glob, safe_join
@@ -164,8 +165,9 @@ def _python_rows(batch, file: str, before: int, weight: tuple[int, int]) -> Iter
         try:
             rows = batch.to_pylist()
         except (ValueError, OverflowError) as error:
-            if batch.num_rows == 1:
-                yield RowQuarantined("bad_number", f"{file} {where}: {type(error).__name__}: {error}", file, where)
+            if batch.num_rows == 1:  # a string column's bytes that are not UTF-8 (a writer that did not check)
+                reason = "invalid_utf8" if isinstance(error, UnicodeDecodeError) else "bad_number"
+                yield RowQuarantined(reason, f"{file} {where}: {type(error).__name__}: {error}", file, where)
                 return
         else:
             yield from rows
@@ -227,8 +229,8 @@ def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantin
             except LineTooLong as error:  # one record's problem: the next line is the next record
                 yield RowQuarantined("malformed_record", str(error), file, f"line {lines.number}")
                 continue
-            try:
-                text = raw.decode("utf-8-sig" if lines.number == 1 else "utf-8")
+            try:  # a mark at any line's start: files saved with one and joined end to end (cat a.jsonl b.jsonl)
+                text = raw.decode("utf-8-sig")
             except UnicodeDecodeError as error:
                 where = f"line {lines.number}"
                 yield RowQuarantined("invalid_utf8", f"{file} {where}: {error}", file, where)
@@ -236,21 +238,15 @@ def text_lines(path: Path, file: str) -> Iterator[tuple[int, str] | RowQuarantin
             yield lines.number, text
 
 
-_WIDE_MARKS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
-               b"\xfe\xff": "UTF-16"}
-
-
 def check_utf8_file(handle, file: str) -> None:
-    """SourceLayoutError for a text file that starts with a UTF-16 or UTF-32 byte-order mark (a
-    spreadsheet's "Unicode text" export): none of its lines would read as UTF-8, so the file, not
-    each line, is the problem. ``handle`` (binary) is left where it was."""
+    """SourceLayoutError for a text file that is UTF-16 or UTF-32 (a spreadsheet's "Unicode text"
+    export, with its byte-order mark or without: ``annotations.wide_text``): none of its lines would
+    read as UTF-8, so the file, not each line, is the problem. ``handle`` (binary) is left where it was."""
     start = handle.tell()
     head = handle.read(4)
     handle.seek(start)
-    for mark, encoding in _WIDE_MARKS.items():
-        if head.startswith(mark):
-            raise SourceLayoutError(f"{file} is {encoding} text (it starts with a {encoding} byte-order mark); "
-                                    "save it as UTF-8")
+    if wide := wide_text(head):
+        raise SourceLayoutError(f"{file} {wide}; save it as UTF-8")
 
 
 def _jsonl(path: Path, file: str) -> Iterator[dict | RowQuarantined]:
@@ -303,7 +299,9 @@ def _csv(path: Path, file: str, delimiter: str, columns: Sequence[str] = (),
         if columns:
             names = list(columns)
         else:
-            header = next(rows, None)
+            # blank lines before the header are no header (a file of whitespace has none: no records)
+            header = next((row for row in rows if isinstance(row[1], UnreadableRecord)
+                           or any(value.strip() for value in row[1])), None)
             if header is None:
                 return
             if isinstance(header[1], UnreadableRecord):

@@ -55,7 +55,11 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     def convert(where: str, label_file: Path) -> list:
         label_file = safe_join(labels_dir, label_file.name)  # a label file linking out of the root: quarantined
         placed, problems, skipped = [], [], set()
-        for number, line in enumerate(record_file_text(label_file, where).splitlines(), start=1):
+        # lines numbered as an editor shows them (at LF); within one, the boxes Ultralytics reads
+        # (``splitlines``: a form feed or U+2028 there also ends a box, and shifted every later number)
+        text = record_file_text(label_file, where)
+        lines = [(number, box) for number, line in enumerate(text.split("\n"), start=1) for box in line.splitlines()]
+        for number, line in lines:
             try:  # a line is one box: a bad one costs that line, not the file's other boxes
                 if (read := _line(line, classes)) is None:
                     continue

@@ -32,6 +32,7 @@ from medmo_pipeline.data.image_limits import (
     IMAGE_FORMATS,
     MAX_TEXT_CHUNK,
     MAX_TEXT_MEMORY,
+    PNG_DECODED_BYTES_PER_PIXEL,
     ImageError,
     ImageLimits,
     check_decode_cost,
@@ -141,6 +142,7 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
     check_pixels(width, height, limits)
     position, pixel_spans, text_bytes, chunks, orienting, animated = PNG_HEADER_END, [], 0, 1, False, False
     late = False  # an orientation after the pixels: PIL reads it only as it decodes them
+    exif_read = False  # an EXIF block PIL reads as it opens the file (else its ``getexif`` decodes the pixels)
     pixels_ended, palette = False, colour != 3  # PIL reads the first run of IDATs; a palette image needs PLTE
     crc32, chunk_head, u32 = _crc32, _CHUNK_HEAD.unpack_from, _U32.unpack_from  # this loop runs per image
     while True:
@@ -172,11 +174,12 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
             text_bytes += _text_chunk_size(kind, view[position + 8:stop - 4], position)
             if text_bytes > MAX_TEXT_MEMORY:
                 raise ImageError("image_undecodable", f"text chunks hold over {MAX_TEXT_MEMORY} bytes")
-            if _keyword(view, position + 8, stop - 4) in ORIENTING_KEYWORDS:
+            if (keyword := _keyword(view, position + 8, stop - 4)) in ORIENTING_KEYWORDS:
                 orienting, late = True, late or bool(pixel_spans)
+                exif_read |= keyword == b"exif" and kind != b"iTXt" and not pixel_spans  # iTXt: not always
         elif kind == EXIF_KIND:
             check_exif_size(length, f"PNG eXIf chunk at byte {position}")
-            orienting, late = True, late or bool(pixel_spans)
+            orienting, late, exif_read = True, late or bool(pixel_spans), exif_read or not pixel_spans
         elif kind in APNG_KINDS:
             animated = True
         elif (fault := _ancillary_fault(kind, length, colour)) is not None:
@@ -184,6 +187,14 @@ def verify_png(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, i
         position = stop
     if not pixel_spans:
         raise ImageError("image_undecodable", "PNG without an IDAT chunk")
+    bits = depth * PNG_CHANNELS[colour]
+    decoded = animated or late or (orienting and not exif_read)  # by PIL below (its getexif loads the pixels)
+    if decoded and width * height * bits > 8 * PNG_DECODED_BYTES_PER_PIXEL * limits.max_pixels:
+        # inflated here and again by PIL's decode below: refused before either, as its size declares
+        why = "animated" if animated else "its orientation read by PIL with its pixels"
+        raise ImageError("image_too_costly", f"PNG of {width}x{height} at {bits} bits a pixel, {why}, so decoded by "
+                                             f"PIL to be checked: over {PNG_DECODED_BYTES_PER_PIXEL} bytes a pixel "
+                                             f"of {limits.max_pixels} pixels")
     fault = pixel_stream_fault(view, pixel_spans, width, height, depth, colour, interlace)
     if fault:
         raise ImageError("image_undecodable", f"pixel data: {fault}")
@@ -367,6 +378,12 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             reason = "image_truncated" if _looks_truncated(error) else "image_undecodable"
             raise decoder_error(error, without_address(f"{type(error).__name__}: {error}"), reason) from None
+    transparency = image.info.get("transparency")  # a palette's alphas, read with the pixels (tRNS)
+    if image.mode == "P" and isinstance(transparency, bytes) and len(transparency) > TRNS_MOST_PALETTE:
+        # PIL decodes it, but the decoder's conversion to RGB fails ("palette index out of range"):
+        # ``_ancillary_fault``'s rule, for a PNG decoded whole here (``limits.decode_png``)
+        raise ImageError("image_undecodable", f"{len(transparency)} palette alphas, over the {TRNS_MOST_PALETTE} "
+                                              f"a palette has")
     width, height = _oriented(image)
     return width, height, image.format or ""
 

@@ -158,7 +158,8 @@ def test_an_unreadable_gold_answer_fails_the_load_naming_the_file_and_row(tmp_pa
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[1]["answer_idx"] = "F"
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, line 2 \(medqa:1\): no gold answer"):
+    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, line 2: malformed_record: .*"
+                       r"answer_idx 'F' names none of its 4 options\)"):
         load_benchmark("medqa", None, root=tmp_path, partial=True)
 
 
@@ -323,7 +324,8 @@ def _edit_text(path, old: str, new: str) -> None:
     ("mmmu_med", lambda root: _edit_parquet(root / "Pharmacy/validation-00000-of-00001.parquet", 0,
                                             options="[" + "0," * 1_500_000 + "]"),
      r"row 1: malformed_record: .*a literal list of 3,000,002 characters"),
-    ("pmc_vqa", lambda root: _edit_text(root / "test_2.csv", ",B,test", ",Both,test"), "no gold answer"),
+    ("pmc_vqa", lambda root: _edit_text(root / "test_2.csv", ",B,test", ",Both,test"),
+     r"test_2\.csv, row 1: malformed_record: .*Answer 'Both' names none of its 4 options"),
     ("slake", lambda root: _second_takes_first_id(root / "test.json", "qid"),
      r"id 'slake:\w+' is also the id of test\.json row 1"),
     ("pubmedqa", lambda root: (root / "data/test_ground_truth.json").write_text(json.dumps(

@@ -60,7 +60,9 @@ def test_medqa_options_keyed_from_b_resolve_the_answer_by_its_key(tmp_path, cura
     rows = kept_rows(report)
     assert [(row["answer"], _gold_text(row)) for row in rows] == [("B", "Heparin")] * 3
     assert [row["choices"] for row in rows] == [drugs] * 3  # lettered anew from A, in key order
-    assert report["quarantined_by_reason"] == {"missing_answer": 1} and accounted(report)
+    assert report["quarantined_by_reason"] == {"malformed_record": 1} and accounted(report)
+    (problem,) = quarantine(report)  # before: missing_answer, the value "A" lost
+    assert problem["detail"].endswith(": answer_idx 'A' names none of its 4 options (keyed B, C, D, E)")
 
 
 @pytest.mark.parametrize("keys", [("A", "a"), ("B", " B")])

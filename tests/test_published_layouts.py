@@ -497,5 +497,5 @@ def test_text_datasets_as_their_cards_show_them(tmp_path, curate, name):
     report = curate(name)
     rows = kept_rows(report)
     assert rows[0]["answer"] == answer and accounted(report)
-    if name == "medmcqa":  # the test split's cop -1 names no option: quarantined, counted
-        assert report["quarantined_by_reason"] == {"missing_answer": 1}
+    if name == "medmcqa":  # the test split's cop -1 names no option: quarantined, counted, named
+        assert report["quarantined_by_reason"] == {"malformed_record": 1}

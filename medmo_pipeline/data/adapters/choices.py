@@ -1,6 +1,13 @@
 """Multiple-choice helpers shared by text and visual QA: answers given as a letter, an index or the
 option text all become the option letter (the synthetic corpus and the label-accuracy reward use
 letters), and the question lists the options as ``A. ...``.
+
+A gold given as text names the one option equal to it without case ("Fundus photography"), else
+the one equal to it as a reader takes both (:func:`spoken`: case, runs of spaces and a final
+period aside, so "Fundus photography." and "Maybe." name their option); a gold that matches two
+options either way is ambiguous (RowError('malformed_record') naming them), never the first. A gold
+that names no option is RowError('malformed_record') naming the field, its value and the number of
+options (:func:`gold_letter`), so the quarantine or the benchmark load says which value was wrong.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from medmo_pipeline.data.characters import SPACE, stripped
+from medmo_pipeline.data.characters import INVISIBLE, SPACE, STRIPPED, stripped
 from medmo_pipeline.data.outcomes import RowError
 
 LETTERS = "ABCDEFGHIJ"
@@ -22,6 +29,8 @@ _PREFIX = re.compile(rf"^{SPACE}*\(?([A-J]){SPACE}*[:.)]{SPACE}*")
 # square of the run's length, each split of it tried against " -")
 _LETTER = re.compile(rf"^{SPACE}*\(?([A-Ja-j])\)?{SPACE}*+(?:$|[:.)]|(?<={SPACE})-)")
 _KEY = re.compile(rf"^{SPACE}*\(?([A-Za-z]|[0-9]+)\)?{SPACE}*+(?:$|[:.)]|(?<={SPACE})-)")
+# runs of whitespace, as ``characters.stripped`` takes it (not the control codes, not the invisible characters)
+_SPACES = re.compile("[" + re.escape("".join(c for c in STRIPPED if c not in INVISIBLE)) + "]+")
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
@@ -48,18 +57,46 @@ def unprefixed(choices: Sequence[str]) -> list[str]:
     return out
 
 
+def gold_letter(answer: str, choices: Sequence[str], answer_format: str, *, index_base: int = 0,
+                keys: Sequence | None = None, what: str = "answer") -> str:
+    """The gold option as a letter (:func:`resolve_answer`); '' only for an empty answer (curation
+    then says ``missing_answer``, a benchmark load "no gold answer"). An answer that names no option
+    raises RowError('malformed_record') naming ``what``, its value and the options' count: the row
+    is quarantined (one row, not the source), or the benchmark load fails naming its file and row.
+
+    >>> gold_letter("Maybe.", ["yes", "no", "maybe"], "text", what="final_decision")
+    'C'
+    >>> gold_letter("4", ["a", "b", "c", "d"], "index", what="cop")
+    Traceback (most recent call last):
+    ...
+    medmo_pipeline.data.outcomes.RowError: malformed_record: cop '4' names none of its 4 options (counted from 0)
+    """
+    letter = resolve_answer(answer, choices, answer_format, index_base=index_base, keys=keys, what=what)
+    if letter or not stripped(answer):
+        return letter
+    counted = f" (counted from {index_base})" if answer_format == "index" else ""
+    plain = keys is None or answer_format not in ("letter", "auto") or [_folded(key) for key in keys] == \
+        [name.casefold() for name in LETTERS[:len(keys)]]
+    keyed = "" if plain else f" (keyed {', '.join(map(str, keys))})"  # options keyed B..E: "A" is none
+    raise RowError("malformed_record", f"{what} {_shown(stripped(answer))} names none of its {len(choices)} "
+                                       f"options{counted}{keyed}")
+
+
 def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, index_base: int = 0,
                    keys: Sequence | None = None, what: str = "answer") -> str:
-    """The gold option as a letter; '' when it names no option (curation then quarantines the row).
-    ``keys`` are the publisher's names of the options, in order (an options dict's keys): a letter
-    or auto answer names the option of that key, wherever it now stands. An index answer must be a
-    whole number: RowError('bad_number') naming ``what`` otherwise.
+    """The gold option as a letter; '' when it names no option (:func:`gold_letter` says which
+    value then). ``keys`` are the publisher's names of the options, in order (an options dict's
+    keys): a letter or auto answer names the option of that key, wherever it now stands. An index
+    answer must be a whole number: RowError('bad_number') naming ``what`` otherwise. A text answer
+    matching two options is ambiguous: RowError('malformed_record') naming ``what`` and the options.
 
     >>> resolve_answer("2", ["a", "b", "c"], "index", index_base=1)
     'B'
     >>> resolve_answer("c", ["a", "b", "c"], "text")
     'C'
     >>> resolve_answer("C", ["Aspirin", "Heparin", "Warfarin"], "letter", keys=["B", "C", "D"])
+    'B'
+    >>> resolve_answer("Fundus photography.", ["CT", "Fundus photography"], "text")
     'B'
     """
     answer = stripped(answer)
@@ -87,8 +124,41 @@ def resolve_answer(answer: str, choices: Sequence[str], answer_format: str, *, i
             return ""
         position = _whole_number(answer, what) - index_base
         return LETTERS[position] if 0 <= position < len(choices) else ""
-    folded = [stripped(choice).casefold() for choice in choices]
-    return LETTERS[folded.index(answer.casefold())] if answer.casefold() in folded else ""
+    return _by_text(answer, choices, what)
+
+
+def spoken(value: str) -> str:
+    """Text as a reader compares it: without case, runs of spaces as one, and no final period
+    (control codes are no spaces here: they stay, for curation to quarantine).
+
+    >>> spoken("  Fundus   Photography. "), spoken("Maybe."), spoken("e.g.")
+    ('fundus photography', 'maybe', 'e.g')
+    """
+    return _SPACES.sub(" ", stripped(value)).casefold().removesuffix(".").rstrip(STRIPPED)
+
+
+def _by_text(answer: str, choices: Sequence[str], what: str) -> str:
+    """The letter of the one option equal to ``answer`` without case, else of the one equal to it
+    as :func:`spoken`; '' when none is; RowError('malformed_record') when two are (options of the
+    same text: the gold is ambiguous, and taking the first would score a guess)."""
+    if not answer:
+        return ""
+    for same in (lambda choice: stripped(choice).casefold() == answer.casefold(),
+                 lambda choice: spoken(choice) == spoken(answer)):
+        matches = [position for position, choice in enumerate(choices) if stripped(choice) and same(choice)]
+        if len(matches) > 1:
+            named = ", ".join(f"{LETTERS[position]} {_shown(stripped(choices[position]), 40)}" for position in matches)
+            raise RowError("malformed_record", f"{what} {_shown(answer)} is ambiguous: it matches {len(matches)} of "
+                                               f"its {len(choices)} options ({named})")
+        if matches:
+            return LETTERS[matches[0]]
+    return ""
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a message."""
+    spelled = repr(value)
+    return spelled if len(spelled) <= limit else f"{spelled[:limit - 3]}..."
 
 
 def _keyed_position(answer: str, keys: Sequence, what: str) -> int | None:

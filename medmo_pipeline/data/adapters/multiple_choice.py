@@ -1,6 +1,8 @@
 """Text multiple choice: MedQA (``question, options{A..E}, answer_idx``), MedMCQA (``question,
 opa..opd, cop`` as 0-based index), PubMedQA (``question, context, final_decision`` over the fixed
-options yes/no/maybe), Medical-Meadow-MedQA. The answer becomes the option letter.
+options yes/no/maybe), Medical-Meadow-MedQA. The answer becomes the option letter; an answer that
+names no option (a ``cop`` of 4, an ``answer_idx`` of F), or given as text matches two, is the
+record's ``malformed_record`` naming the field and its value (``choices.gold_letter``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowError
 
-from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
+from .choices import AnswerFormat, gold_letter, lettered_question, unprefixed
 from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
 
@@ -36,8 +38,9 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     options = Options.model_validate(options)
     def convert(index: int, record: dict) -> list[dict]:
         choices, keys = _choices(record, options)
-        letter = resolve_answer(text(record.get(options.answer_field)), choices, options.answer_format,
-                                index_base=options.index_base, keys=keys, what=options.answer_field)
+        # a gold naming no option, or two, is this record's malformed_record naming the value
+        letter = gold_letter(text(record.get(options.answer_field)), choices, options.answer_format,
+                             index_base=options.index_base, keys=keys, what=options.answer_field)
         question = text(record.get(options.question_field))
         if not question:  # a context and options ask nothing without it
             raise RowError("missing_question", f"{options.question_field} is empty")

@@ -4,8 +4,10 @@ VQA-RAD (``image_name, question, answer, answer_type``), SLAKE (``img_name, ques
 answer_type, q_lang``), PathVQA, VQA-Med-2019 (pipe-separated ``image|question|answer``
 text files, image names without extension), PMC-VQA (``Figure_path, Question, Choice A..D`` with ``Answer_label`` in v1 and a letter ``Answer``
 in v2; the options carry their own "A:" prefix, removed), MIMIC-CXR-VQA, NIH-VQA.
-A closed question whose answer is yes/no gets choices ``["yes", "no"]`` (the answer type has no
-column of its own in the sample contract); open questions get none.
+A closed question whose answer is yes/no (in any case, with a final period: "Yes.") gets choices
+``["yes", "no"]`` and the answer in lower case (the answer type has no column of its own in the
+sample contract); open questions get none. With options, an answer naming none of them, or given as
+text matching two, is the record's ``malformed_record`` naming the field and its value.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 
-from .choices import AnswerFormat, lettered_question, resolve_answer, unprefixed
+from .choices import AnswerFormat, gold_letter, lettered_question, spoken, unprefixed
 from .common import (
     ImageRecordOptions,
     each_record,
@@ -58,10 +60,10 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         choices: list[str] = []
         if options.option_fields:
             choices = unprefixed([text(record.get(field)) for field in options.option_fields])
-            answer = resolve_answer(answer, choices, options.answer_format)
+            answer = gold_letter(answer, choices, options.answer_format, what=options.answer_field)
             question = lettered_question(question, choices)
-        elif text(record.get(options.answer_type_field)).lower() == "closed" and answer.lower() in YES_NO:
-            choices, answer = list(YES_NO), answer.lower()
+        elif text(record.get(options.answer_type_field)).lower() == "closed" and spoken(answer) in YES_NO:
+            choices, answer = list(YES_NO), spoken(answer)  # "Yes." too, as benchmarks' yes_no_gold reads it
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)]
 

@@ -62,8 +62,8 @@ def unreadable_gold(row: dict, *, choices_only: bool = False) -> str | None:
     without options would be scored as an open one."""
     if row["task"] in QUESTION_TASKS:
         answer = row["answer"].strip()
-        if not answer:  # adapters write "" for a gold naming no option too (a cop of 4, "Maybe.")
-            return "no gold answer (its answer field is empty or names none of its options)"
+        if not answer:  # a gold naming no option is the adapter's malformed_record, naming its value
+            return "no gold answer (its answer field is empty)"
         if choices_only and not row["choices"]:
             return f"gold answer {answer!r} names no option its question lists (the benchmark is multiple choice)"
         closed = row["task"] == "vqa" and yes_no_gold(answer)  # scored as closed, not by letter

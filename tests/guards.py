@@ -8,11 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+class GuardTripped(BaseException):
+    """A guard's limit reached. Not an Exception: code under test that catches ``Exception`` (a
+    decoder turning any error into a refusal) must not swallow it and pass as a verdict."""
+
+
 @contextmanager
 def cpu_seconds_limit(seconds: float) -> Iterator[None]:
-    """Stop the block with TimeoutError once this process has used ``seconds`` of CPU time."""
+    """Stop the block with GuardTripped once this process has used ``seconds`` of CPU time."""
     def stop(signum, frame):
-        raise TimeoutError(f"still running after {seconds} CPU second(s)")
+        raise GuardTripped(f"still running after {seconds} CPU second(s)")
 
     previous = signal.signal(signal.SIGPROF, stop)
     signal.setitimer(signal.ITIMER_PROF, seconds)
@@ -25,10 +30,10 @@ def cpu_seconds_limit(seconds: float) -> Iterator[None]:
 
 @contextmanager
 def alarm(seconds: int) -> Iterator[None]:
-    """Stop the block with TimeoutError after ``seconds`` of wall-clock time: a guard against a
+    """Stop the block with GuardTripped after ``seconds`` of wall-clock time: a guard against a
     block that waits for ever (a FIFO opened for reading), far above what the work takes."""
     def stop(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
+        raise GuardTripped(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, stop)
     signal.alarm(seconds)

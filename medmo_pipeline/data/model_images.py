@@ -43,6 +43,8 @@ def skip_undecodable(to_example: Callable[[dict], dict | None], log: Callable[[s
 
     def example(row: dict) -> dict | None:
         try:
+            if not isinstance(row.get("images"), list):  # null in a shard written outside curation: a TypeError here
+                raise ImageError("image_missing", f"the row's images are {type(row.get('images')).__name__}, not a list")
             images = [ready(image) for image in row["images"]]
         except ImageError as error:
             example.skipped.append(row.get("id"))

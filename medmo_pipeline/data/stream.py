@@ -75,8 +75,9 @@ class SourceStream:
     """
 
     def __init__(self, name: str, info: dict, *, tasks: list[str], lane: int, seed: int, window: int,
-                 split: str):
+                 split: str, before_shard: Callable[[Path], None] | None = None):
         self.name, self.tasks, self.lane = name, tasks, lane
+        self.before_shard = before_shard  # called with a shard's path before its rows are read (a check)
         self.seed, self.window, self.split = seed, window, split
         self.paths = [Path(s["path"]) for s in info["shards"]]
         self.sizes = [sum(n for task, n in s["rows"].items() if task in tasks) for s in info["shards"]]
@@ -100,6 +101,8 @@ class SourceStream:
     def _shard_rows(self, shard_index: int, passes: int, skip: int) -> Iterator[dict]:
         """One shard's rows of the lane in window-shuffled order, skipping the first ``skip``."""
         path = self.paths[shard_index]
+        if self.before_shard is not None:
+            self.before_shard(path)
         cheap = pq.read_table(path, columns=["split", "task"])
         keep = pc.and_(pc.equal(cheap.column("split"), self.split),
                        pc.is_in(cheap.column("task"), value_set=_string_array(self.tasks)))
@@ -155,7 +158,8 @@ class _ShardReader:
 class MixtureStream:
     """Every source's samples merged into one endless, deterministic stream (see the module doc)."""
 
-    def __init__(self, plan: dict, *, seed: int):
+    def __init__(self, plan: dict, *, seed: int, before_shard: Callable[[Path], None] | None = None):
+        """``before_shard(path)`` runs before any lane reads a shard's rows (training's manifest check)."""
         self.plan, self.seed = plan, seed
         repeats = {t: int(n) for t, n in (plan.get("task_repeats") or {}).items()}
         self.sources: list[SourceStream] = []  # one per lane, in plan order
@@ -165,7 +169,8 @@ class MixtureStream:
                 if quota:
                     self.sources.append(SourceStream(name, info, tasks=tasks, lane=lane, seed=seed,
                                                      window=plan.get("shuffle_window", 1024),
-                                                     split=plan.get("split", "train")))
+                                                     split=plan.get("split", "train"),
+                                                     before_shard=before_shard))
                     self.quotas.append(quota)
         self.names = list(plan["sources"])
         self.planned = sum(self.quotas)

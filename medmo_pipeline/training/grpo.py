@@ -71,6 +71,7 @@ class ReinforcementStage(stage.StageJob):
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.rewards import build_reward_functions
         from medmo_pipeline.training import rl_rows, streamed
+        from medmo_pipeline.training.examples import skip_bad_rows
 
         rl = run.stage
         run.processor = processor = run.load_processor()
@@ -94,7 +95,11 @@ class ReinforcementStage(stage.StageJob):
                              f"{completions} completions (optim.per_device_train_batch_size x "
                              "gradient_accumulation_steps x processes): no prompt's group fits a step")
         self.decodable = skip_undecodable(prompt_example, run.reporter.log, pixels=True)
-        run.data = run.stream(None, self.decodable,  # no features: the examples hold decoded images
+        # Outermost: a malformed row never reaches the decoder, and a stream of only rows left out
+        # (malformed, undecodable, no reward signal, too long) ends the job instead of reading for ever.
+        self.rows = skip_bad_rows(self.decodable, run.reporter.log, needs_reply=False,
+                                  give_up_after=stage.skip_limit(run.plan))
+        run.data = run.stream(None, self.rows,  # no features: the examples hold decoded images
                               examples_per_step=prompts_per_step, per_rank=False)
         run.config = grpo_config(rl, processor, output_dir=run.start.work_dir, seed=run.recipe.seed,
                                  reward_weights=weights,
@@ -133,6 +138,9 @@ class ReinforcementStage(stage.StageJob):
 
     def rows_skipped_undecodable(self) -> int:
         return len(self.decodable.skipped)  # every rank reads the one shared stream: rank 0 saw them all
+
+    def rows_skipped_malformed(self) -> int:
+        return len(self.rows.skipped)
 
     def metrics(self, run: StageRun, result) -> dict:
         from medmo_pipeline.training import rl_rows

@@ -3,7 +3,10 @@
 Every RL row must carry a reward signal, and nothing is left out silently:
 
 - a grounding row the box reward cannot score (no gold box, or an image of unknown size) is left
-  out and counted, never scored the formula's neutral 0.5 (``rewards.registry.box_scorable``);
+  out and counted, never scored the formula's neutral 0.5 (``rewards.registry.box_scorable``); so is
+  one with a gold box that is not finite XYXY with x2 > x1 and y2 > y1, or lies wholly outside its
+  image (the box reward raised a ValueError on the first, ending the job; the second scores 0 whatever
+  the reply);
 - a prompt longer than ``max_prompt_length`` tokens (image tokens included) follows the recipe's
   ``overlong_prompts`` policy and is counted: ``drop`` leaves the row out; ``truncate`` cuts the
   question's text from the left, keeping its end (the format instruction and the question asked
@@ -14,6 +17,7 @@ The functions work row by row, so they fit a streamed row source as well as a li
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -23,6 +27,7 @@ from medmo_pipeline.rewards.registry import box_scorable
 
 # Outcomes counted per row: kept as drawn, kept with a cut question, left out.
 KEPT, TRUNCATED, NO_GOLD_BOX, TOO_LONG = "kept", "truncated", "dropped_no_gold_box", "dropped_prompt_too_long"
+BAD_GOLD_BOX = "dropped_unusable_gold_box"
 
 
 def image_size(row: dict) -> tuple[int, int]:
@@ -40,6 +45,21 @@ def has_signal(row: dict) -> bool:
     return row["task"] != "grounding" or box_scorable(row["task"], row["boxes"], *image_size(row))
 
 
+def usable_gold_boxes(row: dict) -> bool:
+    """Whether every gold box of the row is one the box reward scores: finite numbers, x2 > x1 and
+    y2 > y1 (else it raises, as for a data error), overlapping the image (else no reply can match it)."""
+    width, height = image_size(row)
+    for box in row["boxes"]:
+        try:
+            x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not (math.isfinite(x1 + y1 + x2 + y2) and x1 < x2 and y1 < y2
+                and x1 < width and x2 > 0 and y1 < height and y2 > 0):
+            return False
+    return True
+
+
 def prompt_length(row: dict, processor, reply_format: ReplyFormat) -> int:
     """Tokens of the row's RL prompt as the policy reads it: chat template, image tokens expanded."""
     from medmo_pipeline.data.model_images import decode_images
@@ -55,6 +75,8 @@ def fit_prompt(row: dict, processor, limit: int | None, policy: str, reply_forma
     """(row as trained or None, outcome) for one row under the prompt-length ``policy``."""
     if not has_signal(row):
         return None, NO_GOLD_BOX
+    if row["task"] == "grounding" and not usable_gold_boxes(row):
+        return None, BAD_GOLD_BOX
     if limit is None:
         return row, KEPT
     excess = prompt_length(row, processor, reply_format) - limit
@@ -88,4 +110,4 @@ def fit_prompts(rows: Iterable[dict], processor, limit: int | None, policy: str,
 def describe(counts: Counter) -> str:
     """One log line: how many rows were kept, cut and left out, and why."""
     return ", ".join(f"{counts.get(name, 0)} {name.replace('_', ' ')}"
-                     for name in (KEPT, TRUNCATED, NO_GOLD_BOX, TOO_LONG))
+                     for name in (KEPT, TRUNCATED, NO_GOLD_BOX, BAD_GOLD_BOX, TOO_LONG))

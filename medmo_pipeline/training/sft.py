@@ -35,12 +35,15 @@ class SupervisedStage(stage.StageJob):
         from medmo_pipeline.model.patch_projection import use_patchwise_projection
         from medmo_pipeline.training import streamed
         from medmo_pipeline.training.collation import mirror_pad_token
-        from medmo_pipeline.training.examples import sft_example
+        from medmo_pipeline.training.examples import sft_example, skip_bad_rows
 
         stage_recipe, optim = run.stage, run.stage.optim
         self.example = skip_undecodable(functools.partial(sft_example, reply_format=stage_recipe.reply_format),
                                         run.reporter.log, pixels=True)
-        run.data = run.stream(None, self.example,  # no features: the examples hold decoded images
+        # Outermost: a malformed row never reaches the decoder, and a stream of only bad rows ends the job.
+        self.rows = skip_bad_rows(self.example, run.reporter.log, needs_reply=True,
+                                  give_up_after=stage.skip_limit(run.plan))
+        run.data = run.stream(None, self.rows,  # no features: the examples hold decoded images
                               examples_per_step=optim.per_device_train_batch_size * optim.gradient_accumulation_steps)
         self.global_examples = run.data.examples_per_step * streamed.world_size()
         # Built before the model loads, so that a ZeRO-3 config partitions the weights as they load.
@@ -83,6 +86,9 @@ class SupervisedStage(stage.StageJob):
 
     def rows_skipped_undecodable(self) -> int:
         return len(self.example.skipped)
+
+    def rows_skipped_malformed(self) -> int:
+        return len(self.rows.skipped)
 
 
 @entry_point

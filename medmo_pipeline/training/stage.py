@@ -53,7 +53,8 @@ class StageRun:
         from medmo_pipeline.training.streamed import StageData
 
         return StageData(self.plan, self.recipe.seed, features, to_example, examples_per_step=examples_per_step,
-                         per_rank=per_rank, resume_from=self.start.checkpoint, resume_step=self.start.step or 0)
+                         per_rank=per_rank, resume_from=self.start.checkpoint, resume_step=self.start.step or 0,
+                         index=self.index)
 
     def load_processor(self):
         """The parent's processor at the stage's image resolution."""
@@ -104,6 +105,10 @@ class StageJob:
         """How many rows this process left out because their images do not decode."""
         return 0
 
+    def rows_skipped_malformed(self) -> int:
+        """How many rows this process left out as malformed (``examples.row_problem``)."""
+        return 0
+
     def write_files(self, run: StageRun, directory: Path) -> None:
         """Write further files (plots) into the checkpoint being published."""
 
@@ -150,12 +155,17 @@ def run(job: StageJob, argv: list[str] | None = None) -> None:
             trainer = job.trainer(state, callbacks)
             result = trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
             state_dict = gathered_state_dict(trainer)
-            skipped = job.rows_skipped_undecodable()
+            skipped = {"rows_skipped_undecodable": job.rows_skipped_undecodable(),
+                       "rows_skipped_malformed": job.rows_skipped_malformed()}
             if state.data.per_rank:  # each rank decoded its own part of the rows: a collective
-                skipped = resume.summed_over_ranks(skipped)
+                skipped = {name: resume.summed_over_ranks(n) for name, n in skipped.items()}
             if not resume.is_main_process():
                 return  # rank 0 publishes, logs and reports
-            metrics = job.metrics(state, result) | {"rows_skipped_undecodable": skipped}
+            # The counts reach the log and MLflow too, not only lineage and the asset metadata.
+            reporter.log(f"{name}: {skipped['rows_skipped_undecodable']} rows skipped as undecodable, "
+                         f"{skipped['rows_skipped_malformed']} as malformed")
+            mlflow.log_metrics({key: float(n) for key, n in skipped.items()})
+            metrics = job.metrics(state, result) | skipped
             drawn = state.data.streamed(int(result.global_step))
             lineage = tracking.lineage_record(
                 stage=name, parent=parent_reference(args.parent), corpus=corpus.lineage_view(index),
@@ -179,6 +189,15 @@ def run(job: StageJob, argv: list[str] | None = None) -> None:
                                    elapsed(started))
         job.add_metadata(state, meta)
         reporter.report(meta, data_version=data_version)
+
+
+def skip_limit(plan: dict) -> int:
+    """Rows in a row a stage's stream may leave out before the job ends (``examples.skip_bad_rows``):
+    two passes of the plan (one good row per pass may sit first in one pass and last in the next), at
+    most ``examples.MAX_SKIPPED_IN_A_ROW``."""
+    from medmo_pipeline.training.examples import MAX_SKIPPED_IN_A_ROW
+
+    return max(1, min(MAX_SKIPPED_IN_A_ROW, 2 * int(plan["planned_samples"])))
 
 
 def training_argument_parser(description: str, *, default_stage: str | None = None):

@@ -10,7 +10,12 @@ the callbacks (before the one that marks a checkpoint complete). Then:
   the plan's samples;
 - every saved checkpoint holds ``stream_position-rank<r>.json``: how many examples the part had
   used at that step and the stream index to go on from. A resumed job starts the stream there (the
-  trainer's own skip-ahead, which would read and collate every skipped batch, is turned off).
+  trainer's own skip-ahead, which would read and collate every skipped batch, is turned off);
+- every shard the plan reads is held to its source's manifest (``ShardCheck``): present and of the
+  manifest's size before training starts (a stat each), of the manifest's sha256 when the stream first
+  opens it (one extra read of each shard a job reads, once per job; hashing runs at about 2 GB/s).
+  Before, a truncated or missing shard ended the job when the stream reached it, hours in, and a
+  shard whose bytes changed in place (a bit flip) was trained on as it was.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medmo_pipeline.atomic import write_json_atomic
+from medmo_pipeline.atomic import file_sha256, write_json_atomic
 from medmo_pipeline.config import MixtureRecipe, OptimRecipe, stable_hash
-from medmo_pipeline.data import mixture, stream
+from medmo_pipeline.data import mixture, shards, stream
 
 POSITION_FILE = "stream_position-rank{rank}.json"
 SAMPLE_LOG_ENV = "MEDMO_SAMPLE_LOG"  # a JSON-lines file receiving every example's stream index and id
@@ -46,6 +51,55 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+class ShardCheck:
+    """The plan's shards held to their sources' manifests (see the module doc). Construction checks
+    each manifest against the corpus index's data version (when given), and each shard's presence
+    and size; ``verify(path)`` checks a shard's sha256 the first time it is asked. Both raise a
+    ValueError naming the file."""
+
+    def __init__(self, plan: dict, index: dict | None = None):
+        self.digests: dict[str, str] = {}
+        self.verified: set[str] = set()
+        problems = []
+        for name, info in plan["sources"].items():
+            directory = Path(info["path"])
+            manifest_path = directory / shards.MANIFEST_NAME
+            try:
+                manifest = shards.read_manifest(directory)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                problems.append(f"{manifest_path}: unreadable ({error})")
+                continue
+            recorded = ((index or {}).get("sources", {}).get(name) or {}).get("data_version")
+            if recorded and shards.manifest_hash(manifest) != recorded:
+                problems.append(f"{manifest_path}: changed since curation (its hash is not the data version "
+                                f"{recorded[:12]} the corpus index records)")
+            listed = {shard["name"]: shard for shard in manifest["shards"]}
+            for shard in info["shards"]:
+                path = Path(shard["path"])
+                entry = listed.get(path.name) if path.parent == directory else None
+                if entry is None:
+                    problems.append(f"{path}: not listed in {manifest_path}")
+                elif not path.is_file():
+                    problems.append(f"{path}: missing (listed in {manifest_path})")
+                elif (size := path.stat().st_size) != entry["bytes"]:
+                    problems.append(f"{path}: {size} bytes, its manifest says {entry['bytes']} "
+                                    "(truncated or replaced since curation)")
+                else:
+                    self.digests[str(path)] = entry["sha256"]
+        if problems:
+            raise ValueError("stage shards do not match their manifests; re-curate the sources "
+                             "(corpus_shards):\n  " + "\n  ".join(problems))
+
+    def verify(self, path: Path) -> None:
+        key = str(path)
+        if key in self.verified:
+            return
+        if file_sha256(path) != self.digests[key]:
+            raise ValueError(f"{path}: sha256 differs from its manifest (the shard changed since curation); "
+                             "re-curate its source (corpus_shards)")
+        self.verified.add(key)
+
+
 @dataclass
 class StageData:
     """One stage's stream, sized for a trainer.
@@ -64,11 +118,13 @@ class StageData:
     resume_from: Path | None = None
     resume_step: int = 0
     positions: stream.PositionLog = field(default_factory=stream.PositionLog)
+    index: dict | None = None  # the corpus index, whose data versions the manifests are checked against
 
     def __post_init__(self):
         self.world = world_size() if self.per_rank else 1
         self.part = rank() if self.per_rank else 0
-        self.stream = stream.MixtureStream(self.plan, seed=self.seed)
+        self.shards = ShardCheck(self.plan, self.index)
+        self.stream = stream.MixtureStream(self.plan, seed=self.seed, before_shard=self.shards.verify)
         self.start = self._start()
         log = os.environ.get(SAMPLE_LOG_ENV)
         self.dataset = stream.trainer_dataset(

@@ -53,10 +53,16 @@ from medmo_pipeline.safe_paths import safe_glob
 
 
 def synthetic_heldout(index: dict, *, max_per_task: int | None = None) -> list[dict]:
-    """Every eval-split row of the corpus, capped per (source, task), in a stable order."""
+    """Every eval-split row of the corpus, capped per (source, task), in a stable order. Each
+    source's shards are first held to its manifest (``shards.verify_shards``): a shard truncated,
+    replaced or flipped since curation was scored as it was, or ended the job naming no manifest."""
     rows, seen = [], {}
     for source in sorted(index["sources"]):
-        for row in shards.iter_rows(Path(index["sources"][source]["path"]), split="eval"):
+        directory = Path(index["sources"][source]["path"])
+        if problems := shards.verify_shards(directory):
+            raise BenchmarkLoadError(f"held-out rows of {source!r}: {directory} does not match its manifest "
+                             f"({'; '.join(problems[:5])}); re-curate the source (corpus_shards)")
+        for row in shards.iter_rows(directory, split="eval"):
             key = (source, row["task"])
             seen[key] = seen.get(key, 0) + 1
             if max_per_task is None or seen[key] <= max_per_task:

@@ -483,3 +483,23 @@ def test_record_values_no_row_should_train_on_and_files_of_odd_endings(fixture):
     report = curate("medical_meadow_medqa")
     assert sorted(reason for reason, _, _ in report["problems"]) == ["bad_number", "malformed_record"]
     assert not any(row["answer"] in ("True", "inf") for row in report["kept"])
+
+
+def test_images_unzipped_into_a_folder_of_their_own_name_are_named_where_they_are(tmp_path, monkeypatch):
+    """CheXpert Plus's PNG archive unpacked into PNG/PNG/: every row's image is "not there", and the
+    source's message says where the first one is, so the user moves the folder instead of guessing."""
+    for variable in CREDENTIALS:
+        monkeypatch.setenv(variable, "attested-for-the-test")
+    entry = REGISTRY.get("chexpert_plus")
+    folder = tmp_path / entry.origin.local_dir
+    build_fixture("report", folder, entry.adapters[0].options)
+    (folder / "PNG").rename(tmp_path / "PNG")
+    (folder / "PNG").mkdir()
+    (tmp_path / "PNG").rename(folder / "PNG" / "PNG")
+    with pytest.raises(SourceUnavailable, match=r"none of its \d+ records found its image file; the first, "
+                                                r"PNG/(\S+)\.png, is not there, but PNG/PNG/\1\.png is"):
+        list(iter_source_rows(entry, tmp_path))
+    # files under other names than the entry reads: the first one looked for is named
+    (folder / "PNG" / "PNG").rename(tmp_path / "elsewhere")
+    with pytest.raises(SourceUnavailable, match=r"found its image file; the first looked for: PNG/\S+\.png"):
+        list(iter_source_rows(entry, tmp_path))

@@ -17,6 +17,7 @@ outcomes of the records that give none.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -207,18 +208,22 @@ def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None)
     for position, spec in enumerate(specs):
         prefix = "" if position == 0 else f"{spec.family}/"
         try:
-            read, images_found = 0, False
+            read, images_found, first_missing = 0, False, ""
             for row in adapter(spec.family).iter_outcomes(path, spec.options):
                 if type(row) is dict:
                     row["id"] = f"{entry.name}:{prefix}{row['id']}"
                     row["source"], row["license"] = entry.name, entry.licence
-                images_found = images_found or not _image_missing(row)
+                if not images_found and _image_missing(row):
+                    first_missing = first_missing or _missing_path(row)
+                else:
+                    images_found = True
                 read += 1
                 yield row
             if not read:
                 raise SourceLayoutError(f"its {spec.family} reader found no records (options {spec.options})")
             if not images_found:  # every record's image is missing: not there, or another layout's files
-                raise SourceLayoutError(f"none of its {read} records found its image file")
+                raise SourceLayoutError(f"none of its {read} records found its image file"
+                                        f"{image_found_elsewhere(path, first_missing)}")
         except SourceUnavailable:
             raise
         except Exception as error:  # noqa: BLE001 - adapters quarantine row problems; what escapes is the source's
@@ -228,6 +233,49 @@ def iter_source_rows(entry: SourceEntry, root: Path, version: str | None = None)
                 f"{type(error).__name__}: {error}. Fix: get it with {how_to_get.rstrip('.')}"
                 f"{'; or pick another layout with corpus.registry.versions.' + entry.name + ' (' + ', '.join(others) + ')' if others else ''}"
             ) from None
+
+
+FIND_IMAGE_ENTRIES = 200_000  # directory entries looked at to find where a missing image sits
+
+
+def _missing_path(outcome) -> str:
+    """The path (under the dataset's folder) a row looked for its first image at, '' if none."""
+    images = outcome.get("images") if type(outcome) is dict else None
+    return str(images[0].get("path") or "") if images and type(images[0]) is dict else ""
+
+
+def image_found_elsewhere(root: Path, relative: str) -> str:
+    """A hint for a source none of whose images were found: where under ``root`` a file of the first
+    missing image's name sits (any extension, in the folder most like the one looked in), when one
+    does. An archive unzipped into a folder of its own name (``PNG/PNG/...``), or a release that names
+    its files otherwise, costs every row with the same "not there", and where the files are says
+    which. The walk stops after ``FIND_IMAGE_ENTRIES`` entries and does not follow links."""
+    if not relative:
+        return ""
+    wanted = Path(relative)
+    stem, parents = wanted.stem.casefold(), [part.casefold() for part in reversed(wanted.parent.parts)]
+    best, best_score, seen = None, -1, 0
+    for folder, folders, files in os.walk(root):
+        folders.sort()
+        seen += len(folders) + len(files)
+        for name in sorted(files):
+            if Path(name).stem.casefold() != stem:
+                continue
+            found = (Path(folder) / name).relative_to(root)
+            score = 0  # the folders it shares with the path looked for, from the file up
+            for mine, theirs in zip(reversed(found.parent.parts), parents):
+                if mine.casefold() != theirs:
+                    break
+                score += 1
+            if score > best_score:
+                best, best_score = found.as_posix(), score
+        if best_score == len(parents) or seen > FIND_IMAGE_ENTRIES:
+            break
+    if best is None:
+        return f"; the first looked for: {relative}"
+    return (f"; the first, {relative}, is not there, but {best} is: the images sit elsewhere or under other "
+            "names than the entry reads (an archive unzipped into a folder of its own name?): move them, or "
+            "fix the adapter's image_dir / image_extension")
 
 
 def _image_missing(outcome) -> bool:

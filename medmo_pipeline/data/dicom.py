@@ -28,6 +28,7 @@ from medmo_pipeline.data.image_limits import (
     check_jpeg_scans,
     check_pixels,
     decoder_error,
+    without_address,
 )
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
@@ -38,6 +39,7 @@ _RLE_HEADER = 64  # an RLE frame's header: its segment count and 15 offsets, 32 
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # (Float, Double Float) Pixel Data
 _META_START = 132  # 128-byte preamble + "DICM"
 _PIXEL_DATA, _UNDEFINED_LENGTH = 0x7FE00010, 0xFFFFFFFF
+_EXTENDED_OFFSETS = 0x7FE00001  # (7FE0,0001) Extended Offset Table, with its lengths at (7FE0,0002)
 _LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
 
 
@@ -67,7 +69,7 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged headers
-        raise decoder_error(error, f"{name}: {type(error).__name__}: {error}") from None
+        raise decoder_error(error, without_address(f"{name}: {type(error).__name__}: {error}")) from None
     if not rows or not columns:
         raise ImageError("image_undecodable", f"{name}: no Rows/Columns (no image in this file)")
     check_pixels(columns, rows, limits, frames, what=name)
@@ -90,7 +92,8 @@ def read_dicom(data: bytes, limits: ImageLimits, path: str = ""):
             raise
         except Exception as error:  # noqa: BLE001 - pydicom and its pixel handlers raise many types
             error = _plugin_error(error, failures)
-            raise decoder_error(error, f"{name}: {type(error).__name__}: {error}") from None
+            # PIL's messages name the stream by its address: the same file, another detail each run
+            raise decoder_error(error, without_address(f"{name}: {type(error).__name__}: {error}")) from None
     if pixels.shape[:2] != (rows, columns):
         raise ImageError("image_undecodable", f"{name}: its pixel data decodes to {pixels.shape}, not the "
                                               f"{rows} x {columns} frame its header declares")
@@ -153,7 +156,12 @@ def _check_compressed_frame(dataset, frames: int, size: tuple[int, int], limits:
     if syntax is None or not syntax.is_encapsulated or "PixelData" not in dataset:
         return
     index = frames // 2 if frames > 1 else 0
-    frame = get_frame(dataset.PixelData, index, number_of_frames=frames)
+    # the frame pydicom will decode: it finds it through the Extended Offset Table where there is
+    # one, so a table pointing past the frame checked here (a 64 x 64 JPEG, then one declaring
+    # 12000 x 12000: 1.4 GiB) had the check pass and the decoder allocate the other
+    extended = ((dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
+                if _EXTENDED_OFFSETS in dataset else None)
+    frame = get_frame(dataset.PixelData, index, number_of_frames=frames, extended_offsets=extended)
     if syntax == RLE_LOSSLESS:
         samples, bits = int(dataset.get("SamplesPerPixel") or 1), int(dataset.get("BitsAllocated") or 8)
         _check_rle_frame(frame, size[0] * size[1], samples * -(-bits // 8), f"{name}: RLE frame {index}")

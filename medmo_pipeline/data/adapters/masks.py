@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from medmo_pipeline.data.image_limits import (
     ImageError,
@@ -146,9 +147,12 @@ def _instances(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def ids_problem(ids: np.ndarray) -> str | None:
     """Why an array is no plane of instance ids (whole, finite, not negative), or None: a float id
     of 0.5 would be cut to 0, the background, and NaN made an instance of its own."""
-    if ids.dtype.kind == "f" and not (np.isfinite(ids).all() and (ids == np.floor(ids)).all()):
-        return "values that are no instance ids (fractions, NaN or infinity)"
-    if ids.dtype.kind in "fi" and (ids < 0).any():
+    rows = max(1, _BAND_PIXELS // max(1, ids[:1].size))  # bands: ``floor`` of a whole float mask is a copy
+    for top in range(0, len(ids), rows):
+        band = ids[top:top + rows]
+        if band.dtype.kind == "f" and not (np.isfinite(band).all() and (band == np.floor(band)).all()):
+            return "values that are no instance ids (fractions, NaN or infinity)"
+    if ids.dtype.kind in "fi" and any((ids[top:top + rows] < 0).any() for top in range(0, len(ids), rows)):
         return "negative instance ids"
     return None
 
@@ -157,24 +161,45 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     """The instance-id plane of a mask, its size checked from the header before decoding."""
     image = open_image(mask_bytes, limits, "mask")
     with image:
-        if getattr(image, "n_frames", 1) > 1:  # only the first page would be read: its others' instances lost
-            raise ImageError("image_undecodable", f"mask: {image.n_frames} pages; a mask is one plane of ids")
         try:
-            mask = np.asarray(image)
+            # only the first page would be read: its others' instances lost. Whether there is a
+            # second, not how many: PIL's count reads every directory of a TIFF in Python (9,000
+            # pages, 0.9 MB: 0.6 s), and a page PIL cannot read raised out of here unnamed
+            if getattr(image, "is_animated", False):
+                raise ImageError("image_undecodable", "mask: 2 pages or more; a mask is one plane of ids")
+            mask = _id_plane(image)
+        except ImageError:
+            raise
         except Exception as error:  # noqa: BLE001 - decoders raise many types on bad data
             raise decoder_error(error, f"mask: {type(error).__name__}: {error}") from None
     if mask.dtype.kind == "f" and (problem := ids_problem(mask)) is not None:
         raise ImageError("image_undecodable", f"mask: {problem}")
-    if mask.ndim != 3:
-        return mask
-    colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]  # an alpha channel is no id
-    if (colour == colour[..., :1]).all():  # grey stored as colour: one channel holds the ids
-        return colour[..., 0]
-    # a colour-coded mask: each colour is an instance (4 bytes a pixel, not int64's 8 per channel)
-    ids = colour[..., 0].astype(np.uint32) << 16
-    ids |= colour[..., 1].astype(np.uint32) << 8
-    ids |= colour[..., 2]
-    return ids
+    return mask
+
+
+def _id_plane(image: Image.Image) -> np.ndarray:
+    """A mask image's ids, read from the decoded image a band of rows at a time: ``np.asarray`` of
+    the whole held the decoded image, its bytes and the array at once, and a colour-coded mask's
+    ids took whole-mask temporaries besides (a 187 KB PNG of 8000 x 8000: 1,160 MiB; an int32 TIFF
+    of that size, 736 MiB). An alpha channel is no id; grey stored as colour keeps its one channel;
+    a colour-coded mask makes each colour an instance (4 bytes a pixel, not int64's 8 per channel)."""
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // max(1, width))
+    plane, grey = None, True
+    for top in range(0, height, rows):
+        band = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        if band.ndim == 3 and band.shape[-1] >= 3:
+            grey = grey and all(np.array_equal(band[..., 0], band[..., channel]) for channel in (1, 2))
+            colour = band[..., :3].astype(np.uint32)
+            band = colour[..., 0] << 16 | colour[..., 1] << 8 | colour[..., 2]
+        elif band.ndim == 3:
+            band = band[..., 0]
+        if plane is None:
+            plane = np.empty((height, width), band.dtype)
+        plane[top:top + len(band)] = band
+    if plane is not None and grey and plane.dtype == np.uint32:  # grey as colour: v << 16 | v << 8 | v
+        return np.bitwise_and(plane, 0xFF, out=plane).astype(np.uint8)
+    return plane if plane is not None else np.zeros((height, width), np.uint8)
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -98,12 +98,21 @@ def _samples(path: Path, options: Options) -> Iterator[tuple[np.ndarray, np.ndar
             if image_shape[:3] != label_shape[:3]:
                 raise SourceLayoutError(f"{options.file}: {options.image_key} {image_shape} and {options.label_key} "
                                         f"{label_shape} do not pair up sample by sample")
+            limits = limits_in_force()
             try:  # a sample's channels are read whole, as a multi-frame image's frames are counted
                 for key, shape in ((options.image_key, image_shape), (options.label_key, label_shape)):
-                    check_pixels(shape[2], shape[1], limits_in_force(), frames=shape[3] if len(shape) == 4 else 1,
+                    check_pixels(shape[2], shape[1], limits, frames=shape[3] if len(shape) == 4 else 1,
                                  what=f"{options.file} {key} samples")
             except ImageError as error:
                 raise SourceLayoutError(error.detail) from None
+            for key, shape, dtype in ((options.image_key, image_shape, image_type),
+                                      (options.label_key, label_shape, label_type)):
+                # and its bytes, as a deflated DICOM's: a float64 image and int64 ids of max_pixels
+                # (a 1 MB archive of deflated zeros) are 512 MB each, and the pair took 1.5 GiB
+                if (size := _sample_bytes(shape, dtype)) > limits.max_inflated_bytes:
+                    raise SourceLayoutError(f"{options.file}: a {key} sample of {shape[1:]} {dtype} holds {size} "
+                                            f"bytes, over the {limits.max_inflated_bytes} of max_pixels at 16 bits "
+                                            f"a pixel (max_inflated_bytes)")
             for _ in range(image_shape[0]):
                 image = _next_sample(images, image_shape, image_type, options.file)
                 ids = _next_sample(labels, label_shape, label_type, options.file)
@@ -136,8 +145,12 @@ def _header(stream, key: str, options: Options) -> tuple[tuple[int, ...], np.dty
     return shape, dtype
 
 
+def _sample_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return int(np.prod(shape[1:], dtype=object)) * dtype.itemsize  # Python ints: no overflow
+
+
 def _next_sample(stream, shape: tuple[int, ...], dtype: np.dtype, file: str) -> np.ndarray:
-    size = int(np.prod(shape[1:])) * dtype.itemsize
+    size = _sample_bytes(shape, dtype)
     data = stream.read(size)
     if len(data) != size:
         raise SourceLayoutError(f"{file} ends inside a sample: the archive is truncated")

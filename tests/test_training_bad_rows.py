@@ -287,7 +287,7 @@ def test_held_out_rows_are_read_only_from_shards_that_match_their_manifest(tmp_p
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 1  # Parquet reads such a flip back: it was scored as it was
     shard.write_bytes(bytes(data))
-    with pytest.raises(BenchmarkLoadError, match=rf"held-out rows of 'synth_xray'.*part-00001.parquet"):
+    with pytest.raises(BenchmarkLoadError, match=r"held-out rows of 'synth_xray'.*part-00001.parquet"):
         synthetic_heldout(index)
 
 

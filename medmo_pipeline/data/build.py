@@ -23,7 +23,8 @@ CHECKS = {
     "quarantine_rate_ok": "the share of quarantined rows is under corpus.max_quarantine_rate",
     "no_eval_contamination": "no training row shares an image with an evaluation item",
     "rows_match_manifest": "every shard's sha256 and row count match the manifest",
-    "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata)",
+    "rows_accounted": "every input row is kept, quarantined or filtered (counts by reason in the metadata); the "
+                      "counts by reason add up and the quarantine table holds one record per quarantined row",
     "rows_kept": "a source that read rows keeps some: a filter, split or layout choice that leaves none stops here",
 }
 
@@ -71,6 +72,7 @@ def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[b
     manifest = shards.read_manifest(shard_dir)
     schema_ok = manifest.get("schema") == shards.schema_string(SAMPLE_SCHEMA)
     rate = report["quarantine_rate"]
+    unaccounted = _accounting_problems(report, manifest)
     quarantine_note = (f"{report['quarantined']} of {report['rows_in']} rows quarantined ({rate:.2%}; "
                        f"threshold {max_quarantine_rate:.2%}): {report['quarantined_by_reason']}")
     return {
@@ -82,16 +84,40 @@ def source_checks(report: dict, max_quarantine_rate: float) -> dict[str, tuple[b
         "rows_match_manifest": (not problems, "; ".join(problems) or
                                 f"{manifest['total_rows']} rows in {len(manifest['shards'])} shards, "
                                 "sha256 and counts as listed"),
-        "rows_accounted": (report["rows_in"] == report["rows_kept"] + report["quarantined"] + report["filtered"]
-                           and manifest.get("total_rows") == report["rows_kept"],
-                           (f"{report['rows_in']} in = {report['rows_kept']} kept + {report['quarantined']} "
-                            f"quarantined + {report['filtered']} filtered {report['filtered_by_reason']}")),
+        "rows_accounted": (not unaccounted, "; ".join([
+            (f"{report['rows_in']} in = {report['rows_kept']} kept + {report['quarantined']} "
+             f"quarantined + {report['filtered']} filtered {report['filtered_by_reason']}"), *unaccounted])),
         "rows_kept": (report["rows_kept"] > 0 or report["rows_in"] == 0,
                       f"{report['rows_kept']} of {report['rows_in']} rows kept" + (
                           "" if report["rows_kept"] or not report["rows_in"] else
                           f": every row was quarantined {report['quarantined_by_reason']} or filtered "
                           f"{report['filtered_by_reason']}; check the entry's layout options and filters")),
     }
+
+
+def _accounting_problems(report: dict, manifest: dict) -> list[str]:
+    """What does not add up between the report's totals, its counts by reason, the manifest and the
+    quarantine table (one record per quarantined row): the totals alone passed a count by reason
+    that was wrong, or a quarantine table that lost records."""
+    import pyarrow.parquet as pq
+
+    problems = []
+    if report["rows_in"] != report["rows_kept"] + report["quarantined"] + report["filtered"]:
+        problems.append("the counts do not add up to rows_in")
+    if manifest.get("total_rows") != report["rows_kept"]:
+        problems.append(f"the manifest lists {manifest.get('total_rows')} rows, not {report['rows_kept']} kept")
+    for total, by_reason in (("quarantined", "quarantined_by_reason"), ("filtered", "filtered_by_reason")):
+        if sum(report[by_reason].values()) != report[total]:
+            problems.append(f"{by_reason} {report[by_reason]} sums to {sum(report[by_reason].values())}, "
+                            f"not {report[total]} {total}")
+    path = Path(report["quarantine_path"])
+    if not path.is_file():
+        return [*problems, f"no quarantine table at {path}"]
+    reasons = pq.read_table(path, columns=["reason"]).column("reason").value_counts().to_pylist()
+    in_table = {item["values"]: item["counts"] for item in reasons}
+    if in_table != {reason: count for reason, count in report["quarantined_by_reason"].items() if count}:
+        problems.append(f"the quarantine table holds {dict(sorted(in_table.items()))}")
+    return problems
 
 
 def _no_contamination_left(shard_dir: Path) -> bool:

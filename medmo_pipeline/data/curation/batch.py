@@ -142,6 +142,7 @@ def check_batch(rows: list, *, source: str, images: ImageChecker, limits: Curati
             continue
         except MemoryError as error:
             outcomes[position] = Rejected("out_of_memory", out_of_memory_detail(error))
+            continue  # falling through kept the previous row again (or raised on the first)
         except Exception as error:  # noqa: BLE001 - a row must never stop the source: quarantine it, say why
             outcomes[position] = Rejected("malformed_row", f"{type(error).__name__}: {error}")
             continue

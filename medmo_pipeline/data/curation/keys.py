@@ -12,12 +12,14 @@ a curation's sets live (``curate``, and ``parts.merge_parts`` over its parts' sh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medmo_pipeline.data.characters import INVISIBLE, STRIPPED
 from medmo_pipeline.data.curation.columns import RECORD, UNIT, as_array, regroup
 from medmo_pipeline.data.curation.rules import normalise_question, without_invisible
 
@@ -47,8 +49,8 @@ class BatchKeys:
 
     The content key hashes the split, the image hashes, every turn's text, the answer and the
     choices (one question over other options is another item), joined, casefolded and without
-    invisible characters: exact duplicates up to case, from the normalised rows whichever path
-    checked them.
+    invisible characters, whitespace runs as one space: exact duplicates up to case and spacing, from
+    the normalised rows whichever path checked them.
     """
 
     def __init__(self, table: pa.Table, *, with_contamination: bool):
@@ -59,9 +61,12 @@ class BatchKeys:
         texts = pc.binary_join_element_wise(
             as_array(table.column("split")), pc.binary_join(hashes, UNIT), pc.binary_join(contents, UNIT),
             as_array(table.column("answer")), pc.binary_join(as_array(table.column("choices")), UNIT),
-            RECORD).to_pylist()
+            RECORD)
+        # Whitespace runs count as one space: a copy with CRLF line ends or a doubled space is the
+        # same item (edges are stripped already). Arrow settles ASCII text; _content_text the rest.
+        texts = pc.replace_substring_regex(texts, _ASCII_RUNS, " ").to_pylist()
         self.id_keys = keys64(self.ids)
-        self.content_keys = keys64([without_invisible(text).casefold() for text in texts])
+        self.content_keys = keys64([_content_text(text) for text in texts])
         if with_contamination:
             self.splits = table.column("split").to_pylist()
             self.hashes = hashes.to_pylist()
@@ -107,6 +112,19 @@ class KeySet:
             del newer
             merged.sort()
             self.runs.append(merged)
+
+
+# A run of ASCII whitespace but a lone space (which needs no change: a pattern matching every space
+# costs eight times as much)
+_ASCII_RUNS = "[\t\n\r][\t\n\r ]*| [\t\n\r ]+"
+# Whitespace as curation strips it at a text's edges (not the invisible characters: they are deleted)
+_WHITESPACE = re.compile(f"[{re.escape(''.join(c for c in STRIPPED if c not in INVISIBLE))}]+")
+
+
+def _content_text(text: str) -> str:
+    """A content key's text: casefolded, without invisible characters, whitespace runs as one space
+    (in ASCII text, Arrow has done that already)."""
+    return text.casefold() if text.isascii() else _WHITESPACE.sub(" ", without_invisible(text)).casefold()
 
 
 def keys64(texts: list[str]) -> list[int]:

@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmo_pipeline.data import shards
@@ -65,7 +66,8 @@ def _curate_part(rows: Callable[[], Iterable], part: int, parts: int, chunk: int
     with using_limits(limits):  # as a one-process curation does (the adapters' conversions too)
         report = curate(part_rows(rows(), part, parts, chunk), work / f"part-{part}", source=source,
                         eval_index=eval_index, shard_rows=shard_rows, source_revision=revision,
-                        limits=CurationLimits(image=limits), quarantine_path=work / f"part-{part}.quarantine.parquet")
+                        limits=CurationLimits(image=limits), quarantine_path=work / f"part-{part}.quarantine.parquet",
+                        kept_origins=work / f"part-{part}.origins.arrow")
     report.pop("manifest")
     return report
 
@@ -106,8 +108,10 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
         for part, report in enumerate(reports):
             for record in pq.read_table(report["quarantine_path"]).to_pylist():
                 quarantine.add(source_index(record["row_index"], part, parts, chunk), record["row_id"],
-                               record["source"], record["reason"], record["detail"])
-            shard_dir = Path(report["shard_dir"])
+                               record["source"], record["reason"], record["detail"],
+                               file=record["file"], record=record["record"])  # where the row came from
+            origins = _kept_origins(report)
+            shard_dir, shard_start = Path(report["shard_dir"]), 0
             for shard in shards.read_manifest(shard_dir)["shards"]:
                 table = pq.read_table(shard_dir / shard["name"], schema=SAMPLE_SCHEMA)
                 keys, keep = BatchKeys(table, with_contamination=False), []
@@ -118,8 +122,13 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
                 for row, (id_key, content_key) in enumerate(zip(keys.id_keys, keys.content_keys)):
                     if id_kept[row] or id_key in ids_now:
                         dropped["duplicate_id"] += 1
-                        quarantine.add(-1, keys.ids[row], source, "duplicate_id",  # -1: its input index is not kept
-                                       f"{keys.ids[row]} already kept by an earlier part")
+                        index, file, where = -1, "", ""  # -1: its input index is not known
+                        if origins is not None:  # the part's kept rows, in shard order
+                            index, file, where = (origins.column(name)[shard_start + row].as_py()
+                                                  for name in ("row_index", "file", "record"))
+                            index = source_index(index, part, parts, chunk)
+                        quarantine.add(index, keys.ids[row], source, "duplicate_id",
+                                       f"{keys.ids[row]} already kept by an earlier part", file=file, record=where)
                     elif content_seen[row] or content_key in contents_now:
                         dropped["duplicates_dropped"] += 1
                     else:
@@ -128,6 +137,7 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
                         keep.append(row)
                 kept_ids.add(sorted(ids_now), new=True)  # looked up above: none kept before
                 seen_content.add(sorted(contents_now), new=True)
+                shard_start += table.num_rows
                 if keep:
                     yield table if len(keep) == table.num_rows else table.take(keep)
 
@@ -135,6 +145,15 @@ def merge_parts(reports: list[dict], out_dir: Path, *, source: str, shard_rows: 
         manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
                                        source_revision=revision, schema=SAMPLE_SCHEMA)
     return _merged_report(reports, manifest, dropped, source=source, out_dir=out_dir, quarantine_path=quarantine_path)
+
+
+def _kept_origins(report: dict) -> pa.Table | None:
+    """Where a part's kept rows came from (``curate``'s ``kept_origins``), memory-mapped; None when
+    the part did not write them."""
+    path = report.get("kept_origins")
+    if not path or not Path(path).is_file():
+        return None
+    return pa.ipc.open_file(pa.memory_map(path)).read_all()
 
 
 def _merged_report(reports: list[dict], manifest: dict, dropped: dict, *, source: str, out_dir: Path,
@@ -154,11 +173,20 @@ def _merged_report(reports: list[dict], manifest: dict, dropped: dict, *, source
         reasons["duplicate_id"] = reasons.get("duplicate_id", 0) + dropped["duplicate_id"]
     rows_in = total("rows_in")
     contaminated = summed("contaminated_by_kind")
+    # Filtered as ``curate`` counts it: the parts' reasons (their duplicates and decontamination
+    # included) plus the merge's duplicates; without it the partition's checks could not be computed.
+    filtered = summed("filtered_by_reason")
+    if dropped["duplicates_dropped"]:
+        filtered["duplicate"] = filtered.get("duplicate", 0) + dropped["duplicates_dropped"]
+    kept = manifest["total_rows"]
     return {
-        "source": source, "rows_in": rows_in, "rows_kept": manifest["total_rows"],
+        "source": source, "rows_in": rows_in, "rows_kept": kept,
         "boxes_clipped": total("boxes_clipped"),  # counted in the parts, before the merge's drops
         "duplicates_dropped": total("duplicates_dropped") + dropped["duplicates_dropped"],
         "quarantined": sum(reasons.values()), "quarantined_by_reason": dict(sorted(reasons.items())),
+        "filtered": sum(filtered.values()), "filtered_by_reason": dict(sorted(filtered.items())),
+        "accounted": rows_in == kept + sum(reasons.values()) + sum(filtered.values()),
+        "extension_mismatches": total("extension_mismatches"),  # counted in the parts, before the merge's drops
         "contaminated": sum(contaminated.values()), "contaminated_by_kind": dict(sorted(contaminated.items())),
         "quarantine_rate": sum(reasons.values()) / rows_in if rows_in else 0.0,
         "quarantine_path": str(quarantine_path), "shard_dir": str(out_dir),

@@ -13,8 +13,8 @@ Batch by batch, each row decided in input order:
    report: rows_in == rows_kept + quarantined + filtered).
 3. **decontaminate** train rows: a row using an image whose sha256 is in the eval index, or whose
    normalised first question is in it, is dropped and counted (see ``keys.build_eval_index``).
-4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded)
-   -> dropped and counted.
+4. **de-duplicate** exactly: same split, same image hashes and same normalised texts (casefolded,
+   whitespace runs as one space) -> dropped and counted.
 5. **write** the kept rows with ``shards.write_tables`` (one shard of rows gathered at a time, the
    previous one or two being encoded and fsynced in the background).
    Every step is deterministic, so re-running a killed or failed curation into the same directory
@@ -64,13 +64,16 @@ def curate(
     quarantine_path: Path | None = None,
     progress: Callable[[dict], None] | None = None,
     progress_every: int = 100_000,
+    kept_origins: Path | None = None,
 ) -> dict:
     """Curate ``rows`` of ``source`` into shards under ``out_dir``; return the report.
 
     The quarantine table goes to ``quarantine_path``, by default ``<out_dir>.quarantine.parquet``
     beside the shard directory (inside it, ``shards.verify_shards`` would flag an unlisted file).
     ``eval_index`` comes from ``build_eval_index``. ``progress`` is called with the running counts
-    every ``progress_every`` input rows.
+    every ``progress_every`` input rows. ``kept_origins``: where to write the input index, file and
+    record of each kept row, in shard order (an Arrow IPC file: ``parts.merge_parts`` quarantines a
+    row an earlier part kept by where it came from).
     """
     out_dir = Path(out_dir)
     quarantine_path = Path(quarantine_path) if quarantine_path else out_dir.with_name(
@@ -80,6 +83,7 @@ def curate(
     checker = ImageChecker(limits.image)
     decide = _Decisions(source, eval_index, quarantine, progress, progress_every)
     mismatches = [0]  # kept images whose name promises another format than their content
+    origins = _OriginWriter(kept_origins) if kept_origins is not None else None
 
     def kept_tables() -> Iterator[pa.Table]:
         """The kept rows, batch by batch: checked together, then decided one by one in input order.
@@ -124,11 +128,17 @@ def curate(
             return None
         kept = checked.table if len(keep) == checked.table.num_rows else checked.table.take(keep)
         mismatches[0] += batch_checks.extension_mismatches(kept)
+        if origins is not None:
+            origins.add(batch, positions, checked.outcomes, keep)
         return kept
 
     with published_on_success(quarantine):
-        manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
-                                       source_revision=source_revision, schema=SAMPLE_SCHEMA)
+        try:
+            manifest = shards.write_tables(kept_tables(), out_dir, shard_rows=shard_rows, source=source,
+                                           source_revision=source_revision, schema=SAMPLE_SCHEMA)
+        finally:
+            if origins is not None:
+                origins.close()
     counts, reasons, contaminated = decide.counts, decide.reasons, decide.contaminated
     filtered = decide.filtered + Counter({"duplicate": counts["duplicates_dropped"],
                                           "decontamination": sum(contaminated.values())})
@@ -149,6 +159,7 @@ def curate(
         "shard_dir": str(out_dir),
         "data_version": shards.manifest_hash(manifest),
         "manifest": manifest,
+        **({"kept_origins": str(kept_origins)} if kept_origins is not None else {}),
     }
 
 
@@ -248,6 +259,29 @@ class _Decisions:
         self.counts["rows_kept"] += size
         self.counts["boxes_clipped"] += sum(checked.clipped)
         return True
+
+class _OriginWriter:
+    """The input index, file and record of each kept row, in shard order, as an Arrow IPC file (read
+    memory-mapped, one row at a time, by ``parts.merge_parts``)."""
+
+    SCHEMA = pa.schema([("row_index", pa.int64()), ("file", pa.string()), ("record", pa.string())])
+
+    def __init__(self, path: Path):
+        self.writer = pa.ipc.new_file(str(path), self.SCHEMA)
+
+    def add(self, batch: list, positions: list[int] | int, outcomes: list, keep: list[int]) -> None:
+        offsets = [offset for offset, outcome in enumerate(outcomes) if not isinstance(outcome, Rejected)]
+        offsets = [offsets[row] for row in keep]  # the table's rows are the accepted ones, in input order
+        origins = [_origin(batch[offset]) for offset in offsets]
+        self.writer.write_batch(pa.record_batch([
+            pa.array([positions + offset if type(positions) is int else positions[offset] for offset in offsets],
+                     pa.int64()),
+            pa.array([file for file, _ in origins], pa.string()),
+            pa.array([record for _, record in origins], pa.string())], schema=self.SCHEMA))
+
+    def close(self) -> None:
+        self.writer.close()
+
 
 def rows_among(items: list, start: int) -> tuple[list, list[int] | int]:
     """The rows among ``items`` (inputs ``start``...; the rest are the adapters' outcomes) and their

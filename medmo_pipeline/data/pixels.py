@@ -90,8 +90,11 @@ def window_to_uint8(values: np.ndarray, center: float, width: float,
     ``values_of`` maps a block of ``values`` (stored pixels, say) to the values to window (their
     modality rescale, say; any element-wise map): the mapped image is never held whole."""
     exact, sigmoid = function == "LINEAR_EXACT", function == "SIGMOID"
-    width = float(width) if (exact or sigmoid) and width > 0 else max(float(width), 1.0)
     values = np.asarray(values)
+    if values_of is None and not sigmoid and values.dtype.kind in "ui" and values.dtype.itemsize <= 2 \
+            and values.size > max(_LUT_FROM, 1 << 16):  # (the table itself is windowed directly)
+        return _window_through_lut(values, center, width, function)
+    width = float(width) if (exact or sigmoid) and width > 0 else max(float(width), 1.0)
     out = np.empty(values.shape, dtype=np.uint8)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
     offset, scale = np.float32(center - 0.5), np.float32(255.0 / max(width - 1.0, 1.0))
@@ -111,6 +114,29 @@ def window_to_uint8(values: np.ndarray, center: float, width: float,
             scaled = (block.astype(np.float32) - offset) * scale
             scaled += np.float32(127.5)
         flat_out[start:start + _BLOCK] = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+    return out
+
+
+_LUT_FROM = 1 << 18  # values of 8 or 16 bits past this many are windowed through a table of every value
+
+
+def _window_through_lut(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """``window_to_uint8`` of 8- or 16-bit integers (no ``values_of``, not SIGMOID) through a table of
+    its result for every value the type holds: the window is element-wise, so each value maps to the
+    same byte, and a 64-megapixel image takes a table look-up a value instead of four float32 passes
+    (a 16-bit RGB image at the budget spent seconds windowing). Looked up ``_BLOCK`` values at a time
+    (numpy widens the indices of a look-up to 64 bits)."""
+    kind = values.dtype
+    every = np.arange(np.iinfo(kind).min, int(np.iinfo(kind).max) + 1, dtype=np.int64).astype(kind)
+    table = window_to_uint8(every, center, width, function=function)  # in the order of the unsigned view
+    unsigned = np.dtype(f"u{kind.itemsize}")
+    sign = unsigned.type(1 << (8 * kind.itemsize - 1)) if kind.kind == "i" else None
+    out = np.empty(values.shape, dtype=np.uint8)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _BLOCK):
+        block = flat_in[start:start + _BLOCK]
+        index = block if sign is None else block.view(unsigned) ^ sign  # signed: value - min, as unsigned
+        np.take(table, index, out=flat_out[start:start + _BLOCK])
     return out
 
 
@@ -403,6 +429,8 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
                                                f"{MODEL_MAX_ASPECT_RATIO}:1, which the model's processor refuses".strip())
     with _undecodable_as_image_error(path):
         rawmode = _raw_mode(image) if image.format in ("PNG", "TIFF") else ""
+        if rawmode == "LA;16B":  # decoded once, every byte kept: (grey high, low, alpha high, low) a pixel
+            image.tile = _retiled(image.tile, _WIDE_COLOUR[rawmode])
         image.load()  # first: reading a PNG's EXIF may decode it, and would not say why that failed
         orientation = exif_orientation(image)
         plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and orientation == 1
@@ -425,14 +453,14 @@ def _as_stored(image: Image.Image) -> Image.Image:
         # unsigned 32-bit samples (BlackIsZero: PIL opens no other), which PIL holds as signed: past
         # 2**31 they wrapped negative and a ramp came out a sawtooth. Read as unsigned, then moved down
         # by 2**31 in place (the sign bit flipped): the same order in int32, windowed to the same image
-        values = np.array(image).view(np.uint32)
+        values = _pixels_of(image).view(np.uint32)
         values ^= np.uint32(1 << 31)
         return Image.fromarray(values.view(np.int32))
     if image.format == "TIFF" and image.mode in _HIGH_DEPTH_MODES and image.mode != "F" \
             and image.tag_v2.get(_TIFF_PHOTOMETRIC) == 0:
         top = (1 << int(tiff_values(image, TIFF_BITS, 16)[0])) - 1
         # in place, in 32 bits where the samples fit (a 64-megapixel image took 768 MB through int64)
-        values = np.asarray(image).astype(np.int32 if top < 2**31 else np.int64)
+        values = _pixels_of(image, np.int32 if top < 2**31 else np.int64)
         np.subtract(top, values, out=values)
         return Image.fromarray(values.astype(np.int32, copy=False))
     if image.format == "BMP" and image.mode == "RGBA" and image.getextrema()[3] == (0, 0):
@@ -460,33 +488,73 @@ def _raw_mode(image: Image.Image) -> str:
     return args if isinstance(args, str) else (args[0] if args else "")
 
 
+def _retiled(tiles: list, rawmode: str) -> list:
+    """Every tile (a TIFF's strips or tiles each have one) read in ``rawmode``."""
+    return [tile._replace(args=(rawmode, *tile.args[1:]) if isinstance(tile.args, tuple) else rawmode)
+            for tile in tiles]
+
+
+def _pixels_of(image: Image.Image, dtype=None) -> np.ndarray:
+    """``np.array(image)`` (as ``dtype``), filled a band of rows at a time: PIL's array interface
+    gathers the whole image's bytes in pieces and joins them, twice the image at its peak before
+    numpy's copy (a 64-megapixel 8-bit RGBA image: 512 MB for a 256 MB array)."""
+    first = np.asarray(image.crop((0, 0, image.width, 1)))
+    out = np.empty((image.height, *first.shape[1:]), dtype=dtype or first.dtype)
+    rows = max(1, _BLOCK // max(1, first.size))
+    for top in range(0, image.height, rows):
+        out[top:top + rows] = np.asarray(image.crop((0, top, image.width, min(top + rows, image.height))))
+    return out
+
+
+def _bands(image: Image.Image, samples: int = 1):
+    """(top, box) of bands of rows of ``image`` of about ``_BLOCK`` samples, ``samples`` a pixel."""
+    rows = max(1, _BLOCK // max(1, image.width * samples))
+    for top in range(0, image.height, rows):
+        yield top, (0, top, image.width, min(top + rows, image.height))
+
+
 def _wide_colour(image: Image.Image, rawmode: str, data: bytes, limits: ImageLimits, path: str) -> Image.Image:
-    """A 16-bit colour or grey+alpha image as 8 bits: its 16-bit values (from PIL's decode of the high
-    bytes and a second decode giving the low ones) windowed by percentiles over the colour channels
-    together (their balance kept); the alpha's high byte. ``image`` is the file's first decode (PIL's,
-    of ``rawmode``); the result is as stored: the caller turns it."""
-    second = open_image(data, limits, path)
-    low_mode = _WIDE_COLOUR[rawmode]
-    # every tile (a TIFF's strips or tiles each have one), read in the other mode
-    second.tile = [tile._replace(args=(low_mode, *tile.args[1:]) if isinstance(tile.args, tuple) else low_mode)
-                   for tile in second.tile]
-    if rawmode == "LA;16B":  # one decode holds both bytes: (grey, alpha) from bytes (0, 2) and (1, 3)
-        both = np.asarray(second)
-        high, low = both[..., 0::2], both[..., 1::2]
+    """A 16-bit colour or grey+alpha image as 8 bits: its 16-bit values windowed by percentiles over
+    the colour channels together (their balance kept); the alpha's high byte. ``image`` is the file's
+    decode in ``rawmode``: RGB and RGBA ones hold each sample's high byte, and a second decode (in the
+    other byte order) gives the low ones; a grey+alpha one was decoded with every byte
+    (``decoded_image``). The result is written into ``image`` a band of rows at a time (it is
+    returned, as stored: the caller turns it): no 16-bit copy of the whole image is made, and the
+    window is a table look-up (``window_to_uint8`` of 16-bit values)."""
+    grey = rawmode.startswith("LA")
+    channels = 1 if grey else 3
+    if grey:  # one decode holds both bytes: (grey, alpha) from bytes (0, 2) and (1, 3)
+        second = None
     else:
-        high, low = np.asarray(image), np.asarray(second)
-    del image, second  # their pixels are in ``high`` and ``low``
-    channels = 1 if rawmode.startswith("LA") else 3
-    rows = max(1, high.shape[0] * high.shape[1] * channels // _PERCENTILE_SAMPLES)  # the window, from every
-    sample = (high[::rows, :, :channels].astype(np.uint16) << 8) | low[::rows, :, :channels]  # rows-th row
-    window = percentile_window(sample)
-    colour = np.empty((*high.shape[:2], channels), dtype=np.uint8)
-    band = max(1, _BLOCK // max(1, high.shape[1] * channels))  # rows at a time: no whole 16-bit copy
-    for top in range(0, high.shape[0], band):
-        part = (high[top:top + band, :, :channels].astype(np.uint16) << 8) | low[top:top + band, :, :channels]
-        colour[top:top + band] = window_to_uint8(part, *window)
-    colour = np.repeat(colour, 3, axis=-1) if channels == 1 else colour
-    return Image.fromarray(np.dstack([colour, high[..., channels]]) if high.shape[-1] > channels else colour)
+        second = open_image(data, limits, path)
+        second.tile = _retiled(second.tile, _WIDE_COLOUR[rawmode])
+        second.load()
+    samples = len(image.getbands())
+
+    def wide(box) -> tuple[np.ndarray, np.ndarray]:  # a band's 16-bit colour values, and its high bytes
+        high = np.asarray(image.crop(box))
+        if grey:
+            return (high[..., 0:1].astype(np.uint16) << 8) | high[..., 1:2], high
+        return (high[..., :channels].astype(np.uint16) << 8) | np.asarray(second.crop(box))[..., :channels], high
+
+    stride = max(1, image.height * image.width * channels // _PERCENTILE_SAMPLES)  # the window, from every
+    if stride == 1:  # stride-th row (read a row at a time where they are apart)
+        picked = [wide(box)[0] for _, box in _bands(image, samples)]
+    else:
+        picked = [wide((0, row, image.width, row + 1))[0] for row in range(0, image.height, stride)]
+    window = percentile_window(np.concatenate(picked))
+    del picked
+    for top, box in _bands(image, samples):
+        values, high = wide(box)
+        band = window_to_uint8(values, *window)
+        if grey:  # grey as RGB, and the alpha's high byte
+            band = np.concatenate([band, band, band, high[..., 2:3]], axis=-1)
+        elif samples > channels:  # the alpha's high byte, as decoded
+            band = np.concatenate([band, high[..., channels:]], axis=-1)
+        image.paste(Image.fromarray(np.ascontiguousarray(band)), box)
+    if second is not None:
+        second.close()
+    return image
 
 
 @contextlib.contextmanager
@@ -506,11 +574,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB: high bit depths windowed by percentiles (``percentile_uint8``), alpha composited
     over black."""
     if image.mode in _HIGH_DEPTH_MODES:
-        return Image.fromarray(percentile_uint8(np.asarray(image))).convert("RGB")
-    if image.mode in ("P", "PA"):
-        image = image.convert("RGBA")
-    if image.mode in ("LA", "RGBA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return Image.fromarray(percentile_uint8(_pixels_of(image))).convert("RGB")
+    if image.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa"):
+        return _over_black(image)
+    if image.mode == "RGB":  # already what the model sees: the decoded pixels, not a copy of them
+        return image._new(image.im)
     return image.convert("RGB")
+
+
+def _over_black(image: Image.Image) -> Image.Image:
+    """An image with alpha (or a palette, which may hold some) as RGB, composited over opaque black,
+    a band of rows at a time: the whole image as RGBA, an RGBA background, their composite and its
+    RGB took five copies (1.2 GB for a 64-megapixel image of 8-bit RGBA, or a palette PNG of 60 KB).
+    PIL's conversion and composite are per pixel, so the bands give the same pixels."""
+    out = Image.new("RGB", image.size)
+    background = None
+    for _, box in _bands(image, 4):
+        band = image.crop(box).convert("RGBA")  # a palette's colours and transparency, as for the whole
+        if background is None or background.size != band.size:
+            background = Image.new("RGBA", band.size, (0, 0, 0, 255))
+        out.paste(Image.alpha_composite(background, band).convert("RGB"), box[:2])
+    return out

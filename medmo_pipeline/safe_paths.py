@@ -28,7 +28,9 @@ def _relative_parts(text: str, what: str) -> tuple[str, ...]:
     if not text or "\x00" in text:
         raise UnsafePathError(f"{what} {text!r} is empty or contains a NUL byte")
     parts = PureWindowsPath(text).parts if "\\" in text else PurePosixPath(text).parts
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
+    # anchor: a drive, and a root without one ('\\etc\\passwd' is rooted on Windows; joined here it
+    # named a folder called '\\' under the root)
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).anchor:
         raise UnsafePathError(f"{what} {text!r} is absolute; data files must use paths relative to the root")
     if ".." in parts:
         raise UnsafePathError(f"{what} {text!r} climbs out of the dataset root with '..'")
@@ -78,10 +80,50 @@ def _inside(root_resolved: Path, real: Path) -> bool:
     return real == root_resolved or root_resolved in real.parents
 
 
-def _check_inside(root_resolved: Path, path: Path, text: str) -> None:
-    target = path.resolve()
-    if not _inside(root_resolved, target):
-        raise UnsafePathError(f"path {text!r} resolves to {target}, outside the dataset root {root_resolved}")
+MAX_SYMLINKS = 40  # links followed in one path before it counts as a loop (Linux's own limit)
+
+
+def _real_inside(root_resolved: Path, start: Path, parts: tuple[str, ...], text: str) -> Path:
+    """Where ``start`` (a real folder inside ``root_resolved``) joined with ``parts`` really is,
+    following symlinks one component at a time: UnsafePathError at the first step that leads
+    outside the root, before anything there is looked at, and for a loop of links.
+
+    Not ``Path.resolve``: it follows a link out to its end (readlink and lstat outside the root),
+    then stats the target; a link out to a loop came back as RuntimeError ``malformed_record``, to
+    anything else ``unsafe_path``, telling the row what lies outside. A loop inside the root was a
+    ``RuntimeError`` too."""
+    current, pending, links = start, list(reversed(parts)), 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":  # only from a link's target; looked at once a name below it is
+            current = current.parent
+            continue
+        current = current / part
+        if current in root_resolved.parents:  # a real folder above the root (a link's absolute target)
+            continue
+        if not _inside(root_resolved, current):
+            raise UnsafePathError(f"path {text!r} leads to {current}, outside the dataset root {root_resolved}")
+        try:
+            target = os.readlink(current)
+        except OSError:  # not a link, not there, a name too long: a name, left to whoever opens it
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise UnsafePathError(f"path {text!r} goes round a loop of symlinks (more than {MAX_SYMLINKS} followed)")
+        steps = PurePosixPath(target).parts
+        current, steps = (Path("/"), steps[1:]) if os.path.isabs(target) else (current.parent, steps)
+        pending.extend(reversed(steps))
+    if not _inside(root_resolved, current):  # ended above the root ('..' in a link's target)
+        raise UnsafePathError(f"path {text!r} leads to {current}, outside the dataset root {root_resolved}")
+    return current
+
+
+def _check_inside(root_resolved: Path, base: Path, path: Path) -> None:
+    """UnsafePathError when ``path`` (below ``base``, a folder inside ``root_resolved``) really is outside."""
+    relative = path.relative_to(base)
+    _real_inside(root_resolved, Path(os.path.realpath(base)), relative.parts, relative.as_posix())
 
 
 def safe_join(root: Path, relative: str | Path) -> Path:
@@ -98,7 +140,7 @@ def safe_join(root: Path, relative: str | Path) -> Path:
     parts = _relative_parts(text, "path")
     root_resolved = Path(root).resolve()
     joined = root_resolved.joinpath(*parts)
-    _check_inside(root_resolved, joined, text)
+    _real_inside(root_resolved, root_resolved, parts, text)
     return joined
 
 
@@ -115,9 +157,9 @@ def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True, root: Pa
     location is outside ``root`` (a symlink pointing out of the mirror) is refused; with
     ``refuse_outside=False`` such matches are returned and the caller must ``safe_join`` each one
     before reading it (adapters do, so one file linked out quarantines one record, not the source).
-    A folder linked out that ``**`` reaches stops the walk instead: it holds an unknown number of
-    records, none of which may be read, and a mirror spread over folders should say so, not lose
-    them uncounted.
+    A folder linked out that ``**`` reaches, or that a ``*`` component would list, stops the walk
+    instead: it holds an unknown number of records, none of which may be read, and a mirror spread
+    over folders should say so, not lose them uncounted.
 
     >>> safe_glob(Path("/data/mimic"), "../*")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
@@ -137,11 +179,19 @@ def safe_glob(base: Path, pattern: str, *, refuse_outside: bool = True, root: Pa
             last = index == len(matchers) - 1
             for entry in _entries(folder):
                 if matchers[index](entry.name.casefold()) and (last or _is_dir(entry)):
+                    if not last and entry.is_symlink() and not _real_folder_inside(entry, root_resolved):
+                        # never listed: the rest of the pattern in plain names is that one path (the
+                        # caller's safe_join quarantines it); with wildcards, an unknown number, as '**'
+                        rest = parts[index + 1:]
+                        if any(part == "**" or glob_magic(part) for part in rest):
+                            _linked_folder_inside(Path(entry.path), Path(base), root_resolved)
+                        yield Path(entry.path).joinpath(*rest)
+                        continue
                     yield from select(Path(entry.path), index + 1)
 
     matches = sorted(set(select(Path(base), 0)))  # '**/**' reaches a path twice
     for match in matches if refuse_outside else ():
-        _check_inside(root_resolved, match, str(match.relative_to(base)))
+        _check_inside(root_resolved, Path(base), match)
     return matches
 
 
@@ -161,6 +211,24 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def glob_magic(part: str) -> bool:
+    """Whether a pattern component matches by wildcard, not as a plain name."""
+    return any(mark in part for mark in "*?[")
+
+
+def _real_folder_inside(entry: os.DirEntry, root_resolved: Path) -> bool:
+    return _inside(root_resolved, Path(os.path.realpath(entry.path)))
+
+
+def _linked_folder_inside(folder: Path, base: Path, root_resolved: Path) -> None:
+    """UnsafePathError naming ``folder`` (below ``base``) when its real location is outside the root."""
+    real = Path(os.path.realpath(folder))
+    if not _inside(root_resolved, real):
+        raise UnsafePathError(
+            f"{folder.relative_to(base).as_posix()} is a symlinked folder leading outside the dataset root "
+            f"{root_resolved} (to {real}); copy or bind-mount that folder inside the root to read it")
+
+
 def _folders_below(start: Path, base: Path, root_resolved: Path) -> Iterator[Path]:
     """``start`` and every folder below it, through symlinked folders inside ``root_resolved``,
     each real folder once (by device and inode), in name order."""
@@ -168,11 +236,7 @@ def _folders_below(start: Path, base: Path, root_resolved: Path) -> Iterator[Pat
 
     def walk(folder: Path, linked: bool) -> Iterator[Path]:
         if linked:  # a link (or the start, reached through one) leading out is never listed
-            real = Path(os.path.realpath(folder))
-            if not _inside(root_resolved, real):
-                raise UnsafePathError(
-                    f"{folder.relative_to(base).as_posix()} is a symlinked folder leading outside the dataset root "
-                    f"{root_resolved} (to {real}); copy or bind-mount that folder inside the root to read it")
+            _linked_folder_inside(folder, base, root_resolved)
         try:
             info = folder.stat()
         except (FileNotFoundError, NotADirectoryError):  # no such folder: nothing below it (as Path.glob)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -380,8 +381,15 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     check_relative(value)
     relative = f"{options.image_dir.rstrip('/')}/{value}" if options.image_dir else value
     path = safe_join(root, relative)
-    if not path.is_file():
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return {"bytes": None, "path": relative, "width": 0, "height": 0, "sha256": ""}
+    except OSError as error:  # a name too long (whose message repeated all 5,000 characters), a loop
+        raise RowError("unreadable_file", f"image path {shown(relative)}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):  # never opened: it was image_missing, as if no file were there
+        raise RowError("unreadable_file", f"image path {shown(relative)} is not a regular file "
+                                          "(a folder, a pipe or a device)")
     data = read_image_file(path, relative)
     # Decided by content: DICOM under any name, and a .dcm that holds no image format's bytes (a
     # data set without the Part 10 preamble); a .dcm holding a PNG or JPEG is that image

@@ -69,6 +69,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         local_id, sections, image_values = study.local_id, study.sections, study.images
         if isinstance(sections, Path):  # read here, after safe_join: a report linked out is quarantined
             sections = _file_sections(safe_join(root, sections.relative_to(Path(root).resolve())))
+        if isinstance(image_values, Path):  # listed here, after safe_join: a study folder linked out is
+            image_values = _study_images(root, image_values, options)  # quarantined, never listed
         images = [load_image(root, value, options, window=options.default_window) for value in image_values]
         return [make_row(local_id if local_id not in (None, "") else index, "report", options,
                          turn(QUESTION, sections.reply()), images=images)]
@@ -132,12 +134,19 @@ def _study_folders(root: Path, options: Options) -> Iterator[Study]:
     (DICOM in mimic-cxr, JPG in mimic-cxr-jpg, whose reports are the same files)."""
     base = layout_path(root, options.image_dir, folder=True)
     for report in safe_glob(base, options.reports_glob, refuse_outside=False, root=root):
-        study = report.with_suffix("")
-        images = sorted(p.relative_to(base).as_posix() for p in study.glob("*")
-                        if p.suffix.lower() in options.image_suffixes) if study.is_dir() else []
         name = report.relative_to(base)
         origin = ((Path(options.image_dir) / name).as_posix(), "report")
-        yield Study(name.with_suffix("").as_posix(), report, images, origin)
+        yield Study(name.with_suffix("").as_posix(), report, name.with_suffix(""), origin)
+
+
+def _study_images(root: Path, study: Path, options: Options) -> list[str]:
+    """The image names (under ``image_dir``) in the folder ``study`` (relative to ``image_dir``), in
+    name order; none without the folder. A folder linked out of the root is UnsafePathError before
+    it is listed: ``study.glob`` listed it, the images then quarantined one by one."""
+    folder = safe_join(root, (Path(options.image_dir) / study).as_posix())
+    if not folder.is_dir():
+        return []
+    return sorted((study / p.name).as_posix() for p in folder.iterdir() if p.suffix.lower() in options.image_suffixes)
 
 
 def _file_sections(report: Path) -> ReportSections:

@@ -15,7 +15,7 @@ own default bound).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import BinaryIO
 
 MAX_HEADER_BYTES = 16 << 20  # Arrow's default bound on a page header's size
@@ -32,16 +32,29 @@ class PageHeaderError(ValueError):
     """A page header that cannot be read, or declares more than its column may hold."""
 
 
-def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
+class PagesTooLarge(PageHeaderError):
+    """Pages that agree with their footer, but more of them than is read at a time: a file to
+    rewrite with smaller row groups, not a damaged one."""
+
+
+def check_pages(handle: BinaryIO, metadata, most_per_row_group: int, most_at_once: int | None = None,
+                dictionaries: Collection[str] = ()) -> None:
     """Raise PageHeaderError where a column chunk's pages (``handle`` holds the file, ``metadata``
     is its ``pyarrow.parquet.FileMetaData``) declare more bytes once decompressed than twice what
     the footer declares for the chunk, plus a MiB (writers count the headers in, or not; a bomb
     declares hundreds of times more), where a row group's pages declare more than
-    ``most_per_row_group`` together, where the file holds more than ``MAX_PAGES`` pages, or where a
-    page header cannot be read."""
+    ``most_per_row_group`` together, where the largest page of each of a row group's columns, as
+    Arrow holds it (read, decompressed, decoded: compressed + 2 x uncompressed, twice more for the
+    ``dictionaries``' columns, read as dictionaries), comes to more than ``most_at_once`` together,
+    where the file holds more than
+    ``MAX_PAGES`` pages, or where a page header cannot be read."""
     pages = 0
     for group in range(metadata.num_row_groups):
-        row_group, group_bytes = metadata.row_group(group), 0
+        # Arrow holds a column's current page as read and decompressed while it decodes it into as
+        # much again, every column's at once (a 250 MB string: 750 MiB; read as a dictionary, 1,250).
+        # A page is not 1 MiB: Arrow's writer checks the size after each 1,024 values, so a row
+        # group of 100 embedded images (Hugging Face's) is one page; 100 of 8 MiB held 1.6 GB.
+        row_group, group_bytes, at_once = metadata.row_group(group), 0, 0
         for index in range(row_group.num_columns):
             column = row_group.column(index)
             where = f"row group {group}, column {column.path_in_schema}"
@@ -54,29 +67,37 @@ def check_pages(handle: BinaryIO, metadata, most_per_row_group: int) -> None:
                 if column.total_compressed_size:
                     raise PageHeaderError(f"{where}: {column.total_compressed_size} bytes of pages and no page offset")
                 continue
-            start, declared = min(offsets), 0
-            for uncompressed in _page_sizes(handle, start, start + column.total_compressed_size, where):
+            start, declared, largest = min(offsets), 0, 0
+            copies = 4 if column.path_in_schema in dictionaries else 2
+            for uncompressed, compressed in _page_sizes(handle, start, start + column.total_compressed_size, where):
                 pages += 1
                 if pages > MAX_PAGES:
                     raise PageHeaderError(f"{where}: the file holds more than {MAX_PAGES} pages")
                 declared += uncompressed
+                largest = max(largest, compressed + copies * uncompressed)
             if declared > 2 * column.total_uncompressed_size + (1 << 20):
                 raise PageHeaderError(f"{where}: its pages declare {declared} bytes once decompressed, its footer "
                                       f"{column.total_uncompressed_size}")
+            at_once += largest
+            if most_at_once is not None and at_once > most_at_once:
+                raise PagesTooLarge(f"row group {group}: its columns' largest pages take {at_once} bytes read, "
+                                    f"decompressed and decoded, over the {most_at_once} held at a time (at column "
+                                    f"{column.path_in_schema})")
             group_bytes += declared
             if group_bytes > most_per_row_group:
-                raise PageHeaderError(f"row group {group}: its pages declare more than {most_per_row_group} bytes "
-                                      "once decompressed, over what is read at a time")
+                raise PagesTooLarge(f"row group {group}: its pages declare more than {most_per_row_group} bytes "
+                                    "once decompressed, over what is read at a time")
 
 
-def _page_sizes(handle: BinaryIO, position: int, end: int, where: str) -> Iterator[int]:
-    """The uncompressed size each page header between ``position`` and ``end`` declares, in turn."""
+def _page_sizes(handle: BinaryIO, position: int, end: int, where: str) -> Iterator[tuple[int, int]]:
+    """(uncompressed, compressed) size each page header between ``position`` and ``end`` declares,
+    in turn."""
     while position < end:
         length, uncompressed, compressed = _page_header(handle, position, min(end - position, MAX_HEADER_BYTES),
                                                         where)
         if uncompressed < 0 or compressed < 0:
             raise PageHeaderError(f"{where}: the page at byte {position} declares a negative size")
-        yield uncompressed
+        yield uncompressed, compressed
         position += length + compressed
 
 

@@ -11,8 +11,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from medmo_pipeline.data.adapters.parquet_pages import PageHeaderError, check_pages
+from medmo_pipeline.data.adapters.parquet_pages import PageHeaderError, PagesTooLarge, check_pages
 from medmo_pipeline.data.annotations import (
+    MAX_LINE,
     AnnotationError,
     BoundedLines,
     LineTooLong,
@@ -30,6 +31,13 @@ RecordFormat = Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"]
 # A Parquet row group is decoded a page at a time, but one value fills its page: Hugging Face's
 # image sets write row groups of 100 images (tens to hundreds of MB); a gigabyte is no such file
 MAX_ROW_GROUP_BYTES = 1 << 30
+# What Arrow holds of a row group at a time: each column's largest page, as read and decompressed
+# (``parquet_pages.check_pages``); decoding a page costs about as much again, and the job 1 GB
+MAX_PAGES_AT_ONCE = 512 << 20
+# A footer is parsed whole, into more than its size (26 MB of 100,000 columns: 276 MiB); Hugging
+# Face's are tens of KB. Rows cost Python steps, not bytes: 65 KB of zstd held 30 million null rows
+# (40 CPU s to read, more to curate), so a file may hold a row per byte it has, and _FEW_ROWS.
+MAX_FOOTER_BYTES, MAX_COLUMNS, _FEW_ROWS = 8 << 20, 10_000, 1 << 16
 # What Parquet rows may decode to. A dictionary page lets a file of a few hundred bytes give every row
 # the same long value (2,048 rows of one 512 KiB string peaked at 850 MiB), and a few bytes of levels
 # make millions of empty lists: a row over MAX_ROW_BYTES or MAX_ROW_VALUES once decoded is its
@@ -38,6 +46,7 @@ MAX_ROW_GROUP_BYTES = 1 << 30
 MAX_ROW_BYTES = 256 << 20  # one row (an embedded whole-slide tile is tens of MB)
 MAX_ROW_VALUES = 1 << 20  # values at every depth of one row (a list of a million numbers)
 _BATCH_BYTES = 64 << 20
+_BATCH_DECLARED = 16 << 20  # what the rows of a batch may declare (a batch is one more copy of them)
 EXPANSION, EXPANSION_FLOOR = 1000, 256 << 20
 
 
@@ -112,28 +121,49 @@ def record_format(file: str, fmt: RecordFormat = "auto") -> str:
 
 def _parquet(path: Path, file: str) -> Iterator[dict]:
     """The rows of a Parquet file, a batch at a time; a row group declaring more than
-    ``MAX_ROW_GROUP_BYTES`` once decoded, or whose pages declare more than its footer
-    (``parquet_pages.check_pages``), is refused before any is read, and a file Arrow cannot read
-    stops with an AnnotationError naming it."""
+    ``MAX_ROW_GROUP_BYTES`` once decoded, whose pages declare more than its footer or more than
+    ``MAX_PAGES_AT_ONCE`` held at a time (``parquet_pages.check_pages``), a footer over
+    ``MAX_FOOTER_BYTES`` or ``MAX_COLUMNS``, or more rows than bytes, is refused before any is
+    read, and a file Arrow cannot read stops with an AnnotationError naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
-        texts = [field.name for field in parquet.schema_arrow if _is_text(field.type)]
-        if texts:  # read as dictionaries: a value a dictionary page repeats is decoded once, then weighed
-            parquet = pq.ParquetFile(path, read_dictionary=texts)
-        for index in range(parquet.metadata.num_row_groups):
-            if (size := parquet.metadata.row_group(index).total_byte_size) > MAX_ROW_GROUP_BYTES:
-                raise AnnotationError(f"{file}: row group {index} declares {size} bytes once decoded, over the "
-                                      f"{MAX_ROW_GROUP_BYTES} read at a time; rewrite it with smaller row groups")
         with open(path, "rb") as handle:
-            check_pages(handle, parquet.metadata, MAX_ROW_GROUP_BYTES)  # the sizes Arrow will allocate
+            _check_footer(handle, file)
+        parquet = pq.ParquetFile(path, buffer_size=1 << 20)
+        if (columns := parquet.metadata.num_columns) > MAX_COLUMNS:
+            raise AnnotationError(f"{file}: {columns} columns, over the {MAX_COLUMNS} read here; no dataset's "
+                                  "records have so many: rewrite it with the columns the layout reads")
+        texts = [field.name for field in parquet.schema_arrow if _is_text(field.type)]
+        # read as dictionaries: a value a dictionary page repeats is decoded once, then weighed; and
+        # page by page (buffer_size): else each column chunk is read whole before its first page
+        if texts:
+            parquet = pq.ParquetFile(path, read_dictionary=texts, buffer_size=1 << 20)
+        metadata, size = parquet.metadata, path.stat().st_size
+        rows = sum(metadata.row_group(index).num_rows for index in range(metadata.num_row_groups))
+        if max(rows, metadata.num_rows) > max(size, _FEW_ROWS):
+            raise AnnotationError(f"{file}: its footer declares {max(rows, metadata.num_rows)} rows in {size} bytes, "
+                                  "more than one a byte: damaged or crafted; download it again")
+        widest = 0  # bytes a row of the heaviest row group declares, for the rows read at a time
+        for index in range(metadata.num_row_groups):
+            if (group := metadata.row_group(index).total_byte_size) > MAX_ROW_GROUP_BYTES:
+                raise AnnotationError(f"{file}: row group {index} declares {group} bytes once decoded, over the "
+                                      f"{MAX_ROW_GROUP_BYTES} read at a time; rewrite it with smaller row groups")
+            widest = max(widest, group // max(metadata.row_group(index).num_rows, 1))
+        with open(path, "rb") as handle:  # the sizes Arrow will allocate
+            try:
+                check_pages(handle, metadata, MAX_ROW_GROUP_BYTES, MAX_PAGES_AT_ONCE, texts)
+            except PageHeaderError as error:
+                fix = "rewrite it with smaller row groups" if isinstance(error, PagesTooLarge) else \
+                    "damaged or crafted: download it again"
+                raise AnnotationError(f"{file}: {error}: refused before Arrow decompresses it; {fix}") from None
         if len(set(names := parquet.schema_arrow.names)) < len(names):
             raise SourceLayoutError(f"{file} names the column(s) {_repeated(names)} more than once: which one the "
                                     "layout reads is ambiguous")
-        number, decoded, most = 0, 0, EXPANSION * path.stat().st_size + EXPANSION_FLOOR
-        for batch in parquet.iter_batches(batch_size=256):
+        number, decoded, most = 0, 0, EXPANSION * size + EXPANSION_FLOOR
+        # fewer rows a batch where rows are heavy (embedded images): a batch is one more copy of them
+        for batch in parquet.iter_batches(batch_size=max(1, min(256, _BATCH_DECLARED // max(widest, 1)))):
             weight = _weight(batch)
             decoded += weight[0]
             if decoded > most:
@@ -143,9 +173,29 @@ def _parquet(path: Path, file: str) -> Iterator[dict]:
                 number += 1
                 yield record if type(record) is RowQuarantined else located(record, file, f"row {number}")
     except (pa.ArrowException, OSError) as error:
-        raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {error})") from None
-    except PageHeaderError as error:
-        raise AnnotationError(f"{file}: {error}: refused before Arrow decompresses it") from None
+        said = " ".join(str(error).split())  # Arrow's thrift errors end in a newline: one line of the log
+        raise AnnotationError(f"{file}: not a Parquet file read here ({type(error).__name__}: {said}); download "
+                              "it again, or remove it from the split") from None
+
+
+def _check_footer(handle, file: str) -> None:
+    """AnnotationError where the file does not end as Parquet does, or its footer is over
+    ``MAX_FOOTER_BYTES``: both read from its last 8 bytes, before Arrow parses the footer."""
+    import struct
+
+    handle.seek(0, 2)
+    size = handle.tell()
+    handle.seek(max(size - 8, 0))
+    tail = handle.read(8)
+    if size < 12 or tail[4:] != b"PAR1":
+        raise AnnotationError(f"{file}: not a Parquet file read here (it does not end with Parquet's magic "
+                              "number: truncated, or another format); download it again, or remove it from the split")
+    if (footer := struct.unpack("<I", tail[:4])[0]) > size - 12:
+        raise AnnotationError(f"{file}: not a Parquet file read here (its footer declares {footer} bytes, more than "
+                              "the file holds: damaged); download it again, or remove it from the split")
+    if footer > MAX_FOOTER_BYTES:
+        raise AnnotationError(f"{file}: its footer declares {footer} bytes, over the {MAX_FOOTER_BYTES} parsed here "
+                              "(thousands of columns or row groups): rewrite it with fewer")
 
 
 def _python_rows(batch, file: str, before: int, weight: tuple[int, int]) -> Iterator:
@@ -160,8 +210,14 @@ def _python_rows(batch, file: str, before: int, weight: tuple[int, int]) -> Iter
                                                  f"over the {MAX_ROW_BYTES} and {MAX_ROW_VALUES} one record may",
                              file, where)
         return
+    # Text as a JSONL line's (MAX_LINE): Python builds a string column's value from its dictionary
+    # at several times its size (a 100 MB question: 618 MiB); bytes (images) go by MAX_ROW_BYTES
+    if batch.num_rows == 1 and size > MAX_LINE and (text := _text_bytes(batch)) > MAX_LINE:
+        yield RowQuarantined("malformed_record", f"{file} {where}: holds {text} bytes of text, over the "
+                                                 f"{MAX_LINE} one record may", file, where)
+        return
     # A heavy batch is built, and weighed, a row at a time; a single row within its bounds is built
-    if batch.num_rows == 1 or (size <= _BATCH_BYTES and values <= MAX_ROW_VALUES):
+    if batch.num_rows == 1 or (size <= min(_BATCH_BYTES, MAX_LINE) and values <= MAX_ROW_VALUES):
         try:
             rows = batch.to_pylist()
         except (ValueError, OverflowError) as error:
@@ -175,6 +231,27 @@ def _python_rows(batch, file: str, before: int, weight: tuple[int, int]) -> Iter
     for offset in range(batch.num_rows):  # found row by row
         row = batch.slice(offset, 1)
         yield from _python_rows(row, file, before + offset, _weight(row))
+
+
+def _text_bytes(data) -> int:
+    """Bytes of the string (not binary) values in Arrow data, at every depth: as ``_weight``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(data, pa.RecordBatch):
+        return sum(_text_bytes(column) for column in data.columns)
+    kind = data.type
+    if pa.types.is_dictionary(kind):
+        if not (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+            return 0
+        return int(pc.sum(pc.take(pc.binary_length(data.dictionary), data.indices)).as_py() or 0)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return int(pc.sum(pc.binary_length(data)).as_py() or 0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _text_bytes(data.flatten())
+    if pa.types.is_struct(kind):
+        return sum(_text_bytes(field) for field in data.flatten())
+    return 0  # a map's strings are not weighed here (their bytes are, by _weight)
 
 
 def _is_text(kind) -> bool:

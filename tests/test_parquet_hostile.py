@@ -133,3 +133,33 @@ def test_a_split_keeps_its_good_rows_and_files_past_a_long_cell_and_stops_on_a_r
                    compression="zstd")
     with pytest.raises(SourceUnavailable, match=r"data/train-zz.parquet: its footer declares 1000000 rows"):
         curate("pathvqa")
+
+
+def test_a_later_file_of_a_split_without_a_column_stops_the_source_naming_that_file(tmp_path, monkeypatch):
+    """Each file of a pattern shows its own columns: a later file renamed one (its every row was
+    image_missing, the split's first file alone checked)."""
+    build, curate = registry_fixture(tmp_path, monkeypatch)
+    folder = build("pathvqa")
+    table = pq.read_table(folder / "data/train-fixture.parquet")
+    pq.write_table(table.rename_columns(["picture" if n == "image" else n for n in table.column_names]),
+                   folder / "data/train-zz.parquet")
+    with pytest.raises(SourceUnavailable, match=r"data/train-zz.parquet has no column 'image' that the layout reads"):
+        curate("pathvqa")
+
+
+def test_a_timestamp_or_decimal_where_text_belongs_is_its_rows_problem(tmp_path, monkeypatch):
+    """An INT96 timestamp question or a decimal answer was kept as "2020-01-01 00:00:00" or "1.50"."""
+    import datetime
+    import decimal
+
+    build, curate = registry_fixture(tmp_path, monkeypatch)
+    folder = build("pathvqa")
+    rows = pq.read_table(folder / "data/train-fixture.parquet").to_pylist()
+    pq.write_table(pa.Table.from_pylist([{**row, "question": datetime.datetime(2020, 1, 1)} for row in rows]),
+                   folder / "data/train-zy.parquet")
+    pq.write_table(pa.Table.from_pylist([{**row, "answer": decimal.Decimal("1.50")} for row in rows]),
+                   folder / "data/train-zz.parquet")
+    report = curate("pathvqa")
+    assert sorted(report["problems"]) == sorted(
+        ("malformed_record", f"data/train-{name}.parquet", f"row {n + 1}") for name in ("zy", "zz") for n in range(len(rows)))
+    assert report["rows_kept"] == len(rows)

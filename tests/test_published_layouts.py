@@ -437,7 +437,8 @@ def test_one_bad_byte_in_a_json_file_costs_one_record_and_header_case_is_forgive
 
 def test_a_corrupt_parquet_file_stops_its_partition_naming_the_dataset(tmp_path, curate):
     write_file(dataset(tmp_path, "pathvqa"), "data/train-00000-of-00002.parquet", b"PAR1 truncated")
-    with pytest.raises(SourceUnavailable, match=r"dataset 'pathvqa'.*ArrowInvalid.*huggingface-cli download"):
+    with pytest.raises(SourceUnavailable, match=r"dataset 'pathvqa'.*data/train-00000-of-00002.parquet: not a Parquet "
+                                                r"file read here.*huggingface-cli download"):
         curate("pathvqa")
     assert not (tmp_path / "corpus" / "pathvqa").exists()
 

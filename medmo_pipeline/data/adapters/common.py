@@ -14,6 +14,8 @@ the registry reports naming the dataset.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import functools
 import hashlib
 import math
@@ -149,15 +151,21 @@ _ABSENT = object()
 
 
 def with_columns(records: Iterator, named: list[str], file: str, fmt: RecordFormat = "auto") -> Iterator:
-    """``records``, once the first one shows the columns ``named`` (every record of a file with a
-    header has the same; found as the adapters find them, a CSV's in any case and spacing): a
-    column missing stops the source, naming it and the columns there are. Records of a file
-    without a header (JSON, JSONL: each may lack a field) pass unchecked."""
+    """``records``, once the first one of each file shows the columns ``named`` (every record of a
+    file with a header has the same; found as the adapters find them, a CSV's in any case and
+    spacing): a column missing stops the source, naming it, the file and the columns there are.
+    Each file of a pattern is checked (a split whose later file has another schema cost its every
+    row as a missing field). Records of a file without a header (JSON, JSONL: each may lack a
+    field) pass unchecked."""
     kind = record_format(file, fmt)
     if kind not in ("csv", "tsv", "parquet"):
         yield from records
         return
+    wanted, checked = named, None
     for record in records:
+        if isinstance(record, dict) and (origin := getattr(record, "origin", ("", ""))[0]) != checked:
+            named, checked = wanted, origin  # a new file of the pattern: its header is checked too
+            file = origin or file
         if named and isinstance(record, dict):
             header = getattr(record, "columns", None)  # a CSV row's file header: a short row lacks columns
             shown = CsvRecord.fromkeys(header) if header else record
@@ -441,6 +449,10 @@ def text(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, (dict, list, tuple, set, bytes, bytearray, bool)):  # bool: JSON's true is no "True"
+        raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {shown(value)}")
+    if isinstance(value, (datetime.date, datetime.time, datetime.timedelta, decimal.Decimal)):
+        # a Parquet timestamp or decimal column where the layout reads text: "2020-01-01 00:00:00" or
+        # "1.50" was kept as the question or answer
         raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):  # 1e999 or Infinity in a JSON file: no "inf"
         raise RowError("bad_number", f"{value} where text belongs")

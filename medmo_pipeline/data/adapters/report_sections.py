@@ -14,7 +14,8 @@ RECOMMENDATION:``, ``FINAL IMPRESSION:``), or no content heading at all (only ``
 (github.com/MIT-LCP/mimic-cxr, ``txt/section_parser.py``) counts in the release. ``report_sections``
 reads all of these and says which section(s) it used; headings that are not content (indication,
 history, technique, comparison, examination, date, wet read, notification, ``FINAL REPORT``) end
-the section before them and are dropped.
+the section before them and are dropped, as are the preliminary reads (wet read, PFI, addendum) that
+MIMIC-CXR puts above its ``FINAL REPORT`` banner.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _CONTENT = {
     "diagnosis": "conclusion", "diagnoses": "conclusion", "interpretation": "conclusion",
     "findings and impression": COMBINED, "impression and findings": COMBINED,
     "findings/impression": COMBINED, "findings / impression": COMBINED, "findings & impression": COMBINED,
-    "provisional findings impression": COMBINED,
+    "provisional findings impression": COMBINED, "provisional findings impression (pfi)": COMBINED,
     "report": "findings", "result": "findings", "results": "findings",  # the body, headed so (REPORT: ...)
     # MIMIC-CXR's own variants, as MIT-LCP's section_parser (mimic-cxr/txt) lists them with their counts:
     # the impression with its recommendation, a final impression, and the misspellings it found
@@ -48,7 +49,8 @@ _CONTENT = {
 _OTHER = ("indication", "indications", "clinical indication", "history", "clinical history",
           "clinical information", "reason for exam", "reason for examination", "technique", "comparison",
           "comparisons", "examination", "exam", "type of examination", "procedure", "procedure comments",
-          "notification", "recommendation", "recommendations", "recommendation(s)", "wet read", "addendum",
+          "notification", "notifications", "recommendation", "recommendations", "recommendation(s)", "wet read",
+          "addendum", "clinical information & questions to be answered",
           "study", "reference exam", "narrative", "summary", "end of impression", "accession number",
           "patient history", "comparison exam", "comparison film", "pfi", "wetread",
           "comparision", "comparsion", "comparrison", "comparisions", "idication")
@@ -94,6 +96,12 @@ _VIEW_TITLE = re.compile(rf"^[ \t]*(?P<name>(?=[A-Z0-9 \t,()/&-]*\b{_VIEW_WORDS}
 _DASHED = re.compile(rf"^[ \t]*(?P<name>{_names_pattern(_ALL_NAMES)})[ \t]*(?:-{{1,2}}|[\u2013\u2014]|\.)(?=[ \t]|$)",
                      re.IGNORECASE | re.MULTILINE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL\s+REPORT[ \t]*$", re.IGNORECASE | re.MULTILINE)
+# MIMIC-CXR's line of underscores between an addendum or wet read and the final report
+_SEPARATOR = re.compile(r"^[ \t]*_{10,}[ \t]*$", re.MULTILINE)
+# The attending's sign-off in Stanford (CheXpert Plus) reports, after the impression and often with no
+# heading before it; Stanford's CheXbert (src/cleaning/parse_raw_report.py) cuts the impression there too
+_SIGN_OFF = re.compile(r"(?P<name>I\s+have\s+personally\s+reviewed\s+the\s+images\s+for\s+this\s+examination)",
+                       re.IGNORECASE)
 _BLANKS = " \t\r\n_"  # MIMIC-CXR writes "___" where de-identification removed a word
 _PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
 # Each section's label in the training reply, in the reply's order: the body, then the impression.
@@ -120,8 +128,10 @@ class ReportSections:
 
     @classmethod
     def of_fields(cls, findings: str, impression: str) -> ReportSections:
-        """Sections a release ships in fields of their own (CheXpert Plus ``section_findings``...)."""
-        return cls((("findings", findings), ("impression", impression)))
+        """Sections a release ships in fields of their own (CheXpert Plus ``section_findings``...), each
+        cut at the sign-off a Stanford impression may end with."""
+        return cls(tuple((kind, _SIGN_OFF.split(text, 1)[0].strip()) for kind, text in
+                         (("findings", findings), ("impression", impression))))
 
     @property
     def used(self) -> str:
@@ -149,11 +159,17 @@ class ReportSections:
 
 def report_sections(report: str) -> ReportSections:
     """The sections of a free-text report, and which headings they came from."""
-    report = _FINAL_REPORT.sub("", report.replace("\r\n", "\n").replace("\r", "\n"))
+    report = report.replace("\r\n", "\n").replace("\r", "\n")
+    banner = _FINAL_REPORT.search(report)
+    if banner and report[banner.end():].strip():  # MIMIC-CXR puts an addendum, a wet read or a provisional
+        report = report[banner.end():]  # impression (PFI) above the final report: preliminary, not the report
+    report = _SEPARATOR.sub("", _FINAL_REPORT.sub("", report))
     headings = []
     matches = (*_WITH_COLON.finditer(report), *_ALONE.finditer(report), *_MARKDOWN.finditer(report),
-               *_DASHED.finditer(report), *_VIEW_TITLE.finditer(report))
+               *_DASHED.finditer(report), *_VIEW_TITLE.finditer(report), *_SIGN_OFF.finditer(report))
     for match in sorted(matches, key=lambda m: m.start()):
+        if match.re is _DASHED and _wrapped(report, match):
+            continue
         if not headings or match.start() >= headings[-1].end():  # the same heading matched twice: once
             headings.append(match)
     found: dict[str, list[str]] = {}
@@ -184,6 +200,19 @@ def split_sections(report: str) -> tuple[str, str]:
     """
     sections = report_sections(report)
     return sections.findings, sections.impression
+
+
+def _wrapped(report: str, match: re.Match) -> bool:
+    """Whether a dashed heading's word only starts its line because the sentence before was wrapped
+    there (MIMIC-CXR wraps lines at 79 characters: "... unchanged from the prior\n study.  No ..."): the
+    line before it ends no sentence, and the word is not a capitalised heading under a line of prose."""
+    before = report[:match.start()].rstrip(" \t")
+    if not before.endswith("\n"):  # also the report's start: nothing before
+        return False
+    line = before[:-1].rsplit("\n", 1)[-1].strip()
+    if not line or line.endswith((".", ":", ";", "!", "?")):  # a blank line, or a sentence ended
+        return False
+    return not match.group("name").isupper() or line.isupper()
 
 
 def _paragraph_end(report: str, start: int, limit: int) -> int:

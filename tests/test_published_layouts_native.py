@@ -75,8 +75,11 @@ def test_chexpert_train_csv_labels_become_finding_lists(tmp_path, curate, versio
     rows = {row["id"].rsplit(":", 1)[1]: row for row in kept_rows(report)}
     assert {key.split("/", 1)[1]: row["messages"][-1]["content"] for key, row in rows.items()} == {
         "train/patient00001/study1/view1_frontal.jpg": "No Finding, Support Devices",
-        "train/patient00002/study2/view1_frontal.jpg": "Lung Opacity, Fracture"}  # uncertain (-1.0) left out
-    assert report["filtered_by_reason"] == {"no_positive_label": 1}
+        # uncertain (-1.0) findings are said to be uncertain, not left out (which read as absent)
+        "train/patient00002/study2/view1_frontal.jpg":
+            "Lung Opacity, Fracture; uncertain: Cardiomegaly, Edema, Consolidation, Atelectasis, Pleural Effusion",
+        "train/patient00002/study2/view2_lateral.jpg": "Uncertain: Cardiomegaly"}
+    assert not report["filtered_by_reason"]
     assert [q["reason"] for q in quarantine(report)] == ["bad_number"] and accounted(report)
     assert all(len(row["images"]) == 1 and row["images"][0]["width"] > 0 for row in rows.values())
 

@@ -5,9 +5,12 @@ draws from (TCGA, KIPA22, LLD-MMRI, ...) when mirrored locally."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+
+from pydantic import Field
 
 from medmo_pipeline.data.characters import stripped
 from medmo_pipeline.data.outcomes import RowError
@@ -36,6 +39,9 @@ class Options(AdapterOptions):
     reply_template: str = "{label}"
     png16_offset: int | None = None  # set for 16-bit PNG (e.g. 32768 for HU + 32768)
     default_window: tuple[float, float] | None = None
+    # the label each class folder stands for, where its name is no word for it (a class index "0",
+    # an abbreviation): {folder name: label}; a folder not listed is read as its own name
+    class_names: dict[str, str] = Field(default_factory=dict)
 
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
@@ -63,7 +69,7 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                 raise RowError("unreadable_file", f"{sidecar_name} is not a regular file")
             label = text(record_file_text(sidecar, sidecar_name)) if sidecar.is_file() else ""
         else:
-            label = folder_label(relative)
+            label = folder_label(relative, options.class_names)
         task = "caption" if options.text_from == "sidecar" else "vqa"
         return [make_row(relative, task, options, turn(options.question, options.reply_template.format(label=label)),
                          images=[entry])]
@@ -72,14 +78,31 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     yield from guarded(records, options.image_dir or ".", convert)
 
 
-def folder_label(relative: str) -> str:
+# folder names that are a split of a release, never a class ("images/train/NORMAL/x.png": the
+# class would have read "train", and test images would train)
+SPLIT_FOLDERS = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval"}
+# "0_normal", "1-benign": a number written before a class name to sort the folders, not part of it
+ORDER_PREFIX = re.compile(r"^\d+[_-](?=[^\d_-])")
+
+
+def folder_label(relative: str, class_names: dict[str, str] | None = None) -> str:
     """The class of an image at ``relative`` (under ``image_dir``): the first folder of its path, as
-    ImageFolder reads it (an image in folders below its class keeps that class). An image outside
-    any folder, or in a hidden one (``.ipynb_checkpoints``), has none: RowError('missing_field')."""
+    ImageFolder reads it (an image in folders below its class keeps that class), named by
+    ``class_names`` or written as words (``_`` a space, a sorting number "0_" dropped). An image
+    outside any folder, in a hidden one (``.ipynb_checkpoints``), in a split folder ("train") or in
+    a folder named by a number alone ("0", a class index) has none: RowError('missing_field')."""
     folder, _, rest = relative.partition("/")
     if not rest or not stripped(folder) or folder.startswith("."):
         raise RowError("missing_field", f"{relative} is not in a class folder under the image folder")
-    return stripped(folder.replace("_", " "))
+    if class_names and folder in class_names:
+        return stripped(class_names[folder])
+    if stripped(folder).casefold() in SPLIT_FOLDERS:
+        raise RowError("missing_field", f"{relative} is in the split folder {folder!r}, not a class folder: "
+                                        f"point image_dir at the split's class folders")
+    if stripped(folder).isdigit():
+        raise RowError("missing_field", f"{relative} is in folder {folder!r}, a class index with no name: "
+                                        f"name it in class_names")
+    return stripped(ORDER_PREFIX.sub("", stripped(folder)).replace("_", " "))
 
 
 iter_samples = rows_only(iter_outcomes)

@@ -118,3 +118,17 @@ def stage_inputs(tmp_path_factory, warm_job_host):
         for name in ("MLFLOW_TRACKING_URI", "MEDMO_RECIPE", "MEDMO_PROFILE"):
             mp.delenv(name, raising=False)
         return materialize_inputs(root, warm_job_host)
+
+
+def tiny_processor(tmp_path_factory):
+    """The processor of a tiny model built offline on the synthetic corpus's texts, at 64 x 64 images
+    (for a module-scoped fixture: each module builds its own)."""
+    from medmo_pipeline.data import synthetic
+    from medmo_pipeline.model.loading import load_processor, set_image_resolution
+    from medmo_pipeline.model.tiny import build_tiny_base_model
+
+    texts = synthetic.iter_texts(r for s in synthetic.SYNTHETIC_SOURCES for r in synthetic.generate_rows(s, "train", 40))
+    directory = build_tiny_base_model(tmp_path_factory.mktemp("tiny") / "base", texts=texts, spec={}, seed=1)
+    processor = load_processor(directory)
+    set_image_resolution(processor, 64 * 64)
+    return processor

@@ -152,14 +152,17 @@ def test_a_missing_image_fails_the_load_naming_the_file_and_row(tmp_path):
             "'figures/PMC8253867_Fig2_41.jpg' is missing)") in str(error.value)
 
 
-def test_an_unreadable_gold_answer_fails_the_load_naming_the_file_and_row(tmp_path):
+@pytest.mark.parametrize(("gold", "said"), [
+    ("F", r"phrases_no_exclude_test\.jsonl, line 2: malformed_record: .*answer_idx 'F' names none of its 4 options\)"),
+    ("", r"line 2 \(medqa:1\): no gold answer \(its answer field is empty\)"),  # empty, not "names none"
+])
+def test_an_unreadable_gold_answer_fails_the_load_naming_the_file_and_row(tmp_path, gold, said):
     build_release("medqa", tmp_path)
     path = tmp_path / "phrases_no_exclude_test.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    records[1]["answer_idx"] = "F"
+    records[1]["answer_idx"] = gold
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    with pytest.raises(BenchmarkLoadError, match=r"phrases_no_exclude_test\.jsonl, line 2: malformed_record: .*"
-                       r"answer_idx 'F' names none of its 4 options\)"):
+    with pytest.raises(BenchmarkLoadError, match=said):
         load_benchmark("medqa", None, root=tmp_path, partial=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_processor
 
 from medmo_pipeline.data import synthetic
 from medmo_pipeline.data.prompts import formatted_messages
@@ -13,14 +14,7 @@ from medmo_pipeline.training.examples import sft_dataset
 
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
-    from medmo_pipeline.model.loading import load_processor, set_image_resolution
-    from medmo_pipeline.model.tiny import build_tiny_base_model
-
-    texts = synthetic.iter_texts(r for s in synthetic.SYNTHETIC_SOURCES for r in synthetic.generate_rows(s, "train", 40))
-    directory = build_tiny_base_model(tmp_path_factory.mktemp("tiny") / "base", texts=texts, spec={}, seed=1)
-    processor = load_processor(directory)
-    set_image_resolution(processor, 64 * 64)
-    return processor
+    return tiny_processor(tmp_path_factory)
 
 
 def _dataset():

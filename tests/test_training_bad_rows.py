@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import tiny_processor
 from PIL import Image
 
 from medmo_pipeline.config import MixtureRecipe
@@ -31,14 +32,7 @@ TASKS = ["caption", "vqa", "report", "grounding", "text_qa", "instruction"]
 
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
-    from medmo_pipeline.model.loading import load_processor, set_image_resolution
-    from medmo_pipeline.model.tiny import build_tiny_base_model
-
-    texts = synthetic.iter_texts(r for s in synthetic.SYNTHETIC_SOURCES for r in synthetic.generate_rows(s, "train", 40))
-    directory = build_tiny_base_model(tmp_path_factory.mktemp("tiny") / "base", texts=texts, spec={}, seed=1)
-    processor = load_processor(directory)
-    set_image_resolution(processor, 64 * 64)
-    return processor
+    return tiny_processor(tmp_path_factory)
 
 
 def _rows(n: int = 8) -> list[dict]:

@@ -77,7 +77,10 @@ def check_relative(text: str) -> None:
 
 
 def _inside(root_resolved: Path, real: Path) -> bool:
-    return real == root_resolved or root_resolved in real.parents
+    # by its text: ``real.parents`` builds every parent, each as long as the path (a junk path of
+    # thousands of components, checked at each step of ``_real_inside``, took minutes)
+    root, path = str(root_resolved), str(real)
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 MAX_SYMLINKS = 40  # links followed in one path before it counts as a loop (Linux's own limit)
@@ -101,13 +104,17 @@ def _real_inside(root_resolved: Path, start: Path, parts: tuple[str, ...], text:
             current = current.parent
             continue
         current = current / part
-        if current in root_resolved.parents:  # a real folder above the root (a link's absolute target)
+        if _inside(current, root_resolved):  # a real folder above the root (a link's absolute target)
             continue
         if not _inside(root_resolved, current):
             raise UnsafePathError(f"path {text!r} leads to {current}, outside the dataset root {root_resolved}")
         try:
             target = os.readlink(current)
-        except OSError:  # not a link, not there, a name too long: a name, left to whoever opens it
+        except OSError as error:  # not a link: a name, left to whoever opens it
+            if error.errno != errno.EINVAL and ".." not in pending:
+                # not there (or a name too long): nothing below it is a link or can be opened
+                current = current.joinpath(*reversed(pending))
+                break
             continue
         links += 1
         if links > MAX_SYMLINKS:

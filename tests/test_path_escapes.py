@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_formats import build_fixture, png_bytes
-from guards import alarm
+from guards import alarm, cpu_seconds_limit
 
 from medmo_pipeline.data.adapters import iter_outcomes
 from medmo_pipeline.data.adapters.common import AdapterOptions, load_image, row_problem
@@ -93,6 +93,14 @@ def test_a_folder_a_pipe_or_the_root_named_as_an_image_is_unreadable_file_never_
 def test_a_name_too_long_for_the_file_system_is_said_briefly(mirror, name):
     reason, detail = outcome(mirror, name)
     assert reason == "unreadable_file" and detail.endswith("...: File name too long") and len(detail) < 200
+
+
+def test_a_path_of_thousands_of_components_is_settled_at_once(mirror):
+    """Each step of the walk had checked the path's every parent: "a/" x 3,000 took minutes."""
+    with cpu_seconds_limit(2):
+        assert safe_join(mirror, "a/" * 3000 + "x.png") == mirror.resolve().joinpath(*["a"] * 3000, "x.png")
+        reason, _ = outcome(mirror, "images/" + "a/" * 3000 + "x.png")
+    assert reason == "unreadable_file"  # the kernel's "File name too long", said briefly
 
 
 @pytest.mark.parametrize("name", ["\\etc\\passwd", "\\", "\\x.png"])

@@ -23,6 +23,8 @@ STRIPPED = "".join(c for c in map(chr, range(0x3001))
                    if c.isspace() and not CONTROL_CHARACTERS.match(c)) + INVISIBLE
 ASCII_STRIPPED = "".join(c for c in STRIPPED if c.isascii())  # space, tab, CR, LF
 SPACE = f"[{re.escape(STRIPPED)}]"  # one of them, in a pattern (``\s`` would take the control codes)
+# a run of whitespace as ``stripped`` takes it, the invisible characters aside (they are deleted, not spaces)
+WHITESPACE_RUN = re.compile("[" + re.escape("".join(c for c in STRIPPED if c not in INVISIBLE)) + "]+")
 
 
 def stripped(text: str) -> str:

@@ -17,8 +17,10 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from medmo_pipeline.data.characters import INVISIBLE, SPACE, STRIPPED, stripped
+from medmo_pipeline.data.characters import SPACE, STRIPPED, WHITESPACE_RUN, stripped
 from medmo_pipeline.data.outcomes import RowError
+
+from .common import shown
 
 LETTERS = "ABCDEFGHIJ"
 AnswerFormat = Literal["text", "letter", "index", "auto"]
@@ -29,8 +31,6 @@ _PREFIX = re.compile(rf"^{SPACE}*\(?([A-J]){SPACE}*[:.)]{SPACE}*")
 # square of the run's length, each split of it tried against " -")
 _LETTER = re.compile(rf"^{SPACE}*\(?([A-Ja-j])\)?{SPACE}*+(?:$|[:.)]|(?<={SPACE})-)")
 _KEY = re.compile(rf"^{SPACE}*\(?([A-Za-z]|[0-9]+)\)?{SPACE}*+(?:$|[:.)]|(?<={SPACE})-)")
-# runs of whitespace, as ``characters.stripped`` takes it (not the control codes, not the invisible characters)
-_SPACES = re.compile("[" + re.escape("".join(c for c in STRIPPED if c not in INVISIBLE)) + "]+")
 
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
@@ -78,7 +78,7 @@ def gold_letter(answer: str, choices: Sequence[str], answer_format: str, *, inde
     plain = keys is None or answer_format not in ("letter", "auto") or [_folded(key) for key in keys] == \
         [name.casefold() for name in LETTERS[:len(keys)]]
     keyed = "" if plain else f" (keyed {', '.join(map(str, keys))})"  # options keyed B..E: "A" is none
-    raise RowError("malformed_record", f"{what} {_shown(stripped(answer))} names none of its {len(choices)} "
+    raise RowError("malformed_record", f"{what} {shown(stripped(answer))} names none of its {len(choices)} "
                                        f"options{counted}{keyed}")
 
 
@@ -134,7 +134,7 @@ def spoken(value: str) -> str:
     >>> spoken("  Fundus   Photography. "), spoken("Maybe."), spoken("e.g.")
     ('fundus photography', 'maybe', 'e.g')
     """
-    return _SPACES.sub(" ", stripped(value)).casefold().removesuffix(".").rstrip(STRIPPED)
+    return WHITESPACE_RUN.sub(" ", stripped(value)).casefold().removesuffix(".").rstrip(STRIPPED)
 
 
 def _by_text(answer: str, choices: Sequence[str], what: str) -> str:
@@ -147,18 +147,12 @@ def _by_text(answer: str, choices: Sequence[str], what: str) -> str:
                  lambda choice: spoken(choice) == spoken(answer)):
         matches = [position for position, choice in enumerate(choices) if stripped(choice) and same(choice)]
         if len(matches) > 1:
-            named = ", ".join(f"{LETTERS[position]} {_shown(stripped(choices[position]), 40)}" for position in matches)
-            raise RowError("malformed_record", f"{what} {_shown(answer)} is ambiguous: it matches {len(matches)} of "
+            named = ", ".join(f"{LETTERS[position]} {shown(stripped(choices[position]), 40)}" for position in matches)
+            raise RowError("malformed_record", f"{what} {shown(answer)} is ambiguous: it matches {len(matches)} of "
                                                f"its {len(choices)} options ({named})")
         if matches:
             return LETTERS[matches[0]]
     return ""
-
-
-def _shown(value: str, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for a message."""
-    spelled = repr(value)
-    return spelled if len(spelled) <= limit else f"{spelled[:limit - 3]}..."
 
 
 def _keyed_position(answer: str, keys: Sequence, what: str) -> int | None:

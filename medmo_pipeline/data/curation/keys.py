@@ -12,14 +12,13 @@ a curation's sets live (``curate``, and ``parts.merge_parts`` over its parts' sh
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medmo_pipeline.data.characters import INVISIBLE, STRIPPED
+from medmo_pipeline.data.characters import WHITESPACE_RUN
 from medmo_pipeline.data.curation.columns import RECORD, UNIT, as_array, regroup
 from medmo_pipeline.data.curation.rules import normalise_question, without_invisible
 
@@ -117,14 +116,12 @@ class KeySet:
 # A run of ASCII whitespace but a lone space (which needs no change: a pattern matching every space
 # costs eight times as much)
 _ASCII_RUNS = "[\t\n\r][\t\n\r ]*| [\t\n\r ]+"
-# Whitespace as curation strips it at a text's edges (not the invisible characters: they are deleted)
-_WHITESPACE = re.compile(f"[{re.escape(''.join(c for c in STRIPPED if c not in INVISIBLE))}]+")
 
 
 def _content_text(text: str) -> str:
     """A content key's text: casefolded, without invisible characters, whitespace runs as one space
     (in ASCII text, Arrow has done that already)."""
-    return text.casefold() if text.isascii() else _WHITESPACE.sub(" ", without_invisible(text)).casefold()
+    return text.casefold() if text.isascii() else WHITESPACE_RUN.sub(" ", without_invisible(text)).casefold()
 
 
 def keys64(texts: list[str]) -> list[int]:

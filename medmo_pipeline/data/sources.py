@@ -95,8 +95,9 @@ def _files_digest(directory: Path) -> tuple[str, str, int]:
         stat = path.stat()
         with path.open("rb") as handle:
             head = hashlib.sha256(handle.read(FINGERPRINT_HEAD_BYTES)).hexdigest()
-        digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{head}\n".encode())
-        content.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{head}\n".encode())
+        name = os.fsencode(path.relative_to(directory))  # a name that is not UTF-8 keeps its own bytes
+        digest.update(name + f"\0{stat.st_size}\0{stat.st_mtime_ns}\0{head}\n".encode())
+        content.update(name + f"\0{stat.st_size}\0{head}\n".encode())
         count += 1
     return digest.hexdigest(), content.hexdigest(), count
 

@@ -14,6 +14,18 @@ QUARANTINE_NAME = "quarantine.parquet"
 QUARANTINE_BATCH = 10_000
 MAX_TEXT = 2000  # characters kept of each text field: a detail may quote a hostile value
 
+def storable(value: str) -> str:
+    """``value`` as Arrow can store it: a lone surrogate (a byte that was not UTF-8 in a file name or
+    a record, kept by ``surrogateescape``) written as its backslash escape, so the record that
+    explains a row is never what fails."""
+    return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def stored_text(value: str) -> str:
+    """``storable(value)`` of its first ``MAX_TEXT`` characters."""
+    return storable(value[:MAX_TEXT])
+
+
 class QuarantineWriter:
     """Rejected rows, appended in batches to a hidden file renamed into place on close."""
 
@@ -31,8 +43,8 @@ class QuarantineWriter:
 
     def add(self, index: int, row_id: str, source: str, reason: str, detail: str, *, file: str = "",
             record: str = "") -> None:
-        self.pending.append({"row_index": index, "row_id": row_id[:MAX_TEXT], "source": source, "reason": reason,
-                             "detail": detail[:MAX_TEXT], "file": file[:MAX_TEXT], "record": record[:MAX_TEXT]})
+        self.pending.append({"row_index": index, "row_id": stored_text(row_id), "source": source, "reason": reason,
+                             "detail": stored_text(detail), "file": stored_text(file), "record": stored_text(record)})
         if len(self.pending) >= QUARANTINE_BATCH:
             self.flush()
 

@@ -111,8 +111,11 @@ def clean_text(value, what: str) -> str:
         raise Rejected("malformed_row", f"{what} is {type(value).__name__}, not text")
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError as error:  # lone surrogates from a lossy decode upstream
-        raise Rejected("invalid_utf8", f"{what}: {error}") from None
+    except UnicodeEncodeError as error:  # lone surrogates: bytes a reader kept by surrogateescape
+        around = value[max(0, error.start - 20):error.end + 20]  # its repr shows each such byte as \udcXX
+        raise Rejected("invalid_utf8", f"{what} holds bytes that are not UTF-8 (in {around!r}): a file name "
+                                       "or record written in another encoding; rename or re-encode it as "
+                                       "UTF-8") from None
     return _without_controls(stripped(unicodedata.normalize("NFC", value)), what)
 
 

@@ -44,7 +44,7 @@ import medmo_pipeline.data.curation.batch as batch_checks  # looked up per call:
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation.batch import CheckedBatch
 from medmo_pipeline.data.curation.keys import BatchKeys, KeySet, contamination
-from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success
+from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success, storable
 from medmo_pipeline.data.curation.rules import CurationLimits, ImageChecker, Rejected
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.schema.rows import SAMPLE_SCHEMA
@@ -296,7 +296,7 @@ def _origin(raw) -> tuple[str, str]:
     """(file, record) an adapter row came from, when it says (``adapters.common.guarded``)."""
     origin = raw.get("origin") if isinstance(raw, dict) else None
     if isinstance(origin, tuple) and len(origin) == 2:
-        return str(origin[0]), str(origin[1])
+        return storable(str(origin[0])), storable(str(origin[1]))
     return "", ""
 
 
@@ -305,4 +305,4 @@ def _raw_id(raw) -> str:
     value = raw.get("id") if isinstance(raw, dict) else None
     if isinstance(value, (bytes, bytearray, memoryview)):  # the bytes-like values Arrow takes as text
         return bytes(value).decode("utf-8", "backslashreplace")
-    return "" if value is None else str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "" if value is None else str(value)  # the quarantine escapes what is not UTF-8

@@ -39,7 +39,7 @@ from medmo_pipeline.data.benchmarks.checks import (
     unreadable_gold,
 )
 from medmo_pipeline.data.benchmarks.gold import check_grounding_gold, gold_from_text
-from medmo_pipeline.data.benchmarks.readers import items
+from medmo_pipeline.data.benchmarks.readers import items, reader
 from medmo_pipeline.data.benchmarks.registry import (
     Benchmark,
     BenchmarkLoader,
@@ -165,8 +165,8 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
         family, options, files = loader_files(benchmark, loader, directory)
         prefix = f"{loader.subset}/" if loader.subset else ""
         read_before = load.read
-        for file in files:
-            load.files.append(file or str(directory))
+        load.files.extend(file or str(directory) for file in files)
+        for file in _reads(family, options, files):
             file_options = {**options, "split": "eval", **({"file": file} if file else {})}
             for row in _items(benchmark, family, directory, file_options, loader.where):
                 if type(row) is RowQuarantined:  # a record the adapter could not read: the load fails
@@ -191,7 +191,8 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
                 origin = row.get("origin")
                 where = f"{origin[1]} ({row['id']})" if origin else f"row {row['id']}"
                 try:
-                    problem = duplicate_id(row, ids, f"{origin[0] if origin else file} {where}") or missing_image(row)
+                    problem = duplicate_id(row, ids, f"{origin[0] if origin else file} {where}") or \
+                        missing_image(row, needs_image=benchmark.modality != "text")
                     if problem is None:
                         row = gold_from_text(row, benchmark.answers.types, benchmark.answers.box_scale)
                         problem = unreadable_gold(row, choices_only=set(benchmark.answers.types) == {"multiple_choice"})
@@ -218,6 +219,16 @@ def read_counted(benchmark: Benchmark, directory: Path, max_per_task: int | None
             f"{benchmark.expected_rows} of the full release (a partial download?). Complete it: "
             f"{benchmark.origin.how_to_get(Path(directory))}")
     return load
+
+
+def _reads(family: str, options: dict, files: list[str]) -> list[str]:
+    """The files (or the one pattern) a loader's reader is run on: each matched file in turn, except
+    where the reader numbers records by their place (no ``id_field``) and the pattern matched several
+    files (PathVQA's test split ships as ``data/test-0000{0,1,2}-of-00003-*.parquet``). Those are read
+    as one pattern, so the records are numbered across the files in name order, as the hub's split
+    numbers them; read file by file, each file restarted at 0 and every id repeated."""
+    numbered = getattr(reader(family).Options.model_validate(options), "id_field", None) == ""
+    return [options["file"]] if numbered and len(files) > 1 else files
 
 
 def _items(benchmark: Benchmark, family: str, directory: Path, options: dict, where: dict | None) -> Iterator:

@@ -21,6 +21,7 @@ has an ``Options`` model and ``iter_samples(root, options)`` yielding sample-con
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -77,16 +78,40 @@ def _literal_list(value, what: str = "") -> list:
     return list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
 
 
+# "<image 2>" as MMMU writes it in questions and options (at most two digits: linear in the text)
+_IMAGE_PLACEHOLDER = re.compile(r"<image ?(\d{1,2})>")
+
+
+def _check_image_placeholders(question: str, choices: list[str], present: list[int]) -> None:
+    """RowError('malformed_record') where the question or an option names ``<image k>`` and the
+    model would not be shown image_k as its k-th image: image_k is empty, or an earlier image_j is
+    (the images are passed in order, so ``<image 2>`` would then be another image, or none).
+
+    >>> _check_image_placeholders("<image 1> or <image 2>?", ["<image 3>"], [1, 2, 3])
+    >>> _check_image_placeholders("Compare <image 1> and <image 2>", [], [1])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medmo_pipeline.data.outcomes.RowError: malformed_record: <image 2> is named, but image_2 is empty ...
+    """
+    named = sorted({int(k) for part in (question, *choices) for k in _IMAGE_PLACEHOLDER.findall(part)})
+    for k in named:
+        if k not in present or present.index(k) != k - 1:
+            given = ", ".join(f"image_{j}" for j in present) or "none"
+            said = "is empty" if k not in present else f"would be shown as image {present.index(k) + 1}"
+            raise RowError("malformed_record", f"<image {k}> is named, but image_{k} {said} (images given: {given})")
+
+
 def iter_mmmu(root: Path, options: MMMUOptions | dict) -> Iterator:
     """Rows of MMMU's Parquet; a record that cannot be read (an image path out of the root, say) is
     quarantined by its row, and the load names it."""
     options = MMMUOptions.model_validate(options)
 
     def convert(index: int, record: dict) -> list[dict]:
-        images = [load_image(root, record[column], options) for column in MMMU_IMAGE_COLUMNS
-                  if record.get(column) not in (None, "", {})]
+        present = [k for k, column in enumerate(MMMU_IMAGE_COLUMNS, 1) if record.get(column) not in (None, "", {})]
         question, answer = text(record.get("question")), text(record.get("answer"))
         choices = [text(option) for option in _literal_list(record.get("options"), "options")]
+        _check_image_placeholders(question, choices, present)
+        images = [load_image(root, record[f"image_{k}"], options) for k in present]
         if text(record.get("question_type")) == "open" or not choices:
             open_answers = _literal_list(answer) if answer.startswith("[") else [answer]
             choices, answer = [], text(open_answers[0]) if open_answers else ""

@@ -1,5 +1,6 @@
 """Files whose decode costs more than their size or header shows, made at test time: 16-bit colour
-TIFFs in strips and tiles, WebP, RLE-compressed BMP and RLE Lossless DICOM."""
+TIFFs in strips and tiles, WebP, RLE-compressed BMP, RLE Lossless DICOM and progressive JPEG; and
+DICOM files of LUTs and rescales pydicom cannot apply."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import struct
 import zlib
 
 import numpy as np
-from hostile_files import _dicom_file, _image_elements, tiff_data_at, tiff_directory
+from hostile_files import (
+    _dicom_file,
+    _element,
+    _entropy_coded,
+    _image_elements,
+    _segment,
+    tiff_data_at,
+    tiff_directory,
+)
 from PIL import Image
 
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
@@ -134,3 +143,50 @@ def rle_repeat_bomb(mebibytes: int = 8, side: int = 64) -> bytes:
     """A ``side`` x ``side`` 8-bit RLE DICOM whose one segment is ``mebibytes`` MiB of "repeat the next
     byte 128 times": pydicom expands it whole before comparing its length (8 MiB: 664 MiB)."""
     return rle_dicom(side, side, [b"\x81\x07" * (mebibytes << 19)])
+
+
+_ONE_CODE = bytes([1] + [0] * 15)  # a Huffman table of one 1-bit code, '0'
+
+
+def progressive_jpeg(side: int, components: int, *, progressive: bool = True, sampling: int = 0x11) -> bytes:
+    """A JPEG of ``side`` x ``side`` (a multiple of 8) in ``components`` components (1 grey, 3 YCbCr,
+    4 CMYK), every block 0, the first component sampled ``sampling`` (0x22: the others at half
+    resolution each way, 4:2:0). Progressive: one DC scan a component, a bit a block; libjpeg holds
+    every block's coefficients for the whole image (an 8000 x 8000 CMYK one of 500 KB took 735 MiB)."""
+    ids = range(1, components + 1)
+    frame = struct.pack(">BHHB", 8, side, side, components) + b"".join(
+        bytes((index, sampling if index == 1 else 0x11, 0)) for index in ids)
+    head = (b"\xff\xd8" + _segment(0xDB, b"\x00" + b"\x01" * 64) + _segment(0xC2 if progressive else 0xC0, frame)
+            + _segment(0xC4, b"\x00" + _ONE_CODE + b"\x00") + _segment(0xC4, b"\x10" + _ONE_CODE + b"\x00"))
+    mcus = (side // (8 * (sampling >> 4))) * (side // (8 * (sampling & 15)))
+    blocks = {index: mcus * ((sampling >> 4) * (sampling & 15) if index == 1 else 1) for index in ids}
+    if progressive:  # non-interleaved DC scans: one block a step, each a '0' (no difference)
+        body = b"".join(_segment(0xDA, bytes((1, index, 0, 0, 0, 0))) + _entropy_coded("0" * blocks[index])
+                        for index in ids)
+    else:  # one interleaved scan: each block's DC '0' and an end of block '0'
+        body = (_segment(0xDA, bytes((components,)) + b"".join(bytes((index, 0)) for index in ids) + b"\x00\x3f\x00")
+                + _entropy_coded("00" * sum(blocks.values())))
+    return head + body + b"\xff\xd9"
+
+
+def lut_item(descriptor: tuple[int, int, int], data: bytes, *, sequence: int = 0x3010) -> bytes:
+    """A VOI LUT Sequence (``sequence`` 0x3000: a Modality LUT Sequence) of one item: its LUT Descriptor
+    (entries, first value mapped, bits) and LUT Data as OW, explicit VR little endian."""
+    item = (struct.pack("<HH", 0x0028, 0x3002) + b"US" + struct.pack("<H", 6) + struct.pack("<3H", *descriptor)
+            + struct.pack("<HH", 0x0028, 0x3006) + b"OW\x00\x00" + struct.pack("<I", len(data)) + data)
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item
+    return struct.pack("<HH", 0x0028, sequence) + b"SQ\x00\x00" + struct.pack("<I", len(item)) + item
+
+
+def ramp_dicom(extra: bytes = b"") -> bytes:
+    """A 64 x 64 16-bit CT-like DICOM (a ramp 0-4095) with ``extra`` elements (in tag order, between
+    the image module and the pixel data: 0028,1050 to 0028,3010)."""
+    pixels = (np.arange(64 * 64, dtype=np.uint16) % 4096).tobytes()
+    return _dicom_file("1.2.840.10008.1.2.1", _image_elements(64, 64) + extra
+                       + _element(0x7FE0, 0x0010, b"OW", pixels))
+
+
+def decimal_string(element: int, text: str) -> bytes:
+    """A DS element of group 0028 (WindowCenter 0x1050, RescaleIntercept 0x1052, RescaleSlope 0x1053...)."""
+    value = text.encode()
+    return _element(0x0028, element, b"DS", value + b" " * (len(value) % 2))

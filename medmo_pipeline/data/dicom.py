@@ -28,6 +28,7 @@ from medmo_pipeline.data.image_limits import (
     check_jpeg_scans,
     check_pixels,
     decoder_error,
+    jpeg_frame,
     without_address,
 )
 
@@ -236,33 +237,16 @@ def _packbits_length(segment: memoryview, enough: int) -> int:
     return length
 
 
-# The frame headers of the JPEG processes (baseline to lossless, SOF0-SOF15 but DHT, JPG and DAC)
-# and of JPEG-LS (SOF55): height and width follow at the same place in each
-_FRAME_HEADERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
-
-
 def _frame_header_size(frame: bytes, most_steps: int) -> tuple[int, int] | None:
     """(width, height) from the frame header of a JPEG stream PIL does not open (JPEG-LS, whose
     decoders allocate what it declares just the same), walking at most ``most_steps`` segments
     before it (``limits.max_chunks``, as ``check_jpeg_scans`` counts them); None for another
     stream, or a header that leaves a size undeclared (a height of 0 is set later)."""
-    if bytes(frame[:2]) != b"\xff\xd8":
+    header = jpeg_frame(frame, most_steps)
+    if header is None or len(header[1]) < 5:
         return None
-    position, end = 2, len(frame)
-    for _ in range(most_steps):
-        if position + 4 > end or frame[position] != 0xFF:
-            return None
-        marker = frame[position + 1]
-        if marker == 0xFF:  # a fill byte before the marker
-            position += 1
-            continue
-        if marker in _FRAME_HEADERS:
-            if position + 9 > end:
-                return None
-            height, width = struct.unpack_from(">HH", frame, position + 5)
-            return (width, height) if width and height else None
-        position += 2 + struct.unpack_from(">H", frame, position + 2)[0]
-    return None
+    height, width = struct.unpack_from(">HH", header[1], 1)
+    return (width, height) if width and height else None
 
 
 def _frame_size(frame: bytes) -> tuple[int, int] | None:

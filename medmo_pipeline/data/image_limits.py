@@ -68,6 +68,17 @@ BMP_RLE_BYTES_PER_PIXEL, BMP_RLE_BYTES_PER_ROW = 2, 2
 # are refused. A 500 KB animated PNG of 8000 x 8000 16-bit RGBA took 2.2 s to check (1.0 s without
 # its acTL chunk); one of 8-bit RGBA, 1.2 s.
 PNG_DECODED_BYTES_PER_PIXEL = 4
+# A progressive JPEG is decoded into every block's coefficients, 2 bytes a sample, held for the whole
+# image beside the image itself (libjpeg's whole-image coefficient buffer; a baseline one is decoded
+# a row of blocks at a time). So its samples, counted that way, are held to this many bytes a pixel
+# of max_pixels, what a baseline JPEG's decode holds at most (CMYK): a 500 KB progressive CMYK JPEG of
+# 8000 x 8000 took 735 MiB to check and again to decode for training (a baseline one, 247 MiB).
+JPEG_DECODED_BYTES_PER_PIXEL = 4
+_JPEG_COEFFICIENT_BYTES = 2
+# The frame headers of the JPEG processes (SOF0-SOF15 but DHT, JPG and DAC) and of JPEG-LS (SOF55):
+# precision, height, width, components follow at the same place in each; the progressive ones
+JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+_JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}  # by the info header's compression field
 _BMP_INFO_SIZES = (40, 52, 56, 64, 108, 124)  # the info headers PIL reads a compression field from
 
@@ -381,6 +392,49 @@ def check_jpeg_scans(data: bytes, limits: ImageLimits, what: str = "") -> None:
     if sum(1 for _ in islice(markers, limits.max_chunks + 1)) > limits.max_chunks:  # counted up to the limit
         raise ImageError("image_too_costly", f"{what} JPEG of more than {limits.max_chunks} segments before its "
                                              f"first scan: each is a step of the decoder".strip())
+    check_jpeg_coefficients(data, limits, what)
+
+
+def check_jpeg_coefficients(data: bytes, limits: ImageLimits, what: str = "") -> None:
+    """Refuse a progressive JPEG whose decode holds more than ``JPEG_DECODED_BYTES_PER_PIXEL`` bytes
+    a pixel of ``limits.max_pixels``: its image (a byte a component: PIL's mode) and every block's
+    coefficients (``_JPEG_COEFFICIENT_BYTES`` a sample, each component at its sampling), read from
+    its frame header (``jpeg_frame``). ImageError ``image_too_costly``."""
+    frame = jpeg_frame(data, limits.max_chunks)
+    if frame is None or frame[0] not in _JPEG_PROGRESSIVE or len(frame[1]) < 6:
+        return
+    _, height, width, count = struct.unpack_from(">BHHB", frame[1])
+    sampling = [(factor >> 4, factor & 15) for factor in frame[1][7:6 + 3 * count:3]]
+    if not sampling or len(sampling) != count or not all(h and v for h, v in sampling):
+        return  # PIL's open refuses it
+    most = max(h for h, _ in sampling) * max(v for _, v in sampling)
+    samples = sum(h * v for h, v in sampling) / most  # a pixel's samples, the subsampled ones counted so
+    held = width * height * (count + _JPEG_COEFFICIENT_BYTES * samples)
+    if held > JPEG_DECODED_BYTES_PER_PIXEL * limits.max_pixels:
+        raise ImageError("image_too_costly", f"{what} progressive JPEG of {width}x{height} in {count} components: "
+                                             f"its decoder holds every block's coefficients besides the image, "
+                                             f"{held / (1 << 20):.0f} MiB, over {JPEG_DECODED_BYTES_PER_PIXEL} bytes a "
+                                             f"pixel of {limits.max_pixels} pixels (convert it to baseline)".strip())
+
+
+def jpeg_frame(data: bytes, most_steps: int) -> tuple[int, bytes] | None:
+    """(marker, payload) of a JPEG stream's first frame header (``JPEG_FRAME_MARKERS``), walking at
+    most ``most_steps`` segments before it; None for another stream, or one cut short before it."""
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    position, end = 2, len(data)
+    for _ in range(most_steps):
+        if position + 4 > end or data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            position += 1
+            continue
+        length = struct.unpack_from(">H", data, position + 2)[0]
+        if marker in JPEG_FRAME_MARKERS:
+            return marker, bytes(data[position + 4:position + 2 + length])
+        position += 2 + length
+    return None
 
 
 # TIFF value types PIL turns into one Python object per value (the byte types become one bytes object)

@@ -393,7 +393,9 @@ def _decode(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
         raise ImageError("image_undecodable", f"{len(transparency)} palette alphas, over the {TRNS_MOST_PALETTE} "
                                               f"a palette has")
     width, height = _oriented(image)
-    return width, height, image.format or ""
+    # PIL names a JPEG carrying a multi-picture index (a camera's MPO) "MPO"; its first picture, the one
+    # decoded, is a JPEG, as its content says (``content_format``): "MPO" contradicted its .jpg name
+    return width, height, "JPEG" if image.format == "MPO" else image.format or ""
 
 
 def _oriented(image: Image.Image) -> tuple[int, int]:

@@ -257,7 +257,11 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
     except ImageError as error:
         return failed_entry(error, path)
     del data  # freed here when read here: a file at the budget is a few hundred MB
-    out = _dicom_uint8(dataset, pixels, default_window, path)
+    try:
+        out = _dicom_uint8(dataset, pixels, default_window, path)
+    except Exception as error:  # noqa: BLE001 - pydicom's rescale and LUTs raise many types on odd values
+        return failed_entry(decoder_error(error, f"DICOM {path}: cannot be windowed to 8 bits "
+                                                 f"({type(error).__name__}: {error})".strip()), path)
     del pixels  # before the PNG is encoded (the same reason)
     return out if type(out) is dict else png_entry(out, path)
 
@@ -265,7 +269,7 @@ def dicom_entry(source: Path | bytes, *, default_window: tuple[float, float] | N
 def _dicom_uint8(dataset, pixels: np.ndarray, default_window: tuple[float, float] | None,
                  path: str) -> np.ndarray | dict:
     """``dicom_entry``'s pixels in 8 bits, or a ``failed_entry``."""
-    from pydicom.pixels import apply_rescale, apply_voi_lut
+    from pydicom.pixels import apply_voi_lut
 
     if dataset.get("PhotometricInterpretation", "") == "PALETTE COLOR":
         return _palette_uint8(dataset, pixels, path)
@@ -282,7 +286,7 @@ def _dicom_uint8(dataset, pixels: np.ndarray, default_window: tuple[float, float
         bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2]) or 16
 
         def through_lut(block: np.ndarray) -> np.ndarray:  # a LUT is indexed by integers
-            indices = np.rint(apply_rescale(block, dataset)).astype(np.int64)
+            indices = np.rint(_rescale(block, dataset)).astype(np.int64)
             return apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
 
         out = window_to_uint8(pixels, (2**bits - 1) / 2 + 0.5, 2**bits, values_of=through_lut)
@@ -291,10 +295,10 @@ def _dicom_uint8(dataset, pixels: np.ndarray, default_window: tuple[float, float
         function = str(dataset.get("VOILUTFunction") or "LINEAR").upper() if _dicom_window(dataset) \
             else "LINEAR"
         out = window_to_uint8(pixels, *window, function=function,
-                              values_of=lambda block: apply_rescale(block, dataset).astype(np.float32))
+                              values_of=lambda block: _rescale(block, dataset).astype(np.float32))
     else:  # by percentiles; without the rescale, the stored values (a window or LUT is in its unit)
         def values_of(block: np.ndarray) -> np.ndarray:
-            return (apply_rescale(block, dataset) if rescaled else block).astype(np.float32)
+            return (_rescale(block, dataset) if rescaled else block).astype(np.float32)
 
         # A rescale of a fractional slope or intercept (PET, MR maps: 0-4095 times 0.0001 spans 0.4)
         # gives real values too: DICOM's integer window over a percentile width under 1 is a threshold,
@@ -355,23 +359,51 @@ def _dicom_window(dataset) -> tuple[float, float] | None:
 
 
 def _voi_lut_usable(dataset) -> bool:
-    """Whether the file's first VOI LUT can be applied: pydicom (3.0) indexes an 8-bit LUT of more
-    than 256 entries through 8-bit integers, so the values wrap into a sawtooth; such a LUT is left
-    out (the file's window, or a percentile window, is used)."""
+    """Whether the file's first VOI LUT can be applied (``_lut_usable``, of 8 or 10-16 bits as pydicom
+    reads them): pydicom (3.0) indexes an 8-bit LUT of more than 256 entries through 8-bit integers,
+    so the values wrap into a sawtooth; such a LUT is left out (the file's window, or a percentile
+    window, is used), and so is one whose descriptor or data pydicom cannot apply."""
     lut = dataset.get("VOILUTSequence")
-    if not lut:
+    if not lut or not _lut_usable(lut[0], dataset, (8, *range(10, 17))):
         return False
-    try:
-        entries, _, bits = (int(value) for value in lut[0].LUTDescriptor[:3])
-    except (AttributeError, TypeError, ValueError, IndexError):
-        return False
+    entries, _, bits = (int(value) for value in lut[0].LUTDescriptor[:3])
     return bits != 8 or (entries or 1 << 16) <= 256
 
 
+def _lut_usable(item, dataset, depths: tuple[int, ...]) -> bool:
+    """Whether pydicom can apply a LUT item (of a VOI or Modality LUT Sequence): a descriptor of
+    three numbers (entries, 0 meaning 65536; first value mapped; bits a entry, one of ``depths``) and
+    LUT Data of exactly that many entries (OW: 16 bits each), each within its bits. pydicom raised
+    for the others (a short LUT: struct.error; 12 bits: "data type 'uint12' not understood"), which
+    cost the row as a ``malformed_record``."""
+    try:
+        entries, _, bits = (int(value) for value in item.LUTDescriptor[:3])
+        element = item["LUTData"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    entries, value = entries or 1 << 16, element.value
+    if bits not in depths or entries < 0:
+        return False
+    if isinstance(value, (bytes, bytearray)):  # OW: unpacked as 16-bit values in the data set's byte order
+        if element.VR != "OW" or len(value) != 2 * entries:
+            return False
+        little = getattr(dataset, "original_encoding", (None, True))[1] is not False
+        values = np.frombuffer(value, dtype="<u2" if little else ">u2")
+    elif isinstance(value, MutableSequence) and len(value) == entries:
+        values = np.asarray(value, dtype=np.int64)
+    else:
+        return False
+    return bool(values.size == entries and values.min(initial=0) >= 0 and values.max(initial=0) < 1 << bits)
+
+
 def _rescale_usable(dataset) -> bool:
-    """Whether the file's modality rescale (slope, intercept; 1 and 0 when absent) can be applied:
-    finite numbers, a slope that is not 0, values that stay finite in float32. A slope of 0 or NaN
-    made every pixel one value, and the image came out blank."""
+    """Whether the file's modality rescale can be applied: a Modality LUT that pydicom can apply
+    (``_lut_usable``) where the file has one, else slope and intercept (1 and 0 when absent) finite
+    numbers, a slope that is not 0, values that stay finite in float32. A slope of 0 or NaN made every
+    pixel one value, and the image came out blank."""
+    if "ModalityLUTSequence" in dataset:
+        lut = dataset.ModalityLUTSequence
+        return bool(lut) and _lut_usable(lut[0], dataset, (8, 16))
     slope = _first_number(dataset, 0x00281053) if 0x00281053 in dataset else 1.0
     intercept = _first_number(dataset, 0x00281052) if 0x00281052 in dataset else 0.0
     if slope is None or intercept is None or slope == 0:
@@ -379,6 +411,22 @@ def _rescale_usable(dataset) -> bool:
     bits = int(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 16)
     extreme = abs(slope) * 2.0 ** min(bits, 64) + abs(intercept)  # the largest rescaled magnitude
     return extreme < float(np.finfo(np.float32).max)
+
+
+def _rescale(block: np.ndarray, dataset) -> np.ndarray:
+    """The modality rescale of a block of stored values (one ``_rescale_usable`` allows), as pydicom's
+    ``apply_rescale``: through the Modality LUT, else by slope and intercept when both are present
+    (in float64), else as stored. The slope and intercept are their first values (``_first_number``):
+    pydicom multiplied by a list of several ("1\\2") and raised."""
+    from pydicom.pixels import apply_rescale
+
+    if "ModalityLUTSequence" in dataset:
+        return apply_rescale(block, dataset)
+    if 0x00281053 not in dataset or 0x00281052 not in dataset:
+        return block
+    out = block.astype(np.float64) * _first_number(dataset, 0x00281053)
+    out += _first_number(dataset, 0x00281052)
+    return out
 
 
 def _fractional_rescale(dataset) -> bool:

@@ -362,10 +362,15 @@ def build_label_csv(root: Path, options) -> int:
     -1.0 / blank) or ChestX-ray14's Data_Entry csv (one cell listing the labels, '|'-separated)."""
     columns = [options.labels_field] if options.labels_field else list(options.label_fields)
     lines = [",".join([options.image_field, "Sex", "Age", *columns])]
+    folders = [options.image_dir, *options.other_image_dirs]
     for i in range(3):
-        if options.image_dir:
+        if options.image_strip_prefix:  # CheXpert's batch zips: Path names the v1.0 tree, the images lie in
+            image = f"{options.image_strip_prefix}patient{i:05d}/study1/view1_frontal.jpg"  # one of the batches
+            write_file(root, f"{folders[i % len(folders)]}/{image.removeprefix(options.image_strip_prefix)}",
+                       jpeg_bytes(seed=i))
+        elif options.image_dir:  # ChestX-ray14: images/, or the Kaggle copy's images_0NN/images/
             image = f"0000000{i}_000.png"
-            write_file(root, f"{options.image_dir}/{image}", png_bytes(seed=i))
+            write_file(root, f"{folders[i % len(folders)]}/{image}", png_bytes(seed=i))
         else:
             image = f"{Path(options.file).parent.as_posix()}/train/patient{i:05d}/study1/view1_frontal.jpg"
             write_file(root, image, jpeg_bytes(seed=i))

@@ -19,6 +19,7 @@ import decimal
 import functools
 import hashlib
 import math
+import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -71,6 +72,9 @@ class AdapterOptions(BaseModel):
     split: Literal["train", "eval"] = "train"
     modality: str = "other"
     image_dir: str = ""  # prefix for image paths read from the data file, relative to the root
+    # folders an image not under image_dir is looked for in next, in order (ChestX-ray14 on Kaggle,
+    # nih-chest-xrays/data: images_001/images ... images_012/images instead of one images/)
+    other_image_dirs: list[str] = []
     image_extension: str = ""  # replaces the extension of image paths read from the data file
     # a leading folder a release writes before its image paths, relative to where it was downloaded
     # (MedSG-188K: "MedSG-Bench/MedSG-Train/Task1/x.png" inside the MedSG-Bench snapshot); removed
@@ -387,14 +391,11 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     if options.image_extension:
         value = replace_extension(value, options.image_extension)
     check_relative(value)
-    relative = f"{options.image_dir.rstrip('/')}/{value}" if options.image_dir else value
-    path = safe_join(root, relative)
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
+    found = _image_file(root, value, [options.image_dir, *options.other_image_dirs])
+    if found is None:  # named by where the layout looks first
+        relative = f"{options.image_dir.rstrip('/')}/{value}" if options.image_dir else value
         return {"bytes": None, "path": relative, "width": 0, "height": 0, "sha256": ""}
-    except OSError as error:  # a name too long (whose message repeated all 5,000 characters), a loop
-        raise RowError("unreadable_file", f"image path {shown(relative)}: {error.strerror}") from None
+    relative, path, info = found
     if not stat.S_ISREG(info.st_mode):  # never opened: it was image_missing, as if no file were there
         raise RowError("unreadable_file", f"image path {shown(relative)} is not a regular file "
                                           "(a folder, a pipe or a device)")
@@ -408,6 +409,21 @@ def load_image(root: Path, value: Any, options: AdapterOptions, *, png16_offset:
     if png16_offset is not None:
         return png16_entry(data, offset=png16_offset, window=window, path=relative)
     return image_entry(data, relative)
+
+
+def _image_file(root: Path, value: str, folders: list[str]) -> tuple[str, Path, os.stat_result] | None:
+    """(relative path, path, stat) of the image ``value`` in the first of ``folders`` (relative to
+    ``root``, "" the root itself) that holds it; None when none does."""
+    for folder in folders:
+        relative = f"{folder.rstrip('/')}/{value}" if folder else value
+        path = safe_join(root, relative)
+        try:
+            return relative, path, path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as error:  # a name too long (whose message repeated all 5,000 characters), a loop
+            raise RowError("unreadable_file", f"image path {shown(relative)}: {error.strerror}") from None
+    return None
 
 
 def replace_extension(value: str, extension: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from medmo_pipeline.data.outcomes import RowQuarantined
+from medmo_pipeline.data.outcomes import RowError, RowQuarantined
 
 from .common import (
     AdapterOptions,
@@ -23,6 +23,7 @@ from .common import (
     guarded,
     limited,
     load_image,
+    number,
     origin_of,
     row_problem,
     rows_only,
@@ -64,7 +65,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             if len(box) != 4:
                 raise ValueError(f"Bounding_boxes has {len(box)} numbers, expected 4")
             box = own_box(box, f"{file_name} Bounding_boxes")
-            slices.setdefault(file_name, []).append((record, box, origin))
+            subset = _subset(record)  # read here: a bad one costs its own row, not its slice's other lesions
+            slices.setdefault(file_name, []).append((record, box, origin, subset))
         except Exception as error:  # noqa: BLE001 - quarantined with its file and row
             yield row_problem(error, *origin)
 
@@ -74,9 +76,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
                            window=_window(first, options))
         sx, sy = _scale(first, entry)
         placed = [(origin, (_label(record, options), x1 * sx, y1 * sy, x2 * sx, y2 * sy))
-                  for record, (x1, y1, x2, y2), origin in records]
-        subset = int(float(text(first.get("Train_Val_Test")) or 1))
-        split = "eval" if subset in options.eval_subsets else "train"
+                  for record, (x1, y1, x2, y2), origin, _ in records]
+        split = "eval" if records[0][3] in options.eval_subsets else "train"
         return grounding_outcomes(file_name.removesuffix(".png"), entry, placed, options, split=split)
 
     yield from guarded((pair for _, pair in limited(iter(slices.items()), options)), options.file, convert)
@@ -110,6 +111,17 @@ def _scale(record: dict, entry: dict) -> tuple[float, float]:
     if not entry["width"] or not rows or not cols:
         return 1.0, 1.0
     return entry["width"] / cols, entry["height"] / rows
+
+
+def _subset(record: dict) -> int:
+    """``Train_Val_Test``: 1, 2 or 3 (blank reads as 1, training); RowError('bad_number') otherwise."""
+    value = text(record.get("Train_Val_Test"))
+    if not value:
+        return 1
+    subset = number(value, "Train_Val_Test")
+    if subset not in (1, 2, 3):
+        raise RowError("bad_number", f"Train_Val_Test is {value!r}, not 1, 2 or 3")
+    return int(subset)
 
 
 def _label(record: dict, options: Options) -> str:

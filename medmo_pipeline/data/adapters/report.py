@@ -102,7 +102,9 @@ def _records(root: Path, options: Options) -> Iterator[Study | RowQuarantined]:
                 yield record  # that image, and this says so
                 continue
             try:
-                joined.setdefault(text(record.get(options.join_key)), []).append(record.get(options.image_field))
+                if not (key := text(record.get(options.join_key))):  # never joined to another blank key
+                    raise RowError("missing_field", f"no {options.join_key}: the image belongs to no study")
+                joined.setdefault(key, []).append(record.get(options.image_field))
             except RowError as error:
                 yield row_problem(error, *origin_of(record, options.images_file, 0))
         if not joined:
@@ -114,6 +116,8 @@ def _records(root: Path, options: Options) -> Iterator[Study | RowQuarantined]:
             continue
         try:
             key, sections = text(record.get(options.join_key or options.id_field)), _field_sections(record, options)
+            if not key and (options.join_key or options.id_field):  # never numbered by its place in the file
+                raise RowError("missing_field", f"no {options.join_key or options.id_field}: the record has no id")
         except RowError as error:
             yield row_problem(error, *origin_of(record, options.file, index))
             continue

@@ -161,6 +161,10 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     """The instance-id plane of a mask, its size checked from the header before decoding."""
     image = open_image(mask_bytes, limits, "mask")
     with image:
+        if (lossy := _lossy_format(image, mask_bytes)) is not None:
+            raise ImageError("image_undecodable", f"mask: {lossy}, whose compression changes the ids along every "
+                                                  "edge (a 2-instance mask gave boxes of other ids and stretched "
+                                                  "ones); a mask must be lossless: PNG or TIFF")
         try:
             # only the first page would be read: its others' instances lost. Whether there is a
             # second, not how many: PIL's count reads every directory of a TIFF in Python (9,000
@@ -175,6 +179,15 @@ def _mask_pixels(mask_bytes: bytes, limits: ImageLimits) -> np.ndarray:
     if mask.dtype.kind == "f" and (problem := ids_problem(mask)) is not None:
         raise ImageError("image_undecodable", f"mask: {problem}")
     return mask
+
+
+def _lossy_format(image: Image.Image, data: bytes) -> str | None:
+    """The name of a lossy format (JPEG, a WebP of lossy VP8 data) ``image`` is in; None otherwise."""
+    if image.format in ("JPEG", "MPO"):
+        return "a JPEG"
+    if image.format == "WEBP" and bytes(data[12:16]) == b"VP8 ":  # "VP8L": lossless; "VP8X": either, rare
+        return "a lossy WebP"
+    return None
 
 
 def _id_plane(image: Image.Image) -> np.ndarray:

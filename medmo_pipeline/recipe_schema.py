@@ -22,12 +22,21 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medmo_pipeline.reply_format import ReplyFormat
-from medmo_pipeline.safe_paths import UnsafePathError, safe_join
+from medmo_pipeline.safe_paths import FileTooLarge, UnsafePathError, read_bounded, safe_join
 from medmo_pipeline.safe_yaml import YamlRefused, read_yaml
 from medmo_pipeline.schema.rows import MODEL_MAX_ASPECT_RATIO, TaskName
 from medmo_pipeline.tracking import SECRET_VALUE
@@ -44,6 +53,15 @@ RUN_CONTROL_FIELDS = frozenset({"save_steps", "on_mismatch"})
 # alias bomb is refused from the node graph, before anything is built from it).
 MAX_RECIPE_NODES = 20_000
 MAX_TEXT = 2000  # a description or purpose: MLflow keeps a parameter of at most 6000 characters
+# Upper bounds of the numbers that size a run's memory or time, far above any real recipe (the paper's
+# largest: 18.5M samples, 20,000-row shards, 1,024-token completions): a value past one (10**30, a typo
+# of a few zeros) would hold that many rows in memory, loop that long, or overflow an int64 in torch
+MAX_PIXELS = 1 << 28  # an image's pixel budget (the processor's min_pixels / max_pixels)
+MAX_TOKENS = 1 << 20  # a sequence length in tokens (the longest context models take is 1M)
+MAX_STEPS = 10**9  # steps of a run, and so any "every N steps"
+MAX_SAMPLES = 10**12  # samples in one pass of a mixture
+MAX_ROWS_HELD = 1_000_000  # rows held in memory together (a shard being written, a shuffle window)
+MAX_BATCH = 1 << 16  # a batch, an accumulation, a group of generations
 STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # the run's other parts: a stage of one of these names would shadow it (``Recipe.section``, ``stage``)
 RESERVED_STAGE_NAMES = frozenset({"base_model", "corpus", "rl", "evaluation", "tracking", "stages", "recipe",
@@ -71,7 +89,7 @@ class BaseModelRecipe(_Strict):
     trust_remote_code: bool = False
     allow_pickle: bool = Field(False, description="accept pickle weights (never needed for safetensors)")
     tiny: dict[str, Any] = Field(default_factory=dict, description="architecture of the offline tiny model")
-    tokenizer_training_rows: int = Field(2000, gt=0, description="synthetic rows per source for the BPE")
+    tokenizer_training_rows: int = Field(2000, gt=0, le=MAX_ROWS_HELD, description="synthetic rows per source for the BPE")
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> BaseModelRecipe:
@@ -80,10 +98,14 @@ class BaseModelRecipe(_Strict):
         return self
 
 
+MAX_SYNTHETIC_ROWS = 10**8  # rows of one synthetic source, each generated in this process
+SyntheticRows = Annotated[NonNegativeInt, Field(le=MAX_SYNTHETIC_ROWS)]
+
+
 class SyntheticCorpusRecipe(_Strict):
-    train_rows: dict[str, NonNegativeInt] = Field(description="synthetic source -> rows (names resolved by "
+    train_rows: dict[str, SyntheticRows] = Field(description="synthetic source -> rows (names resolved by "
                                                               "config.load_recipe)")
-    eval_rows: dict[str, NonNegativeInt]
+    eval_rows: dict[str, SyntheticRows]
     image_size: int = Field(128, ge=32, le=2048)
 
 
@@ -122,10 +144,10 @@ class CorpusRecipe(_Strict):
     synthetic: SyntheticCorpusRecipe | None = None
     registry: RegistryCorpusRecipe | None = Field(
         None, description="real datasets; with kind 'synthetic' they are curated beside the synthetic sources")
-    shard_rows: int = Field(2000, gt=0)
+    shard_rows: int = Field(2000, gt=0, le=MAX_ROWS_HELD)
     max_quarantine_rate: float = Field(0.05, ge=0, le=1, description="asset check: share of rows quarantined")
     image_limits: ImageLimitsRecipe = ImageLimitsRecipe()
-    curation_parts: int = Field(1, ge=1, description="processes that curate one large source side by side")
+    curation_parts: int = Field(1, ge=1, le=1024, description="processes that curate one large source side by side")
     split_above_bytes: int = Field(8 * 2**30, gt=0, description="a source whose input is larger is curated in "
                                                                 "curation_parts parts (data.curation.parts)")
 
@@ -187,11 +209,11 @@ class MixtureRecipe(_Strict):
     sources: list[str] | dict[str, float] = Field(
         min_length=1, description="a list: one pass over each (weight = its rows); a mapping: source -> relative weight")
     tasks: list[TaskName] = Field(min_length=1)
-    max_samples: int | None = Field(None, gt=0, description="samples in one pass of the mixture (default: its rows)")
+    max_samples: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="samples in one pass of the mixture (default: its rows)")
     task_weights: dict[TaskName, float] = Field(default_factory=dict, description="oversampling by task")
-    shuffle_window: int = Field(1024, gt=0, description="rows of a shard shuffled together while streaming; "
+    shuffle_window: int = Field(1024, gt=0, le=MAX_ROWS_HELD, description="rows of a shard shuffled together while streaming; "
                                                         "each source holds one window in memory")
-    declared_samples: int | None = Field(None, gt=0, description="the stage's size as its reference reports it "
+    declared_samples: int | None = Field(None, gt=0, le=MAX_SAMPLES, description="the stage's size as its reference reports it "
                                                                  "(shown beside the planned count, not enforced)")
     open: dict[str, str] = Field(default_factory=dict, description="field -> why its value is a choice here "
                                                                    "(what the reference leaves open)")
@@ -229,9 +251,9 @@ class MixtureRecipe(_Strict):
 class ImageRecipe(_Strict):
     """Stage resolution, in pixels (the processor resizes within these bounds)."""
 
-    max_pixels: int | None = Field(None, gt=0, le=1 << 28, description="None keeps the parent checkpoint's "
+    max_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS, description="None keeps the parent checkpoint's "
                                                                      "processor bounds")
-    min_pixels: int | None = Field(None, gt=0, le=1 << 28)
+    min_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS)
 
     @model_validator(mode="after")
     def _min_within_max(self) -> ImageRecipe:
@@ -245,19 +267,20 @@ class OptimRecipe(_Strict):
 
     learning_rate: float = Field(gt=0, le=1)
     num_train_epochs: float = Field(1.0, gt=0, le=10_000)
-    max_steps: int = Field(-1, ge=-1, le=10**9, description="> 0 overrides epochs; -1 trains by epochs")
-    per_device_train_batch_size: int = Field(gt=0, le=1 << 16)
-    gradient_accumulation_steps: int = Field(1, gt=0, le=1 << 16)
+    max_steps: int = Field(-1, ge=-1, le=MAX_STEPS, description="> 0 overrides epochs; -1 trains by epochs")
+    per_device_train_batch_size: int = Field(gt=0, le=MAX_BATCH)
+    gradient_accumulation_steps: int = Field(1, gt=0, le=MAX_BATCH)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.1, ge=0)
+    # decoupled decay scales each weight by 1 - learning_rate * weight_decay: within [0, 1] for both <= 1
+    weight_decay: float = Field(0.1, ge=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     bf16: bool = False
     gradient_checkpointing: bool = False
-    logging_steps: int = Field(10, gt=0)
+    logging_steps: int = Field(10, gt=0, le=MAX_STEPS)
     deepspeed: str | None = Field(None, description="DeepSpeed JSON under recipes/deepspeed/")
-    save_steps: int | None = Field(None, gt=0, description="save a resumable checkpoint every N steps "
+    save_steps: int | None = Field(None, gt=0, le=MAX_STEPS, description="save a resumable checkpoint every N steps "
                                                            "(None: only the published final checkpoint)")
     dataloader_num_workers: int = Field(0, ge=0, le=256, description="processes that decode and collate batches "
                                                              "while the model steps (0: in the training process)")
@@ -313,24 +336,24 @@ class _StageRecipe(_Strict):
 
 
 class SFTStageRecipe(_StageRecipe):
-    max_length: int | None = Field(None, gt=0)
+    max_length: int | None = Field(None, gt=0, le=MAX_TOKENS)
     reply_format: ReplyFormat = Field("plain", description="how replies are taught (medmo_pipeline.reply_format)")
 
 
 class GRPORecipe(_Strict):
-    num_generations: int = Field(ge=2)
-    max_prompt_length: int | None = Field(None, gt=0)
+    num_generations: int = Field(ge=2, le=MAX_BATCH)
+    max_prompt_length: int | None = Field(None, gt=0, le=MAX_TOKENS)
     overlong_prompts: Literal["truncate", "drop"] = Field(
         "drop", description="a prompt over max_prompt_length tokens: cut its question text from the left "
                             "(a prompt whose images alone are too long is dropped) or drop the row; counted")
-    max_completion_length: int = Field(gt=0)
+    max_completion_length: int = Field(gt=0, le=MAX_TOKENS)
     epsilon: float = Field(0.2, gt=0, le=1)
     epsilon_high: float | None = Field(None, gt=0, le=1)
-    beta: float = Field(0.0, ge=0, description="KL coefficient; > 0 keeps a reference policy")
+    beta: float = Field(0.0, ge=0, le=10, description="KL coefficient; > 0 keeps a reference policy")
     # The reference policy is the parent checkpoint (the policy at the start of RL); with
     # sync_ref_model it is pulled towards the current policy every ref_model_sync_steps (TR-DPO style).
     sync_ref_model: bool = False
-    ref_model_sync_steps: int = Field(512, gt=0)
+    ref_model_sync_steps: int = Field(512, gt=0, le=MAX_STEPS)
     ref_model_mixup_alpha: float = Field(0.6, ge=0, le=1)
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
@@ -350,15 +373,15 @@ class RLStageRecipe(_StageRecipe):
     grpo: GRPORecipe
     rewards: dict[str, dict[str, Any]] = Field(min_length=1, description="reward name -> params (weight, ...); "
                                                "resolved against the reward registry by config.load_recipe")
-    completion_log_every: int = Field(20, gt=0, description="log sampled completions every N steps")
+    completion_log_every: int = Field(20, gt=0, le=MAX_STEPS, description="log sampled completions every N steps")
 
 
 class EvaluationRecipe(_Strict):
     benchmarks: list[str] = Field(["synthetic_heldout"], min_length=1, description="built-in or registry "
                                   "benchmarks (resolved by config.load_recipe); the regression guards read them")
-    batch_size: int = Field(32, gt=0)
-    max_new_tokens: dict[TaskName, PositiveInt] = Field(default_factory=dict)
-    max_samples_per_task: int | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH)
+    max_new_tokens: dict[TaskName, Annotated[PositiveInt, Field(le=MAX_TOKENS)]] = Field(default_factory=dict)
+    max_samples_per_task: int | None = Field(None, gt=0, le=MAX_SAMPLES)
     bootstrap_resamples: int = Field(1000, ge=0, le=100_000)
 
     @field_validator("benchmarks")
@@ -512,7 +535,25 @@ def deepspeed_config(name: str) -> Path:
     if problem := _not_a_file(path):
         raise FileNotFoundError(f"DeepSpeed config {name!r} is not in recipes/deepspeed/: it {problem} (shipped: "
                                 f"{shipped})")
+    _check_deepspeed_json(path)
     return path
+
+
+DEEPSPEED_MAX_BYTES = 1 << 20  # a DeepSpeed config is a few hundred bytes
+
+
+def _check_deepspeed_json(path: Path) -> None:
+    """A DeepSpeed file read within ``DEEPSPEED_MAX_BYTES`` as a JSON object, at load: DeepSpeed
+    parses it only when the stage's processes start, and its error names no file."""
+    try:
+        config = json.loads(read_bounded(path, DEEPSPEED_MAX_BYTES, what=str(path)).decode("utf-8"))
+    except FileTooLarge as error:
+        raise ValueError(str(error)) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
+    if isinstance(config, dict):
+        return
+    raise ValueError(f"{path}: a JSON {type(config).__name__}, not the object DeepSpeed reads")  # pydantic's kind
 
 
 def _not_a_file(path: Path) -> str:
@@ -554,15 +595,58 @@ def _describe(exc: ValidationError) -> str:
                                           for other, _ in errors):
             continue  # a union's other form ("a list") where the value took this one and failed inside it
         message = err["msg"].removeprefix("Value error, ")
-        if not location and (named := _NAMED_FIELD.match(message)):  # a check across fields names its field first
-            location, message = tuple(named.group(1).split(".")), message[named.end():]
+        named = _NAMED_FIELD.match(message)  # a check across fields names its field first
+        if named and (model := _model_at(location)) and named.group(1).split(".")[0] in model.model_fields:
+            location, message = (*location, *named.group(1).split(".")), message[named.end():]
         if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling against the recipe reference)"
+            message = _unknown_field(location)
         lines.append(field_problem(location, message))
     return "\n".join(dict.fromkeys(lines))
 
 
-_NAMED_FIELD = re.compile(r"^([A-Za-z_][\w]*(?:\.[\w]+)+): ")
+_NAMED_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): ")
+
+
+def _unknown_field(location: tuple) -> str:
+    """What to say of a key no field takes: the field it is closest to, else the fields there are."""
+    import difflib
+
+    model = _model_at(location[:-1])
+    if model is None:
+        return "unknown field (check the spelling against the recipe reference)"
+    known = sorted(model.model_fields)
+    if close := difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.6):
+        return f"unknown field; did you mean {close[0]!r}?"
+    return f"unknown field (fields here: {', '.join(known)})"
+
+
+def _model_at(location: tuple) -> type[BaseModel] | None:
+    """The recipe model whose fields the keys at ``location`` are (None where they are not a model's:
+    inside ``tiny``, ``trainer_args``, a mapping of numbers). A stage's name is a key of ``stages``."""
+    model, parts = Recipe, list(location)
+    while parts:
+        part = parts.pop(0)
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        nested = _nested_model(field.annotation) if field else None
+        if nested is None:
+            return None
+        model, keyed = nested
+        if keyed and not parts:  # the mapping itself: its keys are names, not fields
+            return None
+        if keyed:
+            parts.pop(0)
+    return model
+
+
+def _nested_model(annotation: Any) -> tuple[type[BaseModel], bool] | None:
+    """The model a field holds (optionally), and whether it holds a mapping of names to them."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    for kind in kinds:
+        keyed = get_origin(kind) is dict
+        inner = get_args(kind)[-1] if keyed else kind
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner, keyed
+    return None
 
 
 def _without_union_tags(location: tuple) -> tuple:

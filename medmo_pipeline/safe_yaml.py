@@ -170,8 +170,22 @@ def refuse_yes_or_no(where: str, value: Any, annotation: Any) -> None:
         raise ValueError(f"{where}: {value!r} is a yes or no, not a number")
 
 
+def refuse_other_than_true_or_false(where: str, value: Any, annotation: Any) -> None:
+    """pydantic takes 1, 0 and the texts "yes", "off", "t", "1"... for a boolean: a quoted
+    ``trust_remote_code: "yes"`` or ``trust_remote_code: 1`` turned remote code on. Where
+    ``annotation`` is a boolean, anything but one (YAML's unquoted yes / no / true / false) is refused,
+    ``where`` naming the field."""
+    if value is not None and type(value) is not bool and _kinds(annotation) == [bool]:
+        raise ValueError(f"{where}: {value!r} is not true or false")
+
+
 def number_type(annotation: Any) -> bool:
     """Whether a type is a number (int or float, constrained or not, or one of them or None)."""
-    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-    kinds = [get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds if kind is not type(None)]
+    kinds = _kinds(annotation)
     return bool(kinds) and all(kind in (int, float) for kind in kinds)
+
+
+def _kinds(annotation: Any) -> list:
+    """The types a value of ``annotation`` may have, None left out and constraints taken off."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return [get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds if kind is not type(None)]

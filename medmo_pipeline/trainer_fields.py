@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medmo_pipeline.safe_yaml import refuse_yes_or_no
+from medmo_pipeline.safe_yaml import refuse_other_than_true_or_false, refuse_yes_or_no
 
 # Set by ``training.trainer_setup.trainer_arguments`` from recipe fields (optim.*), by the stage's stream
 # (``training.streamed``), or owned by the pipeline.
@@ -92,6 +92,7 @@ def _check_values(trainer_args: dict[str, Any], config_class, where: str) -> Non
         return
     for name, value in trainer_args.items():
         refuse_yes_or_no(f"{where}.{name}", value, hints.get(name))
+        refuse_other_than_true_or_false(f"{where}.{name}", value, hints.get(name))
         if (adapter := _adapter(hints.get(name))) is None:
             continue
         try:

@@ -22,7 +22,13 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medmo_pipeline.safe_yaml import YamlRefused, number_type, read_yaml, refuse_yes_or_no
+from medmo_pipeline.safe_yaml import (
+    YamlRefused,
+    number_type,
+    read_yaml,
+    refuse_other_than_true_or_false,
+    refuse_yes_or_no,
+)
 
 # Where the shipped recipes and registries live (a data folder inside the package).
 SHIPPED_DIR = Path(__file__).parent / "recipes"
@@ -40,11 +46,13 @@ class Strict(BaseModel):
     @classmethod
     def _no_yes_or_no_for_a_number(cls, data: Any) -> Any:
         """YAML reads yes/no/on/off/true/false as booleans, and pydantic takes one for a number (1
-        or 0): ``max_steps: yes`` would have trained one step. A field of numbers refuses them."""
+        or 0): ``max_steps: yes`` would have trained one step. A field of numbers refuses them, and a
+        field of booleans takes nothing else (pydantic read ``trust_remote_code: 1`` as true)."""
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 value = data.get(field.alias or name)
                 refuse_yes_or_no(name, value, field.annotation)
+                refuse_other_than_true_or_false(name, value, field.annotation)
                 if isinstance(value, dict) and (numbers := _numbers_by_name(field.annotation)):  # {vqa: on} too
                     for key, item in value.items():
                         refuse_yes_or_no(f"{name}.{key}", item, numbers)

@@ -230,8 +230,8 @@ def _set(*path_and_value):
     (_set("rl", "rewards", {"box": {"weight": 0}, "label_accuracy": {"weight": 0}}), "rl.rewards",
      "every reward weighs 0"),
     (_set("evaluation", "benchmarks", []), "evaluation.benchmarks", "at least 1 item"),
-    (_set("stages", "stage1", "optim", "max_steps", True), "stages.stage1.optim",  # YAML's "yes": 1 step
-     "max_steps: True is a yes or no, not a number"),
+    (_set("stages", "stage1", "optim", "max_steps", True), "stages.stage1.optim.max_steps",  # YAML's "yes": 1 step
+     "True is a yes or no, not a number"),
 ], ids=["lr-inf", "weight-nan", "no-sources", "max-new-tokens", "synthetic-source", "synthetic-rows",
         "tiny-typo", "tiny-bool", "tiny-size", "tiny-architecture", "reward-bool", "reward-weight", "reward-word",
         "no-tasks", "task-twice", "no-rewards", "rewards-all-zero", "no-benchmarks", "yes-for-steps"])
@@ -318,7 +318,7 @@ def _rename_stage(old: str, new: str):
      "listed more than once"),
     # YAML's yes / on where a number is a value of a mapping, a reward's parameter or a trainer argument
     (_set("stages", "stage1", "mixture", "sources", {"synth_xray": True, "synth_cells": 2}),
-     "stages.stage1.mixture", "sources.synth_xray: True is a yes or no"),
+     "stages.stage1.mixture.sources.synth_xray", "True is a yes or no"),
     (_set("rl", "rewards", "box", "weight", True), "rl.rewards.box", "True is a yes or no"),
     (_set("stages", "stage1", "optim", "trainer_args", {"max_grad_norm": True}),
      "stages.stage1.optim.trainer_args.max_grad_norm", "True is a yes or no"),

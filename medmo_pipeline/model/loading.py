@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ def check_weights_are_safe(directory: Path) -> None:
     Even beside safetensors weights a pickle file is refused: whatever later loads it (a trainer
     resuming, a custom loader) runs the code it carries.
     """
-    pickles = sorted(p for p in Path(directory).rglob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    pickles = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
     if pickles:
         names = ", ".join(str(p.relative_to(directory)) for p in pickles[:3])
         more = f" and {len(pickles) - 3} more" if len(pickles) > 3 else ""
@@ -72,6 +75,22 @@ SAFETENSORS_DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 
 MAX_TENSOR_DIMS = 16
 MAX_DIMENSION = 2**63  # a dimension is a torch int64 (the library reads a u64 and fails past it)
 CHECKPOINT_JSON_MAX_BYTES = 256 << 20  # a tokenizer.json of a large vocabulary is tens of MB
+# Files of settings, a few KB each: read within 4 MB, so a config.json of a gigabyte costs nothing
+SETTINGS_FILES = frozenset({"config.json", "generation_config.json", "preprocessor_config.json",
+                            "processor_config.json", "video_preprocessor_config.json", "special_tokens_map.json",
+                            "chat_template.json", "chat_template.jinja", "lineage.json"})
+SETTINGS_MAX_BYTES = 4 << 20
+CHAT_TEMPLATE_MAX_CHARACTERS = 256 << 10  # Qwen3-VL's is 5 KB; the longest on the hub tens of KB
+# JSON files transformers reads as one object (a list there was an AttributeError naming nothing)
+OBJECT_FILES = SETTINGS_FILES - {"chat_template.jinja"} | {"tokenizer.json", "tokenizer_config.json",
+                                                            "added_tokens.json", "vocab.json"}
+# Nesting of a checkpoint's JSON: a tokenizer.json nests about 6 deep; transformers copies a config
+# recursively and a list nested 500 deep came out of it as a bare RecursionError
+MAX_JSON_DEPTH = 64
+# Keys of a config that count layers: each layer holds at least one tensor of the weights, so a count
+# above the tensors the weights hold is wrong, and transformers builds every layer before it reads a
+# weight (a num_hidden_layers of 10**6 ran for minutes and out of memory)
+LAYER_COUNT_KEY = re.compile(r"num_(hidden_|encoder_|decoder_)?layers|n_layers?|depth|(en|de)coder_layers")
 
 
 def checkpoint_root(directory: Path) -> Path:
@@ -102,37 +121,121 @@ def read_checkpoint_json(directory: Path, path: Path) -> Any:
     _check_inside(checkpoint_root(directory), path)
     if not _is_regular(path):  # a FIFO would block its reader, a device (/dev/zero) never ends
         raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device, a directory or missing)")
+    text = _read_checkpoint_text(path)
+    try:
+        content = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise CorruptCheckpointError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
+    if (depth := _nesting(content)) > MAX_JSON_DEPTH:
+        raise CorruptCheckpointError(f"{path}: nested {depth} deep, more than the {MAX_JSON_DEPTH} a checkpoint's "
+                                     "JSON file may be")
+    if (path.name in OBJECT_FILES or path.name.endswith(".index.json")) and not isinstance(content, dict):
+        raise CorruptCheckpointError(f"{path}: a JSON {type(content).__name__}, not the object it holds")
+    return content
+
+
+def _read_checkpoint_text(path: Path) -> str:
+    """A file of a checkpoint read as UTF-8 text within its kind's size (``SETTINGS_MAX_BYTES`` for
+    settings, ``CHECKPOINT_JSON_MAX_BYTES`` otherwise), refused naming it."""
+    limit = SETTINGS_MAX_BYTES if path.name in SETTINGS_FILES else CHECKPOINT_JSON_MAX_BYTES
     try:  # read_bounded checks the type again on what it opened, without blocking
-        raw = read_bounded(path, CHECKPOINT_JSON_MAX_BYTES, what=path.name)
+        raw = read_bounded(path, limit, what=path.name)
     except FileTooLarge as error:
-        raise CorruptCheckpointError(f"{path}: {error.size} bytes, over the {error.limit} a checkpoint's JSON "
-                                     "file is read with") from None
+        raise CorruptCheckpointError(f"{path}: {error.size} bytes, over the {error.limit} a checkpoint's "
+                                     f"{path.name} is read with") from None
     except OSError as error:
         raise CorruptCheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise CorruptCheckpointError(f"{path}: not a JSON file ({type(error).__name__}: {str(error)[:200]})") from None
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise CorruptCheckpointError(f"{path}: not UTF-8 text at line {line} (byte {error.start})") from None
+
+
+def _nesting(content: Any) -> int:
+    """How deep lists and objects nest in parsed JSON, without recursion; stops past ``MAX_JSON_DEPTH``."""
+    deepest, stack = 0, [(content, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        value, depth = stack.pop()
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if items is not None:
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in items if isinstance(item, (dict, list)))
+    return deepest
 
 
 def check_json_files(directory: Path) -> None:
-    """Parse every ``*.json`` at the top of a checkpoint directory (config, tokenizer, processor,
-    shard index) before transformers does: its JSON error names no file (a damaged tokenizer.json
-    came out as "Expecting property name enclosed in double quotes: line 1 column 2")."""
-    for path in sorted(Path(directory).glob("*.json")):
-        read_checkpoint_json(directory, path)
+    """Check every file at the top of a checkpoint directory before transformers reads it: each a
+    regular file inside the checkpoint (a ``chat_template.jinja`` linked to /etc/passwd was read, a
+    FIFO would block), every ``*.json`` parsed (config, tokenizer, processor, shard index: its JSON
+    error names no file; a damaged tokenizer.json came out as "Expecting property name enclosed in
+    double quotes: line 1 column 2"), text files (a chat template, merges) read as UTF-8 within
+    their size, and ``tokenizer.json`` built as the tokenizers library builds it (its errors, such as
+    "data did not match any variant of untagged enum ModelUntagged", name no file)."""
+    directory = Path(directory)
+    root = checkpoint_root(directory)
+    for path in sorted(directory.iterdir()):
+        _check_inside(root, path)
+        if _is_directory(path):
+            continue
+        if not _is_regular(path):
+            raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device or a socket)")
+        if path.suffix == ".json":
+            read_checkpoint_json(directory, path)
+        elif path.suffix in (".jinja", ".txt"):
+            _read_checkpoint_text(path)
+    if (tokenizer := directory / "tokenizer.json").exists():
+        _check_tokenizer(tokenizer)
 
 
-def check_safetensors_headers(directory: Path) -> None:
+def _check_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_str(_read_checkpoint_text(path))
+    except Exception as error:  # noqa: BLE001 - the Rust library raises a bare Exception
+        raise CorruptCheckpointError(f"{path}: not a tokenizer the tokenizers library reads ({str(error)[:200]})") \
+            from None
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def check_safetensors_headers(directory: Path) -> int:
     """Read every ``*.safetensors`` header under ``directory`` before the library does, so a corrupt
     file is named (the library's own error names no file). Checks the header length against the
-    file, that the header is a JSON object, and every tensor's dtype, shape and byte range."""
+    file, that the header is a JSON object, and every tensor's dtype, shape and byte range. Returns
+    how many tensors the files hold."""
     root = checkpoint_root(directory)
+    tensors = 0
     for path in sorted(Path(directory).rglob("*.safetensors")):
         _check_inside(root, path)
         problem = _safetensors_problem(path)
-        if problem:
+        if isinstance(problem, str):
             raise CorruptCheckpointError(f"{path}: corrupt safetensors header: {problem}")
+        tensors += problem
+    return tensors
+
+
+def check_layer_counts(directory: Path, tensors: int) -> None:
+    """Refuse a ``config.json`` counting more layers (``num_hidden_layers``, a vision ``depth``...) than
+    the weights hold tensors: transformers builds every layer before it reads a weight. Without
+    safetensors weights (pickle ones the recipe allows) there is nothing to count against."""
+    path = Path(directory) / "config.json"
+    if not tensors or not path.exists():
+        return
+    stack = [((), read_checkpoint_json(directory, path))]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*where, str(key)), item) for key, item in value.items())
+        elif where and LAYER_COUNT_KEY.fullmatch(where[-1]) and type(value) is int and value > tensors:
+            raise CorruptCheckpointError(f"{path}: {'.'.join(where)} is {value}, more layers than the {tensors} "
+                                         "tensors its weights hold")
 
 
 def _read_header(path: Path) -> tuple[int, bytes] | str:
@@ -176,7 +279,8 @@ def _shown(name: str) -> str:
     return repr(name) if len(name) <= 200 else repr(name[:200]) + "..."
 
 
-def _safetensors_problem(path: Path) -> str:
+def _safetensors_problem(path: Path) -> str | int:
+    """What is wrong with a safetensors file's header, or how many tensors it holds."""
     import json
 
     read = _read_header(path)
@@ -208,7 +312,7 @@ def _safetensors_problem(path: Path) -> str:
         end = stop
     if end != data_size:
         return f"the tensors end at data byte {end} of {data_size}"
-    return ""
+    return len(spans)
 
 
 def _tensor_problem(tensor: Any, data_size: int) -> str:
@@ -277,7 +381,7 @@ def load_model(
     if local is not None:
         check_json_files(local)
         check_weight_index(local)
-        check_safetensors_headers(local)
+        check_layer_counts(local, check_safetensors_headers(local))
     kwargs = _hub_kwargs(path_or_id, revision, trust_remote_code)
     # None lets from_pretrained fall back to pickle weights where safetensors are absent.
     kwargs["use_safetensors"] = None if allow_pickle else True
@@ -285,7 +389,28 @@ def load_model(
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attention_implementation(attn_implementation)
-    return AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+    with _naming(local, "its config.json or the weights it describes"):
+        return AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+
+
+@contextmanager
+def _naming(directory: Path | None, files: str) -> Iterator[None]:
+    """Errors transformers raises from a local checkpoint's content, re-raised naming the checkpoint
+    and ``files``: a wrong type in config.json came out as ``StrictDataclassFieldValidationError``, a
+    negative size as "Trying to create tensor with negative dimension", an unknown ``model_type``
+    as "The checkpoint you are trying to load", each naming no file. A missing file (OSError) already
+    names its path, and running out of memory is no fault of a file."""
+    if directory is None:
+        yield
+        return
+    try:
+        yield
+    except (OSError, MemoryError, CorruptCheckpointError):
+        raise
+    except Exception as error:  # whatever the library raised, named; the cause is kept
+        said = " ".join(str(error).split())  # its lines joined: a field's error says what is wrong on the next
+        raise CorruptCheckpointError(f"{directory}: {files} cannot be loaded ({type(error).__name__}: "
+                                     f"{said[:300]})") from error
 
 
 def attention_implementation(requested: str) -> str:
@@ -320,14 +445,60 @@ def load_processor(
 
     if (local := _local_dir(path_or_id)) is not None:
         check_json_files(local)
-    processor = AutoProcessor.from_pretrained(
-        str(path_or_id), **_hub_kwargs(path_or_id, revision, trust_remote_code)
-    )
+    with _naming(local, "its tokenizer or processor files"):
+        processor = AutoProcessor.from_pretrained(
+            str(path_or_id), **_hub_kwargs(path_or_id, revision, trust_remote_code)
+        )
     if not hasattr(processor, "image_processor"):
         raise ValueError(f"{path_or_id} has no image processor; got {type(processor).__name__}")
+    _check_processor_settings(processor, local or Path(str(path_or_id)))
     if max_pixels is not None or min_pixels is not None:
         set_image_resolution(processor, max_pixels, min_pixels)
     return processor
+
+
+def _check_processor_settings(processor, where: Path) -> None:
+    """The image processor's pixel budget and patch sizes, and the chat template, as the processor
+    will use them: a ``shortest_edge`` of 10**13 upscaled every image to that many pixels, a
+    ``patch_size`` of 0 divided by zero, and a template that does not compile failed at the first
+    prompt; each was loaded without a word. Errors name the checkpoint's file."""
+    from medmo_pipeline.recipe_schema import MAX_PIXELS
+
+    image_processor = processor.image_processor
+    settings = next((where / name for name in ("processor_config.json", "preprocessor_config.json")
+                     if (where / name).exists()), where)
+    sizes = {name: getattr(image_processor, name, None) for name in ("patch_size", "merge_size", "temporal_patch_size")}
+    if odd := {name: value for name, value in sizes.items() if value is not None and not _whole(value, 1, 1 << 12)}:
+        raise CorruptCheckpointError(f"{settings}: image processor {odd} are not whole numbers from 1 to 4096")
+    size = getattr(image_processor, "size", None) or {}
+    bounds = [size.get(name) if hasattr(size, "get") else getattr(size, name, None)
+              for name in ("shortest_edge", "longest_edge")]
+    if all(bound is not None for bound in bounds):
+        low, high = bounds
+        if not (_whole(low, 1, MAX_PIXELS) and _whole(high, 1, MAX_PIXELS) and low <= high):
+            raise CorruptCheckpointError(f"{settings}: image processor size {{shortest_edge: {low}, longest_edge: "
+                                         f"{high}}} is not a pixel budget from 1 to {MAX_PIXELS} with the "
+                                         "shortest edge at most the longest")
+    template = getattr(processor, "chat_template", None)
+    if isinstance(template, str):
+        try:  # the compiler transformers applies the template with (private: absent from another version)
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+        except ImportError:
+            return
+        source = next((where / name for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+                       if (where / name).exists()), where)
+        if len(template) > CHAT_TEMPLATE_MAX_CHARACTERS:  # jinja2 compiles about 500 KB a second
+            raise CorruptCheckpointError(f"{source}: a chat template of {len(template)} characters, over the "
+                                         f"{CHAT_TEMPLATE_MAX_CHARACTERS} one is compiled with")
+        try:
+            _compile_jinja_template(template)
+        except Exception as error:  # noqa: BLE001 - jinja2's TemplateSyntaxError, a RecursionError of its parser
+            raise CorruptCheckpointError(f"{source}: the chat template does not compile ({type(error).__name__}: "
+                                         f"{str(error)[:200]})") from None
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
 
 
 def image_resolution(processor) -> tuple[int, int]:

@@ -22,13 +22,16 @@ from pathlib import Path
 
 from medmo_pipeline.data.benchmarks.loading import BENCHMARKS
 from medmo_pipeline.data.benchmarks.registry import load_registry as load_benchmark_registry
+from medmo_pipeline.data.image_limits import use_in_process
 from medmo_pipeline.data.registry import load_registry as load_source_registry
+from medmo_pipeline.data.sources import image_limits
 from medmo_pipeline.data.synthetic import SYNTHETIC_SOURCES
 from medmo_pipeline.jobs import checked_recipe as checked_recipe_with
 from medmo_pipeline.model.tiny import resolve_spec
 from medmo_pipeline.recipe_schema import (
     DEFAULT_RECIPE,
     MAX_RECIPE_NODES,
+    MAX_WEIGHT,
     RECIPES_DIR,
     RUN_CONTROL_FIELDS,
     BaseModelRecipe,
@@ -87,17 +90,37 @@ def check_recipe(recipe: Recipe, path: Path | str = "recipe") -> None:
 
 
 def checked_recipe(args, section: str) -> tuple[Recipe, str]:
-    """``jobs.checked_recipe`` with the whole check: what the training and evaluation jobs load."""
-    return checked_recipe_with(args, section, load=load_recipe)
+    """``jobs.checked_recipe`` with the whole check: what the training and evaluation jobs load. The
+    recipe's ``corpus.image_limits`` become the job process's (``image_limits.use_in_process``): its
+    model decoder and image checks hold images to the budget curation kept them under."""
+    recipe, code_version = checked_recipe_with(args, section, load=load_recipe)
+    use_in_process(image_limits(recipe.corpus))
+    return recipe, code_version
 
 
 def _base_model_problems(recipe: Recipe) -> list[str]:
-    if recipe.base_model.source != "tiny":
-        return []
+    if recipe.base_model.source == "hub":
+        return _hub_model_problems(recipe.base_model.name_or_path)
     try:  # keys, types, the architecture's constraints and its size, as base_model will build it
         resolve_spec(recipe.base_model.tiny)
     except ValueError as error:
         return [field_problem(("base_model", "tiny"), str(error))]
+    return []
+
+
+def _hub_model_problems(name: str) -> list[str]:
+    """A hub model is a local directory or a hub id (``namespace/name``); anything else (a folder that
+    is not there, a path mistyped) failed only when the first stage started, as a hub lookup."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if os.path.isdir(os.path.expanduser(name)):  # False for a name the file system cannot take
+        return []
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return [field_problem(("base_model", "name_or_path"), f"{name[:200]!r} is neither a local directory nor a "
+                                                              "hub id (namespace/name, e.g. Qwen/Qwen3-VL-8B-Instruct)")]
     return []
 
 
@@ -144,6 +167,10 @@ def _reward_problems(recipe: Recipe) -> list[str]:
             weights[name] = build_reward_functions({name: params})[1][0]
         except (ValueError, TypeError) as error:
             problems.append(field_problem(("rl", "rewards", name), str(error)))
+        else:
+            if weights[name] > MAX_WEIGHT:  # the weighted sum of several overflows to infinity
+                problems.append(field_problem(("rl", "rewards", name, "weight"), f"{weights[name]:g}: weights are "
+                                                                                   f"relative, at most {MAX_WEIGHT:g}"))
     if problems:
         return problems
     if not any(weights.values()):

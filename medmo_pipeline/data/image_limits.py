@@ -145,7 +145,10 @@ class ImageLimits:
         return self.max_pixels * 2 + (1 << 20)
 
 
-_IN_FORCE: ContextVar[ImageLimits] = ContextVar("image_limits", default=ImageLimits())
+# The limits of a source being curated (``using_limits``), else this process's (``use_in_process``:
+# a training or evaluation job's recipe, seen by every thread), else the defaults
+_IN_FORCE: ContextVar[ImageLimits | None] = ContextVar("image_limits", default=None)
+_PROCESS_LIMITS: list[ImageLimits] = [ImageLimits()]
 
 
 def read_image_file(path: Path, what: str, limits: ImageLimits | None = None) -> bytes:
@@ -167,8 +170,16 @@ def check_image_bytes(size: int, limits: ImageLimits, what: str = "") -> None:
 
 
 def limits_in_force() -> ImageLimits:
-    """The limits of the source being curated (the defaults outside ``using_limits``)."""
-    return _IN_FORCE.get()
+    """The limits of the source being curated; outside ``using_limits``, this process's
+    (``use_in_process``), the defaults unless a job set them."""
+    return _IN_FORCE.get() or _PROCESS_LIMITS[0]
+
+
+def use_in_process(limits: ImageLimits) -> None:
+    """Make ``limits`` this process's own, in every thread: what a training or evaluation job's model
+    decoder and image checks hold images to, the recipe's ``corpus.image_limits`` that curation kept
+    them under (with the defaults, an image kept under a raised budget was skipped at training)."""
+    _PROCESS_LIMITS[0] = limits
 
 
 @contextmanager

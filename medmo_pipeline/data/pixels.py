@@ -471,7 +471,8 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
     """Image bytes decoded once, with the EXIF orientation applied, and whether they are already what
     the model sees as they are: an 8-bit greyscale or RGB PNG or JPEG without an EXIF rotation, which
     any 8-bit reader decodes to ``model_image``'s pixels. Raises ImageError (never anything else)."""
-    image = open_image(data, limits or ImageLimits(), path)
+    limits = limits or limits_in_force()  # a job's recipe's (image_limits.use_in_process)
+    image = open_image(data, limits, path)
     if max(image.size) > MODEL_MAX_ASPECT_RATIO * min(image.size):
         raise ImageError("image_aspect_ratio", f"{path} {image.width}x{image.height}: more elongated than "
                                                f"{MODEL_MAX_ASPECT_RATIO}:1, which the model's processor refuses".strip())
@@ -483,7 +484,7 @@ def decoded_image(data: bytes, limits: ImageLimits | None = None, path: str = ""
         orientation = exif_orientation(image)
         plain = image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and orientation == 1
         if rawmode in _WIDE_COLOUR:
-            image, plain = _wide_colour(image, rawmode, data, limits or ImageLimits(), path), False
+            image, plain = _wide_colour(image, rawmode, data, limits, path), False
         image, plain = (image, plain) if (stored := _as_stored(image)) is image else (stored, False)
         return (image.transpose(_TRANSPOSE[orientation]), False) if orientation in _TRANSPOSE else (image, plain)
 

@@ -36,14 +36,14 @@ def test_an_image_named_in_latin1_is_quarantined_and_the_source_goes_on(registry
     build, curate = registry
     root = build("tcga")
     before = curate("tcga")["rows_kept"]
-    image = sorted(path for path in root.rglob("*.png") if path.is_file())[0]
+    image = min(path for path in root.rglob("*.png") if path.is_file())
     renamed_to_latin1(image)
     (root / "README_\udcf1.txt").write_bytes(b"a note the adapter does not read")  # only the data version sees it
 
     report = curate("tcga")
 
     assert report["accounted"] and report["rows_kept"] == before - 1
-    [(reason, file, record, detail)] = report["problem_details"]
+    [(reason, _, record, detail)] = report["problem_details"]
     assert reason == "invalid_utf8"
     assert "\\udcf1" in record and "not UTF-8" in detail and "\\udcf1" in detail  # the byte, shown escaped
     assert all("\udcf1" not in row["id"] for row in report["kept"])

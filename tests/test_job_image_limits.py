@@ -15,7 +15,13 @@ from PIL import Image
 
 from medmo_pipeline.config import checked_recipe
 from medmo_pipeline.data import image_limits
-from medmo_pipeline.data.image_limits import ImageError, ImageLimits, limits_in_force, use_in_process, using_limits
+from medmo_pipeline.data.image_limits import (
+    ImageError,
+    ImageLimits,
+    limits_in_force,
+    use_in_process,
+    using_limits,
+)
 from medmo_pipeline.data.pixels import model_image
 from medmo_pipeline.recipe_schema import DEFAULT_RECIPE, RECIPES_DIR
 

@@ -44,7 +44,12 @@ import medmo_pipeline.data.curation.batch as batch_checks  # looked up per call:
 from medmo_pipeline.data import shards
 from medmo_pipeline.data.curation.batch import CheckedBatch
 from medmo_pipeline.data.curation.keys import BatchKeys, KeySet, contamination
-from medmo_pipeline.data.curation.quarantine import QUARANTINE_NAME, QuarantineWriter, published_on_success, storable
+from medmo_pipeline.data.curation.quarantine import (
+    QUARANTINE_NAME,
+    QuarantineWriter,
+    published_on_success,
+    storable,
+)
 from medmo_pipeline.data.curation.rules import CurationLimits, ImageChecker, Rejected
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined, is_outcome
 from medmo_pipeline.schema.rows import SAMPLE_SCHEMA

@@ -210,7 +210,10 @@ def medbullets(root: Path) -> Release:
 
 def medxpertqa_text(root: Path) -> Release:
     letters = "ABCDEFGHIJ"
-    records = [{"id": f"Text-{i}", "question": f"Question {i}?", "options": {c: f"option {c}" for c in letters},
+    # As published: the question already ends with its options inline after "Answer Choices:"
+    listed = " ".join(f"({c}) option {c}" for c in letters)
+    records = [{"id": f"Text-{i}", "question": f"Question {i}?\nAnswer Choices: {listed}",
+                "options": {c: f"option {c}" for c in letters},
                 "label": "JA"[i], "medical_task": "Diagnosis", "body_system": "Cardio", "question_type": "Reasoning"}
                for i in range(2)]
     _jsonl(root, "Text/test.jsonl", records)

@@ -8,19 +8,24 @@ period aside, so "Fundus photography." and "Maybe." name their option); a gold t
 options either way is ambiguous (RowError('malformed_record') naming them), never the first. A gold
 that names no option is RowError('malformed_record') naming the field, its value and the number of
 options (:func:`gold_letter`), so the quarantine or the benchmark load says which value was wrong.
+
+Options are shown once, as ``A. ...`` lines: a question that already ends with the same options
+(MedXpertQA-Text's ``Answer Choices: (A) ... (J) ...``) loses its own list (:func:`lettered_question`),
+and options kept one per column (OmniMedVQA's ``option_A..option_D``) are only those the record
+fills (:func:`column_options`), never an empty ``C. `` line.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from medmo_pipeline.data.characters import SPACE, STRIPPED, WHITESPACE_RUN, stripped
 from medmo_pipeline.data.outcomes import RowError
 
-from .common import shown
+from .common import shown, text
 
 LETTERS = "ABCDEFGHIJ"
 AnswerFormat = Literal["text", "letter", "index", "auto"]
@@ -35,11 +40,142 @@ _KEY = re.compile(rf"^{SPACE}*\(?([A-Za-z]|[0-9]+)\)?{SPACE}*+(?:$|[:.)]|(?<={SP
 
 def lettered_question(question: str, choices: Sequence[str]) -> str:
     """The question followed by its options as ``A. ...`` lines; an empty question raises
-    RowError('missing_question'): its options alone ask nothing."""
+    RowError('missing_question'): its options alone ask nothing.
+
+    A question that already lists these very options at its end (:func:`question_choices`: an
+    inline ``(A) ... (B) ...`` list or ``A) ...`` lines; each option equal to its choice as
+    :func:`spoken` reads both, and as many) loses its own list, its lead-in ("Answer Choices:")
+    kept: the options are shown once, and in the one form every multiple-choice prompt of the
+    project has (the form the model is trained on and the option-letter scoring expects), whatever
+    the publisher's. A list of other options (another text or count) is left where it is.
+
+    >>> print(lettered_question("Which?\\nAnswer Choices: (A) CT (B) MRI.", ["CT", "MRI"]))
+    Which?
+    Answer Choices:
+    A. CT
+    B. MRI
+    Answer with the option letter.
+    """
+    start, end, listed = _listed_options(question)
+    if listed and len(listed) == len(choices) and all(map(_same_option, listed, choices)):
+        before, after = question[:start].rstrip(STRIPPED), stripped(question[end:])
+        question = f"{before}\n{after}" if before and after else before or after
     if not stripped(question):
         raise RowError("missing_question", "the question is empty: only its options are there")
     lines = [question, *(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))]
     return "\n".join([*lines, "Answer with the option letter."])
+
+
+def _same_option(listed: str, choice: str) -> bool:
+    return spoken(listed) == spoken(choice)
+
+
+def column_options(record: Mapping, fields: Sequence[str]) -> list[str]:
+    """The options of a record that keeps one option a column (OmniMedVQA's ``option_A..option_D``,
+    PMC-VQA's ``Choice A..D``, MedMCQA's ``opa..opd``) as text, without the last columns it leaves
+    empty (absent, null, blank): a question of two options in four columns has two. An empty column
+    before a filled one raises RowError('malformed_record') naming both: the options after it would
+    be shown under another letter than the publisher's, or beside an empty one.
+
+    >>> column_options({"option_A": "CT", "option_B": "MRI", "option_C": None}, ["option_A", "option_B",
+    ...                "option_C", "option_D"])
+    ['CT', 'MRI']
+    >>> column_options({"opa": "x", "opb": " ", "opc": "z"}, ["opa", "opb", "opc"])
+    Traceback (most recent call last):
+    ...
+    medmo_pipeline.data.outcomes.RowError: malformed_record: opb is empty but opc is not: a gap in the options
+    """
+    texts = [text(record.get(field)) for field in fields]
+    while texts and not texts[-1]:
+        texts.pop()
+    if "" in texts:
+        gap = texts.index("")
+        later = next(position for position in range(gap + 1, len(texts)) if texts[position])
+        raise RowError("malformed_record",
+                       f"{fields[gap]} is empty but {fields[later]} is not: a gap in the options")
+    return texts
+
+
+# (Options listed in a question's text, read here for the adapters and data.benchmarks.gold alike.)
+# "A. text", "A) text", "A: text" or "(A) text" filling one line (the text's trailing spaces are
+# stripped after the match: a lazy text before optional spaces would try every split of a long line).
+_OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[.):])[ \t]+(\S.*)")
+# "(A)" standing as a word, inline; the option list must start a line or follow ":" / "?".
+_INLINE_MARKER = re.compile(r"(?<!\S)\(([A-J])\)")
+
+
+def question_choices(question: str) -> list[str]:
+    """Option texts listed at the end of ``question``, in letter order; [] when it lists none.
+
+    Options are read as trailing lines (``A. ...``, ``A) ...``, ``(A) ...``) or as one inline list
+    ``(A) ... (B) ...`` that starts a line or follows ":" or "?" (its last option ends with the
+    line). Letters must run A, B, C, ... and there must be at least two options.
+
+    >>> question_choices("Which drug is shown?\\nA. Aspirin\\nB. Heparin")
+    ['Aspirin', 'Heparin']
+    >>> question_choices("Diagnosis?\\nAnswer Choices: (A) Sarcoidosis (B) Lymphoma (C) Tuberculosis")
+    ['Sarcoidosis', 'Lymphoma', 'Tuberculosis']
+    >>> question_choices("Panel (A) shows the biopsy and panel (B) the CT. What is seen?")
+    []
+    """
+    return _listed_options(question)[2]
+
+
+def _listed_options(question: str) -> tuple[int, int, list[str]]:
+    """(start, end, texts): where in ``question`` the option list of :func:`question_choices` is, and
+    its texts; texts [] when it lists none."""
+    return _trailing_option_lines(question) or _inline_options(question)
+
+
+def _trailing_option_lines(question: str) -> tuple[int, int, list[str]] | None:
+    lines = question.rstrip().splitlines()
+    options: list[tuple[str, str]] = []  # from the last line up
+    for line in reversed(lines):
+        match = _OPTION_LINE.fullmatch(line)
+        if match is None:
+            break
+        options.append((match.group(1) or match.group(2), match.group(3).rstrip(" \t")))
+    options.reverse()
+    letters = [letter for letter, _ in options]
+    if "A" not in letters:
+        return None
+    options = options[len(letters) - 1 - letters[::-1].index("A"):]  # from the last "A" on
+    texts = _in_letter_order([letter for letter, _ in options], [option for _, option in options])
+    ended = question.rstrip().splitlines(keepends=True)  # the same lines, with their line ends
+    start = sum(map(len, ended[:len(lines) - len(options)]))
+    return (start, len(question), texts) if texts else None
+
+
+def _inline_options(question: str) -> tuple[int, int, list[str]]:
+    markers = list(_INLINE_MARKER.finditer(question))
+    firsts = [m for m in markers if m.group(1) == "A" and _leads_a_list(question, m.start())]
+    if not firsts:
+        return len(question), len(question), []
+    kept = []
+    for marker in markers[markers.index(firsts[-1]):]:
+        if len(kept) < len(LETTERS) and marker.group(1) == LETTERS[len(kept)]:
+            kept.append(marker)
+    line_end = question.find("\n", kept[-1].end())
+    ends = [marker.start() for marker in kept[1:]] + [line_end if line_end >= 0 else len(question)]
+    texts = [question[marker.end():end].strip() for marker, end in zip(kept, ends)]
+    return kept[0].start(), ends[-1], _in_letter_order([marker.group(1) for marker in kept], texts)
+
+
+def _leads_a_list(question: str, at: int) -> bool:
+    """Whether an inline option list may start at ``at``: a line starts there, or ":" or "?" comes
+    before it, spaces and tabs aside. Looks back only over those spaces (searching the whole text
+    before each "(A)" made a question of many markers cost their number times its length)."""
+    before = at
+    while before and question[before - 1] in " \t":
+        before -= 1
+    return before == 0 or question[before - 1] in "\n:?"
+
+
+def _in_letter_order(letters: list[str], texts: list[str]) -> list[str]:
+    """``texts`` when ``letters`` read A, B, C, ... (two or more) and every text is non-empty."""
+    if len(letters) < 2 or "".join(letters) != LETTERS[: len(letters)] or not all(texts):
+        return []
+    return texts
 
 
 def unprefixed(choices: Sequence[str]) -> list[str]:

@@ -458,10 +458,16 @@ def strip_image_tokens(text: str) -> str:
 
 
 def text(value: Any) -> str:
-    """A record field as stripped text ('' for missing/NaN; a number as written); a list, an
-    object or bytes where text belongs raise RowError('malformed_record'): their Python spelling
-    ("{'x': 1}") is no text to train on. Stripped as curation strips (``characters.stripped``): a
-    control code at its edge stays, for curation to quarantine."""
+    """A record field as stripped text ('' for missing/NaN; a number as written: a whole float as
+    the integer it is, "1" not "1.0", as a numeric Parquet or JSON answer column means it, else the
+    shortest spelling, "0.5"); a list, an object or bytes where text belongs raise
+    RowError('malformed_record'): their Python spelling ("{'x': 1}") is no text to train on.
+    Infinity raises RowError('bad_number'). Stripped as curation strips (``characters.stripped``): a
+    control code at its edge stays, for curation to quarantine.
+
+    >>> text(1.0), text(-0.0), text(0.5), text(2.0**60), text(float("nan")), text(" 1.0 ")
+    ('1', '0', '0.5', '1.152921504606847e+18', '', '1.0')
+    """
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, (dict, list, tuple, set, bytes, bytearray, bool)):  # bool: JSON's true is no "True"
@@ -472,6 +478,10 @@ def text(value: Any) -> str:
         raise RowError("malformed_record", f"a {type(value).__name__} where text belongs: {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):  # 1e999 or Infinity in a JSON file: no "inf"
         raise RowError("bad_number", f"{value} where text belongs")
+    if isinstance(value, float):
+        # 1.0 read as "1.0" normalised to "1 0" and never matched a model's "1"; past 2**53 a float holds
+        # no exact whole number, so it keeps its shortest spelling ("1e+20")
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(float(value))
     return stripped(str(value))
 
 

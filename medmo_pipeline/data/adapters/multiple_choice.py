@@ -2,7 +2,11 @@
 opa..opd, cop`` as 0-based index), PubMedQA (``question, context, final_decision`` over the fixed
 options yes/no/maybe), Medical-Meadow-MedQA. The answer becomes the option letter; an answer that
 names no option (a ``cop`` of 4, an ``answer_idx`` of F), or given as text matches two, is the
-record's ``malformed_record`` naming the field and its value (``choices.gold_letter``).
+record's ``malformed_record`` naming the field and its value (``choices.gold_letter``). Options kept
+one a column (``opa..opd``) are those the record fills, the empty last ones dropped; an empty one before
+a filled one is ``malformed_record`` (``choices.column_options``). A question that already lists its
+options at its end (MedXpertQA-Text's ``Answer Choices: (A) ...``) shows them once
+(``choices.lettered_question``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowError
 
-from .choices import AnswerFormat, gold_letter, lettered_question, unprefixed
+from .choices import AnswerFormat, column_options, gold_letter, lettered_question, unprefixed
 from .common import RecordOptions, guarded, limited, make_row, read_records, rows_only, text, turn
 
 
@@ -58,7 +62,7 @@ def _choices(record: dict, options: Options) -> tuple[list[str], list | None]:
     if options.fixed_choices:
         return list(options.fixed_choices), None
     if options.option_fields:
-        return unprefixed([text(record.get(field)) for field in options.option_fields]), None
+        return unprefixed(column_options(record, options.option_fields)), None  # trailing empty columns dropped
     value = record.get(options.options_field)
     if isinstance(value, str) and value.strip().startswith(("{", "[")):  # a JSON column of a CSV export
         value = json.loads(value)

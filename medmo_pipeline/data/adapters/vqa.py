@@ -7,7 +7,9 @@ in v2; the options carry their own "A:" prefix, removed), MIMIC-CXR-VQA, NIH-VQA
 A closed question whose answer is yes/no (in any case, with a final period: "Yes.") gets choices
 ``["yes", "no"]`` and the answer in lower case (the answer type has no column of its own in the
 sample contract); open questions get none. With options, an answer naming none of them, or given as
-text matching two, is the record's ``malformed_record`` naming the field and its value.
+text matching two, is the record's ``malformed_record`` naming the field and its value. Option
+columns the record leaves empty at the end (OmniMedVQA's questions of two or three options) are no
+options; an empty one before a filled one is ``malformed_record`` (``choices.column_options``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
 
-from .choices import AnswerFormat, gold_letter, lettered_question, spoken, unprefixed
+from .choices import AnswerFormat, column_options, gold_letter, lettered_question, spoken, unprefixed
 from .common import (
     ImageRecordOptions,
     each_record,
@@ -59,7 +61,8 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
         images = record_images(root, record, options)
         choices: list[str] = []
         if options.option_fields:
-            choices = unprefixed([text(record.get(field)) for field in options.option_fields])
+            # only the options the record fills: OmniMedVQA's two-option questions leave option_C/D out
+            choices = unprefixed(column_options(record, options.option_fields))
             answer = gold_letter(answer, choices, options.answer_format, what=options.answer_field)
             question = lettered_question(question, choices)
         elif text(record.get(options.answer_type_field)).lower() == "closed" and spoken(answer) in YES_NO:

@@ -1,7 +1,8 @@
 """Gold labels that benchmark files keep inside text, moved into the row's own columns at load time.
 
 - **Options in the question** (MedXpertQA-MM's ``Answer Choices: (A) ... (B) ...``, any appended
-  ``A. ...`` lines): :func:`question_choices` fills ``choices`` and ``answer``
+  ``A. ...`` lines): :func:`question_choices` (``data.adapters.choices``, where the adapters read
+  the same list to show options once) fills ``choices`` and ``answer``
   becomes the gold option letter, so the row is scored as multiple choice. The question text is left
   as it is (the model reads the options there). A question without a readable option list stays an
   open question.
@@ -24,11 +25,10 @@ An evaluation asks only a row's first user turn (``generation.prompt_messages``)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from medmo_pipeline.answers import option_letter
-from medmo_pipeline.data.adapters.choices import LETTERS
+from medmo_pipeline.data.adapters.choices import question_choices  # read from a question here and in adapters
 from medmo_pipeline.schema import boxes as box_scale
 from medmo_pipeline.schema.box_text import parse_boxes, parse_labeled_boxes
 from medmo_pipeline.schema.rows import prompt_text, reference_text
@@ -44,77 +44,6 @@ def yes_no_gold(answer: str) -> bool:
     [True, True, True, False, False]
     """
     return answer.strip().removesuffix(".").rstrip().lower() in ("yes", "no")
-
-# "A. text", "A) text", "A: text" or "(A) text" filling one line (the text's trailing spaces are
-# stripped after the match: a lazy text before optional spaces would try every split of a long line).
-_OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[.):])[ \t]+(\S.*)")
-# "(A)" standing as a word, inline; the option list must start a line or follow ":" / "?".
-_INLINE_MARKER = re.compile(r"(?<!\S)\(([A-J])\)")
-
-
-def question_choices(question: str) -> list[str]:
-    """Option texts listed at the end of ``question``, in letter order; [] when it lists none.
-
-    Options are read as trailing lines (``A. ...``, ``A) ...``, ``(A) ...``) or as one inline list
-    ``(A) ... (B) ...`` that starts a line or follows ":" or "?" (its last option ends with the
-    line). Letters must run A, B, C, ... and there must be at least two options.
-
-    >>> question_choices("Which drug is shown?\\nA. Aspirin\\nB. Heparin")
-    ['Aspirin', 'Heparin']
-    >>> question_choices("Diagnosis?\\nAnswer Choices: (A) Sarcoidosis (B) Lymphoma (C) Tuberculosis")
-    ['Sarcoidosis', 'Lymphoma', 'Tuberculosis']
-    >>> question_choices("Panel (A) shows the biopsy and panel (B) the CT. What is seen?")
-    []
-    """
-    return _trailing_option_lines(question) or _inline_options(question)
-
-
-def _trailing_option_lines(question: str) -> list[str]:
-    options: list[tuple[str, str]] = []  # from the last line up
-    for line in reversed(question.rstrip().splitlines()):
-        match = _OPTION_LINE.fullmatch(line)
-        if match is None:
-            break
-        options.append((match.group(1) or match.group(2), match.group(3).rstrip(" \t")))
-    options.reverse()
-    letters = [letter for letter, _ in options]
-    if "A" not in letters:
-        return []
-    options = options[len(letters) - 1 - letters[::-1].index("A"):]  # from the last "A" on
-    return _in_letter_order([letter for letter, _ in options], [option for _, option in options])
-
-
-def _inline_options(question: str) -> list[str]:
-    markers = list(_INLINE_MARKER.finditer(question))
-    firsts = [m for m in markers if m.group(1) == "A" and _leads_a_list(question, m.start())]
-    if not firsts:
-        return []
-    kept = []
-    for marker in markers[markers.index(firsts[-1]):]:
-        if len(kept) < len(LETTERS) and marker.group(1) == LETTERS[len(kept)]:
-            kept.append(marker)
-    line_end = question.find("\n", kept[-1].end())
-    ends = [marker.start() for marker in kept[1:]] + [line_end if line_end >= 0 else len(question)]
-    texts = [question[marker.end():end].strip() for marker, end in zip(kept, ends)]
-    return _in_letter_order([marker.group(1) for marker in kept], texts)
-
-
-def _leads_a_list(question: str, at: int) -> bool:
-    """Whether an inline option list may start at ``at``: a line starts there, or ":" or "?" comes
-    before it, spaces and tabs aside. Looks back only over those spaces (searching the whole text
-    before each "(A)" made a question of many markers cost their number times its length)."""
-    before = at
-    while before and question[before - 1] in " \t":
-        before -= 1
-    return before == 0 or question[before - 1] in "\n:?"
-
-
-def _in_letter_order(letters: list[str], texts: list[str]) -> list[str]:
-    """``texts`` when ``letters`` read A, B, C, ... (two or more) and every text is non-empty."""
-    if len(letters) < 2 or "".join(letters) != LETTERS[: len(letters)] or not all(texts):
-        return []
-    return texts
-
 
 BOX_SCALES = ("relative_1000", "pixels")
 

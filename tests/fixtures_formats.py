@@ -217,6 +217,8 @@ def build_report(root: Path, options) -> int:
             write_file(root, f"{base}/s5000000{s}.txt", report)
             write_file(root, f"{base}/s5000000{s}/view1.dcm", Path(get_testdata_files("CT_small.dcm")[0]).read_bytes())
             write_file(root, f"{base}/s5000000{s}/view2.jpg", jpeg_bytes(seed=s))
+        if options.split_file:  # MIMIC-CXR-JPG's split table beside files/, every study in train
+            write_mimic_split(root, image_dir=options.image_dir, file=options.split_file)
         return len(reports)
     records = []
     for i in range(3):
@@ -234,6 +236,36 @@ def build_report(root: Path, options) -> int:
             for i in range(3) for k, view in enumerate(("Frontal", "Lateral"))]
         write_records(root, options.images_file, projections)
     return 3
+
+
+MIMIC_SPLIT_FILE = "mimic-cxr-2.0.0-split.csv.gz"
+MIMIC_SPLIT_HEADER = ("dicom_id", "study_id", "subject_id", "split")  # as mimic-cxr-jpg 2.1.0 ships it
+
+
+def write_mimic_split(root: Path, splits: dict[str, str] | None = None, *, image_dir: str = "files",
+                      file: str = MIMIC_SPLIT_FILE, extra_lines: tuple[str, ...] = ()) -> Path:
+    """MIMIC-CXR-JPG's split table (gzipped CSV, one row per image: ``dicom_id, study_id,
+    subject_id, split``) for every study under ``root/image_dir`` (``pXX/pSUBJECT/sSTUDY.txt``,
+    linked patient folders too), written anew: a study's split is ``splits[study name]``
+    (``"s50000001"``), else ``train``; a study without images gets one row of its own. A name in
+    ``splits`` mapped to None is left out of the table; ``extra_lines`` are appended as written."""
+    import gzip
+
+    splits = splits or {}
+    base = root / image_dir if image_dir else root
+    lines = [",".join(MIMIC_SPLIT_HEADER)]
+    for report in sorted(base.glob("p*/p*/s*.txt")):
+        study, subject = report.stem, report.parent.name
+        if (split := splits.get(study, "train")) is None:
+            continue
+        folder = report.with_suffix("")
+        images = sorted(p.stem for p in folder.iterdir()) if folder.is_dir() else [f"{study}-none"]
+        lines += [f"{dicom},{study[1:]},{subject[1:]},{split}" for dicom in images]
+    path = root / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join([*lines, *extra_lines]) + "\n"
+    path.write_bytes(gzip.compress(text.encode()) if file.endswith(".gz") else text.encode())
+    return path
 
 
 # ---- detection families -------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import pytest
 from registry_sources import registry_fixture
 
 from medmo_pipeline.data.adapters.records import iter_records
+from medmo_pipeline.data.adapters.report import split_table
 from medmo_pipeline.data.annotations import AnnotationError, json_items
-from medmo_pipeline.data.benchmarks.readers import _split_table
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.data.registry import SourceUnavailable
 
@@ -145,7 +145,7 @@ def test_a_split_table_line_holding_a_lone_carriage_return_is_named(tmp_path):
     damaged.write_bytes(gzip.compress("\n".join([header, rows[0], "d\r3,50000003,10000003,test", rows[1]]).encode()))
     with pytest.raises(AnnotationError, match="mimic-cxr-2.0.0-split.csv.gz: line 3: the record holds a carriage "
                                               "return alone inside an unquoted field"):
-        list(_split_table(damaged))
+        list(split_table(damaged))
     old_mac = tmp_path / "old-mac-split.csv"
     old_mac.write_bytes("\r".join([header, *rows, ""]).encode())
-    assert [record["dicom_id"] for record in _split_table(old_mac)] == ["d1", "d2"]
+    assert [record["dicom_id"] for record in split_table(old_mac)] == ["d1", "d2"]

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures_formats import build_fixture
+from fixtures_formats import build_fixture, write_mimic_split
 
 from medmo_pipeline.data.adapters import iter_outcomes
 from medmo_pipeline.data.outcomes import RowFiltered, RowQuarantined
@@ -42,6 +42,7 @@ def mimic(tmp_path) -> Path:
         report.rename(report.with_name("s6" + report.name[2:]))
         (patient / report.stem).rename(patient / ("s6" + report.stem[2:]))
     (root / "files" / "p11").symlink_to(Path("..") / "store" / "p11")
+    write_mimic_split(root)  # the split table lists the linked patient's studies too
     return root
 
 
@@ -59,7 +60,7 @@ def test_a_patient_folder_linked_inside_the_root_gives_rows_for_its_reports(mimi
     # The data version sees the linked patient's files under files/, and store/ once
     walked = [p.relative_to(mimic).as_posix() for p in files_in_path_order(mimic)]
     assert "files/p11/p11000001/s60000000.txt" in walked and not any(p.startswith("store/") for p in walked)
-    assert len(walked) == len(set(walked)) == 2 * 9
+    assert len(walked) == len(set(walked)) == 2 * 9 + 1  # + the split table
 
 
 def test_a_link_back_to_an_ancestor_does_not_loop(mimic):
@@ -70,7 +71,7 @@ def test_a_link_back_to_an_ancestor_does_not_loop(mimic):
         f"files/p10/p10000032/s5000000{s}.txt" for s in range(3)] + [
         f"files/p11/p11000001/s6000000{s}.txt" for s in range(3)]
     walked = [p.relative_to(mimic).as_posix() for p in files_in_path_order(mimic)]
-    assert len(walked) == len(set(walked)) == 2 * 9
+    assert len(walked) == len(set(walked)) == 2 * 9 + 1  # + the split table
 
 
 def test_a_folder_linked_outside_the_root_stops_the_walk_naming_it(mimic, tmp_path):

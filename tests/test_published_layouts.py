@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures_formats import jpeg_bytes, png_bytes, write_file
+from fixtures_formats import jpeg_bytes, png_bytes, write_file, write_mimic_split
 from PIL import Image
 
 from medmo_pipeline.config import CorpusRecipe
@@ -82,6 +82,7 @@ def test_mimic_cxr_reports_with_combined_or_no_headings_are_kept(tmp_path, curat
         write_file(root, f"files/p10/p10000032/{study}.txt", report)
         write_file(root, f"files/p10/p10000032/{study}/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg",
                    jpeg_bytes(seed=int(study[-1])))
+    write_mimic_split(root)  # mimic-cxr-2.0.0-split.csv.gz: every study in train
     report = curate("mimic_cxr")
     replies = {row["id"].rsplit("/", 1)[1]: row["messages"][1]["content"] for row in kept_rows(report)}
     assert replies == {

@@ -22,8 +22,8 @@ from hostile_files import parquet_page_bomb
 from medmo_pipeline.data import annotations
 from medmo_pipeline.data.adapters import parquet_pages, records
 from medmo_pipeline.data.adapters.records import iter_records
+from medmo_pipeline.data.adapters.report import split_table
 from medmo_pipeline.data.annotations import AnnotationError, json_items
-from medmo_pipeline.data.benchmarks.readers import _split_table
 
 
 def _random_value(rng: random.Random, depth: int = 0):
@@ -253,23 +253,23 @@ def test_a_page_header_of_random_bytes_is_refused_by_name_in_bounded_steps():
 def test_a_gzipped_split_table_is_read_line_by_line_and_a_damaged_one_names_itself(tmp_path):
     good = tmp_path / "mimic-cxr-2.0.0-split.csv.gz"
     good.write_bytes(gzip.compress(b"dicom_id,study_id,subject_id,split\r\nd1,50000001,10000001,test\r\n"))
-    assert list(_split_table(good)) == [{"dicom_id": "d1", "study_id": "50000001", "subject_id": "10000001",
+    assert list(split_table(good)) == [{"dicom_id": "d1", "study_id": "50000001", "subject_id": "10000001",
                                          "split": "test"}]
     endless = tmp_path / "endless.csv.gz"  # 40 KB on disk, one line of 64 MiB inflated
     endless.write_bytes(gzip.compress(b"dicom_id,study_id,subject_id,split\n" + b"x" * (64 << 20)))
     with pytest.raises(AnnotationError, match="endless.csv.gz: line 2 is longer than"):
-        list(_split_table(endless))
+        list(split_table(endless))
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(good.read_bytes()[:-12])
     with pytest.raises(AnnotationError, match="cut.csv.gz: not a readable split table"):
-        list(_split_table(cut))
+        list(split_table(cut))
     empty_lines = tmp_path / "empty_lines.csv.gz"  # 100 KB of gzip, 100 million empty lines: 70 s to step through
     with gzip.open(empty_lines, "wb", compresslevel=1) as handle:
         handle.write(b"dicom_id,study_id,subject_id,split\n")
         for _ in range(100):
             handle.write(b"\n" * 1_000_000)
     with pytest.raises(AnnotationError, match="empty_lines.csv.gz: more than 4000000 lines"):
-        list(_split_table(empty_lines))
+        list(split_table(empty_lines))
 
 
 def test_an_npz_whose_zip_directory_lists_a_multitude_of_members_is_refused_before_it_is_read(tmp_path):

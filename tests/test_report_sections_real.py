@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 
-from fixtures_formats import jpeg_bytes, png_bytes, write_file
+from fixtures_formats import jpeg_bytes, png_bytes, write_file, write_mimic_split
 from registry_sources import REGISTRY, registry_fixture
 
 from medmo_pipeline.data.adapters import report
@@ -180,6 +180,7 @@ def test_mimic_reports_through_the_adapter_and_curation(tmp_path, monkeypatch):
     for index, (study, text) in enumerate(reports.items()):
         write_file(folder, f"{base}/{study}.txt", text)
         write_file(folder, f"{base}/{study}/view1.jpg", jpeg_bytes(seed=40 + index))
+    write_mimic_split(folder)  # the new studies in the train split
     result = curate("mimic_cxr")
     kept = {row["id"].rsplit("/", 1)[-1]: row for row in result["kept"]}
     assert kept["s50000010"]["messages"][1]["content"] == (f"Findings: {EXAMPLE_FINDINGS}\n"

@@ -43,6 +43,7 @@ from medmo_pipeline.data.adapters.common import (
     turn,
 )
 from medmo_pipeline.data.adapters.records import iter_records
+from medmo_pipeline.data.adapters.report import split_table
 from medmo_pipeline.data.outcomes import RowError
 
 MMMU_IMAGE_COLUMNS = [f"image_{k}" for k in range(1, 8)]
@@ -211,51 +212,6 @@ class MimicSplitOptions(RecordOptions):
     image_suffixes: list[str] = Field(default_factory=lambda: [".jpg"])
 
 
-# The published split table is 15 MB once decompressed, 377,111 lines; a gzip member inflating to far
-# more is no such table (a megabyte of gzip holds a gigabyte of empty lines, each a step of the
-# reader: 0.7 us a line, 12 minutes for the gigabyte)
-MAX_SPLIT_TABLE_BYTES = 256 << 20
-MAX_SPLIT_TABLE_LINES = 4_000_000
-
-
-def _split_table(path: Path) -> Iterator[dict]:
-    """The split table's rows, line by line within ``annotations``' bounds (a gzip member of one
-    endless line is refused, naming the file and line), at most ``MAX_SPLIT_TABLE_LINES`` lines and
-    ``MAX_SPLIT_TABLE_BYTES`` bytes of text; a damaged gzip stream names the file."""
-    import gzip
-    import io
-    import zlib
-
-    from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, csv_newline, csv_records
-
-    class Capped(io.RawIOBase):
-        """The file's bytes, counted as they are read: over either bound, the table is refused."""
-
-        def __init__(self, raw):
-            self.raw, self.read_so_far, self.lines = raw, 0, 0
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer) -> int:
-            count = self.raw.readinto(buffer)
-            self.read_so_far += count
-            self.lines += bytes(memoryview(buffer)[:count]).count(b"\n")
-            if self.read_so_far > MAX_SPLIT_TABLE_BYTES or self.lines > MAX_SPLIT_TABLE_LINES:
-                raise AnnotationError(f"{path.name}: more than {MAX_SPLIT_TABLE_LINES} lines or "
-                                      f"{MAX_SPLIT_TABLE_BYTES} bytes of text (the published split table holds "
-                                      "377,111 lines, 15 MB)")
-            return count
-
-    try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as raw:
-            buffered = io.BufferedReader(Capped(raw))
-            handle = io.TextIOWrapper(buffered, encoding="utf-8", newline=csv_newline(buffered.peek(1 << 16)))
-            yield from csv_records(BoundedLines(handle, path.name), ",")
-    except (OSError, EOFError, zlib.error) as error:
-        raise AnnotationError(f"{path.name}: not a readable split table ({type(error).__name__}: {error})") from None
-
-
 def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
     """MIMIC-CXR as PhysioNet ships it: the studies that ``mimic-cxr-2.0.0-split.csv(.gz)`` (one row
     per image: dicom_id, study_id, subject_id, split) puts in ``split_name``, each read by the report
@@ -267,7 +223,7 @@ def iter_mimic_split(root: Path, options: MimicSplitOptions | dict) -> Iterator:
 
     options = MimicSplitOptions.model_validate(options)
     studies, others = {}, set()
-    for index, record in enumerate(_split_table(safe_join(root, options.file))):
+    for index, record in enumerate(split_table(safe_join(root, options.file))):
         key = (text(record.get("subject_id")), text(record.get("study_id")))
         if text(record.get("split")) == options.split_name:
             studies.setdefault(key, index)

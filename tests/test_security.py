@@ -145,7 +145,8 @@ def captured_from_pretrained(monkeypatch) -> list[dict]:
 
     def from_pretrained(path, **kwargs):
         calls.append(kwargs)
-        return "model"
+        info = {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+        return ("model", info) if kwargs.get("output_loading_info") else "model"
 
     monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", from_pretrained)
     return calls
@@ -171,7 +172,8 @@ def test_loading_defaults_to_safetensors_and_no_remote_code(tmp_path, captured_f
 
     load_model(safetensors_checkpoint(tmp_path / "ckpt"))
     assert captured_from_pretrained == [{"trust_remote_code": False, "local_files_only": True,
-                                         "use_safetensors": True}]
+                                         "use_safetensors": True, "output_loading_info": True,
+                                         "ignore_mismatched_sizes": True}]
 
 
 @pytest.mark.parametrize("name", ["embedded", "paper"])

@@ -62,8 +62,8 @@ def check_weights_are_safe(directory: Path) -> None:
 
 
 class CorruptCheckpointError(ValueError):
-    """A checkpoint file (a safetensors header, a JSON file) that cannot be read; the message names
-    the file."""
+    """A checkpoint file (a safetensors header, a JSON file) that cannot be read, or weights that do
+    not match the model its config describes; the message names the file or the checkpoint."""
 
 
 SAFETENSORS_MAX_HEADER = 100 << 20  # what the safetensors library itself accepts
@@ -389,8 +389,53 @@ def load_model(
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attention_implementation(attn_implementation)
+    # transformers' account of which weights it found: a missing one it would only log, then initialise
+    # at random. A size mismatch is reported there too (it raised a RuntimeError naming no weight)
+    kwargs["output_loading_info"] = True
+    kwargs["ignore_mismatched_sizes"] = True
     with _naming(local, "its config.json or the weights it describes"):
-        return AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+        model, info = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+    check_loading_info(info, local or str(path_or_id), type(model).__name__)
+    return model
+
+
+LOADING_INFO_SHOWN = 5  # weights named in a refusal; the count says how many more
+
+
+def check_loading_info(info: dict, where: Path | str, model_class: str = "model") -> None:
+    """Refuse weights that do not match the model built from the checkpoint's config, from what
+    ``from_pretrained(..., output_loading_info=True)`` reports: missing keys (transformers initialises
+    them at random and only logs it), unexpected keys (dropped) and mismatched sizes. The message
+    names ``where``, how many keys, the first few, and what to do.
+
+    What transformers leaves out of its report stays allowed: a weight tied to another one that is
+    there (``lm_head.weight`` with ``tie_word_embeddings``) and the keys a model class lists as
+    ignorable (``_keys_to_ignore_on_load_missing`` / ``_unexpected``). Under DeepSpeed ZeRO-3
+    transformers reports only missing keys (every rank the same, so every rank refuses); a size
+    mismatch there is its own RuntimeError, re-raised naming the checkpoint by ``_naming``."""
+    problems = []
+    for kind, keys in (("missing from the checkpoint (they would start from random values)",
+                        info.get("missing_keys")),
+                       ("in the checkpoint but not in the model (they would be dropped)", info.get("unexpected_keys"))):
+        if keys:
+            problems.append(_some_keys(sorted(map(str, keys)), kind))
+    if mismatched := info.get("mismatched_keys"):
+        shown = sorted(f"{_shown(str(key))} (checkpoint {list(saved)}, model {list(built)})"
+                       for key, saved, built in mismatched)
+        problems.append(_some_keys(shown, "of another size in the checkpoint than in the model", quoted=False))
+    if problems:
+        raise CorruptCheckpointError(
+            f"{where}: its weights do not match the {model_class} its config.json describes: "
+            + "; ".join(problems)
+            + ". If the checkpoint was damaged or partly copied, copy it again (every *.safetensors file and "
+            "its index); if it is a checkpoint of another architecture, point the recipe at one of this model's."
+        )
+
+
+def _some_keys(keys: list[str], kind: str, *, quoted: bool = True) -> str:
+    names = ", ".join(_shown(key) if quoted else key for key in keys[:LOADING_INFO_SHOWN])
+    more = f" and {len(keys) - LOADING_INFO_SHOWN} more" if len(keys) > LOADING_INFO_SHOWN else ""
+    return f"{len(keys)} weight{'s' if len(keys) != 1 else ''} {kind}: {names}{more}"
 
 
 @contextmanager

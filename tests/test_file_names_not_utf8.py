@@ -72,3 +72,12 @@ def test_every_quarantine_field_stores_bytes_that_are_not_utf8_escaped(tmp_path)
     assert (first["row_id"], first["detail"], first["file"], first["record"]) == (
         "id\\udcff", "detail \\udcff", "a\\udcff.csv", "row \\udcfe")
     assert len(second["detail"]) == 2000 and second["file"] == "b.csv"
+
+
+def test_a_checkpoints_data_version_reads_weight_names_that_are_not_utf8(tmp_path):
+    from medmo_pipeline.model.checkpoint import weights_version
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    utf8 = weights_version(tmp_path)
+    os.rename(tmp_path / "model.safetensors", os.fsencode(tmp_path) + b"/model-\xff.safetensors")
+    assert weights_version(tmp_path) != utf8  # read, and its name counted

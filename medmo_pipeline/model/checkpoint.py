@@ -10,6 +10,7 @@ and evaluation all read checkpoints through these functions.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def weights_version(directory: Path) -> str:
     for path in files:
         if not path.is_file():  # a FIFO would block the hash for ever
             raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device or a directory)")
-        digest.update(path.name.encode())
+        digest.update(os.fsencode(path.name))  # a name that is not UTF-8 keeps its own bytes
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 

@@ -348,14 +348,24 @@ def build_instance_masks(root: Path, options) -> int:
     names = [f"cells{i}" for i in range(200)]
     mine = [name for name in names if not other_part(name, options)][:2]
     others = [name for name in names if other_part(name, options)][:1]
+    if options.mask_name:  # a release's own tree: the Cell Tracking Challenge's, two sequences of a dataset
+        mine, others = ["Fluo-N2DH-GOWT1/01/t000", "Fluo-N2DH-GOWT1/02/t000"], []
     for i, stem in enumerate(mine + others):
-        write_file(root, f"{options.image_dir}/{stem}.png", png_bytes(32, 32, seed=i))
+        if options.mask_name:  # the frames as shipped: TIFF
+            frame = io.BytesIO()
+            Image.open(io.BytesIO(png_bytes(32, 32, seed=i))).convert("L").save(frame, format="TIFF")
+            write_file(root, "/".join(p for p in (options.image_dir, f"{stem}.tif") if p), frame.getvalue())
+        else:
+            write_file(root, f"{options.image_dir}/{stem}.png", png_bytes(32, 32, seed=i))
         mask = np.zeros((32, 32), dtype=np.uint16)
         mask[2:6, 3:9] = 1
         mask[20:30, 10:12] = 7
         buffer = io.BytesIO()
-        Image.fromarray(mask).save(buffer, format="TIFF" if options.mask_suffix.endswith((".tif", ".tiff")) else "PNG")
-        write_file(root, f"{options.masks_dir}/{stem}{options.mask_suffix}", buffer.getvalue())
+        Image.fromarray(mask).save(buffer, format="TIFF" if options.mask_suffix.endswith((".tif", ".tiff"))
+                                   or options.mask_name.endswith((".tif", ".tiff")) else "PNG")
+        folder, _, name = stem.rpartition("/")
+        write_file(root, options.mask_name.format(folder=folder, stem=name, number=name.lstrip("t")) if options.mask_name
+                   else f"{options.masks_dir}/{stem}{options.mask_suffix}", buffer.getvalue())
     return 2
 
 

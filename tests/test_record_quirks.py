@@ -284,20 +284,20 @@ def test_an_npz_declaring_samples_of_no_pixel_stops_its_source_at_once(fixture):
 
 def test_colour_coded_masks_and_masks_of_another_size(fixture):
     build, curate = fixture
-    folder = build("ctc")
-    for old in [*folder.glob("images/*"), *folder.glob("masks/*")]:
+    folder = build("ctc")  # the release as unzipped: <set>/01/tN.tif beside <set>/01_GT/SEG/man_segN.tif
+    for old in folder.rglob("*.tif"):
         old.unlink()
     colours = np.zeros((32, 32, 3), np.uint8)
     colours[2:6, 3:9] = (255, 0, 0)
     colours[20:30, 10:12] = (255, 255, 0)  # same red: read by its red alone, one instance
     small = np.zeros((16, 16), np.uint16)
     small[2:6, 2:6] = 1
-    write_file(folder, "images/t0.png", png_bytes(32, 32))
-    write_file(folder, "masks/t0.tif", _png(colours, "TIFF"))
-    write_file(folder, "images/t1.png", png_bytes(64, 64))
-    write_file(folder, "masks/t1.tif", _png(small, "TIFF"))
+    write_file(folder, "Set/01/t0.tif", _png(np.full((32, 32), 90, np.uint8), "TIFF"))
+    write_file(folder, "Set/01_GT/SEG/man_seg0.tif", _png(colours, "TIFF"))
+    write_file(folder, "Set/01/t1.tif", _png(np.full((64, 64), 90, np.uint8), "TIFF"))
+    write_file(folder, "Set/01_GT/SEG/man_seg1.tif", _png(small, "TIFF"))
     report = curate("ctc")
-    assert report["problems"] == [("image_size_mismatch", "images", "images/t1.png")]
+    assert report["problems"] == [("image_size_mismatch", ".", "Set/01/t1.tif")]
     (row,) = report["kept"]
     assert len(row["boxes"]) == 2
 
@@ -387,13 +387,13 @@ def test_an_image_name_with_a_trailing_space_before_its_suffix_is_read(fixture):
 
 def test_a_float_mask_of_fractional_ids_is_refused_not_cut_to_integers(fixture):
     build, curate = fixture
-    folder = build("ctc")
-    for old in [*folder.glob("images/*"), *folder.glob("masks/*")]:
+    folder = build("ctc")  # the release as unzipped: <set>/01/tN.tif beside <set>/01_GT/SEG/man_segN.tif
+    for old in folder.rglob("*.tif"):
         old.unlink()
     mask = np.zeros((32, 32), np.float32)
     mask[2:6, 3:9], mask[10:20, 10:20] = 0.5, 2.7
-    write_file(folder, "images/t0.png", png_bytes(32, 32))
-    write_file(folder, "masks/t0.tif", _png(mask, "TIFF"))
+    write_file(folder, "Set/01/t0.tif", _png(np.full((32, 32), 90, np.uint8), "TIFF"))
+    write_file(folder, "Set/01_GT/SEG/man_seg0.tif", _png(mask, "TIFF"))
     report = curate("ctc")
     assert [reason for reason, _, _ in report["problems"]] == ["image_undecodable"]
 

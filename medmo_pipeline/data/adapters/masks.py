@@ -1,10 +1,12 @@
 """Cell microscopy with instance masks (DeepCell/TissueNet exports, the Bacteria and Cell Tracking
 Challenge sets): ``images/<stem>.<ext>`` beside ``masks/<stem><suffix>`` whose pixel value is the
-instance id (0 = background). Each instance becomes one box (its tight pixel extent, x2/y2
-exclusive)."""
+instance id (0 = background), or, with ``pattern`` and ``mask_name``, a release's own tree (the Cell
+Tracking Challenge's ``<dataset>/01/t000.tif`` beside ``<dataset>/01_GT/SEG/man_seg000.tif``). Each
+instance becomes one box (its tight pixel extent, x2/y2 exclusive)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -22,7 +24,7 @@ from medmo_pipeline.data.image_limits import (
 )
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined
 from medmo_pipeline.data.pixels import failed_entry
-from medmo_pipeline.safe_paths import safe_join
+from medmo_pipeline.safe_paths import safe_glob, safe_join
 
 from .common import (
     AdapterOptions,
@@ -40,8 +42,15 @@ from .records import layout_path
 
 class Options(AdapterOptions):
     image_dir: str = "images"
+    # the images under image_dir ("*": its files); a release keeping its frames in folders names them
+    # (the Cell Tracking Challenge: "*/[0-9][0-9]/t*.tif", <dataset>/<sequence>/tNNN.tif)
+    pattern: str = "*"
     masks_dir: str = "masks"
     mask_suffix: str = ".png"
+    # an image's mask, relative to the dataset root: "" is masks_dir/<stem><mask_suffix>; else a
+    # template of {folder} (the image's folder under the root), {stem} and {number} (the stem's last
+    # digits): the Cell Tracking Challenge's gold segmentation "{folder}_GT/SEG/man_seg{number}.tif"
+    mask_name: str = ""
     label: str = "cell"
     modality: str = "microscopy"
     # An image without its mask: a broken copy (quarantine), or a frame the release does not annotate
@@ -53,37 +62,64 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
     """Rows, and the outcome (quarantined / filtered) of each record that gives none."""
     options = Options.model_validate(options)
     image_dir = layout_path(root, options.image_dir, folder=True)
-    images = sorted(p for p in image_dir.iterdir() if p.is_file())
-    others = [p for p in images if other_part(p.stem, options)]
+    # each keyed by its path under image_dir less its suffix: the stem in a flat folder, and frames
+    # of two sequences (01/t000.tif, 02/t000.tif) stay two records
+    images = [path for path in safe_glob(image_dir, options.pattern, refuse_outside=False, root=root)
+              if path.is_file()]
+    others = {path for path in images if other_part(_key(path, image_dir), options)}
     if others:  # the other part of a held-out split: counted, not read
         yield RowFiltered("subset", f"{len(others)} images outside the {options.holdout_part} part", rows=len(others))
-        images = [p for p in images if p not in set(others)]
+        images = [path for path in images if path not in others]
 
     def convert(where: str, image_path: Path) -> list:
-        mask_name = f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"
+        relative, key = _relative(image_path, image_dir), _key(image_path, image_dir)
+        mask_name = _mask_name(relative, image_path, options)
         mask_path = safe_join(root, mask_name)
         if not mask_path.is_file():  # an image without its mask: nothing to ground, said so
             if options.unannotated == "filter":
                 return [RowFiltered("unannotated", f"{where}: no mask {mask_name}")]
-            return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir, where)]
-        entry = load_image(root, image_path.name, options)
+            return [RowQuarantined("missing_join_key", f"{where}: no mask {mask_name}", options.image_dir or ".",
+                                   where)]
+        entry = load_image(root, relative, options)
         try:
             mask = _mask_pixels(read_image_file(mask_path, mask_name), limits_in_force())
             boxes = [(options.label, *box) for box in boxes_of_ids(mask)]
         except ImageError as error:  # one row, quarantined with the mask's reason; the source goes on
-            failed = failed_entry(ImageError(error.reason, f"{options.masks_dir}/{mask_path.name}: {error.detail}"),
+            failed = failed_entry(ImageError(error.reason, f"{mask_name}: {error.detail}"),
                                   entry["path"])
-            return [make_row(f"{image_path.stem}:{options.label}", "grounding", options,
+            return [make_row(f"{key}:{options.label}", "grounding", options,
                              turn(QUESTION.format(label=options.label), "unreadable mask"), images=[failed])]
         if not boxes:  # an empty field of view: nothing to ground, counted
             return [RowFiltered("no_finding", f"{where}: no {options.label} instance in {mask_name}")]
         if entry["width"] and (mask.shape[1], mask.shape[0]) != (entry["width"], entry["height"]):
             raise RowError("image_size_mismatch", f"{mask_name} is {mask.shape[1]} x {mask.shape[0]}, its image "
                                                   f"{entry['width']} x {entry['height']}: its boxes would be misplaced")
-        return list(grounding_rows(image_path.stem, entry, boxes, options))
+        return list(grounding_rows(key, entry, boxes, options))
 
-    records = ((f"{options.image_dir}/{path.name}", path) for _, path in limited(iter(images), options))
-    yield from guarded(records, options.image_dir, convert)
+    named = ((_relative(path, image_dir), path) for _, path in limited(iter(images), options))
+    records = ((f"{options.image_dir.rstrip('/')}/{relative}" if options.image_dir else relative, path)
+               for relative, path in named)
+    yield from guarded(records, options.image_dir or ".", convert)
+
+
+def _relative(path: Path, image_dir: Path) -> str:
+    """``path`` under the image folder, as the glob found it (a symlink not followed)."""
+    return path.relative_to(image_dir).as_posix()
+
+
+def _key(path: Path, image_dir: Path) -> str:
+    """An image's record key: its path under the image folder less the suffix (its stem when flat)."""
+    return _relative(path.with_suffix(""), image_dir)
+
+
+def _mask_name(relative: str, image_path: Path, options: Options) -> str:
+    """The mask of the image at ``relative`` (under image_dir), relative to the dataset root."""
+    if not options.mask_name:
+        return f"{options.masks_dir}/{image_path.stem}{options.mask_suffix}"
+    folder = "/".join(part for part in (options.image_dir.strip("/"), relative.rpartition("/")[0]) if part)
+    number = re.search(r"\d*$", image_path.stem).group()
+    return options.mask_name.format(folder=folder, stem=image_path.stem, number=number)
+
 
 def instance_boxes(mask_bytes: bytes, limits: ImageLimits | None = None) -> list[tuple[int, int, int, int]]:
     """Tight (x1, y1, x2, y2) of each non-zero instance id, ordered by id.

@@ -6,7 +6,8 @@ text files, image names without extension), PMC-VQA (``Figure_path, Question, Ch
 in v2; the options carry their own "A:" prefix, removed), MIMIC-CXR-VQA, NIH-VQA.
 A closed question whose answer is yes/no (in any case, with a final period: "Yes.") gets choices
 ``["yes", "no"]`` and the answer in lower case (the answer type has no column of its own in the
-sample contract); open questions get none. With options, an answer naming none of them, or given as
+sample contract); open questions get none. Where the layout names no answer type column (PathVQA,
+MIMIC-CXR-VQA, VQA-Med), a yes/no answer is closed by its words alone. With options, an answer naming none of them, or given as
 text matching two, is the record's ``malformed_record`` naming the field and its value. Option
 columns the record leaves empty at the end (OmniMedVQA's questions of two or three options) are no
 options; an empty one before a filled one is ``malformed_record`` (``choices.column_options``).
@@ -65,8 +66,11 @@ def iter_outcomes(root: Path, options: Options | dict) -> Iterator:
             choices = unprefixed(column_options(record, options.option_fields))
             answer = gold_letter(answer, choices, options.answer_format, what=options.answer_field)
             question = lettered_question(question, choices)
-        elif text(record.get(options.answer_type_field)).lower() == "closed" and spoken(answer) in YES_NO:
-            choices, answer = list(YES_NO), spoken(answer)  # "Yes." too, as benchmarks' yes_no_gold reads it
+        elif spoken(answer) in YES_NO and (not options.answer_type_field
+                                           or text(record.get(options.answer_type_field)).lower() == "closed"):
+            # "Yes." too, as benchmarks' yes_no_gold reads it; a layout without an answer type column
+            # (PathVQA's parquet: "Yes" beside "yes") has its yes/no answers closed by their words alone
+            choices, answer = list(YES_NO), spoken(answer)
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, "vqa", options, turn(question, answer), images=images, choices=choices)]
 

@@ -103,6 +103,18 @@ def build_caption(root: Path, options) -> int:
             lines.append(f"ROCO_{i:05d}\t Axial CT, \"contrast-enhanced\", showing finding number {i}.\n")
         write_file(root, options.file, "".join(lines))
         return 3
+    if options.image_lookup == "tree":  # MedTrinity-25M's full release: bare file names, images unpacked deep
+        from medmo_pipeline.data.adapters.common import other_part
+
+        names = [name for name in (f"8031efe0-1b5c-11ef-8929-{i:012d}.jpg" for i in range(50))
+                 if not other_part(name, options)][:3]
+        records = []
+        for i, name in enumerate(names):
+            write_file(root, f"{options.image_dir}/shard_{i}/mnt/data/medtrinity/{i}/images/{name}", jpeg_bytes(seed=i))
+            records.append({options.image_field: name, options.caption_field: f"A CT scan of the chest, finding {i}.",
+                            **({options.source_field: "nih_chest"} if options.source_field else {})})
+        write_records(root, options.file, records)
+        return 3
     records = [{options.image_field: image_value(root, options, f"cap{i}.png", i, embedded=_parquet(options)),
                 options.caption_field: f"Axial CT, contrast-enhanced,\nshowing finding number {i}."} for i in range(3)]
     if options.id_field and options.id_field != options.image_field:  # FairVLMed: the file name is the id

@@ -141,7 +141,7 @@ def test_medtrinity_parquet_rows_embed_their_image_and_a_multigranular_caption(t
          "caption": "An image whose bytes were not shipped."}])  # without bytes: the path, not beside the records
     (dataset(tmp_path, "medtrinity") / "data").mkdir(parents=True)
     pq.write_table(table, dataset(tmp_path, "medtrinity") / "data" / "train-00000-of-00001.parquet")
-    report = curate("medtrinity")
+    report = curate("medtrinity", "demo")  # the demo layout: images embedded
     (row,) = kept_rows(report)
     assert row["id"].endswith("8031efe0-1b5c-11ef-8929-000066532cad") and row["messages"][-1]["content"] == caption
     assert [q["reason"] for q in quarantine(report)] == ["image_missing"] and accounted(report)

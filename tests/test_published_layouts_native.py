@@ -282,6 +282,6 @@ def test_medtrinity_training_leaves_out_the_share_its_benchmark_evaluates(tmp_pa
     pq.write_table(pa.Table.from_pylist([{"image": {"bytes": png_bytes(seed=n), "path": f"{n}.jpg"}, "id": key,
                                            "caption": f"A CT scan {n}."} for n, key in enumerate(chosen)]),
                    root / "data" / "train-00000-of-00001.parquet")
-    report = curate("medtrinity")
+    report = curate("medtrinity", "demo")  # the demo layout: images embedded
     assert sorted(row["id"].rsplit(":", 1)[1] for row in kept_rows(report)) == sorted(ids[:2])
     assert report["filtered_by_reason"] == {"subset": 1} and accounted(report)

@@ -20,6 +20,7 @@ ROW_REASONS = {
     "missing_field": "a field the layout requires is absent or empty",
     "malformed_record": "a record that does not parse, or has a value of the wrong type",
     "unreadable_file": "a file the record names cannot be read",
+    "image_ambiguous": "the image name the record gives names two or more files of the folder it is looked for in",
     "file_too_large": "a file the record names is larger than its kind of file may be (its declared size, before reading)",
     "out_of_memory": "converting the record took more memory than the job has (a file within the limits that still "
                      "costs that much: give the job more memory, or lower corpus.image_limits)",
@@ -39,6 +40,8 @@ FILTER_REASONS = {
     "unannotated": "an image the release leaves without annotation (CTC annotates some frames only)",
     "no_positive_label": "a label-table row with no positive label: nothing to answer",
     "subset": "a record outside the part of the release the entry reads (another split)",
+    "image_not_released": "a record whose image the release does not ship (MedTrinity-25M's sources outside its "
+                          "accessible shards: the images come from their original datasets)",
     "duplicate": "an exact duplicate of a kept row",
     "decontamination": "matches an evaluation item",
 }

@@ -61,6 +61,10 @@ def write_full_release(root: Path, rows: list[dict]) -> None:
         pq.write_table(table, root / "25M_full" / f"train-{number:05d}-of-00002.parquet")
 
 
+def write_two_rows(root: Path) -> None:
+    write_full_release(root, [{"file_name": name, "caption": "A caption.", "source": "nih_chest"} for name in names(2)])
+
+
 def test_full_is_the_default_and_demo_the_other_version():
     entry = REGISTRY.get("medtrinity")
     assert entry.version == "full" and entry.versions() == ["full", "demo"]
@@ -134,7 +138,7 @@ def test_no_row_finding_its_image_stops_the_source(tmp_path, registry, files):
     (root / TREE).mkdir(parents=True)  # unpacked elsewhere (nothing here), or another release's shards
     for _ in range(files):
         write_file(root, deep(0, "other.jpg"), jpeg_bytes())
-    write_full_release(root, [{"file_name": name, "caption": "A caption.", "source": "nih_chest"} for name in names(2)])
+    write_two_rows(root)
     with pytest.raises(SourceUnavailable, match=f"none of its 2 records found its image file: {TREE}/ holds {files} files"):
         curate("medtrinity")
 
@@ -142,7 +146,7 @@ def test_no_row_finding_its_image_stops_the_source(tmp_path, registry, files):
 def test_the_unpacked_folder_missing_stops_the_source(tmp_path, registry):
     _, curate = registry
     root = tmp_path / "data" / "medtrinity"
-    write_full_release(root, [{"file_name": name, "caption": "A caption.", "source": "nih_chest"} for name in names(2)])
+    write_two_rows(root)
     with pytest.raises(SourceUnavailable, match=f"{TREE} is missing.*tar --zstd -xf"):
         curate("medtrinity")
 

@@ -135,11 +135,15 @@ def test_iu_xray_rows_without_a_uid_are_missing_field_not_numbered_by_place(tmp_
 # The slice's subset was read from its first CSV row after grouping: a bad cell there quarantined the
 # whole slice, its good lesions too, named by the slice instead of the row.
 
+def _air_slices(root, *paths: str) -> None:
+    """DeepLesion slices of air (-1000 HU), 16-bit PNGs with the release's 32768 offset."""
+    for path in paths:
+        write_file(root, path, png16_bytes(np.full((64, 64), -1000 + 32768, dtype=np.int32)))
+
+
 def test_deeplesion_a_bad_train_val_test_costs_its_own_row_only(tmp_path, curate):
     root = dataset(tmp_path, "deeplesion")
-    hu = np.full((64, 64), -1000, dtype=np.int32)
-    write_file(root, "Images_png/000001_01_01/103.png", png16_bytes(hu + 32768))
-    write_file(root, "Images_png/000002_01_01/010.png", png16_bytes(hu + 32768))
+    _air_slices(root, "Images_png/000001_01_01/103.png", "Images_png/000002_01_01/010.png")
     base = ["000001_01_01_103.png", 1, 1, 1, 103, "233.6, 95.1, 248.3, 110.5", "16.5, 16.5, 39.5, 39.5", "23.6, 16.1",
             "0.4, 0.2, 0.5", 4, 0, "98, 108", "0.8, 0.8, 5", "64, 64", "-175, 275", "F", 51, "train"]
     good = [*base[:6], "20, 20, 30, 30", *base[7:-1], 1]
@@ -166,8 +170,7 @@ def test_deeplesion_a_bad_train_val_test_costs_its_own_row_only(tmp_path, curate
 
 def test_deeplesion_slices_unzipped_one_folder_too_deep_are_named_in_the_stop_message(tmp_path, curate):
     root = dataset(tmp_path, "deeplesion")
-    hu = np.full((64, 64), -1000, dtype=np.int32)
-    write_file(root, "Images_png/Images_png/000001_01_01/103.png", png16_bytes(hu + 32768))
+    _air_slices(root, "Images_png/Images_png/000001_01_01/103.png")
     row = ["000001_01_01_103.png", 1, 1, 1, 103, "", "16.5, 16.5, 39.5, 39.5", "", "", 4, 0, "98, 108",
            "0.8, 0.8, 5", "64, 64", "-175, 275", "F", 51, 1]
     with open(root / "DL_info.csv", "w", newline="") as handle:

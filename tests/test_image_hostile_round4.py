@@ -24,7 +24,7 @@ from hostile_files import (
     tiff_directory,
 )
 from PIL import Image
-from pydicom.data import get_testdata_files
+from pydicom.data import get_testdata_file
 
 from medmo_pipeline.data import pixels
 from medmo_pipeline.data.adapters import iter_outcomes
@@ -94,7 +94,7 @@ def test_a_lut_pydicom_can_apply_is_still_applied():
     through_lut = _pixels(dicom_entry(ramp_dicom(_RESCALE + inverted)))
     assert plain[0, 0] < plain[-1, -1] and through_lut[0, 0] > through_lut[-1, -1]  # the LUT's inversion
     for name in ("vlut_04.dcm", "mlut_18.dcm"):  # pydicom's files with a VOI LUT and a Modality LUT
-        path = Path(get_testdata_files(name)[0])
+        path = Path(get_testdata_file(name, download=False))
         assert pixels._voi_lut_usable(_dataset(path)) or pixels._rescale_usable(_dataset(path))
         assert dicom_entry(path).get("error") is None
 
@@ -118,7 +118,7 @@ def test_a_conversion_that_fails_past_the_checks_is_named_not_raised(monkeypatch
 def test_a_dicom_source_keeps_its_files_of_odd_luts(tmp_path):
     root = tmp_path / "src" / "ct"
     root.mkdir(parents=True)
-    shutil.copy(get_testdata_files("CT_small.dcm")[0], root / "good.dcm")
+    shutil.copy(get_testdata_file("CT_small.dcm", download=False), root / "good.dcm")
     (root / "short_lut.dcm").write_bytes(ramp_dicom(lut_item((4096, 0, 16), struct.pack("<2H", 0, 65535))))
     (root / "two_slopes.dcm").write_bytes(ramp_dicom(decimal_string(0x1050, "1000") + decimal_string(0x1051, "500")
                                                      + decimal_string(0x1052, "0") + decimal_string(0x1053, "1\\2")))

@@ -83,6 +83,11 @@ def _inside(root_resolved: Path, real: Path) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+# Folders below a walk's start (MIMIC-CXR's files/pXX/pXXXXXXXX/sXXXXXXXX: 4; MedTrinity's unpacked
+# shards: about 6). Each match of a walk is then checked a component at a time, so a tree of 1,500
+# nested folders took 43 s to glob (a link looked up per component of each); deeper, minutes.
+MAX_FOLDER_DEPTH = 64
+
 MAX_SYMLINKS = 40  # links followed in one path before it counts as a loop (Linux's own limit)
 
 
@@ -238,22 +243,33 @@ def _linked_folder_inside(folder: Path, base: Path, root_resolved: Path) -> None
 
 def _folders_below(start: Path, base: Path, root_resolved: Path) -> Iterator[Path]:
     """``start`` and every folder below it, through symlinked folders inside ``root_resolved``,
-    each real folder once (by device and inode), in name order."""
-    seen: set[tuple[int, int]] = set()
+    each real folder once (by device and inode), in name order (depth first, a folder before the
+    folders in it).
 
-    def walk(folder: Path, linked: bool) -> Iterator[Path]:
+    Walked with a stack of its own, not by recursion: a tree thousands of folders deep (a hostile
+    archive) raised RecursionError, naming nothing. A folder that cannot be looked at (its path
+    longer than the system's limit, deeper than a path can name) is skipped as one that cannot be
+    listed: nothing in it can be opened by its path either."""
+    seen: set[tuple[int, int]] = set()
+    pending: list[tuple[Path, bool, int]] = [(start, True, 0)]  # (folder, reached through a link, depth)
+    while pending:
+        folder, linked, depth = pending.pop()
+        if depth > MAX_FOLDER_DEPTH:
+            below = folder.relative_to(base).as_posix()
+            raise UnsafePathError(f"{below[:80]}{'...' if len(below) > 80 else ''} is more than {MAX_FOLDER_DEPTH} "
+                                  f"folders deep below {base}: no dataset's layout is; is a folder linked "
+                                  "into itself, or an archive unpacked wrongly?")
         if linked:  # a link (or the start, reached through one) leading out is never listed
             _linked_folder_inside(folder, base, root_resolved)
         try:
             info = folder.stat()
-        except (FileNotFoundError, NotADirectoryError):  # no such folder: nothing below it (as Path.glob)
-            return
+        except OSError as error:  # no such folder (as Path.glob), or a path too long to look at
+            if isinstance(error, (FileNotFoundError, NotADirectoryError)) or error.errno == errno.ENAMETOOLONG:
+                continue
+            raise
         if (info.st_dev, info.st_ino) in seen:  # a second link to it, or a link back to an ancestor
-            return
+            continue
         seen.add((info.st_dev, info.st_ino))
         yield folder
-        for entry in _entries(folder):
-            if _is_dir(entry):
-                yield from walk(Path(entry.path), entry.is_symlink())
-
-    yield from walk(start, True)
+        below = [(Path(entry.path), entry.is_symlink(), depth + 1) for entry in _entries(folder) if _is_dir(entry)]
+        pending.extend(reversed(below))  # the first by name on top

@@ -8,6 +8,7 @@ changed source shows its partition as stale without reading the data.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -122,20 +123,32 @@ def files_in_path_order(directory: Path) -> Iterator[Path]:
     root = Path(directory).resolve()
     seen: set[tuple[int, int]] = set()
 
-    def walk(folder: Path) -> Iterator[Path]:
-        info = folder.stat()
-        if (info.st_dev, info.st_ino) in seen:
-            return
-        seen.add((info.st_dev, info.st_ino))
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda entry: entry.name)
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False) or entry.is_symlink() and _folder_inside(entry.path, root):
-                yield from walk(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                yield Path(entry.path)
+    def listing(folder: Path) -> Iterator[os.DirEntry]:
+        """``folder``'s entries by name; none for a folder seen before or that cannot be looked at
+        (a path deeper than the system can name: nothing in it can be opened by path either)."""
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                return iter(())
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as entries:
+                return iter(sorted(entries, key=lambda entry: entry.name))
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            return iter(())
 
-    yield from walk(Path(directory))
+    # A stack of the folders being listed, not recursion: a tree thousands of folders deep raised
+    # RecursionError, naming nothing
+    stack = [listing(Path(directory))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif entry.is_dir(follow_symlinks=False) or entry.is_symlink() and _folder_inside(entry.path, root):
+            stack.append(listing(Path(entry.path)))
+        elif entry.is_file(follow_symlinks=False):
+            yield Path(entry.path)
 
 
 def _folder_inside(link: str, root: Path) -> bool:

@@ -22,7 +22,7 @@ from .common import (
     text,
     turn,
 )
-from .image_tree import tree_index
+from .image_tree import MAX_FOUND, tree_index
 from .records import SourceLayoutError
 
 
@@ -81,7 +81,8 @@ def _tree_outcomes(root: Path, options: Options) -> Iterator:
             return [RowFiltered("image_not_released", f"{origin}no file {shown(name)} under {options.image_dir}/")]
         found += 1
         if len(paths) > 1:
-            raise RowError("image_ambiguous", f"image name {shown(name)} names {len(paths)} files under "
+            count = f"{len(paths)}" if len(paths) <= MAX_FOUND else f"more than {MAX_FOUND}"
+            raise RowError("image_ambiguous", f"image name {shown(name)} names {count} files under "
                                               f"{options.image_dir}/: {', '.join(paths[:5])}")
         local_id = record.get(options.id_field) if options.id_field else index
         return [make_row(local_id, "caption", options, turn(options.question, caption),

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from medmo_pipeline.data.annotations import (
@@ -468,6 +469,14 @@ def text(value: Any) -> str:
     >>> text(1.0), text(-0.0), text(0.5), text(2.0**60), text(float("nan")), text(" 1.0 ")
     ('1', '0', '0.5', '1.152921504606847e+18', '', '1.0')
     """
+    if isinstance(value, np.floating) and not isinstance(value, float):
+        # numpy's float32 / float16 (an array's element): read as the float it holds, so 1.0 is "1",
+        # NaN "" and Infinity refused as for a Python float ("1.0", "nan" and "inf" were kept); a
+        # fraction keeps numpy's shortest spelling for its precision (float32 0.1 is "0.1")
+        whole = float(value)
+        if math.isfinite(whole) and not whole.is_integer():
+            return str(value)
+        value = whole
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, (dict, list, tuple, set, bytes, bytearray, bool)):  # bool: JSON's true is no "True"

@@ -35,6 +35,7 @@ from medmo_pipeline.safe_paths import UnsafePathError, check_relative, safe_glob
 from .records import SourceLayoutError, layout_path
 
 CHUNK = 1 << 16  # keys gathered in a Python list before they become a numpy chunk
+MAX_FOUND = 5  # files of one name confirmed on disk before ``find`` stops looking: it is ambiguous
 
 
 class ImageTree:
@@ -86,7 +87,8 @@ class ImageTree:
         return self.keys.nbytes + self.folder_of.nbytes
 
     def find(self, name: str) -> list[str]:
-        """The paths (relative to the tree, sorted) of the files named ``name``; a name with folders
+        """The paths (relative to the tree, in folder order; at most ``MAX_FOUND`` + 1, the name then
+        ambiguous whatever the rest) of the files named ``name``; a name with folders
         in it (``a/b.jpg``) matches the files of its last part whose path ends with it. Raises
         RowError (``malformed_record``) for a name that names no file, ``unsafe_path`` (through
         ``check_relative``) for one that is absolute or climbs with '..'."""
@@ -98,12 +100,14 @@ class ImageTree:
         key = hash(base)
         start, stop = np.searchsorted(self.keys, key, "left"), np.searchsorted(self.keys, key, "right")
         found = []
-        for index in sorted(set(self.folder_of[start:stop].tolist())):  # two names of one key in a folder: once
+        for index in np.unique(self.folder_of[start:stop]).tolist():  # two names of one key in a folder: once
             folder = self.folders[index]
             relative = f"{folder}/{base}" if folder else base
             if (relative == wanted or relative.endswith(f"/{wanted}")) and os.path.lexists(self.path / relative):
                 found.append(relative)  # confirmed: a key collision with another name is no match
-        return sorted(found)
+                if len(found) > MAX_FOUND:  # ambiguous already: a name in 200,000 folders cost 200,000 stats a row
+                    break
+        return found
 
 
 _LAST: list[tuple[tuple, ImageTree]] = []

@@ -7,12 +7,14 @@ instance becomes one box (its tight pixel extent, x2/y2 exclusive)."""
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import field_validator
 
 from medmo_pipeline.data.image_limits import (
     ImageError,
@@ -24,7 +26,7 @@ from medmo_pipeline.data.image_limits import (
 )
 from medmo_pipeline.data.outcomes import RowError, RowFiltered, RowQuarantined
 from medmo_pipeline.data.pixels import failed_entry
-from medmo_pipeline.safe_paths import safe_glob, safe_join
+from medmo_pipeline.safe_paths import check_relative, safe_glob, safe_join
 
 from .common import (
     AdapterOptions,
@@ -38,6 +40,8 @@ from .common import (
 )
 from .grounding import QUESTION, grounding_rows
 from .records import layout_path
+
+MASK_NAME_FIELDS = ("folder", "stem", "number")  # what a ``mask_name`` template may name
 
 
 class Options(AdapterOptions):
@@ -56,6 +60,32 @@ class Options(AdapterOptions):
     # An image without its mask: a broken copy (quarantine), or a frame the release does not annotate
     # (filter, reason "unannotated": the Cell Tracking Challenge's gold segmentation covers some frames)
     unannotated: Literal["quarantine", "filter"] = "quarantine"
+
+    @field_validator("pattern")
+    @classmethod
+    def _relative_pattern(cls, value: str) -> str:
+        check_relative(value)  # absolute or '..': refused at load, naming the option (was at curation)
+        return value
+
+    @field_validator("mask_name")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        """Only ``{folder}``, ``{stem}`` and ``{number}``, plain, in a relative path: another field was a
+        KeyError at every image, an attribute (``{stem.__class__}``) read Python's objects into the
+        name, a width (``{number:>999999999}``) a gigabyte a row."""
+        if not value:
+            return value
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError as error:  # an unmatched brace
+            raise ValueError(f"{value!r} is no template ({error})") from None
+        for _, field, spec, conversion in parts:
+            if field is not None and (field not in MASK_NAME_FIELDS or spec or conversion):
+                raise ValueError(f"{value!r} names {{{field}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}}; a mask name names only "
+                                 f"{', '.join('{' + name + '}' for name in MASK_NAME_FIELDS)}, as they are")
+        check_relative(value.format(folder="f", stem="s", number="0"))  # absolute or '..': out of the root
+        return value
 
 
 def iter_outcomes(root: Path, options: Options | dict) -> Iterator:

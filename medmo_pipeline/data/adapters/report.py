@@ -40,6 +40,7 @@ from .common import (
     record_file_text,
     row_problem,
     rows_only,
+    shown,
     text,
     turn,
     with_columns,
@@ -50,6 +51,7 @@ from .report_sections import ReportSections, report_sections, split_sections  # 
 QUESTION = "Write the findings and impression of this radiology study."
 IMAGE_SUFFIXES = (".dcm", ".jpg", ".jpeg", ".png")
 SPLIT_NAMES = ("train", "validate", "test")  # the values of MIMIC-CXR-JPG's split table
+MAX_STUDY_DIGITS = 18  # a MIMIC study id has 8 ("50414267"); 18 still fits an int64
 
 
 class Options(ImageRecordOptions):
@@ -225,8 +227,10 @@ def _split_row_problem(study: str, split: str) -> tuple[str, str] | None:
     """(reason, detail) of a split-table row that assigns no study to a split, None for a good one."""
     if not study:
         return "missing_field", "no study_id: the image belongs to no study"
-    if not (study.isascii() and study.isdigit()):
-        return "malformed_record", f"study_id {study[:20]!r} is not a MIMIC study id (a number)"
+    if not (study.isascii() and study.isdigit()) or len(study) > MAX_STUDY_DIGITS:
+        # a number of more than 4,300 digits was a ValueError out of int() that stopped the source
+        return "malformed_record", (f"study_id {shown(study, 40)} is not a MIMIC study id (a number of at most "
+                                    f"{MAX_STUDY_DIGITS} digits)")
     if not split:
         return "missing_field", f"no split for study s{study}"
     if split not in SPLIT_NAMES:

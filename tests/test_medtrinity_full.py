@@ -131,23 +131,20 @@ def test_the_registry_fixture_of_the_default_layout_curates(tmp_path, registry):
     assert report["rows_kept"] == 3 and report["quarantined"] == 0
 
 
-@pytest.mark.parametrize("files", [0, 1])
-def test_no_row_finding_its_image_stops_the_source(tmp_path, registry, files):
+@pytest.mark.parametrize("files", [None, 0, 1])
+def test_a_release_whose_images_are_not_unpacked_there_stops_the_source(tmp_path, registry, files):
+    """No unpacked folder at all; one unpacked elsewhere (the folder here empty); another release's
+    shards (a file, none of the records')."""
     _, curate = registry
     root = tmp_path / "data" / "medtrinity"
-    (root / TREE).mkdir(parents=True)  # unpacked elsewhere (nothing here), or another release's shards
-    for _ in range(files):
+    if files is not None:
+        (root / TREE).mkdir(parents=True)
+    for _ in range(files or 0):
         write_file(root, deep(0, "other.jpg"), jpeg_bytes())
     write_two_rows(root)
-    with pytest.raises(SourceUnavailable, match=f"none of its 2 records found its image file: {TREE}/ holds {files} files"):
-        curate("medtrinity")
-
-
-def test_the_unpacked_folder_missing_stops_the_source(tmp_path, registry):
-    _, curate = registry
-    root = tmp_path / "data" / "medtrinity"
-    write_two_rows(root)
-    with pytest.raises(SourceUnavailable, match=f"{TREE} is missing.*tar --zstd -xf"):
+    message = (f"{TREE} is missing.*tar --zstd -xf" if files is None
+               else f"none of its 2 records found its image file: {TREE}/ holds {files} files")
+    with pytest.raises(SourceUnavailable, match=message):
         curate("medtrinity")
 
 

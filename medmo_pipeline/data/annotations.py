@@ -153,21 +153,23 @@ def csv_newline(head: bytes) -> str:
     return "" if b"\r" in head.rstrip(b"\r") and b"\n" not in head else "\n"
 
 
-def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[dict]:
-    """The rows of a CSV with a header row, as dicts (``csv.DictReader``'s), read by ``csv_rows``;
-    a row that cannot be read (a stray quote, a field over its bound) raises AnnotationError
-    naming the file and line: for a table every row of which matters (a split table)."""
+def csv_records(lines: BoundedLines, delimiter: str) -> Iterator[tuple[int, dict]]:
+    """(line number, row as a dict) of a CSV with a header row, read by ``csv_rows``; a short row's
+    missing fields are None (its columns are the header's). A row that cannot be read (a stray
+    quote, a field over its bound) raises AnnotationError naming the file and line: for a table
+    every row of which matters (a split table)."""
     rows = csv_rows(lines, delimiter)
     header = next(rows, None)
     if header is None:
         return
     if isinstance(header[1], UnreadableRecord):
         raise AnnotationError(header[1].problem)
-    for _, values in rows:
+    names = header[1]
+    for line, values in rows:
         if isinstance(values, UnreadableRecord):
             raise AnnotationError(values.problem)
         if values:
-            yield dict(zip(header[1], values, strict=False))
+            yield line, dict(zip(names, [*values, *[None] * (len(names) - len(values))], strict=False))
 
 
 class _ReplayableLines:

@@ -119,7 +119,7 @@ def read_checkpoint_json(directory: Path, path: Path) -> Any:
     import json
 
     _check_inside(checkpoint_root(directory), path)
-    if not _is_regular(path):  # a FIFO would block its reader, a device (/dev/zero) never ends
+    if not _is_kind(path, stat.S_ISREG):  # a FIFO would block its reader, a device (/dev/zero) never ends
         raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device, a directory or missing)")
     text = _read_checkpoint_text(path)
     try:
@@ -176,9 +176,9 @@ def check_json_files(directory: Path) -> None:
     root = checkpoint_root(directory)
     for path in sorted(directory.iterdir()):
         _check_inside(root, path)
-        if _is_directory(path):
+        if _is_kind(path, stat.S_ISDIR):
             continue
-        if not _is_regular(path):
+        if not _is_kind(path, stat.S_ISREG):
             raise CorruptCheckpointError(f"{path}: not a regular file (a pipe, a device or a socket)")
         if path.suffix == ".json":
             read_checkpoint_json(directory, path)
@@ -196,13 +196,6 @@ def _check_tokenizer(path: Path) -> None:
     except Exception as error:  # noqa: BLE001 - the Rust library raises a bare Exception
         raise CorruptCheckpointError(f"{path}: not a tokenizer the tokenizers library reads ({str(error)[:200]})") \
             from None
-
-
-def _is_directory(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def check_safetensors_headers(directory: Path) -> int:
@@ -266,10 +259,11 @@ def _read_header(path: Path) -> tuple[int, bytes] | str:
         os.close(fd)
 
 
-def _is_regular(path: Path) -> bool:
-    """Whether ``path`` is a regular file (``Path.is_file`` raises on a name too long)."""
+def _is_kind(path: Path, kind) -> bool:
+    """Whether ``path`` is of ``kind`` (``stat.S_ISREG``, ``stat.S_ISDIR``); False where it cannot be
+    looked at (``Path.is_file`` raises on a name too long)."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        return kind(os.stat(path).st_mode)
     except OSError:
         return False
 
@@ -356,7 +350,7 @@ def check_weight_index(directory: Path) -> None:
             except (UnsafePathError, CorruptCheckpointError) as error:
                 raise CorruptCheckpointError(f"{index}: weight_map names {_shown(name)}, outside the checkpoint "
                                              f"({error})") from None
-            if Path(name).name != name or not _is_regular(Path(directory) / name):
+            if Path(name).name != name or not _is_kind(Path(directory) / name, stat.S_ISREG):
                 raise CorruptCheckpointError(f"{index}: weight_map names {_shown(name)}, not a file beside the index")
 
 

@@ -261,13 +261,7 @@ def numbered_split_table(path: Path) -> Iterator[tuple[int, dict]]:
     import io
     import zlib
 
-    from medmo_pipeline.data.annotations import (
-        AnnotationError,
-        BoundedLines,
-        UnreadableRecord,
-        csv_newline,
-        csv_rows,
-    )
+    from medmo_pipeline.data.annotations import AnnotationError, BoundedLines, csv_newline, csv_records
 
     class Capped(io.RawIOBase):
         """The file's bytes, counted as they are read: over either bound, the table is refused."""
@@ -292,18 +286,7 @@ def numbered_split_table(path: Path) -> Iterator[tuple[int, dict]]:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as raw:
             buffered = io.BufferedReader(Capped(raw))
             handle = io.TextIOWrapper(buffered, encoding="utf-8", newline=csv_newline(buffered.peek(1 << 16)))
-            rows = csv_rows(BoundedLines(handle, path.name), ",")
-            header = next(rows, None)
-            if header is None:
-                return
-            if isinstance(header[1], UnreadableRecord):
-                raise AnnotationError(header[1].problem)
-            for line, values in rows:
-                if isinstance(values, UnreadableRecord):
-                    raise AnnotationError(values.problem)
-                if values:  # a short row's missing fields are None: its columns are the header's
-                    yield line, dict(zip(header[1], [*values, *[None] * (len(header[1]) - len(values))],
-                                         strict=False))
+            yield from csv_records(BoundedLines(handle, path.name), ",")
     except (OSError, EOFError, zlib.error) as error:
         raise AnnotationError(f"{path.name}: not a readable split table ({type(error).__name__}: {error})") from None
 

@@ -63,24 +63,6 @@ def test_the_data_version_reads_names_that_are_not_utf8_and_keeps_utf8_names_as_
     assert latin1[2] == count and latin1[1] != content  # read, and told apart from the UTF-8 name
 
 
-def test_the_data_version_knows_images_by_size_and_mtime_and_record_files_by_their_bytes_too(tmp_path):
-    """Images are the millions of files of a mirror: not opened to be fingerprinted (an edit still
-    changes their mtime); a record file's first bytes are hashed as well."""
-    image, table = tmp_path / "a.PNG", tmp_path / "labels.csv"
-    image.write_bytes(b"1234")
-    table.write_bytes(b"id,label\n1,a\n")
-    before = _files_digest(tmp_path)
-    for path, same_size in ((image, b"5678"), (table, b"id,label\n1,b\n")):
-        times = path.stat().st_atime_ns, path.stat().st_mtime_ns
-        path.write_bytes(same_size)
-        os.utime(path, ns=times)  # a copy that kept the mtime
-    after = _files_digest(tmp_path)
-    assert after[2] == before[2] == 2 and after[1] != before[1]  # the table's new bytes are seen
-    table.write_bytes(b"id,label\n1,a\n")
-    os.utime(table, ns=(table.stat().st_atime_ns, times[1]))
-    assert _files_digest(tmp_path) == before  # the image's own bytes are not read
-
-
 def test_every_quarantine_field_stores_bytes_that_are_not_utf8_escaped(tmp_path):
     writer = QuarantineWriter(tmp_path / "q.parquet")
     writer.add(0, "id\udcff", "s", "invalid_utf8", "detail \udcff", file="a\udcff.csv", record="row \udcfe")

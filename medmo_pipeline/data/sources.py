@@ -65,9 +65,9 @@ def _check_known(corpus: CorpusRecipe, source: str) -> None:
 def fingerprint(corpus: CorpusRecipe, source: str, *, seed: int) -> dict:
     """A cheap version of a source's input, without reading it all.
 
-    Synthetic: the generator's parameters and the hash of its code. Registry, local copy: every file's
-    relative path, size and mtime plus a hash of its first bytes. Registry, hub-pinned with no local
-    copy checked: the pinned revision. Returns {"version", "revision", "files"}.
+    Synthetic: the generator's parameters and the hash of its code. Registry: every file's relative
+    path, size and mtime plus a hash of its first bytes (an image's: none), the pinned revision if
+    any, and the options its adapters read it with. Returns {"version", "revision", "files"}.
     """
     _check_known(corpus, source)
     if source in corpus.synthetic_sources():
@@ -81,13 +81,16 @@ def fingerprint(corpus: CorpusRecipe, source: str, *, seed: int) -> dict:
 
     entry = registry_entry(corpus, source)
     version = layout_version(corpus, source)
-    entry.adapters_for(version)  # an unknown version is an error before anything is read
+    specs = entry.adapters_for(version)  # an unknown version is an error before anything is read
     directory = resolve_source(entry, data_root(corpus))
     digest, content, count = _files_digest(directory)
     # The published revision names the files by what they hold: a copy that did not keep mtimes
     # curates to the same data version; an mtime still makes the fingerprint say "look again".
     revision = entry.origin.revision or f"local:{content[:12]}"
-    identity = {"revision": entry.origin.revision, "files": digest}
+    # How the files are read counts too: a registry update that changes an adapter's options (another
+    # image folder, a split kept) curates other rows from the same files, so its partition is stale
+    identity = {"revision": entry.origin.revision, "files": digest,
+                "adapters": [spec.model_dump(mode="json") for spec in specs]}
     if version and version != entry.version:  # the default keeps the versions fingerprinted before
         identity["layout_version"] = version
     return {"version": stable_hash(identity, length=64), "revision": revision, "files": count}

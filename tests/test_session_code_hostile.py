@@ -189,12 +189,15 @@ def test_cutting_a_questions_own_options_is_linear(question):
 
 
 def test_a_split_table_that_is_a_fifo_or_links_out_stops_the_source_unopened(tmp_path):
+    from guards import alarm
+
     from medmo_pipeline.data.adapters.records import SourceLayoutError
-    from tests.guards import alarm
     os.mkfifo(tmp_path / "split.csv")
+    (tmp_path / "split2.csv").mkdir()
     os.symlink("/etc/passwd", tmp_path / "out.csv")
     with alarm(10):
-        with pytest.raises(SourceLayoutError, match="split.csv"):
-            report._split_path(tmp_path, "split.csv")
+        for name in ("split.csv", "split2.csv"):  # said to be no regular file, not "missing"
+            with pytest.raises(SourceLayoutError, match=f"split table {name} .* is not a regular file"):
+                report._split_path(tmp_path, name)
         with pytest.raises(UnsafePathError, match="outside the dataset root"):
             report._split_path(tmp_path, "out.csv")

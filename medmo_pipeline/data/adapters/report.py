@@ -20,6 +20,7 @@ and "Conclusion:".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -188,6 +189,9 @@ def _split_path(root: Path, file: str) -> tuple[str, Path]:
         path = safe_join(root, name)
         if path.is_file():
             return name, path
+        if os.path.lexists(path):  # a folder, a pipe or a device of that name: not "missing"
+            raise SourceLayoutError(f"the split table {name} under {root} is not a regular file (a folder, a "
+                                    "pipe or a device): put the table itself there")
     raise SourceLayoutError(
         f"the split table {file} is missing under {root}: without it the studies of the test split (those "
         "the mimic_cxr benchmark evaluates) cannot be told from the training studies, so none is read. "

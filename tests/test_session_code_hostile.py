@@ -201,3 +201,11 @@ def test_a_split_table_that_is_a_fifo_or_links_out_stops_the_source_unopened(tmp
                 report._split_path(tmp_path, name)
         with pytest.raises(UnsafePathError, match="outside the dataset root"):
             report._split_path(tmp_path, "out.csv")
+
+
+def test_an_image_name_written_with_dot_or_doubled_slashes_is_found_as_written_plainly(tmp_path):
+    write = tmp_path / "tree" / "a" / "b"
+    write.mkdir(parents=True)
+    (write / "x.jpg").write_bytes(b"x")
+    tree = ImageTree(tmp_path / "tree", tmp_path)
+    assert tree.find("./x.jpg") == tree.find("b//x.jpg") == tree.find("a/./b/x.jpg") == ["a/b/x.jpg"]

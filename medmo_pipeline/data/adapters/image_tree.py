@@ -25,6 +25,7 @@ walks the tree once).
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ class ImageTree:
         RowError (``malformed_record``) for a name that names no file, ``unsafe_path`` (through
         ``check_relative``) for one that is absolute or climbs with '..'."""
         check_relative(name)
-        wanted = name.replace("\\", "/").strip("/")
+        wanted = posixpath.normpath(name.replace("\\", "/")).strip("/")  # "./x.jpg" and "a//x.jpg" as written plainly
         base = wanted.rsplit("/", 1)[-1]
         if base in ("", "."):
             raise RowError("malformed_record", f"image name {name!r} names a folder, not a file")

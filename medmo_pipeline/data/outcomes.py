@@ -48,11 +48,12 @@ FILTER_REASONS = {
 
 
 class RowError(ValueError):
-    """A record that cannot become a row; ``reason`` is a key of ROW_REASONS."""
+    """A record that cannot become a row; ``reason`` is a key of ROW_REASONS. ``path``: the file it
+    looked for, where that is the problem (an image missing), for the registry's hint of where it is."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, *, path: str = ""):
         super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.path = reason, detail, path
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class RowQuarantined:
     file: str = ""
     record: str = ""  # the record's position in the file (0-based data row, line, or key)
     local_id: str = ""
+    path: str = ""  # the file the record looked for, where that is the problem (``RowError.path``)
 
 
 @dataclass(frozen=True)

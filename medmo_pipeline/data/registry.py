@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medmo_pipeline.data.adapters import ADAPTERS, adapter
-from medmo_pipeline.data.adapters.grounding import NOT_THERE
 from medmo_pipeline.data.adapters.records import SourceLayoutError
 from medmo_pipeline.data.outcomes import RowQuarantined
 from medmo_pipeline.safe_paths import UnsafePathError, safe_join
@@ -241,12 +240,9 @@ FIND_IMAGE_ENTRIES = 200_000  # directory entries looked at to find where a miss
 
 def _missing_path(outcome) -> str:
     """The path (under the dataset's folder) a row looked for its first image at, '' if none; for a
-    box list's image quarantined as missing (NIH's, DeepLesion's, a YOLO image), the path its detail
-    names ("<file> <record>: <path>: no such file")."""
+    box list's image quarantined as missing (NIH's, DeepLesion's, a YOLO image), the one it carries."""
     if type(outcome) is RowQuarantined:
-        detail = outcome.detail
-        return detail[:-len(NOT_THERE)].rsplit(": ", 1)[-1] if outcome.reason == "image_missing" \
-            and detail.endswith(NOT_THERE) else ""
+        return outcome.path if outcome.reason == "image_missing" else ""
     images = outcome.get("images") if type(outcome) is dict else None
     return str(images[0].get("path") or "") if images and type(images[0]) is dict else ""
 

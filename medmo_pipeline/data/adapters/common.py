@@ -319,7 +319,7 @@ def row_problem(error: Exception, file: str, where: str) -> RowQuarantined:
         reason, detail = "unreadable_file", f"{type(error).__name__}: {error}"
     else:
         reason, detail = "malformed_record", f"{type(error).__name__}: {error}"
-    return RowQuarantined(reason, f"{file} {where}: {detail}", file, where)
+    return RowQuarantined(reason, f"{file} {where}: {detail}", file, where, path=getattr(error, "path", ""))
 
 
 def number(value: Any, what: str) -> float:

@@ -28,7 +28,6 @@ from medmo_pipeline.schema.boxes import (
 from .common import AdapterOptions, coordinates, make_row, row_problem, turn
 
 QUESTION = "Locate every {label} in this image and give their bounding boxes."
-NOT_THERE = ": no such file"  # ends the detail of an image missing: the path looked for comes before it
 # Bad boxes of one record file (a YOLO label file, a box JSON) quarantined one by one; a real file
 # holds a few boxes, so past this many it is no box file, quarantined whole (one record, not millions)
 MAX_BAD_BOXES = 1_000
@@ -42,7 +41,7 @@ def grounding_rows(image_id: str, image: dict, labelled_boxes: Iterable[tuple[st
     if image.get("width", 0) <= 0 or image.get("height", 0) <= 0:
         name = image.get("path") or "the image"
         if not image.get("bytes"):
-            raise RowError("image_missing", f"{name}{NOT_THERE}")
+            raise RowError("image_missing", f"{name}: no such file", path=image.get("path") or "")
         inspect_image(image["bytes"], limits_in_force())  # raises the reason curation would give
         raise RowError("image_undecodable", f"{name}: its size is unreadable")
     by_label: dict[str, list[tuple[float, float, float, float]]] = {}
